@@ -1,0 +1,1 @@
+//! End-to-end suite against the cluster named by KUBECONFIG.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("meridian-operator: not yet implemented");
+}
