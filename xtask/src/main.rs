@@ -1,1 +1,42 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>`.
+
+mod agent;
+mod bench;
+mod cluster;
+mod crds;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Meridian project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Local Kubernetes control plane built from upstream binaries.
+    Cluster(cluster::ClusterArgs),
+    /// Test-fixture node agent that runs scheduled pods as local processes (started by `cluster up`).
+    Agent(agent::AgentArgs),
+    /// Generate CRD YAML into crds/ (or check for drift with --check).
+    Crds(crds::CrdsArgs),
+    /// Benchmarks against redis-server: `bench node`, `bench eviction`, ...
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Cluster(args) => cluster::run(args),
+        Cmd::Agent(args) => agent::run(args),
+        Cmd::Crds(args) => crds::run(args),
+        Cmd::Bench { args } => bench::run(&args),
+    }
+}

@@ -1,0 +1,99 @@
+//! Small helpers shared by every xtask command: locating the workspace and the cache,
+//! running commands loudly, and installing Debian packages on demand.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Root of the cargo workspace (the directory holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Cache for expensive, version-pinned artefacts (built Kubernetes binaries, helm, etcd).
+/// Lives outside the work tree so a fresh clone on the same machine reuses it.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MERIDIAN_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("meridian")
+}
+
+/// Runs a command, echoing it first, and fails with its exit status.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {}", display(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", display(cmd)))?;
+    if !status.success() {
+        bail!("{} failed with {status}", display(cmd));
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its standard output as text.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {}", display(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed with {}: {}",
+            display(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn display(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// True when `name` resolves on PATH.
+pub fn have(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()))
+        .unwrap_or(false)
+}
+
+/// Installs Debian packages whose marker binary is missing. `wanted` pairs a binary with its package.
+pub fn ensure_apt(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(bin, _)| !have(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sudo = !nix::unistd::geteuid().is_root();
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut cmd = if sudo {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut cmd)
+    };
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    apt(&args)
+}
