@@ -1,1 +1,232 @@
-//! End-to-end suite against the cluster named by KUBECONFIG.
+//! End-to-end suite against the cluster named by `KUBECONFIG`.
+//!
+//! The same tests run on kind (users' CI, see `e2e/kind/`) and on the local control plane
+//! (`cargo xtask cluster up`, this project's CI). Nothing here knows which one it talks to:
+//! nodes are reached by pod IP, which is routable from the test process in both setups
+//! when the suite runs where the pods' network is (the local fixture, or inside kind's network).
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The field manager the suite applies its own objects with.
+pub const MANAGER: &str = "meridian-e2e";
+
+/// Returns a client for `KUBECONFIG`, or `None` (after saying why) when the suite should skip.
+pub async fn client_or_skip(test: &str) -> Option<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        eprintln!(
+            "SKIP {test}: KUBECONFIG is not set. Run `cargo xtask test` (local control plane) \
+             or point KUBECONFIG at a kind cluster with Meridian's images loaded."
+        );
+        return None;
+    }
+    match Client::try_default().await {
+        Ok(c) => Some(c),
+        Err(e) => panic!("KUBECONFIG is set but no client could be built from it: {e}"),
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// kubectl to use: `$KUBECTL`, else the one on PATH.
+pub fn kubectl() -> Command {
+    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_string());
+    Command::new(bin)
+}
+
+/// Runs kubectl with the given arguments and fails with its output when it fails.
+pub fn kubectl_run(args: &[&str]) -> Result<String> {
+    let out = kubectl()
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run kubectl {args:?} (set KUBECTL to its path)"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "kubectl {args:?} failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// A namespace that is deleted when the test ends, whatever its outcome.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> Result<Self> {
+        let suffix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+            % 1_000_000;
+        let name = format!("{prefix}-{suffix}");
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name }
+        }))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("create namespace {name}"))?;
+        Ok(Self {
+            name,
+            client: client.clone(),
+        })
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("MERIDIAN_E2E_KEEP").is_some() {
+            eprintln!("keeping namespace {} (MERIDIAN_E2E_KEEP set)", self.name);
+            return;
+        }
+        let client = self.client.clone();
+        let name = self.name.clone();
+        // Drop cannot be async; the deletion is a single request, so a short-lived runtime is fine.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Server-side applies any object given as YAML text.
+pub async fn apply_yaml<K>(api: &Api<K>, yaml: &str) -> Result<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_yaml::from_str(yaml).context("parse YAML")?;
+    let name = obj.meta().name.clone().context("object without a name")?;
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .with_context(|| format!("apply {name}"))?;
+    Ok(applied)
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with the last state it saw.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, String>>,
+{
+    let start = Instant::now();
+    let mut last = String::from("(not checked yet)");
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(state) => last = state,
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}; last state: {last}");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Pods of one region of a CacheCluster, by label.
+pub async fn region_pods(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+    region: &str,
+) -> Result<Vec<Pod>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!(
+            "{}={cluster},{}={region}",
+            meridian_api::labels::CLUSTER,
+            meridian_api::labels::REGION
+        )))
+        .await?;
+    Ok(pods.items)
+}
+
+/// Pod IP of a named pod.
+pub async fn pod_ip(client: &Client, ns: &str, pod: &str) -> Result<String> {
+    let p = Api::<Pod>::namespaced(client.clone(), ns).get(pod).await?;
+    p.status
+        .and_then(|s| s.pod_ip)
+        .with_context(|| format!("pod {} has no IP", p.metadata.name.unwrap_or_default()))
+}
+
+/// Human-readable summary of pods for failure messages.
+pub fn describe_pods(pods: &[Pod]) -> String {
+    pods.iter()
+        .map(|p| {
+            let st = p.status.clone().unwrap_or_default();
+            format!(
+                "{}: phase={:?} ip={:?} node={:?}",
+                p.name_any(),
+                st.phase,
+                st.pod_ip,
+                p.spec.as_ref().and_then(|s| s.node_name.clone())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Installs the CRDs and the operator from `manifests/install.yaml` (rendered from the
+/// Helm chart, RBAC included) unless `MERIDIAN_E2E_SKIP_INSTALL` says the cluster already
+/// has them (e.g. installed with `helm install` on kind), then waits for the operator.
+pub fn ensure_operator_installed() -> Result<()> {
+    if std::env::var_os("MERIDIAN_E2E_SKIP_INSTALL").is_none() {
+        let root = workspace_root();
+        kubectl_run(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &root.join("manifests/install.yaml").to_string_lossy(),
+        ])?;
+    }
+    for crd in [
+        "cacheclusters.cache.meridian.dev",
+        "cacheregions.cache.meridian.dev",
+    ] {
+        kubectl_run(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/{crd}"),
+        ])?;
+    }
+    kubectl_run(&[
+        "-n",
+        "meridian-system",
+        "rollout",
+        "status",
+        "deployment/meridian-operator",
+        "--timeout=180s",
+    ])
+    .context("the operator Deployment did not become available: is the operator running?")?;
+    Ok(())
+}

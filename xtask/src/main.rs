@@ -4,6 +4,9 @@ mod agent;
 mod bench;
 mod cluster;
 mod crds;
+mod demo;
+mod manifests;
+mod test;
 mod util;
 
 use anyhow::Result;
@@ -24,6 +27,12 @@ enum Cmd {
     Agent(agent::AgentArgs),
     /// Generate CRD YAML into crds/ (or check for drift with --check).
     Crds(crds::CrdsArgs),
+    /// Render charts/meridian into manifests/ (or check for drift with --check).
+    Manifests(manifests::ManifestsArgs),
+    /// Everything CI runs: lints, generated-file drift, unit, process and e2e tests.
+    Test(test::TestArgs),
+    /// Local control plane with the operator and a two-region cache; prints how to connect.
+    Demo,
     /// Benchmarks against redis-server: `bench node`, `bench eviction`, ...
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -37,6 +46,9 @@ fn main() -> Result<()> {
         Cmd::Cluster(args) => cluster::run(args),
         Cmd::Agent(args) => agent::run(args),
         Cmd::Crds(args) => crds::run(args),
+        Cmd::Manifests(args) => manifests::run(args),
+        Cmd::Test(args) => test::run(args),
+        Cmd::Demo => demo::run(),
         Cmd::Bench { args } => bench::run(&args),
     }
 }

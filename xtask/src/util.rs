@@ -97,3 +97,81 @@ pub fn ensure_apt(wanted: &[(&str, &str)]) -> Result<()> {
     args.extend(missing.iter().copied());
     apt(&args)
 }
+
+/// Cargo's target directory for this workspace (honours CARGO_TARGET_DIR).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Where the binaries that stand in for container images are built; the node agent
+/// maps an image name such as `ghcr.io/meridian-dev/meridian-node:0.1.0` to `<bin_dir>/meridian-node`.
+pub fn bin_dir() -> PathBuf {
+    target_dir().join("debug")
+}
+
+/// Builds the binaries the local cluster runs as pods.
+pub fn build_binaries() -> Result<()> {
+    run(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "-p",
+        "meridian-node",
+        "-p",
+        "meridian-operator",
+    ]))
+}
+
+/// System tools the tests and the demo use, installed from Debian when missing.
+pub fn ensure_tools() -> Result<()> {
+    ensure_apt(&[
+        ("redis-cli", "redis-tools"),
+        ("redis-server", "redis-server"),
+        ("curl", "curl"),
+    ])
+}
+
+/// On failure, shows the end of every control-plane and pod log so CI output explains itself.
+pub fn print_cluster_logs_tail() {
+    let state = crate::cluster::kubeconfig_path()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut logs = Vec::new();
+    collect_logs(&state, &mut logs, 0);
+    for log in logs {
+        let Ok(text) = std::fs::read_to_string(&log) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        eprintln!("\n---- {} (last {} lines) ----", log.display(), tail.len());
+        for l in tail {
+            eprintln!("{l}");
+        }
+    }
+}
+
+fn collect_logs(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+    if depth > 5 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_logs(&p, out, depth + 1);
+        } else if p.extension().is_some_and(|x| x == "log") {
+            out.push(p);
+        }
+    }
+}

@@ -1,13 +1,632 @@
-//! `cargo xtask cluster up|down|status` (owned by the control-plane work).
+//! `cargo xtask cluster up|down|status`: a local Kubernetes control plane (etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler) built from the pinned upstream
+//! sources, plus the node agent that stands in for kubelets. A test fixture: everything
+//! listens on loopback only and lives in one state directory.
 
-use anyhow::Result;
+mod binaries;
+mod pki;
+mod process;
+
+pub use binaries::go_install_helm;
+
+use crate::util;
+use anyhow::{Context, Result, bail};
+use process::Component;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The API server's port on 127.0.0.1 (fixed, so kubeconfigs stay valid across restarts).
+const APISERVER_PORT: u16 = 6443;
+/// Nodes the agent registers (three regions with two zones each).
+const EXPECTED_NODES: usize = 6;
+const REGION_LABEL: &str = "topology.kubernetes.io/region";
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// Marks a directory as ours so `down` never deletes anything else.
+const STATE_MARKER: &str = ".meridian-localkube";
+
+// Generous: the machine running this may have two busy cores.
+const ETCD_TIMEOUT: Duration = Duration::from_secs(120);
+const APISERVER_TIMEOUT: Duration = Duration::from_secs(300);
+const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(180);
+const NODES_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(clap::Args)]
 pub struct ClusterArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
 }
 
-pub fn run(_args: ClusterArgs) -> Result<()> {
-    anyhow::bail!("cluster: not implemented yet")
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Build the binaries if needed, start the control plane and the node agent (idempotent).
+    Up,
+    /// Stop every component and remove the state directory.
+    Down {
+        /// Keep the state directory (PKI, etcd data, logs).
+        #[arg(long)]
+        keep_state: bool,
+    },
+    /// Show each component's health.
+    Status,
+    /// Only build (or verify the cache of) the upstream binaries.
+    Build,
+}
+
+pub fn run(args: ClusterArgs) -> Result<()> {
+    match args.command {
+        ClusterCommand::Up => up(),
+        ClusterCommand::Down { keep_state } => down_with(keep_state),
+        ClusterCommand::Status => status(),
+        ClusterCommand::Build => {
+            ensure_binaries()?;
+            println!("binaries in {}", binaries::kube_bin_dir().display());
+            println!("etcd: {}", binaries::etcd_path().display());
+            Ok(())
+        }
+    }
+}
+
+/// The kubectl built with the control plane (matches the server version).
+pub fn kubectl_path() -> PathBuf {
+    binaries::kube_bin_dir().join("kubectl")
+}
+
+/// The admin kubeconfig users and tests get.
+pub fn kubeconfig_path() -> PathBuf {
+    state_dir().join("kubeconfig")
+}
+
+/// Builds etcd and the Kubernetes binaries into the cache unless already there.
+pub fn ensure_binaries() -> Result<()> {
+    binaries::ensure_all()
+}
+
+/// `$MERIDIAN_CLUSTER_DIR`, or `<workspace>/target/localkube`.
+fn state_dir() -> PathBuf {
+    std::env::var_os("MERIDIAN_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::workspace_root().join("target").join("localkube"))
+}
+
+/// Ports chosen at first start and kept for the life of the state dir.
+#[derive(Serialize, Deserialize, Clone, Copy)]
+struct Ports {
+    etcd_client: u16,
+    etcd_peer: u16,
+    controller_manager: u16,
+    scheduler: u16,
+}
+
+impl Ports {
+    fn load_or_pick(state: &Path) -> Result<Ports> {
+        let path = state.join("ports.json");
+        if let Ok(text) = fs::read_to_string(&path)
+            && let Ok(ports) = serde_json::from_str(&text)
+        {
+            return Ok(ports);
+        }
+        let ports = Ports {
+            etcd_client: process::pick_port(2379)?,
+            etcd_peer: process::pick_port(2380)?,
+            controller_manager: process::pick_port(10257)?,
+            scheduler: process::pick_port(10259)?,
+        };
+        fs::write(&path, serde_json::to_string_pretty(&ports)?)?;
+        Ok(ports)
+    }
+
+    fn load(state: &Path) -> Option<Ports> {
+        serde_json::from_str(&fs::read_to_string(state.join("ports.json")).ok()?).ok()
+    }
+}
+
+/// The processes of the local cluster, in start order.
+struct Cluster {
+    state: PathBuf,
+    pki: pki::Pki,
+    etcd: Component,
+    apiserver: Component,
+    controller_manager: Component,
+    scheduler: Component,
+    agent: Component,
+}
+
+impl Cluster {
+    fn new() -> Result<Cluster> {
+        let state = state_dir();
+        let kube = binaries::kube_bin_dir();
+        let xtask = std::env::current_exe().context("cannot locate the xtask executable")?;
+        Ok(Cluster {
+            pki: pki::Pki::new(&state),
+            etcd: Component::new(&state, "etcd", binaries::etcd_path()),
+            apiserver: Component::new(&state, "kube-apiserver", kube.join("kube-apiserver")),
+            controller_manager: Component::new(
+                &state,
+                "kube-controller-manager",
+                kube.join("kube-controller-manager"),
+            ),
+            scheduler: Component::new(&state, "kube-scheduler", kube.join("kube-scheduler")),
+            agent: Component::new(&state, "agent", xtask),
+            state,
+        })
+    }
+
+    fn components(&self) -> [&Component; 5] {
+        [
+            &self.etcd,
+            &self.apiserver,
+            &self.controller_manager,
+            &self.scheduler,
+            &self.agent,
+        ]
+    }
+
+    fn kubeconfig(&self, who: &pki::ClientIdentity) -> PathBuf {
+        if who.name == pki::ADMIN.name {
+            self.state.join("kubeconfig")
+        } else {
+            self.state.join(format!("{}.kubeconfig", who.name))
+        }
+    }
+
+    fn path(p: PathBuf) -> String {
+        p.to_string_lossy().into_owned()
+    }
+
+    fn etcd_args(&self, ports: Ports) -> Vec<String> {
+        let client = format!("http://127.0.0.1:{}", ports.etcd_client);
+        let peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
+        vec![
+            "--name=localkube".into(),
+            format!("--data-dir={}", self.state.join("etcd-data").display()),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=localkube={peer}"),
+            "--initial-cluster-state=new".into(),
+            // A throwaway test fixture: durability is not worth the fsync latency.
+            "--unsafe-no-fsync".into(),
+            "--log-level=warn".into(),
+        ]
+    }
+
+    fn apiserver_args(&self, ports: Ports) -> Vec<String> {
+        let pki = &self.pki;
+        vec![
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={APISERVER_PORT}"),
+            format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd_client),
+            format!("--tls-cert-file={}", Self::path(pki.apiserver_cert())),
+            format!("--tls-private-key-file={}", Self::path(pki.apiserver_key())),
+            format!("--client-ca-file={}", Self::path(pki.ca_cert())),
+            "--authorization-mode=Node,RBAC".into(),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!(
+                "--service-account-signing-key-file={}",
+                Self::path(pki.service_account_key())
+            ),
+            format!(
+                "--service-account-key-file={}",
+                Self::path(pki.service_account_pub())
+            ),
+            "--api-audiences=https://kubernetes.default.svc.cluster.local".into(),
+            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,\
+             DefaultStorageClass,DefaultTolerationSeconds,NodeRestriction,Priority,\
+             MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota"
+                .into(),
+            "--allow-privileged=true".into(),
+            // Webhooks and aggregated APIs are dialled at their endpoints (the agent's
+            // loopback pod addresses), never at a service IP from 10.96.0.0/16.
+            "--enable-aggregator-routing=true".into(),
+            // Logs and exec go to the node's InternalIP only (no hostname lookups).
+            "--kubelet-preferred-address-types=InternalIP".into(),
+            "--profiling=false".into(),
+        ]
+    }
+
+    fn component_args(&self, who: &pki::ClientIdentity, port: u16) -> Vec<String> {
+        let kubeconfig = Self::path(self.kubeconfig(who));
+        vec![
+            format!("--kubeconfig={kubeconfig}"),
+            format!("--authentication-kubeconfig={kubeconfig}"),
+            format!("--authorization-kubeconfig={kubeconfig}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={port}"),
+            "--leader-elect=false".into(),
+            "--profiling=false".into(),
+        ]
+    }
+
+    fn controller_manager_args(&self, ports: Ports) -> Vec<String> {
+        let pki = &self.pki;
+        let mut args = self.component_args(&pki::CONTROLLER_MANAGER, ports.controller_manager);
+        args.extend([
+            "--controllers=*".into(),
+            "--use-service-account-credentials=true".into(),
+            format!(
+                "--service-account-private-key-file={}",
+                Self::path(pki.service_account_key())
+            ),
+            format!("--root-ca-file={}", Self::path(pki.ca_cert())),
+            format!("--cluster-signing-cert-file={}", Self::path(pki.ca_cert())),
+            format!("--cluster-signing-key-file={}", Self::path(pki.ca_key())),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+        ]);
+        args
+    }
+
+    fn agent_args(&self) -> Vec<String> {
+        vec![
+            "agent".into(),
+            "--kubeconfig".into(),
+            Self::path(self.kubeconfig(&pki::ADMIN)),
+            "--state-dir".into(),
+            Self::path(self.state.join("agent")),
+            "--bin-dir".into(),
+            Self::path(util::bin_dir()),
+        ]
+    }
+
+    /// kubectl against this cluster as admin.
+    fn kubectl(&self, args: &[&str]) -> Result<String> {
+        util::output(
+            Command::new(kubectl_path())
+                .arg(format!(
+                    "--kubeconfig={}",
+                    self.kubeconfig(&pki::ADMIN).display()
+                ))
+                .arg("--request-timeout=10s")
+                .args(args),
+        )
+    }
+
+    fn apiserver_ready(&self) -> bool {
+        self.kubectl(&["get", "--raw", "/readyz"])
+            .is_ok_and(|out| out.trim() == "ok")
+    }
+
+    fn ready_nodes(&self) -> Result<NodeSummary> {
+        let json = self.kubectl(&["get", "nodes", "-o", "json"])?;
+        NodeSummary::from_json(&json)
+    }
+}
+
+/// curl on loopback; a test fixture tool that `up` installs from Debian when missing.
+fn http_ok(url: &str, expect: &str) -> bool {
+    util::output(Command::new("curl").args(["-sS", "-k", "--max-time", "5", url]))
+        .is_ok_and(|body| body.contains(expect))
+}
+
+fn etcd_healthy(ports: Ports) -> bool {
+    http_ok(
+        &format!("http://127.0.0.1:{}/health", ports.etcd_client),
+        "\"health\":\"true\"",
+    )
+}
+
+fn healthz(port: u16) -> bool {
+    http_ok(&format!("https://127.0.0.1:{port}/healthz"), "ok")
+}
+
+/// Starts the local cluster, or checks it when it already runs.
+pub fn up() -> Result<()> {
+    ensure_binaries()?;
+    util::ensure_apt(&[("curl", "curl")])?;
+    let cluster = Cluster::new()?;
+    let state = &cluster.state;
+    fs::create_dir_all(state).with_context(|| format!("cannot create {}", state.display()))?;
+    fs::write(
+        state.join(STATE_MARKER),
+        "local control plane state (cargo xtask cluster)\n",
+    )?;
+    let ports = Ports::load_or_pick(state)?;
+
+    cluster
+        .pki
+        .ensure()
+        .context("cannot generate certificates")?;
+    let server = format!("https://127.0.0.1:{APISERVER_PORT}");
+    for who in [&pki::ADMIN, &pki::CONTROLLER_MANAGER, &pki::SCHEDULER] {
+        cluster
+            .pki
+            .write_kubeconfig(&cluster.kubeconfig(who), who, &server)?;
+    }
+
+    if cluster.etcd.running_pid().is_none() {
+        if !process::port_is_free(ports.etcd_client) {
+            bail!(
+                "127.0.0.1:{} is taken by another process; run `cargo xtask cluster down` or free the port",
+                ports.etcd_client
+            );
+        }
+        cluster.etcd.start(&cluster.etcd_args(ports))?;
+    }
+    cluster
+        .etcd
+        .wait_until("etcd health", ETCD_TIMEOUT, || etcd_healthy(ports))?;
+
+    if cluster.apiserver.running_pid().is_none() {
+        if !process::port_is_free(APISERVER_PORT) {
+            bail!(
+                "127.0.0.1:{APISERVER_PORT} is taken by a process this cluster did not start; stop it first"
+            );
+        }
+        cluster.apiserver.start(&cluster.apiserver_args(ports))?;
+    }
+    cluster
+        .apiserver
+        .wait_until("kube-apiserver /readyz", APISERVER_TIMEOUT, || {
+            cluster.apiserver_ready()
+        })?;
+
+    if cluster.controller_manager.running_pid().is_none() {
+        cluster
+            .controller_manager
+            .start(&cluster.controller_manager_args(ports))?;
+    }
+    if cluster.scheduler.running_pid().is_none() {
+        cluster
+            .scheduler
+            .start(&cluster.component_args(&pki::SCHEDULER, ports.scheduler))?;
+    }
+    cluster.controller_manager.wait_until(
+        "kube-controller-manager /healthz",
+        CONTROLLER_TIMEOUT,
+        || healthz(ports.controller_manager),
+    )?;
+    cluster
+        .scheduler
+        .wait_until("kube-scheduler /healthz", CONTROLLER_TIMEOUT, || {
+            healthz(ports.scheduler)
+        })?;
+    // Pods are refused until the service-account controller created the namespace's
+    // default ServiceAccount; waiting here also proves the controller-manager works.
+    cluster.controller_manager.wait_until(
+        "the default ServiceAccount",
+        CONTROLLER_TIMEOUT,
+        || {
+            cluster
+                .kubectl(&[
+                    "-n",
+                    "default",
+                    "get",
+                    "serviceaccount",
+                    "default",
+                    "-o",
+                    "name",
+                ])
+                .is_ok()
+        },
+    )?;
+
+    start_agent(&cluster)?;
+    println!("local control plane is up");
+    println!("  kubeconfig: {}", kubeconfig_path().display());
+    println!("  kubectl:    {}", kubectl_path().display());
+    println!("  logs:       {}", state.join("logs").display());
+    Ok(())
+}
+
+/// Starts the node agent and waits for its Nodes. Tolerates an agent that is not
+/// implemented yet (it exits at once): the control plane is still usable for API tests.
+fn start_agent(cluster: &Cluster) -> Result<()> {
+    if cluster.agent.running_pid().is_none() {
+        cluster.agent.start(&cluster.agent_args())?;
+    }
+    let mut summary = NodeSummary::default();
+    let waited = cluster.agent.wait_until(
+        &format!("{EXPECTED_NODES} Ready nodes with region and zone labels"),
+        NODES_TIMEOUT,
+        || match cluster.ready_nodes() {
+            Ok(s) => {
+                summary = s;
+                summary.ready_labelled >= EXPECTED_NODES
+            }
+            Err(_) => false,
+        },
+    );
+    match waited {
+        Ok(()) => Ok(()),
+        Err(e) if cluster.agent.running_pid().is_none() => {
+            eprintln!(
+                "warning: the node agent is not running, so no pods will start \
+                 (the control plane itself is up): {e:#}"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.context(format!(
+            "the node agent runs but only {} of {EXPECTED_NODES} nodes are Ready and labelled",
+            summary.ready_labelled
+        ))),
+    }
+}
+
+/// Stops the cluster and removes its state directory.
+pub fn down() -> Result<()> {
+    down_with(false)
+}
+
+fn down_with(keep_state: bool) -> Result<()> {
+    let cluster = Cluster::new()?;
+    // Reverse start order; the agent gets time to stop its pods on SIGTERM.
+    let grace = |c: &Component| {
+        if c.name == "agent" {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(30)
+        }
+    };
+    let mut failures = Vec::new();
+    for component in cluster.components().into_iter().rev() {
+        if let Err(e) = component.stop(grace(component)) {
+            failures.push(format!("{e:#}"));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("some components did not stop:\n{}", failures.join("\n"));
+    }
+    let state = &cluster.state;
+    if keep_state {
+        println!(
+            "local control plane stopped; state kept in {}",
+            state.display()
+        );
+    } else if state.join(STATE_MARKER).is_file() {
+        fs::remove_dir_all(state).with_context(|| format!("cannot remove {}", state.display()))?;
+        println!("local control plane stopped; removed {}", state.display());
+    } else if state.exists() {
+        println!(
+            "local control plane stopped; {} is not a cluster state dir, left alone",
+            state.display()
+        );
+    } else {
+        println!("local control plane is not running");
+    }
+    Ok(())
+}
+
+fn status() -> Result<()> {
+    let cluster = Cluster::new()?;
+    let Some(ports) = Ports::load(&cluster.state) else {
+        println!(
+            "local control plane: not set up ({} has no state)",
+            cluster.state.display()
+        );
+        return Ok(());
+    };
+    let health = |c: &Component, healthy: &dyn Fn() -> bool| -> bool {
+        let pid = c.running_pid();
+        let ok = pid.is_some() && healthy();
+        let state = match (pid, ok) {
+            (None, _) => "not running".to_string(),
+            (Some(pid), true) => format!("healthy (pid {pid})"),
+            (Some(pid), false) => format!("running but unhealthy (pid {pid})"),
+        };
+        println!("{:<24} {state:<36} log: {}", c.name, c.log_file.display());
+        ok
+    };
+    let mut all = true;
+    all &= health(&cluster.etcd, &|| etcd_healthy(ports));
+    all &= health(&cluster.apiserver, &|| cluster.apiserver_ready());
+    all &= health(&cluster.controller_manager, &|| {
+        healthz(ports.controller_manager)
+    });
+    all &= health(&cluster.scheduler, &|| healthz(ports.scheduler));
+    let agent_running = health(&cluster.agent, &|| true);
+    if let Ok(nodes) = cluster.ready_nodes() {
+        println!(
+            "{:<24} {} of {} Ready with region/zone labels (want {EXPECTED_NODES})",
+            "nodes", nodes.ready_labelled, nodes.total
+        );
+    }
+    println!("kubeconfig: {}", kubeconfig_path().display());
+    if !all {
+        bail!(
+            "the control plane is not healthy; `cargo xtask cluster up` restarts missing components"
+        );
+    }
+    if !agent_running {
+        eprintln!("note: the node agent is not running; pods will stay Pending");
+    }
+    Ok(())
+}
+
+/// Counts of registered nodes and of those that are Ready and carry both topology labels.
+#[derive(Default, Debug, PartialEq)]
+struct NodeSummary {
+    total: usize,
+    ready_labelled: usize,
+}
+
+impl NodeSummary {
+    fn from_json(json: &str) -> Result<NodeSummary> {
+        let list: serde_json::Value =
+            serde_json::from_str(json).context("kubectl returned invalid JSON for nodes")?;
+        let items = list
+            .get("items")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let ready_labelled = items
+            .iter()
+            .filter(|node| {
+                let labels = &node["metadata"]["labels"];
+                let labelled =
+                    labels.get(REGION_LABEL).is_some() && labels.get(ZONE_LABEL).is_some();
+                let ready = node["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|conds| {
+                        conds
+                            .iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    });
+                labelled && ready
+            })
+            .count();
+        Ok(NodeSummary {
+            total: items.len(),
+            ready_labelled,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_summary_counts_only_ready_labelled_nodes() -> Result<()> {
+        let json = r#"{"items":[
+          {"metadata":{"labels":{"topology.kubernetes.io/region":"eu","topology.kubernetes.io/zone":"eu-a"}},
+           "status":{"conditions":[{"type":"Ready","status":"True"}]}},
+          {"metadata":{"labels":{"topology.kubernetes.io/region":"eu"}},
+           "status":{"conditions":[{"type":"Ready","status":"True"}]}},
+          {"metadata":{"labels":{"topology.kubernetes.io/region":"us","topology.kubernetes.io/zone":"us-a"}},
+           "status":{"conditions":[{"type":"Ready","status":"False"}]}}
+        ]}"#;
+        assert_eq!(
+            NodeSummary::from_json(json)?,
+            NodeSummary {
+                total: 3,
+                ready_labelled: 1
+            }
+        );
+        assert!(NodeSummary::from_json("not json").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn every_address_the_components_use_is_loopback() -> Result<()> {
+        let cluster = Cluster::new()?;
+        let ports = Ports {
+            etcd_client: 2379,
+            etcd_peer: 2380,
+            controller_manager: 10257,
+            scheduler: 10259,
+        };
+        let mut args = cluster.etcd_args(ports);
+        args.extend(cluster.apiserver_args(ports));
+        args.extend(cluster.controller_manager_args(ports));
+        for arg in args {
+            for scheme in ["http://", "https://"] {
+                if let Some((_, rest)) = arg.split_once(scheme) {
+                    assert!(
+                        rest.starts_with("127.0.0.1:")
+                            || rest.starts_with("kubernetes.default.svc"),
+                        "{arg}"
+                    );
+                }
+            }
+            if let Some(addr) = arg.strip_prefix("--bind-address=") {
+                assert_eq!(addr, "127.0.0.1");
+            }
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,403 @@
+//! `CacheCluster`: the logical cache shared by all its regions.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Shards per region when neither the cluster nor the region says otherwise.
+pub const DEFAULT_SHARDS: i32 = 3;
+/// Replicas per shard (in addition to the primary) when not set.
+pub const DEFAULT_REPLICAS_PER_SHARD: i32 = 1;
+/// How long a `strong` write waits for peer regions when `crossRegion.strongTimeoutMs` is absent.
+pub const DEFAULT_STRONG_TIMEOUT_MS: u32 = 500;
+
+fn default_shards() -> i32 {
+    DEFAULT_SHARDS
+}
+
+fn default_replicas_per_shard() -> i32 {
+    DEFAULT_REPLICAS_PER_SHARD
+}
+
+fn default_password_key() -> String {
+    "password".to_owned()
+}
+
+/// A Meridian cache: shard layout, consistency and node settings shared by every `CacheRegion`
+/// that references it.
+// printcolumn(...) repeats `type_ = ...`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "cache.meridian.dev",
+    version = "v1alpha1",
+    kind = "CacheCluster",
+    plural = "cacheclusters",
+    singular = "cachecluster",
+    shortname = "mcc",
+    category = "meridian",
+    namespaced,
+    doc = "A Meridian cache: shard layout, consistency and node settings shared by every CacheRegion that references it.",
+    status = "CacheClusterStatus",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Shards",
+        type_ = "integer",
+        description = "Default shards per region",
+        json_path = ".spec.shards"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        description = "Default replicas per shard",
+        json_path = ".spec.replicasPerShard"
+    ),
+    printcolumn(
+        name = "Consistency",
+        type_ = "string",
+        description = "Cross-region write consistency",
+        json_path = ".spec.consistency"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        description = "Regions that are ready",
+        json_path = ".status.readyRegions"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.crossRegion) || !has(self.crossRegion.strongTimeoutMs) || (has(self.consistency) && self.consistency == 'strong')"
+).message("crossRegion.strongTimeoutMs only applies when consistency is 'strong': remove it or set consistency: strong").field_path(".crossRegion.strongTimeoutMs"))]
+#[serde(rename_all = "camelCase")]
+pub struct CacheClusterSpec {
+    /// Shards (primaries) per region; each region may override it. Hash slots are split evenly
+    /// across the shards.
+    #[serde(default = "default_shards")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 256").message("shards must be between 1 and 256"))]
+    pub shards: i32,
+
+    /// Replicas per shard in addition to the primary; each region may override it. 0 means no
+    /// failover.
+    #[serde(default = "default_replicas_per_shard")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 5").message("replicasPerShard must be between 0 and 5"))]
+    pub replicas_per_shard: i32,
+
+    /// `eventual`: a write is acknowledged locally and peer regions are told asynchronously.
+    /// `strong`: a write is acknowledged only after every peer region acknowledged its
+    /// invalidation (bounded by `crossRegion.strongTimeoutMs`).
+    #[serde(default)]
+    pub consistency: Consistency,
+
+    /// How writes propagate between regions.
+    #[serde(default)]
+    pub cross_region: CrossRegionSpec,
+
+    /// Memory limit and eviction of every node.
+    #[serde(default)]
+    pub memory: MemorySpec,
+
+    /// TTL applied to keys written without one; absent means keys live until evicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("defaultTtlSeconds must be at least 1; omit it for keys without TTL"))]
+    pub default_ttl_seconds: Option<i64>,
+
+    /// Optional HTTP origin the cache reads through and/or writes through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<OriginSpec>,
+
+    /// Require clients to authenticate with a password from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// Serve RESP, HTTP and region links over TLS with a certificate from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// Cache node image; the operator's `MERIDIAN_NODE_IMAGE` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("image must not be empty; omit it to use the operator's default node image"))]
+    pub image: Option<String>,
+
+    /// Image pull policy of the cache node containers: Always, IfNotPresent or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in ['Always', 'IfNotPresent', 'Never']").message("imagePullPolicy must be one of Always, IfNotPresent, Never"))]
+    pub image_pull_policy: Option<String>,
+
+    /// CPU and memory of each cache node container. Leave headroom above `memory.maxmemory`
+    /// for connection buffers and replication backlogs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for CacheClusterSpec {
+    fn default() -> Self {
+        Self {
+            shards: DEFAULT_SHARDS,
+            replicas_per_shard: DEFAULT_REPLICAS_PER_SHARD,
+            consistency: Consistency::default(),
+            cross_region: CrossRegionSpec::default(),
+            memory: MemorySpec::default(),
+            default_ttl_seconds: None,
+            origin: None,
+            auth: None,
+            tls: None,
+            image: None,
+            image_pull_policy: None,
+            resources: None,
+        }
+    }
+}
+
+/// Cross-region write consistency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Acknowledge writes locally; peers learn asynchronously.
+    #[default]
+    Eventual,
+    /// Acknowledge writes after every peer region acknowledged the invalidation.
+    Strong,
+}
+
+/// What a region sends its peers when a key changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CrossRegionMode {
+    /// Peers drop their copy and re-read it on the next miss.
+    #[default]
+    Invalidate,
+    /// Peers receive the new value.
+    Replicate,
+}
+
+/// How writes propagate between regions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CrossRegionSpec {
+    /// `invalidate` (default) or `replicate`.
+    #[serde(default)]
+    pub mode: CrossRegionMode,
+
+    /// With `consistency: strong`, how long a write waits for peer acknowledgements before it
+    /// fails with a clear error; 500 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 60000").message("crossRegion.strongTimeoutMs must be between 1 and 60000"))]
+    pub strong_timeout_ms: Option<u32>,
+}
+
+impl CrossRegionSpec {
+    /// The strong-consistency timeout with the default applied.
+    pub fn effective_strong_timeout_ms(&self) -> u32 {
+        self.strong_timeout_ms.unwrap_or(DEFAULT_STRONG_TIMEOUT_MS)
+    }
+}
+
+/// Memory limit and eviction of every node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemorySpec {
+    /// Memory for keys and values per node, as a byte quantity (`256Mi`, `2Gi`, `500M`,
+    /// `1073741824`). Absent or `0` means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(crate::quantity::maxmemory_rule()).message("memory.maxmemory must be a byte quantity such as 256Mi, 1.5Gi, 500M or 1073741824"))]
+    pub maxmemory: Option<String>,
+
+    /// What to drop when `maxmemory` is reached: `sieve` (default), `allkeys-lru`,
+    /// `allkeys-lfu`, `allkeys-random`, `volatile-lru`, `volatile-lfu`, `volatile-random`,
+    /// `volatile-ttl` or `noeviction` (writes fail when full).
+    #[serde(default)]
+    pub eviction_policy: EvictionPolicy,
+}
+
+impl MemorySpec {
+    /// `maxmemory` in bytes; `Ok(None)` when unset.
+    pub fn maxmemory_bytes(&self) -> Result<Option<u64>, crate::ApiError> {
+        self.maxmemory
+            .as_deref()
+            .map(crate::parse_byte_quantity)
+            .transpose()
+    }
+}
+
+/// Eviction policy; names follow Redis' `maxmemory-policy` where they overlap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvictionPolicy {
+    /// SIEVE over all keys: scan-resistant, near-LRU hit rates at lower cost.
+    #[default]
+    Sieve,
+    /// Approximate LRU over all keys.
+    AllkeysLru,
+    /// Approximate LFU over all keys.
+    AllkeysLfu,
+    /// Random keys.
+    AllkeysRandom,
+    /// Approximate LRU over keys with a TTL.
+    VolatileLru,
+    /// Approximate LFU over keys with a TTL.
+    VolatileLfu,
+    /// Random keys with a TTL.
+    VolatileRandom,
+    /// Keys with the nearest expiry first.
+    VolatileTtl,
+    /// Never evict; writes fail when memory is full.
+    Noeviction,
+}
+
+impl EvictionPolicy {
+    /// The name as written in the CRD and on the node's command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sieve => "sieve",
+            Self::AllkeysLru => "allkeys-lru",
+            Self::AllkeysLfu => "allkeys-lfu",
+            Self::AllkeysRandom => "allkeys-random",
+            Self::VolatileLru => "volatile-lru",
+            Self::VolatileLfu => "volatile-lfu",
+            Self::VolatileRandom => "volatile-random",
+            Self::VolatileTtl => "volatile-ttl",
+            Self::Noeviction => "noeviction",
+        }
+    }
+}
+
+impl Consistency {
+    /// The name as written in the CRD.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eventual => "eventual",
+            Self::Strong => "strong",
+        }
+    }
+}
+
+impl CrossRegionMode {
+    /// The name as written in the CRD.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalidate => "invalidate",
+            Self::Replicate => "replicate",
+        }
+    }
+}
+
+/// HTTP origin behind the cache.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "(has(self.readThrough) && self.readThrough) || (has(self.writeThrough) && self.writeThrough)"
+).message("origin needs readThrough: true or writeThrough: true (or both); remove origin to run without one"))]
+#[serde(rename_all = "camelCase")]
+pub struct OriginSpec {
+    /// Base URL; the key is appended as a path segment. Must start with http:// or https://.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("origin.url must start with http:// or https://"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+
+    /// On a miss, fetch the key from the origin (concurrent misses share one fetch).
+    #[serde(default)]
+    pub read_through: bool,
+
+    /// Acknowledge a write only after the origin accepted it.
+    #[serde(default)]
+    pub write_through: bool,
+
+    /// Per-request timeout towards the origin in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 60000").message("origin.timeoutMs must be between 1 and 60000"))]
+    pub timeout_ms: Option<u32>,
+}
+
+/// Client authentication.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret key holding the password clients must send with AUTH.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("secretRef.name must name a Secret in the same namespace"))]
+    #[schemars(length(max = 253))]
+    pub name: String,
+
+    /// Key inside the Secret.
+    #[serde(default = "default_password_key")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("secretRef.key must not be empty"))]
+    #[schemars(length(max = 253))]
+    pub key: String,
+}
+
+impl Default for SecretKeyRef {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            key: default_password_key(),
+        }
+    }
+}
+
+/// TLS for client, HTTP and region-link traffic.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret of type `kubernetes.io/tls` (`tls.crt`, `tls.key`, optionally `ca.crt`).
+    #[x_kube(validation = Rule::new("size(self) > 0").message("tls.secretName must name a Secret in the same namespace"))]
+    #[schemars(length(max = 253))]
+    pub secret_name: String,
+}
+
+/// Observed state of a `CacheCluster`, aggregated over its regions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheClusterStatus {
+    /// `metadata.generation` the status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+
+    /// One entry per `CacheRegion` referencing this cluster.
+    #[serde(default)]
+    pub regions: Vec<RegionSummary>,
+
+    /// Regions whose `Ready` condition is true.
+    #[serde(default)]
+    pub ready_regions: i32,
+}
+
+/// One region as seen from its cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionSummary {
+    /// Name of the `CacheRegion` object.
+    #[serde(default)]
+    pub name: String,
+    /// The region (`spec.region` of that object).
+    #[serde(default)]
+    pub region: String,
+    /// The region's `Ready` condition is true.
+    #[serde(default)]
+    pub ready: bool,
+    /// Shards the region should run.
+    #[serde(default)]
+    pub shards: i32,
+    /// Shards with a serving primary.
+    #[serde(default)]
+    pub ready_shards: i32,
+    /// Topology epoch the region's nodes run.
+    #[serde(default)]
+    pub epoch: u64,
+}

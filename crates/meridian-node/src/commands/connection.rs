@@ -1,0 +1,423 @@
+//! Connection commands: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET, CLIENT.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{COMMANDS, Ctx, parse_int};
+use crate::error::{CmdResult, CommandError};
+use crate::protocol::Protocol;
+use crate::state::{ClientEvent, ClientHandle};
+
+pub const REDIS_COMPAT_VERSION: &str = "7.2.4";
+
+pub fn ping(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    if ctx.args.len() > 2 {
+        return Err(ctx.wrong_arity());
+    }
+    if !ctx.out.is_resp3() && ctx.client.subscription_count() > 0 {
+        ctx.out.array(2);
+        ctx.out.bulk(b"pong");
+        ctx.out.bulk(ctx.args.get(1).copied().unwrap_or_default());
+        return Ok(());
+    }
+    match ctx.args.get(1) {
+        Some(message) => ctx.out.bulk(message),
+        None => ctx.out.simple("PONG"),
+    }
+    Ok(())
+}
+
+pub fn echo(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    ctx.out.bulk(ctx.args[1]);
+    Ok(())
+}
+
+/// Compares passwords without an early exit on the first differing byte.
+fn password_matches(given: &[u8], expected: &str) -> bool {
+    let expected = expected.as_bytes();
+    let mut difference = given.len() ^ expected.len();
+    for (index, &byte) in expected.iter().enumerate() {
+        difference |= usize::from(byte ^ given.get(index).copied().unwrap_or(!byte));
+    }
+    difference == 0
+}
+
+/// Checks a username/password pair against the default user.
+fn check_credentials(ctx: &Ctx<'_, '_>, user: &[u8], password: &[u8]) -> Result<(), CommandError> {
+    let wrongpass =
+        || CommandError::other("WRONGPASS invalid username-password pair or user is disabled.");
+    if !user.eq_ignore_ascii_case(b"default") {
+        return Err(wrongpass());
+    }
+    match ctx.shared.requirepass() {
+        None => Ok(()),
+        Some(expected) if password_matches(password, &expected) => Ok(()),
+        Some(_) => Err(wrongpass()),
+    }
+}
+
+pub fn auth(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let (user, password) = match ctx.args.len() {
+        2 => {
+            if ctx.shared.requirepass().is_none() {
+                return Err(CommandError::other(
+                    "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                ));
+            }
+            (&b"default"[..], ctx.args[1])
+        }
+        3 => (ctx.args[1], ctx.args[2]),
+        _ => return Err(CommandError::Syntax),
+    };
+    check_credentials(ctx, user, password)?;
+    ctx.client.authenticated = true;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn hello(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let mut protocol = ctx.out.proto;
+    let mut position = 1;
+    if let Some(version) = ctx.args.get(1) {
+        let version = parse_int(version).map_err(|_| {
+            CommandError::other("ERR Protocol version is not an integer or out of range")
+        })?;
+        protocol = match version {
+            2 => Protocol::Resp2,
+            3 => Protocol::Resp3,
+            _ => return Err(CommandError::other("NOPROTO unsupported protocol version")),
+        };
+        position = 2;
+    }
+    let mut name = None;
+    let mut credentials = None;
+    while position < ctx.args.len() {
+        let option = ctx.args[position].to_ascii_uppercase();
+        let remaining = ctx.args.len() - position - 1;
+        match option.as_slice() {
+            b"AUTH" if remaining >= 2 => {
+                credentials = Some((ctx.args[position + 1], ctx.args[position + 2]));
+                position += 3;
+            }
+            b"SETNAME" if remaining >= 1 => {
+                name = Some(ctx.args[position + 1]);
+                position += 2;
+            }
+            _ => {
+                return Err(CommandError::other(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&option)
+                )));
+            }
+        }
+    }
+    if let Some((user, password)) = credentials {
+        check_credentials(ctx, user, password)?;
+        ctx.client.authenticated = true;
+    }
+    if !ctx.client.authenticated && ctx.shared.requirepass().is_some() {
+        return Err(CommandError::other(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        ));
+    }
+    ctx.client.authenticated = true;
+    if let Some(name) = name {
+        set_name(ctx, name)?;
+    }
+    ctx.out.proto = protocol;
+    ctx.client
+        .handle
+        .resp3
+        .store(protocol == Protocol::Resp3, Ordering::Relaxed);
+    let out = &mut *ctx.out;
+    out.map(7);
+    out.bulk(b"server");
+    out.bulk(b"redis");
+    out.bulk(b"version");
+    out.bulk(REDIS_COMPAT_VERSION.as_bytes());
+    out.bulk(b"proto");
+    out.integer(if protocol == Protocol::Resp3 { 3 } else { 2 });
+    out.bulk(b"id");
+    out.integer(ctx.client.handle.id as i64);
+    out.bulk(b"mode");
+    out.bulk(b"standalone");
+    out.bulk(b"role");
+    out.bulk(b"master");
+    out.bulk(b"modules");
+    out.array(0);
+    Ok(())
+}
+
+pub fn select(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let index = ctx.int_arg(1)?;
+    if index != 0 {
+        return Err(CommandError::other("ERR DB index is out of range"));
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn quit(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    ctx.client.close_after_reply = true;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn reset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    super::transactions::clear_multi(ctx);
+    super::transactions::unwatch_all(ctx);
+    super::pubsub::unsubscribe_all(ctx);
+    ctx.out.proto = Protocol::Resp2;
+    ctx.client.handle.resp3.store(false, Ordering::Relaxed);
+    *ctx.client.handle.name.lock() = None;
+    ctx.client.authenticated = ctx.shared.requirepass().is_none();
+    ctx.out.simple("RESET");
+    Ok(())
+}
+
+fn set_name(ctx: &mut Ctx<'_, '_>, name: &[u8]) -> CmdResult {
+    if name.iter().any(|&byte| byte <= b' ' || byte > b'~') {
+        return Err(CommandError::other(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    *ctx.client.handle.name.lock() =
+        (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned());
+    Ok(())
+}
+
+/// One CLIENT LIST / CLIENT INFO line, in Redis's format.
+pub fn describe(handle: &ClientHandle) -> String {
+    let now = std::time::Instant::now();
+    let idle = now.duration_since(*handle.last_active.lock()).as_secs();
+    let command = COMMANDS
+        .get(handle.last_command.load(Ordering::Relaxed))
+        .map_or("NULL", |spec| spec.name);
+    let subscriptions = handle.subscriptions.load(Ordering::Relaxed);
+    let patterns = handle.pattern_subscriptions.load(Ordering::Relaxed);
+    let mut flags = String::new();
+    if subscriptions + patterns > 0 {
+        flags.push('P');
+    }
+    if handle.in_multi.load(Ordering::Relaxed) {
+        flags.push('x');
+    }
+    if flags.is_empty() {
+        flags.push('N');
+    }
+    format!(
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={}\n",
+        handle.id,
+        handle.addr,
+        handle.laddr,
+        handle.name.lock().clone().unwrap_or_default(),
+        handle.created.elapsed().as_secs(),
+        idle,
+        flags,
+        subscriptions,
+        patterns,
+        if handle.in_multi.load(Ordering::Relaxed) {
+            0
+        } else {
+            -1
+        },
+        handle.pending_bytes.load(Ordering::Relaxed),
+        command,
+        if handle.resp3.load(Ordering::Relaxed) {
+            3
+        } else {
+            2
+        },
+    )
+}
+
+pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let subcommand = ctx.args[1].to_ascii_uppercase();
+    let arity_error = || {
+        CommandError::other(format!(
+            "ERR wrong number of arguments for 'client|{}' command",
+            String::from_utf8_lossy(&subcommand).to_ascii_lowercase()
+        ))
+    };
+    match subcommand.as_slice() {
+        b"ID" => ctx.out.integer(ctx.client.handle.id as i64),
+        b"SETNAME" => {
+            if ctx.args.len() != 3 {
+                return Err(arity_error());
+            }
+            set_name(ctx, ctx.args[2])?;
+            ctx.out.ok();
+        }
+        b"GETNAME" => match ctx.client.handle.name.lock().clone() {
+            Some(name) => ctx.out.bulk(name.as_bytes()),
+            None => ctx.out.null(),
+        },
+        b"INFO" => {
+            let text = describe(&ctx.client.handle);
+            ctx.out.verbatim(&text);
+        }
+        b"LIST" => {
+            let mut ids: Option<Vec<u64>> = None;
+            let mut pubsub_only = None;
+            let mut position = 2;
+            while position < ctx.args.len() {
+                match ctx.args[position].to_ascii_uppercase().as_slice() {
+                    b"TYPE" if position + 1 < ctx.args.len() => {
+                        pubsub_only = match ctx.args[position + 1].to_ascii_lowercase().as_slice() {
+                            b"pubsub" => Some(true),
+                            b"normal" => Some(false),
+                            b"master" | b"replica" | b"slave" => Some(false),
+                            other => {
+                                return Err(CommandError::other(format!(
+                                    "ERR Unknown client type '{}'",
+                                    String::from_utf8_lossy(other)
+                                )));
+                            }
+                        };
+                        position += 2;
+                    }
+                    b"ID" if position + 1 < ctx.args.len() => {
+                        let mut list = Vec::new();
+                        for id in &ctx.args[position + 1..] {
+                            let id = parse_int(id)
+                                .ok()
+                                .filter(|id| *id > 0)
+                                .ok_or_else(|| CommandError::other("ERR Invalid client ID"))?;
+                            list.push(id as u64);
+                        }
+                        ids = Some(list);
+                        position = ctx.args.len();
+                    }
+                    _ => return Err(CommandError::Syntax),
+                }
+            }
+            let clients: Vec<Arc<ClientHandle>> =
+                ctx.shared.clients.lock().values().cloned().collect();
+            let mut text = String::new();
+            for handle in clients {
+                if ids.as_ref().is_some_and(|ids| !ids.contains(&handle.id)) {
+                    continue;
+                }
+                let is_pubsub = handle.subscriptions.load(Ordering::Relaxed)
+                    + handle.pattern_subscriptions.load(Ordering::Relaxed)
+                    > 0;
+                if pubsub_only.is_some_and(|wanted| wanted != is_pubsub) {
+                    continue;
+                }
+                text.push_str(&describe(&handle));
+            }
+            ctx.out.verbatim(&text);
+        }
+        b"KILL" => return client_kill(ctx),
+        b"SETINFO" => {
+            if ctx.args.len() != 4 {
+                return Err(arity_error());
+            }
+            ctx.out.ok();
+        }
+        b"NO-EVICT" | b"NO-TOUCH" => {
+            if ctx.args.len() != 3 {
+                return Err(arity_error());
+            }
+            ctx.out.ok();
+        }
+        b"HELP" => {
+            let lines = [
+                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "ID",
+                "GETNAME",
+                "SETNAME <name>",
+                "INFO",
+                "LIST [TYPE normal|pubsub] [ID id ...]",
+                "KILL <ip:port> | KILL [ID id] [ADDR ip:port] [LADDR ip:port] [SKIPME yes|no]",
+            ];
+            ctx.out.array(lines.len());
+            for line in lines {
+                ctx.out.simple(line);
+            }
+        }
+        _ => {
+            return Err(CommandError::other(format!(
+                "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+                String::from_utf8_lossy(ctx.args[1])
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn client_kill(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let own_id = ctx.client.handle.id;
+    let clients: Vec<Arc<ClientHandle>> = ctx.shared.clients.lock().values().cloned().collect();
+    if ctx.args.len() == 3 {
+        // old form: CLIENT KILL addr
+        let addr = String::from_utf8_lossy(ctx.args[2]).into_owned();
+        let Some(target) = clients.iter().find(|handle| handle.addr == addr) else {
+            return Err(CommandError::other("ERR No such client"));
+        };
+        kill(ctx, target);
+        ctx.out.ok();
+        return Ok(());
+    }
+    if !ctx.args.len().is_multiple_of(2) {
+        return Err(CommandError::Syntax);
+    }
+    let mut id = None;
+    let mut addr = None;
+    let mut laddr = None;
+    let mut skip_me = true;
+    for pair in ctx.args[2..].chunks(2) {
+        let value = String::from_utf8_lossy(pair[1]).into_owned();
+        match pair[0].to_ascii_uppercase().as_slice() {
+            b"ID" => {
+                id = Some(
+                    value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|id| *id > 0)
+                        .ok_or_else(|| {
+                            CommandError::other("ERR client-id should be greater than 0")
+                        })?,
+                )
+            }
+            b"ADDR" => addr = Some(value),
+            b"LADDR" => laddr = Some(value),
+            b"SKIPME" => {
+                skip_me = match value.to_ascii_lowercase().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(CommandError::Syntax),
+                }
+            }
+            b"USER" | b"TYPE" | b"MAXAGE" => {}
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    let mut killed = 0;
+    for handle in &clients {
+        if id.is_some_and(|id| id != handle.id)
+            || addr.as_ref().is_some_and(|addr| *addr != handle.addr)
+            || laddr.as_ref().is_some_and(|laddr| *laddr != handle.laddr)
+            || (skip_me && handle.id == own_id)
+        {
+            continue;
+        }
+        kill(ctx, handle);
+        killed += 1;
+    }
+    ctx.out.integer(killed);
+    Ok(())
+}
+
+fn kill(ctx: &mut Ctx<'_, '_>, handle: &Arc<ClientHandle>) {
+    if handle.id == ctx.client.handle.id {
+        ctx.client.close_after_reply = true;
+    } else {
+        let _ = handle.events.send(ClientEvent::Kill);
+    }
+}
+
+/// Fresh WATCH flag helper used when state is reset.
+pub fn new_flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}

@@ -1,0 +1,361 @@
+//! Hash commands.
+
+use super::keys::ScanOptions;
+use super::{Ctx, parse_float, parse_int};
+use crate::error::{CmdResult, CommandError};
+use crate::protocol::Out;
+use crate::protocol::encode::format_double;
+use crate::protocol::frame::parse_i64;
+use crate::store::{HashValue, Shard, Value};
+
+/// Reads a hash: Ok(None) when missing, WRONGTYPE for strings.
+fn read_hash<'s>(
+    shard: &'s mut Shard,
+    key: &[u8],
+    now: u64,
+) -> Result<Option<&'s HashValue>, CommandError> {
+    match shard.read(key, now) {
+        None => Ok(None),
+        Some(index) => match &shard.entry(index).value {
+            Value::Hash(hash) => Ok(Some(hash)),
+            Value::Str(_) => Err(CommandError::WrongType),
+        },
+    }
+}
+
+/// Runs `change` on the hash at `key`, creating it when missing; deletes the
+/// key if the hash ends up empty.
+fn write_hash<R>(
+    shard: &mut Shard,
+    key: &[u8],
+    slot: u16,
+    now: u64,
+    create: bool,
+    change: impl FnOnce(&mut HashValue) -> Result<R, CommandError>,
+) -> Result<Option<R>, CommandError> {
+    let index = match shard.find(key, now) {
+        Some(index) => {
+            if let Value::Str(_) = shard.entry(index).value {
+                return Err(CommandError::WrongType);
+            }
+            index
+        }
+        None if create => shard.insert(key, slot, Value::Hash(Box::default()), 0),
+        None => return Ok(None),
+    };
+    let result = shard.modify(index, |value| match value {
+        Value::Hash(hash) => change(hash),
+        Value::Str(_) => Err(CommandError::WrongType),
+    });
+    let empty = matches!(&shard.entry(index).value, Value::Hash(hash) if hash.is_empty());
+    if empty {
+        shard.remove(index);
+    }
+    result.map(Some)
+}
+
+fn set_fields(ctx: &mut Ctx<'_, '_>) -> Result<i64, CommandError> {
+    if !ctx.args.len().is_multiple_of(2) {
+        return Err(ctx.wrong_arity());
+    }
+    let (key, now, args) = (ctx.args[1], ctx.now, ctx.args);
+    let created = ctx.keys.with_key(key, |shard, slot| {
+        write_hash(shard, key, slot, now, true, |hash| {
+            Ok(args[2..]
+                .chunks(2)
+                .filter(|pair| hash.insert(pair[0], pair[1]))
+                .count() as i64)
+        })
+    })?;
+    Ok(created.unwrap_or(0))
+}
+
+pub fn hset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let created = set_fields(ctx)?;
+    ctx.out.integer(created);
+    Ok(())
+}
+
+pub fn hmset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    set_fields(ctx)?;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn hsetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let (key, field, value, now) = (ctx.args[1], ctx.args[2], ctx.args[3], ctx.now);
+    let created = ctx.keys.with_key(key, |shard, slot| {
+        if let Some(existing) = shard.find(key, now) {
+            match &shard.entry(existing).value {
+                Value::Hash(hash) if hash.get(field).is_some() => return Ok(false),
+                Value::Hash(_) => {}
+                Value::Str(_) => return Err(CommandError::WrongType),
+            }
+        }
+        write_hash(shard, key, slot, now, true, |hash| {
+            Ok(hash.insert(field, value))
+        })
+        .map(|created| created == Some(true))
+    })?;
+    ctx.out.integer(i64::from(created));
+    Ok(())
+}
+
+pub fn hget(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let (key, field, now, out) = (ctx.args[1], ctx.args[2], ctx.now, &mut *ctx.out);
+    ctx.keys.with_key(key, |shard, _| {
+        match read_hash(shard, key, now)?.and_then(|hash| hash.get(field)) {
+            Some(value) => out.bulk(value),
+            None => out.null(),
+        }
+        Ok(())
+    })
+}
+
+pub fn hmget(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let (key, now, out, fields) = (ctx.args[1], ctx.now, &mut *ctx.out, &ctx.args[2..]);
+    ctx.keys.with_key(key, |shard, _| {
+        let hash = read_hash(shard, key, now)?;
+        out.array(fields.len());
+        for field in fields {
+            match hash.and_then(|hash| hash.get(field)) {
+                Some(value) => out.bulk(value),
+                None => out.null(),
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn hdel(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let (key, now, fields) = (ctx.args[1], ctx.now, &ctx.args[2..]);
+    let removed = ctx.keys.with_key(key, |shard, slot| {
+        write_hash(shard, key, slot, now, false, |hash| {
+            Ok(fields.iter().filter(|field| hash.remove(field)).count())
+        })
+    })?;
+    ctx.out.integer(removed.unwrap_or(0) as i64);
+    Ok(())
+}
+
+/// Runs a read-only query on a hash (None when missing).
+fn query<R>(
+    ctx: &mut Ctx<'_, '_>,
+    f: impl FnOnce(Option<&HashValue>, &mut Out) -> R,
+) -> Result<R, CommandError> {
+    let (key, now, out) = (ctx.args[1], ctx.now, &mut *ctx.out);
+    ctx.keys
+        .with_key(key, |shard, _| Ok(f(read_hash(shard, key, now)?, out)))
+}
+
+pub fn hexists(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let field = ctx.args[2];
+    query(ctx, |hash, out| {
+        out.integer(i64::from(
+            hash.is_some_and(|hash| hash.get(field).is_some()),
+        ))
+    })
+}
+
+pub fn hlen(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    query(ctx, |hash, out| {
+        out.integer(hash.map_or(0, HashValue::len) as i64)
+    })
+}
+
+pub fn hstrlen(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let field = ctx.args[2];
+    query(ctx, |hash, out| {
+        out.integer(hash.and_then(|hash| hash.get(field)).map_or(0, Vec::len) as i64)
+    })
+}
+
+pub fn hkeys(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    query(ctx, |hash, out| {
+        out.array(hash.map_or(0, HashValue::len));
+        for (field, _) in hash.into_iter().flat_map(HashValue::iter) {
+            out.bulk(field);
+        }
+    })
+}
+
+pub fn hvals(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    query(ctx, |hash, out| {
+        out.array(hash.map_or(0, HashValue::len));
+        for (_, value) in hash.into_iter().flat_map(HashValue::iter) {
+            out.bulk(value);
+        }
+    })
+}
+
+pub fn hgetall(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    query(ctx, |hash, out| {
+        out.map(hash.map_or(0, HashValue::len));
+        for (field, value) in hash.into_iter().flat_map(HashValue::iter) {
+            out.bulk(field);
+            out.bulk(value);
+        }
+    })
+}
+
+pub fn hincrby(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let delta = ctx.int_arg(3)?;
+    let (key, field, now) = (ctx.args[1], ctx.args[2], ctx.now);
+    let result = ctx.keys.with_key(key, |shard, slot| {
+        write_hash(shard, key, slot, now, true, |hash| {
+            let current = match hash.get(field) {
+                Some(value) => parse_i64(value)
+                    .ok_or_else(|| CommandError::other("ERR hash value is not an integer"))?,
+                None => 0,
+            };
+            let next = current.checked_add(delta).ok_or(CommandError::Overflow)?;
+            hash.insert(field, itoa::Buffer::new().format(next).as_bytes());
+            Ok(next)
+        })
+    })?;
+    ctx.out.integer(result.unwrap_or(0));
+    Ok(())
+}
+
+pub fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let delta = parse_float(ctx.args[3])?;
+    let (key, field, now) = (ctx.args[1], ctx.args[2], ctx.now);
+    let result = ctx.keys.with_key(key, |shard, slot| {
+        write_hash(shard, key, slot, now, true, |hash| {
+            let current = match hash.get(field) {
+                Some(value) => parse_float(value)
+                    .map_err(|_| CommandError::other("ERR hash value is not a float"))?,
+                None => 0.0,
+            };
+            let next = current + delta;
+            if !next.is_finite() {
+                return Err(CommandError::other(
+                    "ERR increment would produce NaN or Infinity",
+                ));
+            }
+            let text = format_double(next);
+            hash.insert(field, text.as_bytes());
+            Ok(text)
+        })
+    })?;
+    ctx.out.bulk(result.unwrap_or_default().as_bytes());
+    Ok(())
+}
+
+pub fn hscan(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let cursor: usize = std::str::from_utf8(ctx.args[2])
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| CommandError::other("ERR invalid cursor"))?;
+    let options = ScanOptions::parse(ctx, 3)?;
+    query(ctx, |hash, out| {
+        let Some(hash) = hash else {
+            out.array(2);
+            out.bulk(b"0");
+            out.array(0);
+            return;
+        };
+        // Indexes are visited from the end toward 0: removals move the last
+        // element into the hole, which was already visited, so every element
+        // present for the whole scan is still returned.
+        let mut remaining = if cursor == 0 {
+            hash.len()
+        } else {
+            cursor.min(hash.len())
+        };
+        let mut found: Vec<(&[u8], &[u8])> = Vec::new();
+        let budget = if hash.len() <= 512 {
+            usize::MAX
+        } else {
+            options.count
+        };
+        let mut visited = 0;
+        while remaining > 0 && visited < budget {
+            remaining -= 1;
+            visited += 1;
+            if let Some((field, value)) = hash.get_index(remaining)
+                && options.matches(field)
+            {
+                found.push((field, value));
+            }
+        }
+        out.array(2);
+        out.bulk_str(itoa::Buffer::new().format(remaining));
+        let per_item = if options.novalues { 1 } else { 2 };
+        out.array(found.len() * per_item);
+        for (field, value) in found.iter().rev() {
+            out.bulk(field);
+            if !options.novalues {
+                out.bulk(value);
+            }
+        }
+    })
+}
+
+pub fn hrandfield(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let count = match ctx.args.get(2) {
+        Some(text) => Some(parse_int(text)?),
+        None => None,
+    };
+    let with_values = match ctx.args.get(3) {
+        Some(option) if option.eq_ignore_ascii_case(b"WITHVALUES") && ctx.args.len() == 4 => true,
+        Some(_) => return Err(CommandError::Syntax),
+        None => false,
+    };
+    if count.is_some_and(|count| count.unsigned_abs() > i64::MAX as u64 / 2) {
+        return Err(CommandError::other("ERR value is out of range"));
+    }
+    let mut seed = ctx.now ^ (ctx.client.handle.id << 32) ^ u64::from(std::process::id());
+    let mut random = move |bound: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % bound.max(1) as u64) as usize
+    };
+    query(ctx, |hash, out| {
+        let Some(count) = count else {
+            match hash {
+                Some(hash) => {
+                    let (field, _) = hash.get_index(random(hash.len())).unwrap_or_default();
+                    out.bulk(field);
+                }
+                None => out.null(),
+            }
+            return;
+        };
+        let Some(hash) = hash else {
+            out.array(0);
+            return;
+        };
+        let picks: Vec<usize> = if count >= 0 {
+            let wanted = (count as usize).min(hash.len());
+            // partial Fisher-Yates over the index range
+            let mut indexes: Vec<usize> = (0..hash.len()).collect();
+            for position in 0..wanted {
+                let other = position + random(hash.len() - position);
+                indexes.swap(position, other);
+            }
+            indexes.truncate(wanted);
+            indexes
+        } else {
+            (0..count.unsigned_abs() as usize)
+                .map(|_| random(hash.len()))
+                .collect()
+        };
+        if with_values && out.is_resp3() {
+            out.array(picks.len());
+        } else {
+            out.array(picks.len() * if with_values { 2 } else { 1 });
+        }
+        for index in picks {
+            let (field, value) = hash.get_index(index).unwrap_or_default();
+            if with_values && out.is_resp3() {
+                out.array(2);
+            }
+            out.bulk(field);
+            if with_values {
+                out.bulk(value);
+            }
+        }
+    })
+}

@@ -1,0 +1,501 @@
+//! Command table and dispatch: arity, authentication, subscribed-context and
+//! MULTI queueing rules, OOM refusal, then the family handlers.
+
+pub mod admin;
+pub mod connection;
+pub mod hashes;
+pub mod keys;
+pub mod pubsub;
+pub mod server;
+pub mod strings;
+pub mod transactions;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::error::{CmdResult, CommandError};
+use crate::protocol::Out;
+use crate::protocol::frame::parse_i64;
+use crate::state::{ClientHandle, Shared};
+use crate::store::{Access, WatchFlag};
+
+pub const WRITE: u32 = 1;
+pub const DENYOOM: u32 = 1 << 1;
+pub const READONLY: u32 = 1 << 2;
+/// Allowed before AUTH.
+pub const NOAUTH: u32 = 1 << 3;
+/// Allowed in RESP2 subscribed context.
+pub const PUBSUB: u32 = 1 << 4;
+/// Executed immediately even inside MULTI.
+pub const NOQUEUE: u32 = 1 << 5;
+/// Touches every shard (no key arguments but reads/writes the keyspace).
+pub const ALLSHARDS: u32 = 1 << 6;
+pub const ADMIN: u32 = 1 << 7;
+pub const FAST: u32 = 1 << 8;
+
+pub type Handler = fn(&mut Ctx<'_, '_>) -> CmdResult;
+
+pub struct Spec {
+    pub name: &'static str,
+    pub arity: i32,
+    pub flags: u32,
+    /// Key positions like Redis's legacy key spec (first, last, step); last < 0 counts from the end.
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+    pub handler: Handler,
+}
+
+impl Spec {
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Key arguments of a concrete invocation.
+    pub fn keys<'x>(&self, args: &[&'x [u8]]) -> Vec<&'x [u8]> {
+        if self.first_key <= 0 {
+            return Vec::new();
+        }
+        let last = if self.last_key < 0 {
+            args.len() as i32 + self.last_key
+        } else {
+            self.last_key
+        };
+        let mut keys = Vec::new();
+        let mut index = self.first_key;
+        while index <= last && (index as usize) < args.len() {
+            keys.push(args[index as usize]);
+            index += self.step.max(1);
+        }
+        keys
+    }
+
+    pub fn flag_names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        for (flag, name) in [
+            (WRITE, "write"),
+            (READONLY, "readonly"),
+            (DENYOOM, "denyoom"),
+            (ADMIN, "admin"),
+            (PUBSUB, "pubsub"),
+            (NOAUTH, "no_auth"),
+            (FAST, "fast"),
+        ] {
+            if self.has(flag) {
+                names.push(name);
+            }
+        }
+        names
+    }
+}
+
+macro_rules! spec {
+    ($name:literal, $arity:expr, $flags:expr, $first:expr, $last:expr, $step:expr, $handler:path) => {
+        Spec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            first_key: $first,
+            last_key: $last,
+            step: $step,
+            handler: $handler,
+        }
+    };
+}
+
+const W: u32 = WRITE | DENYOOM;
+const R: u32 = READONLY;
+
+pub static COMMANDS: &[Spec] = &[
+    // connection
+    spec!(
+        "ping",
+        -1,
+        NOAUTH | PUBSUB | FAST,
+        0,
+        0,
+        0,
+        connection::ping
+    ),
+    spec!("echo", 2, FAST, 0, 0, 0, connection::echo),
+    spec!(
+        "hello",
+        -1,
+        NOAUTH | NOQUEUE | FAST,
+        0,
+        0,
+        0,
+        connection::hello
+    ),
+    spec!(
+        "auth",
+        -2,
+        NOAUTH | NOQUEUE | FAST,
+        0,
+        0,
+        0,
+        connection::auth
+    ),
+    spec!("select", 2, FAST, 0, 0, 0, connection::select),
+    spec!(
+        "quit",
+        -1,
+        NOAUTH | PUBSUB | NOQUEUE,
+        0,
+        0,
+        0,
+        connection::quit
+    ),
+    spec!(
+        "reset",
+        1,
+        NOAUTH | PUBSUB | NOQUEUE,
+        0,
+        0,
+        0,
+        connection::reset
+    ),
+    spec!("client", -2, 0, 0, 0, 0, connection::client),
+    // server
+    spec!("command", -1, 0, 0, 0, 0, server::command),
+    spec!("info", -1, ALLSHARDS, 0, 0, 0, server::info),
+    spec!("config", -2, ADMIN, 0, 0, 0, server::config),
+    spec!("dbsize", 1, R | ALLSHARDS | FAST, 0, 0, 0, server::dbsize),
+    spec!("flushdb", -1, WRITE | ALLSHARDS, 0, 0, 0, server::flushdb),
+    spec!("flushall", -1, WRITE | ALLSHARDS, 0, 0, 0, server::flushdb),
+    spec!("time", 1, FAST, 0, 0, 0, server::time),
+    spec!("lastsave", 1, FAST, 0, 0, 0, server::lastsave),
+    // strings
+    spec!("get", 2, R | FAST, 1, 1, 1, strings::get),
+    spec!("set", -3, W, 1, 1, 1, strings::set),
+    spec!("setnx", 3, W | FAST, 1, 1, 1, strings::setnx),
+    spec!("setex", 4, W, 1, 1, 1, strings::setex),
+    spec!("psetex", 4, W, 1, 1, 1, strings::psetex),
+    spec!("getset", 3, W | FAST, 1, 1, 1, strings::getset),
+    spec!("getdel", 2, WRITE | FAST, 1, 1, 1, strings::getdel),
+    spec!("getex", -2, WRITE | FAST, 1, 1, 1, strings::getex),
+    spec!("mget", -2, R | FAST, 1, -1, 1, strings::mget),
+    spec!("mset", -3, W, 1, -1, 2, strings::mset),
+    spec!("msetnx", -3, W, 1, -1, 2, strings::msetnx),
+    spec!("append", 3, W | FAST, 1, 1, 1, strings::append),
+    spec!("strlen", 2, R | FAST, 1, 1, 1, strings::strlen),
+    spec!("getrange", 4, R, 1, 1, 1, strings::getrange),
+    spec!("substr", 4, R, 1, 1, 1, strings::getrange),
+    spec!("setrange", 4, W, 1, 1, 1, strings::setrange),
+    spec!("incr", 2, W | FAST, 1, 1, 1, strings::incr),
+    spec!("decr", 2, W | FAST, 1, 1, 1, strings::decr),
+    spec!("incrby", 3, W | FAST, 1, 1, 1, strings::incrby),
+    spec!("decrby", 3, W | FAST, 1, 1, 1, strings::decrby),
+    spec!("incrbyfloat", 3, W | FAST, 1, 1, 1, strings::incrbyfloat),
+    // keys
+    spec!("del", -2, WRITE, 1, -1, 1, keys::del),
+    spec!("unlink", -2, WRITE | FAST, 1, -1, 1, keys::del),
+    spec!("exists", -2, R | FAST, 1, -1, 1, keys::exists),
+    spec!("type", 2, R | FAST, 1, 1, 1, keys::type_of),
+    spec!("expire", -3, WRITE | FAST, 1, 1, 1, keys::expire),
+    spec!("pexpire", -3, WRITE | FAST, 1, 1, 1, keys::pexpire),
+    spec!("expireat", -3, WRITE | FAST, 1, 1, 1, keys::expireat),
+    spec!("pexpireat", -3, WRITE | FAST, 1, 1, 1, keys::pexpireat),
+    spec!("ttl", 2, R | FAST, 1, 1, 1, keys::ttl),
+    spec!("pttl", 2, R | FAST, 1, 1, 1, keys::pttl),
+    spec!("expiretime", 2, R | FAST, 1, 1, 1, keys::expiretime),
+    spec!("pexpiretime", 2, R | FAST, 1, 1, 1, keys::pexpiretime),
+    spec!("persist", 2, WRITE | FAST, 1, 1, 1, keys::persist),
+    spec!("keys", 2, R | ALLSHARDS, 0, 0, 0, keys::keys),
+    spec!("scan", -2, R | ALLSHARDS, 0, 0, 0, keys::scan),
+    spec!("randomkey", 1, R | ALLSHARDS, 0, 0, 0, keys::randomkey),
+    spec!("rename", 3, WRITE, 1, 2, 1, keys::rename),
+    spec!("renamenx", 3, WRITE | FAST, 1, 2, 1, keys::renamenx),
+    spec!("copy", -3, W, 1, 2, 1, keys::copy),
+    spec!("touch", -2, R | FAST, 1, -1, 1, keys::touch),
+    // hashes
+    spec!("hset", -4, W | FAST, 1, 1, 1, hashes::hset),
+    spec!("hmset", -4, W | FAST, 1, 1, 1, hashes::hmset),
+    spec!("hsetnx", 4, W | FAST, 1, 1, 1, hashes::hsetnx),
+    spec!("hget", 3, R | FAST, 1, 1, 1, hashes::hget),
+    spec!("hmget", -3, R | FAST, 1, 1, 1, hashes::hmget),
+    spec!("hdel", -3, WRITE | FAST, 1, 1, 1, hashes::hdel),
+    spec!("hexists", 3, R | FAST, 1, 1, 1, hashes::hexists),
+    spec!("hlen", 2, R | FAST, 1, 1, 1, hashes::hlen),
+    spec!("hkeys", 2, R, 1, 1, 1, hashes::hkeys),
+    spec!("hvals", 2, R, 1, 1, 1, hashes::hvals),
+    spec!("hgetall", 2, R, 1, 1, 1, hashes::hgetall),
+    spec!("hincrby", 4, W | FAST, 1, 1, 1, hashes::hincrby),
+    spec!("hincrbyfloat", 4, W | FAST, 1, 1, 1, hashes::hincrbyfloat),
+    spec!("hstrlen", 3, R | FAST, 1, 1, 1, hashes::hstrlen),
+    spec!("hscan", -3, R, 1, 1, 1, hashes::hscan),
+    spec!("hrandfield", -2, R, 1, 1, 1, hashes::hrandfield),
+    // transactions
+    spec!("multi", 1, NOQUEUE | FAST, 0, 0, 0, transactions::multi),
+    spec!("exec", 1, NOQUEUE, 0, 0, 0, transactions::exec),
+    spec!("discard", 1, NOQUEUE | FAST, 0, 0, 0, transactions::discard),
+    spec!("watch", -2, NOQUEUE | FAST, 1, -1, 1, transactions::watch),
+    spec!("unwatch", 1, NOQUEUE | FAST, 0, 0, 0, transactions::unwatch),
+    // pub/sub
+    spec!("subscribe", -2, PUBSUB, 0, 0, 0, pubsub::subscribe),
+    spec!("unsubscribe", -1, PUBSUB, 0, 0, 0, pubsub::unsubscribe),
+    spec!("psubscribe", -2, PUBSUB, 0, 0, 0, pubsub::psubscribe),
+    spec!("punsubscribe", -1, PUBSUB, 0, 0, 0, pubsub::punsubscribe),
+    spec!("publish", 3, FAST, 0, 0, 0, pubsub::publish),
+    spec!("pubsub", -2, 0, 0, 0, 0, pubsub::pubsub),
+    // admin / cluster
+    spec!("meridian.topology", -2, ADMIN, 0, 0, 0, admin::topology),
+    spec!("cluster", -2, ALLSHARDS, 0, 0, 0, admin::cluster),
+];
+
+fn index() -> &'static HashMap<&'static [u8], usize, foldhash::fast::RandomState> {
+    static INDEX: OnceLock<HashMap<&'static [u8], usize, foldhash::fast::RandomState>> =
+        OnceLock::new();
+    INDEX.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(position, spec)| (spec.name.as_bytes(), position))
+            .collect()
+    })
+}
+
+/// Finds a command by (case-insensitive) name.
+pub fn lookup(name: &[u8]) -> Option<usize> {
+    let mut lower = [0u8; 32];
+    if name.len() > lower.len() {
+        return None;
+    }
+    for (target, byte) in lower.iter_mut().zip(name) {
+        *target = byte.to_ascii_lowercase();
+    }
+    index().get(&lower[..name.len()]).copied()
+}
+
+/// Per-connection state the commands read and change.
+pub struct ClientState {
+    pub handle: Arc<ClientHandle>,
+    pub authenticated: bool,
+    pub multi: Option<Vec<Vec<Vec<u8>>>>,
+    pub multi_failed: bool,
+    pub watch_flag: WatchFlag,
+    pub watched: Vec<Vec<u8>>,
+    pub channels: BTreeSet<Vec<u8>>,
+    pub patterns: BTreeSet<Vec<u8>>,
+    pub close_after_reply: bool,
+}
+
+impl ClientState {
+    pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> Self {
+        ClientState {
+            handle,
+            authenticated,
+            multi: None,
+            multi_failed: false,
+            watch_flag: Arc::new(AtomicBool::new(false)),
+            watched: Vec::new(),
+            channels: BTreeSet::new(),
+            patterns: BTreeSet::new(),
+            close_after_reply: false,
+        }
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+}
+
+/// Everything a command handler works with.
+pub struct Ctx<'a, 'h> {
+    pub args: &'h [&'h [u8]],
+    pub out: &'h mut Out,
+    pub keys: Access<'a, 'h>,
+    pub shared: &'a Shared,
+    pub client: &'h mut ClientState,
+    pub now: u64,
+}
+
+impl Ctx<'_, '_> {
+    pub fn arg(&self, index: usize) -> &[u8] {
+        self.args.get(index).copied().unwrap_or_default()
+    }
+
+    pub fn int_arg(&self, index: usize) -> Result<i64, CommandError> {
+        parse_int(self.arg(index))
+    }
+
+    pub fn wrong_arity(&self) -> CommandError {
+        CommandError::WrongArity(String::from_utf8_lossy(self.arg(0)).to_ascii_lowercase())
+    }
+}
+
+pub fn parse_int(text: &[u8]) -> Result<i64, CommandError> {
+    parse_i64(text).ok_or(CommandError::NotInteger)
+}
+
+/// Parses a float like Redis's strtold-based parsing: rejects NaN, spaces and empty.
+pub fn parse_float(text: &[u8]) -> Result<f64, CommandError> {
+    let text = std::str::from_utf8(text).map_err(|_| CommandError::NotFloat)?;
+    if text.is_empty()
+        || text.starts_with(char::is_whitespace)
+        || text.ends_with(char::is_whitespace)
+    {
+        return Err(CommandError::NotFloat);
+    }
+    let lower = text.to_ascii_lowercase();
+    let value = match lower.as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ => text.parse::<f64>().map_err(|_| CommandError::NotFloat)?,
+    };
+    if value.is_nan() {
+        return Err(CommandError::NotFloat);
+    }
+    Ok(value)
+}
+
+fn unknown_command(args: &[&[u8]]) -> CommandError {
+    let name = String::from_utf8_lossy(args.first().copied().unwrap_or_default()).into_owned();
+    let mut text = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        truncate(&name, 128)
+    );
+    for arg in args.iter().skip(1) {
+        text.push_str(&format!(
+            "'{}' ",
+            truncate(&String::from_utf8_lossy(arg), 128)
+        ));
+        if text.len() > 512 {
+            break;
+        }
+    }
+    CommandError::Other(text)
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+/// Runs one client command, writing its reply (or error) to `out`.
+pub fn dispatch<'a, 'h>(
+    shared: &'a Shared,
+    client: &'h mut ClientState,
+    out: &'h mut Out,
+    args: &'h [&'h [u8]],
+    keys: Access<'a, 'h>,
+) {
+    let Some(&name) = args.first() else { return };
+    let Some(position) = lookup(name) else {
+        if client.multi.is_some() {
+            client.multi_failed = true;
+        }
+        out.error(&unknown_command(args).to_string());
+        return;
+    };
+    let spec = &COMMANDS[position];
+    if (spec.arity > 0 && args.len() as i32 != spec.arity)
+        || (spec.arity < 0 && (args.len() as i32) < -spec.arity)
+    {
+        if client.multi.is_some() {
+            client.multi_failed = true;
+        }
+        out.error(&CommandError::WrongArity(spec.name.to_string()).to_string());
+        return;
+    }
+    if !client.authenticated && !spec.has(NOAUTH) {
+        if shared.requirepass().is_some() {
+            if client.multi.is_some() {
+                client.multi_failed = true;
+            }
+            out.error(&CommandError::NoAuth.to_string());
+            return;
+        }
+        client.authenticated = true;
+    }
+    if !out.is_resp3() && client.subscription_count() > 0 && !spec.has(PUBSUB) {
+        out.error(&format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            spec.name
+        ));
+        return;
+    }
+    if client.multi.is_some() && !spec.has(NOQUEUE) {
+        if spec.has(DENYOOM) && shared.db.make_room().is_err() {
+            client.multi_failed = true;
+            out.error(&CommandError::OutOfMemory.to_string());
+            return;
+        }
+        if let Some(queue) = client.multi.as_mut() {
+            queue.push(args.iter().map(|arg| arg.to_vec()).collect());
+        }
+        out.simple("QUEUED");
+        return;
+    }
+    // Inside EXEC the shard locks are held and eviction (which locks shards)
+    // already ran before they were taken.
+    let direct = matches!(keys, Access::Direct(_));
+    if direct && spec.has(DENYOOM) && shared.db.make_room().is_err() {
+        out.error(&CommandError::OutOfMemory.to_string());
+        return;
+    }
+    shared.command_calls[position].fetch_add(1, Ordering::Relaxed);
+    client
+        .handle
+        .last_command
+        .store(position, Ordering::Relaxed);
+    let mut ctx = Ctx {
+        args,
+        out,
+        keys,
+        shared,
+        client,
+        now: crate::store::now_ms(),
+    };
+    if let Err(error) = (spec.handler)(&mut ctx) {
+        ctx.out.error(&error.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_consistent() {
+        let mut names = std::collections::HashSet::new();
+        for spec in COMMANDS {
+            assert!(names.insert(spec.name), "duplicate {}", spec.name);
+            assert_eq!(spec.name, spec.name.to_ascii_lowercase());
+            assert!(spec.name.len() <= 32);
+            assert!(lookup(spec.name.as_bytes()).is_some());
+            assert_eq!(
+                lookup(spec.name.to_ascii_uppercase().as_bytes()),
+                lookup(spec.name.as_bytes())
+            );
+        }
+        assert_eq!(
+            lookup(b"GeT").map(|position| COMMANDS[position].name),
+            Some("get")
+        );
+        assert_eq!(lookup(b"nope"), None);
+    }
+
+    #[test]
+    fn key_positions() {
+        let mset = &COMMANDS[lookup(b"mset").unwrap_or_default()];
+        let args: Vec<&[u8]> = vec![b"mset", b"a", b"1", b"b", b"2"];
+        assert_eq!(mset.keys(&args), vec![&b"a"[..], b"b"]);
+        let del = &COMMANDS[lookup(b"del").unwrap_or_default()];
+        let args: Vec<&[u8]> = vec![b"del", b"a", b"b", b"c"];
+        assert_eq!(del.keys(&args).len(), 3);
+    }
+
+    #[test]
+    fn floats_parse_like_redis() {
+        assert_eq!(parse_float(b"1.5"), Ok(1.5));
+        assert_eq!(parse_float(b"-inf"), Ok(f64::NEG_INFINITY));
+        assert!(parse_float(b"nan").is_err());
+        assert!(parse_float(b" 1").is_err());
+        assert!(parse_float(b"").is_err());
+        assert!(parse_float(b"abc").is_err());
+    }
+}

@@ -1,0 +1,486 @@
+//! Server commands: COMMAND, INFO, CONFIG, DBSIZE, FLUSHDB/FLUSHALL, TIME.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use super::connection::REDIS_COMPAT_VERSION;
+use super::{COMMANDS, Ctx, Spec, lookup};
+use crate::config::parse_memory;
+use crate::error::{CmdResult, CommandError};
+use crate::glob;
+use crate::protocol::Out;
+use crate::store::{Access, Policy};
+
+fn write_command_info(out: &mut Out, spec: &Spec) {
+    out.array(10);
+    out.bulk(spec.name.as_bytes());
+    out.integer(i64::from(spec.arity));
+    let flags = spec.flag_names();
+    out.set(flags.len());
+    for flag in flags {
+        out.simple(flag);
+    }
+    out.integer(i64::from(spec.first_key));
+    out.integer(i64::from(spec.last_key));
+    out.integer(i64::from(spec.step));
+    out.set(0);
+    out.set(0);
+    out.array(0);
+    out.array(0);
+}
+
+pub fn command(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let Some(subcommand) = ctx.args.get(1) else {
+        ctx.out.array(COMMANDS.len());
+        for spec in COMMANDS {
+            write_command_info(ctx.out, spec);
+        }
+        return Ok(());
+    };
+    match subcommand.to_ascii_uppercase().as_slice() {
+        b"COUNT" => ctx.out.integer(COMMANDS.len() as i64),
+        b"INFO" => {
+            let names = &ctx.args[2..];
+            if names.is_empty() {
+                ctx.out.array(COMMANDS.len());
+                for spec in COMMANDS {
+                    write_command_info(ctx.out, spec);
+                }
+            } else {
+                ctx.out.array(names.len());
+                for name in names {
+                    match lookup(name) {
+                        Some(position) => write_command_info(ctx.out, &COMMANDS[position]),
+                        None => ctx.out.null_array(),
+                    }
+                }
+            }
+        }
+        b"DOCS" => {
+            let wanted: Vec<&Spec> = if ctx.args.len() > 2 {
+                ctx.args[2..]
+                    .iter()
+                    .filter_map(|name| lookup(name))
+                    .map(|position| &COMMANDS[position])
+                    .collect()
+            } else {
+                COMMANDS.iter().collect()
+            };
+            ctx.out.map(wanted.len());
+            for spec in wanted {
+                ctx.out.bulk(spec.name.as_bytes());
+                ctx.out.map(2);
+                ctx.out.bulk(b"summary");
+                ctx.out.bulk(b"");
+                ctx.out.bulk(b"since");
+                ctx.out.bulk(b"1.0.0");
+            }
+        }
+        b"LIST" => {
+            ctx.out.array(COMMANDS.len());
+            for spec in COMMANDS {
+                ctx.out.bulk(spec.name.as_bytes());
+            }
+        }
+        b"GETKEYS" if ctx.args.len() > 2 => {
+            let args = &ctx.args[2..];
+            let position = lookup(args[0])
+                .ok_or_else(|| CommandError::other("ERR Invalid command specified"))?;
+            let keys = COMMANDS[position].keys(args);
+            if keys.is_empty() {
+                return Err(CommandError::other("ERR The command has no key arguments"));
+            }
+            ctx.out.array(keys.len());
+            for key in keys {
+                ctx.out.bulk(key);
+            }
+        }
+        _ => {
+            return Err(CommandError::other(format!(
+                "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+                String::from_utf8_lossy(subcommand)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.2}{}", UNITS[unit])
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|text| {
+            text.split_whitespace()
+                .nth(1)
+                .and_then(|pages| pages.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Builds the INFO text for the requested sections.
+pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
+    let wants = |name: &str| {
+        sections.is_empty()
+            || sections.iter().any(|section| {
+                section == name
+                    || section == "all"
+                    || section == "everything"
+                    || (section == "default" && name != "commandstats")
+            })
+    };
+    let shared = ctx.shared;
+    let db = ctx.keys.db();
+    let (mut keys, mut volatile, mut hits, mut misses, mut expired, mut evicted) =
+        (0, 0, 0, 0, 0, 0);
+    ctx.keys.each_shard(|shard| {
+        keys += shard.len();
+        volatile += shard.volatile_len();
+        hits += shard.hits;
+        misses += shard.misses;
+        expired += shard.expired;
+        evicted += shard.evicted;
+    });
+    let mut text = String::new();
+    let mut section = |title: &str, body: String| {
+        if !text.is_empty() {
+            text.push_str("\r\n");
+        }
+        let _ = write!(text, "# {title}\r\n{body}");
+    };
+    let uptime = shared.uptime_seconds();
+    if wants("server") {
+        section(
+            "Server",
+            format!(
+                "redis_version:{REDIS_COMPAT_VERSION}\r\nmeridian_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{:0>40}\r\nnode_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nexecutable:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                std::process::id(),
+                format!(
+                    "{:x}",
+                    shared.started.elapsed().as_nanos() as u64 ^ u64::from(std::process::id())
+                ),
+                shared.node_id,
+                shared.port,
+                uptime / 86400,
+                std::env::current_exe()
+                    .map(|path| path.display().to_string())
+                    .unwrap_or_default(),
+            ),
+        );
+    }
+    if wants("clients") {
+        let pubsub_clients = shared
+            .clients
+            .lock()
+            .values()
+            .filter(|handle| {
+                handle.subscriptions.load(Ordering::Relaxed)
+                    + handle.pattern_subscriptions.load(Ordering::Relaxed)
+                    > 0
+            })
+            .count();
+        section(
+            "Clients",
+            format!(
+                "connected_clients:{}\r\nblocked_clients:0\r\npubsub_clients:{pubsub_clients}\r\nmaxclients:10000\r\n",
+                shared.connected_clients()
+            ),
+        );
+    }
+    if wants("memory") {
+        let used = db.used_memory();
+        let maxmemory = db.maxmemory();
+        let rss = rss_bytes();
+        section(
+            "Memory",
+            format!(
+                "used_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{maxmemory}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_allocator:libc\r\n",
+                human(used),
+                human(rss),
+                human(maxmemory),
+                db.policy(),
+            ),
+        );
+    }
+    if wants("stats") {
+        let counters = &shared.counters;
+        section(
+            "Stats",
+            format!(
+                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n",
+                counters.connections_received.load(Ordering::Relaxed),
+                counters.commands_processed.load(Ordering::Relaxed),
+                counters.net_input_bytes.load(Ordering::Relaxed),
+                counters.net_output_bytes.load(Ordering::Relaxed),
+                counters.rejected_connections.load(Ordering::Relaxed),
+                shared.broker.channel_count(),
+                shared.broker.pattern_count(),
+            ),
+        );
+    }
+    if wants("replication") {
+        section(
+            "Replication",
+            "role:master\r\nconnected_slaves:0\r\nmaster_replid:0000000000000000000000000000000000000000\r\nmaster_repl_offset:0\r\n".to_string(),
+        );
+    }
+    if wants("cluster") {
+        section("Cluster", "cluster_enabled:0\r\n".to_string());
+    }
+    if wants("commandstats") {
+        let mut body = String::new();
+        for (spec, calls) in COMMANDS.iter().zip(shared.command_calls.iter()) {
+            let calls = calls.load(Ordering::Relaxed);
+            if calls > 0 {
+                let _ = write!(
+                    body,
+                    "cmdstat_{}:calls={calls},usec=0,usec_per_call=0.00,rejected_calls=0,failed_calls=0\r\n",
+                    spec.name
+                );
+            }
+        }
+        section("Commandstats", body);
+    }
+    if wants("keyspace") {
+        let body = if keys > 0 {
+            format!("db0:keys={keys},expires={volatile},avg_ttl=0\r\n")
+        } else {
+            String::new()
+        };
+        section("Keyspace", body);
+    }
+    text
+}
+
+pub fn info(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let sections: Vec<String> = ctx.args[1..]
+        .iter()
+        .map(|section| String::from_utf8_lossy(section).to_ascii_lowercase())
+        .collect();
+    let text = info_text(ctx, &sections);
+    ctx.out.verbatim(&text);
+    Ok(())
+}
+
+/// Parameters CONFIG GET knows, with their current values.
+fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
+    let shared = ctx.shared;
+    let db = ctx.keys.db();
+    let limits = shared.config.limits;
+    let mut values = vec![
+        ("maxmemory".to_string(), db.maxmemory().to_string()),
+        ("maxmemory-policy".to_string(), db.policy().to_string()),
+        (
+            "maxmemory-samples".to_string(),
+            db.stats.samples.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "requirepass".to_string(),
+            shared.requirepass().unwrap_or_default(),
+        ),
+        ("port".to_string(), shared.port.to_string()),
+        ("bind".to_string(), shared.bind.clone()),
+        ("databases".to_string(), "1".to_string()),
+        ("timeout".to_string(), "0".to_string()),
+        ("hz".to_string(), "10".to_string()),
+        (
+            "proto-max-bulk-len".to_string(),
+            limits.max_bulk_len.to_string(),
+        ),
+        (
+            "client-query-buffer-limit".to_string(),
+            limits.max_query_buffer.to_string(),
+        ),
+        ("cluster-enabled".to_string(), "no".to_string()),
+        ("lfu-log-factor".to_string(), "10".to_string()),
+        ("lfu-decay-time".to_string(), "1".to_string()),
+    ];
+    for (name, value) in shared.config.compat.lock().iter() {
+        values.push((name.clone(), value.clone()));
+    }
+    values
+}
+
+pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let subcommand = ctx.args[1].to_ascii_uppercase();
+    match subcommand.as_slice() {
+        b"GET" => {
+            if ctx.args.len() < 3 {
+                return Err(CommandError::other(
+                    "ERR wrong number of arguments for 'config|get' command",
+                ));
+            }
+            let patterns: Vec<Vec<u8>> = ctx.args[2..]
+                .iter()
+                .map(|pattern| pattern.to_ascii_lowercase())
+                .collect();
+            let matched: Vec<(String, String)> = config_values(ctx)
+                .into_iter()
+                .filter(|(name, _)| {
+                    patterns
+                        .iter()
+                        .any(|pattern| glob::matches(pattern, name.as_bytes()))
+                })
+                .collect();
+            ctx.out.map(matched.len());
+            for (name, value) in matched {
+                ctx.out.bulk(name.as_bytes());
+                ctx.out.bulk(value.as_bytes());
+            }
+        }
+        b"SET" => {
+            if ctx.args.len() < 4 || !ctx.args.len().is_multiple_of(2) {
+                return Err(CommandError::other(
+                    "ERR wrong number of arguments for 'config|set' command",
+                ));
+            }
+            let pairs: Vec<(String, String)> = ctx.args[2..]
+                .chunks(2)
+                .map(|pair| {
+                    (
+                        String::from_utf8_lossy(pair[0]).to_ascii_lowercase(),
+                        String::from_utf8_lossy(pair[1]).into_owned(),
+                    )
+                })
+                .collect();
+            // validate everything first so a bad pair changes nothing
+            let failed = |name: &str, why: &str| {
+                CommandError::other(format!(
+                    "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+                ))
+            };
+            for (name, value) in &pairs {
+                match name.as_str() {
+                    "maxmemory" => {
+                        parse_memory(value)
+                            .map_err(|_| failed(name, "argument must be a memory value"))?;
+                    }
+                    "maxmemory-policy" => {
+                        value.parse::<Policy>().map_err(|_| failed(name, "argument(s) must be one of the following: volatile-lru, allkeys-lru, volatile-lfu, allkeys-lfu, volatile-random, allkeys-random, volatile-ttl, noeviction, sieve"))?;
+                    }
+                    "maxmemory-samples" => {
+                        value
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|samples| (1..=64).contains(samples))
+                            .ok_or_else(|| {
+                                failed(name, "argument must be between 1 and 64 inclusive")
+                            })?;
+                    }
+                    "requirepass"
+                    | "save"
+                    | "appendonly"
+                    | "appendfsync"
+                    | "timeout"
+                    | "hz"
+                    | "lfu-log-factor"
+                    | "lfu-decay-time"
+                    | "loglevel"
+                    | "notify-keyspace-events"
+                    | "slowlog-log-slower-than"
+                    | "slowlog-max-len"
+                    | "latency-tracking"
+                    | "lazyfree-lazy-eviction"
+                    | "lazyfree-lazy-expire"
+                    | "lazyfree-lazy-user-del"
+                    | "activedefrag" => {}
+                    _ => {
+                        return Err(CommandError::other(format!(
+                            "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                        )));
+                    }
+                }
+            }
+            let db = ctx.keys.db();
+            for (name, value) in pairs {
+                match name.as_str() {
+                    "maxmemory" => db
+                        .stats
+                        .maxmemory
+                        .store(parse_memory(&value).unwrap_or(0), Ordering::Relaxed),
+                    "maxmemory-policy" => db.set_policy(value.parse().unwrap_or(Policy::Sieve)),
+                    "maxmemory-samples" => db
+                        .stats
+                        .samples
+                        .store(value.parse().unwrap_or(5), Ordering::Relaxed),
+                    "requirepass" => {
+                        *ctx.shared.config.requirepass.write() =
+                            (!value.is_empty()).then_some(value)
+                    }
+                    _ => {
+                        ctx.shared.config.compat.lock().insert(name, value);
+                    }
+                }
+            }
+            // like Redis, lowering maxmemory evicts right away (not while a
+            // transaction holds shard locks: eviction takes locks itself)
+            if let Access::Direct(db) = ctx.keys {
+                let _ = db.make_room();
+            }
+            ctx.out.ok();
+        }
+        b"RESETSTAT" => ctx.out.ok(),
+        b"REWRITE" => {
+            return Err(CommandError::other(
+                "ERR The server is running without a config file",
+            ));
+        }
+        _ => {
+            return Err(CommandError::other(format!(
+                "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+                String::from_utf8_lossy(ctx.args[1])
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn dbsize(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let mut total = 0;
+    ctx.keys.each_shard(|shard| total += shard.len());
+    ctx.out.integer(total as i64);
+    Ok(())
+}
+
+pub fn flushdb(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    match ctx.args.get(1).map(|mode| mode.to_ascii_uppercase()) {
+        None => {}
+        Some(mode) if (mode == b"ASYNC" || mode == b"SYNC") && ctx.args.len() == 2 => {}
+        Some(_) => return Err(CommandError::Syntax),
+    }
+    ctx.keys.each_shard(|shard| shard.clear());
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn time(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let elapsed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ctx.out.array(2);
+    ctx.out.bulk_integer(elapsed.as_secs() as i64);
+    ctx.out.bulk_integer(i64::from(elapsed.subsec_micros()));
+    Ok(())
+}
+
+pub fn lastsave(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let started = crate::store::now_ms() / 1000 - ctx.shared.uptime_seconds();
+    ctx.out.integer(started as i64);
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! MULTI / EXEC / DISCARD / WATCH / UNWATCH.
+//!
+//! EXEC locks every shard its queued commands touch (ascending order, so no
+//! deadlocks) and runs them while holding those locks: no other client can
+//! observe or interleave with a transaction.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{ALLSHARDS, COMMANDS, Ctx, dispatch, lookup};
+use crate::error::{CmdResult, CommandError};
+use crate::store::Access;
+
+pub fn multi(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    if ctx.client.multi.is_some() {
+        return Err(CommandError::other("ERR MULTI calls can not be nested"));
+    }
+    ctx.client.multi = Some(Vec::new());
+    ctx.client.multi_failed = false;
+    ctx.client.handle.in_multi.store(true, Ordering::Relaxed);
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn clear_multi(ctx: &mut Ctx<'_, '_>) {
+    ctx.client.multi = None;
+    ctx.client.multi_failed = false;
+    ctx.client.handle.in_multi.store(false, Ordering::Relaxed);
+}
+
+pub fn discard(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    if ctx.client.multi.is_none() {
+        return Err(CommandError::other("ERR DISCARD without MULTI"));
+    }
+    clear_multi(ctx);
+    unwatch_all(ctx);
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn watch(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    if ctx.client.multi.is_some() {
+        return Err(CommandError::other("ERR WATCH inside MULTI is not allowed"));
+    }
+    for &key in &ctx.args[1..] {
+        if ctx.client.watched.iter().any(|watched| watched == key) {
+            continue;
+        }
+        let flag = ctx.client.watch_flag.clone();
+        ctx.keys.with_key(key, |shard, _| shard.watch(key, flag));
+        ctx.client.watched.push(key.to_vec());
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn unwatch_all(ctx: &mut Ctx<'_, '_>) {
+    let watched = std::mem::take(&mut ctx.client.watched);
+    let flag = ctx.client.watch_flag.clone();
+    for key in &watched {
+        ctx.keys.with_key(key, |shard, _| shard.unwatch(key, &flag));
+    }
+    ctx.client.watch_flag = Arc::new(AtomicBool::new(false));
+}
+
+pub fn unwatch(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    unwatch_all(ctx);
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let Some(queued) = ctx.client.multi.take() else {
+        return Err(CommandError::other("ERR EXEC without MULTI"));
+    };
+    let failed = ctx.client.multi_failed;
+    clear_multi(ctx);
+    if failed {
+        unwatch_all(ctx);
+        return Err(CommandError::other(
+            "EXECABORT Transaction discarded because of previous errors.",
+        ));
+    }
+    let Access::Direct(db) = ctx.keys else {
+        return Err(CommandError::other("ERR EXEC inside a transaction"));
+    };
+    // make room before taking locks: eviction locks shards itself
+    let _ = db.make_room();
+    let mut wanted = vec![false; db.shard_count()];
+    for command in &queued {
+        let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+        let spec = args
+            .first()
+            .and_then(|name| lookup(name))
+            .map(|position| &COMMANDS[position]);
+        match spec {
+            Some(spec) if spec.has(ALLSHARDS) => {
+                wanted.iter_mut().for_each(|wanted| *wanted = true)
+            }
+            Some(spec) => {
+                for key in spec.keys(&args) {
+                    wanted[db.shard_of_slot(meridian_topology::key_slot(key))] = true;
+                }
+            }
+            None => {}
+        }
+    }
+    let mut held = db.lock_many(&wanted);
+    // WATCH is checked under the locks, so nothing can change in between.
+    let aborted = ctx.client.watch_flag.load(Ordering::Acquire);
+    if aborted {
+        drop(held);
+        unwatch_all(ctx);
+        ctx.out.null_array();
+        return Ok(());
+    }
+    ctx.out.array(queued.len());
+    for command in &queued {
+        let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+        dispatch(
+            ctx.shared,
+            ctx.client,
+            ctx.out,
+            &args,
+            Access::Held(db, &mut held),
+        );
+    }
+    drop(held);
+    unwatch_all(ctx);
+    Ok(())
+}

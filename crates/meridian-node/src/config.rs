@@ -1,0 +1,147 @@
+//! Command-line flags and environment variables.
+
+use std::net::IpAddr;
+
+use clap::Parser;
+
+use crate::error::NodeError;
+use crate::store::Policy;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "meridian-node",
+    version,
+    about = "Meridian cache node: a Redis-compatible cache server"
+)]
+pub struct Config {
+    /// Address every listener (RESP, metrics) binds to.
+    #[arg(long, env = "MERIDIAN_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// RESP port.
+    #[arg(long, env = "MERIDIAN_PORT", default_value_t = 6379)]
+    pub port: u16,
+    /// Prometheus metrics, /healthz and /readyz port.
+    #[arg(long, env = "MERIDIAN_METRICS_PORT", default_value_t = 9090)]
+    pub metrics_port: u16,
+    /// Node id (pod name); defaults to the hostname.
+    #[arg(long, env = "MERIDIAN_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Memory limit: 0 (none), bytes, or with a unit (100mb, 1gb, 256Mi, 1Gi).
+    #[arg(long, env = "MERIDIAN_MAXMEMORY", default_value = "0", value_parser = parse_memory)]
+    pub maxmemory: u64,
+    /// Eviction policy: sieve, allkeys-lru, allkeys-lfu, allkeys-random, volatile-lru,
+    /// volatile-lfu, volatile-random, volatile-ttl, noeviction.
+    #[arg(long, env = "MERIDIAN_MAXMEMORY_POLICY", default_value = "sieve")]
+    pub maxmemory_policy: Policy,
+    /// Password required from clients (AUTH / HELLO AUTH).
+    #[arg(long, env = "MERIDIAN_PASSWORD", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// Worker threads for the runtime (0 = one per core).
+    #[arg(long, env = "MERIDIAN_IO_THREADS", default_value_t = 0)]
+    pub io_threads: usize,
+    /// Lock-striped keyspace shards (rounded up to a power of two).
+    #[arg(long, env = "MERIDIAN_SHARDS", default_value_t = 64)]
+    pub shards: usize,
+    /// Seconds to wait for in-flight connections on SIGTERM.
+    #[arg(long, env = "MERIDIAN_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+    /// Largest accepted bulk argument (Redis proto-max-bulk-len).
+    #[arg(long, env = "MERIDIAN_PROTO_MAX_BULK_LEN", default_value = "512mb", value_parser = parse_memory)]
+    pub proto_max_bulk_len: u64,
+    /// Largest unparsed input per client before it is disconnected (client-query-buffer-limit).
+    #[arg(long, env = "MERIDIAN_CLIENT_QUERY_BUFFER_LIMIT", default_value = "1gb", value_parser = parse_memory)]
+    pub client_query_buffer_limit: u64,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "MERIDIAN_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(hostname)
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_string())
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "meridian-node".to_string())
+}
+
+/// Parses "0", "1048576", "100mb", "1gb", "256Mi", "1Gi", "64k" (Redis units are
+/// case-insensitive: k/kb = 1000/1024 like Redis's memtoull).
+pub fn parse_memory(text: &str) -> Result<u64, NodeError> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| NodeError::MemorySize(text.to_string()))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" | "ki" | "kib" => 1024,
+        "m" => 1000 * 1000,
+        "mb" | "mi" | "mib" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" | "gi" | "gib" => 1024 * 1024 * 1024,
+        _ => return Err(NodeError::MemorySize(text.to_string())),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| NodeError::MemorySize(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("0").ok(), Some(0));
+        assert_eq!(parse_memory("1234").ok(), Some(1234));
+        assert_eq!(parse_memory("100mb").ok(), Some(100 << 20));
+        assert_eq!(parse_memory("1gb").ok(), Some(1 << 30));
+        assert_eq!(parse_memory("256Mi").ok(), Some(256 << 20));
+        assert_eq!(parse_memory("1Gi").ok(), Some(1 << 30));
+        assert_eq!(parse_memory("1GB").ok(), Some(1 << 30));
+        assert!(parse_memory("abc").is_err());
+        assert!(parse_memory("10xb").is_err());
+        assert!(parse_memory("").is_err());
+        assert!(parse_memory("99999999999999999999gb").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let config = Config::try_parse_from([
+            "meridian-node",
+            "--bind",
+            "127.0.11.3",
+            "--port",
+            "7000",
+            "--maxmemory",
+            "1Gi",
+            "--maxmemory-policy",
+            "allkeys-lru",
+            "--node-id",
+            "pod-0",
+        ])
+        .expect("valid flags");
+        assert_eq!(config.bind.to_string(), "127.0.11.3");
+        assert_eq!(config.maxmemory, 1 << 30);
+        assert_eq!(config.maxmemory_policy, Policy::AllKeysLru);
+        assert_eq!(config.node_id(), "pod-0");
+    }
+}

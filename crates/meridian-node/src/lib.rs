@@ -1,0 +1,132 @@
+//! Meridian cache node: a Redis-compatible (RESP2/RESP3) cache server whose
+//! keyspace is partitioned by cluster hash slot.
+
+pub mod broker;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod glob;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod state;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::error::NodeError;
+use crate::protocol::Limits;
+use crate::state::{Counters, RuntimeConfig, Shared};
+use crate::store::Db;
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Builds the shared state from configuration.
+pub fn build_shared(config: &Config) -> Arc<Shared> {
+    Arc::new(Shared {
+        db: Db::new(config.shards, config.maxmemory, config.maxmemory_policy),
+        config: RuntimeConfig {
+            requirepass: RwLock::new(
+                config
+                    .requirepass
+                    .clone()
+                    .filter(|password| !password.is_empty()),
+            ),
+            limits: Limits {
+                max_bulk_len: usize::try_from(config.proto_max_bulk_len).unwrap_or(usize::MAX),
+                max_query_buffer: usize::try_from(config.client_query_buffer_limit)
+                    .unwrap_or(usize::MAX),
+                ..Limits::default()
+            },
+            compat: Mutex::new(BTreeMap::from([
+                ("save".to_string(), String::new()),
+                ("appendonly".to_string(), "no".to_string()),
+            ])),
+        },
+        node_id: config.node_id(),
+        bind: config.bind.to_string(),
+        port: config.port,
+        started: Instant::now(),
+        clients: Mutex::new(BTreeMap::new()),
+        next_client_id: AtomicU64::new(1),
+        broker: Default::default(),
+        counters: Counters::default(),
+        command_calls: commands::COMMANDS
+            .iter()
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+        topology: RwLock::new(None),
+        shutting_down: AtomicBool::new(false),
+    })
+}
+
+/// Runs the node until `stop` resolves, then drains connections and returns.
+pub async fn run(
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let shared = build_shared(&config);
+    let resp_listener = bind(SocketAddr::new(config.bind, config.port)).await?;
+    let metrics_listener = bind(SocketAddr::new(config.bind, config.metrics_port)).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let registry = Arc::new(metrics::registry(shared.clone()));
+    let metrics_task = tokio::spawn(metrics::serve(
+        metrics_listener,
+        registry,
+        ready.clone(),
+        shutdown_rx.clone(),
+    ));
+    let expiry_task = tokio::spawn(store::expiry::run_forever(shared.clone()));
+    let (active_tx, mut active_rx) = mpsc::channel::<()>(1);
+    let accept_task = tokio::spawn(server::accept_loop(
+        shared.clone(),
+        resp_listener,
+        shutdown_rx,
+        active_tx,
+    ));
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        node_id = %shared.node_id,
+        addr = %SocketAddr::new(config.bind, config.port),
+        metrics = %SocketAddr::new(config.bind, config.metrics_port),
+        maxmemory = config.maxmemory,
+        policy = %config.maxmemory_policy,
+        "meridian-node ready"
+    );
+    stop.await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    shared.shutting_down.store(true, Ordering::Relaxed);
+    ready.store(false, Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
+    let _ = accept_task.await;
+    // every connection task holds a sender; recv() returns None once all ended
+    let drained = tokio::time::timeout(
+        Duration::from_secs(config.shutdown_timeout),
+        active_rx.recv(),
+    )
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown timeout reached with connections still open");
+    }
+    expiry_task.abort();
+    let _ = metrics_task.await;
+    tracing::info!("bye");
+    Ok(())
+}

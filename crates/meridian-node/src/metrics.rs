@@ -1,0 +1,260 @@
+//! Prometheus metrics (read from the node's counters at scrape time) and the
+//! small HTTP server for /metrics, /healthz and /readyz.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::commands::COMMANDS;
+use crate::state::Shared;
+
+struct NodeCollector {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for NodeCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NodeCollector")
+    }
+}
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> fmt::Result {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let shared = &self.shared;
+        let db = &shared.db;
+        let counters = &shared.counters;
+        let (hits, misses, expired, evicted) = db.counters();
+        gauge(
+            &mut encoder,
+            "meridian_connected_clients",
+            "Connected clients",
+            shared.connected_clients() as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_connections_received",
+            "Connections accepted",
+            counters.connections_received.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_commands_processed",
+            "Commands processed",
+            counters.commands_processed.load(Ordering::Relaxed),
+        )?;
+        {
+            let mut metric = encoder.encode_descriptor(
+                "meridian_command_calls",
+                "Calls per command",
+                None,
+                MetricType::Counter,
+            )?;
+            for (spec, calls) in COMMANDS.iter().zip(shared.command_calls.iter()) {
+                let calls = calls.load(Ordering::Relaxed);
+                if calls > 0 {
+                    let labels = [("command", spec.name)];
+                    let family = metric.encode_family(&labels)?;
+                    ConstCounter::new(calls).encode(family)?;
+                }
+            }
+        }
+        gauge(
+            &mut encoder,
+            "meridian_keys",
+            "Keys stored",
+            db.len() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "meridian_expiring_keys",
+            "Keys with a TTL",
+            db.volatile_len() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "meridian_memory_used_bytes",
+            "Accounted memory of stored data",
+            db.used_memory() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "meridian_memory_max_bytes",
+            "maxmemory (0 = unlimited)",
+            db.maxmemory() as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_keyspace_hits",
+            "Successful key lookups",
+            hits,
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_keyspace_misses",
+            "Failed key lookups",
+            misses,
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_expired_keys",
+            "Keys removed by expiry",
+            expired,
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_evicted_keys",
+            "Keys removed by eviction",
+            evicted,
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_net_input_bytes",
+            "Bytes read from clients",
+            counters.net_input_bytes.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_net_output_bytes",
+            "Bytes written to clients",
+            counters.net_output_bytes.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_pubsub_messages",
+            "Messages published",
+            counters.pubsub_messages.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut encoder,
+            "meridian_pubsub_channels",
+            "Channels with subscribers",
+            shared.broker.channel_count() as i64,
+        )?;
+        let epoch = shared.topology.read().as_ref().map_or(0, |map| map.epoch);
+        gauge(
+            &mut encoder,
+            "meridian_topology_epoch",
+            "Epoch of the applied topology map",
+            epoch as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "meridian_uptime_seconds",
+            "Seconds since start",
+            shared.uptime_seconds() as i64,
+        )?;
+        Ok(())
+    }
+}
+
+pub fn registry(shared: Arc<Shared>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(NodeCollector { shared }));
+    registry
+}
+
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        text.clear();
+    }
+    text
+}
+
+/// Serves /metrics, /healthz and /readyz until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    ready: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let registry = registry.clone();
+                let ready = ready.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &registry, &ready)).await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    registry: &Registry,
+    ready: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 || request.len() > 16 * 1024 {
+            return Ok(());
+        }
+        request.extend_from_slice(&chunk[..read]);
+    }
+    let line = request
+        .split(|&byte| byte == b'\r')
+        .next()
+        .unwrap_or_default();
+    let mut parts = line.split(|&byte| byte == b' ');
+    let method = parts.next().unwrap_or_default();
+    let path = parts.next().unwrap_or_default();
+    let path = path.split(|&byte| byte == b'?').next().unwrap_or_default();
+    let (status, content_type, body) = match (method, path) {
+        (b"GET" | b"HEAD", b"/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(registry),
+        ),
+        (b"GET" | b"HEAD", b"/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+        (b"GET" | b"HEAD", b"/readyz") if ready.load(Ordering::Relaxed) => {
+            ("200 OK", "text/plain", "ready\n".to_string())
+        }
+        (b"GET" | b"HEAD", b"/readyz") => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n".to_string(),
+        ),
+        (b"GET" | b"HEAD", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n".to_string(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    if method != b"HEAD" {
+        stream.write_all(body.as_bytes()).await?;
+    }
+    stream.shutdown().await
+}

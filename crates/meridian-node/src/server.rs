@@ -1,0 +1,310 @@
+//! Accept loop and per-connection processing: read, parse every complete
+//! command in the buffer, dispatch, then write all replies with one write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::commands::pubsub::encode_event;
+use crate::commands::{ClientState, dispatch};
+use crate::protocol::frame::unescape_inline;
+use crate::protocol::{Out, Parsed, Protocol, parse_command};
+use crate::state::{ClientEvent, ClientHandle, Shared};
+use crate::store::Access;
+
+const READ_CHUNK: usize = 16 * 1024;
+/// Replies are flushed mid-batch once this much output accumulated.
+const OUTPUT_FLUSH: usize = 1024 * 1024;
+
+/// Accepts clients until shutdown; each connection holds `active` until it ends.
+pub async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    active: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                match accepted {
+                    Ok((stream, peer)) => {
+                        shared.counters.connections_received.fetch_add(1, Ordering::Relaxed);
+                        let shared = shared.clone();
+                        let shutdown = shutdown.clone();
+                        let active = active.clone();
+                        tokio::spawn(async move {
+                            if let Err(error) = handle(shared, stream, peer, shutdown).await {
+                                tracing::debug!(%peer, %error, "connection ended with error");
+                            }
+                            drop(active);
+                        });
+                    }
+                    Err(error) => {
+                        // EMFILE and friends: back off briefly instead of spinning
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    client: ClientState,
+    out: Out,
+    input: BytesMut,
+    /// Parsing cannot progress until the input holds at least this many bytes.
+    needed: usize,
+}
+
+impl Connection {
+    /// Parses and runs every complete command in the input buffer. Stops early
+    /// when the output grows large so it can be flushed.
+    fn process(&mut self) -> Flow {
+        let limits = self.shared.config.limits;
+        self.needed = 0;
+        let mut position = 0;
+        let mut flow = Flow::Continue;
+        loop {
+            match parse_command(&self.input[position..], &limits) {
+                Ok(Parsed::Command {
+                    args,
+                    consumed,
+                    inline,
+                }) => {
+                    let base = position;
+                    position += consumed;
+                    if args.is_empty() {
+                        continue;
+                    }
+                    self.shared
+                        .counters
+                        .commands_processed
+                        .fetch_add(1, Ordering::Relaxed);
+                    if inline {
+                        let owned: Vec<Vec<u8>> = args
+                            .iter()
+                            .map(|range| {
+                                let raw = &self.input[base + range.start..base + range.end];
+                                unescape_inline(raw).unwrap_or_else(|| raw.to_vec())
+                            })
+                            .collect();
+                        let argv: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+                        dispatch(
+                            &self.shared,
+                            &mut self.client,
+                            &mut self.out,
+                            &argv,
+                            Access::Direct(&self.shared.db),
+                        );
+                    } else {
+                        let argv: Vec<&[u8]> = args
+                            .iter()
+                            .map(|range| &self.input[base + range.start..base + range.end])
+                            .collect();
+                        dispatch(
+                            &self.shared,
+                            &mut self.client,
+                            &mut self.out,
+                            &argv,
+                            Access::Direct(&self.shared.db),
+                        );
+                    }
+                    if self.client.close_after_reply {
+                        flow = Flow::Close;
+                        break;
+                    }
+                    if self.out.buf.len() >= OUTPUT_FLUSH {
+                        break;
+                    }
+                }
+                Ok(Parsed::Incomplete { min_len }) => {
+                    self.needed = min_len;
+                    break;
+                }
+                Err(error) => {
+                    self.out.error(&format!("ERR Protocol error: {error}"));
+                    flow = Flow::Close;
+                    break;
+                }
+            }
+        }
+        // `needed` was computed relative to `position`, the new buffer start
+        self.input.advance(position);
+        flow
+    }
+}
+
+async fn flush(stream: &mut TcpStream, out: &mut Out, shared: &Shared) -> std::io::Result<()> {
+    if !out.buf.is_empty() {
+        stream.write_all(&out.buf).await?;
+        shared
+            .counters
+            .net_output_bytes
+            .fetch_add(out.buf.len() as u64, Ordering::Relaxed);
+        out.buf.clear();
+        if out.buf.capacity() > 4 * OUTPUT_FLUSH {
+            out.buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+    Ok(())
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (events, mut inbox) = mpsc::unbounded_channel();
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let handle = Arc::new(ClientHandle {
+        id,
+        addr: peer.to_string(),
+        laddr: stream
+            .local_addr()
+            .map(|addr| addr.to_string())
+            .unwrap_or_default(),
+        created: Instant::now(),
+        name: Default::default(),
+        events,
+        pending_bytes: Default::default(),
+        last_command: Default::default(),
+        last_active: parking_lot::Mutex::new(Instant::now()),
+        resp3: Default::default(),
+        subscriptions: Default::default(),
+        pattern_subscriptions: Default::default(),
+        in_multi: Default::default(),
+    });
+    shared.clients.lock().insert(id, handle.clone());
+    let authenticated = shared.requirepass().is_none();
+    let mut connection = Connection {
+        shared: shared.clone(),
+        client: ClientState::new(handle.clone(), authenticated),
+        out: Out::new(Protocol::Resp2),
+        input: BytesMut::with_capacity(READ_CHUNK),
+        needed: 0,
+    };
+    let result = serve_connection(&mut connection, &mut stream, &mut inbox, &mut shutdown).await;
+    // cleanup: registry, subscriptions, watches
+    shared.clients.lock().remove(&id);
+    let channels: Vec<Vec<u8>> = connection.client.channels.iter().cloned().collect();
+    let patterns: Vec<Vec<u8>> = connection.client.patterns.iter().cloned().collect();
+    shared.broker.remove_client(id, &channels, &patterns);
+    let flag = connection.client.watch_flag.clone();
+    let mut access = Access::Direct(&shared.db);
+    for key in &connection.client.watched {
+        access.with_key(key, |shard, _| shard.unwatch(key, &flag));
+    }
+    result
+}
+
+async fn serve_connection(
+    connection: &mut Connection,
+    stream: &mut TcpStream,
+    inbox: &mut mpsc::UnboundedReceiver<ClientEvent>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let shared = connection.shared.clone();
+    let limits = shared.config.limits;
+    // After SIGTERM a connection keeps serving what clients already sent and
+    // closes once it has been idle for DRAIN_IDLE.
+    let mut draining = false;
+    const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
+    loop {
+        // keep room for the next read; large pending bulks grow in big steps
+        let spare = connection.input.capacity() - connection.input.len();
+        if spare < READ_CHUNK {
+            let wanted = connection
+                .needed
+                .saturating_sub(connection.input.len())
+                .clamp(READ_CHUNK, 64 * 1024 * 1024);
+            connection.input.reserve(wanted);
+        }
+        tokio::select! {
+            biased;
+            event = inbox.recv() => {
+                let Some(event) = event else { return Ok(()) };
+                if deliver(connection, event) {
+                    flush(stream, &mut connection.out, &shared).await?;
+                    return Ok(());
+                }
+                // drain whatever else is queued so one write carries it all
+                while connection.out.buf.len() < OUTPUT_FLUSH {
+                    let Ok(event) = inbox.try_recv() else { break };
+                    if deliver(connection, event) {
+                        flush(stream, &mut connection.out, &shared).await?;
+                        return Ok(());
+                    }
+                }
+                flush(stream, &mut connection.out, &shared).await?;
+            }
+            read = stream.read_buf(&mut connection.input) => {
+                let read = read?;
+                if read == 0 {
+                    return Ok(());
+                }
+                shared.counters.net_input_bytes.fetch_add(read as u64, Ordering::Relaxed);
+                *connection.client.handle.last_active.lock() = Instant::now();
+                if connection.input.len() > limits.max_query_buffer {
+                    tracing::warn!(client = connection.client.handle.id, "closing client that reached the query buffer limit");
+                    return Ok(());
+                }
+                if connection.input.len() < connection.needed {
+                    continue;
+                }
+                connection.needed = 0;
+                loop {
+                    let flow = connection.process();
+                    flush(stream, &mut connection.out, &shared).await?;
+                    if matches!(flow, Flow::Close) {
+                        stream.shutdown().await.ok();
+                        return Ok(());
+                    }
+                    // stopped early because of output volume: keep going
+                    if connection.needed > 0 || connection.input.is_empty() {
+                        break;
+                    }
+                }
+                if connection.input.is_empty() && connection.input.capacity() > 4 * 1024 * 1024 {
+                    connection.input = BytesMut::with_capacity(READ_CHUNK);
+                }
+            }
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+            }
+            _ = tokio::time::sleep(DRAIN_IDLE), if draining => {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Encodes one pushed event; returns true when the connection must close.
+fn deliver(connection: &mut Connection, event: ClientEvent) -> bool {
+    connection
+        .client
+        .handle
+        .pending_bytes
+        .fetch_sub(event.size(), Ordering::Relaxed);
+    if let ClientEvent::Kill = event {
+        return true;
+    }
+    encode_event(&mut connection.out, &event);
+    false
+}

@@ -1,0 +1,472 @@
+//! One lock-striped partition of the keyspace: a slab of entries indexed by a
+//! hash table, the volatile-key vector used by active expiry and the volatile
+//! policies, the SIEVE queue, per-slot key counts and WATCH registrations.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hashbrown::HashTable;
+
+use super::SharedStats;
+use super::entry::{Entry, NIL, Value};
+use super::eviction::sieve::SieveList;
+use super::eviction::{Policy, Rng, lfu, lru};
+
+/// Set by the store when a watched key changes; read by EXEC.
+pub type WatchFlag = Arc<AtomicBool>;
+
+pub struct Shard {
+    pub(crate) slab: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    table: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    pub(crate) volatile: Vec<u32>,
+    sieve: SieveList,
+    pool: Vec<u32>,
+    /// Key counts for the slots this shard owns, indexed by `slot >> shift`.
+    slot_counts: Vec<u32>,
+    shift: u32,
+    watchers: hashbrown::HashMap<Box<[u8]>, Vec<WatchFlag>>,
+    pub(crate) rng: Rng,
+    stats: Arc<SharedStats>,
+    index: usize,
+    pub hits: u64,
+    pub misses: u64,
+    pub expired: u64,
+    pub evicted: u64,
+}
+
+/// Result of a lookup that also reports why nothing was found.
+fn hash_key(hasher: &foldhash::fast::RandomState, key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    hasher.hash_one(key)
+}
+
+impl Shard {
+    pub fn new(index: usize, shard_count: usize, stats: Arc<SharedStats>) -> Self {
+        let shift = shard_count.trailing_zeros();
+        Shard {
+            slab: Vec::new(),
+            free: Vec::new(),
+            table: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            volatile: Vec::new(),
+            sieve: SieveList::default(),
+            pool: Vec::new(),
+            slot_counts: vec![0; (usize::from(meridian_topology::SLOT_COUNT) >> shift).max(1)],
+            shift,
+            watchers: hashbrown::HashMap::new(),
+            rng: Rng::new(
+                0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            ),
+            stats,
+            index,
+            hits: 0,
+            misses: 0,
+            expired: 0,
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub fn volatile_len(&self) -> usize {
+        self.volatile.len()
+    }
+
+    pub fn keys_in_slot(&self, slot: u16) -> u32 {
+        self.slot_counts
+            .get(usize::from(slot) >> self.shift)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn entry(&self, index: u32) -> &Entry {
+        match self.slab.get(index as usize) {
+            Some(Some(entry)) => entry,
+            _ => unreachable!("shard index {index} is vacant"),
+        }
+    }
+
+    fn entry_mut(&mut self, index: u32) -> &mut Entry {
+        match self.slab.get_mut(index as usize) {
+            Some(Some(entry)) => entry,
+            _ => unreachable!("shard index {index} is vacant"),
+        }
+    }
+
+    /// Occupied slab positions (used by SCAN, KEYS and sampling).
+    pub fn slab_len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub fn entry_at(&self, position: usize) -> Option<&Entry> {
+        self.slab.get(position).and_then(Option::as_ref)
+    }
+
+    fn find_raw(&self, key: &[u8]) -> Option<u32> {
+        let hash = hash_key(&self.hasher, key);
+        let slab = &self.slab;
+        self.table
+            .find(hash, |&index| {
+                slab[index as usize]
+                    .as_ref()
+                    .is_some_and(|entry| &*entry.key == key)
+            })
+            .copied()
+    }
+
+    /// Finds a live key; an expired one is deleted on the spot (lazy expiry).
+    pub fn find(&mut self, key: &[u8], now_ms: u64) -> Option<u32> {
+        let index = self.find_raw(key)?;
+        let expire_at = self.entry(index).expire_at;
+        if expire_at != 0 && expire_at <= now_ms {
+            self.remove(index);
+            self.expired += 1;
+            return None;
+        }
+        Some(index)
+    }
+
+    /// Finds a key for a read command: counts hit/miss and records the access.
+    pub fn read(&mut self, key: &[u8], now_ms: u64) -> Option<u32> {
+        match self.find(key, now_ms) {
+            Some(index) => {
+                self.hits += 1;
+                self.touch(index);
+                Some(index)
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Records an access for the eviction policies.
+    pub fn touch(&mut self, index: u32) {
+        let clock = lru::clock();
+        let lfu_enabled = Policy::from_u8(self.stats.policy.load(Ordering::Relaxed)).uses_lfu();
+        let state = self.entry(index).lfu;
+        let lfu_state = if lfu_enabled {
+            lfu::touch(state, clock, &mut self.rng)
+        } else {
+            state
+        };
+        let entry = self.entry_mut(index);
+        entry.visited = true;
+        entry.last_access = clock;
+        entry.lfu = lfu_state;
+    }
+
+    fn account(&self, delta: isize) {
+        self.stats.add_memory(self.index, delta);
+    }
+
+    fn notify_watchers(&mut self, key: &[u8]) {
+        if self.watchers.is_empty() {
+            return;
+        }
+        if let Some(flags) = self.watchers.remove(key) {
+            for flag in flags {
+                flag.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Registers a WATCH on `key`.
+    pub fn watch(&mut self, key: &[u8], flag: WatchFlag) {
+        self.watchers.entry(key.into()).or_default().push(flag);
+    }
+
+    /// Removes WATCH registrations of `flag`.
+    pub fn unwatch(&mut self, key: &[u8], flag: &WatchFlag) {
+        if let Some(flags) = self.watchers.get_mut(key) {
+            flags.retain(|existing| !Arc::ptr_eq(existing, flag));
+            if flags.is_empty() {
+                self.watchers.remove(key);
+            }
+        }
+    }
+
+    /// Inserts or replaces `key`. A replaced key keeps its queue position and
+    /// counts as accessed; its TTL is replaced by `expire_at`.
+    pub fn insert(&mut self, key: &[u8], slot: u16, value: Value, expire_at: u64) -> u32 {
+        self.notify_watchers(key);
+        if let Some(index) = self.find_raw(key) {
+            let before = self.entry(index).memory();
+            self.entry_mut(index).value = value;
+            self.set_expire_inner(index, expire_at);
+            let after = self.entry(index).memory();
+            self.account(after as isize - before as isize);
+            self.touch(index);
+            return index;
+        }
+        let clock = lru::clock();
+        let entry = Entry {
+            key: key.into(),
+            value,
+            expire_at: 0,
+            prev: NIL,
+            next: NIL,
+            volatile_pos: NIL,
+            last_access: clock,
+            lfu: lfu::fresh(clock),
+            slot,
+            visited: false,
+        };
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.slab[index as usize] = Some(entry);
+                index
+            }
+            None => {
+                self.slab.push(Some(entry));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let hash = hash_key(&self.hasher, key);
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.table.insert_unique(hash, index, |&other| {
+            slab[other as usize]
+                .as_ref()
+                .map_or(0, |entry| hash_key(hasher, &entry.key))
+        });
+        self.sieve.push_head(&mut self.slab, index);
+        if let Some(count) = self.slot_counts.get_mut(usize::from(slot) >> self.shift) {
+            *count += 1;
+        }
+        self.set_expire_inner(index, expire_at);
+        let memory = self.entry(index).memory();
+        self.account(memory as isize);
+        index
+    }
+
+    /// Deletes the entry at `index` and returns it.
+    pub fn remove(&mut self, index: u32) -> Entry {
+        let key_hash = hash_key(&self.hasher, &self.entry(index).key);
+        let memory = self.entry(index).memory();
+        self.set_expire_inner(index, 0);
+        self.sieve.unlink(&mut self.slab, index);
+        if let Ok(found) = self.table.find_entry(key_hash, |&other| other == index) {
+            found.remove();
+        }
+        let Some(entry) = self.slab.get_mut(index as usize).and_then(Option::take) else {
+            unreachable!("removing vacant index {index}");
+        };
+        self.free.push(index);
+        if let Some(count) = self
+            .slot_counts
+            .get_mut(usize::from(entry.slot) >> self.shift)
+        {
+            *count = count.saturating_sub(1);
+        }
+        self.account(-(memory as isize));
+        self.notify_watchers(&entry.key);
+        self.shrink_if_sparse();
+        entry
+    }
+
+    fn shrink_if_sparse(&mut self) {
+        // Drop vacant tail slots so random sampling and SCAN stay efficient.
+        if self.free.len() > 1024 && self.free.len() * 2 > self.slab.len() {
+            while matches!(self.slab.last(), Some(None)) {
+                self.slab.pop();
+            }
+            let len = self.slab.len() as u32;
+            self.free.retain(|&index| index < len);
+            if self.table.is_empty() {
+                self.slab = Vec::new();
+                self.free = Vec::new();
+            }
+        }
+    }
+
+    /// Mutates a value in place, keeping memory accounting and WATCH in sync.
+    pub fn modify<R>(&mut self, index: u32, change: impl FnOnce(&mut Value) -> R) -> R {
+        let key = self.entry(index).key.clone();
+        self.notify_watchers(&key);
+        let before = self.entry(index).memory();
+        let result = change(&mut self.entry_mut(index).value);
+        let after = self.entry(index).memory();
+        self.account(after as isize - before as isize);
+        self.touch(index);
+        result
+    }
+
+    pub fn set_expire(&mut self, index: u32, expire_at: u64) {
+        let key = self.entry(index).key.clone();
+        self.notify_watchers(&key);
+        let before = self.entry(index).memory();
+        self.set_expire_inner(index, expire_at);
+        let after = self.entry(index).memory();
+        self.account(after as isize - before as isize);
+    }
+
+    fn set_expire_inner(&mut self, index: u32, expire_at: u64) {
+        let position = self.entry(index).volatile_pos;
+        match (position == NIL, expire_at == 0) {
+            (true, false) => {
+                let entry = self.entry_mut(index);
+                entry.volatile_pos = 0; // placeholder, set below
+                self.volatile.push(index);
+                let position = (self.volatile.len() - 1) as u32;
+                self.entry_mut(index).volatile_pos = position;
+            }
+            (false, true) => {
+                self.volatile.swap_remove(position as usize);
+                if let Some(&moved) = self.volatile.get(position as usize) {
+                    self.entry_mut(moved).volatile_pos = position;
+                }
+                self.entry_mut(index).volatile_pos = NIL;
+            }
+            _ => {}
+        }
+        self.entry_mut(index).expire_at = expire_at;
+    }
+
+    /// Removes every key (FLUSHDB/FLUSHALL), waking every watcher.
+    pub fn clear(&mut self) {
+        let memory: usize = self.slab.iter().flatten().map(Entry::memory).sum();
+        self.account(-(memory as isize));
+        self.slab = Vec::new();
+        self.free = Vec::new();
+        self.table = HashTable::new();
+        self.volatile = Vec::new();
+        self.sieve = SieveList::default();
+        self.pool.clear();
+        self.slot_counts.iter_mut().for_each(|count| *count = 0);
+        for (_, flags) in self.watchers.drain() {
+            for flag in flags {
+                flag.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// A random live key's index.
+    pub fn random_index(&mut self, now_ms: u64) -> Option<u32> {
+        for _ in 0..64 {
+            if self.table.is_empty() {
+                return None;
+            }
+            let mut position = self.rng.below(self.slab.len());
+            // probe forward a little for an occupied slot
+            let mut found = None;
+            for _ in 0..self.slab.len().min(64) {
+                if self.slab[position].is_some() {
+                    found = Some(position as u32);
+                    break;
+                }
+                position = (position + 1) % self.slab.len();
+            }
+            let Some(index) = found else { continue };
+            let expire_at = self.entry(index).expire_at;
+            if expire_at != 0 && expire_at <= now_ms {
+                self.remove(index);
+                self.expired += 1;
+                continue;
+            }
+            return Some(index);
+        }
+        // fall back to a linear walk
+        self.slab
+            .iter()
+            .position(Option::is_some)
+            .map(|position| position as u32)
+    }
+
+    /// One round of active expiry: samples up to `samples` volatile keys,
+    /// deletes the expired ones and returns (sampled, expired).
+    pub fn expire_sample(&mut self, samples: usize, now_ms: u64) -> (usize, usize) {
+        let mut sampled = 0;
+        let mut expired = 0;
+        for _ in 0..samples {
+            if self.volatile.is_empty() {
+                break;
+            }
+            let position = self.rng.below(self.volatile.len());
+            let index = self.volatile[position];
+            sampled += 1;
+            let expire_at = self.entry(index).expire_at;
+            if expire_at != 0 && expire_at <= now_ms {
+                self.remove(index);
+                expired += 1;
+            }
+        }
+        self.expired += expired as u64;
+        (sampled, expired)
+    }
+
+    /// Evicts one entry under `policy`; returns the bytes freed, or None when
+    /// no candidate exists.
+    pub fn evict_one(&mut self, policy: Policy, samples: usize) -> Option<usize> {
+        let victim = match policy {
+            Policy::NoEviction => None,
+            Policy::Sieve => self.sieve.select(&mut self.slab),
+            Policy::AllKeysRandom => self.random_index(0),
+            Policy::VolatileRandom => (!self.volatile.is_empty())
+                .then(|| self.volatile[self.rng.below(self.volatile.len())]),
+            Policy::AllKeysLru
+            | Policy::AllKeysLfu
+            | Policy::VolatileLru
+            | Policy::VolatileLfu
+            | Policy::VolatileTtl => self.pooled_victim(policy, samples),
+        }?;
+        let freed = self.entry(victim).memory();
+        self.remove(victim);
+        self.evicted += 1;
+        Some(freed)
+    }
+
+    /// Redis-style approximation: sample candidates, merge them with the
+    /// surviving pool of earlier samples and evict the best-scored one.
+    fn pooled_victim(&mut self, policy: Policy, samples: usize) -> Option<u32> {
+        const POOL_SIZE: usize = 16;
+        let volatile = policy.volatile_only();
+        if (volatile && self.volatile.is_empty()) || self.table.is_empty() {
+            self.pool.clear();
+            return None;
+        }
+        let mut candidates = std::mem::take(&mut self.pool);
+        candidates.retain(|&index| {
+            matches!(self.slab.get(index as usize), Some(Some(entry)) if !volatile || entry.volatile_pos != NIL)
+        });
+        for _ in 0..samples.max(1) {
+            let index = if volatile {
+                self.volatile[self.rng.below(self.volatile.len())]
+            } else {
+                match self.random_index(0) {
+                    Some(index) => index,
+                    None => break,
+                }
+            };
+            if !candidates.contains(&index) {
+                candidates.push(index);
+            }
+        }
+        let clock = lru::clock();
+        let score = |entry: &Entry| -> u64 {
+            match policy {
+                Policy::AllKeysLfu | Policy::VolatileLfu => {
+                    255 - u64::from(lfu::decayed(entry.lfu, clock))
+                }
+                Policy::VolatileTtl => u64::MAX - entry.expire_at,
+                _ => u64::from(lru::idle(clock, entry.last_access)),
+            }
+        };
+        candidates.sort_by_key(|&index| std::cmp::Reverse(score(self.entry(index))));
+        let victim = candidates.first().copied();
+        candidates.truncate(POOL_SIZE + 1);
+        if !candidates.is_empty() {
+            candidates.remove(0);
+        }
+        self.pool = candidates;
+        victim
+    }
+}

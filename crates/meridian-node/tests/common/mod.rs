@@ -1,0 +1,250 @@
+//! Test harness: starts the real `meridian-node` binary on loopback and talks
+//! raw RESP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Node {
+    pub child: Child,
+    pub port: u16,
+    pub metrics_port: u16,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("free port")
+}
+
+impl Node {
+    pub fn start() -> Node {
+        Node::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Node {
+        let port = free_port();
+        let metrics_port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--metrics-port",
+                &metrics_port.to_string(),
+            ])
+            .args([
+                "--node-id",
+                "test-node-0",
+                "--shards",
+                "16",
+                "--log",
+                "warn",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start meridian-node");
+        let node = Node {
+            child,
+            port,
+            metrics_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "meridian-node did not start listening on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_connection()
+            .expect("connection")
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.port)
+    }
+
+    /// GET over HTTP on the metrics port: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics port");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A decoded reply, enough for assertions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Reply>),
+    Map(Vec<(Reply, Reply)>),
+    Set(Vec<Reply>),
+    Push(Vec<Reply>),
+    Double(String),
+    Verbatim(String),
+}
+
+impl Reply {
+    pub fn bulk(text: &str) -> Reply {
+        Reply::Bulk(text.as_bytes().to_vec())
+    }
+
+    pub fn ok() -> Reply {
+        Reply::Simple("OK".into())
+    }
+
+    pub fn err(text: &str) -> Reply {
+        Reply::Error(text.into())
+    }
+}
+
+pub struct Raw {
+    pub reader: BufReader<TcpStream>,
+    pub writer: TcpStream,
+}
+
+pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend(format!("${}\r\n", arg.len()).into_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        stream.set_nodelay(true).ok();
+        Raw {
+            reader: BufReader::new(stream.try_clone().expect("clone")),
+            writer: stream,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
+    pub fn cmd(&mut self, args: &[&str]) -> Reply {
+        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+        self.send(&encode(&args));
+        self.read()
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read line");
+        assert!(line.ends_with("\r\n"), "truncated reply line {line:?}");
+        line.truncate(line.len() - 2);
+        line
+    }
+
+    pub fn read(&mut self) -> Reply {
+        let line = self.line();
+        let (kind, rest) = line.split_at(1);
+        let count = || rest.parse::<i64>().expect("length");
+        match kind {
+            "+" => Reply::Simple(rest.to_string()),
+            "-" => Reply::Error(rest.to_string()),
+            ":" => Reply::Int(count()),
+            "_" => Reply::Nil,
+            "," => Reply::Double(rest.to_string()),
+            "$" | "=" => {
+                let len = count();
+                if len < 0 {
+                    return Reply::Nil;
+                }
+                let mut data = vec![0u8; len as usize + 2];
+                self.reader.read_exact(&mut data).expect("bulk");
+                data.truncate(len as usize);
+                if kind == "=" {
+                    Reply::Verbatim(String::from_utf8_lossy(&data[4..]).into_owned())
+                } else {
+                    Reply::Bulk(data)
+                }
+            }
+            "*" | "~" | ">" => {
+                let len = count();
+                if len < 0 {
+                    return Reply::Nil;
+                }
+                let items = (0..len).map(|_| self.read()).collect();
+                match kind {
+                    "*" => Reply::Array(items),
+                    "~" => Reply::Set(items),
+                    _ => Reply::Push(items),
+                }
+            }
+            "%" => Reply::Map((0..count()).map(|_| (self.read(), self.read())).collect()),
+            other => panic!("unexpected reply type {other:?} in {line:?}"),
+        }
+    }
+
+    /// True when the server closed the connection (EOF on read).
+    pub fn closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0))
+    }
+}
+
+/// Fails loudly when redis-cli is missing instead of skipping.
+pub fn redis_cli() -> &'static str {
+    let found = Command::new("redis-cli")
+        .arg("--version")
+        .output()
+        .map(|output| output.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "redis-cli not found: install Debian package redis-tools (cargo xtask installs it in CI)"
+    );
+    "redis-cli"
+}

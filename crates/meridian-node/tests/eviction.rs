@@ -1,0 +1,176 @@
+//! maxmemory enforcement for every policy, and noeviction's OOM error.
+
+mod common;
+
+use common::{Node, Reply};
+
+fn info_field(raw: &mut common::Raw, field: &str) -> u64 {
+    let Reply::Bulk(text) = raw.cmd(&["INFO", "all"]) else {
+        panic!("INFO reply")
+    };
+    let text = String::from_utf8(text).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO has no {field}"))
+}
+
+const LIMIT: u64 = 2 * 1024 * 1024;
+
+fn fill(node: &Node, keys: usize, with_ttl: bool) -> common::Raw {
+    let mut raw = node.raw();
+    let value = "v".repeat(1000);
+    let mut batch = Vec::new();
+    for index in 0..keys {
+        let key = format!("key:{index}");
+        if with_ttl {
+            batch.extend(common::encode(&[
+                b"SET",
+                key.as_bytes(),
+                value.as_bytes(),
+                b"EX",
+                format!("{}", 1000 + index).as_bytes(),
+            ]));
+        } else {
+            batch.extend(common::encode(&[b"SET", key.as_bytes(), value.as_bytes()]));
+        }
+    }
+    raw.send(&batch);
+    for _ in 0..keys {
+        assert_eq!(raw.read(), Reply::ok());
+    }
+    raw
+}
+
+#[test]
+fn every_policy_stays_within_maxmemory() {
+    for policy in [
+        "sieve",
+        "allkeys-lru",
+        "allkeys-lfu",
+        "allkeys-random",
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-random",
+        "volatile-ttl",
+    ] {
+        let node = Node::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", policy]);
+        let mut raw = fill(&node, 6000, true);
+        let used = info_field(&mut raw, "used_memory");
+        let evicted = info_field(&mut raw, "evicted_keys");
+        let Reply::Int(keys) = raw.cmd(&["DBSIZE"]) else {
+            panic!("DBSIZE")
+        };
+        // like Redis, eviction runs before each write, so the last write may
+        // overshoot by at most one entry
+        assert!(used <= LIMIT + 2048, "{policy}: used {used} > {LIMIT}");
+        assert!(evicted > 0, "{policy}: nothing evicted");
+        assert!(keys > 500 && keys < 6000, "{policy}: {keys} keys left");
+        assert_eq!(keys as u64 + evicted, 6000, "{policy}: keys + evicted");
+    }
+}
+
+#[test]
+fn volatile_ttl_evicts_soonest_expiring_first() {
+    let node = Node::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "volatile-ttl"]);
+    let mut raw = fill(&node, 4000, true);
+    // key:i expires after 1000+i seconds: the survivors should be the late ones
+    let Reply::Int(early) = raw.cmd(&["EXISTS", "key:0", "key:1", "key:2", "key:3"]) else {
+        panic!()
+    };
+    let Reply::Int(late) = raw.cmd(&["EXISTS", "key:3996", "key:3997", "key:3998", "key:3999"])
+    else {
+        panic!()
+    };
+    assert!(late >= early, "late {late} early {early}");
+    assert_eq!(late, 4);
+}
+
+#[test]
+fn volatile_policies_do_not_touch_persistent_keys() {
+    let node = Node::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "volatile-lru"]);
+    let mut raw = node.raw();
+    let value = "v".repeat(1000);
+    let mut stored = 0;
+    for index in 0..3000 {
+        match raw.cmd(&["SET", &format!("key:{index}"), &value]) {
+            Reply::Simple(_) => stored += 1,
+            Reply::Error(error) => {
+                assert_eq!(
+                    error,
+                    "OOM command not allowed when used memory > 'maxmemory'."
+                );
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(stored > 1000 && stored < 3000, "{stored}");
+    assert_eq!(
+        raw.cmd(&["DBSIZE"]),
+        Reply::Int(stored),
+        "no persistent key may be evicted"
+    );
+}
+
+#[test]
+fn noeviction_refuses_writes_but_allows_reads_and_deletes() {
+    let node = Node::start_with(&["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"]);
+    let mut raw = node.raw();
+    let value = "v".repeat(1000);
+    let mut refused = None;
+    for index in 0..3000 {
+        match raw.cmd(&["SET", &format!("key:{index}"), &value]) {
+            Reply::Simple(_) => {}
+            Reply::Error(error) => {
+                assert_eq!(
+                    error,
+                    "OOM command not allowed when used memory > 'maxmemory'."
+                );
+                refused = Some(index);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let refused = refused.expect("writes must be refused once full");
+    assert!(refused > 500, "refused too early at {refused}");
+    assert_eq!(raw.cmd(&["GET", "key:0"]), Reply::bulk(&value));
+    assert_eq!(raw.cmd(&["DEL", "key:0", "key:1", "key:2"]), Reply::Int(3));
+    assert_eq!(raw.cmd(&["SET", "fits-again", "x"]), Reply::ok());
+    // switching the policy at runtime enables eviction
+    assert_eq!(
+        raw.cmd(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]),
+        Reply::ok()
+    );
+    assert_eq!(raw.cmd(&["SET", "after-switch", &value]), Reply::ok());
+}
+
+#[test]
+fn sieve_keeps_a_hot_working_set() {
+    let node = Node::start_with(&["--maxmemory", "2mb"]);
+    let mut raw = node.raw();
+    let value = "v".repeat(1000);
+    for index in 0..100 {
+        raw.cmd(&["SET", &format!("hot:{index}"), &value]);
+    }
+    // a scan of one-hit wonders interleaved with reads of the hot set
+    for index in 0..5000 {
+        raw.cmd(&["SET", &format!("cold:{index}"), &value]);
+        if index % 10 == 0 {
+            for hot in 0..100 {
+                raw.send(&common::encode(&[b"GET", format!("hot:{hot}").as_bytes()]));
+            }
+            for _ in 0..100 {
+                raw.read();
+            }
+        }
+    }
+    let hot_keys: Vec<String> = (0..100).map(|index| format!("hot:{index}")).collect();
+    let mut args = vec!["EXISTS"];
+    args.extend(hot_keys.iter().map(String::as_str));
+    let Reply::Int(present) = raw.cmd(&args) else {
+        panic!()
+    };
+    assert!(present >= 95, "SIEVE kept only {present} of 100 hot keys");
+}

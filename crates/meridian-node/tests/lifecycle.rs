@@ -1,0 +1,140 @@
+//! Process-level behaviour: HTTP endpoints, SIGTERM, topology admin commands.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Node, Reply};
+
+#[test]
+fn metrics_health_and_readiness_over_http() {
+    let node = Node::start();
+    let mut raw = node.raw();
+    raw.cmd(&["SET", "k", "v"]);
+    raw.cmd(&["GET", "k"]);
+    raw.cmd(&["GET", "missing"]);
+    assert_eq!(node.http_get("/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(node.http_get("/readyz"), (200, "ready\n".to_string()));
+    let (status, body) = node.http_get("/metrics");
+    assert_eq!(status, 200);
+    for needle in [
+        "meridian_connected_clients 1",
+        "meridian_keys 1",
+        "meridian_keyspace_hits_total 1",
+        "meridian_keyspace_misses_total 1",
+        "meridian_command_calls_total{command=\"get\"} 2",
+        "meridian_memory_used_bytes ",
+        "# EOF",
+    ] {
+        assert!(body.contains(needle), "metrics lack {needle:?}:\n{body}");
+    }
+    assert_eq!(node.http_get("/nope").0, 404);
+}
+
+#[test]
+fn sigterm_finishes_in_flight_work_and_exits_zero() {
+    let mut node = Node::start();
+    let mut raw = node.raw();
+    // a large pipelined batch is in flight when the signal arrives
+    let mut batch = Vec::new();
+    for index in 0..20000 {
+        batch.extend(common::encode(&[
+            b"SET",
+            format!("k{index}").as_bytes(),
+            b"v",
+        ]));
+    }
+    raw.send(&batch);
+    assert_eq!(raw.read(), Reply::ok());
+    let status = Command::new("kill")
+        .args(["-TERM", &node.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    for _ in 1..20000 {
+        assert_eq!(
+            raw.read(),
+            Reply::ok(),
+            "in-flight replies must be delivered"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = node.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err(),
+        "listener must be closed"
+    );
+}
+
+fn topology_json(epoch: u64, port: u16) -> String {
+    let shards: Vec<serde_json::Value> = meridian_topology::split_evenly(3)
+        .into_iter()
+        .enumerate()
+        .map(|(index, range)| {
+            serde_json::json!({
+                "index": index,
+                "slots": [range],
+                "primary": {"id": format!("demo-{index}-0"), "ip": "127.0.0.1", "port": port},
+                "replicas": [{"id": format!("demo-{index}-1"), "ip": "127.0.0.1", "port": port}],
+            })
+        })
+        .collect();
+    serde_json::json!({"epoch": epoch, "cluster": "demo", "region": "eu-west", "shards": shards})
+        .to_string()
+}
+
+#[test]
+fn topology_set_get_and_stale_epochs() {
+    let node = Node::start();
+    let mut raw = node.raw();
+    assert_eq!(raw.cmd(&["MERIDIAN.TOPOLOGY", "GET"]), Reply::Nil);
+    let five = topology_json(5, node.port);
+    assert_eq!(raw.cmd(&["MERIDIAN.TOPOLOGY", "SET", &five]), Reply::ok());
+    assert_eq!(
+        raw.cmd(&["MERIDIAN.TOPOLOGY", "SET", &five]),
+        Reply::ok(),
+        "same epoch, same map: idempotent"
+    );
+    let Reply::Bulk(stored) = raw.cmd(&["MERIDIAN.TOPOLOGY", "GET"]) else {
+        panic!("GET returns bulk JSON")
+    };
+    let stored: meridian_topology::TopologyMap = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(stored.epoch, 5);
+    assert_eq!(stored.shards.len(), 3);
+    assert_eq!(
+        raw.cmd(&["MERIDIAN.TOPOLOGY", "SET", &topology_json(4, node.port)]),
+        Reply::err("STALEEPOCH topology epoch 4 is older than current epoch 5")
+    );
+    let different_same_epoch = topology_json(5, node.port + 1);
+    assert_eq!(
+        raw.cmd(&["MERIDIAN.TOPOLOGY", "SET", &different_same_epoch]),
+        Reply::err("STALEEPOCH topology epoch 5 is older than current epoch 5")
+    );
+    assert_eq!(
+        raw.cmd(&["MERIDIAN.TOPOLOGY", "SET", &topology_json(6, node.port)]),
+        Reply::ok()
+    );
+    let Reply::Error(error) = raw.cmd(&["MERIDIAN.TOPOLOGY", "SET", "{not json"]) else {
+        panic!()
+    };
+    assert!(error.starts_with("ERR invalid topology JSON"), "{error}");
+    let mut gap: serde_json::Value = serde_json::from_str(&topology_json(9, node.port)).unwrap();
+    gap["shards"][2]["slots"] = serde_json::json!([{"start": 10923, "end": 16000}]);
+    let Reply::Error(error) = raw.cmd(&["MERIDIAN.TOPOLOGY", "SET", &gap.to_string()]) else {
+        panic!()
+    };
+    assert_eq!(
+        error,
+        "ERR invalid topology: slot 16001 is not assigned to any shard"
+    );
+    assert_eq!(raw.cmd(&["MERIDIAN.TOPOLOGY", "EPOCH"]), Reply::Int(6));
+    assert_eq!(raw.cmd(&["CLUSTER", "MYID"]), Reply::bulk("test-node-0"));
+}

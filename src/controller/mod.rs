@@ -1,0 +1,193 @@
+//! The two controllers and what they share.
+
+pub mod cluster;
+pub mod region;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use meridian_api::{CacheCluster, FIELD_MANAGER};
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::resources::BuildConfig;
+use crate::{Error, error::backoff_delay};
+
+/// State shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    /// The one event recorder of the process.
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub build: BuildConfig,
+    /// Refuse to talk to nodes whose pod IP is not a loopback address (test clusters
+    /// whose pods live on 127.0.0.0/8; a guard against reaching anything else).
+    pub loopback_only_nodes: bool,
+    /// Consecutive failures per object, for the error policy's backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        build: BuildConfig,
+        instance: Option<String>,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            build,
+            loopback_only_nodes: false,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Only connect to nodes on loopback addresses.
+    pub fn with_loopback_only_nodes(mut self, loopback_only: bool) -> Context {
+        self.loopback_only_nodes = loopback_only;
+        self
+    }
+
+    /// Publishes an event; failing to do so is logged, never fatal.
+    pub async fn event(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: impl Into<String>,
+    ) {
+        let note = note.into();
+        tracing::info!(
+            object = regarding.name.as_deref().unwrap_or_default(),
+            reason,
+            %note,
+            "event"
+        );
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(truncate(note, 1000)),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(%error, reason, "could not publish event");
+        }
+    }
+
+    fn failures_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+        format!(
+            "{}/{}/{}",
+            K::kind(&()),
+            object.namespace().unwrap_or_default(),
+            object.name_any()
+        )
+    }
+
+    pub fn reset_failures<K: Resource<DynamicType = ()>>(&self, object: &K) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&Self::failures_key(object));
+        }
+    }
+
+    /// Counts a failure and returns the requeue action with exponential backoff.
+    pub fn backoff<K: Resource<DynamicType = ()>>(&self, object: &K) -> Action {
+        let count = match self.failures.lock() {
+            Ok(mut failures) => {
+                let count = failures.entry(Self::failures_key(object)).or_insert(0);
+                *count = count.saturating_add(1);
+                *count
+            }
+            Err(_) => 1,
+        };
+        Action::requeue(backoff_delay(count))
+    }
+
+    /// Server-side applies `status` to the status subresource of `object`.
+    pub async fn apply_status<K, S>(&self, object: &K, status: &S) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        S: Serialize,
+    {
+        let namespace = object
+            .namespace()
+            .ok_or(Error::MissingObjectField("metadata.namespace"))?;
+        let api: Api<K> = Api::namespaced(self.client.clone(), &namespace);
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": { "name": object.name_any() },
+            "status": status,
+        });
+        api.patch_status(
+            &object.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reads the cluster's auth password, if it has auth configured.
+    pub async fn auth_password(&self, cluster: &CacheCluster) -> Result<Option<String>, Error> {
+        let Some(auth) = &cluster.spec.auth else {
+            return Ok(None);
+        };
+        let namespace = cluster
+            .namespace()
+            .ok_or(Error::MissingObjectField("CacheCluster metadata.namespace"))?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let secret = secrets
+            .get_opt(&auth.secret_ref.name)
+            .await?
+            .ok_or_else(|| Error::AuthSecretMissing {
+                name: auth.secret_ref.name.clone(),
+            })?;
+        let missing_key = || Error::AuthSecretKeyMissing {
+            name: auth.secret_ref.name.clone(),
+            key: auth.secret_ref.key.clone(),
+        };
+        if let Some(bytes) = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(&auth.secret_ref.key))
+        {
+            return String::from_utf8(bytes.0.clone())
+                .map(Some)
+                .map_err(|_| missing_key());
+        }
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|data| data.get(&auth.secret_ref.key))
+            .cloned()
+            .map(Some)
+            .ok_or_else(missing_key)
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}

@@ -1,0 +1,16 @@
+//! The Meridian operator: controllers for `CacheCluster` and `CacheRegion`, the pure
+//! builders of the Kubernetes objects they own, and the orchestration of cache nodes.
+
+pub mod conditions;
+pub mod controller;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod names;
+pub mod nodes;
+pub mod rbac;
+pub mod resources;
+pub mod server;
+pub mod topology_plan;
+
+pub use error::Error;

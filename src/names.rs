@@ -1,0 +1,97 @@
+//! Names and labels of the objects the operator creates for a `CacheRegion`.
+//!
+//! The base name is the `CacheRegion`'s `metadata.name` (e.g. `orders-eu`).
+
+use std::collections::BTreeMap;
+
+use meridian_api::labels;
+
+/// Component label value of the cache node pods (and their StatefulSets, PDBs, headless Service).
+pub const COMPONENT_NODE: &str = "cache-node";
+/// Component label value of the client Service.
+pub const COMPONENT_CLIENT: &str = "client";
+/// Component label value of the region-link Service.
+pub const COMPONENT_LINK: &str = "region-link";
+/// Component label value of the node settings ConfigMap.
+pub const COMPONENT_CONFIG: &str = "config";
+
+/// Pod template annotation holding a hash of the node settings, so a settings change is
+/// visible as a template change (pods are replaced by the operator, `OnDelete`).
+pub const CONFIG_HASH_ANNOTATION: &str = "cache.meridian.dev/config-hash";
+
+/// Container name of the cache node in every pod.
+pub const NODE_CONTAINER: &str = "node";
+
+pub fn statefulset(base: &str, shard: u16) -> String {
+    format!("{base}-{shard}")
+}
+
+pub fn pod(base: &str, shard: u16, ordinal: u16) -> String {
+    format!("{base}-{shard}-{ordinal}")
+}
+
+pub fn pdb(base: &str, shard: u16) -> String {
+    statefulset(base, shard)
+}
+
+pub fn headless_service(base: &str) -> String {
+    format!("{base}-nodes")
+}
+
+pub fn client_service(base: &str) -> String {
+    base.to_string()
+}
+
+pub fn link_service(base: &str) -> String {
+    format!("{base}-link")
+}
+
+pub fn config_map(base: &str) -> String {
+    format!("{base}-config")
+}
+
+/// Labels identifying every object of one region of one cluster.
+pub fn region_labels(cluster: &str, region: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::NAME.to_string(), labels::APP_NAME.to_string()),
+        (labels::INSTANCE.to_string(), cluster.to_string()),
+        (labels::COMPONENT.to_string(), component.to_string()),
+        (
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_OPERATOR.to_string(),
+        ),
+        (labels::CLUSTER.to_string(), cluster.to_string()),
+        (labels::REGION.to_string(), region.to_string()),
+    ])
+}
+
+/// Selector matching every cache node pod of a region (all shards).
+pub fn region_node_selector(cluster: &str, region: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::NAME.to_string(), labels::APP_NAME.to_string()),
+        (labels::COMPONENT.to_string(), COMPONENT_NODE.to_string()),
+        (labels::CLUSTER.to_string(), cluster.to_string()),
+        (labels::REGION.to_string(), region.to_string()),
+    ])
+}
+
+/// Selector matching the cache node pods of one shard.
+pub fn shard_node_selector(cluster: &str, region: &str, shard: u16) -> BTreeMap<String, String> {
+    let mut selector = region_node_selector(cluster, region);
+    selector.insert(labels::SHARD.to_string(), shard.to_string());
+    selector
+}
+
+/// `key=value,...` form of a label map, for list/watch label selectors.
+pub fn selector_string(selector: &BTreeMap<String, String>) -> String {
+    selector
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The longest base name for which every derived name is still valid: StatefulSet
+/// names must leave room for the `-<ordinal>` pod suffix and the 63-character
+/// `controller-revision-hash` label value (the StatefulSet name plus an 11-character hash).
+pub const MAX_BASE_NAME_LEN: usize = 52 - "-255".len();

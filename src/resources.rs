@@ -1,0 +1,676 @@
+//! Pure builders: `CacheCluster` + `CacheRegion` → the Kubernetes objects of one region.
+//!
+//! No client in here: [`validate`] turns the two custom resources into a [`RegionPlan`]
+//! (or says why the spec cannot be satisfied) and [`build`] renders every object the
+//! operator applies. Both are unit-tested from YAML fixtures.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use meridian_api::{CacheCluster, CacheRegion, LinkServiceType, labels, ports};
+
+use crate::Error;
+use crate::names;
+
+/// Label key of the zone a node runs in.
+pub const ZONE_KEY: &str = "topology.kubernetes.io/zone";
+/// Label key of the node's host name.
+pub const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
+/// Where the TLS Secret is mounted when the cluster sets `spec.tls`.
+pub const TLS_MOUNT_PATH: &str = "/etc/meridian/tls";
+/// Non-root user the node runs as (distroless `nonroot`).
+pub const NODE_USER_ID: i64 = 65532;
+
+/// Operator-wide settings the builders need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildConfig {
+    /// Node image used when the CacheCluster does not set `spec.image`.
+    pub default_node_image: String,
+}
+
+/// A `CacheRegion` checked against its `CacheCluster`: everything the builders and the
+/// orchestration need, with the effective (defaulted) sizes.
+#[derive(Clone, Debug)]
+pub struct RegionPlan<'a> {
+    pub cluster: &'a CacheCluster,
+    pub region: &'a CacheRegion,
+    pub namespace: String,
+    /// `metadata.name` of the CacheRegion: prefix of every object name.
+    pub base: String,
+    pub cluster_name: String,
+    /// `spec.region`.
+    pub region_name: String,
+    pub shards: u16,
+    pub replicas_per_shard: u16,
+    pub owner: OwnerReference,
+}
+
+impl RegionPlan<'_> {
+    /// Pods per shard: one primary plus the replicas.
+    pub fn pods_per_shard(&self) -> u16 {
+        1 + self.replicas_per_shard
+    }
+}
+
+/// Every object of one region, ready for server-side apply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionResources {
+    pub config_map: ConfigMap,
+    pub services: Vec<Service>,
+    pub stateful_sets: Vec<StatefulSet>,
+    pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
+}
+
+/// Step "validate": can the operator satisfy this CacheRegion with this CacheCluster?
+pub fn validate<'a>(
+    cluster: &'a CacheCluster,
+    region: &'a CacheRegion,
+) -> Result<RegionPlan<'a>, Error> {
+    let base = region.name_any();
+    let namespace = region
+        .namespace()
+        .ok_or(Error::MissingObjectField("CacheRegion metadata.namespace"))?;
+    let cluster_name = cluster.name_any();
+    if region.spec.cluster_ref.name != cluster_name {
+        return Err(Error::InvalidSpec(format!(
+            "clusterRef.name '{}' does not match CacheCluster '{cluster_name}'",
+            region.spec.cluster_ref.name
+        )));
+    }
+    if cluster.namespace().as_deref() != Some(namespace.as_str()) {
+        return Err(Error::InvalidSpec(
+            "the CacheCluster must live in the CacheRegion's namespace".into(),
+        ));
+    }
+    if base.len() > names::MAX_BASE_NAME_LEN {
+        return Err(Error::InvalidSpec(format!(
+            "CacheRegion name '{base}' is longer than {} characters; pod and StatefulSet names derived from it would be invalid",
+            names::MAX_BASE_NAME_LEN
+        )));
+    }
+    if region.spec.region.is_empty() {
+        return Err(Error::InvalidSpec("spec.region must not be empty".into()));
+    }
+    let shards = region.spec.effective_shards(&cluster.spec);
+    let shards = u16::try_from(shards)
+        .ok()
+        .filter(|shards| (1..=256).contains(shards))
+        .ok_or_else(|| Error::InvalidSpec(format!("shards must be 1-256, got {shards}")))?;
+    let replicas = region.spec.effective_replicas_per_shard(&cluster.spec);
+    let replicas_per_shard = u16::try_from(replicas)
+        .ok()
+        .filter(|replicas| *replicas <= 5)
+        .ok_or_else(|| {
+            Error::InvalidSpec(format!("replicasPerShard must be 0-5, got {replicas}"))
+        })?;
+    if let Err(error) = cluster.spec.memory.maxmemory_bytes() {
+        return Err(Error::InvalidSpec(format!("memory.maxmemory: {error}")));
+    }
+    let owner = region
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectField("CacheRegion metadata.uid"))?;
+    Ok(RegionPlan {
+        cluster,
+        region,
+        namespace,
+        base,
+        cluster_name,
+        region_name: region.spec.region.clone(),
+        shards,
+        replicas_per_shard,
+        owner,
+    })
+}
+
+/// The owner reference a CacheRegion carries to its CacheCluster: not a controller
+/// reference (the region is the user's object), but it makes garbage collection delete
+/// the region, and through it everything else, when the cluster is deleted.
+pub fn cluster_owner_reference(cluster: &CacheCluster) -> Result<OwnerReference, Error> {
+    let mut owner = cluster
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectField("CacheCluster metadata.uid"))?;
+    owner.controller = None;
+    owner.block_owner_deletion = None;
+    Ok(owner)
+}
+
+/// Step "build": every object of the region. Pure.
+pub fn build(plan: &RegionPlan<'_>, config: &BuildConfig) -> RegionResources {
+    let config_map = build_config_map(plan);
+    let config_hash = fnv1a_hex(config_map.data.iter().flatten());
+    RegionResources {
+        services: vec![
+            build_headless_service(plan),
+            build_client_service(plan),
+            build_link_service(plan),
+        ],
+        stateful_sets: (0..plan.shards)
+            .map(|shard| build_stateful_set(plan, config, shard, &config_hash))
+            .collect(),
+        pod_disruption_budgets: (0..plan.shards)
+            .map(|shard| build_pdb(plan, shard))
+            .collect(),
+        config_map,
+    }
+}
+
+fn metadata(plan: &RegionPlan<'_>, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(plan.namespace.clone()),
+        labels: Some(names::region_labels(
+            &plan.cluster_name,
+            &plan.region_name,
+            component,
+        )),
+        owner_references: Some(vec![plan.owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn shard_labels(plan: &RegionPlan<'_>, shard: u16) -> BTreeMap<String, String> {
+    let mut labels_map =
+        names::region_labels(&plan.cluster_name, &plan.region_name, names::COMPONENT_NODE);
+    labels_map.insert(labels::SHARD.to_string(), shard.to_string());
+    labels_map
+}
+
+/// Node settings shared by every pod of the region, consumed through `envFrom`.
+pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
+    let spec = &plan.cluster.spec;
+    let mut data = BTreeMap::from([
+        ("MERIDIAN_CLUSTER".to_string(), plan.cluster_name.clone()),
+        ("MERIDIAN_REGION".to_string(), plan.region_name.clone()),
+        ("MERIDIAN_PORT".to_string(), ports::RESP.to_string()),
+        ("MERIDIAN_HTTP_PORT".to_string(), ports::HTTP.to_string()),
+        (
+            "MERIDIAN_LINK_PORT".to_string(),
+            ports::REGION_LINK.to_string(),
+        ),
+        (
+            "MERIDIAN_METRICS_PORT".to_string(),
+            ports::METRICS.to_string(),
+        ),
+        (
+            "MERIDIAN_MAXMEMORY_POLICY".to_string(),
+            spec.memory.eviction_policy.as_str().to_string(),
+        ),
+        (
+            "MERIDIAN_CONSISTENCY".to_string(),
+            spec.consistency.as_str().to_string(),
+        ),
+        (
+            "MERIDIAN_CROSS_REGION_MODE".to_string(),
+            spec.cross_region.mode.as_str().to_string(),
+        ),
+        (
+            "MERIDIAN_STRONG_TIMEOUT_MS".to_string(),
+            spec.cross_region.effective_strong_timeout_ms().to_string(),
+        ),
+    ]);
+    if let Some(maxmemory) = &spec.memory.maxmemory {
+        data.insert("MERIDIAN_MAXMEMORY".to_string(), maxmemory.clone());
+    }
+    if let Some(ttl) = spec.default_ttl_seconds {
+        data.insert("MERIDIAN_DEFAULT_TTL_SECONDS".to_string(), ttl.to_string());
+    }
+    if let Some(origin) = &spec.origin {
+        data.insert("MERIDIAN_ORIGIN_URL".to_string(), origin.url.clone());
+        data.insert(
+            "MERIDIAN_ORIGIN_READ_THROUGH".to_string(),
+            origin.read_through.to_string(),
+        );
+        data.insert(
+            "MERIDIAN_ORIGIN_WRITE_THROUGH".to_string(),
+            origin.write_through.to_string(),
+        );
+        if let Some(timeout) = origin.timeout_ms {
+            data.insert(
+                "MERIDIAN_ORIGIN_TIMEOUT_MS".to_string(),
+                timeout.to_string(),
+            );
+        }
+    }
+    if spec.tls.is_some() {
+        data.insert("MERIDIAN_TLS_DIR".to_string(), TLS_MOUNT_PATH.to_string());
+    }
+    data
+}
+
+fn build_config_map(plan: &RegionPlan<'_>) -> ConfigMap {
+    ConfigMap {
+        metadata: metadata(plan, names::config_map(&plan.base), names::COMPONENT_CONFIG),
+        data: Some(node_settings(plan)),
+        ..ConfigMap::default()
+    }
+}
+
+fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_string()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_string()),
+        ..ServicePort::default()
+    }
+}
+
+fn build_headless_service(plan: &RegionPlan<'_>) -> Service {
+    Service {
+        metadata: metadata(
+            plan,
+            names::headless_service(&plan.base),
+            names::COMPONENT_NODE,
+        ),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            // Nodes must find each other (and the operator them) before they are ready.
+            publish_not_ready_addresses: Some(true),
+            selector: Some(names::region_node_selector(
+                &plan.cluster_name,
+                &plan.region_name,
+            )),
+            ports: Some(vec![
+                service_port("resp", ports::RESP),
+                service_port("link", ports::REGION_LINK),
+                service_port("http", ports::HTTP),
+                service_port("metrics", ports::METRICS),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn build_client_service(plan: &RegionPlan<'_>) -> Service {
+    Service {
+        metadata: metadata(
+            plan,
+            names::client_service(&plan.base),
+            names::COMPONENT_CLIENT,
+        ),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_string()),
+            selector: Some(names::region_node_selector(
+                &plan.cluster_name,
+                &plan.region_name,
+            )),
+            ports: Some(vec![
+                service_port("resp", ports::RESP),
+                service_port("http", ports::HTTP),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn build_link_service(plan: &RegionPlan<'_>) -> Service {
+    let service_type = plan
+        .region
+        .spec
+        .link
+        .as_ref()
+        .map(|link| link.service_type)
+        .unwrap_or(LinkServiceType::ClusterIP);
+    Service {
+        metadata: metadata(plan, names::link_service(&plan.base), names::COMPONENT_LINK),
+        spec: Some(ServiceSpec {
+            type_: Some(service_type.as_str().to_string()),
+            selector: Some(names::region_node_selector(
+                &plan.cluster_name,
+                &plan.region_name,
+            )),
+            ports: Some(vec![service_port("link", ports::REGION_LINK)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn node_env(plan: &RegionPlan<'_>, shard: u16) -> Vec<EnvVar> {
+    let mut env = vec![
+        // Pods of the local test cluster share hosts with their own loopback IPs:
+        // the node binds its pod IP, never 0.0.0.0.
+        field_env("MERIDIAN_BIND", "status.podIP"),
+        field_env("MERIDIAN_NODE_ID", "metadata.name"),
+        EnvVar {
+            name: "MERIDIAN_SHARD".to_string(),
+            value: Some(shard.to_string()),
+            ..EnvVar::default()
+        },
+    ];
+    if let Some(auth) = &plan.cluster.spec.auth {
+        env.push(EnvVar {
+            name: "MERIDIAN_PASSWORD".to_string(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: auth.secret_ref.name.clone(),
+                    key: auth.secret_ref.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+    env
+}
+
+fn http_probe(path: &str, initial_delay: i32, period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(ports::METRICS),
+            scheme: Some("HTTP".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        initial_delay_seconds: Some(initial_delay),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failure_threshold),
+        ..Probe::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".to_string())),
+            ("memory".to_string(), Quantity("64Mi".to_string())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn label_selector(labels_map: BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels_map),
+        ..LabelSelector::default()
+    }
+}
+
+fn affinity(plan: &RegionPlan<'_>, shard: u16) -> Affinity {
+    let shard_selector = || {
+        Some(label_selector(names::shard_node_selector(
+            &plan.cluster_name,
+            &plan.region_name,
+            shard,
+        )))
+    };
+    let zones = plan
+        .region
+        .spec
+        .placement
+        .as_ref()
+        .map(|placement| placement.zones.clone())
+        .unwrap_or_default();
+    let node_affinity = (!zones.is_empty()).then(|| NodeAffinity {
+        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+            node_selector_terms: vec![NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: ZONE_KEY.to_string(),
+                    operator: "In".to_string(),
+                    values: Some(zones),
+                }]),
+                ..NodeSelectorTerm::default()
+            }],
+        }),
+        ..NodeAffinity::default()
+    });
+    Affinity {
+        node_affinity,
+        pod_anti_affinity: Some(PodAntiAffinity {
+            // A primary and its replicas never share a node...
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: shard_selector(),
+                topology_key: HOSTNAME_KEY.to_string(),
+                ..PodAffinityTerm::default()
+            }]),
+            // ...and, where zones allow, not a zone either.
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: shard_selector(),
+                        topology_key: ZONE_KEY.to_string(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn build_stateful_set(
+    plan: &RegionPlan<'_>,
+    config: &BuildConfig,
+    shard: u16,
+    config_hash: &str,
+) -> StatefulSet {
+    let spec = &plan.cluster.spec;
+    let pod_labels = shard_labels(plan, shard);
+    let selector = names::shard_node_selector(&plan.cluster_name, &plan.region_name, shard);
+    let placement = plan.region.spec.placement.as_ref();
+    let node_selector = placement
+        .map(|placement| placement.node_selector.clone())
+        .filter(|selector| !selector.is_empty());
+    let tolerations = placement
+        .map(|placement| placement.tolerations.clone())
+        .filter(|tolerations| !tolerations.is_empty());
+
+    let mut volumes = vec![Volume {
+        // readOnlyRootFilesystem: the node gets a writable scratch directory only.
+        name: "tmp".to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    let mut volume_mounts = vec![VolumeMount {
+        name: "tmp".to_string(),
+        mount_path: "/tmp".to_string(),
+        ..VolumeMount::default()
+    }];
+    if let Some(tls) = &spec.tls {
+        volumes.push(Volume {
+            name: "tls".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        volume_mounts.push(VolumeMount {
+            name: "tls".to_string(),
+            mount_path: TLS_MOUNT_PATH.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+
+    let container = Container {
+        name: names::NODE_CONTAINER.to_string(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| config.default_node_image.clone()),
+        ),
+        image_pull_policy: spec.image_pull_policy.clone(),
+        env: Some(node_env(plan, shard)),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: names::config_map(&plan.base),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        ports: Some(vec![
+            container_port("resp", ports::RESP),
+            container_port("link", ports::REGION_LINK),
+            container_port("http", ports::HTTP),
+            container_port("metrics", ports::METRICS),
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 1, 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", 10, 10, 6)),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(volume_mounts),
+        ..Container::default()
+    };
+
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        // Nodes never talk to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(30),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(NODE_USER_ID),
+            run_as_group: Some(NODE_USER_ID),
+            fs_group: Some(NODE_USER_ID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        affinity: Some(affinity(plan, shard)),
+        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: ZONE_KEY.to_string(),
+            when_unsatisfiable: "ScheduleAnyway".to_string(),
+            label_selector: Some(label_selector(selector.clone())),
+            ..TopologySpreadConstraint::default()
+        }]),
+        node_selector,
+        tolerations,
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+
+    let mut metadata = metadata(
+        plan,
+        names::statefulset(&plan.base, shard),
+        names::COMPONENT_NODE,
+    );
+    metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(labels::SHARD.to_string(), shard.to_string());
+
+    StatefulSet {
+        metadata,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(i32::from(plan.pods_per_shard())),
+            selector: label_selector(selector),
+            service_name: Some(names::headless_service(&plan.base)),
+            pod_management_policy: Some("Parallel".to_string()),
+            // The operator replaces pods itself so it can fail primaries over first.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_string()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".to_string()),
+                    when_scaled: Some("Delete".to_string()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        names::CONFIG_HASH_ANNOTATION.to_string(),
+                        config_hash.to_string(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+fn build_pdb(plan: &RegionPlan<'_>, shard: u16) -> PodDisruptionBudget {
+    let mut metadata = metadata(plan, names::pdb(&plan.base, shard), names::COMPONENT_NODE);
+    metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(labels::SHARD.to_string(), shard.to_string());
+    PodDisruptionBudget {
+        metadata,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(label_selector(names::shard_node_selector(
+                &plan.cluster_name,
+                &plan.region_name,
+                shard,
+            ))),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// Stable (across Rust versions and runs) 64-bit FNV-1a hash of key/value pairs, hex.
+fn fnv1a_hex<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (key, value) in pairs {
+        for byte in key.bytes().chain([0]).chain(value.bytes()).chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}

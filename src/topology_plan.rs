@@ -1,0 +1,381 @@
+//! Pure topology planning: observed pods + what every node reports → the map to push.
+//!
+//! Decisions derive from observed state only (pods and node-reported maps), never from
+//! operator memory, so a restarted or newly elected operator reaches the same answer.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use meridian_api::{ShardStatus, labels, ports};
+use meridian_topology::{NodeAddr, NodeRole, ShardTopology, SlotRange, TopologyMap, split_evenly};
+
+use crate::Error;
+
+/// One cache node pod as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedPod {
+    pub name: String,
+    pub shard: u16,
+    pub ordinal: u16,
+    pub ip: Option<String>,
+    /// Running, Ready condition True and not being deleted.
+    pub ready: bool,
+}
+
+impl ObservedPod {
+    /// Reads shard (label) and ordinal (name suffix) of a StatefulSet pod; `None` for pods
+    /// that are not ours or not in the expected shape.
+    pub fn from_pod(pod: &Pod) -> Option<ObservedPod> {
+        let name = pod.name_any();
+        let shard = pod.labels().get(labels::SHARD)?.parse::<u16>().ok()?;
+        let ordinal = name.rsplit_once('-')?.1.parse::<u16>().ok()?;
+        let status = pod.status.as_ref();
+        let running = status.and_then(|status| status.phase.as_deref()) == Some("Running");
+        let ready_condition = status
+            .and_then(|status| status.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|condition| condition.type_ == "Ready" && condition.status == "True")
+            });
+        let ip = status
+            .and_then(|status| status.pod_ip.clone())
+            .filter(|ip| !ip.is_empty());
+        Some(ObservedPod {
+            name,
+            shard,
+            ordinal,
+            ready: running
+                && ready_condition
+                && ip.is_some()
+                && pod.metadata.deletion_timestamp.is_none(),
+            ip,
+        })
+    }
+
+    fn addr(&self) -> Option<NodeAddr> {
+        Some(NodeAddr {
+            id: self.name.clone(),
+            ip: self.ip.clone()?,
+            port: ports::RESP as u16,
+        })
+    }
+}
+
+/// The pods a region should have, grouped by shard, surplus ones dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegionPods {
+    /// `shards[s]` holds the pods of shard `s` with ordinal below the desired pod count,
+    /// sorted by ordinal.
+    pub shards: Vec<Vec<ObservedPod>>,
+    pub pods_per_shard: u16,
+}
+
+impl RegionPods {
+    pub fn group(pods: Vec<ObservedPod>, shards: u16, pods_per_shard: u16) -> RegionPods {
+        let mut grouped = vec![Vec::new(); usize::from(shards)];
+        for pod in pods {
+            if pod.ordinal < pods_per_shard
+                && let Some(shard) = grouped.get_mut(usize::from(pod.shard))
+            {
+                shard.push(pod);
+            }
+        }
+        for shard in &mut grouped {
+            shard.sort_by_key(|pod| pod.ordinal);
+        }
+        RegionPods {
+            shards: grouped,
+            pods_per_shard,
+        }
+    }
+
+    pub fn ready_in_shard(&self, shard: usize) -> i32 {
+        self.shards
+            .get(shard)
+            .map_or(0, |pods| pods.iter().filter(|pod| pod.ready).count() as i32)
+    }
+
+    /// Every expected pod exists, is Running+Ready and has an IP.
+    pub fn all_ready(&self) -> bool {
+        self.shards.iter().all(|pods| {
+            pods.len() == usize::from(self.pods_per_shard) && pods.iter().all(|pod| pod.ready)
+        })
+    }
+
+    pub fn expected(&self) -> usize {
+        self.shards.len() * usize::from(self.pods_per_shard)
+    }
+
+    pub fn ready_count(&self) -> usize {
+        self.shards.iter().flatten().filter(|pod| pod.ready).count()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ObservedPod> {
+        self.shards.iter().flatten()
+    }
+}
+
+/// What one node answered to `MERIDIAN.TOPOLOGY GET`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeReport {
+    pub pod: String,
+    pub map: Option<TopologyMap>,
+}
+
+impl NodeReport {
+    fn epoch(&self) -> u64 {
+        self.map.as_ref().map_or(0, |map| map.epoch)
+    }
+}
+
+/// Why a pod became (or stayed) primary of its shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrimaryReason {
+    /// The newest map on the nodes already names it primary of this shard.
+    KeptFromCurrentMap,
+    /// The node's own stored map says it is primary of this shard.
+    ReportedByNode,
+    /// No node claims the shard: the lowest ordinal wins.
+    LowestOrdinal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrimaryChoice {
+    pub shard: u32,
+    pub pod: String,
+    pub reason: PrimaryReason,
+}
+
+/// The planner's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopologyDecision {
+    /// Every node already holds `map`.
+    InSync { map: TopologyMap },
+    /// Push `map` to `targets` (pod names). `new_epoch` is false when the map is the
+    /// current one re-sent to nodes that lag behind (e.g. a restarted pod).
+    Push {
+        map: TopologyMap,
+        targets: Vec<String>,
+        new_epoch: bool,
+        primaries: Vec<PrimaryChoice>,
+        slots_reassigned: bool,
+    },
+}
+
+impl TopologyDecision {
+    pub fn map(&self) -> &TopologyMap {
+        match self {
+            TopologyDecision::InSync { map } | TopologyDecision::Push { map, .. } => map,
+        }
+    }
+}
+
+/// The newest map any node reports.
+pub fn newest_reported(reports: &[NodeReport]) -> Option<&TopologyMap> {
+    reports
+        .iter()
+        .filter_map(|report| report.map.as_ref())
+        .max_by_key(|map| map.epoch)
+}
+
+fn same_membership(map: &TopologyMap, pods: &RegionPods) -> bool {
+    map.shards.len() == pods.shards.len()
+        && pods.shards.iter().enumerate().all(|(index, shard_pods)| {
+            let Some(shard) = map.shards.iter().find(|shard| shard.index == index as u32) else {
+                return false;
+            };
+            let mut in_map: Vec<(&str, &str)> = shard
+                .nodes()
+                .map(|node| (node.id.as_str(), node.ip.as_str()))
+                .collect();
+            let mut observed: Vec<(&str, &str)> = shard_pods
+                .iter()
+                .map(|pod| (pod.name.as_str(), pod.ip.as_deref().unwrap_or_default()))
+                .collect();
+            in_map.sort_unstable();
+            observed.sort_unstable();
+            in_map == observed
+        })
+}
+
+/// Plans the topology of a region whose pods are all ready (see [`RegionPods::all_ready`]).
+pub fn plan(
+    cluster: &str,
+    region: &str,
+    pods: &RegionPods,
+    reports: &[NodeReport],
+    status_epoch: u64,
+) -> Result<TopologyDecision, Error> {
+    // Maps of another cluster or region (leftovers) only count for the epoch.
+    let current = newest_reported(reports)
+        .filter(|current| current.cluster == cluster && current.region == region);
+
+    if let Some(current) = current
+        && current.epoch >= status_epoch
+        && same_membership(current, pods)
+        && current.validate().is_ok()
+    {
+        let targets: Vec<String> = pods
+            .iter()
+            .filter(|pod| {
+                reports
+                    .iter()
+                    .find(|report| report.pod == pod.name)
+                    .is_none_or(|report| report.epoch() != current.epoch)
+            })
+            .map(|pod| pod.name.clone())
+            .collect();
+        return Ok(if targets.is_empty() {
+            TopologyDecision::InSync {
+                map: current.clone(),
+            }
+        } else {
+            TopologyDecision::Push {
+                map: current.clone(),
+                targets,
+                new_epoch: false,
+                primaries: Vec::new(),
+                slots_reassigned: false,
+            }
+        });
+    }
+
+    // Keep slot ownership when the shard count is unchanged (no data moves);
+    // otherwise start from an even split (slot migration is a later step).
+    let keep_slots = current
+        .filter(|current| current.shards.len() == pods.shards.len() && current.validate().is_ok());
+    let even = split_evenly(pods.shards.len() as u16);
+    let mut shards = Vec::with_capacity(pods.shards.len());
+    let mut primaries = Vec::with_capacity(pods.shards.len());
+    for (index, shard_pods) in pods.shards.iter().enumerate() {
+        let index = index as u32;
+        let slots: Vec<SlotRange> = keep_slots
+            .and_then(|current| current.shards.iter().find(|shard| shard.index == index))
+            .map(|shard| shard.slots.clone())
+            .unwrap_or_else(|| even.get(index as usize).copied().into_iter().collect());
+        let (primary_pod, reason) = choose_primary(index, shard_pods, current, reports)
+            .ok_or_else(|| Error::InvalidSpec(format!("shard {index} has no pods")))?;
+        let mut replicas = Vec::new();
+        let mut primary = None;
+        for pod in shard_pods {
+            let addr = pod
+                .addr()
+                .ok_or(Error::MissingObjectField("pod status.podIP"))?;
+            if pod.name == primary_pod {
+                primary = Some(addr);
+            } else {
+                replicas.push(addr);
+            }
+        }
+        let primary = primary.ok_or(Error::MissingObjectField("pod status.podIP"))?;
+        primaries.push(PrimaryChoice {
+            shard: index,
+            pod: primary_pod,
+            reason,
+        });
+        shards.push(ShardTopology {
+            index,
+            slots,
+            primary,
+            replicas,
+        });
+    }
+    let highest_seen = reports
+        .iter()
+        .map(NodeReport::epoch)
+        .chain([status_epoch])
+        .max()
+        .unwrap_or(0);
+    let map = TopologyMap {
+        epoch: highest_seen + 1,
+        cluster: cluster.to_string(),
+        region: region.to_string(),
+        shards,
+    };
+    map.validate()?;
+    Ok(TopologyDecision::Push {
+        targets: pods.iter().map(|pod| pod.name.clone()).collect(),
+        new_epoch: true,
+        primaries,
+        slots_reassigned: keep_slots.is_none(),
+        map,
+    })
+}
+
+fn choose_primary(
+    index: u32,
+    shard_pods: &[ObservedPod],
+    current: Option<&TopologyMap>,
+    reports: &[NodeReport],
+) -> Option<(String, PrimaryReason)> {
+    let is_member = |id: &str| shard_pods.iter().any(|pod| pod.name == id);
+    if let Some(primary) = current
+        .and_then(|map| map.shards.iter().find(|shard| shard.index == index))
+        .map(|shard| &shard.primary)
+        .filter(|primary| is_member(&primary.id))
+    {
+        return Some((primary.id.clone(), PrimaryReason::KeptFromCurrentMap));
+    }
+    let self_claimed = reports
+        .iter()
+        .filter(|report| is_member(&report.pod))
+        .filter_map(|report| {
+            let map = report.map.as_ref()?;
+            let shard = map.shard_of_node(&report.pod)?;
+            (shard.index == index && shard.role_of(&report.pod) == Some(NodeRole::Primary))
+                .then_some((map.epoch, report.pod.clone()))
+        })
+        .max();
+    if let Some((_, pod)) = self_claimed {
+        return Some((pod, PrimaryReason::ReportedByNode));
+    }
+    shard_pods
+        .iter()
+        .min_by_key(|pod| pod.ordinal)
+        .map(|pod| (pod.name.clone(), PrimaryReason::LowestOrdinal))
+}
+
+/// Per-shard status lines: from the map when there is one, else just readiness.
+pub fn shard_statuses(map: Option<&TopologyMap>, pods: &RegionPods) -> Vec<ShardStatus> {
+    let by_index: BTreeMap<u32, &ShardTopology> = map
+        .map(|map| {
+            map.shards
+                .iter()
+                .map(|shard| (shard.index, shard))
+                .collect()
+        })
+        .unwrap_or_default();
+    (0..pods.shards.len())
+        .map(|index| {
+            let shard = by_index.get(&(index as u32));
+            ShardStatus {
+                index: index as i32,
+                primary: shard.map(|shard| shard.primary.id.clone()),
+                replicas: shard
+                    .map(|shard| shard.replicas.iter().map(|node| node.id.clone()).collect())
+                    .unwrap_or_default(),
+                slots: shard
+                    .map(|shard| shard.slots.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default(),
+                ready_replicas: pods.ready_in_shard(index),
+                replication_lag_bytes: None,
+            }
+        })
+        .collect()
+}
+
+/// A shard counts as ready when the map gives it a primary and all its pods are ready.
+pub fn ready_shards(map: Option<&TopologyMap>, pods: &RegionPods) -> i32 {
+    let Some(map) = map else { return 0 };
+    pods.shards
+        .iter()
+        .enumerate()
+        .filter(|(index, shard_pods)| {
+            map.shards.iter().any(|shard| shard.index == *index as u32)
+                && shard_pods.len() == usize::from(pods.pods_per_shard)
+                && shard_pods.iter().all(|pod| pod.ready)
+        })
+        .count() as i32
+}

@@ -1,0 +1,272 @@
+//! Status computed from observed state: conditions, per-shard lines, aggregation.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use meridian_api::{CacheCluster, CacheRegion};
+use meridian_operator::Error;
+use meridian_operator::controller::cluster::cluster_status;
+use meridian_operator::controller::region::{Orchestration, degraded_status, region_status};
+use meridian_operator::resources;
+use meridian_operator::topology_plan::{
+    self, NodeReport, ObservedPod, RegionPods, TopologyDecision,
+};
+
+fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(seconds).unwrap()
+}
+
+fn pods(ready: bool) -> RegionPods {
+    let pods = (0..2)
+        .map(|shard| ObservedPod {
+            name: format!("demo-a-{shard}-0"),
+            shard,
+            ordinal: 0,
+            ip: Some(format!("127.0.5.{}", shard + 1)),
+            ready,
+        })
+        .collect();
+    RegionPods::group(pods, 2, 1)
+}
+
+fn condition<'a>(
+    status: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    status.iter().find(|c| c.type_ == type_).unwrap()
+}
+
+#[test]
+fn region_goes_from_waiting_to_ready_and_timestamps_move_only_on_flips() {
+    let cluster: CacheCluster = fixture("cluster-minimal.yaml");
+    let mut region: CacheRegion = fixture("region-minimal.yaml");
+    region.metadata.generation = Some(4);
+
+    let starting = pods(false);
+    let waiting = {
+        let plan = resources::validate(&cluster, &region).unwrap();
+        region_status(
+            &region,
+            &plan,
+            &starting,
+            Some(&Orchestration::WaitingForPods {
+                ready: 0,
+                expected: 2,
+            }),
+            None,
+            at(100),
+        )
+    };
+    assert_eq!(waiting.observed_generation, Some(4));
+    assert_eq!(condition(&waiting.conditions, "Ready").status, "False");
+    assert_eq!(
+        condition(&waiting.conditions, "Ready").reason,
+        "PodsNotReady"
+    );
+    assert_eq!(condition(&waiting.conditions, "Progressing").status, "True");
+    assert_eq!(condition(&waiting.conditions, "Degraded").status, "False");
+    assert_eq!(waiting.epoch, 0);
+    assert_eq!(waiting.shards.len(), 2);
+    assert_eq!(waiting.ready_shards, 0);
+
+    // Same state later: nothing flips, nothing's timestamp moves.
+    region.status = Some(waiting.clone());
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let again = region_status(
+        &region,
+        &plan,
+        &starting,
+        Some(&Orchestration::WaitingForPods {
+            ready: 1,
+            expected: 2,
+        }),
+        None,
+        at(200),
+    );
+    assert_eq!(again.conditions[0].last_transition_time, Time(at(100)));
+    assert_eq!(again.conditions[1].last_transition_time, Time(at(100)));
+
+    // Everything ready and pushed.
+    let ready = pods(true);
+    let reports: Vec<NodeReport> = ready
+        .iter()
+        .map(|pod| NodeReport {
+            pod: pod.name.clone(),
+            map: None,
+        })
+        .collect();
+    let TopologyDecision::Push { map, .. } =
+        topology_plan::plan("demo", "region-a", &ready, &reports, 0).unwrap()
+    else {
+        panic!("expected a push");
+    };
+    let done = region_status(
+        &region,
+        &plan,
+        &ready,
+        Some(&Orchestration::InSync { map }),
+        None,
+        at(300),
+    );
+    let ready_condition = condition(&done.conditions, "Ready");
+    assert_eq!(ready_condition.status, "True");
+    assert_eq!(ready_condition.reason, "AllShardsReady");
+    assert_eq!(ready_condition.last_transition_time, Time(at(300)));
+    assert_eq!(condition(&done.conditions, "Progressing").status, "False");
+    assert_eq!(
+        condition(&done.conditions, "Degraded").last_transition_time,
+        Time(at(100)),
+        "Degraded stayed False"
+    );
+    assert_eq!(done.epoch, 1);
+    assert_eq!(done.ready_shards, 2);
+    assert_eq!(done.shards[0].primary.as_deref(), Some("demo-a-0-0"));
+    assert_eq!(done.shards[0].slots, ["0-8191"]);
+}
+
+#[test]
+fn unreachable_node_keeps_last_assignment_and_degrades() {
+    let cluster: CacheCluster = fixture("cluster-minimal.yaml");
+    let mut region: CacheRegion = fixture("region-minimal.yaml");
+    let ready = pods(true);
+    let reports: Vec<NodeReport> = ready
+        .iter()
+        .map(|pod| NodeReport {
+            pod: pod.name.clone(),
+            map: None,
+        })
+        .collect();
+    let map = topology_plan::plan("demo", "region-a", &ready, &reports, 0)
+        .unwrap()
+        .map()
+        .clone();
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let good = region_status(
+        &region,
+        &plan,
+        &ready,
+        Some(&Orchestration::InSync { map }),
+        None,
+        at(10),
+    );
+    region.status = Some(good.clone());
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let error = Error::NodeTopology {
+        node: "demo-a-1-0".into(),
+        detail: "garbage".into(),
+    };
+    let bad = region_status(&region, &plan, &ready, None, Some(&error), at(20));
+    assert_eq!(bad.epoch, good.epoch);
+    assert_eq!(bad.shards, good.shards);
+    let degraded = condition(&bad.conditions, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "NodeUnreachable")
+    );
+    assert_eq!(degraded.last_transition_time, Time(at(20)));
+    assert_eq!(condition(&bad.conditions, "Ready").status, "False");
+}
+
+#[test]
+fn degraded_status_keeps_previous_fields() {
+    let mut region: CacheRegion = fixture("region-wrong-cluster.yaml");
+    region.status = Some(meridian_api::CacheRegionStatus {
+        epoch: 9,
+        ready_shards: 1,
+        ..Default::default()
+    });
+    let error = Error::ClusterNotFound {
+        name: "somebody-else".into(),
+    };
+    let status = degraded_status(&region, &error, at(50));
+    assert_eq!(status.epoch, 9);
+    assert_eq!(status.ready_shards, 1);
+    let degraded = condition(&status.conditions, "Degraded");
+    assert_eq!(degraded.status, "True");
+    assert_eq!(degraded.reason, "ClusterNotFound");
+    assert!(degraded.message.contains("somebody-else"));
+    region.status = Some(status);
+    let again = degraded_status(&region, &error, at(90));
+    assert_eq!(
+        condition(&again.conditions, "Degraded").last_transition_time,
+        Time(at(50))
+    );
+}
+
+#[test]
+fn cluster_aggregates_regions() {
+    let cluster: CacheCluster = fixture("cluster-minimal.yaml");
+    let none = cluster_status(&cluster, &[], None, at(1));
+    assert_eq!(condition(&none.conditions, "Ready").reason, "NoRegions");
+    assert_eq!(none.ready_regions, 0);
+
+    let mut ready_region: CacheRegion = fixture("region-minimal.yaml");
+    let plan_pods = pods(true);
+    let reports: Vec<NodeReport> = plan_pods
+        .iter()
+        .map(|pod| NodeReport {
+            pod: pod.name.clone(),
+            map: None,
+        })
+        .collect();
+    let map = topology_plan::plan("demo", "region-a", &plan_pods, &reports, 0)
+        .unwrap()
+        .map()
+        .clone();
+    let status = {
+        let plan = resources::validate(&cluster, &ready_region).unwrap();
+        region_status(
+            &ready_region,
+            &plan,
+            &plan_pods,
+            Some(&Orchestration::InSync { map }),
+            None,
+            at(2),
+        )
+    };
+    ready_region.status = Some(status);
+    let mut waiting_region: CacheRegion = fixture("region-minimal.yaml");
+    waiting_region.metadata.name = Some("demo-b".into());
+    waiting_region.spec.region = "region-b".into();
+
+    let partial = cluster_status(
+        &cluster,
+        &[ready_region.clone(), waiting_region.clone()],
+        None,
+        at(3),
+    );
+    assert_eq!(partial.ready_regions, 1);
+    assert_eq!(partial.regions.len(), 2);
+    assert_eq!(partial.regions[0].name, "demo-a");
+    assert!(partial.regions[0].ready);
+    assert_eq!(partial.regions[0].shards, 2);
+    assert_eq!(partial.regions[0].epoch, 1);
+    assert_eq!(condition(&partial.conditions, "Ready").status, "False");
+    assert_eq!(condition(&partial.conditions, "Progressing").status, "True");
+
+    let all = cluster_status(&cluster, &[ready_region.clone()], None, at(4));
+    assert_eq!(condition(&all.conditions, "Ready").status, "True");
+
+    let mut duplicate = ready_region.clone();
+    duplicate.metadata.name = Some("demo-a2".into());
+    let clash = cluster_status(&cluster, &[ready_region.clone(), duplicate], None, at(5));
+    let degraded = condition(&clash.conditions, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "DuplicateRegion")
+    );
+
+    let missing = Error::AuthSecretMissing {
+        name: "auth".into(),
+    };
+    let secretless = cluster_status(&cluster, &[ready_region], Some(&missing), at(6));
+    assert_eq!(
+        condition(&secretless.conditions, "Degraded").reason,
+        "AuthSecretMissing"
+    );
+    assert_eq!(condition(&secretless.conditions, "Ready").status, "False");
+}

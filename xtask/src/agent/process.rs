@@ -1,0 +1,351 @@
+//! Starting container processes: own session / process group (so the whole group can be
+//! signalled), a private mount namespace with every volume bind-mounted at its mountPath,
+//! a private UTS namespace carrying the pod's hostname, and pid files for stray cleanup.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// One volume bind mount: `source` (in the pod's state dir, or a hostPath) at `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+/// Everything needed to start a process "inside" a pod (containers and exec probes).
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<BindMount>,
+    pub hostname: String,
+    pub working_dir: PathBuf,
+    /// False when this machine refuses mount namespaces: processes then see no volumes at their
+    /// mountPath and rely on `KUBECONFIG` instead (see docs/local-node-agent.md).
+    pub namespaces: bool,
+}
+
+/// Pre-built C strings for the child; nothing may allocate between fork and exec.
+struct ChildSetup {
+    namespaces: bool,
+    mounts: Vec<(CString, CString, bool)>,
+    hostname: CString,
+    working_dir: CString,
+}
+
+fn cstring(path: &Path) -> std::io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// Creates the mount point for `m` on the host (a directory, or an empty file for file
+/// sources) — bind mounts need an existing target of the same kind.
+fn prepare_target(m: &BindMount) -> std::io::Result<()> {
+    if m.source.is_dir() {
+        std::fs::create_dir_all(&m.target)
+    } else {
+        if let Some(parent) = m.target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if !m.target.exists() {
+            std::fs::write(&m.target, b"")?;
+        }
+        Ok(())
+    }
+}
+
+/// Spawns `program argv` in the sandbox with stdout and stderr appended to `log` (or
+/// discarded), in its own process group, killed if the agent dies.
+pub fn spawn(
+    program: &Path,
+    argv: &[String],
+    sandbox: &Sandbox,
+    log: Option<&Path>,
+) -> std::io::Result<Child> {
+    let mut cmd = Command::new(program);
+    cmd.args(argv)
+        .env_clear()
+        .envs(sandbox.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .kill_on_drop(false);
+    match log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            cmd.stdout(file.try_clone()?).stderr(file);
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    std::fs::create_dir_all(&sandbox.working_dir).ok();
+    let mut mounts = Vec::new();
+    if sandbox.namespaces {
+        for m in &sandbox.mounts {
+            prepare_target(m)?;
+            mounts.push((cstring(&m.source)?, cstring(&m.target)?, m.read_only));
+        }
+    }
+    let setup = ChildSetup {
+        namespaces: sandbox.namespaces,
+        mounts,
+        hostname: CString::new(sandbox.hostname.as_bytes()).unwrap_or_default(),
+        working_dir: cstring(&sandbox.working_dir)?,
+    };
+    // SAFETY: the closure only performs raw system calls on memory prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || child_setup(&setup));
+    }
+    cmd.spawn()
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs in the forked child before exec: async-signal-safe system calls only.
+fn child_setup(setup: &ChildSetup) -> std::io::Result<()> {
+    use nix::libc;
+    // SAFETY: plain system calls with valid, NUL-terminated pointers owned by `setup`.
+    unsafe {
+        check(libc::setsid())?;
+        check(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ))?;
+        if setup.namespaces {
+            check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS))?;
+            let root = c"/";
+            check(libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            for (source, target, read_only) in &setup.mounts {
+                check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+                if *read_only {
+                    check(libc::mount(
+                        std::ptr::null(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        std::ptr::null(),
+                    ))?;
+                }
+            }
+            let name = setup.hostname.as_bytes();
+            if !name.is_empty() {
+                check(libc::sethostname(name.as_ptr().cast(), name.len()))?;
+            }
+        }
+        check(libc::chdir(setup.working_dir.as_ptr()))?;
+    }
+    Ok(())
+}
+
+/// True when this process may create mount namespaces (root, no seccomp/AppArmor denial).
+pub async fn mount_namespaces_work() -> bool {
+    let dir = std::env::temp_dir().join(format!("meridian-agent-nscheck-{}", std::process::id()));
+    let source = dir.join("src");
+    let target = dir.join("dst");
+    let _ = std::fs::create_dir_all(&source);
+    let _ = std::fs::write(source.join("probe"), b"ok");
+    let sandbox = Sandbox {
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        mounts: vec![BindMount {
+            source,
+            target: target.clone(),
+            read_only: true,
+        }],
+        hostname: "meridian-nscheck".into(),
+        working_dir: dir.clone(),
+        namespaces: true,
+    };
+    let probe_file = target.join("probe");
+    let ok = match spawn(
+        Path::new("/bin/cat"),
+        &[probe_file.display().to_string()],
+        &sandbox,
+        None,
+    ) {
+        Ok(mut child) => child.wait().await.map(|s| s.success()).unwrap_or(false),
+        Err(e) => {
+            tracing::warn!("mount namespaces unavailable: {e}");
+            false
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    ok
+}
+
+/// Sends `signal` to the process group led by `pid`; a vanished group is not an error.
+pub fn signal_group(pid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    if raw <= 1 {
+        return;
+    }
+    let _ = killpg(Pid::from_raw(raw), signal);
+}
+
+/// SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL to the group.
+/// Returns the leader's exit status when it could be collected.
+pub async fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    let Some(pid) = child.id() else {
+        return child.wait().await.ok();
+    };
+    signal_group(pid, Signal::SIGTERM);
+    let status = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            signal_group(pid, Signal::SIGKILL);
+            child.wait().await.ok()
+        }
+    };
+    // Whatever the leader left behind in its group goes too, as a container runtime would.
+    signal_group(pid, Signal::SIGKILL);
+    status
+}
+
+/// Pid file contents: `<pid> <start time in clock ticks>`; the start time guards against
+/// killing an unrelated process that reused the pid.
+pub fn write_pid_file(path: &Path, pid: u32) -> std::io::Result<()> {
+    let start = process_start_time(pid).unwrap_or(0);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, format!("{pid} {start}\n"))
+}
+
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields resume after the last ')'.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills every process group recorded in pid files under `pods_dir` (left by a previous
+/// agent run) and removes the files. Returns how many groups were signalled.
+pub fn kill_strays(pods_dir: &Path) -> usize {
+    let mut killed = 0;
+    let mut stack = vec![pods_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "pid") {
+                continue;
+            }
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let mut fields = text.split_whitespace();
+                let pid: Option<u32> = fields.next().and_then(|p| p.parse().ok());
+                let start: Option<u64> = fields.next().and_then(|s| s.parse().ok());
+                if let (Some(pid), Some(start)) = (pid, start)
+                    && process_start_time(pid) == Some(start)
+                {
+                    tracing::info!(pid, file = %path.display(), "killing process group left by a previous agent run");
+                    signal_group(pid, Signal::SIGKILL);
+                    killed += 1;
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    killed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable() {
+        assert!(process_start_time(std::process::id()).is_some());
+    }
+
+    #[tokio::test]
+    async fn spawned_process_gets_env_workdir_and_log() {
+        let dir = std::env::temp_dir().join(format!("meridian-agent-spawn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("c.log");
+        let sandbox = Sandbox {
+            env: vec![
+                ("GREETING".into(), "hello".into()),
+                ("PATH".into(), "/usr/bin:/bin".into()),
+            ],
+            mounts: vec![],
+            hostname: String::new(),
+            working_dir: dir.join("cwd"),
+            namespaces: false,
+        };
+        let mut child = spawn(
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo $GREETING; pwd; echo err >&2".into()],
+            &sandbox,
+            Some(&log),
+        )
+        .unwrap();
+        assert!(child.wait().await.unwrap().success());
+        let out = std::fs::read_to_string(&log).unwrap();
+        assert!(out.contains("hello"), "{out}");
+        assert!(out.contains("cwd"), "{out}");
+        assert!(out.contains("err"), "{out}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn terminate_escalates_to_sigkill() {
+        let sandbox = Sandbox {
+            env: vec![],
+            mounts: vec![],
+            hostname: String::new(),
+            working_dir: std::env::temp_dir(),
+            namespaces: false,
+        };
+        let mut child = spawn(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "trap '' TERM; while :; do sleep 1; done".into(),
+            ],
+            &sandbox,
+            None,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let status = terminate(&mut child, Duration::from_millis(300))
+            .await
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+}

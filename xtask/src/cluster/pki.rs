@@ -1,0 +1,303 @@
+//! Certificates and kubeconfigs for the local control plane, generated with rcgen.
+//!
+//! One CA signs everything: the API server's serving certificate, the client certificates
+//! of the admin, controller-manager and scheduler, and (through the controller-manager's
+//! `--cluster-signing-*` flags) CSRs. The service-account signing key is a separate key.
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::fs;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// Subject alternative names of the API server's serving certificate.
+const APISERVER_SANS: [&str; 6] = [
+    "127.0.0.1",
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "10.96.0.1",
+];
+
+/// A client identity: file stem, common name (user) and organisation (group).
+pub struct ClientIdentity {
+    pub name: &'static str,
+    pub common_name: &'static str,
+    pub organisation: Option<&'static str>,
+}
+
+pub const ADMIN: ClientIdentity = ClientIdentity {
+    name: "admin",
+    common_name: "kubernetes-admin",
+    organisation: Some("system:masters"),
+};
+pub const CONTROLLER_MANAGER: ClientIdentity = ClientIdentity {
+    name: "controller-manager",
+    common_name: "system:kube-controller-manager",
+    organisation: None,
+};
+pub const SCHEDULER: ClientIdentity = ClientIdentity {
+    name: "scheduler",
+    common_name: "system:kube-scheduler",
+    organisation: None,
+};
+
+/// Paths of every PKI file below `<state>/pki`.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(state: &Path) -> Self {
+        Pki {
+            dir: state.join("pki"),
+        }
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn apiserver_cert(&self) -> PathBuf {
+        self.dir.join("apiserver.crt")
+    }
+    pub fn apiserver_key(&self) -> PathBuf {
+        self.dir.join("apiserver.key")
+    }
+    pub fn client_cert(&self, who: &ClientIdentity) -> PathBuf {
+        self.dir.join(format!("{}.crt", who.name))
+    }
+    pub fn client_key(&self, who: &ClientIdentity) -> PathBuf {
+        self.dir.join(format!("{}.key", who.name))
+    }
+    pub fn service_account_key(&self) -> PathBuf {
+        self.dir.join("sa.key")
+    }
+    pub fn service_account_pub(&self) -> PathBuf {
+        self.dir.join("sa.pub")
+    }
+
+    fn all_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![
+            self.ca_cert(),
+            self.ca_key(),
+            self.apiserver_cert(),
+            self.apiserver_key(),
+            self.service_account_key(),
+            self.service_account_pub(),
+        ];
+        for who in [&ADMIN, &CONTROLLER_MANAGER, &SCHEDULER] {
+            files.push(self.client_cert(who));
+            files.push(self.client_key(who));
+        }
+        files
+    }
+
+    /// Generates the whole PKI unless every file already exists (a kept state dir reuses it,
+    /// so service-account tokens stored in etcd stay valid).
+    pub fn ensure(&self) -> Result<()> {
+        if self.all_files().iter().all(|f| f.is_file()) {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = base_params("meridian-local-ca", None)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        write_secret(&self.ca_key(), &ca_key.serialize_pem())?;
+        fs::write(self.ca_cert(), ca_cert.pem())?;
+        let ca = Issuer::new(ca_params, ca_key);
+
+        let server_key = KeyPair::generate()?;
+        let mut server = base_params("kube-apiserver", None)?;
+        server.subject_alt_names = CertificateParams::new(
+            APISERVER_SANS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )?
+        .subject_alt_names;
+        server.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_cert = server.signed_by(&server_key, &ca)?;
+        write_secret(&self.apiserver_key(), &server_key.serialize_pem())?;
+        fs::write(self.apiserver_cert(), server_cert.pem())?;
+
+        for who in [&ADMIN, &CONTROLLER_MANAGER, &SCHEDULER] {
+            let key = KeyPair::generate()?;
+            let mut params = base_params(who.common_name, who.organisation)?;
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = params.signed_by(&key, &ca)?;
+            write_secret(&self.client_key(who), &key.serialize_pem())?;
+            fs::write(self.client_cert(who), cert.pem())?;
+        }
+
+        // ECDSA P-256: the API server signs tokens with ES256 and verifies with the public key.
+        let sa = KeyPair::generate()?;
+        write_secret(&self.service_account_key(), &sa.serialize_pem())?;
+        fs::write(self.service_account_pub(), sa.public_key_pem())?;
+        Ok(())
+    }
+
+    /// Writes a kubeconfig for `who` with the certificates embedded, so it can be copied.
+    pub fn write_kubeconfig(&self, path: &Path, who: &ClientIdentity, server: &str) -> Result<()> {
+        let b64 = |p: PathBuf| -> Result<String> {
+            let bytes = fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+        };
+        let text = format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: meridian-local
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: {user}
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+contexts:
+- name: meridian-local
+  context:
+    cluster: meridian-local
+    user: {user}
+current-context: meridian-local
+",
+            ca = b64(self.ca_cert())?,
+            user = who.name,
+            cert = b64(self.client_cert(who))?,
+            key = b64(self.client_key(who))?,
+        );
+        write_secret(path, &text)
+    }
+}
+
+fn base_params(common_name: &str, organisation: Option<&str>) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    if let Some(org) = organisation {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
+    }
+    // Backdated an hour so small clock differences never make a fresh cert "not yet valid".
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(365);
+    Ok(params)
+}
+
+/// Writes a file readable only by its owner (keys and kubeconfigs).
+fn write_secret(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("meridian-pki-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn generates_every_file_once_and_reuses_them() -> Result<()> {
+        let state = temp_dir("reuse");
+        let pki = Pki::new(&state);
+        pki.ensure()?;
+        for f in pki.all_files() {
+            assert!(f.is_file(), "{} missing", f.display());
+        }
+        let ca_before = fs::read_to_string(pki.ca_cert())?;
+        pki.ensure()?;
+        assert_eq!(ca_before, fs::read_to_string(pki.ca_cert())?);
+        let kubeconfig = state.join("kubeconfig");
+        pki.write_kubeconfig(&kubeconfig, &ADMIN, "https://127.0.0.1:6443")?;
+        let text = fs::read_to_string(&kubeconfig)?;
+        assert!(text.contains("server: https://127.0.0.1:6443"));
+        assert!(text.contains("client-key-data: "));
+        fs::remove_dir_all(&state)?;
+        Ok(())
+    }
+
+    #[test]
+    fn certificates_verify_with_openssl_when_available() -> Result<()> {
+        if !crate::util::have("openssl") {
+            return Ok(());
+        }
+        let state = temp_dir("openssl");
+        let pki = Pki::new(&state);
+        pki.ensure()?;
+        let text = |args: &[&str]| -> Result<String> {
+            crate::util::output(std::process::Command::new("openssl").args(args))
+        };
+        let ca = pki.ca_cert();
+        let ca = ca.to_string_lossy();
+        for cert in [pki.apiserver_cert(), pki.client_cert(&ADMIN)] {
+            let verified = text(&["verify", "-CAfile", &ca, &cert.to_string_lossy()])?;
+            assert!(verified.trim_end().ends_with("OK"), "{verified}");
+        }
+        let server = text(&[
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            &pki.apiserver_cert().to_string_lossy(),
+        ])?;
+        for san in [
+            "IP Address:10.96.0.1",
+            "DNS:kubernetes.default.svc",
+            "IP Address:127.0.0.1",
+        ] {
+            assert!(server.contains(san), "{server}");
+        }
+        let admin = text(&[
+            "x509",
+            "-noout",
+            "-subject",
+            "-in",
+            &pki.client_cert(&ADMIN).to_string_lossy(),
+        ])?;
+        assert!(admin.contains("O = system:masters"), "{admin}");
+        fs::remove_dir_all(&state)?;
+        Ok(())
+    }
+}
