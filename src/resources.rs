@@ -224,8 +224,10 @@ pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
             spec.cross_region.effective_strong_timeout_ms().to_string(),
         ),
     ]);
-    if let Some(maxmemory) = &spec.memory.maxmemory {
-        data.insert("MERIDIAN_MAXMEMORY".to_string(), maxmemory.clone());
+    // Handed to the node as plain bytes: Kubernetes quantities (`1.5Gi`, `1Ti`) are the
+    // user's syntax, the node only needs the number. Validation already refused bad values.
+    if let Ok(Some(bytes)) = spec.memory.maxmemory_bytes() {
+        data.insert("MERIDIAN_MAXMEMORY".to_string(), bytes.to_string());
     }
     if let Some(ttl) = spec.default_ttl_seconds {
         data.insert("MERIDIAN_DEFAULT_TTL_SECONDS".to_string(), ttl.to_string());

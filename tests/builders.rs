@@ -259,7 +259,7 @@ fn env_binds_pod_ip_and_reads_password_from_secret() {
     let settings = resources.config_map.data.as_ref().unwrap();
     assert_eq!(settings["MERIDIAN_PORT"], "6379");
     assert_eq!(settings["MERIDIAN_METRICS_PORT"], "9090");
-    assert_eq!(settings["MERIDIAN_MAXMEMORY"], "256Mi");
+    assert_eq!(settings["MERIDIAN_MAXMEMORY"], (256u64 << 20).to_string());
     assert_eq!(settings["MERIDIAN_MAXMEMORY_POLICY"], "allkeys-lru");
     assert_eq!(settings["MERIDIAN_CONSISTENCY"], "strong");
     assert_eq!(settings["MERIDIAN_STRONG_TIMEOUT_MS"], "250");

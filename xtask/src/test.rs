@@ -58,15 +58,7 @@ pub fn run(args: TestArgs) -> Result<()> {
 
     step("local control plane");
     cluster::up()?;
-    let result = (|| {
-        let kubeconfig = cluster::kubeconfig_path();
-        let kubectl = cluster::kubectl_path();
-        step("tests against the local control plane");
-        cargo_test(&[
-            ("KUBECONFIG", kubeconfig.to_string_lossy().as_ref()),
-            ("KUBECTL", kubectl.to_string_lossy().as_ref()),
-        ])
-    })();
+    let result = test_against_cluster();
     if result.is_err() {
         util::print_cluster_logs_tail();
     }
@@ -77,6 +69,16 @@ pub fn run(args: TestArgs) -> Result<()> {
         }
     }
     result
+}
+
+fn test_against_cluster() -> Result<()> {
+    let kubeconfig = cluster::kubeconfig_path();
+    let kubectl = cluster::kubectl_path();
+    step("tests against the local control plane");
+    cargo_test(&[
+        ("KUBECONFIG", kubeconfig.to_string_lossy().as_ref()),
+        ("KUBECTL", kubectl.to_string_lossy().as_ref()),
+    ])
 }
 
 fn cargo_test(env: &[(&str, &str)]) -> Result<()> {

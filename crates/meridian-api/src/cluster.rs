@@ -123,11 +123,13 @@ pub struct CacheClusterSpec {
     /// Cache node image; the operator's `MERIDIAN_NODE_IMAGE` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("size(self) > 0").message("image must not be empty; omit it to use the operator's default node image"))]
+    #[schemars(length(max = 1024))]
     pub image: Option<String>,
 
     /// Image pull policy of the cache node containers: Always, IfNotPresent or Never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self in ['Always', 'IfNotPresent', 'Never']").message("imagePullPolicy must be one of Always, IfNotPresent, Never"))]
+    #[schemars(length(max = 16))]
     pub image_pull_policy: Option<String>,
 
     /// CPU and memory of each cache node container. Leave headroom above `memory.maxmemory`
@@ -207,6 +209,8 @@ pub struct MemorySpec {
     /// `1073741824`). Absent or `0` means no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(crate::quantity::maxmemory_rule()).message("memory.maxmemory must be a byte quantity such as 256Mi, 1.5Gi, 500M or 1073741824"))]
+    // maxLength bounds the API server's CEL cost estimate for the regex.
+    #[schemars(length(max = 32))]
     pub maxmemory: Option<String>,
 
     /// What to drop when `maxmemory` is reached: `sieve` (default), `allkeys-lru`,

@@ -54,6 +54,9 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "MERIDIAN_LOG", default_value = "info")]
     pub log: String,
+    /// Log format: text or json (one JSON object per line, for log pipelines).
+    #[arg(long, env = "MERIDIAN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 impl Config {

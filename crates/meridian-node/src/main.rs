@@ -12,13 +12,23 @@ fn main() -> std::process::ExitCode {
     let config = Config::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    // One I/O thread: a current-thread runtime avoids the work-stealing
+    // scheduler's cross-thread wakeups (the Redis-like single-core setup).
+    let mut builder = if config.io_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     builder.enable_all();
-    if config.io_threads > 0 {
+    if config.io_threads > 1 {
         builder.worker_threads(config.io_threads);
     }
     let runtime = match builder.build() {

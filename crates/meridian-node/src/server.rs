@@ -75,11 +75,14 @@ impl Connection {
     /// Parses and runs every complete command in the input buffer. Stops early
     /// when the output grows large so it can be flushed.
     fn process(&mut self) -> Flow {
-        let limits = self.shared.config.limits;
+        let mut limits = self.shared.config.limits;
+        let password_set = !self.client.authenticated && self.shared.requirepass().is_some();
         self.needed = 0;
         let mut position = 0;
         let mut flow = Flow::Continue;
         loop {
+            // re-evaluated per command: AUTH may be followed by large requests in one batch
+            limits.unauthenticated = password_set && !self.client.authenticated;
             match parse_command(&self.input[position..], &limits) {
                 Ok(Parsed::Command {
                     args,
@@ -233,7 +236,7 @@ async fn serve_connection(
             let wanted = connection
                 .needed
                 .saturating_sub(connection.input.len())
-                .clamp(READ_CHUNK, 64 * 1024 * 1024);
+                .clamp(READ_CHUNK, 8 * 1024 * 1024);
             connection.input.reserve(wanted);
         }
         tokio::select! {

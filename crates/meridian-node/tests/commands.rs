@@ -321,7 +321,7 @@ fn ttl_and_expiry() {
         .arg("short")
         .arg("v")
         .arg("PX")
-        .arg(150)
+        .arg(700)
         .query(&mut con)
         .unwrap();
     let _: () = redis::cmd("SET")
@@ -422,7 +422,7 @@ fn ttl_and_expiry() {
         0,
         "past expiry deletes"
     );
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(900));
     assert_eq!(
         con.get::<_, Option<String>>("short").unwrap(),
         None,
@@ -649,6 +649,21 @@ fn auth_is_required_when_configured() {
     );
     assert_eq!(raw.cmd(&["AUTH", "s3cret"]), Reply::ok());
     assert_eq!(raw.cmd(&["GET", "k"]), Reply::Nil);
+    // before AUTH only tiny requests are parsed, like Redis 7
+    let mut greedy = node.raw();
+    greedy.send(b"*1\r\n$100000\r\n");
+    assert_eq!(
+        greedy.read(),
+        Reply::err("ERR Protocol error: unauthenticated bulk length")
+    );
+    assert!(greedy.closed());
+    // AUTH followed by a large value in the same pipelined batch is fine
+    let mut batch = common::encode(&[b"AUTH", b"s3cret"]);
+    batch.extend(common::encode(&[b"SET", b"big", &vec![b'x'; 100_000]]));
+    let mut pipelined = node.raw();
+    pipelined.send(&batch);
+    assert_eq!(pipelined.read(), Reply::ok());
+    assert_eq!(pipelined.read(), Reply::ok());
     let mut hello = node.raw();
     let Reply::Map(_) = hello.cmd(&["HELLO", "3", "AUTH", "default", "s3cret"]) else {
         panic!("HELLO AUTH")
@@ -803,4 +818,54 @@ fn server_commands() {
         .unwrap();
     keys.sort();
     assert_eq!(keys, vec!["{foo}a", "{foo}b"]);
+}
+
+#[test]
+fn concurrent_clients_see_atomic_commands() {
+    let node = Node::start();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let url = node.url();
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+                for _ in 0..500 {
+                    let _: i64 = con.incr("shared-counter", 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let mut con = node.redis();
+    assert_eq!(con.get::<_, i64>("shared-counter").unwrap(), 4000);
+
+    // MSET across shards is atomic: a reader never sees the two keys disagree
+    let writer_url = node.url();
+    let writer = std::thread::spawn(move || {
+        let mut con = redis::Client::open(writer_url)
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        for value in 0..2000 {
+            let _: () = redis::cmd("MSET")
+                .arg("left")
+                .arg(value)
+                .arg("right")
+                .arg(value)
+                .query(&mut con)
+                .unwrap();
+        }
+    });
+    while !writer.is_finished() {
+        let pair: Vec<Option<i64>> = redis::cmd("MGET")
+            .arg("left")
+            .arg("right")
+            .query(&mut con)
+            .unwrap();
+        if let [Some(left), Some(right)] = pair.as_slice() {
+            assert_eq!(left, right, "MGET must see MSET atomically");
+        }
+    }
+    writer.join().unwrap();
 }

@@ -34,7 +34,8 @@ fn metrics_health_and_readiness_over_http() {
 
 #[test]
 fn sigterm_finishes_in_flight_work_and_exits_zero() {
-    let mut node = Node::start();
+    // single I/O thread: also covers the current-thread runtime
+    let mut node = Node::start_with(&["--io-threads", "1"]);
     let mut raw = node.raw();
     // a large pipelined batch is in flight when the signal arrives
     let mut batch = Vec::new();

@@ -165,6 +165,21 @@ async fn agent(args: AgentArgs) -> Result<()> {
         );
     }
 
+    // One token for SIGTERM / SIGINT, so the agent also stops while still registering.
+    let stopping = tokio_util::sync::CancellationToken::new();
+    {
+        let stopping = stopping.clone();
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: stopping"),
+                _ = sigterm.recv() => tracing::info!("SIGTERM received: stopping"),
+            }
+            stopping.cancel();
+        });
+    }
+
     let since = Timestamp::now();
     for n in &nodes {
         let mut delay = Duration::from_millis(500);
@@ -173,7 +188,10 @@ async fn agent(args: AgentArgs) -> Result<()> {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(node = %n.name, "registering node failed (retrying in {delay:?}): {e}");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stopping.cancelled() => return Ok(()),
+                    }
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
@@ -199,7 +217,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         "node agent ready"
     );
 
-    let result = watch_pods(ctx.clone()).await;
+    let result = watch_pods(ctx.clone(), stopping).await;
 
     heartbeat.abort();
     for n in &ctx.nodes {
@@ -254,11 +272,13 @@ async fn heartbeats(ctx: Arc<pod::Ctx>, since: Timestamp) {
 
 /// Watches pods bound to any node (filtering to ours) and drives one worker per pod until
 /// SIGTERM / SIGINT.
-async fn watch_pods(ctx: Arc<pod::Ctx>) -> Result<()> {
+async fn watch_pods(
+    ctx: Arc<pod::Ctx>,
+    stopping: tokio_util::sync::CancellationToken,
+) -> Result<()> {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields("spec.nodeName!=");
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut workers: HashMap<String, pod::PodHandle> = HashMap::new();
     // Pods whose worker already finished (deleted by us): later events about them are stale.
@@ -323,14 +343,7 @@ async fn watch_pods(ctx: Arc<pod::Ctx>) -> Result<()> {
                 workers.remove(&uid);
                 finished.insert(uid);
             }
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("SIGINT received: stopping");
-                break;
-            }
-            _ = sigterm.recv() => {
-                tracing::info!("SIGTERM received: stopping");
-                break;
-            }
+            _ = stopping.cancelled() => break,
         }
     }
 

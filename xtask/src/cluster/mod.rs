@@ -226,6 +226,27 @@ impl Cluster {
             "--enable-aggregator-routing=true".into(),
             // Logs and exec go to the node's InternalIP only (no hostname lookups).
             "--kubelet-preferred-address-types=InternalIP".into(),
+            // Endpoints may not hold loopback addresses, and nothing may dial the
+            // `kubernetes` service's cluster IP anyway: leave its endpoints empty.
+            "--endpoint-reconciler-type=none".into(),
+            // Front proxy: lets aggregated API servers and the controller-manager/scheduler
+            // authenticate requests the API server forwards.
+            format!(
+                "--requestheader-client-ca-file={}",
+                Self::path(pki.front_proxy_ca_cert())
+            ),
+            "--requestheader-allowed-names=front-proxy-client".into(),
+            "--requestheader-username-headers=X-Remote-User".into(),
+            "--requestheader-group-headers=X-Remote-Group".into(),
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+            format!(
+                "--proxy-client-cert-file={}",
+                Self::path(pki.client_cert(&pki::FRONT_PROXY_CLIENT))
+            ),
+            format!(
+                "--proxy-client-key-file={}",
+                Self::path(pki.client_key(&pki::FRONT_PROXY_CLIENT))
+            ),
             "--profiling=false".into(),
         ]
     }
@@ -518,7 +539,17 @@ fn status() -> Result<()> {
         healthz(ports.controller_manager)
     });
     all &= health(&cluster.scheduler, &|| healthz(ports.scheduler));
-    let agent_running = health(&cluster.agent, &|| true);
+    // The agent has no health endpoint; its Nodes' readiness below is its health.
+    let agent_running = cluster.agent.running_pid();
+    let agent_state = match agent_running {
+        Some(pid) => format!("running (pid {pid})"),
+        None => "not running".to_string(),
+    };
+    println!(
+        "{:<24} {agent_state:<36} log: {}",
+        cluster.agent.name,
+        cluster.agent.log_file.display()
+    );
     if let Ok(nodes) = cluster.ready_nodes() {
         println!(
             "{:<24} {} of {} Ready with region/zone labels (want {EXPECTED_NODES})",
@@ -531,7 +562,7 @@ fn status() -> Result<()> {
             "the control plane is not healthy; `cargo xtask cluster up` restarts missing components"
         );
     }
-    if !agent_running {
+    if agent_running.is_none() {
         eprintln!("note: the node agent is not running; pods will stay Pending");
     }
     Ok(())

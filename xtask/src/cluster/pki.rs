@@ -46,6 +46,12 @@ pub const SCHEDULER: ClientIdentity = ClientIdentity {
     common_name: "system:kube-scheduler",
     organisation: None,
 };
+/// The API server's identity towards aggregated API servers, signed by the front-proxy CA.
+pub const FRONT_PROXY_CLIENT: ClientIdentity = ClientIdentity {
+    name: "front-proxy-client",
+    common_name: "front-proxy-client",
+    organisation: None,
+};
 
 /// Paths of every PKI file below `<state>/pki`.
 pub struct Pki {
@@ -76,6 +82,11 @@ impl Pki {
     pub fn client_key(&self, who: &ClientIdentity) -> PathBuf {
         self.dir.join(format!("{}.key", who.name))
     }
+    /// Trusted by the controller-manager, scheduler and aggregated API servers for
+    /// requests the API server proxies with X-Remote-User headers.
+    pub fn front_proxy_ca_cert(&self) -> PathBuf {
+        self.dir.join("front-proxy-ca.crt")
+    }
     pub fn service_account_key(&self) -> PathBuf {
         self.dir.join("sa.key")
     }
@@ -91,6 +102,9 @@ impl Pki {
             self.apiserver_key(),
             self.service_account_key(),
             self.service_account_pub(),
+            self.front_proxy_ca_cert(),
+            self.client_cert(&FRONT_PROXY_CLIENT),
+            self.client_key(&FRONT_PROXY_CLIENT),
         ];
         for who in [&ADMIN, &CONTROLLER_MANAGER, &SCHEDULER] {
             files.push(self.client_cert(who));
@@ -108,18 +122,13 @@ impl Pki {
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
 
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = base_params("meridian-local-ca", None)?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        write_secret(&self.ca_key(), &ca_key.serialize_pem())?;
-        fs::write(self.ca_cert(), ca_cert.pem())?;
-        let ca = Issuer::new(ca_params, ca_key);
+        let ca = self_signed_ca("meridian-local-ca", &self.ca_cert(), &self.ca_key())?;
+        let front_proxy_ca = self_signed_ca(
+            "meridian-local-front-proxy-ca",
+            &self.front_proxy_ca_cert(),
+            &self.dir.join("front-proxy-ca.key"),
+        )?;
+        self.client(&FRONT_PROXY_CLIENT, &front_proxy_ca)?;
 
         let server_key = KeyPair::generate()?;
         let mut server = base_params("kube-apiserver", None)?;
@@ -140,22 +149,27 @@ impl Pki {
         fs::write(self.apiserver_cert(), server_cert.pem())?;
 
         for who in [&ADMIN, &CONTROLLER_MANAGER, &SCHEDULER] {
-            let key = KeyPair::generate()?;
-            let mut params = base_params(who.common_name, who.organisation)?;
-            params.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            let cert = params.signed_by(&key, &ca)?;
-            write_secret(&self.client_key(who), &key.serialize_pem())?;
-            fs::write(self.client_cert(who), cert.pem())?;
+            self.client(who, &ca)?;
         }
 
         // ECDSA P-256: the API server signs tokens with ES256 and verifies with the public key.
         let sa = KeyPair::generate()?;
         write_secret(&self.service_account_key(), &sa.serialize_pem())?;
         fs::write(self.service_account_pub(), sa.public_key_pem())?;
+        Ok(())
+    }
+
+    fn client(&self, who: &ClientIdentity, ca: &Issuer<'_, KeyPair>) -> Result<()> {
+        let key = KeyPair::generate()?;
+        let mut params = base_params(who.common_name, who.organisation)?;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, ca)?;
+        write_secret(&self.client_key(who), &key.serialize_pem())?;
+        fs::write(self.client_cert(who), cert.pem())?;
         Ok(())
     }
 
@@ -192,6 +206,25 @@ current-context: meridian-local
         );
         write_secret(path, &text)
     }
+}
+
+fn self_signed_ca(
+    common_name: &str,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Issuer<'static, KeyPair>> {
+    let key = KeyPair::generate()?;
+    let mut params = base_params(common_name, None)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key)?;
+    write_secret(key_path, &key.serialize_pem())?;
+    fs::write(cert_path, cert.pem())?;
+    Ok(Issuer::new(params, key))
 }
 
 fn base_params(common_name: &str, organisation: Option<&str>) -> Result<CertificateParams> {

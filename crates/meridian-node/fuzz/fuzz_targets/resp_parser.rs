@@ -6,11 +6,20 @@ use libfuzzer_sys::fuzz_target;
 use meridian_node::protocol::frame::{Limits, Parsed, parse_command, unescape_inline};
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits { max_bulk_len: 4096, max_multibulk_len: 1024, max_query_buffer: 1 << 20 };
+    let limits = Limits {
+        max_bulk_len: 4096,
+        max_multibulk_len: 1024,
+        max_query_buffer: 1 << 20,
+        unauthenticated: data.first() == Some(&b'u'),
+    };
     let mut rest = data;
     while !rest.is_empty() {
         match parse_command(rest, &limits) {
-            Ok(Parsed::Command { args, consumed, inline }) => {
+            Ok(Parsed::Command {
+                args,
+                consumed,
+                inline,
+            }) => {
                 assert!(consumed > 0 && consumed <= rest.len());
                 for range in &args {
                     assert!(range.start <= range.end && range.end <= consumed);
@@ -20,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
                 }
                 // a prefix of a complete command must never parse as a different command
                 if consumed > 1 {
-                    if let Ok(Parsed::Command { consumed: shorter, .. }) = parse_command(&rest[..consumed - 1], &limits) {
+                    if let Ok(Parsed::Command {
+                        consumed: shorter, ..
+                    }) = parse_command(&rest[..consumed - 1], &limits)
+                    {
                         assert!(shorter < consumed);
                     }
                 }

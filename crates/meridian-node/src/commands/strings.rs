@@ -220,16 +220,17 @@ pub fn getex(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 pub fn mget(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    let now = ctx.now;
-    ctx.out.array(ctx.args.len() - 1);
-    for &key in &ctx.args[1..] {
-        let out = &mut *ctx.out;
-        ctx.keys
-            .with_key(key, |shard, _| match read_string(shard, key, now) {
+    let (now, keys, out) = (ctx.now, &ctx.args[1..], &mut *ctx.out);
+    out.array(keys.len());
+    // all shards involved are locked together: the reply is one snapshot
+    ctx.keys.atomically(keys, |access| {
+        for &key in keys {
+            access.with_key(key, |shard, _| match read_string(shard, key, now) {
                 Ok(Some(bytes)) => out.bulk(bytes),
                 _ => out.null(),
             });
-    }
+        }
+    });
     Ok(())
 }
 

@@ -19,7 +19,14 @@ pub struct Limits {
     pub max_multibulk_len: usize,
     /// client-query-buffer-limit: a client whose unparsed input exceeds this is closed.
     pub max_query_buffer: usize,
+    /// Before AUTH (when a password is set) Redis accepts only tiny requests,
+    /// so unauthenticated clients cannot make the server allocate much.
+    pub unauthenticated: bool,
 }
+
+/// Largest multibulk count and bulk length accepted before authentication (Redis 7).
+const UNAUTHENTICATED_MULTIBULK: i64 = 10;
+const UNAUTHENTICATED_BULK: i64 = 16384;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -27,6 +34,7 @@ impl Default for Limits {
             max_bulk_len: 512 * 1024 * 1024,
             max_multibulk_len: i32::MAX as usize,
             max_query_buffer: 1024 * 1024 * 1024,
+            unauthenticated: false,
         }
     }
 }
@@ -64,6 +72,10 @@ pub enum ParseError {
     ExpectedDollar(char),
     #[error("invalid bulk length")]
     InvalidBulkLength,
+    #[error("unauthenticated multibulk length")]
+    UnauthenticatedMultibulk,
+    #[error("unauthenticated bulk length")]
+    UnauthenticatedBulk,
 }
 
 /// Parses one command from the start of `buf`.
@@ -132,6 +144,9 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
     if count > limits.max_multibulk_len as i64 || count > i64::from(i32::MAX) {
         return Err(ParseError::InvalidMultibulkLength);
     }
+    if limits.unauthenticated && count > UNAUTHENTICATED_MULTIBULK {
+        return Err(ParseError::UnauthenticatedMultibulk);
+    }
     let mut pos = cr + 2;
     if count <= 0 {
         return Ok(Parsed::Command {
@@ -166,6 +181,9 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
         let len = parse_i64(&buf[pos + 1..cr]).ok_or(ParseError::InvalidBulkLength)?;
         if len < 0 || len as u64 > limits.max_bulk_len as u64 {
             return Err(ParseError::InvalidBulkLength);
+        }
+        if limits.unauthenticated && len > UNAUTHENTICATED_BULK {
+            return Err(ParseError::UnauthenticatedBulk);
         }
         let start = cr + 2;
         let end = start + len as usize;
@@ -450,6 +468,26 @@ mod tests {
     }
 
     #[test]
+    fn unauthenticated_clients_get_small_limits() {
+        let limits = Limits {
+            unauthenticated: true,
+            ..Limits::default()
+        };
+        assert_eq!(
+            parse_command(b"*11\r\n", &limits),
+            Err(ParseError::UnauthenticatedMultibulk)
+        );
+        assert_eq!(
+            parse_command(b"*1\r\n$16385\r\n", &limits),
+            Err(ParseError::UnauthenticatedBulk)
+        );
+        assert!(matches!(
+            parse_command(b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n", &limits),
+            Ok(Parsed::Command { .. })
+        ));
+    }
+
+    #[test]
     fn incomplete_reports_needed_length() {
         let limits = Limits::default();
         assert_eq!(
@@ -486,7 +524,7 @@ mod tests {
     proptest! {
         #[test]
         fn random_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let limits = Limits { max_bulk_len: 1024, max_multibulk_len: 64, max_query_buffer: 4096 };
+            let limits = Limits { max_bulk_len: 1024, max_multibulk_len: 64, max_query_buffer: 4096, unauthenticated: false };
             let mut rest: &[u8] = &buf;
             for _ in 0..64 {
                 match parse_command(rest, &limits) {

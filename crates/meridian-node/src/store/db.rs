@@ -1,0 +1,428 @@
+//! The sharded database, shared counters, and how commands reach shards
+//! ([`Access`]): one lock per access, or guards held for atomic operations.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::eviction::Policy;
+use super::shard::Shard;
+
+/// Current Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Counters and settings shared by all shards without locking.
+#[derive(Debug)]
+pub struct SharedStats {
+    used_memory: AtomicI64,
+    shard_memory: Box<[AtomicI64]>,
+    pub maxmemory: AtomicU64,
+    pub policy: AtomicU8,
+    pub samples: AtomicUsize,
+}
+
+impl SharedStats {
+    pub fn add_memory(&self, shard: usize, delta: isize) {
+        if delta != 0 {
+            self.used_memory.fetch_add(delta as i64, Ordering::Relaxed);
+            if let Some(counter) = self.shard_memory.get(shard) {
+                counter.fetch_add(delta as i64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn used_memory(&self) -> u64 {
+        self.used_memory.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    fn shard_memory(&self, shard: usize) -> i64 {
+        self.shard_memory
+            .get(shard)
+            .map_or(0, |counter| counter.load(Ordering::Relaxed))
+    }
+}
+
+/// Refusal to write because memory is full and nothing can be evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfMemory;
+
+pub struct Db {
+    shards: Box<[Mutex<Shard>]>,
+    mask: usize,
+    pub stats: Arc<SharedStats>,
+}
+
+/// Shard guards held for an atomic multi-key operation or a transaction,
+/// indexed by shard number; `None` for shards not needed.
+pub type Held<'a> = Vec<Option<MutexGuard<'a, Shard>>>;
+
+impl Db {
+    /// `shard_count` is rounded up to a power of two in 1..=16384.
+    pub fn new(shard_count: usize, maxmemory: u64, policy: Policy) -> Self {
+        let shard_count = shard_count
+            .clamp(1, usize::from(meridian_topology::SLOT_COUNT))
+            .next_power_of_two();
+        let stats = Arc::new(SharedStats {
+            used_memory: AtomicI64::new(0),
+            shard_memory: (0..shard_count).map(|_| AtomicI64::new(0)).collect(),
+            maxmemory: AtomicU64::new(maxmemory),
+            policy: AtomicU8::new(policy.to_u8()),
+            samples: AtomicUsize::new(5),
+        });
+        let shards = (0..shard_count)
+            .map(|index| Mutex::new(Shard::new(index, shard_count, stats.clone())))
+            .collect();
+        Db {
+            shards,
+            mask: shard_count - 1,
+            stats,
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn shard_of_slot(&self, slot: u16) -> usize {
+        usize::from(slot) & self.mask
+    }
+
+    pub fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        self.shards[shard & self.mask].lock()
+    }
+
+    /// Locks the given shards in ascending order (deadlock-free).
+    pub fn lock_many(&self, wanted: &[bool]) -> Held<'_> {
+        (0..self.shards.len())
+            .map(|index| {
+                wanted
+                    .get(index)
+                    .copied()
+                    .unwrap_or(false)
+                    .then(|| self.shards[index].lock())
+            })
+            .collect()
+    }
+
+    pub fn lock_all(&self) -> Held<'_> {
+        self.shards.iter().map(|shard| Some(shard.lock())).collect()
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy::from_u8(self.stats.policy.load(Ordering::Relaxed))
+    }
+
+    pub fn set_policy(&self, policy: Policy) {
+        self.stats.policy.store(policy.to_u8(), Ordering::Relaxed);
+    }
+
+    pub fn maxmemory(&self) -> u64 {
+        self.stats.maxmemory.load(Ordering::Relaxed)
+    }
+
+    pub fn used_memory(&self) -> u64 {
+        self.stats.used_memory()
+    }
+
+    pub fn over_limit(&self) -> bool {
+        let limit = self.maxmemory();
+        limit != 0 && self.used_memory() > limit
+    }
+
+    /// Evicts until under `maxmemory`. Fails when the policy forbids eviction
+    /// or nothing evictable is left.
+    pub fn make_room(&self) -> Result<(), OutOfMemory> {
+        if !self.over_limit() {
+            return Ok(());
+        }
+        let policy = self.policy();
+        if policy == Policy::NoEviction {
+            return Err(OutOfMemory);
+        }
+        let samples = self.stats.samples.load(Ordering::Relaxed);
+        let shard_count = self.shards.len();
+        let mut seed = now_ms() as usize ^ (self.used_memory() as usize).rotate_left(17);
+        let mut failures = 0;
+        while self.over_limit() {
+            // power of two choices: evict from the fuller of two random shards
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let first = (seed >> 33) % shard_count;
+            let second = (seed >> 13) % shard_count;
+            let shard = if self.stats.shard_memory(first) >= self.stats.shard_memory(second) {
+                first
+            } else {
+                second
+            };
+            let evicted = self.shards[shard].lock().evict_one(policy, samples);
+            if evicted.is_none() {
+                failures += 1;
+                if failures > shard_count * 2 {
+                    // maybe everything is gone from sampled shards: sweep all once
+                    let any = (0..shard_count).any(|index| {
+                        self.shards[index]
+                            .lock()
+                            .evict_one(policy, samples)
+                            .is_some()
+                    });
+                    if !any {
+                        return Err(OutOfMemory);
+                    }
+                    failures = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|shard| shard.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn volatile_len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().volatile_len())
+            .sum()
+    }
+
+    /// (hits, misses, expired, evicted) summed over shards.
+    pub fn counters(&self) -> (u64, u64, u64, u64) {
+        self.shards.iter().fold((0, 0, 0, 0), |acc, shard| {
+            let shard = shard.lock();
+            (
+                acc.0 + shard.hits,
+                acc.1 + shard.misses,
+                acc.2 + shard.expired,
+                acc.3 + shard.evicted,
+            )
+        })
+    }
+
+    pub fn count_keys_in_slot(&self, slot: u16) -> u32 {
+        self.lock(self.shard_of_slot(slot)).keys_in_slot(slot)
+    }
+
+    pub fn flush(&self) {
+        let mut held = self.lock_all();
+        for shard in held.iter_mut().flatten() {
+            shard.clear();
+        }
+    }
+}
+
+/// How a command reaches shards: lock per access, or through guards already
+/// held by an atomic operation (EXEC, MSET across shards).
+pub enum Access<'a, 'h> {
+    Direct(&'a Db),
+    Held(&'a Db, &'h mut Held<'a>),
+}
+
+impl<'a> Access<'a, '_> {
+    pub fn db(&self) -> &'a Db {
+        match self {
+            Access::Direct(db) | Access::Held(db, _) => db,
+        }
+    }
+
+    /// Runs `f` on the shard owning `slot`.
+    pub fn with_slot<R>(&mut self, slot: u16, f: impl FnOnce(&mut Shard) -> R) -> R {
+        match self {
+            Access::Direct(db) => {
+                let shard = db.shard_of_slot(slot);
+                f(&mut db.lock(shard))
+            }
+            Access::Held(db, held) => {
+                let shard = db.shard_of_slot(slot);
+                match held.get_mut(shard).and_then(Option::as_mut) {
+                    Some(guard) => f(guard),
+                    // EXEC's planner locks every shard a queued command can
+                    // reach; this branch is a safety net, not a normal path.
+                    None => f(&mut db.lock(shard)),
+                }
+            }
+        }
+    }
+
+    pub fn with_key<R>(&mut self, key: &[u8], f: impl FnOnce(&mut Shard, u16) -> R) -> R {
+        let slot = meridian_topology::key_slot(key);
+        self.with_slot(slot, |shard| f(shard, slot))
+    }
+
+    /// Runs `f` on every shard in order.
+    pub fn each_shard(&mut self, mut f: impl FnMut(&mut Shard)) {
+        match self {
+            Access::Direct(db) => {
+                for shard in db.shards.iter() {
+                    f(&mut shard.lock());
+                }
+            }
+            Access::Held(db, held) => {
+                for index in 0..db.shards.len() {
+                    match held.get_mut(index).and_then(Option::as_mut) {
+                        Some(guard) => f(guard),
+                        None => f(&mut db.shards[index].lock()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `f` with all shards of `keys` locked at once, for atomic multi-key commands.
+    pub fn atomically<R>(&mut self, keys: &[&[u8]], f: impl FnOnce(&mut Access<'a, '_>) -> R) -> R {
+        match self {
+            Access::Held(..) => f(self),
+            // a single key needs no multi-shard locking
+            Access::Direct(_) if keys.len() <= 1 => f(self),
+            Access::Direct(db) => {
+                let db: &'a Db = db;
+                let mut wanted = vec![false; db.shard_count()];
+                for key in keys {
+                    wanted[db.shard_of_slot(meridian_topology::key_slot(key))] = true;
+                }
+                let mut held = db.lock_many(&wanted);
+                f(&mut Access::Held(db, &mut held))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Value;
+
+    fn string(value: &str) -> Value {
+        Value::Str(value.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn memory_accounting_returns_to_zero() {
+        let db = Db::new(4, 0, Policy::Sieve);
+        let mut access = Access::Direct(&db);
+        for index in 0..1000 {
+            let key = format!("key:{index}");
+            access.with_key(key.as_bytes(), |shard, slot| {
+                shard.insert(
+                    key.as_bytes(),
+                    slot,
+                    string("value"),
+                    if index % 2 == 0 { now_ms() + 60_000 } else { 0 },
+                );
+            });
+        }
+        assert!(db.used_memory() > 1000 * 100);
+        assert_eq!(db.len(), 1000);
+        assert_eq!(db.volatile_len(), 500);
+        for index in 0..1000 {
+            let key = format!("key:{index}");
+            access.with_key(key.as_bytes(), |shard, _| {
+                let found = shard.find(key.as_bytes(), now_ms()).expect("present");
+                shard.remove(found);
+            });
+        }
+        assert_eq!(db.used_memory(), 0);
+        assert_eq!(db.len(), 0);
+    }
+
+    #[test]
+    fn every_policy_evicts_below_limit() {
+        for policy in Policy::ALL
+            .into_iter()
+            .filter(|&policy| policy != Policy::NoEviction)
+        {
+            let db = Db::new(4, 200_000, policy);
+            let mut access = Access::Direct(&db);
+            for index in 0..5000 {
+                let key = format!("key:{index}");
+                let expire_at = now_ms() + 600_000 + index;
+                access.with_key(key.as_bytes(), |shard, slot| {
+                    shard.insert(key.as_bytes(), slot, string(&"x".repeat(100)), expire_at);
+                });
+                db.make_room().expect("room");
+            }
+            assert!(
+                db.used_memory() <= 200_000,
+                "{policy}: {}",
+                db.used_memory()
+            );
+            assert!(
+                db.len() > 500 && db.len() < 5000,
+                "{policy}: {} keys",
+                db.len()
+            );
+        }
+    }
+
+    #[test]
+    fn noeviction_and_empty_volatile_refuse() {
+        let db = Db::new(2, 1000, Policy::NoEviction);
+        let mut access = Access::Direct(&db);
+        for index in 0..50 {
+            let key = format!("k{index}");
+            access.with_key(key.as_bytes(), |shard, slot| {
+                shard.insert(key.as_bytes(), slot, string("v"), 0)
+            });
+        }
+        assert_eq!(db.make_room(), Err(OutOfMemory));
+        db.set_policy(Policy::VolatileLru);
+        assert_eq!(db.make_room(), Err(OutOfMemory));
+        db.set_policy(Policy::AllKeysLru);
+        assert_eq!(db.make_room(), Ok(()));
+    }
+
+    #[test]
+    fn sieve_keeps_hot_keys() {
+        let db = Db::new(1, 0, Policy::Sieve);
+        let mut access = Access::Direct(&db);
+        for index in 0..100 {
+            let key = format!("k{index}");
+            access.with_key(key.as_bytes(), |shard, slot| {
+                shard.insert(key.as_bytes(), slot, string("v"), 0)
+            });
+        }
+        // touch the first ten
+        for index in 0..10 {
+            let key = format!("k{index}");
+            access.with_key(key.as_bytes(), |shard, _| {
+                shard.read(key.as_bytes(), now_ms())
+            });
+        }
+        let limit = db.used_memory() / 2;
+        db.stats.maxmemory.store(limit, Ordering::Relaxed);
+        db.make_room().expect("room");
+        for index in 0..10 {
+            let key = format!("k{index}");
+            assert!(access.with_key(key.as_bytes(), |shard, _| {
+                shard.find(key.as_bytes(), now_ms()).is_some()
+            }));
+        }
+    }
+
+    #[test]
+    fn slot_counts_follow_inserts_and_removes() {
+        let db = Db::new(8, 0, Policy::Sieve);
+        let mut access = Access::Direct(&db);
+        for key in ["{a}1", "{a}2", "{a}3", "b"] {
+            access.with_key(key.as_bytes(), |shard, slot| {
+                shard.insert(key.as_bytes(), slot, string("v"), 0)
+            });
+        }
+        let slot = meridian_topology::key_slot(b"a");
+        assert_eq!(db.count_keys_in_slot(slot), 3);
+        db.flush();
+        assert_eq!(db.count_keys_in_slot(slot), 0);
+        assert_eq!(db.used_memory(), 0);
+    }
+}
