@@ -50,21 +50,53 @@ async fn api_server_accepts_valid_and_refuses_invalid_resources_with_cel_message
 
     let mut failures = Vec::new();
     let (mut valid, mut invalid) = (0, 0);
+    // Convention (crates/meridian-api/tests/fixtures/README.md): documents are applied in
+    // order, so a later one can update an earlier one; in an invalid fixture every document
+    // but the last is accepted, and the last is refused with the `# expect:` text.
+    let apply = |file: &std::path::Path, dry_run: bool| -> Result<(bool, String)> {
+        let mut cmd = kubectl();
+        cmd.args(["apply", "-n", &ns.name]);
+        if dry_run {
+            cmd.arg("--dry-run=server");
+        }
+        let out = cmd.arg("-f").arg(file).output()?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
     for (name, text) in fixtures()? {
-        let file = dir.join(&name);
-        std::fs::write(&file, &text)?;
-        let out = kubectl()
-            .args(["apply", "--dry-run=server", "-n", &ns.name, "-f"])
-            .arg(&file)
-            .output()?;
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let docs: Vec<&str> = text
+            .split("\n---")
+            .filter(|d| d.lines().any(|l| l.starts_with("kind:")))
+            .collect();
+        let Some((last, earlier)) = docs.split_last() else {
+            failures.push(format!("{name}: no documents"));
+            continue;
+        };
+        let mut setup_ok = true;
+        for (i, doc) in earlier.iter().enumerate() {
+            let file = dir.join(format!("{name}.{i}.yaml"));
+            std::fs::write(&file, doc)?;
+            let (ok, said) = apply(&file, false)?;
+            if !ok {
+                failures.push(format!("{name}: document {i} refused: {said}"));
+                setup_ok = false;
+            }
+        }
+        if !setup_ok {
+            continue;
+        }
+        let file = dir.join(format!("{name}.last.yaml"));
+        std::fs::write(&file, last)?;
         if name.starts_with("valid-") {
             valid += 1;
-            if !out.status.success() {
+            let (ok, said) = apply(&file, false)?;
+            if !ok {
                 failures.push(format!("{name}: valid fixture refused: {said}"));
             }
         } else if name.starts_with("invalid-") {
@@ -74,7 +106,8 @@ async fn api_server_accepts_valid_and_refuses_invalid_resources_with_cel_message
                 .find_map(|l| l.trim().strip_prefix("# expect:"))
                 .map(str::trim)
                 .with_context(|| format!("{name} has no `# expect:` line"))?;
-            if out.status.success() {
+            let (ok, said) = apply(&file, true)?;
+            if ok {
                 failures.push(format!("{name}: invalid fixture accepted"));
             } else if !said.contains(expect) {
                 failures.push(format!("{name}: refused, but without {expect:?}: {said}"));

@@ -57,8 +57,8 @@ pub fn run(args: TestArgs) -> Result<()> {
     }
 
     step("local control plane");
-    cluster::up()?;
-    let result = test_against_cluster();
+    // Tear down also when `up` itself fails halfway, so no component outlives the run.
+    let result = cluster::up().and_then(|()| test_against_cluster());
     if result.is_err() {
         util::print_cluster_logs_tail();
     }

@@ -137,5 +137,9 @@ fn topology_set_get_and_stale_epochs() {
         "ERR invalid topology: slot 16001 is not assigned to any shard"
     );
     assert_eq!(raw.cmd(&["MERIDIAN.TOPOLOGY", "EPOCH"]), Reply::Int(6));
-    assert_eq!(raw.cmd(&["CLUSTER", "MYID"]), Reply::bulk("test-node-0"));
+    // In cluster mode MYID is the 40-hex id derived from the node name.
+    assert_eq!(
+        raw.cmd(&["CLUSTER", "MYID"]),
+        Reply::bulk(&meridian_topology::cluster_node_id("test-node-0"))
+    );
 }

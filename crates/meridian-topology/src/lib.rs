@@ -11,4 +11,4 @@ mod topology;
 
 pub use error::TopologyError;
 pub use slots::{SLOT_COUNT, SlotRange, SlotRanges, SlotSet, crc16_xmodem, key_slot, split_evenly};
-pub use topology::{NodeAddr, NodeRole, ShardTopology, TopologyMap};
+pub use topology::{NodeAddr, NodeRole, Route, ShardTopology, TopologyMap, cluster_node_id};

@@ -24,6 +24,23 @@ impl NodeAddr {
     }
 }
 
+/// Where a command on one slot must run, seen from one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// This node serves it.
+    Local,
+    /// The primary that owns the slot serves it (`-MOVED`).
+    Moved(&'a NodeAddr),
+    /// No shard owns the slot (`-CLUSTERDOWN`).
+    Unserved,
+}
+
+/// The 40-hex-digit node id Redis Cluster clients expect, derived from a
+/// node's name (pod name) by SHA-1 so every node computes the same id.
+pub fn cluster_node_id(name: &str) -> String {
+    sha1_smol::Sha1::from(name.as_bytes()).digest().to_string()
+}
+
 /// Role of a node inside its shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -84,6 +101,22 @@ impl TopologyMap {
     /// Checks that every slot is covered exactly once, ranges are well formed,
     /// shard indexes are unique and node ids are non-empty and unique.
     pub fn validate(&self) -> Result<(), TopologyError> {
+        self.validate_structure()?;
+        let mut covered = SlotSet::new();
+        for shard in &self.shards {
+            for range in &shard.slots {
+                covered.insert_range(*range);
+            }
+        }
+        if let Some(slot) = (0..SLOT_COUNT).find(|slot| !covered.contains(*slot)) {
+            return Err(TopologyError::SlotUnassigned(slot));
+        }
+        Ok(())
+    }
+
+    /// Like [`TopologyMap::validate`] but allows slots that no shard owns (a
+    /// node serves such a map and answers CLUSTERDOWN for the uncovered slots).
+    pub fn validate_structure(&self) -> Result<(), TopologyError> {
         let mut owner: Vec<Option<u32>> = vec![None; usize::from(SLOT_COUNT)];
         let mut indexes = HashSet::new();
         let mut ids = HashSet::new();
@@ -114,10 +147,33 @@ impl TopologyMap {
                 }
             }
         }
-        if let Some(slot) = owner.iter().position(Option::is_none) {
-            return Err(TopologyError::SlotUnassigned(slot as u16));
-        }
         Ok(())
+    }
+
+    /// How many of the 16384 slots some shard owns.
+    pub fn assigned_slots(&self) -> usize {
+        let mut covered = SlotSet::new();
+        for shard in &self.shards {
+            for range in &shard.slots {
+                covered.insert_range(*range);
+            }
+        }
+        covered.len()
+    }
+
+    /// Decides whether node `me` may serve a command on `slot`.
+    ///
+    /// `replica_read` is true when the client sent READONLY and the command
+    /// only reads: a replica of the owning shard then serves it itself.
+    pub fn route(&self, slot: u16, me: &str, replica_read: bool) -> Route<'_> {
+        let Some(owner) = self.owner_of_slot(slot) else {
+            return Route::Unserved;
+        };
+        match owner.role_of(me) {
+            Some(NodeRole::Primary) => Route::Local,
+            Some(NodeRole::Replica) if replica_read => Route::Local,
+            _ => Route::Moved(&owner.primary),
+        }
     }
 
     /// The shard whose ranges contain `slot`.
@@ -284,6 +340,43 @@ mod tests {
         );
         let back: TopologyMap = serde_json::from_value(json).unwrap();
         assert_eq!(back, map);
+    }
+
+    #[test]
+    fn partial_maps_pass_structure_check_and_route() {
+        let mut map = map_with(3, 1);
+        map.shards[2].slots.clear();
+        assert!(map.validate().is_err());
+        assert_eq!(map.validate_structure(), Ok(()));
+        assert_eq!(map.assigned_slots(), 10923);
+        assert_eq!(map.route(16383, "shard-0-0", false), Route::Unserved);
+        assert_eq!(map.route(0, "shard-0-0", false), Route::Local);
+        assert_eq!(
+            map.route(0, "shard-0-1", false),
+            Route::Moved(&map.shards[0].primary)
+        );
+        assert_eq!(map.route(0, "shard-0-1", true), Route::Local);
+        assert_eq!(
+            map.route(5461, "shard-0-0", true),
+            Route::Moved(&map.shards[1].primary)
+        );
+        assert_eq!(
+            map.route(5461, "deposed", false),
+            Route::Moved(&map.shards[1].primary)
+        );
+    }
+
+    #[test]
+    fn cluster_ids_are_stable_40_hex() {
+        let id = cluster_node_id("demo-eu-shard-0-0");
+        assert_eq!(id.len(), 40);
+        assert!(id.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        assert_eq!(id, cluster_node_id("demo-eu-shard-0-0"));
+        assert_ne!(id, cluster_node_id("demo-eu-shard-0-1"));
+        assert_eq!(
+            cluster_node_id("abc"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
     }
 
     proptest! {

@@ -1071,6 +1071,7 @@ async fn supervise(
 ) -> Outcome {
     let name = container.name.clone();
     let mut backoff = Duration::ZERO;
+    let mut last_problem: Option<String> = None;
     let log_path = log_path(&pc.ctx.pods_dir, &pc.namespace, &pc.name, &name);
     let pid_path = pc.uid_dir.join("pids").join(format!("{name}.pid"));
     let _ = std::fs::create_dir_all(&pc.pod_dir);
@@ -1081,7 +1082,11 @@ async fn supervise(
         let prepared = match prepare_container(&pc, &container).await {
             Ok(p) => p,
             Err((reason, message)) => {
-                tracing::warn!(pod = %pc.key, container = %name, reason, "{message}");
+                // Retried every few seconds: say it once per distinct problem.
+                if last_problem.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(pod = %pc.key, container = %name, reason, "{message}");
+                    last_problem = Some(message.clone());
+                }
                 pc.update(which, |c| c.state = waiting(reason, Some(message.clone())));
                 if sleep_or_stop(RETRY_INTERVAL, &stop).await {
                     return Outcome::Stopped;

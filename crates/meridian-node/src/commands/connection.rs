@@ -171,6 +171,7 @@ pub fn reset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     ctx.client.handle.resp3.store(false, Ordering::Relaxed);
     *ctx.client.handle.name.lock() = None;
     ctx.client.authenticated = ctx.shared.requirepass().is_none();
+    ctx.client.readonly = false;
     ctx.out.simple("RESET");
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! MULTI queueing rules, OOM refusal, then the family handlers.
 
 pub mod admin;
+pub mod cluster;
 pub mod connection;
 pub mod hashes;
 pub mod keys;
@@ -241,7 +242,10 @@ pub static COMMANDS: &[Spec] = &[
     spec!("pubsub", -2, 0, 0, 0, 0, pubsub::pubsub),
     // admin / cluster
     spec!("meridian.topology", -2, ADMIN, 0, 0, 0, admin::topology),
-    spec!("cluster", -2, ALLSHARDS, 0, 0, 0, admin::cluster),
+    spec!("cluster", -2, ALLSHARDS, 0, 0, 0, cluster::cluster),
+    spec!("readonly", 1, FAST, 0, 0, 0, cluster::readonly),
+    spec!("readwrite", 1, FAST, 0, 0, 0, cluster::readwrite),
+    spec!("asking", 1, FAST, 0, 0, 0, cluster::asking),
 ];
 
 fn index() -> &'static HashMap<&'static [u8], usize, foldhash::fast::RandomState> {
@@ -279,6 +283,8 @@ pub struct ClientState {
     pub channels: BTreeSet<Vec<u8>>,
     pub patterns: BTreeSet<Vec<u8>>,
     pub close_after_reply: bool,
+    /// READONLY was sent: a replica serves this connection's reads itself.
+    pub readonly: bool,
 }
 
 impl ClientState {
@@ -293,6 +299,7 @@ impl ClientState {
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
             close_after_reply: false,
+            readonly: false,
         }
     }
 
@@ -418,6 +425,15 @@ pub fn dispatch<'a, 'h>(
         ));
         return;
     }
+    // Inside EXEC (held locks) the whole transaction was routed already.
+    let direct = matches!(keys, Access::Direct(_));
+    if direct && let Err(error) = cluster::check_command(shared, client.readonly, spec, args) {
+        if client.multi.is_some() {
+            client.multi_failed = true;
+        }
+        out.error(&error.to_string());
+        return;
+    }
     if client.multi.is_some() && !spec.has(NOQUEUE) {
         if spec.has(DENYOOM) && shared.db.make_room().is_err() {
             client.multi_failed = true;
@@ -432,7 +448,6 @@ pub fn dispatch<'a, 'h>(
     }
     // Inside EXEC the shard locks are held and eviction (which locks shards)
     // already ran before they were taken.
-    let direct = matches!(keys, Access::Direct(_));
     if direct && spec.has(DENYOOM) && shared.db.make_room().is_err() {
         out.error(&CommandError::OutOfMemory.to_string());
         return;

@@ -25,8 +25,55 @@ fn write_command_info(out: &mut Out, spec: &Spec) {
     out.integer(i64::from(spec.step));
     out.set(0);
     out.set(0);
+    write_key_specs(out, spec);
     out.array(0);
-    out.array(0);
+}
+
+/// Redis 7 key specs (COMMAND INFO element 9) from the legacy key positions:
+/// one index-based begin_search with a range find_keys.
+fn write_key_specs(out: &mut Out, spec: &Spec) {
+    if spec.first_key <= 0 {
+        out.array(0);
+        return;
+    }
+    // Redis counts `lastkey` from the first key, or from the end when negative.
+    let last_key = if spec.last_key < 0 {
+        spec.last_key
+    } else {
+        spec.last_key - spec.first_key
+    };
+    let flags: &[&str] = if spec.has(super::WRITE) {
+        &["RW", "update"]
+    } else {
+        &["RO", "access"]
+    };
+    out.array(1);
+    out.map(3);
+    out.bulk(b"flags");
+    out.set(flags.len());
+    for flag in flags {
+        out.simple(flag);
+    }
+    out.bulk(b"begin_search");
+    out.map(2);
+    out.bulk(b"type");
+    out.bulk(b"index");
+    out.bulk(b"spec");
+    out.map(1);
+    out.bulk(b"index");
+    out.integer(i64::from(spec.first_key));
+    out.bulk(b"find_keys");
+    out.map(2);
+    out.bulk(b"type");
+    out.bulk(b"range");
+    out.bulk(b"spec");
+    out.map(3);
+    out.bulk(b"lastkey");
+    out.integer(i64::from(last_key));
+    out.bulk(b"keystep");
+    out.integer(i64::from(spec.step));
+    out.bulk(b"limit");
+    out.integer(0);
 }
 
 pub fn command(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -166,8 +213,13 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
         section(
             "Server",
             format!(
-                "redis_version:{REDIS_COMPAT_VERSION}\r\nmeridian_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{:0>40}\r\nnode_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nexecutable:{}\r\n",
+                "redis_version:{REDIS_COMPAT_VERSION}\r\nmeridian_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{:0>40}\r\nnode_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nexecutable:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
+                if shared.topology.read().is_some() {
+                    "cluster"
+                } else {
+                    "standalone"
+                },
                 std::env::consts::OS,
                 std::env::consts::ARCH,
                 std::process::id(),
@@ -241,7 +293,9 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
         );
     }
     if wants("cluster") {
-        section("Cluster", "cluster_enabled:0\r\n".to_string());
+        // Only the flag here, like Redis; CLUSTER INFO has the details.
+        let enabled = u8::from(shared.topology.read().is_some());
+        section("Cluster", format!("cluster_enabled:{enabled}\r\n"));
     }
     if wants("commandstats") {
         let mut body = String::new();
@@ -307,7 +361,15 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
             "client-query-buffer-limit".to_string(),
             limits.max_query_buffer.to_string(),
         ),
-        ("cluster-enabled".to_string(), "no".to_string()),
+        (
+            "cluster-enabled".to_string(),
+            if ctx.shared.topology.read().is_some() {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
+        ),
         ("lfu-log-factor".to_string(), "10".to_string()),
         ("lfu-decay-time".to_string(), "1".to_string()),
     ];

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{ALLSHARDS, COMMANDS, Ctx, dispatch, lookup};
+use super::{ALLSHARDS, COMMANDS, Ctx, cluster, dispatch, lookup};
 use crate::error::{CmdResult, CommandError};
 use crate::store::Access;
 
@@ -69,6 +69,34 @@ pub fn unwatch(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     Ok(())
 }
 
+fn route_transaction(ctx: &Ctx<'_, '_>, queued: &[Vec<Vec<u8>>]) -> CmdResult {
+    let Some(map) = cluster::current_map(ctx.shared) else {
+        return Ok(());
+    };
+    let mut keys: Vec<&[u8]> = Vec::new();
+    let mut all_reads = true;
+    for command in queued {
+        let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+        if let Some(spec) = args
+            .first()
+            .and_then(|name| lookup(name))
+            .map(|at| &COMMANDS[at])
+        {
+            let command_keys = spec.keys(&args);
+            if !command_keys.is_empty() {
+                all_reads &= cluster::is_read(spec);
+                keys.extend(command_keys);
+            }
+        }
+    }
+    cluster::route_keys(
+        &map,
+        &ctx.shared.node_id,
+        ctx.client.readonly && all_reads,
+        keys,
+    )
+}
+
 pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let Some(queued) = ctx.client.multi.take() else {
         return Err(CommandError::other("ERR EXEC without MULTI"));
@@ -84,6 +112,11 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let Access::Direct(db) = ctx.keys else {
         return Err(CommandError::other("ERR EXEC inside a transaction"));
     };
+    // Like Redis Cluster, all keys of a transaction must live in one slot this node serves.
+    if let Err(error) = route_transaction(ctx, &queued) {
+        unwatch_all(ctx);
+        return Err(error);
+    }
     // make room before taking locks: eviction locks shards itself
     let _ = db.make_room();
     let mut wanted = vec![false; db.shard_count()];

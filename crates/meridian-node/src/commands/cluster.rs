@@ -1,0 +1,468 @@
+//! Cluster mode: once the operator pushed a topology map, key commands are
+//! routed by hash slot (MOVED / CROSSSLOT / CLUSTERDOWN), replicas serve reads
+//! to READONLY connections, and the CLUSTER subcommands describe the map the
+//! way Redis Cluster does. Without a map the node stays standalone.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use meridian_topology::{
+    NodeAddr, NodeRole, Route, SLOT_COUNT, ShardTopology, TopologyMap, cluster_node_id, key_slot,
+};
+
+use super::{Ctx, READONLY, Spec, WRITE, parse_int};
+use crate::error::{CmdResult, CommandError};
+use crate::protocol::Out;
+use crate::state::Shared;
+
+/// The map this node obeys, if the operator pushed one.
+pub fn current_map(shared: &Shared) -> Option<Arc<TopologyMap>> {
+    shared.topology.read().clone()
+}
+
+/// True when the command may be served by a replica to a READONLY connection.
+pub fn is_read(spec: &Spec) -> bool {
+    spec.has(READONLY) && !spec.has(WRITE)
+}
+
+/// Checks that every key hashes to one slot and that this node serves that
+/// slot under `map`. `replica_read` allows a replica of the owner to serve it.
+pub fn route_keys<'k>(
+    map: &TopologyMap,
+    me: &str,
+    replica_read: bool,
+    keys: impl IntoIterator<Item = &'k [u8]>,
+) -> Result<(), CommandError> {
+    let mut slot = None;
+    for key in keys {
+        let this = key_slot(key);
+        match slot {
+            None => slot = Some(this),
+            Some(first) if first != this => {
+                return Err(CommandError::other(
+                    "CROSSSLOT Keys in request don't hash to the same slot",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let Some(slot) = slot else { return Ok(()) };
+    match map.route(slot, me, replica_read) {
+        Route::Local => Ok(()),
+        Route::Moved(primary) => Err(CommandError::other(format!(
+            "MOVED {slot} {}",
+            plain_endpoint(primary)
+        ))),
+        Route::Unserved => Err(CommandError::other("CLUSTERDOWN Hash slot not served")),
+    }
+}
+
+/// Routing check for one command before it runs or is queued.
+pub fn check_command(
+    shared: &Shared,
+    readonly_client: bool,
+    spec: &Spec,
+    args: &[&[u8]],
+) -> Result<(), CommandError> {
+    if spec.first_key <= 0 {
+        return Ok(());
+    }
+    let Some(map) = current_map(shared) else {
+        return Ok(());
+    };
+    route_keys(
+        &map,
+        &shared.node_id,
+        readonly_client && is_read(spec),
+        spec.keys(args),
+    )
+}
+
+/// `ip:port` the way Redis writes it in MOVED and CLUSTER NODES (no brackets).
+fn plain_endpoint(node: &NodeAddr) -> String {
+    format!("{}:{}", node.ip, node.port)
+}
+
+pub fn readonly(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    ctx.client.readonly = true;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn readwrite(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    ctx.client.readonly = false;
+    ctx.out.ok();
+    Ok(())
+}
+
+/// ASK redirects arrive with slot migration; until then ASKING is a no-op.
+pub fn asking(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    ctx.out.ok();
+    Ok(())
+}
+
+fn slot_arg(ctx: &Ctx<'_, '_>, index: usize) -> Result<u16, CommandError> {
+    let slot = parse_int(ctx.arg(index))
+        .map_err(|_| CommandError::other("ERR Invalid or out of range slot"))?;
+    if !(0..i64::from(SLOT_COUNT)).contains(&slot) {
+        return Err(CommandError::other("ERR Invalid or out of range slot"));
+    }
+    Ok(slot as u16)
+}
+
+fn disabled() -> CommandError {
+    CommandError::other("ERR This instance has cluster support disabled")
+}
+
+/// Contiguous slot ranges of a shard, merged and sorted.
+fn shard_ranges(shard: &ShardTopology) -> Vec<(u16, u16)> {
+    shard
+        .slot_set()
+        .ranges()
+        .map(|range| (range.start, range.end))
+        .collect()
+}
+
+fn shard_id(map: &TopologyMap, shard: &ShardTopology) -> String {
+    cluster_node_id(&format!(
+        "{}/{}/shard-{}",
+        map.cluster, map.region, shard.index
+    ))
+}
+
+/// The CLUSTER INFO text.
+pub fn info_text(map: &TopologyMap, me: &str) -> String {
+    let assigned = map.assigned_slots();
+    let state = if assigned == usize::from(SLOT_COUNT) {
+        "ok"
+    } else {
+        "fail"
+    };
+    let size = map
+        .shards
+        .iter()
+        .filter(|shard| !shard.slots.is_empty())
+        .count();
+    let known = map.nodes().count() + usize::from(map.node(me).is_none());
+    let mut text = String::new();
+    let _ = write!(
+        text,
+        "cluster_enabled:1\r\ncluster_state:{state}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{assigned}\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:{known}\r\ncluster_size:{size}\r\ncluster_current_epoch:{epoch}\r\ncluster_my_epoch:{epoch}\r\ncluster_stats_messages_sent:0\r\ncluster_stats_messages_received:0\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\n",
+        epoch = map.epoch,
+    );
+    text
+}
+
+fn write_slots_node(out: &mut Out, node: &NodeAddr) {
+    out.array(4);
+    out.bulk(node.ip.as_bytes());
+    out.integer(i64::from(node.port));
+    out.bulk(cluster_node_id(&node.id).as_bytes());
+    out.map(1);
+    out.bulk(b"hostname");
+    out.bulk(node.id.as_bytes());
+}
+
+fn cluster_slots(out: &mut Out, map: &TopologyMap) {
+    let mut entries: Vec<(u16, u16, &ShardTopology)> = map
+        .shards
+        .iter()
+        .flat_map(|shard| {
+            shard_ranges(shard)
+                .into_iter()
+                .map(move |(start, end)| (start, end, shard))
+        })
+        .collect();
+    entries.sort_by_key(|(start, _, _)| *start);
+    out.array(entries.len());
+    for (start, end, shard) in entries {
+        out.array(2 + shard.nodes().count());
+        out.integer(i64::from(start));
+        out.integer(i64::from(end));
+        for node in shard.nodes() {
+            write_slots_node(out, node);
+        }
+    }
+}
+
+fn cluster_shards(out: &mut Out, map: &TopologyMap) {
+    out.array(map.shards.len());
+    for shard in &map.shards {
+        out.map(2);
+        out.bulk(b"slots");
+        let ranges = shard_ranges(shard);
+        out.array(ranges.len() * 2);
+        for (start, end) in ranges {
+            out.integer(i64::from(start));
+            out.integer(i64::from(end));
+        }
+        out.bulk(b"nodes");
+        out.array(shard.nodes().count());
+        for node in shard.nodes() {
+            let role = match shard.role_of(&node.id) {
+                Some(NodeRole::Replica) => "replica",
+                _ => "master",
+            };
+            out.map(8);
+            out.bulk(b"id");
+            out.bulk(cluster_node_id(&node.id).as_bytes());
+            out.bulk(b"port");
+            out.integer(i64::from(node.port));
+            out.bulk(b"ip");
+            out.bulk(node.ip.as_bytes());
+            out.bulk(b"endpoint");
+            out.bulk(node.ip.as_bytes());
+            out.bulk(b"hostname");
+            out.bulk(node.id.as_bytes());
+            out.bulk(b"role");
+            out.bulk(role.as_bytes());
+            out.bulk(b"replication-offset");
+            out.integer(0);
+            out.bulk(b"health");
+            out.bulk(b"online");
+        }
+    }
+}
+
+fn node_line(
+    text: &mut String,
+    map: &TopologyMap,
+    me: &str,
+    shard: &ShardTopology,
+    node: &NodeAddr,
+) {
+    let myself = if node.id == me { "myself," } else { "" };
+    let (role, master) = if node.id == shard.primary.id {
+        ("master", "-".to_string())
+    } else {
+        ("slave", cluster_node_id(&shard.primary.id))
+    };
+    let _ = write!(
+        text,
+        "{} {}@{} {myself}{role} {master} 0 0 {} connected",
+        cluster_node_id(&node.id),
+        plain_endpoint(node),
+        u32::from(node.port) + 10000,
+        map.epoch,
+    );
+    if role == "master" {
+        for (start, end) in shard_ranges(shard) {
+            if start == end {
+                let _ = write!(text, " {start}");
+            } else {
+                let _ = write!(text, " {start}-{end}");
+            }
+        }
+    }
+    text.push('\n');
+}
+
+/// The CLUSTER NODES text; a node missing from the map (deposed) still lists
+/// itself, as a master without slots.
+pub fn nodes_text(map: &TopologyMap, me: &str, bind: &str, port: u16) -> String {
+    let mut text = String::new();
+    for shard in &map.shards {
+        for node in shard.nodes() {
+            node_line(&mut text, map, me, shard, node);
+        }
+    }
+    if map.node(me).is_none() {
+        let _ = writeln!(
+            text,
+            "{} {bind}:{port}@{} myself,master - 0 0 {} connected",
+            cluster_node_id(me),
+            u32::from(port) + 10000,
+            map.epoch,
+        );
+    }
+    text
+}
+
+fn keys_in_slot(ctx: &mut Ctx<'_, '_>, slot: u16, count: i64) -> Vec<Vec<u8>> {
+    let now = ctx.now;
+    ctx.keys.with_slot(slot, |shard| {
+        let mut keys = Vec::new();
+        if shard.keys_in_slot(slot) == 0 {
+            return keys;
+        }
+        for position in 0..shard.slab_len() {
+            if keys.len() as i64 >= count {
+                break;
+            }
+            if let Some(entry) = shard.entry_at(position)
+                && entry.slot == slot
+                && (entry.expire_at == 0 || entry.expire_at > now)
+            {
+                keys.push(entry.key.to_vec());
+            }
+        }
+        keys
+    })
+}
+
+pub fn cluster(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let subcommand = ctx.args[1].to_ascii_uppercase();
+    let map = current_map(ctx.shared);
+    let fixed_arity = match subcommand.as_slice() {
+        b"KEYSLOT" | b"COUNTKEYSINSLOT" => Some(3),
+        b"GETKEYSINSLOT" => Some(4),
+        b"MYID" | b"MYSHARDID" | b"SLOTS" | b"SHARDS" | b"NODES" | b"INFO" => Some(2),
+        _ => None,
+    };
+    if fixed_arity.is_some_and(|arity| arity != ctx.args.len()) {
+        return Err(CommandError::other(format!(
+            "ERR wrong number of arguments for 'cluster|{}' command",
+            String::from_utf8_lossy(ctx.args[1]).to_ascii_lowercase()
+        )));
+    }
+    match (subcommand.as_slice(), map) {
+        // Standalone nodes keep answering with their plain name.
+        (b"MYID", None) => ctx.out.bulk(ctx.shared.node_id.as_bytes()),
+        (b"MYID", Some(_)) => ctx
+            .out
+            .bulk(cluster_node_id(&ctx.shared.node_id).as_bytes()),
+        (b"KEYSLOT", _) => ctx.out.integer(i64::from(key_slot(ctx.args[2]))),
+        (b"COUNTKEYSINSLOT", _) => {
+            let slot = slot_arg(ctx, 2)?;
+            let count = ctx.keys.with_slot(slot, |shard| shard.keys_in_slot(slot));
+            ctx.out.integer(i64::from(count));
+        }
+        (b"GETKEYSINSLOT", _) => {
+            let slot = slot_arg(ctx, 2)?;
+            let count = ctx.int_arg(3)?;
+            if count < 0 {
+                return Err(CommandError::other("ERR Invalid number of keys"));
+            }
+            let keys = keys_in_slot(ctx, slot, count);
+            ctx.out.array(keys.len());
+            for key in keys {
+                ctx.out.bulk(&key);
+            }
+        }
+        (b"MYSHARDID", Some(map)) => {
+            let shard = map
+                .shard_of_node(&ctx.shared.node_id)
+                .map(|shard| shard_id(&map, shard))
+                .unwrap_or_else(|| cluster_node_id(&format!("{}/unassigned", ctx.shared.node_id)));
+            ctx.out.bulk(shard.as_bytes());
+        }
+        (b"SLOTS", Some(map)) => cluster_slots(ctx.out, &map),
+        (b"SHARDS", Some(map)) => cluster_shards(ctx.out, &map),
+        (b"NODES", Some(map)) => {
+            let text = nodes_text(&map, &ctx.shared.node_id, &ctx.shared.bind, ctx.shared.port);
+            ctx.out.verbatim(&text);
+        }
+        (b"INFO", Some(map)) => ctx.out.verbatim(&info_text(&map, &ctx.shared.node_id)),
+        (b"MYSHARDID" | b"SLOTS" | b"SHARDS" | b"NODES" | b"INFO", None) => {
+            return Err(disabled());
+        }
+        (_, Some(_)) => {
+            return Err(CommandError::other(format!(
+                "ERR unknown subcommand '{}'. Try CLUSTER HELP.",
+                String::from_utf8_lossy(ctx.args[1])
+            )));
+        }
+        (_, None) => return Err(disabled()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_topology::{SlotRange, split_evenly};
+
+    fn map() -> TopologyMap {
+        let node = |id: String, port: u16| NodeAddr {
+            id,
+            ip: "127.0.0.1".into(),
+            port,
+        };
+        TopologyMap {
+            epoch: 7,
+            cluster: "demo".into(),
+            region: "eu".into(),
+            shards: split_evenly(3)
+                .into_iter()
+                .enumerate()
+                .map(|(index, range)| ShardTopology {
+                    index: index as u32,
+                    slots: vec![range],
+                    primary: node(format!("p{index}"), 7000 + index as u16),
+                    replicas: vec![node(format!("r{index}"), 7100 + index as u16)],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn routing_errors_match_redis() {
+        let map = map();
+        let foo_slot = key_slot(b"foo"); // 12182: shard 2
+        assert_eq!(route_keys(&map, "p2", false, [&b"foo"[..]]), Ok(()));
+        assert_eq!(
+            route_keys(&map, "p0", false, [&b"foo"[..]]),
+            Err(CommandError::other(format!(
+                "MOVED {foo_slot} 127.0.0.1:7002"
+            )))
+        );
+        assert_eq!(
+            route_keys(&map, "p2", false, [&b"foo"[..], b"bar"]),
+            Err(CommandError::other(
+                "CROSSSLOT Keys in request don't hash to the same slot"
+            ))
+        );
+        assert_eq!(
+            route_keys(&map, "p2", false, [&b"{foo}a"[..], b"{foo}b"]),
+            Ok(())
+        );
+        assert_eq!(route_keys(&map, "r2", true, [&b"foo"[..]]), Ok(()));
+        assert!(route_keys(&map, "r2", false, [&b"foo"[..]]).is_err());
+        let mut partial = map.clone();
+        partial.shards[2].slots = vec![SlotRange::single(0)];
+        partial.shards[0].slots = vec![SlotRange {
+            start: 1,
+            end: 5460,
+        }];
+        assert_eq!(
+            route_keys(&partial, "p2", false, [&b"foo"[..]]),
+            Err(CommandError::other("CLUSTERDOWN Hash slot not served"))
+        );
+    }
+
+    #[test]
+    fn nodes_and_info_text() {
+        let map = map();
+        let text = nodes_text(&map, "r1", "127.0.0.1", 7101);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert_eq!(
+            lines[0],
+            format!(
+                "{} 127.0.0.1:7000@17000 master - 0 0 7 connected 0-5460",
+                cluster_node_id("p0")
+            )
+        );
+        assert_eq!(
+            lines[3],
+            format!(
+                "{} 127.0.0.1:7101@17101 myself,slave {} 0 0 7 connected",
+                cluster_node_id("r1"),
+                cluster_node_id("p1")
+            )
+        );
+        let deposed = nodes_text(&map, "old", "127.0.0.1", 7999);
+        assert!(
+            deposed
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .contains("myself,master - ")
+        );
+        let info = info_text(&map, "p0");
+        assert!(info.contains("cluster_state:ok\r\n"));
+        assert!(info.contains("cluster_known_nodes:6\r\n"));
+        assert!(info.contains("cluster_size:3\r\n"));
+        assert!(info.contains("cluster_current_epoch:7\r\n"));
+    }
+}
