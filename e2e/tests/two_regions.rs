@@ -93,19 +93,30 @@ async fn two_regions_become_ready_and_serve() -> Result<()> {
         assert_eq!(status.shards.len(), 2, "two shards expected: {status:?}");
         assert!(status.epoch >= 1, "topology epoch must be set: {status:?}");
         let mut covered = 0u32;
+        let mut primaries = Vec::new();
         for shard in &status.shards {
+            let mut ranges = Vec::new();
             for range in &shard.slots {
                 let r: meridian_topology::SlotRange = range.parse().map_err(|e| {
                     anyhow::anyhow!("status slot range {range:?} does not parse: {e:?}")
                 })?;
                 covered += u32::from(r.end - r.start) + 1;
+                ranges.push(r);
             }
             let primary = shard.primary.clone().context("shard without primary")?;
             assert_eq!(shard.replicas.len(), 1, "one replica per shard: {shard:?}");
             let ip = pod_ip(&client, &ns.name, &primary).await?;
+            primaries.push(format!("{ip}:6379"));
+            // A key this shard owns, written straight to its primary (no redirect needed).
+            let key = (0..)
+                .map(|i| format!("e2e:{name}:{}:{i}", shard.index))
+                .find(|k| {
+                    let slot = meridian_topology::key_slot(k.as_bytes());
+                    ranges.iter().any(|r| r.start <= slot && slot <= r.end)
+                })
+                .context("no key found for the shard's slots")?;
             let redis = redis::Client::open(format!("redis://{ip}:6379/"))?;
             let mut conn = redis.get_multiplexed_async_connection().await?;
-            let key = format!("e2e:{name}:{}", shard.index);
             let _: () = redis::cmd("SET")
                 .arg(&key)
                 .arg("value")
@@ -118,6 +129,36 @@ async fn two_regions_become_ready_and_serve() -> Result<()> {
                 "GET through {primary} ({ip})"
             );
         }
+        // A cluster-aware client sees the whole region: every key lands on its owner.
+        let nodes: Vec<String> = primaries.iter().map(|a| format!("redis://{a}/")).collect();
+        let cluster_client = redis::cluster::ClusterClient::new(nodes)?;
+        let mut cluster_conn = cluster_client.get_async_connection().await?;
+        for i in 0..200 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("{name}:k{i}"))
+                .arg(i)
+                .query_async(&mut cluster_conn)
+                .await?;
+        }
+        for i in 0..200 {
+            let got: i64 = redis::cmd("GET")
+                .arg(format!("{name}:k{i}"))
+                .query_async(&mut cluster_conn)
+                .await?;
+            assert_eq!(got, i, "cluster client read of {name}:k{i}");
+        }
+        // redis-cli's own cluster checker agrees that every slot is served.
+        let check = std::process::Command::new("redis-cli")
+            .args(["--cluster", "check", &primaries[0]])
+            .output()
+            .context("redis-cli (Debian redis-tools) is required")?;
+        let said = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success() && said.contains("[OK] All 16384 slots covered"),
+            "redis-cli --cluster check {} failed: {said}{}",
+            primaries[0],
+            String::from_utf8_lossy(&check.stderr)
+        );
         assert_eq!(covered, 16384, "every slot assigned in {name}");
     }
 

@@ -5,6 +5,7 @@
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -32,11 +33,25 @@ pub struct Sandbox {
 }
 
 /// Pre-built C strings for the child; nothing may allocate between fork and exec.
+/// Mount sources are opened (O_PATH) before fork and mounted via `/proc/self/fd/N`, so a
+/// mountPath that hides the agent's state dir (e.g. `/work`) cannot hide later sources.
 struct ChildSetup {
     namespaces: bool,
     mounts: Vec<(CString, CString, bool)>,
     hostname: CString,
     working_dir: CString,
+    /// O_PATH handle of the working dir, used when the path is hidden by a mount.
+    working_dir_fd: libc::c_int,
+    /// Keeps the O_PATH descriptors open until the child has been forked.
+    _handles: Vec<std::fs::File>,
+}
+
+fn open_path(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
 }
 
 fn cstring(path: &Path) -> std::io::Result<CString> {
@@ -88,17 +103,31 @@ pub fn spawn(
     }
     std::fs::create_dir_all(&sandbox.working_dir).ok();
     let mut mounts = Vec::new();
+    let mut handles = Vec::new();
     if sandbox.namespaces {
         for m in &sandbox.mounts {
             prepare_target(m)?;
-            mounts.push((cstring(&m.source)?, cstring(&m.target)?, m.read_only));
+            let handle = open_path(&m.source)?;
+            let via_fd = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+            handles.push(handle);
+            mounts.push((cstring(&via_fd)?, cstring(&m.target)?, m.read_only));
         }
     }
+    let working_dir_fd = match open_path(&sandbox.working_dir) {
+        Ok(handle) => {
+            let fd = handle.as_raw_fd();
+            handles.push(handle);
+            fd
+        }
+        Err(_) => -1,
+    };
     let setup = ChildSetup {
         namespaces: sandbox.namespaces,
         mounts,
         hostname: CString::new(sandbox.hostname.as_bytes()).unwrap_or_default(),
         working_dir: cstring(&sandbox.working_dir)?,
+        working_dir_fd,
+        _handles: handles,
     };
     // SAFETY: the closure only performs raw system calls on memory prepared before fork.
     unsafe {
@@ -161,7 +190,14 @@ fn child_setup(setup: &ChildSetup) -> std::io::Result<()> {
                 check(libc::sethostname(name.as_ptr().cast(), name.len()))?;
             }
         }
-        check(libc::chdir(setup.working_dir.as_ptr()))?;
+        // A working dir inside a volume needs the path after mounting; one hidden by a
+        // mount is still reachable through its handle.
+        if libc::chdir(setup.working_dir.as_ptr()) != 0 {
+            if setup.working_dir_fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            check(libc::fchdir(setup.working_dir_fd))?;
+        }
     }
     Ok(())
 }
@@ -193,6 +229,7 @@ pub async fn mount_namespaces_work() -> bool {
     ) {
         Ok(mut child) => child.wait().await.map(|s| s.success()).unwrap_or(false),
         Err(e) => {
+            eprintln!("DEBUG nscheck {e}");
             tracing::warn!("mount namespaces unavailable: {e}");
             false
         }
@@ -320,6 +357,61 @@ mod tests {
         assert!(out.contains("cwd"), "{out}");
         assert!(out.contains("err"), "{out}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A volume mounted over the directory holding the other volumes (and the working dir)
+    /// must not hide them: e.g. an emptyDir at `/work` while the agent state is in /work/main.
+    #[tokio::test]
+    async fn mounts_survive_a_mount_that_hides_the_state_dir() {
+        if !mount_namespaces_work().await {
+            eprintln!("skipped: mount namespaces unavailable here");
+            return;
+        }
+        let base =
+            std::env::temp_dir().join(format!("meridian-agent-shadow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let state = base.join("state");
+        let (first, second) = (state.join("first"), state.join("second"));
+        std::fs::create_dir_all(first.join("inner")).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        std::fs::write(first.join("one"), "1").unwrap();
+        std::fs::write(second.join("two"), "2").unwrap();
+        let log = base.join("out.log");
+        let sandbox = Sandbox {
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            mounts: vec![
+                BindMount {
+                    source: first,
+                    target: base.clone(),
+                    read_only: false,
+                },
+                BindMount {
+                    source: second,
+                    target: base.join("inner"),
+                    read_only: true,
+                },
+            ],
+            hostname: "shadow-test".into(),
+            working_dir: state.join("cwd"),
+            namespaces: true,
+        };
+        let script = format!(
+            "cat {0}/one {0}/inner/two; hostname; touch {0}/inner/x || echo ro",
+            base.display()
+        );
+        let mut child = spawn(
+            Path::new("/bin/sh"),
+            &["-c".into(), script],
+            &sandbox,
+            Some(&log),
+        )
+        .unwrap();
+        let status = child.wait().await.unwrap();
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(status.success(), "{out}");
+        assert!(out.starts_with("12shadow-test\n"), "{out}");
+        assert!(out.contains("ro"), "read-only mount was writable: {out}");
     }
 
     #[tokio::test]
