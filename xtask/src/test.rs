@@ -74,10 +74,14 @@ pub fn run(args: TestArgs) -> Result<()> {
 fn test_against_cluster() -> Result<()> {
     let kubeconfig = cluster::kubeconfig_path();
     let kubectl = cluster::kubectl_path();
+    let helm = cluster::go_install_helm()?;
     step("tests against the local control plane");
     cargo_test(&[
         ("KUBECONFIG", kubeconfig.to_string_lossy().as_ref()),
         ("KUBECTL", kubectl.to_string_lossy().as_ref()),
+        ("HELM", helm.to_string_lossy().as_ref()),
+        // The node agent runs real meridian-node pods, so API tests may wait for bootstrap.
+        ("MERIDIAN_TEST_WAIT_READY", "1"),
     ])
 }
 

@@ -5,7 +5,6 @@
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,26 +32,29 @@ pub struct Sandbox {
 }
 
 /// Pre-built C strings for the child; nothing may allocate between fork and exec.
-/// Mount sources are opened (O_PATH) before fork and mounted via `/proc/self/fd/N`, so a
-/// mountPath that hides the agent's state dir (e.g. `/work`) cannot hide later sources.
+/// Mount sources are opened (O_PATH) in the child's new namespace before the first mount
+/// and mounted via `/proc/self/fd/N`, so a mountPath that hides the agent's state dir (e.g.
+/// an emptyDir at `/work`) cannot hide the sources mounted after it.
 struct ChildSetup {
     namespaces: bool,
-    mounts: Vec<(CString, CString, bool)>,
+    /// (source path, `/proc/self/fd/N` alias, fd number N, target, read-only)
+    mounts: Vec<ChildMount>,
     hostname: CString,
     working_dir: CString,
-    /// O_PATH handle of the working dir, used when the path is hidden by a mount.
-    working_dir_fd: libc::c_int,
-    /// Keeps the O_PATH descriptors open until the child has been forked.
-    _handles: Vec<std::fs::File>,
 }
 
-fn open_path(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(path)
+struct ChildMount {
+    source: CString,
+    alias: CString,
+    fd: libc::c_int,
+    target: CString,
+    read_only: bool,
 }
+
+/// Descriptor numbers for mount sources in the child; high enough to be free.
+const FIRST_MOUNT_FD: libc::c_int = 900;
+/// Descriptor number for the working directory in the child.
+const WORKDIR_FD: libc::c_int = 899;
 
 fn cstring(path: &Path) -> std::io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -103,31 +105,24 @@ pub fn spawn(
     }
     std::fs::create_dir_all(&sandbox.working_dir).ok();
     let mut mounts = Vec::new();
-    let mut handles = Vec::new();
     if sandbox.namespaces {
-        for m in &sandbox.mounts {
+        for (i, m) in sandbox.mounts.iter().enumerate() {
             prepare_target(m)?;
-            let handle = open_path(&m.source)?;
-            let via_fd = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
-            handles.push(handle);
-            mounts.push((cstring(&via_fd)?, cstring(&m.target)?, m.read_only));
+            let fd = FIRST_MOUNT_FD + i as libc::c_int;
+            mounts.push(ChildMount {
+                source: cstring(&m.source)?,
+                alias: CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default(),
+                fd,
+                target: cstring(&m.target)?,
+                read_only: m.read_only,
+            });
         }
     }
-    let working_dir_fd = match open_path(&sandbox.working_dir) {
-        Ok(handle) => {
-            let fd = handle.as_raw_fd();
-            handles.push(handle);
-            fd
-        }
-        Err(_) => -1,
-    };
     let setup = ChildSetup {
         namespaces: sandbox.namespaces,
         mounts,
         hostname: CString::new(sandbox.hostname.as_bytes()).unwrap_or_default(),
         working_dir: cstring(&sandbox.working_dir)?,
-        working_dir_fd,
-        _handles: handles,
     };
     // SAFETY: the closure only performs raw system calls on memory prepared before fork.
     unsafe {
@@ -167,23 +162,38 @@ fn child_setup(setup: &ChildSetup) -> std::io::Result<()> {
                 libc::MS_REC | libc::MS_PRIVATE,
                 std::ptr::null(),
             ))?;
-            for (source, target, read_only) in &setup.mounts {
+            let wd = libc::open(setup.working_dir.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            if wd >= 0 && wd != WORKDIR_FD {
+                check(libc::dup3(wd, WORKDIR_FD, libc::O_CLOEXEC))?;
+                libc::close(wd);
+            }
+            // Open every source before mounting anything (see ChildSetup).
+            for m in &setup.mounts {
+                let fd = libc::open(m.source.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                check(fd)?;
+                if fd != m.fd {
+                    check(libc::dup3(fd, m.fd, libc::O_CLOEXEC))?;
+                    libc::close(fd);
+                }
+            }
+            for m in &setup.mounts {
                 check(libc::mount(
-                    source.as_ptr(),
-                    target.as_ptr(),
+                    m.alias.as_ptr(),
+                    m.target.as_ptr(),
                     std::ptr::null(),
                     libc::MS_BIND | libc::MS_REC,
                     std::ptr::null(),
                 ))?;
-                if *read_only {
+                if m.read_only {
                     check(libc::mount(
                         std::ptr::null(),
-                        target.as_ptr(),
+                        m.target.as_ptr(),
                         std::ptr::null(),
                         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
                         std::ptr::null(),
                     ))?;
                 }
+                libc::close(m.fd);
             }
             let name = setup.hostname.as_bytes();
             if !name.is_empty() {
@@ -191,12 +201,15 @@ fn child_setup(setup: &ChildSetup) -> std::io::Result<()> {
             }
         }
         // A working dir inside a volume needs the path after mounting; one hidden by a
-        // mount is still reachable through its handle.
+        // mount is still reachable through the handle opened before mounting.
         if libc::chdir(setup.working_dir.as_ptr()) != 0 {
-            if setup.working_dir_fd < 0 {
+            if !setup.namespaces {
                 return Err(std::io::Error::last_os_error());
             }
-            check(libc::fchdir(setup.working_dir_fd))?;
+            check(libc::fchdir(WORKDIR_FD))?;
+        }
+        if setup.namespaces {
+            libc::close(WORKDIR_FD);
         }
     }
     Ok(())
@@ -229,7 +242,6 @@ pub async fn mount_namespaces_work() -> bool {
     ) {
         Ok(mut child) => child.wait().await.map(|s| s.success()).unwrap_or(false),
         Err(e) => {
-            eprintln!("DEBUG nscheck {e}");
             tracing::warn!("mount namespaces unavailable: {e}");
             false
         }
