@@ -51,6 +51,18 @@ pub struct Config {
     /// Largest unparsed input per client before it is disconnected (client-query-buffer-limit).
     #[arg(long, env = "MERIDIAN_CLIENT_QUERY_BUFFER_LIMIT", default_value = "1gb", value_parser = parse_memory)]
     pub client_query_buffer_limit: u64,
+    /// Password for the link to the primary; defaults to --requirepass.
+    #[arg(long, env = "MERIDIAN_PRIMARY_AUTH", hide_env_values = true)]
+    pub primary_auth: Option<String>,
+    /// Replication backlog kept for partial resynchronisation.
+    #[arg(long, env = "MERIDIAN_REPL_BACKLOG_SIZE", default_value = "16mb", value_parser = parse_memory)]
+    pub repl_backlog_size: u64,
+    /// Refuse writes unless this many replicas are connected with little lag (0 = off).
+    #[arg(long, env = "MERIDIAN_MIN_REPLICAS_TO_WRITE", default_value_t = 0)]
+    pub min_replicas_to_write: u64,
+    /// Largest ACK age in seconds for a replica to count for --min-replicas-to-write.
+    #[arg(long, env = "MERIDIAN_MIN_REPLICAS_MAX_LAG", default_value_t = 10)]
+    pub min_replicas_max_lag: u64,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "MERIDIAN_LOG", default_value = "info")]
     pub log: String,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod glob;
 pub mod metrics;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod state;
 pub mod store;
@@ -39,8 +40,17 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
 
 /// Builds the shared state from configuration.
 pub fn build_shared(config: &Config) -> Arc<Shared> {
-    Arc::new(Shared {
-        db: Db::new(config.shards, config.maxmemory, config.maxmemory_policy),
+    let db = Db::new(config.shards, config.maxmemory, config.maxmemory_policy);
+    db.repl
+        .set_capacity(usize::try_from(config.repl_backlog_size).unwrap_or(usize::MAX));
+    Arc::new_cyclic(|me| Shared {
+        me: me.clone(),
+        db,
+        repl: replication::Replication::new(
+            config.min_replicas_to_write,
+            config.min_replicas_max_lag,
+            config.primary_auth.clone(),
+        ),
         config: RuntimeConfig {
             requirepass: RwLock::new(
                 config
@@ -94,6 +104,7 @@ pub async fn run(
         shutdown_rx.clone(),
     ));
     let expiry_task = tokio::spawn(store::expiry::run_forever(shared.clone()));
+    let ping_task = tokio::spawn(replication::ping_forever(shared.clone()));
     let (active_tx, mut active_rx) = mpsc::channel::<()>(1);
     let accept_task = tokio::spawn(server::accept_loop(
         shared.clone(),
@@ -126,6 +137,7 @@ pub async fn run(
         tracing::warn!("shutdown timeout reached with connections still open");
     }
     expiry_task.abort();
+    ping_task.abort();
     let _ = metrics_task.await;
     tracing::info!("bye");
     Ok(())

@@ -51,6 +51,37 @@ impl Collector for NodeCollector {
             "Connected clients",
             shared.connected_clients() as i64,
         )?;
+        gauge(
+            &mut encoder,
+            "meridian_repl_offset",
+            "Replication offset (bytes of the replication stream produced or applied)",
+            shared.db.repl.offset() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "meridian_connected_replicas",
+            "Replicas attached to this primary",
+            shared.repl.replicas.lock().len() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "meridian_repl_lag_seconds",
+            "Largest time since an attached replica's last acknowledgement",
+            shared.repl.max_lag_seconds() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "meridian_repl_link_up",
+            "1 when this replica's link to its primary is up, 0 when down or not a replica",
+            i64::from(
+                shared
+                    .repl
+                    .link
+                    .lock()
+                    .as_ref()
+                    .is_some_and(|link| link.status == "connected"),
+            ),
+        )?;
         counter(
             &mut encoder,
             "meridian_connections_received",

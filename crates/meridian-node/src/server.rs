@@ -12,9 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::commands::pubsub::encode_event;
-use crate::commands::{ClientState, dispatch};
+use crate::commands::{ClientState, Pending, dispatch};
 use crate::protocol::frame::unescape_inline;
 use crate::protocol::{Out, Parsed, Protocol, parse_command};
+use crate::replication::primary::{FeedRequest, serve_replica, wait_acks};
 use crate::state::{ClientEvent, ClientHandle, Shared};
 use crate::store::Access;
 
@@ -129,6 +130,10 @@ impl Connection {
                     }
                     if self.client.close_after_reply {
                         flow = Flow::Close;
+                        break;
+                    }
+                    // WAIT / PSYNC continue outside the synchronous dispatcher
+                    if self.client.pending.is_some() {
                         break;
                     }
                     if self.out.buf.len() >= OUTPUT_FLUSH {
@@ -278,6 +283,24 @@ async fn serve_connection(
                     if matches!(flow, Flow::Close) {
                         stream.shutdown().await.ok();
                         return Ok(());
+                    }
+                    match connection.client.pending.take() {
+                        None => {}
+                        Some(Pending::Wait { replicas, offset, timeout_ms }) => {
+                            let acked = wait_acks(&shared, replicas, offset, timeout_ms).await;
+                            connection.out.integer(acked as i64);
+                            flush(stream, &mut connection.out, &shared).await?;
+                        }
+                        Some(Pending::Replica { replid, offset }) => {
+                            let request = FeedRequest {
+                                replid,
+                                offset,
+                                listening_port: connection.client.listening_port,
+                                handle: &connection.client.handle,
+                            };
+                            let input = std::mem::take(&mut connection.input);
+                            return serve_replica(shared.clone(), stream, input, request, inbox, shutdown).await;
+                        }
                     }
                     // stopped early because of output volume: keep going
                     if connection.needed > 0 || connection.input.is_empty() {

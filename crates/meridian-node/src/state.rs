@@ -99,7 +99,10 @@ pub struct RuntimeConfig {
 }
 
 pub struct Shared {
+    /// This state's own Arc, for commands that start background tasks.
+    pub me: std::sync::Weak<Shared>,
     pub db: Db,
+    pub repl: crate::replication::Replication,
     pub config: RuntimeConfig,
     pub node_id: String,
     pub bind: String,

@@ -40,8 +40,13 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 shards = map.shards.len(),
                 "topology updated"
             );
-            *current = Some(Arc::new(map));
+            let map = Arc::new(map);
+            *current = Some(map.clone());
             drop(current);
+            // the map says who replicates whom: (re)point or promote this node
+            if let Some(shared) = ctx.shared.me.upgrade() {
+                crate::replication::link::follow_topology(&shared, &map);
+            }
             ctx.out.ok();
         }
         b"GET" if ctx.args.len() == 2 => {

@@ -367,6 +367,7 @@ fn client_kill(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let mut addr = None;
     let mut laddr = None;
     let mut skip_me = true;
+    let mut kind: Option<String> = None;
     for pair in ctx.args[2..].chunks(2) {
         let value = String::from_utf8_lossy(pair[1]).into_owned();
         match pair[0].to_ascii_uppercase().as_slice() {
@@ -390,13 +391,48 @@ fn client_kill(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                     _ => return Err(CommandError::Syntax),
                 }
             }
-            b"USER" | b"TYPE" | b"MAXAGE" => {}
+            b"TYPE" => {
+                let value = value.to_ascii_lowercase();
+                if !matches!(
+                    value.as_str(),
+                    "normal" | "master" | "replica" | "slave" | "pubsub"
+                ) {
+                    return Err(CommandError::other(format!(
+                        "ERR Unknown client type '{value}'"
+                    )));
+                }
+                kind = Some(value);
+            }
+            b"USER" | b"MAXAGE" => {}
             _ => return Err(CommandError::Syntax),
         }
     }
     let mut killed = 0;
+    if kind.as_deref() == Some("master") {
+        // the link to the primary: it reconnects and resyncs (partially when it can)
+        if let Some(shared) = ctx.shared.me.upgrade()
+            && crate::replication::link::reconnect(&shared)
+        {
+            killed += 1;
+        }
+        ctx.out.integer(killed);
+        return Ok(());
+    }
+    let replica_ids: Vec<u64> = ctx.shared.repl.replicas.lock().keys().copied().collect();
     for handle in &clients {
-        if id.is_some_and(|id| id != handle.id)
+        let is_replica = replica_ids.contains(&handle.id);
+        let type_differs = match kind.as_deref() {
+            Some("replica" | "slave") => !is_replica,
+            Some("pubsub") => {
+                handle.subscriptions.load(Ordering::Relaxed)
+                    + handle.pattern_subscriptions.load(Ordering::Relaxed)
+                    == 0
+            }
+            Some("normal") => is_replica,
+            _ => false,
+        };
+        if type_differs
+            || id.is_some_and(|id| id != handle.id)
             || addr.as_ref().is_some_and(|addr| *addr != handle.addr)
             || laddr.as_ref().is_some_and(|laddr| *laddr != handle.laddr)
             || (skip_me && handle.id == own_id)

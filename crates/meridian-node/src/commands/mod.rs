@@ -7,6 +7,7 @@ pub mod connection;
 pub mod hashes;
 pub mod keys;
 pub mod pubsub;
+pub mod replication;
 pub mod server;
 pub mod strings;
 pub mod transactions;
@@ -246,6 +247,38 @@ pub static COMMANDS: &[Spec] = &[
     spec!("readonly", 1, FAST, 0, 0, 0, cluster::readonly),
     spec!("readwrite", 1, FAST, 0, 0, 0, cluster::readwrite),
     spec!("asking", 1, FAST, 0, 0, 0, cluster::asking),
+    // replication
+    spec!(
+        "replicaof",
+        3,
+        ADMIN | NOQUEUE,
+        0,
+        0,
+        0,
+        replication::replicaof
+    ),
+    spec!(
+        "slaveof",
+        3,
+        ADMIN | NOQUEUE,
+        0,
+        0,
+        0,
+        replication::replicaof
+    ),
+    spec!("role", 1, NOQUEUE | FAST, 0, 0, 0, replication::role),
+    spec!("wait", 3, 0, 0, 0, 0, replication::wait),
+    spec!(
+        "replconf",
+        -1,
+        ADMIN | NOQUEUE,
+        0,
+        0,
+        0,
+        replication::replconf
+    ),
+    spec!("psync", -3, ADMIN | NOQUEUE, 0, 0, 0, replication::psync),
+    spec!("sync", 1, ADMIN | NOQUEUE, 0, 0, 0, replication::sync),
 ];
 
 fn index() -> &'static HashMap<&'static [u8], usize, foldhash::fast::RandomState> {
@@ -285,6 +318,27 @@ pub struct ClientState {
     pub close_after_reply: bool,
     /// READONLY was sent: a replica serves this connection's reads itself.
     pub readonly: bool,
+    /// This is a replica's link applying its primary's stream.
+    pub primary_link: bool,
+    /// Effects of the running EXEC, propagated as one MULTI/EXEC block.
+    pub txn_repl: Option<Vec<u8>>,
+    /// Work the connection must finish outside the synchronous dispatcher.
+    pub pending: Option<Pending>,
+    /// REPLCONF listening-port of a replica connecting here.
+    pub listening_port: u16,
+}
+
+/// Something a command asked the connection to do asynchronously.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// WAIT: reply with the number of replicas that acked `offset`.
+    Wait {
+        replicas: usize,
+        offset: u64,
+        timeout_ms: u64,
+    },
+    /// PSYNC/SYNC: this connection becomes a replica's stream.
+    Replica { replid: String, offset: Option<u64> },
 }
 
 impl ClientState {
@@ -300,6 +354,10 @@ impl ClientState {
             patterns: BTreeSet::new(),
             close_after_reply: false,
             readonly: false,
+            primary_link: false,
+            txn_repl: None,
+            pending: None,
+            listening_port: 0,
         }
     }
 
@@ -425,9 +483,24 @@ pub fn dispatch<'a, 'h>(
         ));
         return;
     }
+    let primary_link = client.primary_link;
     // Inside EXEC (held locks) the whole transaction was routed already.
     let direct = matches!(keys, Access::Direct(_));
-    if direct && let Err(error) = cluster::check_command(shared, client.readonly, spec, args) {
+    if direct
+        && !primary_link
+        && let Err(error) = cluster::check_command(shared, client.readonly, spec, args)
+    {
+        if client.multi.is_some() {
+            client.multi_failed = true;
+        }
+        out.error(&error.to_string());
+        return;
+    }
+    // like Redis: cluster redirects first, then the replica / min-replicas refusals
+    if spec.has(WRITE)
+        && !primary_link
+        && let Err(error) = replication::check_write(shared)
+    {
         if client.multi.is_some() {
             client.multi_failed = true;
         }
@@ -435,7 +508,7 @@ pub fn dispatch<'a, 'h>(
         return;
     }
     if client.multi.is_some() && !spec.has(NOQUEUE) {
-        if spec.has(DENYOOM) && shared.db.make_room().is_err() {
+        if spec.has(DENYOOM) && !primary_link && shared.db.make_room().is_err() {
             client.multi_failed = true;
             out.error(&CommandError::OutOfMemory.to_string());
             return;
@@ -448,7 +521,7 @@ pub fn dispatch<'a, 'h>(
     }
     // Inside EXEC the shard locks are held and eviction (which locks shards)
     // already ran before they were taken.
-    if direct && spec.has(DENYOOM) && shared.db.make_room().is_err() {
+    if direct && !primary_link && spec.has(DENYOOM) && shared.db.make_room().is_err() {
         out.error(&CommandError::OutOfMemory.to_string());
         return;
     }
@@ -457,16 +530,111 @@ pub fn dispatch<'a, 'h>(
         .handle
         .last_command
         .store(position, Ordering::Relaxed);
-    let mut ctx = Ctx {
-        args,
-        out,
-        keys,
-        shared,
-        client,
-        now: crate::store::now_ms(),
+    let now = crate::store::now_ms();
+    if !spec.has(WRITE) || primary_link {
+        let mut ctx = Ctx {
+            args,
+            out,
+            keys,
+            shared,
+            client,
+            now,
+        };
+        if let Err(error) = (spec.handler)(&mut ctx) {
+            ctx.out.error(&error.to_string());
+        }
+        return;
+    }
+    if !direct {
+        // inside EXEC: the transaction's locks are held, effects go to its block
+        run_write(
+            spec,
+            Ctx {
+                args,
+                out,
+                keys,
+                shared,
+                client,
+                now,
+            },
+        );
+        return;
+    }
+    // A write keeps the shard locks it needs until its effects are in the
+    // replication log, so the stream has the execution order of every key.
+    let db = &shared.db;
+    let shard_of = |key: &[u8]| db.shard_of_slot(meridian_topology::key_slot(key));
+    // the common single-key write needs no key vector
+    let only_key = (spec.first_key > 0 && spec.first_key == spec.last_key)
+        .then(|| args.get(spec.first_key as usize).copied())
+        .flatten();
+    let keys_of = match only_key {
+        Some(_) => Vec::new(),
+        None => spec.keys(args),
     };
+    let single = match only_key {
+        Some(key) => Some(shard_of(key)),
+        None => keys_of.first().map(|&key| shard_of(key)).filter(|&first| {
+            !spec.has(ALLSHARDS) && keys_of.iter().all(|&key| shard_of(key) == first)
+        }),
+    };
+    match single {
+        Some(index) => {
+            let mut guard = db.lock(index);
+            run_write(
+                spec,
+                Ctx {
+                    args,
+                    out,
+                    keys: Access::One(db, index, &mut guard),
+                    shared,
+                    client,
+                    now,
+                },
+            );
+        }
+        None => {
+            let mut held = if keys_of.is_empty() {
+                db.lock_all()
+            } else {
+                let mut wanted = vec![false; db.shard_count()];
+                for &key in &keys_of {
+                    wanted[shard_of(key)] = true;
+                }
+                db.lock_many(&wanted)
+            };
+            run_write(
+                spec,
+                Ctx {
+                    args,
+                    out,
+                    keys: Access::Held(db, &mut held),
+                    shared,
+                    client,
+                    now,
+                },
+            );
+        }
+    }
+}
+
+/// Runs a write and appends its effects to the replication log (or to the
+/// running transaction's block) before the caller releases the shard locks.
+fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
+    let reply_start = ctx.out.buf.len();
     if let Err(error) = (spec.handler)(&mut ctx) {
         ctx.out.error(&error.to_string());
+        return;
+    }
+    let log = &ctx.shared.db.repl;
+    if !log.is_active() || ctx.out.buf.get(reply_start) == Some(&b'-') {
+        return;
+    }
+    let mut effects = Vec::new();
+    replication::encode_effects(spec, ctx.args, &mut ctx.keys, &mut effects);
+    match ctx.client.txn_repl.as_mut() {
+        Some(block) => block.extend_from_slice(&effects),
+        None => log.append(&effects),
     }
 }
 

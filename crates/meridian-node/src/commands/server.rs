@@ -275,7 +275,7 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
         section(
             "Stats",
             format!(
-                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n",
+                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n{}",
                 counters.connections_received.load(Ordering::Relaxed),
                 counters.commands_processed.load(Ordering::Relaxed),
                 counters.net_input_bytes.load(Ordering::Relaxed),
@@ -283,14 +283,12 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
                 counters.rejected_connections.load(Ordering::Relaxed),
                 shared.broker.channel_count(),
                 shared.broker.pattern_count(),
+                crate::replication::stats_lines(shared),
             ),
         );
     }
     if wants("replication") {
-        section(
-            "Replication",
-            "role:master\r\nconnected_slaves:0\r\nmaster_replid:0000000000000000000000000000000000000000\r\nmaster_repl_offset:0\r\n".to_string(),
-        );
+        section("Replication", crate::replication::info_section(shared));
     }
     if wants("cluster") {
         // Only the flag here, like Redis; CLUSTER INFO has the details.
@@ -371,6 +369,31 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
             .to_string(),
         ),
         ("lfu-log-factor".to_string(), "10".to_string()),
+        (
+            "min-replicas-to-write".to_string(),
+            shared
+                .repl
+                .min_replicas_to_write
+                .load(Ordering::Relaxed)
+                .to_string(),
+        ),
+        (
+            "min-replicas-max-lag".to_string(),
+            shared
+                .repl
+                .min_replicas_max_lag
+                .load(Ordering::Relaxed)
+                .to_string(),
+        ),
+        (
+            "repl-backlog-size".to_string(),
+            db.repl.extent().2.to_string(),
+        ),
+        (
+            "masterauth".to_string(),
+            shared.repl.primary_auth.lock().clone().unwrap_or_default(),
+        ),
+        ("replica-read-only".to_string(), "yes".to_string()),
         ("lfu-decay-time".to_string(), "1".to_string()),
     ];
     for (name, value) in shared.config.compat.lock().iter() {
@@ -445,7 +468,20 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                                 failed(name, "argument must be between 1 and 64 inclusive")
                             })?;
                     }
+                    "min-replicas-to-write"
+                    | "min-slaves-to-write"
+                    | "min-replicas-max-lag"
+                    | "min-slaves-max-lag" => {
+                        value.parse::<u64>().map_err(|_| {
+                            failed(name, "argument couldn't be parsed into an integer")
+                        })?;
+                    }
+                    "repl-backlog-size" => {
+                        parse_memory(value)
+                            .map_err(|_| failed(name, "argument must be a memory value"))?;
+                    }
                     "requirepass"
+                    | "masterauth"
                     | "save"
                     | "appendonly"
                     | "appendfsync"
@@ -485,6 +521,24 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                         *ctx.shared.config.requirepass.write() =
                             (!value.is_empty()).then_some(value)
                     }
+                    "masterauth" => {
+                        *ctx.shared.repl.primary_auth.lock() = (!value.is_empty()).then_some(value)
+                    }
+                    "min-replicas-to-write" | "min-slaves-to-write" => ctx
+                        .shared
+                        .repl
+                        .min_replicas_to_write
+                        .store(value.parse().unwrap_or(0), Ordering::Relaxed),
+                    "min-replicas-max-lag" | "min-slaves-max-lag" => ctx
+                        .shared
+                        .repl
+                        .min_replicas_max_lag
+                        .store(value.parse().unwrap_or(10), Ordering::Relaxed),
+                    "repl-backlog-size" => db.repl.set_capacity(
+                        usize::try_from(parse_memory(&value).unwrap_or(0))
+                            .unwrap_or(usize::MAX)
+                            .max(16 * 1024),
+                    ),
                     _ => {
                         ctx.shared.config.compat.lock().insert(name, value);
                     }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{ALLSHARDS, COMMANDS, Ctx, cluster, dispatch, lookup};
 use crate::error::{CmdResult, CommandError};
+use crate::replication::backlog::encode_command;
 use crate::store::Access;
 
 pub fn multi(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -148,6 +149,11 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         return Ok(());
     }
     ctx.out.array(queued.len());
+    // effects are collected and propagated as one MULTI/EXEC block
+    let log = &ctx.shared.db.repl;
+    if log.is_active() && !ctx.client.primary_link {
+        ctx.client.txn_repl = Some(Vec::new());
+    }
     for command in &queued {
         let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
         dispatch(
@@ -157,6 +163,15 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             &args,
             Access::Held(db, &mut held),
         );
+    }
+    if let Some(effects) = ctx.client.txn_repl.take()
+        && !effects.is_empty()
+    {
+        let mut block = Vec::with_capacity(effects.len() + 32);
+        encode_command(&mut block, &[b"MULTI"]);
+        block.extend_from_slice(&effects);
+        encode_command(&mut block, &[b"EXEC"]);
+        log.append(&block);
     }
     drop(held);
     unwatch_all(ctx);

@@ -2,12 +2,16 @@
 //! ([`Access`]): one lock per access, or guards held for atomic operations.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, MutexGuard};
 
 use super::eviction::Policy;
+use crate::replication::backlog::ReplLog;
+
+/// Backlog size until configuration says otherwise (Redis: 1mb; ours 16mb).
+pub const DEFAULT_BACKLOG: usize = 16 * 1024 * 1024;
 use super::shard::Shard;
 
 /// Current Unix time in milliseconds.
@@ -25,6 +29,10 @@ pub struct SharedStats {
     pub maxmemory: AtomicU64,
     pub policy: AtomicU8,
     pub samples: AtomicUsize,
+    /// The replication log expirations and evictions are propagated through.
+    pub repl: Arc<ReplLog>,
+    /// This node replicates a primary: no expiry or eviction of its own.
+    pub replica: AtomicBool,
 }
 
 impl SharedStats {
@@ -56,6 +64,7 @@ pub struct Db {
     shards: Box<[Mutex<Shard>]>,
     mask: usize,
     pub stats: Arc<SharedStats>,
+    pub repl: Arc<ReplLog>,
 }
 
 /// Shard guards held for an atomic multi-key operation or a transaction,
@@ -68,12 +77,15 @@ impl Db {
         let shard_count = shard_count
             .clamp(1, usize::from(meridian_topology::SLOT_COUNT))
             .next_power_of_two();
+        let repl = Arc::new(ReplLog::new(DEFAULT_BACKLOG));
         let stats = Arc::new(SharedStats {
             used_memory: AtomicI64::new(0),
             shard_memory: (0..shard_count).map(|_| AtomicI64::new(0)).collect(),
             maxmemory: AtomicU64::new(maxmemory),
             policy: AtomicU8::new(policy.to_u8()),
             samples: AtomicUsize::new(5),
+            repl: repl.clone(),
+            replica: AtomicBool::new(false),
         });
         let shards = (0..shard_count)
             .map(|index| Mutex::new(Shard::new(index, shard_count, stats.clone())))
@@ -82,6 +94,7 @@ impl Db {
             shards,
             mask: shard_count - 1,
             stats,
+            repl,
         }
     }
 
@@ -227,12 +240,14 @@ impl Db {
 pub enum Access<'a, 'h> {
     Direct(&'a Db),
     Held(&'a Db, &'h mut Held<'a>),
+    /// One shard's guard, held by a single-shard write until it was propagated.
+    One(&'a Db, usize, &'h mut MutexGuard<'a, Shard>),
 }
 
 impl<'a> Access<'a, '_> {
     pub fn db(&self) -> &'a Db {
         match self {
-            Access::Direct(db) | Access::Held(db, _) => db,
+            Access::Direct(db) | Access::Held(db, _) | Access::One(db, ..) => db,
         }
     }
 
@@ -250,6 +265,15 @@ impl<'a> Access<'a, '_> {
                     // EXEC's planner locks every shard a queued command can
                     // reach; this branch is a safety net, not a normal path.
                     None => f(&mut db.lock(shard)),
+                }
+            }
+            Access::One(db, held, guard) => {
+                let shard = db.shard_of_slot(slot);
+                if shard == *held {
+                    f(guard)
+                } else {
+                    // the dispatcher only holds one shard for single-shard commands
+                    f(&mut db.lock(shard))
                 }
             }
         }
@@ -276,13 +300,22 @@ impl<'a> Access<'a, '_> {
                     }
                 }
             }
+            Access::One(db, held, guard) => {
+                for index in 0..db.shards.len() {
+                    if index == *held {
+                        f(guard);
+                    } else {
+                        f(&mut db.shards[index].lock());
+                    }
+                }
+            }
         }
     }
 
     /// Runs `f` with all shards of `keys` locked at once, for atomic multi-key commands.
     pub fn atomically<R>(&mut self, keys: &[&[u8]], f: impl FnOnce(&mut Access<'a, '_>) -> R) -> R {
         match self {
-            Access::Held(..) => f(self),
+            Access::Held(..) | Access::One(..) => f(self),
             // a single key needs no multi-shard locking
             Access::Direct(_) if keys.len() <= 1 => f(self),
             Access::Direct(db) => {

@@ -30,6 +30,8 @@ pub struct Shard {
     pub(crate) rng: Rng,
     stats: Arc<SharedStats>,
     index: usize,
+    /// A full-sync snapshot waiting for this shard's copy (copy-on-iterate).
+    pub(crate) snapshot: Option<Arc<crate::replication::snapshot::SnapshotJob>>,
     pub hits: u64,
     pub misses: u64,
     pub expired: u64,
@@ -61,6 +63,7 @@ impl Shard {
             ),
             stats,
             index,
+            snapshot: None,
             hits: 0,
             misses: 0,
             expired: 0,
@@ -123,15 +126,45 @@ impl Shard {
     }
 
     /// Finds a live key; an expired one is deleted on the spot (lazy expiry).
+    /// A replica never expires on its own clock: it hides expired keys from
+    /// clients and applies its primary's stream as if they were alive.
     pub fn find(&mut self, key: &[u8], now_ms: u64) -> Option<u32> {
         let index = self.find_raw(key)?;
         let expire_at = self.entry(index).expire_at;
         if expire_at != 0 && expire_at <= now_ms {
-            self.remove(index);
-            self.expired += 1;
+            if self.is_replica() {
+                return crate::replication::applying_primary_stream().then_some(index);
+            }
+            self.expire_entry(index);
             return None;
         }
         Some(index)
+    }
+
+    /// A key's entry without expiry checks or access recording.
+    pub fn peek(&self, key: &[u8]) -> Option<&Entry> {
+        self.find_raw(key).map(|index| self.entry(index))
+    }
+
+    fn is_replica(&self) -> bool {
+        self.stats.replica.load(Ordering::Relaxed)
+    }
+
+    /// Removes an expired or evicted entry and tells the replicas (DEL).
+    fn expire_entry(&mut self, index: u32) -> Entry {
+        let entry = self.remove(index);
+        self.expired += 1;
+        if self.stats.repl.is_active() {
+            self.stats.repl.append_command(&[b"DEL", &entry.key]);
+        }
+        entry
+    }
+
+    /// Encodes this shard into a pending snapshot before its first change.
+    pub fn preserve(&mut self) {
+        if let Some(job) = self.snapshot.take() {
+            job.put(self.index, &mut self.slab.iter().flatten());
+        }
     }
 
     /// Finds a key for a read command: counts hit/miss and records the access.
@@ -198,6 +231,7 @@ impl Shard {
     /// Inserts or replaces `key`. A replaced key keeps its queue position and
     /// counts as accessed; its TTL is replaced by `expire_at`.
     pub fn insert(&mut self, key: &[u8], slot: u16, value: Value, expire_at: u64) -> u32 {
+        self.preserve();
         self.notify_watchers(key);
         if let Some(index) = self.find_raw(key) {
             let before = self.entry(index).memory();
@@ -250,6 +284,7 @@ impl Shard {
 
     /// Deletes the entry at `index` and returns it.
     pub fn remove(&mut self, index: u32) -> Entry {
+        self.preserve();
         let key_hash = hash_key(&self.hasher, &self.entry(index).key);
         let memory = self.entry(index).memory();
         self.set_expire_inner(index, 0);
@@ -290,6 +325,7 @@ impl Shard {
 
     /// Mutates a value in place, keeping memory accounting and WATCH in sync.
     pub fn modify<R>(&mut self, index: u32, change: impl FnOnce(&mut Value) -> R) -> R {
+        self.preserve();
         let key = self.entry(index).key.clone();
         self.notify_watchers(&key);
         let before = self.entry(index).memory();
@@ -301,6 +337,7 @@ impl Shard {
     }
 
     pub fn set_expire(&mut self, index: u32, expire_at: u64) {
+        self.preserve();
         let key = self.entry(index).key.clone();
         self.notify_watchers(&key);
         let before = self.entry(index).memory();
@@ -333,6 +370,7 @@ impl Shard {
 
     /// Removes every key (FLUSHDB/FLUSHALL), waking every watcher.
     pub fn clear(&mut self) {
+        self.preserve();
         let memory: usize = self.slab.iter().flatten().map(Entry::memory).sum();
         self.account(-(memory as isize));
         self.slab = Vec::new();
@@ -367,9 +405,8 @@ impl Shard {
             }
             let Some(index) = found else { continue };
             let expire_at = self.entry(index).expire_at;
-            if expire_at != 0 && expire_at <= now_ms {
-                self.remove(index);
-                self.expired += 1;
+            if expire_at != 0 && expire_at <= now_ms && !self.is_replica() {
+                self.expire_entry(index);
                 continue;
             }
             return Some(index);
@@ -386,6 +423,9 @@ impl Shard {
     pub fn expire_sample(&mut self, samples: usize, now_ms: u64) -> (usize, usize) {
         let mut sampled = 0;
         let mut expired = 0;
+        if self.is_replica() {
+            return (0, 0);
+        }
         for _ in 0..samples {
             if self.volatile.is_empty() {
                 break;
@@ -395,11 +435,10 @@ impl Shard {
             sampled += 1;
             let expire_at = self.entry(index).expire_at;
             if expire_at != 0 && expire_at <= now_ms {
-                self.remove(index);
+                self.expire_entry(index);
                 expired += 1;
             }
         }
-        self.expired += expired as u64;
         (sampled, expired)
     }
 
@@ -419,7 +458,8 @@ impl Shard {
             | Policy::VolatileTtl => self.pooled_victim(policy, samples),
         }?;
         let freed = self.entry(victim).memory();
-        self.remove(victim);
+        self.expire_entry(victim);
+        self.expired -= 1;
         self.evicted += 1;
         Some(freed)
     }

@@ -1,0 +1,226 @@
+//! REPLICAOF / SLAVEOF, ROLE, WAIT, REPLCONF, PSYNC / SYNC, and what the
+//! dispatcher propagates for each write.
+
+use std::sync::atomic::Ordering;
+
+use super::{Ctx, Pending, Spec, parse_int};
+use crate::error::{CmdResult, CommandError};
+use crate::replication::backlog::encode_command;
+use crate::replication::{PrimaryTarget, link};
+use crate::state::Shared;
+use crate::store::{Access, Value};
+
+/// Refusals for a client write: a replica is read-only, and a primary with
+/// min-replicas-to-write needs enough good replicas.
+pub fn check_write(shared: &Shared) -> Result<(), CommandError> {
+    if shared.db.stats.replica.load(Ordering::Relaxed) {
+        return Err(CommandError::other(
+            "READONLY You can't write against a read only replica.",
+        ));
+    }
+    if shared.repl.not_enough_replicas() {
+        return Err(CommandError::other(
+            "NOREPLICAS Not enough good replicas to write.",
+        ));
+    }
+    Ok(())
+}
+
+/// Encodes the deterministic effects of a write that just ran: relative
+/// expiries and computed values become absolute state (SET ... PXAT,
+/// PEXPIREAT, HSET), everything else is propagated as sent.
+pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, buf: &mut Vec<u8>) {
+    match spec.name {
+        "set" | "setnx" | "setex" | "psetex" | "getset" | "getdel" | "getex" | "append"
+        | "setrange" | "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" | "expire"
+        | "pexpire" | "expireat" | "pexpireat" | "persist" => {
+            let key = args.get(1).copied().unwrap_or_default();
+            keys.with_key(key, |shard, _| match shard.peek(key) {
+                None => encode_command(buf, &[b"DEL", key]),
+                Some(entry) => {
+                    let at = itoa::Buffer::new().format(entry.expire_at).to_string();
+                    match (&entry.value, entry.expire_at) {
+                        (Value::Str(value), 0) => encode_command(buf, &[b"SET", key, value]),
+                        (Value::Str(value), _) => {
+                            encode_command(buf, &[b"SET", key, value, b"PXAT", at.as_bytes()])
+                        }
+                        (Value::Hash(_), 0) => encode_command(buf, &[b"PERSIST", key]),
+                        (Value::Hash(_), _) => {
+                            encode_command(buf, &[b"PEXPIREAT", key, at.as_bytes()])
+                        }
+                    }
+                }
+            });
+        }
+        "hincrby" | "hincrbyfloat" => {
+            let key = args.get(1).copied().unwrap_or_default();
+            let field = args.get(2).copied().unwrap_or_default();
+            keys.with_key(key, |shard, _| {
+                if let Some(entry) = shard.peek(key)
+                    && let Value::Hash(hash) = &entry.value
+                    && let Some(value) = hash.get(field)
+                {
+                    encode_command(buf, &[b"HSET", key, field, value]);
+                }
+            });
+        }
+        _ => encode_command(buf, args),
+    }
+}
+
+pub fn replicaof(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let (host, port) = (ctx.args[1], ctx.args[2]);
+    let Some(shared) = ctx.shared.me.upgrade() else {
+        return Err(CommandError::other("ERR node is shutting down"));
+    };
+    if host.eq_ignore_ascii_case(b"no") && port.eq_ignore_ascii_case(b"one") {
+        link::promote(&shared);
+        ctx.out.ok();
+        return Ok(());
+    }
+    let port = parse_int(port)
+        .ok()
+        .and_then(|port| u16::try_from(port).ok())
+        .filter(|&port| port != 0)
+        .ok_or_else(|| CommandError::other("ERR Invalid master port"))?;
+    let target = PrimaryTarget {
+        host: String::from_utf8_lossy(host).into_owned(),
+        port,
+    };
+    if link::follow(&shared, target) {
+        ctx.out.ok();
+    } else {
+        ctx.out.simple("OK Already connected to specified master");
+    }
+    Ok(())
+}
+
+pub fn role(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let shared = ctx.shared;
+    let offset = shared.db.repl.offset();
+    let link = shared
+        .repl
+        .link
+        .lock()
+        .as_ref()
+        .map(|link| (link.target.clone(), link.status));
+    match link {
+        Some((target, status)) => {
+            ctx.out.array(5);
+            ctx.out.bulk(b"slave");
+            ctx.out.bulk(target.host.as_bytes());
+            ctx.out.integer(i64::from(target.port));
+            ctx.out.bulk(status.as_bytes());
+            ctx.out.integer(offset as i64);
+        }
+        None => {
+            let replicas: Vec<(String, u16, u64)> = shared
+                .repl
+                .replicas
+                .lock()
+                .values()
+                .map(|replica| {
+                    (
+                        replica.ip.clone(),
+                        replica.listening_port,
+                        replica.ack_offset.load(Ordering::Relaxed),
+                    )
+                })
+                .collect();
+            ctx.out.array(3);
+            ctx.out.bulk(b"master");
+            ctx.out.integer(offset as i64);
+            ctx.out.array(replicas.len());
+            for (ip, port, acked) in replicas {
+                ctx.out.array(3);
+                ctx.out.bulk(ip.as_bytes());
+                ctx.out.bulk(port.to_string().as_bytes());
+                ctx.out.bulk(acked.to_string().as_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn wait(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let replicas = ctx.int_arg(1)?;
+    let timeout = ctx.int_arg(2)?;
+    if timeout < 0 {
+        return Err(CommandError::other("ERR timeout is negative"));
+    }
+    if ctx.shared.repl.is_replica() {
+        return Err(CommandError::other(
+            "ERR WAIT cannot be used with replica instances.",
+        ));
+    }
+    let log = &ctx.shared.db.repl;
+    let offset = log.offset();
+    let acked = ctx.shared.repl.acked(offset);
+    // inside EXEC nothing may block: answer with what is known
+    if replicas <= 0 || acked as i64 >= replicas || matches!(ctx.keys, Access::Held(..)) {
+        ctx.out.integer(acked as i64);
+        return Ok(());
+    }
+    if log.is_active() {
+        // ask for acknowledgements now instead of waiting for the periodic ACK
+        log.append_command(&[b"REPLCONF", b"GETACK", b"*"]);
+    }
+    ctx.client.pending = Some(Pending::Wait {
+        replicas: replicas as usize,
+        offset,
+        timeout_ms: timeout as u64,
+    });
+    Ok(())
+}
+
+pub fn replconf(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let mut position = 1;
+    while position + 1 < ctx.args.len() {
+        let option = ctx.args[position].to_ascii_lowercase();
+        let value = ctx.args[position + 1];
+        match option.as_slice() {
+            b"listening-port" => {
+                ctx.client.listening_port = parse_int(value)
+                    .ok()
+                    .and_then(|port| u16::try_from(port).ok())
+                    .ok_or(CommandError::NotInteger)?;
+            }
+            // acknowledgements travel on the replica stream, never answered
+            b"ack" | b"getack" => return Ok(()),
+            _ => {}
+        }
+        position += 2;
+    }
+    if position != ctx.args.len() {
+        return Err(CommandError::Syntax);
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn psync(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    if ctx.shared.repl.is_replica() {
+        return Err(CommandError::other(
+            "ERR this node is a replica; PSYNC is served by primaries only",
+        ));
+    }
+    let replid = String::from_utf8_lossy(ctx.args[1]).into_owned();
+    let offset = parse_int(ctx.args[2])
+        .ok()
+        .and_then(|offset| u64::try_from(offset).ok());
+    ctx.client.pending = Some(Pending::Replica { replid, offset });
+    Ok(())
+}
+
+pub fn sync(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    if ctx.shared.repl.is_replica() {
+        return Err(CommandError::other(
+            "ERR this node is a replica; SYNC is served by primaries only",
+        ));
+    }
+    ctx.client.pending = Some(Pending::Replica {
+        replid: "?".to_string(),
+        offset: None,
+    });
+    Ok(())
+}

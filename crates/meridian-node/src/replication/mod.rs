@@ -1,0 +1,258 @@
+//! Replication engine: primary → replica command stream with a backlog for
+//! partial resync, full sync by snapshot, ROLE / REPLICAOF / WAIT state.
+//!
+//! Propagation: every write that changes the store is appended to the
+//! [`backlog::ReplLog`] while the shard locks it took are still held, so the
+//! stream has the same per-key order as execution. Expirations and evictions
+//! go through the log as DEL from the shard itself.
+
+pub mod backlog;
+pub mod link;
+pub mod primary;
+pub mod snapshot;
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+thread_local! {
+    static APPLYING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this thread applies the primary's stream on a replica.
+pub fn applying_primary_stream() -> bool {
+    APPLYING.with(Cell::get)
+}
+
+/// Runs `f` as the primary's stream: expired keys stay visible to it.
+pub fn as_primary_stream<R>(f: impl FnOnce() -> R) -> R {
+    APPLYING.with(|flag| flag.set(true));
+    let result = f();
+    APPLYING.with(|flag| flag.set(false));
+    result
+}
+
+/// One replica attached to this primary.
+#[derive(Debug)]
+pub struct ReplicaInfo {
+    pub client_id: u64,
+    pub ip: String,
+    pub listening_port: u16,
+    pub ack_offset: AtomicU64,
+    pub last_ack: Mutex<Instant>,
+    /// "wait_bgsave" while the snapshot is built and sent, then "online".
+    pub state: Mutex<&'static str>,
+}
+
+/// The link of a replica to its primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryTarget {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug)]
+pub struct LinkState {
+    pub target: PrimaryTarget,
+    /// "connect", "connecting", "sync", "connected".
+    pub status: &'static str,
+    pub last_io: Instant,
+    pub task: Option<tokio::task::AbortHandle>,
+}
+
+#[derive(Default)]
+pub struct ReplCounters {
+    pub sync_full: AtomicU64,
+    pub sync_partial_ok: AtomicU64,
+    pub sync_partial_err: AtomicU64,
+}
+
+pub struct Replication {
+    /// Some while this node replicates a primary.
+    pub link: Mutex<Option<LinkState>>,
+    pub replicas: Mutex<BTreeMap<u64, Arc<ReplicaInfo>>>,
+    pub counters: ReplCounters,
+    pub min_replicas_to_write: AtomicU64,
+    pub min_replicas_max_lag: AtomicU64,
+    /// Password for the link to the primary (falls back to requirepass).
+    pub primary_auth: Mutex<Option<String>>,
+    /// Serialises snapshot creation (each marks every shard).
+    pub snapshot_lock: Mutex<()>,
+    /// Generation of the current primary link; a link applies a batch only
+    /// while holding this with its own generation, so REPLICAOF never races
+    /// with a half-applied batch.
+    pub apply_gate: Mutex<u64>,
+}
+
+impl Replication {
+    pub fn new(min_to_write: u64, max_lag: u64, primary_auth: Option<String>) -> Self {
+        Replication {
+            link: Mutex::new(None),
+            replicas: Mutex::new(BTreeMap::new()),
+            counters: ReplCounters::default(),
+            min_replicas_to_write: AtomicU64::new(min_to_write),
+            min_replicas_max_lag: AtomicU64::new(max_lag),
+            primary_auth: Mutex::new(primary_auth.filter(|auth| !auth.is_empty())),
+            snapshot_lock: Mutex::new(()),
+            apply_gate: Mutex::new(0),
+        }
+    }
+
+    pub fn is_replica(&self) -> bool {
+        self.link.lock().is_some()
+    }
+
+    pub fn target(&self) -> Option<PrimaryTarget> {
+        self.link.lock().as_ref().map(|link| link.target.clone())
+    }
+
+    pub fn set_status(&self, status: &'static str) {
+        if let Some(link) = self.link.lock().as_mut() {
+            link.status = status;
+            link.last_io = Instant::now();
+        }
+    }
+
+    pub fn touch_io(&self) {
+        if let Some(link) = self.link.lock().as_mut() {
+            link.last_io = Instant::now();
+        }
+    }
+
+    /// Online replicas whose last ACK is at most `max_lag` seconds old.
+    pub fn good_replicas(&self, max_lag: u64) -> usize {
+        self.replicas
+            .lock()
+            .values()
+            .filter(|replica| {
+                *replica.state.lock() == "online"
+                    && replica.last_ack.lock().elapsed().as_secs() <= max_lag
+            })
+            .count()
+    }
+
+    /// Replicas that acknowledged at least `offset`.
+    pub fn acked(&self, offset: u64) -> usize {
+        self.replicas
+            .lock()
+            .values()
+            .filter(|replica| replica.ack_offset.load(Ordering::Acquire) >= offset)
+            .count()
+    }
+
+    /// Whether writes are refused by min-replicas-to-write.
+    pub fn not_enough_replicas(&self) -> bool {
+        let wanted = self.min_replicas_to_write.load(Ordering::Relaxed);
+        wanted > 0
+            && (self.good_replicas(self.min_replicas_max_lag.load(Ordering::Relaxed)) as u64)
+                < wanted
+    }
+
+    /// Largest lag (seconds since the last ACK) among attached replicas.
+    pub fn max_lag_seconds(&self) -> u64 {
+        self.replicas
+            .lock()
+            .values()
+            .map(|replica| replica.last_ack.lock().elapsed().as_secs())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// How often a primary with replicas sends PING through the stream, so
+/// replicas can tell a silent primary from an idle one.
+pub const PING_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Background task: keep-alive PINGs in the replication stream.
+pub async fn ping_forever(shared: Arc<crate::state::Shared>) {
+    let mut interval = tokio::time::interval(PING_PERIOD);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if !shared.repl.is_replica() && !shared.repl.replicas.lock().is_empty() {
+            shared.db.repl.append_command(&[b"PING"]);
+        }
+    }
+}
+
+/// The INFO replication section body.
+pub fn info_section(shared: &crate::state::Shared) -> String {
+    use std::fmt::Write as _;
+    let log = &shared.db.repl;
+    let repl = &shared.repl;
+    let offset = log.offset();
+    let mut text = String::new();
+    let link = repl.link.lock().as_ref().map(|link| {
+        (
+            link.target.clone(),
+            link.status,
+            link.last_io.elapsed().as_secs(),
+        )
+    });
+    match &link {
+        Some((target, status, idle)) => {
+            let up = *status == "connected";
+            let _ = write!(
+                text,
+                "role:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{offset}\r\nslave_repl_offset:{offset}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n",
+                target.host,
+                target.port,
+                if up { "up" } else { "down" },
+                if up { *idle as i64 } else { -1 },
+                u8::from(*status == "sync"),
+            );
+        }
+        None => text.push_str("role:master\r\n"),
+    }
+    let replicas: Vec<Arc<ReplicaInfo>> = repl.replicas.lock().values().cloned().collect();
+    let _ = write!(text, "connected_slaves:{}\r\n", replicas.len());
+    for (index, replica) in replicas.iter().enumerate() {
+        let _ = write!(
+            text,
+            "slave{index}:ip={},port={},state={},offset={},lag={}\r\n",
+            replica.ip,
+            replica.listening_port,
+            replica.state.lock(),
+            replica.ack_offset.load(Ordering::Relaxed),
+            replica.last_ack.lock().elapsed().as_secs(),
+        );
+    }
+    if link.is_none() {
+        let _ = write!(
+            text,
+            "min_slaves_good_slaves:{}\r\n",
+            repl.good_replicas(repl.min_replicas_max_lag.load(Ordering::Relaxed))
+        );
+    }
+    let ids = log.ids.lock();
+    let second = ids.second_offset.map_or(-1, |offset| offset as i64 + 1);
+    let _ = write!(
+        text,
+        "master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{second}\r\n",
+        ids.replid, ids.replid2,
+    );
+    drop(ids);
+    let (first, histlen, capacity) = log.extent();
+    let _ = write!(
+        text,
+        "repl_backlog_active:{}\r\nrepl_backlog_size:{capacity}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{histlen}\r\n",
+        u8::from(log.is_active()),
+        first + 1,
+    );
+    text
+}
+
+/// Lines for INFO stats.
+pub fn stats_lines(shared: &crate::state::Shared) -> String {
+    let counters = &shared.repl.counters;
+    format!(
+        "sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n",
+        counters.sync_full.load(Ordering::Relaxed),
+        counters.sync_partial_ok.load(Ordering::Relaxed),
+        counters.sync_partial_err.load(Ordering::Relaxed),
+    )
+}

@@ -1,0 +1,654 @@
+//! Replication with real processes on loopback: full sync under writes,
+//! expiry driven by the primary, READONLY replicas, WAIT, failover with
+//! REPLICAOF NO ONE, partial resync, topology-driven attachment and
+//! min-replicas-to-write.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Node, Reply, free_port, redis_cli};
+use meridian_topology::{NodeAddr, ShardTopology, SlotRange, TopologyMap};
+
+fn start(node_id: &str, extra: &[&str]) -> Node {
+    // a port picked by free_port() can be taken by a parallel test before the
+    // node binds it: retry with fresh ports when the process exits
+    for _ in 0..5 {
+        let port = free_port();
+        let metrics_port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--metrics-port", &metrics_port.to_string()])
+            .args(["--node-id", node_id, "--shards", "8", "--log", "warn"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start meridian-node");
+        let mut node = Node {
+            child,
+            port,
+            metrics_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return node;
+            }
+            if matches!(node.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {node_id} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("node {node_id} could not bind a free port");
+}
+
+fn info(node: &Node, section: &str) -> String {
+    let mut con = node.redis();
+    redis::cmd("INFO")
+        .arg(section)
+        .query::<String>(&mut con)
+        .expect("INFO")
+}
+
+fn info_field(node: &Node, section: &str, field: &str) -> String {
+    info(node, section)
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .map(str::to_string)
+        .unwrap_or_default()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn replicate(replica: &Node, primary: &Node) {
+    let mut con = replica.redis();
+    let reply: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port)
+        .query(&mut con)
+        .expect("REPLICAOF");
+    assert!(reply.starts_with("OK"), "{reply}");
+    wait_until("link up", Duration::from_secs(20), || {
+        info_field(replica, "replication", "master_link_status") == "up"
+    });
+}
+
+fn wait_replicas(primary: &Node, count: i64) -> i64 {
+    let mut con = primary.redis();
+    redis::cmd("WAIT")
+        .arg(count)
+        .arg(5000)
+        .query(&mut con)
+        .expect("WAIT")
+}
+
+fn dbsize(node: &Node) -> i64 {
+    redis::cmd("DBSIZE")
+        .query(&mut node.redis())
+        .expect("DBSIZE")
+}
+
+fn signal(node: &Node, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), node.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn load_keys(node: &Node, count: usize) {
+    let mut con = node.redis();
+    for batch in (0..count).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for &index in batch {
+            pipe.cmd("SET")
+                .arg(format!("key:{index}"))
+                .arg(format!("value-{index}"))
+                .ignore();
+        }
+        pipe.query::<()>(&mut con).expect("load");
+    }
+}
+
+#[test]
+fn full_sync_under_writes_then_everything_matches() {
+    let primary = start("primary", &[]);
+    let replicas = [start("replica-a", &[]), start("replica-b", &[])];
+    load_keys(&primary, 10_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, written) = (stop.clone(), written.clone());
+        let mut con = primary.redis();
+        std::thread::spawn(move || {
+            let mut index = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(format!("live:{index}"))
+                    .arg(index)
+                    .arg("EX")
+                    .arg(600)
+                    .ignore()
+                    .cmd("INCR")
+                    .arg("counter")
+                    .ignore()
+                    .cmd("INCRBYFLOAT")
+                    .arg("float")
+                    .arg("0.5")
+                    .ignore()
+                    .cmd("HINCRBY")
+                    .arg("hash")
+                    .arg(format!("f{}", index % 10))
+                    .arg(1)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(format!("key:{}", index % 10_000))
+                    .arg(format!("rewritten-{index}"))
+                    .ignore();
+                pipe.query::<()>(&mut con).expect("write");
+                index += 1;
+                written.store(index, Ordering::Relaxed);
+            }
+        })
+    };
+    for replica in &replicas {
+        replicate(replica, &primary);
+    }
+    // keep writing while the replicas stream
+    let before = written.load(Ordering::Relaxed);
+    wait_until("writes during streaming", Duration::from_secs(10), || {
+        written.load(Ordering::Relaxed) > before + 200
+    });
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert_eq!(wait_replicas(&primary, 2), 2);
+    let expected = dbsize(&primary);
+    assert!(expected > 10_000);
+    let mut primary_con = primary.redis();
+    for replica in &replicas {
+        assert_eq!(dbsize(replica), expected);
+        let mut con = replica.redis();
+        for key in [
+            "counter", "float", "key:0", "key:17", "key:9999", "live:0", "live:100",
+        ] {
+            let on_primary: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query(&mut primary_con)
+                .expect("GET");
+            let on_replica: Option<String> =
+                redis::cmd("GET").arg(key).query(&mut con).expect("GET");
+            assert_eq!(on_primary, on_replica, "{key}");
+        }
+        for index in (0..10_000).step_by(97) {
+            let key = format!("key:{index}");
+            let on_primary: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query(&mut primary_con)
+                .expect("GET");
+            let on_replica: Option<String> =
+                redis::cmd("GET").arg(&key).query(&mut con).expect("GET");
+            assert_eq!(on_primary, on_replica, "{key}");
+        }
+        let hash_primary: Vec<(String, i64)> = redis::cmd("HGETALL")
+            .arg("hash")
+            .query(&mut primary_con)
+            .expect("HGETALL");
+        let hash_replica: Vec<(String, i64)> = redis::cmd("HGETALL")
+            .arg("hash")
+            .query(&mut con)
+            .expect("HGETALL");
+        let mut hash_primary = hash_primary;
+        let mut hash_replica = hash_replica;
+        hash_primary.sort();
+        hash_replica.sort();
+        assert_eq!(hash_primary, hash_replica);
+        // relative TTLs arrived as the same absolute expiry
+        let at_primary: i64 = redis::cmd("PEXPIRETIME")
+            .arg("live:0")
+            .query(&mut primary_con)
+            .expect("PEXPIRETIME");
+        let at_replica: i64 = redis::cmd("PEXPIRETIME")
+            .arg("live:0")
+            .query(&mut con)
+            .expect("PEXPIRETIME");
+        assert_eq!(at_primary, at_replica);
+    }
+    assert_eq!(info_field(&primary, "replication", "connected_slaves"), "2");
+    assert_eq!(info_field(&primary, "stats", "sync_full"), "2");
+    let slave0 = info_field(&primary, "replication", "slave0");
+    assert!(slave0.contains("state=online"), "{slave0}");
+    // the same REPLICAOF again is a no-op: no second full sync
+    let reply: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port)
+        .query(&mut replicas[0].redis())
+        .expect("REPLICAOF");
+    assert_eq!(reply, "OK Already connected to specified master");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(info_field(&primary, "stats", "sync_full"), "2");
+    let (_, metrics) = primary.http_get("/metrics");
+    assert!(
+        metrics.contains("meridian_connected_replicas 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn replicas_refuse_writes_and_expire_only_through_the_primary() {
+    let primary = start("primary", &[]);
+    let replica = start("replica", &[]);
+    replicate(&replica, &primary);
+    let mut raw = replica.raw();
+    assert_eq!(
+        raw.cmd(&["SET", "k", "v"]),
+        Reply::err("READONLY You can't write against a read only replica.")
+    );
+    assert_eq!(raw.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        raw.cmd(&["DEL", "k"]),
+        Reply::err("READONLY You can't write against a read only replica.")
+    );
+    assert!(matches!(raw.cmd(&["EXEC"]), Reply::Error(error) if error.starts_with("EXECABORT")));
+
+    let mut con = primary.redis();
+    redis::cmd("SET")
+        .arg("short")
+        .arg("lived")
+        .arg("PX")
+        .arg(1500)
+        .query::<()>(&mut con)
+        .expect("SET");
+    redis::cmd("SET")
+        .arg("stays")
+        .arg("1")
+        .query::<()>(&mut con)
+        .expect("SET");
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    assert_eq!(raw.cmd(&["GET", "short"]), Reply::bulk("lived"));
+    // with the primary frozen nobody sends DEL: the replica hides the key but keeps it
+    signal(&primary, "STOP");
+    std::thread::sleep(Duration::from_millis(1800));
+    assert_eq!(raw.cmd(&["GET", "short"]), Reply::Nil);
+    assert_eq!(raw.cmd(&["EXISTS", "short"]), Reply::Int(0));
+    assert_eq!(raw.cmd(&["DBSIZE"]), Reply::Int(2));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(raw.cmd(&["DBSIZE"]), Reply::Int(2));
+    signal(&primary, "CONT");
+    // the primary's active expiry deletes it and propagates the DEL
+    wait_until("DEL from the primary", Duration::from_secs(5), || {
+        raw.cmd(&["DBSIZE"]) == Reply::Int(1)
+    });
+    assert_eq!(raw.cmd(&["GET", "stays"]), Reply::bulk("1"));
+}
+
+#[test]
+fn failover_keeps_every_acknowledged_write() {
+    let primary = start("primary", &[]);
+    let first = start("replica-a", &[]);
+    let second = start("replica-b", &[]);
+    replicate(&first, &primary);
+    replicate(&second, &primary);
+    let mut con = primary.redis();
+    let mut acknowledged = Vec::new();
+    for round in 0..20 {
+        let mut pipe = redis::pipe();
+        for index in 0..50 {
+            let key = format!("acked:{round}:{index}");
+            pipe.cmd("SET").arg(&key).arg(round * 100 + index).ignore();
+            acknowledged.push(key);
+        }
+        pipe.cmd("MULTI")
+            .ignore()
+            .cmd("INCR")
+            .arg("tx")
+            .ignore()
+            .cmd("HSET")
+            .arg("txhash")
+            .arg(round)
+            .arg("x")
+            .ignore()
+            .cmd("EXEC")
+            .ignore();
+        pipe.query::<()>(&mut con).expect("writes");
+        assert_eq!(wait_replicas(&primary, 2), 2);
+    }
+    drop(con);
+    drop(primary);
+    let mut promoted = first.redis();
+    let reply: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut promoted)
+        .expect("promote");
+    assert_eq!(reply, "OK");
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut promoted).expect("ROLE");
+    assert_eq!(
+        role.first(),
+        Some(&redis::Value::BulkString(b"master".to_vec()))
+    );
+    // the promoted node accepts writes
+    redis::cmd("SET")
+        .arg("after")
+        .arg("failover")
+        .query::<()>(&mut promoted)
+        .expect("SET");
+    replicate(&second, &first);
+    assert_eq!(wait_replicas(&first, 1), 1);
+    // the old history continues: partial resync, not a full one
+    assert_eq!(info_field(&first, "stats", "sync_partial_ok"), "1");
+    assert_eq!(info_field(&first, "stats", "sync_full"), "0");
+    for node in [&first, &second] {
+        let mut con = node.redis();
+        for key in &acknowledged {
+            let value: Option<String> = redis::cmd("GET").arg(key).query(&mut con).expect("GET");
+            assert!(value.is_some(), "{key} lost");
+        }
+        let tx: i64 = redis::cmd("GET").arg("tx").query(&mut con).expect("GET");
+        assert_eq!(tx, 20);
+        let fields: i64 = redis::cmd("HLEN")
+            .arg("txhash")
+            .query(&mut con)
+            .expect("HLEN");
+        assert_eq!(fields, 20);
+    }
+    let after: Option<String> = redis::cmd("GET")
+        .arg("after")
+        .query(&mut second.redis())
+        .expect("GET");
+    assert_eq!(after.as_deref(), Some("failover"));
+}
+
+#[test]
+fn cut_links_resume_with_partial_resync() {
+    let primary = start("primary", &[]);
+    let replica = start("replica", &[]);
+    replicate(&replica, &primary);
+    load_keys(&primary, 500);
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    // the primary drops the replica; writes continue meanwhile
+    let mut raw = primary.raw();
+    assert_eq!(
+        raw.cmd(&["CLIENT", "KILL", "TYPE", "replica"]),
+        Reply::Int(1)
+    );
+    for index in 0..200 {
+        let key = format!("during:{index}");
+        assert_eq!(raw.cmd(&["SET", &key, "x"]), Reply::ok());
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    assert_eq!(info_field(&primary, "stats", "sync_partial_ok"), "1");
+    // the replica drops its link itself
+    let reply: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut replica.redis())
+        .expect("KILL");
+    assert_eq!(reply, 1);
+    assert_eq!(raw.cmd(&["SET", "last", "x"]), Reply::ok());
+    wait_until("second partial resync", Duration::from_secs(10), || {
+        info_field(&primary, "stats", "sync_partial_ok") == "2"
+    });
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    assert_eq!(info_field(&primary, "stats", "sync_full"), "1");
+    assert_eq!(dbsize(&replica), dbsize(&primary));
+    assert_eq!(
+        info_field(&replica, "replication", "slave_repl_offset"),
+        info_field(&primary, "replication", "master_repl_offset")
+    );
+    // a frozen replica process (kill -STOP) catches up from the backlog when resumed
+    signal(&replica, "STOP");
+    for index in 0..100 {
+        let key = format!("frozen:{index}");
+        assert_eq!(raw.cmd(&["SET", &key, "x"]), Reply::ok());
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    signal(&replica, "CONT");
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    assert_eq!(dbsize(&replica), dbsize(&primary));
+}
+
+fn shard_map(epoch: u64, primary: (&str, &Node), replicas: &[(&str, &Node)]) -> String {
+    let addr = |(id, node): (&str, &Node)| NodeAddr {
+        id: id.to_string(),
+        ip: "127.0.0.1".into(),
+        port: node.port,
+    };
+    let map = TopologyMap {
+        epoch,
+        cluster: "demo".into(),
+        region: "local".into(),
+        shards: vec![ShardTopology {
+            index: 0,
+            slots: vec![SlotRange::new(0, 16383).expect("range")],
+            primary: addr(primary),
+            replicas: replicas.iter().map(|&node| addr(node)).collect(),
+        }],
+    };
+    serde_json::to_string(&map).expect("json")
+}
+
+#[test]
+fn topology_push_attaches_and_promotes() {
+    let primary = start("node-0", &[]);
+    let replica = start("node-1", &[]);
+    load_keys(&primary, 100);
+    let json = shard_map(1, ("node-0", &primary), &[("node-1", &replica)]);
+    for node in [&primary, &replica] {
+        assert_eq!(
+            node.raw().cmd(&["MERIDIAN.TOPOLOGY", "SET", &json]),
+            Reply::ok()
+        );
+    }
+    wait_until("attached by topology", Duration::from_secs(10), || {
+        info_field(&replica, "replication", "master_link_status") == "up"
+    });
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    assert_eq!(dbsize(&replica), 100);
+    // the operator's explicit REPLICAOF to the same primary changes nothing
+    let reply: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port)
+        .query(&mut replica.redis())
+        .expect("REPLICAOF");
+    assert_eq!(reply, "OK Already connected to specified master");
+    let json = shard_map(2, ("node-0", &primary), &[("node-1", &replica)]);
+    assert_eq!(
+        replica.raw().cmd(&["MERIDIAN.TOPOLOGY", "SET", &json]),
+        Reply::ok()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(info_field(&primary, "stats", "sync_full"), "1");
+    // failover by map: the replica becomes the primary
+    let json = shard_map(3, ("node-1", &replica), &[("node-0", &primary)]);
+    assert_eq!(
+        replica.raw().cmd(&["MERIDIAN.TOPOLOGY", "SET", &json]),
+        Reply::ok()
+    );
+    assert_eq!(info_field(&replica, "replication", "role"), "master");
+    assert_eq!(replica.raw().cmd(&["SET", "key:1", "new"]), Reply::ok());
+}
+
+#[test]
+fn min_replicas_to_write_refuses_without_replicas() {
+    let primary = start(
+        "primary",
+        &[
+            "--min-replicas-to-write",
+            "1",
+            "--min-replicas-max-lag",
+            "2",
+        ],
+    );
+    let mut raw = primary.raw();
+    assert_eq!(
+        raw.cmd(&["SET", "k", "v"]),
+        Reply::err("NOREPLICAS Not enough good replicas to write.")
+    );
+    let replica = start("replica", &[]);
+    replicate(&replica, &primary);
+    assert_eq!(raw.cmd(&["SET", "k", "v"]), Reply::ok());
+    drop(replica);
+    wait_until("replica gone", Duration::from_secs(5), || {
+        raw.cmd(&["SET", "k", "v"]) == Reply::err("NOREPLICAS Not enough good replicas to write.")
+    });
+    assert_eq!(raw.cmd(&["GET", "k"]), Reply::bulk("v"));
+    assert_eq!(
+        raw.cmd(&["CONFIG", "SET", "min-replicas-to-write", "0"]),
+        Reply::ok()
+    );
+    assert_eq!(raw.cmd(&["SET", "k", "w"]), Reply::ok());
+}
+
+#[test]
+fn password_protected_link_and_redis_cli_role() {
+    let primary = start("primary", &["--requirepass", "s3cret"]);
+    let replica = start("replica", &["--requirepass", "s3cret"]);
+    let mut raw = replica.raw();
+    assert_eq!(raw.cmd(&["AUTH", "s3cret"]), Reply::ok());
+    let port = primary.port.to_string();
+    assert_eq!(raw.cmd(&["SLAVEOF", "127.0.0.1", &port]), Reply::ok());
+    let mut primary_raw = primary.raw();
+    assert_eq!(primary_raw.cmd(&["AUTH", "s3cret"]), Reply::ok());
+    assert_eq!(primary_raw.cmd(&["SET", "k", "v"]), Reply::ok());
+    wait_until(
+        "replicated through the authenticated link",
+        Duration::from_secs(10),
+        || raw.cmd(&["GET", "k"]) == Reply::bulk("v"),
+    );
+    let cli = redis_cli();
+    let output = Command::new(cli)
+        .args([
+            "-p",
+            &replica.port.to_string(),
+            "-a",
+            "s3cret",
+            "--no-auth-warning",
+            "ROLE",
+        ])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("slave\n127.0.0.1\n"), "{text}");
+    assert!(text.contains("connected"), "{text}");
+    let output = Command::new(cli)
+        .args(["-p", &port, "-a", "s3cret", "--no-auth-warning", "ROLE"])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("master\n"), "{text}");
+    assert!(text.contains(&replica.port.to_string()), "{text}");
+}
+
+/// Reads one RESP command from a raw replica connection.
+fn read_command(reader: &mut std::io::BufReader<TcpStream>) -> Vec<String> {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("header");
+    let count: usize = line.trim_end()[1..].parse().expect("array length");
+    (0..count)
+        .map(|_| {
+            let mut header = String::new();
+            reader.read_line(&mut header).expect("bulk header");
+            let len: usize = header.trim_end()[1..].parse().expect("bulk length");
+            let mut data = vec![0u8; len + 2];
+            reader.read_exact(&mut data).expect("bulk");
+            data.truncate(len);
+            String::from_utf8_lossy(&data).into_owned()
+        })
+        .collect()
+}
+
+/// Answers the replica's handshake up to (and returning) its PSYNC arguments.
+fn accept_replica(
+    listener: &std::net::TcpListener,
+) -> (std::io::BufReader<TcpStream>, TcpStream, Vec<String>) {
+    let (stream, _) = listener.accept().expect("replica connects");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = std::io::BufReader::new(stream);
+    loop {
+        let command = read_command(&mut reader);
+        if command[0].eq_ignore_ascii_case("PSYNC") {
+            return (reader, writer, command);
+        }
+        std::io::Write::write_all(&mut writer, b"+OK\r\n").expect("reply");
+    }
+}
+
+#[test]
+fn link_cut_inside_a_transaction_resumes_before_multi() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake primary");
+    let port = listener.local_addr().expect("addr").port();
+    let replica = start("replica", &[]);
+    let mut con = replica.redis();
+    let _: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(port)
+        .query(&mut con)
+        .expect("REPLICAOF");
+    let replid = "a".repeat(40);
+    let (_reader, mut writer, psync) = accept_replica(&listener);
+    assert_eq!(psync[1..], ["?".to_string(), "-1".to_string()]);
+    let empty_snapshot = b"MRDSNAP1\xff";
+    write!(
+        writer,
+        "+FULLRESYNC {replid} 100\r\n${}\r\n",
+        empty_snapshot.len()
+    )
+    .expect("write");
+    writer.write_all(empty_snapshot).expect("write");
+    let set_before = common::encode(&[b"SET", b"before", b"1"]);
+    let multi = common::encode(&[b"MULTI"]);
+    let set_inside = common::encode(&[b"SET", b"inside", b"1"]);
+    let exec = common::encode(&[b"EXEC"]);
+    writer.write_all(&set_before).expect("write");
+    writer.write_all(&multi).expect("write");
+    writer.write_all(&set_inside).expect("write");
+    wait_until("first command applied", Duration::from_secs(5), || {
+        redis::cmd("GET")
+            .arg("before")
+            .query::<Option<String>>(&mut con)
+            .expect("GET")
+            .is_some()
+    });
+    drop(writer);
+    drop(_reader);
+    // the replica comes back at the offset before MULTI, not in the middle
+    let (_reader, mut writer, psync) = accept_replica(&listener);
+    let resume = 100 + set_before.len();
+    assert_eq!(psync[1..], [replid.clone(), resume.to_string()]);
+    write!(writer, "+CONTINUE {replid}\r\n").expect("write");
+    writer.write_all(&multi).expect("write");
+    writer.write_all(&set_inside).expect("write");
+    writer.write_all(&exec).expect("write");
+    wait_until("transaction applied", Duration::from_secs(5), || {
+        redis::cmd("GET")
+            .arg("inside")
+            .query::<Option<String>>(&mut con)
+            .expect("GET")
+            .is_some()
+    });
+    let expected = resume + multi.len() + set_inside.len() + exec.len();
+    assert_eq!(
+        info_field(&replica, "replication", "slave_repl_offset"),
+        expected.to_string()
+    );
+    assert_eq!(info_field(&replica, "replication", "master_replid"), replid);
+}
