@@ -128,6 +128,41 @@ async fn two_regions_become_ready_and_serve() -> Result<()> {
                 Some("value"),
                 "GET through {primary} ({ip})"
             );
+
+            // The replica the operator attached acknowledges the write and serves it.
+            let acked = wait_for(
+                &format!("replica of {primary} to acknowledge"),
+                Duration::from_secs(60),
+                || {
+                    let mut conn = conn.clone();
+                    async move {
+                        let n: i64 = redis::cmd("WAIT")
+                            .arg(1)
+                            .arg(1000)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if n >= 1 {
+                            Ok(Some(n))
+                        } else {
+                            Err(format!("WAIT 1 returned {n}"))
+                        }
+                    }
+                },
+            )
+            .await?;
+            assert!(acked >= 1);
+            let replica_ip = pod_ip(&client, &ns.name, &shard.replicas[0]).await?;
+            let replica = redis::Client::open(format!("redis://{replica_ip}:6379/"))?;
+            let mut rconn = replica.get_multiplexed_async_connection().await?;
+            let _: () = redis::cmd("READONLY").query_async(&mut rconn).await?;
+            let got: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut rconn).await?;
+            assert_eq!(
+                got.as_deref(),
+                Some("value"),
+                "replica {} serves the write",
+                shard.replicas[0]
+            );
         }
         // A cluster-aware client sees the whole region: every key lands on its owner.
         let nodes: Vec<String> = primaries.iter().map(|a| format!("redis://{a}/")).collect();
