@@ -89,7 +89,7 @@ pub fn run() -> Result<()> {
     }
     if let Some(ip) = pods.lines().find_map(|l| l.split_whitespace().nth(1)) {
         println!(
-            "\nTry:  redis-cli -h {ip} -p 6379 SET greeting hello && redis-cli -h {ip} GET greeting"
+            "\nTry:  redis-cli -c -h {ip} -p 6379 SET greeting hello && redis-cli -c -h {ip} GET greeting"
         );
     }
     println!("Stop: cargo xtask cluster down");
