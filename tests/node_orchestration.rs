@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use meridian_operator::nodes::{AttachOutcome, NodeConnection, PushOutcome};
+use meridian_operator::nodes::{NodeConnection, PushOutcome};
 use meridian_operator::topology_plan::{self, NodeReport, ObservedPod, RegionPods};
 use meridian_topology::{NodeAddr, TopologyMap};
 
@@ -49,6 +49,8 @@ async fn start_node(binary: &PathBuf, id: &str, password: Option<&str>) -> Node 
         .env("MERIDIAN_BIND", "127.0.0.1")
         .env("MERIDIAN_PORT", port.to_string())
         .env("MERIDIAN_METRICS_PORT", free_port().to_string())
+        // Several nodes share 127.0.0.1 here; the HTTP API (8080) is not under test.
+        .env("MERIDIAN_HTTP_PORT", "0")
         .env("MERIDIAN_NODE_ID", id)
         .env("MERIDIAN_SHARDS", "4")
         .stdout(Stdio::null())
@@ -181,12 +183,22 @@ async fn bootstrap_push_get_stale_epoch_and_replica_attach() {
         Some(5)
     );
 
-    // Replica attach is a separate step: works, or says the node cannot do it yet.
-    let outcome = connections[1].replicate_from(&primary.addr).await.unwrap();
-    assert!(matches!(
-        outcome,
-        AttachOutcome::Attached | AttachOutcome::Unsupported(_)
-    ));
+    // The map lists the replica as such: it attaches to its primary on its own, and the
+    // offsets the operator reads for failover decisions come from INFO replication.
+    let mut attached = None;
+    for _ in 0..50 {
+        let info = connections[1].replication_info().await.unwrap();
+        if info.role == "slave" && info.link_up {
+            attached = Some(info);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let attached = attached.expect("replica attached to its primary within 5 s");
+    let primary_info = connections[0].replication_info().await.unwrap();
+    assert_eq!(primary_info.role, "master");
+    assert_eq!(primary_info.connected_replicas, 1);
+    assert!(attached.offset <= primary_info.offset);
 }
 
 #[tokio::test]

@@ -63,6 +63,26 @@ pub struct Config {
     /// Largest ACK age in seconds for a replica to count for --min-replicas-to-write.
     #[arg(long, env = "MERIDIAN_MIN_REPLICAS_MAX_LAG", default_value_t = 10)]
     pub min_replicas_max_lag: u64,
+    /// HTTP API port (GET/PUT/DELETE /cache/{key}, POST /invalidate); 0 disables it.
+    #[arg(long, env = "MERIDIAN_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+    /// Origin base URL (http://...) for read-through / write-through.
+    #[arg(long, env = "MERIDIAN_ORIGIN_URL")]
+    pub origin_url: Option<String>,
+    /// On a miss, fetch `<origin>/<key>` and cache it (single-flight per key).
+    #[arg(long, env = "MERIDIAN_ORIGIN_READ_THROUGH", action = clap::ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub origin_read_through: bool,
+    /// Write SET / DEL / HTTP PUT / DELETE to the origin before the cache.
+    #[arg(long, env = "MERIDIAN_ORIGIN_WRITE_THROUGH", action = clap::ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub origin_write_through: bool,
+    /// Timeout of one origin request in milliseconds.
+    #[arg(long, env = "MERIDIAN_ORIGIN_TIMEOUT_MS", default_value_t = 1000)]
+    pub origin_timeout_ms: u64,
+    /// TTL in seconds of entries filled from the origin (0 = none).
+    #[arg(long, env = "MERIDIAN_DEFAULT_TTL_SECONDS", default_value_t = 0)]
+    pub default_ttl_seconds: u64,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "MERIDIAN_LOG", default_value = "info")]
     pub log: String,

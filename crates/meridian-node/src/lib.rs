@@ -6,7 +6,10 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod glob;
+pub mod http;
 pub mod metrics;
+pub mod migration;
+pub mod origin;
 pub mod protocol;
 pub mod replication;
 pub mod server;
@@ -82,7 +85,9 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
             .map(|_| AtomicU64::new(0))
             .collect(),
         topology: RwLock::new(None),
+        migrations: RwLock::new(Default::default()),
         shutting_down: AtomicBool::new(false),
+        origin: origin::config_from(config).map(|origin| Arc::new(origin::Origin::new(origin))),
     })
 }
 
@@ -96,13 +101,27 @@ pub async fn run(
     let metrics_listener = bind(SocketAddr::new(config.bind, config.metrics_port)).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
-    let registry = Arc::new(metrics::registry(shared.clone()));
+    let http_listener = match config.http_port {
+        0 => None,
+        port => Some(bind(SocketAddr::new(config.bind, port)).await?),
+    };
+    let mut registry = metrics::registry(shared.clone());
+    http::metrics::register(&mut registry);
+    let registry = Arc::new(registry);
     let metrics_task = tokio::spawn(metrics::serve(
         metrics_listener,
         registry,
         ready.clone(),
         shutdown_rx.clone(),
     ));
+    let http_task = http_listener.map(|listener| {
+        tokio::spawn(http::serve(
+            shared.clone(),
+            listener,
+            config.http_port,
+            shutdown_rx.clone(),
+        ))
+    });
     let expiry_task = tokio::spawn(store::expiry::run_forever(shared.clone()));
     let ping_task = tokio::spawn(replication::ping_forever(shared.clone()));
     let (active_tx, mut active_rx) = mpsc::channel::<()>(1);
@@ -138,6 +157,9 @@ pub async fn run(
     }
     expiry_task.abort();
     ping_task.abort();
+    if let Some(task) = http_task {
+        task.abort();
+    }
     let _ = metrics_task.await;
     tracing::info!("bye");
     Ok(())

@@ -301,6 +301,10 @@ async fn serve_connection(
                             let input = std::mem::take(&mut connection.input);
                             return serve_replica(shared.clone(), stream, input, request, inbox, shutdown).await;
                         }
+                        Some(Pending::Origin(op)) => {
+                            crate::origin::complete(&shared, &mut connection.client, &mut connection.out, op).await;
+                            flush(stream, &mut connection.out, &shared).await?;
+                        }
                     }
                     // stopped early because of output volume: keep going
                     if connection.needed > 0 || connection.input.is_empty() {

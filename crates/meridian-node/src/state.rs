@@ -115,7 +115,11 @@ pub struct Shared {
     /// Calls per command, indexed like the command table.
     pub command_calls: Box<[AtomicU64]>,
     pub topology: RwLock<Option<Arc<TopologyMap>>>,
+    /// Slots this node is migrating away or importing (CLUSTER SETSLOT).
+    pub migrations: RwLock<crate::migration::SlotMigrations>,
     pub shutting_down: AtomicBool,
+    /// Optional HTTP origin for read-through / write-through.
+    pub origin: Option<Arc<crate::origin::Origin>>,
 }
 
 impl Shared {

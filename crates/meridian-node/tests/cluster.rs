@@ -19,6 +19,7 @@ fn start_named(node_id: &str) -> Node {
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--metrics-port", &metrics_port.to_string()])
         .args(["--node-id", node_id, "--shards", "4", "--log", "warn"])
+        .env("MERIDIAN_HTTP_PORT", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

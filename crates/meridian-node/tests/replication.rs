@@ -25,6 +25,7 @@ fn start(node_id: &str, extra: &[&str]) -> Node {
             .args(["--metrics-port", &metrics_port.to_string()])
             .args(["--node-id", node_id, "--shards", "8", "--log", "warn"])
             .args(extra)
+            .env("MERIDIAN_HTTP_PORT", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

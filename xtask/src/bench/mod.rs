@@ -144,6 +144,9 @@ impl Server {
             port.to_string(),
             "--metrics-port".into(),
             metrics.to_string(),
+            // The HTTP API is not benchmarked here and 8080 may be taken.
+            "--http-port".into(),
+            "0".into(),
             "--io-threads".into(),
             "1".into(),
             "--log".into(),

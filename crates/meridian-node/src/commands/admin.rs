@@ -42,6 +42,11 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             );
             let map = Arc::new(map);
             *current = Some(map.clone());
+            // ownership the map settles ends MIGRATING / IMPORTING for those slots
+            ctx.shared
+                .migrations
+                .write()
+                .settle(&map, &ctx.shared.node_id);
             drop(current);
             // the map says who replicates whom: (re)point or promote this node
             if let Some(shared) = ctx.shared.me.upgrade() {

@@ -12,6 +12,7 @@ use meridian_topology::{
 
 use super::{Ctx, READONLY, Spec, WRITE, parse_int};
 use crate::error::{CmdResult, CommandError};
+use crate::migration;
 use crate::protocol::Out;
 use crate::state::Shared;
 
@@ -57,25 +58,77 @@ pub fn route_keys<'k>(
     }
 }
 
-/// Routing check for one command before it runs or is queued.
+/// A command whose slot is being migrated: whether its keys are present
+/// decides between serving it, ASK and TRYAGAIN. The dispatcher decides
+/// under the shard locks, so MIGRATE cannot move a key in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InTransit {
+    /// This node owns the slot and is moving it to `ask` (`ip:port`).
+    Migrating { slot: u16, ask: String },
+    /// This node is receiving the slot and the client sent ASKING.
+    Importing,
+}
+
+impl InTransit {
+    /// The refusal for a command with `present` of its keys here and `missing` not.
+    pub fn refusal(&self, present: usize, missing: usize) -> Option<CommandError> {
+        let unstable =
+            || CommandError::other("TRYAGAIN Multiple keys request during rehashing of slot");
+        match self {
+            _ if missing == 0 => None,
+            InTransit::Migrating { .. } if present > 0 => Some(unstable()),
+            InTransit::Migrating { slot, ask } => {
+                Some(CommandError::other(format!("ASK {slot} {ask}")))
+            }
+            InTransit::Importing if present + missing > 1 => Some(unstable()),
+            InTransit::Importing => None,
+        }
+    }
+}
+
+/// Routing check for one command before it runs or is queued. `asking`:
+/// the connection sent ASKING just before (or this is RESTORE-ASKING).
 pub fn check_command(
     shared: &Shared,
     readonly_client: bool,
+    asking: bool,
     spec: &Spec,
     args: &[&[u8]],
-) -> Result<(), CommandError> {
+) -> Result<Option<InTransit>, CommandError> {
     if spec.first_key <= 0 {
-        return Ok(());
+        return Ok(None);
     }
     let Some(map) = current_map(shared) else {
-        return Ok(());
+        return Ok(None);
     };
-    route_keys(
+    let keys = spec.keys(args);
+    let Some(slot) = keys.first().map(|key| key_slot(key)) else {
+        return Ok(None);
+    };
+    let routed = route_keys(
         &map,
         &shared.node_id,
         readonly_client && is_read(spec),
-        spec.keys(args),
-    )
+        keys.iter().copied(),
+    );
+    match routed {
+        Ok(()) => {
+            let migrations = shared.migrations.read();
+            Ok(migrations
+                .migrating
+                .get(&slot)
+                .and_then(|destination| migration::endpoint_of(&map, destination))
+                .map(|ask| InTransit::Migrating { slot, ask }))
+        }
+        Err(CommandError::Other(moved))
+            if asking
+                && moved.starts_with("MOVED ")
+                && shared.migrations.read().importing.contains_key(&slot) =>
+        {
+            Ok(Some(InTransit::Importing))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// `ip:port` the way Redis writes it in MOVED and CLUSTER NODES (no brackets).
@@ -95,8 +148,9 @@ pub fn readwrite(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     Ok(())
 }
 
-/// ASK redirects arrive with slot migration; until then ASKING is a no-op.
+/// ASKING lets the next command (only) reach a slot this node is importing.
 pub fn asking(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    ctx.client.asking = true;
     ctx.out.ok();
     Ok(())
 }
@@ -300,6 +354,98 @@ fn keys_in_slot(ctx: &mut Ctx<'_, '_>, slot: u16, count: i64) -> Vec<Vec<u8>> {
     })
 }
 
+/// CLUSTER SETSLOT <slot> MIGRATING <id> | IMPORTING <id> | STABLE | NODE <id>.
+/// Ownership itself only changes with a new topology map; NODE just ends the
+/// slot's migration state here.
+fn setslot(ctx: &mut Ctx<'_, '_>, map: &TopologyMap) -> CmdResult {
+    let slot = slot_arg(ctx, 2)?;
+    let action = ctx.arg(3).to_ascii_uppercase();
+    let me = &ctx.shared.node_id;
+    let owns = matches!(map.route(slot, me, false), Route::Local);
+    let peer = String::from_utf8_lossy(ctx.arg(4)).into_owned();
+    let known_peer = || {
+        if migration::endpoint_of(map, &peer).is_none() {
+            return Err(CommandError::other(format!(
+                "ERR I don't know about node {peer}"
+            )));
+        }
+        if peer == cluster_node_id(me) {
+            return Err(CommandError::other(
+                "ERR I can't migrate or import a slot to or from myself",
+            ));
+        }
+        Ok(())
+    };
+    match (action.as_slice(), ctx.args.len()) {
+        (b"MIGRATING", 5) => {
+            if !owns {
+                return Err(CommandError::other(format!(
+                    "ERR I'm not the owner of hash slot {slot}"
+                )));
+            }
+            known_peer()?;
+            let mut migrations = ctx.shared.migrations.write();
+            migrations.importing.remove(&slot);
+            migrations.migrating.insert(slot, peer);
+        }
+        (b"IMPORTING", 5) => {
+            if owns {
+                return Err(CommandError::other(format!(
+                    "ERR I'm already the owner of hash slot {slot}"
+                )));
+            }
+            known_peer()?;
+            let mut migrations = ctx.shared.migrations.write();
+            migrations.migrating.remove(&slot);
+            migrations.importing.insert(slot, peer);
+        }
+        (b"STABLE", 4) | (b"NODE", 5) => {
+            if action.as_slice() == b"NODE" && migration::endpoint_of(map, &peer).is_none() {
+                return Err(CommandError::other(format!("ERR Unknown node {peer}")));
+            }
+            let mut migrations = ctx.shared.migrations.write();
+            migrations.migrating.remove(&slot);
+            migrations.importing.remove(&slot);
+        }
+        _ => {
+            return Err(CommandError::other(
+                "ERR Invalid CLUSTER SETSLOT action or number of arguments. Try CLUSTER HELP",
+            ));
+        }
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+/// Appends Redis's open-slot markers (`[slot->-id]`, `[slot-<-id]`) to this
+/// node's CLUSTER NODES line, so tools see migrations in progress.
+fn mark_open_slots(text: String, shared: &Shared) -> String {
+    let migrations = shared.migrations.read();
+    if migrations.migrating.is_empty() && migrations.importing.is_empty() {
+        return text;
+    }
+    let mut marks = String::new();
+    let mut migrating: Vec<_> = migrations.migrating.iter().collect();
+    migrating.sort();
+    for (slot, id) in migrating {
+        let _ = write!(marks, " [{slot}->-{id}]");
+    }
+    let mut importing: Vec<_> = migrations.importing.iter().collect();
+    importing.sort();
+    for (slot, id) in importing {
+        let _ = write!(marks, " [{slot}-<-{id}]");
+    }
+    let mut marked = String::with_capacity(text.len() + marks.len());
+    for line in text.lines() {
+        marked.push_str(line);
+        if line.contains(" myself,") {
+            marked.push_str(&marks);
+        }
+        marked.push('\n');
+    }
+    marked
+}
+
 pub fn cluster(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let subcommand = ctx.args[1].to_ascii_uppercase();
     let map = current_map(ctx.shared);
@@ -350,10 +496,12 @@ pub fn cluster(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         (b"SHARDS", Some(map)) => cluster_shards(ctx.out, &map),
         (b"NODES", Some(map)) => {
             let text = nodes_text(&map, &ctx.shared.node_id, &ctx.shared.bind, ctx.shared.port);
+            let text = mark_open_slots(text, ctx.shared);
             ctx.out.verbatim(&text);
         }
+        (b"SETSLOT", Some(map)) => setslot(ctx, &map)?,
         (b"INFO", Some(map)) => ctx.out.verbatim(&info_text(&map, &ctx.shared.node_id)),
-        (b"MYSHARDID" | b"SLOTS" | b"SHARDS" | b"NODES" | b"INFO", None) => {
+        (b"MYSHARDID" | b"SLOTS" | b"SHARDS" | b"NODES" | b"INFO" | b"SETSLOT", None) => {
             return Err(disabled());
         }
         (_, Some(_)) => {

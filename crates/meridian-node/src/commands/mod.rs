@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod connection;
 pub mod hashes;
 pub mod keys;
+pub mod migrate;
 pub mod pubsub;
 pub mod replication;
 pub mod server;
@@ -211,6 +212,11 @@ pub static COMMANDS: &[Spec] = &[
     spec!("renamenx", 3, WRITE | FAST, 1, 2, 1, keys::renamenx),
     spec!("copy", -3, W, 1, 2, 1, keys::copy),
     spec!("touch", -2, R | FAST, 1, -1, 1, keys::touch),
+    spec!("dump", 2, R, 1, 1, 1, migrate::dump),
+    spec!("restore", -4, W, 1, 1, 1, migrate::restore),
+    spec!("restore-asking", -4, W, 1, 1, 1, migrate::restore),
+    // MIGRATE locks and propagates itself: not flagged WRITE for the dispatcher
+    spec!("migrate", -6, 0, 0, 0, 0, migrate::migrate),
     // hashes
     spec!("hset", -4, W | FAST, 1, 1, 1, hashes::hset),
     spec!("hmset", -4, W | FAST, 1, 1, 1, hashes::hmset),
@@ -243,6 +249,15 @@ pub static COMMANDS: &[Spec] = &[
     spec!("pubsub", -2, 0, 0, 0, 0, pubsub::pubsub),
     // admin / cluster
     spec!("meridian.topology", -2, ADMIN, 0, 0, 0, admin::topology),
+    spec!(
+        "meridian.migrate",
+        -5,
+        ADMIN,
+        0,
+        0,
+        0,
+        migrate::meridian_migrate
+    ),
     spec!("cluster", -2, ALLSHARDS, 0, 0, 0, cluster::cluster),
     spec!("readonly", 1, FAST, 0, 0, 0, cluster::readonly),
     spec!("readwrite", 1, FAST, 0, 0, 0, cluster::readwrite),
@@ -326,6 +341,8 @@ pub struct ClientState {
     pub pending: Option<Pending>,
     /// REPLCONF listening-port of a replica connecting here.
     pub listening_port: u16,
+    /// ASKING was sent: the next command may reach a slot being imported.
+    pub asking: bool,
 }
 
 /// Something a command asked the connection to do asynchronously.
@@ -339,6 +356,8 @@ pub enum Pending {
     },
     /// PSYNC/SYNC: this connection becomes a replica's stream.
     Replica { replid: String, offset: Option<u64> },
+    /// Origin read-through / write-through (see `crate::origin`).
+    Origin(crate::origin::OriginOp),
 }
 
 impl ClientState {
@@ -358,6 +377,7 @@ impl ClientState {
             txn_repl: None,
             pending: None,
             listening_port: 0,
+            asking: false,
         }
     }
 
@@ -457,6 +477,8 @@ pub fn dispatch<'a, 'h>(
         return;
     };
     let spec = &COMMANDS[position];
+    // ASKING covers exactly one following command
+    let asking = spec.name != "asking" && std::mem::take(&mut client.asking);
     if (spec.arity > 0 && args.len() as i32 != spec.arity)
         || (spec.arity < 0 && (args.len() as i32) < -spec.arity)
     {
@@ -486,15 +508,19 @@ pub fn dispatch<'a, 'h>(
     let primary_link = client.primary_link;
     // Inside EXEC (held locks) the whole transaction was routed already.
     let direct = matches!(keys, Access::Direct(_));
-    if direct
-        && !primary_link
-        && let Err(error) = cluster::check_command(shared, client.readonly, spec, args)
-    {
-        if client.multi.is_some() {
-            client.multi_failed = true;
+    let mut in_transit = None;
+    if direct && !primary_link {
+        let asking = asking || spec.name == "restore-asking";
+        match cluster::check_command(shared, client.readonly, asking, spec, args) {
+            Ok(transit) => in_transit = transit,
+            Err(error) => {
+                if client.multi.is_some() {
+                    client.multi_failed = true;
+                }
+                out.error(&error.to_string());
+                return;
+            }
         }
-        out.error(&error.to_string());
-        return;
     }
     // like Redis: cluster redirects first, then the replica / min-replicas refusals
     if spec.has(WRITE)
@@ -525,12 +551,26 @@ pub fn dispatch<'a, 'h>(
         out.error(&CommandError::OutOfMemory.to_string());
         return;
     }
+    // write-through: the origin is written first, then the command runs
+    if direct
+        && !primary_link
+        && shared.origin.is_some()
+        && spec.has(WRITE)
+        && let Some(pending) = crate::origin::intercept_write(shared, spec, args)
+    {
+        client.pending = Some(pending);
+        return;
+    }
     shared.command_calls[position].fetch_add(1, Ordering::Relaxed);
     client
         .handle
         .last_command
         .store(position, Ordering::Relaxed);
     let now = crate::store::now_ms();
+    if let Some(transit) = in_transit {
+        run_in_transit(spec, &transit, shared, client, out, args, now);
+        return;
+    }
     if !spec.has(WRITE) || primary_link {
         let mut ctx = Ctx {
             args,
@@ -540,8 +580,17 @@ pub fn dispatch<'a, 'h>(
             client,
             now,
         };
+        let reply_start = ctx.out.buf.len();
         if let Err(error) = (spec.handler)(&mut ctx) {
             ctx.out.error(&error.to_string());
+        } else if direct
+            && !primary_link
+            && shared.origin.is_some()
+            && let Some(pending) =
+                crate::origin::intercept_miss(shared, spec, args, ctx.out, reply_start)
+        {
+            // read-through: the miss is answered once the origin replied
+            ctx.client.pending = Some(pending);
         }
         return;
     }
@@ -615,6 +664,56 @@ pub fn dispatch<'a, 'h>(
                 },
             );
         }
+    }
+}
+
+/// Runs a command whose slot is migrating or importing: key presence is
+/// checked and the command executed under the same shard locks.
+fn run_in_transit<'h>(
+    spec: &Spec,
+    transit: &cluster::InTransit,
+    shared: &Shared,
+    client: &'h mut ClientState,
+    out: &'h mut Out,
+    args: &'h [&'h [u8]],
+    now: u64,
+) {
+    let db = &shared.db;
+    let keys_of = spec.keys(args);
+    let mut wanted = vec![false; db.shard_count()];
+    for &key in &keys_of {
+        wanted[db.shard_of_slot(meridian_topology::key_slot(key))] = true;
+    }
+    let mut held = db.lock_many(&wanted);
+    let (mut present, mut missing) = (0, 0);
+    for &key in &keys_of {
+        let index = db.shard_of_slot(meridian_topology::key_slot(key));
+        let found = held
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .is_some_and(|shard| shard.find(key, now).is_some());
+        if found {
+            present += 1;
+        } else {
+            missing += 1;
+        }
+    }
+    if let Some(refusal) = transit.refusal(present, missing) {
+        out.error(&refusal.to_string());
+        return;
+    }
+    let mut ctx = Ctx {
+        args,
+        out,
+        keys: Access::Held(db, &mut held),
+        shared,
+        client,
+        now,
+    };
+    if spec.has(WRITE) {
+        run_write(spec, ctx);
+    } else if let Err(error) = (spec.handler)(&mut ctx) {
+        ctx.out.error(&error.to_string());
     }
 }
 

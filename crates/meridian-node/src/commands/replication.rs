@@ -64,6 +64,28 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
                 }
             });
         }
+        // absolute expiry, so replicas agree on it whatever their clock
+        "restore" | "restore-asking" => {
+            let key = args.get(1).copied().unwrap_or_default();
+            let payload = args.get(3).copied().unwrap_or_default();
+            keys.with_key(key, |shard, _| match shard.peek(key) {
+                None => encode_command(buf, &[b"DEL", key]),
+                Some(entry) => {
+                    let at = itoa::Buffer::new().format(entry.expire_at).to_string();
+                    encode_command(
+                        buf,
+                        &[
+                            b"RESTORE",
+                            key,
+                            at.as_bytes(),
+                            payload,
+                            b"REPLACE",
+                            b"ABSTTL",
+                        ],
+                    );
+                }
+            });
+        }
         _ => encode_command(buf, args),
     }
 }

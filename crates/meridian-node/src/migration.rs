@@ -1,0 +1,267 @@
+//! Live slot migration: which slots this node is handing over (MIGRATING) or
+//! receiving (IMPORTING), the DUMP/RESTORE payload format, and the small
+//! blocking client MIGRATE uses to talk to the destination.
+//!
+//! Payload format (Meridian's own, not RDB): `type:u8`, the value (a string is
+//! `len:u32 bytes`, a hash is `count:u32` pairs of `len:u32 bytes`), then
+//! `version:u16` and a CRC-32 (IEEE) of everything before it. Integers are
+//! little-endian.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use meridian_topology::{Route, TopologyMap, cluster_node_id};
+
+use crate::replication::backlog::encode_command;
+use crate::store::{HashValue, Value};
+
+const TYPE_STRING: u8 = 0;
+const TYPE_HASH: u8 = 1;
+const PAYLOAD_VERSION: u16 = 1;
+
+/// Slots in transit, keyed by slot, valued by the 40-hex id of the peer node.
+#[derive(Debug, Default, Clone)]
+pub struct SlotMigrations {
+    pub migrating: HashMap<u16, String>,
+    pub importing: HashMap<u16, String>,
+}
+
+impl SlotMigrations {
+    /// Drops the states a new map settles: a MIGRATING slot ends when this
+    /// node no longer owns it, an IMPORTING slot when it does.
+    pub fn settle(&mut self, map: &TopologyMap, me: &str) {
+        let owns = |slot: u16| matches!(map.route(slot, me, false), Route::Local);
+        self.migrating.retain(|&slot, _| owns(slot));
+        self.importing.retain(|&slot, _| !owns(slot));
+    }
+}
+
+/// `ip:port` of the map node whose cluster id is `id`.
+pub fn endpoint_of(map: &TopologyMap, id: &str) -> Option<String> {
+    map.nodes()
+        .find(|node| cluster_node_id(&node.id) == id)
+        .map(|node| format!("{}:{}", node.ip, node.port))
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    buf.extend_from_slice(bytes);
+}
+
+/// Serializes a value for DUMP / MIGRATE.
+pub fn dump(value: &Value) -> Vec<u8> {
+    let mut buf = Vec::new();
+    match value {
+        Value::Str(bytes) => {
+            buf.push(TYPE_STRING);
+            put_bytes(&mut buf, bytes);
+        }
+        Value::Hash(hash) => {
+            buf.push(TYPE_HASH);
+            buf.extend_from_slice(&(hash.len() as u32).to_le_bytes());
+            for (field, value) in hash.iter() {
+                put_bytes(&mut buf, field);
+                put_bytes(&mut buf, value);
+            }
+        }
+    }
+    buf.extend_from_slice(&PAYLOAD_VERSION.to_le_bytes());
+    let checksum = crc32(&buf);
+    buf.extend_from_slice(&checksum.to_le_bytes());
+    buf
+}
+
+/// A payload that fails its version, checksum or structure check.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadPayload;
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], BadPayload> {
+        if self.0.len() < len {
+            return Err(BadPayload);
+        }
+        let (head, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, BadPayload> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], BadPayload> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+}
+
+/// Checks and decodes a DUMP payload.
+pub fn restore(payload: &[u8]) -> Result<Value, BadPayload> {
+    if payload.len() < 7 {
+        return Err(BadPayload);
+    }
+    let (body, checksum) = payload.split_at(payload.len() - 4);
+    if crc32(body) != u32::from_le_bytes([checksum[0], checksum[1], checksum[2], checksum[3]]) {
+        return Err(BadPayload);
+    }
+    let (data, version) = body.split_at(body.len() - 2);
+    if u16::from_le_bytes([version[0], version[1]]) != PAYLOAD_VERSION {
+        return Err(BadPayload);
+    }
+    let mut reader = Reader(data);
+    let value = match reader.take(1)?[0] {
+        TYPE_STRING => Value::Str(reader.bytes()?.to_vec()),
+        TYPE_HASH => {
+            let count = reader.u32()?;
+            let mut hash = HashValue::default();
+            for _ in 0..count {
+                let field = reader.bytes()?;
+                let value = reader.bytes()?;
+                hash.insert(field, value);
+            }
+            if hash.is_empty() {
+                return Err(BadPayload);
+            }
+            Value::Hash(Box::new(hash))
+        }
+        _ => return Err(BadPayload),
+    };
+    if !reader.0.is_empty() {
+        return Err(BadPayload);
+    }
+    Ok(value)
+}
+
+/// A reply from the destination, as much as MIGRATE needs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PeerReply {
+    Ok,
+    Error(String),
+}
+
+/// Blocking connection from a migrating source to the destination. Like
+/// Redis, MIGRATE blocks while the batch is in flight (bounded by timeout).
+pub struct PeerConnection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+fn io_error(error: std::io::Error) -> String {
+    format!("IOERR error or timeout talking to target instance: {error}")
+}
+
+impl PeerConnection {
+    pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self, String> {
+        let addr = (host, port)
+            .to_socket_addrs()
+            .map_err(io_error)?
+            .next()
+            .ok_or_else(|| format!("IOERR cannot resolve target instance {host}:{port}"))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(io_error)?;
+        stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
+        stream.set_nodelay(true).map_err(io_error)?;
+        let reader = BufReader::new(stream.try_clone().map_err(io_error)?);
+        Ok(PeerConnection {
+            reader,
+            writer: stream,
+        })
+    }
+
+    /// Sends pipelined commands and reads one reply per command.
+    pub fn pipeline(&mut self, commands: &[Vec<&[u8]>]) -> Result<Vec<PeerReply>, String> {
+        let mut buf = Vec::new();
+        for command in commands {
+            encode_command(&mut buf, command);
+        }
+        self.writer.write_all(&buf).map_err(io_error)?;
+        commands.iter().map(|_| self.read_reply()).collect()
+    }
+
+    fn read_line(&mut self) -> Result<String, String> {
+        let mut line = Vec::new();
+        self.reader
+            .by_ref()
+            .take(64 * 1024)
+            .read_until(b'\n', &mut line)
+            .map_err(io_error)?;
+        if !line.ends_with(b"\r\n") {
+            return Err("IOERR connection to target instance closed".into());
+        }
+        line.truncate(line.len() - 2);
+        Ok(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    /// Reads one reply; anything other than an error counts as success
+    /// (nested replies are skipped).
+    fn read_reply(&mut self) -> Result<PeerReply, String> {
+        let line = self.read_line()?;
+        let (kind, rest) = line.split_at(line.len().min(1));
+        match kind {
+            "-" => Ok(PeerReply::Error(rest.to_string())),
+            "$" => {
+                if let Ok(len) = rest.parse::<i64>()
+                    && len >= 0
+                {
+                    let mut skip = vec![0u8; len as usize + 2];
+                    self.reader.read_exact(&mut skip).map_err(io_error)?;
+                }
+                Ok(PeerReply::Ok)
+            }
+            "*" => {
+                let len = rest.parse::<i64>().unwrap_or(0);
+                for _ in 0..len.max(0) {
+                    self.read_reply()?;
+                }
+                Ok(PeerReply::Ok)
+            }
+            _ => Ok(PeerReply::Ok),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_refuse_corruption() {
+        let mut hash = HashValue::default();
+        hash.insert(b"field", b"value");
+        hash.insert(b"other", b"");
+        for value in [Value::Str(b"hello".to_vec()), Value::Hash(Box::new(hash))] {
+            let payload = dump(&value);
+            let restored = restore(&payload).expect("valid payload");
+            assert_eq!(dump(&restored), payload);
+            for position in 0..payload.len() {
+                let mut corrupted = payload.clone();
+                corrupted[position] ^= 0x40;
+                assert!(restore(&corrupted).is_err(), "byte {position}");
+            }
+            assert!(restore(&payload[..payload.len() - 1]).is_err());
+        }
+        assert!(restore(b"").is_err());
+    }
+
+    #[test]
+    fn crc_matches_the_ieee_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+}

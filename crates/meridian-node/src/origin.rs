@@ -1,0 +1,369 @@
+//! Optional HTTP origin behind the cache.
+//!
+//! Read-through: a GET (RESP or HTTP) that misses asks the origin
+//! (`GET <origin>/<key>`); a 200 fills the cache with the body and the default
+//! TTL and is served, a 404 stays a miss. Concurrent misses of one key share a
+//! single origin request (single-flight). When the origin fails (other status,
+//! timeout, connection refused) HTTP answers 502 and RESP GET answers nil: a
+//! Redis client cannot tell a new error reply from a bug, and for a cache a
+//! miss is the honest degraded answer; the failure is logged and counted in
+//! `meridian_origin_requests_total{op="get",outcome="error"}`.
+//!
+//! Write-through: HTTP PUT / DELETE and single-key RESP SET / DEL call the
+//! origin first (`PUT` / `DELETE <origin>/<key>`) and change the cache only
+//! when it succeeded, otherwise the client gets `-ERR origin write failed: …`
+//! (HTTP 502). Writes inside MULTI/EXEC, multi-key DEL and replication streams
+//! do not go to the origin.
+//!
+//! The dispatcher is synchronous, so the origin work runs as a
+//! [`Pending::Origin`] continuation that the connection (or the HTTP handler)
+//! finishes with [`complete`].
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
+use tokio::sync::watch;
+
+use crate::commands::{ClientState, Pending, Spec, dispatch};
+use crate::http::local;
+use crate::http::metrics::API_METRICS;
+use crate::protocol::Out;
+use crate::state::Shared;
+use crate::store::Access;
+
+/// The HTTP client used for the origin and for forwarding between nodes.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// Characters kept literal in the origin path: unreserved ones and '/', so
+/// hierarchical keys (`user/42`) map onto hierarchical origin paths.
+const ORIGIN_PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// Base URL without trailing '/', e.g. `http://origin.default:8000/items`.
+    pub url: String,
+    pub read_through: bool,
+    pub write_through: bool,
+    pub timeout: Duration,
+    /// TTL of entries filled from the origin; 0 = none.
+    pub default_ttl_seconds: u64,
+}
+
+/// What the origin said about a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    Found(Bytes),
+    Missing,
+}
+
+/// Outcome of one origin fetch, shared with every waiter of a flight.
+type FetchResult = Result<Fetched, String>;
+
+/// Origin work a command left for the connection to finish asynchronously.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginOp {
+    /// GET missed: fetch (single-flight), fill, reply with the value or nil.
+    Read { key: Vec<u8> },
+    /// SET / DEL with write-through: origin first, then the command itself.
+    Write { args: Vec<Vec<u8>> },
+}
+
+pub struct Origin {
+    pub config: OriginConfig,
+    client: HttpClient,
+    /// Fetches in progress by key; followers wait on the leader's result.
+    flights: Mutex<HashMap<Vec<u8>, watch::Receiver<Option<FetchResult>>>>,
+}
+
+thread_local! {
+    /// Set while a command whose origin work is done runs, so it is not intercepted again.
+    static ORIGIN_DONE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (a synchronous dispatch) without origin interception.
+pub fn without_origin<R>(f: impl FnOnce() -> R) -> R {
+    let previous = ORIGIN_DONE.with(|flag| flag.replace(true));
+    let result = f();
+    ORIGIN_DONE.with(|flag| flag.set(previous));
+    result
+}
+
+fn intercepting() -> bool {
+    !ORIGIN_DONE.with(Cell::get)
+}
+
+impl Origin {
+    pub fn new(config: OriginConfig) -> Self {
+        Origin {
+            config: OriginConfig {
+                url: config.url.trim_end_matches('/').to_string(),
+                ..config
+            },
+            client: http_client(),
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn url_for(&self, key: &[u8]) -> String {
+        format!("{}/{}", self.config.url, percent_encode(key, ORIGIN_PATH))
+    }
+
+    /// One HTTP exchange with the origin, bounded by the configured timeout.
+    async fn call(
+        &self,
+        method: http::Method,
+        key: &[u8],
+        body: Bytes,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        let url = self.url_for(key);
+        let request = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .body(Full::new(body))
+            .map_err(|error| format!("invalid origin request {url}: {error}"))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|error| format!("{url}: {error}"))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|error| format!("{url}: reading body: {error}"))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(self.config.timeout, exchange)
+            .await
+            .map_err(|_| format!("{url}: timed out after {:?}", self.config.timeout))?
+    }
+
+    async fn fetch(&self, key: &[u8]) -> FetchResult {
+        let result = match self.call(http::Method::GET, key, Bytes::new()).await {
+            Ok((status, body)) if status == http::StatusCode::OK => Ok(Fetched::Found(body)),
+            Ok((status, _)) if status == http::StatusCode::NOT_FOUND => Ok(Fetched::Missing),
+            Ok((status, _)) => Err(format!("origin answered {status}")),
+            Err(error) => Err(error),
+        };
+        let outcome = match &result {
+            Ok(Fetched::Found(_)) => "hit",
+            Ok(Fetched::Missing) => "miss",
+            Err(_) => "error",
+        };
+        API_METRICS.origin_request("get", outcome);
+        if let Err(error) = &result {
+            tracing::warn!(key = %String::from_utf8_lossy(key), %error, "origin read failed");
+        }
+        result
+    }
+
+    /// Sends a write (PUT with the value, or DELETE) to the origin; any 2xx
+    /// (and 404 for DELETE: already gone) counts as success.
+    pub async fn write(&self, key: &[u8], value: Option<Bytes>) -> Result<(), String> {
+        let (op, method, body) = match value {
+            Some(value) => ("put", http::Method::PUT, value),
+            None => ("delete", http::Method::DELETE, Bytes::new()),
+        };
+        let result = match self.call(method, key, body).await {
+            Ok((status, _)) if status.is_success() => Ok(()),
+            Ok((status, _)) if op == "delete" && status == http::StatusCode::NOT_FOUND => Ok(()),
+            Ok((status, _)) => Err(format!("origin answered {status}")),
+            Err(error) => Err(error),
+        };
+        API_METRICS.origin_request(op, if result.is_ok() { "ok" } else { "error" });
+        if let Err(error) = &result {
+            tracing::warn!(key = %String::from_utf8_lossy(key), %error, "origin write failed");
+        }
+        result
+    }
+
+    /// Fetches `key` once for all concurrent callers, filling the cache from
+    /// the leader's task so it completes even when the first caller goes away.
+    pub async fn read_through(self: &Arc<Self>, shared: &Shared, key: &[u8]) -> FetchResult {
+        let (mut receiver, follower) = {
+            let mut flights = self.flights.lock();
+            match flights.get(key) {
+                Some(receiver) => (receiver.clone(), true),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    flights.insert(key.to_vec(), receiver.clone());
+                    let origin = self.clone();
+                    let owner = shared.me.upgrade();
+                    let key = key.to_vec();
+                    tokio::spawn(async move {
+                        let result = origin.fetch(&key).await;
+                        if let (Ok(Fetched::Found(value)), Some(shared)) = (&result, &owner) {
+                            fill(shared, &key, value, origin.config.default_ttl_seconds);
+                        }
+                        let _ = sender.send(Some(result));
+                        origin.flights.lock().remove(&key);
+                    });
+                    (receiver, false)
+                }
+            }
+        };
+        if follower {
+            API_METRICS.singleflight_waiters.inc();
+        }
+        let result = receiver
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|value| value.clone());
+        if follower {
+            API_METRICS.singleflight_waiters.dec();
+        }
+        result.unwrap_or_else(|| Err("origin fetch abandoned".to_string()))
+    }
+}
+
+/// Stores a fetched value unless a client wrote the key meanwhile (NX): the
+/// client's write is newer than what the origin returned.
+fn fill(shared: &Shared, key: &[u8], value: &Bytes, ttl_seconds: u64) {
+    let ttl = ttl_seconds.to_string();
+    let mut args: Vec<&[u8]> = vec![b"SET", key, value, b"NX"];
+    if ttl_seconds > 0 {
+        args.extend_from_slice(&[b"EX", ttl.as_bytes()]);
+    }
+    if let local::Reply::Error(error) = without_origin(|| local::run(shared, &args, false)).0 {
+        // a replica (READONLY) or a moved slot serves the value without keeping it
+        tracing::debug!(key = %String::from_utf8_lossy(key), %error, "origin value not cached");
+    }
+}
+
+/// Called by the dispatcher before a write runs: SET / single-key DEL under
+/// write-through become an origin continuation instead of running now.
+pub fn intercept_write(shared: &Shared, spec: &Spec, args: &[&[u8]]) -> Option<Pending> {
+    let origin = shared.origin.as_ref()?;
+    if !origin.config.write_through || !intercepting() {
+        return None;
+    }
+    let single_key = match spec.name {
+        "set" => true,
+        "del" | "unlink" => args.len() == 2,
+        _ => false,
+    };
+    single_key.then(|| {
+        Pending::Origin(OriginOp::Write {
+            args: args.iter().map(|arg| arg.to_vec()).collect(),
+        })
+    })
+}
+
+/// Called by the dispatcher after a read ran: a GET that replied nil under
+/// read-through has its reply taken back and becomes an origin continuation.
+pub fn intercept_miss(
+    shared: &Shared,
+    spec: &Spec,
+    args: &[&[u8]],
+    out: &mut Out,
+    reply_start: usize,
+) -> Option<Pending> {
+    let origin = shared.origin.as_ref()?;
+    if spec.name != "get" || !origin.config.read_through || !intercepting() {
+        return None;
+    }
+    let reply = out.buf.get(reply_start..)?;
+    if reply != b"$-1\r\n" && reply != b"_\r\n" {
+        return None;
+    }
+    out.buf.truncate(reply_start);
+    Some(Pending::Origin(OriginOp::Read {
+        key: args.get(1)?.to_vec(),
+    }))
+}
+
+/// Finishes an origin continuation, writing the command's reply to `out`.
+pub async fn complete(shared: &Shared, client: &mut ClientState, out: &mut Out, op: OriginOp) {
+    let Some(origin) = shared.origin.clone() else {
+        out.error("ERR origin is not configured");
+        return;
+    };
+    match op {
+        OriginOp::Read { key } => match origin.read_through(shared, &key).await {
+            Ok(Fetched::Found(value)) => out.bulk(&value),
+            Ok(Fetched::Missing) | Err(_) => out.null(),
+        },
+        OriginOp::Write { args } => {
+            let key = args.get(1).cloned().unwrap_or_default();
+            let value = match args.first() {
+                Some(name) if name.eq_ignore_ascii_case(b"set") => {
+                    Some(Bytes::from(args.get(2).cloned().unwrap_or_default()))
+                }
+                _ => None,
+            };
+            match origin.write(&key, value).await {
+                Ok(()) => {
+                    let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                    without_origin(|| {
+                        dispatch(shared, client, out, &argv, Access::Direct(&shared.db))
+                    });
+                }
+                Err(error) => out.error(&format!(
+                    "ERR origin write failed: {}",
+                    error.replace(['\r', '\n'], " ")
+                )),
+            }
+        }
+    }
+}
+
+/// Reads the origin-related flags into a configuration (None without a URL).
+pub fn config_from(config: &crate::config::Config) -> Option<OriginConfig> {
+    let url = config.origin_url.clone().filter(|url| !url.is_empty())?;
+    Some(OriginConfig {
+        url,
+        read_through: config.origin_read_through,
+        write_through: config.origin_write_through,
+        timeout: Duration::from_millis(config.origin_timeout_ms.max(1)),
+        default_ttl_seconds: config.default_ttl_seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_origin_paths() {
+        let origin = Origin::new(OriginConfig {
+            url: "http://127.0.0.1:9/items/".into(),
+            read_through: true,
+            write_through: false,
+            timeout: Duration::from_millis(10),
+            default_ttl_seconds: 0,
+        });
+        assert_eq!(
+            origin.url_for(b"user:1"),
+            "http://127.0.0.1:9/items/user%3A1"
+        );
+        assert_eq!(origin.url_for(b"a/b c"), "http://127.0.0.1:9/items/a/b%20c");
+        assert_eq!(origin.url_for(b"\xff?"), "http://127.0.0.1:9/items/%FF%3F");
+    }
+}

@@ -1,0 +1,524 @@
+//! Live slot migration between two primaries with real processes: MIGRATING /
+//! IMPORTING, ASK / TRYAGAIN / ASKING, MERIDIAN.MIGRATE SLOT under a
+//! concurrent cluster-client writer, the epoch bump that settles ownership,
+//! and DUMP / RESTORE.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Node, Reply, free_port, redis_cli};
+use meridian_topology::{
+    NodeAddr, ShardTopology, SlotRange, TopologyMap, cluster_node_id, key_slot,
+};
+
+const FIRST: u16 = 100;
+const LAST: u16 = 199;
+const ITEMS_PER_SLOT: usize = 29;
+const TTL_MS: i64 = 600_000;
+
+fn start_named(node_id: &str) -> Node {
+    let port = free_port();
+    let metrics_port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--metrics-port", &metrics_port.to_string()])
+        .args(["--node-id", node_id, "--shards", "4", "--log", "warn"])
+        // several nodes on one host: no HTTP API (its default port is shared)
+        .env("MERIDIAN_HTTP_PORT", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start meridian-node");
+    let node = Node {
+        child,
+        port,
+        metrics_port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "node {node_id} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node
+}
+
+fn shard(index: u32, slots: Vec<SlotRange>, id: &str, node: &Node) -> ShardTopology {
+    ShardTopology {
+        index,
+        slots,
+        primary: NodeAddr {
+            id: id.into(),
+            ip: "127.0.0.1".into(),
+            port: node.port,
+        },
+        replicas: Vec::new(),
+    }
+}
+
+fn push(nodes: &[&Node], map: &TopologyMap) {
+    let json = serde_json::to_string(map).expect("json");
+    for node in nodes {
+        assert_eq!(
+            node.raw().cmd(&["MERIDIAN.TOPOLOGY", "SET", &json]),
+            Reply::ok()
+        );
+    }
+}
+
+/// A hash tag per slot of the migrated range.
+fn tags() -> HashMap<u16, String> {
+    let mut tags = HashMap::new();
+    let mut n = 0u64;
+    while tags.len() < usize::from(LAST - FIRST + 1) {
+        let tag = format!("t{n}");
+        let slot = key_slot(tag.as_bytes());
+        if (FIRST..=LAST).contains(&slot) {
+            tags.entry(slot).or_insert(tag);
+        }
+        n += 1;
+    }
+    tags
+}
+
+fn item(tag: &str, index: usize) -> String {
+    format!("{{{tag}}}:item:{index}")
+}
+
+fn int(reply: Reply) -> i64 {
+    match reply {
+        Reply::Int(value) => value,
+        other => panic!("expected integer, got {other:?}"),
+    }
+}
+
+fn error(reply: Reply) -> String {
+    match reply {
+        Reply::Error(text) => text,
+        other => panic!("expected error, got {other:?}"),
+    }
+}
+
+/// Loads 5000 keys into A's slots: per migrated slot a counter and 29 items
+/// (every fifth with a TTL, every seventh a hash), 2000 keys elsewhere.
+fn load(a: &Node, tags: &HashMap<u16, String>) {
+    let mut con = a.redis();
+    let mut pipe = redis::pipe();
+    for tag in tags.values() {
+        pipe.cmd("SET")
+            .arg(format!("{{{tag}}}:ctr"))
+            .arg(0)
+            .ignore();
+        for index in 0..ITEMS_PER_SLOT {
+            let key = item(tag, index);
+            if index % 7 == 0 {
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg("field")
+                    .arg(&key)
+                    .arg("n")
+                    .arg(index)
+                    .ignore();
+            } else {
+                pipe.cmd("SET").arg(&key).arg(&key).ignore();
+            }
+            if index % 5 == 0 {
+                pipe.cmd("PEXPIRE").arg(&key).arg(TTL_MS).ignore();
+            }
+        }
+    }
+    let mut outside = 0;
+    let mut n = 0;
+    while outside < 2000 {
+        let key = format!("other:{n}");
+        n += 1;
+        let slot = key_slot(key.as_bytes());
+        if slot < 8192 && !(FIRST..=LAST).contains(&slot) {
+            pipe.cmd("SET").arg(&key).arg(n).ignore();
+            outside += 1;
+        }
+    }
+    let () = pipe.query(&mut con).expect("load");
+    assert_eq!(int(a.raw().cmd(&["DBSIZE"])), 5000);
+}
+
+#[derive(Default)]
+struct Acked {
+    counters: HashMap<String, i64>,
+    written: HashMap<u16, usize>,
+}
+
+/// Increments every counter and creates new keys through the cluster client
+/// (which follows ASK and MOVED) until told to stop.
+fn writer(url: String, tags: Vec<String>, stop: Arc<AtomicBool>) -> Acked {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let client = redis::cluster::ClusterClient::builder(vec![url])
+            .retries(20)
+            .build()
+            .expect("cluster client");
+        let mut con = client.get_async_connection().await.expect("connect");
+        let mut acked = Acked::default();
+        let mut round = 0usize;
+        while !stop.load(Ordering::Relaxed) || round < 2 {
+            for tag in &tags {
+                let counter = format!("{{{tag}}}:ctr");
+                let _: i64 = redis::cmd("INCR")
+                    .arg(&counter)
+                    .query_async(&mut con)
+                    .await
+                    .expect("incr");
+                *acked.counters.entry(counter).or_default() += 1;
+                let key = format!("{{{tag}}}:w:{round}");
+                let () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(round)
+                    .query_async(&mut con)
+                    .await
+                    .expect("set");
+                *acked.written.entry(key_slot(key.as_bytes())).or_default() += 1;
+            }
+            round += 1;
+        }
+        acked
+    })
+}
+
+#[test]
+fn slots_migrate_live_without_losing_entries() {
+    let a = start_named("shard-0-0");
+    let b = start_named("shard-1-0");
+    let (id_a, id_b) = (cluster_node_id("shard-0-0"), cluster_node_id("shard-1-0"));
+    let epoch1 = TopologyMap {
+        epoch: 1,
+        cluster: "demo".into(),
+        region: "local".into(),
+        shards: vec![
+            shard(
+                0,
+                vec![SlotRange {
+                    start: 0,
+                    end: 8191,
+                }],
+                "shard-0-0",
+                &a,
+            ),
+            shard(
+                1,
+                vec![SlotRange {
+                    start: 8192,
+                    end: 16383,
+                }],
+                "shard-1-0",
+                &b,
+            ),
+        ],
+    };
+    push(&[&a, &b], &epoch1);
+    let tags = tags();
+    load(&a, &tags);
+
+    let (mut raw_a, mut raw_b) = (a.raw(), b.raw());
+    // the destination must know the source; the source must own the slot
+    assert!(
+        error(raw_a.cmd(&["CLUSTER", "SETSLOT", "9000", "MIGRATING", &id_b]))
+            .contains("not the owner")
+    );
+    assert!(
+        error(raw_b.cmd(&["CLUSTER", "SETSLOT", "100", "IMPORTING", &"0".repeat(40)]))
+            .contains("know about node")
+    );
+    for slot in FIRST..=LAST {
+        let slot = slot.to_string();
+        assert_eq!(
+            raw_b.cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id_a]),
+            Reply::ok()
+        );
+        assert_eq!(
+            raw_a.cmd(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id_b]),
+            Reply::ok()
+        );
+    }
+    let nodes = match raw_a.cmd(&["CLUSTER", "NODES"]) {
+        Reply::Verbatim(text) => text,
+        Reply::Bulk(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    assert!(nodes.contains(&format!("[{FIRST}->-{id_b}]")), "{nodes}");
+
+    // raw ASK / TRYAGAIN / ASKING cases on the first slot
+    let tag = &tags[&FIRST];
+    let (moved_key, kept_key) = (item(tag, 1), item(tag, 2));
+    let port_b = b.port.to_string();
+    assert_eq!(
+        raw_a.cmd(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &port_b,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            &moved_key
+        ]),
+        Reply::ok()
+    );
+    assert_eq!(
+        raw_a.cmd(&["MIGRATE", "127.0.0.1", &port_b, &moved_key, "0", "5000"]),
+        Reply::Simple("NOKEY".into())
+    );
+    assert_eq!(
+        raw_a.cmd(&["GET", &moved_key]),
+        Reply::err(&format!("ASK {FIRST} 127.0.0.1:{}", b.port))
+    );
+    assert_eq!(
+        raw_a.cmd(&["SET", &moved_key, "x"]),
+        Reply::err(&format!("ASK {FIRST} 127.0.0.1:{}", b.port))
+    );
+    assert_eq!(raw_a.cmd(&["GET", &kept_key]), Reply::bulk(&kept_key));
+    assert!(error(raw_a.cmd(&["MGET", &kept_key, &moved_key])).starts_with("TRYAGAIN"));
+    assert_eq!(
+        raw_b.cmd(&["GET", &moved_key]),
+        Reply::err(&format!("MOVED {FIRST} 127.0.0.1:{}", a.port))
+    );
+    assert_eq!(raw_b.cmd(&["ASKING"]), Reply::ok());
+    assert_eq!(raw_b.cmd(&["GET", &moved_key]), Reply::bulk(&moved_key));
+    // one command only
+    assert_eq!(
+        raw_b.cmd(&["GET", &moved_key]),
+        Reply::err(&format!("MOVED {FIRST} 127.0.0.1:{}", a.port))
+    );
+    assert_eq!(raw_b.cmd(&["ASKING"]), Reply::ok());
+    assert!(error(raw_b.cmd(&["MGET", &moved_key, &kept_key])).starts_with("TRYAGAIN"));
+    assert!(error(raw_a.cmd(&["EXISTS", &moved_key])).starts_with("ASK "));
+
+    // migrate every slot while a cluster client keeps writing
+    let stop = Arc::new(AtomicBool::new(false));
+    let tag_list: Vec<String> = tags.values().cloned().collect();
+    let writer_thread = {
+        let (url, stop) = (a.url(), stop.clone());
+        std::thread::spawn(move || writer(url, tag_list, stop))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut moved = 0;
+    for slot in FIRST..=LAST {
+        moved += int(raw_a.cmd(&[
+            "MERIDIAN.MIGRATE",
+            "SLOT",
+            &slot.to_string(),
+            "127.0.0.1",
+            &port_b,
+            "BATCH",
+            "7",
+        ]));
+        assert_eq!(
+            int(raw_a.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()])),
+            0
+        );
+    }
+    assert!(moved >= 100 * ITEMS_PER_SLOT as i64, "moved {moved}");
+    let epoch2 = TopologyMap {
+        epoch: 2,
+        shards: vec![
+            shard(
+                0,
+                vec![
+                    SlotRange {
+                        start: 0,
+                        end: FIRST - 1,
+                    },
+                    SlotRange {
+                        start: LAST + 1,
+                        end: 8191,
+                    },
+                ],
+                "shard-0-0",
+                &a,
+            ),
+            shard(
+                1,
+                vec![
+                    SlotRange {
+                        start: FIRST,
+                        end: LAST,
+                    },
+                    SlotRange {
+                        start: 8192,
+                        end: 16383,
+                    },
+                ],
+                "shard-1-0",
+                &b,
+            ),
+        ],
+        ..epoch1
+    };
+    push(&[&a, &b], &epoch2);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer_thread.join().expect("writer");
+
+    // nothing lost: per-slot counts, counters, TTLs, hashes
+    for (slot, tag) in &tags {
+        let expected = 1 + ITEMS_PER_SLOT + acked.written.get(slot).copied().unwrap_or(0);
+        let slot = slot.to_string();
+        assert_eq!(int(raw_a.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot])), 0);
+        assert_eq!(
+            int(raw_b.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot])),
+            expected as i64,
+            "slot {slot}"
+        );
+        let counter = format!("{{{tag}}}:ctr");
+        let value = match raw_b.cmd(&["GET", &counter]) {
+            Reply::Bulk(bytes) => String::from_utf8_lossy(&bytes)
+                .parse::<i64>()
+                .expect("number"),
+            other => panic!("{counter}: {other:?}"),
+        };
+        assert_eq!(value, acked.counters[&counter], "{counter}");
+        for index in 0..ITEMS_PER_SLOT {
+            let key = item(tag, index);
+            let ttl = int(raw_b.cmd(&["PTTL", &key]));
+            if index % 5 == 0 {
+                assert!(ttl > TTL_MS - 120_000 && ttl <= TTL_MS, "{key}: ttl {ttl}");
+            } else {
+                assert_eq!(ttl, -1, "{key}");
+            }
+            if index % 7 == 0 {
+                assert_eq!(
+                    raw_b.cmd(&["HGET", &key, "field"]),
+                    Reply::bulk(&key),
+                    "{key}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        int(raw_a.cmd(&["DBSIZE"])) + int(raw_b.cmd(&["DBSIZE"])),
+        5000 + acked.written.values().sum::<usize>() as i64
+    );
+    // the epoch settled ownership: no open slots, A redirects for good
+    for raw in [&mut raw_a, &mut raw_b] {
+        let nodes = format!("{:?}", raw.cmd(&["CLUSTER", "NODES"]));
+        assert!(!nodes.contains("->-") && !nodes.contains("-<-"), "{nodes}");
+    }
+    assert_eq!(
+        raw_a.cmd(&["GET", &kept_key]),
+        Reply::err(&format!("MOVED {FIRST} 127.0.0.1:{}", b.port))
+    );
+    let check = Command::new(redis_cli())
+        .args(["--cluster", "check", &format!("127.0.0.1:{}", a.port)])
+        .output()
+        .expect("redis-cli --cluster check");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{report}");
+    assert!(report.contains("[OK] All 16384 slots covered"), "{report}");
+}
+
+#[test]
+fn dump_restore_round_trips_and_refuses_corruption() {
+    let node = start_named("dump-node");
+    let mut con = node.redis();
+    let () = redis::cmd("HSET")
+        .arg("h")
+        .arg("a")
+        .arg("1")
+        .arg("b")
+        .arg("2")
+        .query(&mut con)
+        .expect("hset");
+    let () = redis::cmd("SET")
+        .arg("s")
+        .arg("value")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut con)
+        .expect("set");
+    let hash: Vec<u8> = redis::cmd("DUMP").arg("h").query(&mut con).expect("dump");
+    let string: Vec<u8> = redis::cmd("DUMP").arg("s").query(&mut con).expect("dump");
+    let () = redis::cmd("RESTORE")
+        .arg("h2")
+        .arg(0)
+        .arg(&hash)
+        .query(&mut con)
+        .expect("restore");
+    let () = redis::cmd("RESTORE")
+        .arg("s2")
+        .arg(30_000)
+        .arg(&string)
+        .query(&mut con)
+        .expect("restore");
+    let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("h2")
+        .query(&mut con)
+        .expect("hgetall");
+    assert_eq!(
+        fields,
+        HashMap::from([("a".into(), "1".into()), ("b".into(), "2".into())])
+    );
+    let value: String = redis::cmd("GET").arg("s2").query(&mut con).expect("get");
+    assert_eq!(value, "value");
+    let ttl: i64 = redis::cmd("PTTL").arg("s2").query(&mut con).expect("pttl");
+    assert!(ttl > 25_000 && ttl <= 30_000, "ttl {ttl}");
+    let none: Option<Vec<u8>> = redis::cmd("DUMP")
+        .arg("missing")
+        .query(&mut con)
+        .expect("dump");
+    assert_eq!(none, None);
+
+    let mut raw = node.raw();
+    let busy = error(raw_restore(&mut raw, "h2", "0", &hash, &[]));
+    assert!(busy.starts_with("BUSYKEY"), "{busy}");
+    assert_eq!(
+        raw_restore(&mut raw, "h2", "0", &string, &["REPLACE"]),
+        Reply::ok()
+    );
+    assert_eq!(raw.cmd(&["TYPE", "h2"]), Reply::Simple("string".into()));
+    let at = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        + 50_000)
+        .to_string();
+    assert_eq!(
+        raw_restore(&mut raw, "abs", &at, &string, &["ABSTTL"]),
+        Reply::ok()
+    );
+    let ttl = int(raw.cmd(&["PTTL", "abs"]));
+    assert!(ttl > 45_000 && ttl <= 50_000, "ttl {ttl}");
+    let mut corrupted = hash.clone();
+    corrupted[3] ^= 1;
+    let refused = error(raw_restore(&mut raw, "bad", "0", &corrupted, &[]));
+    assert_eq!(refused, "ERR DUMP payload version or checksum are wrong");
+    let refused = error(raw_restore(
+        &mut raw,
+        "bad",
+        "0",
+        &hash[..hash.len() - 2],
+        &[],
+    ));
+    assert_eq!(refused, "ERR DUMP payload version or checksum are wrong");
+    assert_eq!(int(raw.cmd(&["EXISTS", "bad"])), 0);
+    assert!(error(raw.cmd(&["RESTORE", "bad", "-1", "x"])).contains("Invalid TTL"));
+}
+
+fn raw_restore(
+    raw: &mut common::Raw,
+    key: &str,
+    ttl: &str,
+    payload: &[u8],
+    options: &[&str],
+) -> Reply {
+    let mut args: Vec<&[u8]> = vec![b"RESTORE", key.as_bytes(), ttl.as_bytes(), payload];
+    args.extend(options.iter().map(|option| option.as_bytes()));
+    raw.send(&common::encode(&args));
+    raw.read()
+}
