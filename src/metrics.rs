@@ -15,6 +15,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: &'static str,
     pub reason: &'static str,
@@ -32,6 +37,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
     pub topology_pushes: Counter,
+    pub failovers: Family<RegionLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -46,6 +52,12 @@ impl Default for Metrics {
             );
         let topology_pushes = Counter::default();
         let leader = Gauge::default();
+        let failovers = Family::<RegionLabels, Counter>::default();
+        registry.register(
+            "failovers",
+            "Shard primaries replaced by a promoted replica",
+            failovers.clone(),
+        );
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -73,6 +85,7 @@ impl Default for Metrics {
             reconcile_errors,
             reconcile_duration,
             topology_pushes,
+            failovers,
             leader,
         }
     }
@@ -92,6 +105,14 @@ impl Metrics {
     pub fn reconcile_failed(&self, kind: &'static str, reason: &'static str) {
         self.reconcile_errors
             .get_or_create(&ErrorLabels { kind, reason })
+            .inc();
+    }
+
+    pub fn failover(&self, region: &str) {
+        self.failovers
+            .get_or_create(&RegionLabels {
+                region: region.to_string(),
+            })
             .inc();
     }
 
@@ -116,6 +137,7 @@ mod tests {
         metrics.reconcile_finished("CacheRegion", Duration::from_millis(30));
         metrics.topology_pushes.inc();
         metrics.leader.set(1);
+        metrics.failover("eu");
         let text = metrics.render();
         for needle in [
             "meridian_operator_reconciles_total{kind=\"CacheRegion\"} 1",
@@ -123,6 +145,7 @@ mod tests {
             "meridian_operator_reconcile_duration_seconds_count{kind=\"CacheRegion\"} 1",
             "meridian_operator_topology_pushes_total 1",
             "meridian_operator_leader 1",
+            "meridian_operator_failovers_total{region=\"eu\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }

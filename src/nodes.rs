@@ -20,12 +20,41 @@ pub enum PushOutcome {
     Stale(String),
 }
 
-/// Result of attaching a replica to its primary.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttachOutcome {
-    Attached,
-    /// The node does not implement replication commands yet.
-    Unsupported(String),
+/// What `INFO replication` says about a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicationInfo {
+    /// `master` or `slave`.
+    pub role: String,
+    /// The replication offset the node has reached: `slave_repl_offset` on a replica,
+    /// `master_repl_offset` otherwise.
+    pub offset: u64,
+    /// `master_link_status:up` (replicas only).
+    pub link_up: bool,
+    pub connected_replicas: u32,
+}
+
+impl ReplicationInfo {
+    /// Parses the `key:value` lines of `INFO replication`; unknown lines are ignored.
+    pub fn parse(text: &str) -> ReplicationInfo {
+        let mut info = ReplicationInfo::default();
+        let mut master_offset = None;
+        let mut replica_offset = None;
+        for line in text.lines() {
+            let Some((key, value)) = line.trim().split_once(':') else {
+                continue;
+            };
+            match key {
+                "role" => info.role = value.to_string(),
+                "master_repl_offset" => master_offset = value.parse().ok(),
+                "slave_repl_offset" => replica_offset = value.parse().ok(),
+                "master_link_status" => info.link_up = value == "up",
+                "connected_slaves" => info.connected_replicas = value.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        info.offset = replica_offset.or(master_offset).unwrap_or(0);
+        info
+    }
 }
 
 /// An open admin connection to one node.
@@ -41,6 +70,25 @@ impl NodeConnection {
         node: &NodeAddr,
         password: Option<&str>,
         loopback_only: bool,
+    ) -> Result<NodeConnection, Error> {
+        Self::open_with_timeout(
+            node,
+            password,
+            loopback_only,
+            CONNECT_TIMEOUT,
+            RESPONSE_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Like [`NodeConnection::open`] with explicit timeouts (probes use short ones so a
+    /// dead node costs little).
+    pub async fn open_with_timeout(
+        node: &NodeAddr,
+        password: Option<&str>,
+        loopback_only: bool,
+        connect_timeout: Duration,
+        response_timeout: Duration,
     ) -> Result<NodeConnection, Error> {
         let endpoint = node.endpoint();
         if loopback_only && !is_loopback(&node.ip) {
@@ -67,8 +115,8 @@ impl NodeConnection {
             .set_redis_settings(settings);
         let client = redis::Client::open(info).map_err(fail)?;
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout));
         let connection = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
@@ -120,46 +168,40 @@ impl NodeConnection {
         }
     }
 
-    /// `REPLICAOF <ip> <port>`; tolerates nodes that do not know the command yet.
-    pub async fn replicate_from(&mut self, primary: &NodeAddr) -> Result<AttachOutcome, Error> {
-        let reply: Result<redis::Value, redis::RedisError> = redis::cmd("REPLICAOF")
-            .arg(&primary.ip)
-            .arg(primary.port)
-            .query_async(&mut self.connection)
-            .await;
-        match reply {
-            Ok(_) => Ok(AttachOutcome::Attached),
-            Err(error) if is_unknown_command(&error) => {
-                Ok(AttachOutcome::Unsupported(error.to_string()))
-            }
-            Err(error) => Err(self.error(error)),
-        }
+    /// `PING`.
+    pub async fn ping(&mut self) -> Result<(), Error> {
+        redis::cmd("PING")
+            .query_async::<redis::Value>(&mut self.connection)
+            .await
+            .map(|_| ())
+            .map_err(|source| self.error(source))
     }
 
-    /// `REPLICAOF NO ONE` for a primary; tolerates nodes without replication.
-    pub async fn become_primary(&mut self) -> Result<AttachOutcome, Error> {
-        let reply: Result<redis::Value, redis::RedisError> = redis::cmd("REPLICAOF")
-            .arg("NO")
-            .arg("ONE")
+    /// `INFO replication`, parsed.
+    pub async fn replication_info(&mut self) -> Result<ReplicationInfo, Error> {
+        let text: String = redis::cmd("INFO")
+            .arg("replication")
             .query_async(&mut self.connection)
-            .await;
-        match reply {
-            Ok(_) => Ok(AttachOutcome::Attached),
-            Err(error) if is_unknown_command(&error) => {
-                Ok(AttachOutcome::Unsupported(error.to_string()))
-            }
-            Err(error) => Err(self.error(error)),
-        }
+            .await
+            .map_err(|source| self.error(source))?;
+        Ok(ReplicationInfo::parse(&text))
+    }
+
+    /// `REPLICAOF <ip> <port>`. Nodes attach on their own when a pushed map lists them
+    /// as replica; this is for manual repair and tests.
+    pub async fn replicate_from(&mut self, primary: &NodeAddr) -> Result<(), Error> {
+        redis::cmd("REPLICAOF")
+            .arg(&primary.ip)
+            .arg(primary.port)
+            .query_async::<redis::Value>(&mut self.connection)
+            .await
+            .map(|_| ())
+            .map_err(|source| self.error(source))
     }
 }
 
 fn is_stale_epoch(error: &redis::RedisError) -> bool {
     error.code() == Some("STALEEPOCH") || error.to_string().contains("STALEEPOCH")
-}
-
-fn is_unknown_command(error: &redis::RedisError) -> bool {
-    let text = error.to_string().to_ascii_lowercase();
-    text.contains("unknown command") || text.contains("unknown subcommand")
 }
 
 /// Whether `ip` parses as a loopback address (127.0.0.0/8 or ::1).
@@ -178,6 +220,28 @@ mod tests {
         assert!(is_loopback("::1"));
         assert!(!is_loopback("10.0.0.1"));
         assert!(!is_loopback("not-an-ip"));
+    }
+
+    #[test]
+    fn parses_info_replication_of_primary_and_replica() {
+        let primary = ReplicationInfo::parse(
+            "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nmaster_repl_offset:4242\r\n",
+        );
+        assert_eq!(
+            primary,
+            ReplicationInfo {
+                role: "master".into(),
+                offset: 4242,
+                link_up: false,
+                connected_replicas: 1,
+            }
+        );
+        let replica = ReplicationInfo::parse(
+            "role:slave\nmaster_link_status:up\nslave_repl_offset:17\nmaster_repl_offset:20\n",
+        );
+        assert_eq!(replica.role, "slave");
+        assert_eq!(replica.offset, 17);
+        assert!(replica.link_up);
     }
 
     #[tokio::test]

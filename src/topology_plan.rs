@@ -379,3 +379,134 @@ pub fn ready_shards(map: Option<&TopologyMap>, pods: &RegionPods) -> i32 {
         })
         .count() as i32
 }
+
+/// Why the operator considers a shard's primary gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrimaryDown {
+    /// Its pod no longer exists.
+    PodMissing,
+    /// Its pod is not Ready, or is being deleted (also stuck Terminating on a dead node).
+    PodNotReady,
+    /// A pod with its name exists but has another IP: the node the map names is gone.
+    PodReplaced,
+    /// Consecutive probes (PING) failed although the pod looks fine.
+    Unreachable,
+}
+
+impl std::fmt::Display for PrimaryDown {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            PrimaryDown::PodMissing => "its pod is gone",
+            PrimaryDown::PodNotReady => "its pod is not Ready or is terminating",
+            PrimaryDown::PodReplaced => "its pod was recreated with a new IP",
+            PrimaryDown::Unreachable => "it failed consecutive probes",
+        })
+    }
+}
+
+/// Whether the pod behind `node` (as the map names it) is usable: it exists, is Ready,
+/// not terminating, and still has the IP the map knows.
+pub fn node_down(node: &NodeAddr, pods: &RegionPods, unreachable: bool) -> Option<PrimaryDown> {
+    let Some(pod) = pods.iter().find(|pod| pod.name == node.id) else {
+        return Some(PrimaryDown::PodMissing);
+    };
+    if pod.ip.as_deref().is_some_and(|ip| ip != node.ip) {
+        return Some(PrimaryDown::PodReplaced);
+    }
+    if !pod.ready {
+        return Some(PrimaryDown::PodNotReady);
+    }
+    unreachable.then_some(PrimaryDown::Unreachable)
+}
+
+/// A replica that could take over, with the replication offset it reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromotionCandidate {
+    pub pod: String,
+    pub offset: u64,
+}
+
+/// One shard's primary replaced by one of its replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Promotion {
+    pub shard: u32,
+    pub old_primary: String,
+    pub new_primary: String,
+    pub offset: u64,
+    pub reason: PrimaryDown,
+}
+
+/// Result of [`plan_failover`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverPlan {
+    /// The next map when at least one shard gets a new primary.
+    pub map: Option<TopologyMap>,
+    pub promotions: Vec<Promotion>,
+    /// Shards whose primary is down and that have no usable replica.
+    pub headless: Vec<u32>,
+}
+
+/// The replica of `shard` with the highest replication offset among `candidates`
+/// (reachable, ready replicas); ties go to the lowest pod name so every operator agrees.
+pub fn choose_promotion<'a>(
+    shard: &ShardTopology,
+    candidates: &'a [PromotionCandidate],
+) -> Option<&'a PromotionCandidate> {
+    candidates
+        .iter()
+        .filter(|candidate| shard.replicas.iter().any(|node| node.id == candidate.pod))
+        .max_by(|left, right| {
+            left.offset
+                .cmp(&right.offset)
+                .then_with(|| right.pod.cmp(&left.pod))
+        })
+}
+
+/// Plans the promotions for the shards in `down` (shard index → why its primary is gone).
+///
+/// The next map has epoch `next_epoch`; in each promoted shard the chosen replica becomes
+/// primary, the other replicas stay, and the failed primary is dropped (its pod rejoins
+/// as a replica through the regular plan once it is back and Ready).
+pub fn plan_failover(
+    current: &TopologyMap,
+    down: &BTreeMap<u32, PrimaryDown>,
+    candidates: &[PromotionCandidate],
+    next_epoch: u64,
+) -> FailoverPlan {
+    let mut promotions = Vec::new();
+    let mut headless = Vec::new();
+    let mut shards = current.shards.clone();
+    for shard in &mut shards {
+        let Some(reason) = down.get(&shard.index) else {
+            continue;
+        };
+        let Some(chosen) = choose_promotion(shard, candidates) else {
+            headless.push(shard.index);
+            continue;
+        };
+        let Some(position) = shard.replicas.iter().position(|node| node.id == chosen.pod) else {
+            headless.push(shard.index);
+            continue;
+        };
+        let new_primary = shard.replicas.remove(position);
+        let old_primary = std::mem::replace(&mut shard.primary, new_primary);
+        promotions.push(Promotion {
+            shard: shard.index,
+            old_primary: old_primary.id,
+            new_primary: chosen.pod.clone(),
+            offset: chosen.offset,
+            reason: *reason,
+        });
+    }
+    let map = (!promotions.is_empty()).then(|| TopologyMap {
+        epoch: next_epoch.max(current.epoch + 1),
+        cluster: current.cluster.clone(),
+        region: current.region.clone(),
+        shards,
+    });
+    FailoverPlan {
+        map,
+        promotions,
+        headless,
+    }
+}

@@ -15,6 +15,7 @@ use meridian_api::{CacheCluster, FIELD_MANAGER};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::probe::PrimaryProbes;
 use crate::resources::BuildConfig;
 use crate::{Error, error::backoff_delay};
 
@@ -28,6 +29,8 @@ pub struct Context {
     /// Refuse to talk to nodes whose pod IP is not a loopback address (test clusters
     /// whose pods live on 127.0.0.0/8; a guard against reaching anything else).
     pub loopback_only_nodes: bool,
+    /// Direct probes of shard primaries (filled by reconciles, run by the region controller).
+    pub probes: Arc<PrimaryProbes>,
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -49,6 +52,7 @@ impl Context {
             metrics,
             build,
             loopback_only_nodes: false,
+            probes: Arc::new(PrimaryProbes::default()),
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -1,6 +1,6 @@
 //! CacheRegion controller: read → validate → build → apply → orchestrate → status.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,10 +26,11 @@ use super::Context;
 use crate::Error;
 use crate::conditions::{DesiredCondition, merge};
 use crate::names;
-use crate::nodes::{AttachOutcome, NodeConnection, PushOutcome};
+use crate::nodes::{NodeConnection, PushOutcome};
 use crate::resources::{self, RegionPlan, RegionResources};
 use crate::topology_plan::{
-    self, NodeReport, ObservedPod, PrimaryReason, RegionPods, TopologyDecision,
+    self, NodeReport, ObservedPod, PrimaryDown, PrimaryReason, PromotionCandidate, RegionPods,
+    TopologyDecision,
 };
 
 pub const KIND: &str = "CacheRegion";
@@ -38,6 +39,11 @@ pub const KIND: &str = "CacheRegion";
 const REQUEUE_PROGRESSING: Duration = Duration::from_secs(10);
 /// Periodic drift check once everything is ready.
 const REQUEUE_READY: Duration = Duration::from_secs(300);
+/// Requeue while a bootstrapped region recovers (failed-over pods coming back).
+const REQUEUE_RECOVERING: Duration = Duration::from_secs(2);
+/// Timeouts for the per-reconcile node reads: a dead node must not stall a failover.
+const NODE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const NODE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requeue after a spec the operator cannot satisfy (the watch brings changes sooner).
 const REQUEUE_DEGRADED: Duration = Duration::from_secs(60);
 
@@ -53,13 +59,24 @@ pub enum Orchestration {
         map: TopologyMap,
         stale: Vec<String>,
     },
+    /// The region is bootstrapped (`map` is current) but not every pod is ready, or a
+    /// shard lost its primary: failed over where a replica could take over; `headless`
+    /// lists the shards that have no reachable primary and nothing to promote.
+    Recovering {
+        map: TopologyMap,
+        ready: usize,
+        expected: usize,
+        headless: Vec<u32>,
+    },
 }
 
 impl Orchestration {
     fn map(&self) -> Option<&TopologyMap> {
         match self {
             Orchestration::WaitingForPods { .. } => None,
-            Orchestration::InSync { map } | Orchestration::PushIncomplete { map, .. } => Some(map),
+            Orchestration::InSync { map }
+            | Orchestration::PushIncomplete { map, .. }
+            | Orchestration::Recovering { map, .. } => Some(map),
         }
     }
 }
@@ -80,7 +97,15 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         labels::COMPONENT,
         names::COMPONENT_NODE
     ));
-    let controller = Controller::new(regions, watcher::Config::default());
+    // Probe failures trigger a reconcile of every region; the reconcile decides.
+    let (probe_trigger, probe_events) = futures::channel::mpsc::channel(4);
+    tokio::spawn(crate::probe::run(
+        ctx.probes.clone(),
+        ctx.loopback_only_nodes,
+        probe_trigger,
+    ));
+    let controller =
+        Controller::new(regions, watcher::Config::default()).reconcile_all_on(probe_events);
     let store = controller.store();
     let pod_store = store.clone();
     let cluster_store = store.clone();
@@ -245,6 +270,7 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
     ctx.apply_status(region, &status).await?;
     Ok(match orchestration {
         Orchestration::InSync { .. } if pods.all_ready() => Action::requeue(REQUEUE_READY),
+        Orchestration::Recovering { .. } => Action::requeue(REQUEUE_RECOVERING),
         _ => Action::requeue(REQUEUE_PROGRESSING),
     })
 }
@@ -391,7 +417,69 @@ async fn observe_pods(ctx: &Context, plan: &RegionPlan<'_>) -> Result<RegionPods
     ))
 }
 
-/// Reads every node's map, plans, pushes and attaches replicas.
+/// Opens an admin connection to every pod with an IP (concurrently, short timeouts) and
+/// reads its map. Unreachable pods end up in the error map.
+async fn read_nodes(
+    pods: &RegionPods,
+    password: Option<&str>,
+    ctx: &Context,
+) -> (
+    HashMap<String, NodeConnection>,
+    Vec<NodeReport>,
+    HashMap<String, Error>,
+) {
+    let attempts = pods.iter().filter_map(|pod| {
+        let addr = meridian_topology::NodeAddr {
+            id: pod.name.clone(),
+            ip: pod.ip.clone()?,
+            port: meridian_api::ports::RESP as u16,
+        };
+        Some(async move {
+            let result = async {
+                let mut connection = NodeConnection::open_with_timeout(
+                    &addr,
+                    password,
+                    ctx.loopback_only_nodes,
+                    NODE_CONNECT_TIMEOUT,
+                    NODE_RESPONSE_TIMEOUT,
+                )
+                .await?;
+                let map = connection.topology().await?;
+                Ok::<_, Error>((connection, map))
+            }
+            .await;
+            (addr.id, result)
+        })
+    });
+    let mut connections = HashMap::new();
+    let mut reports = Vec::new();
+    let mut errors = HashMap::new();
+    for (pod, result) in futures::future::join_all(attempts).await {
+        match result {
+            Ok((connection, map)) => {
+                reports.push(NodeReport {
+                    pod: pod.clone(),
+                    map,
+                });
+                connections.insert(pod, connection);
+            }
+            Err(error) => {
+                errors.insert(pod, error);
+            }
+        }
+    }
+    (connections, reports, errors)
+}
+
+fn region_key(region: &CacheRegion) -> String {
+    format!(
+        "{}/{}",
+        region.namespace().unwrap_or_default(),
+        region.name_any()
+    )
+}
+
+/// Reads every node's map, fails over shards whose primary is gone, plans and pushes.
 async fn orchestrate(
     region: &CacheRegion,
     plan: &RegionPlan<'_>,
@@ -399,31 +487,62 @@ async fn orchestrate(
     password: Option<&str>,
     ctx: &Context,
 ) -> Result<Orchestration, Error> {
+    let (mut connections, reports, mut unreachable) = read_nodes(pods, password, ctx).await;
+    let status_epoch = region.status.as_ref().map_or(0, |status| status.epoch);
+    let current = topology_plan::newest_reported(&reports)
+        .filter(|map| map.cluster == plan.cluster_name && map.region == plan.region_name)
+        .cloned();
+
+    if let Some(current) = &current {
+        let down: BTreeMap<u32, PrimaryDown> = current
+            .shards
+            .iter()
+            .filter_map(|shard| {
+                let probed_dead = ctx.probes.is_unreachable(&shard.primary);
+                topology_plan::node_down(&shard.primary, pods, probed_dead)
+                    .map(|reason| (shard.index, reason))
+            })
+            .collect();
+        if !down.is_empty() {
+            return fail_over(
+                region,
+                plan,
+                pods,
+                current,
+                &down,
+                &reports,
+                status_epoch,
+                &mut connections,
+                password,
+                ctx,
+            )
+            .await;
+        }
+        ctx.probes.watch(&region_key(region), current, password);
+        if !pods.all_ready() {
+            // Catch up nodes that missed the current map (e.g. an operator restart in
+            // the middle of a failover); new pods join once everything is ready.
+            push_to_lagging(current, &reports, &mut connections, ctx).await;
+            return Ok(Orchestration::Recovering {
+                map: current.clone(),
+                ready: pods.ready_count(),
+                expected: pods.expected(),
+                headless: Vec::new(),
+            });
+        }
+    }
     if !pods.all_ready() {
         return Ok(Orchestration::WaitingForPods {
             ready: pods.ready_count(),
             expected: pods.expected(),
         });
     }
-    let mut connections = HashMap::new();
-    let mut reports = Vec::new();
+    // Planning a new epoch needs every node's answer.
     for pod in pods.iter() {
-        let addr = meridian_topology::NodeAddr {
-            id: pod.name.clone(),
-            ip: pod
-                .ip
-                .clone()
-                .ok_or(Error::MissingObjectField("pod status.podIP"))?,
-            port: meridian_api::ports::RESP as u16,
-        };
-        let mut connection = NodeConnection::open(&addr, password, ctx.loopback_only_nodes).await?;
-        reports.push(NodeReport {
-            pod: pod.name.clone(),
-            map: connection.topology().await?,
-        });
-        connections.insert(pod.name.clone(), connection);
+        if let Some(error) = unreachable.remove(&pod.name) {
+            return Err(error);
+        }
     }
-    let status_epoch = region.status.as_ref().map_or(0, |status| status.epoch);
     let decision = topology_plan::plan(
         &plan.cluster_name,
         &plan.region_name,
@@ -432,7 +551,10 @@ async fn orchestrate(
         status_epoch,
     )?;
     let (map, targets, new_epoch, primaries, slots_reassigned) = match decision {
-        TopologyDecision::InSync { map } => return Ok(Orchestration::InSync { map }),
+        TopologyDecision::InSync { map } => {
+            ctx.probes.watch(&region_key(region), &map, password);
+            return Ok(Orchestration::InSync { map });
+        }
         TopologyDecision::Push {
             map,
             targets,
@@ -469,6 +591,7 @@ async fn orchestrate(
             .await;
         }
     }
+    // Nodes listed as replicas attach to their primary on their own when they get the map.
     let mut stale = Vec::new();
     let mut applied = Vec::new();
     for target in &targets {
@@ -483,9 +606,24 @@ async fn orchestrate(
             PushOutcome::Stale(message) => stale.push(format!("{target}: {message}")),
         }
     }
+    ctx.probes.watch(&region_key(region), &map, password);
+    report_push(ctx, &reference, &map, &applied, &stale).await;
+    if !stale.is_empty() {
+        return Ok(Orchestration::PushIncomplete { map, stale });
+    }
+    Ok(Orchestration::InSync { map })
+}
+
+async fn report_push(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    map: &TopologyMap,
+    applied: &[String],
+    stale: &[String],
+) {
     if !applied.is_empty() {
         ctx.event(
-            &reference,
+            reference,
             EventType::Normal,
             "TopologyPushed",
             "PushTopology",
@@ -500,7 +638,7 @@ async fn orchestrate(
     }
     if !stale.is_empty() {
         ctx.event(
-            &reference,
+            reference,
             EventType::Warning,
             "TopologyStale",
             "PushTopology",
@@ -511,64 +649,173 @@ async fn orchestrate(
             ),
         )
         .await;
-        return Ok(Orchestration::PushIncomplete { map, stale });
     }
-    attach_replicas(&map, &applied, &mut connections, ctx, &reference).await;
-    Ok(Orchestration::InSync { map })
 }
 
-/// Separate step after a push: points replicas at their primary. Nodes without
-/// replication support (yet) answer "unknown command": logged and reported, not failed.
-async fn attach_replicas(
+/// Re-sends `map` to reachable nodes it lists that hold an older epoch. Best effort.
+async fn push_to_lagging(
     map: &TopologyMap,
-    pushed_to: &[String],
+    reports: &[NodeReport],
     connections: &mut HashMap<String, NodeConnection>,
     ctx: &Context,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
 ) {
-    let mut unsupported = None;
-    let mut failed = Vec::new();
-    for shard in &map.shards {
-        for node in shard.nodes() {
-            if !pushed_to.contains(&node.id) {
-                continue;
-            }
-            let Some(connection) = connections.get_mut(&node.id) else {
-                continue;
-            };
-            let outcome = if node.id == shard.primary.id {
-                connection.become_primary().await
-            } else {
-                connection.replicate_from(&shard.primary).await
-            };
-            match outcome {
-                Ok(AttachOutcome::Attached) => {}
-                Ok(AttachOutcome::Unsupported(message)) => unsupported = Some(message),
-                Err(error) => failed.push(error.to_string()),
+    for report in reports {
+        let lagging = report
+            .map
+            .as_ref()
+            .is_none_or(|held| held.epoch < map.epoch);
+        if !lagging || map.node(&report.pod).is_none() {
+            continue;
+        }
+        if let Some(connection) = connections.get_mut(&report.pod) {
+            match connection.push_topology(map).await {
+                Ok(PushOutcome::Applied) => {
+                    ctx.metrics.topology_pushes.inc();
+                }
+                Ok(PushOutcome::Stale(message)) => {
+                    tracing::debug!(pod = %report.pod, %message, "node holds a newer map")
+                }
+                Err(error) => tracing::debug!(pod = %report.pod, %error, "catch-up push failed"),
             }
         }
     }
-    if let Some(message) = unsupported {
-        tracing::info!(%message, "nodes do not support REPLICAOF yet; replicas follow the topology map only");
-        ctx.event(
-            reference,
-            EventType::Normal,
-            "ReplicationUnsupported",
-            "AttachReplicas",
-            format!("nodes do not implement REPLICAOF yet ({message})"),
-        )
-        .await;
+}
+
+/// Promotes the most up-to-date replica of every shard in `down` and pushes the next map:
+/// to the promoted nodes first (the map naming a node primary makes it stop replicating),
+/// then to every other reachable node (replicas re-point on their own).
+#[allow(clippy::too_many_arguments)]
+async fn fail_over(
+    region: &CacheRegion,
+    plan: &RegionPlan<'_>,
+    pods: &RegionPods,
+    current: &TopologyMap,
+    down: &BTreeMap<u32, PrimaryDown>,
+    reports: &[NodeReport],
+    status_epoch: u64,
+    connections: &mut HashMap<String, NodeConnection>,
+    password: Option<&str>,
+    ctx: &Context,
+) -> Result<Orchestration, Error> {
+    let mut candidates = Vec::new();
+    for shard in current
+        .shards
+        .iter()
+        .filter(|shard| down.contains_key(&shard.index))
+    {
+        for replica in &shard.replicas {
+            let usable = topology_plan::node_down(replica, pods, false).is_none();
+            let Some(connection) = connections.get_mut(&replica.id).filter(|_| usable) else {
+                continue;
+            };
+            match connection.replication_info().await {
+                Ok(info) => candidates.push(PromotionCandidate {
+                    pod: replica.id.clone(),
+                    offset: info.offset,
+                }),
+                Err(error) => {
+                    tracing::warn!(replica = %replica.id, %error, "cannot read replication offset")
+                }
+            }
+        }
     }
-    if !failed.is_empty() {
+    let highest_seen = reports
+        .iter()
+        .filter_map(|report| report.map.as_ref().map(|map| map.epoch))
+        .chain([status_epoch, current.epoch])
+        .max()
+        .unwrap_or(0);
+    let failover = topology_plan::plan_failover(current, down, &candidates, highest_seen + 1);
+    let reference = region.object_ref(&());
+    let recovering = |map: TopologyMap, headless: Vec<u32>| Orchestration::Recovering {
+        map,
+        ready: pods.ready_count(),
+        expected: pods.expected(),
+        headless,
+    };
+    let Some(map) = failover.map else {
+        for shard in &failover.headless {
+            tracing::warn!(
+                shard,
+                "shard primary is down and no replica can be promoted"
+            );
+        }
+        ctx.probes.watch(&region_key(region), current, password);
+        return Ok(recovering(current.clone(), failover.headless));
+    };
+    for promotion in &failover.promotions {
         ctx.event(
-            reference,
+            &reference,
             EventType::Warning,
-            "ReplicaAttachFailed",
-            "AttachReplicas",
-            failed.join("; "),
+            "FailoverStarted",
+            "Failover",
+            format!(
+                "shard {}: primary {} is down ({}); promoting {} (replication offset {})",
+                promotion.shard,
+                promotion.old_primary,
+                promotion.reason,
+                promotion.new_primary,
+                promotion.offset
+            ),
         )
         .await;
     }
+    let mut applied = Vec::new();
+    let mut stale = Vec::new();
+    for promotion in &failover.promotions {
+        let Some(connection) = connections.get_mut(&promotion.new_primary) else {
+            continue;
+        };
+        match connection.push_topology(&map).await? {
+            PushOutcome::Applied => {
+                ctx.metrics.topology_pushes.inc();
+                ctx.metrics.failover(&plan.region_name);
+                applied.push(promotion.new_primary.clone());
+                ctx.event(
+                    &reference,
+                    EventType::Normal,
+                    "PrimaryPromoted",
+                    "Failover",
+                    format!(
+                        "shard {}: {} promoted to primary replacing {} (replication offset {}, epoch {})",
+                        promotion.shard,
+                        promotion.new_primary,
+                        promotion.old_primary,
+                        promotion.offset,
+                        map.epoch
+                    ),
+                )
+                .await;
+            }
+            PushOutcome::Stale(message) => {
+                stale.push(format!("{}: {message}", promotion.new_primary));
+            }
+        }
+    }
+    let promoted: Vec<&str> = failover
+        .promotions
+        .iter()
+        .map(|promotion| promotion.new_primary.as_str())
+        .collect();
+    for (pod, connection) in connections.iter_mut() {
+        if promoted.contains(&pod.as_str()) {
+            continue;
+        }
+        match connection.push_topology(&map).await {
+            Ok(PushOutcome::Applied) => {
+                ctx.metrics.topology_pushes.inc();
+                applied.push(pod.clone());
+            }
+            Ok(PushOutcome::Stale(message)) => stale.push(format!("{pod}: {message}")),
+            Err(error) => tracing::warn!(%pod, %error, "failover push failed"),
+        }
+    }
+    ctx.probes.watch(&region_key(region), &map, password);
+    report_push(ctx, &reference, &map, &applied, &stale).await;
+    if !stale.is_empty() {
+        return Ok(Orchestration::PushIncomplete { map, stale });
+    }
+    Ok(recovering(map, failover.headless))
 }
 
 /// The status to write. Pure: `now` is passed in.
@@ -590,6 +837,32 @@ pub fn region_status(
         (Some(Orchestration::WaitingForPods { ready, expected }), _) => (
             "PodsNotReady",
             format!("{ready}/{expected} cache node pods are ready"),
+        ),
+        (Some(Orchestration::Recovering { headless, .. }), _) if !headless.is_empty() => (
+            "NoReachablePrimary",
+            format!(
+                "shard(s) {} have no reachable primary and no replica to promote",
+                headless
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        (
+            Some(Orchestration::Recovering {
+                ready,
+                expected,
+                map,
+                ..
+            }),
+            _,
+        ) => (
+            "PodsNotReady",
+            format!(
+                "{ready}/{expected} cache node pods are ready; serving at topology epoch {}",
+                map.epoch
+            ),
         ),
         (Some(Orchestration::PushIncomplete { stale, .. }), _) => (
             "TopologyPushIncomplete",
@@ -629,14 +902,22 @@ pub fn region_status(
                 progress_message.clone()
             },
         ),
-        match node_error {
-            Some(error) => DesiredCondition::new(
+        match (node_error, orchestration) {
+            (Some(error), _) => DesiredCondition::new(
                 conditions::DEGRADED,
                 true,
                 error.condition_reason(),
                 error.to_string(),
             ),
-            None => DesiredCondition::new(conditions::DEGRADED, false, "AsExpected", ""),
+            (None, Some(Orchestration::Recovering { headless, .. })) if !headless.is_empty() => {
+                DesiredCondition::new(
+                    conditions::DEGRADED,
+                    true,
+                    progress_reason,
+                    progress_message.clone(),
+                )
+            }
+            (None, _) => DesiredCondition::new(conditions::DEGRADED, false, "AsExpected", ""),
         },
     ];
     CacheRegionStatus {

@@ -753,8 +753,11 @@ async fn write_status(pc: &PodCtx, last_sent: &mut Option<Value>) {
     }
     let (ns, name, _) = pod_key(&pod);
     let api: Api<Pod> = Api::namespaced(pc.ctx.client.clone(), &ns);
+    // A JSON merge patch replaces lists wholesale. The agent computes the whole status, and
+    // a strategic merge would keep a restarted pod's old address in `podIPs` (merged by
+    // `ip`), which the API server then refuses ("no more than one IP for each IP family").
     match api
-        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => *last_sent = Some(patch),

@@ -1,0 +1,191 @@
+//! Direct health probes of shard primaries, independent of pod readiness (a readiness
+//! probe reacts in seconds; a dead primary must be noticed within about two probe
+//! intervals). The prober only observes: when a primary crosses the failure threshold it
+//! triggers a reconcile, and the reconcile decides (from pods and node reports) what to do.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::SinkExt;
+use futures::channel::mpsc;
+use meridian_topology::{NodeAddr, TopologyMap};
+
+use crate::nodes::NodeConnection;
+
+/// Time between probe rounds.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Connect and response timeout of one probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Consecutive failed probes after which a primary counts as unreachable.
+pub const FAILURE_THRESHOLD: u32 = 2;
+/// Targets not refreshed by a reconcile for this long belong to deleted regions.
+const TARGET_EXPIRY: Duration = Duration::from_secs(900);
+
+struct RegionTarget {
+    primaries: Vec<NodeAddr>,
+    password: Option<String>,
+    refreshed: Instant,
+}
+
+/// The primaries to probe (per region) and their consecutive failure counts.
+#[derive(Default)]
+pub struct PrimaryProbes {
+    targets: Mutex<HashMap<String, RegionTarget>>,
+    /// Keyed by `id@ip` so a recreated pod (new IP) starts with a clean record.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+fn node_key(node: &NodeAddr) -> String {
+    format!("{}@{}", node.id, node.ip)
+}
+
+impl PrimaryProbes {
+    /// Sets the primaries of `region_key` from `map` (called by every reconcile that knows
+    /// the region's map).
+    pub fn watch(&self, region_key: &str, map: &TopologyMap, password: Option<&str>) {
+        let primaries = map
+            .shards
+            .iter()
+            .map(|shard| shard.primary.clone())
+            .collect();
+        if let Ok(mut targets) = self.targets.lock() {
+            targets.insert(
+                region_key.to_string(),
+                RegionTarget {
+                    primaries,
+                    password: password.map(str::to_string),
+                    refreshed: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// Consecutive failed probes of `node` (0 when never probed).
+    pub fn consecutive_failures(&self, node: &NodeAddr) -> u32 {
+        self.failures.lock().map_or(0, |failures| {
+            failures.get(&node_key(node)).copied().unwrap_or(0)
+        })
+    }
+
+    /// Whether `node` failed at least [`FAILURE_THRESHOLD`] probes in a row.
+    pub fn is_unreachable(&self, node: &NodeAddr) -> bool {
+        self.consecutive_failures(node) >= FAILURE_THRESHOLD
+    }
+
+    /// Records one probe; true when this failure made the node cross the threshold.
+    pub fn record(&self, node: &NodeAddr, healthy: bool) -> bool {
+        let Ok(mut failures) = self.failures.lock() else {
+            return false;
+        };
+        if healthy {
+            failures.remove(&node_key(node));
+            return false;
+        }
+        let count = failures.entry(node_key(node)).or_insert(0);
+        *count = count.saturating_add(1);
+        *count == FAILURE_THRESHOLD
+    }
+
+    fn snapshot(&self) -> Vec<(NodeAddr, Option<String>)> {
+        let Ok(mut targets) = self.targets.lock() else {
+            return Vec::new();
+        };
+        targets.retain(|_, target| target.refreshed.elapsed() < TARGET_EXPIRY);
+        let nodes: Vec<(NodeAddr, Option<String>)> = targets
+            .values()
+            .flat_map(|target| {
+                target
+                    .primaries
+                    .iter()
+                    .map(|node| (node.clone(), target.password.clone()))
+            })
+            .collect();
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.retain(|key, _| nodes.iter().any(|(node, _)| &node_key(node) == key));
+        }
+        nodes
+    }
+}
+
+async fn probe_once(node: &NodeAddr, password: Option<&str>, loopback_only: bool) -> bool {
+    let attempt = async {
+        let mut connection = NodeConnection::open_with_timeout(
+            node,
+            password,
+            loopback_only,
+            PROBE_TIMEOUT,
+            PROBE_TIMEOUT,
+        )
+        .await?;
+        connection.ping().await
+    };
+    // The outer timeout also bounds the connect + AUTH handshake.
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT * 2, attempt).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Probes every watched primary each [`PROBE_INTERVAL`]; sends on `trigger` when a
+/// primary crosses the failure threshold. Runs until the receiver is dropped.
+pub async fn run(probes: Arc<PrimaryProbes>, loopback_only: bool, mut trigger: mpsc::Sender<()>) {
+    let mut ticker = tokio::time::interval(PROBE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let targets = probes.snapshot();
+        let results =
+            futures::future::join_all(targets.iter().map(|(node, password)| async move {
+                (
+                    node,
+                    probe_once(node, password.as_deref(), loopback_only).await,
+                )
+            }))
+            .await;
+        let mut crossed = false;
+        for (node, healthy) in results {
+            if probes.record(node, healthy) {
+                tracing::warn!(node = %node.id, endpoint = %node.endpoint(), "primary failed {FAILURE_THRESHOLD} consecutive probes");
+                crossed = true;
+            }
+        }
+        if crossed && trigger.send(()).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(ip: &str) -> NodeAddr {
+        NodeAddr {
+            id: "orders-eu-0-0".into(),
+            ip: ip.into(),
+            port: 6379,
+        }
+    }
+
+    #[test]
+    fn threshold_is_crossed_once_and_reset_by_success() {
+        let probes = PrimaryProbes::default();
+        let primary = node("127.0.0.5");
+        assert!(!probes.record(&primary, false));
+        assert!(!probes.is_unreachable(&primary));
+        assert!(probes.record(&primary, false));
+        assert!(probes.is_unreachable(&primary));
+        assert!(!probes.record(&primary, false), "crossing is reported once");
+        probes.record(&primary, true);
+        assert_eq!(probes.consecutive_failures(&primary), 0);
+    }
+
+    #[test]
+    fn a_recreated_pod_starts_clean() {
+        let probes = PrimaryProbes::default();
+        probes.record(&node("127.0.0.5"), false);
+        probes.record(&node("127.0.0.5"), false);
+        assert!(!probes.is_unreachable(&node("127.0.0.9")));
+    }
+}

@@ -1,0 +1,226 @@
+//! Failover planning: which primaries count as down, which replica is promoted, and the
+//! map that follows — including the pod coming back and rejoining as a replica.
+
+use std::collections::BTreeMap;
+
+use meridian_operator::topology_plan::{
+    self, NodeReport, ObservedPod, PrimaryDown, PromotionCandidate, RegionPods, TopologyDecision,
+};
+use meridian_topology::{NodeRole, TopologyMap};
+
+fn pod(shard: u16, ordinal: u16, ready: bool) -> ObservedPod {
+    ObservedPod {
+        name: format!("orders-eu-{shard}-{ordinal}"),
+        shard,
+        ordinal,
+        ip: Some(format!("127.0.{}.{}", shard + 1, ordinal + 1)),
+        ready,
+    }
+}
+
+fn all_pods(shards: u16, pods_per_shard: u16) -> Vec<ObservedPod> {
+    (0..shards)
+        .flat_map(|shard| (0..pods_per_shard).map(move |ordinal| pod(shard, ordinal, true)))
+        .collect()
+}
+
+/// The bootstrapped map of a region whose pods are all ready.
+fn bootstrapped(shards: u16, pods_per_shard: u16) -> TopologyMap {
+    let pods = RegionPods::group(all_pods(shards, pods_per_shard), shards, pods_per_shard);
+    let reports: Vec<NodeReport> = pods
+        .iter()
+        .map(|pod| NodeReport {
+            pod: pod.name.clone(),
+            map: None,
+        })
+        .collect();
+    topology_plan::plan("orders", "eu", &pods, &reports, 0)
+        .unwrap()
+        .map()
+        .clone()
+}
+
+fn candidate(pod: &str, offset: u64) -> PromotionCandidate {
+    PromotionCandidate {
+        pod: pod.into(),
+        offset,
+    }
+}
+
+#[test]
+fn primary_health_comes_from_pods_and_probes() {
+    let map = bootstrapped(2, 2);
+    let primary = &map.shards[0].primary;
+    let healthy = RegionPods::group(all_pods(2, 2), 2, 2);
+    assert_eq!(topology_plan::node_down(primary, &healthy, false), None);
+    assert_eq!(
+        topology_plan::node_down(primary, &healthy, true),
+        Some(PrimaryDown::Unreachable)
+    );
+
+    let without: Vec<ObservedPod> = all_pods(2, 2)
+        .into_iter()
+        .filter(|pod| pod.name != primary.id)
+        .collect();
+    let missing = RegionPods::group(without.clone(), 2, 2);
+    assert_eq!(
+        topology_plan::node_down(primary, &missing, false),
+        Some(PrimaryDown::PodMissing)
+    );
+
+    let mut terminating = without.clone();
+    terminating.push(pod(0, 0, false));
+    let terminating = RegionPods::group(terminating, 2, 2);
+    assert_eq!(
+        topology_plan::node_down(primary, &terminating, false),
+        Some(PrimaryDown::PodNotReady)
+    );
+
+    let mut recreated = without;
+    let mut new_pod = pod(0, 0, true);
+    new_pod.ip = Some("127.0.9.9".into());
+    recreated.push(new_pod);
+    let recreated = RegionPods::group(recreated, 2, 2);
+    assert_eq!(
+        topology_plan::node_down(primary, &recreated, false),
+        Some(PrimaryDown::PodReplaced)
+    );
+}
+
+#[test]
+fn the_replica_with_the_highest_offset_is_promoted() {
+    let map = bootstrapped(2, 3);
+    let shard = &map.shards[0];
+    assert_eq!(shard.primary.id, "orders-eu-0-0");
+    let candidates = [
+        candidate("orders-eu-0-1", 100),
+        candidate("orders-eu-0-2", 250),
+        // A replica of another shard never qualifies, whatever its offset.
+        candidate("orders-eu-1-1", 9_000),
+    ];
+    let chosen = topology_plan::choose_promotion(shard, &candidates).unwrap();
+    assert_eq!(chosen.pod, "orders-eu-0-2");
+
+    // Equal offsets: the lowest name wins, so two operators agree.
+    let tied = [candidate("orders-eu-0-2", 7), candidate("orders-eu-0-1", 7)];
+    assert_eq!(
+        topology_plan::choose_promotion(shard, &tied).unwrap().pod,
+        "orders-eu-0-1"
+    );
+    assert_eq!(topology_plan::choose_promotion(shard, &[]), None);
+}
+
+#[test]
+fn failover_builds_the_next_map_and_drops_the_dead_primary() {
+    let map = bootstrapped(2, 3);
+    let down = BTreeMap::from([(0, PrimaryDown::PodMissing)]);
+    let candidates = [
+        candidate("orders-eu-0-1", 10),
+        candidate("orders-eu-0-2", 30),
+    ];
+    let plan = topology_plan::plan_failover(&map, &down, &candidates, map.epoch + 1);
+    let next = plan.map.expect("a promotion yields a map");
+    next.validate().unwrap();
+    assert_eq!(next.epoch, map.epoch + 1);
+    assert!(plan.headless.is_empty());
+    assert_eq!(plan.promotions.len(), 1);
+    let promotion = &plan.promotions[0];
+    assert_eq!(promotion.shard, 0);
+    assert_eq!(promotion.old_primary, "orders-eu-0-0");
+    assert_eq!(promotion.new_primary, "orders-eu-0-2");
+    assert_eq!(promotion.offset, 30);
+    assert_eq!(promotion.reason, PrimaryDown::PodMissing);
+
+    let shard = &next.shards[0];
+    assert_eq!(shard.primary.id, "orders-eu-0-2");
+    let replicas: Vec<&str> = shard.replicas.iter().map(|node| node.id.as_str()).collect();
+    assert_eq!(replicas, ["orders-eu-0-1"]);
+    assert_eq!(
+        next.role_of("orders-eu-0-0"),
+        None,
+        "the dead primary is dropped"
+    );
+    // Slots and the healthy shard are untouched.
+    assert_eq!(shard.slots, map.shards[0].slots);
+    assert_eq!(next.shards[1], map.shards[1]);
+}
+
+#[test]
+fn a_shard_without_usable_replicas_is_headless() {
+    let map = bootstrapped(2, 2);
+    let down = BTreeMap::from([(1, PrimaryDown::Unreachable)]);
+    let plan = topology_plan::plan_failover(&map, &down, &[], map.epoch + 1);
+    assert_eq!(plan.map, None);
+    assert!(plan.promotions.is_empty());
+    assert_eq!(plan.headless, [1]);
+}
+
+#[test]
+fn epoch_moves_past_everything_seen() {
+    let map = bootstrapped(1, 2);
+    let down = BTreeMap::from([(0, PrimaryDown::PodNotReady)]);
+    let plan = topology_plan::plan_failover(&map, &down, &[candidate("orders-eu-0-1", 0)], 41);
+    assert_eq!(plan.map.unwrap().epoch, 41);
+    let plan = topology_plan::plan_failover(&map, &down, &[candidate("orders-eu-0-1", 0)], 0);
+    assert_eq!(plan.map.unwrap().epoch, map.epoch + 1);
+}
+
+#[test]
+fn the_recreated_pod_rejoins_as_a_replica_of_the_promoted_node() {
+    let map = bootstrapped(1, 2);
+    let down = BTreeMap::from([(0, PrimaryDown::PodMissing)]);
+    let failed_over =
+        topology_plan::plan_failover(&map, &down, &[candidate("orders-eu-0-1", 5)], map.epoch + 1)
+            .map
+            .unwrap();
+
+    // The StatefulSet recreates orders-eu-0-0 with a new IP; it is Ready and empty.
+    let mut returned = pod(0, 0, true);
+    returned.ip = Some("127.0.1.77".into());
+    let pods = RegionPods::group(vec![returned, pod(0, 1, true)], 1, 2);
+    let reports = vec![
+        NodeReport {
+            pod: "orders-eu-0-0".into(),
+            map: None,
+        },
+        NodeReport {
+            pod: "orders-eu-0-1".into(),
+            map: Some(failed_over.clone()),
+        },
+    ];
+    let decision = topology_plan::plan("orders", "eu", &pods, &reports, failed_over.epoch).unwrap();
+    let TopologyDecision::Push { map: next, .. } = decision else {
+        panic!("membership changed: a new epoch is expected, got {decision:?}");
+    };
+    assert_eq!(next.epoch, failed_over.epoch + 1);
+    assert_eq!(next.role_of("orders-eu-0-1"), Some(NodeRole::Primary));
+    assert_eq!(next.role_of("orders-eu-0-0"), Some(NodeRole::Replica));
+    assert_eq!(next.node("orders-eu-0-0").unwrap().ip, "127.0.1.77");
+}
+
+#[test]
+fn a_restarted_operator_adopts_a_promotion_already_on_the_nodes() {
+    // The promoted node holds the failover map, the others were not reached yet: the
+    // newest reported map wins and is re-sent, no second promotion happens.
+    let map = bootstrapped(1, 3);
+    let down = BTreeMap::from([(0, PrimaryDown::PodMissing)]);
+    let failed_over =
+        topology_plan::plan_failover(&map, &down, &[candidate("orders-eu-0-2", 9)], map.epoch + 1)
+            .map
+            .unwrap();
+    let reports = [
+        NodeReport {
+            pod: "orders-eu-0-1".into(),
+            map: Some(map.clone()),
+        },
+        NodeReport {
+            pod: "orders-eu-0-2".into(),
+            map: Some(failed_over.clone()),
+        },
+    ];
+    let newest = topology_plan::newest_reported(&reports).unwrap();
+    assert_eq!(newest, &failed_over);
+    let pods = RegionPods::group(vec![pod(0, 1, true), pod(0, 2, true)], 1, 3);
+    let primary = &newest.shards[0].primary;
+    assert_eq!(topology_plan::node_down(primary, &pods, false), None);
+}
