@@ -51,6 +51,7 @@ async fn start_node(binary: &PathBuf, id: &str, password: Option<&str>) -> Node 
         .env("MERIDIAN_METRICS_PORT", free_port().to_string())
         // Several nodes share 127.0.0.1 here; the HTTP API (8080) is not under test.
         .env("MERIDIAN_HTTP_PORT", "0")
+        .env("MERIDIAN_LINK_PORT", "0")
         .env("MERIDIAN_NODE_ID", id)
         .env("MERIDIAN_SHARDS", "4")
         .stdout(Stdio::null())

@@ -83,6 +83,44 @@ pub struct Config {
     /// TTL in seconds of entries filled from the origin (0 = none).
     #[arg(long, env = "MERIDIAN_DEFAULT_TTL_SECONDS", default_value_t = 0)]
     pub default_ttl_seconds: u64,
+    /// Cluster name; region links from another cluster are refused.
+    #[arg(long, env = "MERIDIAN_CLUSTER", default_value = "meridian")]
+    pub cluster: String,
+    /// This node's region (event origin, link handshake).
+    #[arg(long, env = "MERIDIAN_REGION", default_value = "default")]
+    pub region: String,
+    /// Region link port (peer regions connect here); 0 disables the listener.
+    #[arg(
+        long = "region-port",
+        env = "MERIDIAN_LINK_PORT",
+        default_value_t = 16379
+    )]
+    pub region_port: u16,
+    /// What peer regions do with this region's writes: invalidate or replicate.
+    #[arg(
+        long,
+        env = "MERIDIAN_CROSS_REGION_MODE",
+        value_enum,
+        default_value = "invalidate"
+    )]
+    pub cross_region_mode: crate::region::CrossRegionMode,
+    /// eventual: acknowledge locally; strong: only after every peer region acknowledged.
+    #[arg(
+        long,
+        env = "MERIDIAN_CONSISTENCY",
+        value_enum,
+        default_value = "eventual"
+    )]
+    pub consistency: crate::region::Consistency,
+    /// How long a strong write waits for the peer regions.
+    #[arg(long, env = "MERIDIAN_STRONG_TIMEOUT_MS", default_value_t = 500)]
+    pub strong_timeout_ms: u64,
+    /// How long key versions and remote-invalidation tombstones are remembered.
+    #[arg(long, env = "MERIDIAN_REGION_TOMBSTONE_MS", default_value_t = 10_000)]
+    pub region_tombstone_ms: u64,
+    /// Events queued per peer region before slots are marked dirty instead.
+    #[arg(long, env = "MERIDIAN_REGION_QUEUE_LIMIT", default_value_t = 100_000)]
+    pub region_queue_limit: usize,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "MERIDIAN_LOG", default_value = "info")]
     pub log: String,

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod migration;
 pub mod origin;
 pub mod protocol;
+pub mod region;
 pub mod replication;
 pub mod server;
 pub mod state;
@@ -88,6 +89,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
         migrations: RwLock::new(Default::default()),
         shutting_down: AtomicBool::new(false),
         origin: origin::config_from(config).map(|origin| Arc::new(origin::Origin::new(origin))),
+        regions: region::Regions::new(region::RegionSettings::from_config(config)),
     })
 }
 
@@ -105,8 +107,13 @@ pub async fn run(
         0 => None,
         port => Some(bind(SocketAddr::new(config.bind, port)).await?),
     };
+    let link_listener = match config.region_port {
+        0 => None,
+        port => Some(bind(SocketAddr::new(config.bind, port)).await?),
+    };
     let mut registry = metrics::registry(shared.clone());
     http::metrics::register(&mut registry);
+    region::register_metrics(&mut registry);
     let registry = Arc::new(registry);
     let metrics_task = tokio::spawn(metrics::serve(
         metrics_listener,
@@ -121,6 +128,22 @@ pub async fn run(
             config.http_port,
             shutdown_rx.clone(),
         ))
+    });
+    let link_task = link_listener.map(|listener| {
+        tokio::spawn(region::link::serve(
+            shared.clone(),
+            listener,
+            shutdown_rx.clone(),
+        ))
+    });
+    let prune_task = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                shared.regions.versions.prune();
+            }
+        }
     });
     let expiry_task = tokio::spawn(store::expiry::run_forever(shared.clone()));
     let ping_task = tokio::spawn(replication::ping_forever(shared.clone()));
@@ -156,6 +179,13 @@ pub async fn run(
         tracing::warn!("shutdown timeout reached with connections still open");
     }
     expiry_task.abort();
+    prune_task.abort();
+    if let Some(task) = link_task {
+        task.abort();
+    }
+    for peer in shared.regions.peers() {
+        peer.stop();
+    }
     ping_task.abort();
     if let Some(task) = http_task {
         task.abort();

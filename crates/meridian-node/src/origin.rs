@@ -216,10 +216,19 @@ impl Origin {
                     let origin = self.clone();
                     let owner = shared.me.upgrade();
                     let key = key.to_vec();
+                    // the version the fill carries: a remote invalidation
+                    // arriving while the origin answers is newer and wins
+                    let fetch_version = shared.regions.tick();
                     tokio::spawn(async move {
                         let result = origin.fetch(&key).await;
                         if let (Ok(Fetched::Found(value)), Some(shared)) = (&result, &owner) {
-                            fill(shared, &key, value, origin.config.default_ttl_seconds);
+                            fill(
+                                shared,
+                                &key,
+                                value,
+                                origin.config.default_ttl_seconds,
+                                fetch_version,
+                            );
                         }
                         let _ = sender.send(Some(result));
                         origin.flights.lock().remove(&key);
@@ -245,13 +254,24 @@ impl Origin {
 
 /// Stores a fetched value unless a client wrote the key meanwhile (NX): the
 /// client's write is newer than what the origin returned.
-fn fill(shared: &Shared, key: &[u8], value: &Bytes, ttl_seconds: u64) {
+fn fill(
+    shared: &Shared,
+    key: &[u8],
+    value: &Bytes,
+    ttl_seconds: u64,
+    version: crate::region::Version,
+) {
     let ttl = ttl_seconds.to_string();
     let mut args: Vec<&[u8]> = vec![b"SET", key, value, b"NX"];
     if ttl_seconds > 0 {
         args.extend_from_slice(&[b"EX", ttl.as_bytes()]);
     }
-    if let local::Reply::Error(error) = without_origin(|| local::run(shared, &args, false)).0 {
+    // guarded: refused (STALE) when a newer invalidation or write is known;
+    // fills are not streamed to peer regions (they only copy the origin)
+    let stored = crate::region::guarded(version, false, || {
+        without_origin(|| local::run(shared, &args, false))
+    });
+    if let local::Reply::Error(error) = stored.0 {
         // a replica (READONLY) or a moved slot serves the value without keeping it
         tracing::debug!(key = %String::from_utf8_lossy(key), %error, "origin value not cached");
     }

@@ -303,6 +303,14 @@ async fn serve_connection(
                         }
                         Some(Pending::Origin(op)) => {
                             crate::origin::complete(&shared, &mut connection.client, &mut connection.out, op).await;
+                            // a write-through write may wait for the peer regions too
+                            if let Some(Pending::Regions(wait)) = connection.client.pending.take() {
+                                crate::region::finish(&shared, wait, &mut connection.out).await;
+                            }
+                            flush(stream, &mut connection.out, &shared).await?;
+                        }
+                        Some(Pending::Regions(wait)) => {
+                            crate::region::finish(&shared, wait, &mut connection.out).await;
                             flush(stream, &mut connection.out, &shared).await?;
                         }
                     }

@@ -120,6 +120,8 @@ pub struct Shared {
     pub shutting_down: AtomicBool,
     /// Optional HTTP origin for read-through / write-through.
     pub origin: Option<Arc<crate::origin::Origin>>,
+    /// Links to peer regions (cross-region invalidation / replication).
+    pub regions: crate::region::Regions,
 }
 
 impl Shared {

@@ -20,6 +20,7 @@ fn start_named(node_id: &str) -> Node {
         .args(["--metrics-port", &metrics_port.to_string()])
         .args(["--node-id", node_id, "--shards", "4", "--log", "warn"])
         .env("MERIDIAN_HTTP_PORT", "0")
+        .env("MERIDIAN_LINK_PORT", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -31,6 +31,7 @@ fn start_named(node_id: &str) -> Node {
         .args(["--node-id", node_id, "--shards", "4", "--log", "warn"])
         // several nodes on one host: no HTTP API (its default port is shared)
         .env("MERIDIAN_HTTP_PORT", "0")
+        .env("MERIDIAN_LINK_PORT", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

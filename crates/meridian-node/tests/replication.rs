@@ -26,6 +26,7 @@ fn start(node_id: &str, extra: &[&str]) -> Node {
             .args(["--node-id", node_id, "--shards", "8", "--log", "warn"])
             .args(extra)
             .env("MERIDIAN_HTTP_PORT", "0")
+            .env("MERIDIAN_LINK_PORT", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

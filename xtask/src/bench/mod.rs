@@ -147,6 +147,8 @@ impl Server {
             // The HTTP API is not benchmarked here and 8080 may be taken.
             "--http-port".into(),
             "0".into(),
+            "--region-port".into(),
+            "0".into(),
             "--io-threads".into(),
             "1".into(),
             "--log".into(),

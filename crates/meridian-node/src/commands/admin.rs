@@ -1,11 +1,15 @@
-//! Operator-facing commands: MERIDIAN.TOPOLOGY.
+//! Operator-facing commands: MERIDIAN.TOPOLOGY, MERIDIAN.PEERS, and INVALIDATE.
 
 use std::sync::Arc;
 
 use meridian_topology::TopologyMap;
 
-use super::Ctx;
+use super::{Ctx, Pending};
 use crate::error::{CmdResult, CommandError};
+use crate::http::local::{self, Reply};
+use crate::origin::without_origin;
+use crate::region::{Consistency, CrossRegionMode, PeerConfig, RegionWait};
+use crate::store::Access;
 
 pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     match ctx.args[1].to_ascii_uppercase().as_slice() {
@@ -82,6 +86,115 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 String::from_utf8_lossy(ctx.args[1])
             )));
         }
+    }
+    Ok(())
+}
+
+/// `MERIDIAN.PEERS SET <json>` (`[{"region": "...", "seeds": ["host:port"]}]`)
+/// configures the peer regions; `MERIDIAN.PEERS GET` shows them with link state.
+pub fn peers(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let regions = &ctx.shared.regions;
+    match ctx.args[1].to_ascii_uppercase().as_slice() {
+        b"SET" if ctx.args.len() == 3 => {
+            let configs: Vec<PeerConfig> = serde_json::from_slice(ctx.args[2])
+                .map_err(|error| CommandError::other(format!("ERR invalid peers JSON: {error}")))?;
+            let mut seen = std::collections::BTreeSet::new();
+            for config in &configs {
+                if config.region.is_empty() || config.seeds.is_empty() {
+                    return Err(CommandError::other(
+                        "ERR every peer needs a region name and at least one seed",
+                    ));
+                }
+                if config.region == regions.settings.region {
+                    return Err(CommandError::other(format!(
+                        "ERR '{}' is this node's own region",
+                        config.region
+                    )));
+                }
+                if !seen.insert(config.region.as_str()) {
+                    return Err(CommandError::other(format!(
+                        "ERR region '{}' is listed twice",
+                        config.region
+                    )));
+                }
+                if let Some(bad) = config.seeds.iter().find(|seed| {
+                    seed.rsplit_once(':')
+                        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+                }) {
+                    return Err(CommandError::other(format!(
+                        "ERR seed '{bad}' is not host:port"
+                    )));
+                }
+            }
+            let shared = ctx
+                .shared
+                .me
+                .upgrade()
+                .ok_or_else(|| CommandError::other("ERR node is shutting down"))?;
+            tracing::info!(peers = configs.len(), "region peers updated");
+            regions.set_peers(&shared, configs);
+            ctx.out.ok();
+        }
+        b"GET" if ctx.args.len() == 2 => {
+            let settings = &regions.settings;
+            let status = serde_json::json!({
+                "cluster": settings.cluster,
+                "region": settings.region,
+                "mode": match settings.mode {
+                    CrossRegionMode::Invalidate => "invalidate",
+                    CrossRegionMode::Replicate => "replicate",
+                },
+                "consistency": match settings.consistency {
+                    Consistency::Eventual => "eventual",
+                    Consistency::Strong => "strong",
+                },
+                "peers": regions.peers().iter().map(|peer| peer.status()).collect::<Vec<_>>(),
+            });
+            ctx.out.bulk(status.to_string().as_bytes());
+        }
+        b"SET" | b"GET" => return Err(ctx.wrong_arity()),
+        _ => {
+            return Err(CommandError::other(format!(
+                "ERR unknown subcommand '{}'. Try MERIDIAN.PEERS SET <json> | GET.",
+                String::from_utf8_lossy(ctx.args[1])
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `INVALIDATE <pattern>`: drops this node's keys matching the glob pattern and
+/// tells every peer region to drop them too. Replies with the local count.
+pub fn invalidate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    if !matches!(ctx.keys, Access::Direct(_)) {
+        return Err(CommandError::other(
+            "ERR INVALIDATE is not allowed inside MULTI",
+        ));
+    }
+    super::replication::check_write(ctx.shared)?;
+    let pattern = ctx.args[1];
+    let keys = match local::run(ctx.shared, &[b"KEYS", pattern], false).0 {
+        Reply::Array(keys) => keys,
+        Reply::Error(error) => return Err(CommandError::other(error)),
+        _ => Vec::new(),
+    };
+    let mut deleted = 0;
+    for key in keys {
+        let Reply::Bulk(key) = key else { continue };
+        // one pattern event goes to the peers instead of one per key
+        let reply = crate::region::quietly(|| {
+            without_origin(|| local::run(ctx.shared, &[b"DEL", &key], false))
+        });
+        if let Reply::Int(count) = reply.0 {
+            deleted += count.max(0);
+        }
+    }
+    let ack = ctx.shared.regions.publish_pattern(pattern);
+    let reply_start = ctx.out.buf.len();
+    ctx.out.integer(deleted);
+    if let Some(ack) = ack {
+        let reply = ctx.out.buf.split_off(reply_start).to_vec();
+        ctx.client.pending = Some(Pending::Regions(RegionWait { ack, reply }));
     }
     Ok(())
 }

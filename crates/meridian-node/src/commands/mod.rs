@@ -249,6 +249,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("pubsub", -2, 0, 0, 0, 0, pubsub::pubsub),
     // admin / cluster
     spec!("meridian.topology", -2, ADMIN, 0, 0, 0, admin::topology),
+    spec!("meridian.peers", -2, ADMIN, 0, 0, 0, admin::peers),
+    spec!("invalidate", 2, 0, 0, 0, 0, admin::invalidate),
     spec!(
         "meridian.migrate",
         -5,
@@ -358,6 +360,8 @@ pub enum Pending {
     Replica { replid: String, offset: Option<u64> },
     /// Origin read-through / write-through (see `crate::origin`).
     Origin(crate::origin::OriginOp),
+    /// Strong consistency: the reply is sent once the peer regions acknowledged.
+    Regions(crate::region::RegionWait),
 }
 
 impl ClientState {
@@ -721,19 +725,35 @@ fn run_in_transit<'h>(
 /// running transaction's block) before the caller releases the shard locks.
 fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
     let reply_start = ctx.out.buf.len();
+    // origin fills and remote region events older than a known version are refused
+    if let Err(refusal) = crate::region::admit(ctx.shared, spec, ctx.args) {
+        ctx.out.error(refusal);
+        return;
+    }
     if let Err(error) = (spec.handler)(&mut ctx) {
         ctx.out.error(&error.to_string());
         return;
     }
-    let log = &ctx.shared.db.repl;
-    if !log.is_active() || ctx.out.buf.get(reply_start) == Some(&b'-') {
+    if ctx.out.buf.get(reply_start) == Some(&b'-') {
         return;
     }
-    let mut effects = Vec::new();
-    replication::encode_effects(spec, ctx.args, &mut ctx.keys, &mut effects);
-    match ctx.client.txn_repl.as_mut() {
-        Some(block) => block.extend_from_slice(&effects),
-        None => log.append(&effects),
+    let log = &ctx.shared.db.repl;
+    if log.is_active() {
+        let mut effects = Vec::new();
+        replication::encode_effects(spec, ctx.args, &mut ctx.keys, &mut effects);
+        match ctx.client.txn_repl.as_mut() {
+            Some(block) => block.extend_from_slice(&effects),
+            None => log.append(&effects),
+        }
+    }
+    // still under the write's locks: the event version orders it like the store did
+    if let Some(ack) = crate::region::originate(ctx.shared, spec, ctx.args, &mut ctx.keys)
+        && ctx.client.txn_repl.is_none()
+        && ctx.client.pending.is_none()
+    {
+        // strong consistency: the reply waits for the peer regions
+        let reply = ctx.out.buf.split_off(reply_start).to_vec();
+        ctx.client.pending = Some(Pending::Regions(crate::region::RegionWait { ack, reply }));
     }
 }
 

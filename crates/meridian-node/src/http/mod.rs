@@ -199,7 +199,7 @@ async fn route(api: &Api, request: Request<Incoming>) -> Result<Response<Body>, 
         if let Some(host) = primary_of_replica(&api.shared) {
             return forward(api, &host, &parts, body).await;
         }
-        return invalidate(api, &body);
+        return invalidate(api, &body).await;
     }
     Err(ApiError::new(
         StatusCode::NOT_FOUND,
@@ -420,6 +420,14 @@ async fn settle(shared: &Shared, reply: Reply, pending: Option<Pending>) -> Repl
             let mut client = local::internal_client(shared, false);
             let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
             crate::origin::complete(shared, &mut client, &mut out, op).await;
+            if let Some(Pending::Regions(wait)) = client.pending.take() {
+                crate::region::finish(shared, wait, &mut out).await;
+            }
+            local::parse(&out.buf)
+        }
+        Some(Pending::Regions(wait)) => {
+            let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
+            crate::region::finish(shared, wait, &mut out).await;
             local::parse(&out.buf)
         }
         _ => reply,
@@ -540,7 +548,7 @@ struct InvalidateRequest {
 
 /// `POST /invalidate {"pattern": "user:*"}`: drops matching cached entries
 /// (the origin is not told: invalidation only forgets copies).
-fn invalidate(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> {
+async fn invalidate(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> {
     let request: InvalidateRequest = serde_json::from_slice(body).map_err(|error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -551,8 +559,22 @@ fn invalidate(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty pattern"));
     }
     let deleted = invalidate_local(&api.shared, request.pattern.as_bytes())?;
-    // Extension point: cross-region fan-out sends the pattern to the peer
-    // regions here (region links), before answering.
+    // cross-region fan-out: every peer region drops the pattern too
+    if let Some(ack) = api
+        .shared
+        .regions
+        .publish_pattern(request.pattern.as_bytes())
+    {
+        let wait = crate::region::RegionWait {
+            ack,
+            reply: Vec::new(),
+        };
+        let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
+        crate::region::finish(&api.shared, wait, &mut out).await;
+        if let Reply::Error(error) = local::parse(&out.buf) {
+            return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, error));
+        }
+    }
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "deleted": deleted }),
@@ -572,7 +594,10 @@ fn invalidate_local(shared: &Shared, pattern: &[u8]) -> Result<u64, ApiError> {
     for key in keys {
         let Reply::Bulk(key) = key else { continue };
         // a key of a slot this node no longer owns (MOVED) is skipped
-        if let Reply::Int(count) = without_origin(|| local::run(shared, &[b"DEL", &key], false)).0 {
+        let deleted_one = crate::region::quietly(|| {
+            without_origin(|| local::run(shared, &[b"DEL", &key], false))
+        });
+        if let Reply::Int(count) = deleted_one.0 {
             deleted += count.max(0) as u64;
         }
     }

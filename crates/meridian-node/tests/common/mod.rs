@@ -48,6 +48,7 @@ impl Node {
             .args(extra)
             // several nodes share 127.0.0.1: the HTTP API (default 8080) stays off
             .env("MERIDIAN_HTTP_PORT", "0")
+            .env("MERIDIAN_LINK_PORT", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

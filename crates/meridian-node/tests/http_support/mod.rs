@@ -55,6 +55,7 @@ impl HttpNode {
             .args(["--http-port", &http_port.to_string()])
             .args(["--node-id", node_id, "--shards", "4", "--log", "warn"])
             .args(extra)
+            .env("MERIDIAN_LINK_PORT", "0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

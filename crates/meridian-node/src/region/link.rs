@@ -1,0 +1,462 @@
+//! The region-link wire protocol (RESP framing over TCP, port 16379):
+//!
+//! ```text
+//! LINK.HELLO <cluster> <region> <password>   -> +OK | -DENIED <reason> (then closed)
+//! LINK.TOPOLOGY                               -> $<json TopologyMap> | $-1 (standalone)
+//! LINK.EVENT <kind> <target> <hlc> <region-id> <origin-region> <origin-ms> [<value> <ttl-ms>]
+//!                                             -> +OK | -MOVED <slot> | -ERR ...
+//! ```
+//! kind: `key` (drop key), `pattern` (drop glob), `slot` (drop slot), `set` (store value).
+//! Events are pipelined; replies come in order.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::{Event, EventKind, REGION_METRICS, Version, guarded, peer_label};
+use crate::http::local::{self, Reply};
+use crate::origin::without_origin;
+use crate::protocol::{Limits, Parsed, parse_command};
+use crate::state::Shared;
+use meridian_topology::{Route, TopologyMap};
+
+/// Largest link request (a replicated value plus its envelope).
+const MAX_LINK_REQUEST: usize = 600 * 1024 * 1024;
+
+/// Accepts region links from peer regions until shutdown.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = serve_link(shared, stream).await {
+                            tracing::debug!(%peer, %error, "region link ended");
+                        }
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "region link accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+async fn serve_link(shared: Arc<Shared>, mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let limits = Limits {
+        max_bulk_len: shared.config.limits.max_bulk_len,
+        max_query_buffer: MAX_LINK_REQUEST,
+        ..Limits::default()
+    };
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut output = Vec::new();
+    let mut peer_region: Option<String> = None;
+    loop {
+        if stream.read_buf(&mut input).await? == 0 {
+            return Ok(());
+        }
+        if input.len() > MAX_LINK_REQUEST {
+            return Ok(());
+        }
+        let mut position = 0;
+        let mut close = false;
+        loop {
+            // a peer that has not said hello yet is held to small requests
+            let limits = Limits {
+                unauthenticated: peer_region.is_none(),
+                ..limits
+            };
+            match parse_command(&input[position..], &limits) {
+                Ok(Parsed::Command { args, consumed, .. }) => {
+                    let base = position;
+                    position += consumed;
+                    let argv: Vec<&[u8]> = args
+                        .iter()
+                        .map(|range| &input[base + range.start..base + range.end])
+                        .collect();
+                    if argv.is_empty() {
+                        continue;
+                    }
+                    match handle_request(&shared, &mut peer_region, &argv) {
+                        Ok(reply) => output.extend_from_slice(&reply),
+                        Err(refusal) => {
+                            output.extend_from_slice(format!("-{refusal}\r\n").as_bytes());
+                            close = true;
+                            break;
+                        }
+                    }
+                }
+                Ok(Parsed::Incomplete { .. }) => break,
+                Err(error) => {
+                    output
+                        .extend_from_slice(format!("-ERR Protocol error: {error}\r\n").as_bytes());
+                    close = true;
+                    break;
+                }
+            }
+        }
+        input.advance(position);
+        if !output.is_empty() {
+            stream.write_all(&output).await?;
+            output.clear();
+        }
+        if close {
+            stream.shutdown().await.ok();
+            return Ok(());
+        }
+    }
+}
+
+/// Answers one request; Err closes the link (refused handshake).
+fn handle_request(
+    shared: &Arc<Shared>,
+    peer_region: &mut Option<String>,
+    argv: &[&[u8]],
+) -> Result<Vec<u8>, String> {
+    let name = argv[0].to_ascii_uppercase();
+    let Some(region) = peer_region.as_deref() else {
+        if name != b"LINK.HELLO" || argv.len() != 4 {
+            return Err("DENIED say LINK.HELLO <cluster> <region> <password> first".into());
+        }
+        let settings = &shared.regions.settings;
+        if argv[1] != settings.cluster.as_bytes() {
+            tracing::warn!(cluster = %String::from_utf8_lossy(argv[1]), "refused region link from another cluster");
+            return Err(format!("DENIED this is cluster '{}'", settings.cluster));
+        }
+        if let Some(password) = shared.requirepass()
+            && !constant_time_eq(password.as_bytes(), argv[3])
+        {
+            tracing::warn!(region = %String::from_utf8_lossy(argv[2]), "refused region link with a wrong password");
+            return Err("DENIED wrong password".into());
+        }
+        *peer_region = Some(String::from_utf8_lossy(argv[2]).into_owned());
+        return Ok(b"+OK\r\n".to_vec());
+    };
+    match name.as_slice() {
+        b"LINK.TOPOLOGY" => {
+            let map = shared.topology.read().clone();
+            Ok(
+                match map.and_then(|map| serde_json::to_vec(map.as_ref()).ok()) {
+                    Some(json) => bulk(&json),
+                    None => b"$-1\r\n".to_vec(),
+                },
+            )
+        }
+        b"LINK.PING" => Ok(b"+PONG\r\n".to_vec()),
+        b"LINK.EVENT" => Ok(match apply_event(shared, region, argv) {
+            Ok(()) => b"+OK\r\n".to_vec(),
+            Err(error) => format!("-{error}\r\n").into_bytes(),
+        }),
+        _ => Ok(format!(
+            "-ERR unknown link request '{}'\r\n",
+            String::from_utf8_lossy(&name)
+        )
+        .into_bytes()),
+    }
+}
+
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn bulk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("${}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn number(text: &[u8]) -> Result<u64, String> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| "ERR malformed number in event".to_string())
+}
+
+/// Is this node the primary that must apply events of `slot`?
+fn check_owner(shared: &Shared, slot: u16) -> Result<(), String> {
+    let moved = || format!("MOVED {slot}");
+    if shared
+        .db
+        .stats
+        .replica
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Err(moved());
+    }
+    match shared.topology.read().as_ref() {
+        None => Ok(()),
+        Some(map) => match map.route(slot, &shared.node_id, false) {
+            Route::Local => Ok(()),
+            _ => Err(moved()),
+        },
+    }
+}
+
+fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), String> {
+    if argv.len() != 7 && argv.len() != 9 {
+        return Err("ERR wrong number of arguments for LINK.EVENT".into());
+    }
+    let version = Version {
+        hlc: number(argv[3])?,
+        region: u32::try_from(number(argv[4])?).map_err(|_| "ERR bad region id".to_string())?,
+    };
+    let origin_ms = number(argv[6])?;
+    let regions = &shared.regions;
+    let target = argv[2];
+    match argv[1] {
+        b"key" => {
+            check_owner(shared, meridian_topology::key_slot(target))?;
+            regions.observe(version);
+            // a local copy newer than the event survives (STALE reply ignored)
+            guarded(version, true, || {
+                without_origin(|| local::run(shared, &[b"DEL", target], false))
+            });
+        }
+        b"set" if argv.len() == 9 => {
+            check_owner(shared, meridian_topology::key_slot(target))?;
+            regions.observe(version);
+            let ttl = number(argv[8])?.to_string();
+            let mut args: Vec<&[u8]> = vec![b"SET", target, argv[7]];
+            if ttl != "0" {
+                args.extend_from_slice(&[b"PX", ttl.as_bytes()]);
+            }
+            guarded(version, true, || {
+                without_origin(|| local::run(shared, &args, false))
+            });
+        }
+        b"pattern" => {
+            regions.observe(version);
+            regions.versions.record_pattern(target, version);
+            let keys = match local::run(shared, &[b"KEYS", target], false).0 {
+                Reply::Array(keys) => keys,
+                _ => Vec::new(),
+            };
+            delete_all(shared, version, keys);
+        }
+        b"slot" => {
+            let slot = u16::try_from(number(target)?)
+                .ok()
+                .filter(|slot| *slot < meridian_topology::SLOT_COUNT)
+                .ok_or_else(|| "ERR bad slot".to_string())?;
+            check_owner(shared, slot)?;
+            regions.observe(version);
+            regions.versions.record_slot(slot, version);
+            let slot_text = slot.to_string();
+            let keys = match local::run(
+                shared,
+                &[
+                    b"CLUSTER",
+                    b"GETKEYSINSLOT",
+                    slot_text.as_bytes(),
+                    b"100000000",
+                ],
+                false,
+            )
+            .0
+            {
+                Reply::Array(keys) => keys,
+                _ => Vec::new(),
+            };
+            delete_all(shared, version, keys);
+        }
+        _ => return Err("ERR unknown event kind".into()),
+    }
+    let metrics = &*REGION_METRICS;
+    let label = peer_label(from);
+    metrics.events_received.get_or_create(&label).inc();
+    let lag_ms = crate::store::now_ms().saturating_sub(origin_ms);
+    metrics
+        .lag
+        .get_or_create(&label)
+        .observe(lag_ms as f64 / 1000.0);
+    Ok(())
+}
+
+/// Deletes keys through DEL (so replicas follow), sparing copies newer than `version`.
+fn delete_all(shared: &Shared, version: Version, keys: Vec<Reply>) {
+    for key in keys {
+        let Reply::Bulk(key) = key else { continue };
+        guarded(version, false, || {
+            without_origin(|| local::run(shared, &[b"DEL", &key], false))
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Client side
+
+/// A reply on a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkReply {
+    Ok,
+    Error(String),
+    Bulk(Option<Vec<u8>>),
+}
+
+/// One authenticated link to a peer node.
+pub struct LinkConn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A replicated value and its TTL text.
+type ValueAndTtl<'a> = (&'a [u8], &'a [u8]);
+
+/// Appends one event request.
+pub fn encode_event(out: &mut Vec<u8>, event: &Event) {
+    let hlc = event.version.hlc.to_string();
+    let region = event.version.region.to_string();
+    let origin_ms = event.origin_ms.to_string();
+    let slot_text;
+    let ttl_text;
+    let (kind, target, extra): (&[u8], &[u8], Option<ValueAndTtl<'_>>) = match &event.kind {
+        EventKind::Key(key) => (b"key", key, None),
+        EventKind::Pattern(pattern) => (b"pattern", pattern, None),
+        EventKind::Slot(slot) => {
+            slot_text = slot.to_string();
+            (b"slot", slot_text.as_bytes(), None)
+        }
+        EventKind::Set { key, value, ttl_ms } => {
+            ttl_text = ttl_ms.to_string();
+            (b"set", key, Some((value.as_ref(), ttl_text.as_bytes())))
+        }
+    };
+    let mut args: Vec<&[u8]> = vec![
+        b"LINK.EVENT",
+        kind,
+        target,
+        hlc.as_bytes(),
+        region.as_bytes(),
+        event.origin_region.as_bytes(),
+        origin_ms.as_bytes(),
+    ];
+    if let Some((value, ttl)) = extra {
+        args.push(value);
+        args.push(ttl);
+    }
+    encode(out, &args);
+}
+
+impl LinkConn {
+    /// Connects and says hello; a refused handshake is an error naming the reason.
+    pub async fn connect(
+        addr: &str,
+        cluster: &str,
+        region: &str,
+        password: &str,
+    ) -> std::io::Result<LinkConn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (read, write) = stream.into_split();
+        let mut conn = LinkConn {
+            reader: BufReader::new(read),
+            writer: write,
+        };
+        let mut hello = Vec::new();
+        encode(
+            &mut hello,
+            &[
+                b"LINK.HELLO",
+                cluster.as_bytes(),
+                region.as_bytes(),
+                password.as_bytes(),
+            ],
+        );
+        conn.writer.write_all(&hello).await?;
+        match conn.read_reply().await? {
+            LinkReply::Ok => Ok(conn),
+            LinkReply::Error(error) => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{addr} refused the link: {error}"),
+            )),
+            LinkReply::Bulk(_) => Err(invalid("unexpected handshake reply")),
+        }
+    }
+
+    /// The peer's topology map (None: the peer runs without one).
+    pub async fn topology(&mut self) -> std::io::Result<Option<TopologyMap>> {
+        let mut request = Vec::new();
+        encode(&mut request, &[b"LINK.TOPOLOGY"]);
+        self.writer.write_all(&request).await?;
+        match self.read_reply().await? {
+            LinkReply::Bulk(Some(json)) => serde_json::from_slice(&json)
+                .map(Some)
+                .map_err(|error| invalid(&format!("bad topology from peer: {error}"))),
+            LinkReply::Bulk(None) => Ok(None),
+            other => Err(invalid(&format!("unexpected topology reply {other:?}"))),
+        }
+    }
+
+    /// Sends the events pipelined and returns one reply per event.
+    pub async fn send(&mut self, events: &[&Event]) -> std::io::Result<Vec<LinkReply>> {
+        let mut request = Vec::new();
+        for event in events {
+            encode_event(&mut request, event);
+        }
+        self.writer.write_all(&request).await?;
+        let mut replies = Vec::with_capacity(events.len());
+        for _ in events {
+            replies.push(self.read_reply().await?);
+        }
+        Ok(replies)
+    }
+
+    async fn read_reply(&mut self) -> std::io::Result<LinkReply> {
+        let mut line = Vec::new();
+        if self.reader.read_until(b'\n', &mut line).await? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "link closed",
+            ));
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        match text.as_bytes().first() {
+            Some(b'+') => Ok(LinkReply::Ok),
+            Some(b'-') => Ok(LinkReply::Error(text[1..].to_string())),
+            Some(b'$') => {
+                let len: i64 = text[1..].parse().map_err(|_| invalid("bad bulk length"))?;
+                if len < 0 {
+                    return Ok(LinkReply::Bulk(None));
+                }
+                let len = usize::try_from(len).map_err(|_| invalid("bad bulk length"))?;
+                let mut data = vec![0; len + 2];
+                self.reader.read_exact(&mut data).await?;
+                data.truncate(len);
+                Ok(LinkReply::Bulk(Some(data)))
+            }
+            _ => Err(invalid("unexpected reply")),
+        }
+    }
+}
+
+fn invalid(message: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message.to_string())
+}

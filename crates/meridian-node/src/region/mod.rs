@@ -1,0 +1,586 @@
+//! Region links: every primary streams invalidations (or values, in
+//! `replicate` mode) of the writes it executed to the owning primaries of the
+//! peer regions, so a write in one region never leaves a stale copy in another.
+//!
+//! Ordering: events carry a [`Version`] (hybrid logical clock + region id).
+//! Every primary remembers, for a bounded time, the newest version it saw per
+//! key (its own writes, remote invalidations = tombstones, remote values), per
+//! glob pattern and per slot. A remote event older than the local copy is
+//! ignored; an origin fill that started before a newer invalidation is refused.
+//! See docs/region-links.md.
+
+pub mod link;
+pub mod peer;
+mod versions;
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::commands::{Spec, WRITE};
+use crate::protocol::Out;
+use crate::state::Shared;
+use crate::store::{Access, Value};
+
+pub use versions::Versions;
+
+/// What a peer region does with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrossRegionMode {
+    /// Drop the peer's copy (it is refetched on the next miss).
+    Invalidate,
+    /// Apply the value at the peer, last writer (highest version) wins.
+    Replicate,
+}
+
+/// When a client write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Consistency {
+    /// Locally; peers are told asynchronously.
+    Eventual,
+    /// Once every peer region acknowledged the invalidation (bounded by a timeout).
+    Strong,
+}
+
+/// Region-link settings taken from the command line.
+#[derive(Clone, Debug)]
+pub struct RegionSettings {
+    pub cluster: String,
+    pub region: String,
+    pub mode: CrossRegionMode,
+    pub consistency: Consistency,
+    pub strong_timeout: Duration,
+    pub tombstone_ttl: Duration,
+    pub queue_limit: usize,
+}
+
+impl RegionSettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        RegionSettings {
+            cluster: config.cluster.clone(),
+            region: config.region.clone(),
+            mode: config.cross_region_mode,
+            consistency: config.consistency,
+            strong_timeout: Duration::from_millis(config.strong_timeout_ms),
+            tombstone_ttl: Duration::from_millis(config.region_tombstone_ms),
+            queue_limit: config.region_queue_limit.max(1),
+        }
+    }
+}
+
+/// Total order of writes across regions: HLC first, region id breaks ties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// physical milliseconds << 16 | logical counter
+    pub hlc: u64,
+    pub region: u32,
+}
+
+/// Bits of the HLC holding the logical counter.
+const LOGICAL_BITS: u32 = 16;
+
+/// FNV-1a of the region name: a stable id for tie-breaking.
+pub fn region_id(name: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in name.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+/// What an event asks the peer to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Drop one key.
+    Key(Vec<u8>),
+    /// Drop every key matching a glob pattern.
+    Pattern(Vec<u8>),
+    /// Drop every key of a slot (recovery after a queue overflow).
+    Slot(u16),
+    /// Store a string value (replicate mode); `ttl_ms` 0 = persistent.
+    Set {
+        key: Vec<u8>,
+        value: Bytes,
+        ttl_ms: u64,
+    },
+}
+
+impl EventKind {
+    /// Slot the event is routed by; None for patterns (sent to every primary).
+    pub fn slot(&self) -> Option<u16> {
+        match self {
+            EventKind::Key(key) | EventKind::Set { key, .. } => {
+                Some(meridian_topology::key_slot(key))
+            }
+            EventKind::Slot(slot) => Some(*slot),
+            EventKind::Pattern(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub kind: EventKind,
+    pub version: Version,
+    pub origin_region: Arc<str>,
+    /// Unix milliseconds of the origin write (link lag metric).
+    pub origin_ms: u64,
+    /// Strong consistency: the write waiting for this event's acknowledgement.
+    pub ack: Option<Arc<Ack>>,
+}
+
+/// Acknowledgements a strong write waits for: outstanding events per region.
+pub struct Ack {
+    outstanding: Mutex<BTreeMap<String, usize>>,
+    done: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ack")
+            .field("outstanding", &*self.outstanding.lock())
+            .finish()
+    }
+}
+
+impl Ack {
+    fn new() -> Arc<Ack> {
+        Arc::new(Ack {
+            outstanding: Mutex::new(BTreeMap::new()),
+            done: watch::channel(true).0,
+        })
+    }
+
+    fn expect(&self, region: &str) {
+        *self
+            .outstanding
+            .lock()
+            .entry(region.to_string())
+            .or_insert(0) += 1;
+        self.done.send_replace(false);
+    }
+
+    /// One event reached `region`.
+    pub fn acknowledged(&self, region: &str) {
+        let mut outstanding = self.outstanding.lock();
+        if let Some(count) = outstanding.get_mut(region) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                outstanding.remove(region);
+            }
+        }
+        if outstanding.is_empty() {
+            self.done.send_replace(true);
+        }
+    }
+
+    /// Regions that have not acknowledged everything yet.
+    pub fn missing(&self) -> Vec<String> {
+        self.outstanding.lock().keys().cloned().collect()
+    }
+
+    async fn wait(&self) {
+        let mut done = self.done.subscribe();
+        let _ = done.wait_for(|done| *done).await;
+    }
+}
+
+/// A strong write's reply, held back until the peers acknowledged.
+#[derive(Debug, Clone)]
+pub struct RegionWait {
+    pub ack: Arc<Ack>,
+    pub reply: Vec<u8>,
+}
+
+impl PartialEq for RegionWait {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ack, &other.ack) && self.reply == other.reply
+    }
+}
+
+impl Eq for RegionWait {}
+
+/// One configured peer region as the operator pushed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerConfig {
+    pub region: String,
+    pub seeds: Vec<String>,
+}
+
+/// Region-link state of the node.
+pub struct Regions {
+    pub settings: RegionSettings,
+    pub region_id: u32,
+    pub region_name: Arc<str>,
+    clock: Mutex<u64>,
+    pub versions: Versions,
+    peers: RwLock<Vec<Arc<peer::Peer>>>,
+    /// Peers are configured: writes are versioned and streamed.
+    active: AtomicBool,
+}
+
+impl Regions {
+    pub fn new(settings: RegionSettings) -> Self {
+        Regions {
+            region_id: region_id(&settings.region),
+            region_name: Arc::from(settings.region.as_str()),
+            versions: Versions::new(settings.tombstone_ttl),
+            settings,
+            clock: Mutex::new(0),
+            peers: RwLock::new(Vec::new()),
+            active: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// A new version, later than every version this node produced or saw.
+    pub fn tick(&self) -> Version {
+        let physical = crate::store::now_ms() << LOGICAL_BITS;
+        let mut clock = self.clock.lock();
+        *clock = (*clock + 1).max(physical);
+        Version {
+            hlc: *clock,
+            region: self.region_id,
+        }
+    }
+
+    /// Moves the clock past a remote version (HLC receive rule).
+    pub fn observe(&self, version: Version) {
+        let mut clock = self.clock.lock();
+        *clock = (*clock).max(version.hlc);
+    }
+
+    pub fn peers(&self) -> Vec<Arc<peer::Peer>> {
+        self.peers.read().clone()
+    }
+
+    /// Replaces the peer list; unchanged peers keep their link and queue.
+    pub fn set_peers(&self, shared: &Arc<Shared>, configs: Vec<PeerConfig>) {
+        let mut peers = self.peers.write();
+        let mut kept = Vec::new();
+        for config in configs {
+            match peers.iter().position(|peer| peer.config == config) {
+                Some(position) => kept.push(peers.remove(position)),
+                None => kept.push(peer::Peer::start(shared, config)),
+            }
+        }
+        for removed in peers.drain(..) {
+            removed.stop();
+        }
+        self.active.store(!kept.is_empty(), Ordering::Relaxed);
+        *peers = kept;
+    }
+
+    /// Queues an event for every peer; returns what a strong write waits for.
+    fn publish(&self, kinds: Vec<EventKind>, version: Version) -> Option<Arc<Ack>> {
+        let peers = self.peers();
+        if peers.is_empty() || kinds.is_empty() {
+            return None;
+        }
+        let ack = (self.settings.consistency == Consistency::Strong).then(Ack::new);
+        let origin_ms = crate::store::now_ms();
+        for peer in &peers {
+            for kind in &kinds {
+                if let Some(ack) = &ack {
+                    ack.expect(&peer.config.region);
+                }
+                peer.push(Event {
+                    kind: kind.clone(),
+                    version,
+                    origin_region: self.region_name.clone(),
+                    origin_ms,
+                    ack: ack.clone(),
+                });
+            }
+        }
+        ack
+    }
+
+    /// `INVALIDATE` / `POST /invalidate`: tells every peer region to drop
+    /// the keys matching `pattern`.
+    pub fn publish_pattern(&self, pattern: &[u8]) -> Option<Arc<Ack>> {
+        if !self.is_active() {
+            return None;
+        }
+        let version = self.tick();
+        self.versions.record_pattern(pattern, version);
+        self.publish(vec![EventKind::Pattern(pattern.to_vec())], version)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Write hooks (called by the dispatcher under the write's shard locks)
+
+/// How the write running on this thread relates to region links.
+#[derive(Clone, Copy, Debug)]
+enum Context {
+    /// A client write: versioned and streamed to peers.
+    Client,
+    /// Applied without streaming (invalidation fan-out already sent as a pattern).
+    Quiet,
+    /// An origin fill or a remote event: refused when a newer version is known
+    /// for one of its keys; `record` stores its version when admitted.
+    Guarded { version: Version, record: bool },
+}
+
+thread_local! {
+    static CONTEXT: Cell<Context> = const { Cell::new(Context::Client) };
+}
+
+fn with_context<R>(context: Context, f: impl FnOnce() -> R) -> R {
+    let previous = CONTEXT.with(|cell| cell.replace(context));
+    let result = f();
+    CONTEXT.with(|cell| cell.set(previous));
+    result
+}
+
+/// Runs a (synchronous) dispatch whose writes are not streamed to peers.
+pub fn quietly<R>(f: impl FnOnce() -> R) -> R {
+    with_context(Context::Quiet, f)
+}
+
+/// Runs a dispatch admitted only if no newer version is known for its keys.
+pub fn guarded<R>(version: Version, record: bool, f: impl FnOnce() -> R) -> R {
+    with_context(Context::Guarded { version, record }, f)
+}
+
+/// Error reply of a guarded write refused because a newer version is known.
+pub const STALE_REPLY: &str = "STALE a newer version of the key is known";
+
+/// Before a write runs: refuses guarded writes older than what is known.
+pub fn admit(shared: &Shared, spec: &Spec, args: &[&[u8]]) -> Result<(), &'static str> {
+    let Context::Guarded { version, record } = CONTEXT.with(Cell::get) else {
+        return Ok(());
+    };
+    let keys = spec.keys(args);
+    let versions = &shared.regions.versions;
+    if keys
+        .iter()
+        .any(|key| versions.newest(key).is_some_and(|known| known > version))
+    {
+        return Err(STALE_REPLY);
+    }
+    if record {
+        for key in keys {
+            versions.record_key(key, version);
+        }
+    }
+    Ok(())
+}
+
+/// After a client write succeeded: versions its keys and queues the events.
+/// Returns what a strong write must wait for.
+pub fn originate(
+    shared: &Shared,
+    spec: &Spec,
+    args: &[&[u8]],
+    keys: &mut Access<'_, '_>,
+) -> Option<Arc<Ack>> {
+    let regions = &shared.regions;
+    if !regions.is_active()
+        || !spec.has(WRITE)
+        || !matches!(CONTEXT.with(Cell::get), Context::Client)
+        // slot migration moves existing data inside the region: nothing new to tell
+        || matches!(spec.name, "restore" | "restore-asking")
+    {
+        return None;
+    }
+    let version = regions.tick();
+    let written = spec.keys(args);
+    let mut kinds = Vec::with_capacity(written.len().max(1));
+    if written.is_empty() {
+        // FLUSHDB / FLUSHALL: every key
+        if spec.has(crate::commands::ALLSHARDS) {
+            regions.versions.record_pattern(b"*", version);
+            kinds.push(EventKind::Pattern(b"*".to_vec()));
+        }
+    }
+    let now = crate::store::now_ms();
+    for key in written {
+        regions.versions.record_key(key, version);
+        let kind = match regions.settings.mode {
+            CrossRegionMode::Invalidate => EventKind::Key(key.to_vec()),
+            CrossRegionMode::Replicate => keys.with_key(key, |shard, _| {
+                match shard.peek(key) {
+                    Some(entry) if entry.expire_at == 0 || entry.expire_at > now => {
+                        match &entry.value {
+                            Value::Str(value) => EventKind::Set {
+                                key: key.to_vec(),
+                                value: Bytes::copy_from_slice(value),
+                                ttl_ms: if entry.expire_at == 0 {
+                                    0
+                                } else {
+                                    entry.expire_at - now
+                                },
+                            },
+                            // only strings are shipped; other types are invalidated
+                            Value::Hash(_) => EventKind::Key(key.to_vec()),
+                        }
+                    }
+                    _ => EventKind::Key(key.to_vec()),
+                }
+            }),
+        };
+        kinds.push(kind);
+    }
+    regions.publish(kinds, version)
+}
+
+/// Writes a strong write's reply once the peers acknowledged, or the TIMEOUT
+/// error naming the regions that did not.
+pub async fn finish(shared: &Shared, wait: RegionWait, out: &mut Out) {
+    let timeout = shared.regions.settings.strong_timeout;
+    match tokio::time::timeout(timeout, wait.ack.wait()).await {
+        Ok(()) => out.buf.extend_from_slice(&wait.reply),
+        Err(_) => {
+            let missing = wait.ack.missing();
+            out.error(&timeout_message(&missing, timeout));
+        }
+    }
+}
+
+pub fn timeout_message(missing: &[String], timeout: Duration) -> String {
+    format!(
+        "TIMEOUT write applied locally but not acknowledged within {}ms by regions: {}",
+        timeout.as_millis(),
+        missing.join(", ")
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Metrics
+
+type PeerLabel = Vec<(&'static str, String)>;
+
+pub struct RegionMetrics {
+    pub link_up: Family<PeerLabel, Gauge>,
+    pub events_sent: Family<PeerLabel, Counter>,
+    pub events_received: Family<PeerLabel, Counter>,
+    pub queue_depth: Family<PeerLabel, Gauge>,
+    pub dirty_slots: Family<PeerLabel, Gauge>,
+    pub overflows: Family<PeerLabel, Counter>,
+    pub lag: Family<PeerLabel, Histogram>,
+}
+
+pub fn peer_label(peer: &str) -> PeerLabel {
+    vec![("peer", peer.to_string())]
+}
+
+pub static REGION_METRICS: LazyLock<RegionMetrics> = LazyLock::new(|| RegionMetrics {
+    link_up: Family::default(),
+    events_sent: Family::default(),
+    events_received: Family::default(),
+    queue_depth: Family::default(),
+    dirty_slots: Family::default(),
+    overflows: Family::default(),
+    lag: Family::new_with_constructor(|| {
+        Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ])
+    }),
+});
+
+pub fn register_metrics(registry: &mut Registry) {
+    let metrics = &*REGION_METRICS;
+    registry.register(
+        "meridian_region_link_up",
+        "1 when the link to the peer region is connected",
+        metrics.link_up.clone(),
+    );
+    registry.register(
+        "meridian_region_events_sent",
+        "Events acknowledged by the peer region",
+        metrics.events_sent.clone(),
+    );
+    registry.register(
+        "meridian_region_events_received",
+        "Events received from the peer region",
+        metrics.events_received.clone(),
+    );
+    registry.register(
+        "meridian_region_queue_depth",
+        "Events queued for the peer region",
+        metrics.queue_depth.clone(),
+    );
+    registry.register(
+        "meridian_region_dirty_slots",
+        "Slots marked dirty after a queue overflow, invalidated wholesale when the link returns",
+        metrics.dirty_slots.clone(),
+    );
+    registry.register(
+        "meridian_region_queue_overflows",
+        "Events dropped from a full queue (their slots were marked dirty)",
+        metrics.overflows.clone(),
+    );
+    registry.register(
+        "meridian_region_link_lag_seconds",
+        "Time from the origin write to its application in this region",
+        metrics.lag.clone(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_order_by_clock_then_region() {
+        let early = Version { hlc: 5, region: 9 };
+        let late = Version { hlc: 6, region: 1 };
+        assert!(late > early);
+        assert!(Version { hlc: 5, region: 10 } > early);
+    }
+
+    #[test]
+    fn clock_is_monotonic_and_passes_remote_versions() {
+        let regions = Regions::new(RegionSettings {
+            cluster: "c".into(),
+            region: "a".into(),
+            mode: CrossRegionMode::Invalidate,
+            consistency: Consistency::Eventual,
+            strong_timeout: Duration::from_millis(10),
+            tombstone_ttl: Duration::from_secs(1),
+            queue_limit: 10,
+        });
+        let first = regions.tick();
+        let second = regions.tick();
+        assert!(second > first);
+        let future = Version {
+            hlc: second.hlc + (1 << 30),
+            region: 7,
+        };
+        regions.observe(future);
+        assert!(regions.tick().hlc > future.hlc);
+    }
+
+    #[test]
+    fn ack_tracks_regions() {
+        let ack = Ack::new();
+        ack.expect("b");
+        ack.expect("b");
+        ack.expect("c");
+        ack.acknowledged("b");
+        assert_eq!(ack.missing(), vec!["b".to_string(), "c".to_string()]);
+        ack.acknowledged("b");
+        ack.acknowledged("c");
+        assert!(ack.missing().is_empty());
+        assert!(*ack.done.borrow());
+    }
+}

@@ -1,0 +1,552 @@
+//! Cross-region region links between real nodes on distinct loopback IPs:
+//! invalidation, strong consistency, replicate LWW, pattern invalidation,
+//! stale origin fills, partitions and queue overflow, refused handshakes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use meridian_topology::{NodeAddr, ShardTopology, TopologyMap, split_evenly};
+
+const LINK_PORT: u16 = 16379;
+
+struct RegionNode {
+    child: Child,
+    ip: String,
+    port: u16,
+    id: String,
+}
+
+impl Drop for RegionNode {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("free port")
+}
+
+impl RegionNode {
+    fn start(ip: &str, id: &str, region: &str, extra: &[&str]) -> RegionNode {
+        let port = free_port(ip);
+        let metrics_port = free_port(ip);
+        let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
+            .args(["--bind", ip, "--port", &port.to_string()])
+            .args(["--metrics-port", &metrics_port.to_string()])
+            .args(["--node-id", id, "--shards", "4", "--log", "warn"])
+            .args(["--region", region, "--region-port", &LINK_PORT.to_string()])
+            .args(extra)
+            .env("MERIDIAN_HTTP_PORT", "0")
+            .env_remove("MERIDIAN_CLUSTER")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start meridian-node");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect((ip, port)).is_err() {
+            assert!(Instant::now() < deadline, "{id} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RegionNode {
+            child,
+            ip: ip.to_string(),
+            port,
+            id: id.to_string(),
+        }
+    }
+
+    fn redis(&self) -> redis::Connection {
+        let url = format!("redis://{}:{}/", self.ip, self.port);
+        redis::Client::open(url)
+            .expect("client")
+            .get_connection()
+            .expect("connection")
+    }
+
+    fn seed(&self) -> String {
+        format!("{}:{LINK_PORT}", self.ip)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+/// Pushes a topology splitting the slots evenly over `primaries`.
+fn push_topology(region: &str, primaries: &[&RegionNode]) {
+    let ranges = split_evenly(primaries.len() as u16);
+    let map = TopologyMap {
+        epoch: 1,
+        cluster: "meridian".into(),
+        region: region.into(),
+        shards: primaries
+            .iter()
+            .zip(ranges)
+            .enumerate()
+            .map(|(index, (node, range))| ShardTopology {
+                index: index as u32,
+                slots: vec![range],
+                primary: NodeAddr {
+                    id: node.id.clone(),
+                    ip: node.ip.clone(),
+                    port: node.port,
+                },
+                replicas: Vec::new(),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_string(&map).expect("json");
+    for node in primaries {
+        let reply: String = redis::cmd("MERIDIAN.TOPOLOGY")
+            .arg("SET")
+            .arg(&json)
+            .query(&mut node.redis())
+            .expect("topology");
+        assert_eq!(reply, "OK");
+    }
+}
+
+/// Tells every node of `nodes` about the peer regions.
+fn push_peers(nodes: &[&RegionNode], peers: &[(&str, &[&RegionNode])]) {
+    let json = serde_json::to_string(
+        &peers
+            .iter()
+            .map(|(region, members)| {
+                serde_json::json!({
+                    "region": region,
+                    "seeds": members.iter().map(|node| node.seed()).collect::<Vec<_>>(),
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
+    .expect("json");
+    for node in nodes {
+        let reply: String = redis::cmd("MERIDIAN.PEERS")
+            .arg("SET")
+            .arg(&json)
+            .query(&mut node.redis())
+            .expect("peers");
+        assert_eq!(reply, "OK");
+    }
+}
+
+fn peers_status(node: &RegionNode) -> serde_json::Value {
+    let text: String = redis::cmd("MERIDIAN.PEERS")
+        .arg("GET")
+        .query(&mut node.redis())
+        .expect("peers get");
+    serde_json::from_str(&text).expect("status json")
+}
+
+fn wait_links_up(nodes: &[&RegionNode]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in nodes {
+        loop {
+            let status = peers_status(node);
+            let all_up = status["peers"]
+                .as_array()
+                .is_some_and(|peers| peers.iter().all(|peer| peer["up"] == true));
+            if all_up {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "links of {} not up: {status}",
+                node.id
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The node of `nodes` owning `key`'s slot.
+fn owner<'a>(nodes: &[&'a RegionNode], key: &str) -> &'a RegionNode {
+    let slot = meridian_topology::key_slot(key.as_bytes());
+    let ranges = split_evenly(nodes.len() as u16);
+    let index = ranges
+        .iter()
+        .position(|range| range.contains(slot))
+        .expect("slot owner");
+    nodes[index]
+}
+
+fn get(node: &RegionNode, key: &str) -> Option<String> {
+    redis::cmd("GET")
+        .arg(key)
+        .query(&mut node.redis())
+        .expect("get")
+}
+
+fn set(node: &RegionNode, key: &str, value: &str) -> redis::RedisResult<String> {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut node.redis())
+}
+
+fn exists(node: &RegionNode, key: &str) -> bool {
+    let count: i64 = redis::cmd("EXISTS")
+        .arg(key)
+        .query(&mut node.redis())
+        .expect("exists");
+    count == 1
+}
+
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn eventual_invalidation_and_patterns_across_three_regions() {
+    let a0 = RegionNode::start("127.0.61.1", "a-0", "region-a", &[]);
+    let a1 = RegionNode::start("127.0.61.2", "a-1", "region-a", &[]);
+    let b0 = RegionNode::start("127.0.61.3", "b-0", "region-b", &[]);
+    let b1 = RegionNode::start("127.0.61.4", "b-1", "region-b", &[]);
+    let c0 = RegionNode::start("127.0.61.5", "c-0", "region-c", &[]);
+    let (a, b, c) = (vec![&a0, &a1], vec![&b0, &b1], vec![&c0]);
+    push_topology("region-a", &a);
+    push_topology("region-b", &b);
+    push_topology("region-c", &c);
+    push_peers(&a, &[("region-b", &b), ("region-c", &c)]);
+    push_peers(&b, &[("region-a", &a), ("region-c", &c)]);
+    push_peers(&c, &[("region-a", &a), ("region-b", &b)]);
+    wait_links_up(&[&a0, &a1, &b0, &b1, &c0]);
+
+    for index in 0..20 {
+        let key = format!("user:{index}");
+        set(owner(&b, &key), &key, "old").expect("set in b");
+        set(owner(&c, &key), &key, "old").expect("set in c");
+    }
+    for index in 0..20 {
+        let key = format!("user:{index}");
+        set(owner(&a, &key), &key, "new").expect("set in a");
+    }
+    for index in 0..20 {
+        let key = format!("user:{index}");
+        eventually(
+            &format!("{key} invalidated"),
+            Duration::from_secs(5),
+            || get(owner(&b, &key), &key).is_none() && get(owner(&c, &key), &key).is_none(),
+        );
+        assert_eq!(get(owner(&a, &key), &key).as_deref(), Some("new"));
+    }
+
+    // pattern invalidation from region c reaches every primary of a and b
+    for index in 0..10 {
+        let key = format!("page:{index}");
+        set(owner(&a, &key), &key, "x").expect("set a");
+        set(owner(&b, &key), &key, "x").expect("set b");
+    }
+    set(owner(&a, "keep"), "keep", "x").expect("set keep");
+    let _: i64 = redis::cmd("INVALIDATE")
+        .arg("page:*")
+        .query(&mut c0.redis())
+        .expect("invalidate");
+    eventually("pattern invalidated", Duration::from_secs(5), || {
+        (0..10).all(|index| {
+            let key = format!("page:{index}");
+            !exists(owner(&a, &key), &key) && !exists(owner(&b, &key), &key)
+        })
+    });
+    assert!(exists(owner(&a, "keep"), "keep"));
+    // events received by b from a are counted per peer
+    let metrics_text = peers_status(&a0).to_string();
+    assert!(metrics_text.contains("region-b"));
+}
+
+#[test]
+fn strong_consistency_waits_for_peers_and_names_unreachable_ones() {
+    let strong = ["--consistency", "strong", "--strong-timeout-ms", "400"];
+    let a0 = RegionNode::start("127.0.62.1", "a-0", "region-a", &strong);
+    let b0 = RegionNode::start("127.0.62.2", "b-0", "region-b", &strong);
+    push_topology("region-a", &[&a0]);
+    push_topology("region-b", &[&b0]);
+    push_peers(&[&a0], &[("region-b", &[&b0])]);
+    push_peers(&[&b0], &[("region-a", &[&a0])]);
+    wait_links_up(&[&a0, &b0]);
+
+    for round in 0..20 {
+        let key = format!("k{round}");
+        set(&b0, &key, "old").expect("set in b");
+        assert_eq!(set(&a0, &key, "new").expect("strong set").as_str(), "OK");
+        // acknowledged in a: b never serves the old value afterwards
+        assert_eq!(get(&b0, &key), None, "stale copy of {key} in region-b");
+    }
+
+    // partition: region b frozen
+    set(&b0, "frozen", "old").expect("set");
+    b0.signal("-STOP");
+    let started = Instant::now();
+    let error = set(&a0, "frozen", "new").expect_err("strong write must time out");
+    let text = error.to_string();
+    assert!(text.contains("TIMEOUT"), "{text}");
+    assert!(text.contains("region-b"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // applied locally all the same
+    assert_eq!(get(&a0, "frozen").as_deref(), Some("new"));
+    // heal: the queued invalidation arrives
+    b0.signal("-CONT");
+    eventually("invalidation after heal", Duration::from_secs(10), || {
+        get(&b0, "frozen").is_none()
+    });
+}
+
+#[test]
+fn replicate_mode_converges_last_writer_wins() {
+    let mode = ["--cross-region-mode", "replicate"];
+    let a0 = RegionNode::start("127.0.63.1", "a-0", "region-a", &mode);
+    let b0 = RegionNode::start("127.0.63.2", "b-0", "region-b", &mode);
+    push_topology("region-a", &[&a0]);
+    push_topology("region-b", &[&b0]);
+    push_peers(&[&a0], &[("region-b", &[&b0])]);
+    push_peers(&[&b0], &[("region-a", &[&a0])]);
+    wait_links_up(&[&a0, &b0]);
+
+    redis::cmd("SET")
+        .arg("ttl-key")
+        .arg("v")
+        .arg("EX")
+        .arg(100)
+        .query::<()>(&mut a0.redis())
+        .expect("set ex");
+    eventually("replicated value", Duration::from_secs(5), || {
+        get(&b0, "ttl-key").as_deref() == Some("v")
+    });
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("ttl-key")
+        .query(&mut b0.redis())
+        .expect("ttl");
+    assert!((90..=100).contains(&ttl), "ttl {ttl}");
+
+    let writers: Vec<_> = [(a0.ip.clone(), a0.port, "a"), (b0.ip.clone(), b0.port, "b")]
+        .into_iter()
+        .map(|(ip, port, name)| {
+            std::thread::spawn(move || {
+                let url = format!("redis://{ip}:{port}/");
+                let mut con = redis::Client::open(url)
+                    .and_then(|client| client.get_connection())
+                    .expect("connection");
+                for round in 0..200 {
+                    let key = format!("hot{}", round % 5);
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(format!("{name}-{round}"))
+                        .query::<()>(&mut con)
+                        .expect("set");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    for index in 0..5 {
+        let key = format!("hot{index}");
+        eventually(&format!("{key} converged"), Duration::from_secs(5), || {
+            let (left, right) = (get(&a0, &key), get(&b0, &key));
+            left.is_some() && left == right
+        });
+    }
+}
+
+/// A one-request-at-a-time HTTP origin whose answers wait for the test.
+struct BlockingOrigin {
+    port: u16,
+    release: mpsc::Sender<()>,
+    requests: Arc<Mutex<usize>>,
+}
+
+impl BlockingOrigin {
+    fn start(ip: &str, body: &'static str) -> BlockingOrigin {
+        let listener = TcpListener::bind((ip, 0)).expect("origin listener");
+        let port = listener.local_addr().expect("addr").port();
+        let (release, released) = mpsc::channel::<()>();
+        let requests = Arc::new(Mutex::new(0));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                    line.clear();
+                }
+                *counter.lock().expect("lock") += 1;
+                if released.recv().is_err() {
+                    return;
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes());
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest);
+            }
+        });
+        BlockingOrigin {
+            port,
+            release,
+            requests,
+        }
+    }
+}
+
+#[test]
+fn stale_origin_fill_does_not_undo_a_remote_invalidation() {
+    let origin = BlockingOrigin::start("127.0.64.9", "old-from-origin");
+    let url = format!("http://127.0.64.9:{}", origin.port);
+    let a0 = RegionNode::start("127.0.64.1", "a-0", "region-a", &[]);
+    let b0 = RegionNode::start(
+        "127.0.64.2",
+        "b-0",
+        "region-b",
+        &[
+            "--origin-url",
+            &url,
+            "--origin-read-through",
+            "--origin-timeout-ms",
+            "10000",
+        ],
+    );
+    push_topology("region-a", &[&a0]);
+    push_topology("region-b", &[&b0]);
+    push_peers(&[&a0], &[("region-b", &[&b0])]);
+    push_peers(&[&b0], &[("region-a", &[&a0])]);
+    wait_links_up(&[&a0, &b0]);
+
+    // 1. a miss in b starts a fill (version v1) that blocks in the origin
+    let (ip, port) = (b0.ip.clone(), b0.port);
+    let reader = std::thread::spawn(move || {
+        let mut con = redis::Client::open(format!("redis://{ip}:{port}/"))
+            .and_then(|client| client.get_connection())
+            .expect("connection");
+        redis::cmd("GET")
+            .arg("item")
+            .query::<Option<String>>(&mut con)
+            .expect("get")
+    });
+    eventually("origin request started", Duration::from_secs(5), || {
+        *origin.requests.lock().expect("lock") == 1
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    // 2. a write in a invalidates b (version v2 > v1) while the fill is in flight
+    set(&a0, "item", "new").expect("set in a");
+    eventually("invalidation received by b", Duration::from_secs(5), || {
+        let status = peers_status(&a0);
+        status["peers"][0]["queued"] == 0
+    });
+    // 3. the fill completes with the old value: served once, never cached
+    origin.release.send(()).expect("release");
+    assert_eq!(
+        reader.join().expect("reader").as_deref(),
+        Some("old-from-origin")
+    );
+    assert!(
+        !exists(&b0, "item"),
+        "stale fill was cached after the invalidation"
+    );
+}
+
+#[test]
+fn partition_overflow_marks_slots_dirty_and_invalidates_them_on_heal() {
+    let a0 = RegionNode::start(
+        "127.0.65.1",
+        "a-0",
+        "region-a",
+        &["--region-queue-limit", "3"],
+    );
+    let b0 = RegionNode::start("127.0.65.2", "b-0", "region-b", &[]);
+    push_topology("region-a", &[&a0]);
+    push_topology("region-b", &[&b0]);
+    push_peers(&[&a0], &[("region-b", &[&b0])]);
+    wait_links_up(&[&a0]);
+    for index in 0..30 {
+        set(&b0, &format!("o{index}"), "old").expect("set b");
+    }
+    b0.signal("-STOP");
+    for index in 0..30 {
+        set(&a0, &format!("o{index}"), "new").expect("eventual write keeps serving");
+    }
+    let status = peers_status(&a0);
+    assert!(
+        status["peers"][0]["dirty_slots"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+    b0.signal("-CONT");
+    eventually("dirty slots invalidated", Duration::from_secs(15), || {
+        (0..30).all(|index| !exists(&b0, &format!("o{index}")))
+    });
+    eventually("dirty set drained", Duration::from_secs(5), || {
+        peers_status(&a0)["peers"][0]["dirty_slots"] == 0
+    });
+}
+
+#[test]
+fn links_from_another_cluster_or_with_a_wrong_password_are_refused() {
+    let a0 = RegionNode::start(
+        "127.0.66.1",
+        "a-0",
+        "region-a",
+        &["--requirepass", "secret"],
+    );
+    let other = RegionNode::start(
+        "127.0.66.2",
+        "x-0",
+        "region-x",
+        &["--cluster", "other", "--requirepass", "secret"],
+    );
+    let wrong = RegionNode::start("127.0.66.3", "w-0", "region-w", &["--requirepass", "nope"]);
+    for node in [&other, &wrong] {
+        let mut con = redis::Client::open(format!(
+            "redis://:{}@{}:{}/",
+            if node.id == "w-0" { "nope" } else { "secret" },
+            node.ip,
+            node.port
+        ))
+        .and_then(|client| client.get_connection())
+        .expect("connection");
+        let json = format!(r#"[{{"region":"region-a","seeds":["{}"]}}]"#, a0.seed());
+        let reply: String = redis::cmd("MERIDIAN.PEERS")
+            .arg("SET")
+            .arg(json)
+            .query(&mut con)
+            .expect("peers");
+        assert_eq!(reply, "OK");
+    }
+    for (node, password) in [(&other, "secret"), (&wrong, "nope")] {
+        let mut con =
+            redis::Client::open(format!("redis://:{password}@{}:{}/", node.ip, node.port))
+                .and_then(|client| client.get_connection())
+                .expect("connection");
+        eventually("refusal recorded", Duration::from_secs(5), || {
+            let text: String = redis::cmd("MERIDIAN.PEERS")
+                .arg("GET")
+                .query(&mut con)
+                .expect("get");
+            let status: serde_json::Value = serde_json::from_str(&text).expect("json");
+            status["peers"][0]["up"] == false
+                && status["peers"][0]["last_error"]
+                    .as_str()
+                    .is_some_and(|error| error.contains("DENIED"))
+        });
+    }
+}
