@@ -37,6 +37,8 @@ pub struct Sandbox {
 /// an emptyDir at `/work`) cannot hide the sources mounted after it.
 struct ChildSetup {
     namespaces: bool,
+    /// The program's real path, opened onto PROGRAM_FD before any mount.
+    program: CString,
     /// (source path, `/proc/self/fd/N` alias, fd number N, target, read-only)
     mounts: Vec<ChildMount>,
     hostname: CString,
@@ -55,6 +57,11 @@ struct ChildMount {
 const FIRST_MOUNT_FD: libc::c_int = 900;
 /// Descriptor number for the working directory in the child.
 const WORKDIR_FD: libc::c_int = 899;
+/// Descriptor number for the program in the child: a volume mounted over a parent
+/// directory of the binary (e.g. an emptyDir at /tmp with the workspace under /tmp)
+/// would otherwise hide it, so the child opens it before mounting and execs
+/// `/proc/self/fd/PROGRAM_FD`. Left open across exec so `#!` scripts work too.
+const PROGRAM_FD: libc::c_int = 898;
 
 fn cstring(path: &Path) -> std::io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -85,7 +92,13 @@ pub fn spawn(
     sandbox: &Sandbox,
     log: Option<&Path>,
 ) -> std::io::Result<Child> {
-    let mut cmd = Command::new(program);
+    let mut cmd = if sandbox.namespaces {
+        let mut cmd = Command::new(format!("/proc/self/fd/{PROGRAM_FD}"));
+        cmd.arg0(program);
+        cmd
+    } else {
+        Command::new(program)
+    };
     cmd.args(argv)
         .env_clear()
         .envs(sandbox.env.iter().map(|(k, v)| (k, v)))
@@ -120,6 +133,7 @@ pub fn spawn(
     }
     let setup = ChildSetup {
         namespaces: sandbox.namespaces,
+        program: cstring(program)?,
         mounts,
         hostname: CString::new(sandbox.hostname.as_bytes()).unwrap_or_default(),
         working_dir: cstring(&sandbox.working_dir)?,
@@ -166,6 +180,12 @@ fn child_setup(setup: &ChildSetup) -> std::io::Result<()> {
             if wd >= 0 && wd != WORKDIR_FD {
                 check(libc::dup3(wd, WORKDIR_FD, libc::O_CLOEXEC))?;
                 libc::close(wd);
+            }
+            let exe = libc::open(setup.program.as_ptr(), libc::O_RDONLY);
+            check(exe)?;
+            if exe != PROGRAM_FD {
+                check(libc::dup2(exe, PROGRAM_FD))?;
+                libc::close(exe);
             }
             // Open every source before mounting anything (see ChildSetup).
             for m in &setup.mounts {
@@ -424,6 +444,42 @@ mod tests {
         assert!(status.success(), "{out}");
         assert!(out.starts_with("12shadow-test\n"), "{out}");
         assert!(out.contains("ro"), "read-only mount was writable: {out}");
+    }
+
+    /// CI clones the workspace under /tmp while node pods mount an emptyDir at /tmp: the
+    /// binary must still start although the mount hides the directory it lives in.
+    #[tokio::test]
+    async fn program_hidden_by_a_mount_still_starts() {
+        if !mount_namespaces_work().await {
+            eprintln!("skipped: mount namespaces unavailable here");
+            return;
+        }
+        let base =
+            std::env::temp_dir().join(format!("meridian-agent-hidden-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (bin, empty) = (base.join("bin"), base.join("empty"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&empty).unwrap();
+        let program = bin.join("echo-copy");
+        std::fs::copy("/bin/echo", &program).unwrap();
+        let log = base.join("out.log");
+        let sandbox = Sandbox {
+            env: vec![],
+            mounts: vec![BindMount {
+                source: empty,
+                target: bin,
+                read_only: false,
+            }],
+            hostname: "hidden-test".into(),
+            working_dir: base.clone(),
+            namespaces: true,
+        };
+        let mut child = spawn(&program, &["still here".into()], &sandbox, Some(&log)).unwrap();
+        let status = child.wait().await.unwrap();
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(status.success(), "{out}");
+        assert_eq!(out, "still here\n");
     }
 
     #[tokio::test]
