@@ -8,6 +8,7 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod nodes;
+pub mod peers;
 pub mod probe;
 pub mod rbac;
 pub mod resources;

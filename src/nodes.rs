@@ -168,6 +168,31 @@ impl NodeConnection {
         }
     }
 
+    /// `MERIDIAN.PEERS GET`: the node's region links and their state.
+    pub async fn peers(&mut self) -> Result<crate::peers::PeersReport, Error> {
+        let json: String = redis::cmd("MERIDIAN.PEERS")
+            .arg("GET")
+            .query_async(&mut self.connection)
+            .await
+            .map_err(|source| self.error(source))?;
+        serde_json::from_str(&json).map_err(|error| Error::NodeTopology {
+            node: self.node.clone(),
+            detail: format!("unreadable MERIDIAN.PEERS GET reply: {error}"),
+        })
+    }
+
+    /// `MERIDIAN.PEERS SET <json>`: replaces the node's peer regions.
+    pub async fn set_peers(&mut self, peers: &[crate::peers::PeerConfig]) -> Result<(), Error> {
+        let json = serde_json::to_string(peers)?;
+        redis::cmd("MERIDIAN.PEERS")
+            .arg("SET")
+            .arg(json)
+            .query_async::<redis::Value>(&mut self.connection)
+            .await
+            .map(|_| ())
+            .map_err(|source| self.error(source))
+    }
+
     /// `PING`.
     pub async fn ping(&mut self) -> Result<(), Error> {
         redis::cmd("PING")

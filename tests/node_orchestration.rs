@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use meridian_api::PeerSpec;
 use meridian_operator::nodes::{NodeConnection, PushOutcome};
+use meridian_operator::peers;
 use meridian_operator::topology_plan::{self, NodeReport, ObservedPod, RegionPods};
 use meridian_topology::{NodeAddr, TopologyMap};
 
@@ -43,6 +45,16 @@ fn free_port() -> u16 {
 }
 
 async fn start_node(binary: &PathBuf, id: &str, password: Option<&str>) -> Node {
+    start_node_with(binary, id, password, &[]).await
+}
+
+/// Like [`start_node`], with extra environment (later entries override the defaults).
+async fn start_node_with(
+    binary: &PathBuf,
+    id: &str,
+    password: Option<&str>,
+    extra_env: &[(&str, String)],
+) -> Node {
     let port = free_port();
     let mut command = Command::new(binary);
     command
@@ -58,6 +70,9 @@ async fn start_node(binary: &PathBuf, id: &str, password: Option<&str>) -> Node 
         .stderr(Stdio::null());
     if let Some(password) = password {
         command.env("MERIDIAN_PASSWORD", password);
+    }
+    for (key, value) in extra_env {
+        command.env(key, value);
     }
     let child = command.spawn().expect("start meridian-node");
     let node = Node {
@@ -223,4 +238,122 @@ async fn auth_is_sent_when_the_cluster_has_a_password() {
         refused,
         "without the password the node refuses admin commands"
     );
+}
+
+/// One standalone node per region, wired the way the CacheRegion controller wires them:
+/// `desired_peers` → `MERIDIAN.PEERS SET` only where `MERIDIAN.PEERS GET` differs, link
+/// state read back into `PeerStatus`, and a write in one region invalidating the other.
+#[tokio::test]
+async fn region_links_are_pushed_idempotently_and_carry_invalidations() {
+    let Some(binary) = node_binary() else {
+        println!(
+            "skipping: no meridian-node binary (set MERIDIAN_NODE_BIN or build -p meridian-node)"
+        );
+        return;
+    };
+    let link_a = free_port();
+    let link_b = free_port();
+    let env = |region: &str, link: u16| {
+        vec![
+            ("MERIDIAN_CLUSTER", "demo".to_string()),
+            ("MERIDIAN_REGION", region.to_string()),
+            ("MERIDIAN_LINK_PORT", link.to_string()),
+        ]
+    };
+    let node_a = start_node_with(&binary, "demo-a-0-0", Some("pw"), &env("region-a", link_a)).await;
+    let node_b = start_node_with(&binary, "demo-b-0-0", Some("pw"), &env("region-b", link_b)).await;
+    let mut a = NodeConnection::open(&node_a.addr, Some("pw"), true)
+        .await
+        .unwrap();
+    let mut b = NodeConnection::open(&node_b.addr, Some("pw"), true)
+        .await
+        .unwrap();
+    // Sibling pods' IPs carry the default link port; these nodes share 127.0.0.1, so the
+    // test wires them as remote peers with explicit ports.
+    let want_a = peers::desired_peers(
+        "region-a",
+        &[],
+        &[PeerSpec {
+            region: "region-b".into(),
+            address: format!("127.0.0.1:{link_b}"),
+        }],
+        &[],
+    );
+    let want_b = peers::desired_peers(
+        "region-b",
+        &[],
+        &[PeerSpec {
+            region: "region-a".into(),
+            address: format!("127.0.0.1:{link_a}"),
+        }],
+        &[],
+    );
+    let before = a.peers().await.unwrap();
+    assert_eq!(
+        (before.cluster.as_str(), before.region.as_str()),
+        ("demo", "region-a")
+    );
+    assert!(peers::needs_push(&want_a, &before));
+    a.set_peers(&want_a).await.unwrap();
+    b.set_peers(&want_b).await.unwrap();
+    assert!(!peers::needs_push(&want_a, &a.peers().await.unwrap()));
+
+    let mut connected = false;
+    for _ in 0..100 {
+        let (ra, rb) = (a.peers().await.unwrap(), b.peers().await.unwrap());
+        let status_a = peers::peer_statuses(&want_a, &[Some(&ra)]);
+        let status_b = peers::peer_statuses(&want_b, &[Some(&rb)]);
+        if status_a
+            .iter()
+            .chain(&status_b)
+            .all(|status| status.connected)
+        {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(connected, "links did not come up: {:?}", a.peers().await);
+
+    let mut client_a = redis::Client::open(format!("redis://:pw@127.0.0.1:{}/", node_a.addr.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut client_b = redis::Client::open(format!("redis://:pw@127.0.0.1:{}/", node_b.addr.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v1")
+        .query_async(&mut client_b)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v2")
+        .query_async(&mut client_a)
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        let value: Option<String> = redis::cmd("GET")
+            .arg("k")
+            .query_async(&mut client_b)
+            .await
+            .unwrap();
+        if value.is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "region-b still serves the stale copy");
+
+    // `[]` turns the links off again.
+    a.set_peers(&[]).await.unwrap();
+    assert!(a.peers().await.unwrap().peers.is_empty());
 }

@@ -58,6 +58,7 @@ fn region_goes_from_waiting_to_ready_and_timestamps_move_only_on_flips() {
                 expected: 2,
             }),
             None,
+            None,
             at(100),
         )
     };
@@ -85,6 +86,7 @@ fn region_goes_from_waiting_to_ready_and_timestamps_move_only_on_flips() {
             expected: 2,
         }),
         None,
+        None,
         at(200),
     );
     assert_eq!(again.conditions[0].last_transition_time, Time(at(100)));
@@ -109,6 +111,7 @@ fn region_goes_from_waiting_to_ready_and_timestamps_move_only_on_flips() {
         &plan,
         &ready,
         Some(&Orchestration::InSync { map }),
+        None,
         None,
         at(300),
     );
@@ -151,6 +154,7 @@ fn unreachable_node_keeps_last_assignment_and_degrades() {
         &ready,
         Some(&Orchestration::InSync { map }),
         None,
+        None,
         at(10),
     );
     region.status = Some(good.clone());
@@ -159,7 +163,7 @@ fn unreachable_node_keeps_last_assignment_and_degrades() {
         node: "demo-a-1-0".into(),
         detail: "garbage".into(),
     };
-    let bad = region_status(&region, &plan, &ready, None, Some(&error), at(20));
+    let bad = region_status(&region, &plan, &ready, None, Some(&error), None, at(20));
     assert_eq!(bad.epoch, good.epoch);
     assert_eq!(bad.shards, good.shards);
     let degraded = condition(&bad.conditions, "Degraded");
@@ -225,6 +229,7 @@ fn cluster_aggregates_regions() {
             &plan_pods,
             Some(&Orchestration::InSync { map }),
             None,
+            None,
             at(2),
         )
     };
@@ -269,4 +274,78 @@ fn cluster_aggregates_regions() {
         "AuthSecretMissing"
     );
     assert_eq!(condition(&secretless.conditions, "Ready").status, "False");
+}
+
+#[test]
+fn a_down_peer_link_degrades_the_region_without_making_it_unready() {
+    let cluster: CacheCluster = fixture("cluster-minimal.yaml");
+    let mut region: CacheRegion = fixture("region-minimal.yaml");
+    let ready = pods(true);
+    let reports: Vec<NodeReport> = ready
+        .iter()
+        .map(|pod| NodeReport {
+            pod: pod.name.clone(),
+            map: None,
+        })
+        .collect();
+    let map = topology_plan::plan("demo", "region-a", &ready, &reports, 0)
+        .unwrap()
+        .map()
+        .clone();
+    let links = [
+        meridian_api::PeerStatus {
+            region: "region-b".into(),
+            connected: true,
+            lag_ms: None,
+        },
+        meridian_api::PeerStatus {
+            region: "region-c".into(),
+            connected: false,
+            lag_ms: None,
+        },
+    ];
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let status = region_status(
+        &region,
+        &plan,
+        &ready,
+        Some(&Orchestration::InSync { map: map.clone() }),
+        None,
+        Some(&links),
+        at(10),
+    );
+    assert_eq!(condition(&status.conditions, "Ready").status, "True");
+    let degraded = condition(&status.conditions, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "PeerLinkDown")
+    );
+    assert!(degraded.message.contains("region-c"));
+    assert!(!degraded.message.contains("region-b"));
+    assert_eq!(status.peers, links.to_vec());
+
+    // Not asking the nodes keeps the last known links.
+    region.status = Some(status.clone());
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let kept = region_status(&region, &plan, &ready, None, None, None, at(20));
+    assert_eq!(kept.peers, links.to_vec());
+
+    // The cluster reports the link separately and stays Ready.
+    let aggregated = cluster_status(&cluster, std::slice::from_ref(&region), None, at(30));
+    assert_eq!(condition(&aggregated.conditions, "Ready").status, "True");
+    let cluster_degraded = condition(&aggregated.conditions, "Degraded");
+    assert_eq!(cluster_degraded.reason, "PeerLinkDown");
+    assert!(cluster_degraded.message.contains("region-a -> region-c"));
+
+    // Links back up: Degraded clears.
+    let healed = region_status(
+        &region,
+        &plan,
+        &ready,
+        Some(&Orchestration::InSync { map }),
+        None,
+        Some(&links[..1]),
+        at(40),
+    );
+    assert_eq!(condition(&healed.conditions, "Degraded").status, "False");
 }

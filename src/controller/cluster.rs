@@ -20,6 +20,9 @@ use crate::conditions::{DesiredCondition, is_true, merge};
 
 pub const KIND: &str = "CacheCluster";
 
+/// Degraded reason of a region (and its cluster) whose region link to a peer is down.
+pub const PEER_LINK_DOWN: &str = "PeerLinkDown";
+
 const REQUEUE: Duration = Duration::from_secs(300);
 
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
@@ -167,7 +170,9 @@ pub fn cluster_status(
         .filter(|(_, names)| names.len() > 1)
         .map(|(region, names)| format!("region '{region}' is claimed by {}", names.join(", ")))
         .collect();
-    let degraded_regions: Vec<&str> = regions
+    // Regions degraded only because a region link is down are reported separately: the
+    // region itself serves, its peers just do not hear about its writes yet.
+    let (link_degraded, degraded_regions): (Vec<&CacheRegion>, Vec<&CacheRegion>) = regions
         .iter()
         .filter(|region| {
             region
@@ -175,7 +180,28 @@ pub fn cluster_status(
                 .as_ref()
                 .is_some_and(|status| is_true(&status.conditions, conditions::DEGRADED))
         })
+        .partition(|region| {
+            region.status.as_ref().is_some_and(|status| {
+                status.conditions.iter().any(|condition| {
+                    condition.type_ == conditions::DEGRADED && condition.reason == PEER_LINK_DOWN
+                })
+            })
+        });
+    let degraded_regions: Vec<&str> = degraded_regions
+        .iter()
         .map(|region| region.metadata.name.as_deref().unwrap_or_default())
+        .collect();
+    let down_links: Vec<String> = link_degraded
+        .iter()
+        .flat_map(|region| {
+            let status = region.status.clone().unwrap_or_default();
+            status
+                .peers
+                .into_iter()
+                .filter(|peer| !peer.connected)
+                .map(|peer| format!("{} -> {}", region.spec.region, peer.region))
+                .collect::<Vec<_>>()
+        })
         .collect();
 
     let all_ready = !summaries.is_empty()
@@ -192,6 +218,10 @@ pub fn cluster_status(
         (None, true, false) => Some((
             "RegionDegraded".to_string(),
             format!("degraded region(s): {}", degraded_regions.join(", ")),
+        )),
+        (None, true, true) if !down_links.is_empty() => Some((
+            PEER_LINK_DOWN.to_string(),
+            format!("region link(s) down: {}", down_links.join(", ")),
         )),
         (None, true, true) => None,
     };
@@ -220,7 +250,11 @@ pub fn cluster_status(
         ),
         DesiredCondition::new(
             conditions::PROGRESSING,
-            !all_ready && degraded.is_none() && !summaries.is_empty(),
+            !all_ready
+                && degraded
+                    .as_ref()
+                    .is_none_or(|(reason, _)| reason == PEER_LINK_DOWN)
+                && !summaries.is_empty(),
             if all_ready {
                 "Reconciled".to_string()
             } else {

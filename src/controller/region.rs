@@ -27,6 +27,7 @@ use crate::Error;
 use crate::conditions::{DesiredCondition, merge};
 use crate::names;
 use crate::nodes::{NodeConnection, PushOutcome};
+use crate::peers::{self, PeerConfig, PeersReport, SiblingPod, SiblingRegion};
 use crate::resources::{self, RegionPlan, RegionResources};
 use crate::topology_plan::{
     self, NodeReport, ObservedPod, PrimaryDown, PrimaryReason, PromotionCandidate, RegionPods,
@@ -44,6 +45,8 @@ const REQUEUE_RECOVERING: Duration = Duration::from_secs(2);
 /// Timeouts for the per-reconcile node reads: a dead node must not stall a failover.
 const NODE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const NODE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Requeue while a region link is down (links come up within a second or two).
+const REQUEUE_PEERS_DOWN: Duration = Duration::from_secs(3);
 /// Requeue after a spec the operator cannot satisfy (the watch brings changes sooner).
 const REQUEUE_DEGRADED: Duration = Duration::from_secs(60);
 
@@ -156,21 +159,17 @@ where
     }
 }
 
+/// Every CacheRegion of the pod's cluster: its own region orchestrates it, the sibling
+/// regions re-wire their region links when its IP or readiness changes.
 fn regions_of_pod(store: &Store<CacheRegion>, pod: &Pod) -> Vec<ObjectRef<CacheRegion>> {
-    let pod_labels = pod.labels();
-    let (Some(cluster), Some(region)) = (
-        pod_labels.get(labels::CLUSTER),
-        pod_labels.get(labels::REGION),
-    ) else {
+    let Some(cluster) = pod.labels().get(labels::CLUSTER) else {
         return Vec::new();
     };
     store
         .state()
         .into_iter()
         .filter(|candidate| {
-            candidate.namespace() == pod.namespace()
-                && &candidate.spec.cluster_ref.name == cluster
-                && &candidate.spec.region == region
+            candidate.namespace() == pod.namespace() && &candidate.spec.cluster_ref.name == cluster
         })
         .map(|candidate| ObjectRef::from_obj(candidate.as_ref()))
         .collect()
@@ -252,10 +251,24 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
         Ok(orchestration) => orchestration,
         Err(error) => {
             // Show the problem in status before the error policy backs off.
-            let status = region_status(region, &plan, &pods, None, Some(&error), Timestamp::now());
+            let status = region_status(
+                region,
+                &plan,
+                &pods,
+                None,
+                Some(&error),
+                None,
+                Timestamp::now(),
+            );
             ctx.apply_status(region, &status).await?;
             return Err(error);
         }
+    };
+
+    // wire region links (once the region has a topology)
+    let peer_links = match orchestration.map() {
+        Some(map) => Some(wire_peers(region, &plan, &pods, map, password.as_deref(), ctx).await?),
+        None => None,
     };
 
     // status
@@ -265,14 +278,178 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
         &pods,
         Some(&orchestration),
         None,
+        peer_links.as_deref(),
         Timestamp::now(),
     );
     ctx.apply_status(region, &status).await?;
+    let links_down = peer_links
+        .as_ref()
+        .is_some_and(|links| links.iter().any(|link| !link.connected));
     Ok(match orchestration {
-        Orchestration::InSync { .. } if pods.all_ready() => Action::requeue(REQUEUE_READY),
         Orchestration::Recovering { .. } => Action::requeue(REQUEUE_RECOVERING),
+        _ if links_down => Action::requeue(REQUEUE_PEERS_DOWN),
+        Orchestration::InSync { .. } if pods.all_ready() => Action::requeue(REQUEUE_READY),
         _ => Action::requeue(REQUEUE_PROGRESSING),
     })
+}
+
+/// Tells every reachable node of the region its peer regions (`MERIDIAN.PEERS SET`) where
+/// it runs something else, and returns the link state the primaries report.
+async fn wire_peers(
+    region: &CacheRegion,
+    plan: &RegionPlan<'_>,
+    pods: &RegionPods,
+    map: &TopologyMap,
+    password: Option<&str>,
+    ctx: &Context,
+) -> Result<Vec<PeerStatus>, Error> {
+    let siblings = observe_sibling_regions(ctx, plan).await?;
+    let attempts = pods.iter().filter_map(|pod| {
+        let addr = meridian_topology::NodeAddr {
+            id: pod.name.clone(),
+            ip: pod.ip.clone()?,
+            port: meridian_api::ports::RESP as u16,
+        };
+        Some(async move {
+            let result = async {
+                let mut connection = NodeConnection::open_with_timeout(
+                    &addr,
+                    password,
+                    ctx.loopback_only_nodes,
+                    NODE_CONNECT_TIMEOUT,
+                    NODE_RESPONSE_TIMEOUT,
+                )
+                .await?;
+                let report = connection.peers().await?;
+                Ok::<_, Error>((connection, report))
+            }
+            .await;
+            (addr.id, result)
+        })
+    });
+    let mut nodes = BTreeMap::new();
+    for (pod, result) in futures::future::join_all(attempts).await {
+        match result {
+            Ok(node) => {
+                nodes.insert(pod, node);
+            }
+            Err(error) => tracing::debug!(%pod, %error, "cannot read region links"),
+        }
+    }
+    let mut known: Vec<PeerConfig> = Vec::new();
+    for (_, report) in nodes.values() {
+        for config in report.configs() {
+            if !known.iter().any(|held| held.region == config.region) {
+                known.push(config);
+            }
+        }
+    }
+    let desired = peers::desired_peers(&plan.region_name, &siblings, &region.spec.peers, &known);
+    let mut pushed = Vec::new();
+    let mut reports: BTreeMap<String, PeersReport> = BTreeMap::new();
+    for (pod, (mut connection, report)) in nodes {
+        if peers::needs_push(&desired, &report) {
+            match connection.set_peers(&desired).await {
+                // Links of changed peers restart: no report vouches for them yet.
+                Ok(()) => pushed.push(pod),
+                Err(error) => tracing::warn!(%pod, %error, "MERIDIAN.PEERS SET failed"),
+            }
+        } else {
+            reports.insert(pod, report);
+        }
+    }
+    if !pushed.is_empty() {
+        let described = if desired.is_empty() {
+            "none".to_string()
+        } else {
+            desired
+                .iter()
+                .map(|peer| format!("{} ({})", peer.region, peer.seeds.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        ctx.event(
+            &region.object_ref(&()),
+            EventType::Normal,
+            "PeersConfigured",
+            "WireRegionLinks",
+            format!(
+                "peer regions {described} pushed to {} node(s): {}",
+                pushed.len(),
+                pushed.join(", ")
+            ),
+        )
+        .await;
+    }
+    let primaries: Vec<Option<&PeersReport>> = map
+        .shards
+        .iter()
+        .map(|shard| reports.get(&shard.primary.id))
+        .collect();
+    let statuses = peers::peer_statuses(&desired, &primaries);
+    for status in statuses.iter().filter(|status| !status.connected) {
+        let errors = peers::link_errors(&status.region, &primaries);
+        tracing::info!(
+            region = %plan.region_name,
+            peer = %status.region,
+            errors = %errors.join("; "),
+            "region link not up"
+        );
+    }
+    Ok(statuses)
+}
+
+/// The other regions of the same CacheCluster in this Kubernetes cluster, with their pods.
+async fn observe_sibling_regions(
+    ctx: &Context,
+    plan: &RegionPlan<'_>,
+) -> Result<Vec<SiblingRegion>, Error> {
+    let regions: Api<CacheRegion> = Api::namespaced(ctx.client.clone(), &plan.namespace);
+    let siblings: Vec<String> = regions
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter(|candidate| {
+            candidate.spec.cluster_ref.name == plan.cluster_name
+                && candidate.spec.region != plan.region_name
+                && candidate.metadata.deletion_timestamp.is_none()
+        })
+        .map(|candidate| candidate.spec.region)
+        .collect();
+    if siblings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let selector = names::selector_string(&BTreeMap::from([
+        (labels::NAME.to_string(), labels::APP_NAME.to_string()),
+        (
+            labels::COMPONENT.to_string(),
+            names::COMPONENT_NODE.to_string(),
+        ),
+        (labels::CLUSTER.to_string(), plan.cluster_name.clone()),
+    ]));
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &plan.namespace);
+    let mut by_region: BTreeMap<String, Vec<SiblingPod>> = siblings
+        .into_iter()
+        .map(|region| (region, Vec::new()))
+        .collect();
+    for pod in pods.list(&ListParams::default().labels(&selector)).await? {
+        let Some(region) = pod.labels().get(labels::REGION).cloned() else {
+            continue;
+        };
+        let (Some(members), Some(observed)) =
+            (by_region.get_mut(&region), ObservedPod::from_pod(&pod))
+        else {
+            continue;
+        };
+        members.push(SiblingPod {
+            ip: observed.ip,
+            ready: observed.ready,
+        });
+    }
+    Ok(by_region
+        .into_iter()
+        .map(|(region, pods)| SiblingRegion { region, pods })
+        .collect())
 }
 
 /// Adds the (non-controller) owner reference CacheRegion → CacheCluster.
@@ -825,9 +1002,21 @@ pub fn region_status(
     pods: &RegionPods,
     orchestration: Option<&Orchestration>,
     node_error: Option<&Error>,
+    peer_links: Option<&[PeerStatus]>,
     now: Timestamp,
 ) -> CacheRegionStatus {
     let previous = region.status.clone().unwrap_or_default();
+    let peers = match peer_links {
+        Some(links) => links.to_vec(),
+        // Not asked this time (no topology yet, or the nodes were unreachable): keep what
+        // was known for the configured remote peers and the in-cluster ones seen before.
+        None => previous.peers.clone(),
+    };
+    let down_peers: Vec<&str> = peers
+        .iter()
+        .filter(|peer| !peer.connected)
+        .map(|peer| peer.region.as_str())
+        .collect();
     let map = orchestration.and_then(Orchestration::map);
     let ready_shards = topology_plan::ready_shards(map, pods);
     let all_ready = ready_shards == i32::from(plan.shards)
@@ -917,6 +1106,17 @@ pub fn region_status(
                     progress_message.clone(),
                 )
             }
+            // A peer region being down does not stop this region serving (eventual writes
+            // go on; strong writes report TIMEOUT), so it is Degraded, not un-Ready.
+            (None, _) if peer_links.is_some() && !down_peers.is_empty() => DesiredCondition::new(
+                conditions::DEGRADED,
+                true,
+                super::cluster::PEER_LINK_DOWN,
+                format!(
+                    "region link(s) to {} not connected; serving locally, peers converge once reachable",
+                    down_peers.join(", ")
+                ),
+            ),
             (None, _) => DesiredCondition::new(conditions::DEGRADED, false, "AsExpected", ""),
         },
     ];
@@ -943,23 +1143,7 @@ pub fn region_status(
                 })
                 .collect()
         },
-        peers: region
-            .spec
-            .peers
-            .iter()
-            .map(|peer| {
-                previous
-                    .peers
-                    .iter()
-                    .find(|known| known.region == peer.region)
-                    .cloned()
-                    .unwrap_or(PeerStatus {
-                        region: peer.region.clone(),
-                        connected: false,
-                        lag_ms: None,
-                    })
-            })
-            .collect(),
+        peers,
         ready_shards,
     }
 }
