@@ -250,11 +250,18 @@ fn eventual_invalidation_and_patterns_across_three_regions() {
     }
 
     // pattern invalidation from region c reaches every primary of a and b
+    // each region caches its own keys (a write in one region invalidates the others')
     for index in 0..10 {
-        let key = format!("page:{index}");
+        let key = format!("page:a{index}");
         set(owner(&a, &key), &key, "x").expect("set a");
+        let key = format!("page:b{index}");
         set(owner(&b, &key), &key, "x").expect("set b");
     }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!((0..10).all(|index| {
+        let key = format!("page:a{index}");
+        exists(owner(&a, &key), &key)
+    }));
     set(owner(&a, "keep"), "keep", "x").expect("set keep");
     let _: i64 = redis::cmd("INVALIDATE")
         .arg("page:*")
@@ -262,8 +269,8 @@ fn eventual_invalidation_and_patterns_across_three_regions() {
         .expect("invalidate");
     eventually("pattern invalidated", Duration::from_secs(5), || {
         (0..10).all(|index| {
-            let key = format!("page:{index}");
-            !exists(owner(&a, &key), &key) && !exists(owner(&b, &key), &key)
+            let (in_a, in_b) = (format!("page:a{index}"), format!("page:b{index}"));
+            !exists(owner(&a, &in_a), &in_a) && !exists(owner(&b, &in_b), &in_b)
         })
     });
     assert!(exists(owner(&a, "keep"), "keep"));
@@ -549,4 +556,135 @@ fn links_from_another_cluster_or_with_a_wrong_password_are_refused() {
                     .is_some_and(|error| error.contains("DENIED"))
         });
     }
+}
+
+/// Sends `POST /invalidate` to a node's HTTP API; returns the status line and body.
+fn http_invalidate(ip: &str, port: u16, pattern: &str) -> (String, String) {
+    let body = serde_json::json!({ "pattern": pattern }).to_string();
+    let mut stream = TcpStream::connect((ip, port)).expect("http connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST /invalidate HTTP/1.1\r\nHost: {ip}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("http write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("http read");
+    let status = response.lines().next().unwrap_or_default().to_string();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn pattern_invalidation_reaches_every_primary_of_the_own_region_before_the_reply() {
+    let http_port = free_port("127.0.66.1");
+    let a0 = RegionNode::start(
+        "127.0.66.1",
+        "a-0",
+        "region-a",
+        &["--http-port", &http_port.to_string()],
+    );
+    let a1 = RegionNode::start("127.0.66.2", "a-1", "region-a", &[]);
+    let a2 = RegionNode::start("127.0.66.3", "a-2", "region-a", &[]);
+    let b0 = RegionNode::start("127.0.66.4", "b-0", "region-b", &[]);
+    let b1 = RegionNode::start("127.0.66.5", "b-1", "region-b", &[]);
+    let (a, b) = (vec![&a0, &a1, &a2], vec![&b0, &b1]);
+    push_topology("region-a", &a);
+    push_topology("region-b", &b);
+    push_peers(&a, &[("region-b", &b)]);
+    push_peers(&b, &[("region-a", &a)]);
+    wait_links_up(&[&a0, &a1, &a2, &b0, &b1]);
+
+    // A write in one region invalidates the other's copy, so each region caches its own
+    // keys under the prefix: `<prefix>:<index>` in region-a, `<prefix>:b<index>` in region-b.
+    let fill = |prefix: &str| {
+        for key in keys_of(prefix) {
+            set(owner(&a, &key), &key, "x").expect("set a");
+        }
+        for key in keys_of_b(prefix) {
+            set(owner(&b, &key), &key, "x").expect("set b");
+        }
+        set(owner(&a, "keep"), "keep", "x").expect("set keep");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(keys_of(prefix).all(|key| exists(owner(&a, &key), &key)));
+    };
+    fn keys_of(prefix: &str) -> impl Iterator<Item = String> + '_ {
+        (0..30).map(move |index| format!("{prefix}:{index}"))
+    }
+    fn keys_of_b(prefix: &str) -> impl Iterator<Item = String> + '_ {
+        (0..30).map(move |index| format!("{prefix}:b{index}"))
+    }
+    // the keys really are spread over all three primaries
+    let owners: std::collections::BTreeSet<String> = keys_of("session")
+        .map(|key| owner(&a, &key).id.clone())
+        .collect();
+    assert_eq!(owners.len(), 3);
+
+    // RESP: when INVALIDATE returns, no primary of region-a holds a match
+    fill("session");
+    let deleted: i64 = redis::cmd("INVALIDATE")
+        .arg("session:*")
+        .query(&mut a0.redis())
+        .expect("invalidate");
+    assert!(deleted > 0 && deleted < 30, "a0's own count: {deleted}");
+    for key in keys_of("session") {
+        assert!(!exists(owner(&a, &key), &key), "{key} survived in region-a");
+    }
+    eventually("region-b dropped session:*", Duration::from_secs(5), || {
+        keys_of_b("session").all(|key| !exists(owner(&b, &key), &key))
+    });
+    assert!(exists(owner(&a, "keep"), "keep"));
+
+    // HTTP: same through POST /invalidate on a0
+    fill("page");
+    let (status, body) = http_invalidate("127.0.66.1", http_port, "page:*");
+    assert!(status.contains("200"), "{status}: {body}");
+    for key in keys_of("page") {
+        assert!(!exists(owner(&a, &key), &key), "{key} survived in region-a");
+    }
+    eventually("region-b dropped page:*", Duration::from_secs(5), || {
+        keys_of_b("page").all(|key| !exists(owner(&b, &key), &key))
+    });
+
+    // a primary that cannot be reached is named in the error, the others still drop
+    fill("cart");
+    a2.signal("-STOP");
+    let refused: redis::RedisResult<i64> = redis::cmd("INVALIDATE")
+        .arg("cart:*")
+        .query(&mut a0.redis());
+    a2.signal("-CONT");
+    let error = refused.expect_err("a stopped primary cannot confirm");
+    assert!(
+        error.to_string().contains("127.0.66.3"),
+        "error names the unreachable primary: {error}"
+    );
+    for key in keys_of("cart").filter(|key| owner(&a, key).id == "a-1") {
+        assert!(!exists(&a1, &key), "{key} survived on a-1");
+    }
+
+    // LOCAL only touches the node it is sent to; arity is checked
+    fill("solo");
+    let _: i64 = redis::cmd("INVALIDATE")
+        .arg("solo:*")
+        .arg("LOCAL")
+        .query(&mut a1.redis())
+        .expect("local invalidate");
+    assert!(
+        keys_of("solo")
+            .filter(|key| owner(&a, key).id == "a-0")
+            .all(|key| exists(&a0, &key))
+    );
+    let bad: redis::RedisResult<i64> = redis::cmd("INVALIDATE")
+        .arg("solo:*")
+        .arg("EVERYWHERE")
+        .query(&mut a1.redis());
+    assert!(bad.is_err());
 }

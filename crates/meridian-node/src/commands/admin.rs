@@ -8,7 +8,9 @@ use super::{Ctx, Pending};
 use crate::error::{CmdResult, CommandError};
 use crate::http::local::{self, Reply};
 use crate::origin::without_origin;
+use crate::region::fanout::Fanout;
 use crate::region::{Consistency, CrossRegionMode, PeerConfig, RegionWait};
+use crate::state::Shared;
 use crate::store::Access;
 
 pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -163,17 +165,54 @@ pub fn peers(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     Ok(())
 }
 
-/// `INVALIDATE <pattern>`: drops this node's keys matching the glob pattern and
-/// tells every peer region to drop them too. Replies with the local count.
+/// `INVALIDATE <pattern> [LOCAL]`: drops this node's keys matching the glob
+/// pattern, has every other primary of the region drop theirs and tells every
+/// peer region to drop them too; replies with this node's count once the other
+/// primaries confirmed (and, in strong mode, the peer regions acknowledged).
+/// `LOCAL` (what the fan-out sends) only drops this node's keys.
 pub fn invalidate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     if !matches!(ctx.keys, Access::Direct(_)) {
         return Err(CommandError::other(
             "ERR INVALIDATE is not allowed inside MULTI",
         ));
     }
+    let local_only = match ctx.args.len() {
+        2 => false,
+        3 if ctx.args[2].eq_ignore_ascii_case(b"LOCAL") => true,
+        _ => return Err(CommandError::Syntax),
+    };
     super::replication::check_write(ctx.shared)?;
     let pattern = ctx.args[1];
-    let keys = match local::run(ctx.shared, &[b"KEYS", pattern], false).0 {
+    let deleted = delete_matching(ctx.shared, pattern)?;
+    let reply_start = ctx.out.buf.len();
+    ctx.out.integer(deleted as i64);
+    let wait = if local_only {
+        // Stale fills older than this invalidation are refused here as well.
+        let regions = &ctx.shared.regions;
+        if regions.is_active() {
+            regions.versions.record_pattern(pattern, regions.tick());
+        }
+        None
+    } else {
+        let ack = ctx.shared.regions.publish_pattern(pattern);
+        let fanout = Fanout::plan(ctx.shared, pattern);
+        (ack.is_some() || fanout.is_some()).then(|| RegionWait {
+            ack,
+            reply: ctx.out.buf.split_off(reply_start).to_vec(),
+            fanout,
+        })
+    };
+    if let Some(wait) = wait {
+        ctx.client.pending = Some(Pending::Regions(wait));
+    }
+    Ok(())
+}
+
+/// Deletes this node's keys matching a glob pattern, each through DEL so the
+/// replicas drop them too; no per-key region events (one pattern event goes to
+/// the peers instead). Keys of slots this node does not own are skipped.
+pub fn delete_matching(shared: &Shared, pattern: &[u8]) -> Result<u64, CommandError> {
+    let keys = match local::run(shared, &[b"KEYS", pattern], false).0 {
         Reply::Array(keys) => keys,
         Reply::Error(error) => return Err(CommandError::other(error)),
         _ => Vec::new(),
@@ -181,20 +220,12 @@ pub fn invalidate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let mut deleted = 0;
     for key in keys {
         let Reply::Bulk(key) = key else { continue };
-        // one pattern event goes to the peers instead of one per key
         let reply = crate::region::quietly(|| {
-            without_origin(|| local::run(ctx.shared, &[b"DEL", &key], false))
+            without_origin(|| local::run(shared, &[b"DEL", &key], false))
         });
         if let Reply::Int(count) = reply.0 {
-            deleted += count.max(0);
+            deleted += count.max(0) as u64;
         }
     }
-    let ack = ctx.shared.regions.publish_pattern(pattern);
-    let reply_start = ctx.out.buf.len();
-    ctx.out.integer(deleted);
-    if let Some(ack) = ack {
-        let reply = ctx.out.buf.split_off(reply_start).to_vec();
-        ctx.client.pending = Some(Pending::Regions(RegionWait { ack, reply }));
-    }
-    Ok(())
+    Ok(deleted)
 }

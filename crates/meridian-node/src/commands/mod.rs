@@ -250,7 +250,7 @@ pub static COMMANDS: &[Spec] = &[
     // admin / cluster
     spec!("meridian.topology", -2, ADMIN, 0, 0, 0, admin::topology),
     spec!("meridian.peers", -2, ADMIN, 0, 0, 0, admin::peers),
-    spec!("invalidate", 2, 0, 0, 0, 0, admin::invalidate),
+    spec!("invalidate", -2, 0, 0, 0, 0, admin::invalidate),
     spec!(
         "meridian.migrate",
         -5,
@@ -753,7 +753,9 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
     {
         // strong consistency: the reply waits for the peer regions
         let reply = ctx.out.buf.split_off(reply_start).to_vec();
-        ctx.client.pending = Some(Pending::Regions(crate::region::RegionWait { ack, reply }));
+        ctx.client.pending = Some(Pending::Regions(crate::region::RegionWait::peers(
+            ack, reply,
+        )));
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::commands::Pending;
 use crate::commands::cluster::current_map;
-use crate::origin::{Fetched, HttpClient, OriginOp, http_client, without_origin};
+use crate::origin::{Fetched, HttpClient, OriginOp, http_client};
 use crate::state::Shared;
 use local::Reply;
 use metrics::API_METRICS;
@@ -558,19 +558,21 @@ async fn invalidate(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> 
     if request.pattern.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty pattern"));
     }
-    let deleted = invalidate_local(&api.shared, request.pattern.as_bytes())?;
-    // cross-region fan-out: every peer region drops the pattern too
-    if let Some(ack) = api
-        .shared
-        .regions
-        .publish_pattern(request.pattern.as_bytes())
-    {
+    let shared = &api.shared;
+    let pattern = request.pattern.as_bytes();
+    let deleted = crate::commands::admin::delete_matching(shared, pattern)
+        .map_err(|error| command_error(error.to_string()))?;
+    // every other primary of the region and every peer region drop the pattern too
+    let ack = shared.regions.publish_pattern(pattern);
+    let fanout = crate::region::fanout::Fanout::plan(shared, pattern);
+    if ack.is_some() || fanout.is_some() {
         let wait = crate::region::RegionWait {
             ack,
             reply: Vec::new(),
+            fanout,
         };
         let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
-        crate::region::finish(&api.shared, wait, &mut out).await;
+        crate::region::finish(shared, wait, &mut out).await;
         if let Reply::Error(error) = local::parse(&out.buf) {
             return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, error));
         }
@@ -580,28 +582,6 @@ async fn invalidate(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> 
         &serde_json::json!({ "deleted": deleted }),
         HeaderMap::new(),
     ))
-}
-
-/// Deletes this node's keys matching a glob pattern, each through DEL so the
-/// replicas drop them too.
-fn invalidate_local(shared: &Shared, pattern: &[u8]) -> Result<u64, ApiError> {
-    let keys = match local::run(shared, &[b"KEYS", pattern], false).0 {
-        Reply::Array(keys) => keys,
-        Reply::Error(error) => return Err(command_error(error)),
-        other => return Err(unexpected(other)),
-    };
-    let mut deleted = 0;
-    for key in keys {
-        let Reply::Bulk(key) = key else { continue };
-        // a key of a slot this node no longer owns (MOVED) is skipped
-        let deleted_one = crate::region::quietly(|| {
-            without_origin(|| local::run(shared, &[b"DEL", &key], false))
-        });
-        if let Reply::Int(count) = deleted_one.0 {
-            deleted += count.max(0) as u64;
-        }
-    }
-    Ok(deleted)
 }
 
 #[cfg(test)]

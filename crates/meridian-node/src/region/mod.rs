@@ -9,6 +9,7 @@
 //! ignored; an origin fill that started before a newer invalidation is refused.
 //! See docs/region-links.md.
 
+pub mod fanout;
 pub mod link;
 pub mod peer;
 mod versions;
@@ -202,13 +203,32 @@ impl Ack {
 /// A strong write's reply, held back until the peers acknowledged.
 #[derive(Debug, Clone)]
 pub struct RegionWait {
-    pub ack: Arc<Ack>,
+    /// Strong consistency: the peer regions that must acknowledge.
+    pub ack: Option<Arc<Ack>>,
     pub reply: Vec<u8>,
+    /// Pattern invalidation: the other primaries of this region that must confirm.
+    pub fanout: Option<fanout::Fanout>,
+}
+
+impl RegionWait {
+    /// A strong write waiting for the peer regions.
+    pub fn peers(ack: Arc<Ack>, reply: Vec<u8>) -> RegionWait {
+        RegionWait {
+            ack: Some(ack),
+            reply,
+            fanout: None,
+        }
+    }
 }
 
 impl PartialEq for RegionWait {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.ack, &other.ack) && self.reply == other.reply
+        let same_ack = match (&self.ack, &other.ack) {
+            (Some(mine), Some(theirs)) => Arc::ptr_eq(mine, theirs),
+            (None, None) => true,
+            _ => false,
+        };
+        same_ack && self.reply == other.reply && self.fanout == other.fanout
     }
 }
 
@@ -447,12 +467,25 @@ pub fn originate(
 /// error naming the regions that did not.
 pub async fn finish(shared: &Shared, wait: RegionWait, out: &mut Out) {
     let timeout = shared.regions.settings.strong_timeout;
-    match tokio::time::timeout(timeout, wait.ack.wait()).await {
-        Ok(()) => out.buf.extend_from_slice(&wait.reply),
-        Err(_) => {
-            let missing = wait.ack.missing();
-            out.error(&timeout_message(&missing, timeout));
+    let peers = async {
+        match &wait.ack {
+            Some(ack) => tokio::time::timeout(timeout, ack.wait())
+                .await
+                .map_err(|_| ack.missing()),
+            None => Ok(()),
         }
+    };
+    let local = async {
+        match wait.fanout {
+            Some(fanout) => fanout.run().await,
+            None => Vec::new(),
+        }
+    };
+    let (peers, failed_primaries) = tokio::join!(peers, local);
+    match peers {
+        _ if !failed_primaries.is_empty() => out.error(&fanout::fanout_message(&failed_primaries)),
+        Ok(()) => out.buf.extend_from_slice(&wait.reply),
+        Err(missing) => out.error(&timeout_message(&missing, timeout)),
     }
 }
 
