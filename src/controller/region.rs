@@ -304,31 +304,9 @@ async fn wire_peers(
     ctx: &Context,
 ) -> Result<Vec<PeerStatus>, Error> {
     let siblings = observe_sibling_regions(ctx, plan).await?;
-    let attempts = pods.iter().filter_map(|pod| {
-        let addr = meridian_topology::NodeAddr {
-            id: pod.name.clone(),
-            ip: pod.ip.clone()?,
-            port: meridian_api::ports::RESP as u16,
-        };
-        Some(async move {
-            let result = async {
-                let mut connection = NodeConnection::open_with_timeout(
-                    &addr,
-                    password,
-                    ctx.loopback_only_nodes,
-                    NODE_CONNECT_TIMEOUT,
-                    NODE_RESPONSE_TIMEOUT,
-                )
-                .await?;
-                let report = connection.peers().await?;
-                Ok::<_, Error>((connection, report))
-            }
-            .await;
-            (addr.id, result)
-        })
-    });
     let mut nodes = BTreeMap::new();
-    for (pod, result) in futures::future::join_all(attempts).await {
+    let answers = query_each_pod(pods, password, ctx, async |node| node.peers().await).await;
+    for (pod, result) in answers {
         match result {
             Ok(node) => {
                 nodes.insert(pod, node);
@@ -397,6 +375,41 @@ async fn wire_peers(
         );
     }
     Ok(statuses)
+}
+
+/// Connects to every pod that has an IP and runs `query` on each, all at once (bounded
+/// by the node timeouts, so a dead node cannot stall the reconcile).
+async fn query_each_pod<T>(
+    pods: &RegionPods,
+    password: Option<&str>,
+    ctx: &Context,
+    query: impl AsyncFn(&mut NodeConnection) -> Result<T, Error>,
+) -> Vec<(String, Result<(NodeConnection, T), Error>)> {
+    let query = &query;
+    let attempts = pods.iter().filter_map(|pod| {
+        let addr = meridian_topology::NodeAddr {
+            id: pod.name.clone(),
+            ip: pod.ip.clone()?,
+            port: meridian_api::ports::RESP as u16,
+        };
+        Some(async move {
+            let result = async {
+                let mut connection = NodeConnection::open_with_timeout(
+                    &addr,
+                    password,
+                    ctx.loopback_only_nodes,
+                    NODE_CONNECT_TIMEOUT,
+                    NODE_RESPONSE_TIMEOUT,
+                )
+                .await?;
+                let answer = query(&mut connection).await?;
+                Ok((connection, answer))
+            }
+            .await;
+            (addr.id, result)
+        })
+    });
+    futures::future::join_all(attempts).await
 }
 
 /// The other regions of the same CacheCluster in this Kubernetes cluster, with their pods.
@@ -605,33 +618,11 @@ async fn read_nodes(
     Vec<NodeReport>,
     HashMap<String, Error>,
 ) {
-    let attempts = pods.iter().filter_map(|pod| {
-        let addr = meridian_topology::NodeAddr {
-            id: pod.name.clone(),
-            ip: pod.ip.clone()?,
-            port: meridian_api::ports::RESP as u16,
-        };
-        Some(async move {
-            let result = async {
-                let mut connection = NodeConnection::open_with_timeout(
-                    &addr,
-                    password,
-                    ctx.loopback_only_nodes,
-                    NODE_CONNECT_TIMEOUT,
-                    NODE_RESPONSE_TIMEOUT,
-                )
-                .await?;
-                let map = connection.topology().await?;
-                Ok::<_, Error>((connection, map))
-            }
-            .await;
-            (addr.id, result)
-        })
-    });
     let mut connections = HashMap::new();
     let mut reports = Vec::new();
     let mut errors = HashMap::new();
-    for (pod, result) in futures::future::join_all(attempts).await {
+    let answers = query_each_pod(pods, password, ctx, async |node| node.topology().await).await;
+    for (pod, result) in answers {
         match result {
             Ok((connection, map)) => {
                 reports.push(NodeReport {
