@@ -47,7 +47,7 @@ pub fn run() -> Result<()> {
         "examples/two-regions.yaml",
     ])?;
 
-    eprintln!("waiting for both regions to become Ready ...");
+    eprintln!("waiting for both regions to become Ready with their region links up ...");
     let start = Instant::now();
     loop {
         let out = kubectl(&[
@@ -56,17 +56,35 @@ pub fn run() -> Result<()> {
             "get",
             "cacheregions",
             "-o",
-            r#"jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
+            r#"jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}/{.status.peers[*].connected}{"\n"}{end}"#,
         ])?;
         let states: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
-        if states.len() == 2 && states.iter().all(|l| l.ends_with("=True")) {
+        if states.len() == 2 && states.iter().all(|l| l.ends_with("=True/true")) {
             break;
         }
         if start.elapsed() > Duration::from_secs(300) {
-            bail!("regions not Ready after 5 minutes: {states:?}");
+            bail!("regions not Ready and linked after 5 minutes (name=Ready/linked): {states:?}");
         }
         std::thread::sleep(Duration::from_secs(3));
     }
+    let region_ip = |region: &str| -> Result<String> {
+        let ips = kubectl(&[
+            "-n",
+            DEMO_NAMESPACE,
+            "get",
+            "pods",
+            "-l",
+            &format!("cache.meridian.dev/region={region}"),
+            "-o",
+            "jsonpath={.items[*].status.podIP}",
+        ])?;
+        ips.split_whitespace()
+            .next()
+            .map(str::to_string)
+            .with_context(|| format!("no pod IP in {region}"))
+    };
+    let (ip_a, ip_b) = (region_ip("region-a")?, region_ip("region-b")?);
+    show_cross_region_invalidation(&ip_a, &ip_b)?;
 
     let pods = kubectl(&[
         "-n",
@@ -94,4 +112,46 @@ pub fn run() -> Result<()> {
     }
     println!("Stop: cargo xtask cluster down");
     Ok(())
+}
+
+/// Caches a key in region-b, overwrites it in region-a and shows region-b's copy gone.
+fn show_cross_region_invalidation(ip_a: &str, ip_b: &str) -> Result<()> {
+    let redis_cli = |ip: &str, args: &[&str]| -> Result<String> {
+        util::output(
+            Command::new("redis-cli")
+                .args(["-c", "-h", ip, "-p", "6379"])
+                .args(args),
+        )
+        .map(|out| out.trim().to_string())
+    };
+    println!("\nCross-region invalidation (region links wired by the operator):");
+    println!(
+        "  region-b {ip_b}: SET greeting hello -> {}",
+        redis_cli(ip_b, &["SET", "greeting", "hello"])?
+    );
+    println!(
+        "  region-b {ip_b}: GET greeting       -> {}",
+        redis_cli(ip_b, &["GET", "greeting"])?
+    );
+    // region-b's own event reaches region-a first, so region-a's write is the newer one
+    std::thread::sleep(Duration::from_millis(200));
+    println!(
+        "  region-a {ip_a}: SET greeting bonjour -> {}",
+        redis_cli(ip_a, &["SET", "greeting", "bonjour"])?
+    );
+    let written = Instant::now();
+    loop {
+        let seen = redis_cli(ip_b, &["GET", "greeting"])?;
+        if seen.is_empty() || seen == "(nil)" {
+            println!(
+                "  region-b {ip_b}: GET greeting       -> (nil): stale copy invalidated within {:?}",
+                written.elapsed()
+            );
+            return Ok(());
+        }
+        if written.elapsed() > Duration::from_secs(10) {
+            bail!("region-b still serves {seen:?} 10 s after the write in region-a");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
