@@ -43,6 +43,9 @@ pub struct ReportedPeer {
     pub dirty_slots: u64,
     #[serde(default)]
     pub last_error: String,
+    /// Delivery lag of the node's events to this peer (absent from older nodes).
+    #[serde(default)]
+    pub lag_ms: Option<u64>,
 }
 
 /// The whole `MERIDIAN.PEERS GET` reply.
@@ -149,7 +152,8 @@ pub fn needs_push(desired: &[PeerConfig], reported: &PeersReport) -> bool {
 ///
 /// `primaries` holds one entry per primary of the current map; `None` is a primary that
 /// could not be asked. A peer is connected only when every primary reports its link up
-/// (each primary streams its own slots' writes).
+/// (each primary streams its own slots' writes); its lag is the largest any primary
+/// reports.
 pub fn peer_statuses(
     desired: &[PeerConfig],
     primaries: &[Option<&PeersReport>],
@@ -166,10 +170,18 @@ pub fn peer_statuses(
                             .any(|peer| peer.region == config.region && peer.up)
                     })
                 });
+            let lag_ms = primaries
+                .iter()
+                .flatten()
+                .flat_map(|report| report.peers.iter())
+                .filter(|peer| peer.region == config.region)
+                .filter_map(|peer| peer.lag_ms)
+                .max()
+                .map(|lag| i64::try_from(lag).unwrap_or(i64::MAX));
             PeerStatus {
                 region: config.region.clone(),
                 connected,
-                lag_ms: None,
+                lag_ms,
             }
         })
         .collect()
@@ -328,10 +340,10 @@ mod tests {
             config("region-c", &["y:1"]),
         ];
         let first = report(
-            r#"{"peers":[{"region":"region-b","up":true},{"region":"region-c","up":true}]}"#,
+            r#"{"peers":[{"region":"region-b","up":true,"lag_ms":4},{"region":"region-c","up":true}]}"#,
         );
         let second = report(
-            r#"{"peers":[{"region":"region-b","up":true},
+            r#"{"peers":[{"region":"region-b","up":true,"lag_ms":9},
                          {"region":"region-c","up":false,"last_error":"DENIED wrong cluster"}]}"#,
         );
         let statuses = peer_statuses(&desired, &[Some(&first), Some(&second)]);
@@ -342,6 +354,8 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![("region-b", true), ("region-c", false)]
         );
+        assert_eq!(statuses[0].lag_ms, Some(9), "the slowest primary's lag");
+        assert_eq!(statuses[1].lag_ms, None, "no primary measured region-c");
         assert_eq!(
             link_errors("region-c", &[Some(&first), Some(&second)]),
             vec!["DENIED wrong cluster".to_string()]

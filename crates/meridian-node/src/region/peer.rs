@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -33,6 +33,8 @@ pub struct Peer {
     /// The peer region's map (None until learnt; Some(None) = standalone peer).
     topology: Mutex<Option<Option<Arc<TopologyMap>>>>,
     last_error: Mutex<String>,
+    /// Origin-to-acknowledgement time of the oldest event of the last delivered batch.
+    last_lag_ms: AtomicU64,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -46,6 +48,9 @@ pub struct PeerStatus {
     pub dirty_slots: usize,
     pub epoch: Option<u64>,
     pub last_error: String,
+    /// How far behind the peer is: the last batch's delivery lag, or the age of the
+    /// oldest event still waiting when that is larger.
+    pub lag_ms: u64,
 }
 
 impl Peer {
@@ -59,6 +64,7 @@ impl Peer {
             up: AtomicBool::new(false),
             topology: Mutex::new(None),
             last_error: Mutex::new(String::new()),
+            last_lag_ms: AtomicU64::new(0),
             task: Mutex::new(None),
         });
         REGION_METRICS
@@ -78,6 +84,9 @@ impl Peer {
     }
 
     pub fn status(&self) -> PeerStatus {
+        let waiting_ms = self.queue.lock().front().map_or(0, |oldest| {
+            crate::store::now_ms().saturating_sub(oldest.origin_ms)
+        });
         PeerStatus {
             region: self.config.region.clone(),
             seeds: self.config.seeds.clone(),
@@ -90,6 +99,7 @@ impl Peer {
                 .as_ref()
                 .and_then(|map| map.as_ref().map(|map| map.epoch)),
             last_error: self.last_error.lock().clone(),
+            lag_ms: waiting_ms.max(self.last_lag_ms.load(Ordering::Relaxed)),
         }
     }
 
@@ -325,6 +335,12 @@ impl Peer {
         if dirty_taken.is_empty() {
             let mut queue = self.queue.lock();
             let delivered = batch.len().min(queue.len());
+            if let Some(oldest) = batch.iter().map(|event| event.origin_ms).min() {
+                self.last_lag_ms.store(
+                    crate::store::now_ms().saturating_sub(oldest),
+                    Ordering::Relaxed,
+                );
+            }
             for event in queue.drain(..delivered) {
                 if let Some(ack) = &event.ack {
                     ack.acknowledged(&self.config.region);
