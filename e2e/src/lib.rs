@@ -230,3 +230,35 @@ pub fn ensure_operator_installed() -> Result<()> {
     .context("the operator Deployment did not become available: is the operator running?")?;
     Ok(())
 }
+
+/// The suite's Redis timeouts: generous, because CI machines are shared and slow (the
+/// redis crate's defaults, 1 s to connect and 500 ms per reply, fail spuriously there).
+const REDIS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to one node, `endpoint` being `ip:port`.
+pub async fn redis_connection(endpoint: &str) -> Result<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT));
+    redis::Client::open(format!("redis://{endpoint}/"))?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .with_context(|| format!("connect to {endpoint}"))
+}
+
+/// A cluster-aware connection seeded with `endpoints` (`ip:port` each).
+pub async fn cluster_connection(
+    endpoints: &[String],
+) -> Result<redis::cluster_async::ClusterConnection> {
+    let urls: Vec<String> = endpoints
+        .iter()
+        .map(|endpoint| format!("redis://{endpoint}/"))
+        .collect();
+    redis::cluster::ClusterClient::builder(urls)
+        .connection_timeout(REDIS_TIMEOUT)
+        .response_timeout(REDIS_TIMEOUT)
+        .build()?
+        .get_async_connection()
+        .await
+        .with_context(|| format!("cluster connection through {}", endpoints.join(", ")))
+}

@@ -116,11 +116,9 @@ async fn deploy(
         for shard in &status.shards {
             let primary = shard.primary.clone().context("shard without primary")?;
             let ip = pod_ip(client, ns, &primary).await?;
-            nodes.push(format!("redis://{ip}:6379/"));
+            nodes.push(format!("{ip}:6379"));
         }
-        let connection = redis::cluster::ClusterClient::new(nodes)?
-            .get_async_connection()
-            .await?;
+        let connection = cluster_connection(&nodes).await?;
         connections.push(connection);
     }
     eprintln!(

@@ -127,9 +127,7 @@ async fn primary_connection(
         .and_then(|shard| shard.primary.clone())
         .context("shard without primary")?;
     let ip = pod_ip(client, ns, &primary).await?;
-    Ok(redis::Client::open(format!("redis://{ip}:6379/"))?
-        .get_multiplexed_async_connection()
-        .await?)
+    redis_connection(&format!("{ip}:6379")).await
 }
 
 /// Asks the primary to confirm `replicas` replicas hold everything written so far.
@@ -186,9 +184,7 @@ async fn replica_count_changes_keep_data_and_zones() -> Result<()> {
         .unwrap_or_default();
     for replica in &added {
         let ip = pod_ip(&client, &ns.name, replica).await?;
-        let mut connection = redis::Client::open(format!("redis://{ip}:6379/"))?
-            .get_multiplexed_async_connection()
-            .await?;
+        let mut connection = redis_connection(&format!("{ip}:6379")).await?;
         let _: () = redis::cmd("READONLY").query_async(&mut connection).await?;
         let size: i64 = redis::cmd("DBSIZE").query_async(&mut connection).await?;
         assert_eq!(size, 501, "replica {replica} holds {size} keys");

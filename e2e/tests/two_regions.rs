@@ -115,8 +115,7 @@ async fn two_regions_become_ready_and_serve() -> Result<()> {
                     ranges.iter().any(|r| r.start <= slot && slot <= r.end)
                 })
                 .context("no key found for the shard's slots")?;
-            let redis = redis::Client::open(format!("redis://{ip}:6379/"))?;
-            let mut conn = redis.get_multiplexed_async_connection().await?;
+            let mut conn = redis_connection(&format!("{ip}:6379")).await?;
             let _: () = redis::cmd("SET")
                 .arg(&key)
                 .arg("value")
@@ -153,8 +152,7 @@ async fn two_regions_become_ready_and_serve() -> Result<()> {
             .await?;
             assert!(acked >= 1);
             let replica_ip = pod_ip(&client, &ns.name, &shard.replicas[0]).await?;
-            let replica = redis::Client::open(format!("redis://{replica_ip}:6379/"))?;
-            let mut rconn = replica.get_multiplexed_async_connection().await?;
+            let mut rconn = redis_connection(&format!("{replica_ip}:6379")).await?;
             let _: () = redis::cmd("READONLY").query_async(&mut rconn).await?;
             let got: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut rconn).await?;
             assert_eq!(
@@ -165,9 +163,7 @@ async fn two_regions_become_ready_and_serve() -> Result<()> {
             );
         }
         // A cluster-aware client sees the whole region: every key lands on its owner.
-        let nodes: Vec<String> = primaries.iter().map(|a| format!("redis://{a}/")).collect();
-        let cluster_client = redis::cluster::ClusterClient::new(nodes)?;
-        let mut cluster_conn = cluster_client.get_async_connection().await?;
+        let mut cluster_conn = cluster_connection(&primaries).await?;
         for i in 0..200 {
             let _: () = redis::cmd("SET")
                 .arg(format!("{name}:k{i}"))

@@ -33,7 +33,7 @@ enum Cmd {
     Test(test::TestArgs),
     /// Local control plane with the operator and a two-region cache; prints how to connect.
     Demo,
-    /// Benchmarks against redis-server: `bench node`, `bench eviction`, ...
+    /// Benchmarks: `bench node|memory|eviction|cluster|regions|all` (see docs/benchmarks.md).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -16,6 +16,7 @@ pub mod replication;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tracking;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

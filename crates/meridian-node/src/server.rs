@@ -77,6 +77,8 @@ impl Connection {
     /// when the output grows large so it can be flushed.
     fn process(&mut self) -> Flow {
         let mut limits = self.shared.config.limits;
+        // NOLOOP: tracking invalidations caused by this client's own writes
+        let _running = crate::tracking::running_client(self.client.handle.id);
         let password_set = !self.client.authenticated && self.shared.requirepass().is_some();
         self.needed = 0;
         let mut position = 0;
@@ -128,6 +130,20 @@ impl Connection {
                             Access::Direct(&self.shared.db),
                         );
                     }
+                    let tracking = self.shared.db.tracking();
+                    if tracking.is_active() {
+                        // invalidations this command caused for this client follow its reply
+                        crate::tracking::flush_own_pushes(&mut self.out);
+                        // CLIENT CACHING covers only the command after it
+                        let name = args.first().map_or(&[][..], |range| {
+                            &self.input[base + range.start..base + range.end]
+                        });
+                        tracking.after_command(
+                            self.client.handle.id,
+                            name,
+                            self.client.multi.is_some(),
+                        );
+                    }
                     if self.client.close_after_reply {
                         flow = Flow::Close;
                         break;
@@ -153,6 +169,8 @@ impl Connection {
         }
         // `needed` was computed relative to `position`, the new buffer start
         self.input.advance(position);
+        // tracking may have been switched off after a command queued a push
+        crate::tracking::flush_own_pushes(&mut self.out);
         flow
     }
 }
@@ -209,8 +227,9 @@ async fn handle(
         needed: 0,
     };
     let result = serve_connection(&mut connection, &mut stream, &mut inbox, &mut shutdown).await;
-    // cleanup: registry, subscriptions, watches
+    // cleanup: registry, tracking, subscriptions, watches
     shared.clients.lock().remove(&id);
+    shared.db.tracking().disable(id);
     let channels: Vec<Vec<u8>> = connection.client.channels.iter().cloned().collect();
     let patterns: Vec<Vec<u8>> = connection.client.patterns.iter().cloned().collect();
     shared.broker.remove_client(id, &channels, &patterns);

@@ -27,6 +27,8 @@ pub enum ClientEvent {
         channel: Bytes,
         payload: Bytes,
     },
+    /// Client-side caching: an invalidation (or broken-redirect notice).
+    Tracking(crate::tracking::TrackingPush),
     Kill,
 }
 
@@ -40,6 +42,7 @@ impl ClientEvent {
                 channel,
                 payload,
             } => pattern.len() + channel.len() + payload.len() + 40,
+            ClientEvent::Tracking(push) => push.size(),
             ClientEvent::Kill => 0,
         }
     }

@@ -1,10 +1,14 @@
 //! `cargo xtask bench <node|eviction|memory>`: meridian-node against redis-server
 //! on the same machine, reported as ratios (see docs/benchmarks.md).
 //!
-//! Only std and anyhow are used so the benchmarks add no dependencies.
+//! The node benchmarks use only std and anyhow; `regions` runs its load and
+//! delaying proxies on tokio, and `cluster` drives redis-benchmark --cluster.
 
+mod cluster;
 mod eviction;
 mod node;
+mod proxy;
+mod regions;
 mod resp;
 
 use std::net::{TcpListener, TcpStream};
@@ -16,19 +20,28 @@ use anyhow::{Context, Result, bail};
 
 pub fn run(args: &[String]) -> Result<()> {
     let Some((name, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask bench <node|memory|eviction|all> [--quick]");
+        bail!(
+            "usage: cargo xtask bench <node|memory|eviction|cluster|regions|all> [--quick] \
+             (regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] [--primaries 2])"
+        );
     };
     let quick = rest.iter().any(|arg| arg == "--quick");
     match name.as_str() {
         "node" => node::throughput(quick),
         "memory" => node::memory(quick),
         "eviction" => eviction::run(quick),
+        "cluster" => cluster::run(quick),
+        "regions" => regions::run(&regions::Options::parse(rest, quick)?),
         "all" => {
             node::throughput(quick)?;
             node::memory(quick)?;
-            eviction::run(quick)
+            eviction::run(quick)?;
+            cluster::run(quick)?;
+            regions::run(&regions::Options::parse(&[], quick)?)
         }
-        other => bail!("unknown benchmark '{other}': expected node, memory, eviction or all"),
+        other => bail!(
+            "unknown benchmark '{other}': expected node, memory, eviction, cluster, regions or all"
+        ),
     }
 }
 
@@ -164,17 +177,31 @@ impl Server {
     }
 
     fn spawn(name: &'static str, program: &str, args: &[String], port: u16) -> Result<Server> {
+        Server::spawn_at(name, program, args, &[], "127.0.0.1", port)
+    }
+
+    /// Starts `program` pinned to the server core with extra environment and
+    /// waits until it listens on `ip:port`.
+    fn spawn_at(
+        name: &'static str,
+        program: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        ip: &str,
+        port: u16,
+    ) -> Result<Server> {
         let (server_core, _) = cores();
         let child = Command::new("taskset")
             .args(["-c", &server_core, program])
             .args(args)
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("start {name} (is taskset from util-linux installed?)"))?;
         let server = Server { port, child };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((ip, port)).is_err() {
             if Instant::now() > deadline {
                 bail!("{name} did not listen on {port}");
             }

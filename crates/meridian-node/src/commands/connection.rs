@@ -7,6 +7,7 @@ use super::{COMMANDS, Ctx, parse_int};
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::Protocol;
 use crate::state::{ClientEvent, ClientHandle};
+use crate::tracking::{Tracking, TrackingOptions};
 
 pub const REDIS_COMPAT_VERSION: &str = "7.2.4";
 
@@ -172,6 +173,7 @@ pub fn reset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     *ctx.client.handle.name.lock() = None;
     ctx.client.authenticated = ctx.shared.requirepass().is_none();
     ctx.client.readonly = false;
+    ctx.shared.db.tracking().disable(ctx.client.handle.id);
     ctx.out.simple("RESET");
     Ok(())
 }
@@ -188,7 +190,7 @@ fn set_name(ctx: &mut Ctx<'_, '_>, name: &[u8]) -> CmdResult {
 }
 
 /// One CLIENT LIST / CLIENT INFO line, in Redis's format.
-pub fn describe(handle: &ClientHandle) -> String {
+pub fn describe(handle: &ClientHandle, tracking: &Tracking) -> String {
     let now = std::time::Instant::now();
     let idle = now.duration_since(*handle.last_active.lock()).as_secs();
     let command = COMMANDS
@@ -203,11 +205,13 @@ pub fn describe(handle: &ClientHandle) -> String {
     if handle.in_multi.load(Ordering::Relaxed) {
         flags.push('x');
     }
+    let (tracking_flags, redirect) = tracking.list_flags(handle.id);
+    flags.push_str(&tracking_flags);
     if flags.is_empty() {
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir=-1 resp={}\n",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir={} resp={}\n",
         handle.id,
         handle.addr,
         handle.laddr,
@@ -224,6 +228,7 @@ pub fn describe(handle: &ClientHandle) -> String {
         },
         handle.pending_bytes.load(Ordering::Relaxed),
         command,
+        redirect,
         if handle.resp3.load(Ordering::Relaxed) {
             3
         } else {
@@ -254,7 +259,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             None => ctx.out.null(),
         },
         b"INFO" => {
-            let text = describe(&ctx.client.handle);
+            let text = describe(&ctx.client.handle, ctx.shared.db.tracking());
             ctx.out.verbatim(&text);
         }
         b"LIST" => {
@@ -305,11 +310,62 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 if pubsub_only.is_some_and(|wanted| wanted != is_pubsub) {
                     continue;
                 }
-                text.push_str(&describe(&handle));
+                text.push_str(&describe(&handle, ctx.shared.db.tracking()));
             }
             ctx.out.verbatim(&text);
         }
         b"KILL" => return client_kill(ctx),
+        b"TRACKING" => {
+            if ctx.args.len() < 3 {
+                return Err(arity_error());
+            }
+            return client_tracking(ctx);
+        }
+        b"CACHING" => {
+            if ctx.args.len() != 3 {
+                return Err(arity_error());
+            }
+            let tracking = ctx.shared.db.tracking();
+            let id = ctx.client.handle.id;
+            if tracking.info(id).redirect < 0 {
+                return Err(CommandError::other(
+                    "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
+                ));
+            }
+            let yes = match ctx.args[2].to_ascii_lowercase().as_slice() {
+                b"yes" => true,
+                b"no" => false,
+                _ => return Err(CommandError::Syntax),
+            };
+            tracking.set_caching(id, yes).map_err(CommandError::other)?;
+            ctx.out.ok();
+        }
+        b"TRACKINGINFO" => {
+            if ctx.args.len() != 2 {
+                return Err(arity_error());
+            }
+            let info = ctx.shared.db.tracking().info(ctx.client.handle.id);
+            ctx.out.map(3);
+            ctx.out.bulk(b"flags");
+            ctx.out.set(info.flags.len());
+            for flag in &info.flags {
+                ctx.out.bulk(flag.as_bytes());
+            }
+            ctx.out.bulk(b"redirect");
+            ctx.out.integer(info.redirect);
+            ctx.out.bulk(b"prefixes");
+            ctx.out.array(info.prefixes.len());
+            for prefix in &info.prefixes {
+                ctx.out.bulk(prefix);
+            }
+        }
+        b"GETREDIR" => {
+            if ctx.args.len() != 2 {
+                return Err(arity_error());
+            }
+            let info = ctx.shared.db.tracking().info(ctx.client.handle.id);
+            ctx.out.integer(info.redirect);
+        }
         b"SETINFO" => {
             if ctx.args.len() != 4 {
                 return Err(arity_error());
@@ -331,6 +387,10 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 "INFO",
                 "LIST [TYPE normal|pubsub] [ID id ...]",
                 "KILL <ip:port> | KILL [ID id] [ADDR ip:port] [LADDR ip:port] [SKIPME yes|no]",
+                "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]] [OPTIN] [OPTOUT] [NOLOOP]",
+                "CACHING (YES|NO)",
+                "TRACKINGINFO",
+                "GETREDIR",
             ];
             ctx.out.array(lines.len());
             for line in lines {
@@ -344,6 +404,54 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             )));
         }
     }
+    Ok(())
+}
+
+/// CLIENT TRACKING ON|OFF [REDIRECT id] [BCAST] [PREFIX p ...] [OPTIN] [OPTOUT] [NOLOOP],
+/// checked in Redis's order: options first, then ON/OFF and mode conflicts.
+fn client_tracking(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let mut options = TrackingOptions::default();
+    let mut position = 3;
+    while position < ctx.args.len() {
+        let more = position + 1 < ctx.args.len();
+        match ctx.args[position].to_ascii_uppercase().as_slice() {
+            b"REDIRECT" if more => {
+                position += 1;
+                if options.redirect.is_some() {
+                    return Err(CommandError::other(
+                        "ERR A client can only redirect to a single other client",
+                    ));
+                }
+                let id = parse_int(ctx.args[position])?;
+                let target = u64::try_from(id)
+                    .ok()
+                    .and_then(|id| ctx.shared.clients.lock().get(&id).cloned())
+                    .ok_or_else(|| {
+                        CommandError::other("ERR The client ID you want redirect to does not exist")
+                    })?;
+                options.redirect = Some((target.id, Arc::downgrade(&target)));
+            }
+            b"BCAST" => options.bcast = true,
+            b"OPTIN" => options.optin = true,
+            b"OPTOUT" => options.optout = true,
+            b"NOLOOP" => options.noloop = true,
+            b"PREFIX" if more => {
+                position += 1;
+                options.prefixes.push(ctx.args[position].to_vec());
+            }
+            _ => return Err(CommandError::Syntax),
+        }
+        position += 1;
+    }
+    let tracking = ctx.shared.db.tracking();
+    match ctx.args[2].to_ascii_uppercase().as_slice() {
+        b"ON" => tracking
+            .enable(&ctx.client.handle, options)
+            .map_err(|refusal| CommandError::other(refusal.to_string()))?,
+        b"OFF" => tracking.disable(ctx.client.handle.id),
+        _ => return Err(CommandError::Syntax),
+    }
+    ctx.out.ok();
     Ok(())
 }
 

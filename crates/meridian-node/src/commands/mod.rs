@@ -571,6 +571,14 @@ pub fn dispatch<'a, 'h>(
         .last_command
         .store(position, Ordering::Relaxed);
     let now = crate::store::now_ms();
+    // CLIENT TRACKING: remember the keys before reading them, so a concurrent
+    // write can only cause a spurious invalidation, never a missed one
+    if spec.has(READONLY) && shared.db.tracking().is_active() {
+        shared
+            .db
+            .tracking()
+            .remember(client.handle.id, spec.keys(args));
+    }
     if let Some(transit) = in_transit {
         run_in_transit(spec, &transit, shared, client, out, args, now);
         return;

@@ -167,6 +167,7 @@ pub fn encode_event(out: &mut Out, event: &ClientEvent) {
             out.bulk(channel);
             out.bulk(payload);
         }
+        ClientEvent::Tracking(push) => crate::tracking::encode(out, push),
         ClientEvent::Kill => {}
     }
 }

@@ -250,8 +250,9 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
         section(
             "Clients",
             format!(
-                "connected_clients:{}\r\nblocked_clients:0\r\npubsub_clients:{pubsub_clients}\r\nmaxclients:10000\r\n",
-                shared.connected_clients()
+                "connected_clients:{}\r\nblocked_clients:0\r\npubsub_clients:{pubsub_clients}\r\ntracking_clients:{}\r\nmaxclients:10000\r\n",
+                shared.connected_clients(),
+                db.tracking().stats().clients,
             ),
         );
     }
@@ -272,10 +273,11 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
     }
     if wants("stats") {
         let counters = &shared.counters;
+        let tracking = db.tracking().stats();
         section(
             "Stats",
             format!(
-                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\n{}",
+                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n{}",
                 counters.connections_received.load(Ordering::Relaxed),
                 counters.commands_processed.load(Ordering::Relaxed),
                 counters.net_input_bytes.load(Ordering::Relaxed),
@@ -283,6 +285,9 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
                 counters.rejected_connections.load(Ordering::Relaxed),
                 shared.broker.channel_count(),
                 shared.broker.pattern_count(),
+                tracking.keys,
+                tracking.items,
+                tracking.prefixes,
                 crate::replication::stats_lines(shared),
             ),
         );
@@ -395,6 +400,10 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
         ),
         ("replica-read-only".to_string(), "yes".to_string()),
         ("lfu-decay-time".to_string(), "1".to_string()),
+        (
+            "tracking-table-max-keys".to_string(),
+            db.tracking().max_keys().to_string(),
+        ),
     ];
     for (name, value) in shared.config.compat.lock().iter() {
         values.push((name.clone(), value.clone()));
@@ -471,7 +480,8 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                     "min-replicas-to-write"
                     | "min-slaves-to-write"
                     | "min-replicas-max-lag"
-                    | "min-slaves-max-lag" => {
+                    | "min-slaves-max-lag"
+                    | "tracking-table-max-keys" => {
                         value.parse::<u64>().map_err(|_| {
                             failed(name, "argument couldn't be parsed into an integer")
                         })?;
@@ -534,6 +544,9 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                         .repl
                         .min_replicas_max_lag
                         .store(value.parse().unwrap_or(10), Ordering::Relaxed),
+                    "tracking-table-max-keys" => db
+                        .tracking()
+                        .set_max_keys(value.parse().unwrap_or(crate::tracking::DEFAULT_MAX_KEYS)),
                     "repl-backlog-size" => db.repl.set_capacity(
                         usize::try_from(parse_memory(&value).unwrap_or(0))
                             .unwrap_or(usize::MAX)

@@ -33,6 +33,8 @@ pub struct SharedStats {
     pub repl: Arc<ReplLog>,
     /// This node replicates a primary: no expiry or eviction of its own.
     pub replica: AtomicBool,
+    /// Client-side caching: told about every key change (CLIENT TRACKING).
+    pub tracking: crate::tracking::Tracking,
 }
 
 impl SharedStats {
@@ -86,6 +88,7 @@ impl Db {
             samples: AtomicUsize::new(5),
             repl: repl.clone(),
             replica: AtomicBool::new(false),
+            tracking: Default::default(),
         });
         let shards = (0..shard_count)
             .map(|index| Mutex::new(Shard::new(index, shard_count, stats.clone())))
@@ -96,6 +99,11 @@ impl Db {
             stats,
             repl,
         }
+    }
+
+    /// The CLIENT TRACKING table the shards report key changes to.
+    pub fn tracking(&self) -> &crate::tracking::Tracking {
+        &self.stats.tracking
     }
 
     pub fn shard_count(&self) -> usize {

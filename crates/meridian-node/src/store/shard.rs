@@ -213,6 +213,15 @@ impl Shard {
         }
     }
 
+    /// A key is about to change or go away: wake WATCHers and invalidate
+    /// client-side caches (Redis's signalModifiedKey).
+    fn signal_modified(&mut self, key: &[u8]) {
+        self.notify_watchers(key);
+        if self.stats.tracking.is_active() {
+            self.stats.tracking.key_changed(key);
+        }
+    }
+
     /// Registers a WATCH on `key`.
     pub fn watch(&mut self, key: &[u8], flag: WatchFlag) {
         self.watchers.entry(key.into()).or_default().push(flag);
@@ -232,7 +241,7 @@ impl Shard {
     /// counts as accessed; its TTL is replaced by `expire_at`.
     pub fn insert(&mut self, key: &[u8], slot: u16, value: Value, expire_at: u64) -> u32 {
         self.preserve();
-        self.notify_watchers(key);
+        self.signal_modified(key);
         if let Some(index) = self.find_raw(key) {
             let before = self.entry(index).memory();
             self.entry_mut(index).value = value;
@@ -303,7 +312,7 @@ impl Shard {
             *count = count.saturating_sub(1);
         }
         self.account(-(memory as isize));
-        self.notify_watchers(&entry.key);
+        self.signal_modified(&entry.key);
         self.shrink_if_sparse();
         entry
     }
@@ -327,7 +336,7 @@ impl Shard {
     pub fn modify<R>(&mut self, index: u32, change: impl FnOnce(&mut Value) -> R) -> R {
         self.preserve();
         let key = self.entry(index).key.clone();
-        self.notify_watchers(&key);
+        self.signal_modified(&key);
         let before = self.entry(index).memory();
         let result = change(&mut self.entry_mut(index).value);
         let after = self.entry(index).memory();
@@ -339,7 +348,7 @@ impl Shard {
     pub fn set_expire(&mut self, index: u32, expire_at: u64) {
         self.preserve();
         let key = self.entry(index).key.clone();
-        self.notify_watchers(&key);
+        self.signal_modified(&key);
         let before = self.entry(index).memory();
         self.set_expire_inner(index, expire_at);
         let after = self.entry(index).memory();
@@ -371,6 +380,10 @@ impl Shard {
     /// Removes every key (FLUSHDB/FLUSHALL), waking every watcher.
     pub fn clear(&mut self) {
         self.preserve();
+        // every flush clears all shards: shard 0 speaks for the whole keyspace
+        if self.index == 0 && self.stats.tracking.is_active() {
+            self.stats.tracking.flushed();
+        }
         let memory: usize = self.slab.iter().flatten().map(Entry::memory).sum();
         self.account(-(memory as isize));
         self.slab = Vec::new();

@@ -1,0 +1,445 @@
+//! `cargo xtask bench cluster`: 3 primaries × 1 replica of meridian-node
+//! (topology pushed with MERIDIAN.TOPOLOGY) against a redis-server cluster of
+//! the same shape (`redis-cli --cluster create --cluster-replicas 1`):
+//! throughput with `redis-benchmark --cluster`, and replication lag in bytes
+//! sampled while redis-benchmark writes (issue 5).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use meridian_topology::{NodeAddr, ShardTopology, TopologyMap, split_evenly};
+
+use super::resp::{Client, Reply};
+use super::{Server, build_node, cores, ensure_redis, free_port, machine_description};
+
+const SHARDS: usize = 3;
+
+/// Six processes, and which replica follows which primary (by port).
+struct ClusterUnderTest {
+    name: &'static str,
+    servers: Vec<Server>,
+    pairs: Vec<(u16, u16)>,
+    /// Removed on drop (redis cluster config files).
+    scratch: Option<PathBuf>,
+}
+
+impl ClusterUnderTest {
+    fn entry_port(&self) -> u16 {
+        self.servers.first().map_or(0, |server| server.port)
+    }
+}
+
+impl Drop for ClusterUnderTest {
+    fn drop(&mut self) {
+        self.servers.clear();
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn info_text(port: u16, section: &str) -> Result<String> {
+    let mut client = Client::connect(port)?;
+    match client.command(&[b"INFO", section.as_bytes()])? {
+        Reply::Bulk(Some(text)) => Ok(String::from_utf8_lossy(&text).into_owned()),
+        other => bail!("INFO {section} on {port}: {other:?}"),
+    }
+}
+
+fn info_value(text: &str, field: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .map(|value| value.trim().to_string())
+}
+
+/// Waits until every replica of `pairs` reports its link to the primary up.
+fn wait_replicas_up(pairs: &[(u16, u16)]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for &(_, replica) in pairs {
+        loop {
+            let text = info_text(replica, "replication")?;
+            if info_value(&text, "master_link_status").as_deref() == Some("up") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("replica on port {replica} did not sync: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+fn start_meridian(binary: &Path) -> Result<ClusterUnderTest> {
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for shard in 0..SHARDS {
+        for member in 0..2 {
+            let id = format!("shard-{shard}-{member}");
+            let port = free_port()?;
+            let args: Vec<String> = [
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--metrics-port",
+                &free_port()?.to_string(),
+                "--http-port",
+                "0",
+                "--region-port",
+                "0",
+                "--io-threads",
+                "1",
+                "--node-id",
+                &id,
+                "--log",
+                "warn",
+            ]
+            .iter()
+            .map(|arg| arg.to_string())
+            .collect();
+            servers.push(Server::spawn(
+                "meridian-node",
+                &binary.display().to_string(),
+                &args,
+                port,
+            )?);
+            addrs.push(NodeAddr {
+                id,
+                ip: "127.0.0.1".into(),
+                port,
+            });
+        }
+    }
+    let map = TopologyMap {
+        epoch: 1,
+        cluster: "bench".into(),
+        region: "local".into(),
+        shards: split_evenly(SHARDS as u16)
+            .into_iter()
+            .enumerate()
+            .map(|(shard, range)| ShardTopology {
+                index: shard as u32,
+                slots: vec![range],
+                primary: addrs[shard * 2].clone(),
+                replicas: vec![addrs[shard * 2 + 1].clone()],
+            })
+            .collect(),
+    };
+    let json = serde_json::to_string(&map)?;
+    for server in &servers {
+        let reply = Client::connect(server.port)?.command(&[
+            b"MERIDIAN.TOPOLOGY",
+            b"SET",
+            json.as_bytes(),
+        ])?;
+        if reply != Reply::Status("OK".into()) {
+            bail!("MERIDIAN.TOPOLOGY SET on {}: {reply:?}", server.port);
+        }
+    }
+    let pairs = (0..SHARDS)
+        .map(|shard| (addrs[shard * 2].port, addrs[shard * 2 + 1].port))
+        .collect::<Vec<_>>();
+    wait_replicas_up(&pairs)?;
+    Ok(ClusterUnderTest {
+        name: "meridian-node",
+        servers,
+        pairs,
+        scratch: None,
+    })
+}
+
+/// A free port whose cluster-bus port (port + 10000) is free too.
+fn cluster_port() -> Result<u16> {
+    for _ in 0..200 {
+        let port = free_port()?;
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no port with a free cluster-bus port")
+}
+
+fn start_redis() -> Result<ClusterUnderTest> {
+    let scratch =
+        std::env::temp_dir().join(format!("meridian-bench-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).context("scratch directory")?;
+    let mut cluster = ClusterUnderTest {
+        name: "redis-server",
+        servers: Vec::new(),
+        pairs: Vec::new(),
+        scratch: Some(scratch.clone()),
+    };
+    for _ in 0..SHARDS * 2 {
+        let port = cluster_port()?;
+        let args: Vec<String> = [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &scratch
+                .join(format!("nodes-{port}.conf"))
+                .display()
+                .to_string(),
+            "--cluster-node-timeout",
+            "5000",
+            "--dir",
+            &scratch.display().to_string(),
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+        cluster
+            .servers
+            .push(Server::spawn("redis-server", "redis-server", &args, port)?);
+    }
+    let output = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(
+            cluster
+                .servers
+                .iter()
+                .map(|server| format!("127.0.0.1:{}", server.port)),
+        )
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .context("redis-cli --cluster create")?;
+    if !output.status.success() {
+        bail!(
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for server in &cluster.servers {
+        loop {
+            let mut client = Client::connect(server.port)?;
+            let Reply::Bulk(Some(info)) = client.command(&[b"CLUSTER", b"INFO"])? else {
+                bail!("CLUSTER INFO failed on {}", server.port);
+            };
+            if String::from_utf8_lossy(&info).contains("cluster_state:ok") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("redis cluster not ok on {}", server.port);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.pairs.len() < SHARDS {
+        cluster.pairs.clear();
+        for server in &cluster.servers {
+            let text = info_text(server.port, "replication")?;
+            if info_value(&text, "role").as_deref() == Some("slave") {
+                let primary = info_value(&text, "master_port")
+                    .and_then(|port| port.parse().ok())
+                    .context("replica without master_port")?;
+                cluster.pairs.push((primary, server.port));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "redis cluster has {} replicas, want {SHARDS}",
+                cluster.pairs.len()
+            );
+        }
+        if cluster.pairs.len() < SHARDS {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    wait_replicas_up(&cluster.pairs)?;
+    Ok(cluster)
+}
+
+fn benchmark_command(port: u16, tests: &str, requests: u32, pipeline: u32) -> Command {
+    let (_, client_core) = cores();
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", &client_core, "redis-benchmark", "--cluster"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", tests, "-n", &requests.to_string(), "-c", "50"])
+        .args([
+            "-r",
+            "100000",
+            "-d",
+            "64",
+            "-P",
+            &pipeline.to_string(),
+            "--csv",
+        ]);
+    command
+}
+
+fn parse_csv(text: &str) -> Result<Vec<(String, f64)>> {
+    let mut results = Vec::new();
+    // --cluster prints the node list before the CSV rows
+    for line in text
+        .lines()
+        .filter(|line| line.starts_with('"') && !line.starts_with("\"test\""))
+    {
+        let fields: Vec<&str> = line
+            .split(',')
+            .map(|field| field.trim_matches('"'))
+            .collect();
+        if let [test, rps, ..] = fields.as_slice() {
+            results.push((test.to_string(), rps.parse::<f64>().context("rps")?));
+        }
+    }
+    Ok(results)
+}
+
+fn throughput(port: u16, pipeline: u32, requests: u32) -> Result<Vec<(String, f64)>> {
+    let output = benchmark_command(port, "set,get", requests, pipeline)
+        .output()
+        .context("run redis-benchmark --cluster")?;
+    if !output.status.success() {
+        bail!(
+            "redis-benchmark --cluster failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_csv(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+struct LagReport {
+    samples: Vec<u64>,
+    set_rate: f64,
+}
+
+/// Runs a SET load and samples, every 100 ms, how many bytes of the
+/// replication stream each replica is behind its primary (primary's
+/// master_repl_offset read first, then the replica's slave_repl_offset).
+fn replication_lag(cluster: &ClusterUnderTest, requests: u32) -> Result<LagReport> {
+    let mut clients = Vec::new();
+    for &(primary, replica) in &cluster.pairs {
+        clients.push((Client::connect(primary)?, Client::connect(replica)?));
+    }
+    let mut child = benchmark_command(cluster.entry_port(), "set", requests, 16)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start redis-benchmark --cluster")?;
+    let mut samples = Vec::new();
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        for (primary, replica) in &mut clients {
+            let produced = primary.info_field("replication", "master_repl_offset")?;
+            let applied = replica.info_field("replication", "slave_repl_offset")?;
+            samples.push(produced.saturating_sub(applied));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "redis-benchmark --cluster failed on {}: {}",
+            cluster.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let set_rate = parse_csv(&String::from_utf8_lossy(&output.stdout))?
+        .into_iter()
+        .find(|(test, _)| test == "SET")
+        .map_or(0.0, |(_, rps)| rps);
+    samples.sort_unstable();
+    Ok(LagReport { samples, set_rate })
+}
+
+fn percentile(sorted: &[u64], percent: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let index = ((percent / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    ensure_redis()?;
+    let binary = build_node()?;
+    let rounds = if quick { 1 } else { 3 };
+    let redis = start_redis()?;
+    let meridian = start_meridian(&binary)?;
+    println!("\n## Cluster mode: 3 primaries × 1 replica\n");
+    println!("Machine: {}\n", machine_description());
+    println!(
+        "All 12 servers pinned to core 0 (meridian-node with --io-threads 1), redis-benchmark pinned to core 1;"
+    );
+    println!(
+        "`redis-benchmark --cluster -t set,get -n N -c 50 -r 100000 -d 64 -P <p> --csv`, median of {rounds} rounds.\n"
+    );
+    println!(
+        "| test | pipeline | redis-server cluster ops/s | meridian-node cluster ops/s | ratio |"
+    );
+    println!("|---|---|---|---|---|");
+    for pipeline in [1u32, 16] {
+        let requests = match (quick, pipeline) {
+            (true, 1) => 50_000,
+            (true, _) => 500_000,
+            (false, 1) => 200_000,
+            (false, _) => 2_000_000,
+        };
+        let mut redis_runs = Vec::new();
+        let mut meridian_runs = Vec::new();
+        for _ in 0..rounds {
+            // alternate so background noise hits both alike
+            redis_runs.push(throughput(redis.entry_port(), pipeline, requests)?);
+            meridian_runs.push(throughput(meridian.entry_port(), pipeline, requests)?);
+        }
+        for test in ["SET", "GET"] {
+            let pick = |runs: &Vec<Vec<(String, f64)>>| {
+                median(
+                    runs.iter()
+                        .filter_map(|run| {
+                            run.iter()
+                                .find(|(name, _)| name == test)
+                                .map(|(_, rps)| *rps)
+                        })
+                        .collect(),
+                )
+            };
+            let (redis_rps, meridian_rps) = (pick(&redis_runs), pick(&meridian_runs));
+            println!(
+                "| {test} | {pipeline} | {redis_rps:.0} | {meridian_rps:.0} | {:.2}x |",
+                meridian_rps / redis_rps.max(1.0)
+            );
+        }
+    }
+    let requests = if quick { 500_000 } else { 3_000_000 };
+    println!(
+        "\n### Replication lag under load\n\n`redis-benchmark --cluster -t set -n {requests} -c 50 -r 100000 -d 64 -P 16`; every 100 ms, for each of the 3 shards, primary `master_repl_offset` minus replica `slave_repl_offset` (INFO replication).\n"
+    );
+    println!("| server | SET ops/s during sampling | samples | lag p50 | lag p99 | lag max |");
+    println!("|---|---|---|---|---|---|");
+    for cluster in [&redis, &meridian] {
+        let report = replication_lag(cluster, requests)?;
+        println!(
+            "| {} | {:.0} | {} | {} B | {} B | {} B |",
+            cluster.name,
+            report.set_rate,
+            report.samples.len(),
+            percentile(&report.samples, 50.0),
+            percentile(&report.samples, 99.0),
+            report.samples.last().copied().unwrap_or(0),
+        );
+    }
+    Ok(())
+}
