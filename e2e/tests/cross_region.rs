@@ -17,6 +17,12 @@ use redis::cluster_async::ClusterConnection;
 const EVENTUAL_BOUND: Duration = Duration::from_secs(5);
 
 fn cluster_yaml(name: &str, shards: u32, consistency: &str) -> String {
+    // The CRD refuses a strong timeout on an eventual cluster.
+    let strong_timeout = if consistency == "strong" {
+        "\n    strongTimeoutMs: 2000"
+    } else {
+        ""
+    };
     format!(
         r#"
 apiVersion: cache.meridian.dev/v1alpha1
@@ -28,8 +34,7 @@ spec:
   replicasPerShard: 1
   consistency: {consistency}
   crossRegion:
-    mode: invalidate
-    strongTimeoutMs: 2000
+    mode: invalidate{strong_timeout}
   memory:
     maxmemory: 64Mi
 "#
