@@ -2,66 +2,38 @@
 //! invalidation, strong consistency, replicate LWW, pattern invalidation,
 //! stale origin fills, partitions and queue overflow, refused handshakes.
 
+#[path = "common/node_process.rs"]
+mod node_process;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use meridian_topology::{NodeAddr, ShardTopology, TopologyMap, split_evenly};
+use node_process::{NodeProcess, free_port};
 
 const LINK_PORT: u16 = 16379;
 
 struct RegionNode {
-    child: Child,
+    process: NodeProcess,
     ip: String,
     port: u16,
     id: String,
 }
 
-impl Drop for RegionNode {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("free port")
-}
-
 impl RegionNode {
     fn start(ip: &str, id: &str, region: &str, extra: &[&str]) -> RegionNode {
-        let port = free_port(ip);
-        let metrics_port = free_port(ip);
-        let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
-            .args(["--bind", ip, "--port", &port.to_string()])
-            .args(["--metrics-port", &metrics_port.to_string()])
-            .args(["--node-id", id, "--shards", "4", "--log", "warn"])
-            .args(["--region", region, "--region-port", &LINK_PORT.to_string()])
-            .args(extra)
-            .env("MERIDIAN_HTTP_PORT", "0")
-            .env_remove("MERIDIAN_CLUSTER")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start meridian-node");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((ip, port)).is_err() {
-            assert!(Instant::now() < deadline, "{id} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = LINK_PORT.to_string();
+        let mut args = vec!["--region", region, "--region-port", &port];
+        args.extend_from_slice(extra);
+        let process = NodeProcess::start(ip, id, &args, &[]);
         RegionNode {
-            child,
             ip: ip.to_string(),
-            port,
+            port: process.port,
             id: id.to_string(),
+            process,
         }
     }
 
@@ -79,7 +51,7 @@ impl RegionNode {
 
     fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
+            .args([signal, &self.process.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());

@@ -5,18 +5,21 @@
 
 #[path = "common/delay_proxy.rs"]
 mod delay_proxy;
+#[path = "common/node_process.rs"]
+mod node_process;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use delay_proxy::DelayProxy;
 use meridian_topology::{NodeAddr, ShardTopology, TopologyMap, split_evenly};
+use node_process::{NodeProcess, free_port};
 
 const REGIONS: [&str; 3] = ["region-a", "region-b", "region-c"];
 
 struct RegionNode {
-    child: Child,
+    /// Kept for its drop, which stops the node.
+    _process: NodeProcess,
     ip: String,
     port: u16,
     id: String,
@@ -25,53 +28,25 @@ struct RegionNode {
     proxy: DelayProxy,
 }
 
-impl Drop for RegionNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("free port")
-}
-
 impl RegionNode {
     fn start(ip: &str, region: &'static str, one_way: Duration, extra: &[&str]) -> RegionNode {
-        let port = free_port(ip);
-        let metrics_port = free_port(ip);
         let link_port = free_port(ip);
         let id = format!("{region}-0");
-        let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
-            .args(["--bind", ip, "--port", &port.to_string()])
-            .args(["--metrics-port", &metrics_port.to_string()])
-            .args(["--node-id", &id, "--shards", "4", "--log", "warn"])
-            .args(extra)
-            .env("MERIDIAN_HTTP_PORT", "0")
-            .env("MERIDIAN_CLUSTER", "latency")
-            .env("MERIDIAN_REGION", region)
-            .env("MERIDIAN_LINK_PORT", link_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start meridian-node");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((ip, port)).is_err() {
-            assert!(Instant::now() < deadline, "{id} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let env = [
+            ("MERIDIAN_CLUSTER", "latency".to_string()),
+            ("MERIDIAN_REGION", region.to_string()),
+            ("MERIDIAN_LINK_PORT", link_port.to_string()),
+        ];
+        let process = NodeProcess::start(ip, &id, extra, &env);
         let listen: SocketAddr = format!("{ip}:0").parse().expect("proxy address");
         let upstream: SocketAddr = format!("{ip}:{link_port}").parse().expect("link address");
         RegionNode {
-            child,
             ip: ip.to_string(),
-            port,
+            port: process.port,
             id,
             region,
             proxy: DelayProxy::start(listen, upstream, one_way),
+            _process: process,
         }
     }
 

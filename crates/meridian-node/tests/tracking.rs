@@ -7,10 +7,11 @@ mod common;
 mod http_support;
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::node_process::NodeProcess;
 use common::{Node, Raw, Reply, redis_cli};
 
 fn bulk(text: &str) -> Reply {
@@ -458,44 +459,26 @@ fn bad_arguments_are_refused_like_redis() {
 const LINK_PORT: u16 = 16379;
 
 struct RegionNode {
-    child: Child,
+    /// Kept for its drop, which stops the node.
+    _process: NodeProcess,
     ip: &'static str,
     port: u16,
 }
 
-impl Drop for RegionNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl RegionNode {
     fn start(ip: &'static str, id: &str, region: &str) -> RegionNode {
-        let free = || {
-            TcpListener::bind((ip, 0))
-                .and_then(|listener| listener.local_addr())
-                .map(|addr| addr.port())
-                .expect("free port")
-        };
-        let (port, metrics_port) = (free(), free());
-        let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
-            .args(["--bind", ip, "--port", &port.to_string()])
-            .args(["--metrics-port", &metrics_port.to_string()])
-            .args(["--node-id", id, "--shards", "4", "--log", "warn"])
-            .args(["--region", region, "--region-port", &LINK_PORT.to_string()])
-            .env("MERIDIAN_HTTP_PORT", "0")
-            .env_remove("MERIDIAN_CLUSTER")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start meridian-node");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((ip, port)).is_err() {
-            assert!(Instant::now() < deadline, "{id} did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        let link_port = LINK_PORT.to_string();
+        let process = NodeProcess::start(
+            ip,
+            id,
+            &["--region", region, "--region-port", &link_port],
+            &[],
+        );
+        RegionNode {
+            ip,
+            port: process.port,
+            _process: process,
         }
-        RegionNode { child, ip, port }
     }
 
     fn raw(&self) -> Raw {

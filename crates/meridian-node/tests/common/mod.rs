@@ -2,6 +2,8 @@
 //! raw RESP to it.
 #![allow(dead_code)]
 
+pub mod node_process;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
