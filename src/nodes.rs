@@ -3,14 +3,34 @@
 
 use std::time::Duration;
 
-use meridian_topology::{NodeAddr, TopologyMap};
+use meridian_topology::{NodeAddr, TopologyMap, cluster_node_id};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
 use crate::Error;
+use crate::reshard::OpenSlots;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// `MERIDIAN.MIGRATE SLOT` answers once every key of the slot moved: a big slot takes a
+/// while, so migration connections wait longer than admin ones.
+const MIGRATION_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Keys per `MIGRATE` round trip inside `MERIDIAN.MIGRATE SLOT`.
+const MIGRATION_BATCH: u32 = 200;
+/// How long the source waits for the destination per batch.
+const MIGRATION_TIMEOUT_MS: u64 = 10_000;
+
+/// Migration state of one slot on one node (`CLUSTER SETSLOT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState<'a> {
+    /// On the destination: accept ASKING commands for the slot from clients sent by
+    /// the source (named by pod).
+    Importing { source: &'a str },
+    /// On the source: answer ASK for keys already moved to the destination (by pod).
+    Migrating { destination: &'a str },
+    /// Forget any migration state of the slot.
+    Stable,
+}
 
 /// Result of `MERIDIAN.TOPOLOGY SET`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +232,100 @@ impl NodeConnection {
         Ok(ReplicationInfo::parse(&text))
     }
 
+    /// Like [`NodeConnection::open`] with a response timeout long enough for
+    /// `MERIDIAN.MIGRATE SLOT`.
+    pub async fn open_for_migration(
+        node: &NodeAddr,
+        password: Option<&str>,
+        loopback_only: bool,
+    ) -> Result<NodeConnection, Error> {
+        Self::open_with_timeout(
+            node,
+            password,
+            loopback_only,
+            CONNECT_TIMEOUT,
+            MIGRATION_RESPONSE_TIMEOUT,
+        )
+        .await
+    }
+
+    /// The slots the node reports MIGRATING / IMPORTING (its `CLUSTER NODES` line).
+    pub async fn open_slots(&mut self) -> Result<OpenSlots, Error> {
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut self.connection)
+            .await
+            .map_err(|source| self.error(source))?;
+        Ok(OpenSlots::parse_cluster_nodes(&text))
+    }
+
+    /// `CLUSTER SETSLOT <slot> IMPORTING|MIGRATING <id>|STABLE`, peers named by pod.
+    pub async fn set_slot(&mut self, slot: u16, state: SlotState<'_>) -> Result<(), Error> {
+        let mut command = redis::cmd("CLUSTER");
+        command.arg("SETSLOT").arg(slot);
+        match state {
+            SlotState::Importing { source } => {
+                command.arg("IMPORTING").arg(cluster_node_id(source));
+            }
+            SlotState::Migrating { destination } => {
+                command.arg("MIGRATING").arg(cluster_node_id(destination));
+            }
+            SlotState::Stable => {
+                command.arg("STABLE");
+            }
+        }
+        command
+            .query_async::<redis::Value>(&mut self.connection)
+            .await
+            .map(|_| ())
+            .map_err(|source| self.error(source))
+    }
+
+    /// `MERIDIAN.MIGRATE SLOT`: moves every key of `slot` to `destination` (in batches,
+    /// REPLACE semantics so a retry is harmless); returns how many keys moved.
+    pub async fn migrate_slot(
+        &mut self,
+        slot: u16,
+        destination: &NodeAddr,
+        password: Option<&str>,
+    ) -> Result<u64, Error> {
+        let mut command = redis::cmd("MERIDIAN.MIGRATE");
+        command
+            .arg("SLOT")
+            .arg(slot)
+            .arg(&destination.ip)
+            .arg(destination.port)
+            .arg("BATCH")
+            .arg(MIGRATION_BATCH)
+            .arg("TIMEOUT")
+            .arg(MIGRATION_TIMEOUT_MS);
+        if let Some(password) = password {
+            command.arg("AUTH").arg(password);
+        }
+        command
+            .query_async(&mut self.connection)
+            .await
+            .map_err(|source| self.error(source))
+    }
+
+    /// Runs `pipeline`, failing on the first error reply.
+    async fn run_pipeline(&mut self, pipeline: &redis::Pipeline) -> Result<(), Error> {
+        pipeline
+            .query_async::<()>(&mut self.connection)
+            .await
+            .map_err(|source| self.error(source))
+    }
+
+    /// `CLUSTER COUNTKEYSINSLOT <slot>`.
+    pub async fn count_keys_in_slot(&mut self, slot: u16) -> Result<u64, Error> {
+        redis::cmd("CLUSTER")
+            .arg("COUNTKEYSINSLOT")
+            .arg(slot)
+            .query_async(&mut self.connection)
+            .await
+            .map_err(|source| self.error(source))
+    }
+
     /// `REPLICAOF <ip> <port>`. Nodes attach on their own when a pushed map lists them
     /// as replica; this is for manual repair and tests.
     pub async fn replicate_from(&mut self, primary: &NodeAddr) -> Result<(), Error> {
@@ -223,6 +337,71 @@ impl NodeConnection {
             .map(|_| ())
             .map_err(|source| self.error(source))
     }
+}
+
+/// Moves the keys of `slots` from the source primary to the destination primary: for
+/// each slot IMPORTING on the destination, then MIGRATING on the source (so clients
+/// follow ASK for keys already moved), then `MERIDIAN.MIGRATE SLOT`. Ownership changes
+/// only with the next map, which the caller pushes (see `reshard::push_order`). Every
+/// command is idempotent, so a step interrupted anywhere is finished by running it again.
+/// Returns how many keys moved.
+pub async fn move_slots(
+    source: &mut NodeConnection,
+    source_addr: &NodeAddr,
+    destination: &mut NodeConnection,
+    destination_addr: &NodeAddr,
+    slots: &[u16],
+    password: Option<&str>,
+) -> Result<u64, Error> {
+    if slots.is_empty() {
+        return Ok(0);
+    }
+    // One pipeline per node and phase: a batch costs three round trips, not three per slot.
+    let source_id = cluster_node_id(&source_addr.id);
+    let mut importing = redis::pipe();
+    for slot in slots {
+        importing
+            .cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(*slot)
+            .arg("IMPORTING")
+            .arg(&source_id)
+            .ignore();
+    }
+    destination.run_pipeline(&importing).await?;
+    let destination_id = cluster_node_id(&destination_addr.id);
+    let mut migrating = redis::pipe();
+    for slot in slots {
+        migrating
+            .cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(*slot)
+            .arg("MIGRATING")
+            .arg(&destination_id)
+            .ignore();
+    }
+    source.run_pipeline(&migrating).await?;
+    let mut migrate = redis::pipe();
+    for slot in slots {
+        let command = migrate
+            .cmd("MERIDIAN.MIGRATE")
+            .arg("SLOT")
+            .arg(*slot)
+            .arg(&destination_addr.ip)
+            .arg(destination_addr.port)
+            .arg("BATCH")
+            .arg(MIGRATION_BATCH)
+            .arg("TIMEOUT")
+            .arg(MIGRATION_TIMEOUT_MS);
+        if let Some(password) = password {
+            command.arg("AUTH").arg(password);
+        }
+    }
+    let moved: Vec<u64> = migrate
+        .query_async(&mut source.connection)
+        .await
+        .map_err(|error| source.error(error))?;
+    Ok(moved.iter().sum())
 }
 
 fn is_stale_epoch(error: &redis::RedisError) -> bool {

@@ -4,7 +4,7 @@
 //! (or says why the spec cannot be satisfied) and [`build`] renders every object the
 //! operator applies. Both are unit-tested from YAML fixtures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
@@ -152,20 +152,32 @@ pub fn cluster_owner_reference(cluster: &CacheCluster) -> Result<OwnerReference,
 
 /// Step "build": every object of the region. Pure.
 pub fn build(plan: &RegionPlan<'_>, config: &BuildConfig) -> RegionResources {
+    build_keeping(plan, config, &BTreeSet::new())
+}
+
+/// Like [`build`], and also the StatefulSet and PDB of every shard in `draining`: shards
+/// at or above the desired count that the topology map still lists (they hold slots
+/// being migrated away, or were just drained), observed from the nodes by the caller.
+/// Scale-in deletes a shard's StatefulSet only once it is no longer in this set. Pure.
+pub fn build_keeping(
+    plan: &RegionPlan<'_>,
+    config: &BuildConfig,
+    draining: &BTreeSet<u16>,
+) -> RegionResources {
     let config_map = build_config_map(plan);
     let config_hash = fnv1a_hex(config_map.data.iter().flatten());
+    let shards: BTreeSet<u16> = (0..plan.shards).chain(draining.iter().copied()).collect();
     RegionResources {
         services: vec![
             build_headless_service(plan),
             build_client_service(plan),
             build_link_service(plan),
         ],
-        stateful_sets: (0..plan.shards)
-            .map(|shard| build_stateful_set(plan, config, shard, &config_hash))
+        stateful_sets: shards
+            .iter()
+            .map(|shard| build_stateful_set(plan, config, *shard, &config_hash))
             .collect(),
-        pod_disruption_budgets: (0..plan.shards)
-            .map(|shard| build_pdb(plan, shard))
-            .collect(),
+        pod_disruption_budgets: shards.iter().map(|shard| build_pdb(plan, *shard)).collect(),
         config_map,
     }
 }
@@ -675,4 +687,67 @@ fn fnv1a_hex<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Strin
         }
     }
     format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn shard_names(objects: &[impl Resource]) -> Vec<String> {
+        objects
+            .iter()
+            .map(|object| object.meta().name.clone().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn draining_shards_keep_their_stateful_sets_and_pdbs() {
+        let cluster: CacheCluster = fixture("cluster-orders.yaml");
+        let region: CacheRegion = fixture("region-orders-eu.yaml");
+        let plan = validate(&cluster, &region).expect("fixture is valid");
+        let config = BuildConfig {
+            default_node_image: "meridian-node:test".into(),
+        };
+        let plain = build(&plan, &config);
+        assert_eq!(plain, build_keeping(&plan, &config, &BTreeSet::new()));
+        assert_eq!(plain.stateful_sets.len(), usize::from(plan.shards));
+
+        let draining = BTreeSet::from([plan.shards, plan.shards + 1]);
+        let kept = build_keeping(&plan, &config, &draining);
+        assert_eq!(kept.stateful_sets.len(), usize::from(plan.shards) + 2);
+        assert_eq!(
+            kept.pod_disruption_budgets.len(),
+            usize::from(plan.shards) + 2
+        );
+        let expected_last = names::statefulset(&plan.base, plan.shards + 1);
+        assert_eq!(
+            shard_names(&kept.stateful_sets).last(),
+            Some(&expected_last)
+        );
+        // the kept shard is built exactly like any other: same template, its own label
+        let last = kept.stateful_sets.last().expect("a StatefulSet");
+        assert_eq!(
+            last.metadata
+                .labels
+                .as_ref()
+                .and_then(|labels_map| labels_map.get(labels::SHARD)),
+            Some(&(plan.shards + 1).to_string())
+        );
+        assert_eq!(
+            kept.stateful_sets[..usize::from(plan.shards)],
+            plain.stateful_sets[..]
+        );
+        // a draining set inside the desired range changes nothing
+        assert_eq!(build_keeping(&plan, &config, &BTreeSet::from([0])), plain);
+        assert_eq!(
+            shard_names(&kept.pod_disruption_budgets).len(),
+            kept.stateful_sets.len()
+        );
+    }
 }

@@ -242,10 +242,12 @@ pub fn plan(
         });
     }
 
-    // Keep slot ownership when the shard count is unchanged (no data moves);
-    // otherwise start from an even split (slot migration is a later step).
-    let keep_slots = current
-        .filter(|current| current.shards.len() == pods.shards.len() && current.validate().is_ok());
+    // Slot ownership never changes here once a complete map exists: shards keep their
+    // slots and new shards join with none (the resharding steps migrate slots to them
+    // with their keys). Only a region without a usable map gets an even split. A shard
+    // of the current map missing from `pods` would leave its slots unassigned, which
+    // `validate` below refuses (callers keep draining shards in `pods`).
+    let keep_slots = current.filter(|current| current.validate().is_ok());
     let even = split_evenly(pods.shards.len() as u16);
     let mut shards = Vec::with_capacity(pods.shards.len());
     let mut primaries = Vec::with_capacity(pods.shards.len());
@@ -254,7 +256,10 @@ pub fn plan(
         let slots: Vec<SlotRange> = keep_slots
             .and_then(|current| current.shards.iter().find(|shard| shard.index == index))
             .map(|shard| shard.slots.clone())
-            .unwrap_or_else(|| even.get(index as usize).copied().into_iter().collect());
+            .unwrap_or_else(|| match keep_slots {
+                Some(_) => Vec::new(),
+                None => even.get(index as usize).copied().into_iter().collect(),
+            });
         let (primary_pod, reason) = choose_primary(index, shard_pods, current, reports)
             .ok_or_else(|| Error::InvalidSpec(format!("shard {index} has no pods")))?;
         let mut replicas = Vec::new();

@@ -286,14 +286,14 @@ fn node_self_reported_primary_wins_when_the_newest_primary_is_gone() {
 }
 
 #[test]
-fn shard_count_change_resplits_slots() {
+fn shard_count_change_keeps_slots_and_adds_empty_shards() {
     let pods = region(2, 1);
     let (map, _, _) = pushed(
         topology_plan::plan("orders", "eu-west-1", &pods, &empty_reports(&pods), 0).unwrap(),
     );
     let three = region(3, 1);
     let mut reports = empty_reports(&three);
-    reports[0].map = Some(map);
+    reports[0].map = Some(map.clone());
     let TopologyDecision::Push {
         map: next,
         slots_reassigned,
@@ -302,8 +302,14 @@ fn shard_count_change_resplits_slots() {
     else {
         panic!("expected a push");
     };
-    assert!(slots_reassigned);
+    // no slot changes owner here (keys would become unreachable); the new shard joins
+    // empty and resharding migrates slots to it
+    assert!(!slots_reassigned);
     assert_eq!(next.shards.len(), 3);
+    assert_eq!(next.shards[0].slots, map.shards[0].slots);
+    assert_eq!(next.shards[1].slots, map.shards[1].slots);
+    assert!(next.shards[2].slots.is_empty());
+    assert_eq!(next.epoch, map.epoch + 1);
     next.validate().unwrap();
 }
 

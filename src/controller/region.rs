@@ -1,6 +1,6 @@
 //! CacheRegion controller: read → validate → build → apply → orchestrate → status.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use meridian_api::{
-    CacheCluster, CacheRegion, CacheRegionStatus, FIELD_MANAGER, PeerStatus, conditions, labels,
+    CacheCluster, CacheRegion, CacheRegionStatus, FIELD_MANAGER, PeerStatus, ReshardingStatus,
+    conditions, labels,
 };
 use meridian_topology::TopologyMap;
 use serde::Serialize;
@@ -26,8 +27,9 @@ use super::Context;
 use crate::Error;
 use crate::conditions::{DesiredCondition, merge};
 use crate::names;
-use crate::nodes::{NodeConnection, PushOutcome};
+use crate::nodes::{self, NodeConnection, PushOutcome};
 use crate::peers::{self, PeerConfig, PeersReport, SiblingPod, SiblingRegion};
+use crate::reshard::{self, NodeOpenSlots, ReshardStep, SlotMove};
 use crate::resources::{self, RegionPlan, RegionResources};
 use crate::topology_plan::{
     self, NodeReport, ObservedPod, PrimaryDown, PrimaryReason, PromotionCandidate, RegionPods,
@@ -47,6 +49,12 @@ const NODE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const NODE_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requeue while a region link is down (links come up within a second or two).
 const REQUEUE_PEERS_DOWN: Duration = Duration::from_secs(3);
+/// Requeue while slots migrate (each reconcile moves a few batches).
+const REQUEUE_RESHARDING: Duration = Duration::from_millis(200);
+/// Slots per resharding step: one epoch bump per batch.
+const RESHARD_BATCH: usize = 128;
+/// Time one reconcile spends moving batches before it writes status and requeues.
+const RESHARD_BUDGET: Duration = Duration::from_secs(3);
 /// Requeue after a spec the operator cannot satisfy (the watch brings changes sooner).
 const REQUEUE_DEGRADED: Duration = Duration::from_secs(60);
 
@@ -71,6 +79,27 @@ pub enum Orchestration {
         expected: usize,
         headless: Vec<u32>,
     },
+    /// Every node holds `map`; slots are moving towards the desired shard count.
+    Resharding {
+        map: TopologyMap,
+        progress: ReshardProgress,
+    },
+}
+
+/// Where a shard-count change stands after this reconcile's steps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReshardProgress {
+    /// Shards owning slots before this reconcile moved anything.
+    pub from_shards: u16,
+    pub to_shards: u16,
+    /// Slots not yet at their target owner.
+    pub remaining: usize,
+    /// Slots moved by this reconcile.
+    pub moved: usize,
+    /// The batch to move next (or waiting for its primaries to be up).
+    pub next: Option<SlotMove>,
+    /// Drained shards just dropped from the map (their StatefulSets go next).
+    pub dropped: Vec<u32>,
 }
 
 impl Orchestration {
@@ -79,7 +108,8 @@ impl Orchestration {
             Orchestration::WaitingForPods { .. } => None,
             Orchestration::InSync { map }
             | Orchestration::PushIncomplete { map, .. }
-            | Orchestration::Recovering { map, .. } => Some(map),
+            | Orchestration::Recovering { map, .. }
+            | Orchestration::Resharding { map, .. } => Some(map),
         }
     }
 }
@@ -237,16 +267,22 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
     // validate
     let plan = resources::validate(&cluster, region)?;
 
+    // observe the nodes' map: shards above the desired count stay while the map lists
+    // them (scale-in drains their slots first)
+    let retention = observe_retention(region, &plan, password.as_deref(), ctx).await?;
+
     // build (pure)
-    let desired = resources::build(&plan, &ctx.build);
+    let desired = resources::build_keeping(&plan, &ctx.build, &retention.keep);
 
     // apply
     adopt_by_cluster(region, &cluster, ctx).await?;
     apply_all(ctx, &namespace, &desired).await?;
-    remove_orphaned_shards(region, &plan, ctx).await?;
+    if retention.known {
+        remove_orphaned_shards(region, &plan, &retention.keep, ctx).await?;
+    }
 
     // orchestrate the nodes
-    let pods = observe_pods(ctx, &plan).await?;
+    let pods = observe_pods(ctx, &plan, retention.shards).await?;
     let orchestration = match orchestrate(region, &plan, &pods, password.as_deref(), ctx).await {
         Ok(orchestration) => orchestration,
         Err(error) => {
@@ -287,6 +323,7 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
         .is_some_and(|links| links.iter().any(|link| !link.connected));
     Ok(match orchestration {
         Orchestration::Recovering { .. } => Action::requeue(REQUEUE_RECOVERING),
+        Orchestration::Resharding { .. } => Action::requeue(REQUEUE_RESHARDING),
         _ if links_down => Action::requeue(REQUEUE_PEERS_DOWN),
         Orchestration::InSync { .. } if pods.all_ready() => Action::requeue(REQUEUE_READY),
         _ => Action::requeue(REQUEUE_PROGRESSING),
@@ -542,11 +579,71 @@ fn owned_shard<K: Resource>(object: &K, region: &CacheRegion) -> Option<u16> {
     object.labels().get(labels::SHARD)?.parse().ok()
 }
 
-/// Scale-in: deletes StatefulSets and PDBs of shards at or beyond the desired count.
-/// (Draining their slots first is a later step.)
+/// Which shards' StatefulSets must exist, from the map the nodes report.
+struct Retention {
+    /// Shards at or above the desired count to keep (the map still lists them).
+    keep: BTreeSet<u16>,
+    /// Shards to run: the desired count, or more while shards above it drain.
+    shards: u16,
+    /// False when no node answered although the region was bootstrapped: then nothing
+    /// is deleted (the shards above the count may still hold keys).
+    known: bool,
+}
+
+/// Reads the nodes' maps (every pod of the region, any shard) to decide [`Retention`].
+async fn observe_retention(
+    region: &CacheRegion,
+    plan: &RegionPlan<'_>,
+    password: Option<&str>,
+    ctx: &Context,
+) -> Result<Retention, Error> {
+    let observed = list_region_pods(ctx, plan).await?;
+    let highest = observed
+        .iter()
+        .map(|pod| pod.shard.saturating_add(1))
+        .fold(plan.shards, u16::max);
+    let all = RegionPods::group(observed, highest, plan.pods_per_shard());
+    let (_, reports, _) = read_nodes(&all, password, ctx).await;
+    let current = topology_plan::newest_reported(&reports)
+        .filter(|map| map.cluster == plan.cluster_name && map.region == plan.region_name);
+    let bootstrapped = region
+        .status
+        .as_ref()
+        .is_some_and(|status| status.epoch > 0);
+    Ok(match current {
+        Some(map) => Retention {
+            keep: reshard::draining_shards(Some(map), plan.shards),
+            shards: reshard::effective_shards(Some(map), plan.shards),
+            known: true,
+        },
+        None if bootstrapped => {
+            // Keep what status last showed; delete nothing until a node answers.
+            let shown = region
+                .status
+                .as_ref()
+                .map_or(0, |status| status.shards.len())
+                .min(usize::from(u16::MAX)) as u16;
+            Retention {
+                keep: (plan.shards..shown).collect(),
+                shards: plan.shards.max(shown),
+                known: false,
+            }
+        }
+        None => Retention {
+            keep: BTreeSet::new(),
+            shards: plan.shards,
+            known: true,
+        },
+    })
+}
+
+/// Scale-in: deletes StatefulSets and PDBs of shards at or beyond the desired count,
+/// except the ones in `keep` (still in the map: draining, or drained but not yet
+/// dropped from it).
 async fn remove_orphaned_shards(
     region: &CacheRegion,
     plan: &RegionPlan<'_>,
+    keep: &BTreeSet<u16>,
     ctx: &Context,
 ) -> Result<(), Error> {
     let selector = names::selector_string(&names::region_node_selector(
@@ -558,6 +655,7 @@ async fn remove_orphaned_shards(
     for stateful_set in stateful_sets.list(&params).await? {
         if let Some(shard) = owned_shard(&stateful_set, region)
             && shard >= plan.shards
+            && !keep.contains(&shard)
         {
             stateful_sets
                 .delete(&stateful_set.name_any(), &DeleteParams::background())
@@ -568,7 +666,7 @@ async fn remove_orphaned_shards(
                 "ShardRemoved",
                 "ScaleIn",
                 format!(
-                    "deleted StatefulSet {} (shard {shard} >= {} shards)",
+                    "deleted StatefulSet {} (shard {shard} >= {} shards, drained of every slot)",
                     stateful_set.name_any(),
                     plan.shards
                 ),
@@ -580,6 +678,7 @@ async fn remove_orphaned_shards(
     for pdb in pdbs.list(&params).await? {
         if let Some(shard) = owned_shard(&pdb, region)
             && shard >= plan.shards
+            && !keep.contains(&shard)
         {
             pdbs.delete(&pdb.name_any(), &DeleteParams::background())
                 .await?;
@@ -588,23 +687,28 @@ async fn remove_orphaned_shards(
     Ok(())
 }
 
-async fn observe_pods(ctx: &Context, plan: &RegionPlan<'_>) -> Result<RegionPods, Error> {
+async fn list_region_pods(ctx: &Context, plan: &RegionPlan<'_>) -> Result<Vec<ObservedPod>, Error> {
     let selector = names::selector_string(&names::region_node_selector(
         &plan.cluster_name,
         &plan.region_name,
     ));
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &plan.namespace);
-    let observed = pods
+    Ok(pods
         .list(&ListParams::default().labels(&selector))
         .await?
         .into_iter()
         .filter_map(|pod| ObservedPod::from_pod(&pod))
-        .collect();
-    Ok(RegionPods::group(
-        observed,
-        plan.shards,
-        plan.pods_per_shard(),
-    ))
+        .collect())
+}
+
+/// The pods of shards `0..shards` (the desired ones plus any still draining).
+async fn observe_pods(
+    ctx: &Context,
+    plan: &RegionPlan<'_>,
+    shards: u16,
+) -> Result<RegionPods, Error> {
+    let observed = list_region_pods(ctx, plan).await?;
+    Ok(RegionPods::group(observed, shards, plan.pods_per_shard()))
 }
 
 /// Opens an admin connection to every pod with an IP (concurrently, short timeouts) and
@@ -721,7 +825,18 @@ async fn orchestrate(
     let (map, targets, new_epoch, primaries, slots_reassigned) = match decision {
         TopologyDecision::InSync { map } => {
             ctx.probes.watch(&region_key(region), &map, password);
-            return Ok(Orchestration::InSync { map });
+            return reshard_region(
+                region,
+                plan,
+                pods,
+                map,
+                &reports,
+                status_epoch,
+                &mut connections,
+                password,
+                ctx,
+            )
+            .await;
         }
         TopologyDecision::Push {
             map,
@@ -779,7 +894,255 @@ async fn orchestrate(
     if !stale.is_empty() {
         return Ok(Orchestration::PushIncomplete { map, stale });
     }
-    Ok(Orchestration::InSync { map })
+    // Everyone holds the map now (e.g. a new shard joined with no slots): go on with
+    // moving slots right away rather than at the next periodic reconcile.
+    reshard_region(
+        region,
+        plan,
+        pods,
+        map,
+        &reports,
+        status_epoch,
+        &mut connections,
+        password,
+        ctx,
+    )
+    .await
+}
+
+/// Moves slots towards the desired shard count, a few batches per reconcile, from what
+/// the nodes report: the map and the slots they hold MIGRATING / IMPORTING (so a step an
+/// earlier operator left half-done is finished first). Each batch ends with a map that
+/// names the new owner at the next epoch, pushed to every node. Drained shards leave the
+/// map once they own nothing; their StatefulSets are deleted by the next reconcile.
+#[allow(clippy::too_many_arguments)]
+async fn reshard_region(
+    region: &CacheRegion,
+    plan: &RegionPlan<'_>,
+    pods: &RegionPods,
+    mut map: TopologyMap,
+    reports: &[NodeReport],
+    status_epoch: u64,
+    connections: &mut HashMap<String, NodeConnection>,
+    password: Option<&str>,
+    ctx: &Context,
+) -> Result<Orchestration, Error> {
+    let reference = region.object_ref(&());
+    let previous = region
+        .status
+        .as_ref()
+        .and_then(|status| status.resharding.clone());
+    // Shards serving slots before this reconcile (a joined shard is still empty).
+    let from_shards = map
+        .shards
+        .iter()
+        .filter(|shard| !shard.slots.is_empty())
+        .count() as u16;
+    let mut highest_epoch = reports
+        .iter()
+        .filter_map(|report| report.map.as_ref().map(|held| held.epoch))
+        .chain([status_epoch, map.epoch])
+        .max()
+        .unwrap_or(map.epoch);
+    let deadline = Instant::now() + RESHARD_BUDGET;
+    let mut started = previous.is_some();
+    let mut moved = 0usize;
+    let progress = |remaining: usize, moved: usize, next: Option<SlotMove>, dropped: Vec<u32>| {
+        ReshardProgress {
+            from_shards,
+            to_shards: plan.shards,
+            remaining,
+            moved,
+            next,
+            dropped,
+        }
+    };
+    loop {
+        let mut open = Vec::with_capacity(map.shards.len());
+        for shard in &map.shards {
+            let Some(connection) = connections.get_mut(&shard.primary.id) else {
+                return Err(Error::NodeTopology {
+                    node: shard.primary.id.clone(),
+                    detail: "no connection to the primary to read its open slots".into(),
+                });
+            };
+            open.push(NodeOpenSlots {
+                pod: shard.primary.id.clone(),
+                open: connection.open_slots().await?,
+            });
+        }
+        let planned = reshard::plan_step(&map, plan.shards, &open, RESHARD_BATCH);
+        match planned.step {
+            ReshardStep::Done => {
+                if previous.is_some() || started {
+                    ctx.event(
+                        &reference,
+                        EventType::Normal,
+                        "ReshardingFinished",
+                        "Reshard",
+                        format!(
+                            "{} shard(s) serve every slot at topology epoch {}",
+                            map.shards.len(),
+                            map.epoch
+                        ),
+                    )
+                    .await;
+                }
+                return Ok(Orchestration::InSync { map });
+            }
+            ReshardStep::Blocked(reason) => {
+                tracing::warn!(region = %plan.region_name, %reason, "resharding blocked");
+                return Ok(Orchestration::InSync { map });
+            }
+            ReshardStep::DropShards { removed } => {
+                let next = reshard::map_without_shards(&map, &removed, highest_epoch + 1);
+                let everyone: Vec<String> = map.nodes().map(|node| node.id.clone()).collect();
+                if let Some(stale) = push_in_order(&next, &everyone, connections, ctx).await? {
+                    return Ok(Orchestration::PushIncomplete { map: next, stale });
+                }
+                ctx.probes.watch(&region_key(region), &next, password);
+                ctx.event(
+                    &reference,
+                    EventType::Normal,
+                    "ShardsDrained",
+                    "Reshard",
+                    format!(
+                        "shard(s) {} own no slot and left the topology (epoch {}); their StatefulSets are removed next",
+                        join(&removed),
+                        next.epoch
+                    ),
+                )
+                .await;
+                return Ok(Orchestration::Resharding {
+                    map: next,
+                    progress: progress(0, moved, None, removed),
+                });
+            }
+            ReshardStep::Move { batch, resumed } => {
+                let source = shard_primary(&map, batch.from)?;
+                let destination = shard_primary(&map, batch.to)?;
+                // A primary that is down gets failed over first (next reconcile); never
+                // start or finish a move against it.
+                let down = [&source, &destination].into_iter().any(|primary| {
+                    topology_plan::node_down(primary, pods, ctx.probes.is_unreachable(primary))
+                        .is_some()
+                });
+                if down || Instant::now() >= deadline {
+                    return Ok(Orchestration::Resharding {
+                        map,
+                        progress: progress(planned.remaining, moved, Some(batch), Vec::new()),
+                    });
+                }
+                if !started {
+                    started = true;
+                    ctx.event(
+                        &reference,
+                        EventType::Normal,
+                        "ReshardingStarted",
+                        "Reshard",
+                        format!(
+                            "{} → {} shard(s): {} slot(s) move with their keys",
+                            from_shards, plan.shards, planned.remaining
+                        ),
+                    )
+                    .await;
+                }
+                if resumed {
+                    ctx.event(
+                        &reference,
+                        EventType::Normal,
+                        "SlotMigrationResumed",
+                        "Reshard",
+                        format!(
+                            "finishing slot(s) {} left in transit from shard {} to shard {}",
+                            batch.ranges().join(","),
+                            batch.from,
+                            batch.to
+                        ),
+                    )
+                    .await;
+                }
+                let mut source_connection =
+                    NodeConnection::open_for_migration(&source, password, ctx.loopback_only_nodes)
+                        .await?;
+                let mut destination_connection = NodeConnection::open_for_migration(
+                    &destination,
+                    password,
+                    ctx.loopback_only_nodes,
+                )
+                .await?;
+                let keys = nodes::move_slots(
+                    &mut source_connection,
+                    &source,
+                    &mut destination_connection,
+                    &destination,
+                    &batch.slots,
+                    password,
+                )
+                .await?;
+                let next = reshard::map_after_move(&map, &batch, highest_epoch + 1);
+                let order = reshard::push_order(&next, &batch);
+                if let Some(stale) = push_in_order(&next, &order, connections, ctx).await? {
+                    return Ok(Orchestration::PushIncomplete { map: next, stale });
+                }
+                tracing::info!(
+                    region = %plan.region_name,
+                    slots = %batch.ranges().join(","),
+                    from = batch.from,
+                    to = batch.to,
+                    keys,
+                    epoch = next.epoch,
+                    "slots migrated"
+                );
+                ctx.probes.watch(&region_key(region), &next, password);
+                highest_epoch = next.epoch;
+                moved += batch.slots.len();
+                map = next;
+            }
+        }
+    }
+}
+
+fn shard_primary(map: &TopologyMap, index: u32) -> Result<meridian_topology::NodeAddr, Error> {
+    map.shards
+        .iter()
+        .find(|shard| shard.index == index)
+        .map(|shard| shard.primary.clone())
+        .ok_or_else(|| Error::NodeTopology {
+            node: format!("shard {index}"),
+            detail: "shard missing from the topology map".into(),
+        })
+}
+
+fn join(indexes: &[u32]) -> String {
+    indexes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Pushes `map` to the pods in `order` that the operator has a connection to. Returns the
+/// refusals (a node holding a newer epoch) when there were any.
+async fn push_in_order(
+    map: &TopologyMap,
+    order: &[String],
+    connections: &mut HashMap<String, NodeConnection>,
+    ctx: &Context,
+) -> Result<Option<Vec<String>>, Error> {
+    let mut stale = Vec::new();
+    for pod in order {
+        let Some(connection) = connections.get_mut(pod) else {
+            continue;
+        };
+        match connection.push_topology(map).await? {
+            PushOutcome::Applied => {
+                ctx.metrics.topology_pushes.inc();
+            }
+            PushOutcome::Stale(message) => stale.push(format!("{pod}: {message}")),
+        }
+    }
+    Ok((!stale.is_empty()).then_some(stale))
 }
 
 async fn report_push(
@@ -1009,6 +1372,14 @@ pub fn region_status(
         .map(|peer| peer.region.as_str())
         .collect();
     let map = orchestration.and_then(Orchestration::map);
+    let resharding = match orchestration {
+        Some(Orchestration::Resharding { progress, .. }) => {
+            Some(resharding_status(previous.resharding.as_ref(), progress))
+        }
+        Some(Orchestration::InSync { .. }) => None,
+        // Interrupted (pods, failover, refused push): the change is still under way.
+        _ => previous.resharding.clone(),
+    };
     let ready_shards = topology_plan::ready_shards(map, pods);
     let all_ready = ready_shards == i32::from(plan.shards)
         && matches!(orchestration, Some(Orchestration::InSync { .. }));
@@ -1043,6 +1414,13 @@ pub fn region_status(
                 "{ready}/{expected} cache node pods are ready; serving at topology epoch {}",
                 map.epoch
             ),
+        ),
+        (Some(Orchestration::Resharding { .. }), _) => (
+            "Resharding",
+            resharding
+                .as_ref()
+                .map(resharding_message)
+                .unwrap_or_default(),
         ),
         (Some(Orchestration::PushIncomplete { stale, .. }), _) => (
             "TopologyPushIncomplete",
@@ -1136,7 +1514,56 @@ pub fn region_status(
         },
         peers,
         ready_shards,
+        resharding,
     }
+}
+
+/// Resharding progress for status: totals carry over from the previous status while the
+/// target shard count is the same (display only; decisions come from the nodes). Pure.
+pub fn resharding_status(
+    previous: Option<&ReshardingStatus>,
+    progress: &ReshardProgress,
+) -> ReshardingStatus {
+    let remaining = i32::try_from(progress.remaining).unwrap_or(i32::MAX);
+    let moved_now = i32::try_from(progress.moved).unwrap_or(i32::MAX);
+    let continuing =
+        previous.filter(|previous| previous.to_shards == i32::from(progress.to_shards));
+    let slots_to_move = match continuing {
+        Some(previous) if previous.slots_to_move >= remaining => previous.slots_to_move,
+        _ => remaining.saturating_add(moved_now),
+    };
+    ReshardingStatus {
+        from_shards: continuing.map_or(i32::from(progress.from_shards), |previous| {
+            previous.from_shards
+        }),
+        to_shards: i32::from(progress.to_shards),
+        slots_to_move,
+        slots_moved: slots_to_move - remaining,
+        moving_slots: progress
+            .next
+            .as_ref()
+            .map(SlotMove::ranges)
+            .unwrap_or_default(),
+        moving_from_shard: progress.next.as_ref().map(|batch| batch.from as i32),
+        moving_to_shard: progress.next.as_ref().map(|batch| batch.to as i32),
+    }
+}
+
+/// `moved N of M slots (from → to shards)`, plus what moves next or was dropped.
+pub fn resharding_message(status: &ReshardingStatus) -> String {
+    let mut message = format!(
+        "moved {} of {} slots ({} → {} shards)",
+        status.slots_moved, status.slots_to_move, status.from_shards, status.to_shards
+    );
+    if let (Some(from), Some(to)) = (status.moving_from_shard, status.moving_to_shard) {
+        message.push_str(&format!(
+            "; next {} from shard {from} to shard {to}",
+            status.moving_slots.join(",")
+        ));
+    } else if status.slots_moved == status.slots_to_move {
+        message.push_str("; removing drained shards");
+    }
+    message
 }
 
 /// Status + Warning event for a spec the operator cannot satisfy.
@@ -1172,5 +1599,72 @@ pub fn degraded_status(region: &CacheRegion, error: &Error, now: Timestamp) -> C
             now,
         ),
         ..previous
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(remaining: usize, moved: usize, next: Option<SlotMove>) -> ReshardProgress {
+        ReshardProgress {
+            from_shards: 3,
+            to_shards: 4,
+            remaining,
+            moved,
+            next,
+            dropped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn resharding_status_counts_moved_slots_across_reconciles() {
+        let batch = SlotMove {
+            from: 0,
+            to: 3,
+            slots: (5333..=5460).collect(),
+        };
+        let first = resharding_status(None, &progress(3840, 256, Some(batch.clone())));
+        assert_eq!(
+            first,
+            ReshardingStatus {
+                from_shards: 3,
+                to_shards: 4,
+                slots_to_move: 4096,
+                slots_moved: 256,
+                moving_slots: vec!["5333-5460".into()],
+                moving_from_shard: Some(0),
+                moving_to_shard: Some(3),
+            }
+        );
+        assert_eq!(
+            resharding_message(&first),
+            "moved 256 of 4096 slots (3 → 4 shards); next 5333-5460 from shard 0 to shard 3"
+        );
+        // the next reconcile's map already has 4 shards: totals carry over
+        let mut later = progress(1000, 2840, None);
+        later.from_shards = 4;
+        let second = resharding_status(Some(&first), &later);
+        assert_eq!(
+            (second.from_shards, second.slots_to_move, second.slots_moved),
+            (3, 4096, 3096)
+        );
+        // a new target starts over
+        let mut other = progress(500, 0, None);
+        other.to_shards = 2;
+        let restarted = resharding_status(Some(&second), &other);
+        assert_eq!(
+            (
+                restarted.to_shards,
+                restarted.slots_to_move,
+                restarted.slots_moved
+            ),
+            (2, 500, 0)
+        );
+        let done = resharding_status(Some(&second), &progress(0, 1000, None));
+        assert_eq!(
+            resharding_message(&done),
+            "moved 4096 of 4096 slots (3 → 4 shards); removing drained shards"
+        );
     }
 }

@@ -223,6 +223,37 @@ pub struct CacheRegionStatus {
     /// Shards with a serving primary.
     #[serde(default)]
     pub ready_shards: i32,
+
+    /// Progress of a shard-count change while slots move between shards; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resharding: Option<ReshardingStatus>,
+}
+
+/// Progress of a shard-count change: slots migrate with their keys, a batch at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReshardingStatus {
+    /// Shards serving when the change started.
+    #[serde(default)]
+    pub from_shards: i32,
+    /// Shards the region is moving to (`spec.shards`).
+    #[serde(default)]
+    pub to_shards: i32,
+    /// Slots that change owner in this resharding.
+    #[serde(default)]
+    pub slots_to_move: i32,
+    /// Slots already at their new owner.
+    #[serde(default)]
+    pub slots_moved: i32,
+    /// Slots migrating right now, as ranges such as `5461-5588`.
+    #[serde(default)]
+    pub moving_slots: Vec<String>,
+    /// Shard the moving slots leave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_from_shard: Option<i32>,
+    /// Shard the moving slots go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to_shard: Option<i32>,
 }
 
 /// One shard of a region.

@@ -367,6 +367,24 @@ mod tests {
     }
 
     #[test]
+    fn a_primary_without_slots_is_valid() {
+        // Resharding adds shards empty and drains removed ones before dropping them.
+        let mut map = map_with(2, 1);
+        map.shards.push(ShardTopology {
+            index: 2,
+            slots: Vec::new(),
+            primary: node("shard-2-0", 6379),
+            replicas: vec![node("shard-2-1", 6379)],
+        });
+        assert_eq!(map.validate(), Ok(()));
+        assert_eq!(map.role_of("shard-2-0"), Some(NodeRole::Primary));
+        assert_eq!(
+            map.route(0, "shard-2-0", false),
+            Route::Moved(&map.shards[0].primary)
+        );
+    }
+
+    #[test]
     fn cluster_ids_are_stable_40_hex() {
         let id = cluster_node_id("demo-eu-shard-0-0");
         assert_eq!(id.len(), 40);
