@@ -4,96 +4,17 @@
 //! target directory; skips with a printed reason when neither exists
 //! (`cargo build -p meridian-node` first).
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::Duration;
+
+use common::{Node, free_port, node_binary, start_node, start_node_with};
 
 use meridian_api::PeerSpec;
 use meridian_operator::nodes::{NodeConnection, PushOutcome};
 use meridian_operator::peers;
 use meridian_operator::topology_plan::{self, NodeReport, ObservedPod, RegionPods};
-use meridian_topology::{NodeAddr, TopologyMap};
-
-struct Node {
-    child: Child,
-    addr: NodeAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn node_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("MERIDIAN_NODE_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    // target/debug/deps/<test> → target/debug/meridian-node
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.parent()?.join("meridian-node");
-    candidate.exists().then_some(candidate)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
-async fn start_node(binary: &PathBuf, id: &str, password: Option<&str>) -> Node {
-    start_node_with(binary, id, password, &[]).await
-}
-
-/// Like [`start_node`], with extra environment (later entries override the defaults).
-async fn start_node_with(
-    binary: &PathBuf,
-    id: &str,
-    password: Option<&str>,
-    extra_env: &[(&str, String)],
-) -> Node {
-    let port = free_port();
-    let mut command = Command::new(binary);
-    command
-        .env("MERIDIAN_BIND", "127.0.0.1")
-        .env("MERIDIAN_PORT", port.to_string())
-        .env("MERIDIAN_METRICS_PORT", free_port().to_string())
-        // Several nodes share 127.0.0.1 here; the HTTP API (8080) is not under test.
-        .env("MERIDIAN_HTTP_PORT", "0")
-        .env("MERIDIAN_LINK_PORT", "0")
-        .env("MERIDIAN_NODE_ID", id)
-        .env("MERIDIAN_SHARDS", "4")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(password) = password {
-        command.env("MERIDIAN_PASSWORD", password);
-    }
-    for (key, value) in extra_env {
-        command.env(key, value);
-    }
-    let child = command.spawn().expect("start meridian-node");
-    let node = Node {
-        child,
-        addr: NodeAddr {
-            id: id.to_string(),
-            ip: "127.0.0.1".to_string(),
-            port,
-        },
-    };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return node;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("meridian-node {id} did not listen on port {port}");
-}
+use meridian_topology::TopologyMap;
 
 /// A plan for one shard whose two "pods" are the local nodes (ports patched in).
 fn plan_for(nodes: &[&Node], reports: &[NodeReport], status_epoch: u64) -> TopologyMap {

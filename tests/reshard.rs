@@ -8,14 +8,15 @@
 //! target directory; skips with a printed reason when neither exists
 //! (`cargo build -p meridian-node` first).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::{Node, node_binary, start_node};
 use meridian_operator::nodes::{self, NodeConnection, PushOutcome};
 use meridian_operator::reshard::{self, NodeOpenSlots, ReshardStep};
 use meridian_operator::topology_plan::{self, NodeReport, ObservedPod, RegionPods};
@@ -24,68 +25,6 @@ use meridian_topology::{NodeAddr, TopologyMap, key_slot};
 const KEYS: usize = 2000;
 const BATCH: usize = 512;
 const MAX_WRITES: usize = 5000;
-
-struct Node {
-    child: Child,
-    addr: NodeAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn node_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("MERIDIAN_NODE_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.parent()?.join("meridian-node");
-    candidate.exists().then_some(candidate)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
-async fn start_node(binary: &PathBuf, id: &str) -> Node {
-    let port = free_port();
-    let child = Command::new(binary)
-        .env("MERIDIAN_BIND", "127.0.0.1")
-        .env("MERIDIAN_PORT", port.to_string())
-        .env("MERIDIAN_METRICS_PORT", free_port().to_string())
-        .env("MERIDIAN_HTTP_PORT", "0")
-        .env("MERIDIAN_LINK_PORT", "0")
-        .env("MERIDIAN_NODE_ID", id)
-        .env("MERIDIAN_SHARDS", "4")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start meridian-node");
-    let node = Node {
-        child,
-        addr: NodeAddr {
-            id: id.to_string(),
-            ip: "127.0.0.1".to_string(),
-            port,
-        },
-    };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return node;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("meridian-node {id} did not listen on port {port}");
-}
 
 fn pod_name(shard: usize) -> String {
     format!("demo-a-{shard}-0")
@@ -351,7 +290,7 @@ async fn scale_out_and_in_with_live_slot_migration_loses_no_key() {
     };
     let mut nodes = Vec::new();
     for shard in 0..3 {
-        nodes.push(start_node(&binary, &pod_name(shard)).await);
+        nodes.push(start_node(&binary, &pod_name(shard), None).await);
     }
 
     // 2 shards, bootstrapped by the regular planner (even split), 2000 keys.
