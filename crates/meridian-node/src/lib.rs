@@ -91,6 +91,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
         shutting_down: AtomicBool::new(false),
         origin: origin::config_from(config).map(|origin| Arc::new(origin::Origin::new(origin))),
         regions: region::Regions::new(region::RegionSettings::from_config(config)),
+        pause: Default::default(),
     })
 }
 

@@ -12,11 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::commands::pubsub::encode_event;
-use crate::commands::{ClientState, Pending, dispatch};
+use crate::commands::{ClientState, Pending, dispatch, may_replicate, paused_by};
 use crate::protocol::frame::unescape_inline;
 use crate::protocol::{Out, Parsed, Protocol, parse_command};
 use crate::replication::primary::{FeedRequest, serve_replica, wait_acks};
-use crate::state::{ClientEvent, ClientHandle, Shared};
+use crate::state::{ClientEvent, ClientHandle, PauseMode, Shared};
 use crate::store::Access;
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -70,6 +70,9 @@ struct Connection {
     input: BytesMut,
     /// Parsing cannot progress until the input holds at least this many bytes.
     needed: usize,
+    /// The next command is held by CLIENT PAUSE; true when it may write
+    /// (held by WRITE and ALL pauses), false when only ALL holds it.
+    paused_write: Option<bool>,
 }
 
 impl Connection {
@@ -97,39 +100,41 @@ impl Connection {
                     if args.is_empty() {
                         continue;
                     }
-                    self.shared
-                        .counters
-                        .commands_processed
-                        .fetch_add(1, Ordering::Relaxed);
-                    if inline {
-                        let owned: Vec<Vec<u8>> = args
+                    let owned: Vec<Vec<u8>>;
+                    let argv: Vec<&[u8]> = if inline {
+                        owned = args
                             .iter()
                             .map(|range| {
                                 let raw = &self.input[base + range.start..base + range.end];
                                 unescape_inline(raw).unwrap_or_else(|| raw.to_vec())
                             })
                             .collect();
-                        let argv: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-                        dispatch(
-                            &self.shared,
-                            &mut self.client,
-                            &mut self.out,
-                            &argv,
-                            Access::Direct(&self.shared.db),
-                        );
+                        owned.iter().map(Vec::as_slice).collect()
                     } else {
-                        let argv: Vec<&[u8]> = args
-                            .iter()
+                        args.iter()
                             .map(|range| &self.input[base + range.start..base + range.end])
-                            .collect();
-                        dispatch(
-                            &self.shared,
-                            &mut self.client,
-                            &mut self.out,
-                            &argv,
-                            Access::Direct(&self.shared.db),
-                        );
+                            .collect()
+                    };
+                    // CLIENT PAUSE: leave the command (and everything after it)
+                    // unparsed; the connection waits, then parses it again
+                    if let Some((mode, _)) = self.shared.pause.current()
+                        && paused_by(mode, &self.client, &argv)
+                    {
+                        self.paused_write = Some(may_replicate(&self.client, &argv));
+                        position = base;
+                        break;
                     }
+                    self.shared
+                        .counters
+                        .commands_processed
+                        .fetch_add(1, Ordering::Relaxed);
+                    dispatch(
+                        &self.shared,
+                        &mut self.client,
+                        &mut self.out,
+                        &argv,
+                        Access::Direct(&self.shared.db),
+                    );
                     let tracking = self.shared.db.tracking();
                     if tracking.is_active() {
                         // invalidations this command caused for this client follow its reply
@@ -225,6 +230,7 @@ async fn handle(
         out: Out::new(Protocol::Resp2),
         input: BytesMut::with_capacity(READ_CHUNK),
         needed: 0,
+        paused_write: None,
     };
     let result = serve_connection(&mut connection, &mut stream, &mut inbox, &mut shutdown).await;
     // cleanup: registry, tracking, subscriptions, watches
@@ -333,7 +339,19 @@ async fn serve_connection(
                             flush(stream, &mut connection.out, &shared).await?;
                         }
                     }
-                    // stopped early because of output volume: keep going
+                    if let Some(writes) = connection.paused_write.take() {
+                        let pause = &shared.pause;
+                        pause.blocked.fetch_add(1, Ordering::Relaxed);
+                        let ended = tokio::select! {
+                            _ = pause.wait_while(|mode| writes || mode == PauseMode::All) => true,
+                            _ = shutdown.changed() => false,
+                        };
+                        pause.blocked.fetch_sub(1, Ordering::Relaxed);
+                        if !ended {
+                            return Ok(());
+                        }
+                    }
+                    // stopped early because of output volume or a pause: keep going
                     if connection.needed > 0 || connection.input.is_empty() {
                         break;
                     }

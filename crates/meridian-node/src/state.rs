@@ -125,6 +125,8 @@ pub struct Shared {
     pub origin: Option<Arc<crate::origin::Origin>>,
     /// Links to peer regions (cross-region invalidation / replication).
     pub regions: crate::region::Regions,
+    /// CLIENT PAUSE: clients held back, expiry and eviction suspended.
+    pub pause: ClientPause,
 }
 
 impl Shared {
@@ -138,5 +140,180 @@ impl Shared {
 
     pub fn uptime_seconds(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+}
+
+/// What CLIENT PAUSE holds back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseMode {
+    /// Commands that may change the dataset or replicate (writes, PUBLISH, MIGRATE).
+    Write,
+    /// Every client command except the ones that end the pause or keep
+    /// replication and the operator's control plane working.
+    All,
+}
+
+impl PauseMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            PauseMode::Write => "write",
+            PauseMode::All => "all",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PauseWindow {
+    mode: PauseMode,
+    /// Unix time in milliseconds the pause ends at.
+    until_ms: u64,
+}
+
+/// CLIENT PAUSE state. Blocked connections wait on `changed` (no polling);
+/// a pause also ends by itself at its deadline, which each waiter sleeps
+/// until, so a timeout needs no background task.
+#[derive(Default)]
+pub struct ClientPause {
+    window: Mutex<Option<PauseWindow>>,
+    /// Fast path for every command: false when no pause was ever set or it was lifted.
+    armed: AtomicBool,
+    changed: tokio::sync::Notify,
+    /// Connections waiting for the pause to end (INFO blocked_clients).
+    pub blocked: AtomicUsize,
+}
+
+impl ClientPause {
+    /// Starts (or extends) a pause. Like Redis 7.2, the latest mode wins and
+    /// the later of the two deadlines is kept.
+    pub fn pause(&self, db: &crate::store::Db, mode: PauseMode, timeout_ms: u64) {
+        let until_ms = crate::store::now_ms().saturating_add(timeout_ms);
+        let mut window = self.window.lock();
+        let until_ms = match *window {
+            Some(current) if current.until_ms > until_ms => current.until_ms,
+            _ => until_ms,
+        };
+        *window = Some(PauseWindow { mode, until_ms });
+        db.stats.hold_deletions_until(until_ms);
+        self.armed.store(true, Ordering::Release);
+        drop(window);
+        // a changed mode (ALL -> WRITE) may release some waiters
+        self.changed.notify_waiters();
+    }
+
+    /// CLIENT UNPAUSE: releases every blocked client at once.
+    pub fn unpause(&self, db: &crate::store::Db) {
+        let mut window = self.window.lock();
+        *window = None;
+        db.stats.hold_deletions_until(0);
+        self.armed.store(false, Ordering::Release);
+        drop(window);
+        self.changed.notify_waiters();
+    }
+
+    /// The pause in force now, with its remaining milliseconds.
+    pub fn current(&self) -> Option<(PauseMode, u64)> {
+        if !self.armed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut window = self.window.lock();
+        let current = (*window)?;
+        let now = crate::store::now_ms();
+        if current.until_ms > now {
+            return Some((current.mode, current.until_ms - now));
+        }
+        // timed out: back to the lock-free fast path
+        *window = None;
+        self.armed.store(false, Ordering::Release);
+        None
+    }
+
+    /// INFO clients lines, named like Valkey's: `paused_reason`,
+    /// `paused_actions`, `paused_timeout_milliseconds`.
+    pub fn info_fields(&self) -> String {
+        let (reason, actions, remaining_ms) = match self.current() {
+            Some((mode, remaining_ms)) => ("client_pause", mode.name(), remaining_ms),
+            None => ("none", "none", 0),
+        };
+        format!(
+            "paused_reason:{reason}\r\npaused_actions:{actions}\r\npaused_timeout_milliseconds:{remaining_ms}\r\n"
+        )
+    }
+
+    /// Waits until `blocked` no longer holds for the pause in force (it ended,
+    /// timed out or changed mode). Returns at once when nothing is paused.
+    pub async fn wait_while(&self, blocked: impl Fn(PauseMode) -> bool) {
+        loop {
+            // registered before the state is read, so an UNPAUSE in between is not missed
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let Some((mode, remaining_ms)) = self.current() else {
+                return;
+            };
+            if !blocked(mode) {
+                return;
+            }
+            let deadline =
+                tokio::time::Instant::now() + std::time::Duration::from_millis(remaining_ms);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, Policy};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn unpause_releases_waiters_and_timeouts_end_the_pause() {
+        let db = Db::new(1, 0, Policy::Sieve);
+        let pause = Arc::new(ClientPause::default());
+        assert_eq!(pause.current(), None);
+        pause.pause(&db, PauseMode::Write, 60_000);
+        assert!(db.stats.deletions_held(crate::store::now_ms()));
+        let waiter = tokio::spawn({
+            let pause = pause.clone();
+            async move { pause.wait_while(|_| true).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        pause.unpause(&db);
+        tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("released by UNPAUSE")
+            .expect("waiter");
+        assert!(!db.stats.deletions_held(crate::store::now_ms()));
+
+        pause.pause(&db, PauseMode::All, 100);
+        let began = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(2), pause.wait_while(|_| true))
+            .await
+            .expect("released by the timeout");
+        assert!(began.elapsed() >= Duration::from_millis(80));
+        assert_eq!(pause.current(), None);
+    }
+
+    #[tokio::test]
+    async fn latest_mode_wins_and_the_later_deadline_is_kept() {
+        let db = Db::new(1, 0, Policy::Sieve);
+        let pause = ClientPause::default();
+        pause.pause(&db, PauseMode::All, 60_000);
+        pause.pause(&db, PauseMode::Write, 10);
+        let (mode, remaining) = pause.current().expect("paused");
+        assert_eq!(mode, PauseMode::Write);
+        assert!(remaining > 50_000, "{remaining}");
+        // a reader only held by ALL goes on under WRITE
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            pause.wait_while(|mode| mode == PauseMode::All),
+        )
+        .await
+        .expect("reads are not held by WRITE");
+        assert!(pause.info_fields().contains("paused_actions:write\r\n"));
     }
 }

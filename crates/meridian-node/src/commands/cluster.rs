@@ -98,19 +98,30 @@ pub fn check_command(
     if spec.first_key <= 0 {
         return Ok(None);
     }
+    check_keys(
+        shared,
+        readonly_client && is_read(spec),
+        asking,
+        &spec.keys(args),
+    )
+}
+
+/// Routing check for a set of keys (one command, or every queued command
+/// of a transaction at EXEC, like Redis's getNodeByQuery): CROSSSLOT, MOVED
+/// and CLUSTERDOWN refusals, or whether the slot is in transit.
+pub fn check_keys(
+    shared: &Shared,
+    replica_read: bool,
+    asking: bool,
+    keys: &[&[u8]],
+) -> Result<Option<InTransit>, CommandError> {
     let Some(map) = current_map(shared) else {
         return Ok(None);
     };
-    let keys = spec.keys(args);
     let Some(slot) = keys.first().map(|key| key_slot(key)) else {
         return Ok(None);
     };
-    let routed = route_keys(
-        &map,
-        &shared.node_id,
-        readonly_client && is_read(spec),
-        keys.iter().copied(),
-    );
+    let routed = route_keys(&map, &shared.node_id, replica_read, keys.iter().copied());
     match routed {
         Ok(()) => {
             let migrations = shared.migrations.read();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::{COMMANDS, Ctx, parse_int};
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::Protocol;
-use crate::state::{ClientEvent, ClientHandle};
+use crate::state::{ClientEvent, ClientHandle, PauseMode};
 use crate::tracking::{Tracking, TrackingOptions};
 
 pub const REDIS_COMPAT_VERSION: &str = "7.2.4";
@@ -173,6 +173,7 @@ pub fn reset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     *ctx.client.handle.name.lock() = None;
     ctx.client.authenticated = ctx.shared.requirepass().is_none();
     ctx.client.readonly = false;
+    ctx.client.asking = false;
     ctx.shared.db.tracking().disable(ctx.client.handle.id);
     ctx.out.simple("RESET");
     Ok(())
@@ -372,6 +373,39 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             }
             ctx.out.ok();
         }
+        b"PAUSE" => {
+            if !(3..=4).contains(&ctx.args.len()) {
+                return Err(arity_error());
+            }
+            // Redis checks the mode before the timeout
+            let mode = match ctx.args.get(3).map(|mode| mode.to_ascii_uppercase()) {
+                None => PauseMode::All,
+                Some(mode) if mode == b"WRITE" => PauseMode::Write,
+                Some(mode) if mode == b"ALL" => PauseMode::All,
+                Some(_) => {
+                    return Err(CommandError::other(
+                        "ERR CLIENT PAUSE mode must be WRITE or ALL",
+                    ));
+                }
+            };
+            let timeout_ms = pause_timeout(ctx.args[2])?;
+            ctx.shared.pause.pause(&ctx.shared.db, mode, timeout_ms);
+            tracing::info!(
+                mode = mode.name(),
+                timeout_ms,
+                client = ctx.client.handle.id,
+                "clients paused"
+            );
+            ctx.out.ok();
+        }
+        b"UNPAUSE" => {
+            if ctx.args.len() != 2 {
+                return Err(arity_error());
+            }
+            ctx.shared.pause.unpause(&ctx.shared.db);
+            tracing::info!(client = ctx.client.handle.id, "clients unpaused");
+            ctx.out.ok();
+        }
         b"NO-EVICT" | b"NO-TOUCH" => {
             if ctx.args.len() != 3 {
                 return Err(arity_error());
@@ -391,6 +425,8 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 "CACHING (YES|NO)",
                 "TRACKINGINFO",
                 "GETREDIR",
+                "PAUSE <timeout> [WRITE|ALL]",
+                "UNPAUSE",
             ];
             ctx.out.array(lines.len());
             for line in lines {
@@ -405,6 +441,14 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// The CLIENT PAUSE timeout in milliseconds, refused like Redis's
+/// getTimeoutFromObjectOrReply does.
+fn pause_timeout(text: &[u8]) -> Result<u64, CommandError> {
+    let timeout = parse_int(text)
+        .map_err(|_| CommandError::other("ERR timeout is not an integer or out of range"))?;
+    u64::try_from(timeout).map_err(|_| CommandError::other("ERR timeout is negative"))
 }
 
 /// CLIENT TRACKING ON|OFF [REDIRECT id] [BCAST] [PREFIX p ...] [OPTIN] [OPTOUT] [NOLOOP],

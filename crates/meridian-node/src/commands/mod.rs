@@ -20,8 +20,8 @@ use std::sync::{Arc, OnceLock};
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::Out;
 use crate::protocol::frame::parse_i64;
-use crate::state::{ClientHandle, Shared};
-use crate::store::{Access, WatchFlag};
+use crate::state::{ClientHandle, PauseMode, Shared};
+use crate::store::{Access, Db, Held, WatchFlag};
 
 pub const WRITE: u32 = 1;
 pub const DENYOOM: u32 = 1 << 1;
@@ -464,6 +464,62 @@ fn truncate(text: &str, max: usize) -> &str {
     }
 }
 
+/// Commands that change the dataset or feed the replication stream without
+/// the WRITE flag (Redis's may-replicate commands).
+const MAY_REPLICATE: &[&str] = &["publish", "migrate", "meridian.migrate", "invalidate"];
+
+/// True when the command may change the dataset or replicate: WRITE, the
+/// may-replicate commands, and EXEC of a transaction that queued one.
+pub fn may_replicate(client: &ClientState, args: &[&[u8]]) -> bool {
+    let Some(spec) = args
+        .first()
+        .and_then(|name| lookup(name))
+        .map(|at| &COMMANDS[at])
+    else {
+        return false;
+    };
+    if spec.has(WRITE) || MAY_REPLICATE.contains(&spec.name) {
+        return true;
+    }
+    spec.name == "exec"
+        && client.multi.as_ref().is_some_and(|queued| {
+            queued.iter().any(|command| {
+                let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+                may_replicate(client, &args)
+            })
+        })
+}
+
+/// Whether CLIENT PAUSE in `mode` holds this command back (Redis's
+/// processCommand check; the caller waits before routing and dispatch, so a
+/// released command is routed against the topology of that moment).
+/// Under ALL, commands that end or extend the pause and the control plane's
+/// admin commands (replication handshake, topology pushes) still run.
+pub fn paused_by(mode: PauseMode, client: &ClientState, args: &[&[u8]]) -> bool {
+    if client.primary_link {
+        return false;
+    }
+    let Some(spec) = args
+        .first()
+        .and_then(|name| lookup(name))
+        .map(|at| &COMMANDS[at])
+    else {
+        // unknown commands are refused without touching anything
+        return false;
+    };
+    let writes = may_replicate(client, args);
+    match mode {
+        PauseMode::Write => writes,
+        PauseMode::All => {
+            let pause_control = spec.name == "client"
+                && args.get(1).is_some_and(|sub| {
+                    sub.eq_ignore_ascii_case(b"pause") || sub.eq_ignore_ascii_case(b"unpause")
+                });
+            !(pause_control || (spec.has(ADMIN) && !writes))
+        }
+    }
+}
+
 /// Runs one client command, writing its reply (or error) to `out`.
 pub fn dispatch<'a, 'h>(
     shared: &'a Shared,
@@ -481,8 +537,14 @@ pub fn dispatch<'a, 'h>(
         return;
     };
     let spec = &COMMANDS[position];
-    // ASKING covers exactly one following command
-    let asking = spec.name != "asking" && std::mem::take(&mut client.asking);
+    // ASKING covers exactly one following command, or (like Redis) a whole
+    // MULTI ... EXEC/DISCARD block when MULTI follows it
+    let asking = spec.name != "asking" && client.asking;
+    // (EXEC reads and clears it itself: its routing check runs in the handler)
+    let in_block = (client.multi.is_some() || spec.name == "multi") && spec.name != "discard";
+    if spec.name != "asking" && !in_block {
+        client.asking = false;
+    }
     if (spec.arity > 0 && args.len() as i32 != spec.arity)
         || (spec.arity < 0 && (args.len() as i32) < -spec.arity)
     {
@@ -538,6 +600,9 @@ pub fn dispatch<'a, 'h>(
         return;
     }
     if client.multi.is_some() && !spec.has(NOQUEUE) {
+        // A slot in transit is decided at EXEC for the whole transaction
+        // (-ASK / -TRYAGAIN as the EXEC reply): cluster clients such as the
+        // redis crate retry a transaction on those, but not on EXECABORT.
         if spec.has(DENYOOM) && !primary_link && shared.db.make_room().is_err() {
             client.multi_failed = true;
             out.error(&CommandError::OutOfMemory.to_string());
@@ -679,6 +744,30 @@ pub fn dispatch<'a, 'h>(
     }
 }
 
+/// How many of the distinct `keys` exist and how many do not, looked up
+/// under `held` (which must hold their shards).
+pub fn key_presence(db: &Db, held: &mut Held<'_>, keys: &[&[u8]], now: u64) -> (usize, usize) {
+    let (mut present, mut missing) = (0, 0);
+    // Redis counts "multiple keys" only when they differ
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    for &key in keys {
+        if !seen.insert(key) {
+            continue;
+        }
+        let index = db.shard_of_slot(meridian_topology::key_slot(key));
+        let found = held
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .is_some_and(|shard| shard.find(key, now).is_some());
+        if found {
+            present += 1;
+        } else {
+            missing += 1;
+        }
+    }
+    (present, missing)
+}
+
 /// Runs a command whose slot is migrating or importing: key presence is
 /// checked and the command executed under the same shard locks.
 fn run_in_transit<'h>(
@@ -697,19 +786,7 @@ fn run_in_transit<'h>(
         wanted[db.shard_of_slot(meridian_topology::key_slot(key))] = true;
     }
     let mut held = db.lock_many(&wanted);
-    let (mut present, mut missing) = (0, 0);
-    for &key in &keys_of {
-        let index = db.shard_of_slot(meridian_topology::key_slot(key));
-        let found = held
-            .get_mut(index)
-            .and_then(Option::as_mut)
-            .is_some_and(|shard| shard.find(key, now).is_some());
-        if found {
-            present += 1;
-        } else {
-            missing += 1;
-        }
-    }
+    let (present, missing) = key_presence(db, &mut held, &keys_of, now);
     if let Some(refusal) = transit.refusal(present, missing) {
         out.error(&refusal.to_string());
         return;
@@ -799,6 +876,58 @@ mod tests {
         let del = &COMMANDS[lookup(b"del").unwrap_or_default()];
         let args: Vec<&[u8]> = vec![b"del", b"a", b"b", b"c"];
         assert_eq!(del.keys(&args).len(), 3);
+    }
+
+    #[test]
+    fn pause_holds_writes_or_everything_but_its_controls() {
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        let handle = Arc::new(ClientHandle {
+            id: 1,
+            addr: String::new(),
+            laddr: String::new(),
+            created: std::time::Instant::now(),
+            name: Default::default(),
+            events,
+            pending_bytes: Default::default(),
+            last_command: Default::default(),
+            last_active: parking_lot::Mutex::new(std::time::Instant::now()),
+            resp3: Default::default(),
+            subscriptions: Default::default(),
+            pattern_subscriptions: Default::default(),
+            in_multi: Default::default(),
+        });
+        let mut client = ClientState::new(handle, true);
+        let held = |client: &ClientState, mode, args: &[&[u8]]| paused_by(mode, client, args);
+        use PauseMode::{All, Write};
+        assert!(held(&client, Write, &[b"SET", b"k", b"v"]));
+        assert!(held(&client, Write, &[b"publish", b"c", b"m"]));
+        assert!(held(
+            &client,
+            Write,
+            &[b"MIGRATE", b"h", b"1", b"k", b"0", b"1"]
+        ));
+        assert!(!held(&client, Write, &[b"GET", b"k"]));
+        assert!(!held(&client, Write, &[b"EXEC"]));
+        assert!(held(&client, All, &[b"GET", b"k"]));
+        assert!(held(&client, All, &[b"PING"]));
+        assert!(!held(&client, All, &[b"CLIENT", b"UNPAUSE"]));
+        assert!(!held(&client, All, &[b"client", b"pause", b"10"]));
+        assert!(!held(&client, All, &[b"MERIDIAN.TOPOLOGY", b"SET", b"{}"]));
+        assert!(held(
+            &client,
+            All,
+            &[b"MERIDIAN.MIGRATE", b"SLOT", b"1", b"h", b"1"]
+        ));
+        assert!(!held(&client, All, &[b"nosuchcommand"]));
+        // EXEC holds as a whole when its transaction writes
+        client.multi = Some(vec![vec![b"GET".to_vec(), b"k".to_vec()]]);
+        assert!(!held(&client, Write, &[b"EXEC"]));
+        if let Some(queue) = client.multi.as_mut() {
+            queue.push(vec![b"INCR".to_vec(), b"n".to_vec()]);
+        }
+        assert!(held(&client, Write, &[b"exec"]));
+        client.primary_link = true;
+        assert!(!held(&client, All, &[b"SET", b"k", b"v"]));
     }
 
     #[test]

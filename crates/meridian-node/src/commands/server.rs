@@ -250,9 +250,11 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
         section(
             "Clients",
             format!(
-                "connected_clients:{}\r\nblocked_clients:0\r\npubsub_clients:{pubsub_clients}\r\ntracking_clients:{}\r\nmaxclients:10000\r\n",
+                "connected_clients:{}\r\nblocked_clients:{}\r\npubsub_clients:{pubsub_clients}\r\ntracking_clients:{}\r\nmaxclients:10000\r\n{}",
                 shared.connected_clients(),
+                shared.pause.blocked.load(Ordering::Relaxed),
                 db.tracking().stats().clients,
+                shared.pause.info_fields(),
             ),
         );
     }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{ALLSHARDS, COMMANDS, Ctx, cluster, dispatch, lookup};
+use super::{ALLSHARDS, COMMANDS, Ctx, cluster, dispatch, key_presence, lookup};
 use crate::error::{CmdResult, CommandError};
 use crate::replication::backlog::encode_command;
 use crate::store::Access;
@@ -70,10 +70,8 @@ pub fn unwatch(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     Ok(())
 }
 
-fn route_transaction(ctx: &Ctx<'_, '_>, queued: &[Vec<Vec<u8>>]) -> CmdResult {
-    let Some(map) = cluster::current_map(ctx.shared) else {
-        return Ok(());
-    };
+/// Every key the queued commands name, in order.
+fn queued_keys(queued: &[Vec<Vec<u8>>]) -> (Vec<&[u8]>, bool) {
     let mut keys: Vec<&[u8]> = Vec::new();
     let mut all_reads = true;
     for command in queued {
@@ -90,15 +88,24 @@ fn route_transaction(ctx: &Ctx<'_, '_>, queued: &[Vec<Vec<u8>>]) -> CmdResult {
             }
         }
     }
-    cluster::route_keys(
-        &map,
-        &ctx.shared.node_id,
-        ctx.client.readonly && all_reads,
-        keys,
-    )
+    (keys, all_reads)
+}
+
+/// Routes the whole transaction like Redis's getNodeByQuery does for EXEC:
+/// all keys in one slot this node serves (MOVED / CROSSSLOT otherwise), or a
+/// slot in transit whose key presence the caller checks under the locks.
+fn route_transaction(
+    ctx: &Ctx<'_, '_>,
+    asking: bool,
+    keys: &[&[u8]],
+    all_reads: bool,
+) -> Result<Option<cluster::InTransit>, CommandError> {
+    cluster::check_keys(ctx.shared, ctx.client.readonly && all_reads, asking, keys)
 }
 
 pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    // ASKING before MULTI covers the whole block, up to this EXEC
+    let asking = std::mem::take(&mut ctx.client.asking);
     let Some(queued) = ctx.client.multi.take() else {
         return Err(CommandError::other("ERR EXEC without MULTI"));
     };
@@ -114,10 +121,14 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         return Err(CommandError::other("ERR EXEC inside a transaction"));
     };
     // Like Redis Cluster, all keys of a transaction must live in one slot this node serves.
-    if let Err(error) = route_transaction(ctx, &queued) {
-        unwatch_all(ctx);
-        return Err(error);
-    }
+    let (keys, all_reads) = queued_keys(&queued);
+    let in_transit = match route_transaction(ctx, asking, &keys, all_reads) {
+        Ok(in_transit) => in_transit,
+        Err(error) => {
+            unwatch_all(ctx);
+            return Err(error);
+        }
+    };
     // make room before taking locks: eviction locks shards itself
     let _ = db.make_room();
     let mut wanted = vec![false; db.shard_count()];
@@ -140,6 +151,17 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
     }
     let mut held = db.lock_many(&wanted);
+    // A slot in transit: keys MIGRATE moved since they were queued turn the
+    // whole EXEC into ASK (or TRYAGAIN when only some moved), decided under
+    // the locks so MIGRATE cannot move a key in between.
+    if let Some(transit) = in_transit {
+        let (present, missing) = key_presence(db, &mut held, &keys, ctx.now);
+        if let Some(refusal) = transit.refusal(present, missing) {
+            drop(held);
+            unwatch_all(ctx);
+            return Err(refusal);
+        }
+    }
     // WATCH is checked under the locks, so nothing can change in between.
     let aborted = ctx.client.watch_flag.load(Ordering::Acquire);
     if aborted {

@@ -173,7 +173,11 @@ pub async fn ping_forever(shared: Arc<crate::state::Shared>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        if !shared.repl.is_replica() && !shared.repl.replicas.lock().is_empty() {
+        // like Redis, no PING while CLIENT PAUSE holds the replication offset still
+        if !shared.repl.is_replica()
+            && !shared.repl.replicas.lock().is_empty()
+            && shared.pause.current().is_none()
+        {
             shared.db.repl.append_command(&[b"PING"]);
         }
     }

@@ -35,6 +35,10 @@ pub struct SharedStats {
     pub replica: AtomicBool,
     /// Client-side caching: told about every key change (CLIENT TRACKING).
     pub tracking: crate::tracking::Tracking,
+    /// CLIENT PAUSE: until this Unix time (ms) the node deletes nothing on
+    /// its own (no active or lazy expiry, no eviction), so the replication
+    /// offset stands still.
+    deletions_held_until: AtomicU64,
 }
 
 impl SharedStats {
@@ -49,6 +53,15 @@ impl SharedStats {
 
     pub fn used_memory(&self) -> u64 {
         self.used_memory.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    pub fn hold_deletions_until(&self, until_ms: u64) {
+        self.deletions_held_until.store(until_ms, Ordering::Release);
+    }
+
+    /// True while CLIENT PAUSE holds the node's own deletions.
+    pub fn deletions_held(&self, now_ms: u64) -> bool {
+        self.deletions_held_until.load(Ordering::Acquire) > now_ms
     }
 
     fn shard_memory(&self, shard: usize) -> i64 {
@@ -89,6 +102,7 @@ impl Db {
             repl: repl.clone(),
             replica: AtomicBool::new(false),
             tracking: Default::default(),
+            deletions_held_until: AtomicU64::new(0),
         });
         let shards = (0..shard_count)
             .map(|index| Mutex::new(Shard::new(index, shard_count, stats.clone())))
@@ -159,7 +173,8 @@ impl Db {
     /// Evicts until under `maxmemory`. Fails when the policy forbids eviction
     /// or nothing evictable is left.
     pub fn make_room(&self) -> Result<(), OutOfMemory> {
-        if !self.over_limit() {
+        // like Redis, no eviction while clients are paused
+        if !self.over_limit() || self.stats.deletions_held(now_ms()) {
             return Ok(());
         }
         let policy = self.policy();

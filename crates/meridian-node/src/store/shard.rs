@@ -135,6 +135,10 @@ impl Shard {
             if self.is_replica() {
                 return crate::replication::applying_primary_stream().then_some(index);
             }
+            // CLIENT PAUSE: served as missing, deleted (and propagated) once the pause ends
+            if self.stats.deletions_held(now_ms) {
+                return None;
+            }
             self.expire_entry(index);
             return None;
         }
@@ -419,7 +423,9 @@ impl Shard {
             let Some(index) = found else { continue };
             let expire_at = self.entry(index).expire_at;
             if expire_at != 0 && expire_at <= now_ms && !self.is_replica() {
-                self.expire_entry(index);
+                if !self.stats.deletions_held(now_ms) {
+                    self.expire_entry(index);
+                }
                 continue;
             }
             return Some(index);
@@ -436,7 +442,7 @@ impl Shard {
     pub fn expire_sample(&mut self, samples: usize, now_ms: u64) -> (usize, usize) {
         let mut sampled = 0;
         let mut expired = 0;
-        if self.is_replica() {
+        if self.is_replica() || self.stats.deletions_held(now_ms) {
             return (0, 0);
         }
         for _ in 0..samples {
