@@ -13,6 +13,7 @@ pub mod probe;
 pub mod rbac;
 pub mod reshard;
 pub mod resources;
+pub mod rollout;
 pub mod server;
 pub mod topology_plan;
 

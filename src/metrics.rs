@@ -38,6 +38,8 @@ pub struct Metrics {
     pub reconcile_duration: Family<KindLabels, Histogram, fn() -> Histogram>,
     pub topology_pushes: Counter,
     pub failovers: Family<RegionLabels, Counter>,
+    pub handovers: Family<RegionLabels, Counter>,
+    pub handover_pause: Histogram,
     pub leader: Gauge,
 }
 
@@ -57,6 +59,18 @@ impl Default for Metrics {
             "failovers",
             "Shard primaries replaced by a promoted replica",
             failovers.clone(),
+        );
+        let handovers = Family::<RegionLabels, Counter>::default();
+        registry.register(
+            "handovers",
+            "Shard primaries handed over gracefully to a replica (rolling updates)",
+            handovers.clone(),
+        );
+        let handover_pause = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "handover_pause_seconds",
+            "How long writes to a shard were paused by one primary handover",
+            handover_pause.clone(),
         );
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register(
@@ -86,6 +100,8 @@ impl Default for Metrics {
             reconcile_duration,
             topology_pushes,
             failovers,
+            handovers,
+            handover_pause,
             leader,
         }
     }
@@ -114,6 +130,15 @@ impl Metrics {
                 region: region.to_string(),
             })
             .inc();
+    }
+
+    pub fn handover(&self, region: &str, paused: Duration) {
+        self.handovers
+            .get_or_create(&RegionLabels {
+                region: region.to_string(),
+            })
+            .inc();
+        self.handover_pause.observe(paused.as_secs_f64());
     }
 
     /// Prometheus text exposition format.

@@ -222,6 +222,30 @@ impl NodeConnection {
             .map_err(|source| self.error(source))
     }
 
+    /// `CLIENT PAUSE <timeout_ms> WRITE`: write commands block (they are routed again
+    /// when released) until `CLIENT UNPAUSE` or the timeout, which bounds the pause if the
+    /// operator goes away mid-handover.
+    pub async fn pause_writes(&mut self, timeout: Duration) -> Result<(), Error> {
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(timeout.as_millis().min(u128::from(u64::MAX)) as u64)
+            .arg("WRITE")
+            .query_async::<redis::Value>(&mut self.connection)
+            .await
+            .map(|_| ())
+            .map_err(|source| self.error(source))
+    }
+
+    /// `CLIENT UNPAUSE`.
+    pub async fn unpause(&mut self) -> Result<(), Error> {
+        redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query_async::<redis::Value>(&mut self.connection)
+            .await
+            .map(|_| ())
+            .map_err(|source| self.error(source))
+    }
+
     /// `INFO replication`, parsed.
     pub async fn replication_info(&mut self) -> Result<ReplicationInfo, Error> {
         let text: String = redis::cmd("INFO")

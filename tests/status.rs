@@ -349,3 +349,87 @@ fn a_down_peer_link_degrades_the_region_without_making_it_unready() {
     );
     assert_eq!(condition(&healed.conditions, "Degraded").status, "False");
 }
+
+#[test]
+fn a_rolling_update_keeps_the_region_ready_and_reports_progress_until_done() {
+    let cluster: CacheCluster = fixture("cluster-minimal.yaml");
+    let mut region: CacheRegion = fixture("region-minimal.yaml");
+    let ready = pods(true);
+    let reports: Vec<NodeReport> = ready
+        .iter()
+        .map(|pod| NodeReport {
+            pod: pod.name.clone(),
+            map: None,
+        })
+        .collect();
+    let map = topology_plan::plan("demo", "region-a", &ready, &reports, 0)
+        .unwrap()
+        .map()
+        .clone();
+    let rollout = meridian_api::RolloutStatus {
+        updated_pods: 1,
+        pods: 2,
+        shard: Some(1),
+        step: "shard 1: replacing primary demo-a-1-0".into(),
+    };
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let updating = region_status(
+        &region,
+        &plan,
+        &ready,
+        Some(&Orchestration::Updating {
+            map: map.clone(),
+            rollout: rollout.clone(),
+        }),
+        None,
+        None,
+        at(10),
+    );
+    assert_eq!(updating.rollout.as_ref(), Some(&rollout));
+    assert_eq!(condition(&updating.conditions, "Ready").status, "True");
+    let progressing = condition(&updating.conditions, "Progressing");
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_str()),
+        ("True", "RollingUpdate")
+    );
+    assert!(
+        progressing.message.contains("1/2 pods") && progressing.message.contains("shard 1"),
+        "{}",
+        progressing.message
+    );
+
+    // A replaced pod coming back (Recovering): the rollout is still shown.
+    region.status = Some(updating);
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let recovering = region_status(
+        &region,
+        &plan,
+        &pods(false),
+        Some(&Orchestration::Recovering {
+            map: map.clone(),
+            ready: 1,
+            expected: 2,
+            headless: Vec::new(),
+        }),
+        None,
+        None,
+        at(20),
+    );
+    assert_eq!(recovering.rollout.as_ref(), Some(&rollout));
+
+    // Every pod updated: InSync clears it and Progressing settles.
+    region.status = Some(recovering);
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let done = region_status(
+        &region,
+        &plan,
+        &ready,
+        Some(&Orchestration::InSync { map }),
+        None,
+        None,
+        at(30),
+    );
+    assert_eq!(done.rollout, None);
+    assert_eq!(condition(&done.conditions, "Progressing").status, "False");
+    assert_eq!(condition(&done.conditions, "Ready").status, "True");
+}

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod region;
+pub mod rollout;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -17,13 +17,14 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use meridian_api::{
     CacheCluster, CacheRegion, CacheRegionStatus, FIELD_MANAGER, PeerStatus, ReshardingStatus,
-    conditions, labels,
+    RolloutStatus, conditions, labels,
 };
 use meridian_topology::TopologyMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Context;
+use super::rollout::RolloutInput;
 use crate::Error;
 use crate::conditions::{DesiredCondition, merge};
 use crate::names;
@@ -31,6 +32,7 @@ use crate::nodes::{self, NodeConnection, PushOutcome};
 use crate::peers::{self, PeerConfig, PeersReport, SiblingPod, SiblingRegion};
 use crate::reshard::{self, NodeOpenSlots, ReshardStep, SlotMove};
 use crate::resources::{self, RegionPlan, RegionResources};
+use crate::rollout::{self, Revisions};
 use crate::topology_plan::{
     self, NodeReport, ObservedPod, PrimaryDown, PrimaryReason, PromotionCandidate, RegionPods,
     TopologyDecision,
@@ -55,6 +57,8 @@ const REQUEUE_RESHARDING: Duration = Duration::from_millis(200);
 const RESHARD_BATCH: usize = 128;
 /// Time one reconcile spends moving batches before it writes status and requeues.
 const RESHARD_BUDGET: Duration = Duration::from_secs(3);
+/// Requeue during a rolling update (pod changes also trigger reconciles).
+const REQUEUE_ROLLING: Duration = Duration::from_millis(500);
 /// Requeue after a spec the operator cannot satisfy (the watch brings changes sooner).
 const REQUEUE_DEGRADED: Duration = Duration::from_secs(60);
 
@@ -78,6 +82,11 @@ pub enum Orchestration {
         ready: usize,
         expected: usize,
         headless: Vec<u32>,
+    },
+    /// Every node holds `map`; pods are being replaced by a rolling update.
+    Updating {
+        map: TopologyMap,
+        rollout: RolloutStatus,
     },
     /// Every node holds `map`; slots are moving towards the desired shard count.
     Resharding {
@@ -109,6 +118,7 @@ impl Orchestration {
             Orchestration::InSync { map }
             | Orchestration::PushIncomplete { map, .. }
             | Orchestration::Recovering { map, .. }
+            | Orchestration::Updating { map, .. }
             | Orchestration::Resharding { map, .. } => Some(map),
         }
     }
@@ -282,24 +292,25 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
     }
 
     // orchestrate the nodes
-    let pods = observe_pods(ctx, &plan, retention.shards).await?;
-    let orchestration = match orchestrate(region, &plan, &pods, password.as_deref(), ctx).await {
-        Ok(orchestration) => orchestration,
-        Err(error) => {
-            // Show the problem in status before the error policy backs off.
-            let status = region_status(
-                region,
-                &plan,
-                &pods,
-                None,
-                Some(&error),
-                None,
-                Timestamp::now(),
-            );
-            ctx.apply_status(region, &status).await?;
-            return Err(error);
-        }
-    };
+    let (pods, revisions) = observe_pods(region, ctx, &plan, retention.shards).await?;
+    let orchestration =
+        match orchestrate(region, &plan, &pods, &revisions, password.as_deref(), ctx).await {
+            Ok(orchestration) => orchestration,
+            Err(error) => {
+                // Show the problem in status before the error policy backs off.
+                let status = region_status(
+                    region,
+                    &plan,
+                    &pods,
+                    None,
+                    Some(&error),
+                    None,
+                    Timestamp::now(),
+                );
+                ctx.apply_status(region, &status).await?;
+                return Err(error);
+            }
+        };
 
     // wire region links (once the region has a topology)
     let peer_links = match orchestration.map() {
@@ -324,6 +335,7 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
     Ok(match orchestration {
         Orchestration::Recovering { .. } => Action::requeue(REQUEUE_RECOVERING),
         Orchestration::Resharding { .. } => Action::requeue(REQUEUE_RESHARDING),
+        Orchestration::Updating { .. } => Action::requeue(REQUEUE_ROLLING),
         _ if links_down => Action::requeue(REQUEUE_PEERS_DOWN),
         Orchestration::InSync { .. } if pods.all_ready() => Action::requeue(REQUEUE_READY),
         _ => Action::requeue(REQUEUE_PROGRESSING),
@@ -597,7 +609,7 @@ async fn observe_retention(
     password: Option<&str>,
     ctx: &Context,
 ) -> Result<Retention, Error> {
-    let observed = list_region_pods(ctx, plan).await?;
+    let (observed, _) = list_region_pods(ctx, plan).await?;
     let highest = observed
         .iter()
         .map(|pod| pod.shard.saturating_add(1))
@@ -687,28 +699,69 @@ async fn remove_orphaned_shards(
     Ok(())
 }
 
-async fn list_region_pods(ctx: &Context, plan: &RegionPlan<'_>) -> Result<Vec<ObservedPod>, Error> {
+/// The region's cache node pods, and each one's `controller-revision-hash` label.
+async fn list_region_pods(
+    ctx: &Context,
+    plan: &RegionPlan<'_>,
+) -> Result<(Vec<ObservedPod>, BTreeMap<String, String>), Error> {
     let selector = names::selector_string(&names::region_node_selector(
         &plan.cluster_name,
         &plan.region_name,
     ));
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &plan.namespace);
-    Ok(pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .into_iter()
-        .filter_map(|pod| ObservedPod::from_pod(&pod))
-        .collect())
+    let mut observed = Vec::new();
+    let mut revisions = BTreeMap::new();
+    for pod in pods.list(&ListParams::default().labels(&selector)).await? {
+        if let Some(revision) = pod.labels().get(rollout::REVISION_LABEL) {
+            revisions.insert(pod.name_any(), revision.clone());
+        }
+        observed.extend(ObservedPod::from_pod(&pod));
+    }
+    Ok((observed, revisions))
 }
 
-/// The pods of shards `0..shards` (the desired ones plus any still draining).
+/// The pods of shards `0..shards` (the desired ones plus any still draining), and what
+/// the pods and StatefulSets say about template revisions.
 async fn observe_pods(
+    region: &CacheRegion,
     ctx: &Context,
     plan: &RegionPlan<'_>,
     shards: u16,
-) -> Result<RegionPods, Error> {
-    let observed = list_region_pods(ctx, plan).await?;
-    Ok(RegionPods::group(observed, shards, plan.pods_per_shard()))
+) -> Result<(RegionPods, Revisions), Error> {
+    let (observed, pod_revision) = list_region_pods(ctx, plan).await?;
+    let selector = names::selector_string(&names::region_node_selector(
+        &plan.cluster_name,
+        &plan.region_name,
+    ));
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &plan.namespace);
+    let mut update_revision = BTreeMap::new();
+    for stateful_set in stateful_sets
+        .list(&ListParams::default().labels(&selector))
+        .await?
+    {
+        let Some(shard) = owned_shard(&stateful_set, region) else {
+            continue;
+        };
+        // Until the StatefulSet controller has seen the latest template, its
+        // updateRevision still names the previous one.
+        let observed_latest = stateful_set
+            .status
+            .as_ref()
+            .and_then(|status| status.observed_generation)
+            .is_some_and(|observed| Some(observed) == stateful_set.metadata.generation);
+        let revision = stateful_set
+            .status
+            .and_then(|status| status.update_revision)
+            .filter(|_| observed_latest);
+        update_revision.insert(shard, revision);
+    }
+    Ok((
+        RegionPods::group(observed, shards, plan.pods_per_shard()),
+        Revisions {
+            update_revision,
+            pod_revision,
+        },
+    ))
 }
 
 /// Opens an admin connection to every pod with an IP (concurrently, short timeouts) and
@@ -743,7 +796,7 @@ async fn read_nodes(
     (connections, reports, errors)
 }
 
-fn region_key(region: &CacheRegion) -> String {
+pub(super) fn region_key(region: &CacheRegion) -> String {
     format!(
         "{}/{}",
         region.namespace().unwrap_or_default(),
@@ -756,6 +809,7 @@ async fn orchestrate(
     region: &CacheRegion,
     plan: &RegionPlan<'_>,
     pods: &RegionPods,
+    revisions: &Revisions,
     password: Option<&str>,
     ctx: &Context,
 ) -> Result<Orchestration, Error> {
@@ -825,18 +879,16 @@ async fn orchestrate(
     let (map, targets, new_epoch, primaries, slots_reassigned) = match decision {
         TopologyDecision::InSync { map } => {
             ctx.probes.watch(&region_key(region), &map, password);
-            return reshard_region(
+            let input = RolloutInput {
                 region,
                 plan,
                 pods,
-                map,
-                &reports,
+                revisions,
+                reports: &reports,
                 status_epoch,
-                &mut connections,
                 password,
-                ctx,
-            )
-            .await;
+            };
+            return reshard_then_roll(&input, map, &mut connections, ctx).await;
         }
         TopologyDecision::Push {
             map,
@@ -894,20 +946,45 @@ async fn orchestrate(
     if !stale.is_empty() {
         return Ok(Orchestration::PushIncomplete { map, stale });
     }
-    // Everyone holds the map now (e.g. a new shard joined with no slots): go on with
-    // moving slots right away rather than at the next periodic reconcile.
-    reshard_region(
+    // Everyone holds the map now (e.g. a new shard joined with no slots, a replaced pod
+    // came back): go on with moving slots or replacing pods right away rather than at
+    // the next periodic reconcile.
+    let input = RolloutInput {
         region,
         plan,
         pods,
-        map,
-        &reports,
+        revisions,
+        reports: &reports,
         status_epoch,
-        &mut connections,
         password,
+    };
+    reshard_then_roll(&input, map, &mut connections, ctx).await
+}
+
+/// In a region where every node holds `map`: moves slots if the shard count changed,
+/// otherwise replaces outdated pods (a rolling update never runs during a resharding).
+async fn reshard_then_roll(
+    input: &RolloutInput<'_>,
+    map: TopologyMap,
+    connections: &mut HashMap<String, NodeConnection>,
+    ctx: &Context,
+) -> Result<Orchestration, Error> {
+    let orchestration = reshard_region(
+        input.region,
+        input.plan,
+        input.pods,
+        map,
+        input.reports,
+        input.status_epoch,
+        connections,
+        input.password,
         ctx,
     )
-    .await
+    .await?;
+    match orchestration {
+        Orchestration::InSync { map } => super::rollout::roll(input, map, connections, ctx).await,
+        other => Ok(other),
+    }
 }
 
 /// Moves slots towards the desired shard count, a few batches per reconcile, from what
@@ -1145,7 +1222,7 @@ async fn push_in_order(
     Ok((!stale.is_empty()).then_some(stale))
 }
 
-async fn report_push(
+pub(super) async fn report_push(
     ctx: &Context,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     map: &TopologyMap,
@@ -1380,9 +1457,20 @@ pub fn region_status(
         // Interrupted (pods, failover, refused push): the change is still under way.
         _ => previous.resharding.clone(),
     };
+    let rollout = match orchestration {
+        Some(Orchestration::Updating { rollout, .. }) => Some(rollout.clone()),
+        Some(Orchestration::InSync { .. }) => None,
+        // Interrupted (a replaced pod is coming back, a failover): still under way.
+        _ => previous.rollout.clone(),
+    };
+    let updating = matches!(orchestration, Some(Orchestration::Updating { .. }));
     let ready_shards = topology_plan::ready_shards(map, pods);
+    // A rolling update between two pod replacements serves every slot: Ready.
     let all_ready = ready_shards == i32::from(plan.shards)
-        && matches!(orchestration, Some(Orchestration::InSync { .. }));
+        && matches!(
+            orchestration,
+            Some(Orchestration::InSync { .. } | Orchestration::Updating { .. })
+        );
     let (progress_reason, progress_message) = match (orchestration, node_error) {
         (_, Some(error)) => (error.condition_reason(), error.to_string()),
         (Some(Orchestration::WaitingForPods { ready, expected }), _) => (
@@ -1422,6 +1510,13 @@ pub fn region_status(
                 .map(resharding_message)
                 .unwrap_or_default(),
         ),
+        (Some(Orchestration::Updating { rollout, .. }), _) => (
+            "RollingUpdate",
+            format!(
+                "{}/{} pods run the latest template; {}",
+                rollout.updated_pods, rollout.pods, rollout.step
+            ),
+        ),
         (Some(Orchestration::PushIncomplete { stale, .. }), _) => (
             "TopologyPushIncomplete",
             format!("nodes refused the topology: {}", stale.join("; ")),
@@ -1448,13 +1543,13 @@ pub fn region_status(
         ),
         DesiredCondition::new(
             conditions::PROGRESSING,
-            !all_ready && node_error.is_none(),
-            if all_ready {
+            (!all_ready || updating) && node_error.is_none(),
+            if all_ready && !updating {
                 "Reconciled"
             } else {
                 progress_reason
             },
-            if all_ready {
+            if all_ready && !updating {
                 String::new()
             } else {
                 progress_message.clone()
@@ -1515,6 +1610,7 @@ pub fn region_status(
         peers,
         ready_shards,
         resharding,
+        rollout,
     }
 }
 

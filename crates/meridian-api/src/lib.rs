@@ -21,7 +21,7 @@ pub use error::ApiError;
 pub use quantity::parse_byte_quantity;
 pub use region::{
     CacheRegion, CacheRegionSpec, CacheRegionStatus, ClusterRef, LinkServiceType, LinkSpec,
-    PeerSpec, PeerStatus, PlacementSpec, ReshardingStatus, ShardStatus,
+    PeerSpec, PeerStatus, PlacementSpec, ReshardingStatus, RolloutStatus, ShardStatus,
 };
 
 /// API group of every Meridian resource.

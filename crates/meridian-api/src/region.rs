@@ -227,6 +227,30 @@ pub struct CacheRegionStatus {
     /// Progress of a shard-count change while slots move between shards; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resharding: Option<ReshardingStatus>,
+
+    /// Progress of a rolling update (pod template change: image, settings) while pods
+    /// are replaced; absent when every pod runs the latest template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Progress of a rolling update: one shard at a time, replicas first, then a graceful
+/// handover of the primary, then the old primary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Pods running the latest template.
+    #[serde(default)]
+    pub updated_pods: i32,
+    /// Pods of the region.
+    #[serde(default)]
+    pub pods: i32,
+    /// Shard being updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<i32>,
+    /// What happens next, e.g. `shard 0: replacing replica orders-eu-0-1`.
+    #[serde(default)]
+    pub step: String,
 }
 
 /// Progress of a shard-count change: slots migrate with their keys, a batch at a time.
