@@ -232,3 +232,37 @@ fn replica_forwards_writes_to_its_primary() {
     assert_eq!(replica.delete("/cache/shared").status, 204);
     assert_eq!(primary.get("/cache/shared").status, 404);
 }
+
+#[test]
+fn writes_wait_for_client_pause_and_reads_do_not() {
+    let node = standalone(&[]);
+    assert_eq!(node.put("/cache/held", b"before").status, 204);
+    let mut redis = node.redis();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(10_000)
+        .arg("WRITE")
+        .query(&mut redis)
+        .expect("pause");
+
+    // a PUT issued during the pause completes only after UNPAUSE
+    let writer = {
+        let (ip, port) = (node.ip.clone(), node.http_port);
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let status = http(&ip, port, "PUT", "/cache/held", &[], b"after").status;
+            (status, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.get("/cache/held").text(), "before", "reads are served");
+    assert!(!writer.is_finished(), "the PUT must wait for the pause");
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut redis)
+        .expect("unpause");
+    let (status, took) = writer.join().expect("writer thread");
+    assert_eq!(status, 204);
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert_eq!(node.get("/cache/held").text(), "after");
+}

@@ -171,6 +171,11 @@ async fn route(api: &Api, request: Request<Incoming>) -> Result<Response<Body>, 
         };
         let (parts, body) = request.into_parts();
         let body = read_body(body, &parts.headers, api.shared.config.limits.max_bulk_len).await?;
+        if write {
+            // A write held by CLIENT PAUSE (a primary handover) is routed by the map in
+            // force when it is released, like a held RESP write.
+            api.shared.pause.wait_while(|_| true).await;
+        }
         match locate(&api.shared, &key, write) {
             Location::Local => {}
             Location::Remote(host) => return forward(api, &host, &parts, body).await,
@@ -196,6 +201,7 @@ async fn route(api: &Api, request: Request<Incoming>) -> Result<Response<Body>, 
         }
         let (parts, body) = request.into_parts();
         let body = read_body(body, &parts.headers, api.shared.config.limits.max_bulk_len).await?;
+        api.shared.pause.wait_while(|_| true).await;
         if let Some(host) = primary_of_replica(&api.shared) {
             return forward(api, &host, &parts, body).await;
         }
