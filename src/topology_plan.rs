@@ -424,6 +424,23 @@ pub fn node_down(node: &NodeAddr, pods: &RegionPods, unreachable: bool) -> Optio
     unreachable.then_some(PrimaryDown::Unreachable)
 }
 
+/// Whether a shard whose primary is down (`reason`) rejoins through the regular plan
+/// rather than a failover: its primary's pod is back, Ready, with a new IP (a fresh
+/// process that only lacks the map) and none of its replicas could be promoted (e.g.
+/// every pod of the shard restarted at once). The plan then keeps the shard's slots and
+/// names the recreated pod primary again, instead of waiting forever for a replica.
+pub fn rejoins_by_plan(shard: &ShardTopology, reason: PrimaryDown, pods: &RegionPods) -> bool {
+    let primary_back = reason == PrimaryDown::PodReplaced
+        && pods
+            .iter()
+            .any(|pod| pod.name == shard.primary.id && pod.ready);
+    let no_usable_replica = shard
+        .replicas
+        .iter()
+        .all(|replica| node_down(replica, pods, false).is_some());
+    primary_back && no_usable_replica
+}
+
 /// A replica that could take over, with the replication offset it reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PromotionCandidate {

@@ -224,3 +224,70 @@ fn a_restarted_operator_adopts_a_promotion_already_on_the_nodes() {
     let primary = &newest.shards[0].primary;
     assert_eq!(topology_plan::node_down(primary, &pods, false), None);
 }
+
+#[test]
+fn a_shard_whose_pods_all_restarted_rejoins_by_the_plan_with_its_slots() {
+    let map = bootstrapped(2, 2);
+    let shard = &map.shards[1];
+    let recreated = |ordinal: u16, ready: bool| {
+        let mut pod = pod(1, ordinal, ready);
+        pod.ip = Some(format!("127.0.9.{}", ordinal + 1));
+        pod
+    };
+    let region = |shard_one: Vec<ObservedPod>| {
+        let mut pods = vec![pod(0, 0, true), pod(0, 1, true)];
+        pods.extend(shard_one);
+        RegionPods::group(pods, 2, 2)
+    };
+
+    // Both pods of shard 1 are back with new IPs: no replica to promote, plan anew.
+    let both_back = region(vec![recreated(0, true), recreated(1, true)]);
+    let reason = topology_plan::node_down(&shard.primary, &both_back, false).unwrap();
+    assert_eq!(reason, PrimaryDown::PodReplaced);
+    assert!(topology_plan::rejoins_by_plan(shard, reason, &both_back));
+    // The primary back while its replica still starts: the same.
+    let replica_starting = region(vec![recreated(0, true), recreated(1, false)]);
+    assert!(topology_plan::rejoins_by_plan(
+        shard,
+        reason,
+        &replica_starting
+    ));
+    // The primary's pod not Ready yet, or a replica that can take over: no.
+    let primary_starting = region(vec![recreated(0, false), recreated(1, true)]);
+    assert!(!topology_plan::rejoins_by_plan(
+        shard,
+        PrimaryDown::PodReplaced,
+        &primary_starting
+    ));
+    let replica_kept = region(vec![recreated(0, true), pod(1, 1, true)]);
+    assert!(!topology_plan::rejoins_by_plan(
+        shard,
+        reason,
+        &replica_kept
+    ));
+    assert!(!topology_plan::rejoins_by_plan(
+        shard,
+        PrimaryDown::Unreachable,
+        &both_back
+    ));
+
+    // The plan keeps every shard's slots (no fresh bootstrap over shard 0's data) and
+    // names the recreated pods at their new IPs.
+    let reports: Vec<NodeReport> = both_back
+        .iter()
+        .map(|pod| NodeReport {
+            pod: pod.name.clone(),
+            map: (pod.shard == 0).then(|| map.clone()),
+        })
+        .collect();
+    let decision = topology_plan::plan("orders", "eu", &both_back, &reports, map.epoch).unwrap();
+    let TopologyDecision::Push { map: next, .. } = decision else {
+        panic!("membership changed: a new epoch is expected, got {decision:?}");
+    };
+    assert_eq!(next.epoch, map.epoch + 1);
+    assert_eq!(next.shards[0], map.shards[0]);
+    assert_eq!(next.shards[1].slots, shard.slots);
+    assert_eq!(next.shards[1].primary.id, "orders-eu-1-0");
+    assert_eq!(next.shards[1].primary.ip, "127.0.9.1");
+    assert_eq!(next.node("orders-eu-1-1").unwrap().ip, "127.0.9.2");
+}

@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod fixtures;
+mod load;
+pub use fixtures::*;
+pub use load::*;
+
 /// The field manager the suite applies its own objects with.
 pub const MANAGER: &str = "meridian-e2e";
 
@@ -113,6 +118,21 @@ impl Drop for TestNamespace {
     }
 }
 
+/// Starts a scenario that needs the operator: a client for `KUBECONFIG` (`None` when the
+/// suite should skip, see [`client_or_skip`]), the operator installed and running, and a
+/// fresh namespace `<ns_prefix>-<n>`.
+pub async fn operator_scenario(
+    test: &str,
+    ns_prefix: &str,
+) -> Result<Option<(Client, TestNamespace)>> {
+    let Some(client) = client_or_skip(test).await else {
+        return Ok(None);
+    };
+    ensure_operator_installed()?;
+    let ns = TestNamespace::create(&client, ns_prefix).await?;
+    Ok(Some((client, ns)))
+}
+
 /// Server-side applies any object given as YAML text.
 pub async fn apply_yaml<K>(api: &Api<K>, yaml: &str) -> Result<K>
 where
@@ -152,6 +172,15 @@ where
     }
 }
 
+/// The label selector of one region's pods of a CacheCluster.
+pub fn region_selector(cluster: &str, region: &str) -> String {
+    format!(
+        "{}={cluster},{}={region}",
+        meridian_api::labels::CLUSTER,
+        meridian_api::labels::REGION
+    )
+}
+
 /// Pods of one region of a CacheCluster, by label.
 pub async fn region_pods(
     client: &Client,
@@ -160,11 +189,7 @@ pub async fn region_pods(
     region: &str,
 ) -> Result<Vec<Pod>> {
     let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!(
-            "{}={cluster},{}={region}",
-            meridian_api::labels::CLUSTER,
-            meridian_api::labels::REGION
-        )))
+        .list(&ListParams::default().labels(&region_selector(cluster, region)))
         .await?;
     Ok(pods.items)
 }
@@ -246,7 +271,9 @@ pub async fn redis_connection(endpoint: &str) -> Result<redis::aio::MultiplexedC
         .with_context(|| format!("connect to {endpoint}"))
 }
 
-/// A cluster-aware connection seeded with `endpoints` (`ip:port` each).
+/// A cluster-aware connection seeded with `endpoints` (`ip:port` each). It retries a
+/// command up to 30 times, refreshing its slot map, so it rides over failovers and
+/// slot migrations.
 pub async fn cluster_connection(
     endpoints: &[String],
 ) -> Result<redis::cluster_async::ClusterConnection> {
@@ -257,6 +284,7 @@ pub async fn cluster_connection(
     redis::cluster::ClusterClient::builder(urls)
         .connection_timeout(REDIS_TIMEOUT)
         .response_timeout(REDIS_TIMEOUT)
+        .retries(30)
         .build()?
         .get_async_connection()
         .await

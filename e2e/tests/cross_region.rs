@@ -8,63 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kube::Client;
-use kube::api::Api;
-use meridian_api::{CacheCluster, CacheRegion, CacheRegionStatus};
 use meridian_e2e::*;
 use redis::cluster_async::ClusterConnection;
 
 /// Loose bound for eventual propagation on a shared, slow CI machine (typically a few ms).
 const EVENTUAL_BOUND: Duration = Duration::from_secs(5);
-
-fn cluster_yaml(name: &str, shards: u32, consistency: &str) -> String {
-    // The CRD refuses a strong timeout on an eventual cluster.
-    let strong_timeout = if consistency == "strong" {
-        "\n    strongTimeoutMs: 2000"
-    } else {
-        ""
-    };
-    format!(
-        r#"
-apiVersion: cache.meridian.dev/v1alpha1
-kind: CacheCluster
-metadata:
-  name: {name}
-spec:
-  shards: {shards}
-  replicasPerShard: 1
-  consistency: {consistency}
-  crossRegion:
-    mode: invalidate{strong_timeout}
-  memory:
-    maxmemory: 64Mi
-"#
-    )
-}
-
-fn region_yaml(cluster: &str, region: &str) -> String {
-    format!(
-        r#"
-apiVersion: cache.meridian.dev/v1alpha1
-kind: CacheRegion
-metadata:
-  name: {cluster}-{region}
-spec:
-  clusterRef:
-    name: {cluster}
-  region: {region}
-  placement:
-    nodeSelector:
-      topology.kubernetes.io/region: {region}
-"#
-    )
-}
-
-fn condition_true(status: &CacheRegionStatus, type_: &str) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
-}
 
 /// Creates the cluster and both regions, waits until both are Ready with their link to the
 /// other region connected, and returns cluster connections to region-a and region-b.
@@ -75,81 +23,57 @@ async fn deploy(
     shards: u32,
     consistency: &str,
 ) -> Result<(ClusterConnection, ClusterConnection)> {
-    let clusters: Api<CacheCluster> = Api::namespaced(client.clone(), ns);
-    let regions: Api<CacheRegion> = Api::namespaced(client.clone(), ns);
-    apply_yaml(&clusters, &cluster_yaml(cluster, shards, consistency)).await?;
-    for region in ["region-a", "region-b"] {
-        apply_yaml(&regions, &region_yaml(cluster, region)).await?;
+    let Deployed { clusters, regions } = ClusterFixture {
+        name: cluster.into(),
+        shards,
+        replicas_per_shard: 1,
+        consistency: Some(consistency.into()),
+        ..ClusterFixture::default()
     }
+    .with_regions(&[
+        (&format!("{cluster}-region-a"), "region-a"),
+        (&format!("{cluster}-region-b"), "region-b"),
+    ])
+    .apply(client, ns)
+    .await?;
     let started = Instant::now();
     let mut connections = Vec::new();
     for (region, peer) in [("region-a", "region-b"), ("region-b", "region-a")] {
         let name = format!("{cluster}-{region}");
-        let status = wait_for(
-            &format!("CacheRegion {name} Ready with its link to {peer} connected"),
+        let status = wait_region(
+            &regions,
+            &name,
+            &format!("Ready with its link to {peer} connected"),
             Duration::from_secs(300),
-            || {
-                let regions = regions.clone();
-                let client = client.clone();
-                let name = name.clone();
-                async move {
-                    let r = regions.get(&name).await.map_err(|e| e.to_string())?;
-                    let status = r.status.unwrap_or_default();
-                    let linked = status.peers.iter().any(|p| p.region == peer && p.connected);
-                    if condition_true(&status, "Ready") && linked {
-                        return Ok(Some(status));
-                    }
-                    let pods = region_pods(&client, ns, cluster, region)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Err(format!(
-                        "conditions={:?}; peers={:?}; pods: {}",
-                        status.conditions,
-                        status.peers,
-                        describe_pods(&pods)
-                    ))
-                }
-            },
+            |view| view.ready() && view.linked_to(peer),
         )
         .await?;
         assert!(
-            !condition_true(&status, "Degraded"),
+            !condition_true(&status.conditions, "Degraded"),
             "{name} is Degraded although its link is up: {:?}",
             status.conditions
         );
-        let mut nodes = Vec::new();
-        for shard in &status.shards {
-            let primary = shard.primary.clone().context("shard without primary")?;
-            let ip = pod_ip(client, ns, &primary).await?;
-            nodes.push(format!("{ip}:6379"));
-        }
-        let connection = cluster_connection(&nodes).await?;
-        connections.push(connection);
+        let nodes = primary_endpoints(client, ns, &status).await?;
+        connections.push(cluster_connection(&nodes).await?);
     }
     eprintln!(
         "{cluster}: both regions Ready and linked after {:?}",
         started.elapsed()
     );
     // The cluster aggregates both regions and, once both links are up, no link problem.
-    wait_for(
-        &format!("CacheCluster {cluster} Ready and not Degraded"),
+    wait_cluster(
+        &clusters,
+        cluster,
+        "Ready and not Degraded",
         Duration::from_secs(60),
-        || {
-            let clusters = clusters.clone();
-            async move {
-                let c = clusters.get(cluster).await.map_err(|e| e.to_string())?;
-                let st = c.status.unwrap_or_default();
-                let is = |type_: &str, value: &str| {
-                    st.conditions
-                        .iter()
-                        .any(|c| c.type_ == type_ && c.status == value)
-                };
-                if is("Ready", "True") && is("Degraded", "False") && st.ready_regions == 2 {
-                    Ok(Some(()))
-                } else {
-                    Err(format!("{st:?}"))
-                }
-            }
+        |status| {
+            let is = |type_: &str, value: &str| {
+                status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == type_ && c.status == value)
+            };
+            is("Ready", "True") && is("Degraded", "False") && status.ready_regions == 2
         },
     )
     .await?;
@@ -196,11 +120,11 @@ async fn wait_gone(connection: &mut ClusterConnection, keys: &[String]) -> Resul
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_in_one_region_invalidates_the_other() -> Result<()> {
-    let Some(client) = client_or_skip("a_write_in_one_region_invalidates_the_other").await else {
+    let Some((client, ns)) =
+        operator_scenario("a_write_in_one_region_invalidates_the_other", "e2e-xregion").await?
+    else {
         return Ok(());
     };
-    ensure_operator_installed()?;
-    let ns = TestNamespace::create(&client, "e2e-xregion").await?;
     let (mut region_a, mut region_b) =
         deploy(&client, &ns.name, "xr-eventual", 2, "eventual").await?;
 
@@ -253,13 +177,14 @@ async fn a_write_in_one_region_invalidates_the_other() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn strong_consistency_never_serves_the_old_value_after_an_ack() -> Result<()> {
-    let Some(client) =
-        client_or_skip("strong_consistency_never_serves_the_old_value_after_an_ack").await
+    let Some((client, ns)) = operator_scenario(
+        "strong_consistency_never_serves_the_old_value_after_an_ack",
+        "e2e-xstrong",
+    )
+    .await?
     else {
         return Ok(());
     };
-    ensure_operator_installed()?;
-    let ns = TestNamespace::create(&client, "e2e-xstrong").await?;
     let (mut region_a, mut region_b) = deploy(&client, &ns.name, "xr-strong", 1, "strong").await?;
 
     let mut write_latency = Vec::new();

@@ -10,36 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
-use meridian_api::{CacheCluster, CacheRegion};
+use meridian_api::CacheRegion;
 use meridian_e2e::*;
-use meridian_topology::SlotRange;
 use redis::aio::MultiplexedConnection;
-
-const CLUSTER: &str = r#"
-apiVersion: cache.meridian.dev/v1alpha1
-kind: CacheCluster
-metadata:
-  name: orders
-spec:
-  shards: 2
-  replicasPerShard: 1
-  memory:
-    maxmemory: 64Mi
-"#;
-
-const REGION: &str = r#"
-apiVersion: cache.meridian.dev/v1alpha1
-kind: CacheRegion
-metadata:
-  name: orders-a
-spec:
-  clusterRef:
-    name: orders
-  region: region-a
-  placement:
-    nodeSelector:
-      topology.kubernetes.io/region: region-a
-"#;
 
 /// Loose bound for the e2e (the goal is 2 s; shared CI machines are slow).
 const WRITE_RESUME_BOUND: Duration = Duration::from_secs(15);
@@ -126,34 +99,19 @@ async fn region_status(regions: &Api<CacheRegion>) -> Result<meridian_api::Cache
 
 #[tokio::test(flavor = "multi_thread")]
 async fn primary_failover_resumes_writes_and_keeps_acknowledged_data() -> Result<()> {
-    let Some(client) = client_or_skip("primary_failover").await else {
+    let Some((client, ns)) = operator_scenario("primary_failover", "e2e-failover").await? else {
         return Ok(());
     };
-    ensure_operator_installed()?;
-    let ns = TestNamespace::create(&client, "e2e-failover").await?;
-    let clusters: Api<CacheCluster> = Api::namespaced(client.clone(), &ns.name);
-    let regions: Api<CacheRegion> = Api::namespaced(client.clone(), &ns.name);
-    apply_yaml(&clusters, CLUSTER).await?;
-    apply_yaml(&regions, REGION).await?;
+    let Deployed { regions, .. } = ClusterFixture::in_region_a("orders", "orders-a", 2, 1)
+        .apply(&client, &ns.name)
+        .await?;
 
-    let status = wait_for(
-        "CacheRegion orders-a Ready",
+    let status = wait_region(
+        &regions,
+        "orders-a",
+        "Ready with one replica per shard",
         Duration::from_secs(300),
-        || {
-            let regions = regions.clone();
-            async move {
-                let status = region_status(&regions).await.map_err(|e| e.to_string())?;
-                let ready = status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                if ready && status.shards.iter().all(|s| s.replicas.len() == 1) {
-                    Ok(Some(status))
-                } else {
-                    Err(format!("{status:?}"))
-                }
-            }
-        },
+        |view| view.ready() && view.status.shards.iter().all(|s| s.replicas.len() == 1),
     )
     .await?;
     let shard = status.shards.first().context("no shard in status")?.clone();
@@ -166,19 +124,8 @@ async fn primary_failover_resumes_writes_and_keeps_acknowledged_data() -> Result
     let epoch_before = status.epoch;
     let primary_endpoint = format!("{}:6379", pod_ip(&client, &ns.name, &old_primary).await?);
     let replica_endpoint = format!("{}:6379", pod_ip(&client, &ns.name, &replica).await?);
-    let ranges: Vec<SlotRange> = shard
-        .slots
-        .iter()
-        .map(|r| r.parse().map_err(|e| anyhow::anyhow!("{r}: {e:?}")))
-        .collect::<Result<_>>()?;
     // A hash tag this shard owns: every key of the test lands in shard 0.
-    let tag = (0..)
-        .map(|i| format!("fo{i}"))
-        .find(|t| {
-            let slot = meridian_topology::key_slot(t.as_bytes());
-            ranges.iter().any(|r| r.contains(slot))
-        })
-        .context("no hash tag for shard 0")?;
+    let tag = key_for_shard(&shard, "fo")?;
 
     // Writes acknowledged by the replica before the kill.
     let mut primary = connect(&primary_endpoint).await?;
@@ -266,19 +213,17 @@ async fn primary_failover_resumes_writes_and_keeps_acknowledged_data() -> Result
     writer.await?;
 
     // The replica was promoted; the status says so at a higher epoch.
-    let status = wait_for(
+    let status = wait_region(
+        &regions,
+        "orders-a",
         "status names the promoted primary",
         Duration::from_secs(60),
-        || {
-            let regions = regions.clone();
-            let replica = replica.clone();
-            async move {
-                let status = region_status(&regions).await.map_err(|e| e.to_string())?;
-                match status.shards.first() {
-                    Some(shard) if shard.primary.as_deref() == Some(&replica) => Ok(Some(status)),
-                    _ => Err(format!("{status:?}")),
-                }
-            }
+        |view| {
+            view.status
+                .shards
+                .first()
+                .and_then(|shard| shard.primary.as_deref())
+                == Some(replica.as_str())
         },
     )
     .await?;

@@ -9,73 +9,24 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use kube::api::Api;
-use meridian_api::{CacheCluster, CacheRegion, CacheRegionStatus};
+use meridian_api::{CacheRegion, CacheRegionStatus};
 use meridian_e2e::*;
 
-fn cluster_yaml(replicas: u32) -> String {
-    format!(
-        r#"
-apiVersion: cache.meridian.dev/v1alpha1
-kind: CacheCluster
-metadata:
-  name: carts
-spec:
-  shards: 1
-  replicasPerShard: {replicas}
-  memory:
-    maxmemory: 64Mi
-"#
-    )
+fn carts(replicas: u32) -> ClusterFixture {
+    ClusterFixture::in_region_a("carts", "carts-a", 1, replicas)
 }
 
-const REGION: &str = r#"
-apiVersion: cache.meridian.dev/v1alpha1
-kind: CacheRegion
-metadata:
-  name: carts-a
-spec:
-  clusterRef:
-    name: carts
-  region: region-a
-  placement:
-    nodeSelector:
-      topology.kubernetes.io/region: region-a
-"#;
-
 /// Waits until the region is Ready with exactly `replicas` replicas in its one shard.
-async fn wait_replicas(
-    client: &Client,
-    regions: &Api<CacheRegion>,
-    ns: &str,
-    replicas: usize,
-) -> Result<CacheRegionStatus> {
-    wait_for(
-        &format!("CacheRegion carts-a Ready with {replicas} replica(s)"),
+async fn wait_replicas(regions: &Api<CacheRegion>, replicas: usize) -> Result<CacheRegionStatus> {
+    wait_region(
+        regions,
+        "carts-a",
+        &format!("Ready with {replicas} replica(s)"),
         Duration::from_secs(300),
-        || {
-            let regions = regions.clone();
-            let client = client.clone();
-            let ns = ns.to_string();
-            async move {
-                let region = regions.get("carts-a").await.map_err(|e| e.to_string())?;
-                let status = region.status.unwrap_or_default();
-                let ready = status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                let pods = region_pods(&client, &ns, "carts", "region-a")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let shard_replicas = status.shards.first().map(|s| s.replicas.len());
-                if ready && shard_replicas == Some(replicas) && pods.len() == replicas + 1 {
-                    Ok(Some(status))
-                } else {
-                    Err(format!(
-                        "ready={ready} replicas={shard_replicas:?} pods: {}",
-                        describe_pods(&pods)
-                    ))
-                }
-            }
+        |view| {
+            view.ready()
+                && view.status.shards.first().map(|s| s.replicas.len()) == Some(replicas)
+                && view.pods.len() == replicas + 1
         },
     )
     .await
@@ -144,17 +95,14 @@ async fn wait_acks(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replica_count_changes_keep_data_and_zones() -> Result<()> {
-    let Some(client) = client_or_skip("replica_count_changes_keep_data_and_zones").await else {
+    let Some((client, ns)) =
+        operator_scenario("replica_count_changes_keep_data_and_zones", "e2e-replicas").await?
+    else {
         return Ok(());
     };
-    ensure_operator_installed()?;
-    let ns = TestNamespace::create(&client, "e2e-replicas").await?;
-    let clusters: Api<CacheCluster> = Api::namespaced(client.clone(), &ns.name);
-    let regions: Api<CacheRegion> = Api::namespaced(client.clone(), &ns.name);
-    apply_yaml(&clusters, &cluster_yaml(1)).await?;
-    apply_yaml(&regions, REGION).await?;
+    let Deployed { clusters, regions } = carts(1).apply(&client, &ns.name).await?;
 
-    let status = wait_replicas(&client, &regions, &ns.name, 1).await?;
+    let status = wait_replicas(&regions, 1).await?;
     assert_distinct_zones(&client, &ns.name).await?;
     let mut primary = primary_connection(&client, &ns.name, &status).await?;
     for i in 0..500 {
@@ -166,8 +114,8 @@ async fn replica_count_changes_keep_data_and_zones() -> Result<()> {
     }
 
     // 1 → 2 replicas: the new pod goes to the free zone, syncs everything, and acknowledges.
-    apply_yaml(&clusters, &cluster_yaml(2)).await?;
-    let status = wait_replicas(&client, &regions, &ns.name, 2).await?;
+    apply_yaml(&clusters, &carts(2).yaml()).await?;
+    let status = wait_replicas(&regions, 2).await?;
     assert_distinct_zones(&client, &ns.name).await?;
     let mut primary = primary_connection(&client, &ns.name, &status).await?;
     let _: () = redis::cmd("SET")
@@ -191,8 +139,8 @@ async fn replica_count_changes_keep_data_and_zones() -> Result<()> {
     }
 
     // 2 → 1: the highest ordinal goes, the data stays, WAIT still finds one replica.
-    apply_yaml(&clusters, &cluster_yaml(1)).await?;
-    let status = wait_replicas(&client, &regions, &ns.name, 1).await?;
+    apply_yaml(&clusters, &carts(1).yaml()).await?;
+    let status = wait_replicas(&regions, 1).await?;
     assert_distinct_zones(&client, &ns.name).await?;
     let mut primary = primary_connection(&client, &ns.name, &status).await?;
     let size: i64 = redis::cmd("DBSIZE").query_async(&mut primary).await?;

@@ -826,6 +826,7 @@ async fn orchestrate(
             .filter_map(|shard| {
                 let probed_dead = ctx.probes.is_unreachable(&shard.primary);
                 topology_plan::node_down(&shard.primary, pods, probed_dead)
+                    .filter(|reason| !topology_plan::rejoins_by_plan(shard, *reason, pods))
                     .map(|reason| (shard.index, reason))
             })
             .collect();

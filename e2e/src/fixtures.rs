@@ -1,0 +1,405 @@
+//! The objects the scenarios deploy and the waits every scenario shares: a CacheCluster
+//! with its CacheRegions as YAML, "until the region is Ready / settled", and the checks of
+//! what a region serves (primary endpoints, slot ranges, `redis-cli --cluster check`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use meridian_api::{CacheCluster, CacheClusterStatus, CacheRegion, CacheRegionStatus, ShardStatus};
+use meridian_topology::SlotRange;
+
+use crate::{apply_yaml, describe_pods, pod_ip, region_pods, wait_for};
+
+/// How often the waits below poll the API server: often enough to catch short phases
+/// such as a resharding step, cheap enough for a shared CI machine.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A CacheCluster and its CacheRegions, as the scenarios deploy them.
+#[derive(Clone, Debug)]
+pub struct ClusterFixture {
+    pub name: String,
+    pub shards: u32,
+    pub replicas_per_shard: u32,
+    /// `(CacheRegion name, region)` of every region; each region's pods are pinned to the
+    /// nodes labelled with that region.
+    pub regions: Vec<(String, String)>,
+    /// `eventual` or `strong`, with cross-region invalidation (and a 2 s strong timeout);
+    /// `None` leaves both to the CRD defaults.
+    pub consistency: Option<String>,
+    pub maxmemory: String,
+}
+
+impl Default for ClusterFixture {
+    fn default() -> Self {
+        Self {
+            name: "orders".into(),
+            shards: 1,
+            replicas_per_shard: 0,
+            regions: Vec::new(),
+            consistency: None,
+            maxmemory: "64Mi".into(),
+        }
+    }
+}
+
+impl ClusterFixture {
+    /// A cluster `name` with one CacheRegion, `region_name`, in `region-a`.
+    pub fn in_region_a(
+        name: &str,
+        region_name: &str,
+        shards: u32,
+        replicas_per_shard: u32,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            shards,
+            replicas_per_shard,
+            ..Self::default()
+        }
+        .with_regions(&[(region_name, "region-a")])
+    }
+
+    /// `(CacheRegion name, region)` pairs, e.g. `[("orders-a", "region-a")]`.
+    pub fn with_regions(mut self, regions: &[(&str, &str)]) -> Self {
+        self.regions = regions
+            .iter()
+            .map(|(name, region)| (name.to_string(), region.to_string()))
+            .collect();
+        self
+    }
+
+    /// The CacheCluster.
+    pub fn yaml(&self) -> String {
+        let consistency = match self.consistency.as_deref() {
+            None => String::new(),
+            Some(consistency) => {
+                // The CRD refuses a strong timeout on an eventual cluster.
+                let strong_timeout = if consistency == "strong" {
+                    "\n    strongTimeoutMs: 2000"
+                } else {
+                    ""
+                };
+                format!(
+                    "\n  consistency: {consistency}\n  crossRegion:\n    mode: invalidate{strong_timeout}"
+                )
+            }
+        };
+        format!(
+            r#"
+apiVersion: cache.meridian.dev/v1alpha1
+kind: CacheCluster
+metadata:
+  name: {name}
+spec:
+  shards: {shards}
+  replicasPerShard: {replicas}{consistency}
+  memory:
+    maxmemory: {maxmemory}
+"#,
+            name = self.name,
+            shards = self.shards,
+            replicas = self.replicas_per_shard,
+            maxmemory = self.maxmemory,
+        )
+    }
+
+    /// Applies the CacheCluster and every CacheRegion in `ns`.
+    pub async fn apply(&self, client: &Client, ns: &str) -> Result<Deployed> {
+        let deployed = Deployed {
+            clusters: Api::namespaced(client.clone(), ns),
+            regions: Api::namespaced(client.clone(), ns),
+        };
+        apply_yaml(&deployed.clusters, &self.yaml()).await?;
+        for (name, region) in &self.regions {
+            apply_yaml(&deployed.regions, &region_yaml(name, &self.name, region)).await?;
+        }
+        Ok(deployed)
+    }
+}
+
+/// The APIs of what a [`ClusterFixture`] deployed.
+pub struct Deployed {
+    pub clusters: Api<CacheCluster>,
+    pub regions: Api<CacheRegion>,
+}
+
+/// A CacheRegion `name` of `cluster`, its pods on the nodes of `region`.
+pub fn region_yaml(name: &str, cluster: &str, region: &str) -> String {
+    format!(
+        r#"
+apiVersion: cache.meridian.dev/v1alpha1
+kind: CacheRegion
+metadata:
+  name: {name}
+spec:
+  clusterRef:
+    name: {cluster}
+  region: {region}
+  placement:
+    nodeSelector:
+      topology.kubernetes.io/region: {region}
+"#
+    )
+}
+
+/// Whether a condition of this type has status `True`.
+pub fn condition_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|condition| condition.type_ == type_ && condition.status == "True")
+}
+
+/// The status of one region as a wait sees it on every poll.
+pub struct RegionView<'a> {
+    pub status: &'a CacheRegionStatus,
+    /// Whether the status describes the current spec (`observedGeneration`).
+    pub current: bool,
+    pub pods: &'a [Pod],
+}
+
+impl RegionView<'_> {
+    pub fn ready(&self) -> bool {
+        self.current && condition_true(&self.status.conditions, "Ready")
+    }
+
+    /// Ready with `shards` shards, each with a primary and slots, and no resharding left.
+    pub fn settled(&self, shards: usize) -> bool {
+        self.ready()
+            && self.status.resharding.is_none()
+            && self.status.shards.len() == shards
+            && self
+                .status
+                .shards
+                .iter()
+                .all(|shard| shard.primary.is_some() && !shard.slots.is_empty())
+    }
+
+    /// Whether the region's link to `peer` is up.
+    pub fn linked_to(&self, peer: &str) -> bool {
+        self.status
+            .peers
+            .iter()
+            .any(|link| link.region == peer && link.connected)
+    }
+
+    fn describe(&self) -> String {
+        let status = self.status;
+        format!(
+            "current={}, conditions {:?}, epoch {}, resharding {:?}, peers {:?}, shards {:?}; pods: {}",
+            self.current,
+            status
+                .conditions
+                .iter()
+                .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+                .collect::<Vec<_>>(),
+            status.epoch,
+            status.resharding,
+            status
+                .peers
+                .iter()
+                .map(|p| format!("{}:{}", p.region, p.connected))
+                .collect::<Vec<_>>(),
+            status
+                .shards
+                .iter()
+                .map(|s| format!(
+                    "{}: {:?} {:?} {:?}",
+                    s.index, s.primary, s.replicas, s.slots
+                ))
+                .collect::<Vec<_>>(),
+            describe_pods(self.pods)
+        )
+    }
+}
+
+/// Polls CacheRegion `name` until `accept` holds for it, or fails after `timeout` with
+/// everything the last poll saw (conditions, shards, peers, pods).
+pub async fn wait_region(
+    regions: &Api<CacheRegion>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    mut accept: impl FnMut(&RegionView<'_>) -> bool,
+) -> Result<CacheRegionStatus> {
+    let started = Instant::now();
+    loop {
+        let last = match regions.get(name).await {
+            Ok(region) => {
+                let status = region.status.clone().unwrap_or_default();
+                let pods = region_pods(
+                    &regions.clone().into_client(),
+                    regions.namespace().unwrap_or("default"),
+                    &region.spec.cluster_ref.name,
+                    &region.spec.region,
+                )
+                .await
+                .unwrap_or_default();
+                let view = RegionView {
+                    status: &status,
+                    current: status.observed_generation == region.metadata.generation,
+                    pods: &pods,
+                };
+                if accept(&view) {
+                    return Ok(status);
+                }
+                view.describe()
+            }
+            Err(error) => format!("cannot read CacheRegion {name}: {error}"),
+        };
+        if started.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {name}: {what}; last: {last}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until CacheRegion `name` is Ready for its current spec.
+pub async fn wait_region_ready(
+    regions: &Api<CacheRegion>,
+    name: &str,
+    timeout: Duration,
+) -> Result<CacheRegionStatus> {
+    wait_region(regions, name, "Ready", timeout, |view| view.ready()).await
+}
+
+/// Waits until the region serves `shards` shards with no resharding left.
+pub async fn wait_region_settled(
+    regions: &Api<CacheRegion>,
+    name: &str,
+    shards: usize,
+    timeout: Duration,
+) -> Result<CacheRegionStatus> {
+    wait_region(
+        regions,
+        name,
+        &format!("settled at {shards} shards"),
+        timeout,
+        |view| view.settled(shards),
+    )
+    .await
+}
+
+/// Polls CacheCluster `name` until `accept` holds for its status.
+pub async fn wait_cluster(
+    clusters: &Api<CacheCluster>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    accept: impl Fn(&CacheClusterStatus) -> bool,
+) -> Result<CacheClusterStatus> {
+    let accept = &accept;
+    wait_for(&format!("{name}: {what}"), timeout, || async move {
+        let cluster = clusters
+            .get(name)
+            .await
+            .map_err(|error| format!("cannot read CacheCluster {name}: {error}"))?;
+        let status = cluster.status.unwrap_or_default();
+        if accept(&status) {
+            Ok(Some(status))
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await
+}
+
+/// Waits until CacheCluster `name` is Ready with `regions` ready regions.
+pub async fn wait_cluster_ready(
+    clusters: &Api<CacheCluster>,
+    name: &str,
+    regions: i32,
+    timeout: Duration,
+) -> Result<CacheClusterStatus> {
+    wait_cluster(
+        clusters,
+        name,
+        &format!("Ready with {regions} ready regions"),
+        timeout,
+        |status| condition_true(&status.conditions, "Ready") && status.ready_regions == regions,
+    )
+    .await
+}
+
+/// Sets `spec.shards` of CacheRegion `name`.
+pub async fn set_region_shards(regions: &Api<CacheRegion>, name: &str, shards: i32) -> Result<()> {
+    regions
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": { "shards": shards } })),
+        )
+        .await
+        .with_context(|| format!("scale {name} to {shards} shards"))?;
+    Ok(())
+}
+
+/// `ip:6379` of every shard's primary, in shard order.
+pub async fn primary_endpoints(
+    client: &Client,
+    ns: &str,
+    status: &CacheRegionStatus,
+) -> Result<Vec<String>> {
+    let mut endpoints = Vec::new();
+    for shard in &status.shards {
+        let primary = shard
+            .primary
+            .as_deref()
+            .with_context(|| format!("shard {} without primary", shard.index))?;
+        endpoints.push(format!("{}:6379", pod_ip(client, ns, primary).await?));
+    }
+    Ok(endpoints)
+}
+
+/// The slot ranges a shard's status lists.
+pub fn shard_slot_ranges(shard: &ShardStatus) -> Result<Vec<SlotRange>> {
+    shard
+        .slots
+        .iter()
+        .map(|range| {
+            range
+                .parse()
+                .map_err(|e| anyhow::anyhow!("status slot range {range:?} does not parse: {e:?}"))
+        })
+        .collect()
+}
+
+/// How many slots a shard's status lists.
+pub fn shard_slot_count(shard: &ShardStatus) -> Result<usize> {
+    Ok(shard_slot_ranges(shard)?
+        .iter()
+        .map(|range| range.len() as usize)
+        .sum())
+}
+
+/// The first `<prefix><n>` whose slot the shard owns (a key, or a hash tag).
+pub fn key_for_shard(shard: &ShardStatus, prefix: &str) -> Result<String> {
+    let ranges = shard_slot_ranges(shard)?;
+    (0..100_000)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|key| {
+            let slot = meridian_topology::key_slot(key.as_bytes());
+            ranges.iter().any(|range| range.contains(slot))
+        })
+        .with_context(|| format!("no key {prefix}<n> for the slots of shard {}", shard.index))
+}
+
+/// Runs `redis-cli --cluster check` through `endpoint`, fails unless every slot is
+/// covered, and returns its report for further checks.
+pub fn redis_cluster_check(endpoint: &str) -> Result<String> {
+    let check = std::process::Command::new("redis-cli")
+        .args(["--cluster", "check", endpoint])
+        .output()
+        .context("redis-cli (Debian redis-tools) is required")?;
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    if !check.status.success() || !said.contains("[OK] All 16384 slots covered") {
+        bail!(
+            "redis-cli --cluster check {endpoint} failed: {said}{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    Ok(said)
+}
