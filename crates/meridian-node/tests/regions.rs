@@ -50,12 +50,33 @@ impl RegionNode {
     }
 
     fn signal(&self, signal: &str) {
+        let pid = self.process.child.id();
         let status = Command::new("kill")
-            .args([signal, &self.process.child.id().to_string()])
+            .args([signal, &pid.to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
+        if signal == "-STOP" {
+            // kill returns once the signal is queued: until every thread was
+            // scheduled and stopped, the node may still answer a request
+            eventually("node stopped", Duration::from_secs(5), || {
+                all_threads_stopped(pid)
+            });
+        }
     }
+}
+
+/// Every thread of process `pid` is stopped (state `T` in /proc).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+    })
 }
 
 /// Pushes a topology splitting the slots evenly over `primaries`.
@@ -659,4 +680,125 @@ fn pattern_invalidation_reaches_every_primary_of_the_own_region_before_the_reply
         .arg("EVERYWHERE")
         .query(&mut a1.redis());
     assert!(bad.is_err());
+}
+
+#[test]
+fn events_follow_a_slot_owner_change_in_the_peer_region() {
+    let a0 = RegionNode::start("127.0.67.1", "a-0", "region-a", &[]);
+    let b0 = RegionNode::start("127.0.67.2", "b-0", "region-b", &[]);
+    let b1 = RegionNode::start("127.0.67.3", "b-1", "region-b", &[]);
+    let b = [&b0, &b1];
+    push_topology("region-a", &[&a0]);
+    push_topology("region-b", &b);
+    push_peers(&[&a0], &[("region-b", &b)]);
+    wait_links_up(&[&a0]);
+    let keys: Vec<String> = (0..200)
+        .map(|index| format!("moved:{index}"))
+        .filter(|key| owner(&b, key).id == "b-1")
+        .take(20)
+        .collect();
+    assert_eq!(keys.len(), 20);
+
+    // b-1 hands every slot to b-0 (epoch 2, data not moved); region-a still
+    // routes by epoch 1 until it relearns: b-1 answers MOVED and the events
+    // must be routed again to b-0
+    let node = |node: &RegionNode| NodeAddr {
+        id: node.id.clone(),
+        ip: node.ip.clone(),
+        port: node.port,
+    };
+    let map = TopologyMap {
+        epoch: 2,
+        cluster: "meridian".into(),
+        region: "region-b".into(),
+        shards: vec![
+            ShardTopology {
+                index: 0,
+                slots: split_evenly(1),
+                primary: node(&b0),
+                replicas: Vec::new(),
+            },
+            ShardTopology {
+                index: 1,
+                slots: Vec::new(),
+                primary: node(&b1),
+                replicas: Vec::new(),
+            },
+        ],
+    };
+    let json = serde_json::to_string(&map).expect("json");
+    for member in b {
+        let reply: String = redis::cmd("MERIDIAN.TOPOLOGY")
+            .arg("SET")
+            .arg(&json)
+            .query(&mut member.redis())
+            .expect("topology");
+        assert_eq!(reply, "OK");
+    }
+    for key in &keys {
+        set(&b0, key, "old").expect("cache in b-0, the new owner");
+    }
+    for key in &keys {
+        set(&a0, key, "new").expect("write in region-a");
+    }
+    eventually(
+        "invalidations delivered to the new owner",
+        Duration::from_secs(10),
+        || keys.iter().all(|key| !exists(&b0, key)),
+    );
+    eventually("queue drained at epoch 2", Duration::from_secs(5), || {
+        let status = peers_status(&a0);
+        status["peers"][0]["queued"] == 0 && status["peers"][0]["epoch"] == 2
+    });
+}
+
+fn master_repl_offset(node: &RegionNode) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut node.redis())
+        .expect("info");
+    info.lines()
+        .find_map(|line| line.strip_prefix("master_repl_offset:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("master_repl_offset")
+}
+
+#[test]
+fn link_events_wait_for_a_client_pause_on_the_receiving_primary() {
+    let a0 = RegionNode::start("127.0.69.1", "a-0", "region-a", &[]);
+    let b0 = RegionNode::start("127.0.69.2", "b-0", "region-b", &[]);
+    push_topology("region-a", &[&a0]);
+    push_topology("region-b", &[&b0]);
+    push_peers(&[&a0], &[("region-b", &[&b0])]);
+    push_peers(&[&b0], &[("region-a", &[&a0])]);
+    wait_links_up(&[&a0, &b0]);
+
+    set(&b0, "held", "old").expect("set in b");
+    let mut admin = b0.redis();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(10_000)
+        .arg("WRITE")
+        .query(&mut admin)
+        .expect("pause");
+    let offset = master_repl_offset(&b0);
+    set(&a0, "held", "new").expect("set in a");
+    // The invalidation reaches b but is not applied while b is paused: a handover
+    // relies on a paused primary's data and offset standing still.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(get(&b0, "held").as_deref(), Some("old"));
+    assert_eq!(
+        master_repl_offset(&b0),
+        offset,
+        "offset moved during the pause"
+    );
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut admin)
+        .expect("unpause");
+    eventually(
+        "invalidation after UNPAUSE",
+        Duration::from_secs(10),
+        || get(&b0, "held").is_none(),
+    );
 }

@@ -309,3 +309,177 @@ fn partition_then_heal_loses_no_invalidation() {
         assert_eq!(get(a, key).as_deref(), Some("new"));
     }
 }
+
+/// Writes `keys` to `node`, one every `interval`, from a thread; the shared
+/// list grows with the instant each SET was sent.
+fn steady_writes(
+    node: &RegionNode,
+    keys: Vec<String>,
+    interval: Duration,
+) -> (
+    std::thread::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+) {
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(keys.len())));
+    let mut con = node.redis();
+    let record = sent.clone();
+    let writer = std::thread::spawn(move || {
+        let start = Instant::now();
+        for (index, key) in keys.iter().enumerate() {
+            let due = start + interval * index as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let at = Instant::now();
+            let reply: String = redis::cmd("SET")
+                .arg(key)
+                .arg("new")
+                .query(&mut con)
+                .expect("eventual SET");
+            assert_eq!(reply, "OK");
+            record.lock().expect("sent times").push(at);
+        }
+    });
+    (writer, sent)
+}
+
+/// Pipelined EXISTS of `keys` on `node`.
+fn still_cached(con: &mut redis::Connection, keys: &[&String]) -> Vec<bool> {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("EXISTS").arg(*key);
+    }
+    pipe.query(con).expect("exists")
+}
+
+#[test]
+fn invalidations_stream_without_waiting_for_earlier_replies() {
+    // Stop-and-wait sends a write only after the previous batch's replies came
+    // back: lags spread between RTT/2 and 1.5 RTT (p90 near 1.4 RTT). With a
+    // window, each invalidation leaves at once and arrives after about RTT/2.
+    let rtt = Duration::from_millis(80);
+    let nodes = start_regions(84, rtt, &[]);
+    let keys: Vec<String> = (0..300).map(|index| format!("stream:{index}")).collect();
+    cache_in_peers(&nodes, &keys);
+    wire_peers(&nodes);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let (writer, sent) = steady_writes(a, keys.clone(), Duration::from_millis(4));
+    let mut peers = [b.redis(), c.redis()];
+    // per key and peer region, when the key was first found gone
+    let mut gone: Vec<[Option<Instant>; 2]> = vec![[None, None]; keys.len()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let written = sent.lock().expect("sent times").len();
+        for (region, con) in peers.iter_mut().enumerate() {
+            let waiting: Vec<usize> = (0..written)
+                .filter(|index| gone[*index][region].is_none())
+                .collect();
+            if waiting.is_empty() {
+                continue;
+            }
+            let names: Vec<&String> = waiting.iter().map(|index| &keys[*index]).collect();
+            let cached = still_cached(con, &names);
+            let now = Instant::now();
+            for (index, cached) in waiting.into_iter().zip(cached) {
+                if !cached {
+                    gone[index][region] = Some(now);
+                }
+            }
+        }
+        if written == keys.len() && gone.iter().all(|seen| seen.iter().all(Option::is_some)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "invalidations missing 30 s after the writes"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    writer.join().expect("writer");
+    let sent = sent.lock().expect("sent times").clone();
+    let mut lags: Vec<Duration> = gone
+        .iter()
+        .zip(&sent)
+        .map(|(seen, sent)| {
+            seen.iter()
+                .flatten()
+                .max()
+                .map_or(Duration::MAX, |gone| gone.duration_since(*sent))
+        })
+        .collect();
+    lags.sort();
+    let p50 = lags[lags.len() / 2];
+    let p90 = lags[lags.len() * 9 / 10];
+    eprintln!(
+        "lag with RTT {rtt:?}: p50 {p50:?}, p90 {p90:?}, max {:?}",
+        lags[lags.len() - 1]
+    );
+    // one way is RTT/2; the rest is slack for a loaded machine
+    assert!(
+        p90 < rtt,
+        "invalidation lag p90 {p90:?} (p50 {p50:?}) with RTT {rtt:?}: events wait for earlier replies"
+    );
+}
+
+#[test]
+fn a_link_cut_with_events_in_flight_loses_none_of_them() {
+    let rtt = Duration::from_millis(200);
+    let nodes = start_regions(85, rtt, &[]);
+    let keys: Vec<String> = (0..60).map(|index| format!("inflight:{index}")).collect();
+    cache_in_peers(&nodes, &keys);
+    wire_peers(&nodes);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let mut con = a.redis();
+    let burst = Instant::now();
+    for key in &keys[..30] {
+        let reply: String = redis::cmd("SET")
+            .arg(key)
+            .arg("new")
+            .query(&mut con)
+            .expect("eventual SET");
+        assert_eq!(reply, "OK");
+    }
+    // RTT/2 has not passed: the events are on the wire to b, their replies far away
+    b.proxy.partition();
+    let cut_after = burst.elapsed();
+    for key in &keys[30..] {
+        assert_eq!(set(a, key, "new").expect("served during the cut"), "OK");
+    }
+    std::thread::sleep(rtt);
+    let lost_in_transit = keys[..30]
+        .iter()
+        .filter(|key| get(b, key).as_deref() == Some("old"))
+        .count();
+    if cut_after < rtt / 2 {
+        assert!(
+            lost_in_transit > 0,
+            "the cut {cut_after:?} after the burst should have caught events in flight"
+        );
+    }
+    let queued = a.peers_status()["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|peer| peer["region"] == "region-b"))
+        .and_then(|peer| peer["queued"].as_u64())
+        .unwrap_or(0);
+    assert!(
+        queued >= 30,
+        "unacknowledged events must stay queued: {queued} for region-b"
+    );
+    b.proxy.heal();
+    eventually(
+        "every invalidation delivered after the cut healed",
+        Duration::from_secs(15),
+        || {
+            keys.iter()
+                .all(|key| get(b, key).is_none() && get(c, key).is_none())
+        },
+    );
+    eventually("queues drained", Duration::from_secs(5), || {
+        a.peers_status()["peers"]
+            .as_array()
+            .is_some_and(|peers| peers.iter().all(|peer| peer["queued"] == 0))
+    });
+    for key in &keys {
+        assert_eq!(get(a, key).as_deref(), Some("new"));
+    }
+}

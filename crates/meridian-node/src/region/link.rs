@@ -7,12 +7,12 @@
 //!                                             -> +OK | -MOVED <slot> | -ERR ...
 //! ```
 //! kind: `key` (drop key), `pattern` (drop glob), `slot` (drop slot), `set` (store value).
-//! Events are pipelined; replies come in order.
+//! Events are pipelined (a window of requests in flight); replies come in order.
 
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -89,6 +89,18 @@ async fn serve_link(shared: Arc<Shared>, mut stream: TcpStream) -> std::io::Resu
                         .collect();
                     if argv.is_empty() {
                         continue;
+                    }
+                    // An event changes data and moves the replication offset: it waits for
+                    // a CLIENT PAUSE to end (a primary handover), then checks ownership
+                    // against the map in force, so a deposed primary answers MOVED.
+                    if shared.pause.current().is_some()
+                        && argv[0].eq_ignore_ascii_case(b"LINK.EVENT")
+                    {
+                        if !output.is_empty() {
+                            stream.write_all(&output).await?;
+                            output.clear();
+                        }
+                        shared.pause.wait_while(|_| true).await;
                     }
                     match handle_request(&shared, &mut peer_region, &argv) {
                         Ok(reply) => output.extend_from_slice(&reply),
@@ -304,6 +316,11 @@ fn delete_all(shared: &Shared, version: Version, keys: Vec<Reply>) {
 // ---------------------------------------------------------------------------
 // Client side
 
+/// Longest reply line a peer may send before its end is found.
+const MAX_REPLY_LINE: usize = 64 * 1024;
+/// Largest bulk reply (a topology map) accepted from a peer.
+const MAX_REPLY_BULK: usize = 64 * 1024 * 1024;
+
 /// A reply on a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkReply {
@@ -312,10 +329,23 @@ pub enum LinkReply {
     Bulk(Option<Vec<u8>>),
 }
 
-/// One authenticated link to a peer node.
+/// One authenticated link to a peer node, for request/reply use (topology).
+/// [`LinkConn::into_halves`] splits it for streaming events.
 pub struct LinkConn {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: ReplyReader,
+    writer: LinkWriter,
+}
+
+/// The sending half of a link.
+pub struct LinkWriter {
+    half: OwnedWriteHalf,
+}
+
+/// The receiving half of a link: decodes replies from a buffer that survives
+/// cancellation, so [`ReplyReader::next`] can sit in a `select!` or a timeout.
+pub struct ReplyReader {
+    half: OwnedReadHalf,
+    buffer: BytesMut,
 }
 
 fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
@@ -377,8 +407,11 @@ impl LinkConn {
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
         let mut conn = LinkConn {
-            reader: BufReader::new(read),
-            writer: write,
+            reader: ReplyReader {
+                half: read,
+                buffer: BytesMut::with_capacity(4096),
+            },
+            writer: LinkWriter { half: write },
         };
         let mut hello = Vec::new();
         encode(
@@ -390,8 +423,8 @@ impl LinkConn {
                 password.as_bytes(),
             ],
         );
-        conn.writer.write_all(&hello).await?;
-        match conn.read_reply().await? {
+        conn.writer.send(&hello).await?;
+        match conn.reader.next().await? {
             LinkReply::Ok => Ok(conn),
             LinkReply::Error(error) => Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
@@ -405,8 +438,8 @@ impl LinkConn {
     pub async fn topology(&mut self) -> std::io::Result<Option<TopologyMap>> {
         let mut request = Vec::new();
         encode(&mut request, &[b"LINK.TOPOLOGY"]);
-        self.writer.write_all(&request).await?;
-        match self.read_reply().await? {
+        self.writer.send(&request).await?;
+        match self.reader.next().await? {
             LinkReply::Bulk(Some(json)) => serde_json::from_slice(&json)
                 .map(Some)
                 .map_err(|error| invalid(&format!("bad topology from peer: {error}"))),
@@ -415,48 +448,122 @@ impl LinkConn {
         }
     }
 
-    /// Sends the events pipelined and returns one reply per event.
-    pub async fn send(&mut self, events: &[&Event]) -> std::io::Result<Vec<LinkReply>> {
-        let mut request = Vec::new();
-        for event in events {
-            encode_event(&mut request, event);
-        }
-        self.writer.write_all(&request).await?;
-        let mut replies = Vec::with_capacity(events.len());
-        for _ in events {
-            replies.push(self.read_reply().await?);
-        }
-        Ok(replies)
+    /// Splits the link so requests can be written while replies are read.
+    pub fn into_halves(self) -> (LinkWriter, ReplyReader) {
+        (self.writer, self.reader)
     }
+}
 
-    async fn read_reply(&mut self) -> std::io::Result<LinkReply> {
-        let mut line = Vec::new();
-        if self.reader.read_until(b'\n', &mut line).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "link closed",
-            ));
-        }
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        match text.as_bytes().first() {
-            Some(b'+') => Ok(LinkReply::Ok),
-            Some(b'-') => Ok(LinkReply::Error(text[1..].to_string())),
-            Some(b'$') => {
-                let len: i64 = text[1..].parse().map_err(|_| invalid("bad bulk length"))?;
-                if len < 0 {
-                    return Ok(LinkReply::Bulk(None));
-                }
-                let len = usize::try_from(len).map_err(|_| invalid("bad bulk length"))?;
-                let mut data = vec![0; len + 2];
-                self.reader.read_exact(&mut data).await?;
-                data.truncate(len);
-                Ok(LinkReply::Bulk(Some(data)))
+impl LinkWriter {
+    /// Writes encoded requests (see [`encode_event`]).
+    pub async fn send(&mut self, requests: &[u8]) -> std::io::Result<()> {
+        self.half.write_all(requests).await
+    }
+}
+
+impl ReplyReader {
+    /// The next reply. Cancel-safe: bytes read so far stay buffered.
+    pub async fn next(&mut self) -> std::io::Result<LinkReply> {
+        loop {
+            if let Some(reply) = decode_reply(&mut self.buffer)? {
+                return Ok(reply);
             }
-            _ => Err(invalid("unexpected reply")),
+            if self.half.read_buf(&mut self.buffer).await? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "link closed",
+                ));
+            }
         }
     }
 }
 
+/// Takes one complete reply off the front of `buffer` (None: not all there yet).
+fn decode_reply(buffer: &mut BytesMut) -> std::io::Result<Option<LinkReply>> {
+    let Some(line_end) = buffer.windows(2).position(|pair| pair == b"\r\n") else {
+        if buffer.len() > MAX_REPLY_LINE {
+            return Err(invalid("reply line too long"));
+        }
+        return Ok(None);
+    };
+    let line = &buffer[..line_end];
+    let (reply, consumed) = match line.first() {
+        Some(b'+') => (LinkReply::Ok, line_end + 2),
+        Some(b'-') => (
+            LinkReply::Error(String::from_utf8_lossy(&line[1..]).into_owned()),
+            line_end + 2,
+        ),
+        Some(b'$') => {
+            let len: i64 = std::str::from_utf8(&line[1..])
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| invalid("bad bulk length"))?;
+            if len < 0 {
+                (LinkReply::Bulk(None), line_end + 2)
+            } else {
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|len| *len <= MAX_REPLY_BULK)
+                    .ok_or_else(|| invalid("bulk reply too large"))?;
+                let start = line_end + 2;
+                let total = start + len + 2;
+                if buffer.len() < total {
+                    return Ok(None);
+                }
+                if &buffer[start + len..total] != b"\r\n" {
+                    return Err(invalid("bulk reply not terminated"));
+                }
+                (
+                    LinkReply::Bulk(Some(buffer[start..start + len].to_vec())),
+                    total,
+                )
+            }
+        }
+        _ => return Err(invalid("unexpected reply")),
+    };
+    buffer.advance(consumed);
+    Ok(Some(reply))
+}
+
 fn invalid(message: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, message.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_decoded_only_once_complete() {
+        let mut buffer = BytesMut::from(&b"+OK\r\n-MOVED 12\r\n$5\r\nhel"[..]);
+        assert_eq!(decode_reply(&mut buffer).unwrap(), Some(LinkReply::Ok));
+        assert_eq!(
+            decode_reply(&mut buffer).unwrap(),
+            Some(LinkReply::Error("MOVED 12".into()))
+        );
+        assert_eq!(decode_reply(&mut buffer).unwrap(), None);
+        buffer.extend_from_slice(b"lo\r\n$-1\r\n");
+        assert_eq!(
+            decode_reply(&mut buffer).unwrap(),
+            Some(LinkReply::Bulk(Some(b"hello".to_vec())))
+        );
+        assert_eq!(
+            decode_reply(&mut buffer).unwrap(),
+            Some(LinkReply::Bulk(None))
+        );
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        for bad in [
+            &b":1\r\n"[..],
+            b"$x\r\n",
+            b"$99999999999\r\n",
+            b"$2\r\nabcd",
+        ] {
+            let mut buffer = BytesMut::from(bad);
+            assert!(decode_reply(&mut buffer).is_err(), "{bad:?}");
+        }
+    }
 }

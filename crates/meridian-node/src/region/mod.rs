@@ -10,7 +10,9 @@
 //! See docs/region-links.md.
 
 pub mod fanout;
+mod lane;
 pub mod link;
+mod outbox;
 pub mod peer;
 mod versions;
 

@@ -1,0 +1,296 @@
+//! A lane: the connection from this node to one primary of a peer region.
+//!
+//! Events are written as soon as they are routed to the lane, without waiting
+//! for earlier replies: up to [`WINDOW`] events may be in flight. Replies come
+//! back in request order and are matched to the oldest event in flight; each
+//! one is reported to the peer at once (that is what a strong write waits
+//! for). When the connection breaks, whatever was in flight is sent again,
+//! ahead of newer events, after reconnecting; receivers apply events
+//! idempotently (by version), so a duplicate is harmless.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::link::{LinkConn, LinkReply, LinkWriter, ReplyReader, encode_event};
+use super::outbox::Routed;
+use super::peer::Peer;
+use crate::state::Shared;
+
+/// Events in flight (sent, reply not yet read) per lane.
+const WINDOW: usize = 4096;
+/// Events written at once (one `write_all`), and their encoded size bound.
+const BATCH_EVENTS: usize = 1024;
+const BATCH_BYTES: usize = 1024 * 1024;
+/// The oldest event in flight must be acknowledged within this time.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What a lane tells the peer's coordinator.
+#[derive(Debug)]
+pub enum LaneReport {
+    Up,
+    Down(String),
+    /// The primary no longer owns an event's slot: the lane stopped and waits
+    /// to be replaced once the peer's topology is learnt again.
+    Moved,
+}
+
+/// A report tagged with the lane it came from.
+pub struct LaneMessage {
+    pub target: Arc<str>,
+    pub generation: u64,
+    pub report: LaneReport,
+}
+
+/// The coordinator's handle on a lane; dropping it stops the lane.
+pub struct LaneHandle {
+    events: mpsc::UnboundedSender<Routed>,
+    task: JoinHandle<()>,
+    pub up: bool,
+}
+
+impl LaneHandle {
+    pub fn start(
+        peer: Arc<Peer>,
+        shared: Arc<Shared>,
+        target: Arc<str>,
+        generation: u64,
+        reports: mpsc::UnboundedSender<LaneMessage>,
+    ) -> LaneHandle {
+        let (events, incoming) = mpsc::unbounded_channel();
+        let lane = Lane {
+            peer,
+            shared,
+            target,
+            generation,
+            reports,
+            incoming,
+            unsent: VecDeque::new(),
+        };
+        LaneHandle {
+            events,
+            task: tokio::spawn(lane.run()),
+            up: false,
+        }
+    }
+
+    pub fn send(&self, routed: Routed) {
+        // a lane that stopped (MOVED) is being replaced; its events stay in the outbox
+        let _ = self.events.send(routed);
+    }
+}
+
+impl Drop for LaneHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Lane {
+    peer: Arc<Peer>,
+    shared: Arc<Shared>,
+    target: Arc<str>,
+    generation: u64,
+    reports: mpsc::UnboundedSender<LaneMessage>,
+    incoming: mpsc::UnboundedReceiver<Routed>,
+    /// Routed to this lane, not written yet (or to be written again), in order.
+    unsent: VecDeque<Routed>,
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// The coordinator dropped the lane.
+    Closed,
+    Moved,
+    Failed(String),
+}
+
+struct InFlight {
+    routed: Routed,
+    sent: Instant,
+}
+
+impl Lane {
+    async fn run(mut self) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let ended = match self.connect().await {
+                Ok(conn) => {
+                    self.report(LaneReport::Up);
+                    backoff = MIN_BACKOFF;
+                    self.stream(conn).await
+                }
+                Err(error) => Ended::Failed(error),
+            };
+            match ended {
+                Ended::Closed => return,
+                Ended::Moved => {
+                    self.report(LaneReport::Moved);
+                    return;
+                }
+                Ended::Failed(error) => {
+                    self.report(LaneReport::Down(error));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn report(&self, report: LaneReport) {
+        let _ = self.reports.send(LaneMessage {
+            target: self.target.clone(),
+            generation: self.generation,
+            report,
+        });
+    }
+
+    async fn connect(&self) -> Result<LinkConn, String> {
+        let settings = &self.shared.regions.settings;
+        let password = self.shared.requirepass().unwrap_or_default();
+        connect(&self.target, &settings.cluster, &settings.region, &password).await
+    }
+
+    /// Streams events over one connection until it fails.
+    async fn stream(&mut self, conn: LinkConn) -> Ended {
+        let (mut writer, mut reader) = conn.into_halves();
+        let in_flight = Mutex::new(VecDeque::new());
+        let window = Semaphore::new(WINDOW);
+        let ended = tokio::select! {
+            ended = send_loop(&mut self.incoming, &mut self.unsent, &mut writer, &in_flight, &window) => ended,
+            ended = receive_loop(&self.peer, &self.target, self.generation, &mut reader, &in_flight, &window) => ended,
+        };
+        // whatever the peer did not acknowledge goes out again first, in order
+        let mut resend: VecDeque<Routed> = in_flight
+            .into_inner()
+            .into_iter()
+            .map(|in_flight: InFlight| in_flight.routed)
+            .collect();
+        resend.append(&mut self.unsent);
+        self.unsent = resend;
+        ended
+    }
+}
+
+pub async fn connect(
+    addr: &str,
+    cluster: &str,
+    region: &str,
+    password: &str,
+) -> Result<LinkConn, String> {
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        LinkConn::connect(addr, cluster, region, password),
+    )
+    .await
+    .map_err(|_| format!("{addr}: connect timed out"))?
+    .map_err(|error| format!("{addr}: {error}"))
+}
+
+/// Writes events as they arrive, as long as the window has room.
+async fn send_loop(
+    incoming: &mut mpsc::UnboundedReceiver<Routed>,
+    unsent: &mut VecDeque<Routed>,
+    writer: &mut LinkWriter,
+    in_flight: &Mutex<VecDeque<InFlight>>,
+    window: &Semaphore,
+) -> Ended {
+    let mut request = Vec::new();
+    loop {
+        if unsent.is_empty() {
+            // cancel-safe: an event is either still in the channel or in `unsent`
+            match incoming.recv().await {
+                Some(routed) => unsent.push_back(routed),
+                None => return Ended::Closed,
+            }
+        }
+        while let Ok(routed) = incoming.try_recv() {
+            unsent.push_back(routed);
+        }
+        match window.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Ended::Closed,
+        }
+        // one permit per event: the first was waited for, the rest must be free now
+        request.clear();
+        {
+            let mut in_flight = in_flight.lock();
+            let sent = Instant::now();
+            let mut batched = 0;
+            while let Some(routed) = unsent.pop_front() {
+                encode_event(&mut request, &routed.event);
+                in_flight.push_back(InFlight { routed, sent });
+                batched += 1;
+                if unsent.is_empty() || batched == BATCH_EVENTS || request.len() >= BATCH_BYTES {
+                    break;
+                }
+                match window.try_acquire() {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => break,
+                }
+            }
+        }
+        if let Err(error) = writer.send(&request).await {
+            return Ended::Failed(format!("write failed: {error}"));
+        }
+    }
+}
+
+/// Reads replies in order and acknowledges the matching events to the peer.
+async fn receive_loop(
+    peer: &Peer,
+    target: &Arc<str>,
+    generation: u64,
+    reader: &mut ReplyReader,
+    in_flight: &Mutex<VecDeque<InFlight>>,
+    window: &Semaphore,
+) -> Ended {
+    loop {
+        // the deadline follows the oldest event in flight; when idle it is
+        // re-evaluated every ACK_TIMEOUT
+        let oldest = in_flight.lock().front().map(|in_flight| in_flight.sent);
+        let deadline = oldest.unwrap_or_else(Instant::now) + ACK_TIMEOUT;
+        let reply = match tokio::time::timeout_at(deadline, reader.next()).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => return Ended::Failed(format!("{target}: {error}")),
+            Err(_) if oldest.is_some() => {
+                return Ended::Failed(format!(
+                    "{target}: no acknowledgement within {}s",
+                    ACK_TIMEOUT.as_secs()
+                ));
+            }
+            Err(_) => continue,
+        };
+        let mut queue = in_flight.lock();
+        let Some(answered) = queue.pop_front() else {
+            return Ended::Failed(format!("{target}: reply without a request"));
+        };
+        let applied = match reply {
+            LinkReply::Error(error) if error.starts_with("MOVED") => {
+                // not applied there: stays in flight, so it is routed again
+                queue.push_front(answered);
+                return Ended::Moved;
+            }
+            LinkReply::Ok => true,
+            LinkReply::Error(error) => {
+                tracing::warn!(peer = %peer.config.region, %target, %error, "peer refused an event");
+                false
+            }
+            LinkReply::Bulk(_) => {
+                tracing::warn!(peer = %peer.config.region, %target, "unexpected bulk reply to an event");
+                false
+            }
+        };
+        drop(queue);
+        window.add_permits(1);
+        peer.delivered(generation, answered.routed.seq, target, applied);
+    }
+}
