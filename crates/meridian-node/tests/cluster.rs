@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::{Node, Reply, free_port, redis_cli};
 use meridian_topology::{
@@ -13,29 +11,7 @@ use meridian_topology::{
 };
 
 fn start_named(node_id: &str) -> Node {
-    let port = free_port();
-    let metrics_port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--metrics-port", &metrics_port.to_string()])
-        .args(["--node-id", node_id, "--shards", "4", "--log", "warn"])
-        .env("MERIDIAN_HTTP_PORT", "0")
-        .env("MERIDIAN_LINK_PORT", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start meridian-node");
-    let node = Node {
-        child,
-        port,
-        metrics_port,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "node {node_id} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    node
+    Node::start_named(node_id, 4, &[])
 }
 
 struct Cluster {

@@ -6,13 +6,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Node, Reply, free_port, redis_cli};
+use common::{Node, Reply, redis_cli};
 use meridian_topology::{
     NodeAddr, ShardTopology, SlotRange, TopologyMap, cluster_node_id, key_slot,
 };
@@ -23,30 +22,7 @@ const ITEMS_PER_SLOT: usize = 29;
 const TTL_MS: i64 = 600_000;
 
 fn start_named(node_id: &str) -> Node {
-    let port = free_port();
-    let metrics_port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--metrics-port", &metrics_port.to_string()])
-        .args(["--node-id", node_id, "--shards", "4", "--log", "warn"])
-        // several nodes on one host: no HTTP API (its default port is shared)
-        .env("MERIDIAN_HTTP_PORT", "0")
-        .env("MERIDIAN_LINK_PORT", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start meridian-node");
-    let node = Node {
-        child,
-        port,
-        metrics_port,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "node {node_id} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    node
+    Node::start_named(node_id, 4, &[])
 }
 
 fn shard(index: u32, slots: Vec<SlotRange>, id: &str, node: &Node) -> ShardTopology {

@@ -6,49 +6,16 @@
 mod common;
 
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Node, Reply, free_port, redis_cli};
+use common::{Node, Reply, redis_cli};
 use meridian_topology::{NodeAddr, ShardTopology, SlotRange, TopologyMap};
 
 fn start(node_id: &str, extra: &[&str]) -> Node {
-    // a port picked by free_port() can be taken by a parallel test before the
-    // node binds it: retry with fresh ports when the process exits
-    for _ in 0..5 {
-        let port = free_port();
-        let metrics_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--metrics-port", &metrics_port.to_string()])
-            .args(["--node-id", node_id, "--shards", "8", "--log", "warn"])
-            .args(extra)
-            .env("MERIDIAN_HTTP_PORT", "0")
-            .env("MERIDIAN_LINK_PORT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start meridian-node");
-        let mut node = Node {
-            child,
-            port,
-            metrics_port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return node;
-            }
-            if matches!(node.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node {node_id} did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    panic!("node {node_id} could not bind a free port");
+    Node::start_named(node_id, 8, extra)
 }
 
 fn info(node: &Node, section: &str) -> String {

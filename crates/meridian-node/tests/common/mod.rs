@@ -28,47 +28,47 @@ impl Node {
     }
 
     pub fn start_with(extra: &[&str]) -> Node {
-        let port = free_port();
-        let metrics_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--metrics-port",
-                &metrics_port.to_string(),
-            ])
-            .args([
-                "--node-id",
-                "test-node-0",
-                "--shards",
-                "16",
-                "--log",
-                "warn",
-            ])
-            .args(extra)
-            // several nodes share 127.0.0.1: the HTTP API (default 8080) stays off
-            .env("MERIDIAN_HTTP_PORT", "0")
-            .env("MERIDIAN_LINK_PORT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start meridian-node");
-        let node = Node {
-            child,
-            port,
-            metrics_port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "meridian-node did not start listening on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        Node::start_named("test-node-0", 16, extra)
+    }
+
+    /// Starts a node with id `node_id` and `shards` store shards on fresh loopback
+    /// ports. A port picked by [`free_port`] can be taken by a parallel test before the
+    /// node binds it, so a node that exits at startup is retried with new ports.
+    pub fn start_named(node_id: &str, shards: u32, extra: &[&str]) -> Node {
+        for _ in 0..5 {
+            let port = free_port();
+            let metrics_port = free_port();
+            let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--metrics-port", &metrics_port.to_string()])
+                .args(["--node-id", node_id, "--shards", &shards.to_string()])
+                .args(["--log", "warn"])
+                .args(extra)
+                // several nodes share 127.0.0.1: the HTTP API (default 8080) stays off
+                .env("MERIDIAN_HTTP_PORT", "0")
+                .env("MERIDIAN_LINK_PORT", "0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start meridian-node");
+            let mut node = Node {
+                child,
+                port,
+                metrics_port,
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return node;
+                }
+                if matches!(node.child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node {node_id} did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        node
+        panic!("node {node_id} could not bind a free port");
     }
 
     pub fn url(&self) -> String {
