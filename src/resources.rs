@@ -261,8 +261,11 @@ pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
             );
         }
     }
-    if spec.tls.is_some() {
+    if let Some(tls) = &spec.tls {
         data.insert("MERIDIAN_TLS_DIR".to_string(), TLS_MOUNT_PATH.to_string());
+        if let Some(server_name) = &tls.server_name {
+            data.insert("MERIDIAN_TLS_SERVER_NAME".to_string(), server_name.clone());
+        }
     }
     data
 }

@@ -487,3 +487,50 @@ fn validation_rejects_what_the_operator_cannot_satisfy() {
         Err(Error::MissingObjectField(_))
     ));
 }
+
+#[test]
+fn tls_mounts_the_secret_and_tells_nodes_the_link_server_name() {
+    let mut cluster: CacheCluster = fixture("cluster-minimal.yaml");
+    let region: CacheRegion = fixture("region-minimal.yaml");
+    cluster.spec.tls = Some(meridian_api::TlsSpec {
+        secret_name: "orders-tls".into(),
+        server_name: Some("link.orders.example.com".into()),
+    });
+    let plan = resources::validate(&cluster, &region).expect("fixture is valid");
+    let resources = resources::build(&plan, &config());
+    let settings = resources.config_map.data.as_ref().unwrap();
+    assert_eq!(settings["MERIDIAN_TLS_DIR"], resources::TLS_MOUNT_PATH);
+    assert_eq!(
+        settings["MERIDIAN_TLS_SERVER_NAME"],
+        "link.orders.example.com"
+    );
+    let pod = resources.stateful_sets[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|volume| volume.name == "tls")
+        .expect("tls volume");
+    assert_eq!(
+        volume.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("orders-tls")
+    );
+
+    // Without a server name, the nodes verify the dialed address instead.
+    cluster.spec.tls = Some(meridian_api::TlsSpec {
+        secret_name: "orders-tls".into(),
+        server_name: None,
+    });
+    let plan = resources::validate(&cluster, &region).expect("fixture is valid");
+    let settings = resources::build(&plan, &config()).config_map.data.unwrap();
+    assert!(settings.contains_key("MERIDIAN_TLS_DIR"));
+    assert!(!settings.contains_key("MERIDIAN_TLS_SERVER_NAME"));
+}

@@ -359,6 +359,13 @@ pub struct TlsSpec {
     #[x_kube(validation = Rule::new("size(self) > 0").message("tls.secretName must name a Secret in the same namespace"))]
     #[schemars(length(max = 253))]
     pub secret_name: String,
+    /// DNS name every node's certificate carries as a SAN; region links verify peers
+    /// against it (pod IPs change, so certificates name this instead). Unset: the
+    /// dialed address (IP or DNS) must be in the peer's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("tls.serverName must be a lowercase DNS name such as link.orders.example.com"))]
+    #[schemars(length(max = 253))]
+    pub server_name: Option<String>,
 }
 
 /// Observed state of a `CacheCluster`, aggregated over its regions.

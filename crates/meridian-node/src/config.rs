@@ -1,6 +1,7 @@
 //! Command-line flags and environment variables.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 
@@ -96,6 +97,14 @@ pub struct Config {
         default_value_t = 16379
     )]
     pub region_port: u16,
+    /// Directory with tls.crt, tls.key and ca.crt (a kubernetes.io/tls Secret):
+    /// region links then require TLS and verify peers against ca.crt.
+    #[arg(long, env = "MERIDIAN_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Name (DNS SAN) peer certificates are verified for on outbound region
+    /// links, instead of the dialed host; lets one certificate serve every node.
+    #[arg(long, env = "MERIDIAN_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
     /// What peer regions do with this region's writes: invalidate or replicate.
     #[arg(
         long,

@@ -101,6 +101,24 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let shared = build_shared(&config);
+    let link_tls = match config
+        .tls_dir
+        .as_deref()
+        .filter(|dir| !dir.as_os_str().is_empty())
+    {
+        Some(dir) => Some(
+            region::link::LinkTls::load(
+                dir,
+                config
+                    .tls_server_name
+                    .as_deref()
+                    .filter(|name| !name.is_empty()),
+            )
+            .map_err(NodeError::Config)?,
+        ),
+        None => None,
+    };
+    region::link::set_client_tls(link_tls.as_ref().map(|tls| tls.client.clone()));
     let resp_listener = bind(SocketAddr::new(config.bind, config.port)).await?;
     let metrics_listener = bind(SocketAddr::new(config.bind, config.metrics_port)).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -135,6 +153,7 @@ pub async fn run(
         tokio::spawn(region::link::serve(
             shared.clone(),
             listener,
+            link_tls.map(|tls| tls.acceptor),
             shutdown_rx.clone(),
         ))
     });

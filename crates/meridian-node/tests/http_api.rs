@@ -246,10 +246,11 @@ fn writes_wait_for_client_pause_and_reads_do_not() {
         .expect("pause");
 
     // a PUT issued during the pause completes only after UNPAUSE
+    // timed from here: the writer thread may start after the sleep below has begun
+    let started = Instant::now();
     let writer = {
         let (ip, port) = (node.ip.clone(), node.http_port);
         std::thread::spawn(move || {
-            let started = Instant::now();
             let status = http(&ip, port, "PUT", "/cache/held", &[], b"after").status;
             (status, started.elapsed())
         })
