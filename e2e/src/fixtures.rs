@@ -403,3 +403,45 @@ pub fn redis_cluster_check(endpoint: &str) -> Result<String> {
     }
     Ok(said)
 }
+
+/// One Event about a region: the recorder folds repeats of a reason into one Event
+/// series that keeps the first note, so `count` is how often it happened.
+#[derive(Clone, Debug)]
+pub struct RegionEvent {
+    pub reason: String,
+    pub note: String,
+    pub count: i32,
+}
+
+/// The Events in `ns` about the CacheRegion `region`.
+pub async fn region_events(client: &Client, ns: &str, region: &str) -> Result<Vec<RegionEvent>> {
+    Ok(
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|event| {
+                event
+                    .regarding
+                    .as_ref()
+                    .and_then(|regarding| regarding.name.as_deref())
+                    == Some(region)
+            })
+            .map(|event| RegionEvent {
+                count: event.series.as_ref().map_or(1, |series| series.count),
+                reason: event.reason.unwrap_or_default(),
+                note: event.note.unwrap_or_default(),
+            })
+            .collect(),
+    )
+}
+
+/// How often events with `reason` happened.
+pub fn event_count(events: &[RegionEvent], reason: &str) -> i32 {
+    events
+        .iter()
+        .filter(|event| event.reason == reason)
+        .map(|event| event.count)
+        .sum()
+}

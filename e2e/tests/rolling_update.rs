@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use meridian_e2e::*;
 
 const CLUSTER_NAME: &str = "rolling";
@@ -37,31 +36,6 @@ async fn pod_uids(client: &kube::Client, ns: &str) -> Result<BTreeMap<String, St
         .await?
         .into_iter()
         .filter_map(|pod| Some((pod.metadata.name?, pod.metadata.uid?)))
-        .collect())
-}
-
-/// (reason, note, occurrences) of the region's Events.
-async fn region_events(client: &kube::Client, ns: &str) -> Result<Vec<(String, String, i32)>> {
-    Ok(Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|event| {
-            event
-                .regarding
-                .as_ref()
-                .and_then(|regarding| regarding.name.as_deref())
-                == Some(REGION_NAME)
-        })
-        .map(|event| {
-            let occurrences = event.series.as_ref().map_or(1, |series| series.count);
-            (
-                event.reason.unwrap_or_default(),
-                event.note.unwrap_or_default(),
-                occurrences,
-            )
-        })
         .collect())
 }
 
@@ -151,23 +125,19 @@ async fn image_change_rolls_every_pod_without_failed_writes() -> Result<()> {
     }
 
     // Both primaries were handed over (not failed over), each reported with its pause.
-    let events = region_events(&client, &ns.name).await?;
-    let handovers: Vec<&String> = events
+    let events = region_events(&client, &ns.name, REGION_NAME).await?;
+    let handovers: Vec<&str> = events
         .iter()
-        .filter(|(reason, _, _)| reason == "PrimaryHandedOver")
-        .map(|(_, note, _)| note)
+        .filter(|event| event.reason == "PrimaryHandedOver")
+        .map(|event| event.note.as_str())
         .collect();
     println!("ROLLING UPDATE: {handovers:?}");
-    let handed_over: i32 = events
-        .iter()
-        .filter(|(reason, _, _)| reason == "PrimaryHandedOver")
-        .map(|(_, _, count)| *count)
-        .sum();
+    let handed_over = event_count(&events, "PrimaryHandedOver");
     assert!(handed_over >= 2, "handovers: {events:?}");
     assert!(
         !events
             .iter()
-            .any(|(reason, _, _)| reason == "FailoverStarted" || reason == "HandoverAborted"),
+            .any(|event| event.reason == "FailoverStarted" || event.reason == "HandoverAborted"),
         "no failover expected during a rolling update: {events:?}"
     );
     assert!(

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use meridian_api::{CacheRegion, CacheRegionStatus};
 use meridian_e2e::*;
@@ -126,36 +125,7 @@ async fn region_scales_three_four_two_under_writes_without_losing_keys() -> Resu
         "SCALING: status showed Progressing=Resharding {}/{} and status.resharding {}/{} (out/in)",
         out.resharding_reason, drain.resharding_reason, out.progress, drain.progress
     );
-    // (reason, note, occurrences): the recorder folds repeats of a reason into one
-    // Event series that keeps the first note.
-    let events: Vec<(String, String, i32)> = Api::<Event>::namespaced(client.clone(), &ns.name)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|event| {
-            event
-                .regarding
-                .as_ref()
-                .and_then(|regarding| regarding.name.as_deref())
-                == Some(REGION_NAME)
-        })
-        .map(|event| {
-            let occurrences = event.series.as_ref().map_or(1, |series| series.count);
-            (
-                event.reason.unwrap_or_default(),
-                event.note.unwrap_or_default(),
-                occurrences,
-            )
-        })
-        .collect();
-    let occurrences = |wanted: &str| -> i32 {
-        events
-            .iter()
-            .filter(|(reason, _, _)| reason == wanted)
-            .map(|(_, _, count)| *count)
-            .sum()
-    };
+    let events = region_events(&client, &ns.name, REGION_NAME).await?;
     for (reason, at_least) in [
         ("ReshardingStarted", 2),
         ("ReshardingFinished", 2),
@@ -163,17 +133,17 @@ async fn region_scales_three_four_two_under_writes_without_losing_keys() -> Resu
         ("ShardRemoved", 1),
     ] {
         assert!(
-            occurrences(reason) >= at_least,
+            event_count(&events, reason) >= at_least,
             "event {reason} seen {} time(s), expected {at_least}: {events:?}",
-            occurrences(reason)
+            event_count(&events, reason)
         );
     }
     assert!(
         events
             .iter()
-            .any(|(reason, note, _)| reason == "ReshardingStarted"
-                && note.contains("3 → 4")
-                && note.contains("4096 slot")),
+            .any(|event| event.reason == "ReshardingStarted"
+                && event.note.contains("3 → 4")
+                && event.note.contains("4096 slot")),
         "ReshardingStarted notes: {events:?}"
     );
 
