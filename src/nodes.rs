@@ -204,46 +204,31 @@ impl NodeConnection {
     /// `MERIDIAN.PEERS SET <json>`: replaces the node's peer regions.
     pub async fn set_peers(&mut self, peers: &[crate::peers::PeerConfig]) -> Result<(), Error> {
         let json = serde_json::to_string(peers)?;
-        redis::cmd("MERIDIAN.PEERS")
-            .arg("SET")
-            .arg(json)
-            .query_async::<redis::Value>(&mut self.connection)
+        self.run_command(redis::cmd("MERIDIAN.PEERS").arg("SET").arg(json))
             .await
-            .map(|_| ())
-            .map_err(|source| self.error(source))
     }
 
     /// `PING`.
     pub async fn ping(&mut self) -> Result<(), Error> {
-        redis::cmd("PING")
-            .query_async::<redis::Value>(&mut self.connection)
-            .await
-            .map(|_| ())
-            .map_err(|source| self.error(source))
+        self.run_command(&redis::cmd("PING")).await
     }
 
     /// `CLIENT PAUSE <timeout_ms> WRITE`: write commands block (they are routed again
     /// when released) until `CLIENT UNPAUSE` or the timeout, which bounds the pause if the
     /// operator goes away mid-handover.
     pub async fn pause_writes(&mut self, timeout: Duration) -> Result<(), Error> {
-        redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(timeout.as_millis().min(u128::from(u64::MAX)) as u64)
-            .arg("WRITE")
-            .query_async::<redis::Value>(&mut self.connection)
-            .await
-            .map(|_| ())
-            .map_err(|source| self.error(source))
+        self.run_command(
+            redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(timeout.as_millis().min(u128::from(u64::MAX)) as u64)
+                .arg("WRITE"),
+        )
+        .await
     }
 
     /// `CLIENT UNPAUSE`.
     pub async fn unpause(&mut self) -> Result<(), Error> {
-        redis::cmd("CLIENT")
-            .arg("UNPAUSE")
-            .query_async::<redis::Value>(&mut self.connection)
-            .await
-            .map(|_| ())
-            .map_err(|source| self.error(source))
+        self.run_command(redis::cmd("CLIENT").arg("UNPAUSE")).await
     }
 
     /// `INFO replication`, parsed.
@@ -298,11 +283,7 @@ impl NodeConnection {
                 command.arg("STABLE");
             }
         }
-        command
-            .query_async::<redis::Value>(&mut self.connection)
-            .await
-            .map(|_| ())
-            .map_err(|source| self.error(source))
+        self.run_command(&command).await
     }
 
     /// `MERIDIAN.MIGRATE SLOT`: moves every key of `slot` to `destination` (in batches,
@@ -332,6 +313,15 @@ impl NodeConnection {
             .map_err(|source| self.error(source))
     }
 
+    /// Runs `command`, whose reply carries nothing beyond success.
+    async fn run_command(&mut self, command: &redis::Cmd) -> Result<(), Error> {
+        command
+            .query_async::<redis::Value>(&mut self.connection)
+            .await
+            .map(|_| ())
+            .map_err(|source| self.error(source))
+    }
+
     /// Runs `pipeline`, failing on the first error reply.
     async fn run_pipeline(&mut self, pipeline: &redis::Pipeline) -> Result<(), Error> {
         pipeline
@@ -353,13 +343,8 @@ impl NodeConnection {
     /// `REPLICAOF <ip> <port>`. Nodes attach on their own when a pushed map lists them
     /// as replica; this is for manual repair and tests.
     pub async fn replicate_from(&mut self, primary: &NodeAddr) -> Result<(), Error> {
-        redis::cmd("REPLICAOF")
-            .arg(&primary.ip)
-            .arg(primary.port)
-            .query_async::<redis::Value>(&mut self.connection)
+        self.run_command(redis::cmd("REPLICAOF").arg(&primary.ip).arg(primary.port))
             .await
-            .map(|_| ())
-            .map_err(|source| self.error(source))
     }
 }
 
