@@ -117,6 +117,15 @@ impl RegionPods {
     }
 }
 
+/// The highest epoch anyone has seen: every node's map, the status and `map`. A new map
+/// must be numbered above it so that every node accepts it.
+pub fn highest_epoch(reports: &[NodeReport], status_epoch: u64, map: &TopologyMap) -> u64 {
+    reports
+        .iter()
+        .filter_map(|report| report.map.as_ref().map(|held| held.epoch))
+        .fold(status_epoch.max(map.epoch), u64::max)
+}
+
 /// What one node answered to `MERIDIAN.TOPOLOGY GET`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeReport {

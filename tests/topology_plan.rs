@@ -331,3 +331,18 @@ fn shard_status_lines_come_from_the_map() {
     let unknown = topology_plan::shard_statuses(None, &pods);
     assert!(unknown.iter().all(|line| line.primary.is_none()));
 }
+
+#[test]
+fn highest_epoch_covers_node_maps_status_and_the_map_itself() {
+    let pods = region(2, 1);
+    let (map, _, _) =
+        pushed(topology_plan::plan("demo", "region-a", &pods, &empty_reports(&pods), 0).unwrap());
+    let mut newer = map.clone();
+    newer.epoch = 9;
+    let mut reports = reports_holding(&pods, &map);
+    assert_eq!(topology_plan::highest_epoch(&reports, 0, &map), map.epoch);
+    assert_eq!(topology_plan::highest_epoch(&reports, 5, &map), 5);
+    reports[1].map = Some(newer);
+    assert_eq!(topology_plan::highest_epoch(&reports, 5, &map), 9);
+    assert_eq!(topology_plan::highest_epoch(&[], 0, &map), map.epoch);
+}

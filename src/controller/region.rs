@@ -877,19 +877,20 @@ async fn orchestrate(
         &reports,
         status_epoch,
     )?;
+    // What the settling step after this needs (a resharding or rolling-update step).
+    let settle = RolloutInput {
+        region,
+        plan,
+        pods,
+        revisions,
+        reports: &reports,
+        status_epoch,
+        password,
+    };
     let (map, targets, new_epoch, primaries, slots_reassigned) = match decision {
         TopologyDecision::InSync { map } => {
             ctx.probes.watch(&region_key(region), &map, password);
-            let input = RolloutInput {
-                region,
-                plan,
-                pods,
-                revisions,
-                reports: &reports,
-                status_epoch,
-                password,
-            };
-            return reshard_then_roll(&input, map, &mut connections, ctx).await;
+            return reshard_then_roll(&settle, map, &mut connections, ctx).await;
         }
         TopologyDecision::Push {
             map,
@@ -950,16 +951,7 @@ async fn orchestrate(
     // Everyone holds the map now (e.g. a new shard joined with no slots, a replaced pod
     // came back): go on with moving slots or replacing pods right away rather than at
     // the next periodic reconcile.
-    let input = RolloutInput {
-        region,
-        plan,
-        pods,
-        revisions,
-        reports: &reports,
-        status_epoch,
-        password,
-    };
-    reshard_then_roll(&input, map, &mut connections, ctx).await
+    reshard_then_roll(&settle, map, &mut connections, ctx).await
 }
 
 /// In a region where every node holds `map`: moves slots if the shard count changed,
@@ -1016,12 +1008,7 @@ async fn reshard_region(
         .iter()
         .filter(|shard| !shard.slots.is_empty())
         .count() as u16;
-    let mut highest_epoch = reports
-        .iter()
-        .filter_map(|report| report.map.as_ref().map(|held| held.epoch))
-        .chain([status_epoch, map.epoch])
-        .max()
-        .unwrap_or(map.epoch);
+    let mut highest_epoch = topology_plan::highest_epoch(reports, status_epoch, &map);
     let deadline = Instant::now() + RESHARD_BUDGET;
     let mut started = previous.is_some();
     let mut moved = 0usize;
@@ -1328,12 +1315,7 @@ async fn fail_over(
             }
         }
     }
-    let highest_seen = reports
-        .iter()
-        .filter_map(|report| report.map.as_ref().map(|map| map.epoch))
-        .chain([status_epoch, current.epoch])
-        .max()
-        .unwrap_or(0);
+    let highest_seen = topology_plan::highest_epoch(reports, status_epoch, current);
     let failover = topology_plan::plan_failover(current, down, &candidates, highest_seen + 1);
     let reference = region.object_ref(&());
     let recovering = |map: TopologyMap, headless: Vec<u32>| Orchestration::Recovering {

@@ -25,7 +25,7 @@ use crate::Error;
 use crate::nodes::{NodeConnection, PushOutcome};
 use crate::resources::RegionPlan;
 use crate::rollout::{self, Revisions, RolloutStep};
-use crate::topology_plan::{NodeReport, RegionPods};
+use crate::topology_plan::{self, NodeReport, RegionPods};
 
 /// Node-side bound of a handover's write pause (the operator unpauses long before).
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -190,14 +190,7 @@ async fn hand_over(
         status.step = waiting;
         return Ok(updating(map, status));
     }
-    let epoch = input
-        .reports
-        .iter()
-        .filter_map(|report| report.map.as_ref().map(|held| held.epoch))
-        .chain([input.status_epoch, map.epoch])
-        .max()
-        .unwrap_or(map.epoch)
-        + 1;
+    let epoch = topology_plan::highest_epoch(input.reports, input.status_epoch, &map) + 1;
     let next = rollout::handover_map(&map, shard, to, epoch);
 
     let switched = switch_primary(&next, from, to, connections).await;
