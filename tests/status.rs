@@ -10,6 +10,7 @@ use meridian_operator::resources;
 use meridian_operator::topology_plan::{
     self, NodeReport, ObservedPod, RegionPods, TopologyDecision,
 };
+use meridian_topology::TopologyMap;
 
 fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -31,6 +32,23 @@ fn pods(ready: bool) -> RegionPods {
         })
         .collect();
     RegionPods::group(pods, 2, 1)
+}
+
+/// The first map the planner pushes to fresh nodes (none reports a map yet).
+fn bootstrap_map(pods: &RegionPods) -> TopologyMap {
+    let reports: Vec<NodeReport> = pods
+        .iter()
+        .map(|pod| NodeReport {
+            pod: pod.name.clone(),
+            map: None,
+        })
+        .collect();
+    let TopologyDecision::Push { map, .. } =
+        topology_plan::plan("demo", "region-a", pods, &reports, 0).unwrap()
+    else {
+        panic!("expected a push to fresh nodes");
+    };
+    map
 }
 
 fn condition<'a>(
@@ -94,18 +112,7 @@ fn region_goes_from_waiting_to_ready_and_timestamps_move_only_on_flips() {
 
     // Everything ready and pushed.
     let ready = pods(true);
-    let reports: Vec<NodeReport> = ready
-        .iter()
-        .map(|pod| NodeReport {
-            pod: pod.name.clone(),
-            map: None,
-        })
-        .collect();
-    let TopologyDecision::Push { map, .. } =
-        topology_plan::plan("demo", "region-a", &ready, &reports, 0).unwrap()
-    else {
-        panic!("expected a push");
-    };
+    let map = bootstrap_map(&ready);
     let done = region_status(
         &region,
         &plan,
@@ -136,17 +143,7 @@ fn unreachable_node_keeps_last_assignment_and_degrades() {
     let cluster: CacheCluster = fixture("cluster-minimal.yaml");
     let mut region: CacheRegion = fixture("region-minimal.yaml");
     let ready = pods(true);
-    let reports: Vec<NodeReport> = ready
-        .iter()
-        .map(|pod| NodeReport {
-            pod: pod.name.clone(),
-            map: None,
-        })
-        .collect();
-    let map = topology_plan::plan("demo", "region-a", &ready, &reports, 0)
-        .unwrap()
-        .map()
-        .clone();
+    let map = bootstrap_map(&ready);
     let plan = resources::validate(&cluster, &region).unwrap();
     let good = region_status(
         &region,
@@ -210,17 +207,7 @@ fn cluster_aggregates_regions() {
 
     let mut ready_region: CacheRegion = fixture("region-minimal.yaml");
     let plan_pods = pods(true);
-    let reports: Vec<NodeReport> = plan_pods
-        .iter()
-        .map(|pod| NodeReport {
-            pod: pod.name.clone(),
-            map: None,
-        })
-        .collect();
-    let map = topology_plan::plan("demo", "region-a", &plan_pods, &reports, 0)
-        .unwrap()
-        .map()
-        .clone();
+    let map = bootstrap_map(&plan_pods);
     let status = {
         let plan = resources::validate(&cluster, &ready_region).unwrap();
         region_status(
@@ -281,17 +268,7 @@ fn a_down_peer_link_degrades_the_region_without_making_it_unready() {
     let cluster: CacheCluster = fixture("cluster-minimal.yaml");
     let mut region: CacheRegion = fixture("region-minimal.yaml");
     let ready = pods(true);
-    let reports: Vec<NodeReport> = ready
-        .iter()
-        .map(|pod| NodeReport {
-            pod: pod.name.clone(),
-            map: None,
-        })
-        .collect();
-    let map = topology_plan::plan("demo", "region-a", &ready, &reports, 0)
-        .unwrap()
-        .map()
-        .clone();
+    let map = bootstrap_map(&ready);
     let links = [
         meridian_api::PeerStatus {
             region: "region-b".into(),
@@ -355,17 +332,7 @@ fn a_rolling_update_keeps_the_region_ready_and_reports_progress_until_done() {
     let cluster: CacheCluster = fixture("cluster-minimal.yaml");
     let mut region: CacheRegion = fixture("region-minimal.yaml");
     let ready = pods(true);
-    let reports: Vec<NodeReport> = ready
-        .iter()
-        .map(|pod| NodeReport {
-            pod: pod.name.clone(),
-            map: None,
-        })
-        .collect();
-    let map = topology_plan::plan("demo", "region-a", &ready, &reports, 0)
-        .unwrap()
-        .map()
-        .clone();
+    let map = bootstrap_map(&ready);
     let rollout = meridian_api::RolloutStatus {
         updated_pods: 1,
         pods: 2,
