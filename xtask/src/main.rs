@@ -7,10 +7,11 @@ mod crds;
 mod demo;
 mod manifests;
 mod test;
+mod test_report;
 mod util;
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "Meridian project automation")]
@@ -40,9 +41,9 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Cmd::Cluster(args) => cluster::run(args),
         Cmd::Agent(args) => agent::run(args),
         Cmd::Crds(args) => crds::run(args),
@@ -50,5 +51,13 @@ fn main() -> Result<()> {
         Cmd::Test(args) => test::run(args),
         Cmd::Demo => demo::run(),
         Cmd::Bench { args } => bench::run(&args),
+    };
+    // The error chain only: a backtrace of xtask itself says nothing about what failed.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

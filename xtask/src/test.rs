@@ -4,8 +4,9 @@
 //! local control plane (built once, cached) and the e2e suite against it. The control
 //! plane is always taken down again, also when a step fails.
 
-use crate::{cluster, crds, manifests, util};
+use crate::{cluster, crds, manifests, test_report, util};
 use anyhow::{Context, Result};
+use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
 
 #[derive(clap::Args)]
@@ -53,12 +54,16 @@ pub fn run(args: TestArgs) -> Result<()> {
 
     if args.no_cluster {
         step("tests (no cluster: e2e and API tests skip)");
-        return cargo_test(&[]);
+        return cargo_test(&[])
+            .map(Outcome::report)
+            .map_err(TestFailure::report);
     }
 
     step("local control plane");
     // Tear down also when `up` itself fails halfway, so no component outlives the run.
-    let result = cluster::up().and_then(|()| test_against_cluster());
+    let result = cluster::up()
+        .map_err(TestFailure::from)
+        .and_then(|()| test_against_cluster());
     if result.is_err() {
         util::print_cluster_logs_tail();
     }
@@ -68,10 +73,52 @@ pub fn run(args: TestArgs) -> Result<()> {
             eprintln!("warning: cluster down failed: {e:#}");
         }
     }
-    result
+    // Last, so that the tail CI shows names what failed.
+    result.map(Outcome::report).map_err(TestFailure::report)
 }
 
-fn test_against_cluster() -> Result<()> {
+/// Tests that passed only when run a second time.
+#[derive(Default)]
+struct Outcome {
+    flaky: Vec<test_report::Failure>,
+}
+
+impl Outcome {
+    fn report(self) {
+        if !self.flaky.is_empty() {
+            eprint!("{}", test_report::render_flaky(&self.flaky));
+        }
+    }
+}
+
+/// A failed step, with the failure summary when the failure came from `cargo test`.
+struct TestFailure {
+    error: anyhow::Error,
+    summary: Option<String>,
+    flaky: Vec<test_report::Failure>,
+}
+
+impl From<anyhow::Error> for TestFailure {
+    fn from(error: anyhow::Error) -> Self {
+        Self {
+            error,
+            summary: None,
+            flaky: Vec::new(),
+        }
+    }
+}
+
+impl TestFailure {
+    fn report(self) -> anyhow::Error {
+        Outcome { flaky: self.flaky }.report();
+        if let Some(summary) = &self.summary {
+            eprint!("{summary}");
+        }
+        self.error
+    }
+}
+
+fn test_against_cluster() -> Result<Outcome, TestFailure> {
     let kubeconfig = cluster::kubeconfig_path();
     let kubectl = cluster::kubectl_path();
     let helm = cluster::go_install_helm()?;
@@ -85,21 +132,98 @@ fn test_against_cluster() -> Result<()> {
     ])
 }
 
-fn cargo_test(env: &[(&str, &str)]) -> Result<()> {
+/// Runs the workspace's tests; a test that fails is run once more, alone. It counts
+/// as failed only if it fails again, and is reported as flaky (printed last) if not:
+/// the e2e and process tests share two cores with a control plane, and one slow
+/// moment should not hide every other result. The output is echoed as it comes and
+/// kept in `<target dir>/xtask-test-output.log`.
+fn cargo_test(env: &[(&str, &str)]) -> Result<Outcome, TestFailure> {
+    let log_path = util::target_dir().join("xtask-test-output.log");
+    std::fs::create_dir_all(util::target_dir()).context("cannot create the target dir")?;
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let args: Vec<String> = ["test", "--workspace", "--no-fail-fast"]
+        .map(String::from)
+        .into();
+    let (passed, output) = cargo_streamed(&args, env, &mut log)?;
+    if passed {
+        return Ok(Outcome::default());
+    }
+    let failed = test_report::failures(&output);
+    let mut flaky = Vec::new();
+    let mut still_failing = Vec::new();
+    // A crashed binary or a build error cannot be cleared by running one test again.
+    if failed.unexplained.is_empty() {
+        for failure in failed.tests {
+            step(&format!(
+                "running {} :: {} again, alone",
+                failure.binary, failure.test
+            ));
+            let (passed, _) = cargo_streamed(&failure.rerun_args(), env, &mut log)?;
+            if passed {
+                flaky.push(failure);
+            } else {
+                still_failing.push(failure);
+            }
+        }
+    } else {
+        still_failing = failed.tests;
+    }
+    if !still_failing.is_empty() || !failed.unexplained.is_empty() || flaky.is_empty() {
+        return Err(TestFailure {
+            error: anyhow::anyhow!(
+                "cargo test failed (full output: {}; re-run one test with \
+                 `cargo test -p <crate> --test <file> <name> -- --nocapture`)",
+                log_path.display()
+            ),
+            summary: Some(test_report::render_failures(
+                &still_failing,
+                &failed.unexplained,
+                &output,
+            )),
+            flaky,
+        });
+    }
+    Ok(Outcome { flaky })
+}
+
+/// Runs `cargo <args>`, echoing stdout and stderr merged in order (cargo's "Running
+/// <binary>" lines go to stderr, the results to stdout) and appending them to `log`.
+fn cargo_streamed(
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &mut std::fs::File,
+) -> Result<(bool, String), TestFailure> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(util::workspace_root())
-        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(args)
         // The e2e suite shares one control plane; its tests create their own namespaces.
         .env("RUST_BACKTRACE", "1");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    util::run(&mut cmd).map_err(|e| {
-        anyhow::anyhow!(
-            "{e:#}\n(re-run one test with `cargo test -p <crate> <name> -- --nocapture`)"
-        )
-    })?;
-    Ok(())
+    eprintln!("+ {}", util::display(&cmd));
+    let (reader, writer) = std::io::pipe().context("cannot create a pipe for cargo test")?;
+    cmd.stdout(writer.try_clone().context("cannot clone the pipe")?)
+        .stderr(writer);
+    let mut child = cmd.spawn().context("cannot start cargo test")?;
+    // The parent's copies of the write end must go, or the reader never sees the end.
+    drop(cmd);
+
+    let mut output = String::new();
+    let mut stdout = std::io::stdout().lock();
+    for line in BufReader::new(reader).split(b'\n') {
+        let line = line.context("cannot read cargo test output")?;
+        let line = String::from_utf8_lossy(&line);
+        // Echo and log failures must not stop the run: the copy in memory is what counts.
+        let _ = writeln!(stdout, "{line}");
+        let _ = writeln!(log, "{line}");
+        output.push_str(&line);
+        output.push('\n');
+    }
+    drop(stdout);
+    let status = child.wait().context("cannot wait for cargo test")?;
+    Ok((status.success(), output))
 }
 
 fn step(name: &str) {
