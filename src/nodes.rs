@@ -50,6 +50,8 @@ pub struct ReplicationInfo {
     pub offset: u64,
     /// `master_link_status:up` (replicas only).
     pub link_up: bool,
+    /// `master_host`: the primary a replica follows (empty on a primary).
+    pub master_host: String,
     pub connected_replicas: u32,
 }
 
@@ -68,6 +70,7 @@ impl ReplicationInfo {
                 "master_repl_offset" => master_offset = value.parse().ok(),
                 "slave_repl_offset" => replica_offset = value.parse().ok(),
                 "master_link_status" => info.link_up = value == "up",
+                "master_host" => info.master_host = value.to_string(),
                 "connected_slaves" => info.connected_replicas = value.parse().unwrap_or(0),
                 _ => {}
             }
@@ -446,13 +449,15 @@ mod tests {
                 role: "master".into(),
                 offset: 4242,
                 link_up: false,
+                master_host: String::new(),
                 connected_replicas: 1,
             }
         );
         let replica = ReplicationInfo::parse(
-            "role:slave\nmaster_link_status:up\nslave_repl_offset:17\nmaster_repl_offset:20\n",
+            "role:slave\nmaster_host:127.0.11.4\nmaster_link_status:up\nslave_repl_offset:17\nmaster_repl_offset:20\n",
         );
         assert_eq!(replica.role, "slave");
+        assert_eq!(replica.master_host, "127.0.11.4");
         assert_eq!(replica.offset, 17);
         assert!(replica.link_up);
     }

@@ -13,8 +13,9 @@ use meridian_topology::{NodeAddr, TopologyMap};
 
 use crate::nodes::NodeConnection;
 
-/// Time between probe rounds.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Time between probe rounds. With the timeout and threshold below, a primary that
+/// hangs (its process frozen, its pod still Ready) is flagged about 1-1.5 s later.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Connect and response timeout of one probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Consecutive failed probes after which a primary counts as unreachable.

@@ -3,7 +3,7 @@
 //! Decisions derive from observed state only (pods and node-reported maps), never from
 //! operator memory, so a restarted or newly elected operator reaches the same answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -11,6 +11,7 @@ use meridian_api::{ShardStatus, labels, ports};
 use meridian_topology::{NodeAddr, NodeRole, ShardTopology, SlotRange, TopologyMap, split_evenly};
 
 use crate::Error;
+use crate::nodes::ReplicationInfo;
 
 /// One cache node pod as the planner sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -352,7 +353,12 @@ fn choose_primary(
 }
 
 /// Per-shard status lines: from the map when there is one, else just readiness.
-pub fn shard_statuses(map: Option<&TopologyMap>, pods: &RegionPods) -> Vec<ShardStatus> {
+/// `replication` holds the `INFO replication` of the nodes that answered, by pod name.
+pub fn shard_statuses(
+    map: Option<&TopologyMap>,
+    pods: &RegionPods,
+    replication: &HashMap<String, ReplicationInfo>,
+) -> Vec<ShardStatus> {
     let by_index: BTreeMap<u32, &ShardTopology> = map
         .map(|map| {
             map.shards
@@ -364,20 +370,68 @@ pub fn shard_statuses(map: Option<&TopologyMap>, pods: &RegionPods) -> Vec<Shard
     (0..pods.shards.len())
         .map(|index| {
             let shard = by_index.get(&(index as u32));
+            let primary = shard.map(|shard| shard.primary.id.clone());
+            let replicas: Vec<String> = shard
+                .map(|shard| shard.replicas.iter().map(|node| node.id.clone()).collect())
+                .unwrap_or_default();
+            let sync = replica_sync(primary.as_deref(), &replicas, pods, replication);
             ShardStatus {
                 index: index as i32,
-                primary: shard.map(|shard| shard.primary.id.clone()),
-                replicas: shard
-                    .map(|shard| shard.replicas.iter().map(|node| node.id.clone()).collect())
-                    .unwrap_or_default(),
+                primary,
+                replicas,
                 slots: shard
                     .map(|shard| shard.slots.iter().map(ToString::to_string).collect())
                     .unwrap_or_default(),
-                ready_replicas: pods.ready_in_shard(index),
-                replication_lag_bytes: None,
+                ready_replicas: sync.in_sync,
+                replication_lag_bytes: sync.largest_lag,
             }
         })
         .collect()
+}
+
+/// How a shard's replicas follow its primary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaSync {
+    /// Replicas whose pod is Ready and whose link to this primary is up.
+    pub in_sync: i32,
+    /// The largest `primary offset - replica offset` among those, when the primary's
+    /// offset is known.
+    pub largest_lag: Option<i64>,
+}
+
+/// Counts a replica in sync only when the node itself says it follows the shard's
+/// primary (its pod IP) with the link up: a Ready pod can still be syncing, or follow
+/// a node that is no longer primary.
+pub fn replica_sync(
+    primary: Option<&str>,
+    replicas: &[String],
+    pods: &RegionPods,
+    replication: &HashMap<String, ReplicationInfo>,
+) -> ReplicaSync {
+    let pod = |name: &str| pods.iter().find(|pod| pod.name == name);
+    let Some(primary_ip) = primary.and_then(pod).and_then(|pod| pod.ip.as_deref()) else {
+        return ReplicaSync::default();
+    };
+    let primary_offset = primary
+        .and_then(|name| replication.get(name))
+        .filter(|info| info.role == "master")
+        .map(|info| info.offset);
+    let mut sync = ReplicaSync::default();
+    for replica in replicas {
+        let ready = pod(replica).is_some_and(|pod| pod.ready);
+        let Some(info) = replication.get(replica) else {
+            continue;
+        };
+        if !(ready && info.role == "slave" && info.link_up && info.master_host == primary_ip) {
+            continue;
+        }
+        sync.in_sync += 1;
+        if let Some(primary_offset) = primary_offset {
+            let lag = i64::try_from(primary_offset.saturating_sub(info.offset)).unwrap_or(i64::MAX);
+            sync.largest_lag = Some(sync.largest_lag.map_or(lag, |largest| largest.max(lag)));
+        }
+    }
+    sync
 }
 
 /// A shard counts as ready when the map gives it a primary and all its pods are ready.

@@ -11,6 +11,12 @@ use meridian_operator::topology_plan::{
     self, NodeReport, ObservedPod, RegionPods, TopologyDecision,
 };
 use meridian_topology::TopologyMap;
+use std::collections::HashMap;
+
+/// No node answered `INFO replication` (the status tests here are about conditions).
+fn no_replication() -> HashMap<String, meridian_operator::nodes::ReplicationInfo> {
+    HashMap::new()
+}
 
 fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -77,6 +83,7 @@ fn region_goes_from_waiting_to_ready_and_timestamps_move_only_on_flips() {
             }),
             None,
             None,
+            &no_replication(),
             at(100),
         )
     };
@@ -105,6 +112,7 @@ fn region_goes_from_waiting_to_ready_and_timestamps_move_only_on_flips() {
         }),
         None,
         None,
+        &no_replication(),
         at(200),
     );
     assert_eq!(again.conditions[0].last_transition_time, Time(at(100)));
@@ -120,6 +128,7 @@ fn region_goes_from_waiting_to_ready_and_timestamps_move_only_on_flips() {
         Some(&Orchestration::InSync { map }),
         None,
         None,
+        &no_replication(),
         at(300),
     );
     let ready_condition = condition(&done.conditions, "Ready");
@@ -152,6 +161,7 @@ fn unreachable_node_keeps_last_assignment_and_degrades() {
         Some(&Orchestration::InSync { map }),
         None,
         None,
+        &no_replication(),
         at(10),
     );
     region.status = Some(good.clone());
@@ -160,7 +170,16 @@ fn unreachable_node_keeps_last_assignment_and_degrades() {
         node: "demo-a-1-0".into(),
         detail: "garbage".into(),
     };
-    let bad = region_status(&region, &plan, &ready, None, Some(&error), None, at(20));
+    let bad = region_status(
+        &region,
+        &plan,
+        &ready,
+        None,
+        Some(&error),
+        None,
+        &no_replication(),
+        at(20),
+    );
     assert_eq!(bad.epoch, good.epoch);
     assert_eq!(bad.shards, good.shards);
     let degraded = condition(&bad.conditions, "Degraded");
@@ -217,6 +236,7 @@ fn cluster_aggregates_regions() {
             Some(&Orchestration::InSync { map }),
             None,
             None,
+            &no_replication(),
             at(2),
         )
     };
@@ -289,6 +309,7 @@ fn a_down_peer_link_degrades_the_region_without_making_it_unready() {
         Some(&Orchestration::InSync { map: map.clone() }),
         None,
         Some(&links),
+        &no_replication(),
         at(10),
     );
     assert_eq!(condition(&status.conditions, "Ready").status, "True");
@@ -304,7 +325,16 @@ fn a_down_peer_link_degrades_the_region_without_making_it_unready() {
     // Not asking the nodes keeps the last known links.
     region.status = Some(status.clone());
     let plan = resources::validate(&cluster, &region).unwrap();
-    let kept = region_status(&region, &plan, &ready, None, None, None, at(20));
+    let kept = region_status(
+        &region,
+        &plan,
+        &ready,
+        None,
+        None,
+        None,
+        &no_replication(),
+        at(20),
+    );
     assert_eq!(kept.peers, links.to_vec());
 
     // The cluster reports the link separately and stays Ready.
@@ -322,6 +352,7 @@ fn a_down_peer_link_degrades_the_region_without_making_it_unready() {
         Some(&Orchestration::InSync { map }),
         None,
         Some(&links[..1]),
+        &no_replication(),
         at(40),
     );
     assert_eq!(condition(&healed.conditions, "Degraded").status, "False");
@@ -350,6 +381,7 @@ fn a_rolling_update_keeps_the_region_ready_and_reports_progress_until_done() {
         }),
         None,
         None,
+        &no_replication(),
         at(10),
     );
     assert_eq!(updating.rollout.as_ref(), Some(&rollout));
@@ -380,6 +412,7 @@ fn a_rolling_update_keeps_the_region_ready_and_reports_progress_until_done() {
         }),
         None,
         None,
+        &no_replication(),
         at(20),
     );
     assert_eq!(recovering.rollout.as_ref(), Some(&rollout));
@@ -394,6 +427,7 @@ fn a_rolling_update_keeps_the_region_ready_and_reports_progress_until_done() {
         Some(&Orchestration::InSync { map }),
         None,
         None,
+        &no_replication(),
         at(30),
     );
     assert_eq!(done.rollout, None);

@@ -1,10 +1,12 @@
 //! Slot assignment, primary choice and epochs planned from observed pods and node reports.
 
 use k8s_openapi::api::core::v1::Pod;
+use meridian_operator::nodes::ReplicationInfo;
 use meridian_operator::topology_plan::{
-    self, NodeReport, ObservedPod, PrimaryReason, RegionPods, TopologyDecision,
+    self, NodeReport, ObservedPod, PrimaryReason, RegionPods, ReplicaSync, TopologyDecision,
 };
 use meridian_topology::{NodeRole, SlotRange, TopologyMap};
+use std::collections::HashMap;
 
 fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -319,17 +321,106 @@ fn shard_status_lines_come_from_the_map() {
     let (map, _, _) = pushed(
         topology_plan::plan("orders", "eu-west-1", &pods, &empty_reports(&pods), 0).unwrap(),
     );
-    let lines = topology_plan::shard_statuses(Some(&map), &pods);
+    // Shard 1's replica follows its primary (127.0.2.1), 300 bytes behind; shard 0's
+    // replica has not reported.
+    let replication = HashMap::from([
+        ("orders-eu-1-0".to_string(), primary_info(1300)),
+        (
+            "orders-eu-1-1".to_string(),
+            replica_info("127.0.2.1", true, 1000),
+        ),
+    ]);
+    let lines = topology_plan::shard_statuses(Some(&map), &pods, &replication);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1].index, 1);
     assert_eq!(lines[1].primary.as_deref(), Some("orders-eu-1-0"));
     assert_eq!(lines[1].replicas, ["orders-eu-1-1"]);
     assert_eq!(lines[1].slots, ["8192-16383"]);
-    assert_eq!(lines[1].ready_replicas, 2);
+    assert_eq!(lines[1].ready_replicas, 1);
+    assert_eq!(lines[1].replication_lag_bytes, Some(300));
+    assert_eq!(lines[0].ready_replicas, 0, "no report, not counted in sync");
+    assert_eq!(lines[0].replication_lag_bytes, None);
     assert_eq!(topology_plan::ready_shards(Some(&map), &pods), 2);
     assert_eq!(topology_plan::ready_shards(None, &pods), 0);
-    let unknown = topology_plan::shard_statuses(None, &pods);
+    let unknown = topology_plan::shard_statuses(None, &pods, &replication);
     assert!(unknown.iter().all(|line| line.primary.is_none()));
+}
+
+fn primary_info(offset: u64) -> ReplicationInfo {
+    ReplicationInfo {
+        role: "master".into(),
+        offset,
+        connected_replicas: 1,
+        ..ReplicationInfo::default()
+    }
+}
+
+fn replica_info(master_host: &str, link_up: bool, offset: u64) -> ReplicationInfo {
+    ReplicationInfo {
+        role: "slave".into(),
+        offset,
+        link_up,
+        master_host: master_host.into(),
+        connected_replicas: 0,
+    }
+}
+
+#[test]
+fn a_replica_is_in_sync_only_when_it_follows_this_primary_with_the_link_up() {
+    let mut pods = region(1, 4);
+    let replicas: Vec<String> = (1..4)
+        .map(|ordinal| format!("orders-eu-0-{ordinal}"))
+        .collect();
+    let primary_ip = "127.0.1.1";
+    let sync = |pods: &RegionPods, replication: &HashMap<String, ReplicationInfo>| {
+        topology_plan::replica_sync(Some("orders-eu-0-0"), &replicas, pods, replication)
+    };
+    let mut replication = HashMap::from([
+        ("orders-eu-0-0".to_string(), primary_info(5000)),
+        (replicas[0].clone(), replica_info(primary_ip, true, 4990)),
+        (replicas[1].clone(), replica_info(primary_ip, true, 4000)),
+        (replicas[2].clone(), replica_info(primary_ip, true, 5000)),
+    ]);
+    assert_eq!(
+        sync(&pods, &replication),
+        ReplicaSync {
+            in_sync: 3,
+            largest_lag: Some(1000)
+        }
+    );
+
+    // Link down, following another node (e.g. a deposed primary), or a pod not Ready:
+    // each leaves the count.
+    replication.get_mut(&replicas[0]).unwrap().link_up = false;
+    replication.get_mut(&replicas[1]).unwrap().master_host = "127.0.9.9".into();
+    assert_eq!(
+        sync(&pods, &replication),
+        ReplicaSync {
+            in_sync: 1,
+            largest_lag: Some(0)
+        }
+    );
+    let not_ready = pods
+        .iter()
+        .cloned()
+        .map(|mut pod| {
+            pod.ready = pod.name != replicas[2];
+            pod
+        })
+        .collect();
+    pods = RegionPods::group(not_ready, 1, 4);
+    assert_eq!(sync(&pods, &replication), ReplicaSync::default());
+
+    // Without the primary's own report the count stands, the lag is unknown.
+    let region = region(1, 4);
+    replication.remove("orders-eu-0-0");
+    assert_eq!(
+        sync(&region, &replication),
+        ReplicaSync {
+            in_sync: 1,
+            largest_lag: None
+        }
+    );
 }
 
 #[test]

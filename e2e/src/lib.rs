@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 mod fixtures;
 mod load;
+mod shard_writer;
 pub use fixtures::*;
 pub use load::*;
+pub use shard_writer::*;
 
 /// The field manager the suite applies its own objects with.
 pub const MANAGER: &str = "meridian-e2e";

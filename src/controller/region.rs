@@ -28,7 +28,7 @@ use super::rollout::RolloutInput;
 use crate::Error;
 use crate::conditions::{DesiredCondition, merge};
 use crate::names;
-use crate::nodes::{self, NodeConnection, PushOutcome};
+use crate::nodes::{self, NodeConnection, PushOutcome, ReplicationInfo};
 use crate::peers::{self, PeerConfig, PeersReport, SiblingPod, SiblingRegion};
 use crate::reshard::{self, NodeOpenSlots, ReshardStep, SlotMove};
 use crate::resources::{self, RegionPlan, RegionResources};
@@ -305,6 +305,7 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
                     None,
                     Some(&error),
                     None,
+                    &HashMap::new(),
                     Timestamp::now(),
                 );
                 ctx.apply_status(region, &status).await?;
@@ -319,6 +320,10 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
     };
 
     // status
+    let replication = match orchestration.map() {
+        Some(_) => observe_replication(&pods, password.as_deref(), ctx).await,
+        None => HashMap::new(),
+    };
     let status = region_status(
         region,
         &plan,
@@ -326,6 +331,7 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
         Some(&orchestration),
         None,
         peer_links.as_deref(),
+        &replication,
         Timestamp::now(),
     );
     ctx.apply_status(region, &status).await?;
@@ -428,6 +434,17 @@ async fn wire_peers(
 
 /// Connects to every pod that has an IP and runs `query` on each, all at once (bounded
 /// by the node timeouts, so a dead node cannot stall the reconcile).
+/// Whether the primary probes count `pod` (at its current IP) unreachable.
+fn probes_flag(ctx: &Context, pod: &ObservedPod) -> bool {
+    pod.ip.as_ref().is_some_and(|ip| {
+        ctx.probes.is_unreachable(&meridian_topology::NodeAddr {
+            id: pod.name.clone(),
+            ip: ip.clone(),
+            port: meridian_api::ports::RESP as u16,
+        })
+    })
+}
+
 async fn query_each_pod<T>(
     pods: &RegionPods,
     password: Option<&str>,
@@ -441,6 +458,14 @@ async fn query_each_pod<T>(
             ip: pod.ip.clone()?,
             port: meridian_api::ports::RESP as u16,
         };
+        // A node the probes already flag gets the probe's short timeout: a hung
+        // process accepts connections (the kernel does) but never answers, and the
+        // failover waiting on this read must not wait the full response timeout.
+        let response_timeout = if probes_flag(ctx, pod) {
+            crate::probe::PROBE_TIMEOUT
+        } else {
+            NODE_RESPONSE_TIMEOUT
+        };
         Some(async move {
             let result = async {
                 let mut connection = NodeConnection::open_with_timeout(
@@ -448,7 +473,7 @@ async fn query_each_pod<T>(
                     password,
                     ctx.loopback_only_nodes,
                     NODE_CONNECT_TIMEOUT,
-                    NODE_RESPONSE_TIMEOUT,
+                    response_timeout,
                 )
                 .await?;
                 let answer = query(&mut connection).await?;
@@ -614,7 +639,13 @@ async fn observe_retention(
         .iter()
         .map(|pod| pod.shard.saturating_add(1))
         .fold(plan.shards, u16::max);
-    let all = RegionPods::group(observed, highest, plan.pods_per_shard());
+    // Any node's map will do here: skip the ones the probes flag, so a hung primary
+    // costs its failover no extra timeout (orchestrate reads it again).
+    let answering = observed
+        .into_iter()
+        .filter(|pod| !probes_flag(ctx, pod))
+        .collect();
+    let all = RegionPods::group(answering, highest, plan.pods_per_shard());
     let (_, reports, _) = read_nodes(&all, password, ctx).await;
     let current = topology_plan::newest_reported(&reports)
         .filter(|map| map.cluster == plan.cluster_name && map.region == plan.region_name);
@@ -796,6 +827,21 @@ async fn read_nodes(
     (connections, reports, errors)
 }
 
+/// `INFO replication` of every node that answers, by pod name (for the shard status).
+async fn observe_replication(
+    pods: &RegionPods,
+    password: Option<&str>,
+    ctx: &Context,
+) -> HashMap<String, ReplicationInfo> {
+    query_each_pod(pods, password, ctx, async |node| {
+        node.replication_info().await
+    })
+    .await
+    .into_iter()
+    .filter_map(|(pod, answer)| answer.ok().map(|(_, info)| (pod, info)))
+    .collect()
+}
+
 pub(super) fn region_key(region: &CacheRegion) -> String {
     format!(
         "{}/{}",
@@ -824,7 +870,10 @@ async fn orchestrate(
             .shards
             .iter()
             .filter_map(|shard| {
-                let probed_dead = ctx.probes.is_unreachable(&shard.primary);
+                // The probes' verdict holds only if this reconcile could not read the
+                // primary either: one slow moment on a loaded node is no failover.
+                let probed_dead = ctx.probes.is_unreachable(&shard.primary)
+                    && !connections.contains_key(&shard.primary.id);
                 topology_plan::node_down(&shard.primary, pods, probed_dead)
                     .filter(|reason| !topology_plan::rejoins_by_plan(shard, *reason, pods))
                     .map(|reason| (shard.index, reason))
@@ -1410,6 +1459,7 @@ async fn fail_over(
 }
 
 /// The status to write. Pure: `now` is passed in.
+#[allow(clippy::too_many_arguments)]
 pub fn region_status(
     region: &CacheRegion,
     plan: &RegionPlan<'_>,
@@ -1417,6 +1467,7 @@ pub fn region_status(
     orchestration: Option<&Orchestration>,
     node_error: Option<&Error>,
     peer_links: Option<&[PeerStatus]>,
+    replication: &HashMap<String, ReplicationInfo>,
     now: Timestamp,
 ) -> CacheRegionStatus {
     let previous = region.status.clone().unwrap_or_default();
@@ -1577,15 +1628,23 @@ pub fn region_status(
         ),
         epoch: map.map_or(previous.epoch, |map| map.epoch),
         shards: if map.is_some() || previous.shards.is_empty() {
-            topology_plan::shard_statuses(map, pods)
+            topology_plan::shard_statuses(map, pods, replication)
         } else {
-            // Keep the last known assignment while nodes are unreachable; refresh readiness.
+            // Keep the last known assignment while nodes are unreachable; refresh what
+            // is known of the replicas.
             previous
                 .shards
                 .iter()
                 .cloned()
                 .map(|mut shard| {
-                    shard.ready_replicas = pods.ready_in_shard(shard.index.max(0) as usize);
+                    let sync = topology_plan::replica_sync(
+                        shard.primary.as_deref(),
+                        &shard.replicas,
+                        pods,
+                        replication,
+                    );
+                    shard.ready_replicas = sync.in_sync;
+                    shard.replication_lag_bytes = sync.largest_lag;
                     shard
                 })
                 .collect()

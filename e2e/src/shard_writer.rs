@@ -1,0 +1,297 @@
+//! A writer pinned to one shard while its primary is taken away: it knows the shard's
+//! nodes by address, follows MOVED, and records when each write succeeded or failed, so
+//! a scenario can measure when writes resumed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use redis::aio::MultiplexedConnection;
+
+/// A connection that gives up quickly: a dead or frozen node must not hold the writer.
+pub async fn quick_connection(endpoint: &str) -> Result<MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://{endpoint}/"))?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(300)))
+        .set_response_timeout(Some(Duration::from_millis(300)));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+/// A client of one shard that follows MOVED and, when its node dies, asks the other
+/// nodes it knows (a replica answers MOVED to the primary, or is the new primary).
+pub struct ShardClient {
+    endpoints: Vec<String>,
+    current: usize,
+    connections: HashMap<String, MultiplexedConnection>,
+}
+
+impl ShardClient {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            current: 0,
+            connections: HashMap::new(),
+        }
+    }
+
+    pub async fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let mut last = String::new();
+        let mut index = self.current;
+        for _ in 0..(self.endpoints.len() * 2) {
+            let endpoint = self.endpoints[index % self.endpoints.len()].clone();
+            index = (index + 1) % self.endpoints.len();
+            let mut connection = match self.connections.get(&endpoint) {
+                Some(connection) => connection.clone(),
+                None => match quick_connection(&endpoint).await {
+                    Ok(connection) => {
+                        self.connections
+                            .insert(endpoint.clone(), connection.clone());
+                        connection
+                    }
+                    Err(error) => {
+                        last = format!("{endpoint}: {error}");
+                        continue;
+                    }
+                },
+            };
+            let reply: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .query_async(&mut connection)
+                .await;
+            match reply {
+                Ok(()) => {
+                    self.current = self
+                        .endpoints
+                        .iter()
+                        .position(|e| *e == endpoint)
+                        .unwrap_or(0);
+                    return Ok(());
+                }
+                Err(error) => {
+                    last = format!("{endpoint}: {error}");
+                    if let Some((target, _)) = error.redirect_node() {
+                        let target = target.to_string();
+                        if !self.endpoints.contains(&target) {
+                            self.endpoints.push(target.clone());
+                        }
+                        // Follow the redirect next.
+                        index = self
+                            .endpoints
+                            .iter()
+                            .position(|e| *e == target)
+                            .unwrap_or(index);
+                    } else {
+                        self.connections.remove(&endpoint);
+                    }
+                }
+            }
+        }
+        bail!("no node accepted the write: {last}")
+    }
+}
+
+/// Writes `{tag}:loop:<n>` about every 20 ms through a [`ShardClient`], recording the
+/// time and outcome of every attempt.
+pub struct ShardWriter {
+    attempts: Arc<Mutex<Vec<(Instant, bool)>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ShardWriter {
+    pub fn start(endpoints: Vec<String>, tag: &str) -> Self {
+        let attempts: Arc<Mutex<Vec<(Instant, bool)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (attempts, stop, tag) = (attempts.clone(), stop.clone(), tag.to_string());
+            let mut client = ShardClient::new(endpoints);
+            tokio::spawn(async move {
+                let mut index = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let ok = client
+                        .set(&format!("{{{tag}}}:loop:{index}"), "v")
+                        .await
+                        .is_ok();
+                    if let Ok(mut attempts) = attempts.lock() {
+                        attempts.push((Instant::now(), ok));
+                    }
+                    index += 1;
+                    tokio::time::sleep(Duration::from_millis(20).saturating_sub(started.elapsed()))
+                        .await;
+                }
+            })
+        };
+        Self {
+            attempts,
+            stop,
+            task,
+        }
+    }
+
+    /// How long after `since` writes were available again: the first success after the
+    /// first failure, or, when nothing failed in 100 attempts, the first success. The
+    /// node may answer for a moment after it was disturbed, so a success before the
+    /// first failure does not end the outage.
+    pub async fn resumed_after(&self, since: Instant, give_up: Duration) -> Result<Duration> {
+        loop {
+            let first_resumed = self.attempts.lock().ok().and_then(|attempts| {
+                let after: Vec<(Instant, bool)> = attempts
+                    .iter()
+                    .copied()
+                    .filter(|(at, _)| *at > since)
+                    .collect();
+                match after.iter().position(|(_, ok)| !ok) {
+                    Some(index) => after[index..].iter().find(|(_, ok)| *ok).map(|(at, _)| *at),
+                    None if after.len() >= 100 => after.first().map(|(at, _)| *at),
+                    None => None,
+                }
+            });
+            if let Some(at) = first_resumed {
+                return Ok(at.duration_since(since));
+            }
+            if since.elapsed() > give_up {
+                bail!("no write succeeded within {give_up:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        Ok(self.task.await?)
+    }
+}
+
+/// Shard 0 of a Ready region with one replica: who serves it, where, and a hash tag whose
+/// keys it owns. Failover scenarios disturb its primary.
+pub struct FirstShard {
+    pub primary: String,
+    pub replica: String,
+    pub primary_endpoint: String,
+    pub replica_endpoint: String,
+    /// Keys `{tag}:...` land in this shard.
+    pub tag: String,
+    /// The region's topology epoch when the scene was read.
+    pub epoch: u64,
+}
+
+impl FirstShard {
+    pub async fn read(
+        client: &kube::Client,
+        ns: &str,
+        status: &meridian_api::CacheRegionStatus,
+    ) -> Result<Self> {
+        use anyhow::Context;
+        let shard = status.shards.first().context("no shard in status")?;
+        let primary = shard.primary.clone().context("shard 0 without primary")?;
+        let replica = shard
+            .replicas
+            .first()
+            .context("shard 0 without replica")?
+            .clone();
+        Ok(Self {
+            primary_endpoint: format!("{}:6379", crate::pod_ip(client, ns, &primary).await?),
+            replica_endpoint: format!("{}:6379", crate::pod_ip(client, ns, &replica).await?),
+            tag: crate::key_for_shard(shard, "fo")?,
+            epoch: status.epoch,
+            primary,
+            replica,
+        })
+    }
+
+    /// Writes `{tag}:acked:<n>` = n for n < `count` on the primary and waits until the
+    /// replica has them (`WAIT 1`): writes a failover must not lose.
+    pub async fn write_replicated(&self, count: i64) -> Result<()> {
+        let mut primary = quick_connection(&self.primary_endpoint).await?;
+        for index in 0..count {
+            let _: () = redis::cmd("SET")
+                .arg(format!("{{{}}}:acked:{index}", self.tag))
+                .arg(index)
+                .query_async(&mut primary)
+                .await?;
+        }
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5000)
+            .query_async(&mut primary)
+            .await?;
+        if acked < 1 {
+            bail!("WAIT 1 returned {acked}: the replica did not acknowledge");
+        }
+        Ok(())
+    }
+
+    /// Fails unless `endpoint` holds every write of [`Self::write_replicated`].
+    pub async fn assert_replicated_on(&self, endpoint: &str, count: i64) -> Result<()> {
+        let mut connection = quick_connection(endpoint).await?;
+        for index in 0..count {
+            let got: Option<i64> = redis::cmd("GET")
+                .arg(format!("{{{}}}:acked:{index}", self.tag))
+                .query_async(&mut connection)
+                .await?;
+            if got != Some(index) {
+                bail!("acknowledged write {index} lost: {endpoint} has {got:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// A writer that knows both nodes of the shard.
+    pub fn start_writer(&self) -> ShardWriter {
+        ShardWriter::start(
+            vec![self.primary_endpoint.clone(), self.replica_endpoint.clone()],
+            &self.tag,
+        )
+    }
+}
+
+/// The failover scenarios' region: `orders` / `orders-a`, 2 shards with 1 replica each,
+/// applied in `ns` and waited for until Ready with its replicas listed.
+pub async fn orders_region_with_replicas(
+    client: &kube::Client,
+    ns: &str,
+) -> Result<(
+    kube::Api<meridian_api::CacheRegion>,
+    meridian_api::CacheRegionStatus,
+)> {
+    let crate::Deployed { regions, .. } =
+        crate::ClusterFixture::in_region_a("orders", "orders-a", 2, 1)
+            .apply(client, ns)
+            .await?;
+    let status = crate::wait_region(
+        &regions,
+        "orders-a",
+        "Ready with one replica per shard",
+        Duration::from_secs(300),
+        |view| view.ready() && view.status.shards.iter().all(|s| s.replicas.len() == 1),
+    )
+    .await?;
+    Ok((regions, status))
+}
+
+/// Waits until the region's status names `pod` primary of shard 0.
+pub async fn wait_shard0_primary(
+    regions: &kube::Api<meridian_api::CacheRegion>,
+    pod: &str,
+) -> Result<meridian_api::CacheRegionStatus> {
+    crate::wait_region(
+        regions,
+        "orders-a",
+        "status names the promoted primary",
+        Duration::from_secs(60),
+        |view| {
+            view.status
+                .shards
+                .first()
+                .and_then(|shard| shard.primary.as_deref())
+                == Some(pod)
+        },
+    )
+    .await
+}
