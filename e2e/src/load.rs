@@ -153,3 +153,43 @@ pub async fn assert_no_key_lost(
     }
     Ok(())
 }
+
+/// `GET key` through a cluster client.
+pub async fn get(connection: &mut ClusterConnection, key: &str) -> Result<Option<String>> {
+    Ok(redis::cmd("GET").arg(key).query_async(connection).await?)
+}
+
+/// `SET key value` through a cluster client.
+pub async fn set(connection: &mut ClusterConnection, key: &str, value: &str) -> Result<()> {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(connection)
+        .await?;
+    Ok(())
+}
+
+/// Polls until none of `keys` is readable in the region (an invalidation from another
+/// region arrived); returns how long that took, or fails after `bound`.
+pub async fn wait_gone(
+    connection: &mut ClusterConnection,
+    keys: &[String],
+    bound: Duration,
+) -> Result<Duration> {
+    let started = std::time::Instant::now();
+    loop {
+        let mut left = Vec::new();
+        for key in keys {
+            if let Some(value) = get(connection, key).await? {
+                left.push(format!("{key}={value}"));
+            }
+        }
+        if left.is_empty() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > bound {
+            bail!("still readable after {bound:?}: {}", left.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

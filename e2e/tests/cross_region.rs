@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use kube::Client;
 use meridian_e2e::*;
 use redis::cluster_async::ClusterConnection;
@@ -82,42 +82,6 @@ async fn deploy(
     Ok((region_a, region_b))
 }
 
-async fn get(connection: &mut ClusterConnection, key: &str) -> Result<Option<String>> {
-    Ok(redis::cmd("GET").arg(key).query_async(connection).await?)
-}
-
-async fn set(connection: &mut ClusterConnection, key: &str, value: &str) -> Result<()> {
-    let _: () = redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .query_async(connection)
-        .await?;
-    Ok(())
-}
-
-/// Polls until none of `keys` is readable in the region; returns how long that took.
-async fn wait_gone(connection: &mut ClusterConnection, keys: &[String]) -> Result<Duration> {
-    let started = Instant::now();
-    loop {
-        let mut left = Vec::new();
-        for key in keys {
-            if let Some(value) = get(connection, key).await? {
-                left.push(format!("{key}={value}"));
-            }
-        }
-        if left.is_empty() {
-            return Ok(started.elapsed());
-        }
-        if started.elapsed() > EVENTUAL_BOUND {
-            bail!(
-                "still readable after {EVENTUAL_BOUND:?}: {}",
-                left.join(", ")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_in_one_region_invalidates_the_other() -> Result<()> {
     let Some((client, ns)) =
@@ -137,7 +101,7 @@ async fn a_write_in_one_region_invalidates_the_other() -> Result<()> {
         // Let region-b's own event reach region-a first, so region-a's write is the newer one.
         tokio::time::sleep(Duration::from_millis(20)).await;
         set(&mut region_a, &key, "v2").await?;
-        lags.push(wait_gone(&mut region_b, std::slice::from_ref(&key)).await?);
+        lags.push(wait_gone(&mut region_b, std::slice::from_ref(&key), EVENTUAL_BOUND).await?);
         assert_eq!(get(&mut region_a, &key).await?.as_deref(), Some("v2"));
     }
     lags.sort();
@@ -162,7 +126,7 @@ async fn a_write_in_one_region_invalidates_the_other() -> Result<()> {
         .arg("session:*")
         .query_async(&mut region_a)
         .await?;
-    let pattern_lag = wait_gone(&mut region_b, &matching).await?;
+    let pattern_lag = wait_gone(&mut region_b, &matching, EVENTUAL_BOUND).await?;
     eprintln!(
         "cross-region INVALIDATE session:* lag: {pattern_lag:?} (command issued {:?} before)",
         started.elapsed()
