@@ -1,0 +1,149 @@
+//! Issue 6 scenario: a primary dies in the middle of a resharding. One region of 2 shards
+//! × 1 replica holds 20k keys (replicated: `WAIT` on every primary) and scales to 3
+//! shards; once `status.resharding` shows slots moved, a primary is force-deleted: first
+//! the source of the first moves (shard 0), then, in a second region, the destination
+//! (the new shard 2, which holds only migrated keys). The operator must fail the shard
+//! over, carry on moving slots from or to the promoted replica, and finish: 3 shards,
+//! every slot served, no slot left open, every key readable and exactly those keys in
+//! the cluster. The two cases run one after the other, not to load the machine twice.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
+use meridian_e2e::*;
+
+const CLUSTER: &str = "foresh";
+const REGION_NAME: &str = "foresh-a";
+const PRELOAD: usize = 20_000;
+
+#[derive(Clone, Copy, Debug)]
+enum Victim {
+    /// The primary of shard 0, which gives slots away.
+    Source,
+    /// The primary of the shard the scale-out adds, which receives them.
+    Destination,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_primary_lost_mid_resharding_is_failed_over_and_the_resharding_finishes() -> Result<()> {
+    for victim in [Victim::Source, Victim::Destination] {
+        let Some((client, ns)) =
+            operator_scenario("failover_during_resharding", "e2e-foresh").await?
+        else {
+            return Ok(());
+        };
+        kill_mid_resharding(&client, &ns.name, victim).await?;
+    }
+    Ok(())
+}
+
+async fn kill_mid_resharding(client: &kube::Client, ns: &str, victim: Victim) -> Result<()> {
+    let shard_index = match victim {
+        Victim::Source => 0,
+        Victim::Destination => 2,
+    };
+    let Deployed { regions, .. } = ClusterFixture::in_region_a(CLUSTER, REGION_NAME, 2, 1)
+        .apply(client, ns)
+        .await?;
+    let status = wait_region(
+        &regions,
+        REGION_NAME,
+        "2 shards Ready with their replicas",
+        Duration::from_secs(300),
+        |view| view.settled(2) && view.status.shards.iter().all(|s| s.ready_replicas == 1),
+    )
+    .await?;
+    let endpoints = primary_endpoints(client, ns, &status).await?;
+    preload(
+        &mut cluster_connection(&endpoints).await?,
+        "preload:",
+        PRELOAD,
+    )
+    .await?;
+    // Every preloaded key is on a replica: the failover below must not lose one.
+    for endpoint in &endpoints {
+        let mut primary = redis_connection(endpoint).await?;
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(10_000)
+            .query_async(&mut primary)
+            .await?;
+        if acked < 1 {
+            bail!("WAIT 1 on {endpoint} returned {acked}");
+        }
+    }
+
+    set_region_shards(&regions, REGION_NAME, 3).await?;
+    let scaled_at = Instant::now();
+    let before_kill = wait_region(
+        &regions,
+        REGION_NAME,
+        "status.resharding reporting moved slots",
+        Duration::from_secs(180),
+        |view| {
+            view.settled(3)
+                || view
+                    .status
+                    .resharding
+                    .as_ref()
+                    .is_some_and(|progress| progress.slots_moved > 0)
+        },
+    )
+    .await?;
+    let Some(progress) = before_kill.resharding.clone() else {
+        bail!(
+            "the resharding finished within {:?}, before the test could kill a primary; \
+             preload more keys so the migration lasts longer",
+            scaled_at.elapsed()
+        );
+    };
+    let source = before_kill
+        .shards
+        .get(shard_index)
+        .and_then(|shard| shard.primary.clone())
+        .with_context(|| format!("shard {shard_index} without primary"))?;
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .delete(&source, &DeleteParams::default().grace_period(0))
+        .await?;
+    let killed_at = Instant::now();
+    println!(
+        "FAILOVER DURING RESHARDING ({victim:?}): force-deleted {source} (primary of shard {shard_index}) at {}/{} slots moved",
+        progress.slots_moved, progress.slots_to_move
+    );
+
+    let three = wait_region(
+        &regions,
+        REGION_NAME,
+        &format!(
+            "3 shards settled, shard {shard_index} failed over, its old primary back as a replica"
+        ),
+        Duration::from_secs(300),
+        |view| {
+            view.settled(3)
+                && view.status.shards.iter().all(|s| s.ready_replicas == 1)
+                && view.status.shards.get(shard_index).is_some_and(|shard| {
+                    shard.primary.as_deref() != Some(source.as_str())
+                        && shard.replicas == [source.clone()]
+                })
+        },
+    )
+    .await?;
+    println!(
+        "FAILOVER DURING RESHARDING ({victim:?}): settled on 3 shards {:?} after the kill, epoch {}",
+        killed_at.elapsed(),
+        three.epoch
+    );
+    let slots = three
+        .shards
+        .iter()
+        .map(shard_slot_count)
+        .collect::<Result<Vec<_>>>()?;
+    assert_eq!(
+        slots.iter().sum::<usize>(),
+        16384,
+        "every slot owned: {slots:?}"
+    );
+    assert_no_key_lost(client, ns, &three, "preload:", PRELOAD, 0).await
+}
