@@ -152,8 +152,11 @@ pub fn restore(payload: &[u8]) -> Result<Value, BadPayload> {
 /// A reply from the destination, as much as MIGRATE needs.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PeerReply {
+    /// A status or bulk reply (its content is not needed).
     Ok,
     Error(String),
+    Integer(i64),
+    Array(Vec<PeerReply>),
 }
 
 /// Blocking connection from a migrating source to the destination. Like
@@ -209,8 +212,8 @@ impl PeerConnection {
         Ok(String::from_utf8_lossy(&line).into_owned())
     }
 
-    /// Reads one reply; anything other than an error counts as success
-    /// (nested replies are skipped).
+    /// Reads one reply. Nesting is bounded by the 64 KiB line limit per element
+    /// and the replies this connection asks for (RESTORE, AUTH, ROLE, WAIT).
     fn read_reply(&mut self) -> Result<PeerReply, String> {
         let line = self.read_line()?;
         let (kind, rest) = line.split_at(line.len().min(1));
@@ -227,11 +230,13 @@ impl PeerConnection {
             }
             "*" => {
                 let len = rest.parse::<i64>().unwrap_or(0);
+                let mut items = Vec::new();
                 for _ in 0..len.max(0) {
-                    self.read_reply()?;
+                    items.push(self.read_reply()?);
                 }
-                Ok(PeerReply::Ok)
+                Ok(PeerReply::Array(items))
             }
+            ":" => Ok(PeerReply::Integer(rest.parse().unwrap_or(0))),
             _ => Ok(PeerReply::Ok),
         }
     }

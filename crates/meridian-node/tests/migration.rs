@@ -38,6 +38,49 @@ fn shard(index: u32, slots: Vec<SlotRange>, id: &str, node: &Node) -> ShardTopol
     }
 }
 
+/// Epoch 1: `shard-0-0` on `a` owns slots 0-8191, `shard-1-0` on `b` the rest.
+fn two_shards(a: &Node, b: &Node) -> TopologyMap {
+    TopologyMap {
+        epoch: 1,
+        cluster: "demo".into(),
+        region: "local".into(),
+        shards: vec![
+            shard(
+                0,
+                vec![SlotRange {
+                    start: 0,
+                    end: 8191,
+                }],
+                "shard-0-0",
+                a,
+            ),
+            shard(
+                1,
+                vec![SlotRange {
+                    start: 8192,
+                    end: 16383,
+                }],
+                "shard-1-0",
+                b,
+            ),
+        ],
+    }
+}
+
+/// Marks `slot` IMPORTING on `b` (from shard-0-0) and MIGRATING on `a` (to shard-1-0).
+fn open_slot(a: &mut common::Raw, b: &mut common::Raw, slot: u16) {
+    let slot = slot.to_string();
+    let (id_a, id_b) = (cluster_node_id("shard-0-0"), cluster_node_id("shard-1-0"));
+    assert_eq!(
+        b.cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id_a]),
+        Reply::ok()
+    );
+    assert_eq!(
+        a.cmd(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id_b]),
+        Reply::ok()
+    );
+}
+
 fn push(nodes: &[&Node], map: &TopologyMap) {
     let json = serde_json::to_string(map).expect("json");
     for node in nodes {
@@ -173,32 +216,8 @@ fn writer(url: String, tags: Vec<String>, stop: Arc<AtomicBool>) -> Acked {
 fn slots_migrate_live_without_losing_entries() {
     let a = start_named("shard-0-0");
     let b = start_named("shard-1-0");
-    let (id_a, id_b) = (cluster_node_id("shard-0-0"), cluster_node_id("shard-1-0"));
-    let epoch1 = TopologyMap {
-        epoch: 1,
-        cluster: "demo".into(),
-        region: "local".into(),
-        shards: vec![
-            shard(
-                0,
-                vec![SlotRange {
-                    start: 0,
-                    end: 8191,
-                }],
-                "shard-0-0",
-                &a,
-            ),
-            shard(
-                1,
-                vec![SlotRange {
-                    start: 8192,
-                    end: 16383,
-                }],
-                "shard-1-0",
-                &b,
-            ),
-        ],
-    };
+    let id_b = cluster_node_id("shard-1-0");
+    let epoch1 = two_shards(&a, &b);
     push(&[&a, &b], &epoch1);
     let tags = tags();
     load(&a, &tags);
@@ -214,15 +233,7 @@ fn slots_migrate_live_without_losing_entries() {
             .contains("know about node")
     );
     for slot in FIRST..=LAST {
-        let slot = slot.to_string();
-        assert_eq!(
-            raw_b.cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id_a]),
-            Reply::ok()
-        );
-        assert_eq!(
-            raw_a.cmd(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id_b]),
-            Reply::ok()
-        );
+        open_slot(&mut raw_a, &mut raw_b, slot);
     }
     let nodes = match raw_a.cmd(&["CLUSTER", "NODES"]) {
         Reply::Verbatim(text) => text,
@@ -498,4 +509,83 @@ fn raw_restore(
     args.extend(options.iter().map(|option| option.as_bytes()));
     raw.send(&common::encode(&args));
     raw.read()
+}
+
+fn signal(node: &Node, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &node.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {which}");
+}
+
+/// MERIDIAN.MIGRATE SLOT (the operator's resharding) deletes a batch from the source
+/// only once the destination's replicas have it: a destination that fails over right
+/// after a batch must not take keys with it. A frozen replica makes the batch fail with
+/// the keys still served by the source; once it runs again, the slot moves and the
+/// replica already holds every key when the command returns.
+#[test]
+fn a_resharding_batch_leaves_the_source_only_once_the_destination_replicas_have_it() {
+    let a = start_named("shard-0-0");
+    let b = start_named("shard-1-0");
+    let replica = start_named("shard-1-1");
+    let mut map = two_shards(&a, &b);
+    map.shards[1].replicas.push(NodeAddr {
+        id: "shard-1-1".into(),
+        ip: "127.0.0.1".into(),
+        port: replica.port,
+    });
+    push(&[&a, &b, &replica], &map);
+    let (mut raw_a, mut raw_b) = (a.raw(), b.raw());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while int(raw_b.cmd(&["WAIT", "1", "100"])) < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never attached"
+        );
+    }
+
+    let tag = &tags()[&FIRST];
+    let keys: Vec<String> = (0..50).map(|index| item(tag, index)).collect();
+    for key in &keys {
+        assert_eq!(raw_a.cmd(&["SET", key, "v"]), Reply::ok());
+    }
+    open_slot(&mut raw_a, &mut raw_b, FIRST);
+    let slot = FIRST.to_string();
+    let port_b = b.port.to_string();
+    let migrate = [
+        "MERIDIAN.MIGRATE",
+        "SLOT",
+        &slot,
+        "127.0.0.1",
+        &port_b,
+        "TIMEOUT",
+        "300",
+    ];
+
+    signal(&replica, "-STOP");
+    let refused = raw_a.cmd(&migrate);
+    signal(&replica, "-CONT");
+    assert!(
+        error(refused.clone()).contains("to 0 of its 1 replicas"),
+        "{refused:?}"
+    );
+    for key in &keys {
+        assert_eq!(
+            raw_a.cmd(&["GET", key]),
+            Reply::Bulk(b"v".to_vec()),
+            "{key} left the source although no replica of the destination has it"
+        );
+    }
+
+    assert_eq!(int(raw_a.cmd(&migrate)), keys.len() as i64);
+    // Counted on the replica right away, without waiting: the command returned only
+    // after the replica had the keys. (It would answer MOVED for the keys themselves:
+    // only the epoch bump hands it the slot.)
+    assert_eq!(
+        int(replica.raw().cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot])),
+        keys.len() as i64,
+        "keys acknowledged by the migration but not on the destination's replica"
+    );
+    assert_eq!(int(raw_a.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot])), 0);
 }

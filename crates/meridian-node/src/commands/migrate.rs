@@ -144,13 +144,17 @@ fn refuse_in_transaction(ctx: &Ctx<'_, '_>) -> CmdResult {
 }
 
 /// Moves one batch of keys. Returns how many were found (and sent); keys
-/// missing or expired on the source are skipped.
+/// missing or expired on the source are skipped. With `replicated`, the keys
+/// leave the source only once that many of the destination's replicas have
+/// them (`WAIT` on the destination), so a destination that dies right after
+/// the batch cannot take them along.
 fn migrate_batch(
     shared: &Shared,
     conn: &mut PeerConnection,
     keys: &[&[u8]],
     copy: bool,
     replace: bool,
+    replicated: Option<(usize, Duration)>,
 ) -> Result<usize, CommandError> {
     let db = &shared.db;
     let mut wanted = vec![false; db.shard_count()];
@@ -189,6 +193,14 @@ fn migrate_batch(
         })
         .collect();
     let replies = conn.pipeline(&commands).map_err(CommandError::Other)?;
+    if let Some((replicas, timeout)) = replicated
+        && replicas > 0
+        && replies.iter().all(|reply| matches!(reply, PeerReply::Ok))
+    {
+        // Still under the shard locks: on a failure nothing was deleted, and the
+        // retried batch replaces the copies the destination already has.
+        wait_for_destination_replicas(conn, replicas, timeout)?;
+    }
     let mut first_error = None;
     let mut deleted: Vec<&[u8]> = vec![b"DEL"];
     for ((key, _, _), reply) in found.iter().zip(&replies) {
@@ -206,6 +218,9 @@ fn migrate_batch(
             PeerReply::Error(error) => {
                 first_error.get_or_insert_with(|| error.clone());
             }
+            other => {
+                first_error.get_or_insert_with(|| format!("unexpected RESTORE reply {other:?}"));
+            }
         }
     }
     // replicas drop the keys in the same order, still under the shard locks
@@ -219,6 +234,53 @@ fn migrate_batch(
         ))),
         None => Ok(found.len()),
     }
+}
+
+/// Longest a resharding batch waits for the destination's replicas.
+const REPLICA_WAIT_LIMIT: Duration = Duration::from_secs(1);
+
+/// Asks the destination to `WAIT` for `replicas` of its replicas; fails when fewer
+/// acknowledged within `timeout`.
+fn wait_for_destination_replicas(
+    conn: &mut PeerConnection,
+    replicas: usize,
+    timeout: Duration,
+) -> Result<(), CommandError> {
+    let wanted = replicas.to_string();
+    let millis = timeout.as_millis().max(1).to_string();
+    let replies = conn
+        .pipeline(&[vec![
+            b"WAIT".as_slice(),
+            wanted.as_bytes(),
+            millis.as_bytes(),
+        ]])
+        .map_err(CommandError::Other)?;
+    match replies.first() {
+        Some(PeerReply::Integer(acked)) if *acked >= replicas as i64 => Ok(()),
+        Some(PeerReply::Integer(acked)) => Err(CommandError::other(format!(
+            "ERR Target instance replicated the batch to {acked} of its {replicas} replicas within {} ms; the keys stay on the source",
+            timeout.as_millis()
+        ))),
+        other => Err(CommandError::other(format!(
+            "ERR Target instance answered WAIT with {other:?}"
+        ))),
+    }
+}
+
+/// How many replicas the destination has connected now (its `ROLE`): the count
+/// a batch waits for. A destination that is not a primary counts none (its
+/// RESTORE then fails with MOVED or READONLY anyway).
+fn destination_replicas(conn: &mut PeerConnection) -> Result<usize, CommandError> {
+    let replies = conn
+        .pipeline(&[vec![b"ROLE".as_slice()]])
+        .map_err(CommandError::Other)?;
+    Ok(match replies.first() {
+        Some(PeerReply::Array(role)) => match role.get(2) {
+            Some(PeerReply::Array(replicas)) => replicas.len(),
+            _ => 0,
+        },
+        _ => 0,
+    })
 }
 
 /// MIGRATE host port key|"" destination-db timeout [COPY] [REPLACE]
@@ -275,7 +337,8 @@ pub fn migrate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         auth,
     };
     let mut conn = target.connect()?;
-    let moved = migrate_batch(ctx.shared, &mut conn, &keys, copy, replace)?;
+    // Redis semantics: MIGRATE does not wait for the destination's replicas.
+    let moved = migrate_batch(ctx.shared, &mut conn, &keys, copy, replace, None)?;
     if moved == 0 {
         ctx.out.simple("NOKEY");
     } else {
@@ -352,6 +415,11 @@ pub fn meridian_migrate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         auth,
     };
     let mut conn = target.connect()?;
+    // Resharding must not lose a key to a failover of the destination: every
+    // batch waits for the replicas the destination has when the slot starts.
+    let replicas = destination_replicas(&mut conn)?;
+    // The wait holds the batch's shard locks: keep it short, a failed batch is retried.
+    let replica_timeout = timeout.min(REPLICA_WAIT_LIMIT);
     let mut moved = 0;
     loop {
         let keys = slot_keys(ctx.shared, slot, batch);
@@ -359,7 +427,14 @@ pub fn meridian_migrate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             break;
         }
         let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        moved += migrate_batch(ctx.shared, &mut conn, &keys, false, true)?;
+        moved += migrate_batch(
+            ctx.shared,
+            &mut conn,
+            &keys,
+            false,
+            true,
+            Some((replicas, replica_timeout)),
+        )?;
     }
     ctx.out.integer(moved as i64);
     Ok(())

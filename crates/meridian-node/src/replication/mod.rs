@@ -86,6 +86,9 @@ pub struct Replication {
     /// while holding this with its own generation, so REPLICAOF never races
     /// with a half-applied batch.
     pub apply_gate: Mutex<u64>,
+    /// Woken by every replica acknowledgement (`REPLCONF ACK`), so `WAIT` answers as
+    /// soon as enough replicas have an offset instead of on a polling tick.
+    pub acks: tokio::sync::Notify,
 }
 
 impl Replication {
@@ -98,6 +101,7 @@ impl Replication {
             min_replicas_max_lag: AtomicU64::new(max_lag),
             primary_auth: Mutex::new(primary_auth.filter(|auth| !auth.is_empty())),
             snapshot_lock: Mutex::new(()),
+            acks: tokio::sync::Notify::new(),
             apply_gate: Mutex::new(0),
         }
     }

@@ -25,11 +25,20 @@ const STREAM_CHUNK: usize = 256 * 1024;
 pub async fn wait_acks(shared: &Shared, replicas: usize, offset: u64, timeout_ms: u64) -> usize {
     let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
     loop {
+        // register interest before counting so no acknowledgement is missed
+        let acked_now = shared.repl.acks.notified();
+        tokio::pin!(acked_now);
+        acked_now.as_mut().enable();
         let acked = shared.repl.acked(offset);
         if acked >= replicas || deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return acked;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        match deadline {
+            Some(deadline) => {
+                let _ = tokio::time::timeout_at(deadline.into(), acked_now).await;
+            }
+            None => acked_now.await,
+        }
     }
 }
 
@@ -161,6 +170,7 @@ async fn feed(
                     return Ok(());
                 }
                 read_acks(input, &limits, info)?;
+                shared.repl.acks.notify_waiters();
             }
             event = inbox.recv() => {
                 if matches!(event, None | Some(ClientEvent::Kill)) {
