@@ -8,30 +8,11 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Node, Raw, Reply};
-use meridian_topology::{NodeAddr, ShardTopology, SlotRange, TopologyMap, key_slot};
+use common::{Node, Raw, Reply, info_field, shard_map, wait_until};
+use meridian_topology::key_slot;
 
 fn start(node_id: &str) -> Node {
     Node::start_named(node_id, 4, &[])
-}
-
-fn info_field(node: &Node, section: &str, field: &str) -> String {
-    let Reply::Bulk(text) = node.raw().cmd(&["INFO", section]) else {
-        panic!("INFO {section} did not return a bulk string");
-    };
-    String::from_utf8_lossy(&text)
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{field}:")))
-        .map(str::to_string)
-        .unwrap_or_default()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Sends `commands` on a connection of its own in a thread; the replies (one
@@ -246,26 +227,6 @@ fn bad_arguments_are_refused() {
     assert_eq!(raw.cmd(&["CLIENT", "PAUSE", "0", "WRITE"]), Reply::ok());
     assert_eq!(raw.cmd(&["SET", "k", "v2"]), Reply::ok());
     assert_eq!(raw.cmd(&["CLIENT", "UNPAUSE"]), Reply::ok());
-}
-
-fn shard_map(epoch: u64, primary: (&str, &Node), replicas: &[(&str, &Node)]) -> String {
-    let addr = |(id, node): (&str, &Node)| NodeAddr {
-        id: id.to_string(),
-        ip: "127.0.0.1".into(),
-        port: node.port,
-    };
-    let map = TopologyMap {
-        epoch,
-        cluster: "demo".into(),
-        region: "local".into(),
-        shards: vec![ShardTopology {
-            index: 0,
-            slots: vec![SlotRange::new(0, 16383).expect("range")],
-            primary: addr(primary),
-            replicas: replicas.iter().map(|&node| addr(node)).collect(),
-        }],
-    };
-    serde_json::to_string(&map).expect("json")
 }
 
 fn push(nodes: &[&Node], json: &str) {

@@ -9,37 +9,12 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Node, Reply, redis_cli};
-use meridian_topology::{NodeAddr, ShardTopology, SlotRange, TopologyMap};
+use common::{Node, Reply, info_field, redis_cli, shard_map, wait_until};
 
 fn start(node_id: &str, extra: &[&str]) -> Node {
     Node::start_named(node_id, 8, extra)
-}
-
-fn info(node: &Node, section: &str) -> String {
-    let mut con = node.redis();
-    redis::cmd("INFO")
-        .arg(section)
-        .query::<String>(&mut con)
-        .expect("INFO")
-}
-
-fn info_field(node: &Node, section: &str, field: &str) -> String {
-    info(node, section)
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{field}:")))
-        .map(str::to_string)
-        .unwrap_or_default()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 fn replicate(replica: &Node, primary: &Node) {
@@ -390,26 +365,6 @@ fn cut_links_resume_with_partial_resync() {
     signal(&replica, "CONT");
     assert_eq!(wait_replicas(&primary, 1), 1);
     assert_eq!(dbsize(&replica), dbsize(&primary));
-}
-
-fn shard_map(epoch: u64, primary: (&str, &Node), replicas: &[(&str, &Node)]) -> String {
-    let addr = |(id, node): (&str, &Node)| NodeAddr {
-        id: id.to_string(),
-        ip: "127.0.0.1".into(),
-        port: node.port,
-    };
-    let map = TopologyMap {
-        epoch,
-        cluster: "demo".into(),
-        region: "local".into(),
-        shards: vec![ShardTopology {
-            index: 0,
-            slots: vec![SlotRange::new(0, 16383).expect("range")],
-            primary: addr(primary),
-            replicas: replicas.iter().map(|&node| addr(node)).collect(),
-        }],
-    };
-    serde_json::to_string(&map).expect("json")
 }
 
 #[test]

@@ -253,3 +253,47 @@ pub fn redis_cli() -> &'static str {
     );
     "redis-cli"
 }
+
+/// The value of `field` in `INFO <section>`; empty when the node does not report it.
+pub fn info_field(node: &Node, section: &str, field: &str) -> String {
+    let Reply::Bulk(text) = node.raw().cmd(&["INFO", section]) else {
+        panic!("INFO {section} did not return a bulk string");
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .map(str::to_string)
+        .unwrap_or_default()
+}
+
+/// Polls `check` every 20 ms; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A one-shard map (every slot) as JSON for `MERIDIAN.TOPOLOGY SET`: `primary` and
+/// `replicas` as `(node id, node)` on 127.0.0.1.
+pub fn shard_map(epoch: u64, primary: (&str, &Node), replicas: &[(&str, &Node)]) -> String {
+    use meridian_topology::{NodeAddr, ShardTopology, SlotRange, TopologyMap};
+    let addr = |(id, node): (&str, &Node)| NodeAddr {
+        id: id.to_string(),
+        ip: "127.0.0.1".into(),
+        port: node.port,
+    };
+    let map = TopologyMap {
+        epoch,
+        cluster: "demo".into(),
+        region: "local".into(),
+        shards: vec![ShardTopology {
+            index: 0,
+            slots: vec![SlotRange::new(0, 16383).expect("range")],
+            primary: addr(primary),
+            replicas: replicas.iter().map(|&node| addr(node)).collect(),
+        }],
+    };
+    serde_json::to_string(&map).expect("json")
+}
