@@ -149,11 +149,24 @@ pub async fn run(
             shutdown_rx.clone(),
         ))
     });
+    let acceptor = link_tls.map(|tls| Arc::new(parking_lot::RwLock::new(tls.acceptor)));
+    // Certificates renewed in the mounted Secret take effect without a restart.
+    if let (Some(acceptor), Some(dir)) = (&acceptor, config.tls_dir.clone()) {
+        tokio::spawn(region::link::reload_tls_on_change(
+            dir,
+            config
+                .tls_server_name
+                .clone()
+                .filter(|name| !name.is_empty()),
+            acceptor.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     let link_task = link_listener.map(|listener| {
         tokio::spawn(region::link::serve(
             shared.clone(),
             listener,
-            link_tls.map(|tls| tls.acceptor),
+            acceptor,
             shutdown_rx.clone(),
         ))
     });

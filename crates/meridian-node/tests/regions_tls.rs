@@ -24,7 +24,14 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("meridian-tls-{name}-{}", std::process::id()));
+        // Unique per call: the tests run in parallel and reuse node ids, and a node
+        // now rereads its files while it runs.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "meridian-tls-{name}-{}-{serial}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("temp dir");
         TempDir(path)
@@ -70,7 +77,8 @@ impl TestCa {
 struct TlsNode {
     process: NodeProcess,
     ip: String,
-    _dir: TempDir,
+    /// Its kubernetes.io/tls files; rewriting them renews the certificate.
+    dir: TempDir,
 }
 
 impl TlsNode {
@@ -104,7 +112,7 @@ impl TlsNode {
         TlsNode {
             process,
             ip: ip.to_string(),
-            _dir: dir,
+            dir,
         }
     }
 
@@ -253,6 +261,55 @@ fn a_fixed_server_name_lets_one_dns_certificate_serve_every_node() {
                 .as_str()
                 .is_some_and(|error| error.contains("certificate"))
     });
+}
+
+fn certificate_refused(node: &TlsNode) -> bool {
+    let peer = node.first_peer();
+    peer["up"] == false
+        && peer["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("certificate"))
+}
+
+/// A renewed Secret (new certificate and CA written over the old files, as the
+/// kubelet does) takes effect without a restart, in both directions: peers
+/// dialing in see the new certificate, and the node's own dials trust the new
+/// CA. Files that do not load leave the previous certificates in use.
+#[test]
+fn renewed_certificates_take_effect_without_a_restart() {
+    let (old_ca, new_ca) = (TestCa::new("old ca"), TestCa::new("renewed ca"));
+    let a0 = TlsNode::start(&old_ca, "127.0.72.10", "a-0", "region-a");
+    let x0 = TlsNode::start(&new_ca, "127.0.72.11", "x-0", "region-x");
+    a0.set_peers(&[("region-x", &x0)]);
+    x0.set_peers(&[("region-a", &a0)]);
+    for node in [&a0, &x0] {
+        eventually(
+            "certificates of different CAs refused",
+            Duration::from_secs(10),
+            || certificate_refused(node),
+        );
+    }
+
+    new_ca.write_node_dir(&a0.dir.0, "127.0.72.10");
+    for node in [&a0, &x0] {
+        eventually(
+            "links up with the renewed certificates",
+            Duration::from_secs(30),
+            || node.first_peer()["up"] == true,
+        );
+    }
+
+    // A broken renewal: the key no longer loads. The node keeps serving the
+    // certificate it has, to links made after the failed reload too.
+    std::fs::write(a0.dir.0.join("tls.key"), "not a key").expect("tls.key");
+    std::thread::sleep(Duration::from_secs(7));
+    let y0 = TlsNode::start(&new_ca, "127.0.72.12", "y-0", "region-y");
+    y0.set_peers(&[("region-a", &a0)]);
+    eventually(
+        "a new link to the node with a broken renewal",
+        Duration::from_secs(15),
+        || y0.first_peer()["up"] == true,
+    );
 }
 
 #[test]

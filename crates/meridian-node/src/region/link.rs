@@ -125,12 +125,64 @@ pub fn set_client_tls(client: Option<ClientTls>) {
     *CLIENT_TLS.write() = client;
 }
 
+/// How often the TLS files are checked for a change.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The acceptor new inbound links use; replaced when the files change.
+pub type SharedAcceptor = Arc<parking_lot::RwLock<TlsAcceptor>>;
+
+/// Reloads `tls.crt`, `tls.key` and `ca.crt` when their content changes
+/// (Kubernetes updates a mounted Secret in place, e.g. when cert-manager
+/// renews it): new inbound links get the new certificate and new outbound
+/// links trust the new CA; links already up keep their session. Files that do
+/// not load keep the previous certificates in use, with a warning.
+pub async fn reload_tls_on_change(
+    dir: std::path::PathBuf,
+    server_name: Option<String>,
+    acceptor: SharedAcceptor,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut loaded = tls_files_content(&dir);
+    let mut ticker = tokio::time::interval(TLS_RELOAD_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let current = tls_files_content(&dir);
+        if current == loaded {
+            continue;
+        }
+        // remembered either way: a broken file is reported once, not every tick
+        loaded = current;
+        match LinkTls::load(&dir, server_name.as_deref()) {
+            Ok(tls) => {
+                *acceptor.write() = tls.acceptor;
+                set_client_tls(Some(tls.client));
+                tracing::info!(dir = %dir.display(), "region link certificates reloaded");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "changed region link certificates do not load; the previous ones stay in use");
+            }
+        }
+    }
+}
+
+/// The bytes of the three TLS files (empty for a file that cannot be read).
+fn tls_files_content(dir: &Path) -> Vec<Vec<u8>> {
+    ["tls.crt", "tls.key", "ca.crt"]
+        .iter()
+        .map(|name| std::fs::read(dir.join(name)).unwrap_or_default())
+        .collect()
+}
+
 /// Accepts region links from peer regions until shutdown; with `tls`, only
 /// connections completing a TLS handshake are served.
 pub async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<SharedAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -138,7 +190,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let shared = shared.clone();
-                    let tls = tls.clone();
+                    let tls = tls.as_ref().map(|acceptor| acceptor.read().clone());
                     tokio::spawn(async move {
                         if let Err(error) = accept_link(shared, stream, tls).await {
                             tracing::debug!(%peer, %error, "region link ended");
