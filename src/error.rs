@@ -55,6 +55,20 @@ impl From<kube::Error> for Error {
 
 impl Error {
     /// Low-cardinality value of the `reason` label of `reconcile_errors_total`.
+    /// The node did not answer: connection refused, dropped or timed out (not a
+    /// reply it gave, such as an error for a command).
+    pub fn is_unanswered(&self) -> bool {
+        match self {
+            Error::Node { source, .. } => {
+                source.is_timeout()
+                    || source.is_io_error()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+            }
+            _ => false,
+        }
+    }
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube_api",

@@ -35,7 +35,14 @@ pub struct PrimaryProbes {
     targets: Mutex<HashMap<String, RegionTarget>>,
     /// Keyed by `id@ip` so a recreated pod (new IP) starts with a clean record.
     failures: Mutex<HashMap<String, u32>>,
+    /// Any node (primary or not) whose last read by a reconcile failed, and when:
+    /// read with the probe's short timeout until it answers again, so a hung
+    /// replica does not slow every reconcile (and the failovers they carry).
+    unanswered: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a failed read keeps a node on the short timeout without a new failure.
+const UNANSWERED_MEMORY: Duration = Duration::from_secs(60);
 
 fn node_key(node: &NodeAddr) -> String {
     format!("{}@{}", node.id, node.ip)
@@ -72,6 +79,28 @@ impl PrimaryProbes {
     /// Whether `node` failed at least [`FAILURE_THRESHOLD`] probes in a row.
     pub fn is_unreachable(&self, node: &NodeAddr) -> bool {
         self.consecutive_failures(node) >= FAILURE_THRESHOLD
+    }
+
+    /// Records whether a reconcile's read of `node` was answered.
+    pub fn record_read(&self, node: &NodeAddr, answered: bool) {
+        if let Ok(mut unanswered) = self.unanswered.lock() {
+            if answered {
+                unanswered.remove(&node_key(node));
+            } else {
+                unanswered.insert(node_key(node), Instant::now());
+            }
+        }
+    }
+
+    /// Whether `node` should be read with the short timeout: the probes flag it, or
+    /// a reconcile's read of it failed recently and none has succeeded since.
+    pub fn is_suspect(&self, node: &NodeAddr) -> bool {
+        self.is_unreachable(node)
+            || self.unanswered.lock().is_ok_and(|unanswered| {
+                unanswered
+                    .get(&node_key(node))
+                    .is_some_and(|at| at.elapsed() < UNANSWERED_MEMORY)
+            })
     }
 
     /// Records one probe; true when this failure made the node cross the threshold.
@@ -160,6 +189,19 @@ pub async fn run(probes: Arc<PrimaryProbes>, loopback_only: bool, mut trigger: m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unanswered_read_makes_a_node_suspect_until_it_answers() {
+        let probes = PrimaryProbes::default();
+        let replica = node("127.0.0.7");
+        assert!(!probes.is_suspect(&replica));
+        probes.record_read(&replica, false);
+        assert!(probes.is_suspect(&replica));
+        // the same pod recreated with a new IP starts clean
+        assert!(!probes.is_suspect(&node("127.0.0.8")));
+        probes.record_read(&replica, true);
+        assert!(!probes.is_suspect(&replica));
+    }
 
     fn node(ip: &str) -> NodeAddr {
         NodeAddr {

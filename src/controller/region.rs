@@ -432,12 +432,11 @@ async fn wire_peers(
     Ok(statuses)
 }
 
-/// Connects to every pod that has an IP and runs `query` on each, all at once (bounded
-/// by the node timeouts, so a dead node cannot stall the reconcile).
-/// Whether the primary probes count `pod` (at its current IP) unreachable.
+/// Whether `pod` (at its current IP) failed the primary probes or, recently, a
+/// reconcile's read: see [`crate::probe::PrimaryProbes::is_suspect`].
 fn probes_flag(ctx: &Context, pod: &ObservedPod) -> bool {
     pod.ip.as_ref().is_some_and(|ip| {
-        ctx.probes.is_unreachable(&meridian_topology::NodeAddr {
+        ctx.probes.is_suspect(&meridian_topology::NodeAddr {
             id: pod.name.clone(),
             ip: ip.clone(),
             port: meridian_api::ports::RESP as u16,
@@ -445,6 +444,8 @@ fn probes_flag(ctx: &Context, pod: &ObservedPod) -> bool {
     })
 }
 
+/// Connects to every pod that has an IP and runs `query` on each, all at once (bounded
+/// by the node timeouts, so a dead node cannot stall the reconcile).
 async fn query_each_pod<T>(
     pods: &RegionPods,
     password: Option<&str>,
@@ -458,9 +459,10 @@ async fn query_each_pod<T>(
             ip: pod.ip.clone()?,
             port: meridian_api::ports::RESP as u16,
         };
-        // A node the probes already flag gets the probe's short timeout: a hung
-        // process accepts connections (the kernel does) but never answers, and the
-        // failover waiting on this read must not wait the full response timeout.
+        // A node the probes flag, or that did not answer the last read, gets the
+        // probe's short timeout: a hung process accepts connections (the kernel
+        // does) but never answers, and a failover waiting on this read must not
+        // wait the full response timeout.
         let response_timeout = if probes_flag(ctx, pod) {
             crate::probe::PROBE_TIMEOUT
         } else {
@@ -480,6 +482,8 @@ async fn query_each_pod<T>(
                 Ok((connection, answer))
             }
             .await;
+            let unanswered = result.as_ref().err().is_some_and(Error::is_unanswered);
+            ctx.probes.record_read(&addr, !unanswered);
             (addr.id, result)
         })
     });
