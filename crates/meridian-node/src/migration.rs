@@ -164,6 +164,8 @@ pub enum PeerReply {
 pub struct PeerConnection {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    /// The read timeout given at connect.
+    timeout: Duration,
 }
 
 fn io_error(error: std::io::Error) -> String {
@@ -185,7 +187,29 @@ impl PeerConnection {
         Ok(PeerConnection {
             reader,
             writer: stream,
+            timeout,
         })
+    }
+
+    /// Sends one command that may take up to `takes` on the destination (WAIT),
+    /// reading its reply with that much more patience than the connect timeout.
+    pub fn slow_command(
+        &mut self,
+        command: Vec<&[u8]>,
+        takes: Duration,
+    ) -> Result<PeerReply, String> {
+        let socket = self.reader.get_ref();
+        socket
+            .set_read_timeout(Some(self.timeout.max(takes) + Duration::from_secs(1)))
+            .map_err(io_error)?;
+        let reply = self
+            .pipeline(&[command])
+            .map(|mut replies| replies.remove(0));
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(self.timeout))
+            .map_err(io_error)?;
+        reply
     }
 
     /// Sends pipelined commands and reads one reply per command.

@@ -22,6 +22,39 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Whether the node on `port` is process `pid` and serving. A bare TCP connect
+/// is not enough: the kernel accepts connections on a listener the node bound
+/// before it found another of its ports taken by a parallel test (and exited),
+/// and a port can belong to another test's node.
+fn answers_as(port: u16, pid: u32) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let asked = stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .and_then(|()| stream.write_all(&encode(&[b"INFO", b"server"])));
+    if asked.is_err() {
+        return false;
+    }
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // the section is a few hundred bytes; read until the pid line arrived
+    loop {
+        let text = String::from_utf8_lossy(&reply);
+        if text.contains("\r\ntcp_port:") {
+            return text.contains(&format!("\r\nprocess_id:{pid}\r\n"));
+        }
+        // -NOAUTH: a node with a password serves (its pid cannot be asked)
+        if text.starts_with('-') && text.ends_with("\r\n") {
+            return true;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(read) => reply.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
 impl Node {
     pub fn start() -> Node {
         Node::start_with(&[])
@@ -58,7 +91,7 @@ impl Node {
             };
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                if answers_as(port, node.child.id()) {
                     return node;
                 }
                 if matches!(node.child.try_wait(), Ok(Some(_))) {
