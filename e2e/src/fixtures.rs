@@ -216,6 +216,40 @@ impl RegionView<'_> {
     }
 }
 
+/// Waits until a resharding towards `shards` shards has moved some slots and returns
+/// the status at that moment with its progress, to disturb the region mid-migration.
+/// Fails when the resharding finished first (`scaled_at`: when the change was made).
+pub async fn wait_mid_resharding(
+    regions: &Api<CacheRegion>,
+    name: &str,
+    shards: usize,
+    scaled_at: Instant,
+) -> Result<(CacheRegionStatus, meridian_api::ReshardingStatus)> {
+    let status = wait_region(
+        regions,
+        name,
+        "status.resharding reporting moved slots",
+        Duration::from_secs(180),
+        |view| {
+            view.settled(shards)
+                || view
+                    .status
+                    .resharding
+                    .as_ref()
+                    .is_some_and(|progress| progress.slots_moved > 0)
+        },
+    )
+    .await?;
+    let Some(progress) = status.resharding.clone() else {
+        bail!(
+            "the resharding finished within {:?}, before the test could disturb it; \
+             preload more keys so the migration lasts longer",
+            scaled_at.elapsed()
+        );
+    };
+    Ok((status, progress))
+}
+
 /// Polls CacheRegion `name` until `accept` holds for it, or fails after `timeout` with
 /// everything the last poll saw (conditions, shards, peers, pods).
 pub async fn wait_region(

@@ -77,28 +77,7 @@ async fn kill_mid_resharding(client: &kube::Client, ns: &str, victim: Victim) ->
 
     set_region_shards(&regions, REGION_NAME, 3).await?;
     let scaled_at = Instant::now();
-    let before_kill = wait_region(
-        &regions,
-        REGION_NAME,
-        "status.resharding reporting moved slots",
-        Duration::from_secs(180),
-        |view| {
-            view.settled(3)
-                || view
-                    .status
-                    .resharding
-                    .as_ref()
-                    .is_some_and(|progress| progress.slots_moved > 0)
-        },
-    )
-    .await?;
-    let Some(progress) = before_kill.resharding.clone() else {
-        bail!(
-            "the resharding finished within {:?}, before the test could kill a primary; \
-             preload more keys so the migration lasts longer",
-            scaled_at.elapsed()
-        );
-    };
+    let (before_kill, progress) = wait_mid_resharding(&regions, REGION_NAME, 3, scaled_at).await?;
     let source = before_kill
         .shards
         .get(shard_index)

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -49,30 +49,7 @@ async fn a_killed_operator_finishes_the_resharding_it_started() -> Result<()> {
 
     set_region_shards(&regions, REGION_NAME, 5).await?;
     let scaled_at = Instant::now();
-    let before_kill = wait_region(
-        &regions,
-        REGION_NAME,
-        "status.resharding reporting moved slots",
-        Duration::from_secs(120),
-        |view| {
-            if view.settled(5) {
-                // Too late to kill the operator mid-migration; said below.
-                return true;
-            }
-            view.status
-                .resharding
-                .as_ref()
-                .is_some_and(|progress| progress.slots_moved > 0)
-        },
-    )
-    .await?;
-    let Some(progress) = before_kill.resharding.clone() else {
-        bail!(
-            "the resharding finished within {:?}, before the test could kill the operator; \
-             preload more keys so the migration lasts longer",
-            scaled_at.elapsed()
-        );
-    };
+    let (_, progress) = wait_mid_resharding(&regions, REGION_NAME, 5, scaled_at).await?;
 
     // Kill every operator replica at once, without a grace period: the lease is not
     // released, the replacement waits for it to expire, and finds slots half-moved.

@@ -313,11 +313,6 @@ fn throughput(port: u16, pipeline: u32, requests: u32) -> Result<Vec<(String, f6
     parse_csv(&String::from_utf8_lossy(&output.stdout))
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
-}
-
 struct LagReport {
     samples: Vec<u64>,
     set_rate: f64,
@@ -404,24 +399,7 @@ pub fn run(quick: bool) -> Result<()> {
             redis_runs.push(throughput(redis.entry_port(), pipeline, requests)?);
             meridian_runs.push(throughput(meridian.entry_port(), pipeline, requests)?);
         }
-        for test in ["SET", "GET"] {
-            let pick = |runs: &Vec<Vec<(String, f64)>>| {
-                median(
-                    runs.iter()
-                        .filter_map(|run| {
-                            run.iter()
-                                .find(|(name, _)| name == test)
-                                .map(|(_, rps)| *rps)
-                        })
-                        .collect(),
-                )
-            };
-            let (redis_rps, meridian_rps) = (pick(&redis_runs), pick(&meridian_runs));
-            println!(
-                "| {test} | {pipeline} | {redis_rps:.0} | {meridian_rps:.0} | {:.2}x |",
-                meridian_rps / redis_rps.max(1.0)
-            );
-        }
+        super::print_set_get_rows(pipeline, &redis_runs, &meridian_runs);
     }
     let requests = if quick { 500_000 } else { 3_000_000 };
     println!(

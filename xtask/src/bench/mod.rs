@@ -235,3 +235,35 @@ fn machine_description() -> String {
         .unwrap_or_default();
     format!("{cores} cores ({cpu}); {redis}")
 }
+
+/// One table row per test (SET, GET): the median requests/s of each server over
+/// its runs at `pipeline`, and Meridian's ratio to redis-server.
+fn print_set_get_rows(
+    pipeline: u32,
+    redis_runs: &[Vec<(String, f64)>],
+    meridian_runs: &[Vec<(String, f64)>],
+) {
+    for test in ["SET", "GET"] {
+        let pick = |runs: &[Vec<(String, f64)>]| {
+            median(
+                runs.iter()
+                    .filter_map(|run| {
+                        run.iter()
+                            .find(|(name, _)| name == test)
+                            .map(|(_, rps)| *rps)
+                    })
+                    .collect(),
+            )
+        };
+        let (redis, meridian) = (pick(redis_runs), pick(meridian_runs));
+        println!(
+            "| {test} | {pipeline} | {redis:.0} | {meridian:.0} | {:.2}x |",
+            meridian / redis.max(1.0)
+        );
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}

@@ -55,11 +55,6 @@ fn redis_benchmark(port: u16, pipeline: u32, requests: u32) -> Result<Vec<(Strin
     Ok(results)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
-}
-
 pub fn throughput(quick: bool) -> Result<()> {
     ensure_redis()?;
     let binary = build_node()?;
@@ -91,24 +86,7 @@ pub fn throughput(quick: bool) -> Result<()> {
             let meridian = Server::meridian(&binary, None, None)?;
             meridian_runs.push(redis_benchmark(meridian.port, pipeline, requests)?);
         }
-        for test in ["SET", "GET"] {
-            let pick = |runs: &Vec<Vec<(String, f64)>>| {
-                median(
-                    runs.iter()
-                        .filter_map(|run| {
-                            run.iter()
-                                .find(|(name, _)| name == test)
-                                .map(|(_, rps)| *rps)
-                        })
-                        .collect(),
-                )
-            };
-            let (redis, meridian) = (pick(&redis_runs), pick(&meridian_runs));
-            println!(
-                "| {test} | {pipeline} | {redis:.0} | {meridian:.0} | {:.2}x |",
-                meridian / redis.max(1.0)
-            );
-        }
+        super::print_set_get_rows(pipeline, &redis_runs, &meridian_runs);
     }
     Ok(())
 }

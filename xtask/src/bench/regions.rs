@@ -92,14 +92,7 @@ impl Conn {
     }
 
     fn queue(&mut self, args: &[&[u8]]) {
-        self.pending
-            .extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for arg in args {
-            self.pending
-                .extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            self.pending.extend_from_slice(arg);
-            self.pending.extend_from_slice(b"\r\n");
-        }
+        super::resp::encode_command(&mut self.pending, args);
         self.queued += 1;
     }
 

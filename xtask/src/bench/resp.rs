@@ -36,14 +36,7 @@ impl Client {
 
     /// Queues a command; `flush` sends the batch and returns the replies.
     pub fn queue(&mut self, args: &[&[u8]]) {
-        self.pending
-            .extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for arg in args {
-            self.pending
-                .extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            self.pending.extend_from_slice(arg);
-            self.pending.extend_from_slice(b"\r\n");
-        }
+        encode_command(&mut self.pending, args);
         self.queued += 1;
     }
 
@@ -112,5 +105,15 @@ impl Client {
             .find_map(|line| line.strip_prefix(&format!("{field}:")))
             .and_then(|value| value.trim().parse().ok())
             .with_context(|| format!("INFO {section} has no {field}"))
+    }
+}
+
+/// Appends `args` as a RESP array of bulk strings.
+pub fn encode_command(buf: &mut Vec<u8>, args: &[&[u8]]) {
+    buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        buf.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        buf.extend_from_slice(arg);
+        buf.extend_from_slice(b"\r\n");
     }
 }
