@@ -8,7 +8,8 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Node, Raw, Reply, info_field, shard_map, wait_until};
+use common::node_process::wait_until;
+use common::{Node, Raw, Reply, info_field, shard_map};
 use meridian_topology::key_slot;
 
 fn start(node_id: &str) -> Node {

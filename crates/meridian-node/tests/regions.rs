@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use meridian_topology::{NodeAddr, ShardTopology, TopologyMap, split_evenly};
-use node_process::{NodeProcess, free_port};
+use node_process::{NodeProcess, free_port, wait_until};
 
 const LINK_PORT: u16 = 16379;
 
@@ -59,7 +59,7 @@ impl RegionNode {
         if signal == "-STOP" {
             // kill returns once the signal is queued: until every thread was
             // scheduled and stopped, the node may still answer a request
-            eventually("node stopped", Duration::from_secs(5), || {
+            wait_until("node stopped", Duration::from_secs(5), || {
                 all_threads_stopped(pid)
             });
         }
@@ -199,14 +199,6 @@ fn exists(node: &RegionNode, key: &str) -> bool {
     count == 1
 }
 
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn eventual_invalidation_and_patterns_across_three_regions() {
     let a0 = RegionNode::start("127.0.61.1", "a-0", "region-a", &[]);
@@ -234,7 +226,7 @@ fn eventual_invalidation_and_patterns_across_three_regions() {
     }
     for index in 0..20 {
         let key = format!("user:{index}");
-        eventually(
+        wait_until(
             &format!("{key} invalidated"),
             Duration::from_secs(5),
             || get(owner(&b, &key), &key).is_none() && get(owner(&c, &key), &key).is_none(),
@@ -260,7 +252,7 @@ fn eventual_invalidation_and_patterns_across_three_regions() {
         .arg("page:*")
         .query(&mut c0.redis())
         .expect("invalidate");
-    eventually("pattern invalidated", Duration::from_secs(5), || {
+    wait_until("pattern invalidated", Duration::from_secs(5), || {
         (0..10).all(|index| {
             let (in_a, in_b) = (format!("page:a{index}"), format!("page:b{index}"));
             !exists(owner(&a, &in_a), &in_a) && !exists(owner(&b, &in_b), &in_b)
@@ -304,7 +296,7 @@ fn strong_consistency_waits_for_peers_and_names_unreachable_ones() {
     assert_eq!(get(&a0, "frozen").as_deref(), Some("new"));
     // heal: the queued invalidation arrives
     b0.signal("-CONT");
-    eventually("invalidation after heal", Duration::from_secs(10), || {
+    wait_until("invalidation after heal", Duration::from_secs(10), || {
         get(&b0, "frozen").is_none()
     });
 }
@@ -327,7 +319,7 @@ fn replicate_mode_converges_last_writer_wins() {
         .arg(100)
         .query::<()>(&mut a0.redis())
         .expect("set ex");
-    eventually("replicated value", Duration::from_secs(5), || {
+    wait_until("replicated value", Duration::from_secs(5), || {
         get(&b0, "ttl-key").as_deref() == Some("v")
     });
     let ttl: i64 = redis::cmd("TTL")
@@ -360,7 +352,7 @@ fn replicate_mode_converges_last_writer_wins() {
     }
     for index in 0..5 {
         let key = format!("hot{index}");
-        eventually(&format!("{key} converged"), Duration::from_secs(5), || {
+        wait_until(&format!("{key} converged"), Duration::from_secs(5), || {
             let (left, right) = (get(&a0, &key), get(&b0, &key));
             left.is_some() && left == right
         });
@@ -444,13 +436,13 @@ fn stale_origin_fill_does_not_undo_a_remote_invalidation() {
             .query::<Option<String>>(&mut con)
             .expect("get")
     });
-    eventually("origin request started", Duration::from_secs(5), || {
+    wait_until("origin request started", Duration::from_secs(5), || {
         *origin.requests.lock().expect("lock") == 1
     });
     std::thread::sleep(Duration::from_millis(20));
     // 2. a write in a invalidates b (version v2 > v1) while the fill is in flight
     set(&a0, "item", "new").expect("set in a");
-    eventually("invalidation received by b", Duration::from_secs(5), || {
+    wait_until("invalidation received by b", Duration::from_secs(5), || {
         let status = peers_status(&a0);
         status["peers"][0]["queued"] == 0
     });
@@ -492,10 +484,10 @@ fn partition_overflow_marks_slots_dirty_and_invalidates_them_on_heal() {
         "{status}"
     );
     b0.signal("-CONT");
-    eventually("dirty slots invalidated", Duration::from_secs(15), || {
+    wait_until("dirty slots invalidated", Duration::from_secs(15), || {
         (0..30).all(|index| !exists(&b0, &format!("o{index}")))
     });
-    eventually("dirty set drained", Duration::from_secs(5), || {
+    wait_until("dirty set drained", Duration::from_secs(5), || {
         peers_status(&a0)["peers"][0]["dirty_slots"] == 0
     });
 }
@@ -537,7 +529,7 @@ fn links_from_another_cluster_or_with_a_wrong_password_are_refused() {
             redis::Client::open(format!("redis://:{password}@{}:{}/", node.ip, node.port))
                 .and_then(|client| client.get_connection())
                 .expect("connection");
-        eventually("refusal recorded", Duration::from_secs(5), || {
+        wait_until("refusal recorded", Duration::from_secs(5), || {
             let text: String = redis::cmd("MERIDIAN.PEERS")
                 .arg("GET")
                 .query(&mut con)
@@ -631,7 +623,7 @@ fn pattern_invalidation_reaches_every_primary_of_the_own_region_before_the_reply
     for key in keys_of("session") {
         assert!(!exists(owner(&a, &key), &key), "{key} survived in region-a");
     }
-    eventually("region-b dropped session:*", Duration::from_secs(5), || {
+    wait_until("region-b dropped session:*", Duration::from_secs(5), || {
         keys_of_b("session").all(|key| !exists(owner(&b, &key), &key))
     });
     assert!(exists(owner(&a, "keep"), "keep"));
@@ -643,7 +635,7 @@ fn pattern_invalidation_reaches_every_primary_of_the_own_region_before_the_reply
     for key in keys_of("page") {
         assert!(!exists(owner(&a, &key), &key), "{key} survived in region-a");
     }
-    eventually("region-b dropped page:*", Duration::from_secs(5), || {
+    wait_until("region-b dropped page:*", Duration::from_secs(5), || {
         keys_of_b("page").all(|key| !exists(owner(&b, &key), &key))
     });
 
@@ -741,12 +733,12 @@ fn events_follow_a_slot_owner_change_in_the_peer_region() {
     for key in &keys {
         set(&a0, key, "new").expect("write in region-a");
     }
-    eventually(
+    wait_until(
         "invalidations delivered to the new owner",
         Duration::from_secs(10),
         || keys.iter().all(|key| !exists(&b0, key)),
     );
-    eventually("queue drained at epoch 2", Duration::from_secs(5), || {
+    wait_until("queue drained at epoch 2", Duration::from_secs(5), || {
         let status = peers_status(&a0);
         status["peers"][0]["queued"] == 0 && status["peers"][0]["epoch"] == 2
     });
@@ -796,7 +788,7 @@ fn link_events_wait_for_a_client_pause_on_the_receiving_primary() {
         .arg("UNPAUSE")
         .query(&mut admin)
         .expect("unpause");
-    eventually(
+    wait_until(
         "invalidation after UNPAUSE",
         Duration::from_secs(10),
         || get(&b0, "held").is_none(),

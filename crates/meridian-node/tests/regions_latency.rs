@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use delay_proxy::DelayProxy;
 use meridian_topology::{NodeAddr, ShardTopology, TopologyMap, split_evenly};
-use node_process::{NodeProcess, free_port};
+use node_process::{NodeProcess, free_port, wait_until};
 
 const REGIONS: [&str; 3] = ["region-a", "region-b", "region-c"];
 
@@ -130,7 +130,7 @@ fn wire_peers(nodes: &[RegionNode]) {
         assert_eq!(reply, "OK");
     }
     for node in nodes {
-        eventually(
+        wait_until(
             &format!("links of {} up", node.id),
             Duration::from_secs(15),
             || {
@@ -151,19 +151,22 @@ fn set(node: &RegionNode, key: &str, value: &str) -> redis::RedisResult<String> 
         .query(&mut node.redis())
 }
 
+/// `SET key new` on a connection held open (so a timed loop does not time a
+/// connect), acknowledged with +OK.
+fn set_new(con: &mut redis::Connection, key: &str) {
+    let reply: String = redis::cmd("SET")
+        .arg(key)
+        .arg("new")
+        .query(con)
+        .expect("eventual SET");
+    assert_eq!(reply, "OK");
+}
+
 fn get(node: &RegionNode, key: &str) -> Option<String> {
     redis::cmd("GET")
         .arg(key)
         .query(&mut node.redis())
         .expect("get")
-}
-
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Three regions wired to each other, with `count` keys `<prefix>:<n>` cached as
@@ -238,12 +241,7 @@ fn eventual_writes_ack_before_a_round_trip_and_invalidate_within_a_bound() {
     let mut con = a.redis();
     for key in &keys {
         let started = Instant::now();
-        let reply: String = redis::cmd("SET")
-            .arg(key)
-            .arg("new")
-            .query(&mut con)
-            .expect("eventual SET");
-        assert_eq!(reply, "OK");
+        set_new(&mut con, key);
         acks.push(started.elapsed());
         written.push(started);
     }
@@ -309,7 +307,7 @@ fn partition_then_heal_loses_no_invalidation() {
 /// After a cut healed: every key written "new" in `a` is gone from `b` and `c`,
 /// and `a` has no event left queued for any peer.
 fn assert_delivered_after_heal(a: &RegionNode, b: &RegionNode, c: &RegionNode, keys: &[String]) {
-    eventually(
+    wait_until(
         "every invalidation delivered after the cut healed",
         Duration::from_secs(15),
         || {
@@ -317,7 +315,7 @@ fn assert_delivered_after_heal(a: &RegionNode, b: &RegionNode, c: &RegionNode, k
                 .all(|key| get(b, key).is_none() && get(c, key).is_none())
         },
     );
-    eventually("queues drained", Duration::from_secs(5), || {
+    wait_until("queues drained", Duration::from_secs(5), || {
         a.peers_status()["peers"]
             .as_array()
             .is_some_and(|peers| peers.iter().all(|peer| peer["queued"] == 0))
@@ -348,12 +346,7 @@ fn steady_writes(
                 std::thread::sleep(wait);
             }
             let at = Instant::now();
-            let reply: String = redis::cmd("SET")
-                .arg(key)
-                .arg("new")
-                .query(&mut con)
-                .expect("eventual SET");
-            assert_eq!(reply, "OK");
+            set_new(&mut con, key);
             record.lock().expect("sent times").push(at);
         }
     });
@@ -445,12 +438,7 @@ fn a_link_cut_with_events_in_flight_loses_none_of_them() {
     let mut con = a.redis();
     let burst = Instant::now();
     for key in &keys[..30] {
-        let reply: String = redis::cmd("SET")
-            .arg(key)
-            .arg("new")
-            .query(&mut con)
-            .expect("eventual SET");
-        assert_eq!(reply, "OK");
+        set_new(&mut con, key);
     }
     // RTT/2 has not passed: the events are on the wire to b, their replies far away
     b.proxy.partition();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use node_process::NodeProcess;
+use node_process::{NodeProcess, wait_until};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -152,14 +152,6 @@ impl TlsNode {
     }
 }
 
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn invalidations_cross_tls_links_and_foreign_certificates_are_refused() {
     let ca = TestCa::new("meridian test ca");
@@ -168,7 +160,7 @@ fn invalidations_cross_tls_links_and_foreign_certificates_are_refused() {
     a0.set_peers(&[("region-b", &b0)]);
     b0.set_peers(&[("region-a", &a0)]);
     for node in [&a0, &b0] {
-        eventually("TLS links up", Duration::from_secs(10), || {
+        wait_until("TLS links up", Duration::from_secs(10), || {
             node.first_peer()["up"] == true
         });
     }
@@ -185,7 +177,7 @@ fn invalidations_cross_tls_links_and_foreign_certificates_are_refused() {
         .query(&mut a0.redis())
         .expect("set on a");
     assert_eq!(reply, "OK");
-    eventually(
+    wait_until(
         "invalidation over TLS reaches region-b",
         Duration::from_secs(5),
         || {
@@ -203,7 +195,7 @@ fn invalidations_cross_tls_links_and_foreign_certificates_are_refused() {
     let other_ca = TestCa::new("another ca");
     let x0 = TlsNode::start(&other_ca, "127.0.72.3", "x-0", "region-x");
     x0.set_peers(&[("region-a", &a0)]);
-    eventually(
+    wait_until(
         "certificate error recorded",
         Duration::from_secs(10),
         || {
@@ -250,11 +242,11 @@ fn a_fixed_server_name_lets_one_dns_certificate_serve_every_node() {
     b0.set_peers(&[("region-a", &a0)]);
     c0.set_peers(&[("region-a", &a0)]);
     for node in [&a0, &b0] {
-        eventually("TLS links up", Duration::from_secs(10), || {
+        wait_until("TLS links up", Duration::from_secs(10), || {
             node.first_peer()["up"] == true
         });
     }
-    eventually("name mismatch recorded", Duration::from_secs(10), || {
+    wait_until("name mismatch recorded", Duration::from_secs(10), || {
         let peer = c0.first_peer();
         peer["up"] == false
             && peer["last_error"]
@@ -283,7 +275,7 @@ fn renewed_certificates_take_effect_without_a_restart() {
     a0.set_peers(&[("region-x", &x0)]);
     x0.set_peers(&[("region-a", &a0)]);
     for node in [&a0, &x0] {
-        eventually(
+        wait_until(
             "certificates of different CAs refused",
             Duration::from_secs(10),
             || certificate_refused(node),
@@ -292,7 +284,7 @@ fn renewed_certificates_take_effect_without_a_restart() {
 
     new_ca.write_node_dir(&a0.dir.0, "127.0.72.10");
     for node in [&a0, &x0] {
-        eventually(
+        wait_until(
             "links up with the renewed certificates",
             Duration::from_secs(30),
             || node.first_peer()["up"] == true,
@@ -305,7 +297,7 @@ fn renewed_certificates_take_effect_without_a_restart() {
     std::thread::sleep(Duration::from_secs(7));
     let y0 = TlsNode::start(&new_ca, "127.0.72.12", "y-0", "region-y");
     y0.set_peers(&[("region-a", &a0)]);
-    eventually(
+    wait_until(
         "a new link to the node with a broken renewal",
         Duration::from_secs(15),
         || y0.first_peer()["up"] == true,

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Node, Reply, info_field, redis_cli, shard_map, wait_until};
+use common::node_process::wait_until;
+use common::{Node, Reply, info_field, redis_cli, shard_map};
 
 fn start(node_id: &str, extra: &[&str]) -> Node {
     Node::start_named(node_id, 8, extra)

@@ -299,15 +299,6 @@ pub fn info_field(node: &Node, section: &str, field: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Polls `check` every 20 ms; panics naming `what` after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A one-shard map (every slot) as JSON for `MERIDIAN.TOPOLOGY SET`: `primary` and
 /// `replicas` as `(node id, node)` on 127.0.0.1.
 pub fn shard_map(epoch: u64, primary: (&str, &Node), replicas: &[(&str, &Node)]) -> String {
