@@ -55,7 +55,8 @@ impl ObservedPod {
         })
     }
 
-    fn addr(&self) -> Option<NodeAddr> {
+    /// The node's RESP address, once the pod has an IP.
+    pub fn addr(&self) -> Option<NodeAddr> {
         Some(NodeAddr {
             id: self.name.clone(),
             ip: self.ip.clone()?,

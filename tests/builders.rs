@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Service};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use meridian_api::{CacheCluster, CacheRegion};
 use meridian_operator::Error;
@@ -33,8 +33,8 @@ fn build(cluster: &str, region: &str) -> (CacheCluster, CacheRegion, RegionResou
     (cluster, region, resources)
 }
 
-fn node_container(stateful_set: &StatefulSet) -> &Container {
-    &stateful_set
+fn pod_spec(stateful_set: &StatefulSet) -> &PodSpec {
+    stateful_set
         .spec
         .as_ref()
         .unwrap()
@@ -42,7 +42,10 @@ fn node_container(stateful_set: &StatefulSet) -> &Container {
         .spec
         .as_ref()
         .unwrap()
-        .containers[0]
+}
+
+fn node_container(stateful_set: &StatefulSet) -> &Container {
+    &pod_spec(stateful_set).containers[0]
 }
 
 fn env<'a>(container: &'a Container, name: &str) -> &'a EnvVar {
@@ -304,14 +307,7 @@ fn minimal_cluster_has_no_password_and_uses_default_image() {
 #[test]
 fn anti_affinity_spread_and_placement() {
     let (_, _, resources) = build("cluster-orders.yaml", "region-orders-eu.yaml");
-    let pod = resources.stateful_sets[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = pod_spec(&resources.stateful_sets[0]);
     let affinity = pod.affinity.as_ref().unwrap();
     let anti = affinity.pod_anti_affinity.as_ref().unwrap();
     let required = anti
@@ -504,14 +500,7 @@ fn tls_mounts_the_secret_and_tells_nodes_the_link_server_name() {
         settings["MERIDIAN_TLS_SERVER_NAME"],
         "link.orders.example.com"
     );
-    let pod = resources.stateful_sets[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = pod_spec(&resources.stateful_sets[0]);
     let volume = pod
         .volumes
         .as_ref()

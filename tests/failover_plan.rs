@@ -1,6 +1,8 @@
 //! Failover planning: which primaries count as down, which replica is promoted, and the
 //! map that follows — including the pod coming back and rejoining as a replica.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use meridian_operator::topology_plan::{
@@ -27,17 +29,7 @@ fn all_pods(shards: u16, pods_per_shard: u16) -> Vec<ObservedPod> {
 /// The bootstrapped map of a region whose pods are all ready.
 fn bootstrapped(shards: u16, pods_per_shard: u16) -> TopologyMap {
     let pods = RegionPods::group(all_pods(shards, pods_per_shard), shards, pods_per_shard);
-    let reports: Vec<NodeReport> = pods
-        .iter()
-        .map(|pod| NodeReport {
-            pod: pod.name.clone(),
-            map: None,
-        })
-        .collect();
-    topology_plan::plan("orders", "eu", &pods, &reports, 0)
-        .unwrap()
-        .map()
-        .clone()
+    common::plans::bootstrap_map("orders", "eu", &pods)
 }
 
 fn candidate(pod: &str, offset: u64) -> PromotionCandidate {

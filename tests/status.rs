@@ -1,5 +1,7 @@
 //! Status computed from observed state: conditions, per-shard lines, aggregation.
 
+mod common;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use meridian_api::{CacheCluster, CacheRegion};
@@ -7,9 +9,7 @@ use meridian_operator::Error;
 use meridian_operator::controller::cluster::cluster_status;
 use meridian_operator::controller::region::{Orchestration, degraded_status, region_status};
 use meridian_operator::resources;
-use meridian_operator::topology_plan::{
-    self, NodeReport, ObservedPod, RegionPods, TopologyDecision,
-};
+use meridian_operator::topology_plan::{ObservedPod, RegionPods};
 use meridian_topology::TopologyMap;
 use std::collections::HashMap;
 
@@ -40,21 +40,9 @@ fn pods(ready: bool) -> RegionPods {
     RegionPods::group(pods, 2, 1)
 }
 
-/// The first map the planner pushes to fresh nodes (none reports a map yet).
+/// The first map the planner pushes to the fresh nodes of `pods`.
 fn bootstrap_map(pods: &RegionPods) -> TopologyMap {
-    let reports: Vec<NodeReport> = pods
-        .iter()
-        .map(|pod| NodeReport {
-            pod: pod.name.clone(),
-            map: None,
-        })
-        .collect();
-    let TopologyDecision::Push { map, .. } =
-        topology_plan::plan("demo", "region-a", pods, &reports, 0).unwrap()
-    else {
-        panic!("expected a push to fresh nodes");
-    };
-    map
+    common::plans::bootstrap_map("demo", "region-a", pods)
 }
 
 fn condition<'a>(

@@ -409,6 +409,20 @@ pub fn shard_slot_count(shard: &ShardStatus) -> Result<usize> {
         .sum())
 }
 
+/// How many slots each shard of `status` lists, by shard index.
+pub fn slots_per_shard(status: &CacheRegionStatus) -> Result<Vec<usize>> {
+    status.shards.iter().map(shard_slot_count).collect()
+}
+
+/// [`slots_per_shard`], failing unless together they cover all 16384 slots.
+pub fn every_slot_owned(status: &CacheRegionStatus) -> Result<Vec<usize>> {
+    let slots = slots_per_shard(status)?;
+    if slots.iter().sum::<usize>() != 16384 {
+        bail!("not every slot is owned: {slots:?}");
+    }
+    Ok(slots)
+}
+
 /// The first `<prefix><n>` whose slot the shard owns (a key, or a hash tag).
 pub fn key_for_shard(shard: &ShardStatus, prefix: &str) -> Result<String> {
     let ranges = shard_slot_ranges(shard)?;

@@ -21,6 +21,23 @@ pub async fn quick_connection(endpoint: &str) -> Result<MultiplexedConnection> {
         .await?)
 }
 
+/// `WAIT 1 <timeout_ms>` on a primary's connection: fails unless a replica has every
+/// write made on it so far.
+pub async fn wait_for_a_replica(
+    primary: &mut MultiplexedConnection,
+    timeout_ms: u64,
+) -> Result<()> {
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(timeout_ms)
+        .query_async(primary)
+        .await?;
+    if acked < 1 {
+        bail!("WAIT 1 returned {acked}: no replica acknowledged within {timeout_ms} ms");
+    }
+    Ok(())
+}
+
 /// A client of one shard that follows MOVED and, when its node dies, asks the other
 /// nodes it knows (a replica answers MOVED to the primary, or is the new primary).
 pub struct ShardClient {
@@ -216,15 +233,7 @@ impl FirstShard {
                 .query_async(&mut primary)
                 .await?;
         }
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(5000)
-            .query_async(&mut primary)
-            .await?;
-        if acked < 1 {
-            bail!("WAIT 1 returned {acked}: the replica did not acknowledge");
-        }
-        Ok(())
+        wait_for_a_replica(&mut primary, 5000).await
     }
 
     /// Fails unless `endpoint` holds every write of [`Self::write_replicated`].

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 use meridian_e2e::*;
@@ -65,14 +65,9 @@ async fn kill_mid_resharding(client: &kube::Client, ns: &str, victim: Victim) ->
     // Every preloaded key is on a replica: the failover below must not lose one.
     for endpoint in &endpoints {
         let mut primary = redis_connection(endpoint).await?;
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(10_000)
-            .query_async(&mut primary)
-            .await?;
-        if acked < 1 {
-            bail!("WAIT 1 on {endpoint} returned {acked}");
-        }
+        wait_for_a_replica(&mut primary, 10_000)
+            .await
+            .with_context(|| format!("on {endpoint}"))?;
     }
 
     set_region_shards(&regions, REGION_NAME, 3).await?;
@@ -114,15 +109,6 @@ async fn kill_mid_resharding(client: &kube::Client, ns: &str, victim: Victim) ->
         killed_at.elapsed(),
         three.epoch
     );
-    let slots = three
-        .shards
-        .iter()
-        .map(shard_slot_count)
-        .collect::<Result<Vec<_>>>()?;
-    assert_eq!(
-        slots.iter().sum::<usize>(),
-        16384,
-        "every slot owned: {slots:?}"
-    );
+    every_slot_owned(&three)?;
     assert_no_key_lost(client, ns, &three, "preload:", PRELOAD, 0).await
 }

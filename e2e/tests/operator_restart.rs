@@ -93,16 +93,7 @@ async fn a_killed_operator_finishes_the_resharding_it_started() -> Result<()> {
     let (written, failures) = load.stop().await?;
     println!("OPERATOR RESTART: writer: {written} acknowledged, {failures} retried");
     assert!(written > 0, "the writer wrote during the resharding");
-    let slots = five
-        .shards
-        .iter()
-        .map(shard_slot_count)
-        .collect::<Result<Vec<_>>>()?;
-    assert_eq!(
-        slots.iter().sum::<usize>(),
-        16384,
-        "every slot owned: {slots:?}"
-    );
+    let slots = every_slot_owned(&five)?;
     assert!(
         slots.iter().all(|&count| count == 3276 || count == 3277),
         "balanced over 5 shards: {slots:?}"

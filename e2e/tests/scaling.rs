@@ -102,11 +102,7 @@ async fn region_scales_three_four_two_under_writes_without_losing_keys() -> Resu
         four.epoch,
         load.acked()
     );
-    let sizes = four
-        .shards
-        .iter()
-        .map(shard_slot_count)
-        .collect::<Result<Vec<_>>>()?;
+    let sizes = slots_per_shard(&four)?;
     assert_eq!(sizes, [4096, 4096, 4096, 4096], "balanced after scale-out");
 
     set_region_shards(&regions, REGION_NAME, 2).await?;

@@ -435,13 +435,7 @@ async fn wire_peers(
 /// Whether `pod` (at its current IP) failed the primary probes or, recently, a
 /// reconcile's read: see [`crate::probe::PrimaryProbes::is_suspect`].
 fn probes_flag(ctx: &Context, pod: &ObservedPod) -> bool {
-    pod.ip.as_ref().is_some_and(|ip| {
-        ctx.probes.is_suspect(&meridian_topology::NodeAddr {
-            id: pod.name.clone(),
-            ip: ip.clone(),
-            port: meridian_api::ports::RESP as u16,
-        })
-    })
+    pod.addr().is_some_and(|addr| ctx.probes.is_suspect(&addr))
 }
 
 /// Connects to every pod that has an IP and runs `query` on each, all at once (bounded
@@ -454,16 +448,12 @@ async fn query_each_pod<T>(
 ) -> Vec<(String, Result<(NodeConnection, T), Error>)> {
     let query = &query;
     let attempts = pods.iter().filter_map(|pod| {
-        let addr = meridian_topology::NodeAddr {
-            id: pod.name.clone(),
-            ip: pod.ip.clone()?,
-            port: meridian_api::ports::RESP as u16,
-        };
+        let addr = pod.addr()?;
         // A node the probes flag, or that did not answer the last read, gets the
         // probe's short timeout: a hung process accepts connections (the kernel
         // does) but never answers, and a failover waiting on this read must not
         // wait the full response timeout.
-        let response_timeout = if probes_flag(ctx, pod) {
+        let response_timeout = if ctx.probes.is_suspect(&addr) {
             crate::probe::PROBE_TIMEOUT
         } else {
             NODE_RESPONSE_TIMEOUT

@@ -4,6 +4,8 @@
 //! target directory (`cargo build -p meridian-node` first).
 #![allow(dead_code)]
 
+pub mod plans;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -139,6 +139,16 @@ impl Failure {
         args.extend(["--", "--exact", &self.test, "--nocapture"].map(String::from));
         args
     }
+
+    /// `<label> <binary> :: <test>`, then the excerpt indented.
+    fn render_into(&self, text: &mut String, label: &str) {
+        text.push_str(&format!("{label} {} :: {}\n", self.binary, self.test));
+        for line in &self.excerpt {
+            text.push_str("    ");
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
 }
 
 /// Tests that failed, then passed when run again alone: printed last, loudly, so a
@@ -146,12 +156,7 @@ impl Failure {
 pub fn render_flaky(flaky: &[Failure]) -> String {
     let mut text = String::from("\n==> FLAKY: failed once, passed when run again alone\n");
     for f in flaky {
-        text.push_str(&format!("FLAKY {} :: {}\n", f.binary, f.test));
-        for l in &f.excerpt {
-            text.push_str("    ");
-            text.push_str(l);
-            text.push('\n');
-        }
+        f.render_into(&mut text, "FLAKY");
     }
     text
 }
@@ -175,12 +180,7 @@ pub fn render_failures(found: &[Failure], unexplained: &[String], output: &str) 
         return text;
     }
     for f in found {
-        text.push_str(&format!("FAILED {} :: {}\n", f.binary, f.test));
-        for l in &f.excerpt {
-            text.push_str("    ");
-            text.push_str(l);
-            text.push('\n');
-        }
+        f.render_into(&mut text, "FAILED");
     }
     text
 }
