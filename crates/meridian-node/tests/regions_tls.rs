@@ -171,6 +171,14 @@ fn invalidations_cross_tls_links_and_foreign_certificates_are_refused() {
         .query(&mut b0.redis())
         .expect("set on b");
     assert_eq!(reply, "OK");
+    // Region-a must have seen b's write before it writes, or both writes can fall in
+    // the same millisecond and region-b's wins the tie (last writer wins by clock,
+    // then region): then b rightly keeps its copy.
+    wait_until(
+        "region-b's own event acknowledged by region-a",
+        Duration::from_secs(5),
+        || b0.first_peer()["queued"] == 0,
+    );
     let reply: String = redis::cmd("SET")
         .arg("user:1")
         .arg("new")
