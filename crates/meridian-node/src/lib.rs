@@ -78,6 +78,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
         bind: config.bind.to_string(),
         port: config.port,
         started: Instant::now(),
+        run_id: replication::backlog::new_replid(),
         clients: Mutex::new(BTreeMap::new()),
         next_client_id: AtomicU64::new(1),
         broker: Default::default(),

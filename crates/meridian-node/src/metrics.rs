@@ -84,6 +84,17 @@ impl Collector for NodeCollector {
         )?;
         counter(
             &mut encoder,
+            "meridian_repl_full_sync_refused",
+            "Full syncs this replica refused because they would have replaced its data with \
+             another history (its primary restarted without its data)",
+            shared
+                .repl
+                .counters
+                .sync_full_refused
+                .load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
             "meridian_connections_received",
             "Connections accepted",
             counters.connections_received.load(Ordering::Relaxed),

@@ -111,6 +111,8 @@ pub struct Shared {
     pub bind: String,
     pub port: u16,
     pub started: Instant,
+    /// INFO server `run_id`: 40 hex digits, new at every start of the process.
+    pub run_id: String,
     pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
     pub next_client_id: AtomicU64,
     pub broker: Broker,

@@ -18,7 +18,10 @@ fn start(node_id: &str, extra: &[&str]) -> Node {
     Node::start_named(node_id, 8, extra)
 }
 
+/// Names `primary` primary (a node serves replicas only once named so after it
+/// started) and makes `replica` follow it.
 fn replicate(replica: &Node, primary: &Node) {
+    name_primary(primary);
     let mut con = replica.redis();
     let reply: String = redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
@@ -447,9 +450,10 @@ fn password_protected_link_and_redis_cli_role() {
     let mut raw = replica.raw();
     assert_eq!(raw.cmd(&["AUTH", "s3cret"]), Reply::ok());
     let port = primary.port.to_string();
-    assert_eq!(raw.cmd(&["SLAVEOF", "127.0.0.1", &port]), Reply::ok());
     let mut primary_raw = primary.raw();
     assert_eq!(primary_raw.cmd(&["AUTH", "s3cret"]), Reply::ok());
+    assert_eq!(primary_raw.cmd(&["SLAVEOF", "NO", "ONE"]), Reply::ok());
+    assert_eq!(raw.cmd(&["SLAVEOF", "127.0.0.1", &port]), Reply::ok());
     assert_eq!(primary_raw.cmd(&["SET", "k", "v"]), Reply::ok());
     wait_until(
         "replicated through the authenticated link",
@@ -576,4 +580,145 @@ fn link_cut_inside_a_transaction_resumes_before_multi() {
         expected.to_string()
     );
     assert_eq!(info_field(&replica, "replication", "master_replid"), replid);
+}
+
+/// `REPLICAOF NO ONE`: names a bare node primary, which it must be before it serves PSYNC.
+fn name_primary(node: &Node) {
+    let reply: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut node.redis())
+        .expect("REPLICAOF NO ONE");
+    assert_eq!(reply, "OK");
+}
+
+const KEYS: i64 = 3000;
+
+/// Issue 14 with two bare nodes: the primary is killed (SIGKILL) and restarts empty on
+/// the same ports. The replica reconnects to it and must keep its data.
+#[test]
+fn replica_keeps_its_data_when_its_primary_restarts_empty() {
+    let mut primary = start("primary", &[]);
+    let replica = start("replica", &[]);
+    load_keys(&primary, KEYS as usize);
+    replicate(&replica, &primary);
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    assert_eq!(dbsize(&replica), KEYS);
+
+    primary.kill_and_restart("primary", 8, &[]);
+    assert_eq!(dbsize(&primary), 0);
+    // the replica retries every 500 ms: several attempts fit in 3 s
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        dbsize(&replica),
+        KEYS,
+        "the replica took the restarted primary's empty dataset"
+    );
+    assert_eq!(
+        info_field(&replica, "replication", "master_link_status"),
+        "down"
+    );
+    // nobody named the restarted node primary since it started: no PSYNC
+    assert_eq!(
+        info_field(&primary, "replication", "primary_named_by"),
+        "none"
+    );
+    let refused = primary.raw().cmd(&["PSYNC", "?", "-1"]);
+    assert!(
+        matches!(&refused, Reply::Error(text) if text.starts_with("NOMASTERLINK")),
+        "{refused:?}"
+    );
+
+    // Named primary by hand, it serves PSYNC; the replica still refuses to replace its
+    // data with another history on the link its data came from, and says so.
+    name_primary(&primary);
+    wait_until("a refused full sync", Duration::from_secs(10), || {
+        info_field(&replica, "replication", "master_full_sync_refused")
+            .parse::<u64>()
+            .is_ok_and(|refused| refused > 0)
+    });
+    assert_eq!(dbsize(&replica), KEYS);
+    assert_ne!(info_field(&replica, "stats", "sync_full_refused"), "0");
+    let (_, metrics) = replica.http_get("/metrics");
+    assert!(
+        metrics.lines().any(
+            |line| line.starts_with("meridian_repl_full_sync_refused_total ")
+                && !line.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+
+    // The repair an operator makes: promote the replica, the restarted node follows it.
+    replicate(&primary, &replica);
+    wait_until(
+        "the restarted node has the data",
+        Duration::from_secs(20),
+        || dbsize(&primary) == KEYS,
+    );
+    assert_eq!(dbsize(&replica), KEYS);
+}
+
+/// Issue 14 in cluster mode: a restarted primary serves no PSYNC until a map names it
+/// primary; the old map pushed back does not make its replica drop its data; the
+/// failover map (the replica primary, the restarted node its replica) brings the
+/// restarted node the data.
+#[test]
+fn a_restarted_primary_serves_no_psync_until_a_map_names_it() {
+    let mut primary = start("node-0", &[]);
+    let replica = start("node-1", &[]);
+    let first = shard_map(1, ("node-0", &primary), &[("node-1", &replica)]);
+    for node in [&primary, &replica] {
+        assert_eq!(
+            node.raw().cmd(&["MERIDIAN.TOPOLOGY", "SET", &first]),
+            Reply::ok()
+        );
+    }
+    assert_eq!(
+        info_field(&primary, "replication", "primary_named_by"),
+        "map"
+    );
+    load_keys(&primary, KEYS as usize);
+    wait_until("attached by topology", Duration::from_secs(10), || {
+        info_field(&replica, "replication", "master_link_status") == "up"
+    });
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    assert_eq!(dbsize(&replica), KEYS);
+
+    primary.kill_and_restart("node-0", 8, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(dbsize(&replica), KEYS);
+    let refused = primary.raw().cmd(&["PSYNC", "?", "-1"]);
+    assert!(matches!(refused, Reply::Error(_)), "{refused:?}");
+    assert_eq!(info_field(&primary, "stats", "sync_full"), "0");
+
+    // What the operator of issue 14 did: push the old map back to the restarted node.
+    assert_eq!(
+        primary.raw().cmd(&["MERIDIAN.TOPOLOGY", "SET", &first]),
+        Reply::ok()
+    );
+    wait_until("a refused full sync", Duration::from_secs(10), || {
+        info_field(&replica, "replication", "master_full_sync_refused") != "0"
+    });
+    assert_eq!(dbsize(&replica), KEYS);
+
+    // The failover map: the replica is primary, the restarted node replicates it.
+    let second = shard_map(2, ("node-1", &replica), &[("node-0", &primary)]);
+    for node in [&replica, &primary] {
+        assert_eq!(
+            node.raw().cmd(&["MERIDIAN.TOPOLOGY", "SET", &second]),
+            Reply::ok()
+        );
+    }
+    assert_eq!(info_field(&replica, "replication", "role"), "master");
+    wait_until(
+        "the restarted node has the data",
+        Duration::from_secs(20),
+        || dbsize(&primary) == KEYS,
+    );
+    assert_eq!(
+        info_field(&primary, "replication", "master_link_status"),
+        "up"
+    );
+    assert_eq!(dbsize(&replica), KEYS);
+    assert_eq!(info_field(&replica, "stats", "sync_full"), "1");
 }

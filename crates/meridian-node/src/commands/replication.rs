@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use super::{Ctx, Pending, Spec, parse_int};
 use crate::error::{CmdResult, CommandError};
 use crate::replication::backlog::encode_command;
-use crate::replication::{PrimaryTarget, link};
+use crate::replication::{PrimaryMandate, PrimaryTarget, link};
 use crate::state::Shared;
 use crate::store::{Access, Value};
 
@@ -96,7 +96,7 @@ pub fn replicaof(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         return Err(CommandError::other("ERR node is shutting down"));
     };
     if host.eq_ignore_ascii_case(b"no") && port.eq_ignore_ascii_case(b"one") {
-        link::promote(&shared);
+        link::promote(&shared, PrimaryMandate::Command);
         ctx.out.ok();
         return Ok(());
     }
@@ -220,12 +220,28 @@ pub fn replconf(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     Ok(())
 }
 
-pub fn psync(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    if ctx.shared.repl.is_replica() {
-        return Err(CommandError::other(
-            "ERR this node is a replica; PSYNC is served by primaries only",
-        ));
+/// Refusals for PSYNC / SYNC: replicas serve none, and neither does a node that
+/// was not named primary since it started (it started without its data, and a
+/// full sync from it would empty a replica that kept it: issue 14). The code is
+/// Redis's NOMASTERLINK, which Redis replicas retry later.
+fn check_serves_psync(shared: &Shared, command: &str) -> Result<(), CommandError> {
+    if shared.repl.is_replica() {
+        return Err(CommandError::other(format!(
+            "ERR this node is a replica; {command} is served by primaries only"
+        )));
     }
+    if !shared.repl.serves_psync() {
+        return Err(CommandError::other(format!(
+            "NOMASTERLINK this node was not named primary since it started (without its \
+             data): no topology map names it primary and no REPLICAOF NO ONE was sent; \
+             {command} refused"
+        )));
+    }
+    Ok(())
+}
+
+pub fn psync(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    check_serves_psync(ctx.shared, "PSYNC")?;
     let replid = String::from_utf8_lossy(ctx.args[1]).into_owned();
     let offset = parse_int(ctx.args[2])
         .ok()
@@ -235,11 +251,7 @@ pub fn psync(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 pub fn sync(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    if ctx.shared.repl.is_replica() {
-        return Err(CommandError::other(
-            "ERR this node is a replica; SYNC is served by primaries only",
-        ));
-    }
+    check_serves_psync(ctx.shared, "SYNC")?;
     ctx.client.pending = Some(Pending::Replica {
         replid: "?".to_string(),
         offset: None,

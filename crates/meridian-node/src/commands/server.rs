@@ -213,7 +213,7 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
         section(
             "Server",
             format!(
-                "redis_version:{REDIS_COMPAT_VERSION}\r\nmeridian_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{:0>40}\r\nnode_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nexecutable:{}\r\n",
+                "redis_version:{REDIS_COMPAT_VERSION}\r\nmeridian_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\nnode_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nexecutable:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
                 if shared.topology.read().is_some() {
                     "cluster"
@@ -223,10 +223,7 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
                 std::env::consts::OS,
                 std::env::consts::ARCH,
                 std::process::id(),
-                format!(
-                    "{:x}",
-                    shared.started.elapsed().as_nanos() as u64 ^ u64::from(std::process::id())
-                ),
+                shared.run_id,
                 shared.node_id,
                 shared.port,
                 uptime / 86400,

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backlog::encode_command;
-use super::{LinkState, PrimaryTarget, as_primary_stream, snapshot};
+use super::{LinkState, PrimaryMandate, PrimaryTarget, as_primary_stream, snapshot};
 use crate::commands::{ClientState, dispatch};
 use crate::protocol::{Out, Parsed, Protocol, parse_command};
 use crate::state::{ClientEvent, ClientHandle, Shared};
@@ -21,6 +21,8 @@ use crate::store::Access;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY: Duration = Duration::from_millis(500);
+/// After a refused full sync: the primary builds a snapshot for every attempt.
+const REFUSED_RETRY: Duration = Duration::from_secs(2);
 const ACK_PERIOD: Duration = Duration::from_secs(1);
 /// A primary PINGs every 10 s; silence for this long means the link is dead
 /// (Redis repl-timeout).
@@ -38,6 +40,7 @@ pub fn follow(shared: &Arc<Shared>, target: PrimaryTarget) -> bool {
     }
     *gate += 1;
     let generation = *gate;
+    *shared.repl.mandate.lock() = PrimaryMandate::None;
     shared.db.stats.replica.store(true, Ordering::Relaxed);
     disconnect_replicas(shared);
     tracing::info!(primary = %format!("{}:{}", target.host, target.port), "replicating primary");
@@ -47,6 +50,8 @@ pub fn follow(shared: &Arc<Shared>, target: PrimaryTarget) -> bool {
         status: "connect",
         last_io: Instant::now(),
         task: Some(task.abort_handle()),
+        may_replace: true,
+        refused: 0,
     });
     true
 }
@@ -69,11 +74,21 @@ pub fn reconnect(shared: &Arc<Shared>) -> bool {
     true
 }
 
-/// REPLICAOF NO ONE: stop replicating, keep the data, and start a new
-/// history that still accepts partial resyncs against the old one.
-pub fn promote(shared: &Arc<Shared>) {
+/// REPLICAOF NO ONE or a map naming this node primary (`mandate`): stop
+/// replicating, keep the data, and start a new history that still accepts partial
+/// resyncs against the old one. The node serves PSYNC from now on.
+pub fn promote(shared: &Arc<Shared>, mandate: PrimaryMandate) {
     let mut gate = shared.repl.apply_gate.lock();
-    let Some(previous) = shared.repl.link.lock().take() else {
+    let previous = shared.repl.link.lock().take();
+    let before = std::mem::replace(&mut *shared.repl.mandate.lock(), mandate);
+    if before == PrimaryMandate::None && previous.is_none() {
+        tracing::info!(
+            named_by = mandate.name(),
+            keys = shared.db.len(),
+            "named primary: serving replicas from now on"
+        );
+    }
+    let Some(previous) = previous else {
         return;
     };
     *gate += 1;
@@ -91,7 +106,8 @@ pub fn promote(shared: &Arc<Shared>) {
 }
 
 /// Obeys a pushed topology map: a replica follows its shard's primary, a
-/// primary stops replicating. Both are no-ops when already so.
+/// primary stops replicating. Both are no-ops when already so. A node the map
+/// leaves out serves no PSYNC until a map names it again.
 pub fn follow_topology(shared: &Arc<Shared>, map: &TopologyMap) {
     match map.role_of(&shared.node_id) {
         Some(NodeRole::Replica) => {
@@ -105,8 +121,8 @@ pub fn follow_topology(shared: &Arc<Shared>, map: &TopologyMap) {
                 );
             }
         }
-        Some(NodeRole::Primary) => promote(shared),
-        None => {}
+        Some(NodeRole::Primary) => promote(shared, PrimaryMandate::Map { epoch: map.epoch }),
+        None => *shared.repl.mandate.lock() = PrimaryMandate::None,
     }
 }
 
@@ -123,12 +139,107 @@ fn disconnect_replicas(shared: &Shared) {
 
 async fn run(shared: Arc<Shared>, target: PrimaryTarget, generation: u64) {
     loop {
-        match session(&shared, &target, generation).await {
-            Ok(()) => tracing::info!("primary link closed"),
-            Err(error) => tracing::warn!(%error, "primary link failed"),
-        }
+        let retry = match session(&shared, &target, generation).await {
+            Ok(()) => {
+                tracing::info!("primary link closed");
+                RETRY
+            }
+            Err(error) if FullSyncRefused::is(&error) => {
+                tracing::warn!(%error, "primary link failed");
+                REFUSED_RETRY
+            }
+            Err(error) => {
+                tracing::warn!(%error, "primary link failed");
+                RETRY
+            }
+        };
         shared.repl.set_status("connect");
-        tokio::time::sleep(RETRY).await;
+        tokio::time::sleep(retry).await;
+    }
+}
+
+/// A full sync this replica refused: it would have replaced its data with another
+/// replication history on a link that already brought it its data.
+#[derive(Debug)]
+struct FullSyncRefused {
+    replid: String,
+    offset: u64,
+    own_replid: String,
+    own_offset: u64,
+    keys: usize,
+}
+
+impl std::fmt::Display for FullSyncRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refused a full sync of history {} at offset {}: it would replace this replica's \
+             {} keys (history {} at offset {}), which came from this primary's address; \
+             the primary restarted without its data. Keeping the data; retrying. \
+             A new primary named by a topology map (or REPLICAOF) may replace it",
+            self.replid, self.offset, self.keys, self.own_replid, self.own_offset
+        )
+    }
+}
+
+impl std::error::Error for FullSyncRefused {}
+
+impl FullSyncRefused {
+    fn is(error: &std::io::Error) -> bool {
+        error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<FullSyncRefused>())
+    }
+}
+
+/// Whether a full sync of the primary's history (`replid`, `offset`) may replace
+/// this replica's data: when the link has not synced yet (it was set up to follow
+/// this primary), when there is nothing to lose, or when it continues the
+/// replica's own history (it fell out of the primary's backlog). Counts a refusal.
+fn check_full_sync(
+    shared: &Shared,
+    generation: u64,
+    replid: &str,
+    offset: u64,
+) -> std::io::Result<()> {
+    let gate = shared.repl.apply_gate.lock();
+    if *gate != generation {
+        return Err(link_error("link replaced"));
+    }
+    let mut link = shared.repl.link.lock();
+    let Some(link) = link.as_mut() else {
+        return Err(link_error("link replaced"));
+    };
+    let log = &shared.db.repl;
+    let keys = shared.db.len();
+    let own_history = log.is_active() && log.replid() == replid && offset >= log.offset();
+    if link.may_replace || keys == 0 || own_history {
+        return Ok(());
+    }
+    link.refused += 1;
+    shared
+        .repl
+        .counters
+        .sync_full_refused
+        .fetch_add(1, Ordering::Relaxed);
+    Err(std::io::Error::other(FullSyncRefused {
+        replid: replid.to_string(),
+        offset,
+        own_replid: log.replid(),
+        own_offset: log.offset(),
+        keys,
+    }))
+}
+
+/// The link synced (full or partial): its data now comes from this primary.
+fn mark_synced(shared: &Shared, generation: u64) {
+    let gate = shared.repl.apply_gate.lock();
+    if *gate != generation {
+        return;
+    }
+    if let Some(link) = shared.repl.link.lock().as_mut() {
+        link.may_replace = false;
+        link.refused = 0;
     }
 }
 
@@ -211,6 +322,7 @@ async fn handshake(
             ) else {
                 return Err(link_error(format!("malformed reply to PSYNC: {line}")));
             };
+            check_full_sync(shared, generation, replid, offset)?;
             shared.repl.set_status("sync");
             let header = read_line(stream, &mut buf).await?;
             let len: usize = header
@@ -234,12 +346,14 @@ async fn handshake(
                 .map_err(|_| link_error("corrupt snapshot from primary"))?;
             log.reset(replid, offset);
             drop(gate);
+            mark_synced(shared, generation);
             tracing::info!(keys, offset, "full resync from primary done");
         }
         Some("+CONTINUE") => {
             if let Some(replid) = words.next() {
                 log.adopt_replid(replid);
             }
+            mark_synced(shared, generation);
             tracing::info!(offset = log.offset(), "partial resync from primary");
         }
         _ => return Err(link_error(format!("PSYNC refused by primary: {line}"))),

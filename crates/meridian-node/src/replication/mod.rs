@@ -62,6 +62,39 @@ pub struct LinkState {
     pub status: &'static str,
     pub last_io: Instant,
     pub task: Option<tokio::task::AbortHandle>,
+    /// Whether a full sync may replace this replica's data with another history: only
+    /// until the link's first sync, because the link itself was the instruction
+    /// (`REPLICAOF host port`, or a map that named a new primary for this node). After
+    /// that the data came through this link, and a primary that answers at the same
+    /// address with another history restarted without it (issue 14).
+    pub may_replace: bool,
+    /// Full syncs refused since the link last synced (INFO `master_full_sync_refused`).
+    pub refused: u64,
+}
+
+/// What entitles this node to serve PSYNC (be the source of replicas' data). A node
+/// starts without its data (there is no persistence), so it serves none until it is
+/// named primary after it started: by a topology map it accepted, or by
+/// `REPLICAOF NO ONE` for nodes run without an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrimaryMandate {
+    /// Not named primary since it started, or named replica (or left out) since.
+    None,
+    /// The topology map of this epoch, accepted after the node started, names it primary.
+    Map { epoch: u64 },
+    /// `REPLICAOF NO ONE`.
+    Command,
+}
+
+impl PrimaryMandate {
+    /// INFO replication `primary_named_by`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrimaryMandate::None => "none",
+            PrimaryMandate::Map { .. } => "map",
+            PrimaryMandate::Command => "replicaof",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -69,11 +102,14 @@ pub struct ReplCounters {
     pub sync_full: AtomicU64,
     pub sync_partial_ok: AtomicU64,
     pub sync_partial_err: AtomicU64,
+    /// Full syncs this replica refused (they would have replaced its data).
+    pub sync_full_refused: AtomicU64,
 }
 
 pub struct Replication {
     /// Some while this node replicates a primary.
     pub link: Mutex<Option<LinkState>>,
+    pub mandate: Mutex<PrimaryMandate>,
     pub replicas: Mutex<BTreeMap<u64, Arc<ReplicaInfo>>>,
     pub counters: ReplCounters,
     pub min_replicas_to_write: AtomicU64,
@@ -95,6 +131,7 @@ impl Replication {
     pub fn new(min_to_write: u64, max_lag: u64, primary_auth: Option<String>) -> Self {
         Replication {
             link: Mutex::new(None),
+            mandate: Mutex::new(PrimaryMandate::None),
             replicas: Mutex::new(BTreeMap::new()),
             counters: ReplCounters::default(),
             min_replicas_to_write: AtomicU64::new(min_to_write),
@@ -108,6 +145,11 @@ impl Replication {
 
     pub fn is_replica(&self) -> bool {
         self.link.lock().is_some()
+    }
+
+    /// Whether this node may be the source of a replica's data (see [`PrimaryMandate`]).
+    pub fn serves_psync(&self) -> bool {
+        !self.is_replica() && *self.mandate.lock() != PrimaryMandate::None
     }
 
     pub fn target(&self) -> Option<PrimaryTarget> {
@@ -199,10 +241,11 @@ pub fn info_section(shared: &crate::state::Shared) -> String {
             link.target.clone(),
             link.status,
             link.last_io.elapsed().as_secs(),
+            link.refused,
         )
     });
     match &link {
-        Some((target, status, idle)) => {
+        Some((target, status, idle, refused)) => {
             let up = *status == "connected";
             let _ = write!(
                 text,
@@ -213,8 +256,14 @@ pub fn info_section(shared: &crate::state::Shared) -> String {
                 if up { *idle as i64 } else { -1 },
                 u8::from(*status == "sync"),
             );
+            let _ = write!(text, "master_full_sync_refused:{refused}\r\n");
         }
         None => text.push_str("role:master\r\n"),
+    }
+    let mandate = *repl.mandate.lock();
+    let _ = write!(text, "primary_named_by:{}\r\n", mandate.name());
+    if let PrimaryMandate::Map { epoch } = mandate {
+        let _ = write!(text, "primary_named_epoch:{epoch}\r\n");
     }
     let replicas: Vec<Arc<ReplicaInfo>> = repl.replicas.lock().values().cloned().collect();
     let _ = write!(text, "connected_slaves:{}\r\n", replicas.len());
@@ -258,9 +307,10 @@ pub fn info_section(shared: &crate::state::Shared) -> String {
 pub fn stats_lines(shared: &crate::state::Shared) -> String {
     let counters = &shared.repl.counters;
     format!(
-        "sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\n",
+        "sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nsync_full_refused:{}\r\n",
         counters.sync_full.load(Ordering::Relaxed),
         counters.sync_partial_ok.load(Ordering::Relaxed),
         counters.sync_partial_err.load(Ordering::Relaxed),
+        counters.sync_full_refused.load(Ordering::Relaxed),
     )
 }

@@ -69,39 +69,68 @@ impl Node {
     /// node binds it, so a node that exits at startup is retried with new ports.
     pub fn start_named(node_id: &str, shards: u32, extra: &[&str]) -> Node {
         for _ in 0..5 {
-            let port = free_port();
-            let metrics_port = free_port();
-            let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--metrics-port", &metrics_port.to_string()])
-                .args(["--node-id", node_id, "--shards", &shards.to_string()])
-                .args(["--log", "warn"])
-                .args(extra)
-                // several nodes share 127.0.0.1: the HTTP API (default 8080) stays off
-                .env("MERIDIAN_HTTP_PORT", "0")
-                .env("MERIDIAN_LINK_PORT", "0")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start meridian-node");
-            let mut node = Node {
-                child,
-                port,
-                metrics_port,
-            };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if answers_as(port, node.child.id()) {
-                    return node;
-                }
-                if matches!(node.child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "node {node_id} did not start");
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(node) = Node::spawn_on(node_id, shards, extra, free_port(), free_port()) {
+                return node;
             }
         }
         panic!("node {node_id} could not bind a free port");
+    }
+
+    /// Kills the process with SIGKILL (no shutdown, no data kept: the node has no
+    /// persistence) and starts `node_id` again on the same ports, as a container
+    /// restarted in place does.
+    pub fn kill_and_restart(&mut self, node_id: &str, shards: u32, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // the ports were the dead process's; a parallel test may grab one in between
+        for _ in 0..50 {
+            if let Some(node) = Node::spawn_on(node_id, shards, extra, self.port, self.metrics_port)
+            {
+                *self = node;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("node {node_id} could not restart on port {}", self.port);
+    }
+
+    /// Starts a node on the given ports; `None` when it exited (a port taken).
+    fn spawn_on(
+        node_id: &str,
+        shards: u32,
+        extra: &[&str],
+        port: u16,
+        metrics_port: u16,
+    ) -> Option<Node> {
+        let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--metrics-port", &metrics_port.to_string()])
+            .args(["--node-id", node_id, "--shards", &shards.to_string()])
+            .args(["--log", "warn"])
+            .args(extra)
+            // several nodes share 127.0.0.1: the HTTP API (default 8080) stays off
+            .env("MERIDIAN_HTTP_PORT", "0")
+            .env("MERIDIAN_LINK_PORT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start meridian-node");
+        let mut node = Node {
+            child,
+            port,
+            metrics_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if answers_as(port, node.child.id()) {
+                return Some(node);
+            }
+            if matches!(node.child.try_wait(), Ok(Some(_))) {
+                return None;
+            }
+            assert!(Instant::now() < deadline, "node {node_id} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn url(&self) -> String {
