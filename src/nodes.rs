@@ -53,6 +53,14 @@ pub struct ReplicationInfo {
     /// `master_host`: the primary a replica follows (empty on a primary).
     pub master_host: String,
     pub connected_replicas: u32,
+    /// `master_replid` / `master_replid2`: the replication history the node's data
+    /// belongs to, and the one it continued from (after a promotion).
+    pub replid: String,
+    pub replid2: String,
+    /// `master_full_sync_refused` (replicas only): full syncs the replica refused since
+    /// its link last synced, because they would have replaced its data with another
+    /// history (its primary restarted without its data).
+    pub full_sync_refused: u64,
 }
 
 impl ReplicationInfo {
@@ -72,6 +80,9 @@ impl ReplicationInfo {
                 "master_link_status" => info.link_up = value == "up",
                 "master_host" => info.master_host = value.to_string(),
                 "connected_slaves" => info.connected_replicas = value.parse().unwrap_or(0),
+                "master_replid" => info.replid = value.to_string(),
+                "master_replid2" => info.replid2 = value.to_string(),
+                "master_full_sync_refused" => info.full_sync_refused = value.parse().unwrap_or(0),
                 _ => {}
             }
         }
@@ -451,10 +462,16 @@ mod tests {
                 link_up: false,
                 master_host: String::new(),
                 connected_replicas: 1,
+                ..ReplicationInfo::default()
             }
         );
         let replica = ReplicationInfo::parse(
-            "role:slave\nmaster_host:127.0.11.4\nmaster_link_status:up\nslave_repl_offset:17\nmaster_repl_offset:20\n",
+            "role:slave\nmaster_host:127.0.11.4\nmaster_link_status:up\nslave_repl_offset:17\nmaster_repl_offset:20\nmaster_full_sync_refused:3\nmaster_replid:aaaa\nmaster_replid2:0000\n",
+        );
+        assert_eq!(replica.full_sync_refused, 3);
+        assert_eq!(
+            (replica.replid.as_str(), replica.replid2.as_str()),
+            ("aaaa", "0000")
         );
         assert_eq!(replica.role, "slave");
         assert_eq!(replica.master_host, "127.0.11.4");

@@ -460,6 +460,10 @@ pub enum PrimaryDown {
     PodReplaced,
     /// Consecutive probes (PING) failed although the pod looks fine.
     Unreachable,
+    /// The node answers at its address but restarted without its data (nodes keep
+    /// nothing across a restart), which a replica still holds: see
+    /// [`primary_lost_data`]. Pushing the map back would make it primary again, empty.
+    RestartedEmpty,
 }
 
 impl std::fmt::Display for PrimaryDown {
@@ -469,6 +473,9 @@ impl std::fmt::Display for PrimaryDown {
             PrimaryDown::PodNotReady => "its pod is not Ready or is terminating",
             PrimaryDown::PodReplaced => "its pod was recreated with a new IP",
             PrimaryDown::Unreachable => "it failed consecutive probes",
+            PrimaryDown::RestartedEmpty => {
+                "it restarted without its data, which a replica still holds"
+            }
         })
     }
 }
@@ -486,6 +493,67 @@ pub fn node_down(node: &NodeAddr, pods: &RegionPods, unreachable: bool) -> Optio
         return Some(PrimaryDown::PodNotReady);
     }
     unreachable.then_some(PrimaryDown::Unreachable)
+}
+
+/// Whether the primary of `shard` restarted without the data a replica of it kept.
+/// `replication` holds the `INFO replication` of the nodes that answered, by pod name.
+///
+/// A replica that follows the primary's address (`master_host`) shows it when
+/// - it refuses the full syncs the primary offers (they would replace its data with
+///   another history: the node refuses them on the link its data came from), or
+/// - its offset is above the primary's and its replication id is neither of the
+///   primary's two (a restarted node starts a new history at offset 0). The offsets
+///   alone would not do: the two INFO reads are not simultaneous, so a replica read a
+///   moment after its primary can be ahead of what the primary reported.
+///
+/// Returns the replica that shows it.
+pub fn primary_lost_data<'a>(
+    shard: &'a ShardTopology,
+    replication: &HashMap<String, ReplicationInfo>,
+) -> Option<&'a str> {
+    let primary = replication
+        .get(&shard.primary.id)
+        .filter(|info| info.role == "master")?;
+    shard
+        .replicas
+        .iter()
+        .find(|replica| {
+            let Some(info) = replication.get(&replica.id) else {
+                return false;
+            };
+            let follows = info.role == "slave" && info.master_host == shard.primary.ip;
+            let other_history = !info.replid.is_empty()
+                && info.replid != primary.replid
+                && info.replid != primary.replid2;
+            follows
+                && (info.full_sync_refused > 0 || (info.offset > primary.offset && other_history))
+        })
+        .map(|replica| replica.id.as_str())
+}
+
+/// The shards of `current` whose primary is gone or lost its data, and why. A primary
+/// whose pod is back with a new IP while no replica can take over rejoins through the
+/// plan instead ([`rejoins_by_plan`]). `probed_dead` says whether the probes (and this
+/// reconcile's own read) found a node unreachable.
+pub fn shards_down(
+    current: &TopologyMap,
+    pods: &RegionPods,
+    probed_dead: impl Fn(&NodeAddr) -> bool,
+    replication: &HashMap<String, ReplicationInfo>,
+) -> BTreeMap<u32, PrimaryDown> {
+    current
+        .shards
+        .iter()
+        .filter_map(|shard| {
+            let reason = match node_down(&shard.primary, pods, probed_dead(&shard.primary)) {
+                Some(reason) => {
+                    Some(reason).filter(|reason| !rejoins_by_plan(shard, *reason, pods))
+                }
+                None => primary_lost_data(shard, replication).map(|_| PrimaryDown::RestartedEmpty),
+            };
+            reason.map(|reason| (shard.index, reason))
+        })
+        .collect()
 }
 
 /// Whether a shard whose primary is down (`reason`) rejoins through the regular plan

@@ -3,8 +3,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use meridian_operator::nodes::ReplicationInfo;
 use meridian_operator::topology_plan::{
     self, NodeReport, ObservedPod, PrimaryDown, PromotionCandidate, RegionPods, TopologyDecision,
 };
@@ -282,4 +283,217 @@ fn a_shard_whose_pods_all_restarted_rejoins_by_the_plan_with_its_slots() {
     assert_eq!(next.shards[1].primary.id, "orders-eu-1-0");
     assert_eq!(next.shards[1].primary.ip, "127.0.9.1");
     assert_eq!(next.node("orders-eu-1-1").unwrap().ip, "127.0.9.2");
+}
+
+/// `INFO replication` of a primary: `replid` is its history, `replid2` the one before.
+fn primary_info(offset: u64, replid: &str, replid2: &str) -> ReplicationInfo {
+    ReplicationInfo {
+        role: "master".into(),
+        offset,
+        replid: replid.into(),
+        replid2: replid2.into(),
+        ..ReplicationInfo::default()
+    }
+}
+
+/// `INFO replication` of a replica following `master_host` with history `replid`.
+fn replica_info(master_host: &str, offset: u64, replid: &str) -> ReplicationInfo {
+    ReplicationInfo {
+        role: "slave".into(),
+        offset,
+        master_host: master_host.into(),
+        replid: replid.into(),
+        ..ReplicationInfo::default()
+    }
+}
+
+const OLD: &str = "1111111111111111111111111111111111111111";
+const NEW: &str = "2222222222222222222222222222222222222222";
+const NONE: &str = "0000000000000000000000000000000000000000";
+
+/// Issue 14: shard 0's primary restarts in place (same pod, same IP, Ready) with an
+/// empty dataset; its replicas kept the data.
+fn restarted_primary_of_shard_zero(map: &TopologyMap) -> HashMap<String, ReplicationInfo> {
+    let shard = &map.shards[0];
+    let ip = shard.primary.ip.as_str();
+    let mut replication = HashMap::from([
+        (shard.primary.id.clone(), primary_info(0, NEW, NONE)),
+        (shard.replicas[0].id.clone(), replica_info(ip, 48_000, OLD)),
+        (shard.replicas[1].id.clone(), replica_info(ip, 51_000, OLD)),
+    ]);
+    // shard 1 is healthy
+    let healthy = &map.shards[1];
+    replication.insert(healthy.primary.id.clone(), primary_info(7_000, OLD, NONE));
+    for replica in &healthy.replicas {
+        replication.insert(
+            replica.id.clone(),
+            replica_info(&healthy.primary.ip, 7_000, OLD),
+        );
+    }
+    replication
+}
+
+#[test]
+fn a_primary_restarted_without_its_data_fails_over_to_the_replica_with_the_highest_offset() {
+    let map = bootstrapped(2, 3);
+    let pods = RegionPods::group(all_pods(2, 3), 2, 3);
+    let replication = restarted_primary_of_shard_zero(&map);
+    // Its pod is Ready with the same IP: the pods alone see nothing wrong.
+    assert_eq!(
+        topology_plan::node_down(&map.shards[0].primary, &pods, false),
+        None
+    );
+    assert_eq!(
+        topology_plan::primary_lost_data(&map.shards[0], &replication),
+        Some("orders-eu-0-1")
+    );
+    let down = topology_plan::shards_down(&map, &pods, |_| false, &replication);
+    assert_eq!(down, BTreeMap::from([(0, PrimaryDown::RestartedEmpty)]));
+
+    let candidates = [
+        candidate("orders-eu-0-1", 48_000),
+        candidate("orders-eu-0-2", 51_000),
+    ];
+    let plan = topology_plan::plan_failover(&map, &down, &candidates, map.epoch + 1);
+    assert!(plan.headless.is_empty());
+    let promotion = &plan.promotions[0];
+    assert_eq!(
+        (
+            promotion.old_primary.as_str(),
+            promotion.new_primary.as_str()
+        ),
+        ("orders-eu-0-0", "orders-eu-0-2")
+    );
+    assert_eq!(promotion.reason, PrimaryDown::RestartedEmpty);
+    let next = plan
+        .map
+        .expect("a failover map, not the old one pushed back");
+    next.validate().unwrap();
+    assert!(next.epoch > map.epoch);
+    assert_ne!(next, map);
+    assert_eq!(next.role_of("orders-eu-0-2"), Some(NodeRole::Primary));
+    assert_eq!(next.role_of("orders-eu-0-1"), Some(NodeRole::Replica));
+    assert_eq!(
+        next.role_of("orders-eu-0-0"),
+        None,
+        "the empty node is not primary"
+    );
+    assert_eq!(next.shards[1], map.shards[1]);
+
+    // Then the restarted node rejoins by the plan, as a replica of the promoted node
+    // (it full-syncs from it), under a newer epoch still.
+    let reports: Vec<NodeReport> = pods
+        .iter()
+        .map(|pod| NodeReport {
+            pod: pod.name.clone(),
+            map: Some(if pod.name == "orders-eu-0-0" {
+                map.clone()
+            } else {
+                next.clone()
+            }),
+        })
+        .collect();
+    let TopologyDecision::Push { map: rejoined, .. } =
+        topology_plan::plan("orders", "eu", &pods, &reports, next.epoch).unwrap()
+    else {
+        panic!("the restarted node is not in the failover map: a new epoch is expected");
+    };
+    assert!(rejoined.epoch > next.epoch);
+    assert_eq!(rejoined.role_of("orders-eu-0-2"), Some(NodeRole::Primary));
+    assert_eq!(rejoined.role_of("orders-eu-0-0"), Some(NodeRole::Replica));
+}
+
+#[test]
+fn without_the_failover_the_plan_would_push_the_old_map_back() {
+    // Why the restarted-primary check runs before the plan: the restarted node holds no
+    // map, every other node holds the current one, membership is unchanged, so the plan
+    // re-sends the current map, which names the empty node primary again.
+    let map = bootstrapped(2, 3);
+    let pods = RegionPods::group(all_pods(2, 3), 2, 3);
+    let reports: Vec<NodeReport> = pods
+        .iter()
+        .map(|pod| NodeReport {
+            pod: pod.name.clone(),
+            map: (pod.name != "orders-eu-0-0").then(|| map.clone()),
+        })
+        .collect();
+    let decision = topology_plan::plan("orders", "eu", &pods, &reports, map.epoch).unwrap();
+    let TopologyDecision::Push {
+        map: resent,
+        targets,
+        new_epoch,
+        ..
+    } = decision
+    else {
+        panic!("expected the catch-up push, got {decision:?}");
+    };
+    assert_eq!(
+        (resent, targets, new_epoch),
+        (map.clone(), vec!["orders-eu-0-0".to_string()], false)
+    );
+    // The orchestrator asks shards_down first, which sends this shard to the failover.
+    let replication = restarted_primary_of_shard_zero(&map);
+    assert!(topology_plan::shards_down(&map, &pods, |_| false, &replication).contains_key(&0));
+}
+
+#[test]
+fn a_replica_refusing_full_syncs_shows_its_primary_lost_data() {
+    let map = bootstrapped(1, 2);
+    let shard = &map.shards[0];
+    // The old map was pushed back: the restarted node serves PSYNC, at an offset that
+    // writes moved past the replica's already; the replica refuses its full syncs.
+    let mut refusing = replica_info(&shard.primary.ip, 900, OLD);
+    refusing.full_sync_refused = 4;
+    let replication = HashMap::from([
+        (shard.primary.id.clone(), primary_info(5_000, NEW, NONE)),
+        (shard.replicas[0].id.clone(), refusing),
+    ]);
+    assert_eq!(
+        topology_plan::primary_lost_data(shard, &replication),
+        Some("orders-eu-0-1")
+    );
+}
+
+#[test]
+fn healthy_shards_are_not_mistaken_for_lost_data() {
+    let map = bootstrapped(1, 3);
+    let shard = &map.shards[0];
+    let ip = shard.primary.ip.as_str();
+    let lost = |primary: ReplicationInfo, replicas: [ReplicationInfo; 2]| {
+        let mut replication = HashMap::from([(shard.primary.id.clone(), primary)]);
+        for (node, info) in shard.replicas.iter().zip(replicas) {
+            replication.insert(node.id.clone(), info);
+        }
+        topology_plan::primary_lost_data(shard, &replication)
+    };
+    // A replica read a moment after its primary is ahead of it, in the same history.
+    assert_eq!(
+        lost(
+            primary_info(100, OLD, NONE),
+            [replica_info(ip, 150, OLD), replica_info(ip, 100, OLD)]
+        ),
+        None
+    );
+    // Just after a failover: the promoted primary continues the old history (replid2).
+    assert_eq!(
+        lost(
+            primary_info(100, NEW, OLD),
+            [replica_info(ip, 120, OLD), replica_info(ip, 100, NEW)]
+        ),
+        None
+    );
+    // A fresh replica (no data yet, its own id) and one following another address.
+    assert_eq!(
+        lost(
+            primary_info(100, OLD, NONE),
+            [
+                replica_info(ip, 0, NEW),
+                replica_info("127.0.99.99", 5_000, NEW)
+            ]
+        ),
+        None
+    );
+    // Nothing known of the primary: nothing to conclude.
+    let replication = HashMap::from([(shard.replicas[0].id.clone(), replica_info(ip, 5_000, OLD))]);
+    assert_eq!(topology_plan::primary_lost_data(shard, &replication), None);
 }

@@ -397,6 +397,7 @@ fn a_rolling_update_keeps_the_region_ready_and_reports_progress_until_done() {
             ready: 1,
             expected: 2,
             headless: Vec::new(),
+            lost_data: Vec::new(),
         }),
         None,
         None,
@@ -421,4 +422,122 @@ fn a_rolling_update_keeps_the_region_ready_and_reports_progress_until_done() {
     assert_eq!(done.rollout, None);
     assert_eq!(condition(&done.conditions, "Progressing").status, "False");
     assert_eq!(condition(&done.conditions, "Ready").status, "True");
+}
+
+/// Issue 14: a primary restarted in place without its data while its replica kept it.
+#[test]
+fn a_shard_whose_primary_lost_data_is_degraded_and_never_ready() {
+    use meridian_operator::controller::region::PRIMARY_LOST_DATA;
+    use meridian_operator::nodes::ReplicationInfo;
+
+    let cluster: CacheCluster = fixture("cluster-minimal.yaml");
+    let mut region: CacheRegion = fixture("region-minimal.yaml");
+    region.metadata.generation = Some(1);
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let pods = RegionPods::group(
+        (0..2)
+            .flat_map(|shard| {
+                (0..2).map(move |ordinal| ObservedPod {
+                    name: format!("demo-a-{shard}-{ordinal}"),
+                    shard,
+                    ordinal,
+                    ip: Some(format!("127.0.5.{}", shard * 10 + ordinal + 1)),
+                    ready: true,
+                })
+            })
+            .collect(),
+        2,
+        2,
+    );
+    let map = bootstrap_map(&pods);
+    let shard = &map.shards[0];
+    // the restarted primary: a new history at offset 0; its replica kept the old one
+    let replication = HashMap::from([
+        (
+            shard.primary.id.clone(),
+            ReplicationInfo {
+                role: "master".into(),
+                replid: "b".repeat(40),
+                replid2: "0".repeat(40),
+                ..ReplicationInfo::default()
+            },
+        ),
+        (
+            shard.replicas[0].id.clone(),
+            ReplicationInfo {
+                role: "slave".into(),
+                offset: 90_000,
+                master_host: shard.primary.ip.clone(),
+                replid: "a".repeat(40),
+                ..ReplicationInfo::default()
+            },
+        ),
+    ]);
+    let check = |status: &meridian_api::CacheRegionStatus| {
+        let ready = condition(&status.conditions, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", PRIMARY_LOST_DATA)
+        );
+        let degraded = condition(&status.conditions, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", PRIMARY_LOST_DATA)
+        );
+        assert!(
+            degraded.message.contains("shard(s) 0:"),
+            "{}",
+            degraded.message
+        );
+    };
+
+    // What the nodes show, even with every node holding the map and every pod Ready.
+    let shown = region_status(
+        &region,
+        &plan,
+        &pods,
+        Some(&Orchestration::InSync { map: map.clone() }),
+        None,
+        None,
+        &replication,
+        at(10),
+    );
+    check(&shown);
+
+    // The failover this reconcile decided for it.
+    region.status = Some(shown);
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let failing_over = region_status(
+        &region,
+        &plan,
+        &pods,
+        Some(&Orchestration::Recovering {
+            map: map.clone(),
+            ready: 4,
+            expected: 4,
+            headless: Vec::new(),
+            lost_data: vec![0],
+        }),
+        None,
+        None,
+        &no_replication(),
+        at(20),
+    );
+    check(&failing_over);
+
+    // The replica took over and the restarted node follows it: Ready again.
+    region.status = Some(failing_over);
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let recovered = region_status(
+        &region,
+        &plan,
+        &pods,
+        Some(&Orchestration::InSync { map }),
+        None,
+        None,
+        &no_replication(),
+        at(30),
+    );
+    assert_eq!(condition(&recovered.conditions, "Ready").status, "True");
+    assert_eq!(condition(&recovered.conditions, "Degraded").status, "False");
 }

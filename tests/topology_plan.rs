@@ -361,7 +361,7 @@ fn replica_info(master_host: &str, link_up: bool, offset: u64) -> ReplicationInf
         offset,
         link_up,
         master_host: master_host.into(),
-        connected_replicas: 0,
+        ..ReplicationInfo::default()
     }
 }
 

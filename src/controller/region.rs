@@ -40,6 +40,9 @@ use crate::topology_plan::{
 
 pub const KIND: &str = "CacheRegion";
 
+/// Condition reason while a shard's primary restarted without the data a replica kept.
+pub const PRIMARY_LOST_DATA: &str = "PrimaryLostData";
+
 /// Requeue while pods start or a push is in flight.
 const REQUEUE_PROGRESSING: Duration = Duration::from_secs(10);
 /// Periodic drift check once everything is ready.
@@ -82,6 +85,9 @@ pub enum Orchestration {
         ready: usize,
         expected: usize,
         headless: Vec<u32>,
+        /// Shards whose primary restarted without the data a replica kept: failed over
+        /// to that replica (or waiting for one to be usable), never given the map back.
+        lost_data: Vec<u32>,
     },
     /// Every node holds `map`; pods are being replaced by a rolling update.
     Updating {
@@ -640,7 +646,7 @@ async fn observe_retention(
         .filter(|pod| !probes_flag(ctx, pod))
         .collect();
     let all = RegionPods::group(answering, highest, plan.pods_per_shard());
-    let (_, reports, _) = read_nodes(&all, password, ctx).await;
+    let reports = read_nodes(&all, password, ctx).await.reports;
     let current = topology_plan::newest_reported(&reports)
         .filter(|map| map.cluster == plan.cluster_name && map.region == plan.region_name);
     let bootstrapped = region
@@ -789,36 +795,50 @@ async fn observe_pods(
     ))
 }
 
+/// What [`read_nodes`] learnt.
+struct NodeReads {
+    connections: HashMap<String, NodeConnection>,
+    reports: Vec<NodeReport>,
+    /// `INFO replication` of the nodes that answered it, by pod name.
+    replication: HashMap<String, ReplicationInfo>,
+    /// Pods that did not answer, with the error.
+    unreachable: HashMap<String, Error>,
+}
+
 /// Opens an admin connection to every pod with an IP (concurrently, short timeouts) and
-/// reads its map. Unreachable pods end up in the error map.
-async fn read_nodes(
-    pods: &RegionPods,
-    password: Option<&str>,
-    ctx: &Context,
-) -> (
-    HashMap<String, NodeConnection>,
-    Vec<NodeReport>,
-    HashMap<String, Error>,
-) {
-    let mut connections = HashMap::new();
-    let mut reports = Vec::new();
-    let mut errors = HashMap::new();
-    let answers = query_each_pod(pods, password, ctx, async |node| node.topology().await).await;
+/// reads its map and its replication state. Unreachable pods end up in the error map.
+async fn read_nodes(pods: &RegionPods, password: Option<&str>, ctx: &Context) -> NodeReads {
+    let mut reads = NodeReads {
+        connections: HashMap::new(),
+        reports: Vec::new(),
+        replication: HashMap::new(),
+        unreachable: HashMap::new(),
+    };
+    let answers = query_each_pod(pods, password, ctx, async |node| {
+        let map = node.topology().await?;
+        // The map decides reachability; a failed INFO only leaves the node's
+        // replication state unknown.
+        Ok((map, node.replication_info().await.ok()))
+    })
+    .await;
     for (pod, result) in answers {
         match result {
-            Ok((connection, map)) => {
-                reports.push(NodeReport {
+            Ok((connection, (map, replication))) => {
+                reads.reports.push(NodeReport {
                     pod: pod.clone(),
                     map,
                 });
-                connections.insert(pod, connection);
+                if let Some(info) = replication {
+                    reads.replication.insert(pod.clone(), info);
+                }
+                reads.connections.insert(pod, connection);
             }
             Err(error) => {
-                errors.insert(pod, error);
+                reads.unreachable.insert(pod, error);
             }
         }
     }
-    (connections, reports, errors)
+    reads
 }
 
 /// `INFO replication` of every node that answers, by pod name (for the shard status).
@@ -853,26 +873,27 @@ async fn orchestrate(
     password: Option<&str>,
     ctx: &Context,
 ) -> Result<Orchestration, Error> {
-    let (mut connections, reports, mut unreachable) = read_nodes(pods, password, ctx).await;
+    let NodeReads {
+        mut connections,
+        reports,
+        replication,
+        mut unreachable,
+    } = read_nodes(pods, password, ctx).await;
     let status_epoch = region.status.as_ref().map_or(0, |status| status.epoch);
     let current = topology_plan::newest_reported(&reports)
         .filter(|map| map.cluster == plan.cluster_name && map.region == plan.region_name)
         .cloned();
 
     if let Some(current) = &current {
-        let down: BTreeMap<u32, PrimaryDown> = current
-            .shards
-            .iter()
-            .filter_map(|shard| {
-                // The probes' verdict holds only if this reconcile could not read the
-                // primary either: one slow moment on a loaded node is no failover.
-                let probed_dead = ctx.probes.is_unreachable(&shard.primary)
-                    && !connections.contains_key(&shard.primary.id);
-                topology_plan::node_down(&shard.primary, pods, probed_dead)
-                    .filter(|reason| !topology_plan::rejoins_by_plan(shard, *reason, pods))
-                    .map(|reason| (shard.index, reason))
-            })
-            .collect();
+        // The probes' verdict holds only if this reconcile could not read the primary
+        // either: one slow moment on a loaded node is no failover. A primary that lost
+        // its data to a restart fails over too, rather than getting the map back.
+        let down = topology_plan::shards_down(
+            current,
+            pods,
+            |primary| ctx.probes.is_unreachable(primary) && !connections.contains_key(&primary.id),
+            &replication,
+        );
         if !down.is_empty() {
             return fail_over(
                 region,
@@ -898,6 +919,7 @@ async fn orchestrate(
                 ready: pods.ready_count(),
                 expected: pods.expected(),
                 headless: Vec::new(),
+                lost_data: Vec::new(),
             });
         }
     }
@@ -1361,11 +1383,35 @@ async fn fail_over(
     let highest_seen = topology_plan::highest_epoch(reports, status_epoch, current);
     let failover = topology_plan::plan_failover(current, down, &candidates, highest_seen + 1);
     let reference = region.object_ref(&());
+    let lost_data: Vec<u32> = down
+        .iter()
+        .filter(|(_, reason)| **reason == PrimaryDown::RestartedEmpty)
+        .map(|(shard, _)| *shard)
+        .collect();
+    for shard in current
+        .shards
+        .iter()
+        .filter(|shard| lost_data.contains(&shard.index))
+    {
+        ctx.event(
+            &reference,
+            EventType::Warning,
+            PRIMARY_LOST_DATA,
+            "Failover",
+            format!(
+                "shard {}: primary {} restarted without its data, which its replicas kept; \
+                 failing over instead of giving it the map back",
+                shard.index, shard.primary.id
+            ),
+        )
+        .await;
+    }
     let recovering = |map: TopologyMap, headless: Vec<u32>| Orchestration::Recovering {
         map,
         ready: pods.ready_count(),
         expected: pods.expected(),
         headless,
+        lost_data: lost_data.clone(),
     };
     let Some(map) = failover.map else {
         for shard in &failover.headless {
@@ -1493,14 +1539,37 @@ pub fn region_status(
     };
     let updating = matches!(orchestration, Some(Orchestration::Updating { .. }));
     let ready_shards = topology_plan::ready_shards(map, pods);
-    // A rolling update between two pod replacements serves every slot: Ready.
+    // Shards whose primary restarted without the data a replica kept: the failover
+    // decided this reconcile, or what the nodes show now.
+    let mut lost_data: Vec<u32> = match orchestration {
+        Some(Orchestration::Recovering { lost_data, .. }) => lost_data.clone(),
+        _ => Vec::new(),
+    };
+    for shard in map.iter().flat_map(|map| &map.shards) {
+        if topology_plan::primary_lost_data(shard, replication).is_some() {
+            lost_data.push(shard.index);
+        }
+    }
+    lost_data.sort_unstable();
+    lost_data.dedup();
+    // A rolling update between two pod replacements serves every slot: Ready. A shard
+    // that lost data a replica could keep never is.
     let all_ready = ready_shards == i32::from(plan.shards)
+        && lost_data.is_empty()
         && matches!(
             orchestration,
             Some(Orchestration::InSync { .. } | Orchestration::Updating { .. })
         );
     let (progress_reason, progress_message) = match (orchestration, node_error) {
         (_, Some(error)) => (error.condition_reason(), error.to_string()),
+        _ if !lost_data.is_empty() => (
+            PRIMARY_LOST_DATA,
+            format!(
+                "shard(s) {}: the primary restarted without its data, which a replica kept; \
+                 failing over to that replica instead of making the empty node primary again",
+                join(&lost_data)
+            ),
+        ),
         (Some(Orchestration::WaitingForPods { ready, expected }), _) => (
             "PodsNotReady",
             format!("{ready}/{expected} cache node pods are ready"),
@@ -1589,6 +1658,12 @@ pub fn region_status(
                 true,
                 error.condition_reason(),
                 error.to_string(),
+            ),
+            (None, _) if !lost_data.is_empty() => DesiredCondition::new(
+                conditions::DEGRADED,
+                true,
+                progress_reason,
+                progress_message.clone(),
             ),
             (None, Some(Orchestration::Recovering { headless, .. })) if !headless.is_empty() => {
                 DesiredCondition::new(
