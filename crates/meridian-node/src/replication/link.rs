@@ -202,6 +202,10 @@ fn check_full_sync(
     replid: &str,
     offset: u64,
 ) -> std::io::Result<()> {
+    // only this link's task writes to a replica's dataset: read before locking
+    let log = &shared.db.repl;
+    let keys = shared.db.len();
+    let own_history = log.is_active() && log.replid() == replid && offset >= log.offset();
     let gate = shared.repl.apply_gate.lock();
     if *gate != generation {
         return Err(link_error("link replaced"));
@@ -210,9 +214,6 @@ fn check_full_sync(
     let Some(link) = link.as_mut() else {
         return Err(link_error("link replaced"));
     };
-    let log = &shared.db.repl;
-    let keys = shared.db.len();
-    let own_history = log.is_active() && log.replid() == replid && offset >= log.offset();
     if link.may_replace || keys == 0 || own_history {
         return Ok(());
     }
