@@ -722,3 +722,38 @@ fn a_restarted_primary_serves_no_psync_until_a_map_names_it() {
     assert_eq!(dbsize(&replica), KEYS);
     assert_eq!(info_field(&replica, "stats", "sync_full"), "1");
 }
+
+/// The refusal of issue 14 leaves a legitimate full sync alone: a replica that fell
+/// out of its primary's backlog full-syncs from the same history on the same link.
+#[test]
+fn a_replica_out_of_the_backlog_still_full_syncs_from_its_primary() {
+    let primary = start("primary", &["--repl-backlog-size", "4096"]);
+    let replica = start("replica", &[]);
+    replicate(&replica, &primary);
+    load_keys(&primary, 500);
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    let mut raw = primary.raw();
+    assert_eq!(
+        raw.cmd(&["CLIENT", "KILL", "TYPE", "replica"]),
+        Reply::Int(1)
+    );
+    // far more than the 4 KiB backlog before the replica is back (it retries in 500 ms)
+    load_keys_with_prefix(&primary, "later", 1000);
+    wait_until("second full sync", Duration::from_secs(10), || {
+        info_field(&primary, "stats", "sync_full") == "2"
+    });
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    assert_eq!(dbsize(&replica), 1500);
+    assert_eq!(info_field(&replica, "stats", "sync_full_refused"), "0");
+}
+
+fn load_keys_with_prefix(node: &Node, prefix: &str, count: usize) {
+    let mut pipe = redis::pipe();
+    for index in 0..count {
+        pipe.cmd("SET")
+            .arg(format!("{prefix}:{index}"))
+            .arg(format!("value-{index}"))
+            .ignore();
+    }
+    pipe.query::<()>(&mut node.redis()).expect("load");
+}
