@@ -130,6 +130,13 @@ pub struct Config {
     /// Events queued per peer region before slots are marked dirty instead.
     #[arg(long, env = "MERIDIAN_REGION_QUEUE_LIMIT", default_value_t = 100_000)]
     pub region_queue_limit: usize,
+    /// Started by the Meridian operator: the node's role comes from topology maps; until
+    /// a map it accepted after start names it primary (or REPLICAOF NO ONE) it serves no
+    /// PSYNC (it started without its data). A bare node (the default) serves PSYNC from
+    /// the start, like redis-server.
+    #[arg(long, env = "MERIDIAN_MANAGED", action = clap::ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub managed: bool,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "MERIDIAN_LOG", default_value = "info")]
     pub log: String,
@@ -225,5 +232,20 @@ mod tests {
         assert_eq!(config.maxmemory, 1 << 30);
         assert_eq!(config.maxmemory_policy, Policy::AllKeysLru);
         assert_eq!(config.node_id(), "pod-0");
+        assert!(!config.managed, "a bare node unless told otherwise");
+    }
+
+    #[test]
+    fn managed_flag() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("meridian-node").chain(args.iter().copied()))
+                .expect("valid flags")
+                .managed
+        };
+        assert!(parse(&["--managed"]));
+        assert!(parse(&["--managed", "true"]));
+        assert!(parse(&["--managed=true"]));
+        assert!(!parse(&["--managed=false"]));
+        assert!(Config::try_parse_from(["meridian-node", "--managed=yes please"]).is_err());
     }
 }

@@ -55,6 +55,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
             config.min_replicas_to_write,
             config.min_replicas_max_lag,
             config.primary_auth.clone(),
+            config.managed,
         ),
         config: RuntimeConfig {
             requirepass: RwLock::new(
@@ -196,6 +197,7 @@ pub async fn run(
         metrics = %SocketAddr::new(config.bind, config.metrics_port),
         maxmemory = config.maxmemory,
         policy = %config.maxmemory_policy,
+        managed = config.managed,
         "meridian-node ready"
     );
     stop.await;

@@ -215,12 +215,6 @@ fn replica_forwards_writes_to_its_primary() {
     let http_port = free_port();
     let primary = HttpNode::start("127.0.0.21", "primary", http_port, &[]);
     let replica = HttpNode::start("127.0.0.22", "replica", http_port, &[]);
-    // a node serves replicas once named primary after it started
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query(&mut primary.redis())
-        .expect("replicaof no one");
     let _: () = redis::cmd("REPLICAOF")
         .arg(&primary.ip)
         .arg(primary.port)

@@ -18,10 +18,9 @@ fn start(node_id: &str, extra: &[&str]) -> Node {
     Node::start_named(node_id, 8, extra)
 }
 
-/// Names `primary` primary (a node serves replicas only once named so after it
-/// started) and makes `replica` follow it.
+/// Makes `replica` follow `primary` (bare nodes: like redis-server, a fresh node
+/// serves replicas without being named primary first).
 fn replicate(replica: &Node, primary: &Node) {
-    name_primary(primary);
     let mut con = replica.redis();
     let reply: String = redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
@@ -450,10 +449,9 @@ fn password_protected_link_and_redis_cli_role() {
     let mut raw = replica.raw();
     assert_eq!(raw.cmd(&["AUTH", "s3cret"]), Reply::ok());
     let port = primary.port.to_string();
+    assert_eq!(raw.cmd(&["SLAVEOF", "127.0.0.1", &port]), Reply::ok());
     let mut primary_raw = primary.raw();
     assert_eq!(primary_raw.cmd(&["AUTH", "s3cret"]), Reply::ok());
-    assert_eq!(primary_raw.cmd(&["SLAVEOF", "NO", "ONE"]), Reply::ok());
-    assert_eq!(raw.cmd(&["SLAVEOF", "127.0.0.1", &port]), Reply::ok());
     assert_eq!(primary_raw.cmd(&["SET", "k", "v"]), Reply::ok());
     wait_until(
         "replicated through the authenticated link",
@@ -582,7 +580,8 @@ fn link_cut_inside_a_transaction_resumes_before_multi() {
     assert_eq!(info_field(&replica, "replication", "master_replid"), replid);
 }
 
-/// `REPLICAOF NO ONE`: names a bare node primary, which it must be before it serves PSYNC.
+/// `REPLICAOF NO ONE`: names a node primary. A managed node must be named so after it
+/// started before it serves PSYNC; on a replica it is the promotion.
 fn name_primary(node: &Node) {
     let reply: String = redis::cmd("REPLICAOF")
         .arg("NO")
@@ -592,20 +591,104 @@ fn name_primary(node: &Node) {
     assert_eq!(reply, "OK");
 }
 
+/// Started as the operator starts nodes: the role comes from maps (or REPLICAOF NO ONE),
+/// never from the start alone.
+const MANAGED: &[&str] = &["--managed"];
+
 const KEYS: i64 = 3000;
 
-/// Issue 14 with two bare nodes: the primary is killed (SIGKILL) and restarts empty on
-/// the same ports. The replica reconnects to it and must keep its data.
+/// The replica saw at least one full sync of another history refused, and shows it in
+/// INFO replication, INFO stats and /metrics.
+fn wait_refused_full_sync(replica: &Node) {
+    wait_until("a refused full sync", Duration::from_secs(10), || {
+        info_field(replica, "replication", "master_full_sync_refused")
+            .parse::<u64>()
+            .is_ok_and(|refused| refused > 0)
+    });
+    assert_ne!(info_field(replica, "stats", "sync_full_refused"), "0");
+    let (_, metrics) = replica.http_get("/metrics");
+    assert!(
+        metrics.lines().any(
+            |line| line.starts_with("meridian_repl_full_sync_refused_total ")
+                && !line.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+}
+
+/// The repair an operator makes after its primary restarted empty: promote the replica,
+/// the restarted node follows it and gets the data back.
+fn promote_replica_and_resync(restarted: &Node, replica: &Node) {
+    name_primary(replica);
+    replicate(restarted, replica);
+    wait_until(
+        "the restarted node has the data",
+        Duration::from_secs(20),
+        || dbsize(restarted) == KEYS,
+    );
+    assert_eq!(dbsize(replica), KEYS);
+}
+
+/// Issue 14 with two bare nodes, as with redis-server: the primary is killed (SIGKILL)
+/// and restarts empty on the same ports. A bare node serves PSYNC from its start, so
+/// only the replica's own refusal (another history on the link its data came from)
+/// keeps its data.
 #[test]
-fn replica_keeps_its_data_when_its_primary_restarts_empty() {
+fn bare_replica_keeps_its_data_when_its_bare_primary_restarts_empty() {
     let mut primary = start("primary", &[]);
     let replica = start("replica", &[]);
+    assert_eq!(
+        info_field(&primary, "replication", "primary_named_by"),
+        "standalone"
+    );
     load_keys(&primary, KEYS as usize);
     replicate(&replica, &primary);
     assert_eq!(wait_replicas(&primary, 1), 1);
     assert_eq!(dbsize(&replica), KEYS);
 
     primary.kill_and_restart("primary", 8, &[]);
+    assert_eq!(dbsize(&primary), 0);
+    assert_eq!(
+        info_field(&primary, "replication", "primary_named_by"),
+        "standalone"
+    );
+    // the restarted primary offers full syncs of its new, empty history; the replica
+    // refuses them on the link its data came from
+    wait_refused_full_sync(&replica);
+    // and keeps refusing (it retries every 2 s)
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        dbsize(&replica),
+        KEYS,
+        "the replica took the restarted primary's empty dataset"
+    );
+    assert_eq!(
+        info_field(&replica, "replication", "master_link_status"),
+        "down"
+    );
+    assert_eq!(info_field(&replica, "stats", "sync_full"), "0");
+
+    promote_replica_and_resync(&primary, &replica);
+}
+
+/// Issue 14 with two managed nodes linked by REPLICAOF: the restarted primary serves
+/// no PSYNC until it is named primary again; named by hand, the replica still refuses to
+/// swap its data for the empty dataset.
+#[test]
+fn replica_keeps_its_data_when_its_primary_restarts_empty() {
+    let mut primary = start("primary", MANAGED);
+    let replica = start("replica", MANAGED);
+    assert_eq!(
+        info_field(&primary, "replication", "primary_named_by"),
+        "none"
+    );
+    name_primary(&primary);
+    load_keys(&primary, KEYS as usize);
+    replicate(&replica, &primary);
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    assert_eq!(dbsize(&replica), KEYS);
+
+    primary.kill_and_restart("primary", 8, MANAGED);
     assert_eq!(dbsize(&primary), 0);
     // the replica retries every 500 ms: several attempts fit in 3 s
     std::thread::sleep(Duration::from_secs(3));
@@ -628,34 +711,19 @@ fn replica_keeps_its_data_when_its_primary_restarts_empty() {
         matches!(&refused, Reply::Error(text) if text.starts_with("NOMASTERLINK")),
         "{refused:?}"
     );
+    assert_eq!(
+        info_field(&replica, "replication", "master_full_sync_refused"),
+        "0",
+        "the restarted node offered no full sync"
+    );
 
     // Named primary by hand, it serves PSYNC; the replica still refuses to replace its
     // data with another history on the link its data came from, and says so.
     name_primary(&primary);
-    wait_until("a refused full sync", Duration::from_secs(10), || {
-        info_field(&replica, "replication", "master_full_sync_refused")
-            .parse::<u64>()
-            .is_ok_and(|refused| refused > 0)
-    });
+    wait_refused_full_sync(&replica);
     assert_eq!(dbsize(&replica), KEYS);
-    assert_ne!(info_field(&replica, "stats", "sync_full_refused"), "0");
-    let (_, metrics) = replica.http_get("/metrics");
-    assert!(
-        metrics.lines().any(
-            |line| line.starts_with("meridian_repl_full_sync_refused_total ")
-                && !line.ends_with(" 0")
-        ),
-        "{metrics}"
-    );
 
-    // The repair an operator makes: promote the replica, the restarted node follows it.
-    replicate(&primary, &replica);
-    wait_until(
-        "the restarted node has the data",
-        Duration::from_secs(20),
-        || dbsize(&primary) == KEYS,
-    );
-    assert_eq!(dbsize(&replica), KEYS);
+    promote_replica_and_resync(&primary, &replica);
 }
 
 /// Issue 14 in cluster mode: a restarted primary serves no PSYNC until a map names it
@@ -664,8 +732,12 @@ fn replica_keeps_its_data_when_its_primary_restarts_empty() {
 /// restarted node the data.
 #[test]
 fn a_restarted_primary_serves_no_psync_until_a_map_names_it() {
-    let mut primary = start("node-0", &[]);
-    let replica = start("node-1", &[]);
+    let mut primary = start("node-0", MANAGED);
+    let replica = start("node-1", MANAGED);
+    assert_eq!(
+        info_field(&primary, "replication", "primary_named_by"),
+        "none"
+    );
     let first = shard_map(1, ("node-0", &primary), &[("node-1", &replica)]);
     for node in [&primary, &replica] {
         assert_eq!(
@@ -684,11 +756,14 @@ fn a_restarted_primary_serves_no_psync_until_a_map_names_it() {
     assert_eq!(wait_replicas(&primary, 1), 1);
     assert_eq!(dbsize(&replica), KEYS);
 
-    primary.kill_and_restart("node-0", 8, &[]);
+    primary.kill_and_restart("node-0", 8, MANAGED);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(dbsize(&replica), KEYS);
     let refused = primary.raw().cmd(&["PSYNC", "?", "-1"]);
-    assert!(matches!(refused, Reply::Error(_)), "{refused:?}");
+    assert!(
+        matches!(&refused, Reply::Error(text) if text.starts_with("NOMASTERLINK")),
+        "{refused:?}"
+    );
     assert_eq!(info_field(&primary, "stats", "sync_full"), "0");
 
     // What the operator of issue 14 did: push the old map back to the restarted node.

@@ -543,10 +543,8 @@ fn replica_clients_hear_about_the_primary_writes_and_expiry() {
     let replica = Node::start();
     let mut admin = replica.raw();
     let port = primary.port.to_string();
-    let mut writer = primary.raw();
-    // a node serves replicas once named primary after it started
-    assert_eq!(writer.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
     assert_eq!(admin.cmd(&["REPLICAOF", "127.0.0.1", &port]), Reply::ok());
+    let mut writer = primary.raw();
     assert_eq!(writer.cmd(&["SET", "config", "v1"]), Reply::ok());
     let deadline = Instant::now() + Duration::from_secs(10);
     while admin.cmd(&["GET", "config"]) != bulk("v1") {

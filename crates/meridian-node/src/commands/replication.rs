@@ -220,10 +220,12 @@ pub fn replconf(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     Ok(())
 }
 
-/// Refusals for PSYNC / SYNC: replicas serve none, and neither does a node that
-/// was not named primary since it started (it started without its data, and a
-/// full sync from it would empty a replica that kept it: issue 14). The code is
-/// Redis's NOMASTERLINK, which Redis replicas retry later.
+/// Refusals for PSYNC / SYNC: replicas serve none, and neither does a primary without
+/// a mandate ([`PrimaryMandate::None`]): a managed node not named primary since it
+/// started (it started without its data, and a full sync from it would empty a replica
+/// that kept it: issue 14), or a node the latest map leaves out. Bare nodes serve from
+/// the start, like redis-server. The code is Redis's NOMASTERLINK, which Redis replicas
+/// retry later.
 fn check_serves_psync(shared: &Shared, command: &str) -> Result<(), CommandError> {
     if shared.repl.is_replica() {
         return Err(CommandError::other(format!(
@@ -232,9 +234,9 @@ fn check_serves_psync(shared: &Shared, command: &str) -> Result<(), CommandError
     }
     if !shared.repl.serves_psync() {
         return Err(CommandError::other(format!(
-            "NOMASTERLINK this node was not named primary since it started (without its \
-             data): no topology map names it primary and no REPLICAOF NO ONE was sent; \
-             {command} refused"
+            "NOMASTERLINK this node was not named primary since it started (managed: it \
+             started without its data) or since a map left it out: no topology map names \
+             it primary and no REPLICAOF NO ONE was sent; {command} refused"
         )));
     }
     Ok(())

@@ -72,14 +72,22 @@ pub struct LinkState {
     pub refused: u64,
 }
 
-/// What entitles this node to serve PSYNC (be the source of replicas' data). A node
-/// starts without its data (there is no persistence), so it serves none until it is
-/// named primary after it started: by a topology map it accepted, or by
-/// `REPLICAOF NO ONE` for nodes run without an operator.
+/// What entitles this node to serve PSYNC (be the source of replicas' data).
+///
+/// A node keeps nothing across a restart. A managed node (`--managed`: started by the
+/// operator, its role comes from topology maps) therefore starts with
+/// [`PrimaryMandate::None`] and serves no PSYNC until it is named primary after it
+/// started: by a topology map it accepted, or by `REPLICAOF NO ONE`. A bare node starts
+/// [`PrimaryMandate::Standalone`] and serves PSYNC like redis-server; its replicas are
+/// protected by their own refusal of another history on a link that already synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrimaryMandate {
-    /// Not named primary since it started, or named replica (or left out) since.
+    /// Not named primary since it started (managed nodes), or named replica (or left
+    /// out by a map) since.
     None,
+    /// A bare node since it started, never named replica or left out by a map since:
+    /// a primary by default, like redis-server.
+    Standalone,
     /// The topology map of this epoch, accepted after the node started, names it primary.
     Map { epoch: u64 },
     /// `REPLICAOF NO ONE`.
@@ -87,10 +95,20 @@ pub enum PrimaryMandate {
 }
 
 impl PrimaryMandate {
+    /// The mandate a node starts with: none when managed, standalone when bare.
+    pub fn at_start(managed: bool) -> Self {
+        if managed {
+            PrimaryMandate::None
+        } else {
+            PrimaryMandate::Standalone
+        }
+    }
+
     /// INFO replication `primary_named_by`.
     pub fn name(self) -> &'static str {
         match self {
             PrimaryMandate::None => "none",
+            PrimaryMandate::Standalone => "standalone",
             PrimaryMandate::Map { .. } => "map",
             PrimaryMandate::Command => "replicaof",
         }
@@ -128,10 +146,16 @@ pub struct Replication {
 }
 
 impl Replication {
-    pub fn new(min_to_write: u64, max_lag: u64, primary_auth: Option<String>) -> Self {
+    /// `managed`: started by the operator (see [`PrimaryMandate::at_start`]).
+    pub fn new(
+        min_to_write: u64,
+        max_lag: u64,
+        primary_auth: Option<String>,
+        managed: bool,
+    ) -> Self {
         Replication {
             link: Mutex::new(None),
-            mandate: Mutex::new(PrimaryMandate::None),
+            mandate: Mutex::new(PrimaryMandate::at_start(managed)),
             replicas: Mutex::new(BTreeMap::new()),
             counters: ReplCounters::default(),
             min_replicas_to_write: AtomicU64::new(min_to_write),
