@@ -207,6 +207,9 @@ fn shard_labels(plan: &RegionPlan<'_>, shard: u16) -> BTreeMap<String, String> {
 pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
     let spec = &plan.cluster.spec;
     let mut data = BTreeMap::from([
+        // The node's role comes from the topology maps this operator pushes: a node
+        // restarted without its data serves no PSYNC until a newer map names it primary.
+        ("MERIDIAN_MANAGED".to_string(), "true".to_string()),
         ("MERIDIAN_CLUSTER".to_string(), plan.cluster_name.clone()),
         ("MERIDIAN_REGION".to_string(), plan.region_name.clone()),
         ("MERIDIAN_PORT".to_string(), ports::RESP.to_string()),

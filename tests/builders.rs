@@ -268,6 +268,7 @@ fn env_binds_pod_ip_and_reads_password_from_secret() {
     assert_eq!(settings["MERIDIAN_STRONG_TIMEOUT_MS"], "250");
     assert_eq!(settings["MERIDIAN_DEFAULT_TTL_SECONDS"], "3600");
     assert_eq!(settings["MERIDIAN_REGION"], "eu-west-1");
+    assert_eq!(settings["MERIDIAN_MANAGED"], "true");
     assert!(
         !settings.values().any(|value| value.contains("secret")),
         "no secrets in the ConfigMap"
@@ -293,6 +294,10 @@ fn minimal_cluster_has_no_password_and_uses_default_image() {
     let settings = resources.config_map.data.as_ref().unwrap();
     assert!(!settings.contains_key("MERIDIAN_MAXMEMORY"));
     assert_eq!(settings["MERIDIAN_MAXMEMORY_POLICY"], "sieve");
+    assert_eq!(
+        settings["MERIDIAN_MANAGED"], "true",
+        "every node the operator creates is managed"
+    );
     let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert!(pod.node_selector.is_none());
     assert!(pod.tolerations.is_none());

@@ -64,6 +64,8 @@ pub async fn start_node_with(
         .env("MERIDIAN_LINK_PORT", "0")
         .env("MERIDIAN_NODE_ID", id)
         .env("MERIDIAN_SHARDS", "4")
+        // as in the ConfigMap the operator gives every node it creates
+        .env("MERIDIAN_MANAGED", "true")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(password) = password {
