@@ -1,9 +1,11 @@
 //! Against a real API server (the local control plane: `cargo xtask cluster up`, or any
 //! cluster `KUBECONFIG` names). Skips with a printed reason when `KUBECONFIG` is unset.
 //!
-//! The controllers run in-process, scoped to a fresh namespace, and only ever connect to
-//! loopback node addresses. Set `MERIDIAN_TEST_WAIT_READY=1` when the node agent runs
-//! `meridian-node` pods, to also wait for the bootstrap (topology epoch ≥ 1, Ready).
+//! The controllers run in-process, scoped to a fresh namespace, and reach the cache pods
+//! at their pod IPs (routed from this machine on the local cluster). Set
+//! `MERIDIAN_TEST_WAIT_READY=1` when the cluster's nodes run the `meridian-node` image
+//! (`MERIDIAN_NODE_IMAGE`, default the chart's), to also wait for the bootstrap (topology
+//! epoch ≥ 1, Ready).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,17 +120,15 @@ async fn delete_namespace(client: &Client, name: &str) {
 }
 
 fn start_operator(client: &Client, namespace: &str) -> tokio::task::JoinHandle<()> {
-    let ctx = Arc::new(
-        Context::new(
-            client.clone(),
-            Arc::new(Metrics::default()),
-            BuildConfig {
-                default_node_image: "meridian-node".to_string(),
-            },
-            Some("kube-api-test".to_string()),
-        )
-        .with_loopback_only_nodes(true),
-    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(Metrics::default()),
+        BuildConfig {
+            default_node_image: std::env::var("MERIDIAN_NODE_IMAGE")
+                .unwrap_or_else(|_| "ghcr.io/meridian-dev/meridian-node:0.1.0".to_string()),
+        },
+        Some("kube-api-test".to_string()),
+    ));
     let namespace = namespace.to_string();
     tokio::spawn(async move {
         futures::future::join(

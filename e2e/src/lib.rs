@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 mod fixtures;
 mod load;
+mod node_faults;
 mod shard_writer;
 pub use fixtures::*;
 pub use load::*;
+pub use node_faults::*;
 pub use shard_writer::*;
 
 /// The field manager the suite applies its own objects with.
@@ -221,19 +223,30 @@ pub fn describe_pods(pods: &[Pod]) -> String {
         .join("; ")
 }
 
-/// Installs the CRDs and the operator from `manifests/install.yaml` (rendered from the
-/// Helm chart, RBAC included) unless `MERIDIAN_E2E_SKIP_INSTALL` says the cluster already
-/// has them (e.g. installed with `helm install` on kind), then waits for the operator.
+/// The Helm release and namespace the suite installs the operator as.
+pub const RELEASE: &str = "meridian";
+pub const OPERATOR_NAMESPACE: &str = "meridian-system";
+
+/// Installs the CRDs and the operator unless `MERIDIAN_E2E_SKIP_INSTALL` says the cluster
+/// already has them (e.g. installed with `helm install` on kind), then waits for the
+/// operator. With `HELM` (the path of a helm v3 binary, which `cargo xtask test` sets) it is
+/// `helm install` of `charts/meridian`, as users install it; without, `kubectl apply` of
+/// `manifests/install.yaml` (rendered from the same chart, RBAC included).
 pub fn ensure_operator_installed() -> Result<()> {
     if std::env::var_os("MERIDIAN_E2E_SKIP_INSTALL").is_none() {
-        let root = workspace_root();
-        kubectl_run(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            &root.join("manifests/install.yaml").to_string_lossy(),
-        ])?;
+        match std::env::var_os("HELM") {
+            Some(helm) => helm_install(Path::new(&helm))?,
+            None => {
+                let root = workspace_root();
+                kubectl_run(&[
+                    "apply",
+                    "--server-side",
+                    "--force-conflicts",
+                    "-f",
+                    &root.join("manifests/install.yaml").to_string_lossy(),
+                ])?;
+            }
+        }
     }
     for crd in [
         "cacheclusters.cache.meridian.dev",
@@ -255,6 +268,44 @@ pub fn ensure_operator_installed() -> Result<()> {
         "--timeout=180s",
     ])
     .context("the operator Deployment did not become available: is the operator running?")?;
+    Ok(())
+}
+
+/// `helm install` of the chart once per cluster: tests of one binary run in parallel and
+/// helm refuses concurrent operations on one release, so they take turns here, and a
+/// release that is already deployed is left as it is.
+fn helm_install(helm: &Path) -> Result<()> {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = INSTALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let run = |args: &[&str]| -> Result<std::process::Output> {
+        Command::new(helm)
+            .args(args)
+            .output()
+            .with_context(|| format!("cannot run {}", helm.display()))
+    };
+    let deployed = run(&["status", RELEASE, "-n", OPERATOR_NAMESPACE])?;
+    if deployed.status.success() {
+        return Ok(());
+    }
+    let chart = workspace_root().join("charts/meridian");
+    let out = run(&[
+        "install",
+        RELEASE,
+        &chart.to_string_lossy(),
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--create-namespace",
+    ])?;
+    if !out.status.success() {
+        bail!(
+            "helm install {RELEASE} {} failed: {}{}",
+            chart.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     Ok(())
 }
 

@@ -5,31 +5,19 @@
 //! it still holds the old topology; it must be fenced (redirect writes to the new
 //! primary) and rejoin as a replica, and no write acknowledged by `WAIT 1` may be lost.
 //!
-//! Freezing a container's process needs the node: on the local control plane, pods are
-//! processes of the test-fixture agent, whose container IDs carry the pid. Elsewhere
-//! (kind) the scenario skips with the reason.
+//! Freezing a container's process needs the node: the test process must run on the machine
+//! whose nodes run the pods (the local cluster). Elsewhere (kind) the scenario skips with
+//! the reason.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use meridian_e2e::*;
 
 /// Loose bound for the e2e (the goal is 2 s; shared CI machines are slow).
 const WRITE_RESUME_BOUND: Duration = Duration::from_secs(15);
-
-/// The local agent's container IDs: `meridian-local://<pod ip>/<container>/<pid>`.
-fn local_pid(pod: &Pod) -> Option<i32> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    let id = statuses.first()?.container_id.as_deref()?;
-    id.strip_prefix("meridian-local://")?
-        .rsplit('/')
-        .next()?
-        .parse()
-        .ok()
-}
 
 fn pod_ready(pod: &Pod) -> bool {
     pod.status
@@ -40,44 +28,6 @@ fn pod_ready(pod: &Pod) -> bool {
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
         })
-}
-
-/// SIGSTOP on creation, SIGCONT when woken or dropped: a failing test must not leave a
-/// frozen process behind.
-struct Frozen {
-    pid: i32,
-    awake: bool,
-}
-
-impl Frozen {
-    fn freeze(pid: i32) -> Result<Self> {
-        signal("-STOP", pid)?;
-        Ok(Self { pid, awake: false })
-    }
-
-    fn wake(mut self) -> Result<()> {
-        self.awake = true;
-        signal("-CONT", self.pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if !self.awake {
-            let _ = signal("-CONT", self.pid);
-        }
-    }
-}
-
-fn signal(which: &str, pid: i32) -> Result<()> {
-    let status = Command::new("kill")
-        .args([which, &pid.to_string()])
-        .status()
-        .context("running kill")?;
-    if !status.success() {
-        bail!("kill {which} {pid} failed with {status}");
-    }
-    Ok(())
 }
 
 async fn info_replication(endpoint: &str) -> String {
@@ -103,10 +53,10 @@ async fn a_hung_primary_whose_pod_stays_ready_is_replaced_and_fenced_when_it_wak
     let (regions, status) = orders_region_with_replicas(&client, &ns.name).await?;
     let scene = FirstShard::read(&client, &ns.name, &status).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let Some(pid) = local_pid(&pods.get(&scene.primary).await?) else {
+    let Some(pid) = container_pid(&pods.get(&scene.primary).await?, "node") else {
         eprintln!(
-            "SKIP hung_primary: {} has no local-agent container ID; freezing a process \
-             needs the node (the local control plane's agent)",
+            "SKIP hung_primary: the process of {}'s container is not on this machine; \
+             freezing it needs the node (the local cluster)",
             scene.primary
         );
         return Ok(());

@@ -30,7 +30,7 @@ pub fn run() -> Result<()> {
         "deployment/meridian-operator",
         "--timeout=180s",
     ])
-    .context("the operator did not become ready (logs: target/localkube/agent/pods/)")?;
+    .context("the operator did not become ready (`kubectl -n meridian-system logs deploy/meridian-operator`)")?;
     kubectl(&["create", "namespace", DEMO_NAMESPACE]).or_else(|e| {
         if format!("{e}").contains("AlreadyExists") {
             Ok(String::new())
@@ -86,13 +86,47 @@ pub fn run() -> Result<()> {
     let (ip_a, ip_b) = (region_ip("region-a")?, region_ip("region-b")?);
     show_cross_region_invalidation(&ip_a, &ip_b)?;
 
+    // The region's client Service (named like the CacheRegion), reached the way an
+    // application pod would: through kube-proxy's rules on a node.
+    let service_ip = kubectl(&[
+        "-n",
+        DEMO_NAMESPACE,
+        "get",
+        "service",
+        "demo-region-a",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?;
+    let node_netns = cluster::node_netns(0);
+    let through_service = |args: &[&str]| -> Result<String> {
+        util::output(
+            Command::new("ip")
+                .args(["netns", "exec", &node_netns, "redis-cli", "-c"])
+                .args(["-h", &service_ip, "-p", "6379"])
+                .args(args),
+        )
+        .map(|out| out.trim().to_string())
+    };
+    println!("\nThrough region-a's client Service demo-region-a ({service_ip}), from a node:");
+    println!(
+        "  SET via-service yes -> {}",
+        through_service(&["SET", "via-service", "yes"])?
+    );
+    println!(
+        "  GET via-service     -> {}",
+        through_service(&["GET", "via-service"])?
+    );
+
+    println!("\nNodes (kubelet + containerd, one network namespace each):");
+    println!("{}", kubectl(&["get", "nodes", "-o", "wide"])?.trim_end());
+
     let pods = kubectl(&[
         "-n",
         DEMO_NAMESPACE,
         "get",
         "pods",
         "-o",
-        r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}"#,
+        r#"jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName}{"\n"}{end}"#,
     ])?;
     println!("\nMeridian demo is up: two regions (region-a, region-b) of CacheCluster `demo`.\n");
     println!(
@@ -101,7 +135,7 @@ pub fn run() -> Result<()> {
     );
     println!("  alias kubectl={}", cluster::kubectl_path().display());
     println!("  kubectl -n {DEMO_NAMESPACE} get cacheclusters,cacheregions,pods\n");
-    println!("Cache nodes (pods run as local processes, each on its own loopback address):");
+    println!("Cache nodes (pod, pod IP, node; pod IPs are routed from this machine):");
     for line in pods.lines().filter(|l| !l.is_empty()) {
         println!("  {line}");
     }

@@ -5,6 +5,7 @@ mod bench;
 mod cluster;
 mod crds;
 mod demo;
+mod images;
 mod manifests;
 mod test;
 mod test_report;
@@ -26,6 +27,8 @@ enum Cmd {
     Cluster(cluster::ClusterArgs),
     /// Test-fixture node agent that runs scheduled pods as local processes (started by `cluster up`).
     Agent(agent::AgentArgs),
+    /// Build the container images the local cluster runs (OCI archives under target/images).
+    Images(images::ImagesArgs),
     /// Generate CRD YAML into crds/ (or check for drift with --check).
     Crds(crds::CrdsArgs),
     /// Render charts/meridian into manifests/ (or check for drift with --check).
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Cluster(args) => cluster::run(args),
         Cmd::Agent(args) => agent::run(args),
+        Cmd::Images(args) => images::run(args),
         Cmd::Crds(args) => crds::run(args),
         Cmd::Manifests(args) => manifests::run(args),
         Cmd::Test(args) => test::run(args),

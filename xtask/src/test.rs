@@ -4,7 +4,7 @@
 //! local control plane (built once, cached) and the e2e suite against it. The control
 //! plane is always taken down again, also when a step fails.
 
-use crate::{cluster, crds, manifests, test_report, util};
+use crate::{cluster, crds, images, manifests, test_report, util};
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
@@ -59,7 +59,7 @@ pub fn run(args: TestArgs) -> Result<()> {
             .map_err(TestFailure::report);
     }
 
-    step("local control plane");
+    step("local cluster");
     // Tear down also when `up` itself fails halfway, so no component outlives the run.
     let result = cluster::up()
         .map_err(TestFailure::from)
@@ -68,7 +68,7 @@ pub fn run(args: TestArgs) -> Result<()> {
         util::print_cluster_logs_tail();
     }
     if !args.keep_cluster {
-        step("stopping the local control plane");
+        step("stopping the local cluster");
         if let Err(e) = cluster::down() {
             eprintln!("warning: cluster down failed: {e:#}");
         }
@@ -122,12 +122,15 @@ fn test_against_cluster() -> Result<Outcome, TestFailure> {
     let kubeconfig = cluster::kubeconfig_path();
     let kubectl = cluster::kubectl_path();
     let helm = cluster::go_install_helm()?;
-    step("tests against the local control plane");
+    let node_image = format!("{}:{}", images::NODE_REPOSITORY, images::app_version()?);
+    step("tests against the local cluster");
     cargo_test(&[
         ("KUBECONFIG", kubeconfig.to_string_lossy().as_ref()),
         ("KUBECTL", kubectl.to_string_lossy().as_ref()),
         ("HELM", helm.to_string_lossy().as_ref()),
-        // The node agent runs real meridian-node pods, so API tests may wait for bootstrap.
+        // The image `cluster up` built and imported into every node.
+        ("MERIDIAN_NODE_IMAGE", &node_image),
+        // The nodes run real meridian-node pods, so API tests may wait for bootstrap.
         ("MERIDIAN_TEST_WAIT_READY", "1"),
     ])
 }

@@ -54,6 +54,11 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs a command without echoing it; fails with its exit status and standard error.
+pub fn run_quiet(cmd: &mut Command) -> Result<()> {
+    output(cmd).map(drop)
+}
+
 pub fn display(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {

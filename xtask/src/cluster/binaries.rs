@@ -25,6 +25,14 @@ pub const KUBE_COMMANDS: [&str; 4] = [
     "kubectl",
 ];
 
+/// Node components built from the same module and recipe as the control plane.
+pub const KUBE_NODE_COMMANDS: [&str; 2] = ["kubelet", "kube-proxy"];
+/// A containerd release the containerd project supports for Kubernetes 1.35 (RELEASES.md).
+pub const CONTAINERD_VERSION: &str = "v2.2.9";
+/// The runc that containerd v2.2.9 pins in script/setup/runc-version.
+pub const RUNC_VERSION: &str = "v1.3.6";
+pub const COREDNS_VERSION: &str = "v1.14.7";
+
 /// Bumped whenever the build recipe changes, so stale caches are rebuilt.
 const RECIPE: &str = "recipe-1";
 const STAMP: &str = ".meridian-stamp";
@@ -39,6 +47,12 @@ pub fn etcd_path() -> PathBuf {
         .join("bin")
         .join(format!("etcd-{ETCD_VERSION}"))
         .join("etcd")
+}
+
+pub fn kube_node_bin_dir() -> PathBuf {
+    util::cache_dir()
+        .join("bin")
+        .join(format!("{KUBERNETES_VERSION}-node"))
 }
 
 fn helm_bin_dir() -> PathBuf {
@@ -64,18 +78,69 @@ fn write_stamp(dir: &Path, content: &str) -> Result<()> {
 }
 
 fn ensure_kubernetes() -> Result<()> {
-    let out = kube_bin_dir();
+    build_kube_commands(&kube_bin_dir(), &KUBE_COMMANDS, "~15-25 minutes on 2 cores")
+}
+
+/// Builds kubelet and kube-proxy (with the control plane's recipe, in its scratch module)
+/// and returns their directory.
+pub fn ensure_kube_node() -> Result<PathBuf> {
+    let dir = kube_node_bin_dir();
+    build_kube_commands(&dir, &KUBE_NODE_COMMANDS, "a few minutes")?;
+    Ok(dir)
+}
+
+/// The kubernetes module's source (for build/pause/linux/pause.c).
+pub fn kube_module_dir() -> Result<PathBuf> {
+    let go = go_binary()?;
+    Ok(download_module(&go, "k8s.io/kubernetes", KUBERNETES_VERSION)?.dir)
+}
+
+fn build_kube_commands(out: &Path, commands: &[&str], how_long: &str) -> Result<()> {
     let stamp = format!("kubernetes {KUBERNETES_VERSION} {RECIPE}");
-    if stamp_matches(&out, &stamp, &KUBE_COMMANDS) {
+    if stamp_matches(out, &stamp, commands) {
         return Ok(());
     }
     eprintln!(
-        "building Kubernetes {KUBERNETES_VERSION} from source into {} (first time only; ~15-25 minutes on 2 cores)",
+        "building {} {KUBERNETES_VERSION} from source into {} (first time only; {how_long})",
+        commands.join(", "),
         out.display()
     );
     let started = Instant::now();
     let go = go_binary()?;
-    let module = download_module(&go, "k8s.io/kubernetes", KUBERNETES_VERSION)?;
+    let scratch = kube_scratch_module(&go)?;
+    fs::create_dir_all(out)?;
+
+    let mut cmd = go_command(&go);
+    cmd.current_dir(&scratch)
+        .args(["build", "-mod=mod", "-trimpath"])
+        .arg(format!("-ldflags={}", kube_ldflags()))
+        .arg("-o")
+        .arg(format!("{}/", out.display()));
+    cmd.args(
+        commands
+            .iter()
+            .map(|c| format!("k8s.io/kubernetes/cmd/{c}")),
+    );
+    util::run(&mut cmd).context("building Kubernetes failed")?;
+
+    let first = commands.first().context("no command to build")?;
+    let version = util::output(Command::new(out.join(first)).arg("--version"))?;
+    if !version.contains(KUBERNETES_VERSION) {
+        bail!("built {first} reports {version:?}, expected {KUBERNETES_VERSION}");
+    }
+    write_stamp(out, &stamp)?;
+    eprintln!(
+        "built {} in {:.1} minutes",
+        commands.join(", "),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
+}
+
+/// A module that requires k8s.io/kubernetes and points its staging modules at their
+/// released versions (what the repository's own replace directives do in-tree).
+fn kube_scratch_module(go: &Path) -> Result<PathBuf> {
+    let module = download_module(go, "k8s.io/kubernetes", KUBERNETES_VERSION)?;
     check_etcd_pin(&module.dir)?;
 
     let staging_version = staging_version(KUBERNETES_VERSION)?;
@@ -96,28 +161,155 @@ fn ensure_kubernetes() -> Result<()> {
     }
     let scratch = util::cache_dir().join("k8s-build").join(KUBERNETES_VERSION);
     fs::create_dir_all(&scratch)?;
-    fs::write(scratch.join("go.mod"), go_mod)?;
-    fs::create_dir_all(&out)?;
-
-    let mut cmd = go_command(&go);
-    cmd.current_dir(&scratch)
-        .args(["build", "-mod=mod", "-trimpath"])
-        .arg(format!("-ldflags={}", kube_ldflags()))
-        .arg("-o")
-        .arg(format!("{}/", out.display()));
-    cmd.args(KUBE_COMMANDS.map(|c| format!("k8s.io/kubernetes/cmd/{c}")));
-    util::run(&mut cmd).context("building Kubernetes failed")?;
-
-    let version = util::output(Command::new(out.join("kube-apiserver")).arg("--version"))?;
-    if !version.contains(KUBERNETES_VERSION) {
-        bail!("built kube-apiserver reports {version:?}, expected {KUBERNETES_VERSION}");
+    // `go build -mod=mod` adds the resolved requirements; keep them when nothing changed.
+    let go_mod_path = scratch.join("go.mod");
+    let current = fs::read_to_string(&go_mod_path).unwrap_or_default();
+    if !current.starts_with(&go_mod) {
+        fs::write(&go_mod_path, go_mod)?;
     }
-    write_stamp(&out, &stamp)?;
-    eprintln!(
-        "built Kubernetes {KUBERNETES_VERSION} in {:.1} minutes",
-        started.elapsed().as_secs_f64() / 60.0
-    );
-    Ok(())
+    Ok(scratch)
+}
+
+/// Builds `packages` of `module@version` in a scratch module into `out` (skipped when the
+/// stamp says they are there). `cgo` builds need a C toolchain and the named dev headers.
+struct GoBuild<'a> {
+    name: &'a str,
+    module: &'a str,
+    version: &'a str,
+    packages: &'a [&'a str],
+    tags: &'a str,
+    ldflags: String,
+    cgo: bool,
+}
+
+impl GoBuild<'_> {
+    fn ensure(&self, out: &Path) -> Result<()> {
+        let files: Vec<&str> = self
+            .packages
+            .iter()
+            .map(|p| p.rsplit('/').next().unwrap_or(p))
+            .collect();
+        let stamp = format!(
+            "{} {} {RECIPE} tags={} ldflags={}",
+            self.module, self.version, self.tags, self.ldflags
+        );
+        if stamp_matches(out, &stamp, &files) {
+            return Ok(());
+        }
+        eprintln!(
+            "building {} {} from its Go module into {} (first time only; a few minutes)",
+            self.name,
+            self.version,
+            out.display()
+        );
+        let started = Instant::now();
+        let go = go_binary()?;
+        let scratch = util::cache_dir()
+            .join(format!("{}-build", self.name))
+            .join(self.version);
+        fs::create_dir_all(&scratch)?;
+        fs::create_dir_all(out)?;
+        fs::write(
+            scratch.join("go.mod"),
+            format!(
+                "module meridian.dev/{}-build\n\ngo 1.25.0\n\nrequire {} {}\n",
+                self.name, self.module, self.version
+            ),
+        )?;
+        let mut cmd = go_command(&go);
+        cmd.current_dir(&scratch)
+            .env("CGO_ENABLED", if self.cgo { "1" } else { "0" })
+            .args(["build", "-mod=mod", "-trimpath"])
+            .arg(format!("-tags={}", self.tags))
+            .arg(format!("-ldflags={}", self.ldflags))
+            .arg("-o")
+            .arg(format!("{}/", out.display()))
+            .args(self.packages);
+        util::run(&mut cmd).with_context(|| format!("building {} failed", self.name))?;
+        write_stamp(out, &stamp)?;
+        eprintln!(
+            "built {} in {:.1} minutes",
+            self.name,
+            started.elapsed().as_secs_f64() / 60.0
+        );
+        Ok(())
+    }
+}
+
+pub fn containerd_dir() -> PathBuf {
+    util::cache_dir()
+        .join("bin")
+        .join(format!("containerd-{CONTAINERD_VERSION}"))
+}
+
+pub fn runc_dir() -> PathBuf {
+    util::cache_dir()
+        .join("bin")
+        .join(format!("runc-{RUNC_VERSION}"))
+}
+
+/// containerd, its runc shim and ctr; returns their directory.
+pub fn ensure_containerd() -> Result<PathBuf> {
+    let out = containerd_dir();
+    GoBuild {
+        name: "containerd",
+        module: "github.com/containerd/containerd/v2",
+        version: CONTAINERD_VERSION,
+        packages: &[
+            "github.com/containerd/containerd/v2/cmd/containerd",
+            "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+            "github.com/containerd/containerd/v2/cmd/ctr",
+        ],
+        // What containerd's Makefile sets, less btrfs (no headers needed, no btrfs here).
+        tags: "urfave_cli_no_docs,no_btrfs",
+        ldflags: format!(
+            "-s -w -X github.com/containerd/containerd/v2/version.Version={CONTAINERD_VERSION}"
+        ),
+        cgo: false,
+    }
+    .ensure(&out)?;
+    Ok(out)
+}
+
+/// runc (cgo, with seccomp); returns the binary.
+pub fn ensure_runc() -> Result<PathBuf> {
+    util::ensure_apt(&[("gcc", "gcc"), ("pkg-config", "pkg-config")])?;
+    if !Path::new("/usr/include/seccomp.h").is_file() {
+        util::ensure_apt(&[("libseccomp-dev-is-missing", "libseccomp-dev")])?;
+    }
+    let out = runc_dir();
+    GoBuild {
+        name: "runc",
+        module: "github.com/opencontainers/runc",
+        version: RUNC_VERSION,
+        packages: &["github.com/opencontainers/runc"],
+        tags: "seccomp,urfave_cli_no_docs",
+        ldflags: format!(
+            "-s -w -X main.version={}",
+            RUNC_VERSION.trim_start_matches('v')
+        ),
+        cgo: true,
+    }
+    .ensure(&out)?;
+    Ok(out.join("runc"))
+}
+
+/// CoreDNS for cluster DNS; returns the binary.
+pub fn ensure_coredns() -> Result<PathBuf> {
+    let out = util::cache_dir()
+        .join("bin")
+        .join(format!("coredns-{COREDNS_VERSION}"));
+    GoBuild {
+        name: "coredns",
+        module: "github.com/coredns/coredns",
+        version: COREDNS_VERSION,
+        packages: &["github.com/coredns/coredns"],
+        tags: "",
+        ldflags: "-s -w".into(),
+        cgo: false,
+    }
+    .ensure(&out)?;
+    Ok(out.join("coredns"))
 }
 
 fn ensure_etcd() -> Result<()> {

@@ -10,13 +10,16 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use std::borrow::Cow;
 use std::fs;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
-/// Subject alternative names of the API server's serving certificate.
-const APISERVER_SANS: [&str; 6] = [
+/// Subject alternative names of the API server's serving certificate: loopback, the
+/// address nodes and pods reach it at, and the `kubernetes` Service.
+const APISERVER_SANS: [&str; 7] = [
     "127.0.0.1",
+    super::network::HOST_IP,
     "localhost",
     "kubernetes",
     "kubernetes.default",
@@ -26,43 +29,79 @@ const APISERVER_SANS: [&str; 6] = [
 
 /// A client identity: file stem, common name (user) and organisation (group).
 pub struct ClientIdentity {
-    pub name: &'static str,
-    pub common_name: &'static str,
+    pub name: Cow<'static, str>,
+    pub common_name: Cow<'static, str>,
     pub organisation: Option<&'static str>,
 }
 
-pub const ADMIN: ClientIdentity = ClientIdentity {
-    name: "admin",
-    common_name: "kubernetes-admin",
-    organisation: Some("system:masters"),
-};
-pub const CONTROLLER_MANAGER: ClientIdentity = ClientIdentity {
-    name: "controller-manager",
-    common_name: "system:kube-controller-manager",
-    organisation: None,
-};
-pub const SCHEDULER: ClientIdentity = ClientIdentity {
-    name: "scheduler",
-    common_name: "system:kube-scheduler",
-    organisation: None,
-};
+impl ClientIdentity {
+    const fn fixed(
+        name: &'static str,
+        common_name: &'static str,
+        organisation: Option<&'static str>,
+    ) -> Self {
+        ClientIdentity {
+            name: Cow::Borrowed(name),
+            common_name: Cow::Borrowed(common_name),
+            organisation,
+        }
+    }
+
+    /// A kubelet's identity: `system:node:<node>` in `system:nodes`, what the Node
+    /// authorizer and the NodeRestriction admission plugin expect.
+    pub fn node(node: &str) -> Self {
+        ClientIdentity {
+            name: Cow::Owned(format!("node-{node}")),
+            common_name: Cow::Owned(format!("system:node:{node}")),
+            organisation: Some("system:nodes"),
+        }
+    }
+}
+
+pub static ADMIN: ClientIdentity =
+    ClientIdentity::fixed("admin", "kubernetes-admin", Some("system:masters"));
+pub static CONTROLLER_MANAGER: ClientIdentity =
+    ClientIdentity::fixed("controller-manager", "system:kube-controller-manager", None);
+pub static SCHEDULER: ClientIdentity =
+    ClientIdentity::fixed("scheduler", "system:kube-scheduler", None);
+/// kube-proxy's user, bound to `system:node-proxier` by the API server's default RBAC.
+pub static KUBE_PROXY: ClientIdentity =
+    ClientIdentity::fixed("kube-proxy", "system:kube-proxy", None);
+/// The API server's identity towards kubelets (logs, exec, port-forward).
+pub static KUBELET_CLIENT: ClientIdentity = ClientIdentity::fixed(
+    "apiserver-kubelet-client",
+    "kube-apiserver-kubelet-client",
+    Some("system:masters"),
+);
 /// The API server's identity towards aggregated API servers, signed by the front-proxy CA.
-pub const FRONT_PROXY_CLIENT: ClientIdentity = ClientIdentity {
-    name: "front-proxy-client",
-    common_name: "front-proxy-client",
-    organisation: None,
-};
+pub static FRONT_PROXY_CLIENT: ClientIdentity =
+    ClientIdentity::fixed("front-proxy-client", "front-proxy-client", None);
 
 /// Paths of every PKI file below `<state>/pki`.
 pub struct Pki {
     pub dir: PathBuf,
+    /// Kubelet identities to issue, one per node.
+    nodes: Vec<ClientIdentity>,
 }
 
 impl Pki {
-    pub fn new(state: &Path) -> Self {
+    pub fn new(state: &Path, nodes: &[&str]) -> Self {
         Pki {
             dir: state.join("pki"),
+            nodes: nodes.iter().map(|n| ClientIdentity::node(n)).collect(),
         }
+    }
+
+    fn clients(&self) -> impl Iterator<Item = &ClientIdentity> {
+        [
+            &ADMIN,
+            &CONTROLLER_MANAGER,
+            &SCHEDULER,
+            &KUBE_PROXY,
+            &KUBELET_CLIENT,
+        ]
+        .into_iter()
+        .chain(&self.nodes)
     }
     pub fn ca_cert(&self) -> PathBuf {
         self.dir.join("ca.crt")
@@ -106,7 +145,7 @@ impl Pki {
             self.client_cert(&FRONT_PROXY_CLIENT),
             self.client_key(&FRONT_PROXY_CLIENT),
         ];
-        for who in [&ADMIN, &CONTROLLER_MANAGER, &SCHEDULER] {
+        for who in self.clients() {
             files.push(self.client_cert(who));
             files.push(self.client_key(who));
         }
@@ -148,7 +187,7 @@ impl Pki {
         write_secret(&self.apiserver_key(), &server_key.serialize_pem())?;
         fs::write(self.apiserver_cert(), server_cert.pem())?;
 
-        for who in [&ADMIN, &CONTROLLER_MANAGER, &SCHEDULER] {
+        for who in self.clients() {
             self.client(who, &ca)?;
         }
 
@@ -161,7 +200,7 @@ impl Pki {
 
     fn client(&self, who: &ClientIdentity, ca: &Issuer<'_, KeyPair>) -> Result<()> {
         let key = KeyPair::generate()?;
-        let mut params = base_params(who.common_name, who.organisation)?;
+        let mut params = base_params(&who.common_name, who.organisation)?;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -200,7 +239,7 @@ contexts:
 current-context: meridian-local
 ",
             ca = b64(self.ca_cert())?,
-            user = who.name,
+            user = &who.name,
             cert = b64(self.client_cert(who))?,
             key = b64(self.client_key(who))?,
         );
@@ -273,7 +312,7 @@ mod tests {
     #[test]
     fn generates_every_file_once_and_reuses_them() -> Result<()> {
         let state = temp_dir("reuse");
-        let pki = Pki::new(&state);
+        let pki = Pki::new(&state, &["node-1"]);
         pki.ensure()?;
         for f in pki.all_files() {
             assert!(f.is_file(), "{} missing", f.display());
@@ -296,7 +335,7 @@ mod tests {
             return Ok(());
         }
         let state = temp_dir("openssl");
-        let pki = Pki::new(&state);
+        let pki = Pki::new(&state, &["meridian-region-a-1"]);
         pki.ensure()?;
         let text = |args: &[&str]| -> Result<String> {
             crate::util::output(std::process::Command::new("openssl").args(args))
@@ -319,9 +358,23 @@ mod tests {
             "IP Address:10.96.0.1",
             "DNS:kubernetes.default.svc",
             "IP Address:127.0.0.1",
+            "IP Address:10.240.0.1",
         ] {
             assert!(server.contains(san), "{server}");
         }
+        let node = text(&[
+            "x509",
+            "-noout",
+            "-subject",
+            "-in",
+            &pki.client_cert(&ClientIdentity::node("meridian-region-a-1"))
+                .to_string_lossy(),
+        ])?;
+        assert!(
+            node.contains("CN = system:node:meridian-region-a-1")
+                && node.contains("O = system:nodes"),
+            "{node}"
+        );
         let admin = text(&[
             "x509",
             "-noout",

@@ -13,22 +13,40 @@ use std::time::{Duration, Instant};
 /// Lines of a component's log shown when it fails.
 const LOG_TAIL_LINES: usize = 30;
 
-/// One control-plane process: its name (pid and log file stem) and the program it runs.
+/// One cluster process: its name (pid and log file stem) and the program it runs.
 pub struct Component {
-    pub name: &'static str,
+    pub name: String,
     pub program: PathBuf,
     pub pid_file: PathBuf,
     pub log_file: PathBuf,
+    /// A network namespace (a file under /run/netns) the process runs in.
+    netns: Option<PathBuf>,
+    envs: Vec<(String, String)>,
 }
 
 impl Component {
-    pub fn new(state: &Path, name: &'static str, program: PathBuf) -> Self {
+    pub fn new(state: &Path, name: impl Into<String>, program: PathBuf) -> Self {
+        let name = name.into();
         Component {
-            name,
-            program,
             pid_file: state.join("pids").join(format!("{name}.pid")),
             log_file: state.join("logs").join(format!("{name}.log")),
+            name,
+            program,
+            netns: None,
+            envs: Vec::new(),
         }
+    }
+
+    /// Runs the process in the network namespace at `netns` (and only that namespace: it
+    /// shares the host's mounts, which kubelet and containerd must both see).
+    pub fn in_netns(mut self, netns: PathBuf) -> Self {
+        self.netns = Some(netns);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.envs.push((key.to_string(), value.into()));
+        self
     }
 
     /// Starts `args` in a new session (so terminal signals and the xtask's exit leave it
@@ -47,13 +65,29 @@ impl Component {
             .with_context(|| format!("cannot open {}", self.log_file.display()))?;
         let mut cmd = Command::new(&self.program);
         cmd.args(args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        // Opened here, entered in the child: kept open until the child has exec'd.
+        let netns = self
+            .netns
+            .as_ref()
+            .map(|path| {
+                fs::File::open(path)
+                    .with_context(|| format!("cannot open network namespace {}", path.display()))
+            })
+            .transpose()?;
+        let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        // SAFETY: setsid and setns are async-signal-safe and touch no memory of the parent.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if let Some(fd) = netns_fd {
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)?;
+                }
                 Ok(())
             });
         }
@@ -66,6 +100,7 @@ impl Component {
         // Not waited for: the process outlives this command. While xtask runs, an exited
         // child is a zombie, which `running_pid` treats as dead.
         drop(child);
+        drop(netns);
         Ok(pid)
     }
 
