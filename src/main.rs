@@ -59,10 +59,6 @@ struct Args {
     #[arg(long, env = "MERIDIAN_DISABLE_LEADER_ELECTION")]
     disable_leader_election: bool,
 
-    /// Only connect to cache nodes whose pod IP is a loopback address (local test clusters).
-    #[arg(long, env = "MERIDIAN_LOOPBACK_ONLY_NODES")]
-    loopback_only_nodes: bool,
-
     /// Log format: json or text.
     #[arg(long, env = "MERIDIAN_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -167,17 +163,14 @@ async fn main() -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let ctx = Arc::new(
-        Context::new(
-            client.clone(),
-            metrics.clone(),
-            BuildConfig {
-                default_node_image: args.node_image.clone(),
-            },
-            Some(identity.clone()),
-        )
-        .with_loopback_only_nodes(args.loopback_only_nodes),
-    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        BuildConfig {
+            default_node_image: args.node_image.clone(),
+        },
+        Some(identity.clone()),
+    ));
     let controllers = futures::future::join(
         controller::region::run(ctx.clone(), args.namespace.clone()),
         controller::cluster::run(ctx.clone(), args.namespace.clone()),

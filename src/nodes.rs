@@ -100,19 +100,8 @@ pub struct NodeConnection {
 
 impl NodeConnection {
     /// Connects (with timeouts) and authenticates when `password` is set.
-    pub async fn open(
-        node: &NodeAddr,
-        password: Option<&str>,
-        loopback_only: bool,
-    ) -> Result<NodeConnection, Error> {
-        Self::open_with_timeout(
-            node,
-            password,
-            loopback_only,
-            CONNECT_TIMEOUT,
-            RESPONSE_TIMEOUT,
-        )
-        .await
+    pub async fn open(node: &NodeAddr, password: Option<&str>) -> Result<NodeConnection, Error> {
+        Self::open_with_timeout(node, password, CONNECT_TIMEOUT, RESPONSE_TIMEOUT).await
     }
 
     /// Like [`NodeConnection::open`] with explicit timeouts (probes use short ones so a
@@ -120,19 +109,10 @@ impl NodeConnection {
     pub async fn open_with_timeout(
         node: &NodeAddr,
         password: Option<&str>,
-        loopback_only: bool,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<NodeConnection, Error> {
         let endpoint = node.endpoint();
-        if loopback_only && !is_loopback(&node.ip) {
-            return Err(Error::NodeTopology {
-                node: node.id.clone(),
-                detail: format!(
-                    "refusing to connect to non-loopback address {endpoint} (loopback-only mode)"
-                ),
-            });
-        }
         let fail = |source| Error::Node {
             node: node.id.clone(),
             endpoint: endpoint.clone(),
@@ -260,16 +240,8 @@ impl NodeConnection {
     pub async fn open_for_migration(
         node: &NodeAddr,
         password: Option<&str>,
-        loopback_only: bool,
     ) -> Result<NodeConnection, Error> {
-        Self::open_with_timeout(
-            node,
-            password,
-            loopback_only,
-            CONNECT_TIMEOUT,
-            MIGRATION_RESPONSE_TIMEOUT,
-        )
-        .await
+        Self::open_with_timeout(node, password, CONNECT_TIMEOUT, MIGRATION_RESPONSE_TIMEOUT).await
     }
 
     /// The slots the node reports MIGRATING / IMPORTING (its `CLUSTER NODES` line).
@@ -431,23 +403,9 @@ fn is_stale_epoch(error: &redis::RedisError) -> bool {
     error.code() == Some("STALEEPOCH") || error.to_string().contains("STALEEPOCH")
 }
 
-/// Whether `ip` parses as a loopback address (127.0.0.0/8 or ::1).
-pub fn is_loopback(ip: &str) -> bool {
-    ip.parse::<std::net::IpAddr>()
-        .is_ok_and(|address| address.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_detection() {
-        assert!(is_loopback("127.0.10.7"));
-        assert!(is_loopback("::1"));
-        assert!(!is_loopback("10.0.0.1"));
-        assert!(!is_loopback("not-an-ip"));
-    }
 
     #[test]
     fn parses_info_replication_of_primary_and_replica() {
@@ -477,16 +435,5 @@ mod tests {
         assert_eq!(replica.master_host, "127.0.11.4");
         assert_eq!(replica.offset, 17);
         assert!(replica.link_up);
-    }
-
-    #[tokio::test]
-    async fn loopback_only_mode_refuses_other_addresses_without_connecting() {
-        let node = NodeAddr {
-            id: "orders-eu-0-0".into(),
-            ip: "10.1.2.3".into(),
-            port: 6379,
-        };
-        let result = NodeConnection::open(&node, None, true).await;
-        assert!(matches!(result, Err(Error::NodeTopology { .. })));
     }
 }

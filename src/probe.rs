@@ -138,16 +138,10 @@ impl PrimaryProbes {
     }
 }
 
-async fn probe_once(node: &NodeAddr, password: Option<&str>, loopback_only: bool) -> bool {
+async fn probe_once(node: &NodeAddr, password: Option<&str>) -> bool {
     let attempt = async {
-        let mut connection = NodeConnection::open_with_timeout(
-            node,
-            password,
-            loopback_only,
-            PROBE_TIMEOUT,
-            PROBE_TIMEOUT,
-        )
-        .await?;
+        let mut connection =
+            NodeConnection::open_with_timeout(node, password, PROBE_TIMEOUT, PROBE_TIMEOUT).await?;
         connection.ping().await
     };
     // The outer timeout also bounds the connect + AUTH handshake.
@@ -159,7 +153,7 @@ async fn probe_once(node: &NodeAddr, password: Option<&str>, loopback_only: bool
 
 /// Probes every watched primary each [`PROBE_INTERVAL`]; sends on `trigger` when a
 /// primary crosses the failure threshold. Runs until the receiver is dropped.
-pub async fn run(probes: Arc<PrimaryProbes>, loopback_only: bool, mut trigger: mpsc::Sender<()>) {
+pub async fn run(probes: Arc<PrimaryProbes>, mut trigger: mpsc::Sender<()>) {
     let mut ticker = tokio::time::interval(PROBE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -167,10 +161,7 @@ pub async fn run(probes: Arc<PrimaryProbes>, loopback_only: bool, mut trigger: m
         let targets = probes.snapshot();
         let results =
             futures::future::join_all(targets.iter().map(|(node, password)| async move {
-                (
-                    node,
-                    probe_once(node, password.as_deref(), loopback_only).await,
-                )
+                (node, probe_once(node, password.as_deref()).await)
             }))
             .await;
         let mut crossed = false;

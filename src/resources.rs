@@ -380,9 +380,8 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
 
 fn node_env(plan: &RegionPlan<'_>, shard: u16) -> Vec<EnvVar> {
     let mut env = vec![
-        // Pods of the local test cluster share hosts with their own loopback IPs:
-        // the node binds its pod IP, never 0.0.0.0.
-        field_env("MERIDIAN_BIND", "status.podIP"),
+        // No MERIDIAN_BIND: the node listens on every address of its pod (the default
+        // 0.0.0.0), so `kubectl port-forward`, which dials localhost inside the pod, works.
         field_env("MERIDIAN_NODE_ID", "metadata.name"),
         EnvVar {
             name: "MERIDIAN_SHARD".to_string(),

@@ -37,7 +37,7 @@ fn one_shard(epoch: u64, primary: &NodeAddr, replicas: &[&NodeAddr]) -> Topology
 async fn connect_all(nodes: &[&Node]) -> HashMap<String, NodeConnection> {
     let mut connections = HashMap::new();
     for node in nodes {
-        let connection = NodeConnection::open(&node.addr, None, true).await.unwrap();
+        let connection = NodeConnection::open(&node.addr, None).await.unwrap();
         connections.insert(node.addr.id.clone(), connection);
     }
     connections

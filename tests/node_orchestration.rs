@@ -58,7 +58,7 @@ async fn bootstrap_push_get_stale_epoch_and_replica_attach() {
     let mut connections = Vec::new();
     let mut reports = Vec::new();
     for node in [&primary, &replica] {
-        let mut connection = NodeConnection::open(&node.addr, None, true).await.unwrap();
+        let mut connection = NodeConnection::open(&node.addr, None).await.unwrap();
         reports.push(NodeReport {
             pod: node.addr.id.clone(),
             map: connection.topology().await.unwrap(),
@@ -147,11 +147,11 @@ async fn auth_is_sent_when_the_cluster_has_a_password() {
         return;
     };
     let node = start_node(&binary, "secure-0-0", Some("s3cret")).await;
-    let mut authed = NodeConnection::open(&node.addr, Some("s3cret"), true)
+    let mut authed = NodeConnection::open(&node.addr, Some("s3cret"))
         .await
         .unwrap();
     assert_eq!(authed.topology().await.unwrap(), None);
-    let refused = match NodeConnection::open(&node.addr, None, true).await {
+    let refused = match NodeConnection::open(&node.addr, None).await {
         Ok(mut connection) => connection.topology().await.is_err(),
         Err(_) => true,
     };
@@ -183,10 +183,10 @@ async fn region_links_are_pushed_idempotently_and_carry_invalidations() {
     };
     let node_a = start_node_with(&binary, "demo-a-0-0", Some("pw"), &env("region-a", link_a)).await;
     let node_b = start_node_with(&binary, "demo-b-0-0", Some("pw"), &env("region-b", link_b)).await;
-    let mut a = NodeConnection::open(&node_a.addr, Some("pw"), true)
+    let mut a = NodeConnection::open(&node_a.addr, Some("pw"))
         .await
         .unwrap();
-    let mut b = NodeConnection::open(&node_b.addr, Some("pw"), true)
+    let mut b = NodeConnection::open(&node_b.addr, Some("pw"))
         .await
         .unwrap();
     // Sibling pods' IPs carry the default link port; these nodes share 127.0.0.1, so the

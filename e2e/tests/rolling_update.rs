@@ -14,7 +14,8 @@ use meridian_e2e::*;
 
 const CLUSTER_NAME: &str = "rolling";
 const REGION_NAME: &str = "rolling-a";
-/// Same binary (the local node agent maps images by name), new pod template.
+/// The same image under a second tag (`cargo xtask cluster up` imports both), so the pod
+/// template changes and every pod is replaced.
 const NEW_IMAGE: &str = "ghcr.io/meridian-dev/meridian-node:e2e-rolled";
 const PRELOAD: usize = 1000;
 const TIMEOUT: Duration = Duration::from_secs(420);

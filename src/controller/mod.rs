@@ -27,9 +27,6 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub build: BuildConfig,
-    /// Refuse to talk to nodes whose pod IP is not a loopback address (test clusters
-    /// whose pods live on 127.0.0.0/8; a guard against reaching anything else).
-    pub loopback_only_nodes: bool,
     /// Direct probes of shard primaries (filled by reconciles, run by the region controller).
     pub probes: Arc<PrimaryProbes>,
     /// Consecutive failures per object, for the error policy's backoff.
@@ -52,16 +49,9 @@ impl Context {
             client,
             metrics,
             build,
-            loopback_only_nodes: false,
             probes: Arc::new(PrimaryProbes::default()),
             failures: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Only connect to nodes on loopback addresses.
-    pub fn with_loopback_only_nodes(mut self, loopback_only: bool) -> Context {
-        self.loopback_only_nodes = loopback_only;
-        self
     }
 
     /// Publishes an event; failing to do so is logged, never fatal.

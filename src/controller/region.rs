@@ -148,11 +148,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     ));
     // Probe failures trigger a reconcile of every region; the reconcile decides.
     let (probe_trigger, probe_events) = futures::channel::mpsc::channel(4);
-    tokio::spawn(crate::probe::run(
-        ctx.probes.clone(),
-        ctx.loopback_only_nodes,
-        probe_trigger,
-    ));
+    tokio::spawn(crate::probe::run(ctx.probes.clone(), probe_trigger));
     let controller =
         Controller::new(regions, watcher::Config::default()).reconcile_all_on(probe_events);
     let store = controller.store();
@@ -469,7 +465,6 @@ async fn query_each_pod<T>(
                 let mut connection = NodeConnection::open_with_timeout(
                     &addr,
                     password,
-                    ctx.loopback_only_nodes,
                     NODE_CONNECT_TIMEOUT,
                     response_timeout,
                 )
@@ -1193,14 +1188,9 @@ async fn reshard_region(
                     .await;
                 }
                 let mut source_connection =
-                    NodeConnection::open_for_migration(&source, password, ctx.loopback_only_nodes)
-                        .await?;
-                let mut destination_connection = NodeConnection::open_for_migration(
-                    &destination,
-                    password,
-                    ctx.loopback_only_nodes,
-                )
-                .await?;
+                    NodeConnection::open_for_migration(&source, password).await?;
+                let mut destination_connection =
+                    NodeConnection::open_for_migration(&destination, password).await?;
                 let keys = nodes::move_slots(
                     &mut source_connection,
                     &source,

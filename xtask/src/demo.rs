@@ -10,7 +10,6 @@ pub const DEMO_NAMESPACE: &str = "meridian-demo";
 pub fn run() -> Result<()> {
     let root = util::workspace_root();
     util::ensure_tools()?;
-    util::build_binaries()?;
     cluster::up()?;
     let kubectl = |args: &[&str]| -> Result<String> {
         util::output(

@@ -1,6 +1,5 @@
 //! Project automation: `cargo xtask <command>`.
 
-mod agent;
 mod bench;
 mod cluster;
 mod crds;
@@ -23,10 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Local Kubernetes control plane built from upstream binaries.
+    /// Local Kubernetes cluster (control plane and real nodes) built from upstream sources.
     Cluster(cluster::ClusterArgs),
-    /// Test-fixture node agent that runs scheduled pods as local processes (started by `cluster up`).
-    Agent(agent::AgentArgs),
     /// Build the container images the local cluster runs (OCI archives under target/images).
     Images(images::ImagesArgs),
     /// Generate CRD YAML into crds/ (or check for drift with --check).
@@ -48,7 +45,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Cluster(args) => cluster::run(args),
-        Cmd::Agent(args) => agent::run(args),
         Cmd::Images(args) => images::run(args),
         Cmd::Crds(args) => crds::run(args),
         Cmd::Manifests(args) => manifests::run(args),

@@ -49,7 +49,7 @@ pub fn run(args: TestArgs) -> Result<()> {
             "warnings",
         ]))?;
     }
-    step("build binaries used as pod images");
+    step("build the binaries the process tests start");
     util::build_binaries()?;
 
     if args.no_cluster {

@@ -117,13 +117,7 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Where the binaries that stand in for container images are built; the node agent
-/// maps an image name such as `ghcr.io/meridian-dev/meridian-node:0.1.0` to `<bin_dir>/meridian-node`.
-pub fn bin_dir() -> PathBuf {
-    target_dir().join("debug")
-}
-
-/// Builds the binaries the local cluster runs as pods.
+/// Builds the debug binaries that the operator's process tests start (`tests/common`).
 pub fn build_binaries() -> Result<()> {
     run(Command::new("cargo").current_dir(workspace_root()).args([
         "build",

@@ -197,25 +197,25 @@ pub fn down(nodes: &[NodeNet]) -> Result<()> {
     let mut failures = Vec::new();
     for net in nodes {
         let _ = ip(&["route", "del", &net.pod_cidr()]);
-        if link_exists(&net.host_veth()) {
-            if let Err(e) = ip(&["link", "del", &net.host_veth()]) {
-                failures.push(format!("{e:#}"));
-            }
+        if link_exists(&net.host_veth())
+            && let Err(e) = ip(&["link", "del", &net.host_veth()])
+        {
+            failures.push(format!("{e:#}"));
         }
-        if net.netns_path().exists() {
-            if let Err(e) = ip(&["netns", "del", &net.netns()]) {
-                failures.push(format!("{e:#}"));
-            }
+        if net.netns_path().exists()
+            && let Err(e) = ip(&["netns", "del", &net.netns()])
+        {
+            failures.push(format!("{e:#}"));
         }
     }
     let accept = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"];
     while util::run_quiet(Command::new("iptables").arg("-C").args(accept)).is_ok() {
         util::run_quiet(Command::new("iptables").arg("-D").args(accept))?;
     }
-    if link_exists(BRIDGE) {
-        if let Err(e) = ip(&["link", "del", BRIDGE]) {
-            failures.push(format!("{e:#}"));
-        }
+    if link_exists(BRIDGE)
+        && let Err(e) = ip(&["link", "del", BRIDGE])
+    {
+        failures.push(format!("{e:#}"));
     }
     if !failures.is_empty() {
         bail!("cannot remove the node network:\n{}", failures.join("\n"));
