@@ -216,38 +216,121 @@ impl RegionView<'_> {
     }
 }
 
-/// Waits until a resharding towards `shards` shards has moved some slots and returns
-/// the status at that moment with its progress, to disturb the region mid-migration.
-/// Fails when the resharding finished first (`scaled_at`: when the change was made).
+/// A resharding caught in the middle: the region's status, the progress seen on the
+/// nodes, and the endpoints of the primaries that took slots so far.
+pub struct MidResharding {
+    pub status: CacheRegionStatus,
+    pub progress: meridian_api::ReshardingStatus,
+    pub destinations: Vec<String>,
+}
+
+/// Waits until a resharding towards `shards` shards has moved some slots, but not all,
+/// and returns what it saw at that moment, to disturb the region mid-migration. `primaries` are the endpoints of the primaries serving before the
+/// change (`scaled_at`: when it was made).
+///
+/// Progress is read from the nodes' own slot map (`CLUSTER SLOTS` every 50 ms), not from
+/// `status.resharding`: the operator writes status once per 3 s resharding budget, and
+/// release-built nodes move a region's slots in less than that.
 pub async fn wait_mid_resharding(
     regions: &Api<CacheRegion>,
     name: &str,
     shards: usize,
+    primaries: &[String],
     scaled_at: Instant,
-) -> Result<(CacheRegionStatus, meridian_api::ReshardingStatus)> {
-    let status = wait_region(
-        regions,
-        name,
-        "status.resharding reporting moved slots",
-        Duration::from_secs(180),
-        |view| {
-            view.settled(shards)
-                || view
+) -> Result<MidResharding> {
+    const ALL_SLOTS: usize = 16384;
+    let from_shards = primaries.len();
+    // The original primaries keep about `from / to` of the slots.
+    let to_move = ALL_SLOTS * shards.saturating_sub(from_shards) / shards.max(1);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = String::from("(no node answered yet)");
+    loop {
+        if Instant::now() > deadline {
+            bail!("no slot moved within 180 s of the scale-out; last seen: {last}");
+        }
+        if let Some((moved, destinations)) = slots_moved_away(primaries).await {
+            last = format!("{moved} of ~{to_move} slots moved");
+            if moved > 0 {
+                // A slot map can be one batch (at most 128 slots) short of the plan's.
+                if moved + 128 >= to_move {
+                    bail!(
+                        "the resharding finished within {:?} ({last}), before the test could \
+                         disturb it",
+                        scaled_at.elapsed()
+                    );
+                }
+                let status = regions
+                    .get(name)
+                    .await?
                     .status
-                    .resharding
-                    .as_ref()
-                    .is_some_and(|progress| progress.slots_moved > 0)
-        },
-    )
-    .await?;
-    let Some(progress) = status.resharding.clone() else {
-        bail!(
-            "the resharding finished within {:?}, before the test could disturb it; \
-             preload more keys so the migration lasts longer",
-            scaled_at.elapsed()
-        );
-    };
-    Ok((status, progress))
+                    .with_context(|| format!("{name} has no status"))?;
+                let progress = meridian_api::ReshardingStatus {
+                    from_shards: i32::try_from(from_shards)?,
+                    to_shards: i32::try_from(shards)?,
+                    slots_to_move: i32::try_from(to_move)?,
+                    slots_moved: i32::try_from(moved)?,
+                    ..Default::default()
+                };
+                return Ok(MidResharding {
+                    status,
+                    progress,
+                    destinations,
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Slots that the first answering node's map gives to primaries not in `primaries`, and
+/// those primaries' endpoints.
+async fn slots_moved_away(primaries: &[String]) -> Option<(usize, Vec<String>)> {
+    for endpoint in primaries {
+        let Ok(mut connection) = crate::quick_connection(endpoint).await else {
+            continue;
+        };
+        let Ok(redis::Value::Array(ranges)) = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async::<redis::Value>(&mut connection)
+            .await
+        else {
+            continue;
+        };
+        let mut moved = 0;
+        let mut destinations = Vec::new();
+        for range in ranges {
+            let redis::Value::Array(fields) = range else {
+                continue;
+            };
+            let (Some(start), Some(end), Some(redis::Value::Array(owner))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                continue;
+            };
+            let (Ok(start), Ok(end)) = (
+                redis::from_redis_value::<usize>(start.clone()),
+                redis::from_redis_value::<usize>(end.clone()),
+            ) else {
+                continue;
+            };
+            let owner = match (owner.first(), owner.get(1)) {
+                (Some(ip), Some(port)) => format!(
+                    "{}:{}",
+                    redis::from_redis_value::<String>(ip.clone()).unwrap_or_default(),
+                    redis::from_redis_value::<u16>(port.clone()).unwrap_or_default()
+                ),
+                _ => continue,
+            };
+            if !primaries.contains(&owner) {
+                moved += end + 1 - start;
+                if !destinations.contains(&owner) {
+                    destinations.push(owner);
+                }
+            }
+        }
+        return Some((moved, destinations));
+    }
+    None
 }
 
 /// Polls CacheRegion `name` until `accept` holds for it, or fails after `timeout` with

@@ -108,22 +108,31 @@ pub async fn preload(connection: &mut ClusterConnection, prefix: &str, count: us
     Ok(())
 }
 
-/// Fails unless every `<prefix><n>` for n in `indexes` reads `value-<n>`.
+/// Fails unless every `<prefix><n>` for n in `indexes` reads `value-<n>` (read many at a
+/// time, like [`preload`]).
 pub async fn assert_preloaded(
     connection: &mut ClusterConnection,
     prefix: &str,
     indexes: impl IntoIterator<Item = usize>,
 ) -> Result<()> {
-    for index in indexes {
-        let value: Option<String> = redis::cmd("GET")
-            .arg(format!("{prefix}{index}"))
-            .query_async(connection)
-            .await?;
-        if value.as_deref() != Some(format!("value-{index}").as_str()) {
-            bail!("{prefix}{index} reads {value:?}");
-        }
-    }
-    Ok(())
+    const IN_FLIGHT: usize = 64;
+    futures::stream::iter(indexes)
+        .map(|index| {
+            let mut connection = connection.clone();
+            async move {
+                let value: Option<String> = redis::cmd("GET")
+                    .arg(format!("{prefix}{index}"))
+                    .query_async(&mut connection)
+                    .await?;
+                if value.as_deref() != Some(format!("value-{index}").as_str()) {
+                    bail!("{prefix}{index} reads {value:?}");
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<()>()
+        .await
 }
 
 /// After a resharding under [`AckedWriter`] load: every preloaded `<prefix><n>` (n below

@@ -108,3 +108,23 @@ impl Drop for Frozen {
         }
     }
 }
+
+/// Kills the container's first process with SIGKILL, as a crash or the kernel's OOM killer
+/// would: the kubelet restarts the container in place (same pod, same IP, empty memory).
+/// `None` when the container's process is not on this machine.
+pub fn kill_container(pod: &Pod, container: &str) -> Result<Option<i32>> {
+    let Some(pid) = container_pid(pod, container) else {
+        return Ok(None);
+    };
+    signal("-KILL", pid)?;
+    Ok(Some(pid))
+}
+
+/// How often the kubelet restarted `container` of `pod`.
+pub fn restart_count(pod: &Pod, container: &str) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.container_statuses.as_ref())
+        .and_then(|statuses| statuses.iter().find(|s| s.name == container))
+        .map_or(0, |status| status.restart_count)
+}

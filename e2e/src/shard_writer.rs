@@ -236,9 +236,11 @@ impl FirstShard {
         wait_for_a_replica(&mut primary, 5000).await
     }
 
-    /// Fails unless `endpoint` holds every write of [`Self::write_replicated`].
+    /// Fails unless `endpoint` holds every write of [`Self::write_replicated`]; a replica
+    /// is read as a READONLY cluster client reads it.
     pub async fn assert_replicated_on(&self, endpoint: &str, count: i64) -> Result<()> {
         let mut connection = quick_connection(endpoint).await?;
+        let _: () = redis::cmd("READONLY").query_async(&mut connection).await?;
         for index in 0..count {
             let got: Option<i64> = redis::cmd("GET")
                 .arg(format!("{{{}}}:acked:{index}", self.tag))

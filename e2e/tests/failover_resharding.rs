@@ -16,7 +16,9 @@ use meridian_e2e::*;
 
 const CLUSTER: &str = "foresh";
 const REGION_NAME: &str = "foresh-a";
-const PRELOAD: usize = 20_000;
+/// Keys to move: with release-built nodes a batch of 128 slots takes about 60 ms, so the
+/// migration lasts a few seconds (`wait_mid_resharding` watches the nodes every 50 ms).
+const PRELOAD: usize = 100_000;
 
 #[derive(Clone, Copy, Debug)]
 enum Victim {
@@ -37,6 +39,19 @@ async fn a_primary_lost_mid_resharding_is_failed_over_and_the_resharding_finishe
         kill_mid_resharding(&client, &ns.name, victim).await?;
     }
     Ok(())
+}
+
+/// The pod whose IP serves `endpoint` (`ip:port`).
+async fn pod_at(client: &kube::Client, ns: &str, endpoint: &str) -> Result<String> {
+    let ip = endpoint.rsplit_once(':').map_or(endpoint, |(ip, _)| ip);
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|pod| pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some(ip))
+        .and_then(|pod| pod.metadata.name)
+        .with_context(|| format!("no pod has IP {ip}"))
 }
 
 async fn kill_mid_resharding(client: &kube::Client, ns: &str, victim: Victim) -> Result<()> {
@@ -72,12 +87,16 @@ async fn kill_mid_resharding(client: &kube::Client, ns: &str, victim: Victim) ->
 
     set_region_shards(&regions, REGION_NAME, 3).await?;
     let scaled_at = Instant::now();
-    let (before_kill, progress) = wait_mid_resharding(&regions, REGION_NAME, 3, scaled_at).await?;
-    let source = before_kill
-        .shards
-        .get(shard_index)
-        .and_then(|shard| shard.primary.clone())
-        .with_context(|| format!("shard {shard_index} without primary"))?;
+    let mid = wait_mid_resharding(&regions, REGION_NAME, 3, &endpoints, scaled_at).await?;
+    let progress = &mid.progress;
+    // The source is shard 0's primary from before the change; the destination is the
+    // primary that is taking slots (the status may not list it yet).
+    let victim_endpoint = match victim {
+        Victim::Source => endpoints.first(),
+        Victim::Destination => mid.destinations.first(),
+    }
+    .with_context(|| format!("no primary endpoint for the {victim:?}"))?;
+    let source = pod_at(client, ns, victim_endpoint).await?;
     Api::<Pod>::namespaced(client.clone(), ns)
         .delete(&source, &DeleteParams::default().grace_period(0))
         .await?;

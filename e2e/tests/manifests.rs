@@ -17,8 +17,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The field manager `ensure_operator_installed` applies `install.yaml` with: kubectl's
-/// default for `apply --server-side`.
+/// The field manager install.yaml is applied with: kubectl's default for
+/// `apply --server-side`.
 const INSTALL_FIELD_MANAGER: &str = "kubectl";
 
 // ---------------------------------------------------------------------------------------
@@ -451,11 +451,30 @@ async fn reapplying_install_yaml_changes_nothing() -> Result<()> {
         );
         return Ok(());
     }
-    // Installs install.yaml exactly as the rest of the suite does (a no-op when it already ran).
     ensure_operator_installed()?;
     let install = workspace_root().join("manifests/install.yaml");
     let install = install.to_string_lossy();
     let manager = format!("--field-manager={INSTALL_FIELD_MANAGER}");
+    // Applied once as a GitOps tool would (over the helm release when the suite installed
+    // with helm: same objects, plus the Namespace's labels), then it must be a fixed point.
+    kubectl_status(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            &manager,
+            "-f",
+            &install,
+        ],
+        None,
+    )
+    .and_then(|(code, stdout, stderr)| {
+        if code == 0 {
+            Ok(())
+        } else {
+            bail!("kubectl apply of install.yaml failed (exit {code}): {stdout}{stderr}")
+        }
+    })?;
     // `kubectl diff` exits 0 without differences, 1 with differences, >1 on errors.
     let (code, stdout, stderr) = kubectl_status(
         &[

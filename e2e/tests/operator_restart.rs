@@ -1,5 +1,5 @@
 //! Issue 6 scenario: the operator is killed in the middle of a slot migration and the
-//! next one finishes it. One region scales 3 → 5 shards with ~20k keys preloaded (so the
+//! next one finishes it. One region scales 3 → 5 shards with 100k keys preloaded (so the
 //! migration takes a while) while a cluster client writes; once `status.resharding`
 //! shows slots moved, every operator pod is force-deleted. The resharding must still
 //! complete: 5 shards, no slot left open, every preloaded and every acknowledged key
@@ -15,7 +15,9 @@ use meridian_e2e::*;
 
 const CLUSTER: &str = "opres";
 const REGION_NAME: &str = "opres-a";
-const PRELOAD: usize = 20_000;
+/// Keys to move: with release-built nodes a batch of 128 slots takes about 60 ms, so the
+/// migration lasts a few seconds (`wait_mid_resharding` watches the nodes every 50 ms).
+const PRELOAD: usize = 100_000;
 /// Where `manifests/install.yaml` runs the operator.
 const OPERATOR_NAMESPACE: &str = "meridian-system";
 const OPERATOR_PODS: &str = "app.kubernetes.io/name=meridian-operator";
@@ -49,7 +51,9 @@ async fn a_killed_operator_finishes_the_resharding_it_started() -> Result<()> {
 
     set_region_shards(&regions, REGION_NAME, 5).await?;
     let scaled_at = Instant::now();
-    let (_, progress) = wait_mid_resharding(&regions, REGION_NAME, 5, scaled_at).await?;
+    let progress = wait_mid_resharding(&regions, REGION_NAME, 5, &endpoints, scaled_at)
+        .await?
+        .progress;
 
     // Kill every operator replica at once, without a grace period: the lease is not
     // released, the replacement waits for it to expire, and finds slots half-moved.

@@ -2,7 +2,7 @@
 //! server streams to the kubelet, which dials localhost inside the pod, so the node must
 //! listen there too) and `kubectl logs` (the kubelet reads the container's log).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -51,13 +51,17 @@ async fn port_forward_and_logs_reach_a_cache_node() -> Result<()> {
         .context("start kubectl port-forward")?;
     let stdout = child.stdout.take().context("port-forward stdout")?;
     let forward = Forward(child);
-    let first_line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    // kubectl keeps printing ("Handling connection for ..."): its stdout is drained until it
+    // exits, since a closed pipe would kill it on its next line.
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = first_tx.send(line);
+        }
     });
-    let line = tokio::time::timeout(Duration::from_secs(60), first_line)
-        .await
-        .context("kubectl port-forward printed nothing within 60 s")???;
+    let line = tokio::task::spawn_blocking(move || first_rx.recv_timeout(Duration::from_secs(60)))
+        .await?
+        .context("kubectl port-forward printed nothing within 60 s")?;
     // "Forwarding from 127.0.0.1:43127 -> 6379"
     let local = line
         .split_whitespace()
