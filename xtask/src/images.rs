@@ -106,7 +106,9 @@ pub fn build_all() -> Result<Vec<Image>> {
 }
 
 fn ensure_tools() -> Result<()> {
-    util::ensure_apt(&[("umoci", "umoci"), ("gcc", "gcc"), ("dpkg", "dpkg")])
+    util::ensure_apt(&[("umoci", "umoci"), ("gcc", "gcc"), ("dpkg", "dpkg")])?;
+    // pause is linked statically against glibc.
+    util::ensure_apt_files(&[("/usr/include/stdio.h", "libc6-dev")])
 }
 
 /// `cargo build --release` of the two binaries the Meridian images hold.
@@ -137,13 +139,19 @@ fn base_rootfs() -> Result<PathBuf> {
     fs::create_dir_all(&downloads)?;
     // apt-get download writes into the current directory; the _apt sandbox user cannot
     // write there when it is root's, which apt only warns about.
-    util::run(
-        Command::new("apt-get")
-            .current_dir(&downloads)
-            .arg("download")
-            .args(BASE_PACKAGES),
-    )
-    .context("cannot download the runtime base's Debian packages (run `apt-get update` first?)")?;
+    let download = || {
+        util::run(
+            Command::new("apt-get")
+                .current_dir(&downloads)
+                .arg("download")
+                .args(BASE_PACKAGES),
+        )
+    };
+    if download().is_err() {
+        // A fresh machine has no package lists yet, an old one stale lists.
+        util::run(Command::new("apt-get").args(["update", "-q"]))?;
+        download().context("cannot download the runtime base's Debian packages")?;
+    }
     let mut debs: Vec<String> = fs::read_dir(&downloads)?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())

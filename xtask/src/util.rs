@@ -82,7 +82,21 @@ pub fn ensure_apt(wanted: &[(&str, &str)]) -> Result<()> {
         .filter(|(bin, _)| !have(bin))
         .map(|(_, pkg)| *pkg)
         .collect();
-    if missing.is_empty() {
+    apt_install(&missing)
+}
+
+/// Installs Debian packages whose marker file (a header, a library) is missing.
+pub fn ensure_apt_files(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(file, _)| !Path::new(file).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    apt_install(&missing)
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if packages.is_empty() {
         return Ok(());
     }
     let sudo = !nix::unistd::geteuid().is_root();
@@ -99,7 +113,7 @@ pub fn ensure_apt(wanted: &[(&str, &str)]) -> Result<()> {
     };
     apt(&["update", "-q"])?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend(missing.iter().copied());
+    args.extend(packages.iter().copied());
     apt(&args)
 }
 

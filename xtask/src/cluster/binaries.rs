@@ -274,9 +274,7 @@ pub fn ensure_containerd() -> Result<PathBuf> {
 /// runc (cgo, with seccomp); returns the binary.
 pub fn ensure_runc() -> Result<PathBuf> {
     util::ensure_apt(&[("gcc", "gcc"), ("pkg-config", "pkg-config")])?;
-    if !Path::new("/usr/include/seccomp.h").is_file() {
-        util::ensure_apt(&[("libseccomp-dev-is-missing", "libseccomp-dev")])?;
-    }
+    util::ensure_apt_files(&[("/usr/include/seccomp.h", "libseccomp-dev")])?;
     let out = runc_dir();
     GoBuild {
         name: "runc",

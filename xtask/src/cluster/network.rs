@@ -71,9 +71,7 @@ pub fn check_prerequisites() -> Result<()> {
         ("conntrack", "conntrack"),
         ("mount", "mount"),
     ])?;
-    if !PathBuf::from("/usr/lib/cni/bridge").is_file() {
-        util::ensure_apt(&[("cni-plugins-are-missing", "containernetworking-plugins")])?;
-    }
+    util::ensure_apt_files(&[("/usr/lib/cni/bridge", "containernetworking-plugins")])?;
     for plugin in ["bridge", "host-local", "portmap", "loopback"] {
         if !PathBuf::from("/usr/lib/cni").join(plugin).is_file() {
             bail!(
