@@ -235,8 +235,10 @@ pub const OPERATOR_NAMESPACE: &str = "meridian-system";
 pub fn ensure_operator_installed() -> Result<()> {
     if std::env::var_os("MERIDIAN_E2E_SKIP_INSTALL").is_none() {
         match std::env::var_os("HELM") {
-            Some(helm) => helm_install(Path::new(&helm))?,
-            None => {
+            // An operator installed from install.yaml (e.g. by `cargo xtask demo`) is not
+            // helm's to adopt: keep updating it the way it came.
+            Some(helm) if !installed_without_helm()? => helm_install(Path::new(&helm))?,
+            _ => {
                 let root = workspace_root();
                 kubectl_run(&[
                     "apply",
@@ -269,6 +271,25 @@ pub fn ensure_operator_installed() -> Result<()> {
     ])
     .context("the operator Deployment did not become available: is the operator running?")?;
     Ok(())
+}
+
+/// Whether the operator's Deployment exists without helm's release annotation.
+fn installed_without_helm() -> Result<bool> {
+    let out = kubectl()
+        .args([
+            "-n",
+            OPERATOR_NAMESPACE,
+            "get",
+            "deployment",
+            "meridian-operator",
+            "--ignore-not-found",
+            "-o",
+            "jsonpath={.metadata.name}/{.metadata.annotations.meta\\.helm\\.sh/release-name}",
+        ])
+        .output()
+        .context("cannot run kubectl")?;
+    let seen = String::from_utf8_lossy(&out.stdout);
+    Ok(seen.trim() == "meridian-operator/")
 }
 
 /// `helm install` of the chart once per cluster: tests of one binary run in parallel and
