@@ -128,3 +128,130 @@ pub fn restart_count(pod: &Pod, container: &str) -> i32 {
         .and_then(|statuses| statuses.iter().find(|s| s.name == container))
         .map_or(0, |status| status.restart_count)
 }
+
+/// The local cluster's state directory (`cargo xtask cluster`): node pid files live below.
+pub fn cluster_state_dir() -> PathBuf {
+    std::env::var_os("MERIDIAN_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target").join("localkube"))
+}
+
+/// The pid of one of `node`'s processes (`kubelet`, `containerd`, `kube-proxy`) when the
+/// local cluster on this machine runs it.
+pub fn node_process(node: &str, component: &str) -> Option<i32> {
+    let pid_file = cluster_state_dir()
+        .join("pids")
+        .join(format!("{node}-{component}.pid"));
+    let pid: i32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// A node whose kubelet, containerd and kube-proxy are frozen (SIGSTOP): the API server
+/// stops hearing from it (its Lease is not renewed) and nothing on it starts, stops or
+/// restarts a container, while the containers it runs keep running. Thawed on
+/// [`FrozenNode::thaw`] or drop. Combined with [`Partition`] it is a lost machine.
+pub struct FrozenNode {
+    processes: Vec<Frozen>,
+}
+
+impl FrozenNode {
+    /// `None` when `node`'s processes are not on this machine.
+    pub fn freeze(node: &str) -> Result<Option<Self>> {
+        let mut processes = Vec::new();
+        for component in ["kubelet", "containerd", "kube-proxy"] {
+            let Some(pid) = node_process(node, component) else {
+                return Ok(None);
+            };
+            processes.push(Frozen::freeze(pid)?);
+        }
+        Ok(Some(Self { processes }))
+    }
+
+    pub fn thaw(self) -> Result<()> {
+        for process in self.processes {
+            process.wake()?;
+        }
+        Ok(())
+    }
+}
+
+/// The network namespace of the node whose address is `node_ip` (the local cluster's
+/// nodes are `meridian-<n>` namespaces with the node IP on `eth0`).
+pub fn node_netns(node_ip: &str) -> Option<String> {
+    let entries = fs::read_dir("/run/netns").ok()?;
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.starts_with("meridian-"))
+        .find(|name| {
+            Command::new("ip")
+                .args(["-n", name, "-o", "-4", "addr", "show", "dev", "eth0"])
+                .output()
+                .is_ok_and(|out| {
+                    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {node_ip}/"))
+                })
+        })
+}
+
+/// Every packet between a node (with its pods) and the rest of the cluster dropped in the
+/// node's network namespace: a network partition of one machine. Healed on
+/// [`Partition::heal`] or drop.
+pub struct Partition {
+    netns: String,
+    healed: bool,
+}
+
+/// The rules a partition inserts: nothing in or out of the node's link to the others.
+const PARTITION_RULES: [[&str; 4]; 3] = [
+    ["INPUT", "-i", "eth0", "-j"],
+    ["OUTPUT", "-o", "eth0", "-j"],
+    ["FORWARD", "-i", "eth0", "-j"],
+];
+
+impl Partition {
+    pub fn isolate(netns: &str) -> Result<Self> {
+        let partition = Self {
+            netns: netns.to_string(),
+            healed: false,
+        };
+        for rule in PARTITION_RULES {
+            partition.iptables("-I", &rule)?;
+        }
+        // Forwarded pod traffic leaving through eth0 as well.
+        partition.iptables("-I", &["FORWARD", "-o", "eth0", "-j"])?;
+        Ok(partition)
+    }
+
+    fn iptables(&self, action: &str, rule: &[&str]) -> Result<()> {
+        let status = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "iptables", action])
+            .args(rule)
+            .arg("DROP")
+            .status()
+            .context("running iptables in the node's namespace")?;
+        if !status.success() {
+            bail!("iptables {action} {rule:?} DROP in {} failed", self.netns);
+        }
+        Ok(())
+    }
+
+    fn remove_rules(&self) -> Result<()> {
+        for rule in PARTITION_RULES {
+            self.iptables("-D", &rule)?;
+        }
+        self.iptables("-D", &["FORWARD", "-o", "eth0", "-j"])
+    }
+
+    pub fn heal(mut self) -> Result<()> {
+        self.healed = true;
+        self.remove_rules()
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        if !self.healed {
+            let _ = self.remove_rules();
+        }
+    }
+}
