@@ -107,38 +107,69 @@ async fn assert_recovered(
     Ok(())
 }
 
+/// A Ready region with one replica per shard, shard 0's primary holding [`ACKED`] writes
+/// its replica acknowledged.
+struct Scene {
+    client: kube::Client,
+    ns: TestNamespace,
+    regions: Api<meridian_api::CacheRegion>,
+    pods: Api<Pod>,
+    shard: FirstShard,
+}
+
+async fn scene(test: &str, prefix: &str) -> Result<Option<Scene>> {
+    let Some((client, ns)) = operator_scenario(test, prefix).await? else {
+        return Ok(None);
+    };
+    let (regions, status) = orders_region_with_replicas(&client, &ns.name).await?;
+    let shard = FirstShard::read(&client, &ns.name, &status).await?;
+    shard.write_replicated(ACKED).await?;
+    let pods = Api::namespaced(client.clone(), &ns.name);
+    Ok(Some(Scene {
+        client,
+        ns,
+        regions,
+        pods,
+        shard,
+    }))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_primary_killed_in_place_loses_no_acknowledged_write() -> Result<()> {
-    let Some((client, ns)) = operator_scenario("primary_killed_in_place", "e2e-crash").await?
+    // `_ns` is bound so that the namespace lives (and is deleted) with the test.
+    let Some(Scene {
+        ns: _ns,
+        regions,
+        pods,
+        shard,
+        ..
+    }) = scene("primary_killed_in_place", "e2e-crash").await?
     else {
         return Ok(());
     };
-    let (regions, status) = orders_region_with_replicas(&client, &ns.name).await?;
-    let scene = FirstShard::read(&client, &ns.name, &status).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    scene.write_replicated(ACKED).await?;
-    let Some(pid) = kill_container(&pods.get(&scene.primary).await?, "node")? else {
+    let Some(pid) = kill_container(&pods.get(&shard.primary).await?, "node")? else {
         eprintln!(
             "SKIP primary_killed_in_place: {}'s process is not on this machine",
-            scene.primary
+            shard.primary
         );
         return Ok(());
     };
-    println!("CRASH: killed {} (pid {pid}) in place", scene.primary);
-    assert_recovered(&regions, &scene).await
+    println!("CRASH: killed {} (pid {pid}) in place", shard.primary);
+    assert_recovered(&regions, &shard).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_primary_killed_while_the_operator_is_frozen_loses_no_acknowledged_write() -> Result<()> {
-    let Some((client, ns)) =
-        operator_scenario("primary_killed_operator_frozen", "e2e-crash-frozen").await?
+    let Some(Scene {
+        client,
+        ns,
+        regions,
+        pods,
+        shard: scene,
+    }) = scene("primary_killed_operator_frozen", "e2e-crash-frozen").await?
     else {
         return Ok(());
     };
-    let (regions, status) = orders_region_with_replicas(&client, &ns.name).await?;
-    let scene = FirstShard::read(&client, &ns.name, &status).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    scene.write_replicated(ACKED).await?;
     let primary_pod = pods.get(&scene.primary).await?;
     if container_pid(&primary_pod, "node").is_none() {
         eprintln!(

@@ -375,8 +375,13 @@ conntrack:
             component.stop(Duration::from_secs(10))?;
         }
         // Containers live in the kubelet's cgroup root, shims in the node's namespace.
-        kill_cgroup_tasks(&self.spec.name)?;
-        kill_netns_processes(&self.spec.net.netns_path())?;
+        kill_until_gone(&format!("containers in cgroup {}", self.spec.name), || {
+            cgroup_tasks(&self.spec.name)
+        })?;
+        let netns = self.spec.net.netns_path();
+        kill_until_gone(&format!("processes in {}", netns.display()), || {
+            netns_processes(&netns)
+        })?;
         self.containerd.stop(Duration::from_secs(10))?;
         unmount_below(&self.dir)?;
         remove_cgroups(&self.spec.name)?;
@@ -469,62 +474,59 @@ fn cgroup_dirs_deepest_first(dir: &Path, out: &mut Vec<PathBuf>) {
     out.push(dir.to_path_buf());
 }
 
-fn kill_cgroup_tasks(root: &str) -> Result<()> {
+/// SIGKILLs whatever `pids` finds until it finds nothing (5 s at most).
+fn kill_until_gone(what: &str, pids: impl Fn() -> Result<Vec<i32>>) -> Result<()> {
     for _ in 0..20 {
-        let mut alive = false;
-        for hierarchy in cgroup_hierarchies()? {
-            let mut dirs = Vec::new();
-            cgroup_dirs_deepest_first(&hierarchy.join(root), &mut dirs);
-            for dir in dirs {
-                let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                    alive = true;
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-        if !alive {
+        let found = pids()?;
+        if found.is_empty() {
             return Ok(());
+        }
+        for pid in found {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    bail!("processes in cgroup {root} survived SIGKILL")
+    bail!("{what} survived SIGKILL")
 }
 
-/// SIGKILLs every process whose network namespace is `netns` (containerd's shims).
-fn kill_netns_processes(netns: &Path) -> Result<()> {
-    let Ok(target) = fs::metadata(netns) else {
-        return Ok(());
-    };
-    for _ in 0..20 {
-        let mut alive = false;
-        for entry in fs::read_dir("/proc")?.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let same = fs::metadata(entry.path().join("ns/net"))
-                .is_ok_and(|m| m.ino() == target.ino() && m.dev() == target.dev());
-            if same {
-                alive = true;
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+/// Every process in the cgroup `root` or below, in any hierarchy (a node's containers).
+fn cgroup_tasks(root: &str) -> Result<Vec<i32>> {
+    let mut pids = Vec::new();
+    for hierarchy in cgroup_hierarchies()? {
+        let mut dirs = Vec::new();
+        cgroup_dirs_deepest_first(&hierarchy.join(root), &mut dirs);
+        for dir in dirs {
+            let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            pids.extend(procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()));
         }
-        if !alive {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(250));
     }
-    bail!("processes in {} survived SIGKILL", netns.display())
+    Ok(pids)
+}
+
+/// Every process whose network namespace is `netns` (a node's containerd and its shims).
+fn netns_processes(netns: &Path) -> Result<Vec<i32>> {
+    let Ok(target) = fs::metadata(netns) else {
+        return Ok(Vec::new());
+    };
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if fs::metadata(entry.path().join("ns/net"))
+            .is_ok_and(|m| m.ino() == target.ino() && m.dev() == target.dev())
+        {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
 }
 
 /// Unmounts every mount at or below `dir`, deepest first (lazily: a container's last
