@@ -645,16 +645,15 @@ fn tag_in_second_shard() -> (u16, String) {
 }
 
 fn set_keys(node: &Node, tag: &str, count: usize) {
-    let mut raw = node.raw();
+    let mut pipe = redis::pipe();
     for index in 0..count {
-        let key = item(tag, index);
-        let reply = if index % 3 == 0 {
-            raw.cmd(&["SET", &key, "v", "PX", "600000"])
-        } else {
-            raw.cmd(&["SET", &key, "v"])
-        };
-        assert_eq!(reply, Reply::ok(), "{key}");
+        let command = pipe.cmd("SET").arg(item(tag, index)).arg("v");
+        if index % 3 == 0 {
+            command.arg("PX").arg(600_000);
+        }
+        command.ignore();
     }
+    let () = pipe.query(&mut node.redis()).expect("SET");
 }
 
 /// Orphan keys: a map that hands a slot of the primary's shard to another shard
@@ -672,11 +671,13 @@ fn a_primary_deletes_keys_left_in_slots_its_shard_lost_and_its_replica_follows()
         .push(replica_of("shard-0-1", &replica));
     push(&[&a, &replica, &b], &epoch1);
     let tags = tags();
-    let (lost, kept) = (FIRST, FIRST + 1);
-    set_keys(&a, &tags[&lost], 50);
+    // the same store shard (4 of them): the cleanup must pick the lost slot's keys out;
+    // more keys than one batch deletes
+    let (lost, kept) = (FIRST, FIRST + 4);
+    set_keys(&a, &tags[&lost], 700);
     set_keys(&a, &tags[&kept], 30);
     wait_for_replicas(&a, 1);
-    assert_eq!(count_in_slot(&replica, lost), 50);
+    assert_eq!(count_in_slot(&replica, lost), 700);
     assert_eq!(orphans_deleted(&a), 0);
 
     // the slot goes to shard 1 without MERIDIAN.MIGRATE (as if its deletes were lost)
@@ -699,7 +700,7 @@ fn a_primary_deletes_keys_left_in_slots_its_shard_lost_and_its_replica_follows()
         Duration::from_secs(5),
         || count_in_slot(&replica, lost) == 0,
     );
-    assert_eq!(orphans_deleted(&a), 50);
+    assert_eq!(orphans_deleted(&a), 700);
     // the replica followed its primary's DELs; it deletes nothing on its own
     assert_eq!(orphans_deleted(&replica), 0);
     for node in [&a, &replica] {
@@ -713,7 +714,7 @@ fn a_primary_deletes_keys_left_in_slots_its_shard_lost_and_its_replica_follows()
     // an unchanged map deletes nothing more
     push(&[&a], &epoch2);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(orphans_deleted(&a), 50);
+    assert_eq!(orphans_deleted(&a), 700);
     assert_eq!(count_in_slot(&a, kept), 30);
 }
 
