@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod migration;
 pub mod origin;
+pub mod orphans;
 pub mod protocol;
 pub mod region;
 pub mod replication;
@@ -90,6 +91,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
             .collect(),
         topology: RwLock::new(None),
         migrations: RwLock::new(Default::default()),
+        orphans: Default::default(),
         shutting_down: AtomicBool::new(false),
         origin: origin::config_from(config).map(|origin| Arc::new(origin::Origin::new(origin))),
         regions: region::Regions::new(region::RegionSettings::from_config(config)),
@@ -183,6 +185,7 @@ pub async fn run(
     });
     let expiry_task = tokio::spawn(store::expiry::run_forever(shared.clone()));
     let ping_task = tokio::spawn(replication::ping_forever(shared.clone()));
+    let orphans_task = tokio::spawn(orphans::run_forever(shared.clone()));
     let (active_tx, mut active_rx) = mpsc::channel::<()>(1);
     let accept_task = tokio::spawn(server::accept_loop(
         shared.clone(),
@@ -216,6 +219,7 @@ pub async fn run(
         tracing::warn!("shutdown timeout reached with connections still open");
     }
     expiry_task.abort();
+    orphans_task.abort();
     prune_task.abort();
     if let Some(task) = link_task {
         task.abort();

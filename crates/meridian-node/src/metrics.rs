@@ -171,6 +171,12 @@ impl Collector for NodeCollector {
         )?;
         counter(
             &mut encoder,
+            "meridian_orphan_keys_deleted",
+            "Keys a primary deleted from slots its shard lost (see docs/node.md)",
+            shared.orphans.deleted.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
             "meridian_net_input_bytes",
             "Bytes read from clients",
             counters.net_input_bytes.load(Ordering::Relaxed),

@@ -26,6 +26,9 @@ const PAYLOAD_VERSION: u16 = 1;
 pub struct SlotMigrations {
     pub migrating: HashMap<u16, String>,
     pub importing: HashMap<u16, String>,
+    /// Slots a `MERIDIAN.MIGRATE SLOT` is moving right now, with how many run. A map
+    /// does not settle them: their keys stay until their batch moved them.
+    pub moving: HashMap<u16, usize>,
 }
 
 impl SlotMigrations {

@@ -122,6 +122,8 @@ pub struct Shared {
     pub topology: RwLock<Option<Arc<TopologyMap>>>,
     /// Slots this node is migrating away or importing (CLUSTER SETSLOT).
     pub migrations: RwLock<crate::migration::SlotMigrations>,
+    /// Keys left in slots this node's shard lost (see crate::orphans).
+    pub orphans: crate::orphans::Orphans,
     pub shutting_down: AtomicBool,
     /// Optional HTTP origin for read-through / write-through.
     pub origin: Option<Arc<crate::origin::Origin>>,

@@ -592,3 +592,291 @@ fn a_resharding_batch_leaves_the_source_only_once_the_destination_replicas_have_
     );
     assert_eq!(int(raw_a.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot])), 0);
 }
+
+fn count_in_slot(node: &Node, slot: u16) -> i64 {
+    int(node
+        .raw()
+        .cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]))
+}
+
+fn orphans_deleted(node: &Node) -> i64 {
+    common::info_field(node, "stats", "orphan_keys_deleted")
+        .parse()
+        .expect("INFO stats orphan_keys_deleted")
+}
+
+fn replica_of(id: &str, node: &Node) -> NodeAddr {
+    NodeAddr {
+        id: id.into(),
+        ip: "127.0.0.1".into(),
+        port: node.port,
+    }
+}
+
+/// Waits until `primary` has `replicas` replicas acknowledging everything written so far.
+fn wait_for_replicas(primary: &Node, replicas: i64) {
+    let mut raw = primary.raw();
+    common::node_process::wait_until("the replicas to catch up", Duration::from_secs(10), || {
+        int(raw.cmd(&["WAIT", &replicas.to_string(), "100"])) >= replicas
+    });
+}
+
+/// `ranges` moved from one shard to the other in a copy of `map` at `epoch`.
+fn with_slots(map: &TopologyMap, epoch: u64, slots: [Vec<SlotRange>; 2]) -> TopologyMap {
+    let mut next = map.clone();
+    next.epoch = epoch;
+    for (shard, slots) in next.shards.iter_mut().zip(slots) {
+        shard.slots = slots;
+    }
+    next
+}
+
+fn range(start: u16, end: u16) -> SlotRange {
+    SlotRange { start, end }
+}
+
+/// A tag hashing to a slot of shard 1 (8192-16383 in [`two_shards`]).
+fn tag_in_second_shard() -> (u16, String) {
+    (0u64..)
+        .map(|n| format!("y{n}"))
+        .map(|tag| (key_slot(tag.as_bytes()), tag))
+        .find(|(slot, _)| *slot >= 9000)
+        .expect("a tag")
+}
+
+fn set_keys(node: &Node, tag: &str, count: usize) {
+    let mut pipe = redis::pipe();
+    for index in 0..count {
+        let command = pipe.cmd("SET").arg(item(tag, index)).arg("v");
+        if index % 3 == 0 {
+            command.arg("PX").arg(600_000);
+        }
+        command.ignore();
+    }
+    let () = pipe.query(&mut node.redis()).expect("SET");
+}
+
+/// Orphan keys: a map that hands a slot of the primary's shard to another shard
+/// without the keys having left (their deletes were lost) makes the primary delete
+/// them, through its replication stream so its replica drops them too. Keys of slots
+/// the shard still owns stay; INFO counts what was deleted.
+#[test]
+fn a_primary_deletes_keys_left_in_slots_its_shard_lost_and_its_replica_follows() {
+    let a = start_named("shard-0-0");
+    let replica = start_named("shard-0-1");
+    let b = start_named("shard-1-0");
+    let mut epoch1 = two_shards(&a, &b);
+    epoch1.shards[0]
+        .replicas
+        .push(replica_of("shard-0-1", &replica));
+    push(&[&a, &replica, &b], &epoch1);
+    let tags = tags();
+    // the same store shard (4 of them): the cleanup must pick the lost slot's keys out;
+    // more keys than one batch deletes
+    let (lost, kept) = (FIRST, FIRST + 4);
+    set_keys(&a, &tags[&lost], 700);
+    set_keys(&a, &tags[&kept], 30);
+    wait_for_replicas(&a, 1);
+    assert_eq!(count_in_slot(&replica, lost), 700);
+    assert_eq!(orphans_deleted(&a), 0);
+
+    // the slot goes to shard 1 without MERIDIAN.MIGRATE (as if its deletes were lost)
+    let epoch2 = with_slots(
+        &epoch1,
+        2,
+        [
+            vec![range(0, lost - 1), range(lost + 1, 8191)],
+            vec![range(lost, lost), range(8192, 16383)],
+        ],
+    );
+    push(&[&b, &a, &replica], &epoch2);
+    common::node_process::wait_until(
+        "the primary to delete the orphan keys",
+        Duration::from_secs(5),
+        || count_in_slot(&a, lost) == 0,
+    );
+    common::node_process::wait_until(
+        "the replica to drop them too",
+        Duration::from_secs(5),
+        || count_in_slot(&replica, lost) == 0,
+    );
+    assert_eq!(orphans_deleted(&a), 700);
+    // the replica followed its primary's DELs; it deletes nothing on its own
+    assert_eq!(orphans_deleted(&replica), 0);
+    for node in [&a, &replica] {
+        assert_eq!(count_in_slot(node, kept), 30);
+        assert_eq!(int(node.raw().cmd(&["DBSIZE"])), 30);
+    }
+    assert_eq!(
+        a.raw().cmd(&["GET", &item(&tags[&kept], 1)]),
+        Reply::bulk("v")
+    );
+    // an unchanged map deletes nothing more
+    push(&[&a], &epoch2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(orphans_deleted(&a), 700);
+    assert_eq!(count_in_slot(&a, kept), 30);
+}
+
+/// The failover_resharding case: the source primary dies after its batch left it but
+/// before the deletes reached its replica, which accepts the map moving the slot while
+/// still a replica, then is promoted. As primary it deletes the keys it kept.
+#[test]
+fn a_promoted_replica_deletes_the_keys_its_dead_primary_had_moved_away() {
+    let mut a = start_named("shard-0-0");
+    let replica = start_named("shard-0-1");
+    let b = start_named("shard-1-0");
+    let mut epoch1 = two_shards(&a, &b);
+    epoch1.shards[0]
+        .replicas
+        .push(replica_of("shard-0-1", &replica));
+    push(&[&a, &replica, &b], &epoch1);
+    let tags = tags();
+    let (lost, kept) = (FIRST, FIRST + 1);
+    set_keys(&a, &tags[&lost], 40);
+    set_keys(&a, &tags[&kept], 25);
+    wait_for_replicas(&a, 1);
+
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let epoch2 = with_slots(
+        &epoch1,
+        2,
+        [
+            vec![range(0, lost - 1), range(lost + 1, 8191)],
+            vec![range(lost, lost), range(8192, 16383)],
+        ],
+    );
+    push(&[&b, &replica], &epoch2);
+    // still a replica: it keeps them (its primary's stream decides)
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count_in_slot(&replica, lost), 40);
+
+    let mut epoch3 = epoch2.clone();
+    epoch3.epoch = 3;
+    epoch3.shards[0].primary = replica_of("shard-0-1", &replica);
+    epoch3.shards[0].replicas.clear();
+    push(&[&b, &replica], &epoch3);
+    common::node_process::wait_until(
+        "the promoted replica to delete the orphan keys",
+        Duration::from_secs(5),
+        || count_in_slot(&replica, lost) == 0,
+    );
+    assert_eq!(orphans_deleted(&replica), 40);
+    assert_eq!(count_in_slot(&replica, kept), 25);
+    assert_eq!(int(replica.raw().cmd(&["DBSIZE"])), 25);
+}
+
+/// Keys in transit are not orphans. While shard 1 loses a slot (whose keys it deletes),
+/// the slot shard 0 is MIGRATING to it keeps its keys on both sides, the IMPORTING
+/// destination keeps the keys it received, and so does its replica when it is promoted
+/// before a map hands it the slot: those keys left the source already, the resumed
+/// migration completes the slot on it.
+#[test]
+fn keys_in_transit_survive_maps_that_do_not_give_their_slot_to_the_node() {
+    let a = start_named("shard-0-0");
+    let mut b = start_named("shard-1-0");
+    let replica = start_named("shard-1-1");
+    let mut epoch1 = two_shards(&a, &b);
+    epoch1.shards[1]
+        .replicas
+        .push(replica_of("shard-1-1", &replica));
+    push(&[&a, &b, &replica], &epoch1);
+    let moving = FIRST;
+    let tag = &tags()[&moving];
+    set_keys(&a, tag, 40);
+    let (lost, lost_tag) = tag_in_second_shard();
+    set_keys(&b, &lost_tag, 20);
+
+    let (mut raw_a, mut raw_b) = (a.raw(), b.raw());
+    open_slot(&mut raw_a, &mut raw_b, moving);
+    let port_b = b.port.to_string();
+    let sent: Vec<String> = (0..10).map(|index| item(tag, index)).collect();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &port_b, "", "0", "5000", "KEYS"];
+    migrate.extend(sent.iter().map(String::as_str));
+    assert_eq!(raw_a.cmd(&migrate), Reply::ok());
+    wait_for_replicas(&b, 1);
+    assert_eq!(count_in_slot(&replica, moving), 10);
+
+    // shard 1 hands `lost` to shard 0 (its keys are dropped); `moving` stays in transit
+    let epoch2 = with_slots(
+        &epoch1,
+        2,
+        [
+            vec![range(0, 8191), range(lost, lost)],
+            vec![range(8192, lost - 1), range(lost + 1, 16383)],
+        ],
+    );
+    push(&[&a, &b, &replica], &epoch2);
+    common::node_process::wait_until(
+        "shard 1 to delete the keys of the slot it lost",
+        Duration::from_secs(5),
+        || count_in_slot(&b, lost) == 0 && count_in_slot(&replica, lost) == 0,
+    );
+    assert_eq!(orphans_deleted(&b), 20);
+    assert_eq!(count_in_slot(&a, moving), 30, "MIGRATING keys kept");
+    assert_eq!(count_in_slot(&b, moving), 10, "IMPORTING keys kept");
+    assert_eq!(count_in_slot(&replica, moving), 10);
+    assert_eq!(orphans_deleted(&a), 0);
+
+    // the destination dies mid-slot; its replica is promoted, the slot still shard 0's
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let mut epoch3 = epoch2.clone();
+    epoch3.epoch = 3;
+    epoch3.shards[1].primary = replica_of("shard-1-1", &replica);
+    epoch3.shards[1].replicas.clear();
+    push(&[&a, &replica], &epoch3);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        count_in_slot(&replica, moving),
+        10,
+        "the promoted destination replica dropped keys that left the source"
+    );
+    assert_eq!(orphans_deleted(&replica), 0);
+
+    // the resumed migration completes the slot on the new destination
+    let mut raw_replica = replica.raw();
+    let slot = moving.to_string();
+    let (id_a, id_replica) = (cluster_node_id("shard-0-0"), cluster_node_id("shard-1-1"));
+    assert_eq!(
+        raw_replica.cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id_a]),
+        Reply::ok()
+    );
+    assert_eq!(
+        raw_a.cmd(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id_replica]),
+        Reply::ok()
+    );
+    let port_replica = replica.port.to_string();
+    assert_eq!(
+        int(raw_a.cmd(&[
+            "MERIDIAN.MIGRATE",
+            "SLOT",
+            &slot,
+            "127.0.0.1",
+            &port_replica
+        ])),
+        30
+    );
+    let epoch4 = with_slots(
+        &epoch3,
+        4,
+        [
+            vec![
+                range(0, moving - 1),
+                range(moving + 1, 8191),
+                range(lost, lost),
+            ],
+            vec![
+                range(moving, moving),
+                range(8192, lost - 1),
+                range(lost + 1, 16383),
+            ],
+        ],
+    );
+    push(&[&replica, &a], &epoch4);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count_in_slot(&replica, moving), 40);
+    assert_eq!(count_in_slot(&a, moving), 0);
+    assert_eq!(orphans_deleted(&a), 0);
+}

@@ -46,6 +46,12 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 shards = map.shards.len(),
                 "topology updated"
             );
+            // slots this node's shard loses: their keys become orphans once moved
+            if let Some(existing) = current.as_ref() {
+                ctx.shared
+                    .orphans
+                    .record_transition(existing, &map, &ctx.shared.node_id);
+            }
             let map = Arc::new(map);
             *current = Some(map.clone());
             // ownership the map settles ends MIGRATING / IMPORTING for those slots
@@ -58,6 +64,8 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             if let Some(shared) = ctx.shared.me.upgrade() {
                 crate::replication::link::follow_topology(&shared, &map);
             }
+            // a primary deletes the keys left in slots another shard owns (in the background)
+            ctx.shared.orphans.poke();
             ctx.out.ok();
         }
         b"GET" if ctx.args.len() == 2 => {

@@ -417,6 +417,9 @@ fn setslot(ctx: &mut Ctx<'_, '_>, map: &TopologyMap) -> CmdResult {
             let mut migrations = ctx.shared.migrations.write();
             migrations.migrating.remove(&slot);
             migrations.importing.remove(&slot);
+            drop(migrations);
+            // keys of a slot no longer in transit may be orphans
+            ctx.shared.orphans.poke();
         }
         _ => {
             return Err(CommandError::other(

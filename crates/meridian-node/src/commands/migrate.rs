@@ -369,6 +369,36 @@ fn slot_keys(shared: &Shared, slot: u16, count: usize) -> Vec<Vec<u8>> {
     keys
 }
 
+/// Marks a slot as being moved by `MERIDIAN.MIGRATE SLOT` while it runs, so the
+/// orphan cleanup (crate::orphans) leaves its keys alone even if a map that
+/// gives the slot away arrives meanwhile.
+struct Moving<'a> {
+    shared: &'a Shared,
+    slot: u16,
+}
+
+impl<'a> Moving<'a> {
+    fn start(shared: &'a Shared, slot: u16) -> Self {
+        *shared.migrations.write().moving.entry(slot).or_default() += 1;
+        Moving { shared, slot }
+    }
+}
+
+impl Drop for Moving<'_> {
+    fn drop(&mut self) {
+        let mut migrations = self.shared.migrations.write();
+        if let Some(running) = migrations.moving.get_mut(&self.slot) {
+            *running -= 1;
+            if *running == 0 {
+                migrations.moving.remove(&self.slot);
+            }
+        }
+        drop(migrations);
+        // keys left behind in a slot another shard owns by now are orphans
+        self.shared.orphans.poke();
+    }
+}
+
 /// MERIDIAN.MIGRATE SLOT <slot> <dest-ip> <dest-port> [BATCH n] [TIMEOUT ms]
 /// [AUTH password]: moves every key of the slot (REPLACE semantics, so a
 /// retried batch is harmless) and returns how many keys moved.
@@ -414,6 +444,7 @@ pub fn meridian_migrate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         timeout,
         auth,
     };
+    let _moving = Moving::start(ctx.shared, slot);
     let mut conn = target.connect()?;
     // Resharding must not lose a key to a failover of the destination: every
     // batch waits for the replicas the destination has when the slot starts.

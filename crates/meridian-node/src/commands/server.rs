@@ -273,10 +273,11 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
     if wants("stats") {
         let counters = &shared.counters;
         let tracking = db.tracking().stats();
+        let orphans = shared.orphans.deleted.load(Ordering::Relaxed);
         section(
             "Stats",
             format!(
-                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n{}",
+                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\norphan_keys_deleted:{orphans}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n{}",
                 counters.connections_received.load(Ordering::Relaxed),
                 counters.commands_processed.load(Ordering::Relaxed),
                 counters.net_input_bytes.load(Ordering::Relaxed),
