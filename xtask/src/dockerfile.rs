@@ -357,6 +357,9 @@ fn bud_args(
         "--layers".into(),
         // The bases are local; a missing one is an error, not a pull.
         "--pull=never".into(),
+        // A failed step's container is removed too (buildah 1.28 keeps it otherwise: with
+        // vfs, a full copy of the builder root per failure).
+        "--force-rm".into(),
     ];
     for (name, value) in build_args {
         args.push("--build-arg".into());
@@ -679,7 +682,7 @@ mod tests {
         );
         assert_eq!(
             args.join(" "),
-            "bud --network host --layers --pull=never \
+            "bud --network host --layers --pull=never --force-rm \
              --build-arg RUST_IMAGE=localhost/b:1 --build-arg RUNTIME_IMAGE=localhost/r:2 \
              --volume /c:/c:ro -f docker/node.Dockerfile -t localhost/meridian-node:dockerfile ."
         );
