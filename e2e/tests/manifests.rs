@@ -119,6 +119,48 @@ fn check_dockerfile(path: &Path, expected_ports: &[i32]) -> Result<()> {
     let runtime = &steps[runtime_start..];
     let builder = &steps[..runtime_start];
 
+    // Bases: build arguments declared before the first FROM (so `cargo xtask images
+    // --dockerfile` can substitute local stand-ins), defaulting to the public images (so a
+    // plain `docker build` needs no arguments).
+    let global_args: Vec<(&str, &str)> = steps[..froms[0]]
+        .iter()
+        .filter(|(k, _)| k == "ARG")
+        .filter_map(|(_, args)| args.split_once('='))
+        .collect();
+    let base = |from: usize| -> Result<String> {
+        let image = steps[from].1.split_whitespace().next().unwrap_or_default();
+        let Some(arg) = image
+            .strip_prefix("${")
+            .and_then(|rest| rest.strip_suffix('}'))
+        else {
+            return Ok(image.to_string());
+        };
+        global_args
+            .iter()
+            .find(|(name, _)| *name == arg)
+            .map(|(_, default)| default.trim_matches('"').to_string())
+            .filter(|default| !default.is_empty())
+            .with_context(|| {
+                format!(
+                    "{name}: FROM {image} without an `ARG {arg}=<default>` before the first FROM"
+                )
+            })
+    };
+    let builder_base = base(froms[0])?;
+    ensure!(
+        steps[froms[0]].1.starts_with("${") && builder_base.starts_with("rust:"),
+        "{name}: the builder's base must be a build argument defaulting to a rust: image, is {}",
+        steps[froms[0]].1
+    );
+    let runtime_base = base(runtime_start)?;
+    ensure!(
+        steps[runtime_start].1.starts_with("${")
+            && runtime_base.starts_with("gcr.io/distroless/cc-")
+            && runtime_base.ends_with(":nonroot"),
+        "{name}: the runtime base must be a build argument defaulting to distroless cc :nonroot, is {}",
+        steps[runtime_start].1
+    );
+
     // Builder: `cargo build --release -p <pkg> --locked` of a workspace package.
     let build = builder
         .iter()

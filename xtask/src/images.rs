@@ -13,6 +13,9 @@
 //!
 //! The archives are imported into every node's containerd under the names the chart and the
 //! operator use (`ctr images import --base-name`), so pods never pull.
+//!
+//! `--dockerfile` builds `docker/*.Dockerfile` themselves instead, with buildah (see
+//! [`crate::dockerfile`]).
 
 use crate::cluster::binaries;
 use crate::util;
@@ -32,14 +35,23 @@ pub const COREDNS_REPOSITORY: &str = "registry.k8s.io/coredns/coredns";
 /// Extra tags of the node image: the rolling-update scenario switches a cluster to this one.
 pub const NODE_EXTRA_TAGS: [&str; 1] = ["e2e-rolled"];
 /// The `nonroot` user of distroless images, which the chart and the operator run as.
-const NONROOT: u32 = 65532;
+pub(crate) const NONROOT: u32 = 65532;
 /// Debian packages the runtime base is made of (what distroless `cc` holds).
 const BASE_PACKAGES: [&str; 5] = ["libc6", "libgcc-s1", "ca-certificates", "tzdata", "netbase"];
 
 #[derive(clap::Args)]
-pub struct ImagesArgs {}
+pub struct ImagesArgs {
+    /// Build docker/node.Dockerfile and docker/operator.Dockerfile with buildah against local
+    /// stand-ins of their base images, instead of the cluster's images (slow: not part of
+    /// `cargo xtask test`).
+    #[arg(long)]
+    dockerfile: bool,
+}
 
-pub fn run(_args: ImagesArgs) -> Result<()> {
+pub fn run(args: ImagesArgs) -> Result<()> {
+    if args.dockerfile {
+        return crate::dockerfile::run();
+    }
     for image in build_all()? {
         println!(
             "{} {}",
@@ -78,7 +90,7 @@ pub fn app_version() -> Result<String> {
         .with_context(|| format!("{} has no appVersion", chart.display()))
 }
 
-fn images_dir() -> PathBuf {
+pub(crate) fn images_dir() -> PathBuf {
     util::target_dir().join("images")
 }
 
@@ -130,8 +142,18 @@ fn build_release_binaries() -> Result<PathBuf> {
     Ok(util::target_dir().join("release"))
 }
 
-/// The distroless-equivalent root filesystem, cached per set of package versions.
-fn base_rootfs() -> Result<PathBuf> {
+/// The ports a Meridian image exposes (the `EXPOSE` of its Dockerfile's runtime stage).
+pub(crate) fn meridian_ports(binary: &str) -> &'static [u16] {
+    if binary == "meridian-node" {
+        &[6379, 16379, 8080, 9090]
+    } else {
+        &[8081]
+    }
+}
+
+/// The distroless-equivalent root filesystem, cached per set of package versions, in
+/// `<images>/base-<hash of the package file names>`.
+pub(crate) fn base_rootfs() -> Result<PathBuf> {
     let downloads = images_dir().join("debs");
     if downloads.exists() {
         fs::remove_dir_all(&downloads)?;
@@ -257,11 +279,7 @@ fn meridian_image(
     tags: Vec<String>,
 ) -> Result<Image> {
     let in_image = format!("/usr/local/bin/{binary}");
-    let ports: &[u16] = if binary == "meridian-node" {
-        &[6379, 16379, 8080, 9090]
-    } else {
-        &[8081]
-    };
+    let ports = meridian_ports(binary);
     let recipe = Recipe {
         name: binary,
         base: Some(base),

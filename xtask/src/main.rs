@@ -4,6 +4,7 @@ mod bench;
 mod cluster;
 mod crds;
 mod demo;
+mod dockerfile;
 mod images;
 mod manifests;
 mod test;
