@@ -255,3 +255,14 @@ impl Drop for Partition {
         }
     }
 }
+
+/// Whether the kubelet reports `container`'s last run as killed by the kernel's OOM killer.
+pub fn oom_killed(pod: &Pod, container: &str) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.container_statuses.as_ref())
+        .and_then(|statuses| statuses.iter().find(|s| s.name == container))
+        .and_then(|status| status.last_state.as_ref())
+        .and_then(|state| state.terminated.as_ref())
+        .is_some_and(|terminated| terminated.reason.as_deref() == Some("OOMKilled"))
+}

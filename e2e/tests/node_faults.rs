@@ -1,15 +1,17 @@
 //! The faults the local cluster's real nodes make possible, checked on their own so the
 //! data-safety scenarios can build on them: a node partitioned from the rest (its pods
-//! unreachable until healed), and a node whose kubelet and containerd are frozen (its
-//! Lease stops being renewed while its containers keep serving, and it renews again when
-//! thawed). Needs the test process on the nodes' machine; skips elsewhere.
+//! unreachable until healed), a node whose kubelet and containerd are frozen (its Lease
+//! stops being renewed while its containers keep serving, and it renews again when
+//! thawed), and a container that outgrows its memory limit (OOM-killed by the kernel and
+//! restarted in place). The first two need the test process on the nodes' machine and skip
+//! elsewhere.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use meridian_e2e::*;
 
 async fn answers(endpoint: &str) -> bool {
@@ -111,4 +113,105 @@ async fn a_partitioned_node_is_cut_off_and_a_frozen_node_stops_renewing_its_leas
         },
     )
     .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_outgrowing_its_memory_limit_is_oom_killed_and_restarted() -> Result<()> {
+    let Some((client, ns)) = operator_scenario("oom_kill", "e2e-oom").await? else {
+        return Ok(());
+    };
+    // No maxmemory (the node never evicts) and a 64 MiB container limit: writing 96 MiB
+    // of values must end with the kernel's OOM killer, not with an eviction.
+    let Deployed { clusters, regions } = ClusterFixture {
+        maxmemory: "0".into(),
+        ..ClusterFixture::in_region_a("oom", "oom-a", 1, 0)
+    }
+    .apply(&client, &ns.name)
+    .await?;
+    clusters
+        .patch(
+            "oom",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "spec": {"resources": {"limits": {"memory": "64Mi"}}}
+            })),
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let pod_name = wait_for(
+        "the region Ready with a pod limited to 64Mi",
+        Duration::from_secs(300),
+        || async {
+            let status = regions
+                .get("oom-a")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .unwrap_or_default();
+            let Some(primary) = status.shards.first().and_then(|s| s.primary.clone()) else {
+                return Err("no primary yet".into());
+            };
+            let pod = pods.get(&primary).await.map_err(|e| e.to_string())?;
+            let limited = pod
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.containers.first())
+                .and_then(|c| c.resources.as_ref())
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|limits| limits.get("memory"))
+                .is_some_and(|memory| memory.0 == "64Mi");
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            Ok((limited && ready).then_some(primary))
+        },
+    )
+    .await?;
+    let pod = pods.get(&pod_name).await?;
+    let endpoint = format!(
+        "{}:6379",
+        pod.status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .context("no pod IP")?
+    );
+    let before = restart_count(&pod, "node");
+    let value = "x".repeat(64 * 1024);
+    let mut connection = redis_connection(&endpoint).await?;
+    let mut written = 0usize;
+    for index in 0..1536 {
+        let set: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("{{oom}}:{index}"))
+            .arg(&value)
+            .query_async(&mut connection)
+            .await;
+        if set.is_err() {
+            break;
+        }
+        written += 1;
+    }
+    wait_for(
+        &format!("{pod_name} OOM-killed and restarted"),
+        Duration::from_secs(120),
+        || async {
+            let pod = pods.get(&pod_name).await.map_err(|e| e.to_string())?;
+            let restarts = restart_count(&pod, "node");
+            if restarts > before && oom_killed(&pod, "node") {
+                Ok(Some(()))
+            } else {
+                Err(format!(
+                    "restarts {restarts}, last state {:?}",
+                    pod.status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .and_then(|s| s.first())
+                        .and_then(|s| s.last_state.clone())
+                ))
+            }
+        },
+    )
+    .await?;
+    println!("NODE FAULTS: {pod_name} OOM-killed after {written} writes of 64 KiB");
+    Ok(())
 }
