@@ -6,14 +6,14 @@
 //! nodes, the links come up (status.peers), and writes and `INVALIDATE` in either region
 //! remove the stale copies in the other.
 //!
-//! Across real clusters the address is the peer region's link LoadBalancer; here a pod
-//! IP of the peer region on the link port, which the local control plane routes.
+//! Across real clusters the address is the peer region's link LoadBalancer; here the peer
+//! region's link Service by its cluster DNS name, which proves names resolve in the pods.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use meridian_api::CacheRegion;
 use meridian_e2e::*;
 use redis::cluster_async::ClusterConnection;
@@ -62,12 +62,16 @@ impl Site {
         .await
     }
 
-    /// A link endpoint of this region (any node forwards the peer to its map).
-    async fn link_address(&self, client: &Client) -> Result<String> {
-        let pods = region_pods(client, &self.ns.name, "catalog", &self.region).await?;
-        let pod = pods.first().context("no pod in the region")?;
-        let ip = pod_ip(client, &self.ns.name, &pod.name_any()).await?;
-        Ok(format!("{ip}:{}", meridian_api::ports::REGION_LINK))
+    /// This region's link Service by its DNS name, as another cluster would name a
+    /// LoadBalancer: resolved by cluster DNS inside the pods, routed by kube-proxy to any
+    /// node (which forwards the peer to its map).
+    fn link_address(&self) -> String {
+        format!(
+            "{}-link.{}.svc.cluster.local:{}",
+            self.name(),
+            self.ns.name,
+            meridian_api::ports::REGION_LINK
+        )
     }
 
     async fn set_peer(&self, region: &str, address: &str) -> Result<()> {
@@ -122,10 +126,7 @@ async fn regions_in_two_clusters_linked_by_peers_invalidate_each_other() -> Resu
     a.wait_ready().await?;
     b.wait_ready().await?;
 
-    let (address_a, address_b) = (
-        a.link_address(&client).await?,
-        b.link_address(&client).await?,
-    );
+    let (address_a, address_b) = (a.link_address(), b.link_address());
     a.set_peer("region-b", &address_b).await?;
     b.set_peer("region-a", &address_a).await?;
     for (site, peer) in [(&a, "region-b"), (&b, "region-a")] {

@@ -46,7 +46,7 @@ metadata:
   namespace: kube-system
 data:
   Corefile: |
-    .:53 {{
+    .:1053 {{
         errors
         health {{
             lameduck 5s
@@ -94,7 +94,8 @@ spec:
       - name: coredns
         image: {COREDNS_REPOSITORY}:{COREDNS_VERSION}
         imagePullPolicy: IfNotPresent
-        args: ["-conf", "/etc/coredns/Corefile", "-dns.port", "1053"]
+        # Port 1053 (the Service maps 53 to it): the container runs without capabilities.
+        args: ["-conf", "/etc/coredns/Corefile"]
         ports:
         - {{name: dns, containerPort: 1053, protocol: UDP}}
         - {{name: dns-tcp, containerPort: 1053, protocol: TCP}}
@@ -158,6 +159,8 @@ mod tests {
             ]
         );
         assert!(text.contains(&format!("clusterIP: {DNS_SERVICE_IP}")));
+        // The Corefile's own port wins over -dns.port; the Service targets it.
+        assert!(text.contains(".:1053 {") && text.contains("targetPort: 1053"));
         Ok(())
     }
     use serde::Deserialize as _;
