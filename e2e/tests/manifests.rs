@@ -497,38 +497,27 @@ async fn reapplying_install_yaml_changes_nothing() -> Result<()> {
     let install = workspace_root().join("manifests/install.yaml");
     let install = install.to_string_lossy();
     let manager = format!("--field-manager={INSTALL_FIELD_MANAGER}");
+    let server_side = |verb: &str| {
+        kubectl_status(
+            &[
+                verb,
+                "--server-side",
+                "--force-conflicts",
+                &manager,
+                "-f",
+                &install,
+            ],
+            None,
+        )
+    };
     // Applied once as a GitOps tool would (over the helm release when the suite installed
     // with helm: same objects, plus the Namespace's labels), then it must be a fixed point.
-    kubectl_status(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            &manager,
-            "-f",
-            &install,
-        ],
-        None,
-    )
-    .and_then(|(code, stdout, stderr)| {
-        if code == 0 {
-            Ok(())
-        } else {
-            bail!("kubectl apply of install.yaml failed (exit {code}): {stdout}{stderr}")
-        }
-    })?;
+    let (code, stdout, stderr) = server_side("apply")?;
+    if code != 0 {
+        bail!("kubectl apply of install.yaml failed (exit {code}): {stdout}{stderr}");
+    }
     // `kubectl diff` exits 0 without differences, 1 with differences, >1 on errors.
-    let (code, stdout, stderr) = kubectl_status(
-        &[
-            "diff",
-            "--server-side",
-            "--force-conflicts",
-            &manager,
-            "-f",
-            &install,
-        ],
-        None,
-    )?;
+    let (code, stdout, stderr) = server_side("diff")?;
     match code {
         0 => Ok(()),
         1 => bail!(

@@ -605,6 +605,19 @@ fn orphans_deleted(node: &Node) -> i64 {
         .expect("INFO stats orphan_keys_deleted")
 }
 
+/// Shard 0 (`a` and its replica) and shard 1 (`b`), the map of both pushed to all three.
+fn two_shards_first_with_a_replica() -> (Node, Node, Node, TopologyMap) {
+    let a = start_named("shard-0-0");
+    let replica = start_named("shard-0-1");
+    let b = start_named("shard-1-0");
+    let mut epoch1 = two_shards(&a, &b);
+    epoch1.shards[0]
+        .replicas
+        .push(replica_of("shard-0-1", &replica));
+    push(&[&a, &replica, &b], &epoch1);
+    (a, replica, b, epoch1)
+}
+
 fn replica_of(id: &str, node: &Node) -> NodeAddr {
     NodeAddr {
         id: id.into(),
@@ -662,14 +675,7 @@ fn set_keys(node: &Node, tag: &str, count: usize) {
 /// the shard still owns stay; INFO counts what was deleted.
 #[test]
 fn a_primary_deletes_keys_left_in_slots_its_shard_lost_and_its_replica_follows() {
-    let a = start_named("shard-0-0");
-    let replica = start_named("shard-0-1");
-    let b = start_named("shard-1-0");
-    let mut epoch1 = two_shards(&a, &b);
-    epoch1.shards[0]
-        .replicas
-        .push(replica_of("shard-0-1", &replica));
-    push(&[&a, &replica, &b], &epoch1);
+    let (a, replica, b, epoch1) = two_shards_first_with_a_replica();
     let tags = tags();
     // the same store shard (4 of them): the cleanup must pick the lost slot's keys out;
     // more keys than one batch deletes
@@ -723,14 +729,7 @@ fn a_primary_deletes_keys_left_in_slots_its_shard_lost_and_its_replica_follows()
 /// still a replica, then is promoted. As primary it deletes the keys it kept.
 #[test]
 fn a_promoted_replica_deletes_the_keys_its_dead_primary_had_moved_away() {
-    let mut a = start_named("shard-0-0");
-    let replica = start_named("shard-0-1");
-    let b = start_named("shard-1-0");
-    let mut epoch1 = two_shards(&a, &b);
-    epoch1.shards[0]
-        .replicas
-        .push(replica_of("shard-0-1", &replica));
-    push(&[&a, &replica, &b], &epoch1);
+    let (mut a, replica, b, epoch1) = two_shards_first_with_a_replica();
     let tags = tags();
     let (lost, kept) = (FIRST, FIRST + 1);
     set_keys(&a, &tags[&lost], 40);
