@@ -599,6 +599,30 @@ const KEYS: i64 = 3000;
 
 /// The replica saw at least one full sync of another history refused, and shows it in
 /// INFO replication, INFO stats and /metrics.
+/// Three seconds after its primary restarted empty, `replica` still holds [`KEYS`] keys
+/// and its link is down.
+fn assert_kept_its_data_with_the_link_down(replica: &Node) {
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        dbsize(replica),
+        KEYS,
+        "the replica took the restarted primary's empty dataset"
+    );
+    assert_eq!(
+        info_field(replica, "replication", "master_link_status"),
+        "down"
+    );
+}
+
+/// A node not named primary since it started answers PSYNC with NOMASTERLINK.
+fn assert_psync_refused(node: &Node) {
+    let refused = node.raw().cmd(&["PSYNC", "?", "-1"]);
+    assert!(
+        matches!(&refused, Reply::Error(text) if text.starts_with("NOMASTERLINK")),
+        "{refused:?}"
+    );
+}
+
 fn wait_refused_full_sync(replica: &Node) {
     wait_until("a refused full sync", Duration::from_secs(10), || {
         info_field(replica, "replication", "master_full_sync_refused")
@@ -656,16 +680,7 @@ fn bare_replica_keeps_its_data_when_its_bare_primary_restarts_empty() {
     // refuses them on the link its data came from
     wait_refused_full_sync(&replica);
     // and keeps refusing (it retries every 2 s)
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        dbsize(&replica),
-        KEYS,
-        "the replica took the restarted primary's empty dataset"
-    );
-    assert_eq!(
-        info_field(&replica, "replication", "master_link_status"),
-        "down"
-    );
+    assert_kept_its_data_with_the_link_down(&replica);
     assert_eq!(info_field(&replica, "stats", "sync_full"), "0");
 
     promote_replica_and_resync(&primary, &replica);
@@ -691,26 +706,13 @@ fn replica_keeps_its_data_when_its_primary_restarts_empty() {
     primary.kill_and_restart("primary", 8, MANAGED);
     assert_eq!(dbsize(&primary), 0);
     // the replica retries every 500 ms: several attempts fit in 3 s
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        dbsize(&replica),
-        KEYS,
-        "the replica took the restarted primary's empty dataset"
-    );
-    assert_eq!(
-        info_field(&replica, "replication", "master_link_status"),
-        "down"
-    );
+    assert_kept_its_data_with_the_link_down(&replica);
     // nobody named the restarted node primary since it started: no PSYNC
     assert_eq!(
         info_field(&primary, "replication", "primary_named_by"),
         "none"
     );
-    let refused = primary.raw().cmd(&["PSYNC", "?", "-1"]);
-    assert!(
-        matches!(&refused, Reply::Error(text) if text.starts_with("NOMASTERLINK")),
-        "{refused:?}"
-    );
+    assert_psync_refused(&primary);
     assert_eq!(
         info_field(&replica, "replication", "master_full_sync_refused"),
         "0",
@@ -759,11 +761,7 @@ fn a_restarted_primary_serves_no_psync_until_a_map_names_it() {
     primary.kill_and_restart("node-0", 8, MANAGED);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(dbsize(&replica), KEYS);
-    let refused = primary.raw().cmd(&["PSYNC", "?", "-1"]);
-    assert!(
-        matches!(&refused, Reply::Error(text) if text.starts_with("NOMASTERLINK")),
-        "{refused:?}"
-    );
+    assert_psync_refused(&primary);
     assert_eq!(info_field(&primary, "stats", "sync_full"), "0");
 
     // What the operator of issue 14 did: push the old map back to the restarted node.
@@ -771,9 +769,7 @@ fn a_restarted_primary_serves_no_psync_until_a_map_names_it() {
         primary.raw().cmd(&["MERIDIAN.TOPOLOGY", "SET", &first]),
         Reply::ok()
     );
-    wait_until("a refused full sync", Duration::from_secs(10), || {
-        info_field(&replica, "replication", "master_full_sync_refused") != "0"
-    });
+    wait_refused_full_sync(&replica);
     assert_eq!(dbsize(&replica), KEYS);
 
     // The failover map: the replica is primary, the restarted node replicates it.
