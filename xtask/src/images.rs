@@ -21,6 +21,7 @@ use crate::cluster::binaries;
 use crate::util;
 use anyhow::{Context, Result};
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -251,12 +252,9 @@ fn finish_base(root: &Path) -> Result<()> {
     for dir in ["tmp", "home/nonroot"] {
         fs::create_dir_all(root.join(dir))?;
     }
-    util::run(Command::new("chmod").arg("1777").arg(root.join("tmp")))?;
-    util::run(
-        Command::new("chown")
-            .arg(format!("{NONROOT}:{NONROOT}"))
-            .arg(root.join("home/nonroot")),
-    )
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    std::os::unix::fs::chown(root.join("home/nonroot"), Some(NONROOT), Some(NONROOT))?;
+    Ok(())
 }
 
 /// What goes into one image: files on top of an optional base root, and its config.
@@ -393,7 +391,7 @@ fn oci_archive(recipe: &Recipe<'_>, tags: &[String]) -> Result<PathBuf> {
         }
         fs::copy(source, &target)
             .with_context(|| format!("cannot copy {} into the image", source.display()))?;
-        util::run(Command::new("chmod").arg(format!("{mode:o}")).arg(&target))?;
+        fs::set_permissions(&target, fs::Permissions::from_mode(*mode))?;
     }
     umoci(&["repack", "--image", &image, &path(&bundle)])?;
     let mut config = vec![

@@ -54,6 +54,14 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Writes `contents` to `path`, creating its directory.
+pub fn write_file(path: &Path, contents: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Runs a command without echoing it; fails with its exit status and standard error.
 pub fn run_quiet(cmd: &mut Command) -> Result<()> {
     output(cmd).map(drop)

@@ -14,7 +14,6 @@
 //! (`ip_forward` stays as it is), so nothing from a pod can leave the machine.
 
 use anyhow::{Context, Result, bail};
-use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -244,14 +243,6 @@ pub fn cni_conflist(net: &NodeNet, ipam_dir: &std::path::Path) -> String {
         ]
     })
     .to_string()
-}
-
-/// Writes `contents` to `path`, creating its directory.
-pub fn write_file(path: &std::path::Path, contents: &str) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

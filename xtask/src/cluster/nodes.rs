@@ -244,11 +244,11 @@ conntrack:
 
     /// Writes every config file of this node.
     fn write_configs(&self, pki: &Pki, bins: &NodeBinaries, server: &str) -> Result<()> {
-        network::write_file(
+        util::write_file(
             &self.dir.join("containerd").join("config.toml"),
             &self.containerd_config(&bins.runc),
         )?;
-        network::write_file(
+        util::write_file(
             &self.dir.join("cni").join("10-meridian.conflist"),
             &network::cni_conflist(&self.spec.net, &self.dir.join("cni-ipam")),
         )?;
@@ -258,10 +258,10 @@ conntrack:
             &ClientIdentity::node(&self.spec.name),
             server,
         )?;
-        network::write_file(&self.dir.join("kubelet.yaml"), &self.kubelet_config(pki))?;
+        util::write_file(&self.dir.join("kubelet.yaml"), &self.kubelet_config(pki))?;
         let proxy_kubeconfig = self.dir.join("kube-proxy.kubeconfig");
         pki.write_kubeconfig(&proxy_kubeconfig, &pki::KUBE_PROXY, server)?;
-        network::write_file(
+        util::write_file(
             &self.dir.join("kube-proxy.yaml"),
             &self.kube_proxy_config(&proxy_kubeconfig),
         )
