@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod audit;
 mod fixtures;
 mod load;
 mod node_faults;
 mod shard_writer;
+pub use audit::*;
 pub use fixtures::*;
 pub use load::*;
 pub use node_faults::*;

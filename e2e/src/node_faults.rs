@@ -28,15 +28,21 @@ pub fn container_id(pod: &Pod, container: &str) -> Option<String> {
 /// The host pid of the container's first process (pid 1 in its pid namespace), when the
 /// container runs on this machine.
 pub fn container_pid(pod: &Pod, container: &str) -> Option<i32> {
-    let id = container_id(pod, container)?;
     let cgroup = PID_HIERARCHIES
         .iter()
-        .find_map(|root| find_dir(Path::new(root), &id, 8))?;
+        .find_map(|root| container_cgroup(pod, container, Path::new(root)))?;
     let procs = fs::read_to_string(cgroup.join("cgroup.procs")).ok()?;
     procs
         .lines()
         .filter_map(|line| line.trim().parse::<i32>().ok())
         .find(|pid| is_namespace_init(*pid))
+}
+
+/// The container's cgroup directory in the hierarchy mounted at `hierarchy`
+/// (`/sys/fs/cgroup/memory`, ...), when the container runs on this machine.
+pub fn container_cgroup(pod: &Pod, container: &str, hierarchy: &Path) -> Option<PathBuf> {
+    let id = container_id(pod, container)?;
+    find_dir(hierarchy, &id, 8)
 }
 
 /// True when `pid` is pid 1 of its own pid namespace (the last NSpid field).
@@ -265,4 +271,182 @@ pub fn oom_killed(pod: &Pod, container: &str) -> bool {
         .and_then(|status| status.last_state.as_ref())
         .and_then(|state| state.terminated.as_ref())
         .is_some_and(|terminated| terminated.reason.as_deref() == Some("OOMKilled"))
+}
+
+/// A lost machine: the node's kubelet, containerd and kube-proxy frozen, every container on
+/// it frozen (the cgroup freezer of the node's cgroup root), and every packet between its
+/// namespace and the rest dropped. Nothing on it runs or answers until [`LostNode::restore`]
+/// (or drop), when it comes back with the state it had, as a machine back from a hang.
+pub struct LostNode {
+    freezer: PathBuf,
+    node: Option<FrozenNode>,
+    partition: Option<Partition>,
+}
+
+impl LostNode {
+    /// `None` when the node's processes or cgroups are not on this machine.
+    pub fn lose(node: &str, netns: &str) -> Result<Option<Self>> {
+        let freezer = Path::new("/sys/fs/cgroup/freezer").join(node);
+        if !freezer.join("freezer.state").exists() {
+            return Ok(None);
+        }
+        let Some(frozen) = FrozenNode::freeze(node)? else {
+            return Ok(None);
+        };
+        let mut lost = Self {
+            freezer,
+            node: Some(frozen),
+            partition: None,
+        };
+        fs::write(lost.freezer.join("freezer.state"), "FROZEN")
+            .context("freezing the node's containers")?;
+        lost.partition = Some(Partition::isolate(netns)?);
+        Ok(Some(lost))
+    }
+
+    pub fn restore(mut self) -> Result<()> {
+        self.thaw()
+    }
+
+    fn thaw(&mut self) -> Result<()> {
+        if let Some(partition) = self.partition.take() {
+            partition.heal()?;
+        }
+        fs::write(self.freezer.join("freezer.state"), "THAWED")
+            .context("thawing the node's containers")?;
+        if let Some(node) = self.node.take() {
+            node.thaw()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LostNode {
+    fn drop(&mut self) {
+        let _ = self.thaw();
+    }
+}
+
+/// The container's memory limit set to `bytes` in its cgroup, below what the pod spec
+/// allows: what it takes to make one container (not its whole StatefulSet) outgrow its
+/// limit. The kubelet's next container for the pod gets the spec's limit again.
+pub fn lower_memory_limit(pod: &Pod, container: &str, headroom: u64) -> Result<Option<u64>> {
+    let Some(cgroup) = container_cgroup(pod, container, Path::new("/sys/fs/cgroup/memory")) else {
+        return Ok(None);
+    };
+    let usage: u64 = fs::read_to_string(cgroup.join("memory.usage_in_bytes"))
+        .context("reading the container's memory usage")?
+        .trim()
+        .parse()
+        .context("memory.usage_in_bytes is not a number")?;
+    let limit = usage + headroom;
+    fs::write(cgroup.join("memory.limit_in_bytes"), limit.to_string())
+        .context("lowering the container's memory limit")?;
+    Ok(Some(limit))
+}
+
+/// The API server stopped (SIGKILL) and, on [`ApiServerOutage::end`], started again with
+/// the command line, environment and working directory it had, its output appended to
+/// its log and its pid file updated (so `cargo xtask cluster down` stops the new one).
+pub struct ApiServerOutage {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+}
+
+impl ApiServerOutage {
+    /// `None` when the local cluster's API server does not run on this machine.
+    pub fn begin() -> Result<Option<Self>> {
+        let pid_file = cluster_state_dir().join("pids").join("kube-apiserver.pid");
+        let Some(pid) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|pid| pid.trim().parse::<i32>().ok())
+        else {
+            return Ok(None);
+        };
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let Ok(cmdline) = fs::read(proc_dir.join("cmdline")) else {
+            return Ok(None);
+        };
+        let split = |bytes: Vec<u8>| -> Vec<String> {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect()
+        };
+        let argv = split(cmdline);
+        let env = split(fs::read(proc_dir.join("environ")).context("reading its environment")?)
+            .into_iter()
+            .filter_map(|pair| {
+                pair.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let cwd = fs::read_link(proc_dir.join("cwd")).context("reading its directory")?;
+        signal("-KILL", pid)?;
+        // Gone when its /proc entry is (a zombie is reaped by its parent, `cargo xtask`'s
+        // launcher having exited: by init).
+        for _ in 0..100 {
+            if fs::read_to_string(proc_dir.join("stat")).map_or(true, |stat| stat.contains(") Z "))
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(Some(Self { argv, env, cwd }))
+    }
+
+    pub fn end(self) -> Result<()> {
+        use std::os::unix::process::CommandExt;
+        let log_path = cluster_state_dir().join("logs").join("kube-apiserver.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let (program, args) = self.argv.split_first().context("empty command line")?;
+        let child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: it outlives the test, as the first one outlived xtask.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("restarting {program}"))?;
+        fs::write(
+            cluster_state_dir().join("pids").join("kube-apiserver.pid"),
+            child.id().to_string(),
+        )?;
+        Ok(())
+    }
+}
+
+/// The operator's pods (every replica, the leader and the standbys).
+pub async fn operator_pods(client: &kube::Client) -> Result<Vec<Pod>> {
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), crate::OPERATOR_NAMESPACE);
+    Ok(pods
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/name=meridian-operator"))
+        .await?
+        .items)
+}
+
+/// Freezes every operator replica's process (SIGSTOP), so the cluster has no operator
+/// until the returned guards are dropped or woken.
+pub async fn freeze_operator(client: &kube::Client) -> Result<Vec<Frozen>> {
+    let mut frozen = Vec::new();
+    for pod in operator_pods(client).await? {
+        let pid = container_pid(&pod, "operator").with_context(|| {
+            format!(
+                "the operator pod {} has no process on this machine",
+                pod.metadata.name.as_deref().unwrap_or_default()
+            )
+        })?;
+        frozen.push(Frozen::freeze(pid)?);
+    }
+    Ok(frozen)
 }

@@ -12,10 +12,19 @@ use redis::aio::MultiplexedConnection;
 
 /// A connection that gives up quickly: a dead or frozen node must not hold the writer.
 pub async fn quick_connection(endpoint: &str) -> Result<MultiplexedConnection> {
+    connection_with_timeout(endpoint, Duration::from_millis(300)).await
+}
+
+/// A connection that gives up connecting after 300 ms and waits `response_timeout` for a
+/// reply (longer than a `WAIT` it sends).
+pub async fn connection_with_timeout(
+    endpoint: &str,
+    response_timeout: Duration,
+) -> Result<MultiplexedConnection> {
     let client = redis::Client::open(format!("redis://{endpoint}/"))?;
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(300)))
-        .set_response_timeout(Some(Duration::from_millis(300)));
+        .set_response_timeout(Some(response_timeout));
     Ok(client
         .get_multiplexed_async_connection_with_config(&config)
         .await?)
@@ -44,18 +53,37 @@ pub struct ShardClient {
     endpoints: Vec<String>,
     current: usize,
     connections: HashMap<String, MultiplexedConnection>,
+    response_timeout: Duration,
 }
 
 impl ShardClient {
     pub fn new(endpoints: Vec<String>) -> Self {
+        Self::with_response_timeout(endpoints, Duration::from_millis(300))
+    }
+
+    pub fn with_response_timeout(endpoints: Vec<String>, response_timeout: Duration) -> Self {
         Self {
             endpoints,
             current: 0,
             connections: HashMap::new(),
+            response_timeout,
         }
     }
 
     pub async fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg(value);
+        self.run(&[set]).await.map(drop)
+    }
+
+    /// Runs `commands` in order on one connection to the node that owns their keys: the
+    /// first command finds the node (following MOVED, or trying the next node when one
+    /// does not answer); the others run on the same connection after it, so a `WAIT`
+    /// that follows a `SET` counts that write's replicas.
+    pub async fn run(&mut self, commands: &[redis::Cmd]) -> Result<Vec<redis::Value>> {
+        let Some((first, rest)) = commands.split_first() else {
+            return Ok(Vec::new());
+        };
         let mut last = String::new();
         let mut index = self.current;
         for _ in 0..(self.endpoints.len() * 2) {
@@ -63,7 +91,7 @@ impl ShardClient {
             index = (index + 1) % self.endpoints.len();
             let mut connection = match self.connections.get(&endpoint) {
                 Some(connection) => connection.clone(),
-                None => match quick_connection(&endpoint).await {
+                None => match connection_with_timeout(&endpoint, self.response_timeout).await {
                     Ok(connection) => {
                         self.connections
                             .insert(endpoint.clone(), connection.clone());
@@ -75,19 +103,25 @@ impl ShardClient {
                     }
                 },
             };
-            let reply: redis::RedisResult<()> = redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .query_async(&mut connection)
-                .await;
+            let reply: redis::RedisResult<redis::Value> = first.query_async(&mut connection).await;
             match reply {
-                Ok(()) => {
+                Ok(value) => {
                     self.current = self
                         .endpoints
                         .iter()
                         .position(|e| *e == endpoint)
                         .unwrap_or(0);
-                    return Ok(());
+                    let mut values = vec![value];
+                    for command in rest {
+                        match command.query_async(&mut connection).await {
+                            Ok(value) => values.push(value),
+                            Err(error) => {
+                                self.connections.remove(&endpoint);
+                                bail!("{endpoint}: {error}");
+                            }
+                        }
+                    }
+                    return Ok(values);
                 }
                 Err(error) => {
                     last = format!("{endpoint}: {error}");
@@ -108,7 +142,7 @@ impl ShardClient {
                 }
             }
         }
-        bail!("no node accepted the write: {last}")
+        bail!("no node accepted the command: {last}")
     }
 }
 

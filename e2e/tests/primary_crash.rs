@@ -16,30 +16,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use meridian_e2e::*;
 
 const ACKED: i64 = 300;
-
-/// Freezes every operator replica's process (SIGSTOP), so the cluster has no operator
-/// until the returned guards are dropped or woken.
-async fn freeze_operator(client: &kube::Client) -> Result<Vec<Frozen>> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let list = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/name=meridian-operator"))
-        .await?;
-    let mut frozen = Vec::new();
-    for pod in &list.items {
-        let pid = container_pid(pod, "operator").with_context(|| {
-            format!(
-                "the operator pod {} has no process on this machine",
-                pod.metadata.name.as_deref().unwrap_or_default()
-            )
-        })?;
-        frozen.push(Frozen::freeze(pid)?);
-    }
-    Ok(frozen)
-}
 
 /// Waits until the kubelet restarted `pod`'s node container at least `restarts` times and
 /// the node answers again.

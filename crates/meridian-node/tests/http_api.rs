@@ -267,3 +267,24 @@ fn writes_wait_for_client_pause_and_reads_do_not() {
     assert!(took >= Duration::from_millis(300), "{took:?}");
     assert_eq!(node.get("/cache/held").text(), "after");
 }
+
+/// A managed node nobody told its role (a restarted primary before the operator acts)
+/// serves no key over HTTP either: its empty store is not its shard's data.
+#[test]
+fn a_managed_node_without_a_role_serves_no_key() {
+    let node = standalone(&["--managed"]);
+    for response in [node.get("/cache/user:1"), node.put("/cache/user:1", b"x")] {
+        assert_eq!(response.status, 503, "{}", response.text());
+        assert_eq!(
+            response.json()["error"],
+            "hash slot not served by any shard"
+        );
+    }
+    let promoted: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut node.redis())
+        .expect("REPLICAOF NO ONE");
+    assert_eq!(promoted, "OK");
+    assert_eq!(node.put("/cache/user:1", b"x").status, 204);
+}

@@ -705,6 +705,14 @@ fn replica_keeps_its_data_when_its_primary_restarts_empty() {
 
     primary.kill_and_restart("primary", 8, MANAGED);
     assert_eq!(dbsize(&primary), 0);
+    // nor does it answer for keys: its empty store would read every write as missing
+    for command in [&["GET", "key:1"][..], &["SET", "key:1", "lost"]] {
+        assert_eq!(
+            primary.raw().cmd(command),
+            Reply::Error("CLUSTERDOWN Hash slot not served".into()),
+            "{command:?} on a restarted managed node nobody named"
+        );
+    }
     // the replica retries every 500 ms: several attempts fit in 3 s
     assert_kept_its_data_with_the_link_down(&replica);
     // nobody named the restarted node primary since it started: no PSYNC

@@ -16,6 +16,9 @@ use crate::migration;
 use crate::protocol::Out;
 use crate::state::Shared;
 
+/// Redis Cluster's refusal for a slot no node serves.
+pub const UNSERVED: &str = "CLUSTERDOWN Hash slot not served";
+
 /// The map this node obeys, if the operator pushed one.
 pub fn current_map(shared: &Shared) -> Option<Arc<TopologyMap>> {
     shared.topology.read().clone()
@@ -54,7 +57,7 @@ pub fn route_keys<'k>(
             "MOVED {slot} {}",
             plain_endpoint(primary)
         ))),
-        Route::Unserved => Err(CommandError::other("CLUSTERDOWN Hash slot not served")),
+        Route::Unserved => Err(CommandError::other(UNSERVED)),
     }
 }
 
@@ -115,11 +118,17 @@ pub fn check_keys(
     asking: bool,
     keys: &[&[u8]],
 ) -> Result<Option<InTransit>, CommandError> {
-    let Some(map) = current_map(shared) else {
-        return Ok(None);
-    };
     let Some(slot) = keys.first().map(|key| key_slot(key)) else {
         return Ok(None);
+    };
+    let Some(map) = current_map(shared) else {
+        // A managed node that restarted has no map until the operator decides what it is:
+        // answering from its empty store would read acknowledged writes as missing.
+        return if shared.repl.knows_its_role() {
+            Ok(None)
+        } else {
+            Err(CommandError::other(UNSERVED))
+        };
     };
     let routed = route_keys(&map, &shared.node_id, replica_read, keys.iter().copied());
     match routed {

@@ -310,6 +310,7 @@ fn locate(shared: &Shared, key: &[u8], write: bool) -> Location {
         };
     }
     match primary_of_replica(shared) {
+        _ if !shared.repl.knows_its_role() => Location::Unserved,
         Some(host) if write => Location::Remote(host),
         _ => Location::Local,
     }

@@ -176,6 +176,13 @@ impl Replication {
         !self.is_replica() && *self.mandate.lock() != PrimaryMandate::None
     }
 
+    /// Whether anything told this node its role since it started (a replica link, or a
+    /// mandate to be primary). A managed node that restarted holds none of its shard's
+    /// data, so until then it serves no keys either (outside a topology map).
+    pub fn knows_its_role(&self) -> bool {
+        self.is_replica() || *self.mandate.lock() != PrimaryMandate::None
+    }
+
     pub fn target(&self) -> Option<PrimaryTarget> {
         self.link.lock().as_ref().map(|link| link.target.clone())
     }

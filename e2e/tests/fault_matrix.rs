@@ -1,0 +1,518 @@
+//! The fault matrix (issue 14): each fault done for real to a Ready region on the local
+//! cluster's nodes, under an audited load on shard 0 (a writer whose writes count once
+//! `WAIT 1` says the replica has them, and a reader that checks every value against what
+//! was acknowledged before it read). After recovery: no acknowledged write lost, no stale
+//! read, every slot served, `redis-cli --cluster check` clean, and the region Ready with
+//! the shard's replica back. Each scenario prints a `CHAOS` line (`cargo xtask chaos`
+//! collects them) with the time until writes were acknowledged again.
+//!
+//! Faults that reach past their own pods (a node lost or partitioned, the API server or
+//! the operator stopped) take the suite's lock exclusively; the others share it.
+//!
+//! The faults need the test process on the machine whose nodes run the pods (the local
+//! cluster); elsewhere the scenarios skip.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use meridian_e2e::*;
+use tokio::sync::RwLock;
+
+/// Shared by faults confined to their own pods, taken alone by faults that are not.
+static FAULTS: RwLock<()> = RwLock::const_new(());
+
+/// Acknowledged writes the load makes before each fault.
+const WARM_UP: usize = 100;
+
+/// A Ready region (2 shards, 1 replica each) under audited load on shard 0.
+struct Stage {
+    client: kube::Client,
+    ns: TestNamespace,
+    regions: Api<meridian_api::CacheRegion>,
+    pods: Api<Pod>,
+    shard: FirstShard,
+    load: AuditedLoad,
+}
+
+async fn stage(test: &str, prefix: &str) -> Result<Option<Stage>> {
+    let Some((client, ns)) = operator_scenario(test, prefix).await? else {
+        return Ok(None);
+    };
+    let (regions, status) = orders_region_with_replicas(&client, &ns.name).await?;
+    let shard = FirstShard::read(&client, &ns.name, &status).await?;
+    let load = AuditedLoad::start(shard_endpoints(&shard), &shard.tag, true);
+    load.wait_acked(WARM_UP, Duration::from_secs(60))
+        .await
+        .context("the load before the fault")?;
+    let pods = Api::namespaced(client.clone(), &ns.name);
+    Ok(Some(Stage {
+        client,
+        ns,
+        regions,
+        pods,
+        shard,
+        load,
+    }))
+}
+
+fn shard_endpoints(shard: &FirstShard) -> Vec<String> {
+    vec![
+        shard.primary_endpoint.clone(),
+        shard.replica_endpoint.clone(),
+    ]
+}
+
+impl Stage {
+    /// After the fault: waits until the region is Ready with shard 0 served by a primary
+    /// and one replica, keeps the load on for `WARM_UP` more acknowledged writes, then
+    /// checks everything the load saw and the cluster's view, and records the outcome.
+    async fn settle_and_audit(self, fault: &str, recovery: Duration) -> Result<()> {
+        let Stage {
+            client,
+            ns,
+            regions,
+            shard,
+            load,
+            ..
+        } = self;
+        let status = wait_region(
+            &regions,
+            "orders-a",
+            "Ready with shard 0 served by a primary and its replica",
+            Duration::from_secs(240),
+            |view| {
+                view.ready()
+                    && view
+                        .status
+                        .shards
+                        .first()
+                        .is_some_and(|s| s.primary.is_some() && s.replicas.len() == 1)
+            },
+        )
+        .await?;
+        load.wait_acked(WARM_UP, Duration::from_secs(60))
+            .await
+            .context("the load after recovery")?;
+        let audit = load.stop().await?;
+        let lost = audit
+            .lost_writes(shard_endpoints(&shard), &shard.tag)
+            .await?;
+        every_slot_owned(&status)?;
+        let primaries = primary_endpoints(&client, &ns.name, &status).await?;
+        let check = redis_cluster_check(&primaries[0])?;
+        FaultOutcome {
+            fault: fault.to_string(),
+            recovery_ms: recovery.as_millis(),
+            acked_writes: audit.acked_writes,
+            lost_writes: lost.len(),
+            stale_reads: audit.violations.len(),
+        }
+        .record()?;
+        if !lost.is_empty() || !audit.violations.is_empty() {
+            bail!(
+                "{fault}: {} acknowledged write(s) lost, {} bad read(s) of {} \
+                 (lost: {lost:?}; reads: {:?})",
+                lost.len(),
+                audit.violations.len(),
+                audit.reads,
+                audit.violations
+            );
+        }
+        assert!(
+            !check.contains("[ERR]") && !check.contains("[WARNING]"),
+            "redis-cli --cluster check: {check}"
+        );
+        Ok(())
+    }
+
+    async fn pod(&self, name: &str) -> Result<Pod> {
+        Ok(self.pods.get(name).await?)
+    }
+
+    /// The node running `pod` and its network namespace, when it is one here.
+    async fn node_of(&self, pod: &str) -> Result<Option<(String, String)>> {
+        let pod = self.pod(pod).await?;
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.node_name.clone())
+            .context("pod not scheduled")?;
+        let host_ip = pod
+            .status
+            .as_ref()
+            .and_then(|status| status.host_ip.clone())
+            .context("pod without host IP")?;
+        Ok(node_netns(&host_ip).map(|netns| (node, netns)))
+    }
+
+    /// Waits until the kubelet restarted `pod`'s node container at least `restarts` times
+    /// and the node answers again.
+    async fn wait_restarted(&self, pod: &str, restarts: i32, endpoint: &str) -> Result<()> {
+        wait_for(
+            &format!("{pod} restarted in place and answering"),
+            Duration::from_secs(180),
+            || async {
+                let current = self.pods.get(pod).await.map_err(|e| e.to_string())?;
+                let count = restart_count(&current, "node");
+                if count < restarts {
+                    return Err(format!("restart count {count}"));
+                }
+                let mut connection = quick_connection(endpoint)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pong: String = redis::cmd("PING")
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((pong == "PONG").then_some(()))
+            },
+        )
+        .await
+    }
+}
+
+fn skip(test: &str, why: &str) -> Result<()> {
+    eprintln!("SKIP {test}: {why}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_primary_in_a_crash_loop_loses_no_acknowledged_write() -> Result<()> {
+    let _shared = FAULTS.read().await;
+    let Some(stage) = stage("crash_loop", "e2e-fm-crashloop").await? else {
+        return Ok(());
+    };
+    let primary = stage.shard.primary.clone();
+    let endpoint = stage.shard.primary_endpoint.clone();
+    let fault_at = Instant::now();
+    for round in 1..=3 {
+        let pod = stage.pod(&primary).await?;
+        if kill_container(&pod, "node")?.is_none() {
+            return skip("crash_loop", "the primary's process is not on this machine");
+        }
+        // Killed again as soon as it is back: the restarted, empty process must never
+        // become what its shard syncs from.
+        stage.wait_restarted(&primary, round, &endpoint).await?;
+    }
+    let recovery = stage
+        .load
+        .recovered_after(fault_at, Duration::from_secs(180))
+        .await?;
+    stage
+        .settle_and_audit("primary crash loop (3 kills)", recovery)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_killed_in_place_loses_no_acknowledged_write() -> Result<()> {
+    let _shared = FAULTS.read().await;
+    let Some(stage) = stage("replica_killed", "e2e-fm-replica").await? else {
+        return Ok(());
+    };
+    let replica = stage.pod(&stage.shard.replica).await?;
+    let fault_at = Instant::now();
+    if kill_container(&replica, "node")?.is_none() {
+        return skip(
+            "replica_killed",
+            "the replica's process is not on this machine",
+        );
+    }
+    let recovery = stage
+        .load
+        .recovered_after(fault_at, Duration::from_secs(180))
+        .await?;
+    stage
+        .wait_restarted(&stage.shard.replica, 1, &stage.shard.replica_endpoint)
+        .await?;
+    stage
+        .settle_and_audit("replica killed in place", recovery)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_primary_oom_killed_loses_no_acknowledged_write() -> Result<()> {
+    let _shared = FAULTS.read().await;
+    let Some(stage) = stage("primary_oom_killed", "e2e-fm-oom").await? else {
+        return Ok(());
+    };
+    let primary = stage.pod(&stage.shard.primary).await?;
+    let before = restart_count(&primary, "node");
+    // 24 MiB above what it uses now: the next 32 MiB of values are too much for it, not
+    // for its replica (which keeps the spec's limit).
+    let Some(limit) = lower_memory_limit(&primary, "node", 24 << 20)? else {
+        return skip(
+            "primary_oom_killed",
+            "the primary's cgroup is not on this machine",
+        );
+    };
+    println!("OOM: {} limited to {limit} bytes", stage.shard.primary);
+    let mut connection = quick_connection(&stage.shard.primary_endpoint).await?;
+    let value = "m".repeat(64 * 1024);
+    let fault_at = Instant::now();
+    for index in 0..1024 {
+        let written: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("{{{}}}:ballast:{index}", stage.shard.tag))
+            .arg(&value)
+            .query_async(&mut connection)
+            .await;
+        if written.is_err() {
+            break;
+        }
+    }
+    wait_for(
+        "the primary OOM-killed and restarted",
+        Duration::from_secs(120),
+        || async {
+            let pod = stage
+                .pod(&stage.shard.primary)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((restart_count(&pod, "node") > before && oom_killed(&pod, "node")).then_some(()))
+        },
+    )
+    .await?;
+    let recovery = stage
+        .load
+        .recovered_after(fault_at, Duration::from_secs(180))
+        .await?;
+    stage.settle_and_audit("primary OOM-killed", recovery).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_node_fails_over_without_waiting_for_eviction() -> Result<()> {
+    let _alone = FAULTS.write().await;
+    let Some(stage) = stage("node_lost", "e2e-fm-nodelost").await? else {
+        return Ok(());
+    };
+    let Some((node, netns)) = stage.node_of(&stage.shard.primary).await? else {
+        return skip("node_lost", "the primary's node is not a namespace here");
+    };
+    let fault_at = Instant::now();
+    let Some(lost) = LostNode::lose(&node, &netns)? else {
+        return skip("node_lost", "the node's processes are not on this machine");
+    };
+    println!("NODE LOST: {node} (primary {})", stage.shard.primary);
+    let recovery = stage
+        .load
+        .recovered_after(fault_at, Duration::from_secs(60))
+        .await
+        .context("writes must resume long before the 300 s eviction")?;
+    wait_shard0_primary(&stage.regions, &stage.shard.replica).await?;
+    // Long enough for the node to be NotReady (40 s grace): the region must not say it
+    // is whole while the shard has no replica.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let status = stage
+        .regions
+        .get("orders-a")
+        .await?
+        .status
+        .unwrap_or_default();
+    assert!(
+        !condition_true(&status.conditions, "Ready")
+            || condition_true(&status.conditions, "Degraded"),
+        "the region claims to be whole with a node lost: {:?}",
+        status.conditions
+    );
+    lost.restore()?;
+    stage
+        .settle_and_audit(
+            "node lost (kubelet, containerd, pods frozen; partitioned)",
+            recovery,
+        )
+        .await
+}
+
+/// Sends `SET k v` + `WAIT 1 300` pairs to `endpoint` from inside `netns` on one
+/// connection (redis-cli reading its commands from stdin) and returns the `WAIT` replies.
+fn writes_from_inside(netns: &str, endpoint: &str, tag: &str, count: usize) -> Result<Vec<String>> {
+    use std::io::Write;
+    let (host, port) = endpoint.rsplit_once(':').context("endpoint without port")?;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "redis-cli", "-h", host, "-p", port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("redis-cli in the node's namespace")?;
+    {
+        let mut stdin = child.stdin.take().context("no stdin")?;
+        for index in 0..count {
+            writeln!(stdin, "SET {{{tag}}}:inside:{index} {index}")?;
+            writeln!(stdin, "WAIT 1 300")?;
+        }
+    }
+    let output = child.wait_with_output()?;
+    let said = String::from_utf8_lossy(&output.stdout);
+    Ok(said
+        .lines()
+        .filter(|line| !line.is_empty() && *line != "OK")
+        .map(str::to_string)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_primary_acknowledges_nothing_and_rejoins_as_a_replica() -> Result<()> {
+    let _alone = FAULTS.write().await;
+    let Some(stage) = stage("zone_partition", "e2e-fm-partition").await? else {
+        return Ok(());
+    };
+    let Some((node, netns)) = stage.node_of(&stage.shard.primary).await? else {
+        return skip(
+            "zone_partition",
+            "the primary's node is not a namespace here",
+        );
+    };
+    let fault_at = Instant::now();
+    let partition = Partition::isolate(&netns)?;
+    println!("PARTITION: {node} (primary {})", stage.shard.primary);
+    let recovery = stage
+        .load
+        .recovered_after(fault_at, Duration::from_secs(60))
+        .await?;
+    wait_shard0_primary(&stage.regions, &stage.shard.replica).await?;
+    // The old primary, cut off but running, is still written to from its side.
+    let waits = writes_from_inside(&netns, &stage.shard.primary_endpoint, &stage.shard.tag, 20)?;
+    let acknowledged: Vec<&String> = waits
+        .iter()
+        .filter(|reply| reply.parse::<i64>().is_ok_and(|n| n >= 1))
+        .collect();
+    assert!(
+        acknowledged.is_empty(),
+        "the partitioned primary acknowledged writes it could not replicate: {waits:?}"
+    );
+    partition.heal()?;
+    // After the heal the old primary follows the new one: what it took alone is gone.
+    let primary_after = wait_for(
+        "the old primary rejoins as a replica",
+        Duration::from_secs(120),
+        || async {
+            let mut connection = quick_connection(&stage.shard.primary_endpoint)
+                .await
+                .map_err(|e| e.to_string())?;
+            let role: Vec<redis::Value> = redis::cmd("ROLE")
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| e.to_string())?;
+            match role.first() {
+                Some(redis::Value::BulkString(role)) if role == b"slave" => Ok(Some(())),
+                other => Err(format!("ROLE says {other:?}")),
+            }
+        },
+    )
+    .await;
+    primary_after?;
+    stage
+        .settle_and_audit("primary's node partitioned", recovery)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_keep_serving_while_the_api_server_is_down_and_the_operator_converges_after()
+-> Result<()> {
+    let _alone = FAULTS.write().await;
+    let Some(stage) = stage("api_server_down", "e2e-fm-apiserver").await? else {
+        return Ok(());
+    };
+    let fault_at = Instant::now();
+    let Some(outage) = ApiServerOutage::begin()? else {
+        return skip(
+            "api_server_down",
+            "the API server does not run on this machine",
+        );
+    };
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let audit_during = stage.load.acked_writes();
+    outage.end()?;
+    let failed = stage
+        .load
+        .recovered_after(fault_at, Duration::from_secs(10))
+        .await;
+    println!("API SERVER DOWN 60 s: {audit_during} writes acknowledged by then");
+    assert_eq!(
+        failed.ok(),
+        Some(Duration::ZERO),
+        "writes failed while only the API server was down"
+    );
+    wait_for("the API server back", Duration::from_secs(120), || async {
+        Ok(stage.regions.get("orders-a").await.is_ok().then_some(()))
+    })
+    .await?;
+    // The operator must act again: a primary killed now is failed over.
+    let primary = stage.pod(&stage.shard.primary).await?;
+    let killed_at = Instant::now();
+    if kill_container(&primary, "node")?.is_none() {
+        return skip(
+            "api_server_down",
+            "the primary's process is not on this machine",
+        );
+    }
+    let recovery = stage
+        .load
+        .recovered_after(killed_at, Duration::from_secs(180))
+        .await?;
+    wait_shard0_primary(&stage.regions, &stage.shard.replica).await?;
+    stage
+        .settle_and_audit("API server down 60 s, then a primary killed", recovery)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_killed_during_a_failover_converges_when_it_returns() -> Result<()> {
+    let _alone = FAULTS.write().await;
+    let Some(stage) = stage("operator_killed_in_failover", "e2e-fm-operator").await? else {
+        return Ok(());
+    };
+    let primary = stage.pod(&stage.shard.primary).await?;
+    if container_pid(&primary, "node").is_none() {
+        return skip(
+            "operator_killed_in_failover",
+            "the primary's process is not on this machine",
+        );
+    }
+    // The operator is held while the primary crashes, then let go and killed as soon as
+    // the replica reports it was promoted: mid-failover, before the rest is rewired.
+    let frozen = freeze_operator(&stage.client).await?;
+    let fault_at = Instant::now();
+    kill_container(&primary, "node")?;
+    stage
+        .wait_restarted(&stage.shard.primary, 1, &stage.shard.primary_endpoint)
+        .await?;
+    let operator_pids: Vec<i32> = operator_pods(&stage.client)
+        .await?
+        .iter()
+        .filter_map(|pod| container_pid(pod, "operator"))
+        .collect();
+    for guard in frozen {
+        guard.wake()?;
+    }
+    let mut replica = quick_connection(&stage.shard.replica_endpoint).await?;
+    let promoted = Instant::now();
+    loop {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut replica).await?;
+        if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+            break;
+        }
+        if promoted.elapsed() > Duration::from_secs(60) {
+            bail!("the operator never promoted the replica after waking");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for pid in operator_pids {
+        signal("-KILL", pid)?;
+    }
+    println!(
+        "OPERATOR KILLED mid-failover, {:?} after waking",
+        promoted.elapsed()
+    );
+    let recovery = stage
+        .load
+        .recovered_after(fault_at, Duration::from_secs(180))
+        .await?;
+    wait_shard0_primary(&stage.regions, &stage.shard.replica).await?;
+    stage
+        .settle_and_audit("operator killed during a failover", recovery)
+        .await
+}
