@@ -201,6 +201,7 @@ mod tests {
                     ordinal,
                     ip: Some("127.0.10.1".into()),
                     ready: true,
+                    running: true,
                 });
             }
             shards.push(ShardTopology {

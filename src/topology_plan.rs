@@ -22,6 +22,10 @@ pub struct ObservedPod {
     pub ip: Option<String>,
     /// Running, Ready condition True and not being deleted.
     pub ready: bool,
+    /// Running and not being deleted, whatever its Ready condition says: the node
+    /// controller clears Ready on every pod of a node it has not heard from lately (all of
+    /// them after an API server outage) while their processes run on.
+    pub running: bool,
 }
 
 impl ObservedPod {
@@ -43,14 +47,13 @@ impl ObservedPod {
         let ip = status
             .and_then(|status| status.pod_ip.clone())
             .filter(|ip| !ip.is_empty());
+        let running = running && ip.is_some() && pod.metadata.deletion_timestamp.is_none();
         Some(ObservedPod {
             name,
             shard,
             ordinal,
-            ready: running
-                && ready_condition
-                && ip.is_some()
-                && pod.metadata.deletion_timestamp.is_none(),
+            ready: running && ready_condition,
+            running,
             ip,
         })
     }
@@ -495,6 +498,50 @@ pub fn node_down(node: &NodeAddr, pods: &RegionPods, unreachable: bool) -> Optio
     unreachable.then_some(PrimaryDown::Unreachable)
 }
 
+/// Whether `replica` may be promoted: its pod runs at the address the map knows and is not
+/// being deleted. Its Ready condition is not asked for (see [`ObservedPod::running`]):
+/// the operator reads the replica itself before it promotes it.
+pub fn promotable(replica: &NodeAddr, pods: &RegionPods) -> bool {
+    pods.iter().any(|pod| {
+        pod.name == replica.id && pod.running && pod.ip.as_deref() == Some(replica.ip.as_str())
+    })
+}
+
+/// The primaries `map` still names for shards that lost their data (`lost_data`) and got
+/// no new primary (`headless`): they must not get the map.
+pub fn withheld_primaries<'a>(
+    map: &'a TopologyMap,
+    headless: &[u32],
+    lost_data: &[u32],
+) -> Vec<&'a str> {
+    map.shards
+        .iter()
+        .filter(|shard| headless.contains(&shard.index) && lost_data.contains(&shard.index))
+        .map(|shard| shard.primary.id.as_str())
+        .collect()
+}
+
+/// Whether the primary of `shard` restarted: it answers without any map while a replica
+/// of its shard holds one. Nodes keep nothing across a restart, the map included, so the
+/// data is on the replica alone; found this way before the replicas' INFO shows it.
+/// Returns the replica that holds a map.
+pub fn primary_restarted<'a>(shard: &'a ShardTopology, reports: &[NodeReport]) -> Option<&'a str> {
+    let holds_map = |id: &str| {
+        reports
+            .iter()
+            .find(|report| report.pod == id)
+            .map(|report| report.map.is_some())
+    };
+    if holds_map(&shard.primary.id) != Some(false) {
+        return None;
+    }
+    shard
+        .replicas
+        .iter()
+        .find(|replica| holds_map(&replica.id) == Some(true))
+        .map(|replica| replica.id.as_str())
+}
+
 /// Whether the primary of `shard` restarted without the data a replica of it kept.
 /// `replication` holds the `INFO replication` of the nodes that answered, by pod name.
 ///
@@ -534,11 +581,12 @@ pub fn primary_lost_data<'a>(
 /// The shards of `current` whose primary is gone or lost its data, and why. A primary
 /// whose pod is back with a new IP while no replica can take over rejoins through the
 /// plan instead ([`rejoins_by_plan`]). `probed_dead` says whether the probes (and this
-/// reconcile's own read) found a node unreachable.
+/// reconcile's own read) found a node unreachable; `reports` are the maps the nodes hold.
 pub fn shards_down(
     current: &TopologyMap,
     pods: &RegionPods,
     probed_dead: impl Fn(&NodeAddr) -> bool,
+    reports: &[NodeReport],
     replication: &HashMap<String, ReplicationInfo>,
 ) -> BTreeMap<u32, PrimaryDown> {
     current
@@ -549,7 +597,9 @@ pub fn shards_down(
                 Some(reason) => {
                     Some(reason).filter(|reason| !rejoins_by_plan(shard, *reason, pods))
                 }
-                None => primary_lost_data(shard, replication).map(|_| PrimaryDown::RestartedEmpty),
+                None => primary_restarted(shard, reports)
+                    .or_else(|| primary_lost_data(shard, replication))
+                    .map(|_| PrimaryDown::RestartedEmpty),
             };
             reason.map(|reason| (shard.index, reason))
         })

@@ -18,6 +18,7 @@ fn pod(shard: u16, ordinal: u16, ready: bool) -> ObservedPod {
         ordinal,
         ip: Some(format!("127.0.{}.{}", shard + 1, ordinal + 1)),
         ready,
+        running: ready,
     }
 }
 
@@ -347,7 +348,7 @@ fn a_primary_restarted_without_its_data_fails_over_to_the_replica_with_the_highe
         topology_plan::primary_lost_data(&map.shards[0], &replication),
         Some("orders-eu-0-1")
     );
-    let down = topology_plan::shards_down(&map, &pods, |_| false, &replication);
+    let down = topology_plan::shards_down(&map, &pods, |_| false, &[], &replication);
     assert_eq!(down, BTreeMap::from([(0, PrimaryDown::RestartedEmpty)]));
 
     let candidates = [
@@ -433,7 +434,7 @@ fn without_the_failover_the_plan_would_push_the_old_map_back() {
     );
     // The orchestrator asks shards_down first, which sends this shard to the failover.
     let replication = restarted_primary_of_shard_zero(&map);
-    assert!(topology_plan::shards_down(&map, &pods, |_| false, &replication).contains_key(&0));
+    assert!(topology_plan::shards_down(&map, &pods, |_| false, &[], &replication).contains_key(&0));
 }
 
 #[test]
@@ -496,4 +497,85 @@ fn healthy_shards_are_not_mistaken_for_lost_data() {
     // Nothing known of the primary: nothing to conclude.
     let replication = HashMap::from([(shard.replicas[0].id.clone(), replica_info(ip, 5_000, OLD))]);
     assert_eq!(topology_plan::primary_lost_data(shard, &replication), None);
+}
+
+/// Issue 14 (API server down, then a primary killed): the restarted primary answers with
+/// no map while its replicas hold one. That alone says it restarted, before any replica's
+/// INFO shows a refused sync.
+#[test]
+fn a_primary_answering_without_a_map_while_its_replica_holds_one_restarted() {
+    let map = bootstrapped(2, 2);
+    let pods = RegionPods::group(all_pods(2, 2), 2, 2);
+    let report = |pod: &str, held: bool| NodeReport {
+        pod: pod.into(),
+        map: held.then(|| map.clone()),
+    };
+    let restarted = [
+        report("orders-eu-0-0", false),
+        report("orders-eu-0-1", true),
+        report("orders-eu-1-0", true),
+        report("orders-eu-1-1", true),
+    ];
+    assert_eq!(
+        topology_plan::primary_restarted(&map.shards[0], &restarted),
+        Some("orders-eu-0-1")
+    );
+    let down = topology_plan::shards_down(&map, &pods, |_| false, &restarted, &HashMap::new());
+    assert_eq!(down, BTreeMap::from([(0, PrimaryDown::RestartedEmpty)]));
+
+    // Bootstrap (nobody holds a map) and a shard whose every node restarted are no
+    // failover: no replica kept anything.
+    let fresh: Vec<NodeReport> = restarted.iter().map(|r| report(&r.pod, false)).collect();
+    assert!(topology_plan::shards_down(&map, &pods, |_| false, &fresh, &HashMap::new()).is_empty());
+    // A primary that did not answer says nothing about its map.
+    assert_eq!(
+        topology_plan::primary_restarted(&map.shards[0], &restarted[1..]),
+        None
+    );
+}
+
+/// After an API server outage the node controller marks every pod NotReady for a while:
+/// a running replica the operator can read is still promoted; one being deleted, gone or
+/// at another address is not.
+#[test]
+fn a_running_replica_is_promotable_whatever_its_ready_condition() {
+    let map = bootstrapped(1, 2);
+    let replica = &map.shards[0].replicas[0];
+    let with = |edit: &dyn Fn(&mut ObservedPod)| {
+        let mut pods = all_pods(1, 2);
+        edit(&mut pods[1]);
+        RegionPods::group(pods, 1, 2)
+    };
+    assert!(topology_plan::promotable(replica, &with(&|_| {})));
+    assert!(topology_plan::promotable(
+        replica,
+        &with(&|pod| pod.ready = false)
+    ));
+    assert!(!topology_plan::promotable(
+        replica,
+        &with(&|pod| {
+            pod.ready = false;
+            pod.running = false;
+        })
+    ));
+    assert!(!topology_plan::promotable(
+        replica,
+        &with(&|pod| pod.ip = Some("127.9.9.9".into()))
+    ));
+    let gone = RegionPods::group(all_pods(1, 1), 1, 2);
+    assert!(!topology_plan::promotable(replica, &gone));
+}
+
+/// A shard whose primary lost its data and has no replica to promote yet keeps its old
+/// primary in the map the other shards' failover pushes, but that node does not get it.
+#[test]
+fn a_primary_that_lost_its_data_gets_no_map_while_its_shard_has_no_new_primary() {
+    let map = bootstrapped(2, 2);
+    assert_eq!(
+        topology_plan::withheld_primaries(&map, &[0], &[0]),
+        vec!["orders-eu-0-0"]
+    );
+    // headless for another reason (its pod is gone): nothing to withhold from
+    assert!(topology_plan::withheld_primaries(&map, &[0], &[]).is_empty());
+    assert!(topology_plan::withheld_primaries(&map, &[], &[0]).is_empty());
 }

@@ -27,6 +27,7 @@ fn plan_for(nodes: &[&Node], reports: &[NodeReport], status_epoch: u64) -> Topol
             ordinal: ordinal as u16,
             ip: Some(node.addr.ip.clone()),
             ready: true,
+            running: true,
         })
         .collect();
     let pods = RegionPods::group(pods, 1, nodes.len() as u16);
@@ -246,6 +247,16 @@ async fn region_links_are_pushed_idempotently_and_carry_invalidations() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    // Managed nodes serve keys once told their role; no map is pushed here, so each is
+    // named primary directly.
+    for client in [&mut client_a, &mut client_b] {
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query_async(client)
+            .await
+            .unwrap();
+    }
     let _: () = redis::cmd("SET")
         .arg("k")
         .arg("v1")

@@ -41,6 +41,7 @@ fn region_pods(nodes: &[Node], shards: usize) -> RegionPods {
             ordinal: 0,
             ip: Some(node.addr.ip.clone()),
             ready: true,
+            running: true,
         })
         .collect();
     RegionPods::group(pods, shards as u16, 1)

@@ -35,6 +35,7 @@ fn pods(ready: bool) -> RegionPods {
             ordinal: 0,
             ip: Some(format!("127.0.5.{}", shard + 1)),
             ready,
+            running: ready,
         })
         .collect();
     RegionPods::group(pods, 2, 1)
@@ -443,6 +444,7 @@ fn a_shard_whose_primary_lost_data_is_degraded_and_never_ready() {
                     ordinal,
                     ip: Some(format!("127.0.5.{}", shard * 10 + ordinal + 1)),
                     ready: true,
+                    running: true,
                 })
             })
             .collect(),

@@ -20,6 +20,7 @@ fn pod(shard: u16, ordinal: u16, ready: bool) -> ObservedPod {
         ordinal,
         ip: Some(format!("127.0.{}.{}", shard + 1, ordinal + 1)),
         ready,
+        running: ready,
     }
 }
 

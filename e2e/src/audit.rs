@@ -186,9 +186,10 @@ impl AuditedLoad {
         Ok(())
     }
 
-    /// How long after `since` writes were acknowledged again: until the first
-    /// acknowledged write after the first failed one (the node may still answer for a
-    /// moment after the fault), or 0 when nothing failed in the 100 attempts after it.
+    /// How long after `since` writes were acknowledged again: until the first of a steady
+    /// run of acknowledged writes after a failed one or a pause (the node may still
+    /// answer for a moment after the fault), or 0 when the 100 writes after it went
+    /// through undisturbed.
     pub async fn recovered_after(&self, since: Instant, give_up: Duration) -> Result<Duration> {
         loop {
             if let Some(at) = recovery(&lock(&self.ledger).writes, since) {
@@ -199,6 +200,30 @@ impl AuditedLoad {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The longest pause between acknowledged writes since `since`.
+    pub fn longest_gap(&self, since: Instant) -> Duration {
+        longest_gap(&lock(&self.ledger).writes, since)
+    }
+
+    /// The first `count` write outcomes after `since`, as `+<ms>`/`-<ms>` (acknowledged or
+    /// not, ms after `since`): what a failing scenario prints.
+    pub fn outcomes_after(&self, since: Instant, count: usize) -> String {
+        lock(&self.ledger)
+            .writes
+            .iter()
+            .filter(|(at, _)| *at > since)
+            .take(count)
+            .map(|(at, ok)| {
+                format!(
+                    "{}{}",
+                    if *ok { '+' } else { '-' },
+                    at.duration_since(since).as_millis()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Stops the load and returns what it saw.
@@ -279,21 +304,64 @@ fn judge(key: &str, value: &redis::Value, floor: u64, ceiling: u64) -> Option<St
     }
 }
 
-/// When writes were acknowledged again after `since` (see [`AuditedLoad::recovered_after`]).
+/// A pause between acknowledged writes longer than this is an outage (the writer
+/// writes every 10 ms; a write that hangs on a lost node and then lands elsewhere is
+/// acknowledged, late).
+const GAP: Duration = Duration::from_millis(250);
+
+/// Acknowledged writes in a row that end an outage.
+const STEADY: usize = 50;
+
+/// When writes were acknowledged again after `since` (see
+/// [`AuditedLoad::recovered_after`]): the first acknowledged write of the first run of
+/// [`STEADY`] that follows a failed write or a [`GAP`]; `since` itself when the first 100
+/// writes after it were acknowledged without either.
 fn recovery(writes: &[(Instant, bool)], since: Instant) -> Option<Instant> {
-    let after: Vec<(Instant, bool)> = writes
-        .iter()
-        .copied()
-        .filter(|(at, _)| *at > since)
-        .collect();
-    match after.iter().position(|(_, ok)| !ok) {
-        Some(first_failure) => after[first_failure..]
-            .iter()
-            .find(|(_, ok)| *ok)
-            .map(|(at, _)| *at),
-        None if after.len() >= 100 => Some(since),
-        None => None,
+    let mut previous_ack = since;
+    let mut disrupted = false;
+    let mut recovered_at = since;
+    let mut streak = 0usize;
+    let mut clean = 0usize;
+    for &(at, ok) in writes.iter().filter(|(at, _)| *at > since) {
+        if !ok {
+            disrupted = true;
+            streak = 0;
+            continue;
+        }
+        let gap = at.saturating_duration_since(previous_ack);
+        previous_ack = at;
+        if gap > GAP {
+            disrupted = true;
+            streak = 0;
+        }
+        if !disrupted {
+            clean += 1;
+            if clean >= 100 {
+                return Some(since);
+            }
+            continue;
+        }
+        if streak == 0 {
+            recovered_at = at;
+        }
+        streak += 1;
+        if streak >= STEADY {
+            return Some(recovered_at);
+        }
     }
+    None
+}
+
+/// The longest pause between acknowledged writes after `since` (from `since` to the
+/// first one, then between each two).
+fn longest_gap(writes: &[(Instant, bool)], since: Instant) -> Duration {
+    let mut previous = since;
+    let mut longest = Duration::ZERO;
+    for &(at, _) in writes.iter().filter(|(at, ok)| *ok && *at > since) {
+        longest = longest.max(at.saturating_duration_since(previous));
+        previous = at;
+    }
+    longest
 }
 
 /// One fault's outcome, printed as a `CHAOS` line (and appended to the file named by
@@ -345,13 +413,26 @@ mod tests {
     }
 
     #[test]
-    fn recovery_is_the_first_success_after_the_first_failure() {
+    fn recovery_is_the_start_of_a_steady_run_after_a_failure_or_a_pause() {
         let since = Instant::now();
-        let at = |ms| since + Duration::from_millis(ms);
-        let writes = [(at(1), true), (at(2), false), (at(3), false), (at(4), true)];
-        assert_eq!(recovery(&writes, since), Some(at(4)));
-        assert_eq!(recovery(&writes[..3], since), None);
-        let healthy: Vec<_> = (1..=100).map(|ms| (at(ms), true)).collect();
+        let at = |ms: u64| since + Duration::from_millis(ms);
+        let steady = |from: u64| (0..STEADY as u64).map(move |n| (at(from + 10 * n), true));
+        // a failure, a lone success, another failure, then steady writes
+        let mut writes = vec![
+            (at(5), true),
+            (at(10), false),
+            (at(20), true),
+            (at(30), false),
+        ];
+        writes.extend(steady(40));
+        assert_eq!(recovery(&writes, since), Some(at(40)));
+        assert_eq!(recovery(&writes[..20], since), None);
+        // a write that hung for 2 s and then landed: the pause is the outage
+        let mut hung = vec![(at(5), true), (at(2005), true)];
+        hung.extend(steady(2015));
+        assert_eq!(recovery(&hung, since), Some(at(2005)));
+        assert_eq!(longest_gap(&hung, since), Duration::from_millis(2000));
+        let healthy: Vec<_> = (1..=100).map(|n| (at(10 * n), true)).collect();
         assert_eq!(recovery(&healthy, since), Some(since));
     }
 }

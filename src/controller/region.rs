@@ -887,6 +887,7 @@ async fn orchestrate(
             current,
             pods,
             |primary| ctx.probes.is_unreachable(primary) && !connections.contains_key(&primary.id),
+            &reports,
             &replication,
         );
         if !down.is_empty() {
@@ -1355,7 +1356,7 @@ async fn fail_over(
         .filter(|shard| down.contains_key(&shard.index))
     {
         for replica in &shard.replicas {
-            let usable = topology_plan::node_down(replica, pods, false).is_none();
+            let usable = topology_plan::promotable(replica, pods);
             let Some(connection) = connections.get_mut(&replica.id).filter(|_| usable) else {
                 continue;
             };
@@ -1467,8 +1468,11 @@ async fn fail_over(
         .iter()
         .map(|promotion| promotion.new_primary.as_str())
         .collect();
+    // A primary that lost its data and could not be replaced yet gets no map: the map
+    // would make it primary, empty, and its replicas' data unreachable.
+    let withheld = topology_plan::withheld_primaries(&map, &failover.headless, &lost_data);
     for (pod, connection) in connections.iter_mut() {
-        if promoted.contains(&pod.as_str()) {
+        if promoted.contains(&pod.as_str()) || withheld.contains(&pod.as_str()) {
             continue;
         }
         match connection.push_topology(&map).await {
