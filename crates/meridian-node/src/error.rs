@@ -42,6 +42,16 @@ pub enum CommandError {
     EpochTooLarge { epoch: u64, max: u64 },
     #[error("ERR invalid topology: {0}")]
     TopologyTooLarge(String),
+    /// A region-link event stamped further ahead of this node's clock than
+    /// --max-clock-drift-ms allows; the link is dropped.
+    #[error(
+        "CLOCKDRIFT event from region '{region}' is {ahead_ms} ms ahead of this node's clock (limit {limit_ms} ms, --max-clock-drift-ms); link refused"
+    )]
+    ClockDrift {
+        region: String,
+        ahead_ms: u64,
+        limit_ms: u64,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -1,15 +1,16 @@
 //! A node facing broken or hostile peers, spoken to in raw bytes: a MIGRATE
 //! target answering garbage, huge lengths, deep nesting, half a reply or a
 //! reply that never ends; topology maps with an epoch near overflow or
-//! oversized parts. Each gets a clear error, and the node keeps serving.
+//! oversized parts; region-link requests beyond the link's bounds or stamped
+//! by a clock far ahead. Each gets a clear error, and the node keeps serving.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Node, Reply, shard_map};
+use common::{Node, Raw, Reply, encode, free_port, info_field, shard_map};
 
 /// What the fake target does after its reply.
 #[derive(Clone, Copy)]
@@ -278,5 +279,142 @@ fn topology_refuses_an_epoch_near_overflow_and_oversized_maps() {
         node.raw().cmd(&["MERIDIAN.TOPOLOGY", "EPOCH"]),
         Reply::Int(max_epoch as i64)
     );
+    assert_serving(&node);
+}
+
+/// A raw connection to the node's region-link port, after `LINK.HELLO` as `region`.
+fn link(port: u16, region: Option<&str>) -> Raw {
+    let mut raw = Raw::connect(port);
+    if let Some(region) = region {
+        assert_eq!(
+            raw.cmd(&["LINK.HELLO", "meridian", region, ""]),
+            Reply::ok()
+        );
+    }
+    raw
+}
+
+fn link_event(key: &str, hlc: u64) -> Vec<u8> {
+    let hlc = hlc.to_string();
+    encode(&[
+        b"LINK.EVENT",
+        b"key",
+        key.as_bytes(),
+        hlc.as_bytes(),
+        b"7",
+        b"hostile",
+        b"0",
+    ])
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+fn refusals_metric(node: &Node, peer: &str, reason: &str) -> u64 {
+    let (_, body) = node.http_get("/metrics");
+    let series =
+        format!("meridian_region_link_refusals_total{{peer=\"{peer}\",reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn region_links_refuse_oversized_frames_and_far_future_clocks() {
+    let link_port = free_port();
+    let node = Node::start_with(&[
+        "--region-port",
+        &link_port.to_string(),
+        // lets a single argument pass the parser, so the frame bound decides
+        "--proto-max-bulk-len",
+        "1gb",
+    ]);
+    assert_eq!(node.raw().cmd(&["SET", "k", "v"]), Reply::ok());
+
+    // before the hello: only small requests
+    let mut raw = link(link_port, None);
+    raw.send(b"*11\r\n");
+    assert_eq!(
+        raw.read(),
+        Reply::err("ERR Protocol error: unauthenticated multibulk length")
+    );
+    assert!(raw.closed());
+    assert_eq!(refusals_metric(&node, "unknown", "protocol"), 1);
+
+    // after it: no request has more than a handful of arguments
+    let mut raw = link(link_port, Some("hostile"));
+    raw.send(b"*100000\r\n");
+    assert_eq!(
+        raw.read(),
+        Reply::err("ERR Protocol error: invalid multibulk length")
+    );
+    assert!(raw.closed());
+    // "hostile" is no configured peer region: it gets no series of its own
+    assert_eq!(refusals_metric(&node, "unknown", "protocol"), 2);
+
+    // a frame longer than the link accepts is refused from its header on
+    let mut raw = link(link_port, Some("hostile"));
+    raw.send(b"*9\r\n$10\r\nLINK.EVENT\r\n$3\r\nset\r\n$900000000\r\n");
+    let Reply::Error(error) = raw.read() else {
+        panic!("oversized frame accepted");
+    };
+    assert!(
+        error.starts_with("ERR link request of at least 9000000")
+            && error.ends_with("more than 629145600"),
+        "{error}"
+    );
+    assert!(raw.closed());
+    assert_eq!(refusals_metric(&node, "unknown", "frame_too_large"), 1);
+
+    // an event stamped at the end of time: refused before it moves the clock
+    // (from a configured peer region now, which gets its own series)
+    let peers = r#"[{"region":"hostile","seeds":["127.0.0.1:1"]}]"#;
+    assert_eq!(
+        node.raw().cmd(&["MERIDIAN.PEERS", "SET", peers]),
+        Reply::ok()
+    );
+    let mut raw = link(link_port, Some("hostile"));
+    raw.send(&link_event("k", u64::MAX));
+    let Reply::Error(error) = raw.read() else {
+        panic!("far-future event accepted");
+    };
+    assert!(
+        error.starts_with("CLOCKDRIFT event from region 'hostile' is ")
+            && error.ends_with(
+                " ms ahead of this node's clock (limit 5000 ms, --max-clock-drift-ms); link refused"
+            ),
+        "{error}"
+    );
+    assert!(raw.closed());
+    assert_eq!(
+        node.raw().cmd(&["GET", "k"]),
+        Reply::bulk("v"),
+        "the refused event was applied"
+    );
+    assert_eq!(refusals_metric(&node, "hostile", "clock_drift"), 1);
+    assert_eq!(
+        info_field(&node, "regions", "region_clock_drift_refusals"),
+        "1"
+    );
+    assert_eq!(info_field(&node, "regions", "region_link_refusals"), "4");
+    assert_eq!(
+        info_field(&node, "regions", "region_max_clock_drift_ms"),
+        "5000"
+    );
+    assert!(
+        info_field(&node, "regions", "region_last_link_refusal").starts_with("CLOCKDRIFT"),
+        "INFO names the last refusal"
+    );
+
+    // an event stamped by a sane clock is applied, on a link like the others
+    let mut raw = link(link_port, Some("hostile"));
+    raw.send(&link_event("k", now_ms() << 16));
+    assert_eq!(raw.read(), Reply::ok());
+    assert_eq!(node.raw().cmd(&["EXISTS", "k"]), Reply::Int(0));
     assert_serving(&node);
 }
