@@ -151,11 +151,14 @@ pub fn build_binaries() -> Result<()> {
 }
 
 /// System tools the tests and the demo use, installed from Debian when missing.
+/// `faketime` brings libfaketime, which the node's clock-skew region tests
+/// preload to run a node with a skewed wall clock.
 pub fn ensure_tools() -> Result<()> {
     ensure_apt(&[
         ("redis-cli", "redis-tools"),
         ("redis-server", "redis-server"),
         ("curl", "curl"),
+        ("faketime", "faketime"),
     ])
 }
 

@@ -130,6 +130,14 @@ pub struct Config {
     /// Events queued per peer region before slots are marked dirty instead.
     #[arg(long, env = "MERIDIAN_REGION_QUEUE_LIMIT", default_value_t = 100_000)]
     pub region_queue_limit: usize,
+    /// Largest lead, in milliseconds, of a peer region's clock over this node's:
+    /// a region-link event stamped further ahead is refused and the link
+    /// dropped (CLOCKDRIFT), so a broken clock cannot drag every later version
+    /// into the future. 0 disables the check. The default is far above what
+    /// NTP-synced hosts drift (milliseconds) and what a link adds; a skew under
+    /// it can let an earlier write beat a concurrent later one by at most that much.
+    #[arg(long, env = "MERIDIAN_MAX_CLOCK_DRIFT_MS", default_value_t = 5000)]
+    pub max_clock_drift_ms: u64,
     /// Started by the Meridian operator: the node's role comes from topology maps; until
     /// a map it accepted after start names it primary (or REPLICAOF NO ONE) it serves no
     /// PSYNC (it started without its data). A bare node (the default) serves PSYNC from

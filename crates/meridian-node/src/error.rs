@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use crate::protocol::ParseError;
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CommandError {
     #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
@@ -25,6 +27,31 @@ pub enum CommandError {
     OutOfMemory,
     #[error("ERR invalid expire time in '{0}' command")]
     InvalidExpire(String),
+    /// MIGRATE / fan-out: the target failed or did not answer in time.
+    #[error("IOERR error or timeout talking to target instance: {0}")]
+    TargetIo(String),
+    #[error("IOERR cannot resolve target instance {0}")]
+    TargetUnresolved(String),
+    #[error("IOERR connection to target instance closed")]
+    TargetClosed,
+    /// The target's reply broke the protocol or a bound; the connection is dropped.
+    #[error("IOERR target instance sent an invalid reply: {0}")]
+    TargetReply(ParseError),
+    /// MERIDIAN.TOPOLOGY SET: see `commands::admin::MAX_EPOCH` for why.
+    #[error("ERR invalid topology: epoch {epoch} is above the largest accepted epoch {max}")]
+    EpochTooLarge { epoch: u64, max: u64 },
+    #[error("ERR invalid topology: {0}")]
+    TopologyTooLarge(String),
+    /// A region-link event stamped further ahead of this node's clock than
+    /// --max-clock-drift-ms allows; the link is dropped.
+    #[error(
+        "CLOCKDRIFT event from region '{region}' is {ahead_ms} ms ahead of this node's clock (limit {limit_ms} ms, --max-clock-drift-ms); link refused"
+    )]
+    ClockDrift {
+        region: String,
+        ahead_ms: u64,
+        limit_ms: u64,
+    },
     #[error("{0}")]
     Other(String),
 }

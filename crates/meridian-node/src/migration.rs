@@ -1,6 +1,7 @@
 //! Live slot migration: which slots this node is handing over (MIGRATING) or
 //! receiving (IMPORTING), the DUMP/RESTORE payload format, and the small
-//! blocking client MIGRATE uses to talk to the destination.
+//! blocking client MIGRATE uses to talk to the destination (its replies go
+//! through the bounded decoder of [`crate::protocol::reply`]).
 //!
 //! Payload format (Meridian's own, not RDB): `type:u8`, the value (a string is
 //! `len:u32 bytes`, a hash is `count:u32` pairs of `len:u32 bytes`), then
@@ -8,12 +9,14 @@
 //! little-endian.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meridian_topology::{Route, TopologyMap, cluster_node_id};
 
+use crate::error::CommandError;
+use crate::protocol::{Decoded, Reply, ReplyLimits, parse_reply};
 use crate::replication::backlog::encode_command;
 use crate::store::{HashValue, Value};
 
@@ -152,44 +155,44 @@ pub fn restore(payload: &[u8]) -> Result<Value, BadPayload> {
     Ok(value)
 }
 
-/// A reply from the destination, as much as MIGRATE needs.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PeerReply {
-    /// A status or bulk reply (its content is not needed).
-    Ok,
-    Error(String),
-    Integer(i64),
-    Array(Vec<PeerReply>),
-}
+/// Bounds on a reply from a MIGRATE destination or a fan-out primary. The
+/// replies asked for (AUTH, RESTORE, ROLE, WAIT, INVALIDATE) are a status, an
+/// error, an integer or ROLE's list of replicas (three levels); a reply beyond
+/// these bounds comes from a broken or hostile target.
+pub const PEER_REPLY_LIMITS: ReplyLimits = ReplyLimits {
+    max_len: 1024 * 1024,
+    max_bulk_len: 64 * 1024,
+    max_elements: 64 * 1024,
+    max_depth: 4,
+};
 
 /// Blocking connection from a migrating source to the destination. Like
 /// Redis, MIGRATE blocks while the batch is in flight (bounded by timeout).
 pub struct PeerConnection {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    /// The read timeout given at connect.
+    stream: TcpStream,
+    /// Bytes read but not decoded yet (at most one reply plus one read).
+    buffer: Vec<u8>,
+    /// How long one reply may take to arrive whole.
     timeout: Duration,
 }
 
-fn io_error(error: std::io::Error) -> String {
-    format!("IOERR error or timeout talking to target instance: {error}")
+fn io_error(error: std::io::Error) -> CommandError {
+    CommandError::TargetIo(error.to_string())
 }
 
 impl PeerConnection {
-    pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self, String> {
+    pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self, CommandError> {
         let addr = (host, port)
             .to_socket_addrs()
             .map_err(io_error)?
             .next()
-            .ok_or_else(|| format!("IOERR cannot resolve target instance {host}:{port}"))?;
+            .ok_or_else(|| CommandError::TargetUnresolved(format!("{host}:{port}")))?;
         let stream = TcpStream::connect_timeout(&addr, timeout).map_err(io_error)?;
-        stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
         stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
         stream.set_nodelay(true).map_err(io_error)?;
-        let reader = BufReader::new(stream.try_clone().map_err(io_error)?);
         Ok(PeerConnection {
-            reader,
-            writer: stream,
+            stream,
+            buffer: Vec::new(),
             timeout,
         })
     }
@@ -200,71 +203,59 @@ impl PeerConnection {
         &mut self,
         command: Vec<&[u8]>,
         takes: Duration,
-    ) -> Result<PeerReply, String> {
-        let socket = self.reader.get_ref();
-        socket
-            .set_read_timeout(Some(self.timeout.max(takes) + Duration::from_secs(1)))
-            .map_err(io_error)?;
-        let reply = self
-            .pipeline(&[command])
-            .map(|mut replies| replies.remove(0));
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(self.timeout))
-            .map_err(io_error)?;
-        reply
+    ) -> Result<Reply, CommandError> {
+        self.send(&[command])?;
+        self.read_reply(self.timeout.max(takes) + Duration::from_secs(1))
     }
 
     /// Sends pipelined commands and reads one reply per command.
-    pub fn pipeline(&mut self, commands: &[Vec<&[u8]>]) -> Result<Vec<PeerReply>, String> {
+    pub fn pipeline(&mut self, commands: &[Vec<&[u8]>]) -> Result<Vec<Reply>, CommandError> {
+        self.send(commands)?;
+        commands
+            .iter()
+            .map(|_| self.read_reply(self.timeout))
+            .collect()
+    }
+
+    fn send(&mut self, commands: &[Vec<&[u8]>]) -> Result<(), CommandError> {
         let mut buf = Vec::new();
         for command in commands {
             encode_command(&mut buf, command);
         }
-        self.writer.write_all(&buf).map_err(io_error)?;
-        commands.iter().map(|_| self.read_reply()).collect()
+        self.stream.write_all(&buf).map_err(io_error)
     }
 
-    fn read_line(&mut self) -> Result<String, String> {
-        let mut line = Vec::new();
-        self.reader
-            .by_ref()
-            .take(64 * 1024)
-            .read_until(b'\n', &mut line)
-            .map_err(io_error)?;
-        if !line.ends_with(b"\r\n") {
-            return Err("IOERR connection to target instance closed".into());
-        }
-        line.truncate(line.len() - 2);
-        Ok(String::from_utf8_lossy(&line).into_owned())
-    }
-
-    /// Reads one reply. Nesting is bounded by the 64 KiB line limit per element
-    /// and the replies this connection asks for (RESTORE, AUTH, ROLE, WAIT).
-    fn read_reply(&mut self) -> Result<PeerReply, String> {
-        let line = self.read_line()?;
-        let (kind, rest) = line.split_at(line.len().min(1));
-        match kind {
-            "-" => Ok(PeerReply::Error(rest.to_string())),
-            "$" => {
-                if let Ok(len) = rest.parse::<i64>()
-                    && len >= 0
-                {
-                    let mut skip = vec![0u8; len as usize + 2];
-                    self.reader.read_exact(&mut skip).map_err(io_error)?;
-                }
-                Ok(PeerReply::Ok)
+    /// Reads one reply, which must arrive whole within `patience`: a target
+    /// trickling bytes cannot hold the caller (and its shard locks) longer.
+    fn read_reply(&mut self, patience: Duration) -> Result<Reply, CommandError> {
+        let deadline = Instant::now() + patience;
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Decoded::Reply { reply, consumed } =
+                parse_reply(&self.buffer, &PEER_REPLY_LIMITS).map_err(CommandError::TargetReply)?
+            {
+                self.buffer.drain(..consumed);
+                return Ok(reply);
             }
-            "*" => {
-                let len = rest.parse::<i64>().unwrap_or(0);
-                let mut items = Vec::new();
-                for _ in 0..len.max(0) {
-                    items.push(self.read_reply()?);
-                }
-                Ok(PeerReply::Array(items))
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(CommandError::TargetIo(format!(
+                    "no complete reply within {} ms",
+                    patience.as_millis()
+                )));
             }
-            ":" => Ok(PeerReply::Integer(rest.parse().unwrap_or(0))),
-            _ => Ok(PeerReply::Ok),
+            self.stream.set_read_timeout(Some(left)).map_err(io_error)?;
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(CommandError::TargetClosed),
+                Ok(read) => self.buffer.extend_from_slice(&chunk[..read]),
+                // the deadline above decides; a signal or a short wait just reads again
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+                    ) => {}
+                Err(error) => return Err(io_error(error)),
+            }
         }
     }
 }

@@ -1,12 +1,15 @@
 //! Cross-region region links between real nodes on distinct loopback IPs:
 //! invalidation, strong consistency, replicate LWW, pattern invalidation,
-//! stale origin fills, partitions and queue overflow, refused handshakes.
+//! stale origin fills, partitions and queue overflow, refused handshakes, and
+//! a region whose clock really is skewed (libfaketime), under and beyond
+//! --max-clock-drift-ms.
 
 #[path = "common/node_process.rs"]
 mod node_process;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -25,10 +28,38 @@ struct RegionNode {
 
 impl RegionNode {
     fn start(ip: &str, id: &str, region: &str, extra: &[&str]) -> RegionNode {
+        RegionNode::start_with_env(ip, id, region, extra, &[])
+    }
+
+    /// A node whose wall clock runs `offset_s` seconds off (libfaketime at
+    /// `library`); its monotonic clock stays real, so timeouts behave.
+    fn start_skewed(
+        ip: &str,
+        id: &str,
+        region: &str,
+        extra: &[&str],
+        library: &Path,
+        offset_s: i64,
+    ) -> RegionNode {
+        let env = [
+            ("LD_PRELOAD", library.display().to_string()),
+            ("FAKETIME", format!("{offset_s:+}")),
+            ("DONT_FAKE_MONOTONIC", "1".to_string()),
+        ];
+        RegionNode::start_with_env(ip, id, region, extra, &env)
+    }
+
+    fn start_with_env(
+        ip: &str,
+        id: &str,
+        region: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> RegionNode {
         let port = LINK_PORT.to_string();
         let mut args = vec!["--region", region, "--region-port", &port];
         args.extend_from_slice(extra);
-        let process = NodeProcess::start(ip, id, &args, &[]);
+        let process = NodeProcess::start(ip, id, &args, env);
         RegionNode {
             ip: ip.to_string(),
             port: process.port,
@@ -793,4 +824,143 @@ fn link_events_wait_for_a_client_pause_on_the_receiving_primary() {
         Duration::from_secs(10),
         || get(&b0, "held").is_none(),
     );
+}
+
+/// libfaketime's preload library for multi-threaded programs (Debian package
+/// `faketime`), wherever the architecture puts it.
+fn libfaketime() -> Option<PathBuf> {
+    let multiarch = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("faketime/libfaketimeMT.so.1"));
+    multiarch
+        .chain([PathBuf::from("/usr/lib/faketime/libfaketimeMT.so.1")])
+        .find(|path| path.is_file())
+}
+
+/// The node's wall clock (`TIME`) in Unix milliseconds.
+fn clock_ms(node: &RegionNode) -> i64 {
+    let (seconds, micros): (i64, i64) = redis::cmd("TIME").query(&mut node.redis()).expect("time");
+    seconds * 1000 + micros / 1000
+}
+
+fn regions_info(node: &RegionNode, field: &str) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("regions")
+        .query(&mut node.redis())
+        .expect("info");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Region a on the real clock, region b `offset_s` seconds ahead, linked both
+/// ways in replicate mode with a 5 s drift bound; None (after printing why)
+/// when libfaketime is missing.
+fn skewed_regions(ips: [&str; 2], offset_s: i64) -> Option<(RegionNode, RegionNode)> {
+    let Some(library) = libfaketime() else {
+        eprintln!(
+            "SKIP: libfaketime not installed (Debian package faketime; cargo xtask installs it)"
+        );
+        return None;
+    };
+    let args = [
+        "--cross-region-mode",
+        "replicate",
+        "--max-clock-drift-ms",
+        "5000",
+    ];
+    let a0 = RegionNode::start(ips[0], "a-0", "region-a", &args);
+    let b0 = RegionNode::start_skewed(ips[1], "b-0", "region-b", &args, &library, offset_s);
+    // the skew is real, not a preload that silently did nothing
+    let skew = clock_ms(&b0) - clock_ms(&a0);
+    let wanted = offset_s * 1000;
+    assert!(
+        (wanted - 1000..wanted + 1000).contains(&skew),
+        "region-b's clock is {skew} ms off, not {wanted}"
+    );
+    push_topology("region-a", &[&a0]);
+    push_topology("region-b", &[&b0]);
+    push_peers(&[&a0], &[("region-b", &[&b0])]);
+    push_peers(&[&b0], &[("region-a", &[&a0])]);
+    wait_links_up(&[&a0, &b0]);
+    Some((a0, b0))
+}
+
+#[test]
+fn a_clock_skew_under_the_bound_keeps_last_writer_wins_in_write_order() {
+    let Some((a0, b0)) = skewed_regions(["127.0.74.1", "127.0.74.2"], 3) else {
+        return;
+    };
+    // Writes alternate between the regions, each after the previous one
+    // arrived everywhere. Region b stamps 3 s ahead; without the HLC receive
+    // rule, region a's next write would carry an older version than b's and
+    // be refused in b as stale, and the regions would diverge.
+    for round in 0..6 {
+        let (writer, reader) = if round % 2 == 0 {
+            (&a0, &b0)
+        } else {
+            (&b0, &a0)
+        };
+        let value = format!("{}-{round}", writer.id);
+        set(writer, "skewed", &value).expect("set");
+        wait_until(
+            &format!("{value} replicated to {}", reader.id),
+            Duration::from_secs(5),
+            || get(reader, "skewed").as_deref() == Some(value.as_str()),
+        );
+        assert_eq!(get(writer, "skewed").as_deref(), Some(value.as_str()));
+    }
+    for node in [&a0, &b0] {
+        assert_eq!(regions_info(node, "region_clock_drift_refusals"), "0");
+    }
+}
+
+#[test]
+fn a_clock_skew_beyond_the_bound_is_refused_and_applies_nothing() {
+    let Some((a0, b0)) = skewed_regions(["127.0.75.1", "127.0.75.2"], 60) else {
+        return;
+    };
+    set(&a0, "k", "from-a").expect("set in a");
+    wait_until("a's write in b", Duration::from_secs(5), || {
+        get(&b0, "k").as_deref() == Some("from-a")
+    });
+
+    // b stamps its write 60 s ahead of a's clock: a refuses the link (until
+    // its own clock comes within the bound of that stamp, 55 s later)
+    set(&b0, "k", "from-b").expect("set in b");
+    wait_until("refusal counted in a", Duration::from_secs(10), || {
+        regions_info(&a0, "region_clock_drift_refusals") != "0"
+    });
+    let refusal = regions_info(&a0, "region_last_link_refusal");
+    assert!(
+        refusal.starts_with("CLOCKDRIFT event from region 'region-b' is ")
+            && refusal.contains(" ms ahead of this node's clock (limit 5000 ms"),
+        "{refusal}"
+    );
+    // b's side of the link shows why it is down, and keeps the event
+    wait_until(
+        "b's link down with the reason",
+        Duration::from_secs(10),
+        || {
+            let status = peers_status(&b0);
+            let peer = &status["peers"][0];
+            peer["up"] == false
+                && peer["last_error"]
+                    .as_str()
+                    .is_some_and(|error| error.contains("CLOCKDRIFT"))
+        },
+    );
+    assert!(peers_status(&b0)["peers"][0]["queued"].as_u64() >= Some(1));
+    // nothing from the future was applied in a
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&a0, "k").as_deref(), Some("from-a"));
+    // the other direction still works: a's clock is behind b's, not ahead
+    set(&a0, "k2", "from-a").expect("set k2 in a");
+    wait_until("a's next write in b", Duration::from_secs(5), || {
+        get(&b0, "k2").as_deref() == Some("from-a")
+    });
+    assert_eq!(regions_info(&a0, "region_max_clock_drift_ms"), "5000");
 }

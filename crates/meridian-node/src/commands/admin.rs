@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use meridian_topology::TopologyMap;
+use meridian_topology::{SLOT_COUNT, TopologyMap};
 
 use super::{Ctx, Pending};
 use crate::error::{CmdResult, CommandError};
@@ -21,9 +21,7 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 || (ctx.args.len() == 4 && ctx.args[3].eq_ignore_ascii_case(b"PARTIAL")) =>
         {
             let partial = ctx.args.len() == 4;
-            let map: TopologyMap = serde_json::from_slice(ctx.args[2]).map_err(|error| {
-                CommandError::other(format!("ERR invalid topology JSON: {error}"))
-            })?;
+            let map = parse_topology(ctx.args[2])?;
             let checked = if partial {
                 map.validate_structure()
             } else {
@@ -98,6 +96,70 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// Largest epoch a map may carry: 2^53 - 1. Epochs count map changes (one per
+/// failover or resharding batch), so no real cluster comes near it, while a map
+/// claiming more would wedge the cluster for good: every later map must have a
+/// higher epoch, the operator computes `epoch + 1` (overflows at u64::MAX),
+/// `MERIDIAN.TOPOLOGY EPOCH` replies a signed integer, and the epoch lands in
+/// the CRD status, read by JSON tools that hold numbers as doubles (exact only
+/// up to 2^53).
+pub const MAX_EPOCH: u64 = (1 << 53) - 1;
+/// Largest map accepted, as JSON: parsing allocates in proportion to it. A map
+/// at the other bounds below takes a few MiB.
+const MAX_TOPOLOGY_JSON: usize = 32 * 1024 * 1024;
+/// More shards than slots cannot all own one; every command routes through the
+/// shard list, so its length is bounded too.
+const MAX_SHARDS: usize = SLOT_COUNT as usize;
+/// Primaries and replicas over every shard (the operator runs at most 256
+/// shards of 6 nodes).
+const MAX_NODES: usize = 64 * 1024;
+/// Node ids are pod names and addresses IPs or DNS names: 253 bytes at most.
+const MAX_NAME_LEN: usize = 253;
+
+/// Parses a topology map (from `MERIDIAN.TOPOLOGY SET` or a peer region) and
+/// checks the bounds that keep it from costing unbounded memory or time and
+/// its epoch from overflowing; slot ranges and ownership are checked by
+/// [`TopologyMap::validate`].
+pub fn parse_topology(json: &[u8]) -> Result<TopologyMap, CommandError> {
+    if json.len() > MAX_TOPOLOGY_JSON {
+        return Err(CommandError::TopologyTooLarge(format!(
+            "map JSON is {} bytes, more than {MAX_TOPOLOGY_JSON}",
+            json.len()
+        )));
+    }
+    let map: TopologyMap = serde_json::from_slice(json)
+        .map_err(|error| CommandError::other(format!("ERR invalid topology JSON: {error}")))?;
+    if map.epoch > MAX_EPOCH {
+        return Err(CommandError::EpochTooLarge {
+            epoch: map.epoch,
+            max: MAX_EPOCH,
+        });
+    }
+    if map.shards.len() > MAX_SHARDS {
+        return Err(CommandError::TopologyTooLarge(format!(
+            "{} shards, more than {MAX_SHARDS}",
+            map.shards.len()
+        )));
+    }
+    let nodes = map.nodes().count();
+    if nodes > MAX_NODES {
+        return Err(CommandError::TopologyTooLarge(format!(
+            "{nodes} nodes, more than {MAX_NODES}"
+        )));
+    }
+    let longest = [map.cluster.len(), map.region.len()]
+        .into_iter()
+        .chain(map.nodes().flat_map(|node| [node.id.len(), node.ip.len()]))
+        .max()
+        .unwrap_or(0);
+    if longest > MAX_NAME_LEN {
+        return Err(CommandError::TopologyTooLarge(format!(
+            "name or address of {longest} bytes, more than {MAX_NAME_LEN}"
+        )));
+    }
+    Ok(map)
 }
 
 /// `MERIDIAN.PEERS SET <json>` (`[{"region": "...", "seeds": ["host:port"]}]`)
@@ -236,4 +298,85 @@ pub fn delete_matching(shared: &Shared, pattern: &[u8]) -> Result<u64, CommandEr
         }
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_topology::{NodeAddr, ShardTopology, SlotRange};
+
+    fn node(id: String) -> NodeAddr {
+        NodeAddr {
+            id,
+            ip: "10.0.0.1".into(),
+            port: 6379,
+        }
+    }
+
+    fn map(epoch: u64, replicas: usize) -> TopologyMap {
+        TopologyMap {
+            epoch,
+            cluster: "c".into(),
+            region: "r".into(),
+            shards: vec![ShardTopology {
+                index: 0,
+                slots: vec![SlotRange::new(0, SLOT_COUNT - 1).expect("range")],
+                primary: node("p".into()),
+                replicas: (0..replicas)
+                    .map(|index| node(format!("r{index}")))
+                    .collect(),
+            }],
+        }
+    }
+
+    fn parse(map: &TopologyMap) -> Result<TopologyMap, CommandError> {
+        parse_topology(&serde_json::to_vec(map).expect("json"))
+    }
+
+    #[test]
+    fn epochs_stop_short_of_overflow() {
+        assert_eq!(parse(&map(MAX_EPOCH, 1)), Ok(map(MAX_EPOCH, 1)));
+        assert_eq!(
+            parse(&map(MAX_EPOCH + 1, 1)),
+            Err(CommandError::EpochTooLarge {
+                epoch: MAX_EPOCH + 1,
+                max: MAX_EPOCH
+            })
+        );
+        assert_eq!(
+            CommandError::EpochTooLarge {
+                epoch: u64::MAX,
+                max: MAX_EPOCH
+            }
+            .to_string(),
+            "ERR invalid topology: epoch 18446744073709551615 is above the largest accepted epoch 9007199254740991"
+        );
+        // the operator's next epoch and the signed EPOCH reply stay exact
+        assert!(MAX_EPOCH.checked_add(1).is_some() && i64::try_from(MAX_EPOCH).is_ok());
+    }
+
+    #[test]
+    fn maps_are_bounded_before_and_after_parsing() {
+        let huge = vec![b' '; MAX_TOPOLOGY_JSON + 1];
+        assert_eq!(
+            parse_topology(&huge),
+            Err(CommandError::TopologyTooLarge(format!(
+                "map JSON is {} bytes, more than {MAX_TOPOLOGY_JSON}",
+                MAX_TOPOLOGY_JSON + 1
+            )))
+        );
+        assert_eq!(
+            parse(&map(1, MAX_NODES)),
+            Err(CommandError::TopologyTooLarge(format!(
+                "{} nodes, more than {MAX_NODES}",
+                MAX_NODES + 1
+            )))
+        );
+        let mut long = map(1, 0);
+        long.region = "r".repeat(MAX_NAME_LEN + 1);
+        assert!(matches!(
+            parse(&long),
+            Err(CommandError::TopologyTooLarge(_))
+        ));
+    }
 }

@@ -14,7 +14,8 @@ use meridian_topology::{SLOT_COUNT, key_slot};
 use super::replication::check_write;
 use super::{Ctx, parse_int};
 use crate::error::{CmdResult, CommandError};
-use crate::migration::{self, PeerConnection, PeerReply};
+use crate::migration::{self, PeerConnection};
+use crate::protocol::Reply;
 use crate::state::Shared;
 use crate::store::{Access, now_ms};
 
@@ -96,16 +97,15 @@ struct Target {
 
 impl Target {
     fn connect(&self) -> Result<PeerConnection, CommandError> {
-        let mut conn = PeerConnection::connect(&self.host, self.port, self.timeout)
-            .map_err(CommandError::Other)?;
+        let mut conn = PeerConnection::connect(&self.host, self.port, self.timeout)?;
         if let Some((user, password)) = &self.auth {
             let mut command: Vec<&[u8]> = vec![b"AUTH"];
             if let Some(user) = user {
                 command.push(user);
             }
             command.push(password);
-            let replies = conn.pipeline(&[command]).map_err(CommandError::Other)?;
-            if let Some(PeerReply::Error(error)) = replies.first() {
+            let replies = conn.pipeline(&[command])?;
+            if let Some(Reply::Error(error)) = replies.first() {
                 return Err(CommandError::other(format!(
                     "ERR Target instance replied with error: {error}"
                 )));
@@ -192,10 +192,12 @@ fn migrate_batch(
             command
         })
         .collect();
-    let replies = conn.pipeline(&commands).map_err(CommandError::Other)?;
+    let replies = conn.pipeline(&commands)?;
     if let Some((replicas, timeout)) = replicated
         && replicas > 0
-        && replies.iter().all(|reply| matches!(reply, PeerReply::Ok))
+        && replies
+            .iter()
+            .all(|reply| matches!(reply, Reply::Simple(_)))
     {
         // Still under the shard locks: on a failure nothing was deleted, and the
         // retried batch replaces the copies the destination already has.
@@ -205,7 +207,7 @@ fn migrate_batch(
     let mut deleted: Vec<&[u8]> = vec![b"DEL"];
     for ((key, _, _), reply) in found.iter().zip(&replies) {
         match reply {
-            PeerReply::Ok if !copy => {
+            Reply::Simple(_) if !copy => {
                 let shard_index = db.shard_of_slot(key_slot(key));
                 if let Some(shard) = held.get_mut(shard_index).and_then(Option::as_mut)
                     && let Some(index) = shard.find(key, now)
@@ -214,8 +216,8 @@ fn migrate_batch(
                     deleted.push(key);
                 }
             }
-            PeerReply::Ok => {}
-            PeerReply::Error(error) => {
+            Reply::Simple(_) => {}
+            Reply::Error(error) => {
                 first_error.get_or_insert_with(|| error.clone());
             }
             other => {
@@ -248,16 +250,14 @@ fn wait_for_destination_replicas(
 ) -> Result<(), CommandError> {
     let wanted = replicas.to_string();
     let millis = timeout.as_millis().max(1).to_string();
-    let replies = conn
-        .pipeline(&[vec![
-            b"WAIT".as_slice(),
-            wanted.as_bytes(),
-            millis.as_bytes(),
-        ]])
-        .map_err(CommandError::Other)?;
+    let replies = conn.pipeline(&[vec![
+        b"WAIT".as_slice(),
+        wanted.as_bytes(),
+        millis.as_bytes(),
+    ]])?;
     match replies.first() {
-        Some(PeerReply::Integer(acked)) if *acked >= replicas as i64 => Ok(()),
-        Some(PeerReply::Integer(acked)) => Err(CommandError::other(format!(
+        Some(Reply::Int(acked)) if *acked >= replicas as i64 => Ok(()),
+        Some(Reply::Int(acked)) => Err(CommandError::other(format!(
             "ERR Target instance replicated the batch to {acked} of its {replicas} replicas within {} ms; the keys stay on the source",
             timeout.as_millis()
         ))),
@@ -271,12 +271,10 @@ fn wait_for_destination_replicas(
 /// a batch waits for. A destination that is not a primary counts none (its
 /// RESTORE then fails with MOVED or READONLY anyway).
 fn destination_replicas(conn: &mut PeerConnection) -> Result<usize, CommandError> {
-    let replies = conn
-        .pipeline(&[vec![b"ROLE".as_slice()]])
-        .map_err(CommandError::Other)?;
+    let replies = conn.pipeline(&[vec![b"ROLE".as_slice()]])?;
     Ok(match replies.first() {
-        Some(PeerReply::Array(role)) => match role.get(2) {
-            Some(PeerReply::Array(replicas)) => replicas.len(),
+        Some(Reply::Array(role)) => match role.get(2) {
+            Some(Reply::Array(replicas)) => replicas.len(),
             _ => 0,
         },
         _ => 0,

@@ -300,6 +300,9 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
         let enabled = u8::from(shared.topology.read().is_some());
         section("Cluster", format!("cluster_enabled:{enabled}\r\n"));
     }
+    if wants("regions") {
+        section("Regions", crate::region::info_section(shared));
+    }
     if wants("commandstats") {
         let mut body = String::new();
         for (spec, calls) in COMMANDS.iter().zip(shared.command_calls.iter()) {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::commands::{ClientState, Pending, dispatch};
-use crate::protocol::{Out, Protocol};
+use crate::protocol::{self, Decoded, Out, Protocol, ReplyLimits, parse_reply};
 use crate::state::{ClientHandle, Shared};
 use crate::store::Access;
 
@@ -66,58 +66,31 @@ pub fn run(shared: &Shared, args: &[&[u8]], readonly: bool) -> (Reply, Option<Pe
     (parse(&out.buf), client.pending.take())
 }
 
-/// Decodes the reply written to an `Out`.
+/// Decodes the reply written to an `Out` (with the node's one reply decoder).
 pub fn parse(buf: &[u8]) -> Reply {
     if buf.is_empty() {
         return Reply::None;
     }
-    let mut position = 0;
-    parse_at(buf, &mut position).unwrap_or_else(|| Reply::Error("ERR unreadable reply".into()))
+    match parse_reply(buf, &ReplyLimits::TRUSTED) {
+        Ok(Decoded::Reply { reply, .. }) => reply.into(),
+        _ => Reply::Error("ERR unreadable reply".into()),
+    }
 }
 
-fn line<'b>(buf: &'b [u8], position: &mut usize) -> Option<&'b [u8]> {
-    let rest = buf.get(*position..)?;
-    let end = memchr::memmem::find(rest, b"\r\n")?;
-    *position += end + 2;
-    rest.get(..end)
-}
-
-fn number(text: &[u8]) -> Option<i64> {
-    std::str::from_utf8(text).ok()?.parse().ok()
-}
-
-fn parse_at(buf: &[u8], position: &mut usize) -> Option<Reply> {
-    let header = line(buf, position)?;
-    let (&kind, rest) = header.split_first()?;
-    let text = || String::from_utf8_lossy(rest).into_owned();
-    Some(match kind {
-        b'+' => Reply::Simple(text()),
-        b'-' => Reply::Error(text()),
-        b':' => Reply::Int(number(rest)?),
-        b'_' => Reply::Nil,
-        b'$' => {
-            let len = number(rest)?;
-            if len < 0 {
-                return Some(Reply::Nil);
+impl From<protocol::Reply> for Reply {
+    /// Recursive, but over a tree the decoder bounded in depth.
+    fn from(reply: protocol::Reply) -> Reply {
+        match reply {
+            protocol::Reply::Simple(text) => Reply::Simple(text),
+            protocol::Reply::Error(text) => Reply::Error(text),
+            protocol::Reply::Int(value) => Reply::Int(value),
+            protocol::Reply::Bulk(data) => Reply::Bulk(data),
+            protocol::Reply::Nil => Reply::Nil,
+            protocol::Reply::Array(items) => {
+                Reply::Array(items.into_iter().map(Reply::from).collect())
             }
-            let len = usize::try_from(len).ok()?;
-            let data = buf.get(*position..position.checked_add(len)?)?;
-            *position += len + 2;
-            Reply::Bulk(Bytes::copy_from_slice(data))
         }
-        b'*' => {
-            let len = number(rest)?;
-            if len < 0 {
-                return Some(Reply::Nil);
-            }
-            let mut items = Vec::new();
-            for _ in 0..len {
-                items.push(parse_at(buf, position)?);
-            }
-            Reply::Array(items)
-        }
-        _ => return None,
-    })
+    }
 }
 
 #[cfg(test)]

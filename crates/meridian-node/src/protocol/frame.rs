@@ -54,8 +54,9 @@ pub enum Parsed {
     Incomplete { min_len: usize },
 }
 
-/// A protocol violation; the text is sent as `-ERR Protocol error: <text>` and the
-/// connection is closed after the reply, as Redis does.
+/// A protocol violation. In a request the text is sent as `-ERR Protocol error:
+/// <text>` and the connection is closed after the reply, as Redis does; in a
+/// reply from another server the connection to it is dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     #[error("too big inline request")]
@@ -76,6 +77,25 @@ pub enum ParseError {
     UnauthenticatedMultibulk,
     #[error("unauthenticated bulk length")]
     UnauthenticatedBulk,
+    // replies read from other servers (see `reply`)
+    #[error("unexpected reply type byte 0x{0:02x}")]
+    UnexpectedReplyType(u8),
+    #[error("invalid reply length")]
+    InvalidReplyLength,
+    #[error("invalid integer reply")]
+    InvalidReplyInteger,
+    #[error("reply line too long")]
+    ReplyLineTooLong,
+    #[error("bulk reply not terminated by CRLF")]
+    UnterminatedBulk,
+    #[error("bulk reply longer than {0} bytes")]
+    ReplyBulkTooBig(usize),
+    #[error("reply longer than {0} bytes")]
+    ReplyTooBig(usize),
+    #[error("reply with more than {0} array elements")]
+    ReplyTooManyElements(usize),
+    #[error("reply nested deeper than {0} arrays")]
+    ReplyTooDeep(usize),
 }
 
 /// Parses one command from the start of `buf`.

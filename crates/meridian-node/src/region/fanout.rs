@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use crate::migration::{PeerConnection, PeerReply};
+use crate::migration::PeerConnection;
+use crate::protocol::Reply;
 use crate::state::Shared;
 
 /// Per-primary bound: the reply to the client waits for the whole fan-out.
@@ -74,14 +75,18 @@ fn invalidate_on(
     pattern: &[u8],
     password: Option<&str>,
 ) -> Result<(), String> {
-    let mut connection = PeerConnection::connect(ip, port, FANOUT_TIMEOUT)?;
+    let mut connection =
+        PeerConnection::connect(ip, port, FANOUT_TIMEOUT).map_err(|error| error.to_string())?;
     let mut commands: Vec<Vec<&[u8]>> = Vec::with_capacity(2);
     if let Some(password) = password {
         commands.push(vec![b"AUTH", password.as_bytes()]);
     }
     commands.push(vec![b"INVALIDATE", pattern, b"LOCAL"]);
-    for reply in connection.pipeline(&commands)? {
-        if let PeerReply::Error(error) = reply {
+    let replies = connection
+        .pipeline(&commands)
+        .map_err(|error| error.to_string())?;
+    for reply in replies {
+        if let Reply::Error(error) = reply {
             return Err(error);
         }
     }

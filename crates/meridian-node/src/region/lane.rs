@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::link::{LinkConn, LinkReply, LinkWriter, ReplyReader, encode_event};
 use super::outbox::Routed;
 use super::peer::Peer;
+use super::{RefusalReason, Regions};
 use crate::state::Shared;
 
 /// Events in flight (sent, reply not yet read) per lane.
@@ -166,7 +167,7 @@ impl Lane {
         let window = Semaphore::new(WINDOW);
         let ended = tokio::select! {
             ended = send_loop(&mut self.incoming, &mut self.unsent, &mut writer, &in_flight, &window) => ended,
-            ended = receive_loop(&self.peer, &self.target, self.generation, &mut reader, &in_flight, &window) => ended,
+            ended = receive_loop(&self.peer, &self.shared.regions, &self.target, self.generation, &mut reader, &in_flight, &window) => ended,
         };
         // whatever the peer did not acknowledge goes out again first, in order
         let mut resend: VecDeque<Routed> = in_flight
@@ -247,6 +248,7 @@ async fn send_loop(
 /// Reads replies in order and acknowledges the matching events to the peer.
 async fn receive_loop(
     peer: &Peer,
+    regions: &Regions,
     target: &Arc<str>,
     generation: u64,
     reader: &mut ReplyReader,
@@ -260,7 +262,19 @@ async fn receive_loop(
         let deadline = oldest.unwrap_or_else(Instant::now) + ACK_TIMEOUT;
         let reply = match tokio::time::timeout_at(deadline, reader.next()).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => return Ended::Failed(format!("{target}: {error}")),
+            Ok(Err(error)) => {
+                if error.kind() == std::io::ErrorKind::InvalidData {
+                    let error = format!("{target}: {error}");
+                    tracing::warn!(peer = %peer.config.region, %target, %error, "region link dropped: bad reply");
+                    regions.record_refusal(
+                        Some(&peer.config.region),
+                        RefusalReason::BadReply,
+                        &error,
+                    );
+                    return Ended::Failed(error);
+                }
+                return Ended::Failed(format!("{target}: {error}"));
+            }
             Err(_) if oldest.is_some() => {
                 return Ended::Failed(format!(
                     "{target}: no acknowledgement within {}s",
@@ -278,6 +292,14 @@ async fn receive_loop(
                 // not applied there: stays in flight, so it is routed again
                 queue.push_front(answered);
                 return Ended::Moved;
+            }
+            LinkReply::Error(error) if error.starts_with("CLOCKDRIFT") => {
+                // the peer dropped the link over this node's clock: the event
+                // stays in flight and is offered again after the backoff, so
+                // nothing is lost while the clocks are fixed (MERIDIAN.PEERS
+                // GET shows the error as the link's last_error)
+                queue.push_front(answered);
+                return Ended::Failed(format!("{target}: {error}"));
             }
             LinkReply::Ok => true,
             LinkReply::Error(error) => {

@@ -14,11 +14,12 @@
 //! (IP address or DNS name) of the seed or primary address they dial, or for
 //! `--tls-server-name` when given.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,15 +29,21 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::{Event, EventKind, REGION_METRICS, Version, guarded, peer_label};
+use super::{Event, EventKind, REGION_METRICS, RefusalReason, Version, guarded, peer_label};
 use crate::http::local::{self, Reply};
 use crate::origin::without_origin;
-use crate::protocol::{Limits, Parsed, parse_command};
+use crate::protocol::{
+    Decoded, Limits, Parsed, Reply as RespReply, ReplyLimits, parse_command, parse_reply,
+};
 use crate::state::Shared;
 use meridian_topology::{Route, TopologyMap};
 
-/// Largest link request (a replicated value plus its envelope).
+/// Largest link request (a replicated value plus its envelope); a longer one
+/// is refused from its header on, before it is buffered.
 const MAX_LINK_REQUEST: usize = 600 * 1024 * 1024;
+/// Most arguments a link request has (LINK.EVENT with a value has 9): the
+/// argument count is refused beyond it, before anything is allocated for it.
+const MAX_LINK_ARGS: usize = 16;
 
 /// A peer must finish the TLS handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -213,12 +220,12 @@ async fn accept_link(
     tls: Option<TlsAcceptor>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let Some(acceptor) = tls else {
-        return serve_link(shared, stream).await;
-    };
     let peer = stream.peer_addr()?;
+    let Some(acceptor) = tls else {
+        return serve_link(shared, stream, peer).await;
+    };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => serve_link(shared, stream).await,
+        Ok(Ok(stream)) => serve_link(shared, stream, peer).await,
         Ok(Err(error)) => {
             tracing::warn!(%peer, %error, "region link TLS handshake failed");
             Ok(())
@@ -230,14 +237,31 @@ async fn accept_link(
     }
 }
 
+/// Why a link is dropped: the metric reason and the error sent to the peer.
+struct Refusal {
+    reason: RefusalReason,
+    error: String,
+}
+
+impl Refusal {
+    fn new(reason: RefusalReason, error: impl Into<String>) -> Refusal {
+        Refusal {
+            reason,
+            error: error.into(),
+        }
+    }
+}
+
 async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut stream: S,
+    addr: SocketAddr,
 ) -> std::io::Result<()> {
     let limits = Limits {
         max_bulk_len: shared.config.limits.max_bulk_len,
+        max_multibulk_len: MAX_LINK_ARGS,
         max_query_buffer: MAX_LINK_REQUEST,
-        ..Limits::default()
+        unauthenticated: false,
     };
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = Vec::new();
@@ -246,11 +270,8 @@ async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
         if stream.read_buf(&mut input).await? == 0 {
             return Ok(());
         }
-        if input.len() > MAX_LINK_REQUEST {
-            return Ok(());
-        }
         let mut position = 0;
-        let mut close = false;
+        let mut refused = None;
         loop {
             // a peer that has not said hello yet is held to small requests
             let limits = Limits {
@@ -284,56 +305,87 @@ async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
                     match handle_request(&shared, &mut peer_region, &argv) {
                         Ok(reply) => output.extend_from_slice(&reply),
                         Err(refusal) => {
-                            output.extend_from_slice(format!("-{refusal}\r\n").as_bytes());
-                            close = true;
+                            refused = Some(refusal);
                             break;
                         }
                     }
                 }
-                Ok(Parsed::Incomplete { .. }) => break,
+                Ok(Parsed::Incomplete { min_len }) => {
+                    // refused from its header on, before buffering it
+                    if min_len > MAX_LINK_REQUEST {
+                        refused = Some(Refusal::new(
+                            RefusalReason::FrameTooLarge,
+                            format!(
+                                "ERR link request of at least {min_len} bytes, more than {MAX_LINK_REQUEST}"
+                            ),
+                        ));
+                    }
+                    break;
+                }
                 Err(error) => {
-                    output
-                        .extend_from_slice(format!("-ERR Protocol error: {error}\r\n").as_bytes());
-                    close = true;
+                    refused = Some(Refusal::new(
+                        RefusalReason::Protocol,
+                        format!("ERR Protocol error: {error}"),
+                    ));
                     break;
                 }
             }
         }
         input.advance(position);
+        if let Some(refusal) = &refused {
+            let peer = peer_region.as_deref().unwrap_or("unknown");
+            let reason = refusal.reason.label();
+            if refusal.reason == RefusalReason::Denied {
+                // the handshake check logged what the peer claimed
+                tracing::debug!(%addr, reason, error = %refusal.error, "region link refused");
+            } else {
+                tracing::warn!(%addr, peer, reason, error = %refusal.error, "region link refused");
+            }
+            shared
+                .regions
+                .record_refusal(peer_region.as_deref(), refusal.reason, &refusal.error);
+            output.extend_from_slice(format!("-{}\r\n", refusal.error).as_bytes());
+        }
         if !output.is_empty() {
             stream.write_all(&output).await?;
             // TLS holds written records until flushed
             stream.flush().await?;
             output.clear();
         }
-        if close {
+        if refused.is_some() {
             stream.shutdown().await.ok();
             return Ok(());
         }
     }
 }
 
-/// Answers one request; Err closes the link (refused handshake).
+/// Answers one request; Err drops the link (refused handshake, skewed clock).
 fn handle_request(
     shared: &Arc<Shared>,
     peer_region: &mut Option<String>,
     argv: &[&[u8]],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, Refusal> {
     let name = argv[0].to_ascii_uppercase();
+    let denied = |error: String| Refusal::new(RefusalReason::Denied, error);
     let Some(region) = peer_region.as_deref() else {
         if name != b"LINK.HELLO" || argv.len() != 4 {
-            return Err("DENIED say LINK.HELLO <cluster> <region> <password> first".into());
+            return Err(denied(
+                "DENIED say LINK.HELLO <cluster> <region> <password> first".into(),
+            ));
         }
         let settings = &shared.regions.settings;
         if argv[1] != settings.cluster.as_bytes() {
             tracing::warn!(cluster = %String::from_utf8_lossy(argv[1]), "refused region link from another cluster");
-            return Err(format!("DENIED this is cluster '{}'", settings.cluster));
+            return Err(denied(format!(
+                "DENIED this is cluster '{}'",
+                settings.cluster
+            )));
         }
         if let Some(password) = shared.requirepass()
             && !constant_time_eq(password.as_bytes(), argv[3])
         {
             tracing::warn!(region = %String::from_utf8_lossy(argv[2]), "refused region link with a wrong password");
-            return Err("DENIED wrong password".into());
+            return Err(denied("DENIED wrong password".into()));
         }
         *peer_region = Some(String::from_utf8_lossy(argv[2]).into_owned());
         return Ok(b"+OK\r\n".to_vec());
@@ -349,10 +401,19 @@ fn handle_request(
             )
         }
         b"LINK.PING" => Ok(b"+PONG\r\n".to_vec()),
-        b"LINK.EVENT" => Ok(match apply_event(shared, region, argv) {
-            Ok(()) => b"+OK\r\n".to_vec(),
-            Err(error) => format!("-{error}\r\n").into_bytes(),
-        }),
+        b"LINK.EVENT" => {
+            // before the event can move this node's clock (see Regions::check_drift)
+            if let Some(hlc) = argv.get(3).and_then(|text| number(text).ok()) {
+                shared
+                    .regions
+                    .check_drift(region, hlc)
+                    .map_err(|error| Refusal::new(RefusalReason::ClockDrift, error.to_string()))?;
+            }
+            Ok(match apply_event(shared, region, argv) {
+                Ok(()) => b"+OK\r\n".to_vec(),
+                Err(error) => format!("-{error}\r\n").into_bytes(),
+            })
+        }
         _ => Ok(format!(
             "-ERR unknown link request '{}'\r\n",
             String::from_utf8_lossy(&name)
@@ -497,17 +558,22 @@ fn delete_all(shared: &Shared, version: Version, keys: Vec<Reply>) {
 // ---------------------------------------------------------------------------
 // Client side
 
-/// Longest reply line a peer may send before its end is found.
-const MAX_REPLY_LINE: usize = 64 * 1024;
 /// Largest bulk reply (a topology map) accepted from a peer.
 const MAX_REPLY_BULK: usize = 64 * 1024 * 1024;
+/// Link replies are a status, an error or a bulk: never arrays.
+const LINK_REPLY_LIMITS: ReplyLimits = ReplyLimits {
+    max_len: MAX_REPLY_BULK + 64,
+    max_bulk_len: MAX_REPLY_BULK,
+    max_elements: 0,
+    max_depth: 0,
+};
 
 /// A reply on a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkReply {
     Ok,
     Error(String),
-    Bulk(Option<Vec<u8>>),
+    Bulk(Option<Bytes>),
 }
 
 /// One authenticated link to a peer node, for request/reply use (topology).
@@ -664,7 +730,13 @@ impl LinkConn {
         encode(&mut request, &[b"LINK.TOPOLOGY"]);
         self.writer.send(&request).await?;
         match self.reader.next().await? {
-            LinkReply::Bulk(Some(json)) => serde_json::from_slice(&json)
+            LinkReply::Bulk(Some(json)) => crate::commands::admin::parse_topology(&json)
+                .and_then(|map| {
+                    map.validate_structure().map_err(|error| {
+                        crate::error::CommandError::other(format!("ERR invalid topology: {error}"))
+                    })?;
+                    Ok(map)
+                })
                 .map(Some)
                 .map_err(|error| invalid(&format!("bad topology from peer: {error}"))),
             LinkReply::Bulk(None) => Ok(None),
@@ -715,46 +787,17 @@ impl ReplyReader {
 
 /// Takes one complete reply off the front of `buffer` (None: not all there yet).
 fn decode_reply(buffer: &mut BytesMut) -> std::io::Result<Option<LinkReply>> {
-    let Some(line_end) = buffer.windows(2).position(|pair| pair == b"\r\n") else {
-        if buffer.len() > MAX_REPLY_LINE {
-            return Err(invalid("reply line too long"));
-        }
-        return Ok(None);
+    let (reply, consumed) = match parse_reply(buffer, &LINK_REPLY_LIMITS) {
+        Ok(Decoded::Reply { reply, consumed }) => (reply, consumed),
+        Ok(Decoded::Incomplete { .. }) => return Ok(None),
+        Err(error) => return Err(invalid(&format!("bad reply: {error}"))),
     };
-    let line = &buffer[..line_end];
-    let (reply, consumed) = match line.first() {
-        Some(b'+') => (LinkReply::Ok, line_end + 2),
-        Some(b'-') => (
-            LinkReply::Error(String::from_utf8_lossy(&line[1..]).into_owned()),
-            line_end + 2,
-        ),
-        Some(b'$') => {
-            let len: i64 = std::str::from_utf8(&line[1..])
-                .ok()
-                .and_then(|text| text.parse().ok())
-                .ok_or_else(|| invalid("bad bulk length"))?;
-            if len < 0 {
-                (LinkReply::Bulk(None), line_end + 2)
-            } else {
-                let len = usize::try_from(len)
-                    .ok()
-                    .filter(|len| *len <= MAX_REPLY_BULK)
-                    .ok_or_else(|| invalid("bulk reply too large"))?;
-                let start = line_end + 2;
-                let total = start + len + 2;
-                if buffer.len() < total {
-                    return Ok(None);
-                }
-                if &buffer[start + len..total] != b"\r\n" {
-                    return Err(invalid("bulk reply not terminated"));
-                }
-                (
-                    LinkReply::Bulk(Some(buffer[start..start + len].to_vec())),
-                    total,
-                )
-            }
-        }
-        _ => return Err(invalid("unexpected reply")),
+    let reply = match reply {
+        RespReply::Simple(_) => LinkReply::Ok,
+        RespReply::Error(error) => LinkReply::Error(error),
+        RespReply::Bulk(data) => LinkReply::Bulk(Some(data)),
+        RespReply::Nil => LinkReply::Bulk(None),
+        RespReply::Int(_) | RespReply::Array(_) => return Err(invalid("unexpected reply")),
     };
     buffer.advance(consumed);
     Ok(Some(reply))
@@ -780,7 +823,7 @@ mod tests {
         buffer.extend_from_slice(b"lo\r\n$-1\r\n");
         assert_eq!(
             decode_reply(&mut buffer).unwrap(),
-            Some(LinkReply::Bulk(Some(b"hello".to_vec())))
+            Some(LinkReply::Bulk(Some(Bytes::from_static(b"hello"))))
         );
         assert_eq!(
             decode_reply(&mut buffer).unwrap(),
@@ -796,6 +839,10 @@ mod tests {
             b"$x\r\n",
             b"$99999999999\r\n",
             b"$2\r\nabcd",
+            // link replies are never arrays, however small
+            b"*0\r\n",
+            b"*1\r\n+OK\r\n",
+            b"*2147483647\r\n",
         ] {
             let mut buffer = BytesMut::from(bad);
             assert!(decode_reply(&mut buffer).is_err(), "{bad:?}");

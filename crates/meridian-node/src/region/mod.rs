@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::commands::{Spec, WRITE};
+use crate::error::CommandError;
 use crate::protocol::Out;
 use crate::state::Shared;
 use crate::store::{Access, Value};
@@ -68,6 +69,8 @@ pub struct RegionSettings {
     pub strong_timeout: Duration,
     pub tombstone_ttl: Duration,
     pub queue_limit: usize,
+    /// How far ahead of this node's clock a peer's event may be stamped (ms; 0 = no bound).
+    pub max_clock_drift_ms: u64,
 }
 
 impl RegionSettings {
@@ -80,6 +83,7 @@ impl RegionSettings {
             strong_timeout: Duration::from_millis(config.strong_timeout_ms),
             tombstone_ttl: Duration::from_millis(config.region_tombstone_ms),
             queue_limit: config.region_queue_limit.max(1),
+            max_clock_drift_ms: config.max_clock_drift_ms,
         }
     }
 }
@@ -253,6 +257,44 @@ pub struct Regions {
     peers: RwLock<Vec<Arc<peer::Peer>>>,
     /// Peers are configured: writes are versioned and streamed.
     active: AtomicBool,
+    refusals: Mutex<Refusals>,
+}
+
+/// Links this node dropped (for INFO; the metric has them per peer and reason).
+#[derive(Debug, Default, Clone)]
+pub struct Refusals {
+    pub total: u64,
+    pub clock_drift: u64,
+    /// The last refusal's error, as sent to the peer.
+    pub last: String,
+}
+
+/// Why an inbound link was dropped: the `reason` label of
+/// `meridian_region_link_refusals_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// LINK.HELLO refused (other cluster, wrong password, no hello).
+    Denied,
+    /// A request broke the framing or its bounds (count, length).
+    Protocol,
+    /// A request longer than the link accepts.
+    FrameTooLarge,
+    /// An event stamped too far ahead of this node's clock.
+    ClockDrift,
+    /// A reply on an outbound link broke the protocol or its bounds.
+    BadReply,
+}
+
+impl RefusalReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::Denied => "denied",
+            RefusalReason::Protocol => "protocol",
+            RefusalReason::FrameTooLarge => "frame_too_large",
+            RefusalReason::ClockDrift => "clock_drift",
+            RefusalReason::BadReply => "bad_reply",
+        }
+    }
 }
 
 impl Regions {
@@ -265,6 +307,7 @@ impl Regions {
             clock: Mutex::new(0),
             peers: RwLock::new(Vec::new()),
             active: AtomicBool::new(false),
+            refusals: Mutex::new(Refusals::default()),
         }
     }
 
@@ -276,11 +319,64 @@ impl Regions {
     pub fn tick(&self) -> Version {
         let physical = crate::store::now_ms() << LOGICAL_BITS;
         let mut clock = self.clock.lock();
-        *clock = (*clock + 1).max(physical);
+        *clock = clock.saturating_add(1).max(physical);
         Version {
             hlc: *clock,
             region: self.region_id,
         }
+    }
+
+    /// Refuses a remote version whose wall-clock part is more than
+    /// `--max-clock-drift-ms` ahead of this node's clock. Observing it would
+    /// drag this node's clock (and every later version it stamps) into the
+    /// future, so the peer's skew would decide last-writer-wins for as long.
+    /// Versions behind the clock are fine: events that waited in a queue
+    /// during a partition are legitimately old, and lose to newer writes.
+    pub fn check_drift(&self, from: &str, hlc: u64) -> Result<(), CommandError> {
+        let limit_ms = self.settings.max_clock_drift_ms;
+        let ahead_ms = (hlc >> LOGICAL_BITS).saturating_sub(crate::store::now_ms());
+        if limit_ms == 0 || ahead_ms <= limit_ms {
+            return Ok(());
+        }
+        Err(CommandError::ClockDrift {
+            region: from.to_string(),
+            ahead_ms,
+            limit_ms,
+        })
+    }
+
+    /// Counts and remembers a link this node dropped (the caller logs it);
+    /// `peer` is the region the link said hello as (None before the hello).
+    pub fn record_refusal(&self, peer: Option<&str>, reason: RefusalReason, error: &str) {
+        // Only configured regions get a series of their own: a peer names
+        // itself in the hello, and must not mint a new series per connection.
+        let configured = peer.filter(|name| {
+            self.peers()
+                .iter()
+                .any(|known| known.config.region == *name)
+        });
+        let peer = configured.unwrap_or("unknown");
+        REGION_METRICS
+            .link_refusals
+            .get_or_create(&vec![
+                ("peer", peer.to_string()),
+                ("reason", reason.label().to_string()),
+            ])
+            .inc();
+        let mut refusals = self.refusals.lock();
+        refusals.total += 1;
+        if reason == RefusalReason::ClockDrift {
+            refusals.clock_drift += 1;
+        }
+        // shown as one INFO line: a peer-chosen region name must not break it
+        refusals.last = error
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+    }
+
+    pub fn refusals(&self) -> Refusals {
+        self.refusals.lock().clone()
     }
 
     /// Moves the clock past a remote version (HLC receive rule).
@@ -499,6 +595,23 @@ pub fn timeout_message(missing: &[String], timeout: Duration) -> String {
     )
 }
 
+/// The `# Regions` section of INFO: link state and what inbound links were refused.
+pub fn info_section(shared: &Shared) -> String {
+    let regions = &shared.regions;
+    let peers = regions.peers();
+    let up = peers.iter().filter(|peer| peer.status().up).count();
+    let refusals = regions.refusals();
+    format!(
+        "region:{}\r\nregion_peers:{}\r\nregion_links_up:{up}\r\nregion_max_clock_drift_ms:{}\r\nregion_link_refusals:{}\r\nregion_clock_drift_refusals:{}\r\nregion_last_link_refusal:{}\r\n",
+        regions.settings.region,
+        peers.len(),
+        regions.settings.max_clock_drift_ms,
+        refusals.total,
+        refusals.clock_drift,
+        refusals.last,
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Metrics
 
@@ -512,6 +625,8 @@ pub struct RegionMetrics {
     pub dirty_slots: Family<PeerLabel, Gauge>,
     pub overflows: Family<PeerLabel, Counter>,
     pub lag: Family<PeerLabel, Histogram>,
+    /// Labels `peer` and `reason` ([`RefusalReason::label`]).
+    pub link_refusals: Family<PeerLabel, Counter>,
 }
 
 pub fn peer_label(peer: &str) -> PeerLabel {
@@ -525,6 +640,7 @@ pub static REGION_METRICS: LazyLock<RegionMetrics> = LazyLock::new(|| RegionMetr
     queue_depth: Family::default(),
     dirty_slots: Family::default(),
     overflows: Family::default(),
+    link_refusals: Family::default(),
     lag: Family::new_with_constructor(|| {
         Histogram::new([
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -565,6 +681,11 @@ pub fn register_metrics(registry: &mut Registry) {
         metrics.overflows.clone(),
     );
     registry.register(
+        "meridian_region_link_refusals",
+        "Region links this node dropped, by peer region and reason (denied, protocol, frame_too_large, clock_drift, bad_reply)",
+        metrics.link_refusals.clone(),
+    );
+    registry.register(
         "meridian_region_link_lag_seconds",
         "Time from the origin write to its application in this region",
         metrics.lag.clone(),
@@ -593,6 +714,7 @@ mod tests {
             strong_timeout: Duration::from_millis(10),
             tombstone_ttl: Duration::from_secs(1),
             queue_limit: 10,
+            max_clock_drift_ms: 0,
         });
         let first = regions.tick();
         let second = regions.tick();
@@ -603,6 +725,42 @@ mod tests {
         };
         regions.observe(future);
         assert!(regions.tick().hlc > future.hlc);
+    }
+
+    #[test]
+    fn events_far_ahead_of_the_clock_are_refused() {
+        let settings = |max_clock_drift_ms| RegionSettings {
+            cluster: "c".into(),
+            region: "a".into(),
+            mode: CrossRegionMode::Invalidate,
+            consistency: Consistency::Eventual,
+            strong_timeout: Duration::from_millis(10),
+            tombstone_ttl: Duration::from_secs(1),
+            queue_limit: 10,
+            max_clock_drift_ms,
+        };
+        let regions = Regions::new(settings(5000));
+        let at = |ms: u64| ms << LOGICAL_BITS;
+        let now = crate::store::now_ms();
+        // behind (a queued event) or slightly ahead: fine
+        assert_eq!(regions.check_drift("b", 0), Ok(()));
+        assert_eq!(regions.check_drift("b", at(now + 1000)), Ok(()));
+        let Err(CommandError::ClockDrift {
+            region, limit_ms, ..
+        }) = regions.check_drift("b", at(now + 60_000))
+        else {
+            panic!("an event a minute ahead was accepted");
+        };
+        assert_eq!((region.as_str(), limit_ms), ("b", 5000));
+        assert!(regions.check_drift("b", u64::MAX).is_err());
+        // 0 turns the bound off; the clock then saturates instead of wrapping
+        let unbounded = Regions::new(settings(0));
+        assert_eq!(unbounded.check_drift("b", u64::MAX), Ok(()));
+        unbounded.observe(Version {
+            hlc: u64::MAX,
+            region: 1,
+        });
+        assert_eq!(unbounded.tick().hlc, u64::MAX);
     }
 
     #[test]

@@ -1,0 +1,420 @@
+//! A node facing broken or hostile peers, spoken to in raw bytes: a MIGRATE
+//! target answering garbage, huge lengths, deep nesting, half a reply or a
+//! reply that never ends; topology maps with an epoch near overflow or
+//! oversized parts; region-link requests beyond the link's bounds or stamped
+//! by a clock far ahead. Each gets a clear error, and the node keeps serving.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Node, Raw, Reply, encode, free_port, info_field, shard_map};
+
+/// What the fake target does after its reply.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Closes the connection.
+    Close,
+    /// Keeps it open and silent.
+    Hold,
+    /// Sends one more byte every 50 ms, never finishing the reply.
+    Trickle,
+}
+
+/// A MIGRATE target on a local listener: reads the first request of every
+/// connection and answers it with `reply`, whatever was asked.
+fn fake_target(reply: Vec<u8>, then: Then) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let reply = reply.clone();
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                if stream.read(&mut request).unwrap_or(0) == 0 {
+                    return;
+                }
+                if stream.write_all(&reply).is_err() {
+                    return;
+                }
+                match then {
+                    Then::Close => {}
+                    Then::Hold => std::thread::sleep(Duration::from_secs(30)),
+                    Then::Trickle => {
+                        let started = Instant::now();
+                        while started.elapsed() < Duration::from_secs(30)
+                            && stream.write_all(b"a").is_ok()
+                        {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The error MIGRATE of key `k` to `target` answers with, and how long it took.
+fn migrate_error(node: &Node, target: u16) -> (String, Duration) {
+    let started = Instant::now();
+    let reply = node.raw().cmd(&[
+        "MIGRATE",
+        "127.0.0.1",
+        &target.to_string(),
+        "k",
+        "0",
+        "1000",
+    ]);
+    let Reply::Error(error) = reply else {
+        panic!("MIGRATE to a broken target answered {reply:?}");
+    };
+    (error, started.elapsed())
+}
+
+fn assert_serving(node: &Node) {
+    assert_eq!(node.raw().cmd(&["PING"]), Reply::Simple("PONG".into()));
+}
+
+#[test]
+fn migrate_refuses_broken_target_replies_and_keeps_the_key() {
+    let node = Node::start();
+    assert_eq!(node.raw().cmd(&["SET", "k", "v"]), Reply::ok());
+    let endless_line = vec![b'+'; 200_000];
+    let deep = b"*1\r\n".repeat(100_000);
+    let cases: Vec<(&str, Vec<u8>, Then, &str)> = vec![
+        (
+            "garbage",
+            b"?what\r\n".to_vec(),
+            Then::Close,
+            "IOERR target instance sent an invalid reply: unexpected reply type byte 0x3f",
+        ),
+        (
+            "huge bulk length",
+            b"$9223372036854775807\r\n".to_vec(),
+            Then::Hold,
+            "IOERR target instance sent an invalid reply: bulk reply longer than 65536 bytes",
+        ),
+        (
+            "negative length",
+            b"$-7\r\n".to_vec(),
+            Then::Hold,
+            "IOERR target instance sent an invalid reply: invalid reply length",
+        ),
+        (
+            "huge array",
+            b"*9223372036854775807\r\n".to_vec(),
+            Then::Hold,
+            "IOERR target instance sent an invalid reply: reply with more than 65536 array elements",
+        ),
+        (
+            "deep nesting",
+            deep,
+            Then::Hold,
+            "IOERR target instance sent an invalid reply: reply nested deeper than 4 arrays",
+        ),
+        (
+            "a line that never ends",
+            endless_line,
+            Then::Hold,
+            "IOERR target instance sent an invalid reply: reply line too long",
+        ),
+        (
+            "closed mid-line",
+            b"+O".to_vec(),
+            Then::Close,
+            "IOERR connection to target instance closed",
+        ),
+        (
+            "closed mid-bulk",
+            b"$10\r\nabc".to_vec(),
+            Then::Close,
+            "IOERR connection to target instance closed",
+        ),
+        (
+            "a reply trickling forever",
+            b"+O".to_vec(),
+            Then::Trickle,
+            "IOERR error or timeout talking to target instance: no complete reply within 1000 ms",
+        ),
+        (
+            "silence",
+            Vec::new(),
+            Then::Hold,
+            "IOERR error or timeout talking to target instance: no complete reply within 1000 ms",
+        ),
+    ];
+    for (what, reply, then, expected) in cases {
+        let (error, took) = migrate_error(&node, fake_target(reply, then));
+        assert_eq!(error, expected, "{what}");
+        // the 1000 ms timeout bounds the whole reply, not each read
+        assert!(took < Duration::from_secs(5), "{what} took {took:?}");
+        assert_serving(&node);
+        assert_eq!(
+            node.raw().cmd(&["GET", "k"]),
+            Reply::bulk("v"),
+            "{what}: the key left the source"
+        );
+    }
+
+    // MERIDIAN.MIGRATE SLOT first asks the target's ROLE: same bounds
+    let slot = meridian_topology::key_slot(b"k").to_string();
+    let target = fake_target(b"*1\r\n".repeat(1000), Then::Hold);
+    let reply = node.raw().cmd(&[
+        "MERIDIAN.MIGRATE",
+        "SLOT",
+        &slot,
+        "127.0.0.1",
+        &target.to_string(),
+        "TIMEOUT",
+        "1000",
+    ]);
+    assert_eq!(
+        reply,
+        Reply::err(
+            "IOERR target instance sent an invalid reply: reply nested deeper than 4 arrays"
+        )
+    );
+    assert_serving(&node);
+
+    // a sane target still gets the key
+    let target = fake_target(b"+OK\r\n".to_vec(), Then::Hold);
+    let reply = node.raw().cmd(&[
+        "MIGRATE",
+        "127.0.0.1",
+        &target.to_string(),
+        "k",
+        "0",
+        "1000",
+    ]);
+    assert_eq!(reply, Reply::ok());
+    assert_eq!(node.raw().cmd(&["EXISTS", "k"]), Reply::Int(0));
+}
+
+fn topology_set(node: &Node, json: &str) -> Reply {
+    node.raw()
+        .cmd(&["MERIDIAN.TOPOLOGY", "SET", json, "PARTIAL"])
+}
+
+/// A valid one-shard map for `node`, as JSON to edit.
+fn base_map(node: &Node, epoch: u64) -> serde_json::Value {
+    serde_json::from_str(&shard_map(epoch, ("node-0", node), &[])).expect("json")
+}
+
+#[test]
+fn topology_refuses_an_epoch_near_overflow_and_oversized_maps() {
+    let node = Node::start_named("node-0", 4, &[]);
+    let max_epoch: u64 = (1 << 53) - 1;
+
+    for epoch in [u64::MAX, u64::MAX - 1, i64::MAX as u64, max_epoch + 1] {
+        let json = base_map(&node, epoch).to_string();
+        assert_eq!(
+            topology_set(&node, &json),
+            Reply::Error(format!(
+                "ERR invalid topology: epoch {epoch} is above the largest accepted epoch {max_epoch}"
+            )),
+        );
+    }
+    // beyond u64: the JSON itself does not parse
+    let json = base_map(&node, 1)
+        .to_string()
+        .replace("\"epoch\":1", "\"epoch\":18446744073709551616");
+    let Reply::Error(error) = topology_set(&node, &json) else {
+        panic!("an epoch beyond u64 was accepted");
+    };
+    assert!(error.starts_with("ERR invalid topology JSON"), "{error}");
+    assert_eq!(
+        node.raw().cmd(&["MERIDIAN.TOPOLOGY", "EPOCH"]),
+        Reply::Int(0),
+        "a refused map left no trace"
+    );
+
+    // slots outside 0..16383: as a u16 overflow, and past the last slot
+    let mut map = base_map(&node, 1);
+    map["shards"][0]["slots"] = serde_json::json!([{"start": 0, "end": 70000}]);
+    let Reply::Error(error) = topology_set(&node, &map.to_string()) else {
+        panic!("slot 70000 accepted");
+    };
+    assert!(error.starts_with("ERR invalid topology JSON"), "{error}");
+    map["shards"][0]["slots"] = serde_json::json!([{"start": 0, "end": 16384}]);
+    assert_eq!(
+        topology_set(&node, &map.to_string()),
+        Reply::err("ERR invalid topology: slot 16384 is out of range (slots are 0-16383)")
+    );
+
+    // more shards than slots
+    let mut map = base_map(&node, 1);
+    let shard = map["shards"][0].clone();
+    let shards: Vec<serde_json::Value> = (0..16385)
+        .map(|index| {
+            let mut shard = shard.clone();
+            shard["index"] = index.into();
+            shard["slots"] = serde_json::json!([]);
+            shard["primary"]["id"] = format!("node-{index}").into();
+            shard
+        })
+        .collect();
+    map["shards"] = shards.into();
+    assert_eq!(
+        topology_set(&node, &map.to_string()),
+        Reply::err("ERR invalid topology: 16385 shards, more than 16384")
+    );
+
+    // a node id no pod can have
+    let mut map = base_map(&node, 1);
+    map["shards"][0]["replicas"] =
+        serde_json::json!([{"id": "r".repeat(300), "ip": "127.0.0.1", "port": 1}]);
+    assert_eq!(
+        topology_set(&node, &map.to_string()),
+        Reply::err("ERR invalid topology: name or address of 300 bytes, more than 253")
+    );
+
+    // the largest epoch is accepted, and stays exact
+    let json = base_map(&node, max_epoch).to_string();
+    assert_eq!(topology_set(&node, &json), Reply::ok());
+    assert_eq!(
+        node.raw().cmd(&["MERIDIAN.TOPOLOGY", "EPOCH"]),
+        Reply::Int(max_epoch as i64)
+    );
+    assert_serving(&node);
+}
+
+/// A raw connection to the node's region-link port, after `LINK.HELLO` as `region`.
+fn link(port: u16, region: Option<&str>) -> Raw {
+    let mut raw = Raw::connect(port);
+    if let Some(region) = region {
+        assert_eq!(
+            raw.cmd(&["LINK.HELLO", "meridian", region, ""]),
+            Reply::ok()
+        );
+    }
+    raw
+}
+
+fn link_event(key: &str, hlc: u64) -> Vec<u8> {
+    let hlc = hlc.to_string();
+    encode(&[
+        b"LINK.EVENT",
+        b"key",
+        key.as_bytes(),
+        hlc.as_bytes(),
+        b"7",
+        b"hostile",
+        b"0",
+    ])
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+fn refusals_metric(node: &Node, peer: &str, reason: &str) -> u64 {
+    let (_, body) = node.http_get("/metrics");
+    let series =
+        format!("meridian_region_link_refusals_total{{peer=\"{peer}\",reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn region_links_refuse_oversized_frames_and_far_future_clocks() {
+    let link_port = free_port();
+    let node = Node::start_with(&[
+        "--region-port",
+        &link_port.to_string(),
+        // lets a single argument pass the parser, so the frame bound decides
+        "--proto-max-bulk-len",
+        "1gb",
+    ]);
+    assert_eq!(node.raw().cmd(&["SET", "k", "v"]), Reply::ok());
+
+    // before the hello: only small requests
+    let mut raw = link(link_port, None);
+    raw.send(b"*11\r\n");
+    assert_eq!(
+        raw.read(),
+        Reply::err("ERR Protocol error: unauthenticated multibulk length")
+    );
+    assert!(raw.closed());
+    assert_eq!(refusals_metric(&node, "unknown", "protocol"), 1);
+
+    // after it: no request has more than a handful of arguments
+    let mut raw = link(link_port, Some("hostile"));
+    raw.send(b"*100000\r\n");
+    assert_eq!(
+        raw.read(),
+        Reply::err("ERR Protocol error: invalid multibulk length")
+    );
+    assert!(raw.closed());
+    // "hostile" is no configured peer region: it gets no series of its own
+    assert_eq!(refusals_metric(&node, "unknown", "protocol"), 2);
+
+    // a frame longer than the link accepts is refused from its header on
+    let mut raw = link(link_port, Some("hostile"));
+    raw.send(b"*9\r\n$10\r\nLINK.EVENT\r\n$3\r\nset\r\n$900000000\r\n");
+    let Reply::Error(error) = raw.read() else {
+        panic!("oversized frame accepted");
+    };
+    assert!(
+        error.starts_with("ERR link request of at least 9000000")
+            && error.ends_with("more than 629145600"),
+        "{error}"
+    );
+    assert!(raw.closed());
+    assert_eq!(refusals_metric(&node, "unknown", "frame_too_large"), 1);
+
+    // an event stamped at the end of time: refused before it moves the clock
+    // (from a configured peer region now, which gets its own series)
+    let peers = r#"[{"region":"hostile","seeds":["127.0.0.1:1"]}]"#;
+    assert_eq!(
+        node.raw().cmd(&["MERIDIAN.PEERS", "SET", peers]),
+        Reply::ok()
+    );
+    let mut raw = link(link_port, Some("hostile"));
+    raw.send(&link_event("k", u64::MAX));
+    let Reply::Error(error) = raw.read() else {
+        panic!("far-future event accepted");
+    };
+    assert!(
+        error.starts_with("CLOCKDRIFT event from region 'hostile' is ")
+            && error.ends_with(
+                " ms ahead of this node's clock (limit 5000 ms, --max-clock-drift-ms); link refused"
+            ),
+        "{error}"
+    );
+    assert!(raw.closed());
+    assert_eq!(
+        node.raw().cmd(&["GET", "k"]),
+        Reply::bulk("v"),
+        "the refused event was applied"
+    );
+    assert_eq!(refusals_metric(&node, "hostile", "clock_drift"), 1);
+    assert_eq!(
+        info_field(&node, "regions", "region_clock_drift_refusals"),
+        "1"
+    );
+    assert_eq!(info_field(&node, "regions", "region_link_refusals"), "4");
+    assert_eq!(
+        info_field(&node, "regions", "region_max_clock_drift_ms"),
+        "5000"
+    );
+    assert!(
+        info_field(&node, "regions", "region_last_link_refusal").starts_with("CLOCKDRIFT"),
+        "INFO names the last refusal"
+    );
+
+    // an event stamped by a sane clock is applied, on a link like the others
+    let mut raw = link(link_port, Some("hostile"));
+    raw.send(&link_event("k", now_ms() << 16));
+    assert_eq!(raw.read(), Reply::ok());
+    assert_eq!(node.raw().cmd(&["EXISTS", "k"]), Reply::Int(0));
+    assert_serving(&node);
+}
