@@ -61,6 +61,36 @@ pub struct ReplicationInfo {
     /// its link last synced, because they would have replaced its data with another
     /// history (its primary restarted without its data).
     pub full_sync_refused: u64,
+    /// The replicas a primary lists (`slaveN:ip=…,port=…,state=…,offset=…,lag=…`), with
+    /// the offsets they acknowledged.
+    pub attached: Vec<AttachedReplica>,
+}
+
+/// A replica as its primary lists it in `INFO replication`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachedReplica {
+    pub ip: String,
+    /// The offset the replica acknowledged (never more than the primary sent it).
+    pub offset: u64,
+}
+
+impl AttachedReplica {
+    /// Parses the value of a `slaveN` line; `None` without an ip or offset.
+    fn parse(value: &str) -> Option<AttachedReplica> {
+        let mut ip = None;
+        let mut offset = None;
+        for pair in value.split(',') {
+            match pair.split_once('=') {
+                Some(("ip", value)) => ip = Some(value.to_string()),
+                Some(("offset", value)) => offset = value.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(AttachedReplica {
+            ip: ip?,
+            offset: offset?,
+        })
+    }
 }
 
 impl ReplicationInfo {
@@ -83,6 +113,12 @@ impl ReplicationInfo {
                 "master_replid" => info.replid = value.to_string(),
                 "master_replid2" => info.replid2 = value.to_string(),
                 "master_full_sync_refused" => info.full_sync_refused = value.parse().unwrap_or(0),
+                key if key.strip_prefix("slave").is_some_and(|index| {
+                    !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())
+                }) =>
+                {
+                    info.attached.extend(AttachedReplica::parse(value));
+                }
                 _ => {}
             }
         }
@@ -410,7 +446,7 @@ mod tests {
     #[test]
     fn parses_info_replication_of_primary_and_replica() {
         let primary = ReplicationInfo::parse(
-            "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nmaster_repl_offset:4242\r\n",
+            "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=10.0.0.7,port=6379,state=online,offset=4000,lag=1\r\nslave1:ip=10.0.0.8,state=online\r\nmaster_repl_offset:4242\r\n",
         );
         assert_eq!(
             primary,
@@ -420,6 +456,10 @@ mod tests {
                 link_up: false,
                 master_host: String::new(),
                 connected_replicas: 1,
+                attached: vec![AttachedReplica {
+                    ip: "10.0.0.7".into(),
+                    offset: 4000,
+                }],
                 ..ReplicationInfo::default()
             }
         );

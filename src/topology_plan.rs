@@ -398,8 +398,9 @@ pub fn shard_statuses(
 pub struct ReplicaSync {
     /// Replicas whose pod is Ready and whose link to this primary is up.
     pub in_sync: i32,
-    /// The largest `primary offset - replica offset` among those, when the primary's
-    /// offset is known.
+    /// The largest `primary offset - replica offset` among those, and among replicas
+    /// that did not report but that the primary lists (their acknowledged offset), when
+    /// the primary's offset is known.
     pub largest_lag: Option<i64>,
 }
 
@@ -420,20 +421,40 @@ pub fn replica_sync(
         .and_then(|name| replication.get(name))
         .filter(|info| info.role == "master")
         .map(|info| info.offset);
+    let attached = primary
+        .and_then(|name| replication.get(name))
+        .map_or(&[][..], |info| &info.attached[..]);
     let mut sync = ReplicaSync::default();
+    let mut lag_behind = |offset: u64| {
+        if let Some(primary_offset) = primary_offset {
+            // both are offsets of one stream; probed at different moments a replica can
+            // be ahead of the primary's report: no lag then, never a negative one
+            let lag = i64::try_from(primary_offset.saturating_sub(offset)).unwrap_or(i64::MAX);
+            sync.largest_lag = Some(sync.largest_lag.map_or(lag, |largest| largest.max(lag)));
+        }
+    };
     for replica in replicas {
         let ready = pod(replica).is_some_and(|pod| pod.ready);
         let Some(info) = replication.get(replica) else {
+            // No report: a stopped or overloaded replica may not answer the probe, yet
+            // it is the one lagging most. Its primary still lists the offset it
+            // acknowledged; that measures the lag (it does not make it in sync).
+            let ip = pod(replica).and_then(|pod| pod.ip.as_deref());
+            let acked = attached
+                .iter()
+                .filter(|listed| Some(listed.ip.as_str()) == ip)
+                .map(|listed| listed.offset)
+                .min();
+            if let Some(acked) = acked {
+                lag_behind(acked);
+            }
             continue;
         };
         if !(ready && info.role == "slave" && info.link_up && info.master_host == primary_ip) {
             continue;
         }
         sync.in_sync += 1;
-        if let Some(primary_offset) = primary_offset {
-            let lag = i64::try_from(primary_offset.saturating_sub(info.offset)).unwrap_or(i64::MAX);
-            sync.largest_lag = Some(sync.largest_lag.map_or(lag, |largest| largest.max(lag)));
-        }
+        lag_behind(info.offset);
     }
     sync
 }

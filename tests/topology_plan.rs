@@ -1,7 +1,7 @@
 //! Slot assignment, primary choice and epochs planned from observed pods and node reports.
 
 use k8s_openapi::api::core::v1::Pod;
-use meridian_operator::nodes::ReplicationInfo;
+use meridian_operator::nodes::{AttachedReplica, ReplicationInfo};
 use meridian_operator::topology_plan::{
     self, NodeReport, ObservedPod, PrimaryReason, RegionPods, ReplicaSync, TopologyDecision,
 };
@@ -420,6 +420,50 @@ fn a_replica_is_in_sync_only_when_it_follows_this_primary_with_the_link_up() {
         ReplicaSync {
             in_sync: 1,
             largest_lag: None
+        }
+    );
+}
+
+/// A replica that does not answer its probe (stopped, overloaded) still shows its lag,
+/// measured from the offset its primary lists it at; a replica probed after the primary
+/// shows no lag rather than a negative one.
+#[test]
+fn replication_lag_comes_from_offsets_even_without_the_replicas_report() {
+    let pods = region(1, 3);
+    let replicas: Vec<String> = (1..3)
+        .map(|ordinal| format!("orders-eu-0-{ordinal}"))
+        .collect();
+    let primary_ip = "127.0.1.1";
+    let mut primary = primary_info(10_000);
+    primary.attached = vec![
+        AttachedReplica {
+            ip: "127.0.1.2".into(),
+            offset: 9_990,
+        },
+        AttachedReplica {
+            ip: "127.0.1.3".into(),
+            offset: 2_500,
+        },
+    ];
+    // orders-eu-0-2 did not answer: its primary's view gives 7500 bytes of lag
+    let mut replication = HashMap::from([
+        ("orders-eu-0-0".to_string(), primary),
+        (replicas[0].clone(), replica_info(primary_ip, true, 10_050)),
+    ]);
+    assert_eq!(
+        topology_plan::replica_sync(Some("orders-eu-0-0"), &replicas, &pods, &replication),
+        ReplicaSync {
+            in_sync: 1,
+            largest_lag: Some(7_500)
+        }
+    );
+    // both answer: their own offsets count, the one ahead of the primary's report as 0
+    replication.insert(replicas[1].clone(), replica_info(primary_ip, true, 10_000));
+    assert_eq!(
+        topology_plan::replica_sync(Some("orders-eu-0-0"), &replicas, &pods, &replication),
+        ReplicaSync {
+            in_sync: 2,
+            largest_lag: Some(0)
         }
     );
 }

@@ -58,6 +58,11 @@ pub struct Config {
     /// Replication backlog kept for partial resynchronisation.
     #[arg(long, env = "MERIDIAN_REPL_BACKLOG_SIZE", default_value = "16mb", value_parser = parse_memory)]
     pub repl_backlog_size: u64,
+    /// Seconds without progress before a replication link is dropped (Redis
+    /// repl-timeout): a replica's silent primary (keep above the primary's 10 s PING
+    /// period) or stalled snapshot, a primary's write to a replica that stopped reading.
+    #[arg(long, env = "MERIDIAN_REPL_TIMEOUT", default_value_t = crate::replication::DEFAULT_TIMEOUT_SECS)]
+    pub repl_timeout: u64,
     /// Refuse writes unless this many replicas are connected with little lag (0 = off).
     #[arg(long, env = "MERIDIAN_MIN_REPLICAS_TO_WRITE", default_value_t = 0)]
     pub min_replicas_to_write: u64,

@@ -79,3 +79,113 @@ pub enum NodeError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+/// Why a replica's link to its primary failed. Logged; [`SyncError::failure`] names
+/// the failures counted in `meridian_repl_sync_failures_total{reason}`.
+#[derive(Debug, Error)]
+pub enum SyncError {
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("primary closed the connection")]
+    Closed,
+    #[error("primary sent an overlong line")]
+    OverlongLine,
+    #[error("{what} refused by primary: {line}")]
+    Refused { what: &'static str, line: String },
+    #[error("malformed reply to PSYNC: {0}")]
+    BadPsyncReply(String),
+    #[error("link replaced")]
+    Replaced,
+    #[error(
+        "refused a full sync of history {replid} at offset {offset}: it would replace this \
+         replica's {keys} keys (history {own_replid} at offset {own_offset}), which came from \
+         this primary's address; the primary restarted without its data. Keeping the data; \
+         retrying. A new primary named by a topology map (or REPLICAOF) may replace it"
+    )]
+    FullSyncRefused {
+        replid: String,
+        offset: u64,
+        own_replid: String,
+        own_offset: u64,
+        keys: usize,
+    },
+    #[error("malformed snapshot header: {0}")]
+    SnapshotHeader(String),
+    #[error("snapshot of {len} bytes exceeds this replica's maxmemory of {limit} bytes")]
+    SnapshotTooLarge { len: u64, limit: u64 },
+    #[error(
+        "snapshot truncated: the primary closed the connection after {received} of {len} bytes"
+    )]
+    SnapshotTruncated { received: u64, len: u64 },
+    #[error("corrupt snapshot at byte {at}: {detail}")]
+    SnapshotCorrupt { at: u64, detail: String },
+    #[error("no data from the primary for {seconds} s during the {phase}")]
+    Timeout { seconds: u64, phase: &'static str },
+    #[error("bad stream from primary: {0}")]
+    Stream(#[from] crate::protocol::ParseError),
+    #[error("primary sent {len} bytes without completing a {what} (limit {limit})")]
+    StreamTooLarge {
+        what: &'static str,
+        len: usize,
+        limit: usize,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Failed syncs and streams a replica counts, by reason (metric label). The
+/// discriminant indexes [`SyncFailure::ALL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncFailure {
+    /// The snapshot broke its format (lengths, counts, record types, end marker).
+    Corrupt,
+    /// The primary closed the connection before the snapshot's declared length.
+    Truncated,
+    /// The declared snapshot exceeds this replica's maxmemory.
+    TooLarge,
+    /// The `$<len>` header was not a length.
+    BadHeader,
+    /// No data from the primary within the replication timeout.
+    Timeout,
+    /// The command stream after the sync broke the protocol or its limits.
+    BadStream,
+}
+
+impl SyncFailure {
+    pub const ALL: [SyncFailure; 6] = [
+        SyncFailure::Corrupt,
+        SyncFailure::Truncated,
+        SyncFailure::TooLarge,
+        SyncFailure::BadHeader,
+        SyncFailure::Timeout,
+        SyncFailure::BadStream,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncFailure::Corrupt => "corrupt",
+            SyncFailure::Truncated => "truncated",
+            SyncFailure::TooLarge => "too_large",
+            SyncFailure::BadHeader => "bad_header",
+            SyncFailure::Timeout => "timeout",
+            SyncFailure::BadStream => "bad_stream",
+        }
+    }
+}
+
+impl SyncError {
+    /// The counted failure this error is, if any (a closed or replaced link is not).
+    pub fn failure(&self) -> Option<SyncFailure> {
+        match self {
+            SyncError::SnapshotCorrupt { .. } => Some(SyncFailure::Corrupt),
+            SyncError::SnapshotTruncated { .. } => Some(SyncFailure::Truncated),
+            SyncError::SnapshotTooLarge { .. } => Some(SyncFailure::TooLarge),
+            SyncError::SnapshotHeader(_) => Some(SyncFailure::BadHeader),
+            SyncError::Timeout { .. } => Some(SyncFailure::Timeout),
+            SyncError::Stream(_) | SyncError::StreamTooLarge { .. } => Some(SyncFailure::BadStream),
+            _ => None,
+        }
+    }
+}

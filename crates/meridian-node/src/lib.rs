@@ -49,15 +49,18 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
     let db = Db::new(config.shards, config.maxmemory, config.maxmemory_policy);
     db.repl
         .set_capacity(usize::try_from(config.repl_backlog_size).unwrap_or(usize::MAX));
+    let repl = replication::Replication::new(
+        config.min_replicas_to_write,
+        config.min_replicas_max_lag,
+        config.primary_auth.clone(),
+        config.managed,
+    );
+    repl.timeout_secs
+        .store(config.repl_timeout, std::sync::atomic::Ordering::Relaxed);
     Arc::new_cyclic(|me| Shared {
         me: me.clone(),
         db,
-        repl: replication::Replication::new(
-            config.min_replicas_to_write,
-            config.min_replicas_max_lag,
-            config.primary_auth.clone(),
-            config.managed,
-        ),
+        repl,
         config: RuntimeConfig {
             requirepass: RwLock::new(
                 config

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::commands::COMMANDS;
+use crate::error::SyncFailure;
 use crate::state::Shared;
 
 struct NodeCollector {
@@ -81,6 +82,78 @@ impl Collector for NodeCollector {
                     .as_ref()
                     .is_some_and(|link| link.status == "connected"),
             ),
+        )?;
+        let offset = shared.db.repl.offset();
+        gauge(
+            &mut encoder,
+            "meridian_repl_lag_bytes",
+            "Largest replication lag in bytes (this primary's offset minus the replica's \
+             acknowledged offset) among attached replicas",
+            i64::try_from(shared.repl.max_lag_bytes(offset)).unwrap_or(i64::MAX),
+        )?;
+        {
+            let replicas: Vec<_> = shared.repl.replicas.lock().values().cloned().collect();
+            let mut metric = encoder.encode_descriptor(
+                "meridian_replica_lag_bytes",
+                "Replication lag of each attached replica in bytes (this primary's offset \
+                 minus the replica's acknowledged offset), by the replica's ip:port",
+                None,
+                MetricType::Gauge,
+            )?;
+            for replica in &replicas {
+                let labels = [("replica", replica.name())];
+                let lag = i64::try_from(replica.lag_bytes(offset)).unwrap_or(i64::MAX);
+                ConstGauge::new(lag).encode(metric.encode_family(&labels)?)?;
+            }
+            let mut metric = encoder.encode_descriptor(
+                "meridian_replica_lag_seconds",
+                "Seconds since each attached replica's last acknowledgement, by its ip:port",
+                None,
+                MetricType::Gauge,
+            )?;
+            for replica in &replicas {
+                let labels = [("replica", replica.name())];
+                let lag = i64::try_from(replica.lag_seconds()).unwrap_or(i64::MAX);
+                ConstGauge::new(lag).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut metric = encoder.encode_descriptor(
+                "meridian_repl_sync_failures",
+                "Full syncs and streams from the primary this replica failed, by reason \
+                 (it kept its data and retried)",
+                None,
+                MetricType::Counter,
+            )?;
+            for failure in SyncFailure::ALL {
+                let labels = [("reason", failure.name())];
+                let count = shared.repl.counters.sync_failures(failure);
+                ConstCounter::new(count).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "meridian_repl_acks_clamped",
+            "Replica acknowledgements for more than this primary sent them, clamped to the \
+             sent offset",
+            shared.repl.counters.acks_clamped.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_repl_acks_invalid",
+            "Replica acknowledgements with a negative or non-numeric offset, ignored",
+            shared.repl.counters.acks_invalid.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "meridian_repl_replicas_timed_out",
+            "Replicas this primary dropped because they stopped reading for the replication \
+             timeout",
+            shared
+                .repl
+                .counters
+                .replicas_timed_out
+                .load(Ordering::Relaxed),
         )?;
         counter(
             &mut encoder,

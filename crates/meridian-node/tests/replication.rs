@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::node_process::wait_until;
-use common::{Node, Reply, info_field, redis_cli, shard_map};
+use common::{Node, Reply, accept_replica, info_field, redis_cli, shard_map};
 
 fn start(node_id: &str, extra: &[&str]) -> Node {
     Node::start_named(node_id, 8, extra)
@@ -480,42 +479,6 @@ fn password_protected_link_and_redis_cli_role() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.starts_with("master\n"), "{text}");
     assert!(text.contains(&replica.port.to_string()), "{text}");
-}
-
-/// Reads one RESP command from a raw replica connection.
-fn read_command(reader: &mut std::io::BufReader<TcpStream>) -> Vec<String> {
-    use std::io::{BufRead, Read};
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("header");
-    let count: usize = line.trim_end()[1..].parse().expect("array length");
-    (0..count)
-        .map(|_| {
-            let mut header = String::new();
-            reader.read_line(&mut header).expect("bulk header");
-            let len: usize = header.trim_end()[1..].parse().expect("bulk length");
-            let mut data = vec![0u8; len + 2];
-            reader.read_exact(&mut data).expect("bulk");
-            data.truncate(len);
-            String::from_utf8_lossy(&data).into_owned()
-        })
-        .collect()
-}
-
-/// Answers the replica's handshake up to (and returning) its PSYNC arguments.
-fn accept_replica(
-    listener: &std::net::TcpListener,
-) -> (std::io::BufReader<TcpStream>, TcpStream, Vec<String>) {
-    let (stream, _) = listener.accept().expect("replica connects");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let mut writer = stream.try_clone().expect("clone");
-    let mut reader = std::io::BufReader::new(stream);
-    loop {
-        let command = read_command(&mut reader);
-        if command[0].eq_ignore_ascii_case("PSYNC") {
-            return (reader, writer, command);
-        }
-        std::io::Write::write_all(&mut writer, b"+OK\r\n").expect("reply");
-    }
 }
 
 #[test]

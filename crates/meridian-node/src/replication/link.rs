@@ -1,6 +1,11 @@
 //! The replica's side: follow a primary (REPLICAOF or the topology map),
 //! resynchronise (PSYNC → +CONTINUE or +FULLRESYNC + snapshot), apply the
 //! command stream, acknowledge the offset every second and on GETACK.
+//!
+//! Nothing the primary sends is trusted for sizes: the snapshot is checked as it
+//! arrives and kept in bounded chunks, replacing the data only once whole and valid;
+//! the stream is held to the client limits. A failed sync is logged, counted by
+//! reason, and retried; the replica keeps its data meanwhile.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,6 +19,7 @@ use tokio::net::TcpStream;
 use super::backlog::encode_command;
 use super::{LinkState, PrimaryMandate, PrimaryTarget, as_primary_stream, snapshot};
 use crate::commands::{ClientState, dispatch};
+use crate::error::SyncError;
 use crate::protocol::{Out, Parsed, Protocol, parse_command};
 use crate::state::{ClientEvent, ClientHandle, Shared};
 use crate::store::Access;
@@ -23,10 +29,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY: Duration = Duration::from_millis(500);
 /// After a refused full sync: the primary builds a snapshot for every attempt.
 const REFUSED_RETRY: Duration = Duration::from_secs(2);
+/// After a failed sync (broken snapshot or stream): the primary builds a snapshot
+/// for every attempt, and a broken one may break again.
+const FAILED_RETRY: Duration = Duration::from_secs(1);
 const ACK_PERIOD: Duration = Duration::from_secs(1);
-/// A primary PINGs every 10 s; silence for this long means the link is dead
-/// (Redis repl-timeout).
-const REPL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Capacity added to the input buffer before a read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Longest handshake line (replies to REPLCONF / PSYNC, the snapshot header).
+const MAX_LINE: usize = 64 * 1024;
 
 /// Starts replicating `target`; false when already linked to it (no resync).
 pub fn follow(shared: &Arc<Shared>, target: PrimaryTarget) -> bool {
@@ -52,6 +62,8 @@ pub fn follow(shared: &Arc<Shared>, target: PrimaryTarget) -> bool {
         task: Some(task.abort_handle()),
         may_replace: true,
         refused: 0,
+        failures: 0,
+        last_error: None,
     });
     true
 }
@@ -144,51 +156,28 @@ async fn run(shared: Arc<Shared>, target: PrimaryTarget, generation: u64) {
                 tracing::info!("primary link closed");
                 RETRY
             }
-            Err(error) if FullSyncRefused::is(&error) => {
+            Err(error @ SyncError::FullSyncRefused { .. }) => {
                 tracing::warn!(%error, "primary link failed");
                 REFUSED_RETRY
             }
-            Err(error) => {
-                tracing::warn!(%error, "primary link failed");
-                RETRY
-            }
+            Err(error) => match error.failure() {
+                Some(failure) => {
+                    shared.repl.record_link_error(&error);
+                    tracing::warn!(
+                        reason = failure.name(),
+                        %error,
+                        "sync with the primary failed; keeping this replica's data, retrying"
+                    );
+                    FAILED_RETRY
+                }
+                None => {
+                    tracing::warn!(%error, "primary link failed");
+                    RETRY
+                }
+            },
         };
         shared.repl.set_status("connect");
         tokio::time::sleep(retry).await;
-    }
-}
-
-/// A full sync this replica refused: it would have replaced its data with another
-/// replication history on a link that already brought it its data.
-#[derive(Debug)]
-struct FullSyncRefused {
-    replid: String,
-    offset: u64,
-    own_replid: String,
-    own_offset: u64,
-    keys: usize,
-}
-
-impl std::fmt::Display for FullSyncRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "refused a full sync of history {} at offset {}: it would replace this replica's \
-             {} keys (history {} at offset {}), which came from this primary's address; \
-             the primary restarted without its data. Keeping the data; retrying. \
-             A new primary named by a topology map (or REPLICAOF) may replace it",
-            self.replid, self.offset, self.keys, self.own_replid, self.own_offset
-        )
-    }
-}
-
-impl std::error::Error for FullSyncRefused {}
-
-impl FullSyncRefused {
-    fn is(error: &std::io::Error) -> bool {
-        error
-            .get_ref()
-            .is_some_and(|inner| inner.is::<FullSyncRefused>())
     }
 }
 
@@ -201,18 +190,18 @@ fn check_full_sync(
     generation: u64,
     replid: &str,
     offset: u64,
-) -> std::io::Result<()> {
+) -> Result<(), SyncError> {
     // only this link's task writes to a replica's dataset: read before locking
     let log = &shared.db.repl;
     let keys = shared.db.len();
     let own_history = log.is_active() && log.replid() == replid && offset >= log.offset();
     let gate = shared.repl.apply_gate.lock();
     if *gate != generation {
-        return Err(link_error("link replaced"));
+        return Err(SyncError::Replaced);
     }
     let mut link = shared.repl.link.lock();
     let Some(link) = link.as_mut() else {
-        return Err(link_error("link replaced"));
+        return Err(SyncError::Replaced);
     };
     if link.may_replace || keys == 0 || own_history {
         return Ok(());
@@ -223,13 +212,13 @@ fn check_full_sync(
         .counters
         .sync_full_refused
         .fetch_add(1, Ordering::Relaxed);
-    Err(std::io::Error::other(FullSyncRefused {
+    Err(SyncError::FullSyncRefused {
         replid: replid.to_string(),
         offset,
         own_replid: log.replid(),
         own_offset: log.offset(),
         keys,
-    }))
+    })
 }
 
 /// The link synced (full or partial): its data now comes from this primary.
@@ -244,49 +233,89 @@ fn mark_synced(shared: &Shared, generation: u64) {
     }
 }
 
-fn link_error(text: impl Into<String>) -> std::io::Error {
-    std::io::Error::other(text.into())
-}
-
-async fn command(stream: &mut TcpStream, args: &[&[u8]]) -> std::io::Result<()> {
+async fn command(stream: &mut TcpStream, args: &[&[u8]]) -> Result<(), SyncError> {
     let mut buf = Vec::new();
     encode_command(&mut buf, args);
-    stream.write_all(&buf).await
+    stream.write_all(&buf).await?;
+    Ok(())
+}
+
+/// Reads more of the primary's input into `buf` (at most [`READ_CHUNK`] more bytes
+/// of capacity); fails when nothing arrives within `idle`. Returns the bytes read,
+/// 0 when the primary closed the connection.
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    idle: Duration,
+    phase: &'static str,
+) -> Result<usize, SyncError> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    let limited = &mut (&mut *stream).take((buf.capacity() - buf.len()).max(1) as u64);
+    match tokio::time::timeout(idle, limited.read_buf(buf)).await {
+        Ok(read) => Ok(read?),
+        Err(_) => Err(SyncError::Timeout {
+            seconds: idle.as_secs(),
+            phase,
+        }),
+    }
 }
 
 /// Reads one CRLF-terminated line (without the CRLF).
-async fn read_line(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<String> {
+async fn read_line(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    idle: Duration,
+    phase: &'static str,
+) -> Result<String, SyncError> {
     loop {
         if let Some(end) = memchr::memmem::find(buf, b"\r\n") {
             let line = String::from_utf8_lossy(&buf[..end]).into_owned();
             buf.advance(end + 2);
             return Ok(line);
         }
-        if buf.len() > 64 * 1024 {
-            return Err(link_error("primary sent an overlong line"));
+        if buf.len() > MAX_LINE {
+            return Err(SyncError::OverlongLine);
         }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(link_error("primary closed the connection"));
+        if read_more(stream, buf, idle, phase).await? == 0 {
+            return Err(SyncError::Closed);
         }
     }
 }
 
-async fn expect_ok(stream: &mut TcpStream, buf: &mut BytesMut, what: &str) -> std::io::Result<()> {
-    let line = read_line(stream, buf).await?;
+async fn expect_ok(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    idle: Duration,
+    what: &'static str,
+) -> Result<(), SyncError> {
+    let line = read_line(stream, buf, idle, "handshake").await?;
     if line.starts_with("+OK") {
         Ok(())
     } else {
-        Err(link_error(format!("{what} refused by primary: {line}")))
+        Err(SyncError::Refused { what, line })
     }
 }
 
-/// Connects, authenticates, negotiates PSYNC; returns the unread input.
+/// A replication id as primaries send it: 40 characters (hex for Redis and Meridian).
+fn valid_replid(replid: &str) -> bool {
+    replid.len() == 40 && replid.bytes().all(|byte| byte.is_ascii_alphanumeric())
+}
+
+/// The primary's answer to PSYNC.
+enum Psync {
+    Full { replid: String, offset: u64 },
+    Continue { replid: Option<String> },
+}
+
+/// Authenticates and negotiates PSYNC; the unread input stays in `buf`.
 async fn handshake(
     shared: &Shared,
     stream: &mut TcpStream,
-    generation: u64,
-) -> std::io::Result<BytesMut> {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    buf: &mut BytesMut,
+) -> Result<Psync, SyncError> {
+    let idle = HANDSHAKE_TIMEOUT;
     let password = shared
         .repl
         .primary_auth
@@ -295,17 +324,17 @@ async fn handshake(
         .or_else(|| shared.requirepass());
     if let Some(password) = password {
         command(stream, &[b"AUTH", password.as_bytes()]).await?;
-        let line = read_line(stream, &mut buf).await?;
+        let line = read_line(stream, buf, idle, "handshake").await?;
         // a primary without a password refuses AUTH; the link works anyway
         if !line.starts_with("+OK") && !line.contains("without any password configured") {
-            return Err(link_error(format!("AUTH refused by primary: {line}")));
+            return Err(SyncError::Refused { what: "AUTH", line });
         }
     }
     let port = shared.port.to_string();
     command(stream, &[b"REPLCONF", b"listening-port", port.as_bytes()]).await?;
-    expect_ok(stream, &mut buf, "REPLCONF listening-port").await?;
+    expect_ok(stream, buf, idle, "REPLCONF listening-port").await?;
     command(stream, &[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"]).await?;
-    expect_ok(stream, &mut buf, "REPLCONF capa").await?;
+    expect_ok(stream, buf, idle, "REPLCONF capa").await?;
     let log = &shared.db.repl;
     let (replid, offset) = if log.is_active() {
         (log.replid(), log.offset().to_string())
@@ -313,74 +342,143 @@ async fn handshake(
         ("?".to_string(), "-1".to_string())
     };
     command(stream, &[b"PSYNC", replid.as_bytes(), offset.as_bytes()]).await?;
-    let line = read_line(stream, &mut buf).await?;
+    let line = read_line(stream, buf, idle, "handshake").await?;
     let mut words = line.split_whitespace();
     match words.next() {
         Some("+FULLRESYNC") => {
             let (Some(replid), Some(offset)) = (
-                words.next(),
+                words.next().filter(|replid| valid_replid(replid)),
                 words.next().and_then(|offset| offset.parse::<u64>().ok()),
             ) else {
-                return Err(link_error(format!("malformed reply to PSYNC: {line}")));
+                return Err(SyncError::BadPsyncReply(line));
             };
-            check_full_sync(shared, generation, replid, offset)?;
-            shared.repl.set_status("sync");
-            let header = read_line(stream, &mut buf).await?;
-            let len: usize = header
-                .strip_prefix('$')
-                .and_then(|len| len.parse().ok())
-                .ok_or_else(|| link_error(format!("malformed snapshot header: {header}")))?;
-            while buf.len() < len {
-                buf.reserve(len - buf.len());
-                if stream.read_buf(&mut buf).await? == 0 {
-                    return Err(link_error(
-                        "primary closed the connection during the snapshot",
-                    ));
-                }
-            }
-            let payload = buf.split_to(len);
-            let gate = shared.repl.apply_gate.lock();
-            if *gate != generation {
-                return Err(link_error("link replaced"));
-            }
-            let keys = snapshot::load(&shared.db, &payload)
-                .map_err(|_| link_error("corrupt snapshot from primary"))?;
-            log.reset(replid, offset);
-            drop(gate);
-            mark_synced(shared, generation);
-            tracing::info!(keys, offset, "full resync from primary done");
+            Ok(Psync::Full {
+                replid: replid.to_string(),
+                offset,
+            })
         }
-        Some("+CONTINUE") => {
-            if let Some(replid) = words.next() {
-                log.adopt_replid(replid);
-            }
-            mark_synced(shared, generation);
-            tracing::info!(offset = log.offset(), "partial resync from primary");
-        }
-        _ => return Err(link_error(format!("PSYNC refused by primary: {line}"))),
+        Some("+CONTINUE") => match words.next() {
+            Some(replid) if !valid_replid(replid) => Err(SyncError::BadPsyncReply(line)),
+            replid => Ok(Psync::Continue {
+                replid: replid.map(str::to_string),
+            }),
+        },
+        _ => Err(SyncError::Refused {
+            what: "PSYNC",
+            line,
+        }),
     }
-    Ok(buf)
+}
+
+/// Receives the snapshot after +FULLRESYNC and loads it. Its bytes are checked as
+/// they arrive and kept in bounded chunks (never the declared length up front); the
+/// store is replaced only once the whole snapshot arrived and checked out. The
+/// stream's first bytes may follow it in `buf`.
+async fn full_sync(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    generation: u64,
+    replid: &str,
+    offset: u64,
+) -> Result<(), SyncError> {
+    let idle = shared.repl.timeout();
+    let header = read_line(stream, buf, idle, "snapshot").await?;
+    let len = header
+        .strip_prefix('$')
+        .and_then(|len| crate::protocol::frame::parse_i64(len.as_bytes()))
+        .and_then(|len| u64::try_from(len).ok())
+        .ok_or_else(|| SyncError::SnapshotHeader(header.chars().take(64).collect()))?;
+    let maxmemory = shared.db.maxmemory();
+    // a snapshot is more compact than the data it loads: one over maxmemory cannot fit
+    if maxmemory > 0 && len > maxmemory {
+        return Err(SyncError::SnapshotTooLarge {
+            len,
+            limit: maxmemory,
+        });
+    }
+    let total = usize::try_from(len).map_err(|_| SyncError::SnapshotTooLarge {
+        len,
+        limit: usize::MAX as u64,
+    })?;
+    let mut received = snapshot::Received::new(total);
+    let mut scanner = snapshot::Scanner::new(shared.config.limits.max_bulk_len);
+    let already = received.extend(buf);
+    buf.advance(already);
+    while !scanner.scan(&received)? {
+        let room = received.room();
+        let tail = received.tail();
+        let limited = &mut (&mut *stream).take(room as u64);
+        let read = match tokio::time::timeout(idle, limited.read_buf(tail)).await {
+            Ok(read) => read?,
+            Err(_) => {
+                return Err(SyncError::Timeout {
+                    seconds: idle.as_secs(),
+                    phase: "snapshot",
+                });
+            }
+        };
+        if read == 0 {
+            return Err(SyncError::SnapshotTruncated {
+                received: received.len() as u64,
+                len,
+            });
+        }
+        shared.repl.touch_io();
+    }
+    let max_len = shared.config.limits.max_bulk_len;
+    let gate = shared.repl.apply_gate.lock();
+    if *gate != generation {
+        return Err(SyncError::Replaced);
+    }
+    let loaded = snapshot::load(&shared.db, &received, max_len)?;
+    shared.db.repl.reset(replid, offset);
+    drop(gate);
+    drop(received);
+    mark_synced(shared, generation);
+    tracing::info!(
+        keys = loaded,
+        offset,
+        bytes = len,
+        "full resync from primary done"
+    );
+    Ok(())
 }
 
 async fn session(
     shared: &Arc<Shared>,
     target: &PrimaryTarget,
     generation: u64,
-) -> std::io::Result<()> {
+) -> Result<(), SyncError> {
     shared.repl.set_status("connecting");
     let mut stream = tokio::time::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect((target.host.as_str(), target.port)),
     )
     .await
-    .map_err(|_| link_error("connect timed out"))??;
+    .map_err(|_| SyncError::ConnectTimeout)??;
     stream.set_nodelay(true)?;
-    let mut buf = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        handshake(shared, &mut stream, generation),
-    )
-    .await
-    .map_err(|_| link_error("handshake timed out"))??;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(shared, &mut stream, &mut buf))
+        .await
+        .map_err(|_| SyncError::HandshakeTimeout)??;
+    match reply {
+        Psync::Full { replid, offset } => {
+            check_full_sync(shared, generation, &replid, offset)?;
+            shared.repl.set_status("sync");
+            full_sync(shared, &mut stream, &mut buf, generation, &replid, offset).await?;
+        }
+        Psync::Continue { replid } => {
+            if let Some(replid) = replid {
+                shared.db.repl.adopt_replid(&replid);
+            }
+            mark_synced(shared, generation);
+            tracing::info!(
+                offset = shared.db.repl.offset(),
+                "partial resync from primary"
+            );
+        }
+    }
     shared.repl.set_status("connected");
     let (events, _inbox) = tokio::sync::mpsc::unbounded_channel();
     let handle = Arc::new(ClientHandle {
@@ -405,14 +503,15 @@ async fn session(
     client.primary_link = true;
     let mut out = Out::new(Protocol::Resp2);
     let mut ack = tokio::time::interval(ACK_PERIOD);
-    let mut transaction = Vec::new();
+    let mut stream_state = StreamState::default();
+    let idle = shared.repl.timeout();
     let mut ack_now = !buf.is_empty()
         && apply(
             shared,
             &mut client,
             &mut out,
             &mut buf,
-            &mut transaction,
+            &mut stream_state,
             generation,
         )?;
     let mut last_read = tokio::time::Instant::now();
@@ -421,43 +520,58 @@ async fn session(
             send_ack(shared, &mut stream).await?;
         }
         tokio::select! {
-            read = stream.read_buf(&mut buf) => {
+            read = read_more(&mut stream, &mut buf, idle, "stream") => {
                 if read? == 0 {
                     return Ok(());
                 }
                 last_read = tokio::time::Instant::now();
                 shared.repl.touch_io();
-                ack_now = apply(shared, &mut client, &mut out, &mut buf, &mut transaction, generation)?;
+                ack_now = buf.len() >= stream_state.needed
+                    && apply(shared, &mut client, &mut out, &mut buf, &mut stream_state, generation)?;
             }
             _ = ack.tick() => ack_now = true,
-            _ = tokio::time::sleep_until(last_read + REPL_TIMEOUT) => {
-                return Err(link_error("no data from the primary within the replication timeout"));
+            _ = tokio::time::sleep_until(last_read + idle) => {
+                return Err(SyncError::Timeout { seconds: idle.as_secs(), phase: "stream" });
             }
         }
     }
 }
 
-async fn send_ack(shared: &Shared, stream: &mut TcpStream) -> std::io::Result<()> {
+async fn send_ack(shared: &Shared, stream: &mut TcpStream) -> Result<(), SyncError> {
     let offset = shared.db.repl.offset().to_string();
     command(stream, &[b"REPLCONF", b"ACK", offset.as_bytes()]).await
 }
 
+/// What the stream reader carries from one read to the next.
+#[derive(Debug, Default)]
+struct StreamState {
+    /// The open MULTI … EXEC, recorded in the backlog once EXEC applied.
+    transaction: Vec<u8>,
+    /// Input length before the next command can be complete (the parser's hint), so a
+    /// large command arriving in many reads is not parsed again at every read.
+    needed: usize,
+}
+
 /// Applies every complete command in `buf` and records it in this node's
 /// own backlog (same offsets as the primary). True when GETACK was seen.
+///
+/// The stream is held to the client limits: proto-max-bulk-len per argument, and
+/// client-query-buffer-limit for an incomplete command or an open transaction.
 fn apply(
     shared: &Shared,
     client: &mut ClientState,
     out: &mut Out,
     buf: &mut BytesMut,
-    transaction: &mut Vec<u8>,
+    state: &mut StreamState,
     generation: u64,
-) -> std::io::Result<bool> {
+) -> Result<bool, SyncError> {
     let gate = shared.repl.apply_gate.lock();
     if *gate != generation {
-        return Err(link_error("link replaced"));
+        return Err(SyncError::Replaced);
     }
     let limits = shared.config.limits;
     let log = &shared.db.repl;
+    let transaction = &mut state.transaction;
     let mut position = 0;
     let mut getack = false;
     let result = as_primary_stream(|| {
@@ -486,18 +600,33 @@ fn apply(
                         if client.multi.is_none() {
                             log.append(transaction);
                             transaction.clear();
+                        } else if transaction.len() > limits.max_query_buffer {
+                            return Err(SyncError::StreamTooLarge {
+                                what: "transaction",
+                                len: transaction.len(),
+                                limit: limits.max_query_buffer,
+                            });
                         }
                     } else {
                         log.append(bytes);
                     }
                     position += consumed;
                 }
-                Ok(Parsed::Incomplete { .. }) => return Ok(()),
-                Err(error) => return Err(link_error(format!("bad stream from primary: {error}"))),
+                Ok(Parsed::Incomplete { min_len }) => return Ok(min_len),
+                Err(error) => return Err(SyncError::Stream(error)),
             }
         }
     });
     buf.advance(position);
     drop(gate);
-    result.map(|()| getack)
+    let needed = result?;
+    if needed > limits.max_query_buffer {
+        return Err(SyncError::StreamTooLarge {
+            what: "command",
+            len: needed,
+            limit: limits.max_query_buffer,
+        });
+    }
+    state.needed = needed;
+    Ok(getack)
 }

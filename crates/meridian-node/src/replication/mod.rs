@@ -14,10 +14,15 @@ pub mod snapshot;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
+
+use crate::error::{SyncError, SyncFailure};
+
+/// Default `--repl-timeout` (Redis repl-timeout).
+pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 
 thread_local! {
     static APPLYING: Cell<bool> = const { Cell::new(false) };
@@ -43,6 +48,10 @@ pub struct ReplicaInfo {
     pub ip: String,
     pub listening_port: u16,
     pub ack_offset: AtomicU64,
+    /// Whether the replica acknowledged an offset since it attached. Until then its
+    /// `ack_offset` of 0 means nothing: a replica still receiving or loading its
+    /// snapshot must not count for `WAIT`, not even for offset 0.
+    pub has_acked: AtomicBool,
     pub last_ack: Mutex<Instant>,
     /// "wait_bgsave" while the snapshot is built and sent, then "online".
     pub state: Mutex<&'static str>,
@@ -70,6 +79,11 @@ pub struct LinkState {
     pub may_replace: bool,
     /// Full syncs refused since the link last synced (INFO `master_full_sync_refused`).
     pub refused: u64,
+    /// Failed syncs and streams on this link since it was made (INFO
+    /// `master_sync_failures`), and the last one's reason and message
+    /// (`master_last_sync_error`).
+    pub failures: u64,
+    pub last_error: Option<String>,
 }
 
 /// What entitles this node to serve PSYNC (be the source of replicas' data).
@@ -122,6 +136,31 @@ pub struct ReplCounters {
     pub sync_partial_err: AtomicU64,
     /// Full syncs this replica refused (they would have replaced its data).
     pub sync_full_refused: AtomicU64,
+    /// Failed syncs and streams of this replica, indexed like [`SyncFailure::ALL`].
+    pub sync_failures: [AtomicU64; SyncFailure::ALL.len()],
+    /// REPLCONF ACKs (on this primary) for more than was sent to the replica: clamped.
+    pub acks_clamped: AtomicU64,
+    /// REPLCONF ACKs (on this primary) whose offset is negative or not a number: ignored.
+    pub acks_invalid: AtomicU64,
+    /// Replicas this primary dropped because writing to them stalled for the timeout.
+    pub replicas_timed_out: AtomicU64,
+}
+
+impl ReplCounters {
+    pub fn sync_failures(&self, failure: SyncFailure) -> u64 {
+        self.sync_failures[failure as usize].load(Ordering::Relaxed)
+    }
+
+    fn count_sync_failure(&self, failure: SyncFailure) {
+        self.sync_failures[failure as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn sync_failures_total(&self) -> u64 {
+        self.sync_failures
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 pub struct Replication {
@@ -143,6 +182,9 @@ pub struct Replication {
     /// Woken by every replica acknowledgement (`REPLCONF ACK`), so `WAIT` answers as
     /// soon as enough replicas have an offset instead of on a polling tick.
     pub acks: tokio::sync::Notify,
+    /// Seconds without progress after which a link is dropped (`--repl-timeout`): a
+    /// replica's silent primary, a primary's stalled write to a replica.
+    pub timeout_secs: AtomicU64,
 }
 
 impl Replication {
@@ -164,6 +206,7 @@ impl Replication {
             snapshot_lock: Mutex::new(()),
             acks: tokio::sync::Notify::new(),
             apply_gate: Mutex::new(0),
+            timeout_secs: AtomicU64::new(DEFAULT_TIMEOUT_SECS),
         }
     }
 
@@ -194,6 +237,30 @@ impl Replication {
         }
     }
 
+    /// The replication timeout (at least one second).
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_secs.load(Ordering::Relaxed).max(1))
+    }
+
+    /// Records a failed sync or stream of this replica's link: counted by reason
+    /// (when it is a counted failure) and kept for INFO.
+    pub fn record_link_error(&self, error: &SyncError) {
+        let Some(failure) = error.failure() else {
+            return;
+        };
+        self.counters.count_sync_failure(failure);
+        if let Some(link) = self.link.lock().as_mut() {
+            link.failures += 1;
+            // one INFO line: no control characters from what the primary sent
+            let text: String = format!("{}: {error}", failure.name())
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(256)
+                .collect();
+            link.last_error = Some(text);
+        }
+    }
+
     pub fn touch_io(&self) {
         if let Some(link) = self.link.lock().as_mut() {
             link.last_io = Instant::now();
@@ -212,12 +279,18 @@ impl Replication {
             .count()
     }
 
-    /// Replicas that acknowledged at least `offset`.
+    /// Online replicas that acknowledged at least `offset` (`WAIT`, and through it
+    /// slot migration before it deletes the source's keys). Acknowledged offsets never
+    /// exceed what was sent to the replica (see `primary::read_acks`).
     pub fn acked(&self, offset: u64) -> usize {
         self.replicas
             .lock()
             .values()
-            .filter(|replica| replica.ack_offset.load(Ordering::Acquire) >= offset)
+            .filter(|replica| {
+                replica.has_acked.load(Ordering::Acquire)
+                    && replica.ack_offset.load(Ordering::Acquire) >= offset
+                    && *replica.state.lock() == "online"
+            })
             .count()
     }
 
@@ -234,9 +307,38 @@ impl Replication {
         self.replicas
             .lock()
             .values()
-            .map(|replica| replica.last_ack.lock().elapsed().as_secs())
+            .map(|replica| replica.lag_seconds())
             .max()
             .unwrap_or(0)
+    }
+
+    /// Largest lag in bytes (this primary's offset minus the acknowledged one) among
+    /// attached replicas.
+    pub fn max_lag_bytes(&self, offset: u64) -> u64 {
+        self.replicas
+            .lock()
+            .values()
+            .map(|replica| replica.lag_bytes(offset))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl ReplicaInfo {
+    /// Seconds since the replica's last acknowledgement (INFO `lag=`).
+    pub fn lag_seconds(&self) -> u64 {
+        self.last_ack.lock().elapsed().as_secs()
+    }
+
+    /// Bytes of the stream up to `offset` (this primary's) the replica has not
+    /// acknowledged; acknowledgements never exceed what was sent, so this is exact.
+    pub fn lag_bytes(&self, offset: u64) -> u64 {
+        offset.saturating_sub(self.ack_offset.load(Ordering::Acquire))
+    }
+
+    /// `ip:port` the replica announced (metric label).
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.ip, self.listening_port)
     }
 }
 
@@ -273,10 +375,12 @@ pub fn info_section(shared: &crate::state::Shared) -> String {
             link.status,
             link.last_io.elapsed().as_secs(),
             link.refused,
+            link.failures,
+            link.last_error.clone().unwrap_or_default(),
         )
     });
     match &link {
-        Some((target, status, idle, refused)) => {
+        Some((target, status, idle, refused, failures, last_error)) => {
             let up = *status == "connected";
             let _ = write!(
                 text,
@@ -287,7 +391,10 @@ pub fn info_section(shared: &crate::state::Shared) -> String {
                 if up { *idle as i64 } else { -1 },
                 u8::from(*status == "sync"),
             );
-            let _ = write!(text, "master_full_sync_refused:{refused}\r\n");
+            let _ = write!(
+                text,
+                "master_full_sync_refused:{refused}\r\nmaster_sync_failures:{failures}\r\nmaster_last_sync_error:{last_error}\r\n"
+            );
         }
         None => text.push_str("role:master\r\n"),
     }
@@ -306,7 +413,7 @@ pub fn info_section(shared: &crate::state::Shared) -> String {
             replica.listening_port,
             replica.state.lock(),
             replica.ack_offset.load(Ordering::Relaxed),
-            replica.last_ack.lock().elapsed().as_secs(),
+            replica.lag_seconds(),
         );
     }
     if link.is_none() {
@@ -338,10 +445,14 @@ pub fn info_section(shared: &crate::state::Shared) -> String {
 pub fn stats_lines(shared: &crate::state::Shared) -> String {
     let counters = &shared.repl.counters;
     format!(
-        "sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nsync_full_refused:{}\r\n",
+        "sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nsync_full_refused:{}\r\nsync_failures:{}\r\nrepl_acks_clamped:{}\r\nrepl_acks_invalid:{}\r\nrepl_replicas_timed_out:{}\r\n",
         counters.sync_full.load(Ordering::Relaxed),
         counters.sync_partial_ok.load(Ordering::Relaxed),
         counters.sync_partial_err.load(Ordering::Relaxed),
         counters.sync_full_refused.load(Ordering::Relaxed),
+        counters.sync_failures_total(),
+        counters.acks_clamped.load(Ordering::Relaxed),
+        counters.acks_invalid.load(Ordering::Relaxed),
+        counters.replicas_timed_out.load(Ordering::Relaxed),
     )
 }

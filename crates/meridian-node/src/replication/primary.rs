@@ -3,7 +3,7 @@
 //! the command stream, and reports REPLCONF ACK offsets back.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::ReplicaInfo;
 use super::snapshot;
-use crate::protocol::{Parsed, parse_command};
+use crate::protocol::{Limits, Parsed, parse_command};
 use crate::state::{ClientEvent, ClientHandle, Shared};
 
 /// Largest chunk of stream written at once.
@@ -71,6 +71,7 @@ pub async fn serve_replica(
         ip,
         listening_port: request.listening_port,
         ack_offset: AtomicU64::new(0),
+        has_acked: AtomicBool::new(false),
         last_ack: Mutex::new(Instant::now()),
         state: Mutex::new("wait_bgsave"),
     });
@@ -88,6 +89,31 @@ pub async fn serve_replica(
     result
 }
 
+/// What a replica may send on its link: REPLCONF ACK and little else. Tight limits so
+/// a replica cannot make its primary buffer much.
+const REPLICA_INPUT: Limits = Limits {
+    max_bulk_len: 1024,
+    max_multibulk_len: 16,
+    max_query_buffer: 64 * 1024,
+    unauthenticated: false,
+};
+
+/// Writes `bytes` to the replica in chunks; false when one made no progress within
+/// `stall` (the replica stopped reading: stopped process, dead host without a reset).
+async fn write_or_stall(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    stall: Duration,
+) -> std::io::Result<bool> {
+    for chunk in bytes.chunks(STREAM_CHUNK) {
+        match tokio::time::timeout(stall, stream.write_all(chunk)).await {
+            Ok(written) => written?,
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 async fn feed(
     shared: &Arc<Shared>,
     stream: &mut TcpStream,
@@ -99,6 +125,15 @@ async fn feed(
 ) -> std::io::Result<()> {
     let log = &shared.db.repl;
     let counters = &shared.repl.counters;
+    let stall = shared.repl.timeout();
+    let stalled = || {
+        counters.replicas_timed_out.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            replica = %request.handle.addr,
+            seconds = stall.as_secs(),
+            "replica stopped reading within the replication timeout; dropping it (it will resync)"
+        );
+    };
     let mut position = match request.offset {
         Some(offset) if log.can_continue(&request.replid, offset) => {
             counters.sync_partial_ok.fetch_add(1, Ordering::Relaxed);
@@ -132,13 +167,16 @@ async fn feed(
                 payload.len()
             );
             stream.write_all(header.as_bytes()).await?;
-            stream.write_all(&payload).await?;
+            if !write_or_stall(stream, &payload, stall).await? {
+                stalled();
+                return Ok(());
+            }
             offset
         }
     };
     *info.state.lock() = "online";
     *info.last_ack.lock() = Instant::now();
-    let limits = shared.config.limits;
+    let mut warned = AckWarnings::default();
     let mut chunk = Vec::with_capacity(STREAM_CHUNK);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -150,7 +188,10 @@ async fn feed(
         match log.read(position, STREAM_CHUNK, &mut chunk) {
             Some(0) => {}
             Some(len) => {
-                stream.write_all(&chunk).await?;
+                if !write_or_stall(stream, &chunk, stall).await? {
+                    stalled();
+                    return Ok(());
+                }
                 position += len as u64;
                 continue;
             }
@@ -169,8 +210,12 @@ async fn feed(
                 if read? == 0 {
                     return Ok(());
                 }
-                read_acks(input, &limits, info)?;
+                let acks = read_acks(input, info, position, &mut warned, counters, &request.handle.addr);
                 shared.repl.acks.notify_waiters();
+                if let Err(error) = acks {
+                    tracing::warn!(replica = %request.handle.addr, %error, "replica broke its link's protocol; disconnecting it");
+                    return Ok(());
+                }
             }
             event = inbox.recv() => {
                 if matches!(event, None | Some(ClientEvent::Kill)) {
@@ -182,29 +227,80 @@ async fn feed(
     }
 }
 
-/// Applies every complete REPLCONF ACK in `input`.
+/// Which ACK problems of one replica connection were logged already (once each: a
+/// replica ACKs every second).
+#[derive(Debug, Default)]
+struct AckWarnings {
+    clamped: bool,
+    invalid: bool,
+}
+
+/// Applies every complete REPLCONF ACK in `input`. `sent` is the offset up to which
+/// the stream was written to this replica: an ACK beyond it is clamped to it (counted
+/// and logged), so `WAIT` and everything else counting acknowledgements never
+/// counts bytes the replica cannot have. A negative or non-numeric offset is ignored.
 fn read_acks(
     input: &mut BytesMut,
-    limits: &crate::protocol::Limits,
     info: &ReplicaInfo,
+    sent: u64,
+    warned: &mut AckWarnings,
+    counters: &super::ReplCounters,
+    replica: &str,
 ) -> std::io::Result<()> {
     loop {
-        match parse_command(input, limits) {
+        match parse_command(input, &REPLICA_INPUT) {
             Ok(Parsed::Command { args, consumed, .. }) => {
                 let argv: Vec<&[u8]> = args.iter().map(|range| &input[range.clone()]).collect();
                 if argv.len() >= 3
                     && argv[0].eq_ignore_ascii_case(b"REPLCONF")
                     && argv[1].eq_ignore_ascii_case(b"ACK")
-                    && let Some(offset) = crate::protocol::frame::parse_i64(argv[2])
                 {
-                    info.ack_offset
-                        .fetch_max(offset.max(0) as u64, Ordering::AcqRel);
-                    *info.last_ack.lock() = Instant::now();
+                    let offset = crate::protocol::frame::parse_i64(argv[2])
+                        .and_then(|offset| u64::try_from(offset).ok());
+                    match offset {
+                        Some(offset) if offset > sent => {
+                            counters.acks_clamped.fetch_add(1, Ordering::Relaxed);
+                            if !std::mem::replace(&mut warned.clamped, true) {
+                                tracing::warn!(
+                                    replica,
+                                    acked = offset,
+                                    sent,
+                                    "replica acknowledged more than was sent to it; clamped to the sent offset"
+                                );
+                            }
+                            info.ack_offset.fetch_max(sent, Ordering::AcqRel);
+                            info.has_acked.store(true, Ordering::Release);
+                            *info.last_ack.lock() = Instant::now();
+                        }
+                        Some(offset) => {
+                            info.ack_offset.fetch_max(offset, Ordering::AcqRel);
+                            info.has_acked.store(true, Ordering::Release);
+                            *info.last_ack.lock() = Instant::now();
+                        }
+                        None => {
+                            counters.acks_invalid.fetch_add(1, Ordering::Relaxed);
+                            if !std::mem::replace(&mut warned.invalid, true) {
+                                tracing::warn!(
+                                    replica,
+                                    offset = %String::from_utf8_lossy(argv[2]),
+                                    "replica sent an ACK offset that is not a non-negative integer; ignored"
+                                );
+                            }
+                        }
+                    }
                 }
                 input.advance(consumed);
             }
-            Ok(Parsed::Incomplete { .. }) => return Ok(()),
-            Err(error) => return Err(std::io::Error::other(error.to_string())),
+            Ok(Parsed::Incomplete { min_len }) => {
+                if min_len.max(input.len()) > REPLICA_INPUT.max_query_buffer {
+                    return Err(std::io::Error::other(format!(
+                        "over {} bytes without a complete command",
+                        REPLICA_INPUT.max_query_buffer
+                    )));
+                }
+                return Ok(());
+            }
+            Err(error) => return Err(std::io::Error::other(error)),
         }
     }
 }

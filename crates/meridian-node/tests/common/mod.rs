@@ -302,6 +302,52 @@ impl Raw {
     }
 }
 
+/// Reads one RESP command from a raw replica connection.
+pub fn read_command(reader: &mut BufReader<TcpStream>) -> Vec<String> {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("header");
+    let count: usize = line.trim_end()[1..].parse().expect("array length");
+    (0..count)
+        .map(|_| {
+            let mut header = String::new();
+            reader.read_line(&mut header).expect("bulk header");
+            let len: usize = header.trim_end()[1..].parse().expect("bulk length");
+            let mut data = vec![0u8; len + 2];
+            reader.read_exact(&mut data).expect("bulk");
+            data.truncate(len);
+            String::from_utf8_lossy(&data).into_owned()
+        })
+        .collect()
+}
+
+/// A fake primary: accepts a replica's connection on `listener` (within 20 s) and
+/// answers its handshake up to (and returning) its PSYNC arguments.
+pub fn accept_replica(listener: &TcpListener) -> (BufReader<TcpStream>, TcpStream, Vec<String>) {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no replica connected");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => panic!("accept: {error}"),
+        }
+    };
+    stream.set_nonblocking(false).expect("blocking");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let command = read_command(&mut reader);
+        if command[0].eq_ignore_ascii_case("PSYNC") {
+            return (reader, writer, command);
+        }
+        writer.write_all(b"+OK\r\n").expect("reply");
+    }
+}
+
 /// Fails loudly when redis-cli is missing instead of skipping.
 pub fn redis_cli() -> &'static str {
     let found = Command::new("redis-cli")
