@@ -104,6 +104,23 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The API server's version, asked again (1 s, doubling to 10 s) until it answers.
+async fn wait_for_api_server(
+    client: &kube::Client,
+) -> k8s_openapi::apimachinery::pkg::version::Info {
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        match client.apiserver_version().await {
+            Ok(version) => return version,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?pause, "the API server does not answer yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -127,7 +144,15 @@ async fn main() -> anyhow::Result<()> {
     let server = tokio::spawn(server::serve(args.metrics_addr, health.clone(), shutdown()));
 
     let client = kube::Client::try_default().await?;
-    let version = client.apiserver_version().await?;
+    // An API server that is down (restarting, upgraded) is waited for: exiting would put
+    // the pod in CrashLoopBackOff, and its back-off would outlast the outage.
+    let version = tokio::select! {
+        version = wait_for_api_server(&client) => version,
+        _ = shutdown() => {
+            let _ = server.await;
+            return Ok(());
+        }
+    };
     tracing::info!(
         apiserver = %version.git_version,
         node_image = %args.node_image,

@@ -478,8 +478,8 @@ pub fn ready_shards(map: Option<&TopologyMap>, pods: &RegionPods) -> i32 {
 pub enum PrimaryDown {
     /// Its pod no longer exists.
     PodMissing,
-    /// Its pod is not Ready, or is being deleted (also stuck Terminating on a dead node).
-    PodNotReady,
+    /// Its pod is not running, or is being deleted (also stuck Terminating on a dead node).
+    PodNotRunning,
     /// A pod with its name exists but has another IP: the node the map names is gone.
     PodReplaced,
     /// Consecutive probes (PING) failed although the pod looks fine.
@@ -494,7 +494,7 @@ impl std::fmt::Display for PrimaryDown {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(match self {
             PrimaryDown::PodMissing => "its pod is gone",
-            PrimaryDown::PodNotReady => "its pod is not Ready or is terminating",
+            PrimaryDown::PodNotRunning => "its pod is not running or is terminating",
             PrimaryDown::PodReplaced => "its pod was recreated with a new IP",
             PrimaryDown::Unreachable => "it failed consecutive probes",
             PrimaryDown::RestartedEmpty => {
@@ -504,8 +504,11 @@ impl std::fmt::Display for PrimaryDown {
     }
 }
 
-/// Whether the pod behind `node` (as the map names it) is usable: it exists, is Ready,
-/// not terminating, and still has the IP the map knows.
+/// Whether the pod behind `node` (as the map names it) is usable: it exists, runs, is not
+/// terminating, and still has the IP the map knows. A pod that runs but is not Ready is
+/// judged by the probes (`unreachable`) alone: the node controller clears Ready on every
+/// pod of a node it has not heard from (all of them after an API server outage), and
+/// failing over primaries that serve would only disrupt.
 pub fn node_down(node: &NodeAddr, pods: &RegionPods, unreachable: bool) -> Option<PrimaryDown> {
     let Some(pod) = pods.iter().find(|pod| pod.name == node.id) else {
         return Some(PrimaryDown::PodMissing);
@@ -513,8 +516,8 @@ pub fn node_down(node: &NodeAddr, pods: &RegionPods, unreachable: bool) -> Optio
     if pod.ip.as_deref().is_some_and(|ip| ip != node.ip) {
         return Some(PrimaryDown::PodReplaced);
     }
-    if !pod.ready {
-        return Some(PrimaryDown::PodNotReady);
+    if !pod.running {
+        return Some(PrimaryDown::PodNotRunning);
     }
     unreachable.then_some(PrimaryDown::Unreachable)
 }

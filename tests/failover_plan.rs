@@ -67,7 +67,20 @@ fn primary_health_comes_from_pods_and_probes() {
     let terminating = RegionPods::group(terminating, 2, 2);
     assert_eq!(
         topology_plan::node_down(primary, &terminating, false),
-        Some(PrimaryDown::PodNotReady)
+        Some(PrimaryDown::PodNotRunning)
+    );
+
+    // Running but not Ready (the node controller's mark after an API server outage):
+    // only the probes say whether it is down.
+    let mut unready = without.clone();
+    let mut marked = pod(0, 0, true);
+    marked.ready = false;
+    unready.push(marked);
+    let unready = RegionPods::group(unready, 2, 2);
+    assert_eq!(topology_plan::node_down(primary, &unready, false), None);
+    assert_eq!(
+        topology_plan::node_down(primary, &unready, true),
+        Some(PrimaryDown::Unreachable)
     );
 
     let mut recreated = without;
@@ -152,7 +165,7 @@ fn a_shard_without_usable_replicas_is_headless() {
 #[test]
 fn epoch_moves_past_everything_seen() {
     let map = bootstrapped(1, 2);
-    let down = BTreeMap::from([(0, PrimaryDown::PodNotReady)]);
+    let down = BTreeMap::from([(0, PrimaryDown::PodNotRunning)]);
     let plan = topology_plan::plan_failover(&map, &down, &[candidate("orders-eu-0-1", 0)], 41);
     assert_eq!(plan.map.unwrap().epoch, 41);
     let plan = topology_plan::plan_failover(&map, &down, &[candidate("orders-eu-0-1", 0)], 0);
