@@ -718,6 +718,11 @@ pub fn plan_failover(
         };
         let new_primary = shard.replicas.remove(position);
         let old_primary = std::mem::replace(&mut shard.primary, new_primary);
+        if *reason == PrimaryDown::RestartedEmpty {
+            // It runs and answers, only without its data: it follows the new primary at
+            // once instead of waiting, outside the map, for every pod to be Ready.
+            shard.replicas.push(old_primary.clone());
+        }
         promotions.push(Promotion {
             shard: shard.index,
             old_primary: old_primary.id,
