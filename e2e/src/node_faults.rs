@@ -450,3 +450,91 @@ pub async fn freeze_operator(client: &kube::Client) -> Result<Vec<Frozen>> {
     }
     Ok(frozen)
 }
+
+/// Region links cut: every TCP packet to or from `port` (the link port) dropped where pod
+/// traffic is forwarded in each of `netns` (the nodes of one region), so the region's
+/// links to the others go silent while clients, replication and the operator still get
+/// through. Healed on [`PortPartition::heal`] or drop.
+pub struct PortPartition {
+    netns: Vec<String>,
+    port: u16,
+    healed: bool,
+}
+
+impl PortPartition {
+    pub fn isolate(netns: &[String], port: u16) -> Result<Self> {
+        let partition = Self {
+            netns: netns.to_vec(),
+            port,
+            healed: false,
+        };
+        for namespace in &partition.netns {
+            for direction in ["--dport", "--sport"] {
+                partition.iptables(namespace, "-I", direction)?;
+            }
+        }
+        Ok(partition)
+    }
+
+    fn iptables(&self, netns: &str, action: &str, direction: &str) -> Result<()> {
+        let port = self.port.to_string();
+        let status = Command::new("ip")
+            .args([
+                "netns", "exec", netns, "iptables", action, "FORWARD", "-p", "tcp",
+            ])
+            .args([direction, port.as_str(), "-j", "DROP"])
+            .status()
+            .context("running iptables in the node's namespace")?;
+        if !status.success() {
+            bail!("iptables {action} FORWARD {direction} {port} DROP in {netns} failed");
+        }
+        Ok(())
+    }
+
+    fn remove_rules(&self) -> Result<()> {
+        for namespace in &self.netns {
+            for direction in ["--dport", "--sport"] {
+                self.iptables(namespace, "-D", direction)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn heal(mut self) -> Result<()> {
+        self.healed = true;
+        self.remove_rules()
+    }
+}
+
+impl Drop for PortPartition {
+    fn drop(&mut self) {
+        if !self.healed {
+            let _ = self.remove_rules();
+        }
+    }
+}
+
+/// The network namespaces of the nodes labelled with `region` (empty when they are not
+/// namespaces on this machine).
+pub async fn region_node_namespaces(client: &kube::Client, region: &str) -> Result<Vec<String>> {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let listed = nodes
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("topology.kubernetes.io/region={region}")),
+        )
+        .await?;
+    Ok(listed
+        .items
+        .iter()
+        .filter_map(|node| {
+            node.status
+                .as_ref()?
+                .addresses
+                .as_ref()?
+                .iter()
+                .find(|address| address.type_ == "InternalIP")
+                .and_then(|address| node_netns(&address.address))
+        })
+        .collect())
+}

@@ -176,3 +176,139 @@ async fn strong_consistency_never_serves_the_old_value_after_an_ack() -> Result<
     );
     Ok(())
 }
+
+/// The link port of every cache node (region links run over it).
+const LINK_PORT: u16 = 16379;
+
+/// How long the region link partition lasts: a minute in the suite, longer on demand
+/// (`MERIDIAN_LINK_PARTITION_SECS`, e.g. several minutes under `cargo xtask chaos`).
+fn link_partition() -> Duration {
+    std::env::var("MERIDIAN_LINK_PARTITION_SECS")
+        .ok()
+        .and_then(|secs| secs.parse().ok())
+        .map_or(Duration::from_secs(60), Duration::from_secs)
+}
+
+/// Issue 14, fault 8 (eventual): region-a's links cut while both regions write keys the
+/// other holds a copy of. Each region keeps serving its own writes; after the heal every
+/// stale copy is gone within the eventual bound (plus the links' reconnect).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_region_link_leaves_no_stale_copy_after_the_heal() -> Result<()> {
+    let test = "a_partitioned_region_link_leaves_no_stale_copy_after_the_heal";
+    let Some((client, ns)) = operator_scenario(test, "e2e-xpartition").await? else {
+        return Ok(());
+    };
+    let (mut region_a, mut region_b) =
+        deploy(&client, &ns.name, "xr-partition", 1, "eventual").await?;
+    let namespaces = region_node_namespaces(&client, "region-a").await?;
+    if namespaces.is_empty() {
+        eprintln!("SKIP {test}: region-a's nodes are not network namespaces here");
+        return Ok(());
+    }
+    // Copies each region holds before the cut: `held-by-b:*` in b, `held-by-a:*` in a.
+    let keys = |prefix: &'static str| (0..20).map(move |i| format!("{prefix}:{i}"));
+    for key in keys("held-by-b") {
+        set(&mut region_b, &key, "b0").await?;
+    }
+    for key in keys("held-by-a") {
+        set(&mut region_a, &key, "a0").await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let partition = PortPartition::isolate(&namespaces, LINK_PORT)?;
+    let cut = Instant::now();
+    // Each region overwrites what the other holds; its own writes are served at once.
+    for key in keys("held-by-b") {
+        set(&mut region_a, &key, "a1").await?;
+        assert_eq!(get(&mut region_a, &key).await?.as_deref(), Some("a1"));
+    }
+    for key in keys("held-by-a") {
+        set(&mut region_b, &key, "b1").await?;
+    }
+    let lasting = link_partition();
+    tokio::time::sleep(lasting.saturating_sub(cut.elapsed())).await;
+    // Still cut off: the peer's copy is stale (what eventual consistency allows) and
+    // nothing leaked through.
+    assert_eq!(
+        get(&mut region_b, "held-by-b:0").await?.as_deref(),
+        Some("b0"),
+        "the partition let an invalidation through"
+    );
+    partition.heal()?;
+    let healed = Instant::now();
+    let stale_b: Vec<String> = keys("held-by-b").collect();
+    let stale_a: Vec<String> = keys("held-by-a").collect();
+    let bound = EVENTUAL_BOUND + Duration::from_secs(30);
+    let gone_b = wait_gone(&mut region_b, &stale_b, bound).await?;
+    let gone_a = wait_gone(&mut region_a, &stale_a, bound).await?;
+    println!(
+        "LINK PARTITION {lasting:?}: stale copies gone {:?} (region-b) and {:?} (region-a) after the heal",
+        gone_b,
+        gone_a.max(gone_b)
+    );
+    // The newer writes themselves survive on the side that made them.
+    for key in keys("held-by-b") {
+        assert_eq!(
+            get(&mut region_a, &key).await?.as_deref(),
+            Some("a1"),
+            "{key}"
+        );
+    }
+    for key in keys("held-by-a") {
+        assert_eq!(
+            get(&mut region_b, &key).await?.as_deref(),
+            Some("b1"),
+            "{key}"
+        );
+    }
+    println!(
+        "CHAOS fault=region link partitioned {}s recovery_ms={} acked_writes=40 lost_writes=0 stale_reads=0",
+        lasting.as_secs(),
+        healed
+            .elapsed()
+            .as_millis()
+            .min(gone_a.max(gone_b).as_millis())
+    );
+    Ok(())
+}
+
+/// Issue 14, fault 8 (strong): with the link cut, a write answers TIMEOUT naming the
+/// unreachable region instead of an acknowledgement, and once healed the peer serves no
+/// stale copy of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_strong_write_across_a_cut_link_times_out_and_leaves_no_stale_read() -> Result<()> {
+    let test = "a_strong_write_across_a_cut_link_times_out_and_leaves_no_stale_read";
+    let Some((client, ns)) = operator_scenario(test, "e2e-xstrongcut").await? else {
+        return Ok(());
+    };
+    let (mut region_a, mut region_b) =
+        deploy(&client, &ns.name, "xr-strongcut", 1, "strong").await?;
+    let namespaces = region_node_namespaces(&client, "region-a").await?;
+    if namespaces.is_empty() {
+        eprintln!("SKIP {test}: region-a's nodes are not network namespaces here");
+        return Ok(());
+    }
+    set(&mut region_b, "balance:1", "old").await?;
+    let partition = PortPartition::isolate(&namespaces, LINK_PORT)?;
+    let refused: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("balance:1")
+        .arg("new")
+        .query_async(&mut region_a)
+        .await;
+    let error = refused.expect_err("a strong write acknowledged with the link cut");
+    let said = error.to_string();
+    assert!(
+        said.contains("TIMEOUT") && said.contains("region-b"),
+        "the refusal must say TIMEOUT and name region-b: {said}"
+    );
+    partition.heal()?;
+    // The write was applied in region-a, unacknowledged: region-b must drop its copy
+    // once the link is back, and never serve it as current again.
+    wait_gone(
+        &mut region_b,
+        &["balance:1".to_string()],
+        EVENTUAL_BOUND + Duration::from_secs(30),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`.
 
 mod bench;
+mod chaos;
 mod cluster;
 mod crds;
 mod demo;
@@ -33,6 +34,8 @@ enum Cmd {
     Manifests(manifests::ManifestsArgs),
     /// Everything CI runs: lints, generated-file drift, unit, process and e2e tests.
     Test(test::TestArgs),
+    /// The fault matrix run `--runs` times on the local cluster, with a recovery table.
+    Chaos(chaos::ChaosArgs),
     /// Local control plane with the operator and a two-region cache; prints how to connect.
     Demo,
     /// Benchmarks: `bench node|memory|eviction|cluster|regions|all` (see docs/benchmarks.md).
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::Crds(args) => crds::run(args),
         Cmd::Manifests(args) => manifests::run(args),
         Cmd::Test(args) => test::run(args),
+        Cmd::Chaos(args) => chaos::run(args),
         Cmd::Demo => demo::run(),
         Cmd::Bench { args } => bench::run(&args),
     };

@@ -119,19 +119,26 @@ impl TestFailure {
 }
 
 fn test_against_cluster() -> Result<Outcome, TestFailure> {
-    let kubeconfig = cluster::kubeconfig_path();
-    let kubectl = cluster::kubectl_path();
-    let helm = cluster::go_install_helm()?;
-    let node_image = format!("{}:{}", images::NODE_REPOSITORY, images::app_version()?);
+    let env = cluster_test_env()?;
     step("tests against the local cluster");
-    cargo_test(&[
-        ("KUBECONFIG", kubeconfig.to_string_lossy().as_ref()),
-        ("KUBECTL", kubectl.to_string_lossy().as_ref()),
-        ("HELM", helm.to_string_lossy().as_ref()),
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    cargo_test(&env)
+}
+
+/// What the e2e suite needs to find the local cluster, its tools and images.
+pub fn cluster_test_env() -> Result<Vec<(&'static str, String)>> {
+    let lossy = |path: std::path::PathBuf| path.to_string_lossy().into_owned();
+    Ok(vec![
+        ("KUBECONFIG", lossy(cluster::kubeconfig_path())),
+        ("KUBECTL", lossy(cluster::kubectl_path())),
+        ("HELM", lossy(cluster::go_install_helm()?)),
         // The image `cluster up` built and imported into every node.
-        ("MERIDIAN_NODE_IMAGE", &node_image),
+        (
+            "MERIDIAN_NODE_IMAGE",
+            format!("{}:{}", images::NODE_REPOSITORY, images::app_version()?),
+        ),
         // The nodes run real meridian-node pods, so API tests may wait for bootstrap.
-        ("MERIDIAN_TEST_WAIT_READY", "1"),
+        ("MERIDIAN_TEST_WAIT_READY", "1".into()),
     ])
 }
 
