@@ -11,6 +11,10 @@ use kube::Client;
 use meridian_e2e::*;
 use redis::cluster_async::ClusterConnection;
 
+/// Cutting region-a's links cuts them for every test in this file: the partition tests
+/// take this alone, the others share it.
+static LINKS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Loose bound for eventual propagation on a shared, slow CI machine (typically a few ms).
 const EVENTUAL_BOUND: Duration = Duration::from_secs(5);
 
@@ -84,6 +88,7 @@ async fn deploy(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_in_one_region_invalidates_the_other() -> Result<()> {
+    let _links = LINKS.read().await;
     let Some((client, ns)) =
         operator_scenario("a_write_in_one_region_invalidates_the_other", "e2e-xregion").await?
     else {
@@ -141,6 +146,7 @@ async fn a_write_in_one_region_invalidates_the_other() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn strong_consistency_never_serves_the_old_value_after_an_ack() -> Result<()> {
+    let _links = LINKS.read().await;
     let Some((client, ns)) = operator_scenario(
         "strong_consistency_never_serves_the_old_value_after_an_ack",
         "e2e-xstrong",
@@ -194,6 +200,7 @@ fn link_partition() -> Duration {
 /// stale copy is gone within the eventual bound (plus the links' reconnect).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_region_link_leaves_no_stale_copy_after_the_heal() -> Result<()> {
+    let _alone = LINKS.write().await;
     let test = "a_partitioned_region_link_leaves_no_stale_copy_after_the_heal";
     let Some((client, ns)) = operator_scenario(test, "e2e-xpartition").await? else {
         return Ok(());
@@ -235,7 +242,6 @@ async fn a_partitioned_region_link_leaves_no_stale_copy_after_the_heal() -> Resu
         "the partition let an invalidation through"
     );
     partition.heal()?;
-    let healed = Instant::now();
     let stale_b: Vec<String> = keys("held-by-b").collect();
     let stale_a: Vec<String> = keys("held-by-a").collect();
     let bound = EVENTUAL_BOUND + Duration::from_secs(30);
@@ -261,14 +267,14 @@ async fn a_partitioned_region_link_leaves_no_stale_copy_after_the_heal() -> Resu
             "{key}"
         );
     }
-    println!(
-        "CHAOS fault=region link partitioned {}s recovery_ms={} acked_writes=40 lost_writes=0 stale_reads=0",
-        lasting.as_secs(),
-        healed
-            .elapsed()
-            .as_millis()
-            .min(gone_a.max(gone_b).as_millis())
-    );
+    FaultOutcome {
+        fault: "region link partitioned (eventual)".into(),
+        recovery_ms: gone_a.max(gone_b).as_millis(),
+        acked_writes: 40,
+        lost_writes: 0,
+        stale_reads: 0,
+    }
+    .record()?;
     Ok(())
 }
 
@@ -277,6 +283,7 @@ async fn a_partitioned_region_link_leaves_no_stale_copy_after_the_heal() -> Resu
 /// stale copy of it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_strong_write_across_a_cut_link_times_out_and_leaves_no_stale_read() -> Result<()> {
+    let _alone = LINKS.write().await;
     let test = "a_strong_write_across_a_cut_link_times_out_and_leaves_no_stale_read";
     let Some((client, ns)) = operator_scenario(test, "e2e-xstrongcut").await? else {
         return Ok(());
@@ -304,11 +311,30 @@ async fn a_strong_write_across_a_cut_link_times_out_and_leaves_no_stale_read() -
     partition.heal()?;
     // The write was applied in region-a, unacknowledged: region-b must drop its copy
     // once the link is back, and never serve it as current again.
-    wait_gone(
+    let heal = Instant::now();
+    if let Err(error) = wait_gone(
         &mut region_b,
         &["balance:1".to_string()],
         EVENTUAL_BOUND + Duration::from_secs(30),
     )
-    .await?;
-    Ok(())
+    .await
+    {
+        let mut links = String::new();
+        for connection in [&mut region_a, &mut region_b] {
+            let peers: redis::RedisResult<String> = redis::cmd("MERIDIAN.PEERS")
+                .arg("GET")
+                .query_async(connection)
+                .await;
+            links.push_str(&format!("{peers:?}\n"));
+        }
+        return Err(error.context(format!("region links after the heal: {links}")));
+    }
+    FaultOutcome {
+        fault: "region link partitioned (strong write answered TIMEOUT)".into(),
+        recovery_ms: heal.elapsed().as_millis(),
+        acked_writes: 0,
+        lost_writes: 0,
+        stale_reads: 0,
+    }
+    .record()
 }

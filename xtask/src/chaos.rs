@@ -1,4 +1,5 @@
-//! `cargo xtask chaos`: the fault matrix (`e2e/tests/fault_matrix.rs`) run again and
+//! `cargo xtask chaos`: the fault matrix (`e2e/tests/fault_matrix.rs`, and the region
+//! link partitions of `e2e/tests/cross_region.rs`) run again and
 //! again on the local cluster, with a table per fault: how long writes took to be
 //! acknowledged again (p50 and max) and how many acknowledged writes were lost or read
 //! stale (both must be 0). The table goes into docs/benchmarks.md.
