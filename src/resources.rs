@@ -244,6 +244,19 @@ pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
     if let Ok(Some(bytes)) = spec.memory.maxmemory_bytes() {
         data.insert("MERIDIAN_MAXMEMORY".to_string(), bytes.to_string());
     }
+    if let Some(fencing) = &spec.fencing {
+        let min_replicas = u16::try_from(fencing.min_replicas)
+            .unwrap_or(0)
+            .min(plan.replicas_per_shard);
+        data.insert(
+            "MERIDIAN_MIN_REPLICAS_TO_WRITE".to_string(),
+            min_replicas.to_string(),
+        );
+        data.insert(
+            "MERIDIAN_MIN_REPLICAS_MAX_LAG".to_string(),
+            fencing.max_lag_seconds.to_string(),
+        );
+    }
     if let Some(ttl) = spec.default_ttl_seconds {
         data.insert("MERIDIAN_DEFAULT_TTL_SECONDS".to_string(), ttl.to_string());
     }

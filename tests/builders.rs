@@ -527,3 +527,30 @@ fn tls_mounts_the_secret_and_tells_nodes_the_link_server_name() {
     assert!(settings.contains_key("MERIDIAN_TLS_DIR"));
     assert!(!settings.contains_key("MERIDIAN_TLS_SERVER_NAME"));
 }
+
+#[test]
+fn fencing_sets_min_replicas_capped_at_the_regions_replicas() {
+    let (mut cluster, region, unfenced) = build("cluster-orders.yaml", "region-orders-eu.yaml");
+    let settings = unfenced.config_map.data.as_ref().unwrap();
+    assert!(
+        !settings.contains_key("MERIDIAN_MIN_REPLICAS_TO_WRITE"),
+        "off by default"
+    );
+    cluster.spec.fencing = Some(meridian_api::FencingSpec {
+        min_replicas: 5,
+        max_lag_seconds: 2,
+    });
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let replicas = plan.replicas_per_shard;
+    assert!(
+        replicas < 5,
+        "the fixture has fewer replicas than asked for"
+    );
+    let fenced = resources::build(&plan, &config());
+    let settings = fenced.config_map.data.as_ref().unwrap();
+    assert_eq!(
+        settings["MERIDIAN_MIN_REPLICAS_TO_WRITE"],
+        replicas.to_string()
+    );
+    assert_eq!(settings["MERIDIAN_MIN_REPLICAS_MAX_LAG"], "2");
+}

@@ -31,6 +31,8 @@ pub struct ClusterFixture {
     /// `None` leaves both to the CRD defaults.
     pub consistency: Option<String>,
     pub maxmemory: String,
+    /// `spec.fencing` as (minReplicas, maxLagSeconds); off when `None`.
+    pub fencing: Option<(u32, u32)>,
 }
 
 impl Default for ClusterFixture {
@@ -42,6 +44,7 @@ impl Default for ClusterFixture {
             regions: Vec::new(),
             consistency: None,
             maxmemory: "64Mi".into(),
+            fencing: None,
         }
     }
 }
@@ -88,6 +91,13 @@ impl ClusterFixture {
                 )
             }
         };
+        let fencing = self
+            .fencing
+            .map_or(String::new(), |(min_replicas, max_lag)| {
+                format!(
+                    "\n  fencing:\n    minReplicas: {min_replicas}\n    maxLagSeconds: {max_lag}"
+                )
+            });
         format!(
             r#"
 apiVersion: cache.meridian.dev/v1alpha1
@@ -96,7 +106,7 @@ metadata:
   name: {name}
 spec:
   shards: {shards}
-  replicasPerShard: {replicas}{consistency}
+  replicasPerShard: {replicas}{consistency}{fencing}
   memory:
     maxmemory: {maxmemory}
 "#,

@@ -47,12 +47,21 @@ async fn stage(test: &str, prefix: &str) -> Result<Option<Stage>> {
 /// Like [`stage`] with `replicas` replicas per shard, so that losing a whole node (the
 /// primary's pod and all) still leaves shard 0 a replica to acknowledge writes.
 async fn stage_with_replicas(test: &str, prefix: &str, replicas: u32) -> Result<Option<Stage>> {
+    stage_with(
+        test,
+        prefix,
+        ClusterFixture::in_region_a("orders", "orders-a", 2, replicas),
+    )
+    .await
+}
+
+/// Like [`stage`] with the cluster `fixture` (2 shards, `orders` / `orders-a`).
+async fn stage_with(test: &str, prefix: &str, fixture: ClusterFixture) -> Result<Option<Stage>> {
     let Some((client, ns)) = operator_scenario(test, prefix).await? else {
         return Ok(None);
     };
-    let Deployed { regions, .. } = ClusterFixture::in_region_a("orders", "orders-a", 2, replicas)
-        .apply(&client, &ns.name)
-        .await?;
+    let replicas = fixture.replicas_per_shard;
+    let Deployed { regions, .. } = fixture.apply(&client, &ns.name).await?;
     let status = wait_region(
         &regions,
         "orders-a",
@@ -379,8 +388,11 @@ async fn a_lost_node_fails_over_without_waiting_for_eviction() -> Result<()> {
         .await
 }
 
+/// The partition scenario's `spec.fencing.maxLagSeconds`.
+const FENCING_LAG_SECONDS: u32 = 2;
+
 /// Sends `SET k v` + `WAIT 1 300` pairs to `endpoint` from inside `netns` on one
-/// connection (redis-cli reading its commands from stdin) and returns the `WAIT` replies.
+/// connection (redis-cli reading its commands from stdin) and returns every reply line.
 fn writes_from_inside(netns: &str, endpoint: &str, tag: &str, count: usize) -> Result<Vec<String>> {
     use std::io::Write;
     let (host, port) = endpoint.rsplit_once(':').context("endpoint without port")?;
@@ -402,7 +414,7 @@ fn writes_from_inside(netns: &str, endpoint: &str, tag: &str, count: usize) -> R
     let said = String::from_utf8_lossy(&output.stdout);
     Ok(said
         .lines()
-        .filter(|line| !line.is_empty() && *line != "OK")
+        .filter(|line| !line.is_empty())
         .map(str::to_string)
         .collect())
 }
@@ -410,7 +422,12 @@ fn writes_from_inside(netns: &str, endpoint: &str, tag: &str, count: usize) -> R
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_primary_acknowledges_nothing_and_rejoins_as_a_replica() -> Result<()> {
     let _alone = FAULTS.write().await;
-    let Some(stage) = stage_with_replicas("zone_partition", "e2e-fm-partition", 2).await? else {
+    // Fenced: a primary whose replicas have not acknowledged for 2 s refuses writes.
+    let fenced = ClusterFixture {
+        fencing: Some((1, FENCING_LAG_SECONDS)),
+        ..ClusterFixture::in_region_a("orders", "orders-a", 2, 2)
+    };
+    let Some(stage) = stage_with("zone_partition", "e2e-fm-partition", fenced).await? else {
         return Ok(());
     };
     let Some((node, netns)) = stage.node_of(&stage.shard.primary).await? else {
@@ -427,15 +444,27 @@ async fn a_partitioned_primary_acknowledges_nothing_and_rejoins_as_a_replica() -
         .recovered_after(fault_at, Duration::from_secs(60))
         .await?;
     stage.wait_failed_over().await?;
-    // The old primary, cut off but running, is still written to from its side.
-    let waits = writes_from_inside(&netns, &stage.shard.primary_endpoint, &stage.shard.tag, 20)?;
-    let acknowledged: Vec<&String> = waits
+    // The old primary, cut off but running, is still written to from its side: once
+    // its replicas' acknowledgements are older than the fencing lag it refuses plain
+    // writes, and it never acknowledges one to `WAIT`.
+    tokio::time::sleep(
+        (Duration::from_secs(FENCING_LAG_SECONDS.into()) + Duration::from_secs(2))
+            .saturating_sub(fault_at.elapsed()),
+    )
+    .await;
+    let replies = writes_from_inside(&netns, &stage.shard.primary_endpoint, &stage.shard.tag, 20)?;
+    let accepted = replies.iter().filter(|reply| *reply == "OK").count();
+    let fenced = replies
+        .iter()
+        .filter(|reply| reply.contains("NOREPLICAS"))
+        .count();
+    let acknowledged = replies
         .iter()
         .filter(|reply| reply.parse::<i64>().is_ok_and(|n| n >= 1))
-        .collect();
+        .count();
     assert!(
-        acknowledged.is_empty(),
-        "the partitioned primary acknowledged writes it could not replicate: {waits:?}"
+        accepted == 0 && fenced == 20 && acknowledged == 0,
+        "the partitioned primary took writes it could not replicate: {replies:?}"
     );
     partition.heal()?;
     // After the heal the old primary follows the new one: what it took alone is gone.

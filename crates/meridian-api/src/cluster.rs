@@ -120,6 +120,14 @@ pub struct CacheClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
 
+    /// Fencing: a primary refuses writes (`NOREPLICAS`) unless enough of its replicas
+    /// acknowledged replication lately, so a primary cut off from its replicas (by a
+    /// partition, or left behind by a failover) soon stops accepting writes that would be
+    /// dropped when it rejoins as a replica. The price: a shard that misses replicas
+    /// refuses writes until they are back. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing: Option<FencingSpec>,
+
     /// Cache node image; the operator's `MERIDIAN_NODE_IMAGE` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("size(self) > 0").message("image must not be empty; omit it to use the operator's default node image"))]
@@ -150,11 +158,40 @@ impl Default for CacheClusterSpec {
             origin: None,
             auth: None,
             tls: None,
+            fencing: None,
             image: None,
             image_pull_policy: None,
             resources: None,
         }
     }
+}
+
+/// When a primary stops accepting writes (Redis `min-replicas-to-write` /
+/// `min-replicas-max-lag`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FencingSpec {
+    /// Replicas that must have acknowledged within `maxLagSeconds` for the primary to
+    /// accept a write; capped at the region's replicas per shard (a region without
+    /// replicas is not fenced).
+    #[serde(default = "default_fencing_min_replicas")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 5").message("fencing.minReplicas must be between 1 and 5"))]
+    pub min_replicas: i32,
+
+    /// Largest age, in seconds, of a replica's last acknowledgement for it to count.
+    /// Replicas acknowledge every second; a primary cut off from them refuses writes
+    /// after about this long.
+    #[serde(default = "default_fencing_max_lag_seconds")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 60").message("fencing.maxLagSeconds must be between 1 and 60"))]
+    pub max_lag_seconds: i32,
+}
+
+fn default_fencing_min_replicas() -> i32 {
+    1
+}
+
+fn default_fencing_max_lag_seconds() -> i32 {
+    10
 }
 
 /// Cross-region write consistency.

@@ -15,7 +15,7 @@ mod region;
 pub use cluster::{
     AuthSpec, CacheCluster, CacheClusterSpec, CacheClusterStatus, Consistency, CrossRegionMode,
     CrossRegionSpec, DEFAULT_REPLICAS_PER_SHARD, DEFAULT_SHARDS, DEFAULT_STRONG_TIMEOUT_MS,
-    EvictionPolicy, MemorySpec, OriginSpec, RegionSummary, SecretKeyRef, TlsSpec,
+    EvictionPolicy, FencingSpec, MemorySpec, OriginSpec, RegionSummary, SecretKeyRef, TlsSpec,
 };
 pub use error::ApiError;
 pub use quantity::parse_byte_quantity;
