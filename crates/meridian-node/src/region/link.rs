@@ -230,7 +230,7 @@ async fn accept_link(
     }
 }
 
-async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut stream: S,
 ) -> std::io::Result<()> {
@@ -714,7 +714,7 @@ impl ReplyReader {
 }
 
 /// Takes one complete reply off the front of `buffer` (None: not all there yet).
-fn decode_reply(buffer: &mut BytesMut) -> std::io::Result<Option<LinkReply>> {
+pub(crate) fn decode_reply(buffer: &mut BytesMut) -> std::io::Result<Option<LinkReply>> {
     let Some(line_end) = buffer.windows(2).position(|pair| pair == b"\r\n") else {
         if buffer.len() > MAX_REPLY_LINE {
             return Err(invalid("reply line too long"));
