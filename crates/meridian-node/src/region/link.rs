@@ -284,7 +284,7 @@ pub(crate) async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
                     match handle_request(&shared, &mut peer_region, &argv) {
                         Ok(reply) => output.extend_from_slice(&reply),
                         Err(refusal) => {
-                            output.extend_from_slice(format!("-{refusal}\r\n").as_bytes());
+                            output.extend_from_slice(&error_reply(&refusal));
                             close = true;
                             break;
                         }
@@ -292,8 +292,7 @@ pub(crate) async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Ok(Parsed::Incomplete { .. }) => break,
                 Err(error) => {
-                    output
-                        .extend_from_slice(format!("-ERR Protocol error: {error}\r\n").as_bytes());
+                    output.extend_from_slice(&error_reply(&format!("ERR Protocol error: {error}")));
                     close = true;
                     break;
                 }
@@ -351,13 +350,12 @@ fn handle_request(
         b"LINK.PING" => Ok(b"+PONG\r\n".to_vec()),
         b"LINK.EVENT" => Ok(match apply_event(shared, region, argv) {
             Ok(()) => b"+OK\r\n".to_vec(),
-            Err(error) => format!("-{error}\r\n").into_bytes(),
+            Err(error) => error_reply(&error),
         }),
-        _ => Ok(format!(
-            "-ERR unknown link request '{}'\r\n",
+        _ => Ok(error_reply(&format!(
+            "ERR unknown link request '{}'",
             String::from_utf8_lossy(&name)
-        )
-        .into_bytes()),
+        ))),
     }
 }
 
@@ -368,6 +366,18 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
             .zip(right)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// An error reply. It stays one line: CR and LF of request bytes it echoes become spaces.
+fn error_reply(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 3);
+    out.push(b'-');
+    out.extend(text.bytes().map(|byte| match byte {
+        b'\r' | b'\n' => b' ',
+        byte => byte,
+    }));
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 fn bulk(data: &[u8]) -> Vec<u8> {
@@ -786,6 +796,21 @@ mod tests {
             decode_reply(&mut buffer).unwrap(),
             Some(LinkReply::Bulk(None))
         );
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn echoed_request_bytes_cannot_break_the_reply_line() {
+        // found by the link_requests fuzz target: a request name with CRLF in it
+        // injected a reply ("+OK") into the link
+        let shared = crate::fuzzing::node();
+        let reply = handle_request(&shared, &mut Some("east".into()), &[b"X\r\n+OK"]).unwrap();
+        assert_eq!(reply, b"-ERR unknown link request 'X  +OK'\r\n");
+        let mut buffer = BytesMut::from(&reply[..]);
+        assert!(matches!(
+            decode_reply(&mut buffer).unwrap(),
+            Some(LinkReply::Error(_))
+        ));
         assert!(buffer.is_empty());
     }
 
