@@ -5,6 +5,7 @@ mod cluster;
 mod crds;
 mod demo;
 mod dockerfile;
+mod fuzz;
 mod images;
 mod manifests;
 mod test;
@@ -33,6 +34,8 @@ enum Cmd {
     Manifests(manifests::ManifestsArgs),
     /// Everything CI runs: lints, generated-file drift, unit, process and e2e tests.
     Test(test::TestArgs),
+    /// Coverage-guided fuzzing of the node's network decoders (stable toolchain, libFuzzer).
+    Fuzz(fuzz::FuzzArgs),
     /// Local control plane with the operator and a two-region cache; prints how to connect.
     Demo,
     /// Benchmarks: `bench node|memory|eviction|cluster|regions|all` (see docs/benchmarks.md).
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::Crds(args) => crds::run(args),
         Cmd::Manifests(args) => manifests::run(args),
         Cmd::Test(args) => test::run(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Demo => demo::run(),
         Cmd::Bench { args } => bench::run(&args),
     };
