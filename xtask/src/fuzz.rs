@@ -170,6 +170,8 @@ fn build(targets: &[String]) -> Result<()> {
     eprintln!(
         "==> building fuzz targets (stable rustc, SanitizerCoverage, libFuzzer from libfuzzer-sys)"
     );
+    // libfuzzer-sys compiles libFuzzer (C++) in its build script
+    util::ensure_apt(&[("c++", "g++")])?;
     let mut flags: Vec<String> = COVERAGE_FLAGS.iter().map(|flag| flag.to_string()).collect();
     // like cargo fuzz: the caller's own flags come last
     if let Ok(extra) = std::env::var("RUSTFLAGS") {

@@ -32,7 +32,7 @@ enum Cmd {
     Crds(crds::CrdsArgs),
     /// Render charts/meridian into manifests/ (or check for drift with --check).
     Manifests(manifests::ManifestsArgs),
-    /// Everything CI runs: lints, generated-file drift, unit, process and e2e tests.
+    /// Everything CI runs: lints, generated-file drift, fuzzing, unit, process and e2e tests.
     Test(test::TestArgs),
     /// Coverage-guided fuzzing of the node's network decoders (stable toolchain, libFuzzer).
     Fuzz(fuzz::FuzzArgs),
