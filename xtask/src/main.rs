@@ -6,6 +6,7 @@ mod cluster;
 mod crds;
 mod demo;
 mod dockerfile;
+mod fuzz;
 mod images;
 mod manifests;
 mod test;
@@ -32,10 +33,12 @@ enum Cmd {
     Crds(crds::CrdsArgs),
     /// Render charts/meridian into manifests/ (or check for drift with --check).
     Manifests(manifests::ManifestsArgs),
-    /// Everything CI runs: lints, generated-file drift, unit, process and e2e tests.
+    /// Everything CI runs: lints, generated-file drift, fuzzing, unit, process and e2e tests.
     Test(test::TestArgs),
     /// The fault matrix run `--runs` times on the local cluster, with a recovery table.
     Chaos(chaos::ChaosArgs),
+    /// Coverage-guided fuzzing of the node's network decoders (stable toolchain, libFuzzer).
+    Fuzz(fuzz::FuzzArgs),
     /// Local control plane with the operator and a two-region cache; prints how to connect.
     Demo,
     /// Benchmarks: `bench node|memory|eviction|cluster|regions|all` (see docs/benchmarks.md).
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Cmd::Manifests(args) => manifests::run(args),
         Cmd::Test(args) => test::run(args),
         Cmd::Chaos(args) => chaos::run(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Demo => demo::run(),
         Cmd::Bench { args } => bench::run(&args),
     };

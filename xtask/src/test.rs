@@ -1,10 +1,11 @@
 //! `cargo xtask test`: everything CI runs, in order, on a fresh machine.
 //!
-//! Formatting and lints, generated-file drift, unit and process-level tests, then the
-//! local control plane (built once, cached) and the e2e suite against it. The control
-//! plane is always taken down again, also when a step fails.
+//! Formatting and lints, generated-file drift, a short fuzzing run of every network
+//! decoder, unit and process-level tests, then the local control plane (built once,
+//! cached) and the e2e suite against it. The control plane is always taken down again,
+//! also when a step fails.
 
-use crate::{cluster, crds, images, manifests, test_report, util};
+use crate::{cluster, crds, fuzz, images, manifests, test_report, util};
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
@@ -20,6 +21,9 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy (faster local iterations).
     #[arg(long)]
     pub no_lint: bool,
+    /// Skip the short fuzzing run of every fuzz target (`cargo xtask fuzz`).
+    #[arg(long)]
+    pub no_fuzz: bool,
 }
 
 pub fn run(args: TestArgs) -> Result<()> {
@@ -51,6 +55,13 @@ pub fn run(args: TestArgs) -> Result<()> {
     }
     step("build the binaries the process tests start");
     util::build_binaries()?;
+    if !args.no_fuzz {
+        step(&format!(
+            "fuzzing every decoder target for {}s (longer: cargo xtask fuzz --seconds N)",
+            fuzz::TEST_SECONDS
+        ));
+        fuzz::smoke()?;
+    }
 
     if args.no_cluster {
         step("tests (no cluster: e2e and API tests skip)");

@@ -5,6 +5,8 @@ pub mod broker;
 pub mod commands;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod glob;
 pub mod http;
 pub mod metrics;

@@ -52,6 +52,16 @@ pub struct Api {
     client: HttpClient,
 }
 
+impl Api {
+    pub(crate) fn new(shared: Arc<Shared>, port: u16) -> Self {
+        Api {
+            shared,
+            port,
+            client: http_client(),
+        }
+    }
+}
+
 /// A refused request: status plus the message sent as `{"error": ...}`.
 #[derive(Debug)]
 struct ApiError {
@@ -104,11 +114,7 @@ pub async fn serve(
     port: u16,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let api = Arc::new(Api {
-        shared,
-        port,
-        client: http_client(),
-    });
+    let api = Arc::new(Api::new(shared, port));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -116,14 +122,7 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     let api = api.clone();
                     tokio::spawn(async move {
-                        let service = service_fn(move |request| {
-                            let api = api.clone();
-                            async move { Ok::<_, Infallible>(handle(&api, request).await) }
-                        });
-                        if let Err(error) = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                        {
+                        if let Err(error) = serve_connection(api, stream).await {
                             tracing::debug!(%peer, %error, "http connection ended with error");
                         }
                     });
@@ -136,6 +135,20 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         }
     }
+}
+
+/// Answers the HTTP/1 requests of one connection until the client closes it.
+pub(crate) async fn serve_connection<I>(api: Arc<Api>, io: I) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let api = api.clone();
+        async move { Ok::<_, Infallible>(handle(&api, request).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await
 }
 
 async fn handle(api: &Api, request: Request<Incoming>) -> Response<Body> {

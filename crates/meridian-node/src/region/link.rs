@@ -238,6 +238,7 @@ async fn accept_link(
 }
 
 /// Why a link is dropped: the metric reason and the error sent to the peer.
+#[derive(Debug)]
 struct Refusal {
     reason: RefusalReason,
     error: String,
@@ -252,7 +253,7 @@ impl Refusal {
     }
 }
 
-async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut stream: S,
     addr: SocketAddr,
@@ -344,7 +345,7 @@ async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
             shared
                 .regions
                 .record_refusal(peer_region.as_deref(), refusal.reason, &refusal.error);
-            output.extend_from_slice(format!("-{}\r\n", refusal.error).as_bytes());
+            output.extend_from_slice(&error_reply(&refusal.error));
         }
         if !output.is_empty() {
             stream.write_all(&output).await?;
@@ -411,14 +412,13 @@ fn handle_request(
             }
             Ok(match apply_event(shared, region, argv) {
                 Ok(()) => b"+OK\r\n".to_vec(),
-                Err(error) => format!("-{error}\r\n").into_bytes(),
+                Err(error) => error_reply(&error.to_string()),
             })
         }
-        _ => Ok(format!(
-            "-ERR unknown link request '{}'\r\n",
+        _ => Ok(error_reply(&format!(
+            "ERR unknown link request '{}'",
             String::from_utf8_lossy(&name)
-        )
-        .into_bytes()),
+        ))),
     }
 }
 
@@ -429,6 +429,18 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
             .zip(right)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// An error reply. It stays one line: CR and LF of request bytes it echoes become spaces.
+fn error_reply(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 3);
+    out.push(b'-');
+    out.extend(text.bytes().map(|byte| match byte {
+        b'\r' | b'\n' => b' ',
+        byte => byte,
+    }));
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 fn bulk(data: &[u8]) -> Vec<u8> {
@@ -786,7 +798,7 @@ impl ReplyReader {
 }
 
 /// Takes one complete reply off the front of `buffer` (None: not all there yet).
-fn decode_reply(buffer: &mut BytesMut) -> std::io::Result<Option<LinkReply>> {
+pub(crate) fn decode_reply(buffer: &mut BytesMut) -> std::io::Result<Option<LinkReply>> {
     let (reply, consumed) = match parse_reply(buffer, &LINK_REPLY_LIMITS) {
         Ok(Decoded::Reply { reply, consumed }) => (reply, consumed),
         Ok(Decoded::Incomplete { .. }) => return Ok(None),
@@ -829,6 +841,21 @@ mod tests {
             decode_reply(&mut buffer).unwrap(),
             Some(LinkReply::Bulk(None))
         );
+        assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn echoed_request_bytes_cannot_break_the_reply_line() {
+        // found by the link_requests fuzz target: a request name with CRLF in it
+        // injected a reply ("+OK") into the link
+        let shared = crate::fuzzing::node();
+        let reply = handle_request(&shared, &mut Some("east".into()), &[b"X\r\n+OK"]).unwrap();
+        assert_eq!(reply, b"-ERR unknown link request 'X  +OK'\r\n");
+        let mut buffer = BytesMut::from(&reply[..]);
+        assert!(matches!(
+            decode_reply(&mut buffer).unwrap(),
+            Some(LinkReply::Error(_))
+        ));
         assert!(buffer.is_empty());
     }
 
