@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Names of the targets, as the binaries and the corpus directories are called.
 pub const TARGETS: &[&str] = &[
     "resp",
+    "resp_reply",
     "link_requests",
     "link_replies",
     "snapshot",
@@ -38,6 +39,7 @@ pub const TARGETS: &[&str] = &[
 pub fn run(name: &str, data: &[u8]) -> bool {
     match name {
         "resp" => resp(data),
+        "resp_reply" => resp_reply(data),
         "link_requests" => link_requests(data),
         "link_replies" => link_replies(data),
         "snapshot" => snapshot(data),
@@ -576,4 +578,37 @@ pub fn http(data: &[u8]) {
         "a request got a server error: {:?}",
         String::from_utf8_lossy(&output)
     );
+}
+
+/// The one RESP reply decoder (`protocol::parse_reply`: what MIGRATE targets, replication
+/// primaries and region-link peers send): never reads past the input, keeps to its limits,
+/// and every prefix of a whole reply is incomplete, never another reply.
+pub fn resp_reply(data: &[u8]) {
+    use meridian_node::protocol::{Decoded, ReplyLimits, parse_reply};
+    const LIMITS: ReplyLimits = ReplyLimits {
+        max_len: 64 * 1024,
+        max_bulk_len: 4096,
+        max_elements: 1024,
+        max_depth: 8,
+    };
+    let mut rest = data;
+    while !rest.is_empty() {
+        match parse_reply(rest, &LIMITS) {
+            Ok(Decoded::Reply { consumed, .. }) => {
+                assert!(consumed > 0 && consumed <= rest.len());
+                for cut in [0, consumed / 2, consumed - 1] {
+                    assert!(matches!(
+                        parse_reply(&rest[..cut], &LIMITS),
+                        Ok(Decoded::Incomplete { min_len }) if min_len > cut
+                    ));
+                }
+                rest = &rest[consumed..];
+            }
+            Ok(Decoded::Incomplete { min_len }) => {
+                assert!(min_len > rest.len() && min_len <= LIMITS.max_len);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
 }
