@@ -538,3 +538,37 @@ pub async fn region_node_namespaces(client: &kube::Client, region: &str) -> Resu
         })
         .collect())
 }
+
+/// Waits until the kubelet restarted `pod`'s node container at least `restarts` times and
+/// the node answers again.
+pub async fn wait_restarted(
+    pods: &kube::Api<Pod>,
+    pod: &str,
+    restarts: i32,
+    endpoint: &str,
+) -> Result<()> {
+    crate::wait_for(
+        &format!("{pod} restarted in place and answering"),
+        std::time::Duration::from_secs(180),
+        || {
+            let pods = pods.clone();
+            let (pod, endpoint) = (pod.to_string(), endpoint.to_string());
+            async move {
+                let current = pods.get(&pod).await.map_err(|e| e.to_string())?;
+                let count = restart_count(&current, "node");
+                if count < restarts {
+                    return Err(format!("restart count {count}"));
+                }
+                let mut connection = crate::quick_connection(&endpoint)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pong: String = redis::cmd("PING")
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((pong == "PONG").then_some(()))
+            }
+        },
+    )
+    .await
+}

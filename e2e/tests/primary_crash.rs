@@ -21,35 +21,6 @@ use meridian_e2e::*;
 
 const ACKED: i64 = 300;
 
-/// Waits until the kubelet restarted `pod`'s node container at least `restarts` times and
-/// the node answers again.
-async fn wait_restarted(pods: &Api<Pod>, pod: &str, restarts: i32, endpoint: &str) -> Result<()> {
-    wait_for(
-        &format!("{pod} restarted in place and answering"),
-        Duration::from_secs(120),
-        || {
-            let pods = pods.clone();
-            let (pod, endpoint) = (pod.to_string(), endpoint.to_string());
-            async move {
-                let current = pods.get(&pod).await.map_err(|e| e.to_string())?;
-                let count = restart_count(&current, "node");
-                if count < restarts {
-                    return Err(format!("restart count {count}"));
-                }
-                let mut connection = quick_connection(&endpoint)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let pong: String = redis::cmd("PING")
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok((pong == "PONG").then_some(()))
-            }
-        },
-    )
-    .await
-}
-
 /// After the crash: the replica is promoted, keeps every acknowledged write, and the
 /// restarted pod rejoins as its replica holding them too.
 async fn assert_recovered(
