@@ -60,13 +60,11 @@ fn run_matrix(args: &ChaosArgs) -> Result<()> {
     for run in 1..=args.runs {
         eprintln!("\n==> fault matrix, run {run} of {}", args.runs);
         let mut cargo = Command::new("cargo");
-        cargo.current_dir(util::workspace_root()).args([
-            "test",
-            "-p",
-            "meridian-e2e",
-            "--test",
-            "fault_matrix",
-        ]);
+        cargo
+            .current_dir(util::workspace_root())
+            // every scenario runs even when one fails
+            .args(["test", "--no-fail-fast", "-p", "meridian-e2e"])
+            .args(["--test", "fault_matrix", "--test", "cross_region"]);
         if let Some(filter) = &args.filter {
             cargo.arg(filter);
         }
@@ -113,7 +111,7 @@ fn render(outcomes: &[Outcome], runs: u32) -> String {
         by_fault.entry(&outcome.fault).or_default().push(outcome);
     }
     let mut table = format!(
-        "| fault ({runs} run(s)) | passes | writes acknowledged again after: p50 | max | acknowledged writes | lost | stale reads |\n|---|---|---|---|---|---|---|\n"
+        "| fault ({runs} run(s)) | runs recorded | writes acknowledged again after: p50 | max | acknowledged writes | lost | stale reads |\n|---|---|---|---|---|---|---|\n"
     );
     for fault in order {
         let rows = &by_fault[fault];
