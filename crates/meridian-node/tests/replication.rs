@@ -47,14 +47,6 @@ fn dbsize(node: &Node) -> i64 {
         .expect("DBSIZE")
 }
 
-fn signal(node: &Node, name: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{name}"), node.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 fn load_keys(node: &Node, count: usize) {
     let mut con = node.redis();
     for batch in (0..count).collect::<Vec<_>>().chunks(1000) {
@@ -226,14 +218,14 @@ fn replicas_refuse_writes_and_expire_only_through_the_primary() {
     assert_eq!(wait_replicas(&primary, 1), 1);
     assert_eq!(raw.cmd(&["GET", "short"]), Reply::bulk("lived"));
     // with the primary frozen nobody sends DEL: the replica hides the key but keeps it
-    signal(&primary, "STOP");
+    primary.signal("STOP");
     std::thread::sleep(Duration::from_millis(1800));
     assert_eq!(raw.cmd(&["GET", "short"]), Reply::Nil);
     assert_eq!(raw.cmd(&["EXISTS", "short"]), Reply::Int(0));
     assert_eq!(raw.cmd(&["DBSIZE"]), Reply::Int(2));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(raw.cmd(&["DBSIZE"]), Reply::Int(2));
-    signal(&primary, "CONT");
+    primary.signal("CONT");
     // the primary's active expiry deletes it and propagates the DEL
     wait_until("DEL from the primary", Duration::from_secs(5), || {
         raw.cmd(&["DBSIZE"]) == Reply::Int(1)
@@ -358,13 +350,13 @@ fn cut_links_resume_with_partial_resync() {
         info_field(&primary, "replication", "master_repl_offset")
     );
     // a frozen replica process (kill -STOP) catches up from the backlog when resumed
-    signal(&replica, "STOP");
+    replica.signal("STOP");
     for index in 0..100 {
         let key = format!("frozen:{index}");
         assert_eq!(raw.cmd(&["SET", &key, "x"]), Reply::ok());
     }
     std::thread::sleep(Duration::from_millis(1000));
-    signal(&replica, "CONT");
+    replica.signal("CONT");
     assert_eq!(wait_replicas(&primary, 1), 1);
     assert_eq!(dbsize(&replica), dbsize(&primary));
 }

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::node_process::wait_until;
@@ -41,14 +40,6 @@ fn load_keys(node: &Node, prefix: &str, count: i64, value: &[u8]) {
         }
         pipe.query::<()>(&mut con).expect("load");
     }
-}
-
-fn signal(node: &Node, name: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{name}"), node.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }
 
 /// A `/proc/<pid>/status` field in kB (VmRSS, VmHWM).
@@ -461,7 +452,7 @@ fn a_stopped_replica_costs_its_primary_no_more_than_the_backlog() {
     });
     let baseline = proc_kb(&primary, "VmRSS");
 
-    signal(&replica, "STOP");
+    replica.signal("STOP");
     let mut con = primary.redis();
     let mut written = 0;
     let mut write = |count: usize, peak: &mut u64| {
@@ -527,7 +518,7 @@ fn a_stopped_replica_costs_its_primary_no_more_than_the_backlog() {
         "primary RSS {peak} kB (high water {high_water} kB) over {bound} kB"
     );
 
-    signal(&replica, "CONT");
+    replica.signal("CONT");
     wait_until("replica caught up", Duration::from_secs(60), || {
         wait_count(&primary, "1", "1000") == Reply::Int(1)
     });
@@ -573,7 +564,7 @@ fn a_primary_drops_a_replica_that_stopped_reading() {
     wait_until("replica synced", Duration::from_secs(20), || {
         wait_count(&primary, "1", "1000") == Reply::Int(1)
     });
-    signal(&replica, "STOP");
+    replica.signal("STOP");
     // far more than the kernel buffers of one loopback connection
     for _ in 0..6 {
         load_keys(&primary, "hot", HOT_KEYS as i64, &vec![b'y'; VALUE_LEN]);
@@ -586,7 +577,7 @@ fn a_primary_drops_a_replica_that_stopped_reading() {
         metric(&primary, "meridian_repl_replicas_timed_out_total"),
         Some(1.0)
     );
-    signal(&replica, "CONT");
+    replica.signal("CONT");
     wait_until("replica back", Duration::from_secs(30), || {
         wait_count(&primary, "1", "1000") == Reply::Int(1)
     });
