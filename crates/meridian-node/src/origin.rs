@@ -271,7 +271,7 @@ fn fill(
     let stored = crate::region::guarded(version, false, || {
         without_origin(|| local::run(shared, &args, false))
     });
-    if let local::Reply::Error(error) = stored.0 {
+    if let Some(local::Reply::Error(error)) = stored.0 {
         // a replica (READONLY) or a moved slot serves the value without keeping it
         tracing::debug!(key = %String::from_utf8_lossy(key), %error, "origin value not cached");
     }

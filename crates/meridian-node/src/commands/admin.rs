@@ -283,8 +283,8 @@ pub fn invalidate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 /// the peers instead). Keys of slots this node does not own are skipped.
 pub fn delete_matching(shared: &Shared, pattern: &[u8]) -> Result<u64, CommandError> {
     let keys = match local::run(shared, &[b"KEYS", pattern], false).0 {
-        Reply::Array(keys) => keys,
-        Reply::Error(error) => return Err(CommandError::other(error)),
+        Some(Reply::Array(keys)) => keys,
+        Some(Reply::Error(error)) => return Err(CommandError::other(error)),
         _ => Vec::new(),
     };
     let mut deleted = 0;
@@ -293,7 +293,7 @@ pub fn delete_matching(shared: &Shared, pattern: &[u8]) -> Result<u64, CommandEr
         let reply = crate::region::quietly(|| {
             without_origin(|| local::run(shared, &[b"DEL", &key], false))
         });
-        if let Reply::Int(count) = reply.0 {
+        if let Some(Reply::Int(count)) = reply.0 {
             deleted += count.max(0) as u64;
         }
     }

@@ -5,26 +5,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::commands::{ClientState, Pending, dispatch};
-use crate::protocol::{self, Decoded, Out, Protocol, ReplyLimits, parse_reply};
+use crate::protocol::{Decoded, Out, Protocol, ReplyLimits, parse_reply};
 use crate::state::{ClientHandle, Shared};
 use crate::store::Access;
 
-/// A decoded RESP2 reply of the commands the API uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Bytes),
-    Nil,
-    Array(Vec<Reply>),
-    /// Nothing yet: the command left origin work to finish.
-    None,
-}
+/// The reply type internal callers read: the node's one reply decoder's.
+pub use crate::protocol::Reply;
 
 /// Client id reserved for internal callers (real clients count up from 1).
 const INTERNAL_CLIENT_ID: u64 = 0;
@@ -52,8 +41,9 @@ pub fn internal_client(shared: &Shared, readonly: bool) -> ClientState {
     client
 }
 
-/// Runs one command; returns its reply and any continuation it left.
-pub fn run(shared: &Shared, args: &[&[u8]], readonly: bool) -> (Reply, Option<Pending>) {
+/// Runs one command; returns its reply (`None`: nothing yet, the command left a
+/// continuation) and any continuation it left.
+pub fn run(shared: &Shared, args: &[&[u8]], readonly: bool) -> (Option<Reply>, Option<Pending>) {
     let mut client = internal_client(shared, readonly);
     let mut out = Out::new(Protocol::Resp2);
     dispatch(
@@ -66,52 +56,41 @@ pub fn run(shared: &Shared, args: &[&[u8]], readonly: bool) -> (Reply, Option<Pe
     (parse(&out.buf), client.pending.take())
 }
 
-/// Decodes the reply written to an `Out` (with the node's one reply decoder).
-pub fn parse(buf: &[u8]) -> Reply {
+/// Decodes the reply written to an `Out` (with the node's one reply decoder); `None`
+/// when nothing was written.
+pub fn parse(buf: &[u8]) -> Option<Reply> {
     if buf.is_empty() {
-        return Reply::None;
+        return None;
     }
-    match parse_reply(buf, &ReplyLimits::TRUSTED) {
-        Ok(Decoded::Reply { reply, .. }) => reply.into(),
+    Some(match parse_reply(buf, &ReplyLimits::TRUSTED) {
+        Ok(Decoded::Reply { reply, .. }) => reply,
         _ => Reply::Error("ERR unreadable reply".into()),
-    }
-}
-
-impl From<protocol::Reply> for Reply {
-    /// Recursive, but over a tree the decoder bounded in depth.
-    fn from(reply: protocol::Reply) -> Reply {
-        match reply {
-            protocol::Reply::Simple(text) => Reply::Simple(text),
-            protocol::Reply::Error(text) => Reply::Error(text),
-            protocol::Reply::Int(value) => Reply::Int(value),
-            protocol::Reply::Bulk(data) => Reply::Bulk(data),
-            protocol::Reply::Nil => Reply::Nil,
-            protocol::Reply::Array(items) => {
-                Reply::Array(items.into_iter().map(Reply::from).collect())
-            }
-        }
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn parses_replies() {
-        assert_eq!(parse(b"+OK\r\n"), Reply::Simple("OK".into()));
-        assert_eq!(parse(b"-ERR x\r\n"), Reply::Error("ERR x".into()));
-        assert_eq!(parse(b":-5\r\n"), Reply::Int(-5));
-        assert_eq!(parse(b"$-1\r\n"), Reply::Nil);
+        assert_eq!(parse(b"+OK\r\n"), Some(Reply::Simple("OK".into())));
+        assert_eq!(parse(b"-ERR x\r\n"), Some(Reply::Error("ERR x".into())));
+        assert_eq!(parse(b":-5\r\n"), Some(Reply::Int(-5)));
+        assert_eq!(parse(b"$-1\r\n"), Some(Reply::Nil));
         assert_eq!(
             parse(b"$3\r\na\r\n\r\n"),
-            Reply::Bulk(Bytes::from_static(b"a\r\n"))
+            Some(Reply::Bulk(Bytes::from_static(b"a\r\n")))
         );
         assert_eq!(
             parse(b"*2\r\n$1\r\na\r\n:1\r\n"),
-            Reply::Array(vec![Reply::Bulk(Bytes::from_static(b"a")), Reply::Int(1)])
+            Some(Reply::Array(vec![
+                Reply::Bulk(Bytes::from_static(b"a")),
+                Reply::Int(1)
+            ]))
         );
-        assert_eq!(parse(b""), Reply::None);
-        assert!(matches!(parse(b"$9\r\nab\r\n"), Reply::Error(_)));
+        assert_eq!(parse(b""), None);
+        assert!(matches!(parse(b"$9\r\nab\r\n"), Some(Reply::Error(_))));
     }
 }

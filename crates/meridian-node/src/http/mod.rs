@@ -434,7 +434,7 @@ fn command_error(message: String) -> ApiError {
 }
 
 /// Finishes origin work a command left (write-through) and returns its reply.
-async fn settle(shared: &Shared, reply: Reply, pending: Option<Pending>) -> Reply {
+async fn settle(shared: &Shared, reply: Option<Reply>, pending: Option<Pending>) -> Option<Reply> {
     match pending {
         Some(Pending::Origin(op)) => {
             let mut client = local::internal_client(shared, false);
@@ -475,9 +475,9 @@ async fn get(api: &Api, key: &[u8]) -> Result<Response<Body>, ApiError> {
                 }
             }
         }
-        (Reply::Bulk(value), _) => value,
-        (Reply::Nil, _) => return Err(not_found()),
-        (Reply::Error(error), _) => return Err(command_error(error)),
+        (Some(Reply::Bulk(value)), _) => value,
+        (Some(Reply::Nil), _) => return Err(not_found()),
+        (Some(Reply::Error(error)), _) => return Err(command_error(error)),
         (other, _) => return Err(unexpected(other)),
     };
     let mut response = Response::new(Full::new(value));
@@ -485,7 +485,7 @@ async fn get(api: &Api, key: &[u8]) -> Result<Response<Body>, ApiError> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    if let (Reply::Int(ttl), _) = local::run(shared, &[b"PTTL", key], true)
+    if let (Some(Reply::Int(ttl)), _) = local::run(shared, &[b"PTTL", key], true)
         && ttl >= 0
     {
         response
@@ -499,7 +499,7 @@ fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "key not found")
 }
 
-fn unexpected(reply: Reply) -> ApiError {
+fn unexpected(reply: Option<Reply>) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("unexpected reply {reply:?}"),
@@ -545,8 +545,8 @@ async fn put(
     }
     let (reply, pending) = local::run(&api.shared, &args, false);
     match settle(&api.shared, reply, pending).await {
-        Reply::Simple(_) => Ok(empty(StatusCode::NO_CONTENT)),
-        Reply::Error(error) => Err(command_error(error)),
+        Some(Reply::Simple(_)) => Ok(empty(StatusCode::NO_CONTENT)),
+        Some(Reply::Error(error)) => Err(command_error(error)),
         other => Err(unexpected(other)),
     }
 }
@@ -554,9 +554,9 @@ async fn put(
 async fn delete(api: &Api, key: &[u8]) -> Result<Response<Body>, ApiError> {
     let (reply, pending) = local::run(&api.shared, &[b"DEL", key], false);
     match settle(&api.shared, reply, pending).await {
-        Reply::Int(0) => Err(not_found()),
-        Reply::Int(_) => Ok(empty(StatusCode::NO_CONTENT)),
-        Reply::Error(error) => Err(command_error(error)),
+        Some(Reply::Int(0)) => Err(not_found()),
+        Some(Reply::Int(_)) => Ok(empty(StatusCode::NO_CONTENT)),
+        Some(Reply::Error(error)) => Err(command_error(error)),
         other => Err(unexpected(other)),
     }
 }
@@ -593,7 +593,7 @@ async fn invalidate(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> 
         };
         let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
         crate::region::finish(shared, wait, &mut out).await;
-        if let Reply::Error(error) = local::parse(&out.buf) {
+        if let Some(Reply::Error(error)) = local::parse(&out.buf) {
             return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, error));
         }
     }

@@ -513,7 +513,7 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
             regions.observe(version);
             regions.versions.record_pattern(target, version);
             let keys = match local::run(shared, &[b"KEYS", target], false).0 {
-                Reply::Array(keys) => keys,
+                Some(Reply::Array(keys)) => keys,
                 _ => Vec::new(),
             };
             delete_all(shared, version, keys);
@@ -539,7 +539,7 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
             )
             .0
             {
-                Reply::Array(keys) => keys,
+                Some(Reply::Array(keys)) => keys,
                 _ => Vec::new(),
             };
             delete_all(shared, version, keys);
