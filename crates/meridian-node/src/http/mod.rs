@@ -322,8 +322,11 @@ fn locate(shared: &Shared, key: &[u8], write: bool) -> Location {
             Route::Unserved => Location::Unserved,
         };
     }
+    // a managed node that restarted serves nothing until told its role (as over RESP)
+    if !shared.repl.knows_its_role() {
+        return Location::Unserved;
+    }
     match primary_of_replica(shared) {
-        _ if !shared.repl.knows_its_role() => Location::Unserved,
         Some(host) if write => Location::Remote(host),
         _ => Location::Local,
     }

@@ -704,9 +704,9 @@ mod tests {
         assert!(Version { hlc: 5, region: 10 } > early);
     }
 
-    #[test]
-    fn clock_is_monotonic_and_passes_remote_versions() {
-        let regions = Regions::new(RegionSettings {
+    /// Region `a` of cluster `c`, eventual, with the given clock drift bound.
+    fn settings(max_clock_drift_ms: u64) -> RegionSettings {
+        RegionSettings {
             cluster: "c".into(),
             region: "a".into(),
             mode: CrossRegionMode::Invalidate,
@@ -714,8 +714,13 @@ mod tests {
             strong_timeout: Duration::from_millis(10),
             tombstone_ttl: Duration::from_secs(1),
             queue_limit: 10,
-            max_clock_drift_ms: 0,
-        });
+            max_clock_drift_ms,
+        }
+    }
+
+    #[test]
+    fn clock_is_monotonic_and_passes_remote_versions() {
+        let regions = Regions::new(settings(0));
         let first = regions.tick();
         let second = regions.tick();
         assert!(second > first);
@@ -729,16 +734,6 @@ mod tests {
 
     #[test]
     fn events_far_ahead_of_the_clock_are_refused() {
-        let settings = |max_clock_drift_ms| RegionSettings {
-            cluster: "c".into(),
-            region: "a".into(),
-            mode: CrossRegionMode::Invalidate,
-            consistency: Consistency::Eventual,
-            strong_timeout: Duration::from_millis(10),
-            tombstone_ttl: Duration::from_secs(1),
-            queue_limit: 10,
-            max_clock_drift_ms,
-        };
         let regions = Regions::new(settings(5000));
         let at = |ms: u64| ms << LOGICAL_BITS;
         let now = crate::store::now_ms();
