@@ -199,67 +199,92 @@ pub fn node_netns(node_ip: &str) -> Option<String> {
         })
 }
 
-/// Every packet between a node (with its pods) and the rest of the cluster dropped in the
-/// node's network namespace: a network partition of one machine. Healed on
-/// [`Partition::heal`] or drop.
+/// Packets dropped by iptables rules in node network namespaces: a node cut off from the
+/// rest of the cluster ([`Partition::isolate`]), or one port's traffic cut on several
+/// nodes ([`Partition::port`]). The rules go on [`Partition::heal`] or drop.
 pub struct Partition {
-    netns: String,
-    healed: bool,
+    /// `(namespace, rule)` of every rule inserted, in order.
+    rules: Vec<(String, Vec<String>)>,
 }
 
-/// The rules a partition inserts: nothing in or out of the node's link to the others.
-const PARTITION_RULES: [[&str; 4]; 3] = [
-    ["INPUT", "-i", "eth0", "-j"],
-    ["OUTPUT", "-o", "eth0", "-j"],
-    ["FORWARD", "-i", "eth0", "-j"],
-];
-
 impl Partition {
+    /// Every packet between a node (with its pods) and the rest of the cluster dropped in
+    /// the node's namespace: a network partition of one machine.
     pub fn isolate(netns: &str) -> Result<Self> {
-        let partition = Self {
-            netns: netns.to_string(),
-            healed: false,
-        };
-        for rule in PARTITION_RULES {
-            partition.iptables("-I", &rule)?;
+        let rules = [
+            ["INPUT", "-i", "eth0"],
+            ["OUTPUT", "-o", "eth0"],
+            ["FORWARD", "-i", "eth0"],
+            // forwarded pod traffic leaving through eth0 as well
+            ["FORWARD", "-o", "eth0"],
+        ];
+        Self::insert(rules.iter().map(|rule| (netns, &rule[..])))
+    }
+
+    /// Every TCP packet to or from `port` dropped where pod traffic is forwarded in each
+    /// of `netns` (e.g. the nodes of one region and the link port: the region's links go
+    /// silent while clients, replication and the operator still get through).
+    pub fn port(netns: &[String], port: u16) -> Result<Self> {
+        let port = port.to_string();
+        let rules: Vec<(&str, [&str; 5])> = netns
+            .iter()
+            .flat_map(|namespace| {
+                ["--dport", "--sport"].map(|direction| {
+                    (
+                        namespace.as_str(),
+                        ["FORWARD", "-p", "tcp", direction, port.as_str()],
+                    )
+                })
+            })
+            .collect();
+        Self::insert(
+            rules
+                .iter()
+                .map(|(namespace, rule)| (*namespace, &rule[..])),
+        )
+    }
+
+    /// Inserts each DROP rule; the ones inserted before a failure are removed on drop.
+    fn insert<'a>(rules: impl Iterator<Item = (&'a str, &'a [&'a str])>) -> Result<Self> {
+        let mut partition = Self { rules: Vec::new() };
+        for (netns, rule) in rules {
+            let rule: Vec<String> = rule.iter().map(|part| part.to_string()).collect();
+            iptables_drop(netns, "-I", &rule)?;
+            partition.rules.push((netns.to_string(), rule));
         }
-        // Forwarded pod traffic leaving through eth0 as well.
-        partition.iptables("-I", &["FORWARD", "-o", "eth0", "-j"])?;
         Ok(partition)
     }
 
-    fn iptables(&self, action: &str, rule: &[&str]) -> Result<()> {
-        let status = Command::new("ip")
-            .args(["netns", "exec", &self.netns, "iptables", action])
-            .args(rule)
-            .arg("DROP")
-            .status()
-            .context("running iptables in the node's namespace")?;
-        if !status.success() {
-            bail!("iptables {action} {rule:?} DROP in {} failed", self.netns);
+    pub fn heal(mut self) -> Result<()> {
+        self.remove_rules()
+    }
+
+    fn remove_rules(&mut self) -> Result<()> {
+        while let Some((netns, rule)) = self.rules.pop() {
+            iptables_drop(&netns, "-D", &rule)?;
         }
         Ok(())
-    }
-
-    fn remove_rules(&self) -> Result<()> {
-        for rule in PARTITION_RULES {
-            self.iptables("-D", &rule)?;
-        }
-        self.iptables("-D", &["FORWARD", "-o", "eth0", "-j"])
-    }
-
-    pub fn heal(mut self) -> Result<()> {
-        self.healed = true;
-        self.remove_rules()
     }
 }
 
 impl Drop for Partition {
     fn drop(&mut self) {
-        if !self.healed {
-            let _ = self.remove_rules();
-        }
+        let _ = self.remove_rules();
     }
+}
+
+/// `iptables <action> <rule> -j DROP` in the network namespace `netns`.
+fn iptables_drop(netns: &str, action: &str, rule: &[String]) -> Result<()> {
+    let status = Command::new("ip")
+        .args(["netns", "exec", netns, "iptables", action])
+        .args(rule)
+        .args(["-j", "DROP"])
+        .status()
+        .context("running iptables in the node's namespace")?;
+    if !status.success() {
+        bail!("iptables {action} {rule:?} DROP in {netns} failed");
+    }
+    Ok(())
 }
 
 /// Whether the kubelet reports `container`'s last run as killed by the kernel's OOM killer.
@@ -449,69 +474,6 @@ pub async fn freeze_operator(client: &kube::Client) -> Result<Vec<Frozen>> {
         frozen.push(Frozen::freeze(pid)?);
     }
     Ok(frozen)
-}
-
-/// Region links cut: every TCP packet to or from `port` (the link port) dropped where pod
-/// traffic is forwarded in each of `netns` (the nodes of one region), so the region's
-/// links to the others go silent while clients, replication and the operator still get
-/// through. Healed on [`PortPartition::heal`] or drop.
-pub struct PortPartition {
-    netns: Vec<String>,
-    port: u16,
-    healed: bool,
-}
-
-impl PortPartition {
-    pub fn isolate(netns: &[String], port: u16) -> Result<Self> {
-        let partition = Self {
-            netns: netns.to_vec(),
-            port,
-            healed: false,
-        };
-        for namespace in &partition.netns {
-            for direction in ["--dport", "--sport"] {
-                partition.iptables(namespace, "-I", direction)?;
-            }
-        }
-        Ok(partition)
-    }
-
-    fn iptables(&self, netns: &str, action: &str, direction: &str) -> Result<()> {
-        let port = self.port.to_string();
-        let status = Command::new("ip")
-            .args([
-                "netns", "exec", netns, "iptables", action, "FORWARD", "-p", "tcp",
-            ])
-            .args([direction, port.as_str(), "-j", "DROP"])
-            .status()
-            .context("running iptables in the node's namespace")?;
-        if !status.success() {
-            bail!("iptables {action} FORWARD {direction} {port} DROP in {netns} failed");
-        }
-        Ok(())
-    }
-
-    fn remove_rules(&self) -> Result<()> {
-        for namespace in &self.netns {
-            for direction in ["--dport", "--sport"] {
-                self.iptables(namespace, "-D", direction)?;
-            }
-        }
-        Ok(())
-    }
-
-    pub fn heal(mut self) -> Result<()> {
-        self.healed = true;
-        self.remove_rules()
-    }
-}
-
-impl Drop for PortPartition {
-    fn drop(&mut self) {
-        if !self.healed {
-            let _ = self.remove_rules();
-        }
-    }
 }
 
 /// The network namespaces of the nodes labelled with `region` (empty when they are not

@@ -195,23 +195,63 @@ fn link_partition() -> Duration {
         .map_or(Duration::from_secs(60), Duration::from_secs)
 }
 
+/// Two linked regions of a one-shard cluster, and the network namespaces of region-a's
+/// nodes, where the partition scenarios cut the links.
+struct LinkedRegions {
+    /// Deleted with the scenario.
+    ns: TestNamespace,
+    region_a: ClusterConnection,
+    region_b: ClusterConnection,
+    namespaces: Vec<String>,
+}
+
+/// Deploys [`LinkedRegions`] (cluster `cluster`) in a namespace named after `prefix`;
+/// `None` (having said why) when the suite skips or region-a's nodes are not namespaces
+/// on this machine.
+async fn linked_regions_to_cut(
+    test: &str,
+    prefix: &str,
+    cluster: &str,
+    consistency: &str,
+) -> Result<Option<LinkedRegions>> {
+    let Some((client, ns)) = operator_scenario(test, prefix).await? else {
+        return Ok(None);
+    };
+    let (region_a, region_b) = deploy(&client, &ns.name, cluster, 1, consistency).await?;
+    let namespaces = region_node_namespaces(&client, "region-a").await?;
+    if namespaces.is_empty() {
+        eprintln!("SKIP {test}: region-a's nodes are not network namespaces here");
+        return Ok(None);
+    }
+    Ok(Some(LinkedRegions {
+        ns,
+        region_a,
+        region_b,
+        namespaces,
+    }))
+}
+
 /// Issue 14, fault 8 (eventual): region-a's links cut while both regions write keys the
 /// other holds a copy of. Each region keeps serving its own writes; after the heal every
 /// stale copy is gone within the eventual bound (plus the links' reconnect).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_region_link_leaves_no_stale_copy_after_the_heal() -> Result<()> {
     let _alone = LINKS.write().await;
-    let test = "a_partitioned_region_link_leaves_no_stale_copy_after_the_heal";
-    let Some((client, ns)) = operator_scenario(test, "e2e-xpartition").await? else {
+    let Some(LinkedRegions {
+        ns: _ns,
+        mut region_a,
+        mut region_b,
+        namespaces,
+    }) = linked_regions_to_cut(
+        "a_partitioned_region_link_leaves_no_stale_copy_after_the_heal",
+        "e2e-xpartition",
+        "xr-partition",
+        "eventual",
+    )
+    .await?
+    else {
         return Ok(());
     };
-    let (mut region_a, mut region_b) =
-        deploy(&client, &ns.name, "xr-partition", 1, "eventual").await?;
-    let namespaces = region_node_namespaces(&client, "region-a").await?;
-    if namespaces.is_empty() {
-        eprintln!("SKIP {test}: region-a's nodes are not network namespaces here");
-        return Ok(());
-    }
     // Copies each region holds before the cut: `held-by-b:*` in b, `held-by-a:*` in a.
     let keys = |prefix: &'static str| (0..20).map(move |i| format!("{prefix}:{i}"));
     for key in keys("held-by-b") {
@@ -222,7 +262,7 @@ async fn a_partitioned_region_link_leaves_no_stale_copy_after_the_heal() -> Resu
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let partition = PortPartition::isolate(&namespaces, LINK_PORT)?;
+    let partition = Partition::port(&namespaces, LINK_PORT)?;
     let cut = Instant::now();
     // Each region overwrites what the other holds; its own writes are served at once.
     for key in keys("held-by-b") {
@@ -284,19 +324,23 @@ async fn a_partitioned_region_link_leaves_no_stale_copy_after_the_heal() -> Resu
 #[tokio::test(flavor = "multi_thread")]
 async fn a_strong_write_across_a_cut_link_times_out_and_leaves_no_stale_read() -> Result<()> {
     let _alone = LINKS.write().await;
-    let test = "a_strong_write_across_a_cut_link_times_out_and_leaves_no_stale_read";
-    let Some((client, ns)) = operator_scenario(test, "e2e-xstrongcut").await? else {
+    let Some(LinkedRegions {
+        ns: _ns,
+        mut region_a,
+        mut region_b,
+        namespaces,
+    }) = linked_regions_to_cut(
+        "a_strong_write_across_a_cut_link_times_out_and_leaves_no_stale_read",
+        "e2e-xstrongcut",
+        "xr-strongcut",
+        "strong",
+    )
+    .await?
+    else {
         return Ok(());
     };
-    let (mut region_a, mut region_b) =
-        deploy(&client, &ns.name, "xr-strongcut", 1, "strong").await?;
-    let namespaces = region_node_namespaces(&client, "region-a").await?;
-    if namespaces.is_empty() {
-        eprintln!("SKIP {test}: region-a's nodes are not network namespaces here");
-        return Ok(());
-    }
     set(&mut region_b, "balance:1", "old").await?;
-    let partition = PortPartition::isolate(&namespaces, LINK_PORT)?;
+    let partition = Partition::port(&namespaces, LINK_PORT)?;
     let refused: redis::RedisResult<()> = redis::cmd("SET")
         .arg("balance:1")
         .arg("new")
