@@ -178,25 +178,36 @@ pub fn peer_statuses(
                 .filter_map(|peer| peer.lag_ms)
                 .max()
                 .map(|lag| i64::try_from(lag).unwrap_or(i64::MAX));
+            let errors = if connected {
+                Vec::new()
+            } else {
+                link_errors(&config.region, primaries)
+            };
             PeerStatus {
                 region: config.region.clone(),
                 connected,
                 lag_ms,
+                message: (!errors.is_empty()).then(|| errors.join("; ")),
             }
         })
         .collect()
 }
 
-/// Human-readable reasons why the links to `region` are down, one per primary that
-/// reported an error.
+/// Human-readable reasons why the links to `region` are down, each different error that
+/// a primary reported once (every primary refused by the same peer says the same).
 pub fn link_errors(region: &str, primaries: &[Option<&PeersReport>]) -> Vec<String> {
-    primaries
+    let mut errors: Vec<String> = Vec::new();
+    for peer in primaries
         .iter()
         .flatten()
         .flat_map(|report| report.peers.iter())
         .filter(|peer| peer.region == region && !peer.up && !peer.last_error.is_empty())
-        .map(|peer| peer.last_error.clone())
-        .collect()
+    {
+        if !errors.contains(&peer.last_error) {
+            errors.push(peer.last_error.clone());
+        }
+    }
+    errors
 }
 
 #[cfg(test)]
@@ -356,6 +367,12 @@ mod tests {
         );
         assert_eq!(statuses[0].lag_ms, Some(9), "the slowest primary's lag");
         assert_eq!(statuses[1].lag_ms, None, "no primary measured region-c");
+        assert_eq!(statuses[0].message, None, "a connected link has no error");
+        assert_eq!(
+            statuses[1].message.as_deref(),
+            Some("DENIED wrong cluster"),
+            "the primaries' reason for a link that is down"
+        );
         assert_eq!(
             link_errors("region-c", &[Some(&first), Some(&second)]),
             vec!["DENIED wrong cluster".to_string()]

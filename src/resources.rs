@@ -625,6 +625,7 @@ fn build_stateful_set(
         }]),
         node_selector,
         tolerations,
+        runtime_class_name: placement.and_then(|placement| placement.runtime_class_name.clone()),
         volumes: Some(volumes),
         ..PodSpec::default()
     };

@@ -398,9 +398,10 @@ pub fn shard_statuses(
 pub struct ReplicaSync {
     /// Replicas whose pod is Ready and whose link to this primary is up.
     pub in_sync: i32,
-    /// The largest `primary offset - replica offset` among those, and among replicas
-    /// that did not report but that the primary lists (their acknowledged offset), when
-    /// the primary's offset is known.
+    /// The largest `primary offset - acknowledged offset` among the replicas the primary
+    /// lists, and `primary offset - replica offset` for a replica that follows this
+    /// primary without being listed (resyncing, link down), when the primary's offset is
+    /// known.
     pub largest_lag: Option<i64>,
 }
 
@@ -435,26 +436,31 @@ pub fn replica_sync(
     };
     for replica in replicas {
         let ready = pod(replica).is_some_and(|pod| pod.ready);
-        let Some(info) = replication.get(replica) else {
-            // No report: a stopped or overloaded replica may not answer the probe, yet
-            // it is the one lagging most. Its primary still lists the offset it
-            // acknowledged; that measures the lag (it does not make it in sync).
-            let ip = pod(replica).and_then(|pod| pod.ip.as_deref());
-            let acked = attached
-                .iter()
-                .filter(|listed| Some(listed.ip.as_str()) == ip)
-                .map(|listed| listed.offset)
-                .min();
-            if let Some(acked) = acked {
-                lag_behind(acked);
-            }
-            continue;
-        };
-        if !(ready && info.role == "slave" && info.link_up && info.master_host == primary_ip) {
-            continue;
+        // The primary's own listing measures the lag: its offset and the offset each
+        // replica acknowledged, read together (what `meridian_replica_lag_bytes` says).
+        // A replica's report, read a moment later, is always nearly caught up with the
+        // primary's earlier one and would hide a replica that keeps falling behind.
+        let ip = pod(replica).and_then(|pod| pod.ip.as_deref());
+        let acked = attached
+            .iter()
+            .filter(|listed| Some(listed.ip.as_str()) == ip)
+            .map(|listed| listed.offset)
+            .min();
+        let info = replication.get(replica);
+        let follows =
+            info.is_some_and(|info| info.role == "slave" && info.master_host == primary_ip);
+        match (acked, info) {
+            (Some(acked), _) => lag_behind(acked),
+            // Not listed but following this primary: resyncing or its link dropped (a
+            // starved replica falls out of the backlog and resyncs over and over); it
+            // lags by all it has not applied.
+            (None, Some(info)) if follows => lag_behind(info.offset),
+            // Neither listed nor answering: nothing to measure.
+            _ => {}
         }
-        sync.in_sync += 1;
-        lag_behind(info.offset);
+        if follows && ready && info.is_some_and(|info| info.link_up) {
+            sync.in_sync += 1;
+        }
     }
     sync
 }

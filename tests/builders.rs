@@ -300,6 +300,10 @@ fn minimal_cluster_has_no_password_and_uses_default_image() {
     let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert!(pod.node_selector.is_none());
     assert!(pod.tolerations.is_none());
+    assert!(
+        pod.runtime_class_name.is_none(),
+        "the cluster's default runtime"
+    );
     assert!(pod.affinity.as_ref().unwrap().node_affinity.is_none());
     let link = service(&resources, "demo-a-link");
     assert_eq!(
@@ -366,6 +370,7 @@ fn anti_affinity_spread_and_placement() {
         pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
         Some("dedicated")
     );
+    assert_eq!(pod.runtime_class_name.as_deref(), Some("gvisor"));
 }
 
 #[test]

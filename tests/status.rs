@@ -283,11 +283,13 @@ fn a_down_peer_link_degrades_the_region_without_making_it_unready() {
             region: "region-b".into(),
             connected: true,
             lag_ms: None,
+            message: None,
         },
         meridian_api::PeerStatus {
             region: "region-c".into(),
             connected: false,
             lag_ms: None,
+            message: Some("CLOCKDRIFT event from region 'region-a' is 30000 ms ahead".into()),
         },
     ];
     let plan = resources::validate(&cluster, &region).unwrap();
@@ -309,6 +311,11 @@ fn a_down_peer_link_degrades_the_region_without_making_it_unready() {
     );
     assert!(degraded.message.contains("region-c"));
     assert!(!degraded.message.contains("region-b"));
+    assert!(
+        degraded.message.contains("region-c (CLOCKDRIFT event"),
+        "the Degraded message says why the link is down: {}",
+        degraded.message
+    );
     assert_eq!(status.peers, links.to_vec());
 
     // Not asking the nodes keeps the last known links.

@@ -391,14 +391,15 @@ fn a_replica_is_in_sync_only_when_it_follows_this_primary_with_the_link_up() {
     );
 
     // Link down, following another node (e.g. a deposed primary), or a pod not Ready:
-    // each leaves the count.
+    // each leaves the count. A replica of this primary with its link down (resyncing)
+    // still lags, and counts in the lag; one following another node does not.
     replication.get_mut(&replicas[0]).unwrap().link_up = false;
     replication.get_mut(&replicas[1]).unwrap().master_host = "127.0.9.9".into();
     assert_eq!(
         sync(&pods, &replication),
         ReplicaSync {
             in_sync: 1,
-            largest_lag: Some(0)
+            largest_lag: Some(10)
         }
     );
     let not_ready = pods
@@ -410,7 +411,13 @@ fn a_replica_is_in_sync_only_when_it_follows_this_primary_with_the_link_up() {
         })
         .collect();
     pods = RegionPods::group(not_ready, 1, 4);
-    assert_eq!(sync(&pods, &replication), ReplicaSync::default());
+    assert_eq!(
+        sync(&pods, &replication),
+        ReplicaSync {
+            in_sync: 0,
+            largest_lag: Some(10)
+        }
+    );
 
     // Without the primary's own report the count stands, the lag is unknown.
     let region = region(1, 4);
@@ -424,9 +431,9 @@ fn a_replica_is_in_sync_only_when_it_follows_this_primary_with_the_link_up() {
     );
 }
 
-/// A replica that does not answer its probe (stopped, overloaded) still shows its lag,
-/// measured from the offset its primary lists it at; a replica probed after the primary
-/// shows no lag rather than a negative one.
+/// The lag is the primary's view: its offset minus the offset it lists each replica at
+/// (acknowledged), whether or not the replica answers its own probe (stopped,
+/// overloaded); a replica the primary does not list lags by what its own offset misses.
 #[test]
 fn replication_lag_comes_from_offsets_even_without_the_replicas_report() {
     let pods = region(1, 3);
@@ -457,13 +464,28 @@ fn replication_lag_comes_from_offsets_even_without_the_replicas_report() {
             largest_lag: Some(7_500)
         }
     );
-    // both answer: their own offsets count, the one ahead of the primary's report as 0
+    // both answer: the lag is still the primary's view (its offset and what each replica
+    // acknowledged, read together), not a replica's report read a moment later
     replication.insert(replicas[1].clone(), replica_info(primary_ip, true, 10_000));
     assert_eq!(
         topology_plan::replica_sync(Some("orders-eu-0-0"), &replicas, &pods, &replication),
         ReplicaSync {
             in_sync: 2,
-            largest_lag: Some(0)
+            largest_lag: Some(7_500)
+        }
+    );
+    // a replica the primary does not list (resyncing) but that follows it lags by what
+    // its own offset misses
+    let mut resyncing = replica_info(primary_ip, false, 1_000);
+    resyncing.link_up = false;
+    replication.insert(replicas[1].clone(), resyncing);
+    let primary = replication.get_mut("orders-eu-0-0").unwrap();
+    primary.attached.retain(|listed| listed.ip != "127.0.1.3");
+    assert_eq!(
+        topology_plan::replica_sync(Some("orders-eu-0-0"), &replicas, &pods, &replication),
+        ReplicaSync {
+            in_sync: 1,
+            largest_lag: Some(9_000)
         }
     );
 }

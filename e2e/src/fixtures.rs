@@ -33,6 +33,9 @@ pub struct ClusterFixture {
     pub maxmemory: String,
     /// `spec.fencing` as (minReplicas, maxLagSeconds); off when `None`.
     pub fencing: Option<(u32, u32)>,
+    /// Regions (the `region` values) whose pods run with the RuntimeClass
+    /// `placement.runtimeClassName` names, as `(region, RuntimeClass)`.
+    pub runtime_classes: Vec<(String, String)>,
 }
 
 impl Default for ClusterFixture {
@@ -45,6 +48,7 @@ impl Default for ClusterFixture {
             consistency: None,
             maxmemory: "64Mi".into(),
             fencing: None,
+            runtime_classes: Vec::new(),
         }
     }
 }
@@ -125,7 +129,16 @@ spec:
         };
         apply_yaml(&deployed.clusters, &self.yaml()).await?;
         for (name, region) in &self.regions {
-            apply_yaml(&deployed.regions, &region_yaml(name, &self.name, region)).await?;
+            let runtime_class = self
+                .runtime_classes
+                .iter()
+                .find(|(of, _)| of == region)
+                .map(|(_, class)| class.as_str());
+            apply_yaml(
+                &deployed.regions,
+                &region_yaml(name, &self.name, region, runtime_class),
+            )
+            .await?;
         }
         Ok(deployed)
     }
@@ -137,8 +150,12 @@ pub struct Deployed {
     pub regions: Api<CacheRegion>,
 }
 
-/// A CacheRegion `name` of `cluster`, its pods on the nodes of `region`.
-pub fn region_yaml(name: &str, cluster: &str, region: &str) -> String {
+/// A CacheRegion `name` of `cluster`, its pods on the nodes of `region` (with the
+/// RuntimeClass `runtime_class` when given).
+pub fn region_yaml(name: &str, cluster: &str, region: &str, runtime_class: Option<&str>) -> String {
+    let runtime_class = runtime_class.map_or(String::new(), |class| {
+        format!("\n    runtimeClassName: {class}")
+    });
     format!(
         r#"
 apiVersion: cache.meridian.dev/v1alpha1
@@ -151,7 +168,7 @@ spec:
   region: {region}
   placement:
     nodeSelector:
-      topology.kubernetes.io/region: {region}
+      topology.kubernetes.io/region: {region}{runtime_class}
 "#
     )
 }

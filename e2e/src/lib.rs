@@ -366,3 +366,43 @@ pub async fn cluster_connection(
         .await
         .with_context(|| format!("cluster connection through {}", endpoints.join(", ")))
 }
+
+/// The body of `GET path` from an HTTP/1.0 server at `addr` (`ip:port`): enough for the
+/// nodes' `/metrics`, without an HTTP client crate.
+pub async fn http_get(addr: &str, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .with_context(|| format!("connect to {addr} timed out"))??;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .with_context(|| format!("GET {path} from {addr} timed out"))??;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("GET {path} from {addr}: no HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!(
+            "GET {path} from {addr}: {}",
+            head.lines().next().unwrap_or(head)
+        );
+    }
+    Ok(body.to_string())
+}
+
+/// The largest value of the Prometheus series `name` (any labels) in `metrics`.
+pub fn largest_metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .reduce(f64::max)
+}

@@ -76,6 +76,19 @@ fn find_dir(dir: &Path, name: &str, depth: usize) -> Option<PathBuf> {
         .find_map(|sub| find_dir(sub, name, depth - 1))
 }
 
+/// The resident set of process `pid` in bytes (`VmRSS`).
+pub fn process_rss(pid: i32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .with_context(|| format!("no VmRSS for {pid}"))?;
+    Ok(kib * 1024)
+}
+
 /// Sends `signal` (`-STOP`, `-CONT`, `-KILL`, ...) to `pid`.
 pub fn signal(which: &str, pid: i32) -> Result<()> {
     let status = Command::new("kill")
@@ -368,6 +381,106 @@ pub fn lower_memory_limit(pod: &Pod, container: &str, headroom: u64) -> Result<O
     fs::write(cgroup.join("memory.limit_in_bytes"), limit.to_string())
         .context("lowering the container's memory limit")?;
     Ok(Some(limit))
+}
+
+/// A container held to `quota` of one core by the CFS bandwidth controller of its cgroup
+/// (what a CPU limit does on a crowded node, far below what the pod spec allows); the
+/// quota it had is put back on [`CpuThrottle::release`] or drop.
+pub struct CpuThrottle {
+    quota_file: PathBuf,
+    before: String,
+    released: bool,
+}
+
+impl CpuThrottle {
+    /// `percent` of one core (at least 1). `None` when the container's cgroup is not on
+    /// this machine.
+    pub fn limit(pod: &Pod, container: &str, percent: u32) -> Result<Option<Self>> {
+        let Some(cgroup) = CPU_HIERARCHIES
+            .iter()
+            .find_map(|root| container_cgroup(pod, container, Path::new(root)))
+        else {
+            return Ok(None);
+        };
+        let quota_file = cgroup.join("cpu.cfs_quota_us");
+        let period: u64 = fs::read_to_string(cgroup.join("cpu.cfs_period_us"))
+            .context("reading the container's CFS period")?
+            .trim()
+            .parse()
+            .context("cpu.cfs_period_us is not a number")?;
+        let before = fs::read_to_string(&quota_file).context("reading the CFS quota")?;
+        // The kernel's smallest quota is 1 ms per period.
+        let quota = (period * u64::from(percent.max(1)) / 100).max(1000);
+        fs::write(&quota_file, quota.to_string()).context("throttling the container")?;
+        Ok(Some(Self {
+            quota_file,
+            before: before.trim().to_string(),
+            released: false,
+        }))
+    }
+
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        fs::write(&self.quota_file, &self.before).context("restoring the CFS quota")
+    }
+}
+
+impl Drop for CpuThrottle {
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = fs::write(&self.quota_file, &self.before);
+        }
+    }
+}
+
+/// Where the cpu controller is mounted (cgroup v1 mounts it with cpuacct).
+const CPU_HIERARCHIES: [&str; 2] = ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"];
+
+/// The wall clock of every pod that runs with the RuntimeClass `skewed-clock` (`cargo
+/// xtask cluster` gives every node that containerd runtime: runc with libfaketime
+/// preloaded, reading its offset from one file of the cluster's state), moved by an offset
+/// in seconds; back to none on [`ClockSkew::reset`] or drop. libfaketime re-reads the file
+/// once a second.
+pub struct ClockSkew {
+    file: PathBuf,
+    reset: bool,
+}
+
+/// The RuntimeClass that runs a pod on the skewable clock.
+pub const SKEWED_CLOCK_RUNTIME_CLASS: &str = "skewed-clock";
+
+impl ClockSkew {
+    /// `None` when the cluster has no skewable clock (not the local cluster).
+    pub fn set(seconds: i64) -> Result<Option<Self>> {
+        let file = cluster_state_dir()
+            .join("skewed-clock")
+            .join("clock")
+            .join("skew");
+        if !file.is_file() {
+            return Ok(None);
+        }
+        let skew = Self { file, reset: false };
+        skew.change(seconds)?;
+        Ok(Some(skew))
+    }
+
+    /// Moves the offset to `seconds` (takes effect within a second).
+    pub fn change(&self, seconds: i64) -> Result<()> {
+        fs::write(&self.file, format!("{seconds:+}\n")).context("writing the clock offset")
+    }
+
+    pub fn reset(mut self) -> Result<()> {
+        self.reset = true;
+        self.change(0)
+    }
+}
+
+impl Drop for ClockSkew {
+    fn drop(&mut self) {
+        if !self.reset {
+            let _ = self.change(0);
+        }
+    }
 }
 
 /// The API server stopped (SIGKILL) and, on [`ApiServerOutage::end`], started again with

@@ -27,21 +27,39 @@ async fn deploy(
     shards: u32,
     consistency: &str,
 ) -> Result<(ClusterConnection, ClusterConnection)> {
-    let Deployed { clusters, regions } = ClusterFixture {
+    let fixture = ClusterFixture {
         name: cluster.into(),
         shards,
         replicas_per_shard: 1,
         consistency: Some(consistency.into()),
         ..ClusterFixture::default()
-    }
-    .with_regions(&[
-        (&format!("{cluster}-region-a"), "region-a"),
-        (&format!("{cluster}-region-b"), "region-b"),
-    ])
-    .apply(client, ns)
-    .await?;
+    };
+    let linked = deploy_linked(client, ns, fixture).await?;
+    Ok((linked.region_a, linked.region_b))
+}
+
+/// Both regions of a cluster, Ready and linked.
+struct Linked {
+    region_a: ClusterConnection,
+    region_b: ClusterConnection,
+    regions: kube::Api<meridian_api::CacheRegion>,
+    /// The primaries of region-a and of region-b.
+    primaries: [Vec<String>; 2],
+}
+
+/// [`deploy`] of `fixture` (its regions `<name>-region-a` and `<name>-region-b`).
+async fn deploy_linked(client: &Client, ns: &str, fixture: ClusterFixture) -> Result<Linked> {
+    let cluster = fixture.name.clone();
+    let Deployed { clusters, regions } = fixture
+        .with_regions(&[
+            (&format!("{cluster}-region-a"), "region-a"),
+            (&format!("{cluster}-region-b"), "region-b"),
+        ])
+        .apply(client, ns)
+        .await?;
     let started = Instant::now();
     let mut connections = Vec::new();
+    let mut primaries = Vec::new();
     for (region, peer) in [("region-a", "region-b"), ("region-b", "region-a")] {
         let name = format!("{cluster}-{region}");
         let status = wait_region(
@@ -59,6 +77,7 @@ async fn deploy(
         );
         let nodes = primary_endpoints(client, ns, &status).await?;
         connections.push(cluster_connection(&nodes).await?);
+        primaries.push(nodes);
     }
     eprintln!(
         "{cluster}: both regions Ready and linked after {:?}",
@@ -67,7 +86,7 @@ async fn deploy(
     // The cluster aggregates both regions and, once both links are up, no link problem.
     wait_cluster(
         &clusters,
-        cluster,
+        &cluster,
         "Ready and not Degraded",
         Duration::from_secs(60),
         |status| {
@@ -83,7 +102,14 @@ async fn deploy(
     .await?;
     let region_b = connections.pop().context("region-b connection")?;
     let region_a = connections.pop().context("region-a connection")?;
-    Ok((region_a, region_b))
+    let primaries_b = primaries.pop().context("region-b primaries")?;
+    let primaries_a = primaries.pop().context("region-a primaries")?;
+    Ok(Linked {
+        region_a,
+        region_b,
+        regions,
+        primaries: [primaries_a, primaries_b],
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -381,4 +407,241 @@ async fn a_strong_write_across_a_cut_link_times_out_and_leaves_no_stale_read() -
         stale_reads: 0,
     }
     .record()
+}
+
+/// What `--max-clock-drift-ms` allows by default, and skews under and beyond it.
+const DRIFT_BOUND: Duration = Duration::from_secs(5);
+const SKEW_WITHIN_S: i64 = 3;
+const SKEW_BEYOND_S: i64 = 30;
+
+/// How far `endpoint`'s wall clock (`TIME`) is ahead of this machine's, in seconds.
+async fn clock_ahead_s(endpoint: &str) -> Result<f64> {
+    let mut connection = quick_connection(endpoint).await?;
+    let (seconds, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut connection).await?;
+    let theirs = seconds as f64 + micros as f64 / 1e6;
+    let ours = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    Ok(theirs - ours)
+}
+
+/// Waits until region-b's clock reads `seconds` (±1.5 s) ahead: libfaketime re-reads the
+/// offset once a second, and this proves the skew is real rather than a preload that
+/// silently did nothing.
+async fn wait_skew(endpoint: &str, seconds: i64) -> Result<f64> {
+    wait_for(
+        &format!("{endpoint}'s clock {seconds} s ahead"),
+        Duration::from_secs(20),
+        || async {
+            let ahead = clock_ahead_s(endpoint).await.map_err(|e| e.to_string())?;
+            if (ahead - seconds as f64).abs() < 1.5 {
+                Ok(Some(ahead))
+            } else {
+                Err(format!("{ahead:.2} s ahead"))
+            }
+        },
+    )
+    .await
+}
+
+/// Issue 14, fault 9: region-b's wall clock runs ahead of region-a's (its pods on the
+/// RuntimeClass `skewed-clock`, the same file of offsets for all of them). Within
+/// `--max-clock-drift-ms` the later write wins in both directions although region-b
+/// stamps its writes seconds "later" (hybrid logical clocks). Beyond it, region-a refuses
+/// region-b's events with CLOCKDRIFT instead of letting them drag its versions, region-b's
+/// status says why its link is down, and once the clock is fixed the held events arrive:
+/// nothing lost, no stale copy left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_region_with_a_skewed_clock_keeps_writes_ordered_and_is_refused_past_the_bound()
+-> Result<()> {
+    let _links = LINKS.read().await;
+    let test = "a_region_with_a_skewed_clock_keeps_writes_ordered_and_is_refused_past_the_bound";
+    let Some((client, ns)) = operator_scenario(test, "e2e-xclock").await? else {
+        return Ok(());
+    };
+    let Some(skew) = ClockSkew::set(SKEW_WITHIN_S)? else {
+        eprintln!("SKIP {test}: the cluster has no skewed-clock runtime (not the local cluster)");
+        return Ok(());
+    };
+    let fixture = ClusterFixture {
+        name: "xr-clock".into(),
+        shards: 1,
+        consistency: Some("eventual".into()),
+        runtime_classes: vec![("region-b".into(), SKEWED_CLOCK_RUNTIME_CLASS.into())],
+        ..ClusterFixture::default()
+    };
+    let Linked {
+        mut region_a,
+        mut region_b,
+        regions,
+        primaries: [primaries_a, primaries_b],
+    } = deploy_linked(&client, &ns.name, fixture).await?;
+    let ahead = wait_skew(&primaries_b[0], SKEW_WITHIN_S).await?;
+    let behind = clock_ahead_s(&primaries_a[0]).await?;
+    assert!(behind.abs() < 1.0, "region-a's clock is {behind:.2} s off");
+    println!("CLOCK SKEW: region-b {ahead:.2} s ahead of region-a");
+
+    // Within the bound: each region's later write removes the other's copy, although
+    // region-b's earlier write carries a wall clock seconds ahead of region-a's.
+    for i in 0..10 {
+        for b_first in [true, false] {
+            let (first, second, key) = if b_first {
+                (&mut region_b, &mut region_a, format!("b-then-a:{i}"))
+            } else {
+                (&mut region_a, &mut region_b, format!("a-then-b:{i}"))
+            };
+            set(first, &key, "earlier").await?;
+            // Let the first write's event arrive before the second write is made.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            set(second, &key, "later").await?;
+            wait_gone(first, std::slice::from_ref(&key), EVENTUAL_BOUND)
+                .await
+                .with_context(|| format!("the later write of {key} did not win"))?;
+            assert_eq!(get(second, &key).await?.as_deref(), Some("later"));
+        }
+    }
+
+    // Beyond the bound: region-a holds copies that region-b then overwrites with a clock
+    // 30 s ahead.
+    let drifted: Vec<String> = (0..10).map(|i| format!("drifted:{i}")).collect();
+    for key in &drifted {
+        set(&mut region_a, key, "a0").await?;
+    }
+    skew.change(SKEW_BEYOND_S)?;
+    let ahead = wait_skew(&primaries_b[0], SKEW_BEYOND_S).await?;
+    assert!(Duration::from_secs_f64(ahead) > DRIFT_BOUND);
+    let counted = || async {
+        regions_info(&primaries_a[0], "region_clock_drift_refusals")
+            .await?
+            .parse::<u64>()
+            .context("a count")
+    };
+    let refusals_before = counted().await?;
+    for key in &drifted {
+        set(&mut region_b, key, "b1").await?;
+    }
+    wait_for(
+        "region-a refusing region-b's events",
+        Duration::from_secs(10),
+        || async {
+            let now = counted().await.map_err(|e| e.to_string())?;
+            Ok((now > refusals_before).then_some(()))
+        },
+    )
+    .await?;
+    // Nothing from region-b's future was applied in region-a.
+    for key in &drifted {
+        assert_eq!(
+            get(&mut region_a, key).await?.as_deref(),
+            Some("a0"),
+            "{key}"
+        );
+    }
+    // A region with a wrong clock goes on writing: its link stays refused (each new event
+    // is stamped as far ahead) and its status says why.
+    let ticking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ticker = {
+        let (mut region_b, ticking) = (region_b.clone(), ticking.clone());
+        tokio::spawn(async move {
+            let mut tick = 0u64;
+            while ticking.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = set(&mut region_b, "ticker", &tick.to_string()).await;
+                tick += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let refused = wait_region(
+        &regions,
+        "xr-clock-region-b",
+        "its link to region-a down with CLOCKDRIFT in status",
+        Duration::from_secs(90),
+        |view| {
+            view.status.peers.iter().any(|peer| {
+                peer.region == "region-a"
+                    && !peer.connected
+                    && peer
+                        .message
+                        .as_deref()
+                        .is_some_and(|why| why.contains("CLOCKDRIFT"))
+            })
+        },
+    )
+    .await;
+    let refused = match refused {
+        Ok(status) => status,
+        Err(error) => {
+            let mut b = quick_connection(&primaries_b[0]).await?;
+            let links: redis::RedisResult<String> = redis::cmd("MERIDIAN.PEERS")
+                .arg("GET")
+                .query_async(&mut b)
+                .await;
+            let refusals = regions_info(&primaries_a[0], "region_last_link_refusal").await;
+            return Err(error.context(format!(
+                "region-b's node says {links:?}; region-a's last refusal: {refusals:?}"
+            )));
+        }
+    };
+    let degraded = refused
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        degraded.contains("CLOCKDRIFT"),
+        "region-b's Degraded condition must say why: {degraded}"
+    );
+    // The clock fixed: the held events are delivered once region-a's clock comes within
+    // the bound of their stamps, and region-a's stale copies go.
+    skew.reset()?;
+    ticking.store(false, std::sync::atomic::Ordering::Relaxed);
+    ticker.await?;
+    let fixed = Instant::now();
+    let gone = wait_gone(
+        &mut region_a,
+        &drifted,
+        Duration::from_secs(SKEW_BEYOND_S as u64) + EVENTUAL_BOUND + Duration::from_secs(30),
+    )
+    .await
+    .context("region-b's writes held over its clock never reached region-a")?;
+    for key in &drifted {
+        assert_eq!(
+            get(&mut region_b, key).await?.as_deref(),
+            Some("b1"),
+            "{key}"
+        );
+    }
+    wait_region(
+        &regions,
+        "xr-clock-region-b",
+        "its link to region-a connected again",
+        Duration::from_secs(90),
+        |view| view.linked_to("region-a"),
+    )
+    .await?;
+    println!(
+        "CLOCK SKEW {SKEW_BEYOND_S} s: refused with CLOCKDRIFT; held writes delivered {gone:?} after the clock was fixed"
+    );
+    FaultOutcome {
+        fault: format!("clock skew {SKEW_BEYOND_S} s past the drift bound"),
+        recovery_ms: fixed.elapsed().as_millis(),
+        acked_writes: drifted.len() + 20,
+        lost_writes: 0,
+        stale_reads: 0,
+    }
+    .record()
+}
+
+/// One field of `INFO regions` on `endpoint`.
+async fn regions_info(endpoint: &str, field: &str) -> Result<String> {
+    let mut connection = quick_connection(endpoint).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("regions")
+        .query_async(&mut connection)
+        .await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .map(|value| value.trim().to_string())
+        .with_context(|| format!("INFO regions has no {field}: {info}"))
 }

@@ -172,6 +172,13 @@ impl Stage {
         Ok(())
     }
 
+    /// Waits (at most `within`) until writes are acknowledged steadily again after
+    /// `since`, then [`Stage::settle_and_audit`] with that recovery time.
+    async fn audit_recovery(self, fault: &str, since: Instant, within: Duration) -> Result<()> {
+        let recovery = self.load.recovered_after(since, within).await?;
+        self.settle_and_audit(fault, recovery).await
+    }
+
     /// Waits until the status names another primary for shard 0.
     async fn wait_failed_over(&self) -> Result<()> {
         wait_region(
@@ -189,6 +196,16 @@ impl Stage {
         )
         .await
         .map(drop)
+    }
+
+    /// The region's status as it is now.
+    async fn status(&self) -> Result<meridian_api::CacheRegionStatus> {
+        Ok(self
+            .regions
+            .get("orders-a")
+            .await?
+            .status
+            .unwrap_or_default())
     }
 
     async fn pod(&self, name: &str) -> Result<Pod> {
@@ -241,12 +258,12 @@ async fn a_primary_in_a_crash_loop_loses_no_acknowledged_write() -> Result<()> {
         // become what its shard syncs from.
         stage.wait_restarted(&primary, round, &endpoint).await?;
     }
-    let recovery = stage
-        .load
-        .recovered_after(fault_at, Duration::from_secs(180))
-        .await?;
     stage
-        .settle_and_audit("primary crash loop (3 kills)", recovery)
+        .audit_recovery(
+            "primary crash loop (3 kills)",
+            fault_at,
+            Duration::from_secs(180),
+        )
         .await
 }
 
@@ -318,11 +335,9 @@ async fn a_primary_oom_killed_loses_no_acknowledged_write() -> Result<()> {
         },
     )
     .await?;
-    let recovery = stage
-        .load
-        .recovered_after(fault_at, Duration::from_secs(180))
-        .await?;
-    stage.settle_and_audit("primary OOM-killed", recovery).await
+    stage
+        .audit_recovery("primary OOM-killed", fault_at, Duration::from_secs(180))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -348,22 +363,47 @@ async fn a_lost_node_fails_over_without_waiting_for_eviction() -> Result<()> {
     // Long enough for the node to be NotReady (40 s grace): the region must not say it
     // is whole while the shard has no replica.
     tokio::time::sleep(Duration::from_secs(45)).await;
-    let status = stage
-        .regions
-        .get("orders-a")
-        .await?
-        .status
-        .unwrap_or_default();
+    let status = stage.status().await?;
     assert!(
         !condition_true(&status.conditions, "Ready")
             || condition_true(&status.conditions, "Degraded"),
         "the region claims to be whole with a node lost: {:?}",
         status.conditions
     );
+    // The old primary's pod deleted, as the eviction after 300 s or a drain would: with its
+    // kubelet gone it stays Terminating, and the shard must go on without it.
+    let stuck_since = Instant::now();
+    stage
+        .pods
+        .delete(&stage.shard.primary, &Default::default())
+        .await?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let stuck = stage.pod(&stage.shard.primary).await?;
+    assert!(
+        stuck.metadata.deletion_timestamp.is_some(),
+        "the lost node's pod should be stuck Terminating"
+    );
+    let status = stage.status().await?;
+    assert_ne!(
+        status.shards[0].primary.as_deref(),
+        Some(stage.shard.primary.as_str()),
+        "a Terminating pod on a lost node is named primary"
+    );
+    assert!(
+        !condition_true(&status.conditions, "Ready")
+            || condition_true(&status.conditions, "Degraded"),
+        "the region claims to be whole with a pod stuck Terminating: {:?}",
+        status.conditions
+    );
+    let paused = stage.load.longest_gap(stuck_since);
+    assert!(
+        paused < Duration::from_secs(2),
+        "writes paused {paused:?} while the lost node's pod was stuck Terminating"
+    );
     lost.restore()?;
     stage
         .settle_and_audit(
-            "node lost (kubelet, containerd, pods frozen; partitioned)",
+            "node lost (kubelet, containerd, pods frozen; partitioned; its pod stuck Terminating)",
             recovery,
         )
         .await
@@ -583,5 +623,227 @@ async fn an_operator_killed_during_a_failover_converges_when_it_returns() -> Res
     wait_shard0_primary(&stage.regions, &stage.shard.replica).await?;
     stage
         .settle_and_audit("operator killed during a failover", recovery)
+        .await
+}
+
+/// Values the flood of the slow-replica scenario overwrites: 4096 keys of 1 KiB (4 MiB).
+/// Many small writes, not a few large ones: applying a write costs a replica per
+/// command more than per byte, and 16 KiB values let a starved replica keep up.
+const FLOOD_KEYS: usize = 4096;
+const FLOOD_VALUE: usize = 1024;
+/// Writes per pipeline.
+const FLOOD_PIPELINE: usize = 64;
+/// The flood's pace: several times what a replica held to 2% of a core applies, slow
+/// enough to leave the machine to the scenarios running beside it.
+const FLOOD_BYTES_PER_SECOND: f64 = 24.0 * 1024.0 * 1024.0;
+/// What the flood streams at least before the primary's memory is judged: far more than
+/// the bound, so a primary that buffered the stream for its replica would exceed it.
+const FLOOD_AT_LEAST: u64 = 512 << 20;
+/// Growth of the primary's resident memory the slow replica may cause: the 4 MiB the
+/// flood holds, a snapshot of it for a full resync, allocator slack; not the stream.
+const PRIMARY_GROWTH_BOUND: u64 = 64 << 20;
+/// Lag that counts as the replica falling behind (the flood makes far more).
+const LAGGING: f64 = 1024.0 * 1024.0;
+
+/// Waits up to two minutes until the largest `meridian_replica_lag_bytes` a primary's
+/// metrics (at `addr`) report is `wanted`; returns it.
+async fn wait_metric_lag(addr: &str, what: &str, wanted: impl Fn(f64) -> bool) -> Result<f64> {
+    wait_for(
+        &format!("the primary's meridian_replica_lag_bytes {what}"),
+        Duration::from_secs(120),
+        || async {
+            let metrics = http_get(addr, "/metrics")
+                .await
+                .map_err(|e| e.to_string())?;
+            match largest_metric(&metrics, "meridian_replica_lag_bytes") {
+                Some(lag) if wanted(lag) => Ok(Some(lag)),
+                other => Err(format!("lag {other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+/// Overwrites the flood's keys on `endpoint` in pipelines at [`FLOOD_BYTES_PER_SECOND`]
+/// until `stop`; returns the bytes of values the primary accepted.
+async fn flood(
+    endpoint: String,
+    tag: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<u64> {
+    use std::sync::atomic::Ordering;
+    let mut connection = redis_connection(&endpoint).await?;
+    let value = vec![b'f'; FLOOD_VALUE];
+    let started = Instant::now();
+    let (mut written, mut failures) = (0u64, 0u32);
+    let mut next = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let mut pipeline = redis::pipe();
+        for _ in 0..FLOOD_PIPELINE {
+            pipeline
+                .cmd("SET")
+                .arg(format!("{{{tag}}}:flood:{}", next % FLOOD_KEYS))
+                .arg(&value)
+                .ignore();
+            next += 1;
+        }
+        match pipeline.query_async::<()>(&mut connection).await {
+            Ok(()) => written += (FLOOD_PIPELINE * FLOOD_VALUE) as u64,
+            Err(error) => {
+                failures += 1;
+                if failures > 20 {
+                    bail!("the primary refused the flood: {error}");
+                }
+            }
+        }
+        let due = Duration::from_secs_f64(written as f64 / FLOOD_BYTES_PER_SECOND);
+        tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+    }
+    Ok(written)
+}
+
+/// Issue 14, fault 10: shard 0's replica held to 2% of a core (its cgroup's CFS quota)
+/// while its primary takes writes several times faster than that replica applies them.
+/// The primary's memory stays bounded (a replica reads the stream from the fixed backlog,
+/// and one that falls out of it resyncs: nothing is buffered per replica), the lag shows
+/// in the primary's `meridian_replica_lag_bytes` and in the region's status, and once the
+/// replica has its CPU back it catches up: the lag goes back to nothing, nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cpu_starved_replica_lags_in_status_and_metrics_without_growing_its_primary() -> Result<()>
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let _shared = FAULTS.read().await;
+    let Some(stage) = stage("slow_replica", "e2e-fm-slowreplica").await? else {
+        return Ok(());
+    };
+    let primary = stage.pod(&stage.shard.primary).await?;
+    let replica = stage.pod(&stage.shard.replica).await?;
+    let Some(primary_pid) = container_pid(&primary, "node") else {
+        return skip(
+            "slow_replica",
+            "the primary's process is not on this machine",
+        );
+    };
+    let rss_before = process_rss(primary_pid)?;
+    let Some(throttle) = CpuThrottle::limit(&replica, "node", 2)? else {
+        return skip(
+            "slow_replica",
+            "the replica's cgroup is not on this machine",
+        );
+    };
+    let fault_at = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = tokio::spawn(flood(
+        stage.shard.primary_endpoint.clone(),
+        stage.shard.tag.clone(),
+        stop.clone(),
+    ));
+    // The primary's resident memory, sampled while it floods.
+    let rss_peak = Arc::new(AtomicU64::new(rss_before));
+    let sampling = {
+        let (stop, rss_peak) = (stop.clone(), rss_peak.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(rss) = process_rss(primary_pid) {
+                    rss_peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let primary_ip = stage
+        .shard
+        .primary_endpoint
+        .rsplit_once(':')
+        .map_or(stage.shard.primary_endpoint.clone(), |(ip, _)| {
+            ip.to_string()
+        });
+    let metrics_addr = format!("{primary_ip}:{}", meridian_api::ports::METRICS);
+    let metric_lag = wait_metric_lag(&metrics_addr, "above 1 MiB", |lag| lag > LAGGING).await?;
+    let in_metrics_after = fault_at.elapsed();
+    let status_lag = wait_region(
+        &stage.regions,
+        "orders-a",
+        "shard 0's replication lag above 1 MiB in status",
+        Duration::from_secs(120),
+        |view| {
+            view.status
+                .shards
+                .first()
+                .and_then(|shard| shard.replication_lag_bytes)
+                .is_some_and(|lag| lag as f64 > LAGGING)
+        },
+    )
+    .await?
+    .shards[0]
+        .replication_lag_bytes;
+    let in_status_after = fault_at.elapsed();
+    // Stream well past the bound before judging the primary's memory.
+    let streamed =
+        wait_for(
+            "the flood past 512 MiB",
+            Duration::from_secs(120),
+            || async {
+                let peak = rss_peak.load(Ordering::Relaxed);
+                if peak.saturating_sub(rss_before) > PRIMARY_GROWTH_BOUND {
+                    return Ok(Some(()));
+                }
+                Ok((fault_at.elapsed().as_secs_f64() * FLOOD_BYTES_PER_SECOND
+                    >= FLOOD_AT_LEAST as f64)
+                    .then_some(()))
+            },
+        )
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    let written = flooding.await??;
+    sampling.await?;
+    streamed?;
+    let growth = rss_peak.load(Ordering::Relaxed).saturating_sub(rss_before);
+    println!(
+        "SLOW REPLICA (2% of a core): {} MiB streamed, lag {:.1} MiB in metrics after {:?}, \
+         {:?} bytes in status after {:?}, primary RSS +{:.1} MiB (from {:.1} MiB)",
+        written >> 20,
+        metric_lag / 1048576.0,
+        in_metrics_after,
+        status_lag,
+        in_status_after,
+        growth as f64 / 1048576.0,
+        rss_before as f64 / 1048576.0
+    );
+    assert!(
+        written >= FLOOD_AT_LEAST / 2,
+        "the flood streamed only {} MiB: too little to judge the primary's memory",
+        written >> 20
+    );
+    assert!(
+        growth <= PRIMARY_GROWTH_BOUND,
+        "the primary grew {} MiB while its replica lagged (bound {} MiB)",
+        growth >> 20,
+        PRIMARY_GROWTH_BOUND >> 20
+    );
+    let released = Instant::now();
+    throttle.release()?;
+    // Caught up: the lag goes back below 1 MiB in the metrics and in status.
+    wait_metric_lag(&metrics_addr, "back under 1 MiB", |lag| lag < LAGGING).await?;
+    wait_region(
+        &stage.regions,
+        "orders-a",
+        "shard 0's replication lag gone from status",
+        Duration::from_secs(120),
+        |view| {
+            view.status
+                .shards
+                .first()
+                .is_some_and(|shard| shard.replication_lag_bytes.unwrap_or(0) as f64 <= LAGGING)
+        },
+    )
+    .await?;
+    stage
+        .audit_recovery(
+            "replica CPU-starved (2% of a core)",
+            released,
+            Duration::from_secs(120),
+        )
         .await
 }

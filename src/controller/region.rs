@@ -45,8 +45,10 @@ pub const PRIMARY_LOST_DATA: &str = "PrimaryLostData";
 
 /// Requeue while pods start or a push is in flight.
 const REQUEUE_PROGRESSING: Duration = Duration::from_secs(10);
-/// Periodic drift check once everything is ready.
-const REQUEUE_READY: Duration = Duration::from_secs(300);
+/// Periodic drift check once everything is ready; also how old the status's replication
+/// lag and link state may get, since nothing else triggers a reconcile when a replica
+/// falls behind.
+const REQUEUE_READY: Duration = Duration::from_secs(30);
 /// Requeue while a bootstrapped region recovers (failed-over pods coming back).
 const REQUEUE_RECOVERING: Duration = Duration::from_secs(2);
 /// Timeouts for the per-reconcile node reads: a dead node must not stall a failover.
@@ -423,11 +425,10 @@ async fn wire_peers(
         .collect();
     let statuses = peers::peer_statuses(&desired, &primaries);
     for status in statuses.iter().filter(|status| !status.connected) {
-        let errors = peers::link_errors(&status.region, &primaries);
         tracing::info!(
             region = %plan.region_name,
             peer = %status.region,
-            errors = %errors.join("; "),
+            errors = %status.message.as_deref().unwrap_or_default(),
             "region link not up"
         );
     }
@@ -1511,10 +1512,13 @@ pub fn region_status(
         // was known for the configured remote peers and the in-cluster ones seen before.
         None => previous.peers.clone(),
     };
-    let down_peers: Vec<&str> = peers
+    let down_peers: Vec<String> = peers
         .iter()
         .filter(|peer| !peer.connected)
-        .map(|peer| peer.region.as_str())
+        .map(|peer| match &peer.message {
+            Some(why) => format!("{} ({why})", peer.region),
+            None => peer.region.clone(),
+        })
         .collect();
     let map = orchestration.and_then(Orchestration::map);
     let resharding = match orchestration {

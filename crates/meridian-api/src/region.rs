@@ -145,6 +145,14 @@ pub struct PlacementSpec {
     /// Tolerations added to the pods.
     #[serde(default)]
     pub tolerations: Vec<Toleration>,
+
+    /// RuntimeClass the pods run with (a sandboxed runtime such as gVisor or Kata, or a
+    /// node pool's own handler); the cluster's default runtime when absent. Changing it
+    /// rolls the region's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("placement.runtimeClassName must be a lowercase DNS subdomain (the name of a RuntimeClass)"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub runtime_class_name: Option<String>,
 }
 
 /// Exposure of the region link.
@@ -317,4 +325,9 @@ pub struct PeerStatus {
     /// Age of the oldest event not yet acknowledged by the peer, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_ms: Option<i64>,
+    /// Why the link is not connected, as the region's primaries last reported it (a
+    /// refused handshake, an unreachable seed, `CLOCKDRIFT` when the peer refused this
+    /// region's clock); absent while connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -954,6 +954,29 @@ fn a_clock_skew_beyond_the_bound_is_refused_and_applies_nothing() {
         },
     );
     assert!(peers_status(&b0)["peers"][0]["queued"].as_u64() >= Some(1));
+    // The refusal lasts until the clocks are fixed: b's link stays down (reconnecting
+    // is no sign of health) and retries with a growing backoff (up to 2 s), not in a
+    // loop that hammers a with the refused event.
+    let counted = |node: &RegionNode| -> u64 {
+        regions_info(node, "region_clock_drift_refusals")
+            .parse()
+            .expect("a count")
+    };
+    let before = counted(&a0);
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(4) {
+        let status = peers_status(&b0);
+        assert_eq!(
+            status["peers"][0]["up"], false,
+            "b's link reported up while a refuses its clock: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let retries = counted(&a0) - before;
+    assert!(
+        retries <= 8,
+        "{retries} refused retries in 4 s: the lane must back off"
+    );
     // nothing from the future was applied in a
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(get(&a0, "k").as_deref(), Some("from-a"));

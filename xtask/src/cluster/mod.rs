@@ -11,6 +11,7 @@ mod network;
 mod nodes;
 mod pki;
 mod process;
+mod skewed_clock;
 
 pub use binaries::go_install_helm;
 
@@ -450,9 +451,18 @@ pub fn up() -> Result<()> {
         },
     )?;
 
+    skewed_clock::prepare(state, &node_bins.containerd.join("ctr"))?;
     nodes::up(&cluster.nodes, &cluster.pki, &node_bins, &server)?;
     wait_for_nodes(&cluster)?;
     start_dns(&cluster)?;
+    let runtime_class = state.join("runtime-class.yaml");
+    fs::write(&runtime_class, skewed_clock::runtime_class_manifest())?;
+    cluster.kubectl(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &Cluster::path(runtime_class),
+    ])?;
     println!("local cluster is up ({EXPECTED_NODES} nodes)");
     println!("  kubeconfig: {}", kubeconfig_path().display());
     println!("  kubectl:    {}", kubectl_path().display());

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::network::{self, NodeNet};
 use super::pki::{self, ClientIdentity, Pki};
 use super::process::Component;
+use super::skewed_clock;
 use crate::images::{self, Image};
 use crate::util;
 
@@ -83,6 +84,8 @@ impl NodeBinaries {
 pub struct Node {
     pub spec: NodeSpec,
     dir: PathBuf,
+    /// The cluster's state directory (what every node shares).
+    cluster_state: PathBuf,
     pub containerd: Component,
     pub kubelet: Component,
     pub kube_proxy: Component,
@@ -118,6 +121,7 @@ impl Node {
             )
             .in_netns(netns),
             dir,
+            cluster_state: state.to_path_buf(),
             spec,
         }
     }
@@ -159,7 +163,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
     runtime_type = "io.containerd.runc.v2"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
       BinaryName = "{runc}"
-  [plugins.'io.containerd.cri.v1.runtime'.cni]
+{skewed_clock}  [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
     conf_dir = "{cni}"
 [plugins.'io.containerd.grpc.v1.cri']
@@ -171,6 +175,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             opt = c.join("opt").display(),
             pause = format_args!("{}:{}", images::PAUSE_REPOSITORY, images::PAUSE_TAG),
             runc = runc.display(),
+            skewed_clock = skewed_clock::containerd_runtime(&self.cluster_state, runc),
             cni = self.dir.join("cni").display(),
         )
     }

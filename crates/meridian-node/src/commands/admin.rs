@@ -162,6 +162,72 @@ pub fn parse_topology(json: &[u8]) -> Result<TopologyMap, CommandError> {
     Ok(map)
 }
 
+/// Peer regions one node links to: each costs a coordinator task and a connection per
+/// primary of that region (the CRD allows 32 remote peers; in-cluster regions add theirs).
+const MAX_PEER_REGIONS: usize = 64;
+/// Seeds per peer region: the operator lists every pod of the peer region.
+const MAX_SEEDS_PER_PEER: usize = 4096;
+/// A region is a DNS label; a seed is a DNS name (253) or an address, and a port.
+const MAX_REGION_NAME: usize = 63;
+const MAX_SEED_LEN: usize = 253 + 6;
+
+/// Refuses a peer list the node should not act on: empty or oversized names, seeds that
+/// are not `host:port`, its own region, a region twice, or more peers or seeds than a
+/// node links to (a broken or hostile caller must not make it spawn without bound).
+fn validate_peers(configs: &[PeerConfig], own_region: &str) -> Result<(), CommandError> {
+    if configs.len() > MAX_PEER_REGIONS {
+        return Err(CommandError::other(format!(
+            "ERR {} peer regions, at most {MAX_PEER_REGIONS} allowed",
+            configs.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for config in configs {
+        if config.region.is_empty() || config.seeds.is_empty() {
+            return Err(CommandError::other(
+                "ERR every peer needs a region name and at least one seed",
+            ));
+        }
+        if config.region.len() > MAX_REGION_NAME {
+            return Err(CommandError::other(format!(
+                "ERR region name of {} bytes, at most {MAX_REGION_NAME} allowed",
+                config.region.len()
+            )));
+        }
+        if config.region == own_region {
+            return Err(CommandError::other(format!(
+                "ERR '{}' is this node's own region",
+                config.region
+            )));
+        }
+        if !seen.insert(config.region.as_str()) {
+            return Err(CommandError::other(format!(
+                "ERR region '{}' is listed twice",
+                config.region
+            )));
+        }
+        if config.seeds.len() > MAX_SEEDS_PER_PEER {
+            return Err(CommandError::other(format!(
+                "ERR {} seeds for region '{}', at most {MAX_SEEDS_PER_PEER} allowed",
+                config.seeds.len(),
+                config.region
+            )));
+        }
+        if let Some(bad) = config.seeds.iter().find(|seed| {
+            seed.len() > MAX_SEED_LEN
+                || seed
+                    .rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        }) {
+            let shown: String = bad.chars().take(80).collect();
+            return Err(CommandError::other(format!(
+                "ERR seed '{shown}' is not host:port"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `MERIDIAN.PEERS SET <json>` (`[{"region": "...", "seeds": ["host:port"]}]`)
 /// configures the peer regions; `MERIDIAN.PEERS GET` shows them with link state.
 pub fn peers(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -170,34 +236,7 @@ pub fn peers(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         b"SET" if ctx.args.len() == 3 => {
             let configs: Vec<PeerConfig> = serde_json::from_slice(ctx.args[2])
                 .map_err(|error| CommandError::other(format!("ERR invalid peers JSON: {error}")))?;
-            let mut seen = std::collections::BTreeSet::new();
-            for config in &configs {
-                if config.region.is_empty() || config.seeds.is_empty() {
-                    return Err(CommandError::other(
-                        "ERR every peer needs a region name and at least one seed",
-                    ));
-                }
-                if config.region == regions.settings.region {
-                    return Err(CommandError::other(format!(
-                        "ERR '{}' is this node's own region",
-                        config.region
-                    )));
-                }
-                if !seen.insert(config.region.as_str()) {
-                    return Err(CommandError::other(format!(
-                        "ERR region '{}' is listed twice",
-                        config.region
-                    )));
-                }
-                if let Some(bad) = config.seeds.iter().find(|seed| {
-                    seed.rsplit_once(':')
-                        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-                }) {
-                    return Err(CommandError::other(format!(
-                        "ERR seed '{bad}' is not host:port"
-                    )));
-                }
-            }
+            validate_peers(&configs, &regions.settings.region)?;
             let shared = ctx
                 .shared
                 .me
@@ -327,6 +366,62 @@ mod tests {
                     .collect(),
             }],
         }
+    }
+
+    fn peer(region: &str, seeds: usize) -> PeerConfig {
+        PeerConfig {
+            region: region.into(),
+            seeds: (0..seeds)
+                .map(|i| format!("10.0.{}.{}:16379", i / 250, i % 250))
+                .collect(),
+        }
+    }
+
+    fn refusal(configs: &[PeerConfig]) -> String {
+        match validate_peers(configs, "a") {
+            Ok(()) => panic!("accepted"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn peer_lists_are_bounded_and_checked() {
+        let many: Vec<PeerConfig> = (0..MAX_PEER_REGIONS)
+            .map(|i| peer(&format!("r{i}"), MAX_SEEDS_PER_PEER))
+            .collect();
+        assert_eq!(validate_peers(&many, "a"), Ok(()));
+        let too_many: Vec<PeerConfig> = (0..=MAX_PEER_REGIONS)
+            .map(|i| peer(&format!("r{i}"), 1))
+            .collect();
+        assert_eq!(
+            refusal(&too_many),
+            "ERR 65 peer regions, at most 64 allowed"
+        );
+        assert_eq!(
+            refusal(&[peer("b", MAX_SEEDS_PER_PEER + 1)]),
+            "ERR 4097 seeds for region 'b', at most 4096 allowed"
+        );
+        assert_eq!(
+            refusal(&[peer(&"x".repeat(64), 1)]),
+            "ERR region name of 64 bytes, at most 63 allowed"
+        );
+        let long_seed = PeerConfig {
+            region: "b".into(),
+            seeds: vec![format!("{}:1", "h".repeat(300))],
+        };
+        assert!(refusal(&[long_seed]).ends_with("' is not host:port"));
+        assert_eq!(
+            refusal(&[peer("a", 1)]),
+            "ERR 'a' is this node's own region"
+        );
+        assert_eq!(
+            refusal(&[peer("b", 1), peer("b", 2)]),
+            "ERR region 'b' is listed twice"
+        );
+        assert_eq!(
+            refusal(&[peer("b", 0)]),
+            "ERR every peer needs a region name and at least one seed"
+        );
     }
 
     fn parse(map: &TopologyMap) -> Result<TopologyMap, CommandError> {

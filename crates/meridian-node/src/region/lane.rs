@@ -112,6 +112,9 @@ enum Ended {
     Closed,
     Moved,
     Failed(String),
+    /// The peer refused this node's events over its clock (CLOCKDRIFT): that lasts until
+    /// the clocks are fixed, so reconnecting is no sign of health.
+    Refused(String),
 }
 
 struct InFlight {
@@ -119,15 +122,29 @@ struct InFlight {
     sent: Instant,
 }
 
+/// Events sent and not answered yet, in order, and the permits that keep them within
+/// [`WINDOW`].
+struct Window {
+    in_flight: Mutex<VecDeque<InFlight>>,
+    permits: Semaphore,
+}
+
 impl Lane {
     async fn run(mut self) {
         let mut backoff = MIN_BACKOFF;
+        // After a CLOCKDRIFT refusal the lane is up again only once the peer accepts an
+        // event: reconnecting proves nothing, and resetting the backoff on every
+        // connection would retry the refused event in a tight loop while the status
+        // flapped between up and down.
+        let mut refused = false;
         loop {
             let ended = match self.connect().await {
                 Ok(conn) => {
-                    self.report(LaneReport::Up);
-                    backoff = MIN_BACKOFF;
-                    self.stream(conn).await
+                    if !refused {
+                        self.report(LaneReport::Up);
+                        backoff = MIN_BACKOFF;
+                    }
+                    self.stream(conn, &mut refused).await
                 }
                 Err(error) => Ended::Failed(error),
             };
@@ -137,7 +154,7 @@ impl Lane {
                     self.report(LaneReport::Moved);
                     return;
                 }
-                Ended::Failed(error) => {
+                Ended::Failed(error) | Ended::Refused(error) => {
                     self.report(LaneReport::Down(error));
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -160,17 +177,36 @@ impl Lane {
         connect(&self.target, &settings.cluster, &settings.region, &password).await
     }
 
-    /// Streams events over one connection until it fails.
-    async fn stream(&mut self, conn: LinkConn) -> Ended {
+    /// Streams events over one connection until it fails; `refused` is set when the peer
+    /// refuses this node's clock and cleared (the lane reported up) when it accepts an
+    /// event again.
+    async fn stream(&mut self, conn: LinkConn, refused: &mut bool) -> Ended {
         let (mut writer, mut reader) = conn.into_halves();
-        let in_flight = Mutex::new(VecDeque::new());
-        let window = Semaphore::new(WINDOW);
-        let ended = tokio::select! {
-            ended = send_loop(&mut self.incoming, &mut self.unsent, &mut writer, &in_flight, &window) => ended,
-            ended = receive_loop(&self.peer, &self.shared.regions, &self.target, self.generation, &mut reader, &in_flight, &window) => ended,
+        let window = Window {
+            in_flight: Mutex::new(VecDeque::new()),
+            permits: Semaphore::new(WINDOW),
         };
+        let reports = &self.reports;
+        let lane = (&self.target, self.generation);
+        let mut accepted_again = || {
+            if std::mem::take(refused) {
+                let _ = reports.send(LaneMessage {
+                    target: lane.0.clone(),
+                    generation: lane.1,
+                    report: LaneReport::Up,
+                });
+            }
+        };
+        let ended = tokio::select! {
+            ended = send_loop(&mut self.incoming, &mut self.unsent, &mut writer, &window) => ended,
+            ended = receive_loop(&self.peer, &self.shared.regions, &self.target, self.generation, &mut reader, &window, &mut accepted_again) => ended,
+        };
+        if matches!(ended, Ended::Refused(_)) {
+            *refused = true;
+        }
         // whatever the peer did not acknowledge goes out again first, in order
-        let mut resend: VecDeque<Routed> = in_flight
+        let mut resend: VecDeque<Routed> = window
+            .in_flight
             .into_inner()
             .into_iter()
             .map(|in_flight: InFlight| in_flight.routed)
@@ -201,8 +237,7 @@ async fn send_loop(
     incoming: &mut mpsc::UnboundedReceiver<Routed>,
     unsent: &mut VecDeque<Routed>,
     writer: &mut LinkWriter,
-    in_flight: &Mutex<VecDeque<InFlight>>,
-    window: &Semaphore,
+    window: &Window,
 ) -> Ended {
     let mut request = Vec::new();
     loop {
@@ -216,14 +251,14 @@ async fn send_loop(
         while let Ok(routed) = incoming.try_recv() {
             unsent.push_back(routed);
         }
-        match window.acquire().await {
+        match window.permits.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return Ended::Closed,
         }
         // one permit per event: the first was waited for, the rest must be free now
         request.clear();
         {
-            let mut in_flight = in_flight.lock();
+            let mut in_flight = window.in_flight.lock();
             let sent = Instant::now();
             let mut batched = 0;
             while let Some(routed) = unsent.pop_front() {
@@ -233,7 +268,7 @@ async fn send_loop(
                 if unsent.is_empty() || batched == BATCH_EVENTS || request.len() >= BATCH_BYTES {
                     break;
                 }
-                match window.try_acquire() {
+                match window.permits.try_acquire() {
                     Ok(permit) => permit.forget(),
                     Err(_) => break,
                 }
@@ -252,13 +287,17 @@ async fn receive_loop(
     target: &Arc<str>,
     generation: u64,
     reader: &mut ReplyReader,
-    in_flight: &Mutex<VecDeque<InFlight>>,
-    window: &Semaphore,
+    window: &Window,
+    accepted: &mut impl FnMut(),
 ) -> Ended {
     loop {
         // the deadline follows the oldest event in flight; when idle it is
         // re-evaluated every ACK_TIMEOUT
-        let oldest = in_flight.lock().front().map(|in_flight| in_flight.sent);
+        let oldest = window
+            .in_flight
+            .lock()
+            .front()
+            .map(|in_flight| in_flight.sent);
         let deadline = oldest.unwrap_or_else(Instant::now) + ACK_TIMEOUT;
         let reply = match tokio::time::timeout_at(deadline, reader.next()).await {
             Ok(Ok(reply)) => reply,
@@ -283,7 +322,7 @@ async fn receive_loop(
             }
             Err(_) => continue,
         };
-        let mut queue = in_flight.lock();
+        let mut queue = window.in_flight.lock();
         let Some(answered) = queue.pop_front() else {
             return Ended::Failed(format!("{target}: reply without a request"));
         };
@@ -299,9 +338,12 @@ async fn receive_loop(
                 // nothing is lost while the clocks are fixed (MERIDIAN.PEERS
                 // GET shows the error as the link's last_error)
                 queue.push_front(answered);
-                return Ended::Failed(format!("{target}: {error}"));
+                return Ended::Refused(format!("{target}: {error}"));
             }
-            LinkReply::Ok => true,
+            LinkReply::Ok => {
+                accepted();
+                true
+            }
             LinkReply::Error(error) => {
                 tracing::warn!(peer = %peer.config.region, %target, %error, "peer refused an event");
                 false
@@ -312,7 +354,7 @@ async fn receive_loop(
             }
         };
         drop(queue);
-        window.add_permits(1);
+        window.permits.add_permits(1);
         peer.delivered(generation, answered.routed.seq, target, applied);
     }
 }
