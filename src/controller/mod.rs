@@ -1,6 +1,7 @@
 //! The two controllers and what they share.
 
 pub mod cluster;
+pub mod orchestration;
 pub mod region;
 pub mod rollout;
 
@@ -34,6 +35,46 @@ pub struct Context {
 }
 
 impl Context {
+    /// Events for a topology push: the nodes that applied `map`, and those that refused
+    /// it because they hold a newer one.
+    pub async fn report_push(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        map: &meridian_topology::TopologyMap,
+        applied: &[String],
+        stale: &[String],
+    ) {
+        if !applied.is_empty() {
+            self.event(
+                reference,
+                EventType::Normal,
+                "TopologyPushed",
+                "PushTopology",
+                format!(
+                    "epoch {} pushed to {} node(s): {}",
+                    map.epoch,
+                    applied.len(),
+                    applied.join(", ")
+                ),
+            )
+            .await;
+        }
+        if !stale.is_empty() {
+            self.event(
+                reference,
+                EventType::Warning,
+                "TopologyStale",
+                "PushTopology",
+                format!(
+                    "epoch {} refused by node(s) holding a newer map: {}",
+                    map.epoch,
+                    stale.join("; ")
+                ),
+            )
+            .await;
+        }
+    }
+
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
@@ -185,4 +226,13 @@ fn truncate(mut text: String, max: usize) -> String {
         text.truncate(cut);
     }
     text
+}
+
+/// The key a region is known by to the probes: `namespace/name`.
+pub fn region_key(region: &meridian_api::CacheRegion) -> String {
+    format!(
+        "{}/{}",
+        region.namespace().unwrap_or_default(),
+        region.name_any()
+    )
 }

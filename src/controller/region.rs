@@ -17,14 +17,15 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use meridian_api::{
     CacheCluster, CacheRegion, CacheRegionStatus, FIELD_MANAGER, PeerStatus, ReshardingStatus,
-    RolloutStatus, conditions, labels,
+    conditions, labels,
 };
 use meridian_topology::TopologyMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Context;
+pub use super::orchestration::{Orchestration, ReshardProgress};
 use super::rollout::RolloutInput;
+use super::{Context, region_key};
 use crate::Error;
 use crate::conditions::{DesiredCondition, merge};
 use crate::names;
@@ -66,71 +67,6 @@ const RESHARD_BUDGET: Duration = Duration::from_secs(3);
 const REQUEUE_ROLLING: Duration = Duration::from_millis(500);
 /// Requeue after a spec the operator cannot satisfy (the watch brings changes sooner).
 const REQUEUE_DEGRADED: Duration = Duration::from_secs(60);
-
-/// Where the region's nodes stand after the orchestration step.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Orchestration {
-    /// Not every pod is Running+Ready with an IP yet.
-    WaitingForPods { ready: usize, expected: usize },
-    /// Every node holds `map`.
-    InSync { map: TopologyMap },
-    /// Pushed `map`, but some nodes refused it (stale epoch); recompute soon.
-    PushIncomplete {
-        map: TopologyMap,
-        stale: Vec<String>,
-    },
-    /// The region is bootstrapped (`map` is current) but not every pod is ready, or a
-    /// shard lost its primary: failed over where a replica could take over; `headless`
-    /// lists the shards that have no reachable primary and nothing to promote.
-    Recovering {
-        map: TopologyMap,
-        ready: usize,
-        expected: usize,
-        headless: Vec<u32>,
-        /// Shards whose primary restarted without the data a replica kept: failed over
-        /// to that replica (or waiting for one to be usable), never given the map back.
-        lost_data: Vec<u32>,
-    },
-    /// Every node holds `map`; pods are being replaced by a rolling update.
-    Updating {
-        map: TopologyMap,
-        rollout: RolloutStatus,
-    },
-    /// Every node holds `map`; slots are moving towards the desired shard count.
-    Resharding {
-        map: TopologyMap,
-        progress: ReshardProgress,
-    },
-}
-
-/// Where a shard-count change stands after this reconcile's steps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReshardProgress {
-    /// Shards owning slots before this reconcile moved anything.
-    pub from_shards: u16,
-    pub to_shards: u16,
-    /// Slots not yet at their target owner.
-    pub remaining: usize,
-    /// Slots moved by this reconcile.
-    pub moved: usize,
-    /// The batch to move next (or waiting for its primaries to be up).
-    pub next: Option<SlotMove>,
-    /// Drained shards just dropped from the map (their StatefulSets go next).
-    pub dropped: Vec<u32>,
-}
-
-impl Orchestration {
-    fn map(&self) -> Option<&TopologyMap> {
-        match self {
-            Orchestration::WaitingForPods { .. } => None,
-            Orchestration::InSync { map }
-            | Orchestration::PushIncomplete { map, .. }
-            | Orchestration::Recovering { map, .. }
-            | Orchestration::Updating { map, .. }
-            | Orchestration::Resharding { map, .. } => Some(map),
-        }
-    }
-}
 
 /// Runs the CacheRegion controller until the stream ends.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
@@ -852,14 +788,6 @@ async fn observe_replication(
     .collect()
 }
 
-pub(super) fn region_key(region: &CacheRegion) -> String {
-    format!(
-        "{}/{}",
-        region.namespace().unwrap_or_default(),
-        region.name_any()
-    )
-}
-
 /// Reads every node's map, fails over shards whose primary is gone, plans and pushes.
 async fn orchestrate(
     region: &CacheRegion,
@@ -1006,7 +934,7 @@ async fn orchestrate(
         }
     }
     ctx.probes.watch(&region_key(region), &map, password);
-    report_push(ctx, &reference, &map, &applied, &stale).await;
+    ctx.report_push(&reference, &map, &applied, &stale).await;
     if !stale.is_empty() {
         return Ok(Orchestration::PushIncomplete { map, stale });
     }
@@ -1267,44 +1195,6 @@ async fn push_in_order(
     Ok((!stale.is_empty()).then_some(stale))
 }
 
-pub(super) async fn report_push(
-    ctx: &Context,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    map: &TopologyMap,
-    applied: &[String],
-    stale: &[String],
-) {
-    if !applied.is_empty() {
-        ctx.event(
-            reference,
-            EventType::Normal,
-            "TopologyPushed",
-            "PushTopology",
-            format!(
-                "epoch {} pushed to {} node(s): {}",
-                map.epoch,
-                applied.len(),
-                applied.join(", ")
-            ),
-        )
-        .await;
-    }
-    if !stale.is_empty() {
-        ctx.event(
-            reference,
-            EventType::Warning,
-            "TopologyStale",
-            "PushTopology",
-            format!(
-                "epoch {} refused by node(s) holding a newer map: {}",
-                map.epoch,
-                stale.join("; ")
-            ),
-        )
-        .await;
-    }
-}
-
 /// Re-sends `map` to reachable nodes it lists that hold an older epoch. Best effort.
 async fn push_to_lagging(
     map: &TopologyMap,
@@ -1486,7 +1376,7 @@ async fn fail_over(
         }
     }
     ctx.probes.watch(&region_key(region), &map, password);
-    report_push(ctx, &reference, &map, &applied, &stale).await;
+    ctx.report_push(&reference, &map, &applied, &stale).await;
     if !stale.is_empty() {
         return Ok(Orchestration::PushIncomplete { map, stale });
     }

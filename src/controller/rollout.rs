@@ -20,7 +20,7 @@ use meridian_api::{CacheRegion, RolloutStatus};
 use meridian_topology::{NodeAddr, TopologyMap};
 
 use super::Context;
-use super::region::{Orchestration, report_push};
+use super::orchestration::Orchestration;
 use crate::Error;
 use crate::nodes::{NodeConnection, PushOutcome};
 use crate::resources::RegionPlan;
@@ -219,12 +219,9 @@ async fn hand_over(
                 ),
             )
             .await;
-            report_push(ctx, &reference, &next, &applied, &stale).await;
-            ctx.probes.watch(
-                &super::region::region_key(input.region),
-                &next,
-                input.password,
-            );
+            ctx.report_push(&reference, &next, &applied, &stale).await;
+            ctx.probes
+                .watch(&super::region_key(input.region), &next, input.password);
             status.step = format!(
                 "shard {shard}: primary handed over to {}; replacing {} next",
                 to.id, from.id
