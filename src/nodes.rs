@@ -40,11 +40,41 @@ pub enum PushOutcome {
     Stale(String),
 }
 
+/// A node's replication role as `INFO replication` reports it (`role:master|slave`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplicationRole {
+    Primary,
+    Replica,
+    /// Missing or a word this operator does not know.
+    #[default]
+    Unknown,
+}
+
+impl ReplicationRole {
+    /// The `role:` value of `INFO replication`.
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "master" => ReplicationRole::Primary,
+            "slave" => ReplicationRole::Replica,
+            _ => ReplicationRole::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for ReplicationRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReplicationRole::Primary => "primary",
+            ReplicationRole::Replica => "replica",
+            ReplicationRole::Unknown => "unknown",
+        })
+    }
+}
+
 /// What `INFO replication` says about a node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicationInfo {
-    /// `master` or `slave`.
-    pub role: String,
+    pub role: ReplicationRole,
     /// The replication offset the node has reached: `slave_repl_offset` on a replica,
     /// `master_repl_offset` otherwise.
     pub offset: u64,
@@ -104,7 +134,7 @@ impl ReplicationInfo {
                 continue;
             };
             match key {
-                "role" => info.role = value.to_string(),
+                "role" => info.role = ReplicationRole::parse(value),
                 "master_repl_offset" => master_offset = value.parse().ok(),
                 "slave_repl_offset" => replica_offset = value.parse().ok(),
                 "master_link_status" => info.link_up = value == "up",
@@ -124,6 +154,11 @@ impl ReplicationInfo {
         }
         info.offset = replica_offset.or(master_offset).unwrap_or(0);
         info
+    }
+
+    /// A replica whose configured primary is `primary_ip` (its link up or not).
+    pub fn follows(&self, primary_ip: &str) -> bool {
+        self.role == ReplicationRole::Replica && self.master_host == primary_ip
     }
 }
 
@@ -451,7 +486,7 @@ mod tests {
         assert_eq!(
             primary,
             ReplicationInfo {
-                role: "master".into(),
+                role: ReplicationRole::Primary,
                 offset: 4242,
                 link_up: false,
                 master_host: String::new(),
@@ -471,7 +506,7 @@ mod tests {
             (replica.replid.as_str(), replica.replid2.as_str()),
             ("aaaa", "0000")
         );
-        assert_eq!(replica.role, "slave");
+        assert_eq!(replica.role, ReplicationRole::Replica);
         assert_eq!(replica.master_host, "127.0.11.4");
         assert_eq!(replica.offset, 17);
         assert!(replica.link_up);

@@ -11,7 +11,7 @@ use meridian_api::{ShardStatus, labels, ports};
 use meridian_topology::{NodeAddr, NodeRole, ShardTopology, SlotRange, TopologyMap, split_evenly};
 
 use crate::Error;
-use crate::nodes::ReplicationInfo;
+use crate::nodes::{ReplicationInfo, ReplicationRole};
 
 /// One cache node pod as the planner sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -420,7 +420,7 @@ pub fn replica_sync(
     };
     let primary_offset = primary
         .and_then(|name| replication.get(name))
-        .filter(|info| info.role == "master")
+        .filter(|info| info.role == ReplicationRole::Primary)
         .map(|info| info.offset);
     let attached = primary
         .and_then(|name| replication.get(name))
@@ -447,8 +447,7 @@ pub fn replica_sync(
             .map(|listed| listed.offset)
             .min();
         let info = replication.get(replica);
-        let follows =
-            info.is_some_and(|info| info.role == "slave" && info.master_host == primary_ip);
+        let follows = info.is_some_and(|info| info.follows(primary_ip));
         match (acked, info) {
             (Some(acked), _) => lag_behind(acked),
             // Not listed but following this primary: resyncing or its link dropped (a
@@ -590,7 +589,7 @@ pub fn primary_lost_data<'a>(
 ) -> Option<&'a str> {
     let primary = replication
         .get(&shard.primary.id)
-        .filter(|info| info.role == "master")?;
+        .filter(|info| info.role == ReplicationRole::Primary)?;
     shard
         .replicas
         .iter()
@@ -598,7 +597,7 @@ pub fn primary_lost_data<'a>(
             let Some(info) = replication.get(&replica.id) else {
                 return false;
             };
-            let follows = info.role == "slave" && info.master_host == shard.primary.ip;
+            let follows = info.follows(&shard.primary.ip);
             let other_history = !info.replid.is_empty()
                 && info.replid != primary.replid
                 && info.replid != primary.replid2;

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use meridian_operator::nodes::ReplicationInfo;
+use meridian_operator::nodes::{ReplicationInfo, ReplicationRole};
 use meridian_operator::topology_plan::{
     self, NodeReport, ObservedPod, PrimaryDown, PromotionCandidate, RegionPods, TopologyDecision,
 };
@@ -302,7 +302,7 @@ fn a_shard_whose_pods_all_restarted_rejoins_by_the_plan_with_its_slots() {
 /// `INFO replication` of a primary: `replid` is its history, `replid2` the one before.
 fn primary_info(offset: u64, replid: &str, replid2: &str) -> ReplicationInfo {
     ReplicationInfo {
-        role: "master".into(),
+        role: ReplicationRole::Primary,
         offset,
         replid: replid.into(),
         replid2: replid2.into(),
@@ -313,7 +313,7 @@ fn primary_info(offset: u64, replid: &str, replid2: &str) -> ReplicationInfo {
 /// `INFO replication` of a replica following `master_host` with history `replid`.
 fn replica_info(master_host: &str, offset: u64, replid: &str) -> ReplicationInfo {
     ReplicationInfo {
-        role: "slave".into(),
+        role: ReplicationRole::Replica,
         offset,
         master_host: master_host.into(),
         replid: replid.into(),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{Node, node_binary, start_node};
 use meridian_operator::controller::rollout::{Switch, switch_primary};
-use meridian_operator::nodes::{NodeConnection, PushOutcome};
+use meridian_operator::nodes::{NodeConnection, PushOutcome, ReplicationRole};
 use meridian_operator::rollout::handover_map;
 use meridian_topology::{NodeAddr, ShardTopology, SlotRange, TopologyMap};
 
@@ -56,7 +56,7 @@ async fn wait_attached(connection: &mut NodeConnection) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let info = connection.replication_info().await.unwrap();
-        if info.role == "slave" && info.link_up {
+        if info.role == ReplicationRole::Replica && info.link_up {
             return;
         }
         assert!(
@@ -174,7 +174,7 @@ async fn handover_under_writes_loses_nothing_and_swaps_roles() {
         .replication_info()
         .await
         .unwrap();
-    assert_eq!(new_info.role, "master");
+    assert_eq!(new_info.role, ReplicationRole::Primary);
     wait_attached(connections.get_mut(&old.addr.id).unwrap()).await;
     let mut direct = redis::Client::open(format!("redis://{}/", new.addr.endpoint()))
         .unwrap()
@@ -266,5 +266,5 @@ async fn handover_to_a_node_that_does_not_replicate_is_abandoned_and_writes_go_o
         .replication_info()
         .await
         .unwrap();
-    assert_eq!(info.role, "master");
+    assert_eq!(info.role, ReplicationRole::Primary);
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{Node, free_port, node_binary, start_node, start_node_with};
 
 use meridian_api::PeerSpec;
-use meridian_operator::nodes::{NodeConnection, PushOutcome};
+use meridian_operator::nodes::{NodeConnection, PushOutcome, ReplicationRole};
 use meridian_operator::peers;
 use meridian_operator::topology_plan::{self, NodeReport, ObservedPod, RegionPods};
 use meridian_topology::TopologyMap;
@@ -126,7 +126,7 @@ async fn bootstrap_push_get_stale_epoch_and_replica_attach() {
     let mut attached = None;
     for _ in 0..50 {
         let info = connections[1].replication_info().await.unwrap();
-        if info.role == "slave" && info.link_up {
+        if info.role == ReplicationRole::Replica && info.link_up {
             attached = Some(info);
             break;
         }
@@ -134,7 +134,7 @@ async fn bootstrap_push_get_stale_epoch_and_replica_attach() {
     }
     let attached = attached.expect("replica attached to its primary within 5 s");
     let primary_info = connections[0].replication_info().await.unwrap();
-    assert_eq!(primary_info.role, "master");
+    assert_eq!(primary_info.role, ReplicationRole::Primary);
     assert_eq!(primary_info.connected_replicas, 1);
     assert!(attached.offset <= primary_info.offset);
 }

@@ -436,7 +436,7 @@ fn a_rolling_update_keeps_the_region_ready_and_reports_progress_until_done() {
 #[test]
 fn a_shard_whose_primary_lost_data_is_degraded_and_never_ready() {
     use meridian_operator::controller::region::PRIMARY_LOST_DATA;
-    use meridian_operator::nodes::ReplicationInfo;
+    use meridian_operator::nodes::{ReplicationInfo, ReplicationRole};
 
     let cluster: CacheCluster = fixture("cluster-minimal.yaml");
     let mut region: CacheRegion = fixture("region-minimal.yaml");
@@ -465,7 +465,7 @@ fn a_shard_whose_primary_lost_data_is_degraded_and_never_ready() {
         (
             shard.primary.id.clone(),
             ReplicationInfo {
-                role: "master".into(),
+                role: ReplicationRole::Primary,
                 replid: "b".repeat(40),
                 replid2: "0".repeat(40),
                 ..ReplicationInfo::default()
@@ -474,7 +474,7 @@ fn a_shard_whose_primary_lost_data_is_degraded_and_never_ready() {
         (
             shard.replicas[0].id.clone(),
             ReplicationInfo {
-                role: "slave".into(),
+                role: ReplicationRole::Replica,
                 offset: 90_000,
                 master_host: shard.primary.ip.clone(),
                 replid: "a".repeat(40),

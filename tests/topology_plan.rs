@@ -1,7 +1,7 @@
 //! Slot assignment, primary choice and epochs planned from observed pods and node reports.
 
 use k8s_openapi::api::core::v1::Pod;
-use meridian_operator::nodes::{AttachedReplica, ReplicationInfo};
+use meridian_operator::nodes::{AttachedReplica, ReplicationInfo, ReplicationRole};
 use meridian_operator::topology_plan::{
     self, NodeReport, ObservedPod, PrimaryReason, RegionPods, ReplicaSync, TopologyDecision,
 };
@@ -349,7 +349,7 @@ fn shard_status_lines_come_from_the_map() {
 
 fn primary_info(offset: u64) -> ReplicationInfo {
     ReplicationInfo {
-        role: "master".into(),
+        role: ReplicationRole::Primary,
         offset,
         connected_replicas: 1,
         ..ReplicationInfo::default()
@@ -358,7 +358,7 @@ fn primary_info(offset: u64) -> ReplicationInfo {
 
 fn replica_info(master_host: &str, link_up: bool, offset: u64) -> ReplicationInfo {
     ReplicationInfo {
-        role: "slave".into(),
+        role: ReplicationRole::Replica,
         offset,
         link_up,
         master_host: master_host.into(),

@@ -22,7 +22,7 @@ use meridian_topology::{NodeAddr, TopologyMap};
 use super::Context;
 use super::orchestration::Orchestration;
 use crate::Error;
-use crate::nodes::{NodeConnection, PushOutcome};
+use crate::nodes::{NodeConnection, PushOutcome, ReplicationRole};
 use crate::resources::RegionPlan;
 use crate::rollout::{self, Revisions, RolloutStep};
 use crate::topology_plan::{self, NodeReport, RegionPods};
@@ -350,7 +350,7 @@ async fn catch_up_and_switch(
             .await?;
         // Offsets only compare within one replication stream: the replica must be
         // attached (a detached node's own offset says nothing about `from`'s writes).
-        if info.role != "slave" || !info.link_up {
+        if info.role != ReplicationRole::Replica || !info.link_up {
             return Err(Error::NodeTopology {
                 node: to.id.clone(),
                 detail: format!(
