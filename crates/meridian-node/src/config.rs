@@ -72,6 +72,19 @@ pub struct Config {
     /// HTTP API port (GET/PUT/DELETE /cache/{key}, POST /invalidate); 0 disables it.
     #[arg(long, env = "MERIDIAN_HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
+    /// HTTP API connections at once; one more is answered 503 and closed.
+    #[arg(long, env = "MERIDIAN_HTTP_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+    /// Milliseconds an HTTP client has to send a request's headers before its
+    /// connection is closed (slow clients cannot hold connections).
+    #[arg(long, env = "MERIDIAN_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_ms: u64,
+    /// Milliseconds an HTTP client has to send a request's body (408 after that).
+    #[arg(long, env = "MERIDIAN_HTTP_BODY_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_timeout_ms: u64,
     /// Origin base URL (http://...) for read-through / write-through.
     #[arg(long, env = "MERIDIAN_ORIGIN_URL")]
     pub origin_url: Option<String>,

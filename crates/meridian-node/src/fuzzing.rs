@@ -68,5 +68,9 @@ pub async fn http_serve<I>(shared: Arc<Shared>, io: I) -> Result<(), hyper::Erro
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    crate::http::serve_connection(Arc::new(crate::http::Api::new(shared, 8080)), io).await
+    crate::http::serve_connection(
+        Arc::new(crate::http::Api::new(shared, 8080, Default::default())),
+        io,
+    )
+    .await
 }

@@ -155,6 +155,11 @@ pub async fn run(
             shared.clone(),
             listener,
             config.http_port,
+            http::HttpLimits {
+                max_connections: config.http_max_connections as usize,
+                header_timeout: Duration::from_millis(config.http_header_timeout_ms),
+                body_timeout: Duration::from_millis(config.http_body_timeout_ms),
+            },
             shutdown_rx.clone(),
         ))
     });

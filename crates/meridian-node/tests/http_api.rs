@@ -288,3 +288,77 @@ fn a_managed_node_without_a_role_serves_no_key() {
     assert_eq!(promoted, "OK");
     assert_eq!(node.put("/cache/user:1", b"x").status, 204);
 }
+
+/// Reads from `stream` until the server closes it; what it said, and after how long.
+fn until_closed(stream: &mut std::net::TcpStream, within: Duration) -> (String, Duration) {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let started = Instant::now();
+    let mut said = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => said.extend_from_slice(&chunk[..read]),
+            Err(error) => panic!("still open after {:?}: {error}", started.elapsed()),
+        }
+    }
+    (
+        String::from_utf8_lossy(&said).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// Slow clients cannot hold connections: headers trickled in (slowloris) or a body
+/// that never comes end in a closed connection or a 408 within the timeouts, and a
+/// client over the connection limit is answered 503 while the others are served.
+#[test]
+fn slow_clients_time_out_and_connections_are_capped() {
+    use std::io::Write;
+    let node = standalone(&[
+        "--http-header-timeout-ms",
+        "500",
+        "--http-body-timeout-ms",
+        "500",
+        "--http-max-connections",
+        "3",
+    ]);
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", node.http_port)).expect("connect");
+
+    // Headers never finished: the connection is closed after the header timeout.
+    let mut slow = connect();
+    slow.write_all(b"GET /cache/k HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    let (said, after) = until_closed(&mut slow, Duration::from_secs(5));
+    assert!(
+        after >= Duration::from_millis(300) && after < Duration::from_secs(3),
+        "closed after {after:?}: {said}"
+    );
+
+    // A body announced and never sent: 408 after the body timeout.
+    let mut stalled = connect();
+    stalled
+        .write_all(b"PUT /cache/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .expect("write");
+    let (said, after) = until_closed(&mut stalled, Duration::from_secs(5));
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(said.contains("body not received within 500 ms"), "{said}");
+    assert!(after < Duration::from_secs(3), "{after:?}");
+
+    // Three idle connections hold every slot: the fourth is refused, and served again
+    // once one of them is gone.
+    let held: Vec<std::net::TcpStream> = (0..3).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut over = connect();
+    over.write_all(b"GET /cache/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let (said, _) = until_closed(&mut over, Duration::from_secs(5));
+    assert!(said.starts_with("HTTP/1.1 503"), "{said}");
+    assert!(
+        said.contains("too many HTTP connections (limit 3)"),
+        "{said}"
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(node.get("/cache/k").status, 404, "served again");
+}

@@ -50,14 +50,36 @@ pub struct Api {
     /// This node's HTTP port, also used to reach the other nodes.
     port: u16,
     client: HttpClient,
+    limits: HttpLimits,
 }
 
 impl Api {
-    pub(crate) fn new(shared: Arc<Shared>, port: u16) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, port: u16, limits: HttpLimits) -> Self {
         Api {
             shared,
             port,
             client: http_client(),
+            limits,
+        }
+    }
+}
+
+/// What clients may hold of the HTTP API: connections at once, and time to send a
+/// request's headers and its body (a client that trickles bytes must not keep a
+/// connection, and its task, forever).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -107,24 +129,32 @@ fn empty(status: StatusCode) -> Response<Body> {
     response
 }
 
-/// Serves the API until shutdown.
+/// Serves the API until shutdown; a connection beyond `limits.max_connections` is
+/// answered 503 and closed.
 pub async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
     port: u16,
+    limits: HttpLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let api = Arc::new(Api::new(shared, port));
+    let api = Arc::new(Api::new(shared, port, limits));
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    let Ok(permit) = connections.clone().try_acquire_owned() else {
+                        tokio::spawn(refuse_connection(stream, limits.max_connections));
+                        continue;
+                    };
                     let api = api.clone();
                     tokio::spawn(async move {
                         if let Err(error) = serve_connection(api, stream).await {
                             tracing::debug!(%peer, %error, "http connection ended with error");
                         }
+                        drop(permit);
                     });
                 }
                 Err(error) => {
@@ -137,16 +167,40 @@ pub async fn serve(
     }
 }
 
-/// Answers the HTTP/1 requests of one connection until the client closes it.
+/// Tells a client over the connection limit so. What it sent is read and dropped for a
+/// moment after the answer: closing with unread input would reset the connection and
+/// could discard the answer before the client read it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = format!("{{\"error\":\"too many HTTP connections (limit {limit})\"}}");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// Answers the HTTP/1 requests of one connection until the client closes it, or takes
+/// longer than the header timeout to send a request's headers.
 pub(crate) async fn serve_connection<I>(api: Arc<Api>, io: I) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = api.limits.header_timeout;
     let service = service_fn(move |request| {
         let api = api.clone();
         async move { Ok::<_, Infallible>(handle(&api, request).await) }
     });
     hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), service)
         .await
 }
@@ -183,7 +237,7 @@ async fn route(api: &Api, request: Request<Incoming>) -> Result<Response<Body>, 
             }
         };
         let (parts, body) = request.into_parts();
-        let body = read_body(body, &parts.headers, api.shared.config.limits.max_bulk_len).await?;
+        let body = read_body(api, body, &parts.headers).await?;
         if write {
             // A write held by CLIENT PAUSE (a primary handover) is routed by the map in
             // force when it is released, like a held RESP write.
@@ -213,7 +267,7 @@ async fn route(api: &Api, request: Request<Incoming>) -> Result<Response<Body>, 
             ));
         }
         let (parts, body) = request.into_parts();
-        let body = read_body(body, &parts.headers, api.shared.config.limits.max_bulk_len).await?;
+        let body = read_body(api, body, &parts.headers).await?;
         api.shared.pause.wait_while(|_| true).await;
         if let Some(host) = primary_of_replica(&api.shared) {
             return forward(api, &host, &parts, body).await;
@@ -283,7 +337,8 @@ fn decode_key(raw: &str, max_len: usize) -> Result<Vec<u8>, ApiError> {
     Ok(key)
 }
 
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(api: &Api, body: Incoming, headers: &HeaderMap) -> Result<Bytes, ApiError> {
+    let limit = api.shared.config.limits.max_bulk_len;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -297,7 +352,15 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    let timeout = api.limits.body_timeout;
+    let Ok(collected) = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await
+    else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("body not received within {} ms", timeout.as_millis()),
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(error) => Err(ApiError::new(
