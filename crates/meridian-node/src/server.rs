@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use crate::commands::pubsub::encode_event;
 use crate::commands::{ClientState, Pending, dispatch, may_replicate, paused_by};
 use crate::protocol::frame::unescape_inline;
-use crate::protocol::{Out, Parsed, Protocol, parse_command};
+use crate::protocol::{Out, Parsed, Partial, Protocol, parse_command_resuming};
 use crate::replication::primary::{FeedRequest, serve_replica, wait_acks};
 use crate::state::{ClientEvent, ClientHandle, PauseMode, Shared};
 use crate::store::Access;
@@ -70,6 +70,8 @@ struct Connection {
     input: BytesMut,
     /// Parsing cannot progress until the input holds at least this many bytes.
     needed: usize,
+    /// What was read of the incomplete command at the start of the input.
+    partial: Option<Partial>,
     /// The next command is held by CLIENT PAUSE; true when it may write
     /// (held by WRITE and ALL pauses), false when only ALL holds it.
     paused_write: Option<bool>,
@@ -89,7 +91,7 @@ impl Connection {
         loop {
             // re-evaluated per command: AUTH may be followed by large requests in one batch
             limits.unauthenticated = password_set && !self.client.authenticated;
-            match parse_command(&self.input[position..], &limits) {
+            match parse_command_resuming(&self.input[position..], &limits, &mut self.partial) {
                 Ok(Parsed::Command {
                     args,
                     consumed,
@@ -230,6 +232,7 @@ async fn handle(
         out: Out::new(Protocol::Resp2),
         input: BytesMut::with_capacity(READ_CHUNK),
         needed: 0,
+        partial: None,
         paused_write: None,
     };
     let result = serve_connection(&mut connection, &mut stream, &mut inbox, &mut shutdown).await;

@@ -100,10 +100,35 @@ pub enum ParseError {
 
 /// Parses one command from the start of `buf`.
 pub fn parse_command(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
-    match buf.first() {
-        None => Ok(Parsed::Incomplete { min_len: 1 }),
-        Some(b'*') => parse_multibulk(buf, limits),
-        Some(_) => parse_inline(buf),
+    parse_command_resuming(buf, limits, &mut None)
+}
+
+/// How far an incomplete multibulk got: its argument count, the arguments read so far
+/// and where the next one starts, relative to the command's first byte.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Partial {
+    count: usize,
+    args: Vec<Range<usize>>,
+    pos: usize,
+}
+
+/// [`parse_command`] that continues where the last attempt on the same command stopped:
+/// `partial` is what that attempt left (the command still at the start of `buf`, more
+/// bytes after it), and is set again when this one stops short. A command that arrives
+/// over many reads then costs time linear in its length, not quadratic (a multibulk of
+/// a million small arguments would otherwise be read from its start on every read).
+pub fn parse_command_resuming(
+    buf: &[u8],
+    limits: &Limits,
+    partial: &mut Option<Partial>,
+) -> Result<Parsed, ParseError> {
+    match (buf.first(), partial.take()) {
+        (None, _) => Ok(Parsed::Incomplete { min_len: 1 }),
+        (Some(b'*'), Some(resumed)) if resumed.pos <= buf.len() => {
+            parse_bulks(buf, limits, resumed, partial)
+        }
+        (Some(b'*'), _) => parse_multibulk(buf, limits, partial),
+        (Some(_), _) => parse_inline(buf),
     }
 }
 
@@ -145,7 +170,11 @@ pub fn parse_i64(text: &[u8]) -> Option<i64> {
     }
 }
 
-fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
+fn parse_multibulk(
+    buf: &[u8],
+    limits: &Limits,
+    partial: &mut Option<Partial>,
+) -> Result<Parsed, ParseError> {
     let Some(cr) = find_crlf(buf, 1) else {
         if buf.len() > INLINE_MAX {
             return Err(ParseError::MultibulkHeaderTooBig);
@@ -167,7 +196,7 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
     if limits.unauthenticated && count > UNAUTHENTICATED_MULTIBULK {
         return Err(ParseError::UnauthenticatedMultibulk);
     }
-    let mut pos = cr + 2;
+    let pos = cr + 2;
     if count <= 0 {
         return Ok(Parsed::Command {
             args: Vec::new(),
@@ -176,18 +205,36 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
         });
     }
     let count = count as usize;
-    let mut args = Vec::with_capacity(count.min(1024));
-    for _ in 0..count {
+    let state = Partial {
+        count,
+        args: Vec::with_capacity(count.min(1024)),
+        pos,
+    };
+    parse_bulks(buf, limits, state, partial)
+}
+
+/// Reads the bulk arguments of a multibulk from `state.pos` on; when the buffer ends
+/// first, leaves in `partial` what was read.
+fn parse_bulks(
+    buf: &[u8],
+    limits: &Limits,
+    mut state: Partial,
+    partial: &mut Option<Partial>,
+) -> Result<Parsed, ParseError> {
+    let incomplete = |state: Partial, partial: &mut Option<Partial>, min_len: usize| {
+        *partial = Some(state);
+        Ok(Parsed::Incomplete { min_len })
+    };
+    while state.args.len() < state.count {
+        let pos = state.pos;
         if pos >= buf.len() {
-            return Ok(Parsed::Incomplete { min_len: pos + 1 });
+            return incomplete(state, partial, pos + 1);
         }
         let Some(cr) = find_crlf(buf, pos) else {
             if buf.len() - pos > INLINE_MAX {
                 return Err(ParseError::BulkHeaderTooBig);
             }
-            return Ok(Parsed::Incomplete {
-                min_len: buf.len() + 1,
-            });
+            return incomplete(state, partial, buf.len() + 1);
         };
         if cr - pos > INLINE_MAX {
             return Err(ParseError::BulkHeaderTooBig);
@@ -196,7 +243,7 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
             return Err(ParseError::ExpectedDollar(char::from(buf[pos])));
         }
         if cr + 1 >= buf.len() {
-            return Ok(Parsed::Incomplete { min_len: cr + 2 });
+            return incomplete(state, partial, cr + 2);
         }
         let len = parse_i64(&buf[pos + 1..cr]).ok_or(ParseError::InvalidBulkLength)?;
         if len < 0 || len as u64 > limits.max_bulk_len as u64 {
@@ -208,16 +255,16 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
         let start = cr + 2;
         let end = start + len as usize;
         if end + 2 > buf.len() {
-            return Ok(Parsed::Incomplete { min_len: end + 2 });
+            return incomplete(state, partial, end + 2);
         }
         // Redis trusts the length and skips the two bytes after the payload
         // without checking they are CRLF; we do the same for compatibility.
-        args.push(start..end);
-        pos = end + 2;
+        state.args.push(start..end);
+        state.pos = end + 2;
     }
     Ok(Parsed::Command {
-        args,
-        consumed: pos,
+        args: state.args,
+        consumed: state.pos,
         inline: false,
     })
 }
@@ -576,13 +623,17 @@ mod tests {
             let mut cut_points: Vec<usize> = cuts.iter().map(|index| index.index(wire.len() + 1)).collect();
             cut_points.push(wire.len());
             cut_points.sort_unstable();
-            // feed growing prefixes at the cut points, as a socket would
+            // feed growing prefixes at the cut points, as a socket would, parsing each
+            // attempt afresh and resuming where the last one stopped
+            for resuming in [false, true] {
             let mut parsed = Vec::new();
             let mut start = 0;
-            for cut in cut_points {
+            let mut partial = None;
+            for &cut in &cut_points {
                 loop {
                     if start >= cut { break; }
-                    match parse_command(&wire[start..cut], &Limits::default()) {
+                    if !resuming { partial = None; }
+                    match parse_command_resuming(&wire[start..cut], &Limits::default(), &mut partial) {
                         Ok(Parsed::Command { args, consumed, .. }) => {
                             parsed.push(args.iter().map(|r| wire[start + r.start..start + r.end].to_vec()).collect::<Vec<_>>());
                             start += consumed;
@@ -595,7 +646,41 @@ mod tests {
                     }
                 }
             }
-            prop_assert_eq!(parsed, commands);
+            prop_assert_eq!(&parsed, &commands);
+            }
         }
+    }
+
+    /// A multibulk that arrives in pieces is read once: after an attempt stopped short,
+    /// the next one starts where that one did (the arguments already read are not looked
+    /// at again, so garbage written over them changes nothing).
+    #[test]
+    fn a_command_in_pieces_is_resumed_not_read_again() {
+        let args: Vec<Vec<u8>> = (0..10_000).map(|i| format!("a{i}").into_bytes()).collect();
+        let mut wire = encode(&args);
+        let whole = parse_command(&wire, &Limits::default()).expect("parses");
+        let mut partial = None;
+        let half = wire.len() / 2;
+        let Ok(Parsed::Incomplete { .. }) =
+            parse_command_resuming(&wire[..half], &Limits::default(), &mut partial)
+        else {
+            panic!("half a command is incomplete");
+        };
+        let read = partial.as_ref().expect("progress kept").pos;
+        assert!(read > half - 16, "stopped at {read} of {half}");
+        for byte in &mut wire[1..read] {
+            *byte = b'#';
+        }
+        let mut steps = 0;
+        let resumed = loop {
+            steps += 1;
+            let cut = (half + steps * 997).min(wire.len());
+            match parse_command_resuming(&wire[..cut], &Limits::default(), &mut partial) {
+                Ok(Parsed::Incomplete { .. }) => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(resumed, Ok(whole));
+        assert_eq!(partial, None, "nothing left over once the command is whole");
     }
 }

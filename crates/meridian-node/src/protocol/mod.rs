@@ -5,5 +5,5 @@ pub mod frame;
 pub mod reply;
 
 pub use encode::{Out, Protocol};
-pub use frame::{Limits, ParseError, Parsed, parse_command};
+pub use frame::{Limits, ParseError, Parsed, Partial, parse_command, parse_command_resuming};
 pub use reply::{Decoded, Reply, ReplyLimits, parse_reply};
