@@ -72,6 +72,10 @@ pub struct Config {
     /// HTTP API port (GET/PUT/DELETE /cache/{key}, POST /invalidate); 0 disables it.
     #[arg(long, env = "MERIDIAN_HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
+    /// Seconds a RESP client may stay idle before it is disconnected (Redis `timeout`;
+    /// 0 = never). Pub/sub subscribers and replicas are exempt.
+    #[arg(long, env = "MERIDIAN_TIMEOUT", default_value_t = 0)]
+    pub timeout: u64,
     /// HTTP API connections at once; one more is answered 503 and closed.
     #[arg(long, env = "MERIDIAN_HTTP_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]

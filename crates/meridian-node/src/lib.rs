@@ -80,6 +80,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
                 ("save".to_string(), String::new()),
                 ("appendonly".to_string(), "no".to_string()),
             ])),
+            idle_timeout_secs: AtomicU64::new(config.timeout),
         },
         node_id: config.node_id(),
         bind: config.bind.to_string(),

@@ -78,6 +78,14 @@ struct Connection {
 }
 
 impl Connection {
+    /// How long this client may stay idle (`timeout`), unless it is a subscriber, which
+    /// waits for messages by design.
+    fn idle_limit(&self) -> Option<std::time::Duration> {
+        let seconds = self.shared.config.idle_timeout_secs.load(Ordering::Relaxed);
+        let subscribed = !self.client.channels.is_empty() || !self.client.patterns.is_empty();
+        (seconds > 0 && !subscribed).then(|| std::time::Duration::from_secs(seconds))
+    }
+
     /// Parses and runs every complete command in the input buffer. Stops early
     /// when the output grows large so it can be flushed.
     fn process(&mut self) -> Flow {
@@ -272,6 +280,7 @@ async fn serve_connection(
                 .clamp(READ_CHUNK, 8 * 1024 * 1024);
             connection.input.reserve(wanted);
         }
+        let idle_limit = connection.idle_limit();
         tokio::select! {
             biased;
             event = inbox.recv() => {
@@ -367,6 +376,10 @@ async fn serve_connection(
                 draining = true;
             }
             _ = tokio::time::sleep(DRAIN_IDLE), if draining => {
+                return Ok(());
+            }
+            _ = tokio::time::sleep(idle_limit.unwrap_or_default()), if idle_limit.is_some() => {
+                tracing::debug!(client = connection.client.handle.id, "closing idle client (timeout)");
                 return Ok(());
             }
         }

@@ -99,6 +99,9 @@ pub struct RuntimeConfig {
     pub limits: Limits,
     /// Parameters accepted for compatibility but without effect (save, appendonly, ...).
     pub compat: Mutex<BTreeMap<String, String>>,
+    /// Seconds a client may stay idle before it is disconnected (Redis `timeout`; 0 =
+    /// never). Subscribers and replicas are exempt.
+    pub idle_timeout_secs: AtomicU64,
 }
 
 pub struct Shared {

@@ -143,3 +143,44 @@ fn topology_set_get_and_stale_epochs() {
         Reply::bulk(&meridian_topology::cluster_node_id("test-node-0"))
     );
 }
+
+/// `timeout` (Redis's idle client timeout): an idle client is disconnected once it has
+/// passed, a subscriber (which waits for messages by design) is not, and CONFIG SET
+/// changes it at run time.
+#[test]
+fn idle_clients_are_disconnected_after_the_timeout() {
+    let node = Node::start_with(&["--timeout", "1"]);
+    let mut idle = node.raw();
+    assert_eq!(idle.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    let mut subscriber = node.raw();
+    let Reply::Array(subscribed) = subscriber.cmd(&["SUBSCRIBE", "news"]) else {
+        panic!("SUBSCRIBE answers an array");
+    };
+    assert_eq!(subscribed[0], Reply::bulk("subscribe"));
+    let started = Instant::now();
+    assert!(idle.closed(), "the idle client is still connected");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(800) && after < Duration::from_secs(5),
+        "closed after {after:?}"
+    );
+
+    let mut admin = node.raw();
+    assert_eq!(admin.cmd(&["PUBLISH", "news", "hi"]), Reply::Int(1));
+    let Reply::Array(message) = subscriber.read() else {
+        panic!("a message for the subscriber");
+    };
+    assert_eq!(message[2], Reply::bulk("hi"), "the subscriber outlived the timeout");
+    assert_eq!(
+        admin.cmd(&["CONFIG", "GET", "timeout"]),
+        Reply::Array(vec![Reply::bulk("timeout"), Reply::bulk("1")])
+    );
+    let Reply::Error(refused) = admin.cmd(&["CONFIG", "SET", "timeout", "soon"]) else {
+        panic!("a timeout that is no number accepted");
+    };
+    assert!(refused.contains("'timeout'"), "{refused}");
+    assert_eq!(admin.cmd(&["CONFIG", "SET", "timeout", "0"]), Reply::ok());
+    let mut kept = node.raw();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(kept.cmd(&["PING"]), Reply::Simple("PONG".into()));
+}

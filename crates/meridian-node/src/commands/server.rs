@@ -357,7 +357,14 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
         ("port".to_string(), shared.port.to_string()),
         ("bind".to_string(), shared.bind.clone()),
         ("databases".to_string(), "1".to_string()),
-        ("timeout".to_string(), "0".to_string()),
+        (
+            "timeout".to_string(),
+            shared
+                .config
+                .idle_timeout_secs
+                .load(Ordering::Relaxed)
+                .to_string(),
+        ),
         ("hz".to_string(), "10".to_string()),
         (
             "proto-max-bulk-len".to_string(),
@@ -484,7 +491,8 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                     | "min-slaves-to-write"
                     | "min-replicas-max-lag"
                     | "min-slaves-max-lag"
-                    | "tracking-table-max-keys" => {
+                    | "tracking-table-max-keys"
+                    | "timeout" => {
                         value.parse::<u64>().map_err(|_| {
                             failed(name, "argument couldn't be parsed into an integer")
                         })?;
@@ -498,7 +506,6 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                     | "save"
                     | "appendonly"
                     | "appendfsync"
-                    | "timeout"
                     | "hz"
                     | "lfu-log-factor"
                     | "lfu-decay-time"
@@ -550,6 +557,11 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                     "tracking-table-max-keys" => db
                         .tracking()
                         .set_max_keys(value.parse().unwrap_or(crate::tracking::DEFAULT_MAX_KEYS)),
+                    "timeout" => ctx
+                        .shared
+                        .config
+                        .idle_timeout_secs
+                        .store(value.parse().unwrap_or(0), Ordering::Relaxed),
                     "repl-backlog-size" => db.repl.set_capacity(
                         usize::try_from(parse_memory(&value).unwrap_or(0))
                             .unwrap_or(usize::MAX)
