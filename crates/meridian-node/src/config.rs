@@ -76,6 +76,12 @@ pub struct Config {
     /// 0 = never). Pub/sub subscribers and replicas are exempt.
     #[arg(long, env = "MERIDIAN_TIMEOUT", default_value_t = 0)]
     pub timeout: u64,
+    /// RESP clients connected at once (Redis `maxclients`); one more is answered `-ERR max
+    /// number of clients reached` and closed, unless it comes from a node of this
+    /// region's topology (replicas, slot migrations).
+    #[arg(long, env = "MERIDIAN_MAXCLIENTS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub maxclients: u64,
     /// HTTP API connections at once; one more is answered 503 and closed.
     #[arg(long, env = "MERIDIAN_HTTP_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -11,6 +11,7 @@ pub mod glob;
 pub mod http;
 pub mod metrics;
 pub mod migration;
+mod net;
 pub mod origin;
 pub mod orphans;
 pub mod protocol;
@@ -81,6 +82,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
                 ("appendonly".to_string(), "no".to_string()),
             ])),
             idle_timeout_secs: AtomicU64::new(config.timeout),
+            maxclients: AtomicU64::new(config.maxclients),
         },
         node_id: config.node_id(),
         bind: config.bind.to_string(),

@@ -23,6 +23,24 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Replies are flushed mid-batch once this much output accumulated.
 const OUTPUT_FLUSH: usize = 1024 * 1024;
 
+/// Whether a new client from `ip` would exceed `maxclients`. Nodes of this region's
+/// topology (replicas syncing, slot migrations) are let in regardless: refusing them
+/// would turn a flood of application clients into lost replicas.
+fn over_maxclients(shared: &Shared, ip: std::net::IpAddr) -> bool {
+    let limit = shared.config.maxclients.load(Ordering::Relaxed);
+    if (shared.connected_clients() as u64) < limit {
+        return false;
+    }
+    let ip = ip.to_string();
+    let member = shared.topology.read().as_ref().is_some_and(|map| {
+        map.shards
+            .iter()
+            .flat_map(|shard| std::iter::once(&shard.primary).chain(&shard.replicas))
+            .any(|node| node.ip == ip)
+    });
+    !member
+}
+
 /// Accepts clients until shutdown; each connection holds `active` until it ends.
 pub async fn accept_loop(
     shared: Arc<Shared>,
@@ -36,6 +54,14 @@ pub async fn accept_loop(
                 match accepted {
                     Ok((stream, peer)) => {
                         shared.counters.connections_received.fetch_add(1, Ordering::Relaxed);
+                        if over_maxclients(&shared, peer.ip()) {
+                            shared.counters.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                            tokio::spawn(crate::net::answer_and_close(
+                                stream,
+                                b"-ERR max number of clients reached\r\n",
+                            ));
+                            continue;
+                        }
                         let shared = shared.clone();
                         let shutdown = shutdown.clone();
                         let active = active.clone();

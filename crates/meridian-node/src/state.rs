@@ -102,6 +102,9 @@ pub struct RuntimeConfig {
     /// Seconds a client may stay idle before it is disconnected (Redis `timeout`; 0 =
     /// never). Subscribers and replicas are exempt.
     pub idle_timeout_secs: AtomicU64,
+    /// Clients connected at once (Redis `maxclients`); one more is refused unless it
+    /// comes from a node of this region's topology (a replica, a migration).
+    pub maxclients: AtomicU64,
 }
 
 pub struct Shared {

@@ -170,7 +170,11 @@ fn idle_clients_are_disconnected_after_the_timeout() {
     let Reply::Array(message) = subscriber.read() else {
         panic!("a message for the subscriber");
     };
-    assert_eq!(message[2], Reply::bulk("hi"), "the subscriber outlived the timeout");
+    assert_eq!(
+        message[2],
+        Reply::bulk("hi"),
+        "the subscriber outlived the timeout"
+    );
     assert_eq!(
         admin.cmd(&["CONFIG", "GET", "timeout"]),
         Reply::Array(vec![Reply::bulk("timeout"), Reply::bulk("1")])
@@ -183,4 +187,62 @@ fn idle_clients_are_disconnected_after_the_timeout() {
     let mut kept = node.raw();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(kept.cmd(&["PING"]), Reply::Simple("PONG".into()));
+}
+
+/// `maxclients`: a client beyond it is told `-ERR max number of clients reached` and
+/// closed (counted in `rejected_connections`), CONFIG SET moves the limit, and a node
+/// of the region's topology (a replica or migration source, here any 127.0.0.1 client
+/// once the map names that address) is let in regardless.
+#[test]
+fn clients_beyond_maxclients_are_refused_except_the_regions_nodes() {
+    let node = Node::start_with(&["--maxclients", "2"]);
+    let mut first = node.raw();
+    let mut second = node.raw();
+    for client in [&mut first, &mut second] {
+        assert_eq!(client.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    }
+    let mut third = node.raw();
+    assert_eq!(
+        third.read(),
+        Reply::Error("ERR max number of clients reached".into())
+    );
+    assert!(third.closed());
+    let Reply::Bulk(info) = first.cmd(&["INFO", "everything"]) else {
+        panic!("INFO answers text");
+    };
+    let info = String::from_utf8_lossy(&info);
+    for field in [
+        "maxclients:2\r\n",
+        "connected_clients:2\r\n",
+        "rejected_connections:1\r\n",
+    ] {
+        assert!(info.contains(field), "INFO lacks {field:?}");
+    }
+
+    assert_eq!(
+        first.cmd(&["CONFIG", "SET", "maxclients", "3"]),
+        Reply::ok()
+    );
+    assert_eq!(
+        first.cmd(&["CONFIG", "GET", "maxclients"]),
+        Reply::Array(vec![Reply::bulk("maxclients"), Reply::bulk("3")])
+    );
+    let Reply::Error(refused) = first.cmd(&["CONFIG", "SET", "maxclients", "0"]) else {
+        panic!("maxclients 0 accepted");
+    };
+    assert!(refused.contains("'maxclients'"), "{refused}");
+    let mut third = node.raw();
+    assert_eq!(third.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    let mut fourth = node.raw();
+    assert_eq!(
+        fourth.read(),
+        Reply::Error("ERR max number of clients reached".into())
+    );
+
+    // The map names 127.0.0.1 (where this test's clients come from) as a node of the
+    // region: its connections are a replica's or a migration's, never refused.
+    let map = topology_json(1, node.port);
+    assert_eq!(first.cmd(&["MERIDIAN.TOPOLOGY", "SET", &map]), Reply::ok());
+    let mut member = node.raw();
+    assert_eq!(member.cmd(&["PING"]), Reply::Simple("PONG".into()));
 }

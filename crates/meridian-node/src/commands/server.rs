@@ -247,10 +247,11 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
         section(
             "Clients",
             format!(
-                "connected_clients:{}\r\nblocked_clients:{}\r\npubsub_clients:{pubsub_clients}\r\ntracking_clients:{}\r\nmaxclients:10000\r\n{}",
+                "connected_clients:{}\r\nblocked_clients:{}\r\npubsub_clients:{pubsub_clients}\r\ntracking_clients:{}\r\nmaxclients:{}\r\n{}",
                 shared.connected_clients(),
                 shared.pause.blocked.load(Ordering::Relaxed),
                 db.tracking().stats().clients,
+                shared.config.maxclients.load(Ordering::Relaxed),
                 shared.pause.info_fields(),
             ),
         );
@@ -357,6 +358,10 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
         ("port".to_string(), shared.port.to_string()),
         ("bind".to_string(), shared.bind.clone()),
         ("databases".to_string(), "1".to_string()),
+        (
+            "maxclients".to_string(),
+            shared.config.maxclients.load(Ordering::Relaxed).to_string(),
+        ),
         (
             "timeout".to_string(),
             shared
@@ -497,6 +502,18 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                             failed(name, "argument couldn't be parsed into an integer")
                         })?;
                     }
+                    "maxclients" => {
+                        value
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|clients| *clients >= 1)
+                            .ok_or_else(|| {
+                                failed(
+                                    name,
+                                    "argument must be between 1 and 18446744073709551615 inclusive",
+                                )
+                            })?;
+                    }
                     "repl-backlog-size" => {
                         parse_memory(value)
                             .map_err(|_| failed(name, "argument must be a memory value"))?;
@@ -557,6 +574,11 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                     "tracking-table-max-keys" => db
                         .tracking()
                         .set_max_keys(value.parse().unwrap_or(crate::tracking::DEFAULT_MAX_KEYS)),
+                    "maxclients" => ctx
+                        .shared
+                        .config
+                        .maxclients
+                        .store(value.parse().unwrap_or(10_000), Ordering::Relaxed),
                     "timeout" => ctx
                         .shared
                         .config

@@ -167,24 +167,14 @@ pub async fn serve(
     }
 }
 
-/// Tells a client over the connection limit so. What it sent is read and dropped for a
-/// moment after the answer: closing with unread input would reset the connection and
-/// could discard the answer before the client read it.
-async fn refuse_connection(mut stream: tokio::net::TcpStream, limit: usize) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+/// Tells a client over the connection limit so, without serving it.
+async fn refuse_connection(stream: tokio::net::TcpStream, limit: usize) {
     let body = format!("{{\"error\":\"too many HTTP connections (limit {limit})\"}}");
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
+    crate::net::answer_and_close(stream, response.as_bytes()).await;
 }
 
 /// Answers the HTTP/1 requests of one connection until the client closes it, or takes
