@@ -303,21 +303,35 @@ pub fn render(registry: &Registry) -> String {
     text
 }
 
-/// Serves /metrics, /healthz and /readyz until shutdown.
+/// Scrapes and probes answered at once: a client that opens connections and sends
+/// nothing holds each for the 5 s request timeout, never more than these.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Serves /metrics, /healthz and /readyz until shutdown; beyond [`MAX_CONNECTIONS`] a
+/// connection is answered 503 and closed.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tokio::spawn(crate::net::answer_and_close(
+                        stream,
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    ));
+                    continue;
+                };
                 let registry = registry.clone();
                 let ready = ready.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &registry, &ready)).await;
+                    drop(permit);
                 });
             }
             _ = shutdown.changed() => break,

@@ -30,6 +30,17 @@ fn metrics_health_and_readiness_over_http() {
         assert!(body.contains(needle), "metrics lack {needle:?}:\n{body}");
     }
     assert_eq!(node.http_get("/nope").0, 404);
+
+    // Connections that send nothing hold at most 64 slots; one more is answered 503,
+    // and probes are answered again once they are gone.
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", node.metrics_port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(node.http_get("/healthz").0, 503, "the 65th connection");
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(node.http_get("/healthz"), (200, "ok\n".to_string()));
 }
 
 #[test]
