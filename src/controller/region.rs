@@ -233,35 +233,47 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
 
     // orchestrate the nodes
     let (pods, revisions) = observe_pods(region, ctx, &plan, retention.shards).await?;
-    let orchestration =
-        match orchestrate(region, &plan, &pods, &revisions, password.as_deref(), ctx).await {
-            Ok(orchestration) => orchestration,
-            Err(error) => {
-                // Show the problem in status before the error policy backs off.
-                let status = region_status(
-                    region,
-                    &plan,
-                    &pods,
-                    None,
-                    Some(&error),
-                    None,
-                    &HashMap::new(),
-                    Timestamp::now(),
-                );
-                ctx.apply_status(region, &status).await?;
-                return Err(error);
-            }
-        };
+    // One connection per node for the rest of the reconcile: map, replication and
+    // links read once, then the node step, the links and status use it.
+    let mut reads = read_nodes(&pods, password.as_deref(), ctx).await;
+    let orchestration = match orchestrate(
+        region,
+        &plan,
+        &pods,
+        &revisions,
+        password.as_deref(),
+        &mut reads,
+        ctx,
+    )
+    .await
+    {
+        Ok(orchestration) => orchestration,
+        Err(error) => {
+            // Show the problem in status before the error policy backs off.
+            let status = region_status(
+                region,
+                &plan,
+                &pods,
+                None,
+                Some(&error),
+                None,
+                &HashMap::new(),
+                Timestamp::now(),
+            );
+            ctx.apply_status(region, &status).await?;
+            return Err(error);
+        }
+    };
 
     // wire region links (once the region has a topology)
     let peer_links = match orchestration.map() {
-        Some(map) => Some(wire_peers(region, &plan, &pods, map, password.as_deref(), ctx).await?),
+        Some(map) => Some(wire_peers(region, &plan, map, &mut reads, ctx).await?),
         None => None,
     };
 
     // status
     let replication = match orchestration.map() {
-        Some(_) => observe_replication(&pods, password.as_deref(), ctx).await,
+        Some(_) => refresh_replication(&mut reads.connections).await,
         None => HashMap::new(),
     };
     let status = region_status(
@@ -293,24 +305,19 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
 async fn wire_peers(
     region: &CacheRegion,
     plan: &RegionPlan<'_>,
-    pods: &RegionPods,
     map: &TopologyMap,
-    password: Option<&str>,
+    reads: &mut NodeReads,
     ctx: &Context,
 ) -> Result<Vec<PeerStatus>, Error> {
     let siblings = observe_sibling_regions(ctx, plan).await?;
-    let mut nodes = BTreeMap::new();
-    let answers = query_each_pod(pods, password, ctx, async |node| node.peers().await).await;
-    for (pod, result) in answers {
-        match result {
-            Ok(node) => {
-                nodes.insert(pod, node);
-            }
-            Err(error) => tracing::debug!(%pod, %error, "cannot read region links"),
-        }
-    }
+    // What the nodes said when this reconcile read them, in pod order.
+    let nodes: BTreeMap<String, PeersReport> = reads
+        .peers
+        .iter()
+        .map(|(pod, report)| (pod.clone(), report.clone()))
+        .collect();
     let mut known: Vec<PeerConfig> = Vec::new();
-    for (_, report) in nodes.values() {
+    for report in nodes.values() {
         for config in report.configs() {
             if !known.iter().any(|held| held.region == config.region) {
                 known.push(config);
@@ -320,8 +327,11 @@ async fn wire_peers(
     let desired = peers::desired_peers(&plan.region_name, &siblings, &region.spec.peers, &known);
     let mut pushed = Vec::new();
     let mut reports: BTreeMap<String, PeersReport> = BTreeMap::new();
-    for (pod, (mut connection, report)) in nodes {
+    for (pod, report) in nodes {
         if peers::needs_push(&desired, &report) {
+            let Some(connection) = reads.connections.get_mut(&pod) else {
+                continue;
+            };
             match connection.set_peers(&desired).await {
                 // Links of changed peers restart: no report vouches for them yet.
                 Ok(()) => pushed.push(pod),
@@ -733,35 +743,50 @@ struct NodeReads {
     reports: Vec<NodeReport>,
     /// `INFO replication` of the nodes that answered it, by pod name.
     replication: HashMap<String, ReplicationInfo>,
+    /// `MERIDIAN.PEERS GET` of the nodes that answered it, by pod name.
+    peers: HashMap<String, PeersReport>,
     /// Pods that did not answer, with the error.
     unreachable: HashMap<String, Error>,
 }
 
 /// Opens an admin connection to every pod with an IP (concurrently, short timeouts) and
-/// reads its map and its replication state. Unreachable pods end up in the error map.
+/// reads its map, its replication state and its region links. Unreachable pods end up
+/// in the error map. The connections serve the rest of the reconcile.
 async fn read_nodes(pods: &RegionPods, password: Option<&str>, ctx: &Context) -> NodeReads {
     let mut reads = NodeReads {
         connections: HashMap::new(),
         reports: Vec::new(),
         replication: HashMap::new(),
+        peers: HashMap::new(),
         unreachable: HashMap::new(),
     };
     let answers = query_each_pod(pods, password, ctx, async |node| {
         let map = node.topology().await?;
-        // The map decides reachability; a failed INFO only leaves the node's
-        // replication state unknown.
-        Ok((map, node.replication_info().await.ok()))
+        // The map decides reachability; a failed INFO or PEERS only leaves the node's
+        // replication state or links unknown.
+        let replication = node.replication_info().await.ok();
+        let peers = match node.peers().await {
+            Ok(peers) => Some(peers),
+            Err(error) => {
+                tracing::debug!(%error, "cannot read region links");
+                None
+            }
+        };
+        Ok((map, replication, peers))
     })
     .await;
     for (pod, result) in answers {
         match result {
-            Ok((connection, (map, replication))) => {
+            Ok((connection, (map, replication, peers))) => {
                 reads.reports.push(NodeReport {
                     pod: pod.clone(),
                     map,
                 });
                 if let Some(info) = replication {
                     reads.replication.insert(pod.clone(), info);
+                }
+                if let Some(peers) = peers {
+                    reads.peers.insert(pod.clone(), peers);
                 }
                 reads.connections.insert(pod, connection);
             }
@@ -773,38 +798,45 @@ async fn read_nodes(pods: &RegionPods, password: Option<&str>, ctx: &Context) ->
     reads
 }
 
-/// `INFO replication` of every node that answers, by pod name (for the shard status).
-async fn observe_replication(
-    pods: &RegionPods,
-    password: Option<&str>,
-    ctx: &Context,
+/// `INFO replication` of every node this reconcile reached, read again after the node
+/// step (a failover or push changed it), on the connections already open.
+async fn refresh_replication(
+    connections: &mut HashMap<String, NodeConnection>,
 ) -> HashMap<String, ReplicationInfo> {
-    query_each_pod(pods, password, ctx, async |node| {
-        node.replication_info().await
-    })
+    futures::future::join_all(connections.iter_mut().map(|(pod, connection)| async move {
+        connection
+            .replication_info()
+            .await
+            .ok()
+            .map(|info| (pod.clone(), info))
+    }))
     .await
     .into_iter()
-    .filter_map(|(pod, answer)| answer.ok().map(|(_, info)| (pod, info)))
+    .flatten()
     .collect()
 }
 
-/// Reads every node's map, fails over shards whose primary is gone, plans and pushes.
+/// From what [`read_nodes`] read, fails over shards whose primary is gone, plans and
+/// pushes, over the connections it opened.
 async fn orchestrate(
     region: &CacheRegion,
     plan: &RegionPlan<'_>,
     pods: &RegionPods,
     revisions: &Revisions,
     password: Option<&str>,
+    reads: &mut NodeReads,
     ctx: &Context,
 ) -> Result<Orchestration, Error> {
     let NodeReads {
-        mut connections,
+        connections,
         reports,
         replication,
-        mut unreachable,
-    } = read_nodes(pods, password, ctx).await;
+        unreachable,
+        ..
+    } = reads;
+    let (reports, replication) = (&*reports, &*replication);
     let status_epoch = region.status.as_ref().map_or(0, |status| status.epoch);
-    let current = topology_plan::newest_reported(&reports)
+    let current = topology_plan::newest_reported(reports)
         .filter(|map| map.cluster == plan.cluster_name && map.region == plan.region_name)
         .cloned();
 
@@ -816,8 +848,8 @@ async fn orchestrate(
             current,
             pods,
             |primary| ctx.probes.is_unreachable(primary) && !connections.contains_key(&primary.id),
-            &reports,
-            &replication,
+            reports,
+            replication,
         );
         if !down.is_empty() {
             return fail_over(
@@ -826,9 +858,9 @@ async fn orchestrate(
                 pods,
                 current,
                 &down,
-                &reports,
+                reports,
                 status_epoch,
-                &mut connections,
+                connections,
                 password,
                 ctx,
             )
@@ -838,7 +870,7 @@ async fn orchestrate(
         if !pods.all_ready() {
             // Catch up nodes that missed the current map (e.g. an operator restart in
             // the middle of a failover); new pods join once everything is ready.
-            push_to_lagging(current, &reports, &mut connections, ctx).await;
+            push_to_lagging(current, reports, connections, ctx).await;
             return Ok(Orchestration::Recovering {
                 map: current.clone(),
                 ready: pods.ready_count(),
@@ -864,7 +896,7 @@ async fn orchestrate(
         &plan.cluster_name,
         &plan.region_name,
         pods,
-        &reports,
+        reports,
         status_epoch,
     )?;
     // What the settling step after this needs (a resharding or rolling-update step).
@@ -873,14 +905,14 @@ async fn orchestrate(
         plan,
         pods,
         revisions,
-        reports: &reports,
+        reports,
         status_epoch,
         password,
     };
     let (map, targets, new_epoch, primaries, slots_reassigned) = match decision {
         TopologyDecision::InSync { map } => {
             ctx.probes.watch(&region_key(region), &map, password);
-            return reshard_then_roll(&settle, map, &mut connections, ctx).await;
+            return reshard_then_roll(&settle, map, connections, ctx).await;
         }
         TopologyDecision::Push {
             map,
@@ -941,7 +973,7 @@ async fn orchestrate(
     // Everyone holds the map now (e.g. a new shard joined with no slots, a replaced pod
     // came back): go on with moving slots or replacing pods right away rather than at
     // the next periodic reconcile.
-    reshard_then_roll(&settle, map, &mut connections, ctx).await
+    reshard_then_roll(&settle, map, connections, ctx).await
 }
 
 /// In a region where every node holds `map`: moves slots if the shard count changed,
