@@ -170,6 +170,11 @@ pub struct NodeConnection {
 }
 
 impl NodeConnection {
+    /// `ip:port` this connection goes to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// Connects (with timeouts) and authenticates when `password` is set.
     pub async fn open(node: &NodeAddr, password: Option<&str>) -> Result<NodeConnection, Error> {
         Self::open_with_timeout(node, password, CONNECT_TIMEOUT, RESPONSE_TIMEOUT).await

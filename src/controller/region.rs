@@ -219,7 +219,7 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
 
     // observe the nodes' map: shards above the desired count stay while the map lists
     // them (scale-in drains their slots first)
-    let retention = observe_retention(region, &plan, password.as_deref(), ctx).await?;
+    let (retention, mut reads) = observe_retention(region, &plan, password.as_deref(), ctx).await?;
 
     // build (pure)
     let desired = resources::build_keeping(&plan, &ctx.build, &retention.keep);
@@ -233,9 +233,10 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
 
     // orchestrate the nodes
     let (pods, revisions) = observe_pods(region, ctx, &plan, retention.shards).await?;
-    // One connection per node for the rest of the reconcile: map, replication and
-    // links read once, then the node step, the links and status use it.
-    let mut reads = read_nodes(&pods, password.as_deref(), ctx).await;
+    // One connection per node per reconcile: map, replication and links read once
+    // (above, and here for pods that appeared or did not answer), then the node step,
+    // the links and status use it.
+    reads.cover(&pods, password.as_deref(), ctx).await;
     let orchestration = match orchestrate(
         region,
         &plan,
@@ -389,14 +390,14 @@ fn probes_flag(ctx: &Context, pod: &ObservedPod) -> bool {
 
 /// Connects to every pod that has an IP and runs `query` on each, all at once (bounded
 /// by the node timeouts, so a dead node cannot stall the reconcile).
-async fn query_each_pod<T>(
-    pods: &RegionPods,
+async fn query_each_pod<'a, T>(
+    pods: impl IntoIterator<Item = &'a ObservedPod>,
     password: Option<&str>,
     ctx: &Context,
     query: impl AsyncFn(&mut NodeConnection) -> Result<T, Error>,
 ) -> Vec<(String, Result<(NodeConnection, T), Error>)> {
     let query = &query;
-    let attempts = pods.iter().filter_map(|pod| {
+    let attempts = pods.into_iter().filter_map(|pod| {
         let addr = pod.addr()?;
         // A node the probes flag, or that did not answer the last read, gets the
         // probe's short timeout: a hung process accepts connections (the kernel
@@ -569,13 +570,14 @@ struct Retention {
     known: bool,
 }
 
-/// Reads the nodes' maps (every pod of the region, any shard) to decide [`Retention`].
+/// Reads the nodes' maps (every pod of the region, any shard) to decide [`Retention`];
+/// the reads serve the rest of the reconcile.
 async fn observe_retention(
     region: &CacheRegion,
     plan: &RegionPlan<'_>,
     password: Option<&str>,
     ctx: &Context,
-) -> Result<Retention, Error> {
+) -> Result<(Retention, NodeReads), Error> {
     let (observed, _) = list_region_pods(ctx, plan).await?;
     let highest = observed
         .iter()
@@ -588,14 +590,14 @@ async fn observe_retention(
         .filter(|pod| !probes_flag(ctx, pod))
         .collect();
     let all = RegionPods::group(answering, highest, plan.pods_per_shard());
-    let reports = read_nodes(&all, password, ctx).await.reports;
-    let current = topology_plan::newest_reported(&reports)
+    let reads = read_nodes(all.iter(), password, ctx).await;
+    let current = topology_plan::newest_reported(&reads.reports)
         .filter(|map| map.cluster == plan.cluster_name && map.region == plan.region_name);
     let bootstrapped = region
         .status
         .as_ref()
         .is_some_and(|status| status.epoch > 0);
-    Ok(match current {
+    let retention = match current {
         Some(map) => Retention {
             keep: reshard::draining_shards(Some(map), plan.shards),
             shards: reshard::effective_shards(Some(map), plan.shards),
@@ -619,7 +621,8 @@ async fn observe_retention(
             shards: plan.shards,
             known: true,
         },
-    })
+    };
+    Ok((retention, reads))
 }
 
 /// Scale-in: deletes StatefulSets and PDBs of shards at or beyond the desired count,
@@ -752,7 +755,11 @@ struct NodeReads {
 /// Opens an admin connection to every pod with an IP (concurrently, short timeouts) and
 /// reads its map, its replication state and its region links. Unreachable pods end up
 /// in the error map. The connections serve the rest of the reconcile.
-async fn read_nodes(pods: &RegionPods, password: Option<&str>, ctx: &Context) -> NodeReads {
+async fn read_nodes<'a>(
+    pods: impl IntoIterator<Item = &'a ObservedPod>,
+    password: Option<&str>,
+    ctx: &Context,
+) -> NodeReads {
     let mut reads = NodeReads {
         connections: HashMap::new(),
         reports: Vec::new(),
@@ -796,6 +803,35 @@ async fn read_nodes(pods: &RegionPods, password: Option<&str>, ctx: &Context) ->
         }
     }
     reads
+}
+
+impl NodeReads {
+    /// Brings the reads up to `pods`: forgets pods that are gone or moved to another
+    /// address, and reads the ones without an answer yet (new pods, pods that did not
+    /// answer before), so every pod is read once per reconcile.
+    async fn cover(&mut self, pods: &RegionPods, password: Option<&str>, ctx: &Context) {
+        let current: HashMap<&str, String> = pods
+            .iter()
+            .filter_map(|pod| Some((pod.name.as_str(), pod.addr()?.endpoint())))
+            .collect();
+        self.connections.retain(|pod, connection| {
+            current.get(pod.as_str()).map(String::as_str) == Some(connection.endpoint())
+        });
+        let kept = &self.connections;
+        self.reports.retain(|report| kept.contains_key(&report.pod));
+        self.replication.retain(|pod, _| kept.contains_key(pod));
+        self.peers.retain(|pod, _| kept.contains_key(pod));
+        self.unreachable.clear();
+        let missing = pods
+            .iter()
+            .filter(|pod| !self.connections.contains_key(&pod.name));
+        let more = read_nodes(missing, password, ctx).await;
+        self.connections.extend(more.connections);
+        self.reports.extend(more.reports);
+        self.replication.extend(more.replication);
+        self.peers.extend(more.peers);
+        self.unreachable.extend(more.unreachable);
+    }
 }
 
 /// `INFO replication` of every node this reconcile reached, read again after the node
