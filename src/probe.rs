@@ -138,34 +138,61 @@ impl PrimaryProbes {
     }
 }
 
-async fn probe_once(node: &NodeAddr, password: Option<&str>) -> bool {
+/// Pings `node` on `held` (its connection kept from the last probe), or on a new one;
+/// gives the connection back when the node answered. A connection that failed is
+/// dropped, so the next probe also proves the node still accepts connections.
+async fn probe_once(
+    node: &NodeAddr,
+    password: Option<&str>,
+    held: Option<NodeConnection>,
+) -> Option<NodeConnection> {
     let attempt = async {
-        let mut connection =
-            NodeConnection::open_with_timeout(node, password, PROBE_TIMEOUT, PROBE_TIMEOUT).await?;
-        connection.ping().await
+        let mut connection = match held {
+            Some(connection) => connection,
+            None => {
+                NodeConnection::open_with_timeout(node, password, PROBE_TIMEOUT, PROBE_TIMEOUT)
+                    .await?
+            }
+        };
+        connection.ping().await?;
+        Ok::<_, crate::Error>(connection)
     };
     // The outer timeout also bounds the connect + AUTH handshake.
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT * 2, attempt).await,
-        Ok(Ok(()))
-    )
+    tokio::time::timeout(PROBE_TIMEOUT * 2, attempt)
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
-/// Probes every watched primary each [`PROBE_INTERVAL`]; sends on `trigger` when a
-/// primary crosses the failure threshold. Runs until the receiver is dropped.
+/// Probes every watched primary each [`PROBE_INTERVAL`], each over one connection kept
+/// while it answers (a probe costs a PING, not a TCP and AUTH handshake); sends on
+/// `trigger` when a primary crosses the failure threshold. Runs until the receiver is
+/// dropped.
 pub async fn run(probes: Arc<PrimaryProbes>, mut trigger: mpsc::Sender<()>) {
     let mut ticker = tokio::time::interval(PROBE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held: HashMap<String, NodeConnection> = HashMap::new();
     loop {
         ticker.tick().await;
         let targets = probes.snapshot();
-        let results =
-            futures::future::join_all(targets.iter().map(|(node, password)| async move {
-                (node, probe_once(node, password.as_deref()).await)
-            }))
-            .await;
+        // Connections of primaries no longer watched are closed.
+        held.retain(|key, _| targets.iter().any(|(node, _)| &node_key(node) == key));
+        let results = futures::future::join_all(targets.iter().map(|(node, password)| {
+            let connection = held.remove(&node_key(node));
+            async move {
+                (
+                    node,
+                    probe_once(node, password.as_deref(), connection).await,
+                )
+            }
+        }))
+        .await;
         let mut crossed = false;
-        for (node, healthy) in results {
+        for (node, answered) in results {
+            let healthy = answered.is_some();
+            if let Some(connection) = answered {
+                held.insert(node_key(node), connection);
+            }
             if probes.record(node, healthy) {
                 tracing::warn!(node = %node.id, endpoint = %node.endpoint(), "primary failed {FAILURE_THRESHOLD} consecutive probes");
                 crossed = true;
