@@ -311,12 +311,10 @@ async fn wire_peers(
     ctx: &Context,
 ) -> Result<Vec<PeerStatus>, Error> {
     let siblings = observe_sibling_regions(ctx, plan).await?;
-    // What the nodes said when this reconcile read them, in pod order.
-    let nodes: BTreeMap<String, PeersReport> = reads
-        .peers
-        .iter()
-        .map(|(pod, report)| (pod.clone(), report.clone()))
-        .collect();
+    // What the nodes said when this reconcile read them, in pod order (nothing after
+    // this step reads them).
+    let nodes: BTreeMap<String, PeersReport> =
+        std::mem::take(&mut reads.peers).into_iter().collect();
     let mut known: Vec<PeerConfig> = Vec::new();
     for report in nodes.values() {
         for config in report.configs() {

@@ -23,9 +23,14 @@ pub const NODE_ID: &str = "fuzz-node";
 /// A fresh node state: default flags, no listeners, no origin, no password, and
 /// nothing taken from `MERIDIAN_*` variables that could point it at the network.
 pub fn node() -> Arc<Shared> {
-    // parsing the flags costs more than building the state: once per process
+    crate::build_shared(config())
+}
+
+/// The flags [`node`] is built from: the defaults, less anything that could point it
+/// at the network. Parsing them costs more than building the state: once per process.
+fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
+    CONFIG.get_or_init(|| {
         let mut config = Config::try_parse_from([
             "meridian-node",
             "--cluster",
@@ -44,8 +49,7 @@ pub fn node() -> Arc<Shared> {
         config.tls_dir = None;
         config.maxmemory = 0;
         config
-    });
-    crate::build_shared(config)
+    })
 }
 
 /// The region-link client's reply decoder: takes one reply off the front of `buffer`.
@@ -69,7 +73,11 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     crate::http::serve_connection(
-        Arc::new(crate::http::Api::new(shared, 8080, Default::default())),
+        Arc::new(crate::http::Api::new(
+            shared,
+            8080,
+            crate::http::HttpLimits::from_config(config()),
+        )),
         io,
     )
     .await

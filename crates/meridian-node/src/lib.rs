@@ -158,11 +158,7 @@ pub async fn run(
             shared.clone(),
             listener,
             config.http_port,
-            http::HttpLimits {
-                max_connections: config.http_max_connections as usize,
-                header_timeout: Duration::from_millis(config.http_header_timeout_ms),
-                body_timeout: Duration::from_millis(config.http_body_timeout_ms),
-            },
+            http::HttpLimits::from_config(&config),
             shutdown_rx.clone(),
         ))
     });

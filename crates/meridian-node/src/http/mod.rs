@@ -74,12 +74,14 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
 }
 
-impl Default for HttpLimits {
-    fn default() -> Self {
+impl HttpLimits {
+    /// The limits `--http-max-connections`, `--http-header-timeout-ms` and
+    /// `--http-body-timeout-ms` set.
+    pub fn from_config(config: &crate::config::Config) -> Self {
         HttpLimits {
-            max_connections: 1024,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(60),
+            max_connections: config.http_max_connections as usize,
+            header_timeout: Duration::from_millis(config.http_header_timeout_ms),
+            body_timeout: Duration::from_millis(config.http_body_timeout_ms),
         }
     }
 }

@@ -164,11 +164,7 @@ impl Lane {
     }
 
     fn report(&self, report: LaneReport) {
-        let _ = self.reports.send(LaneMessage {
-            target: self.target.clone(),
-            generation: self.generation,
-            report,
-        });
+        send_report(&self.reports, &self.target, self.generation, report);
     }
 
     async fn connect(&self) -> Result<LinkConn, String> {
@@ -186,15 +182,10 @@ impl Lane {
             in_flight: Mutex::new(VecDeque::new()),
             permits: Semaphore::new(WINDOW),
         };
-        let reports = &self.reports;
-        let lane = (&self.target, self.generation);
+        let (reports, target, generation) = (&self.reports, &self.target, self.generation);
         let mut accepted_again = || {
             if std::mem::take(refused) {
-                let _ = reports.send(LaneMessage {
-                    target: lane.0.clone(),
-                    generation: lane.1,
-                    report: LaneReport::Up,
-                });
+                send_report(reports, target, generation, LaneReport::Up);
             }
         };
         let ended = tokio::select! {
@@ -215,6 +206,20 @@ impl Lane {
         self.unsent = resend;
         ended
     }
+}
+
+/// Tells the peer's coordinator how lane `target` of `generation` fares.
+fn send_report(
+    reports: &mpsc::UnboundedSender<LaneMessage>,
+    target: &Arc<str>,
+    generation: u64,
+    report: LaneReport,
+) {
+    let _ = reports.send(LaneMessage {
+        target: target.clone(),
+        generation,
+        report,
+    });
 }
 
 pub async fn connect(
