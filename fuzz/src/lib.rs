@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use bytes::BytesMut;
+use meridian_node::commands::admin;
 use meridian_node::fuzzing::{self, LinkReply, NODE_ID};
 use meridian_node::http::local::{self, Reply};
 use meridian_node::http::metrics::API_METRICS;
@@ -477,6 +478,19 @@ fn map_checks(map: &TopologyMap) {
     }
 }
 
+/// Whether `map` stays within the sizes a node accepts (`commands/admin.rs`): an epoch
+/// JSON tools hold exactly, no more shards than slots, a bounded node count, and names
+/// and addresses no longer than a DNS name.
+fn within_node_bounds(map: &TopologyMap) -> bool {
+    map.epoch <= admin::MAX_EPOCH
+        && map.shards.len() <= admin::MAX_SHARDS
+        && map.nodes().count() <= admin::MAX_NODES
+        && [&map.cluster, &map.region]
+            .into_iter()
+            .chain(map.nodes().flat_map(|node| [&node.id, &node.ip]))
+            .all(|name| name.len() <= admin::MAX_NAME_LEN)
+}
+
 /// `MERIDIAN.TOPOLOGY SET <json> PARTIAL` (`src/commands/admin.rs`), the map the
 /// operator pushes: the input is a stream of JSON maps, each checked on its own
 /// (JSON round trip, validation, routing) and then pushed to one node in order, so
@@ -498,6 +512,7 @@ pub fn topology(data: &[u8]) {
             return;
         }
         let accept = map.validate_structure().is_ok()
+            && within_node_bounds(&map)
             && current.as_ref().is_none_or(|held| {
                 map.epoch > held.epoch || (map.epoch == held.epoch && &map == held)
             });

@@ -111,12 +111,12 @@ pub const MAX_EPOCH: u64 = (1 << 53) - 1;
 const MAX_TOPOLOGY_JSON: usize = 32 * 1024 * 1024;
 /// More shards than slots cannot all own one; every command routes through the
 /// shard list, so its length is bounded too.
-const MAX_SHARDS: usize = SLOT_COUNT as usize;
+pub const MAX_SHARDS: usize = SLOT_COUNT as usize;
 /// Primaries and replicas over every shard (the operator runs at most 256
 /// shards of 6 nodes).
-const MAX_NODES: usize = 64 * 1024;
+pub const MAX_NODES: usize = 64 * 1024;
 /// Node ids are pod names and addresses IPs or DNS names: 253 bytes at most.
-const MAX_NAME_LEN: usize = 253;
+pub const MAX_NAME_LEN: usize = 253;
 
 /// Parses a topology map (from `MERIDIAN.TOPOLOGY SET` or a peer region) and
 /// checks the bounds that keep it from costing unbounded memory or time and
