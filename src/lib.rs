@@ -11,6 +11,7 @@ pub mod nodes;
 pub mod peers;
 pub mod probe;
 pub mod rbac;
+pub mod region_plan;
 pub mod reshard;
 pub mod resources;
 pub mod rollout;

@@ -1,6 +1,7 @@
 //! Talking to cache nodes over RESP, always by pod IP (Services are not routed in every
 //! cluster this runs in, and the operator must reach a specific node anyway).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use meridian_topology::{NodeAddr, TopologyMap, cluster_node_id};
@@ -162,11 +163,121 @@ impl ReplicationInfo {
     }
 }
 
+/// What pushing one map to several nodes did, node by node.
+#[derive(Debug, Default)]
+pub struct PushReport {
+    /// Nodes that applied the map, in push order.
+    pub applied: Vec<String>,
+    /// `pod: message` of nodes that refused it because they hold a newer epoch.
+    pub stale: Vec<String>,
+    /// Nodes the push did not reach, with the error.
+    pub failed: Vec<(String, Error)>,
+}
+
+impl PushReport {
+    /// The first node error, for steps that cannot go on without every node.
+    pub fn into_first_error(mut self) -> Result<Self, Error> {
+        if self.failed.is_empty() {
+            Ok(self)
+        } else {
+            Err(self.failed.remove(0).1)
+        }
+    }
+}
+
+/// The admin connections one reconcile holds, one per node, by pod name.
+#[derive(Default)]
+pub struct NodeConnections {
+    by_pod: HashMap<String, NodeConnection>,
+}
+
+impl NodeConnections {
+    pub fn insert(&mut self, pod: String, connection: NodeConnection) {
+        self.by_pod.insert(pod, connection);
+    }
+
+    pub fn get_mut(&mut self, pod: &str) -> Option<&mut NodeConnection> {
+        self.by_pod.get_mut(pod)
+    }
+
+    /// Two different nodes' connections at once (a slot move talks to both).
+    pub fn pair_mut(
+        &mut self,
+        first: &str,
+        second: &str,
+    ) -> Option<(&mut NodeConnection, &mut NodeConnection)> {
+        match self.by_pod.get_disjoint_mut([first, second]) {
+            [Some(first), Some(second)] => Some((first, second)),
+            _ => None,
+        }
+    }
+
+    pub fn contains(&self, pod: &str) -> bool {
+        self.by_pod.contains_key(pod)
+    }
+
+    /// Pod names, sorted (a stable push order).
+    pub fn pods(&self) -> Vec<String> {
+        let mut pods: Vec<String> = self.by_pod.keys().cloned().collect();
+        pods.sort();
+        pods
+    }
+
+    /// Keeps the connections `keep(pod, connection)` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &NodeConnection) -> bool) {
+        self.by_pod.retain(|pod, connection| keep(pod, connection));
+    }
+
+    pub fn extend(&mut self, other: NodeConnections) {
+        self.by_pod.extend(other.by_pod);
+    }
+
+    /// Runs `query` on every connection at once; the answers by pod name.
+    pub async fn query_all<T>(
+        &mut self,
+        query: impl AsyncFn(&mut NodeConnection) -> Result<T, Error>,
+    ) -> Vec<(String, Result<T, Error>)> {
+        let query = &query;
+        futures::future::join_all(
+            self.by_pod
+                .iter_mut()
+                .map(|(pod, connection)| async move { (pod.clone(), query(connection).await) }),
+        )
+        .await
+    }
+
+    /// The one way a map reaches nodes: `MERIDIAN.TOPOLOGY SET` to the pods in `order`
+    /// this reconcile holds a connection to, one after the other (the order matters in a
+    /// failover, a handover and a slot move), every outcome reported.
+    pub async fn push(&mut self, map: &TopologyMap, order: &[String]) -> PushReport {
+        let mut report = PushReport::default();
+        for pod in order {
+            let Some(connection) = self.by_pod.get_mut(pod) else {
+                continue;
+            };
+            match connection.push_topology(map).await {
+                Ok(PushOutcome::Applied) => report.applied.push(pod.to_string()),
+                Ok(PushOutcome::Stale(message)) => report.stale.push(format!("{pod}: {message}")),
+                Err(error) => report.failed.push((pod.to_string(), error)),
+            }
+        }
+        report
+    }
+}
+
+impl From<HashMap<String, NodeConnection>> for NodeConnections {
+    fn from(by_pod: HashMap<String, NodeConnection>) -> Self {
+        NodeConnections { by_pod }
+    }
+}
+
 /// An open admin connection to one node.
 pub struct NodeConnection {
     node: String,
     endpoint: String,
     connection: MultiplexedConnection,
+    /// What replies are waited for (a slot move waits longer, then goes back to this).
+    response_timeout: Duration,
 }
 
 impl NodeConnection {
@@ -215,6 +326,7 @@ impl NodeConnection {
             node: node.id.clone(),
             endpoint,
             connection,
+            response_timeout,
         })
     }
 
@@ -309,15 +421,6 @@ impl NodeConnection {
             .await
             .map_err(|source| self.error(source))?;
         Ok(ReplicationInfo::parse(&text))
-    }
-
-    /// Like [`NodeConnection::open`] with a response timeout long enough for
-    /// `MERIDIAN.MIGRATE SLOT`.
-    pub async fn open_for_migration(
-        node: &NodeAddr,
-        password: Option<&str>,
-    ) -> Result<NodeConnection, Error> {
-        Self::open_with_timeout(node, password, CONNECT_TIMEOUT, MIGRATION_RESPONSE_TIMEOUT).await
     }
 
     /// The slots the node reports MIGRATING / IMPORTING (its `CLUSTER NODES` line).
@@ -468,10 +571,16 @@ pub async fn move_slots(
             command.arg("AUTH").arg(password);
         }
     }
-    let moved: Vec<u64> = migrate
-        .query_async(&mut source.connection)
-        .await
-        .map_err(|error| source.error(error))?;
+    // Each slot answers once all its keys moved: wait for that longer than for an admin
+    // command, on the same connection.
+    source
+        .connection
+        .set_response_timeout(MIGRATION_RESPONSE_TIMEOUT);
+    let moved: Result<Vec<u64>, _> = migrate.query_async(&mut source.connection).await;
+    source
+        .connection
+        .set_response_timeout(source.response_timeout);
+    let moved = moved.map_err(|error| source.error(error))?;
     Ok(moved.iter().sum())
 }
 

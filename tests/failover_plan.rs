@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::plans::{all_pods, pod};
+
 use std::collections::{BTreeMap, HashMap};
 
 use meridian_operator::nodes::{ReplicationInfo, ReplicationRole};
@@ -10,23 +12,6 @@ use meridian_operator::topology_plan::{
     self, NodeReport, ObservedPod, PrimaryDown, PromotionCandidate, RegionPods, TopologyDecision,
 };
 use meridian_topology::{NodeRole, TopologyMap};
-
-fn pod(shard: u16, ordinal: u16, ready: bool) -> ObservedPod {
-    ObservedPod {
-        name: format!("orders-eu-{shard}-{ordinal}"),
-        shard,
-        ordinal,
-        ip: Some(format!("127.0.{}.{}", shard + 1, ordinal + 1)),
-        ready,
-        running: ready,
-    }
-}
-
-fn all_pods(shards: u16, pods_per_shard: u16) -> Vec<ObservedPod> {
-    (0..shards)
-        .flat_map(|shard| (0..pods_per_shard).map(move |ordinal| pod(shard, ordinal, true)))
-        .collect()
-}
 
 /// The bootstrapped map of a region whose pods are all ready.
 fn bootstrapped(shards: u16, pods_per_shard: u16) -> TopologyMap {

@@ -9,14 +9,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Node, node_binary, start_node};
 use meridian_operator::controller::rollout::{Switch, switch_primary};
-use meridian_operator::nodes::{NodeConnection, PushOutcome, ReplicationRole};
+use meridian_operator::nodes::{NodeConnection, NodeConnections, ReplicationRole};
 use meridian_operator::rollout::handover_map;
 use meridian_topology::{NodeAddr, ShardTopology, SlotRange, TopologyMap};
 
@@ -34,8 +33,8 @@ fn one_shard(epoch: u64, primary: &NodeAddr, replicas: &[&NodeAddr]) -> Topology
     }
 }
 
-async fn connect_all(nodes: &[&Node]) -> HashMap<String, NodeConnection> {
-    let mut connections = HashMap::new();
+async fn connect_all(nodes: &[&Node]) -> NodeConnections {
+    let mut connections = NodeConnections::default();
     for node in nodes {
         let connection = NodeConnection::open(&node.addr, None).await.unwrap();
         connections.insert(node.addr.id.clone(), connection);
@@ -43,13 +42,10 @@ async fn connect_all(nodes: &[&Node]) -> HashMap<String, NodeConnection> {
     connections
 }
 
-async fn push_all(map: &TopologyMap, connections: &mut HashMap<String, NodeConnection>) {
-    for connection in connections.values_mut() {
-        assert_eq!(
-            connection.push_topology(map).await.unwrap(),
-            PushOutcome::Applied
-        );
-    }
+async fn push_all(map: &TopologyMap, connections: &mut NodeConnections) {
+    let everyone = connections.pods();
+    let report = connections.push(map, &everyone).await;
+    assert_eq!(report.applied, everyone, "{report:?}");
 }
 
 async fn wait_attached(connection: &mut NodeConnection) {

@@ -7,20 +7,21 @@
 //! (`MERIDIAN_NODE_IMAGE`, default the chart's), to also wait for the bootstrap (topology
 //! epoch ≥ 1, Ready).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use meridian_api::{CacheCluster, CacheRegion};
+use meridian_api::{CacheCluster, CacheRegion, labels, ports};
 use meridian_operator::controller::{self, Context};
 use meridian_operator::leader::{LeaderElector, LeaseTiming};
-use meridian_operator::metrics::Metrics;
+use meridian_operator::metrics::{KindLabels, Metrics};
 use meridian_operator::resources::BuildConfig;
 
 const TEST_MANAGER: &str = "meridian-operator-test";
@@ -120,9 +121,17 @@ async fn delete_namespace(client: &Client, name: &str) {
 }
 
 fn start_operator(client: &Client, namespace: &str) -> tokio::task::JoinHandle<()> {
+    start_operator_with(client, namespace, Arc::new(Metrics::default()))
+}
+
+fn start_operator_with(
+    client: &Client,
+    namespace: &str,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Arc::new(Metrics::default()),
+        metrics,
         BuildConfig {
             default_node_image: std::env::var("MERIDIAN_NODE_IMAGE")
                 .unwrap_or_else(|_| "ghcr.io/meridian-dev/meridian-node:0.1.0".to_string()),
@@ -146,6 +155,97 @@ fn condition<'a>(
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// `total_connections_received` of every cache node pod in `namespace`, by pod IP (this
+/// read's own connection included).
+async fn connections_received(client: &Client, namespace: &str) -> BTreeMap<String, u64> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut received = BTreeMap::new();
+    let listed = pods
+        .list(&ListParams::default().labels(&format!(
+            "{}={}",
+            labels::COMPONENT,
+            meridian_operator::names::COMPONENT_NODE
+        )))
+        .await
+        .expect("list pods");
+    for pod in listed {
+        let Some(ip) = pod.status.and_then(|status| status.pod_ip) else {
+            continue;
+        };
+        let node = redis::Client::open(format!("redis://{ip}:{}/", ports::RESP)).unwrap();
+        let mut connection = node
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|error| panic!("connect to {ip}: {error}"));
+        let stats: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut connection)
+            .await
+            .expect("INFO stats");
+        let total = stats
+            .lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .and_then(|value| value.trim().parse().ok())
+            .expect("total_connections_received");
+        received.insert(ip, total);
+    }
+    received
+}
+
+/// One reconcile reads every node over one connection and acts over the same one: over a
+/// run of reconciles (forced by annotating the region), no node receives more connections
+/// than there were reconciles (plus this test's own reads).
+async fn at_most_one_connection_per_node_per_reconcile(
+    client: &Client,
+    namespace: &str,
+    regions: &Api<CacheRegion>,
+    metrics: &Metrics,
+) {
+    let reconciles = || {
+        metrics
+            .reconciles
+            .get_or_create(&KindLabels {
+                kind: controller::region::KIND,
+            })
+            .get()
+    };
+    // Let the primary probes open their one lasting connection and any reconcile under
+    // way finish, so neither counts against the reconciles below.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = connections_received(client, namespace).await;
+    let reconciles_before = reconciles();
+    for round in 0..5 {
+        regions
+            .patch(
+                "demo-a",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({
+                    "metadata": {"annotations": {"test.meridian.dev/round": round.to_string()}}
+                })),
+            )
+            .await
+            .expect("annotate region");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let reconciles_during = reconciles() - reconciles_before;
+    let after = connections_received(client, namespace).await;
+    assert!(
+        reconciles_during >= 5,
+        "only {reconciles_during} reconciles ran"
+    );
+    assert_eq!(before.len(), 4, "four node pods: {before:?}");
+    for (ip, total) in &after {
+        let opened = total - before.get(ip).copied().unwrap_or_default();
+        // `opened` counts this test's second read too, and a reconcile that started
+        // before `reconciles_before` may have connected after `before`.
+        assert!(
+            opened <= reconciles_during + 2,
+            "node {ip} received {opened} connections over {reconciles_during} reconciles"
+        );
+    }
+    println!("connections per node over {reconciles_during} reconciles: {before:?} -> {after:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn region_objects_status_scale_in_and_garbage_collection() {
     let Some(client) =
@@ -155,7 +255,8 @@ async fn region_objects_status_scale_in_and_garbage_collection() {
     };
     install_crds(&client).await;
     let ns = fresh_namespace(&client, "mop-region").await;
-    let operator = start_operator(&client, &ns);
+    let metrics = Arc::new(Metrics::default());
+    let operator = start_operator_with(&client, &ns, metrics.clone());
 
     let clusters: Api<CacheCluster> = Api::namespaced(client.clone(), &ns);
     let regions: Api<CacheRegion> = Api::namespaced(client.clone(), &ns);
@@ -296,6 +397,7 @@ async fn region_objects_status_scale_in_and_garbage_collection() {
             },
         )
         .await;
+        at_most_one_connection_per_node_per_reconcile(&client, &ns, &regions, &metrics).await;
     } else {
         println!("not waiting for node bootstrap: set MERIDIAN_TEST_WAIT_READY=1 when pods run");
     }

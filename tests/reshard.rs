@@ -60,7 +60,7 @@ fn with_ports(mut map: TopologyMap, nodes: &[Node]) -> TopologyMap {
 }
 
 async fn connect(node: &Node) -> NodeConnection {
-    NodeConnection::open_for_migration(&node.addr, None)
+    NodeConnection::open(&node.addr, None)
         .await
         .expect("connect")
 }

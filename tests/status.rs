@@ -7,7 +7,8 @@ use k8s_openapi::jiff::Timestamp;
 use meridian_api::{CacheCluster, CacheRegion};
 use meridian_operator::Error;
 use meridian_operator::controller::cluster::cluster_status;
-use meridian_operator::controller::region::{Orchestration, degraded_status, region_status};
+use meridian_operator::controller::orchestration::Orchestration;
+use meridian_operator::controller::status::{degraded_status, region_status};
 use meridian_operator::resources;
 use meridian_operator::topology_plan::{ObservedPod, RegionPods};
 use meridian_topology::TopologyMap;
@@ -435,7 +436,7 @@ fn a_rolling_update_keeps_the_region_ready_and_reports_progress_until_done() {
 /// Issue 14: a primary restarted in place without its data while its replica kept it.
 #[test]
 fn a_shard_whose_primary_lost_data_is_degraded_and_never_ready() {
-    use meridian_operator::controller::region::PRIMARY_LOST_DATA;
+    use meridian_operator::controller::orchestration::PRIMARY_LOST_DATA;
     use meridian_operator::nodes::{ReplicationInfo, ReplicationRole};
 
     let cluster: CacheCluster = fixture("cluster-minimal.yaml");

@@ -1,5 +1,8 @@
 //! Slot assignment, primary choice and epochs planned from observed pods and node reports.
 
+mod common;
+
+use common::plans::{all_pods, pod};
 use k8s_openapi::api::core::v1::Pod;
 use meridian_operator::nodes::{AttachedReplica, ReplicationInfo, ReplicationRole};
 use meridian_operator::topology_plan::{
@@ -13,22 +16,8 @@ fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
     serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-fn pod(shard: u16, ordinal: u16, ready: bool) -> ObservedPod {
-    ObservedPod {
-        name: format!("orders-eu-{shard}-{ordinal}"),
-        shard,
-        ordinal,
-        ip: Some(format!("127.0.{}.{}", shard + 1, ordinal + 1)),
-        ready,
-        running: ready,
-    }
-}
-
 fn region(shards: u16, pods_per_shard: u16) -> RegionPods {
-    let pods = (0..shards)
-        .flat_map(|shard| (0..pods_per_shard).map(move |ordinal| pod(shard, ordinal, true)))
-        .collect();
-    RegionPods::group(pods, shards, pods_per_shard)
+    RegionPods::group(all_pods(shards, pods_per_shard), shards, pods_per_shard)
 }
 
 fn empty_reports(pods: &RegionPods) -> Vec<NodeReport> {

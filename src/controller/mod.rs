@@ -1,9 +1,15 @@
 //! The two controllers and what they share.
 
 pub mod cluster;
+pub mod executor;
+pub mod failover;
+pub mod links;
+pub mod observe;
 pub mod orchestration;
 pub mod region;
+pub mod resharding;
 pub mod rollout;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +27,37 @@ use crate::probe::PrimaryProbes;
 use crate::resources::BuildConfig;
 use crate::{Error, error::backoff_delay};
 
+/// One reconcile of one CacheRegion: what every step needs, carried once.
+pub struct Scope<'a> {
+    pub ctx: &'a Context,
+    pub region: &'a meridian_api::CacheRegion,
+    /// The region, as events name it.
+    pub reference: ObjectReference,
+    pub namespace: String,
+    /// `namespace/name`: the key the primary probes know the region by.
+    pub key: String,
+    /// The cluster's auth password, if it has auth: every node connection uses it.
+    pub password: Option<String>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(
+        ctx: &'a Context,
+        region: &'a meridian_api::CacheRegion,
+        namespace: String,
+        password: Option<String>,
+    ) -> Self {
+        Scope {
+            ctx,
+            reference: region.object_ref(&()),
+            key: region_key(region),
+            region,
+            namespace,
+            password,
+        }
+    }
+}
+
 /// State shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -35,46 +72,6 @@ pub struct Context {
 }
 
 impl Context {
-    /// Events for a topology push: the nodes that applied `map`, and those that refused
-    /// it because they hold a newer one.
-    pub async fn report_push(
-        &self,
-        reference: &k8s_openapi::api::core::v1::ObjectReference,
-        map: &meridian_topology::TopologyMap,
-        applied: &[String],
-        stale: &[String],
-    ) {
-        if !applied.is_empty() {
-            self.event(
-                reference,
-                EventType::Normal,
-                "TopologyPushed",
-                "PushTopology",
-                format!(
-                    "epoch {} pushed to {} node(s): {}",
-                    map.epoch,
-                    applied.len(),
-                    applied.join(", ")
-                ),
-            )
-            .await;
-        }
-        if !stale.is_empty() {
-            self.event(
-                reference,
-                EventType::Warning,
-                "TopologyStale",
-                "PushTopology",
-                format!(
-                    "epoch {} refused by node(s) holding a newer map: {}",
-                    map.epoch,
-                    stale.join("; ")
-                ),
-            )
-            .await;
-        }
-    }
-
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,

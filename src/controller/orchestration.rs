@@ -1,12 +1,41 @@
 //! Where a region stands after a reconcile's node step: the outcome the failover,
 //! push, resharding and rolling-update steps return, and what status is written from.
-//! Plain data, so the steps (`region.rs`, `rollout.rs`) share it without importing
-//! each other.
+//! Plain data, so the steps (failover, resharding, rollout) and status share it without
+//! importing each other.
+
+use std::time::Duration;
 
 use meridian_api::RolloutStatus;
 use meridian_topology::TopologyMap;
 
 use crate::reshard::SlotMove;
+
+/// Requeue while pods start or a push is in flight.
+const REQUEUE_PROGRESSING: Duration = Duration::from_secs(10);
+/// Periodic drift check once everything is ready; also how old the status's replication
+/// lag and link state may get, since nothing else triggers a reconcile when a replica
+/// falls behind.
+const REQUEUE_READY: Duration = Duration::from_secs(30);
+/// Requeue while a bootstrapped region recovers (failed-over pods coming back).
+const REQUEUE_RECOVERING: Duration = Duration::from_secs(2);
+/// Requeue while a region link is down (links come up within a second or two).
+const REQUEUE_PEERS_DOWN: Duration = Duration::from_secs(3);
+/// Requeue while slots migrate (each reconcile moves a few batches).
+const REQUEUE_RESHARDING: Duration = Duration::from_millis(200);
+/// Requeue during a rolling update (pod changes also trigger reconciles).
+const REQUEUE_ROLLING: Duration = Duration::from_millis(500);
+/// Condition reason and event while a shard's primary restarted without the data a
+/// replica kept.
+pub const PRIMARY_LOST_DATA: &str = "PrimaryLostData";
+
+/// Shard indexes as `1, 2, 3`.
+pub fn join(indexes: &[u32]) -> String {
+    indexes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Where the region's nodes stand after the orchestration step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +99,19 @@ impl Orchestration {
             | Orchestration::Recovering { map, .. }
             | Orchestration::Updating { map, .. }
             | Orchestration::Resharding { map, .. } => Some(map),
+        }
+    }
+
+    /// When to reconcile again after this outcome; `links_down` when a region link is
+    /// not up, `pods_ready` when every pod is.
+    pub fn requeue_after(&self, links_down: bool, pods_ready: bool) -> Duration {
+        match self {
+            Orchestration::Recovering { .. } => REQUEUE_RECOVERING,
+            Orchestration::Resharding { .. } => REQUEUE_RESHARDING,
+            Orchestration::Updating { .. } => REQUEUE_ROLLING,
+            _ if links_down => REQUEUE_PEERS_DOWN,
+            Orchestration::InSync { .. } if pods_ready => REQUEUE_READY,
+            _ => REQUEUE_PROGRESSING,
         }
     }
 }

@@ -9,20 +9,16 @@
 //! sees a short delay and no error. The pause has its own timeout on the node, so an
 //! operator that dies mid-handover leaves the old primary serving as before.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::Resource;
-use kube::api::{Api, DeleteParams};
 use kube::runtime::events::EventType;
-use meridian_api::{CacheRegion, RolloutStatus};
+use meridian_api::RolloutStatus;
 use meridian_topology::{NodeAddr, TopologyMap};
 
-use super::Context;
+use super::executor::Executor;
 use super::orchestration::Orchestration;
 use crate::Error;
-use crate::nodes::{NodeConnection, PushOutcome, ReplicationRole};
+use crate::nodes::{NodeConnections, ReplicationRole};
 use crate::resources::RegionPlan;
 use crate::rollout::{self, Revisions, RolloutStep};
 use crate::topology_plan::{self, NodeReport, RegionPods};
@@ -38,35 +34,32 @@ const MAX_LAG_BYTES: u64 = 1 << 20;
 
 /// Everything a rollout step needs from the reconcile.
 pub struct RolloutInput<'a> {
-    pub region: &'a CacheRegion,
     pub plan: &'a RegionPlan<'a>,
     pub pods: &'a RegionPods,
     pub revisions: &'a Revisions,
     pub reports: &'a [NodeReport],
     pub status_epoch: u64,
-    pub password: Option<&'a str>,
 }
 
 /// Takes the next step of a rolling update of a settled region (`map` everywhere, every
 /// pod Ready). `InSync` when there is nothing to update.
 pub async fn roll(
+    exec: &mut Executor<'_>,
     input: &RolloutInput<'_>,
     map: TopologyMap,
-    connections: &mut HashMap<String, NodeConnection>,
-    ctx: &Context,
 ) -> Result<Orchestration, Error> {
     let (step, mut status) = rollout::next_step(&map, input.pods, input.revisions);
-    let reference = input.region.object_ref(&());
     match &step {
         RolloutStep::Done => return Ok(Orchestration::InSync { map }),
         RolloutStep::WaitForStatefulSet { .. } => {}
         RolloutStep::ReplaceReplica { shard, pod } => {
-            if let Some(waiting) = unsynced_sibling(&map, *shard, pod, connections).await? {
+            if let Some(waiting) =
+                unsynced_sibling(&map, *shard, pod, &mut exec.connections).await?
+            {
                 status.step = waiting;
             } else {
-                delete_pod(input, pod, ctx).await?;
-                ctx.event(
-                    &reference,
+                exec.delete_pod(pod).await?;
+                exec.event(
                     EventType::Normal,
                     "PodReplaced",
                     "RollingUpdate",
@@ -81,9 +74,8 @@ pub async fn roll(
             }
         }
         RolloutStep::ReplacePrimary { pod, .. } => {
-            delete_pod(input, pod, ctx).await?;
-            ctx.event(
-                &reference,
+            exec.delete_pod(pod).await?;
+            exec.event(
                 EventType::Warning,
                 "PodReplaced",
                 "RollingUpdate",
@@ -95,7 +87,7 @@ pub async fn roll(
             .await;
         }
         RolloutStep::HandOver { shard, from, to } => {
-            return hand_over(input, map, *shard, from, to, status, connections, ctx).await;
+            return hand_over(exec, input, map, *shard, from, to, status).await;
         }
     }
     Ok(Orchestration::Updating {
@@ -104,23 +96,13 @@ pub async fn roll(
     })
 }
 
-async fn delete_pod(input: &RolloutInput<'_>, pod: &str, ctx: &Context) -> Result<(), Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &input.plan.namespace);
-    match pods.delete(pod, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        // Already gone: the StatefulSet recreates it from the new template anyway.
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        Err(error) => Err(error.into()),
-    }
-}
-
 /// Why the shard's other replicas are not ready to lose `leaving` (linked to the primary
 /// and within [`MAX_LAG_BYTES`]), if they are not.
 async fn unsynced_sibling(
     map: &TopologyMap,
     shard: u16,
     leaving: &str,
-    connections: &mut HashMap<String, NodeConnection>,
+    connections: &mut NodeConnections,
 ) -> Result<Option<String>, Error> {
     let Some(topology) = map
         .shards
@@ -146,7 +128,7 @@ async fn replica_lag(
     shard: u16,
     replica: &NodeAddr,
     primary_offset: u64,
-    connections: &mut HashMap<String, NodeConnection>,
+    connections: &mut NodeConnections,
 ) -> Result<Option<String>, Error> {
     let Some(connection) = connections.get_mut(&replica.id) else {
         return Ok(Some(unreachable(shard, replica)));
@@ -166,17 +148,16 @@ fn unreachable(shard: u16, node: &NodeAddr) -> String {
     format!("shard {shard}: waiting for {} to answer", node.id)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn hand_over(
+    exec: &mut Executor<'_>,
     input: &RolloutInput<'_>,
     map: TopologyMap,
     shard: u16,
     from: &NodeAddr,
     to: &NodeAddr,
     mut status: RolloutStatus,
-    connections: &mut HashMap<String, NodeConnection>,
-    ctx: &Context,
 ) -> Result<Orchestration, Error> {
+    let connections = &mut exec.connections;
     let updating = |map: TopologyMap, status: RolloutStatus| Orchestration::Updating {
         map,
         rollout: status,
@@ -194,7 +175,7 @@ async fn hand_over(
     let next = rollout::handover_map(&map, shard, to, epoch);
 
     let switched = switch_primary(&next, from, to, connections).await;
-    let reference = input.region.object_ref(&());
+    let metrics = &exec.scope.ctx.metrics;
     match switched {
         Ok(Switch::Done {
             applied,
@@ -202,12 +183,9 @@ async fn hand_over(
             paused,
             ..
         }) => {
-            for _ in &applied {
-                ctx.metrics.topology_pushes.inc();
-            }
-            ctx.metrics.handover(&input.plan.region_name, paused);
-            ctx.event(
-                &reference,
+            metrics.topology_pushes.inc_by(applied.len() as u64);
+            metrics.handover(&input.plan.region_name, paused);
+            exec.event(
                 EventType::Normal,
                 "PrimaryHandedOver",
                 "RollingUpdate",
@@ -219,9 +197,8 @@ async fn hand_over(
                 ),
             )
             .await;
-            ctx.report_push(&reference, &next, &applied, &stale).await;
-            ctx.probes
-                .watch(&super::region_key(input.region), &next, input.password);
+            exec.report_push(&next, &applied, &stale).await;
+            exec.watch(&next);
             status.step = format!(
                 "shard {shard}: primary handed over to {}; replacing {} next",
                 to.id, from.id
@@ -233,8 +210,7 @@ async fn hand_over(
             Ok(updating(map, status))
         }
         Err(error) => {
-            ctx.event(
-                &reference,
+            exec.event(
                 EventType::Warning,
                 "HandoverAborted",
                 "RollingUpdate",
@@ -275,7 +251,7 @@ pub async fn switch_primary(
     next: &TopologyMap,
     from: &NodeAddr,
     to: &NodeAddr,
-    connections: &mut HashMap<String, NodeConnection>,
+    connections: &mut NodeConnections,
 ) -> Result<Switch, Error> {
     let paused_at = Instant::now();
     pause(connections, from).await?;
@@ -310,10 +286,7 @@ pub async fn switch_primary(
     })
 }
 
-async fn pause(
-    connections: &mut HashMap<String, NodeConnection>,
-    from: &NodeAddr,
-) -> Result<(), Error> {
+async fn pause(connections: &mut NodeConnections, from: &NodeAddr) -> Result<(), Error> {
     match connections.get_mut(&from.id) {
         Some(primary) => primary.pause_writes(PAUSE_TIMEOUT).await,
         None => Err(Error::NodeTopology {
@@ -329,7 +302,7 @@ async fn catch_up_and_switch(
     next: &TopologyMap,
     from: &NodeAddr,
     to: &NodeAddr,
-    connections: &mut HashMap<String, NodeConnection>,
+    connections: &mut NodeConnections,
 ) -> Result<Switch, Error> {
     let missing = |node: &NodeAddr| Error::NodeTopology {
         node: node.id.clone(),
@@ -377,32 +350,32 @@ async fn catch_up_and_switch(
         }
         tokio::time::sleep(CATCH_UP_POLL).await;
     }
-    let promote = connections.get_mut(&to.id).ok_or_else(|| missing(to))?;
-    if let PushOutcome::Stale(message) = promote.push_topology(next).await? {
-        return Ok(Switch::Refused(message));
+    if !connections.contains(&to.id) {
+        return Err(missing(to));
+    }
+    let promoted = connections
+        .push(next, std::slice::from_ref(&to.id))
+        .await
+        .into_first_error()?;
+    if let Some(refusal) = promoted.stale.into_iter().next() {
+        return Ok(Switch::Refused(refusal));
+    }
+    let mut order = vec![from.id.clone()];
+    order.extend(
+        connections
+            .pods()
+            .into_iter()
+            .filter(|pod| *pod != from.id && *pod != to.id),
+    );
+    // A failed push is logged: the next reconcile catches lagging nodes up; the old
+    // primary is fenced by the pause until then and by the epoch afterwards.
+    let rest = connections.push(next, &order).await;
+    for (pod, error) in &rest.failed {
+        tracing::warn!(%pod, %error, "handover push failed");
     }
     let mut applied = vec![to.id.clone()];
-    let mut stale = Vec::new();
-    let mut order: Vec<&String> = vec![&from.id];
-    let mut rest: Vec<&String> = connections
-        .keys()
-        .filter(|pod| **pod != from.id && **pod != to.id)
-        .collect();
-    rest.sort();
-    order.extend(rest);
-    let order: Vec<String> = order.into_iter().cloned().collect();
-    for pod in order {
-        let Some(connection) = connections.get_mut(&pod) else {
-            continue;
-        };
-        match connection.push_topology(next).await {
-            Ok(PushOutcome::Applied) => applied.push(pod),
-            Ok(PushOutcome::Stale(message)) => stale.push(format!("{pod}: {message}")),
-            // The next reconcile catches lagging nodes up; the old primary is fenced by
-            // the pause until then and by the epoch afterwards.
-            Err(error) => tracing::warn!(%pod, %error, "handover push failed"),
-        }
-    }
+    applied.extend(rest.applied);
+    let stale = rest.stale;
     let old_primary_fenced = applied.contains(&from.id);
     Ok(Switch::Done {
         applied,
