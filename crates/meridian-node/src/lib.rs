@@ -5,6 +5,7 @@ pub mod broker;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod exec;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod glob;

@@ -19,7 +19,6 @@
 //! [`Pending::Origin`] continuation that the connection (or the HTTP handler)
 //! finishes with [`complete`].
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +33,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tokio::sync::watch;
 
 use crate::commands::{ClientState, Pending, Spec, dispatch};
+use crate::exec::{Caller, ExecContext};
 use crate::http::local;
 use crate::http::metrics::API_METRICS;
 use crate::protocol::Out;
@@ -96,23 +96,6 @@ pub struct Origin {
     client: HttpClient,
     /// Fetches in progress by key; followers wait on the leader's result.
     flights: Mutex<HashMap<Vec<u8>, watch::Receiver<Option<FetchResult>>>>,
-}
-
-thread_local! {
-    /// Set while a command whose origin work is done runs, so it is not intercepted again.
-    static ORIGIN_DONE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` (a synchronous dispatch) without origin interception.
-pub fn without_origin<R>(f: impl FnOnce() -> R) -> R {
-    let previous = ORIGIN_DONE.with(|flag| flag.replace(true));
-    let result = f();
-    ORIGIN_DONE.with(|flag| flag.set(previous));
-    result
-}
-
-fn intercepting() -> bool {
-    !ORIGIN_DONE.with(Cell::get)
 }
 
 impl Origin {
@@ -259,7 +242,7 @@ fn fill(
     key: &[u8],
     value: &Bytes,
     ttl_seconds: u64,
-    version: crate::region::Version,
+    version: crate::region::versions::Version,
 ) {
     let ttl = ttl_seconds.to_string();
     let mut args: Vec<&[u8]> = vec![b"SET", key, value, b"NX"];
@@ -268,9 +251,12 @@ fn fill(
     }
     // guarded: refused (STALE) when a newer invalidation or write is known;
     // fills are not streamed to peer regions (they only copy the origin)
-    let stored = crate::region::guarded(version, false, || {
-        without_origin(|| local::run(shared, &args, false))
-    });
+    let stored = local::run_as(
+        shared,
+        ExecContext::new(Caller::OriginFill { version }),
+        &args,
+        false,
+    );
     if let Some(local::Reply::Error(error)) = stored.0 {
         // a replica (READONLY) or a moved slot serves the value without keeping it
         tracing::debug!(key = %String::from_utf8_lossy(key), %error, "origin value not cached");
@@ -279,9 +265,14 @@ fn fill(
 
 /// Called by the dispatcher before a write runs: SET / single-key DEL under
 /// write-through become an origin continuation instead of running now.
-pub fn intercept_write(shared: &Shared, spec: &Spec, args: &[&[u8]]) -> Option<Pending> {
+pub fn intercept_write(
+    shared: &Shared,
+    exec: ExecContext,
+    spec: &Spec,
+    args: &[&[u8]],
+) -> Option<Pending> {
     let origin = shared.origin.as_ref()?;
-    if !origin.config.write_through || !intercepting() {
+    if !origin.config.write_through || !exec.uses_origin() {
         return None;
     }
     let single_key = match spec.name {
@@ -300,13 +291,14 @@ pub fn intercept_write(shared: &Shared, spec: &Spec, args: &[&[u8]]) -> Option<P
 /// read-through has its reply taken back and becomes an origin continuation.
 pub fn intercept_miss(
     shared: &Shared,
+    exec: ExecContext,
     spec: &Spec,
     args: &[&[u8]],
     out: &mut Out,
     reply_start: usize,
 ) -> Option<Pending> {
     let origin = shared.origin.as_ref()?;
-    if spec.name != "get" || !origin.config.read_through || !intercepting() {
+    if spec.name != "get" || !origin.config.read_through || !exec.uses_origin() {
         return None;
     }
     let reply = out.buf.get(reply_start..)?;
@@ -319,8 +311,15 @@ pub fn intercept_miss(
     }))
 }
 
-/// Finishes an origin continuation, writing the command's reply to `out`.
-pub async fn complete(shared: &Shared, client: &mut ClientState, out: &mut Out, op: OriginOp) {
+/// Finishes an origin continuation for `exec`'s caller, writing the command's reply
+/// to `out`.
+pub async fn complete(
+    shared: &Shared,
+    exec: ExecContext,
+    client: &mut ClientState,
+    out: &mut Out,
+    op: OriginOp,
+) {
     let Some(origin) = shared.origin.clone() else {
         out.error("ERR origin is not configured");
         return;
@@ -341,9 +340,8 @@ pub async fn complete(shared: &Shared, client: &mut ClientState, out: &mut Out, 
             match origin.write(&key, value).await {
                 Ok(()) => {
                     let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                    without_origin(|| {
-                        dispatch(shared, client, out, &argv, Access::Direct(&shared.db))
-                    });
+                    let exec = exec.after_origin_write();
+                    dispatch(shared, exec, client, out, &argv, Access::direct(&shared.db));
                 }
                 Err(error) => out.error(&format!(
                     "ERR origin write failed: {}",

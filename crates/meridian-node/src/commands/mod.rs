@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{CmdResult, CommandError};
+use crate::exec::ExecContext;
 use crate::protocol::Out;
 use crate::protocol::frame::parse_i64;
 use crate::state::{ClientHandle, PauseMode, Shared};
@@ -396,6 +397,8 @@ pub struct Ctx<'a, 'h> {
     pub out: &'h mut Out,
     pub keys: Access<'a, 'h>,
     pub shared: &'a Shared,
+    /// Who runs the command.
+    pub exec: ExecContext,
     pub client: &'h mut ClientState,
     pub now: u64,
 }
@@ -520,15 +523,17 @@ pub fn paused_by(mode: PauseMode, client: &ClientState, args: &[&[u8]]) -> bool 
     }
 }
 
-/// Runs one client command, writing its reply (or error) to `out`.
+/// Runs one command for `exec`'s caller, writing its reply (or error) to `out`.
 pub fn dispatch<'a, 'h>(
     shared: &'a Shared,
+    exec: ExecContext,
     client: &'h mut ClientState,
     out: &'h mut Out,
     args: &'h [&'h [u8]],
     keys: Access<'a, 'h>,
 ) {
     let Some(&name) = args.first() else { return };
+    let keys = keys.held_by(exec.holder());
     let Some(position) = lookup(name) else {
         if client.multi.is_some() {
             client.multi_failed = true;
@@ -573,7 +578,7 @@ pub fn dispatch<'a, 'h>(
     }
     let primary_link = client.primary_link;
     // Inside EXEC (held locks) the whole transaction was routed already.
-    let direct = matches!(keys, Access::Direct(_));
+    let direct = keys.is_direct();
     let mut in_transit = None;
     if direct && !primary_link {
         let asking = asking || spec.name == "restore-asking";
@@ -625,7 +630,7 @@ pub fn dispatch<'a, 'h>(
         && !primary_link
         && shared.origin.is_some()
         && spec.has(WRITE)
-        && let Some(pending) = crate::origin::intercept_write(shared, spec, args)
+        && let Some(pending) = crate::origin::intercept_write(shared, exec, spec, args)
     {
         client.pending = Some(pending);
         return;
@@ -642,21 +647,22 @@ pub fn dispatch<'a, 'h>(
         shared
             .db
             .tracking()
-            .remember(client.handle.id, spec.keys(args));
+            .remember(client.handle.id, spec.keys(args), exec.writing_client());
     }
+    let mut ctx = Ctx {
+        args,
+        out,
+        keys,
+        shared,
+        exec,
+        client,
+        now,
+    };
     if let Some(transit) = in_transit {
-        run_in_transit(spec, &transit, shared, client, out, args, now);
+        run_in_transit(spec, &transit, ctx);
         return;
     }
     if !spec.has(WRITE) || primary_link {
-        let mut ctx = Ctx {
-            args,
-            out,
-            keys,
-            shared,
-            client,
-            now,
-        };
         let reply_start = ctx.out.buf.len();
         if let Err(error) = (spec.handler)(&mut ctx) {
             ctx.out.error(&error.to_string());
@@ -664,7 +670,7 @@ pub fn dispatch<'a, 'h>(
             && !primary_link
             && shared.origin.is_some()
             && let Some(pending) =
-                crate::origin::intercept_miss(shared, spec, args, ctx.out, reply_start)
+                crate::origin::intercept_miss(shared, exec, spec, args, ctx.out, reply_start)
         {
             // read-through: the miss is answered once the origin replied
             ctx.client.pending = Some(pending);
@@ -673,19 +679,10 @@ pub fn dispatch<'a, 'h>(
     }
     if !direct {
         // inside EXEC: the transaction's locks are held, effects go to its block
-        run_write(
-            spec,
-            Ctx {
-                args,
-                out,
-                keys,
-                shared,
-                client,
-                now,
-            },
-        );
+        run_write(spec, ctx);
         return;
     }
+    let Ctx { out, client, .. } = ctx;
     // A write keeps the shard locks it needs until its effects are in the
     // replication log, so the stream has the execution order of every key.
     let db = &shared.db;
@@ -712,8 +709,9 @@ pub fn dispatch<'a, 'h>(
                 Ctx {
                     args,
                     out,
-                    keys: Access::One(db, index, &mut guard),
+                    keys: Access::one(db, index, &mut guard, exec.holder()),
                     shared,
+                    exec,
                     client,
                     now,
                 },
@@ -734,8 +732,9 @@ pub fn dispatch<'a, 'h>(
                 Ctx {
                     args,
                     out,
-                    keys: Access::Held(db, &mut held),
+                    keys: Access::held(db, &mut held, exec.holder()),
                     shared,
+                    exec,
                     client,
                     now,
                 },
@@ -769,16 +768,18 @@ pub fn key_presence(db: &Db, held: &mut Held<'_>, keys: &[&[u8]], now: u64) -> (
 }
 
 /// Runs a command whose slot is migrating or importing: key presence is
-/// checked and the command executed under the same shard locks.
-fn run_in_transit<'h>(
-    spec: &Spec,
-    transit: &cluster::InTransit,
-    shared: &Shared,
-    client: &'h mut ClientState,
-    out: &'h mut Out,
-    args: &'h [&'h [u8]],
-    now: u64,
-) {
+/// checked and the command executed under the same shard locks (`ctx`'s own
+/// per-access locking is replaced by them).
+fn run_in_transit(spec: &Spec, transit: &cluster::InTransit, ctx: Ctx<'_, '_>) {
+    let Ctx {
+        args,
+        out,
+        shared,
+        exec,
+        client,
+        now,
+        ..
+    } = ctx;
     let db = &shared.db;
     let keys_of = spec.keys(args);
     let mut wanted = vec![false; db.shard_count()];
@@ -794,8 +795,9 @@ fn run_in_transit<'h>(
     let mut ctx = Ctx {
         args,
         out,
-        keys: Access::Held(db, &mut held),
+        keys: Access::held(db, &mut held, exec.holder()),
         shared,
+        exec,
         client,
         now,
     };
@@ -811,7 +813,7 @@ fn run_in_transit<'h>(
 fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
     let reply_start = ctx.out.buf.len();
     // origin fills and remote region events older than a known version are refused
-    if let Err(refusal) = crate::region::admit(ctx.shared, spec, ctx.args) {
+    if let Err(refusal) = crate::region::admit(ctx.shared, ctx.exec, spec, ctx.args) {
         ctx.out.error(refusal);
         return;
     }
@@ -832,7 +834,7 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         }
     }
     // still under the write's locks: the event version orders it like the store did
-    if let Some(ack) = crate::region::originate(ctx.shared, spec, ctx.args, &mut ctx.keys)
+    if let Some(ack) = crate::region::originate(ctx.shared, ctx.exec, spec, ctx.args, &mut ctx.keys)
         && ctx.client.txn_repl.is_none()
         && ctx.client.pending.is_none()
     {

@@ -179,7 +179,7 @@ pub fn wait(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let offset = log.offset();
     let acked = ctx.shared.repl.acked(offset);
     // inside EXEC nothing may block: answer with what is known
-    if replicas <= 0 || acked as i64 >= replicas || matches!(ctx.keys, Access::Held(..)) {
+    if replicas <= 0 || acked as i64 >= replicas || !ctx.keys.is_direct() {
         ctx.out.integer(acked as i64);
         return Ok(());
     }

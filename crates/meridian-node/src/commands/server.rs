@@ -9,7 +9,7 @@ use crate::config::parse_memory;
 use crate::error::{CmdResult, CommandError};
 use crate::glob;
 use crate::protocol::Out;
-use crate::store::{Access, Policy};
+use crate::store::Policy;
 
 fn write_command_info(out: &mut Out, spec: &Spec) {
     out.array(10);
@@ -596,8 +596,8 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             }
             // like Redis, lowering maxmemory evicts right away (not while a
             // transaction holds shard locks: eviction takes locks itself)
-            if let Access::Direct(db) = ctx.keys {
-                let _ = db.make_room();
+            if ctx.keys.is_direct() {
+                let _ = ctx.keys.db().make_room();
             }
             ctx.out.ok();
         }

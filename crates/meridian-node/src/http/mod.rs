@@ -497,7 +497,8 @@ async fn settle(shared: &Shared, reply: Option<Reply>, pending: Option<Pending>)
         Some(Pending::Origin(op)) => {
             let mut client = local::internal_client(shared, false);
             let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
-            crate::origin::complete(shared, &mut client, &mut out, op).await;
+            let exec = crate::exec::ExecContext::new(crate::exec::Caller::Http);
+            crate::origin::complete(shared, exec, &mut client, &mut out, op).await;
             if let Some(Pending::Regions(wait)) = client.pending.take() {
                 crate::region::finish(shared, wait, &mut out).await;
             }
@@ -638,7 +639,7 @@ async fn invalidate(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> 
     }
     let shared = &api.shared;
     let pattern = request.pattern.as_bytes();
-    let deleted = crate::commands::admin::delete_matching(shared, pattern)
+    let deleted = crate::commands::admin::delete_matching(shared, None, pattern)
         .map_err(|error| command_error(error.to_string()))?;
     // every other primary of the region and every peer region drop the pattern too
     let ack = shared.regions.publish_pattern(pattern);

@@ -14,9 +14,8 @@ mod lane;
 pub mod link;
 mod outbox;
 pub mod peer;
-mod versions;
+pub mod versions;
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::LazyLock;
@@ -35,11 +34,12 @@ use tokio::sync::watch;
 
 use crate::commands::{Spec, WRITE};
 use crate::error::CommandError;
+use crate::exec::{ExecContext, RegionGuard};
 use crate::protocol::Out;
 use crate::state::Shared;
 use crate::store::{Access, Value};
 
-pub use versions::Versions;
+pub use versions::{Version, Versions};
 
 /// What a peer region does with an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -86,14 +86,6 @@ impl RegionSettings {
             max_clock_drift_ms: config.max_clock_drift_ms,
         }
     }
-}
-
-/// Total order of writes across regions: HLC first, region id breaks ties.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    /// physical milliseconds << 16 | logical counter
-    pub hlc: u64,
-    pub region: u32,
 }
 
 /// Bits of the HLC holding the logical counter.
@@ -446,45 +438,18 @@ impl Regions {
 // ---------------------------------------------------------------------------
 // Write hooks (called by the dispatcher under the write's shard locks)
 
-/// How the write running on this thread relates to region links.
-#[derive(Clone, Copy, Debug)]
-enum Context {
-    /// A client write: versioned and streamed to peers.
-    Client,
-    /// Applied without streaming (invalidation fan-out already sent as a pattern).
-    Quiet,
-    /// An origin fill or a remote event: refused when a newer version is known
-    /// for one of its keys; `record` stores its version when admitted.
-    Guarded { version: Version, record: bool },
-}
-
-thread_local! {
-    static CONTEXT: Cell<Context> = const { Cell::new(Context::Client) };
-}
-
-fn with_context<R>(context: Context, f: impl FnOnce() -> R) -> R {
-    let previous = CONTEXT.with(|cell| cell.replace(context));
-    let result = f();
-    CONTEXT.with(|cell| cell.set(previous));
-    result
-}
-
-/// Runs a (synchronous) dispatch whose writes are not streamed to peers.
-pub fn quietly<R>(f: impl FnOnce() -> R) -> R {
-    with_context(Context::Quiet, f)
-}
-
-/// Runs a dispatch admitted only if no newer version is known for its keys.
-pub fn guarded<R>(version: Version, record: bool, f: impl FnOnce() -> R) -> R {
-    with_context(Context::Guarded { version, record }, f)
-}
-
 /// Error reply of a guarded write refused because a newer version is known.
 pub const STALE_REPLY: &str = "STALE a newer version of the key is known";
 
-/// Before a write runs: refuses guarded writes older than what is known.
-pub fn admit(shared: &Shared, spec: &Spec, args: &[&[u8]]) -> Result<(), &'static str> {
-    let Context::Guarded { version, record } = CONTEXT.with(Cell::get) else {
+/// Before a write runs: refuses guarded writes (remote events, origin fills)
+/// older than what is known.
+pub fn admit(
+    shared: &Shared,
+    exec: ExecContext,
+    spec: &Spec,
+    args: &[&[u8]],
+) -> Result<(), &'static str> {
+    let Some(RegionGuard { version, record }) = exec.region_guard() else {
         return Ok(());
     };
     let keys = spec.keys(args);
@@ -507,6 +472,7 @@ pub fn admit(shared: &Shared, spec: &Spec, args: &[&[u8]]) -> Result<(), &'stati
 /// Returns what a strong write must wait for.
 pub fn originate(
     shared: &Shared,
+    exec: ExecContext,
     spec: &Spec,
     args: &[&[u8]],
     keys: &mut Access<'_, '_>,
@@ -514,7 +480,7 @@ pub fn originate(
     let regions = &shared.regions;
     if !regions.is_active()
         || !spec.has(WRITE)
-        || !matches!(CONTEXT.with(Cell::get), Context::Client)
+        || !exec.streams_to_regions()
         // slot migration moves existing data inside the region: nothing new to tell
         || matches!(spec.name, "restore" | "restore-asking")
     {

@@ -17,9 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backlog::encode_command;
-use super::{LinkState, PrimaryMandate, PrimaryTarget, as_primary_stream, snapshot};
+use super::{LinkState, PrimaryMandate, PrimaryTarget, snapshot};
 use crate::commands::{ClientState, dispatch};
 use crate::error::SyncError;
+use crate::exec::{Caller, ExecContext};
 use crate::protocol::{Out, Parsed, Protocol, parse_command};
 use crate::state::{ClientEvent, ClientHandle, Shared};
 use crate::store::Access;
@@ -574,49 +575,49 @@ fn apply(
     let transaction = &mut state.transaction;
     let mut position = 0;
     let mut getack = false;
-    let result = as_primary_stream(|| {
-        loop {
-            match parse_command(&buf[position..], &limits) {
-                Ok(Parsed::Command { args, consumed, .. }) => {
-                    let base = position;
-                    let argv: Vec<&[u8]> = args
-                        .iter()
-                        .map(|range| &buf[base + range.start..base + range.end])
-                        .collect();
-                    if argv.len() >= 2
-                        && argv[0].eq_ignore_ascii_case(b"REPLCONF")
-                        && argv[1].eq_ignore_ascii_case(b"GETACK")
-                    {
-                        getack = true;
-                    } else if !argv.is_empty() {
-                        dispatch(shared, client, out, &argv, Access::Direct(&shared.db));
-                        out.buf.clear();
-                    }
-                    // Like Redis, the offset only moves past whole transactions:
-                    // a link cut between MULTI and EXEC resumes before MULTI.
-                    let bytes = &buf[base..base + consumed];
-                    if client.multi.is_some() || !transaction.is_empty() {
-                        transaction.extend_from_slice(bytes);
-                        if client.multi.is_none() {
-                            log.append(transaction);
-                            transaction.clear();
-                        } else if transaction.len() > limits.max_query_buffer {
-                            return Err(SyncError::StreamTooLarge {
-                                what: "transaction",
-                                len: transaction.len(),
-                                limit: limits.max_query_buffer,
-                            });
-                        }
-                    } else {
-                        log.append(bytes);
-                    }
-                    position += consumed;
+    // expired keys stay visible to the stream: the primary decides when they go
+    let exec = ExecContext::new(Caller::PrimaryStream);
+    let result = loop {
+        match parse_command(&buf[position..], &limits) {
+            Ok(Parsed::Command { args, consumed, .. }) => {
+                let base = position;
+                let argv: Vec<&[u8]> = args
+                    .iter()
+                    .map(|range| &buf[base + range.start..base + range.end])
+                    .collect();
+                if argv.len() >= 2
+                    && argv[0].eq_ignore_ascii_case(b"REPLCONF")
+                    && argv[1].eq_ignore_ascii_case(b"GETACK")
+                {
+                    getack = true;
+                } else if !argv.is_empty() {
+                    dispatch(shared, exec, client, out, &argv, Access::direct(&shared.db));
+                    out.buf.clear();
                 }
-                Ok(Parsed::Incomplete { min_len }) => return Ok(min_len),
-                Err(error) => return Err(SyncError::Stream(error)),
+                // Like Redis, the offset only moves past whole transactions:
+                // a link cut between MULTI and EXEC resumes before MULTI.
+                let bytes = &buf[base..base + consumed];
+                if client.multi.is_some() || !transaction.is_empty() {
+                    transaction.extend_from_slice(bytes);
+                    if client.multi.is_none() {
+                        log.append(transaction);
+                        transaction.clear();
+                    } else if transaction.len() > limits.max_query_buffer {
+                        break Err(SyncError::StreamTooLarge {
+                            what: "transaction",
+                            len: transaction.len(),
+                            limit: limits.max_query_buffer,
+                        });
+                    }
+                } else {
+                    log.append(bytes);
+                }
+                position += consumed;
             }
+            Ok(Parsed::Incomplete { min_len }) => break Ok(min_len),
+            Err(error) => break Err(SyncError::Stream(error)),
         }
-    });
+    };
     buf.advance(position);
     drop(gate);
     let needed = result?;

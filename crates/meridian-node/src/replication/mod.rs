@@ -11,7 +11,6 @@ pub mod link;
 pub mod primary;
 pub mod snapshot;
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,23 +22,6 @@ use crate::error::{SyncError, SyncFailure};
 
 /// Default `--repl-timeout` (Redis repl-timeout).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
-
-thread_local! {
-    static APPLYING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// True while this thread applies the primary's stream on a replica.
-pub fn applying_primary_stream() -> bool {
-    APPLYING.with(Cell::get)
-}
-
-/// Runs `f` as the primary's stream: expired keys stay visible to it.
-pub fn as_primary_stream<R>(f: impl FnOnce() -> R) -> R {
-    APPLYING.with(|flag| flag.set(true));
-    let result = f();
-    APPLYING.with(|flag| flag.set(false));
-    result
-}
 
 /// One replica attached to this primary.
 #[derive(Debug)]

@@ -414,7 +414,7 @@ pub fn load(db: &Db, payload: &Received, max_len: usize) -> Result<usize, SyncEr
         return Err(corrupt(payload.len(), "no end marker".into()));
     }
     db.flush();
-    let mut access = Access::Direct(db);
+    let mut access = Access::direct(db);
     let mut reader = Reader {
         data: payload,
         pos: MAGIC.len(),
@@ -475,7 +475,7 @@ mod tests {
 
     fn db_with_keys(count: usize) -> Db {
         let db = Db::new(4, 0, Policy::Sieve);
-        let mut access = Access::Direct(&db);
+        let mut access = Access::direct(&db);
         for index in 0..count {
             let key = format!("own{index}");
             access.with_key(key.as_bytes(), |shard, slot| {
@@ -488,7 +488,7 @@ mod tests {
     #[test]
     fn snapshot_round_trips() {
         let source = Db::new(4, 0, Policy::Sieve);
-        let mut access = Access::Direct(&source);
+        let mut access = Access::direct(&source);
         for index in 0..200 {
             let key = format!("k{index}");
             let value = if index % 3 == 0 {
@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(received.len(), payload.len());
         let db = Db::new(4, 0, Policy::Sieve);
         assert_eq!(load(&db, &received, MAX_LEN).ok(), Some(2));
-        let mut access = Access::Direct(&db);
+        let mut access = Access::direct(&db);
         let stored = access.with_key(b"first", |shard, _| {
             match shard.peek(b"first").map(|entry| &entry.value) {
                 Some(Value::Str(bytes)) => bytes.clone(),

@@ -53,7 +53,7 @@ mod tests {
     #[test]
     fn cycle_removes_expired_keys_without_access() {
         let db = Db::new(4, 0, Policy::Sieve);
-        let mut access = Access::Direct(&db);
+        let mut access = Access::direct(&db);
         let past = now_ms() - 1;
         for index in 0..500 {
             let key = format!("k{index}");

@@ -11,4 +11,4 @@ pub mod shard;
 pub use db::{Access, Db, Held, OutOfMemory, SharedStats, now_ms};
 pub use entry::{HashValue, Value};
 pub use eviction::Policy;
-pub use shard::{Shard, WatchFlag};
+pub use shard::{Holder, Shard, WatchFlag};

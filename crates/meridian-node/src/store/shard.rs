@@ -15,6 +15,18 @@ use super::eviction::{Policy, Rng, lfu, lru};
 /// Set by the store when a watched key changes; read by EXEC.
 pub type WatchFlag = Arc<AtomicBool>;
 
+/// What the store knows of whoever holds a shard's lock: the part of the caller's
+/// execution context that changes what the store does. Set for the span of one
+/// access by [`super::Access`] and restored when it ends (also on a panic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Holder {
+    /// The client whose command writes, if any (CLIENT TRACKING: NOLOOP, and its
+    /// own invalidations follow its reply).
+    pub writer: Option<u64>,
+    /// A replica applying its primary's stream: expired keys are still there for it.
+    pub primary_stream: bool,
+}
+
 pub struct Shard {
     pub(crate) slab: Vec<Option<Entry>>,
     free: Vec<u32>,
@@ -30,6 +42,8 @@ pub struct Shard {
     pub(crate) rng: Rng,
     stats: Arc<SharedStats>,
     index: usize,
+    /// Who holds the lock during the current access.
+    holder: Holder,
     /// A full-sync snapshot waiting for this shard's copy (copy-on-iterate).
     pub(crate) snapshot: Option<Arc<crate::replication::snapshot::SnapshotJob>>,
     pub hits: u64,
@@ -63,6 +77,7 @@ impl Shard {
             ),
             stats,
             index,
+            holder: Holder::default(),
             snapshot: None,
             hits: 0,
             misses: 0,
@@ -133,7 +148,7 @@ impl Shard {
         let expire_at = self.entry(index).expire_at;
         if expire_at != 0 && expire_at <= now_ms {
             if self.is_replica() {
-                return crate::replication::applying_primary_stream().then_some(index);
+                return self.holder.primary_stream.then_some(index);
             }
             // CLIENT PAUSE: served as missing, deleted (and propagated) once the pause ends
             if self.stats.deletions_held(now_ms) {
@@ -143,6 +158,31 @@ impl Shard {
             return None;
         }
         Some(index)
+    }
+
+    /// Who holds the lock during the current access.
+    pub fn holder(&self) -> Holder {
+        self.holder
+    }
+
+    /// Runs `f` with this shard held by `holder`; the previous holder is back
+    /// afterwards, even when `f` panics.
+    pub fn held_by<R>(&mut self, holder: Holder, f: impl FnOnce(&mut Shard) -> R) -> R {
+        struct Restore<'s> {
+            shard: &'s mut Shard,
+            previous: Holder,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.shard.holder = self.previous;
+            }
+        }
+        let previous = std::mem::replace(&mut self.holder, holder);
+        let restore = Restore {
+            shard: self,
+            previous,
+        };
+        f(&mut *restore.shard)
     }
 
     /// A key's entry without expiry checks or access recording.
@@ -222,7 +262,7 @@ impl Shard {
     fn signal_modified(&mut self, key: &[u8]) {
         self.notify_watchers(key);
         if self.stats.tracking.is_active() {
-            self.stats.tracking.key_changed(key);
+            self.stats.tracking.key_changed(key, self.holder.writer);
         }
     }
 
@@ -386,7 +426,7 @@ impl Shard {
         self.preserve();
         // every flush clears all shards: shard 0 speaks for the whole keyspace
         if self.index == 0 && self.stats.tracking.is_active() {
-            self.stats.tracking.flushed();
+            self.stats.tracking.flushed(self.holder.writer);
         }
         let memory: usize = self.slab.iter().flatten().map(Entry::memory).sum();
         self.account(-(memory as isize));
