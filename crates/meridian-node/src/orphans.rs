@@ -210,12 +210,12 @@ fn delete_batch(
     for victim in victims {
         keys.push(shard.remove(victim).key);
     }
-    if !keys.is_empty() && db.repl.is_active() {
+    if !keys.is_empty() && shared.repl.log.is_active() {
         // the replicas drop them in the same order, still under the shard lock
         let mut command: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
         command.push(b"DEL");
         command.extend(keys.iter().map(|key| &key[..]));
-        db.repl.append_command(&command);
+        shared.repl.log.append_command(&command);
     }
     let count = keys.len();
     shared

@@ -172,7 +172,7 @@ impl Connection {
                         &argv,
                         Access::direct(&self.shared.db),
                     );
-                    let tracking = self.shared.db.tracking();
+                    let tracking = &self.shared.tracking;
                     if tracking.is_active() {
                         // invalidations this command caused for this client follow its reply
                         tracking.flush_own_pushes(self.client.handle.id, &mut self.out);
@@ -213,8 +213,7 @@ impl Connection {
         self.input.advance(position);
         // tracking may have been switched off after a command queued a push
         self.shared
-            .db
-            .tracking()
+            .tracking
             .flush_own_pushes(self.client.handle.id, &mut self.out);
         flow
     }
@@ -276,7 +275,7 @@ async fn handle(
     let result = serve_connection(&mut connection, &mut stream, &mut inbox, &mut shutdown).await;
     // cleanup: registry, tracking, subscriptions, watches
     shared.clients.lock().remove(&id);
-    shared.db.tracking().disable(id);
+    shared.tracking.disable(id);
     let channels: Vec<Vec<u8>> = connection.client.channels.iter().cloned().collect();
     let patterns: Vec<Vec<u8>> = connection.client.patterns.iter().cloned().collect();
     shared.broker.remove_client(id, &channels, &patterns);
@@ -376,7 +375,7 @@ async fn serve_connection(
                                 crate::region::finish(&shared, wait, &mut connection.out).await;
                             }
                             // invalidations the write caused for this client follow its reply
-                            shared.db.tracking().flush_own_pushes(connection.client.handle.id, &mut connection.out);
+                            shared.tracking.flush_own_pushes(connection.client.handle.id, &mut connection.out);
                             flush(stream, &mut connection.out, &shared).await?;
                         }
                         Some(Pending::Regions(wait)) => {

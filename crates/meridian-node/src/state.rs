@@ -122,6 +122,8 @@ pub struct Shared {
     pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
     pub next_client_id: AtomicU64,
     pub broker: Broker,
+    /// Client-side caching (CLIENT TRACKING), told about key changes by the store.
+    pub tracking: Arc<crate::tracking::Tracking>,
     pub counters: Counters,
     /// Calls per command, indexed like the command table.
     pub command_calls: Box<[AtomicU64]>,

@@ -226,8 +226,8 @@ fn migrate_batch(
         }
     }
     // replicas drop the keys in the same order, still under the shard locks
-    if deleted.len() > 1 && db.repl.is_active() {
-        db.repl.append_command(&deleted);
+    if deleted.len() > 1 && shared.repl.log.is_active() {
+        shared.repl.log.append_command(&deleted);
     }
     drop(held);
     match first_error {

@@ -643,10 +643,9 @@ pub fn dispatch<'a, 'h>(
     let now = crate::store::now_ms();
     // CLIENT TRACKING: remember the keys before reading them, so a concurrent
     // write can only cause a spurious invalidation, never a missed one
-    if spec.has(READONLY) && shared.db.tracking().is_active() {
+    if spec.has(READONLY) && shared.tracking.is_active() {
         shared
-            .db
-            .tracking()
+            .tracking
             .remember(client.handle.id, spec.keys(args), exec.writing_client());
     }
     let mut ctx = Ctx {
@@ -824,7 +823,7 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
     if ctx.out.buf.get(reply_start) == Some(&b'-') {
         return;
     }
-    let log = &ctx.shared.db.repl;
+    let log = &ctx.shared.repl.log;
     if log.is_active() {
         let mut effects = Vec::new();
         replication::encode_effects(spec, ctx.args, &mut ctx.keys, &mut effects);

@@ -119,7 +119,7 @@ pub fn replicaof(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 
 pub fn role(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let shared = ctx.shared;
-    let offset = shared.db.repl.offset();
+    let offset = shared.repl.log.offset();
     let link = shared
         .repl
         .link
@@ -175,7 +175,7 @@ pub fn wait(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             "ERR WAIT cannot be used with replica instances.",
         ));
     }
-    let log = &ctx.shared.db.repl;
+    let log = &ctx.shared.repl.log;
     let offset = log.offset();
     let acked = ctx.shared.repl.acked(offset);
     // inside EXEC nothing may block: answer with what is known

@@ -173,7 +173,7 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     }
     ctx.out.array(queued.len());
     // effects are collected and propagated as one MULTI/EXEC block
-    let log = &ctx.shared.db.repl;
+    let log = &ctx.shared.repl.log;
     if log.is_active() && !ctx.client.primary_link {
         ctx.client.txn_repl = Some(Vec::new());
     }

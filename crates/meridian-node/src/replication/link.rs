@@ -109,11 +109,11 @@ pub fn promote(shared: &Arc<Shared>, mandate: PrimaryMandate) {
         task.abort();
     }
     shared.db.stats.replica.store(false, Ordering::Relaxed);
-    if shared.db.repl.is_active() {
-        shared.db.repl.shift_replid();
+    if shared.repl.log.is_active() {
+        shared.repl.log.shift_replid();
     }
     tracing::info!(
-        offset = shared.db.repl.offset(),
+        offset = shared.repl.log.offset(),
         "promoted to primary (REPLICAOF NO ONE)"
     );
 }
@@ -193,7 +193,7 @@ fn check_full_sync(
     offset: u64,
 ) -> Result<(), SyncError> {
     // only this link's task writes to a replica's dataset: read before locking
-    let log = &shared.db.repl;
+    let log = &shared.repl.log;
     let keys = shared.db.len();
     let own_history = log.is_active() && log.replid() == replid && offset >= log.offset();
     let gate = shared.repl.apply_gate.lock();
@@ -336,7 +336,7 @@ async fn handshake(
     expect_ok(stream, buf, idle, "REPLCONF listening-port").await?;
     command(stream, &[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"]).await?;
     expect_ok(stream, buf, idle, "REPLCONF capa").await?;
-    let log = &shared.db.repl;
+    let log = &shared.repl.log;
     let (replid, offset) = if log.is_active() {
         (log.replid(), log.offset().to_string())
     } else {
@@ -433,7 +433,7 @@ async fn full_sync(
         return Err(SyncError::Replaced);
     }
     let loaded = snapshot::load(&shared.db, &received, max_len)?;
-    shared.db.repl.reset(replid, offset);
+    shared.repl.log.reset(replid, offset);
     drop(gate);
     drop(received);
     mark_synced(shared, generation);
@@ -471,11 +471,11 @@ async fn session(
         }
         Psync::Continue { replid } => {
             if let Some(replid) = replid {
-                shared.db.repl.adopt_replid(&replid);
+                shared.repl.log.adopt_replid(&replid);
             }
             mark_synced(shared, generation);
             tracing::info!(
-                offset = shared.db.repl.offset(),
+                offset = shared.repl.log.offset(),
                 "partial resync from primary"
             );
         }
@@ -539,7 +539,7 @@ async fn session(
 }
 
 async fn send_ack(shared: &Shared, stream: &mut TcpStream) -> Result<(), SyncError> {
-    let offset = shared.db.repl.offset().to_string();
+    let offset = shared.repl.log.offset().to_string();
     command(stream, &[b"REPLCONF", b"ACK", offset.as_bytes()]).await
 }
 
@@ -571,7 +571,7 @@ fn apply(
         return Err(SyncError::Replaced);
     }
     let limits = shared.config.limits;
-    let log = &shared.db.repl;
+    let log = &shared.repl.log;
     let transaction = &mut state.transaction;
     let mut position = 0;
     let mut getack = false;

@@ -167,6 +167,8 @@ pub struct Replication {
     /// Seconds without progress after which a link is dropped (`--repl-timeout`): a
     /// replica's silent primary, a primary's stalled write to a replica.
     pub timeout_secs: AtomicU64,
+    /// The stream of writes replicas receive, with its backlog for partial resync.
+    pub log: Arc<backlog::ReplLog>,
 }
 
 impl Replication {
@@ -189,6 +191,7 @@ impl Replication {
             acks: tokio::sync::Notify::new(),
             apply_gate: Mutex::new(0),
             timeout_secs: AtomicU64::new(DEFAULT_TIMEOUT_SECS),
+            log: Arc::new(backlog::ReplLog::new(backlog::DEFAULT_BACKLOG)),
         }
     }
 
@@ -339,7 +342,7 @@ pub async fn ping_forever(shared: Arc<crate::state::Shared>) {
             && !shared.repl.replicas.lock().is_empty()
             && shared.pause.current().is_none()
         {
-            shared.db.repl.append_command(&[b"PING"]);
+            shared.repl.log.append_command(&[b"PING"]);
         }
     }
 }
@@ -347,7 +350,7 @@ pub async fn ping_forever(shared: Arc<crate::state::Shared>) {
 /// The INFO replication section body.
 pub fn info_section(shared: &crate::state::Shared) -> String {
     use std::fmt::Write as _;
-    let log = &shared.db.repl;
+    let log = &shared.repl.log;
     let repl = &shared.repl;
     let offset = log.offset();
     let mut text = String::new();

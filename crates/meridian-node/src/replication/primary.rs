@@ -123,7 +123,7 @@ async fn feed(
     inbox: &mut mpsc::UnboundedReceiver<ClientEvent>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let log = &shared.db.repl;
+    let log = &shared.repl.log;
     let counters = &shared.repl.counters;
     let stall = shared.repl.timeout();
     let stalled = || {
@@ -151,7 +151,7 @@ async fn feed(
             let snapshot_shared = shared.clone();
             let (offset, payload) = tokio::task::spawn_blocking(move || {
                 let _serialised = snapshot_shared.repl.snapshot_lock.lock();
-                snapshot::take(&snapshot_shared.db)
+                snapshot::take(&snapshot_shared.db, &snapshot_shared.repl.log)
             })
             .await
             .map_err(std::io::Error::other)?;

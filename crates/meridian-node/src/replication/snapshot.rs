@@ -13,9 +13,10 @@ use std::borrow::Cow;
 
 use parking_lot::Mutex;
 
+use super::backlog::ReplLog;
 use crate::error::SyncError;
 use crate::store::entry::Entry;
-use crate::store::{Access, Db, HashValue, Value};
+use crate::store::{Access, Db, HashValue, SnapshotSink, Value};
 
 const MAGIC: &[u8] = b"MRDSNAP1";
 const TYPE_STRING: u8 = 0;
@@ -25,6 +26,12 @@ const END: u8 = 0xFF;
 /// Per-shard encodings of one snapshot in progress.
 pub struct SnapshotJob {
     parts: Mutex<Vec<Option<Vec<u8>>>>,
+}
+
+impl SnapshotSink for SnapshotJob {
+    fn put(&self, shard: usize, entries: &mut dyn Iterator<Item = &Entry>) {
+        SnapshotJob::put(self, shard, entries)
+    }
 }
 
 impl SnapshotJob {
@@ -84,17 +91,17 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
     }
 }
 
-/// Takes a consistent snapshot of `db` at the replication offset current
-/// when every shard was marked; returns (offset, payload).
-pub fn take(db: &Db) -> (u64, Vec<u8>) {
+/// Takes a consistent snapshot of `db` at the offset of `log` current when
+/// every shard was marked; returns (offset, payload).
+pub fn take(db: &Db, log: &ReplLog) -> (u64, Vec<u8>) {
     let job = std::sync::Arc::new(SnapshotJob::new(db.shard_count()));
     let offset = {
         let mut held = db.lock_all();
-        db.repl.activate();
+        log.activate();
         for shard in held.iter_mut().flatten() {
             shard.snapshot = Some(job.clone());
         }
-        db.repl.offset()
+        log.offset()
     };
     for index in 0..db.shard_count() {
         db.lock(index).preserve();
@@ -502,7 +509,7 @@ mod tests {
                 shard.insert(key.as_bytes(), slot, value, index)
             });
         }
-        let (offset, payload) = take(&source);
+        let (offset, payload) = take(&source, &ReplLog::new(1024));
         assert_eq!(offset, 0);
         let target = Db::new(8, 0, Policy::Sieve);
         let received = Received::from_slice(&payload);

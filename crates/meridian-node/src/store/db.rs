@@ -8,10 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::eviction::Policy;
-use crate::replication::backlog::ReplLog;
-
-/// Backlog size until configuration says otherwise (Redis: 1mb; ours 16mb).
-pub const DEFAULT_BACKLOG: usize = 16 * 1024 * 1024;
+use super::hooks::{NoHooks, WriteHooks};
 use super::shard::{Holder, Shard};
 
 /// Current Unix time in milliseconds.
@@ -29,12 +26,10 @@ pub struct SharedStats {
     pub maxmemory: AtomicU64,
     pub policy: AtomicU8,
     pub samples: AtomicUsize,
-    /// The replication log expirations and evictions are propagated through.
-    pub repl: Arc<ReplLog>,
+    /// Told about every key change, and about the store's own deletions.
+    pub hooks: Arc<dyn WriteHooks>,
     /// This node replicates a primary: no expiry or eviction of its own.
     pub replica: AtomicBool,
-    /// Client-side caching: told about every key change (CLIENT TRACKING).
-    pub tracking: crate::tracking::Tracking,
     /// CLIENT PAUSE: until this Unix time (ms) the node deletes nothing on
     /// its own (no active or lazy expiry, no eviction), so the replication
     /// offset stands still.
@@ -79,7 +74,6 @@ pub struct Db {
     shards: Box<[Mutex<Shard>]>,
     mask: usize,
     pub stats: Arc<SharedStats>,
-    pub repl: Arc<ReplLog>,
 }
 
 /// Shard guards held for an atomic multi-key operation or a transaction,
@@ -87,21 +81,30 @@ pub struct Db {
 pub type Held<'a> = Vec<Option<MutexGuard<'a, Shard>>>;
 
 impl Db {
-    /// `shard_count` is rounded up to a power of two in 1..=16384.
+    /// A store whose writes nobody watches; `shard_count` is rounded up to a power
+    /// of two in 1..=16384.
     pub fn new(shard_count: usize, maxmemory: u64, policy: Policy) -> Self {
+        Self::with_hooks(shard_count, maxmemory, policy, Arc::new(NoHooks))
+    }
+
+    /// A store that tells `hooks` about its writes.
+    pub fn with_hooks(
+        shard_count: usize,
+        maxmemory: u64,
+        policy: Policy,
+        hooks: Arc<dyn WriteHooks>,
+    ) -> Self {
         let shard_count = shard_count
             .clamp(1, usize::from(meridian_topology::SLOT_COUNT))
             .next_power_of_two();
-        let repl = Arc::new(ReplLog::new(DEFAULT_BACKLOG));
         let stats = Arc::new(SharedStats {
             used_memory: AtomicI64::new(0),
             shard_memory: (0..shard_count).map(|_| AtomicI64::new(0)).collect(),
             maxmemory: AtomicU64::new(maxmemory),
             policy: AtomicU8::new(policy.to_u8()),
             samples: AtomicUsize::new(5),
-            repl: repl.clone(),
+            hooks,
             replica: AtomicBool::new(false),
-            tracking: Default::default(),
             deletions_held_until: AtomicU64::new(0),
         });
         let shards = (0..shard_count)
@@ -111,13 +114,7 @@ impl Db {
             shards,
             mask: shard_count - 1,
             stats,
-            repl,
         }
-    }
-
-    /// The CLIENT TRACKING table the shards report key changes to.
-    pub fn tracking(&self) -> &crate::tracking::Tracking {
-        &self.stats.tracking
     }
 
     pub fn shard_count(&self) -> usize {

@@ -11,6 +11,7 @@ use super::SharedStats;
 use super::entry::{Entry, NIL, Value};
 use super::eviction::sieve::SieveList;
 use super::eviction::{Policy, Rng, lfu, lru};
+use super::hooks::SnapshotSink;
 
 /// Set by the store when a watched key changes; read by EXEC.
 pub type WatchFlag = Arc<AtomicBool>;
@@ -45,7 +46,7 @@ pub struct Shard {
     /// Who holds the lock during the current access.
     holder: Holder,
     /// A full-sync snapshot waiting for this shard's copy (copy-on-iterate).
-    pub(crate) snapshot: Option<Arc<crate::replication::snapshot::SnapshotJob>>,
+    pub snapshot: Option<Arc<dyn SnapshotSink>>,
     pub hits: u64,
     pub misses: u64,
     pub expired: u64,
@@ -198,9 +199,7 @@ impl Shard {
     fn expire_entry(&mut self, index: u32) -> Entry {
         let entry = self.remove(index);
         self.expired += 1;
-        if self.stats.repl.is_active() {
-            self.stats.repl.append_command(&[b"DEL", &entry.key]);
-        }
+        self.stats.hooks.removed_by_store(&entry.key);
         entry
     }
 
@@ -261,8 +260,8 @@ impl Shard {
     /// client-side caches (Redis's signalModifiedKey).
     fn signal_modified(&mut self, key: &[u8]) {
         self.notify_watchers(key);
-        if self.stats.tracking.is_active() {
-            self.stats.tracking.key_changed(key, self.holder.writer);
+        if self.stats.hooks.watches_keys() {
+            self.stats.hooks.key_changed(key, self.holder.writer);
         }
     }
 
@@ -425,8 +424,8 @@ impl Shard {
     pub fn clear(&mut self) {
         self.preserve();
         // every flush clears all shards: shard 0 speaks for the whole keyspace
-        if self.index == 0 && self.stats.tracking.is_active() {
-            self.stats.tracking.flushed(self.holder.writer);
+        if self.index == 0 && self.stats.hooks.watches_keys() {
+            self.stats.hooks.flushed(self.holder.writer);
         }
         let memory: usize = self.slab.iter().flatten().map(Entry::memory).sum();
         self.account(-(memory as isize));
