@@ -2,6 +2,7 @@
 //! keyspace is partitioned by cluster hash slot.
 
 pub mod broker;
+pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
@@ -208,8 +209,8 @@ pub async fn run(
     let expiry_task = tokio::spawn(store::expiry::run_forever(shared.clone(), |shared| {
         &shared.db
     }));
-    let ping_task = tokio::spawn(replication::ping_forever(shared.clone()));
-    let orphans_task = tokio::spawn(orphans::run_forever(shared.clone()));
+    let ping_task = tokio::spawn(replication::primary::ping_forever(shared.clone()));
+    let orphans_task = tokio::spawn(orphans::sweep::run_forever(shared.clone()));
     let (active_tx, mut active_rx) = mpsc::channel::<()>(1);
     let accept_task = tokio::spawn(server::accept_loop(
         shared.clone(),

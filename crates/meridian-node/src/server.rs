@@ -11,13 +11,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::pubsub::encode_event;
 use crate::commands::{ClientState, Pending, dispatch, may_replicate, paused_by};
 use crate::exec::ExecContext;
 use crate::protocol::frame::unescape_inline;
 use crate::protocol::{Out, Parsed, Partial, Protocol, parse_command_resuming};
 use crate::replication::primary::{FeedRequest, serve_replica, wait_acks};
-use crate::state::{ClientEvent, ClientHandle, PauseMode, Shared};
+use crate::state::{PauseMode, Shared};
 use crate::store::Access;
 
 const READ_CHUNK: usize = 16 * 1024;

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use parking_lot::Mutex;
 
+use crate::client::{ClientEvent, ClientHandle, TrackingPush};
 use crate::protocol::Out;
-use crate::state::{ClientEvent, ClientHandle};
 
 /// Redis's `tracking-table-max-keys` default.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -45,28 +45,6 @@ impl Routing<'_> {
             self.own_queued.fetch_add(1, Ordering::Relaxed);
         } else {
             target.deliver(ClientEvent::Tracking(push));
-        }
-    }
-}
-
-/// What a tracking push carries to a connection.
-#[derive(Debug, Clone)]
-pub enum TrackingPush {
-    /// Keys to drop from the near cache; `None` means everything (FLUSHALL).
-    Invalidate(Option<Vec<Bytes>>),
-    /// The REDIRECT target is gone (sent to RESP3 tracking clients).
-    RedirectBroken(u64),
-}
-
-impl TrackingPush {
-    pub fn size(&self) -> usize {
-        match self {
-            TrackingPush::Invalidate(keys) => {
-                32 + keys
-                    .as_ref()
-                    .map_or(0, |keys| keys.iter().map(|key| key.len() + 16).sum())
-            }
-            TrackingPush::RedirectBroken(_) => 48,
         }
     }
 }

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{COMMANDS, Ctx, parse_int};
+use crate::client::{ClientEvent, ClientHandle};
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::Protocol;
-use crate::state::{ClientEvent, ClientHandle, PauseMode};
+use crate::state::PauseMode;
 use crate::tracking::{Tracking, TrackingOptions};
 
 pub const REDIS_COMPAT_VERSION: &str = "7.2.4";

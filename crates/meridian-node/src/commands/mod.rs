@@ -17,11 +17,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crate::client::ClientHandle;
 use crate::error::{CmdResult, CommandError};
 use crate::exec::ExecContext;
 use crate::protocol::Out;
 use crate::protocol::frame::parse_i64;
-use crate::state::{ClientHandle, PauseMode, Shared};
+use crate::state::{PauseMode, Shared};
 use crate::store::{Access, Db, Held, WatchFlag};
 
 pub const WRITE: u32 = 1;

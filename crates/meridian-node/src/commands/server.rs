@@ -289,12 +289,12 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
                 tracking.keys,
                 tracking.items,
                 tracking.prefixes,
-                crate::replication::stats_lines(shared),
+                shared.repl.stats_lines(),
             ),
         );
     }
     if wants("replication") {
-        section("Replication", crate::replication::info_section(shared));
+        section("Replication", shared.repl.info_section());
     }
     if wants("cluster") {
         // Only the flag here, like Redis; CLUSTER INFO has the details.

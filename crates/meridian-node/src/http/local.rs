@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use crate::client::ClientHandle;
 use crate::commands::{ClientState, Pending, dispatch};
 use crate::exec::{Caller, ExecContext};
 use crate::protocol::{Decoded, Out, Protocol, ReplyLimits, parse_reply};
-use crate::state::{ClientHandle, Shared};
+use crate::state::Shared;
 use crate::store::Access;
 
 /// The reply type internal callers read: the node's one reply decoder's.

@@ -41,23 +41,7 @@ use crate::store::{Access, Value};
 
 pub use versions::{Version, Versions};
 
-/// What a peer region does with an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CrossRegionMode {
-    /// Drop the peer's copy (it is refetched on the next miss).
-    Invalidate,
-    /// Apply the value at the peer, last writer (highest version) wins.
-    Replicate,
-}
-
-/// When a client write is acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Consistency {
-    /// Locally; peers are told asynchronously.
-    Eventual,
-    /// Once every peer region acknowledged the invalidation (bounded by a timeout).
-    Strong,
-}
+pub use crate::config::{Consistency, CrossRegionMode};
 
 /// Region-link settings taken from the command line.
 #[derive(Clone, Debug)]

@@ -18,11 +18,12 @@ use tokio::net::TcpStream;
 
 use super::backlog::encode_command;
 use super::{LinkState, PrimaryMandate, PrimaryTarget, snapshot};
+use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::{ClientState, dispatch};
 use crate::error::SyncError;
 use crate::exec::{Caller, ExecContext};
 use crate::protocol::{Out, Parsed, Protocol, parse_command};
-use crate::state::{ClientEvent, ClientHandle, Shared};
+use crate::state::Shared;
 use crate::store::Access;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -14,8 +14,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::ReplicaInfo;
 use super::snapshot;
+use crate::client::{ClientEvent, ClientHandle};
 use crate::protocol::{Limits, Parsed, parse_command};
-use crate::state::{ClientEvent, ClientHandle, Shared};
+use crate::state::Shared;
 
 /// Largest chunk of stream written at once.
 const STREAM_CHUNK: usize = 256 * 1024;
@@ -301,6 +302,22 @@ fn read_acks(
                 return Ok(());
             }
             Err(error) => return Err(std::io::Error::other(error)),
+        }
+    }
+}
+
+/// Background task: keep-alive PINGs in the replication stream.
+pub async fn ping_forever(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(super::PING_PERIOD);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        // like Redis, no PING while CLIENT PAUSE holds the replication offset still
+        if !shared.repl.is_replica()
+            && !shared.repl.replicas.lock().is_empty()
+            && shared.pause.current().is_none()
+        {
+            shared.repl.log.append_command(&[b"PING"]);
         }
     }
 }
