@@ -370,17 +370,17 @@ async fn serve_connection(
                         }
                         Some(Pending::Origin(op)) => {
                             let exec = ExecContext::client(connection.client.handle.id);
-                            crate::origin::complete(&shared, exec, &mut connection.client, &mut connection.out, op).await;
+                            crate::origin::continuation::complete(&shared, exec, &mut connection.client, &mut connection.out, op).await;
                             // a write-through write may wait for the peer regions too
                             if let Some(Pending::Regions(wait)) = connection.client.pending.take() {
-                                crate::region::finish(&shared, wait, &mut connection.out).await;
+                                shared.regions.finish(wait, &mut connection.out).await;
                             }
                             // invalidations the write caused for this client follow its reply
                             shared.tracking.flush_own_pushes(connection.client.handle.id, &mut connection.out);
                             flush(stream, &mut connection.out, &shared).await?;
                         }
                         Some(Pending::Regions(wait)) => {
-                            crate::region::finish(&shared, wait, &mut connection.out).await;
+                            shared.regions.finish(wait, &mut connection.out).await;
                             flush(stream, &mut connection.out, &shared).await?;
                         }
                     }

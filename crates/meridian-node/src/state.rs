@@ -72,6 +72,17 @@ pub struct Shared {
     pub pause: ClientPause,
 }
 
+/// The region links' view of the node.
+impl crate::region::RegionHost for Shared {
+    fn regions(&self) -> &crate::region::Regions {
+        &self.regions
+    }
+
+    fn password(&self) -> Option<String> {
+        self.requirepass()
+    }
+}
+
 impl Shared {
     pub fn requirepass(&self) -> Option<String> {
         self.config.requirepass.read().clone()

@@ -9,7 +9,7 @@ use crate::error::{CmdResult, CommandError};
 use crate::exec::{Caller, ClientId, ExecContext};
 use crate::http::local::{self, Reply};
 use crate::region::fanout::Fanout;
-use crate::region::{Consistency, CrossRegionMode, PeerConfig, RegionWait};
+use crate::region::{Consistency, CrossRegionMode, PeerConfig, RegionHost, RegionWait};
 use crate::state::Shared;
 
 pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -242,7 +242,8 @@ pub fn peers(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 .upgrade()
                 .ok_or_else(|| CommandError::other("ERR node is shutting down"))?;
             tracing::info!(peers = configs.len(), "region peers updated");
-            regions.set_peers(&shared, configs);
+            let host: Arc<dyn RegionHost> = shared;
+            regions.set_peers(&host, configs);
             ctx.out.ok();
         }
         b"GET" if ctx.args.len() == 2 => {

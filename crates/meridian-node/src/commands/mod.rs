@@ -631,9 +631,10 @@ pub fn dispatch<'a, 'h>(
         && !primary_link
         && shared.origin.is_some()
         && spec.has(WRITE)
-        && let Some(pending) = crate::origin::intercept_write(shared, exec, spec, args)
+        && let Some(op) =
+            crate::origin::intercept_write(shared.origin.as_deref(), exec, spec.name, args)
     {
-        client.pending = Some(pending);
+        client.pending = Some(Pending::Origin(op));
         return;
     }
     shared.command_calls[position].fetch_add(1, Ordering::Relaxed);
@@ -669,11 +670,17 @@ pub fn dispatch<'a, 'h>(
         } else if direct
             && !primary_link
             && shared.origin.is_some()
-            && let Some(pending) =
-                crate::origin::intercept_miss(shared, exec, spec, args, ctx.out, reply_start)
+            && let Some(op) = crate::origin::intercept_miss(
+                shared.origin.as_deref(),
+                exec,
+                spec.name,
+                args,
+                ctx.out,
+                reply_start,
+            )
         {
             // read-through: the miss is answered once the origin replied
-            ctx.client.pending = Some(pending);
+            ctx.client.pending = Some(Pending::Origin(op));
         }
         return;
     }
@@ -813,7 +820,8 @@ fn run_in_transit(spec: &Spec, transit: &cluster::InTransit, ctx: Ctx<'_, '_>) {
 fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
     let reply_start = ctx.out.buf.len();
     // origin fills and remote region events older than a known version are refused
-    if let Err(refusal) = crate::region::admit(ctx.shared, ctx.exec, spec, ctx.args) {
+    let regions = &ctx.shared.regions;
+    if let Err(refusal) = regions.admit(ctx.exec, || spec.keys(ctx.args)) {
         ctx.out.error(refusal);
         return;
     }
@@ -834,7 +842,17 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         }
     }
     // still under the write's locks: the event version orders it like the store did
-    if let Some(ack) = crate::region::originate(ctx.shared, ctx.exec, spec, ctx.args, &mut ctx.keys)
+    // slot migration moves existing data inside the region: nothing new to tell
+    let migrated = matches!(spec.name, "restore" | "restore-asking");
+    if spec.has(WRITE)
+        && !migrated
+        && regions.is_active()
+        && let Some(ack) = regions.originate(
+            ctx.exec,
+            &spec.keys(ctx.args),
+            spec.has(ALLSHARDS),
+            &mut ctx.keys,
+        )
         && ctx.client.txn_repl.is_none()
         && ctx.client.pending.is_none()
     {

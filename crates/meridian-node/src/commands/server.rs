@@ -302,7 +302,7 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
         section("Cluster", format!("cluster_enabled:{enabled}\r\n"));
     }
     if wants("regions") {
-        section("Regions", crate::region::info_section(shared));
+        section("Regions", shared.regions.info_section());
     }
     if wants("commandstats") {
         let mut body = String::new();

@@ -32,16 +32,23 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::commands::{Spec, WRITE};
 use crate::error::CommandError;
 use crate::exec::{ExecContext, RegionGuard};
 use crate::protocol::Out;
-use crate::state::Shared;
 use crate::store::{Access, Value};
 
 pub use versions::{Version, Versions};
 
 pub use crate::config::{Consistency, CrossRegionMode};
+
+/// What the region links (peers and their lanes) need of the node: its region
+/// state and the password peers authenticate with. The node state implements it,
+/// so the links hold no reference to everything else the node owns.
+pub trait RegionHost: Send + Sync + 'static {
+    fn regions(&self) -> &Regions;
+    /// The password a peer's node expects (the same `requirepass` as this node's).
+    fn password(&self) -> Option<String>;
+}
 
 /// Region-link settings taken from the command line.
 #[derive(Clone, Debug)]
@@ -365,14 +372,15 @@ impl Regions {
         self.peers.read().clone()
     }
 
-    /// Replaces the peer list; unchanged peers keep their link and queue.
-    pub fn set_peers(&self, shared: &Arc<Shared>, configs: Vec<PeerConfig>) {
+    /// Replaces the peer list; unchanged peers keep their link and queue, new
+    /// ones are started with the links' view of the node, `host`.
+    pub fn set_peers(&self, host: &Arc<dyn RegionHost>, configs: Vec<PeerConfig>) {
         let mut peers = self.peers.write();
         let mut kept = Vec::new();
         for config in configs {
             match peers.iter().position(|peer| peer.config == config) {
                 Some(position) => kept.push(peers.remove(position)),
-                None => kept.push(peer::Peer::start(shared, config)),
+                None => kept.push(peer::Peer::start(host, config)),
             }
         }
         for removed in peers.drain(..) {
@@ -420,120 +428,136 @@ impl Regions {
 }
 
 // ---------------------------------------------------------------------------
-// Write hooks (called by the dispatcher under the write's shard locks)
+// Writes: admission and events (called by the dispatcher under the write's shard locks)
 
 /// Error reply of a guarded write refused because a newer version is known.
 pub const STALE_REPLY: &str = "STALE a newer version of the key is known";
 
-/// Before a write runs: refuses guarded writes (remote events, origin fills)
-/// older than what is known.
-pub fn admit(
-    shared: &Shared,
-    exec: ExecContext,
-    spec: &Spec,
-    args: &[&[u8]],
-) -> Result<(), &'static str> {
-    let Some(RegionGuard { version, record }) = exec.region_guard() else {
-        return Ok(());
-    };
-    let keys = spec.keys(args);
-    let versions = &shared.regions.versions;
-    if keys
-        .iter()
-        .any(|key| versions.newest(key).is_some_and(|known| known > version))
-    {
-        return Err(STALE_REPLY);
-    }
-    if record {
-        for key in keys {
-            versions.record_key(key, version);
-        }
-    }
-    Ok(())
-}
-
-/// After a client write succeeded: versions its keys and queues the events.
-/// Returns what a strong write must wait for.
-pub fn originate(
-    shared: &Shared,
-    exec: ExecContext,
-    spec: &Spec,
-    args: &[&[u8]],
-    keys: &mut Access<'_, '_>,
-) -> Option<Arc<Ack>> {
-    let regions = &shared.regions;
-    if !regions.is_active()
-        || !spec.has(WRITE)
-        || !exec.streams_to_regions()
-        // slot migration moves existing data inside the region: nothing new to tell
-        || matches!(spec.name, "restore" | "restore-asking")
-    {
-        return None;
-    }
-    let version = regions.tick();
-    let written = spec.keys(args);
-    let mut kinds = Vec::with_capacity(written.len().max(1));
-    if written.is_empty() {
-        // FLUSHDB / FLUSHALL: every key
-        if spec.has(crate::commands::ALLSHARDS) {
-            regions.versions.record_pattern(b"*", version);
-            kinds.push(EventKind::Pattern(b"*".to_vec()));
-        }
-    }
-    let now = crate::store::now_ms();
-    for key in written {
-        regions.versions.record_key(key, version);
-        let kind = match regions.settings.mode {
-            CrossRegionMode::Invalidate => EventKind::Key(key.to_vec()),
-            CrossRegionMode::Replicate => keys.with_key(key, |shard, _| {
-                match shard.peek(key) {
-                    Some(entry) if entry.expire_at == 0 || entry.expire_at > now => {
-                        match &entry.value {
-                            Value::Str(value) => EventKind::Set {
-                                key: key.to_vec(),
-                                value: Bytes::copy_from_slice(value),
-                                ttl_ms: if entry.expire_at == 0 {
-                                    0
-                                } else {
-                                    entry.expire_at - now
-                                },
-                            },
-                            // only strings are shipped; other types are invalidated
-                            Value::Hash(_) => EventKind::Key(key.to_vec()),
-                        }
-                    }
-                    _ => EventKind::Key(key.to_vec()),
-                }
-            }),
+impl Regions {
+    /// Before a write runs: refuses guarded writes (remote events, origin fills)
+    /// older than what is known for one of its keys (`keys`, asked only then).
+    pub fn admit<'k>(
+        &self,
+        exec: ExecContext,
+        keys: impl FnOnce() -> Vec<&'k [u8]>,
+    ) -> Result<(), &'static str> {
+        let Some(RegionGuard { version, record }) = exec.region_guard() else {
+            return Ok(());
         };
-        kinds.push(kind);
+        let keys = keys();
+        let versions = &self.versions;
+        if keys
+            .iter()
+            .any(|key| versions.newest(key).is_some_and(|known| known > version))
+        {
+            return Err(STALE_REPLY);
+        }
+        if record {
+            for key in keys {
+                versions.record_key(key, version);
+            }
+        }
+        Ok(())
     }
-    regions.publish(kinds, version)
-}
 
-/// Writes a strong write's reply once the peers acknowledged, or the TIMEOUT
-/// error naming the regions that did not.
-pub async fn finish(shared: &Shared, wait: RegionWait, out: &mut Out) {
-    let timeout = shared.regions.settings.strong_timeout;
-    let peers = async {
-        match &wait.ack {
-            Some(ack) => tokio::time::timeout(timeout, ack.wait())
-                .await
-                .map_err(|_| ack.missing()),
-            None => Ok(()),
+    /// After a write of this region succeeded (a command flagged WRITE that is not
+    /// a slot migration's RESTORE): versions the `written` keys (every key when it
+    /// `flushes_all`) and queues the events, reading values through `keys`.
+    /// Returns what a strong write must wait for.
+    pub fn originate(
+        &self,
+        exec: ExecContext,
+        written: &[&[u8]],
+        flushes_all: bool,
+        keys: &mut Access<'_, '_>,
+    ) -> Option<Arc<Ack>> {
+        let regions = self;
+        if !regions.is_active() || !exec.streams_to_regions() {
+            return None;
         }
-    };
-    let local = async {
-        match wait.fanout {
-            Some(fanout) => fanout.run().await,
-            None => Vec::new(),
+        let version = regions.tick();
+        let mut kinds = Vec::with_capacity(written.len().max(1));
+        if written.is_empty() {
+            // FLUSHDB / FLUSHALL: every key
+            if flushes_all {
+                regions.versions.record_pattern(b"*", version);
+                kinds.push(EventKind::Pattern(b"*".to_vec()));
+            }
         }
-    };
-    let (peers, failed_primaries) = tokio::join!(peers, local);
-    match peers {
-        _ if !failed_primaries.is_empty() => out.error(&fanout::fanout_message(&failed_primaries)),
-        Ok(()) => out.buf.extend_from_slice(&wait.reply),
-        Err(missing) => out.error(&timeout_message(&missing, timeout)),
+        let now = crate::store::now_ms();
+        for &key in written {
+            regions.versions.record_key(key, version);
+            let kind = match regions.settings.mode {
+                CrossRegionMode::Invalidate => EventKind::Key(key.to_vec()),
+                CrossRegionMode::Replicate => keys.with_key(key, |shard, _| {
+                    match shard.peek(key) {
+                        Some(entry) if entry.expire_at == 0 || entry.expire_at > now => {
+                            match &entry.value {
+                                Value::Str(value) => EventKind::Set {
+                                    key: key.to_vec(),
+                                    value: Bytes::copy_from_slice(value),
+                                    ttl_ms: if entry.expire_at == 0 {
+                                        0
+                                    } else {
+                                        entry.expire_at - now
+                                    },
+                                },
+                                // only strings are shipped; other types are invalidated
+                                Value::Hash(_) => EventKind::Key(key.to_vec()),
+                            }
+                        }
+                        _ => EventKind::Key(key.to_vec()),
+                    }
+                }),
+            };
+            kinds.push(kind);
+        }
+        regions.publish(kinds, version)
+    }
+
+    /// Writes a strong write's reply once the peers acknowledged, or the TIMEOUT
+    /// error naming the regions that did not.
+    pub async fn finish(&self, wait: RegionWait, out: &mut Out) {
+        let timeout = self.settings.strong_timeout;
+        let peers = async {
+            match &wait.ack {
+                Some(ack) => tokio::time::timeout(timeout, ack.wait())
+                    .await
+                    .map_err(|_| ack.missing()),
+                None => Ok(()),
+            }
+        };
+        let local = async {
+            match wait.fanout {
+                Some(fanout) => fanout.run().await,
+                None => Vec::new(),
+            }
+        };
+        let (peers, failed_primaries) = tokio::join!(peers, local);
+        match peers {
+            _ if !failed_primaries.is_empty() => {
+                out.error(&fanout::fanout_message(&failed_primaries))
+            }
+            Ok(()) => out.buf.extend_from_slice(&wait.reply),
+            Err(missing) => out.error(&timeout_message(&missing, timeout)),
+        }
+    }
+
+    /// The `# Regions` section of INFO: link state and what inbound links were refused.
+    pub fn info_section(&self) -> String {
+        let regions = self;
+        let peers = regions.peers();
+        let up = peers.iter().filter(|peer| peer.status().up).count();
+        let refusals = regions.refusals();
+        format!(
+            "region:{}\r\nregion_peers:{}\r\nregion_links_up:{up}\r\nregion_max_clock_drift_ms:{}\r\nregion_link_refusals:{}\r\nregion_clock_drift_refusals:{}\r\nregion_last_link_refusal:{}\r\n",
+            regions.settings.region,
+            peers.len(),
+            regions.settings.max_clock_drift_ms,
+            refusals.total,
+            refusals.clock_drift,
+            refusals.last,
+        )
     }
 }
 
@@ -542,23 +566,6 @@ pub fn timeout_message(missing: &[String], timeout: Duration) -> String {
         "TIMEOUT write applied locally but not acknowledged within {}ms by regions: {}",
         timeout.as_millis(),
         missing.join(", ")
-    )
-}
-
-/// The `# Regions` section of INFO: link state and what inbound links were refused.
-pub fn info_section(shared: &Shared) -> String {
-    let regions = &shared.regions;
-    let peers = regions.peers();
-    let up = peers.iter().filter(|peer| peer.status().up).count();
-    let refusals = regions.refusals();
-    format!(
-        "region:{}\r\nregion_peers:{}\r\nregion_links_up:{up}\r\nregion_max_clock_drift_ms:{}\r\nregion_link_refusals:{}\r\nregion_clock_drift_refusals:{}\r\nregion_last_link_refusal:{}\r\n",
-        regions.settings.region,
-        peers.len(),
-        regions.settings.max_clock_drift_ms,
-        refusals.total,
-        refusals.clock_drift,
-        refusals.last,
     )
 }
 
