@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tokio::sync::watch;
 
+use crate::commands::id::Cmd;
 use crate::exec::ExecContext;
 use crate::http::metrics::API_METRICS;
 use crate::protocol::Out;
@@ -238,7 +239,7 @@ impl Origin {
 pub fn intercept_write(
     origin: Option<&Origin>,
     exec: ExecContext,
-    command: &str,
+    command: Cmd,
     args: &[&[u8]],
 ) -> Option<OriginOp> {
     let origin = origin?;
@@ -246,8 +247,8 @@ pub fn intercept_write(
         return None;
     }
     let single_key = match command {
-        "set" => true,
-        "del" | "unlink" => args.len() == 2,
+        Cmd::Set => true,
+        Cmd::Del | Cmd::Unlink => args.len() == 2,
         _ => false,
     };
     single_key.then(|| OriginOp::Write {
@@ -260,13 +261,13 @@ pub fn intercept_write(
 pub fn intercept_miss(
     origin: Option<&Origin>,
     exec: ExecContext,
-    command: &str,
+    command: Cmd,
     args: &[&[u8]],
     out: &mut Out,
     reply_start: usize,
 ) -> Option<OriginOp> {
     let origin = origin?;
-    if command != "get" || !origin.config.read_through || !exec.uses_origin() {
+    if command != Cmd::Get || !origin.config.read_through || !exec.uses_origin() {
         return None;
     }
     let reply = out.buf.get(reply_start..)?;
