@@ -3,29 +3,12 @@
 //! its unit tests, resolved to the deepest module file that exists; a circle is a
 //! strongly connected component of more than one module.
 //!
-//! The operator, the API types and the topology crate must have none. The cache node
-//! still has the circle issue 15 is about (`Shared` owns every subsystem, the store calls
-//! replication and tracking): its members are listed below and may only leave the list,
-//! so no module joins it while the redesign takes it apart.
+//! The operator, the API types, the topology crate and the cache node must have none
+//! (the node's circle, `Shared` owning every subsystem that reached back into it, was
+//! taken apart by issue 15).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-
-/// Modules of the node that are still in one import circle (issue 15 removes it).
-const NODE_CIRCLE_STILL_OPEN: &[&str] = &[
-    "broker",
-    "commands",
-    "config",
-    "http::local",
-    "origin",
-    "orphans",
-    "region",
-    "region::lane",
-    "region::peer",
-    "replication",
-    "state",
-    "tracking",
-];
 
 #[test]
 fn the_operator_has_no_import_circle() {
@@ -39,27 +22,8 @@ fn the_api_and_topology_crates_have_no_import_circle() {
 }
 
 #[test]
-fn no_node_module_joins_the_circle_issue_15_removes() {
-    let graph = ModuleGraph::read(&root().join("crates/meridian-node/src"));
-    let circles = graph.circles();
-    let joined: Vec<&String> = circles
-        .iter()
-        .flatten()
-        .filter(|module| !NODE_CIRCLE_STILL_OPEN.contains(&module.as_str()))
-        .collect();
-    assert!(
-        joined.is_empty(),
-        "node modules joined an import circle: {joined:?} (circles: {circles:?})"
-    );
-    let left: BTreeSet<&String> = circles.iter().flatten().collect();
-    let gone: Vec<&&str> = NODE_CIRCLE_STILL_OPEN
-        .iter()
-        .filter(|module| !left.iter().any(|left| left.as_str() == **module))
-        .collect();
-    assert!(
-        gone.is_empty(),
-        "{gone:?} left the node's import circle: take them off NODE_CIRCLE_STILL_OPEN"
-    );
+fn the_node_has_no_import_circle() {
+    assert_no_circle("crates/meridian-node/src");
 }
 
 #[test]

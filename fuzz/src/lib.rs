@@ -20,6 +20,7 @@ use meridian_node::fuzzing::{self, LinkReply, NODE_ID};
 use meridian_node::http::local::{self, Reply};
 use meridian_node::http::metrics::API_METRICS;
 use meridian_node::protocol::frame::{Limits, Parsed, parse_command, unescape_inline};
+use meridian_node::replication::backlog::{DEFAULT_BACKLOG, ReplLog};
 use meridian_node::replication::snapshot;
 use meridian_node::store::{Db, Policy};
 use meridian_topology::{NodeRole, Route, SLOT_COUNT, TopologyMap};
@@ -413,7 +414,9 @@ pub fn snapshot(data: &[u8]) {
         (Ok(records), Some((expected_records, expected))) => {
             assert_eq!(records, expected_records, "record count");
             assert_eq!(db.len(), expected.len(), "keys loaded");
-            let (_, payload) = snapshot::take(&db);
+            // a log of its own: the offset a snapshot is taken at is not checked here
+            let log = ReplLog::new(DEFAULT_BACKLOG);
+            let (_, payload) = snapshot::take(&db, &log);
             let (_, again) = snapshot_model(&payload).expect("a snapshot the node took is corrupt");
             assert_eq!(again, expected, "the loaded keyspace snapshots differently");
             // and a replica with another shard layout loads that snapshot to the same keys

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::RwLock;
 
+use crate::client::{ClientEvent, ClientHandle};
 use crate::glob;
-use crate::state::{ClientEvent, ClientHandle};
 
 type Subscribers = HashMap<u64, Arc<ClientHandle>>;
 

@@ -140,7 +140,7 @@ pub struct Config {
         value_enum,
         default_value = "invalidate"
     )]
-    pub cross_region_mode: crate::region::CrossRegionMode,
+    pub cross_region_mode: CrossRegionMode,
     /// eventual: acknowledge locally; strong: only after every peer region acknowledged.
     #[arg(
         long,
@@ -148,7 +148,7 @@ pub struct Config {
         value_enum,
         default_value = "eventual"
     )]
-    pub consistency: crate::region::Consistency,
+    pub consistency: Consistency,
     /// How long a strong write waits for the peer regions.
     #[arg(long, env = "MERIDIAN_STRONG_TIMEOUT_MS", default_value_t = 500)]
     pub strong_timeout_ms: u64,
@@ -227,6 +227,24 @@ pub fn parse_memory(text: &str) -> Result<u64, NodeError> {
     number
         .checked_mul(multiplier)
         .ok_or_else(|| NodeError::MemorySize(text.to_string()))
+}
+
+/// What a peer region does with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrossRegionMode {
+    /// Drop the peer's copy (it is refetched on the next miss).
+    Invalidate,
+    /// Apply the value at the peer, last writer (highest version) wins.
+    Replicate,
+}
+
+/// When a client write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Consistency {
+    /// Locally; peers are told asynchronously.
+    Eventual,
+    /// Once every peer region acknowledged the invalidation (bounded by a timeout).
+    Strong,
 }
 
 #[cfg(test)]

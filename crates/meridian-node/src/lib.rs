@@ -2,9 +2,11 @@
 //! keyspace is partitioned by cluster hash slot.
 
 pub mod broker;
+pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod exec;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod glob;
@@ -21,6 +23,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod tracking;
+pub mod write_hooks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -49,14 +52,24 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
 
 /// Builds the shared state from configuration.
 pub fn build_shared(config: &Config) -> Arc<Shared> {
-    let db = Db::new(config.shards, config.maxmemory, config.maxmemory_policy);
-    db.repl
-        .set_capacity(usize::try_from(config.repl_backlog_size).unwrap_or(usize::MAX));
     let repl = replication::Replication::new(
         config.min_replicas_to_write,
         config.min_replicas_max_lag,
         config.primary_auth.clone(),
         config.managed,
+    );
+    repl.log
+        .set_capacity(usize::try_from(config.repl_backlog_size).unwrap_or(usize::MAX));
+    let tracking = Arc::new(tracking::Tracking::default());
+    let hooks = write_hooks::NodeWriteHooks {
+        log: repl.log.clone(),
+        tracking: tracking.clone(),
+    };
+    let db = Db::with_hooks(
+        config.shards,
+        config.maxmemory,
+        config.maxmemory_policy,
+        Arc::new(hooks),
     );
     repl.timeout_secs
         .store(config.repl_timeout, std::sync::atomic::Ordering::Relaxed);
@@ -92,6 +105,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
         clients: Mutex::new(BTreeMap::new()),
         next_client_id: AtomicU64::new(1),
         broker: Default::default(),
+        tracking,
         counters: Counters::default(),
         command_calls: commands::COMMANDS
             .iter()
@@ -192,9 +206,11 @@ pub async fn run(
             }
         }
     });
-    let expiry_task = tokio::spawn(store::expiry::run_forever(shared.clone()));
-    let ping_task = tokio::spawn(replication::ping_forever(shared.clone()));
-    let orphans_task = tokio::spawn(orphans::run_forever(shared.clone()));
+    let expiry_task = tokio::spawn(store::expiry::run_forever(shared.clone(), |shared| {
+        &shared.db
+    }));
+    let ping_task = tokio::spawn(replication::primary::ping_forever(shared.clone()));
+    let orphans_task = tokio::spawn(orphans::sweep::run_forever(shared.clone()));
     let (active_tx, mut active_rx) = mpsc::channel::<()>(1);
     let accept_task = tokio::spawn(server::accept_loop(
         shared.clone(),

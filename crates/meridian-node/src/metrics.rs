@@ -56,7 +56,7 @@ impl Collector for NodeCollector {
             &mut encoder,
             "meridian_repl_offset",
             "Replication offset (bytes of the replication stream produced or applied)",
-            shared.db.repl.offset() as i64,
+            shared.repl.log.offset() as i64,
         )?;
         gauge(
             &mut encoder,
@@ -83,7 +83,7 @@ impl Collector for NodeCollector {
                     .is_some_and(|link| link.status == "connected"),
             ),
         )?;
-        let offset = shared.db.repl.offset();
+        let offset = shared.repl.log.offset();
         gauge(
             &mut encoder,
             "meridian_repl_lag_bytes",

@@ -15,11 +15,10 @@
 //! (HTTP 502). Writes inside MULTI/EXEC, multi-key DEL and replication streams
 //! do not go to the origin.
 //!
-//! The dispatcher is synchronous, so the origin work runs as a
-//! [`Pending::Origin`] continuation that the connection (or the HTTP handler)
-//! finishes with [`complete`].
+//! The dispatcher is synchronous, so the origin work runs as an [`OriginOp`]
+//! continuation that the connection (or the HTTP handler) finishes with
+//! `continuation::complete`.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,12 +32,12 @@ use parking_lot::Mutex;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tokio::sync::watch;
 
-use crate::commands::{ClientState, Pending, Spec, dispatch};
-use crate::http::local;
+use crate::commands::id::Cmd;
+use crate::exec::ExecContext;
 use crate::http::metrics::API_METRICS;
 use crate::protocol::Out;
-use crate::state::Shared;
-use crate::store::Access;
+
+pub mod continuation;
 
 /// The HTTP client used for the origin and for forwarding between nodes.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -96,23 +95,6 @@ pub struct Origin {
     client: HttpClient,
     /// Fetches in progress by key; followers wait on the leader's result.
     flights: Mutex<HashMap<Vec<u8>, watch::Receiver<Option<FetchResult>>>>,
-}
-
-thread_local! {
-    /// Set while a command whose origin work is done runs, so it is not intercepted again.
-    static ORIGIN_DONE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` (a synchronous dispatch) without origin interception.
-pub fn without_origin<R>(f: impl FnOnce() -> R) -> R {
-    let previous = ORIGIN_DONE.with(|flag| flag.replace(true));
-    let result = f();
-    ORIGIN_DONE.with(|flag| flag.set(previous));
-    result
-}
-
-fn intercepting() -> bool {
-    !ORIGIN_DONE.with(Cell::get)
 }
 
 impl Origin {
@@ -204,8 +186,17 @@ impl Origin {
     }
 
     /// Fetches `key` once for all concurrent callers, filling the cache from
-    /// the leader's task so it completes even when the first caller goes away.
-    pub async fn read_through(self: &Arc<Self>, shared: &Shared, key: &[u8]) -> FetchResult {
+    /// the leader's task so it completes even when the first caller goes away:
+    /// the leader calls `start_fill` and its task gives the fetched value to the
+    /// fill it returned.
+    pub async fn read_through<Fill>(
+        self: &Arc<Self>,
+        key: &[u8],
+        start_fill: impl FnOnce() -> Fill,
+    ) -> FetchResult
+    where
+        Fill: FnOnce(&[u8], &Bytes) + Send + 'static,
+    {
         let (mut receiver, follower) = {
             let mut flights = self.flights.lock();
             match flights.get(key) {
@@ -214,21 +205,12 @@ impl Origin {
                     let (sender, receiver) = watch::channel(None);
                     flights.insert(key.to_vec(), receiver.clone());
                     let origin = self.clone();
-                    let owner = shared.me.upgrade();
                     let key = key.to_vec();
-                    // the version the fill carries: a remote invalidation
-                    // arriving while the origin answers is newer and wins
-                    let fetch_version = shared.regions.tick();
+                    let fill = start_fill();
                     tokio::spawn(async move {
                         let result = origin.fetch(&key).await;
-                        if let (Ok(Fetched::Found(value)), Some(shared)) = (&result, &owner) {
-                            fill(
-                                shared,
-                                &key,
-                                value,
-                                origin.config.default_ttl_seconds,
-                                fetch_version,
-                            );
+                        if let Ok(Fetched::Found(value)) = &result {
+                            fill(&key, value);
                         }
                         let _ = sender.send(Some(result));
                         origin.flights.lock().remove(&key);
@@ -252,61 +234,40 @@ impl Origin {
     }
 }
 
-/// Stores a fetched value unless a client wrote the key meanwhile (NX): the
-/// client's write is newer than what the origin returned.
-fn fill(
-    shared: &Shared,
-    key: &[u8],
-    value: &Bytes,
-    ttl_seconds: u64,
-    version: crate::region::Version,
-) {
-    let ttl = ttl_seconds.to_string();
-    let mut args: Vec<&[u8]> = vec![b"SET", key, value, b"NX"];
-    if ttl_seconds > 0 {
-        args.extend_from_slice(&[b"EX", ttl.as_bytes()]);
-    }
-    // guarded: refused (STALE) when a newer invalidation or write is known;
-    // fills are not streamed to peer regions (they only copy the origin)
-    let stored = crate::region::guarded(version, false, || {
-        without_origin(|| local::run(shared, &args, false))
-    });
-    if let Some(local::Reply::Error(error)) = stored.0 {
-        // a replica (READONLY) or a moved slot serves the value without keeping it
-        tracing::debug!(key = %String::from_utf8_lossy(key), %error, "origin value not cached");
-    }
-}
-
 /// Called by the dispatcher before a write runs: SET / single-key DEL under
 /// write-through become an origin continuation instead of running now.
-pub fn intercept_write(shared: &Shared, spec: &Spec, args: &[&[u8]]) -> Option<Pending> {
-    let origin = shared.origin.as_ref()?;
-    if !origin.config.write_through || !intercepting() {
+pub fn intercept_write(
+    origin: Option<&Origin>,
+    exec: ExecContext,
+    command: Cmd,
+    args: &[&[u8]],
+) -> Option<OriginOp> {
+    let origin = origin?;
+    if !origin.config.write_through || !exec.uses_origin() {
         return None;
     }
-    let single_key = match spec.name {
-        "set" => true,
-        "del" | "unlink" => args.len() == 2,
+    let single_key = match command {
+        Cmd::Set => true,
+        Cmd::Del | Cmd::Unlink => args.len() == 2,
         _ => false,
     };
-    single_key.then(|| {
-        Pending::Origin(OriginOp::Write {
-            args: args.iter().map(|arg| arg.to_vec()).collect(),
-        })
+    single_key.then(|| OriginOp::Write {
+        args: args.iter().map(|arg| arg.to_vec()).collect(),
     })
 }
 
 /// Called by the dispatcher after a read ran: a GET that replied nil under
 /// read-through has its reply taken back and becomes an origin continuation.
 pub fn intercept_miss(
-    shared: &Shared,
-    spec: &Spec,
+    origin: Option<&Origin>,
+    exec: ExecContext,
+    command: Cmd,
     args: &[&[u8]],
     out: &mut Out,
     reply_start: usize,
-) -> Option<Pending> {
-    let origin = shared.origin.as_ref()?;
-    if spec.name != "get" || !origin.config.read_through || !intercepting() {
+) -> Option<OriginOp> {
+    let origin = origin?;
+    if command != Cmd::Get || !origin.config.read_through || !exec.uses_origin() {
         return None;
     }
     let reply = out.buf.get(reply_start..)?;
@@ -314,44 +275,9 @@ pub fn intercept_miss(
         return None;
     }
     out.buf.truncate(reply_start);
-    Some(Pending::Origin(OriginOp::Read {
+    Some(OriginOp::Read {
         key: args.get(1)?.to_vec(),
-    }))
-}
-
-/// Finishes an origin continuation, writing the command's reply to `out`.
-pub async fn complete(shared: &Shared, client: &mut ClientState, out: &mut Out, op: OriginOp) {
-    let Some(origin) = shared.origin.clone() else {
-        out.error("ERR origin is not configured");
-        return;
-    };
-    match op {
-        OriginOp::Read { key } => match origin.read_through(shared, &key).await {
-            Ok(Fetched::Found(value)) => out.bulk(&value),
-            Ok(Fetched::Missing) | Err(_) => out.null(),
-        },
-        OriginOp::Write { args } => {
-            let key = args.get(1).cloned().unwrap_or_default();
-            let value = match args.first() {
-                Some(name) if name.eq_ignore_ascii_case(b"set") => {
-                    Some(Bytes::from(args.get(2).cloned().unwrap_or_default()))
-                }
-                _ => None,
-            };
-            match origin.write(&key, value).await {
-                Ok(()) => {
-                    let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                    without_origin(|| {
-                        dispatch(shared, client, out, &argv, Access::Direct(&shared.db))
-                    });
-                }
-                Err(error) => out.error(&format!(
-                    "ERR origin write failed: {}",
-                    error.replace(['\r', '\n'], " ")
-                )),
-            }
-        }
-    }
+    })
 }
 
 /// Reads the origin-related flags into a configuration (None without a URL).

@@ -11,12 +11,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::pubsub::encode_event;
 use crate::commands::{ClientState, Pending, dispatch, may_replicate, paused_by};
+use crate::exec::ExecContext;
 use crate::protocol::frame::unescape_inline;
 use crate::protocol::{Out, Parsed, Partial, Protocol, parse_command_resuming};
 use crate::replication::primary::{FeedRequest, serve_replica, wait_acks};
-use crate::state::{ClientEvent, ClientHandle, PauseMode, Shared};
+use crate::state::{PauseMode, Shared};
 use crate::store::Access;
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -116,8 +118,7 @@ impl Connection {
     /// when the output grows large so it can be flushed.
     fn process(&mut self) -> Flow {
         let mut limits = self.shared.config.limits;
-        // NOLOOP: tracking invalidations caused by this client's own writes
-        let _running = crate::tracking::running_client(self.client.handle.id);
+        let exec = ExecContext::client(self.client.handle.id);
         let password_set = !self.client.authenticated && self.shared.requirepass().is_some();
         self.needed = 0;
         let mut position = 0;
@@ -166,15 +167,16 @@ impl Connection {
                         .fetch_add(1, Ordering::Relaxed);
                     dispatch(
                         &self.shared,
+                        exec,
                         &mut self.client,
                         &mut self.out,
                         &argv,
-                        Access::Direct(&self.shared.db),
+                        Access::direct(&self.shared.db),
                     );
-                    let tracking = self.shared.db.tracking();
+                    let tracking = &self.shared.tracking;
                     if tracking.is_active() {
                         // invalidations this command caused for this client follow its reply
-                        crate::tracking::flush_own_pushes(&mut self.out);
+                        tracking.flush_own_pushes(self.client.handle.id, &mut self.out);
                         // CLIENT CACHING covers only the command after it
                         let name = args.first().map_or(&[][..], |range| {
                             &self.input[base + range.start..base + range.end]
@@ -211,7 +213,9 @@ impl Connection {
         // `needed` was computed relative to `position`, the new buffer start
         self.input.advance(position);
         // tracking may have been switched off after a command queued a push
-        crate::tracking::flush_own_pushes(&mut self.out);
+        self.shared
+            .tracking
+            .flush_own_pushes(self.client.handle.id, &mut self.out);
         flow
     }
 }
@@ -272,12 +276,12 @@ async fn handle(
     let result = serve_connection(&mut connection, &mut stream, &mut inbox, &mut shutdown).await;
     // cleanup: registry, tracking, subscriptions, watches
     shared.clients.lock().remove(&id);
-    shared.db.tracking().disable(id);
+    shared.tracking.disable(id);
     let channels: Vec<Vec<u8>> = connection.client.channels.iter().cloned().collect();
     let patterns: Vec<Vec<u8>> = connection.client.patterns.iter().cloned().collect();
     shared.broker.remove_client(id, &channels, &patterns);
     let flag = connection.client.watch_flag.clone();
-    let mut access = Access::Direct(&shared.db);
+    let mut access = Access::direct(&shared.db);
     for key in &connection.client.watched {
         access.with_key(key, |shard, _| shard.unwatch(key, &flag));
     }
@@ -365,15 +369,18 @@ async fn serve_connection(
                             return serve_replica(shared.clone(), stream, input, request, inbox, shutdown).await;
                         }
                         Some(Pending::Origin(op)) => {
-                            crate::origin::complete(&shared, &mut connection.client, &mut connection.out, op).await;
+                            let exec = ExecContext::client(connection.client.handle.id);
+                            crate::origin::continuation::complete(&shared, exec, &mut connection.client, &mut connection.out, op).await;
                             // a write-through write may wait for the peer regions too
                             if let Some(Pending::Regions(wait)) = connection.client.pending.take() {
-                                crate::region::finish(&shared, wait, &mut connection.out).await;
+                                shared.regions.finish(wait, &mut connection.out).await;
                             }
+                            // invalidations the write caused for this client follow its reply
+                            shared.tracking.flush_own_pushes(connection.client.handle.id, &mut connection.out);
                             flush(stream, &mut connection.out, &shared).await?;
                         }
                         Some(Pending::Regions(wait)) => {
-                            crate::region::finish(&shared, wait, &mut connection.out).await;
+                            shared.regions.finish(wait, &mut connection.out).await;
                             flush(stream, &mut connection.out, &shared).await?;
                         }
                     }

@@ -6,82 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::mpsc;
 
 use crate::broker::Broker;
+use crate::client::ClientHandle;
 use crate::protocol::Limits;
 use crate::store::Db;
 use meridian_topology::TopologyMap;
-
-/// Something delivered to a connection from outside its own request stream.
-#[derive(Debug, Clone)]
-pub enum ClientEvent {
-    Message {
-        channel: Bytes,
-        payload: Bytes,
-    },
-    PMessage {
-        pattern: Bytes,
-        channel: Bytes,
-        payload: Bytes,
-    },
-    /// Client-side caching: an invalidation (or broken-redirect notice).
-    Tracking(crate::tracking::TrackingPush),
-    Kill,
-}
-
-impl ClientEvent {
-    /// Bytes accounted against the subscriber's output limit.
-    pub fn size(&self) -> usize {
-        match self {
-            ClientEvent::Message { channel, payload } => channel.len() + payload.len() + 32,
-            ClientEvent::PMessage {
-                pattern,
-                channel,
-                payload,
-            } => pattern.len() + channel.len() + payload.len() + 40,
-            ClientEvent::Tracking(push) => push.size(),
-            ClientEvent::Kill => 0,
-        }
-    }
-}
-
-/// The registry's view of one connection (CLIENT LIST / KILL, pub/sub delivery).
-#[derive(Debug)]
-pub struct ClientHandle {
-    pub id: u64,
-    pub addr: String,
-    pub laddr: String,
-    pub created: Instant,
-    pub name: Mutex<Option<String>>,
-    pub events: mpsc::UnboundedSender<ClientEvent>,
-    /// Bytes of pub/sub payload queued but not yet written.
-    pub pending_bytes: AtomicUsize,
-    pub last_command: AtomicUsize,
-    pub last_active: Mutex<Instant>,
-    pub resp3: AtomicBool,
-    pub subscriptions: AtomicUsize,
-    pub pattern_subscriptions: AtomicUsize,
-    pub in_multi: AtomicBool,
-}
-
-/// Pub/sub output limit per subscriber (Redis: client-output-buffer-limit pubsub 32mb).
-pub const PUBSUB_OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
-
-impl ClientHandle {
-    /// Queues an event; a subscriber that fell too far behind is disconnected.
-    pub fn deliver(&self, event: ClientEvent) -> bool {
-        let size = event.size();
-        let pending = self.pending_bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if pending > PUBSUB_OUTPUT_LIMIT {
-            let _ = self.events.send(ClientEvent::Kill);
-            return false;
-        }
-        self.events.send(event).is_ok()
-    }
-}
 
 #[derive(Default)]
 pub struct Counters {
@@ -122,6 +53,8 @@ pub struct Shared {
     pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
     pub next_client_id: AtomicU64,
     pub broker: Broker,
+    /// Client-side caching (CLIENT TRACKING), told about key changes by the store.
+    pub tracking: Arc<crate::tracking::Tracking>,
     pub counters: Counters,
     /// Calls per command, indexed like the command table.
     pub command_calls: Box<[AtomicU64]>,
@@ -137,6 +70,17 @@ pub struct Shared {
     pub regions: crate::region::Regions,
     /// CLIENT PAUSE: clients held back, expiry and eviction suspended.
     pub pause: ClientPause,
+}
+
+/// The region links' view of the node.
+impl crate::region::RegionHost for Shared {
+    fn regions(&self) -> &crate::region::Regions {
+        &self.regions
+    }
+
+    fn password(&self) -> Option<String> {
+        self.requirepass()
+    }
 }
 
 impl Shared {

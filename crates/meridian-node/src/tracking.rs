@@ -11,7 +11,6 @@
 //! Lock order: a shard lock may be held while the tracking table is locked,
 //! never the other way round (the table never calls into the store).
 
-use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -20,81 +19,32 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use parking_lot::Mutex;
 
+use crate::client::{ClientEvent, ClientHandle, TrackingPush};
 use crate::protocol::Out;
-use crate::state::{ClientEvent, ClientHandle};
 
 /// Redis's `tracking-table-max-keys` default.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// Pub/sub channel RESP2 redirect targets receive invalidations on.
 pub const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
 
-thread_local! {
-    /// The client whose command runs on this thread (NOLOOP), 0 for none.
-    static CURRENT_CLIENT: Cell<u64> = const { Cell::new(0) };
-    /// Pushes for the running client itself: written right after the reply of
-    /// the command that caused them, like Redis, not after the whole batch.
-    static OWN_PUSHES: RefCell<Vec<TrackingPush>> = const { RefCell::new(Vec::new()) };
+/// Where the pushes of one table change go: the running client's own pushes are
+/// kept in the table until its connection writes them right after the reply of the
+/// command that caused them (like Redis), every other push is queued to its
+/// connection at once.
+struct Routing<'t> {
+    /// The client whose command causes the change, if any.
+    running: Option<u64>,
+    own_pushes: &'t mut HashMap<u64, Vec<TrackingPush>>,
+    own_queued: &'t AtomicUsize,
 }
 
-/// Marks `id` as the client running commands on this thread until the guard drops.
-pub fn running_client(id: u64) -> CurrentClient {
-    let previous = CURRENT_CLIENT.with(|current| current.replace(id));
-    CurrentClient { previous }
-}
-
-pub struct CurrentClient {
-    previous: u64,
-}
-
-impl Drop for CurrentClient {
-    fn drop(&mut self) {
-        CURRENT_CLIENT.with(|current| current.set(self.previous));
-    }
-}
-
-fn current_client() -> u64 {
-    CURRENT_CLIENT.with(Cell::get)
-}
-
-/// Writes the pushes the running client caused for itself into its output.
-pub fn flush_own_pushes(out: &mut Out) {
-    OWN_PUSHES.with(|pushes| {
-        let mut pushes = pushes.borrow_mut();
-        for push in pushes.iter() {
-            encode(out, push);
-        }
-        pushes.clear();
-    });
-}
-
-/// Queues `push` for `target`; the running client's own pushes stay on this
-/// thread until [`flush_own_pushes`].
-fn route(target: &ClientHandle, push: TrackingPush) {
-    if target.id == current_client() {
-        OWN_PUSHES.with(|pushes| pushes.borrow_mut().push(push));
-    } else {
-        target.deliver(ClientEvent::Tracking(push));
-    }
-}
-
-/// What a tracking push carries to a connection.
-#[derive(Debug, Clone)]
-pub enum TrackingPush {
-    /// Keys to drop from the near cache; `None` means everything (FLUSHALL).
-    Invalidate(Option<Vec<Bytes>>),
-    /// The REDIRECT target is gone (sent to RESP3 tracking clients).
-    RedirectBroken(u64),
-}
-
-impl TrackingPush {
-    pub fn size(&self) -> usize {
-        match self {
-            TrackingPush::Invalidate(keys) => {
-                32 + keys
-                    .as_ref()
-                    .map_or(0, |keys| keys.iter().map(|key| key.len() + 16).sum())
-            }
-            TrackingPush::RedirectBroken(_) => 48,
+impl Routing<'_> {
+    fn route(&mut self, target: &ClientHandle, push: TrackingPush) {
+        if Some(target.id) == self.running {
+            self.own_pushes.entry(target.id).or_default().push(push);
+            self.own_queued.fetch_add(1, Ordering::Relaxed);
+        } else {
+            target.deliver(ClientEvent::Tracking(push));
         }
     }
 }
@@ -227,7 +177,7 @@ struct Tracked {
 impl Tracked {
     /// Queues a push for this client's receiver: itself (RESP3) or its REDIRECT
     /// target (RESP3 push, or a pub/sub message when subscribed in RESP2).
-    fn send(&mut self, keys: Option<Vec<Bytes>>) {
+    fn send(&mut self, keys: Option<Vec<Bytes>>, routing: &mut Routing<'_>) {
         let target = match &self.redirect {
             None => self.handle.clone(),
             Some((id, target)) => {
@@ -236,7 +186,7 @@ impl Tracked {
                     None => {
                         self.broken_redirect = true;
                         if self.handle.resp3.load(Ordering::Relaxed) {
-                            route(&self.handle, TrackingPush::RedirectBroken(*id));
+                            routing.route(&self.handle, TrackingPush::RedirectBroken(*id));
                         }
                         return;
                     }
@@ -249,10 +199,13 @@ impl Tracked {
             > 0;
         // RESP2 has no pushes: only a subscribed redirect target can receive them
         if resp3 || (self.redirect.is_some() && subscribed) {
-            route(&target, TrackingPush::Invalidate(keys));
+            routing.route(&target, TrackingPush::Invalidate(keys));
         }
     }
 }
+
+/// BCAST prefixes → ids of the clients registered for them.
+type Prefixes = BTreeMap<Vec<u8>, BTreeSet<u64>>;
 
 #[derive(Default)]
 struct Table {
@@ -260,10 +213,12 @@ struct Table {
     /// Default mode: key → ids of the clients that read it.
     keys: IndexMap<Box<[u8]>, Vec<u64>, foldhash::fast::RandomState>,
     /// BCAST mode: prefix → ids of the clients registered for it.
-    prefixes: BTreeMap<Vec<u8>, BTreeSet<u64>>,
+    prefixes: Prefixes,
     /// (key, client) pairs in `keys` (INFO tracking_total_items).
     items: usize,
     rng: u64,
+    /// Pushes a client caused for itself, until its connection writes them.
+    own_pushes: HashMap<u64, Vec<TrackingPush>>,
 }
 
 impl Table {
@@ -277,27 +232,51 @@ impl Table {
         x
     }
 
-    /// Sends one key's invalidation to the default-mode clients that read it.
-    fn invalidate_tracked(&mut self, key: &[u8], skip: u64) {
+    /// The clients, the BCAST prefixes and the routing of pushes, borrowed apart:
+    /// `running` is the client whose command causes the pushes, if any.
+    fn split<'t>(
+        &'t mut self,
+        running: Option<u64>,
+        own_queued: &'t AtomicUsize,
+    ) -> (&'t mut HashMap<u64, Tracked>, &'t Prefixes, Routing<'t>) {
+        let routing = Routing {
+            running,
+            own_pushes: &mut self.own_pushes,
+            own_queued,
+        };
+        (&mut self.clients, &self.prefixes, routing)
+    }
+
+    /// Sends one key's invalidation to the default-mode clients that read it;
+    /// `skip` (a NOLOOP writer) is left out.
+    fn invalidate_tracked(
+        &mut self,
+        key: &[u8],
+        skip: Option<u64>,
+        running: Option<u64>,
+        own_queued: &AtomicUsize,
+    ) {
         let Some(ids) = self.keys.swap_remove(key) else {
             return;
         };
         self.items = self.items.saturating_sub(ids.len());
         let payload = Bytes::copy_from_slice(key);
+        let (clients, _, mut routing) = self.split(running, own_queued);
         for id in ids {
             // clients that switched off or to BCAST since they read the key
-            let Some(client) = self.clients.get_mut(&id).filter(|client| !client.bcast) else {
+            let Some(client) = clients.get_mut(&id).filter(|client| !client.bcast) else {
                 continue;
             };
-            if client.noloop && id == skip {
+            if client.noloop && Some(id) == skip {
                 continue;
             }
-            client.send(Some(vec![payload.clone()]));
+            client.send(Some(vec![payload.clone()]), &mut routing);
         }
     }
 
-    /// Drops random keys (sending their invalidations) until under `max_keys`.
-    fn enforce_limit(&mut self, max_keys: usize) {
+    /// Drops random keys (sending their invalidations) until under `max_keys`;
+    /// `running` is the client whose command made the table grow, if any.
+    fn enforce_limit(&mut self, max_keys: usize, running: Option<u64>, own_queued: &AtomicUsize) {
         if max_keys == 0 {
             return;
         }
@@ -306,7 +285,7 @@ impl Table {
             let Some(key) = self.keys.get_index(position).map(|(key, _)| key.clone()) else {
                 break;
             };
-            self.invalidate_tracked(&key, 0);
+            self.invalidate_tracked(&key, None, running, own_queued);
         }
     }
 
@@ -332,6 +311,8 @@ pub struct Tracking {
     /// Clients with an armed CLIENT CACHING flag (skip the per-command reset otherwise).
     caching_armed: AtomicUsize,
     max_keys: AtomicUsize,
+    /// Pushes waiting in the table's `own_pushes` (writing them needs no lock while 0).
+    own_queued: AtomicUsize,
     table: Mutex<Table>,
 }
 
@@ -341,6 +322,7 @@ impl Default for Tracking {
             enabled: AtomicUsize::new(0),
             caching_armed: AtomicUsize::new(0),
             max_keys: AtomicUsize::new(DEFAULT_MAX_KEYS),
+            own_queued: AtomicUsize::new(0),
             table: Mutex::new(Table {
                 rng: 0x2545_F491_4F6C_DD1D,
                 ..Table::default()
@@ -372,7 +354,9 @@ impl Tracking {
     pub fn set_max_keys(&self, max_keys: usize) {
         self.max_keys.store(max_keys, Ordering::Relaxed);
         if self.is_active() {
-            self.table.lock().enforce_limit(max_keys);
+            self.table
+                .lock()
+                .enforce_limit(max_keys, None, &self.own_queued);
         }
     }
 
@@ -490,10 +474,13 @@ impl Tracking {
     /// CLIENT TRACKING OFF, RESET and disconnects. Keys this client read stay
     /// in the table until they change (like Redis) and are skipped then.
     pub fn disable(&self, id: u64) {
-        if !self.is_active() {
+        if !self.is_active() && self.own_queued.load(Ordering::Relaxed) == 0 {
             return;
         }
         let mut table = self.table.lock();
+        if let Some(pushes) = table.own_pushes.remove(&id) {
+            self.own_queued.fetch_sub(pushes.len(), Ordering::Relaxed);
+        }
         if let Some(client) = table.clients.remove(&id) {
             self.enabled.fetch_sub(1, Ordering::Relaxed);
             if client.caching {
@@ -547,7 +534,14 @@ impl Tracking {
 
     /// Remembers keys a read-only command of client `id` is about to read
     /// (default mode; OPTIN needs CACHING YES, OPTOUT skips on CACHING NO).
-    pub fn remember<'k>(&self, id: u64, keys: impl IntoIterator<Item = &'k [u8]>) {
+    /// `running` is the client whose command runs, if any: entries dropped to stay
+    /// under the table limit invalidate its keys right after its reply.
+    pub fn remember<'k>(
+        &self,
+        id: u64,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        running: Option<u64>,
+    ) {
         if !self.is_active() {
             return;
         }
@@ -572,21 +566,19 @@ impl Tracking {
             }
             table.items += 1;
         }
-        table.enforce_limit(self.max_keys());
+        table.enforce_limit(self.max_keys(), running, &self.own_queued);
     }
 
     /// The store changed or removed `key` (any path: commands, region links,
-    /// replication, expiry, eviction, migration).
-    pub fn key_changed(&self, key: &[u8]) {
-        let skip = current_client();
+    /// replication, expiry, eviction, migration); `writer` is the client whose
+    /// command changed it, if any.
+    pub fn key_changed(&self, key: &[u8], writer: Option<u64>) {
         let mut table = self.table.lock();
-        table.invalidate_tracked(key, skip);
+        table.invalidate_tracked(key, writer, writer, &self.own_queued);
         if table.prefixes.is_empty() {
             return;
         }
-        let Table {
-            clients, prefixes, ..
-        } = &mut *table;
+        let (clients, prefixes, mut routing) = table.split(writer, &self.own_queued);
         let payload = Bytes::copy_from_slice(key);
         // a key matches the prefixes that are its own prefixes: walk candidates
         for (prefix, ids) in
@@ -599,22 +591,38 @@ impl Tracking {
                 let Some(client) = clients.get_mut(id) else {
                     continue;
                 };
-                if client.noloop && *id == skip {
+                if client.noloop && Some(*id) == writer {
                     continue;
                 }
-                client.send(Some(vec![payload.clone()]));
+                client.send(Some(vec![payload.clone()]), &mut routing);
             }
         }
     }
 
     /// FLUSHDB / FLUSHALL: every tracking client gets a null invalidation and
-    /// the default-mode table is emptied.
-    pub fn flushed(&self) {
+    /// the default-mode table is emptied; `writer` is the client that flushed, if any.
+    pub fn flushed(&self, writer: Option<u64>) {
         let mut table = self.table.lock();
         table.keys = IndexMap::default();
         table.items = 0;
-        for client in table.clients.values_mut() {
-            client.send(None);
+        let (clients, _, mut routing) = table.split(writer, &self.own_queued);
+        for client in clients.values_mut() {
+            client.send(None, &mut routing);
+        }
+    }
+
+    /// Writes the pushes client `id` caused for itself into its output (right
+    /// after the reply of the command that caused them).
+    pub fn flush_own_pushes(&self, id: u64, out: &mut Out) {
+        if self.own_queued.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let Some(pushes) = self.table.lock().own_pushes.remove(&id) else {
+            return;
+        };
+        self.own_queued.fetch_sub(pushes.len(), Ordering::Relaxed);
+        for push in &pushes {
+            encode(out, push);
         }
     }
 
@@ -736,10 +744,10 @@ mod tests {
         tracking
             .enable(&handle, TrackingOptions::default())
             .expect("enable");
-        tracking.remember(1, [&b"k"[..]]);
-        tracking.key_changed(b"other");
-        tracking.key_changed(b"k");
-        tracking.key_changed(b"k");
+        tracking.remember(1, [&b"k"[..]], None);
+        tracking.key_changed(b"other", None);
+        tracking.key_changed(b"k", None);
+        tracking.key_changed(b"k", None);
         assert_eq!(
             invalidated(&mut inbox),
             vec![Some(vec![Bytes::from_static(b"k")])]
@@ -757,13 +765,10 @@ mod tests {
             ..TrackingOptions::default()
         };
         tracking.enable(&handle, options).expect("enable");
-        {
-            let _running = running_client(7);
-            tracking.key_changed(b"user:1");
-        }
-        tracking.key_changed(b"user:2");
-        tracking.key_changed(b"users");
-        tracking.key_changed(b"page:x");
+        tracking.key_changed(b"user:1", Some(7));
+        tracking.key_changed(b"user:2", None);
+        tracking.key_changed(b"users", None);
+        tracking.key_changed(b"page:x", None);
         assert_eq!(
             invalidated(&mut inbox),
             vec![
@@ -817,7 +822,7 @@ mod tests {
             .expect("enable");
         for index in 0..25 {
             let key = format!("k{index}");
-            tracking.remember(1, [key.as_bytes()]);
+            tracking.remember(1, [key.as_bytes()], None);
         }
         assert_eq!(tracking.stats().keys, 10);
         assert_eq!(tracking.stats().items, 10);

@@ -6,12 +6,11 @@ use meridian_topology::{SLOT_COUNT, TopologyMap};
 
 use super::{Ctx, Pending};
 use crate::error::{CmdResult, CommandError};
+use crate::exec::{Caller, ClientId, ExecContext};
 use crate::http::local::{self, Reply};
-use crate::origin::without_origin;
 use crate::region::fanout::Fanout;
-use crate::region::{Consistency, CrossRegionMode, PeerConfig, RegionWait};
+use crate::region::{Consistency, CrossRegionMode, PeerConfig, RegionHost, RegionWait};
 use crate::state::Shared;
-use crate::store::Access;
 
 pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     match ctx.args[1].to_ascii_uppercase().as_slice() {
@@ -243,7 +242,8 @@ pub fn peers(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 .upgrade()
                 .ok_or_else(|| CommandError::other("ERR node is shutting down"))?;
             tracing::info!(peers = configs.len(), "region peers updated");
-            regions.set_peers(&shared, configs);
+            let host: Arc<dyn RegionHost> = shared;
+            regions.set_peers(&host, configs);
             ctx.out.ok();
         }
         b"GET" if ctx.args.len() == 2 => {
@@ -280,7 +280,7 @@ pub fn peers(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 /// primaries confirmed (and, in strong mode, the peer regions acknowledged).
 /// `LOCAL` (what the fan-out sends) only drops this node's keys.
 pub fn invalidate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    if !matches!(ctx.keys, Access::Direct(_)) {
+    if !ctx.keys.is_direct() {
         return Err(CommandError::other(
             "ERR INVALIDATE is not allowed inside MULTI",
         ));
@@ -292,7 +292,7 @@ pub fn invalidate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     };
     super::replication::check_write(ctx.shared)?;
     let pattern = ctx.args[1];
-    let deleted = delete_matching(ctx.shared, pattern)?;
+    let deleted = delete_matching(ctx.shared, ctx.exec.writing_client(), pattern)?;
     let reply_start = ctx.out.buf.len();
     ctx.out.integer(deleted as i64);
     let wait = if local_only {
@@ -320,8 +320,19 @@ pub fn invalidate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 /// Deletes this node's keys matching a glob pattern, each through DEL so the
 /// replicas drop them too; no per-key region events (one pattern event goes to
 /// the peers instead). Keys of slots this node does not own are skipped.
-pub fn delete_matching(shared: &Shared, pattern: &[u8]) -> Result<u64, CommandError> {
-    let keys = match local::run(shared, &[b"KEYS", pattern], false).0 {
+pub fn delete_matching(
+    shared: &Shared,
+    requested_by: Option<ClientId>,
+    pattern: &[u8],
+) -> Result<u64, CommandError> {
+    let keys = match local::run_as(
+        shared,
+        ExecContext::new(Caller::Internal),
+        &[b"KEYS", pattern],
+        false,
+    )
+    .0
+    {
         Some(Reply::Array(keys)) => keys,
         Some(Reply::Error(error)) => return Err(CommandError::other(error)),
         _ => Vec::new(),
@@ -329,9 +340,12 @@ pub fn delete_matching(shared: &Shared, pattern: &[u8]) -> Result<u64, CommandEr
     let mut deleted = 0;
     for key in keys {
         let Reply::Bulk(key) = key else { continue };
-        let reply = crate::region::quietly(|| {
-            without_origin(|| local::run(shared, &[b"DEL", &key], false))
-        });
+        let reply = local::run_as(
+            shared,
+            ExecContext::new(Caller::Invalidation { requested_by }),
+            &[b"DEL", &key],
+            false,
+        );
         if let Some(Reply::Int(count)) = reply.0 {
             deleted += count.max(0) as u64;
         }

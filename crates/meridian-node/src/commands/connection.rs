@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{COMMANDS, Ctx, parse_int};
+use crate::client::{ClientEvent, ClientHandle};
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::Protocol;
-use crate::state::{ClientEvent, ClientHandle, PauseMode};
+use crate::state::PauseMode;
 use crate::tracking::{Tracking, TrackingOptions};
 
 pub const REDIS_COMPAT_VERSION: &str = "7.2.4";
@@ -174,7 +175,7 @@ pub fn reset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     ctx.client.authenticated = ctx.shared.requirepass().is_none();
     ctx.client.readonly = false;
     ctx.client.asking = false;
-    ctx.shared.db.tracking().disable(ctx.client.handle.id);
+    ctx.shared.tracking.disable(ctx.client.handle.id);
     ctx.out.simple("RESET");
     Ok(())
 }
@@ -260,7 +261,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             None => ctx.out.null(),
         },
         b"INFO" => {
-            let text = describe(&ctx.client.handle, ctx.shared.db.tracking());
+            let text = describe(&ctx.client.handle, &ctx.shared.tracking);
             ctx.out.verbatim(&text);
         }
         b"LIST" => {
@@ -311,7 +312,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 if pubsub_only.is_some_and(|wanted| wanted != is_pubsub) {
                     continue;
                 }
-                text.push_str(&describe(&handle, ctx.shared.db.tracking()));
+                text.push_str(&describe(&handle, &ctx.shared.tracking));
             }
             ctx.out.verbatim(&text);
         }
@@ -326,7 +327,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             if ctx.args.len() != 3 {
                 return Err(arity_error());
             }
-            let tracking = ctx.shared.db.tracking();
+            let tracking = &ctx.shared.tracking;
             let id = ctx.client.handle.id;
             if tracking.info(id).redirect < 0 {
                 return Err(CommandError::other(
@@ -345,7 +346,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             if ctx.args.len() != 2 {
                 return Err(arity_error());
             }
-            let info = ctx.shared.db.tracking().info(ctx.client.handle.id);
+            let info = ctx.shared.tracking.info(ctx.client.handle.id);
             ctx.out.map(3);
             ctx.out.bulk(b"flags");
             ctx.out.set(info.flags.len());
@@ -364,7 +365,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             if ctx.args.len() != 2 {
                 return Err(arity_error());
             }
-            let info = ctx.shared.db.tracking().info(ctx.client.handle.id);
+            let info = ctx.shared.tracking.info(ctx.client.handle.id);
             ctx.out.integer(info.redirect);
         }
         b"SETINFO" => {
@@ -487,7 +488,7 @@ fn client_tracking(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
         position += 1;
     }
-    let tracking = ctx.shared.db.tracking();
+    let tracking = &ctx.shared.tracking;
     match ctx.args[2].to_ascii_uppercase().as_slice() {
         b"ON" => tracking
             .enable(&ctx.client.handle, options)

@@ -17,7 +17,7 @@ use crate::error::{CmdResult, CommandError};
 use crate::migration::{self, PeerConnection};
 use crate::protocol::Reply;
 use crate::state::Shared;
-use crate::store::{Access, now_ms};
+use crate::store::now_ms;
 
 pub fn dump(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now) = (ctx.args[1], ctx.now);
@@ -134,7 +134,7 @@ fn timeout_arg(text: &[u8]) -> Result<Duration, CommandError> {
 }
 
 fn refuse_in_transaction(ctx: &Ctx<'_, '_>) -> CmdResult {
-    if matches!(ctx.keys, Access::Direct(_)) {
+    if ctx.keys.is_direct() {
         Ok(())
     } else {
         Err(CommandError::other(
@@ -226,8 +226,8 @@ fn migrate_batch(
         }
     }
     // replicas drop the keys in the same order, still under the shard locks
-    if deleted.len() > 1 && db.repl.is_active() {
-        db.repl.append_command(&deleted);
+    if deleted.len() > 1 && shared.repl.log.is_active() {
+        shared.repl.log.append_command(&deleted);
     }
     drop(held);
     match first_error {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cluster;
 pub mod connection;
 pub mod hashes;
+pub mod id;
 pub mod keys;
 pub mod migrate;
 pub mod pubsub;
@@ -17,10 +18,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+pub use self::id::Cmd;
+use crate::client::ClientHandle;
 use crate::error::{CmdResult, CommandError};
+use crate::exec::ExecContext;
 use crate::protocol::Out;
 use crate::protocol::frame::parse_i64;
-use crate::state::{ClientHandle, PauseMode, Shared};
+use crate::state::{PauseMode, Shared};
 use crate::store::{Access, Db, Held, WatchFlag};
 
 pub const WRITE: u32 = 1;
@@ -40,6 +44,8 @@ pub const FAST: u32 = 1 << 8;
 pub type Handler = fn(&mut Ctx<'_, '_>) -> CmdResult;
 
 pub struct Spec {
+    /// Which command this is, for the dispatcher's decisions (never the name).
+    pub id: Cmd,
     pub name: &'static str,
     pub arity: i32,
     pub flags: u32,
@@ -94,8 +100,9 @@ impl Spec {
 }
 
 macro_rules! spec {
-    ($name:literal, $arity:expr, $flags:expr, $first:expr, $last:expr, $step:expr, $handler:path) => {
+    ($id:expr, $name:literal, $arity:expr, $flags:expr, $first:expr, $last:expr, $step:expr, $handler:path) => {
         Spec {
+            id: $id,
             name: $name,
             arity: $arity,
             flags: $flags,
@@ -113,6 +120,7 @@ const R: u32 = READONLY;
 pub static COMMANDS: &[Spec] = &[
     // connection
     spec!(
+        Cmd::Ping,
         "ping",
         -1,
         NOAUTH | PUBSUB | FAST,
@@ -121,8 +129,9 @@ pub static COMMANDS: &[Spec] = &[
         0,
         connection::ping
     ),
-    spec!("echo", 2, FAST, 0, 0, 0, connection::echo),
+    spec!(Cmd::Echo, "echo", 2, FAST, 0, 0, 0, connection::echo),
     spec!(
+        Cmd::Hello,
         "hello",
         -1,
         NOAUTH | NOQUEUE | FAST,
@@ -132,6 +141,7 @@ pub static COMMANDS: &[Spec] = &[
         connection::hello
     ),
     spec!(
+        Cmd::Auth,
         "auth",
         -2,
         NOAUTH | NOQUEUE | FAST,
@@ -140,8 +150,9 @@ pub static COMMANDS: &[Spec] = &[
         0,
         connection::auth
     ),
-    spec!("select", 2, FAST, 0, 0, 0, connection::select),
+    spec!(Cmd::Select, "select", 2, FAST, 0, 0, 0, connection::select),
     spec!(
+        Cmd::Quit,
         "quit",
         -1,
         NOAUTH | PUBSUB | NOQUEUE,
@@ -151,6 +162,7 @@ pub static COMMANDS: &[Spec] = &[
         connection::quit
     ),
     spec!(
+        Cmd::Reset,
         "reset",
         1,
         NOAUTH | PUBSUB | NOQUEUE,
@@ -159,99 +171,397 @@ pub static COMMANDS: &[Spec] = &[
         0,
         connection::reset
     ),
-    spec!("client", -2, 0, 0, 0, 0, connection::client),
+    spec!(Cmd::Client, "client", -2, 0, 0, 0, 0, connection::client),
     // server
-    spec!("command", -1, 0, 0, 0, 0, server::command),
-    spec!("info", -1, ALLSHARDS, 0, 0, 0, server::info),
-    spec!("config", -2, ADMIN, 0, 0, 0, server::config),
-    spec!("dbsize", 1, R | ALLSHARDS | FAST, 0, 0, 0, server::dbsize),
-    spec!("flushdb", -1, WRITE | ALLSHARDS, 0, 0, 0, server::flushdb),
-    spec!("flushall", -1, WRITE | ALLSHARDS, 0, 0, 0, server::flushdb),
-    spec!("time", 1, FAST, 0, 0, 0, server::time),
-    spec!("lastsave", 1, FAST, 0, 0, 0, server::lastsave),
-    // strings
-    spec!("get", 2, R | FAST, 1, 1, 1, strings::get),
-    spec!("set", -3, W, 1, 1, 1, strings::set),
-    spec!("setnx", 3, W | FAST, 1, 1, 1, strings::setnx),
-    spec!("setex", 4, W, 1, 1, 1, strings::setex),
-    spec!("psetex", 4, W, 1, 1, 1, strings::psetex),
-    spec!("getset", 3, W | FAST, 1, 1, 1, strings::getset),
-    spec!("getdel", 2, WRITE | FAST, 1, 1, 1, strings::getdel),
-    spec!("getex", -2, WRITE | FAST, 1, 1, 1, strings::getex),
-    spec!("mget", -2, R | FAST, 1, -1, 1, strings::mget),
-    spec!("mset", -3, W, 1, -1, 2, strings::mset),
-    spec!("msetnx", -3, W, 1, -1, 2, strings::msetnx),
-    spec!("append", 3, W | FAST, 1, 1, 1, strings::append),
-    spec!("strlen", 2, R | FAST, 1, 1, 1, strings::strlen),
-    spec!("getrange", 4, R, 1, 1, 1, strings::getrange),
-    spec!("substr", 4, R, 1, 1, 1, strings::getrange),
-    spec!("setrange", 4, W, 1, 1, 1, strings::setrange),
-    spec!("incr", 2, W | FAST, 1, 1, 1, strings::incr),
-    spec!("decr", 2, W | FAST, 1, 1, 1, strings::decr),
-    spec!("incrby", 3, W | FAST, 1, 1, 1, strings::incrby),
-    spec!("decrby", 3, W | FAST, 1, 1, 1, strings::decrby),
-    spec!("incrbyfloat", 3, W | FAST, 1, 1, 1, strings::incrbyfloat),
-    // keys
-    spec!("del", -2, WRITE, 1, -1, 1, keys::del),
-    spec!("unlink", -2, WRITE | FAST, 1, -1, 1, keys::del),
-    spec!("exists", -2, R | FAST, 1, -1, 1, keys::exists),
-    spec!("type", 2, R | FAST, 1, 1, 1, keys::type_of),
-    spec!("expire", -3, WRITE | FAST, 1, 1, 1, keys::expire),
-    spec!("pexpire", -3, WRITE | FAST, 1, 1, 1, keys::pexpire),
-    spec!("expireat", -3, WRITE | FAST, 1, 1, 1, keys::expireat),
-    spec!("pexpireat", -3, WRITE | FAST, 1, 1, 1, keys::pexpireat),
-    spec!("ttl", 2, R | FAST, 1, 1, 1, keys::ttl),
-    spec!("pttl", 2, R | FAST, 1, 1, 1, keys::pttl),
-    spec!("expiretime", 2, R | FAST, 1, 1, 1, keys::expiretime),
-    spec!("pexpiretime", 2, R | FAST, 1, 1, 1, keys::pexpiretime),
-    spec!("persist", 2, WRITE | FAST, 1, 1, 1, keys::persist),
-    spec!("keys", 2, R | ALLSHARDS, 0, 0, 0, keys::keys),
-    spec!("scan", -2, R | ALLSHARDS, 0, 0, 0, keys::scan),
-    spec!("randomkey", 1, R | ALLSHARDS, 0, 0, 0, keys::randomkey),
-    spec!("rename", 3, WRITE, 1, 2, 1, keys::rename),
-    spec!("renamenx", 3, WRITE | FAST, 1, 2, 1, keys::renamenx),
-    spec!("copy", -3, W, 1, 2, 1, keys::copy),
-    spec!("touch", -2, R | FAST, 1, -1, 1, keys::touch),
-    spec!("dump", 2, R, 1, 1, 1, migrate::dump),
-    spec!("restore", -4, W, 1, 1, 1, migrate::restore),
-    spec!("restore-asking", -4, W, 1, 1, 1, migrate::restore),
-    // MIGRATE locks and propagates itself: not flagged WRITE for the dispatcher
-    spec!("migrate", -6, 0, 0, 0, 0, migrate::migrate),
-    // hashes
-    spec!("hset", -4, W | FAST, 1, 1, 1, hashes::hset),
-    spec!("hmset", -4, W | FAST, 1, 1, 1, hashes::hmset),
-    spec!("hsetnx", 4, W | FAST, 1, 1, 1, hashes::hsetnx),
-    spec!("hget", 3, R | FAST, 1, 1, 1, hashes::hget),
-    spec!("hmget", -3, R | FAST, 1, 1, 1, hashes::hmget),
-    spec!("hdel", -3, WRITE | FAST, 1, 1, 1, hashes::hdel),
-    spec!("hexists", 3, R | FAST, 1, 1, 1, hashes::hexists),
-    spec!("hlen", 2, R | FAST, 1, 1, 1, hashes::hlen),
-    spec!("hkeys", 2, R, 1, 1, 1, hashes::hkeys),
-    spec!("hvals", 2, R, 1, 1, 1, hashes::hvals),
-    spec!("hgetall", 2, R, 1, 1, 1, hashes::hgetall),
-    spec!("hincrby", 4, W | FAST, 1, 1, 1, hashes::hincrby),
-    spec!("hincrbyfloat", 4, W | FAST, 1, 1, 1, hashes::hincrbyfloat),
-    spec!("hstrlen", 3, R | FAST, 1, 1, 1, hashes::hstrlen),
-    spec!("hscan", -3, R, 1, 1, 1, hashes::hscan),
-    spec!("hrandfield", -2, R, 1, 1, 1, hashes::hrandfield),
-    // transactions
-    spec!("multi", 1, NOQUEUE | FAST, 0, 0, 0, transactions::multi),
-    spec!("exec", 1, NOQUEUE, 0, 0, 0, transactions::exec),
-    spec!("discard", 1, NOQUEUE | FAST, 0, 0, 0, transactions::discard),
-    spec!("watch", -2, NOQUEUE | FAST, 1, -1, 1, transactions::watch),
-    spec!("unwatch", 1, NOQUEUE | FAST, 0, 0, 0, transactions::unwatch),
-    // pub/sub
-    spec!("subscribe", -2, PUBSUB, 0, 0, 0, pubsub::subscribe),
-    spec!("unsubscribe", -1, PUBSUB, 0, 0, 0, pubsub::unsubscribe),
-    spec!("psubscribe", -2, PUBSUB, 0, 0, 0, pubsub::psubscribe),
-    spec!("punsubscribe", -1, PUBSUB, 0, 0, 0, pubsub::punsubscribe),
-    spec!("publish", 3, FAST, 0, 0, 0, pubsub::publish),
-    spec!("pubsub", -2, 0, 0, 0, 0, pubsub::pubsub),
-    // admin / cluster
-    spec!("meridian.topology", -2, ADMIN, 0, 0, 0, admin::topology),
-    spec!("meridian.peers", -2, ADMIN, 0, 0, 0, admin::peers),
-    spec!("invalidate", -2, 0, 0, 0, 0, admin::invalidate),
+    spec!(Cmd::Command, "command", -1, 0, 0, 0, 0, server::command),
+    spec!(Cmd::Info, "info", -1, ALLSHARDS, 0, 0, 0, server::info),
+    spec!(Cmd::Config, "config", -2, ADMIN, 0, 0, 0, server::config),
     spec!(
+        Cmd::Dbsize,
+        "dbsize",
+        1,
+        R | ALLSHARDS | FAST,
+        0,
+        0,
+        0,
+        server::dbsize
+    ),
+    spec!(
+        Cmd::Flushdb,
+        "flushdb",
+        -1,
+        WRITE | ALLSHARDS,
+        0,
+        0,
+        0,
+        server::flushdb
+    ),
+    spec!(
+        Cmd::Flushall,
+        "flushall",
+        -1,
+        WRITE | ALLSHARDS,
+        0,
+        0,
+        0,
+        server::flushdb
+    ),
+    spec!(Cmd::Time, "time", 1, FAST, 0, 0, 0, server::time),
+    spec!(
+        Cmd::Lastsave,
+        "lastsave",
+        1,
+        FAST,
+        0,
+        0,
+        0,
+        server::lastsave
+    ),
+    // strings
+    spec!(Cmd::Get, "get", 2, R | FAST, 1, 1, 1, strings::get),
+    spec!(Cmd::Set, "set", -3, W, 1, 1, 1, strings::set),
+    spec!(Cmd::Setnx, "setnx", 3, W | FAST, 1, 1, 1, strings::setnx),
+    spec!(Cmd::Setex, "setex", 4, W, 1, 1, 1, strings::setex),
+    spec!(Cmd::Psetex, "psetex", 4, W, 1, 1, 1, strings::psetex),
+    spec!(Cmd::Getset, "getset", 3, W | FAST, 1, 1, 1, strings::getset),
+    spec!(
+        Cmd::Getdel,
+        "getdel",
+        2,
+        WRITE | FAST,
+        1,
+        1,
+        1,
+        strings::getdel
+    ),
+    spec!(
+        Cmd::Getex,
+        "getex",
+        -2,
+        WRITE | FAST,
+        1,
+        1,
+        1,
+        strings::getex
+    ),
+    spec!(Cmd::Mget, "mget", -2, R | FAST, 1, -1, 1, strings::mget),
+    spec!(Cmd::Mset, "mset", -3, W, 1, -1, 2, strings::mset),
+    spec!(Cmd::Msetnx, "msetnx", -3, W, 1, -1, 2, strings::msetnx),
+    spec!(Cmd::Append, "append", 3, W | FAST, 1, 1, 1, strings::append),
+    spec!(Cmd::Strlen, "strlen", 2, R | FAST, 1, 1, 1, strings::strlen),
+    spec!(Cmd::Getrange, "getrange", 4, R, 1, 1, 1, strings::getrange),
+    spec!(Cmd::Substr, "substr", 4, R, 1, 1, 1, strings::getrange),
+    spec!(Cmd::Setrange, "setrange", 4, W, 1, 1, 1, strings::setrange),
+    spec!(Cmd::Incr, "incr", 2, W | FAST, 1, 1, 1, strings::incr),
+    spec!(Cmd::Decr, "decr", 2, W | FAST, 1, 1, 1, strings::decr),
+    spec!(Cmd::Incrby, "incrby", 3, W | FAST, 1, 1, 1, strings::incrby),
+    spec!(Cmd::Decrby, "decrby", 3, W | FAST, 1, 1, 1, strings::decrby),
+    spec!(
+        Cmd::Incrbyfloat,
+        "incrbyfloat",
+        3,
+        W | FAST,
+        1,
+        1,
+        1,
+        strings::incrbyfloat
+    ),
+    // keys
+    spec!(Cmd::Del, "del", -2, WRITE, 1, -1, 1, keys::del),
+    spec!(Cmd::Unlink, "unlink", -2, WRITE | FAST, 1, -1, 1, keys::del),
+    spec!(Cmd::Exists, "exists", -2, R | FAST, 1, -1, 1, keys::exists),
+    spec!(Cmd::Type, "type", 2, R | FAST, 1, 1, 1, keys::type_of),
+    spec!(
+        Cmd::Expire,
+        "expire",
+        -3,
+        WRITE | FAST,
+        1,
+        1,
+        1,
+        keys::expire
+    ),
+    spec!(
+        Cmd::Pexpire,
+        "pexpire",
+        -3,
+        WRITE | FAST,
+        1,
+        1,
+        1,
+        keys::pexpire
+    ),
+    spec!(
+        Cmd::Expireat,
+        "expireat",
+        -3,
+        WRITE | FAST,
+        1,
+        1,
+        1,
+        keys::expireat
+    ),
+    spec!(
+        Cmd::Pexpireat,
+        "pexpireat",
+        -3,
+        WRITE | FAST,
+        1,
+        1,
+        1,
+        keys::pexpireat
+    ),
+    spec!(Cmd::Ttl, "ttl", 2, R | FAST, 1, 1, 1, keys::ttl),
+    spec!(Cmd::Pttl, "pttl", 2, R | FAST, 1, 1, 1, keys::pttl),
+    spec!(
+        Cmd::Expiretime,
+        "expiretime",
+        2,
+        R | FAST,
+        1,
+        1,
+        1,
+        keys::expiretime
+    ),
+    spec!(
+        Cmd::Pexpiretime,
+        "pexpiretime",
+        2,
+        R | FAST,
+        1,
+        1,
+        1,
+        keys::pexpiretime
+    ),
+    spec!(
+        Cmd::Persist,
+        "persist",
+        2,
+        WRITE | FAST,
+        1,
+        1,
+        1,
+        keys::persist
+    ),
+    spec!(Cmd::Keys, "keys", 2, R | ALLSHARDS, 0, 0, 0, keys::keys),
+    spec!(Cmd::Scan, "scan", -2, R | ALLSHARDS, 0, 0, 0, keys::scan),
+    spec!(
+        Cmd::Randomkey,
+        "randomkey",
+        1,
+        R | ALLSHARDS,
+        0,
+        0,
+        0,
+        keys::randomkey
+    ),
+    spec!(Cmd::Rename, "rename", 3, WRITE, 1, 2, 1, keys::rename),
+    spec!(
+        Cmd::Renamenx,
+        "renamenx",
+        3,
+        WRITE | FAST,
+        1,
+        2,
+        1,
+        keys::renamenx
+    ),
+    spec!(Cmd::Copy, "copy", -3, W, 1, 2, 1, keys::copy),
+    spec!(Cmd::Touch, "touch", -2, R | FAST, 1, -1, 1, keys::touch),
+    spec!(Cmd::Dump, "dump", 2, R, 1, 1, 1, migrate::dump),
+    spec!(Cmd::Restore, "restore", -4, W, 1, 1, 1, migrate::restore),
+    spec!(
+        Cmd::RestoreAsking,
+        "restore-asking",
+        -4,
+        W,
+        1,
+        1,
+        1,
+        migrate::restore
+    ),
+    // MIGRATE locks and propagates itself: not flagged WRITE for the dispatcher
+    spec!(Cmd::Migrate, "migrate", -6, 0, 0, 0, 0, migrate::migrate),
+    // hashes
+    spec!(Cmd::Hset, "hset", -4, W | FAST, 1, 1, 1, hashes::hset),
+    spec!(Cmd::Hmset, "hmset", -4, W | FAST, 1, 1, 1, hashes::hmset),
+    spec!(Cmd::Hsetnx, "hsetnx", 4, W | FAST, 1, 1, 1, hashes::hsetnx),
+    spec!(Cmd::Hget, "hget", 3, R | FAST, 1, 1, 1, hashes::hget),
+    spec!(Cmd::Hmget, "hmget", -3, R | FAST, 1, 1, 1, hashes::hmget),
+    spec!(Cmd::Hdel, "hdel", -3, WRITE | FAST, 1, 1, 1, hashes::hdel),
+    spec!(
+        Cmd::Hexists,
+        "hexists",
+        3,
+        R | FAST,
+        1,
+        1,
+        1,
+        hashes::hexists
+    ),
+    spec!(Cmd::Hlen, "hlen", 2, R | FAST, 1, 1, 1, hashes::hlen),
+    spec!(Cmd::Hkeys, "hkeys", 2, R, 1, 1, 1, hashes::hkeys),
+    spec!(Cmd::Hvals, "hvals", 2, R, 1, 1, 1, hashes::hvals),
+    spec!(Cmd::Hgetall, "hgetall", 2, R, 1, 1, 1, hashes::hgetall),
+    spec!(
+        Cmd::Hincrby,
+        "hincrby",
+        4,
+        W | FAST,
+        1,
+        1,
+        1,
+        hashes::hincrby
+    ),
+    spec!(
+        Cmd::Hincrbyfloat,
+        "hincrbyfloat",
+        4,
+        W | FAST,
+        1,
+        1,
+        1,
+        hashes::hincrbyfloat
+    ),
+    spec!(
+        Cmd::Hstrlen,
+        "hstrlen",
+        3,
+        R | FAST,
+        1,
+        1,
+        1,
+        hashes::hstrlen
+    ),
+    spec!(Cmd::Hscan, "hscan", -3, R, 1, 1, 1, hashes::hscan),
+    spec!(
+        Cmd::Hrandfield,
+        "hrandfield",
+        -2,
+        R,
+        1,
+        1,
+        1,
+        hashes::hrandfield
+    ),
+    // transactions
+    spec!(
+        Cmd::Multi,
+        "multi",
+        1,
+        NOQUEUE | FAST,
+        0,
+        0,
+        0,
+        transactions::multi
+    ),
+    spec!(Cmd::Exec, "exec", 1, NOQUEUE, 0, 0, 0, transactions::exec),
+    spec!(
+        Cmd::Discard,
+        "discard",
+        1,
+        NOQUEUE | FAST,
+        0,
+        0,
+        0,
+        transactions::discard
+    ),
+    spec!(
+        Cmd::Watch,
+        "watch",
+        -2,
+        NOQUEUE | FAST,
+        1,
+        -1,
+        1,
+        transactions::watch
+    ),
+    spec!(
+        Cmd::Unwatch,
+        "unwatch",
+        1,
+        NOQUEUE | FAST,
+        0,
+        0,
+        0,
+        transactions::unwatch
+    ),
+    // pub/sub
+    spec!(
+        Cmd::Subscribe,
+        "subscribe",
+        -2,
+        PUBSUB,
+        0,
+        0,
+        0,
+        pubsub::subscribe
+    ),
+    spec!(
+        Cmd::Unsubscribe,
+        "unsubscribe",
+        -1,
+        PUBSUB,
+        0,
+        0,
+        0,
+        pubsub::unsubscribe
+    ),
+    spec!(
+        Cmd::Psubscribe,
+        "psubscribe",
+        -2,
+        PUBSUB,
+        0,
+        0,
+        0,
+        pubsub::psubscribe
+    ),
+    spec!(
+        Cmd::Punsubscribe,
+        "punsubscribe",
+        -1,
+        PUBSUB,
+        0,
+        0,
+        0,
+        pubsub::punsubscribe
+    ),
+    spec!(Cmd::Publish, "publish", 3, FAST, 0, 0, 0, pubsub::publish),
+    spec!(Cmd::Pubsub, "pubsub", -2, 0, 0, 0, 0, pubsub::pubsub),
+    // admin / cluster
+    spec!(
+        Cmd::MeridianTopology,
+        "meridian.topology",
+        -2,
+        ADMIN,
+        0,
+        0,
+        0,
+        admin::topology
+    ),
+    spec!(
+        Cmd::MeridianPeers,
+        "meridian.peers",
+        -2,
+        ADMIN,
+        0,
+        0,
+        0,
+        admin::peers
+    ),
+    spec!(
+        Cmd::Invalidate,
+        "invalidate",
+        -2,
+        0,
+        0,
+        0,
+        0,
+        admin::invalidate
+    ),
+    spec!(
+        Cmd::MeridianMigrate,
         "meridian.migrate",
         -5,
         ADMIN,
@@ -260,12 +570,40 @@ pub static COMMANDS: &[Spec] = &[
         0,
         migrate::meridian_migrate
     ),
-    spec!("cluster", -2, ALLSHARDS, 0, 0, 0, cluster::cluster),
-    spec!("readonly", 1, FAST, 0, 0, 0, cluster::readonly),
-    spec!("readwrite", 1, FAST, 0, 0, 0, cluster::readwrite),
-    spec!("asking", 1, FAST, 0, 0, 0, cluster::asking),
+    spec!(
+        Cmd::Cluster,
+        "cluster",
+        -2,
+        ALLSHARDS,
+        0,
+        0,
+        0,
+        cluster::cluster
+    ),
+    spec!(
+        Cmd::Readonly,
+        "readonly",
+        1,
+        FAST,
+        0,
+        0,
+        0,
+        cluster::readonly
+    ),
+    spec!(
+        Cmd::Readwrite,
+        "readwrite",
+        1,
+        FAST,
+        0,
+        0,
+        0,
+        cluster::readwrite
+    ),
+    spec!(Cmd::Asking, "asking", 1, FAST, 0, 0, 0, cluster::asking),
     // replication
     spec!(
+        Cmd::Replicaof,
         "replicaof",
         3,
         ADMIN | NOQUEUE,
@@ -275,6 +613,7 @@ pub static COMMANDS: &[Spec] = &[
         replication::replicaof
     ),
     spec!(
+        Cmd::Slaveof,
         "slaveof",
         3,
         ADMIN | NOQUEUE,
@@ -283,9 +622,19 @@ pub static COMMANDS: &[Spec] = &[
         0,
         replication::replicaof
     ),
-    spec!("role", 1, NOQUEUE | FAST, 0, 0, 0, replication::role),
-    spec!("wait", 3, 0, 0, 0, 0, replication::wait),
     spec!(
+        Cmd::Role,
+        "role",
+        1,
+        NOQUEUE | FAST,
+        0,
+        0,
+        0,
+        replication::role
+    ),
+    spec!(Cmd::Wait, "wait", 3, 0, 0, 0, 0, replication::wait),
+    spec!(
+        Cmd::Replconf,
         "replconf",
         -1,
         ADMIN | NOQUEUE,
@@ -294,8 +643,26 @@ pub static COMMANDS: &[Spec] = &[
         0,
         replication::replconf
     ),
-    spec!("psync", -3, ADMIN | NOQUEUE, 0, 0, 0, replication::psync),
-    spec!("sync", 1, ADMIN | NOQUEUE, 0, 0, 0, replication::sync),
+    spec!(
+        Cmd::Psync,
+        "psync",
+        -3,
+        ADMIN | NOQUEUE,
+        0,
+        0,
+        0,
+        replication::psync
+    ),
+    spec!(
+        Cmd::Sync,
+        "sync",
+        1,
+        ADMIN | NOQUEUE,
+        0,
+        0,
+        0,
+        replication::sync
+    ),
 ];
 
 fn index() -> &'static HashMap<&'static [u8], usize, foldhash::fast::RandomState> {
@@ -396,6 +763,8 @@ pub struct Ctx<'a, 'h> {
     pub out: &'h mut Out,
     pub keys: Access<'a, 'h>,
     pub shared: &'a Shared,
+    /// Who runs the command.
+    pub exec: ExecContext,
     pub client: &'h mut ClientState,
     pub now: u64,
 }
@@ -466,7 +835,12 @@ fn truncate(text: &str, max: usize) -> &str {
 
 /// Commands that change the dataset or feed the replication stream without
 /// the WRITE flag (Redis's may-replicate commands).
-const MAY_REPLICATE: &[&str] = &["publish", "migrate", "meridian.migrate", "invalidate"];
+fn may_replicate_unflagged(id: Cmd) -> bool {
+    matches!(
+        id,
+        Cmd::Publish | Cmd::Migrate | Cmd::MeridianMigrate | Cmd::Invalidate
+    )
+}
 
 /// True when the command may change the dataset or replicate: WRITE, the
 /// may-replicate commands, and EXEC of a transaction that queued one.
@@ -478,10 +852,10 @@ pub fn may_replicate(client: &ClientState, args: &[&[u8]]) -> bool {
     else {
         return false;
     };
-    if spec.has(WRITE) || MAY_REPLICATE.contains(&spec.name) {
+    if spec.has(WRITE) || may_replicate_unflagged(spec.id) {
         return true;
     }
-    spec.name == "exec"
+    spec.id == Cmd::Exec
         && client.multi.as_ref().is_some_and(|queued| {
             queued.iter().any(|command| {
                 let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
@@ -511,7 +885,7 @@ pub fn paused_by(mode: PauseMode, client: &ClientState, args: &[&[u8]]) -> bool 
     match mode {
         PauseMode::Write => writes,
         PauseMode::All => {
-            let pause_control = spec.name == "client"
+            let pause_control = spec.id == Cmd::Client
                 && args.get(1).is_some_and(|sub| {
                     sub.eq_ignore_ascii_case(b"pause") || sub.eq_ignore_ascii_case(b"unpause")
                 });
@@ -520,15 +894,17 @@ pub fn paused_by(mode: PauseMode, client: &ClientState, args: &[&[u8]]) -> bool 
     }
 }
 
-/// Runs one client command, writing its reply (or error) to `out`.
+/// Runs one command for `exec`'s caller, writing its reply (or error) to `out`.
 pub fn dispatch<'a, 'h>(
     shared: &'a Shared,
+    exec: ExecContext,
     client: &'h mut ClientState,
     out: &'h mut Out,
     args: &'h [&'h [u8]],
     keys: Access<'a, 'h>,
 ) {
     let Some(&name) = args.first() else { return };
+    let keys = keys.held_by(exec.holder());
     let Some(position) = lookup(name) else {
         if client.multi.is_some() {
             client.multi_failed = true;
@@ -539,10 +915,10 @@ pub fn dispatch<'a, 'h>(
     let spec = &COMMANDS[position];
     // ASKING covers exactly one following command, or (like Redis) a whole
     // MULTI ... EXEC/DISCARD block when MULTI follows it
-    let asking = spec.name != "asking" && client.asking;
+    let asking = spec.id != Cmd::Asking && client.asking;
     // (EXEC reads and clears it itself: its routing check runs in the handler)
-    let in_block = (client.multi.is_some() || spec.name == "multi") && spec.name != "discard";
-    if spec.name != "asking" && !in_block {
+    let in_block = (client.multi.is_some() || spec.id == Cmd::Multi) && spec.id != Cmd::Discard;
+    if spec.id != Cmd::Asking && !in_block {
         client.asking = false;
     }
     if (spec.arity > 0 && args.len() as i32 != spec.arity)
@@ -573,10 +949,10 @@ pub fn dispatch<'a, 'h>(
     }
     let primary_link = client.primary_link;
     // Inside EXEC (held locks) the whole transaction was routed already.
-    let direct = matches!(keys, Access::Direct(_));
+    let direct = keys.is_direct();
     let mut in_transit = None;
     if direct && !primary_link {
-        let asking = asking || spec.name == "restore-asking";
+        let asking = asking || spec.id == Cmd::RestoreAsking;
         match cluster::check_command(shared, client.readonly, asking, spec, args) {
             Ok(transit) => in_transit = transit,
             Err(error) => {
@@ -625,9 +1001,10 @@ pub fn dispatch<'a, 'h>(
         && !primary_link
         && shared.origin.is_some()
         && spec.has(WRITE)
-        && let Some(pending) = crate::origin::intercept_write(shared, spec, args)
+        && let Some(op) =
+            crate::origin::intercept_write(shared.origin.as_deref(), exec, spec.id, args)
     {
-        client.pending = Some(pending);
+        client.pending = Some(Pending::Origin(op));
         return;
     }
     shared.command_calls[position].fetch_add(1, Ordering::Relaxed);
@@ -638,54 +1015,51 @@ pub fn dispatch<'a, 'h>(
     let now = crate::store::now_ms();
     // CLIENT TRACKING: remember the keys before reading them, so a concurrent
     // write can only cause a spurious invalidation, never a missed one
-    if spec.has(READONLY) && shared.db.tracking().is_active() {
+    if spec.has(READONLY) && shared.tracking.is_active() {
         shared
-            .db
-            .tracking()
-            .remember(client.handle.id, spec.keys(args));
+            .tracking
+            .remember(client.handle.id, spec.keys(args), exec.writing_client());
     }
+    let mut ctx = Ctx {
+        args,
+        out,
+        keys,
+        shared,
+        exec,
+        client,
+        now,
+    };
     if let Some(transit) = in_transit {
-        run_in_transit(spec, &transit, shared, client, out, args, now);
+        run_in_transit(spec, &transit, ctx);
         return;
     }
     if !spec.has(WRITE) || primary_link {
-        let mut ctx = Ctx {
-            args,
-            out,
-            keys,
-            shared,
-            client,
-            now,
-        };
         let reply_start = ctx.out.buf.len();
         if let Err(error) = (spec.handler)(&mut ctx) {
             ctx.out.error(&error.to_string());
         } else if direct
             && !primary_link
             && shared.origin.is_some()
-            && let Some(pending) =
-                crate::origin::intercept_miss(shared, spec, args, ctx.out, reply_start)
+            && let Some(op) = crate::origin::intercept_miss(
+                shared.origin.as_deref(),
+                exec,
+                spec.id,
+                args,
+                ctx.out,
+                reply_start,
+            )
         {
             // read-through: the miss is answered once the origin replied
-            ctx.client.pending = Some(pending);
+            ctx.client.pending = Some(Pending::Origin(op));
         }
         return;
     }
     if !direct {
         // inside EXEC: the transaction's locks are held, effects go to its block
-        run_write(
-            spec,
-            Ctx {
-                args,
-                out,
-                keys,
-                shared,
-                client,
-                now,
-            },
-        );
+        run_write(spec, ctx);
         return;
     }
+    let Ctx { out, client, .. } = ctx;
     // A write keeps the shard locks it needs until its effects are in the
     // replication log, so the stream has the execution order of every key.
     let db = &shared.db;
@@ -712,8 +1086,9 @@ pub fn dispatch<'a, 'h>(
                 Ctx {
                     args,
                     out,
-                    keys: Access::One(db, index, &mut guard),
+                    keys: Access::one(db, index, &mut guard, exec.holder()),
                     shared,
+                    exec,
                     client,
                     now,
                 },
@@ -734,8 +1109,9 @@ pub fn dispatch<'a, 'h>(
                 Ctx {
                     args,
                     out,
-                    keys: Access::Held(db, &mut held),
+                    keys: Access::held(db, &mut held, exec.holder()),
                     shared,
+                    exec,
                     client,
                     now,
                 },
@@ -769,16 +1145,18 @@ pub fn key_presence(db: &Db, held: &mut Held<'_>, keys: &[&[u8]], now: u64) -> (
 }
 
 /// Runs a command whose slot is migrating or importing: key presence is
-/// checked and the command executed under the same shard locks.
-fn run_in_transit<'h>(
-    spec: &Spec,
-    transit: &cluster::InTransit,
-    shared: &Shared,
-    client: &'h mut ClientState,
-    out: &'h mut Out,
-    args: &'h [&'h [u8]],
-    now: u64,
-) {
+/// checked and the command executed under the same shard locks (`ctx`'s own
+/// per-access locking is replaced by them).
+fn run_in_transit(spec: &Spec, transit: &cluster::InTransit, ctx: Ctx<'_, '_>) {
+    let Ctx {
+        args,
+        out,
+        shared,
+        exec,
+        client,
+        now,
+        ..
+    } = ctx;
     let db = &shared.db;
     let keys_of = spec.keys(args);
     let mut wanted = vec![false; db.shard_count()];
@@ -794,8 +1172,9 @@ fn run_in_transit<'h>(
     let mut ctx = Ctx {
         args,
         out,
-        keys: Access::Held(db, &mut held),
+        keys: Access::held(db, &mut held, exec.holder()),
         shared,
+        exec,
         client,
         now,
     };
@@ -811,18 +1190,18 @@ fn run_in_transit<'h>(
 fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
     let reply_start = ctx.out.buf.len();
     // origin fills and remote region events older than a known version are refused
-    if let Err(refusal) = crate::region::admit(ctx.shared, spec, ctx.args) {
+    let regions = &ctx.shared.regions;
+    if let Err(refusal) = regions.admit(ctx.exec, || spec.keys(ctx.args)) {
         ctx.out.error(refusal);
         return;
     }
+    // a handler reports failure by its result (handlers never write error replies
+    // themselves): a failed write has no effects to propagate
     if let Err(error) = (spec.handler)(&mut ctx) {
         ctx.out.error(&error.to_string());
         return;
     }
-    if ctx.out.buf.get(reply_start) == Some(&b'-') {
-        return;
-    }
-    let log = &ctx.shared.db.repl;
+    let log = &ctx.shared.repl.log;
     if log.is_active() {
         let mut effects = Vec::new();
         replication::encode_effects(spec, ctx.args, &mut ctx.keys, &mut effects);
@@ -832,7 +1211,17 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         }
     }
     // still under the write's locks: the event version orders it like the store did
-    if let Some(ack) = crate::region::originate(ctx.shared, spec, ctx.args, &mut ctx.keys)
+    // slot migration moves existing data inside the region: nothing new to tell
+    let migrated = matches!(spec.id, Cmd::Restore | Cmd::RestoreAsking);
+    if spec.has(WRITE)
+        && !migrated
+        && regions.is_active()
+        && let Some(ack) = regions.originate(
+            ctx.exec,
+            &spec.keys(ctx.args),
+            spec.has(ALLSHARDS),
+            &mut ctx.keys,
+        )
         && ctx.client.txn_repl.is_none()
         && ctx.client.pending.is_none()
     {
@@ -866,6 +1255,14 @@ mod tests {
             Some("get")
         );
         assert_eq!(lookup(b"nope"), None);
+    }
+
+    #[test]
+    fn every_command_has_its_own_id() {
+        let ids: std::collections::HashSet<Cmd> = COMMANDS.iter().map(|spec| spec.id).collect();
+        assert_eq!(ids.len(), COMMANDS.len());
+        let get = &COMMANDS[lookup(b"GET").unwrap_or_default()];
+        assert_eq!(get.id, Cmd::Get);
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::Ctx;
+use crate::client::ClientEvent;
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::Out;
-use crate::state::ClientEvent;
 
 fn confirm(ctx: &mut Ctx<'_, '_>, kind: &[u8], name: Option<&[u8]>) {
     let count = ctx.client.subscription_count();

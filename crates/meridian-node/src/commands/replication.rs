@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Ctx, Pending, Spec, parse_int};
+use super::{Cmd, Ctx, Pending, Spec, parse_int};
 use crate::error::{CmdResult, CommandError};
 use crate::replication::backlog::encode_command;
 use crate::replication::{PrimaryMandate, PrimaryTarget, link};
@@ -30,10 +30,26 @@ pub fn check_write(shared: &Shared) -> Result<(), CommandError> {
 /// expiries and computed values become absolute state (SET ... PXAT,
 /// PEXPIREAT, HSET), everything else is propagated as sent.
 pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, buf: &mut Vec<u8>) {
-    match spec.name {
-        "set" | "setnx" | "setex" | "psetex" | "getset" | "getdel" | "getex" | "append"
-        | "setrange" | "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" | "expire"
-        | "pexpire" | "expireat" | "pexpireat" | "persist" => {
+    match spec.id {
+        Cmd::Set
+        | Cmd::Setnx
+        | Cmd::Setex
+        | Cmd::Psetex
+        | Cmd::Getset
+        | Cmd::Getdel
+        | Cmd::Getex
+        | Cmd::Append
+        | Cmd::Setrange
+        | Cmd::Incr
+        | Cmd::Decr
+        | Cmd::Incrby
+        | Cmd::Decrby
+        | Cmd::Incrbyfloat
+        | Cmd::Expire
+        | Cmd::Pexpire
+        | Cmd::Expireat
+        | Cmd::Pexpireat
+        | Cmd::Persist => {
             let key = args.get(1).copied().unwrap_or_default();
             keys.with_key(key, |shard, _| match shard.peek(key) {
                 None => encode_command(buf, &[b"DEL", key]),
@@ -52,7 +68,7 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
                 }
             });
         }
-        "hincrby" | "hincrbyfloat" => {
+        Cmd::Hincrby | Cmd::Hincrbyfloat => {
             let key = args.get(1).copied().unwrap_or_default();
             let field = args.get(2).copied().unwrap_or_default();
             keys.with_key(key, |shard, _| {
@@ -65,7 +81,7 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
             });
         }
         // absolute expiry, so replicas agree on it whatever their clock
-        "restore" | "restore-asking" => {
+        Cmd::Restore | Cmd::RestoreAsking => {
             let key = args.get(1).copied().unwrap_or_default();
             let payload = args.get(3).copied().unwrap_or_default();
             keys.with_key(key, |shard, _| match shard.peek(key) {
@@ -119,7 +135,7 @@ pub fn replicaof(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 
 pub fn role(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let shared = ctx.shared;
-    let offset = shared.db.repl.offset();
+    let offset = shared.repl.log.offset();
     let link = shared
         .repl
         .link
@@ -175,11 +191,11 @@ pub fn wait(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             "ERR WAIT cannot be used with replica instances.",
         ));
     }
-    let log = &ctx.shared.db.repl;
+    let log = &ctx.shared.repl.log;
     let offset = log.offset();
     let acked = ctx.shared.repl.acked(offset);
     // inside EXEC nothing may block: answer with what is known
-    if replicas <= 0 || acked as i64 >= replicas || matches!(ctx.keys, Access::Held(..)) {
+    if replicas <= 0 || acked as i64 >= replicas || !ctx.keys.is_direct() {
         ctx.out.integer(acked as i64);
         return Ok(());
     }

@@ -9,7 +9,7 @@ use crate::config::parse_memory;
 use crate::error::{CmdResult, CommandError};
 use crate::glob;
 use crate::protocol::Out;
-use crate::store::{Access, Policy};
+use crate::store::Policy;
 
 fn write_command_info(out: &mut Out, spec: &Spec) {
     out.array(10);
@@ -250,7 +250,7 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
                 "connected_clients:{}\r\nblocked_clients:{}\r\npubsub_clients:{pubsub_clients}\r\ntracking_clients:{}\r\nmaxclients:{}\r\n{}",
                 shared.connected_clients(),
                 shared.pause.blocked.load(Ordering::Relaxed),
-                db.tracking().stats().clients,
+                shared.tracking.stats().clients,
                 shared.config.maxclients.load(Ordering::Relaxed),
                 shared.pause.info_fields(),
             ),
@@ -273,7 +273,7 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
     }
     if wants("stats") {
         let counters = &shared.counters;
-        let tracking = db.tracking().stats();
+        let tracking = shared.tracking.stats();
         let orphans = shared.orphans.deleted.load(Ordering::Relaxed);
         section(
             "Stats",
@@ -289,12 +289,12 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
                 tracking.keys,
                 tracking.items,
                 tracking.prefixes,
-                crate::replication::stats_lines(shared),
+                shared.repl.stats_lines(),
             ),
         );
     }
     if wants("replication") {
-        section("Replication", crate::replication::info_section(shared));
+        section("Replication", shared.repl.info_section());
     }
     if wants("cluster") {
         // Only the flag here, like Redis; CLUSTER INFO has the details.
@@ -302,7 +302,7 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
         section("Cluster", format!("cluster_enabled:{enabled}\r\n"));
     }
     if wants("regions") {
-        section("Regions", crate::region::info_section(shared));
+        section("Regions", shared.regions.info_section());
     }
     if wants("commandstats") {
         let mut body = String::new();
@@ -407,7 +407,7 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
         ),
         (
             "repl-backlog-size".to_string(),
-            db.repl.extent().2.to_string(),
+            shared.repl.log.extent().2.to_string(),
         ),
         (
             "masterauth".to_string(),
@@ -417,7 +417,7 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
         ("lfu-decay-time".to_string(), "1".to_string()),
         (
             "tracking-table-max-keys".to_string(),
-            db.tracking().max_keys().to_string(),
+            shared.tracking.max_keys().to_string(),
         ),
     ];
     for (name, value) in shared.config.compat.lock().iter() {
@@ -571,8 +571,9 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                         .repl
                         .min_replicas_max_lag
                         .store(value.parse().unwrap_or(10), Ordering::Relaxed),
-                    "tracking-table-max-keys" => db
-                        .tracking()
+                    "tracking-table-max-keys" => ctx
+                        .shared
+                        .tracking
                         .set_max_keys(value.parse().unwrap_or(crate::tracking::DEFAULT_MAX_KEYS)),
                     "maxclients" => ctx
                         .shared
@@ -584,7 +585,7 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                         .config
                         .idle_timeout_secs
                         .store(value.parse().unwrap_or(0), Ordering::Relaxed),
-                    "repl-backlog-size" => db.repl.set_capacity(
+                    "repl-backlog-size" => ctx.shared.repl.log.set_capacity(
                         usize::try_from(parse_memory(&value).unwrap_or(0))
                             .unwrap_or(usize::MAX)
                             .max(16 * 1024),
@@ -596,8 +597,8 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             }
             // like Redis, lowering maxmemory evicts right away (not while a
             // transaction holds shard locks: eviction takes locks itself)
-            if let Access::Direct(db) = ctx.keys {
-                let _ = db.make_room();
+            if ctx.keys.is_direct() {
+                let _ = ctx.keys.db().make_room();
             }
             ctx.out.ok();
         }

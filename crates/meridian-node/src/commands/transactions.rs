@@ -117,9 +117,10 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             "EXECABORT Transaction discarded because of previous errors.",
         ));
     }
-    let Access::Direct(db) = ctx.keys else {
+    if !ctx.keys.is_direct() {
         return Err(CommandError::other("ERR EXEC inside a transaction"));
-    };
+    }
+    let db = ctx.keys.db();
     // Like Redis Cluster, all keys of a transaction must live in one slot this node serves.
     let (keys, all_reads) = queued_keys(&queued);
     let in_transit = match route_transaction(ctx, asking, &keys, all_reads) {
@@ -172,7 +173,7 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     }
     ctx.out.array(queued.len());
     // effects are collected and propagated as one MULTI/EXEC block
-    let log = &ctx.shared.db.repl;
+    let log = &ctx.shared.repl.log;
     if log.is_active() && !ctx.client.primary_link {
         ctx.client.txn_repl = Some(Vec::new());
     }
@@ -180,10 +181,11 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
         dispatch(
             ctx.shared,
+            ctx.exec,
             ctx.client,
             ctx.out,
             &args,
-            Access::Held(db, &mut held),
+            Access::held(db, &mut held, ctx.exec.holder()),
         );
     }
     if let Some(effects) = ctx.client.txn_repl.take()

@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use crate::client::ClientHandle;
 use crate::commands::{ClientState, Pending, dispatch};
+use crate::exec::{Caller, ExecContext};
 use crate::protocol::{Decoded, Out, Protocol, ReplyLimits, parse_reply};
-use crate::state::{ClientHandle, Shared};
+use crate::state::Shared;
 use crate::store::Access;
 
 /// The reply type internal callers read: the node's one reply decoder's.
@@ -41,17 +43,28 @@ pub fn internal_client(shared: &Shared, readonly: bool) -> ClientState {
     client
 }
 
-/// Runs one command; returns its reply (`None`: nothing yet, the command left a
-/// continuation) and any continuation it left.
+/// Runs one command for the HTTP API; returns its reply (`None`: nothing yet, the
+/// command left a continuation) and any continuation it left.
 pub fn run(shared: &Shared, args: &[&[u8]], readonly: bool) -> (Option<Reply>, Option<Pending>) {
+    run_as(shared, ExecContext::new(Caller::Http), args, readonly)
+}
+
+/// Runs one command for an internal caller described by `exec`, like [`run`].
+pub fn run_as(
+    shared: &Shared,
+    exec: ExecContext,
+    args: &[&[u8]],
+    readonly: bool,
+) -> (Option<Reply>, Option<Pending>) {
     let mut client = internal_client(shared, readonly);
     let mut out = Out::new(Protocol::Resp2);
     dispatch(
         shared,
+        exec,
         &mut client,
         &mut out,
         args,
-        Access::Direct(&shared.db),
+        Access::direct(&shared.db),
     );
     (parse(&out.buf), client.pending.take())
 }

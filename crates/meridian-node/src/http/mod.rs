@@ -497,15 +497,16 @@ async fn settle(shared: &Shared, reply: Option<Reply>, pending: Option<Pending>)
         Some(Pending::Origin(op)) => {
             let mut client = local::internal_client(shared, false);
             let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
-            crate::origin::complete(shared, &mut client, &mut out, op).await;
+            let exec = crate::exec::ExecContext::new(crate::exec::Caller::Http);
+            crate::origin::continuation::complete(shared, exec, &mut client, &mut out, op).await;
             if let Some(Pending::Regions(wait)) = client.pending.take() {
-                crate::region::finish(shared, wait, &mut out).await;
+                shared.regions.finish(wait, &mut out).await;
             }
             local::parse(&out.buf)
         }
         Some(Pending::Regions(wait)) => {
             let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
-            crate::region::finish(shared, wait, &mut out).await;
+            shared.regions.finish(wait, &mut out).await;
             local::parse(&out.buf)
         }
         _ => reply,
@@ -522,7 +523,10 @@ async fn get(api: &Api, key: &[u8]) -> Result<Response<Body>, ApiError> {
                 .origin
                 .clone()
                 .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no origin"))?;
-            match origin.read_through(shared, &key).await {
+            match origin
+                .read_through(&key, || crate::origin::continuation::fill_later(shared))
+                .await
+            {
                 Ok(Fetched::Found(value)) => value,
                 Ok(Fetched::Missing) => return Err(not_found()),
                 Err(error) => {
@@ -638,7 +642,7 @@ async fn invalidate(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> 
     }
     let shared = &api.shared;
     let pattern = request.pattern.as_bytes();
-    let deleted = crate::commands::admin::delete_matching(shared, pattern)
+    let deleted = crate::commands::admin::delete_matching(shared, None, pattern)
         .map_err(|error| command_error(error.to_string()))?;
     // every other primary of the region and every peer region drop the pattern too
     let ack = shared.regions.publish_pattern(pattern);
@@ -650,7 +654,7 @@ async fn invalidate(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> 
             fanout,
         };
         let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
-        crate::region::finish(shared, wait, &mut out).await;
+        shared.regions.finish(wait, &mut out).await;
         if let Some(Reply::Error(error)) = local::parse(&out.buf) {
             return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, error));
         }

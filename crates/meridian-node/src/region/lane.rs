@@ -17,11 +17,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::RegionHost;
 use super::link::{LinkConn, LinkReply, LinkWriter, ReplyReader, encode_event};
 use super::outbox::Routed;
-use super::peer::Peer;
 use super::{RefusalReason, Regions};
-use crate::state::Shared;
 
 /// Events in flight (sent, reply not yet read) per lane.
 const WINDOW: usize = 4096;
@@ -52,6 +51,15 @@ pub struct LaneMessage {
 }
 
 /// The coordinator's handle on a lane; dropping it stops the lane.
+/// The peer a lane delivers for: named in its logs, told what was acknowledged.
+pub trait LaneOwner: Send + Sync {
+    /// The peer region's name.
+    fn region(&self) -> &str;
+    /// The events up to `seq` routed to `target` in lane generation `generation`
+    /// were answered (`applied`: accepted, not refused).
+    fn delivered(&self, generation: u64, seq: u64, target: &str, applied: bool);
+}
+
 pub struct LaneHandle {
     events: mpsc::UnboundedSender<Routed>,
     task: JoinHandle<()>,
@@ -60,8 +68,8 @@ pub struct LaneHandle {
 
 impl LaneHandle {
     pub fn start(
-        peer: Arc<Peer>,
-        shared: Arc<Shared>,
+        peer: Arc<dyn LaneOwner>,
+        shared: Arc<dyn RegionHost>,
         target: Arc<str>,
         generation: u64,
         reports: mpsc::UnboundedSender<LaneMessage>,
@@ -96,8 +104,8 @@ impl Drop for LaneHandle {
 }
 
 struct Lane {
-    peer: Arc<Peer>,
-    shared: Arc<Shared>,
+    peer: Arc<dyn LaneOwner>,
+    shared: Arc<dyn RegionHost>,
     target: Arc<str>,
     generation: u64,
     reports: mpsc::UnboundedSender<LaneMessage>,
@@ -168,8 +176,8 @@ impl Lane {
     }
 
     async fn connect(&self) -> Result<LinkConn, String> {
-        let settings = &self.shared.regions.settings;
-        let password = self.shared.requirepass().unwrap_or_default();
+        let settings = &self.shared.regions().settings;
+        let password = self.shared.password().unwrap_or_default();
         connect(&self.target, &settings.cluster, &settings.region, &password).await
     }
 
@@ -190,7 +198,7 @@ impl Lane {
         };
         let ended = tokio::select! {
             ended = send_loop(&mut self.incoming, &mut self.unsent, &mut writer, &window) => ended,
-            ended = receive_loop(&self.peer, &self.shared.regions, &self.target, self.generation, &mut reader, &window, &mut accepted_again) => ended,
+            ended = receive_loop(&*self.peer, self.shared.regions(), &self.target, self.generation, &mut reader, &window, &mut accepted_again) => ended,
         };
         if matches!(ended, Ended::Refused(_)) {
             *refused = true;
@@ -287,7 +295,7 @@ async fn send_loop(
 
 /// Reads replies in order and acknowledges the matching events to the peer.
 async fn receive_loop(
-    peer: &Peer,
+    peer: &dyn LaneOwner,
     regions: &Regions,
     target: &Arc<str>,
     generation: u64,
@@ -309,12 +317,8 @@ async fn receive_loop(
             Ok(Err(error)) => {
                 if error.kind() == std::io::ErrorKind::InvalidData {
                     let error = format!("{target}: {error}");
-                    tracing::warn!(peer = %peer.config.region, %target, %error, "region link dropped: bad reply");
-                    regions.record_refusal(
-                        Some(&peer.config.region),
-                        RefusalReason::BadReply,
-                        &error,
-                    );
+                    tracing::warn!(peer = %peer.region(), %target, %error, "region link dropped: bad reply");
+                    regions.record_refusal(Some(peer.region()), RefusalReason::BadReply, &error);
                     return Ended::Failed(error);
                 }
                 return Ended::Failed(format!("{target}: {error}"));
@@ -350,11 +354,11 @@ async fn receive_loop(
                 true
             }
             LinkReply::Error(error) => {
-                tracing::warn!(peer = %peer.config.region, %target, %error, "peer refused an event");
+                tracing::warn!(peer = %peer.region(), %target, %error, "peer refused an event");
                 false
             }
             LinkReply::Bulk(_) => {
-                tracing::warn!(peer = %peer.config.region, %target, "unexpected bulk reply to an event");
+                tracing::warn!(peer = %peer.region(), %target, "unexpected bulk reply to an event");
                 false
             }
         };

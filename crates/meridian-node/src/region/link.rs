@@ -29,9 +29,9 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::{Event, EventKind, REGION_METRICS, RefusalReason, Version, guarded, peer_label};
+use super::{Event, EventKind, REGION_METRICS, RefusalReason, Version, peer_label};
+use crate::exec::{Caller, ExecContext, RegionGuard};
 use crate::http::local::{self, Reply};
-use crate::origin::without_origin;
 use crate::protocol::{
     Decoded, Limits, Parsed, Reply as RespReply, ReplyLimits, parse_command, parse_reply,
 };
@@ -493,9 +493,12 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
             check_owner(shared, meridian_topology::key_slot(target))?;
             regions.observe(version);
             // a local copy newer than the event survives (STALE reply ignored)
-            guarded(version, true, || {
-                without_origin(|| local::run(shared, &[b"DEL", target], false))
-            });
+            local::run_as(
+                shared,
+                applied_event(version, true),
+                &[b"DEL", target],
+                false,
+            );
         }
         b"set" if argv.len() == 9 => {
             check_owner(shared, meridian_topology::key_slot(target))?;
@@ -505,14 +508,12 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
             if ttl != "0" {
                 args.extend_from_slice(&[b"PX", ttl.as_bytes()]);
             }
-            guarded(version, true, || {
-                without_origin(|| local::run(shared, &args, false))
-            });
+            local::run_as(shared, applied_event(version, true), &args, false);
         }
         b"pattern" => {
             regions.observe(version);
             regions.versions.record_pattern(target, version);
-            let keys = match local::run(shared, &[b"KEYS", target], false).0 {
+            let keys = match local::run_as(shared, INTERNAL, &[b"KEYS", target], false).0 {
                 Some(Reply::Array(keys)) => keys,
                 _ => Vec::new(),
             };
@@ -527,8 +528,9 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
             regions.observe(version);
             regions.versions.record_slot(slot, version);
             let slot_text = slot.to_string();
-            let keys = match local::run(
+            let keys = match local::run_as(
                 shared,
+                INTERNAL,
                 &[
                     b"CLUSTER",
                     b"GETKEYSINSLOT",
@@ -557,13 +559,27 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
     Ok(())
 }
 
+/// The context of the reads an event makes to find the keys it deletes.
+const INTERNAL: ExecContext = ExecContext::new(Caller::Internal);
+
+/// The context a peer region's event runs in: refused when a newer version of its
+/// key is known; `record` keeps the event's version for its key.
+fn applied_event(version: Version, record: bool) -> ExecContext {
+    ExecContext::new(Caller::RegionLink {
+        guard: RegionGuard { version, record },
+    })
+}
+
 /// Deletes keys through DEL (so replicas follow), sparing copies newer than `version`.
 fn delete_all(shared: &Shared, version: Version, keys: Vec<Reply>) {
     for key in keys {
         let Reply::Bulk(key) = key else { continue };
-        guarded(version, false, || {
-            without_origin(|| local::run(shared, &[b"DEL", &key], false))
-        });
+        local::run_as(
+            shared,
+            applied_event(version, false),
+            &[b"DEL", &key],
+            false,
+        );
     }
 }
 

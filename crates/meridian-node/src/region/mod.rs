@@ -14,9 +14,8 @@ mod lane;
 pub mod link;
 mod outbox;
 pub mod peer;
-mod versions;
+pub mod versions;
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::LazyLock;
@@ -33,30 +32,22 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::commands::{Spec, WRITE};
 use crate::error::CommandError;
+use crate::exec::{ExecContext, RegionGuard};
 use crate::protocol::Out;
-use crate::state::Shared;
 use crate::store::{Access, Value};
 
-pub use versions::Versions;
+pub use versions::{Version, Versions};
 
-/// What a peer region does with an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CrossRegionMode {
-    /// Drop the peer's copy (it is refetched on the next miss).
-    Invalidate,
-    /// Apply the value at the peer, last writer (highest version) wins.
-    Replicate,
-}
+pub use crate::config::{Consistency, CrossRegionMode};
 
-/// When a client write is acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Consistency {
-    /// Locally; peers are told asynchronously.
-    Eventual,
-    /// Once every peer region acknowledged the invalidation (bounded by a timeout).
-    Strong,
+/// What the region links (peers and their lanes) need of the node: its region
+/// state and the password peers authenticate with. The node state implements it,
+/// so the links hold no reference to everything else the node owns.
+pub trait RegionHost: Send + Sync + 'static {
+    fn regions(&self) -> &Regions;
+    /// The password a peer's node expects (the same `requirepass` as this node's).
+    fn password(&self) -> Option<String>;
 }
 
 /// Region-link settings taken from the command line.
@@ -86,14 +77,6 @@ impl RegionSettings {
             max_clock_drift_ms: config.max_clock_drift_ms,
         }
     }
-}
-
-/// Total order of writes across regions: HLC first, region id breaks ties.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    /// physical milliseconds << 16 | logical counter
-    pub hlc: u64,
-    pub region: u32,
 }
 
 /// Bits of the HLC holding the logical counter.
@@ -389,14 +372,15 @@ impl Regions {
         self.peers.read().clone()
     }
 
-    /// Replaces the peer list; unchanged peers keep their link and queue.
-    pub fn set_peers(&self, shared: &Arc<Shared>, configs: Vec<PeerConfig>) {
+    /// Replaces the peer list; unchanged peers keep their link and queue, new
+    /// ones are started with the links' view of the node, `host`.
+    pub fn set_peers(&self, host: &Arc<dyn RegionHost>, configs: Vec<PeerConfig>) {
         let mut peers = self.peers.write();
         let mut kept = Vec::new();
         for config in configs {
             match peers.iter().position(|peer| peer.config == config) {
                 Some(position) => kept.push(peers.remove(position)),
-                None => kept.push(peer::Peer::start(shared, config)),
+                None => kept.push(peer::Peer::start(host, config)),
             }
         }
         for removed in peers.drain(..) {
@@ -444,146 +428,136 @@ impl Regions {
 }
 
 // ---------------------------------------------------------------------------
-// Write hooks (called by the dispatcher under the write's shard locks)
-
-/// How the write running on this thread relates to region links.
-#[derive(Clone, Copy, Debug)]
-enum Context {
-    /// A client write: versioned and streamed to peers.
-    Client,
-    /// Applied without streaming (invalidation fan-out already sent as a pattern).
-    Quiet,
-    /// An origin fill or a remote event: refused when a newer version is known
-    /// for one of its keys; `record` stores its version when admitted.
-    Guarded { version: Version, record: bool },
-}
-
-thread_local! {
-    static CONTEXT: Cell<Context> = const { Cell::new(Context::Client) };
-}
-
-fn with_context<R>(context: Context, f: impl FnOnce() -> R) -> R {
-    let previous = CONTEXT.with(|cell| cell.replace(context));
-    let result = f();
-    CONTEXT.with(|cell| cell.set(previous));
-    result
-}
-
-/// Runs a (synchronous) dispatch whose writes are not streamed to peers.
-pub fn quietly<R>(f: impl FnOnce() -> R) -> R {
-    with_context(Context::Quiet, f)
-}
-
-/// Runs a dispatch admitted only if no newer version is known for its keys.
-pub fn guarded<R>(version: Version, record: bool, f: impl FnOnce() -> R) -> R {
-    with_context(Context::Guarded { version, record }, f)
-}
+// Writes: admission and events (called by the dispatcher under the write's shard locks)
 
 /// Error reply of a guarded write refused because a newer version is known.
 pub const STALE_REPLY: &str = "STALE a newer version of the key is known";
 
-/// Before a write runs: refuses guarded writes older than what is known.
-pub fn admit(shared: &Shared, spec: &Spec, args: &[&[u8]]) -> Result<(), &'static str> {
-    let Context::Guarded { version, record } = CONTEXT.with(Cell::get) else {
-        return Ok(());
-    };
-    let keys = spec.keys(args);
-    let versions = &shared.regions.versions;
-    if keys
-        .iter()
-        .any(|key| versions.newest(key).is_some_and(|known| known > version))
-    {
-        return Err(STALE_REPLY);
-    }
-    if record {
-        for key in keys {
-            versions.record_key(key, version);
-        }
-    }
-    Ok(())
-}
-
-/// After a client write succeeded: versions its keys and queues the events.
-/// Returns what a strong write must wait for.
-pub fn originate(
-    shared: &Shared,
-    spec: &Spec,
-    args: &[&[u8]],
-    keys: &mut Access<'_, '_>,
-) -> Option<Arc<Ack>> {
-    let regions = &shared.regions;
-    if !regions.is_active()
-        || !spec.has(WRITE)
-        || !matches!(CONTEXT.with(Cell::get), Context::Client)
-        // slot migration moves existing data inside the region: nothing new to tell
-        || matches!(spec.name, "restore" | "restore-asking")
-    {
-        return None;
-    }
-    let version = regions.tick();
-    let written = spec.keys(args);
-    let mut kinds = Vec::with_capacity(written.len().max(1));
-    if written.is_empty() {
-        // FLUSHDB / FLUSHALL: every key
-        if spec.has(crate::commands::ALLSHARDS) {
-            regions.versions.record_pattern(b"*", version);
-            kinds.push(EventKind::Pattern(b"*".to_vec()));
-        }
-    }
-    let now = crate::store::now_ms();
-    for key in written {
-        regions.versions.record_key(key, version);
-        let kind = match regions.settings.mode {
-            CrossRegionMode::Invalidate => EventKind::Key(key.to_vec()),
-            CrossRegionMode::Replicate => keys.with_key(key, |shard, _| {
-                match shard.peek(key) {
-                    Some(entry) if entry.expire_at == 0 || entry.expire_at > now => {
-                        match &entry.value {
-                            Value::Str(value) => EventKind::Set {
-                                key: key.to_vec(),
-                                value: Bytes::copy_from_slice(value),
-                                ttl_ms: if entry.expire_at == 0 {
-                                    0
-                                } else {
-                                    entry.expire_at - now
-                                },
-                            },
-                            // only strings are shipped; other types are invalidated
-                            Value::Hash(_) => EventKind::Key(key.to_vec()),
-                        }
-                    }
-                    _ => EventKind::Key(key.to_vec()),
-                }
-            }),
+impl Regions {
+    /// Before a write runs: refuses guarded writes (remote events, origin fills)
+    /// older than what is known for one of its keys (`keys`, asked only then).
+    pub fn admit<'k>(
+        &self,
+        exec: ExecContext,
+        keys: impl FnOnce() -> Vec<&'k [u8]>,
+    ) -> Result<(), &'static str> {
+        let Some(RegionGuard { version, record }) = exec.region_guard() else {
+            return Ok(());
         };
-        kinds.push(kind);
+        let keys = keys();
+        let versions = &self.versions;
+        if keys
+            .iter()
+            .any(|key| versions.newest(key).is_some_and(|known| known > version))
+        {
+            return Err(STALE_REPLY);
+        }
+        if record {
+            for key in keys {
+                versions.record_key(key, version);
+            }
+        }
+        Ok(())
     }
-    regions.publish(kinds, version)
-}
 
-/// Writes a strong write's reply once the peers acknowledged, or the TIMEOUT
-/// error naming the regions that did not.
-pub async fn finish(shared: &Shared, wait: RegionWait, out: &mut Out) {
-    let timeout = shared.regions.settings.strong_timeout;
-    let peers = async {
-        match &wait.ack {
-            Some(ack) => tokio::time::timeout(timeout, ack.wait())
-                .await
-                .map_err(|_| ack.missing()),
-            None => Ok(()),
+    /// After a write of this region succeeded (a command flagged WRITE that is not
+    /// a slot migration's RESTORE): versions the `written` keys (every key when it
+    /// `flushes_all`) and queues the events, reading values through `keys`.
+    /// Returns what a strong write must wait for.
+    pub fn originate(
+        &self,
+        exec: ExecContext,
+        written: &[&[u8]],
+        flushes_all: bool,
+        keys: &mut Access<'_, '_>,
+    ) -> Option<Arc<Ack>> {
+        let regions = self;
+        if !regions.is_active() || !exec.streams_to_regions() {
+            return None;
         }
-    };
-    let local = async {
-        match wait.fanout {
-            Some(fanout) => fanout.run().await,
-            None => Vec::new(),
+        let version = regions.tick();
+        let mut kinds = Vec::with_capacity(written.len().max(1));
+        if written.is_empty() {
+            // FLUSHDB / FLUSHALL: every key
+            if flushes_all {
+                regions.versions.record_pattern(b"*", version);
+                kinds.push(EventKind::Pattern(b"*".to_vec()));
+            }
         }
-    };
-    let (peers, failed_primaries) = tokio::join!(peers, local);
-    match peers {
-        _ if !failed_primaries.is_empty() => out.error(&fanout::fanout_message(&failed_primaries)),
-        Ok(()) => out.buf.extend_from_slice(&wait.reply),
-        Err(missing) => out.error(&timeout_message(&missing, timeout)),
+        let now = crate::store::now_ms();
+        for &key in written {
+            regions.versions.record_key(key, version);
+            let kind = match regions.settings.mode {
+                CrossRegionMode::Invalidate => EventKind::Key(key.to_vec()),
+                CrossRegionMode::Replicate => keys.with_key(key, |shard, _| {
+                    match shard.peek(key) {
+                        Some(entry) if entry.expire_at == 0 || entry.expire_at > now => {
+                            match &entry.value {
+                                Value::Str(value) => EventKind::Set {
+                                    key: key.to_vec(),
+                                    value: Bytes::copy_from_slice(value),
+                                    ttl_ms: if entry.expire_at == 0 {
+                                        0
+                                    } else {
+                                        entry.expire_at - now
+                                    },
+                                },
+                                // only strings are shipped; other types are invalidated
+                                Value::Hash(_) => EventKind::Key(key.to_vec()),
+                            }
+                        }
+                        _ => EventKind::Key(key.to_vec()),
+                    }
+                }),
+            };
+            kinds.push(kind);
+        }
+        regions.publish(kinds, version)
+    }
+
+    /// Writes a strong write's reply once the peers acknowledged, or the TIMEOUT
+    /// error naming the regions that did not.
+    pub async fn finish(&self, wait: RegionWait, out: &mut Out) {
+        let timeout = self.settings.strong_timeout;
+        let peers = async {
+            match &wait.ack {
+                Some(ack) => tokio::time::timeout(timeout, ack.wait())
+                    .await
+                    .map_err(|_| ack.missing()),
+                None => Ok(()),
+            }
+        };
+        let local = async {
+            match wait.fanout {
+                Some(fanout) => fanout.run().await,
+                None => Vec::new(),
+            }
+        };
+        let (peers, failed_primaries) = tokio::join!(peers, local);
+        match peers {
+            _ if !failed_primaries.is_empty() => {
+                out.error(&fanout::fanout_message(&failed_primaries))
+            }
+            Ok(()) => out.buf.extend_from_slice(&wait.reply),
+            Err(missing) => out.error(&timeout_message(&missing, timeout)),
+        }
+    }
+
+    /// The `# Regions` section of INFO: link state and what inbound links were refused.
+    pub fn info_section(&self) -> String {
+        let regions = self;
+        let peers = regions.peers();
+        let up = peers.iter().filter(|peer| peer.status().up).count();
+        let refusals = regions.refusals();
+        format!(
+            "region:{}\r\nregion_peers:{}\r\nregion_links_up:{up}\r\nregion_max_clock_drift_ms:{}\r\nregion_link_refusals:{}\r\nregion_clock_drift_refusals:{}\r\nregion_last_link_refusal:{}\r\n",
+            regions.settings.region,
+            peers.len(),
+            regions.settings.max_clock_drift_ms,
+            refusals.total,
+            refusals.clock_drift,
+            refusals.last,
+        )
     }
 }
 
@@ -592,23 +566,6 @@ pub fn timeout_message(missing: &[String], timeout: Duration) -> String {
         "TIMEOUT write applied locally but not acknowledged within {}ms by regions: {}",
         timeout.as_millis(),
         missing.join(", ")
-    )
-}
-
-/// The `# Regions` section of INFO: link state and what inbound links were refused.
-pub fn info_section(shared: &Shared) -> String {
-    let regions = &shared.regions;
-    let peers = regions.peers();
-    let up = peers.iter().filter(|peer| peer.status().up).count();
-    let refusals = regions.refusals();
-    format!(
-        "region:{}\r\nregion_peers:{}\r\nregion_links_up:{up}\r\nregion_max_clock_drift_ms:{}\r\nregion_link_refusals:{}\r\nregion_clock_drift_refusals:{}\r\nregion_last_link_refusal:{}\r\n",
-        regions.settings.region,
-        peers.len(),
-        regions.settings.max_clock_drift_ms,
-        refusals.total,
-        refusals.clock_drift,
-        refusals.last,
     )
 }
 

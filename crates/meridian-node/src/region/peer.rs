@@ -24,11 +24,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use super::lane::{self, LaneHandle, LaneMessage, LaneReport, MAX_BACKOFF, MIN_BACKOFF};
+use super::RegionHost;
+use super::lane::{self, LaneHandle, LaneMessage, LaneOwner, LaneReport, MAX_BACKOFF, MIN_BACKOFF};
 use super::link::LinkConn;
 use super::outbox::Outbox;
 use super::{Event, EventKind, PeerConfig, REGION_METRICS, peer_label};
-use crate::state::Shared;
 use meridian_topology::{SLOT_COUNT, TopologyMap};
 
 /// Dirty slots re-sent at once after an overflow.
@@ -92,15 +92,51 @@ pub struct PeerStatus {
     pub lag_ms: u64,
 }
 
+impl LaneOwner for Peer {
+    fn region(&self) -> &str {
+        &self.config.region
+    }
+
+    /// Lane `target` (of lane generation `generation`) answered event `seq`;
+    /// `applied`: with `+OK`. A strong write is acknowledged only when every
+    /// lane the event went to applied it; a refused event still leaves the
+    /// outbox, and the write waiting for it reports TIMEOUT.
+    fn delivered(&self, generation: u64, seq: u64, target: &str, applied: bool) {
+        let Some(delivered) = self
+            .outbox
+            .lock()
+            .acknowledge(generation, seq, target, applied)
+        else {
+            return;
+        };
+        let event = delivered.event;
+        if delivered.applied
+            && let Some(ack) = &event.ack
+        {
+            ack.acknowledged(&self.config.region);
+        }
+        self.last_lag_ms.store(
+            crate::store::now_ms().saturating_sub(event.origin_ms),
+            Ordering::Relaxed,
+        );
+        self.metrics.events_sent.inc();
+        self.metrics.queue_depth.set(delivered.remaining as i64);
+        if delivered.remaining == 0 && !self.dirty.lock().is_empty() {
+            // dirty slots are re-sent once the queue drained
+            self.wake.notify_one();
+        }
+    }
+}
+
 impl Peer {
-    pub fn start(shared: &Arc<Shared>, config: PeerConfig) -> Arc<Peer> {
+    pub fn start(shared: &Arc<dyn RegionHost>, config: PeerConfig) -> Arc<Peer> {
         let metrics = PeerMetrics::new(&config.region);
         metrics.link_up.set(0);
         let peer = Arc::new(Peer {
             config,
             outbox: Mutex::new(Outbox::default()),
             dirty: Mutex::new(BTreeSet::new()),
-            limit: shared.regions.settings.queue_limit,
+            limit: shared.regions().settings.queue_limit,
             wake: Notify::new(),
             up: AtomicBool::new(false),
             epoch: Mutex::new(None),
@@ -163,38 +199,8 @@ impl Peer {
         self.wake.notify_one();
     }
 
-    /// Lane `target` (of lane generation `generation`) answered event `seq`;
-    /// `applied`: with `+OK`. A strong write is acknowledged only when every
-    /// lane the event went to applied it; a refused event still leaves the
-    /// outbox, and the write waiting for it reports TIMEOUT.
-    pub fn delivered(&self, generation: u64, seq: u64, target: &str, applied: bool) {
-        let Some(delivered) = self
-            .outbox
-            .lock()
-            .acknowledge(generation, seq, target, applied)
-        else {
-            return;
-        };
-        let event = delivered.event;
-        if delivered.applied
-            && let Some(ack) = &event.ack
-        {
-            ack.acknowledged(&self.config.region);
-        }
-        self.last_lag_ms.store(
-            crate::store::now_ms().saturating_sub(event.origin_ms),
-            Ordering::Relaxed,
-        );
-        self.metrics.events_sent.inc();
-        self.metrics.queue_depth.set(delivered.remaining as i64);
-        if delivered.remaining == 0 && !self.dirty.lock().is_empty() {
-            // dirty slots are re-sent once the queue drained
-            self.wake.notify_one();
-        }
-    }
-
     /// Moves dirty slots into the (drained) outbox as slot invalidations.
-    fn recover_dirty_slots(&self, shared: &Shared) {
+    fn recover_dirty_slots(&self, shared: &dyn RegionHost) {
         let mut outbox = self.outbox.lock();
         if !outbox.is_empty() {
             return;
@@ -203,7 +209,7 @@ impl Peer {
         if dirty.is_empty() {
             return;
         }
-        let version = shared.regions.tick();
+        let version = shared.regions().tick();
         let slots: Vec<u16> = dirty.iter().take(DIRTY_BATCH).copied().collect();
         for slot in slots {
             // from here the outbox keeps the slot until the peer acknowledged it;
@@ -213,7 +219,7 @@ impl Peer {
                 Event {
                     kind: EventKind::Slot(slot),
                     version,
-                    origin_region: shared.regions.region_name.clone(),
+                    origin_region: shared.regions().region_name.clone(),
                     origin_ms: crate::store::now_ms(),
                     ack: None,
                 },
@@ -245,7 +251,7 @@ impl Peer {
     /// Learns the peer region's topology through the control connection, or any seed.
     async fn learn_topology(
         &self,
-        shared: &Shared,
+        shared: &dyn RegionHost,
         control: &mut Option<LinkConn>,
     ) -> Result<Option<Arc<TopologyMap>>, String> {
         if let Some(conn) = control.as_mut() {
@@ -254,8 +260,8 @@ impl Peer {
                 _ => *control = None,
             }
         }
-        let settings = &shared.regions.settings;
-        let password = shared.requirepass().unwrap_or_default();
+        let settings = &shared.regions().settings;
+        let password = shared.password().unwrap_or_default();
         let mut errors = Vec::new();
         for seed in &self.config.seeds {
             let mut conn =
@@ -288,14 +294,14 @@ impl Peer {
 /// waits for the round trip.
 async fn watch_topology(
     peer: Arc<Peer>,
-    shared: Arc<Shared>,
+    shared: Arc<dyn RegionHost>,
     maps: mpsc::UnboundedSender<Result<Option<Arc<TopologyMap>>, String>>,
     relearn: Arc<Notify>,
 ) {
     let mut control = None;
     let mut backoff = MIN_BACKOFF;
     loop {
-        let learnt = peer.learn_topology(&shared, &mut control).await;
+        let learnt = peer.learn_topology(&*shared, &mut control).await;
         let pause = if learnt.is_ok() {
             backoff = MIN_BACKOFF;
             TOPOLOGY_REFRESH
@@ -386,7 +392,7 @@ impl Routes {
 /// The coordinator task's state: routes, lanes and what it heard from them.
 struct Coordinator {
     peer: Arc<Peer>,
-    shared: Arc<Shared>,
+    shared: Arc<dyn RegionHost>,
     routes: Option<Routes>,
     lanes: HashMap<Arc<str>, LaneHandle>,
     generation: u64,
@@ -408,7 +414,7 @@ impl Drop for AbortOnDrop {
 }
 
 impl Coordinator {
-    async fn run(peer: Arc<Peer>, shared: Arc<Shared>) {
+    async fn run(peer: Arc<Peer>, shared: Arc<dyn RegionHost>) {
         let (reports, mut lane_messages) = mpsc::unbounded_channel();
         let (maps, mut learnt_maps) = mpsc::unbounded_channel();
         let relearn = Arc::new(Notify::new());
@@ -511,7 +517,7 @@ impl Coordinator {
         let Some(routes) = &self.routes else {
             return;
         };
-        self.peer.recover_dirty_slots(&self.shared);
+        self.peer.recover_dirty_slots(&*self.shared);
         let lanes = &self.lanes;
         let routed = self.peer.outbox.lock().route(
             |event| routes.targets(event),

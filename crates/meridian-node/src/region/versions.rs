@@ -1,4 +1,5 @@
-//! Recently seen versions per key, glob pattern and slot, kept for a bounded
+//! Region write versions ([`Version`]: the cross-region order of writes) and the
+//! recently seen versions per key, glob pattern and slot, kept for a bounded
 //! time: long enough to order concurrent writes and to refuse stale fills,
 //! short enough to stay small. Forgetting is safe: an unknown version never
 //! protects a copy, so the worst case is an extra invalidation.
@@ -8,8 +9,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::Version;
 use crate::glob::matches as glob_match;
+
+/// Total order of writes across regions: HLC first, region id breaks ties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// physical milliseconds << 16 | logical counter
+    pub hlc: u64,
+    pub region: u32,
+}
 
 const STRIPES: usize = 64;
 /// Entries per stripe before pruning is forced; beyond it new versions of

@@ -102,6 +102,9 @@ impl std::fmt::Debug for ReplLog {
     }
 }
 
+/// Backlog size until configuration says otherwise (Redis: 1mb; ours 16mb).
+pub const DEFAULT_BACKLOG: usize = 16 * 1024 * 1024;
+
 pub struct ReplLog {
     active: AtomicBool,
     offset: AtomicU64,

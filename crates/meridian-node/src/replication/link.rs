@@ -17,11 +17,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backlog::encode_command;
-use super::{LinkState, PrimaryMandate, PrimaryTarget, as_primary_stream, snapshot};
+use super::{LinkState, PrimaryMandate, PrimaryTarget, snapshot};
+use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::{ClientState, dispatch};
 use crate::error::SyncError;
+use crate::exec::{Caller, ExecContext};
 use crate::protocol::{Out, Parsed, Protocol, parse_command};
-use crate::state::{ClientEvent, ClientHandle, Shared};
+use crate::state::Shared;
 use crate::store::Access;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,11 +110,11 @@ pub fn promote(shared: &Arc<Shared>, mandate: PrimaryMandate) {
         task.abort();
     }
     shared.db.stats.replica.store(false, Ordering::Relaxed);
-    if shared.db.repl.is_active() {
-        shared.db.repl.shift_replid();
+    if shared.repl.log.is_active() {
+        shared.repl.log.shift_replid();
     }
     tracing::info!(
-        offset = shared.db.repl.offset(),
+        offset = shared.repl.log.offset(),
         "promoted to primary (REPLICAOF NO ONE)"
     );
 }
@@ -192,7 +194,7 @@ fn check_full_sync(
     offset: u64,
 ) -> Result<(), SyncError> {
     // only this link's task writes to a replica's dataset: read before locking
-    let log = &shared.db.repl;
+    let log = &shared.repl.log;
     let keys = shared.db.len();
     let own_history = log.is_active() && log.replid() == replid && offset >= log.offset();
     let gate = shared.repl.apply_gate.lock();
@@ -335,7 +337,7 @@ async fn handshake(
     expect_ok(stream, buf, idle, "REPLCONF listening-port").await?;
     command(stream, &[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"]).await?;
     expect_ok(stream, buf, idle, "REPLCONF capa").await?;
-    let log = &shared.db.repl;
+    let log = &shared.repl.log;
     let (replid, offset) = if log.is_active() {
         (log.replid(), log.offset().to_string())
     } else {
@@ -432,7 +434,7 @@ async fn full_sync(
         return Err(SyncError::Replaced);
     }
     let loaded = snapshot::load(&shared.db, &received, max_len)?;
-    shared.db.repl.reset(replid, offset);
+    shared.repl.log.reset(replid, offset);
     drop(gate);
     drop(received);
     mark_synced(shared, generation);
@@ -470,11 +472,11 @@ async fn session(
         }
         Psync::Continue { replid } => {
             if let Some(replid) = replid {
-                shared.db.repl.adopt_replid(&replid);
+                shared.repl.log.adopt_replid(&replid);
             }
             mark_synced(shared, generation);
             tracing::info!(
-                offset = shared.db.repl.offset(),
+                offset = shared.repl.log.offset(),
                 "partial resync from primary"
             );
         }
@@ -538,7 +540,7 @@ async fn session(
 }
 
 async fn send_ack(shared: &Shared, stream: &mut TcpStream) -> Result<(), SyncError> {
-    let offset = shared.db.repl.offset().to_string();
+    let offset = shared.repl.log.offset().to_string();
     command(stream, &[b"REPLCONF", b"ACK", offset.as_bytes()]).await
 }
 
@@ -570,53 +572,53 @@ fn apply(
         return Err(SyncError::Replaced);
     }
     let limits = shared.config.limits;
-    let log = &shared.db.repl;
+    let log = &shared.repl.log;
     let transaction = &mut state.transaction;
     let mut position = 0;
     let mut getack = false;
-    let result = as_primary_stream(|| {
-        loop {
-            match parse_command(&buf[position..], &limits) {
-                Ok(Parsed::Command { args, consumed, .. }) => {
-                    let base = position;
-                    let argv: Vec<&[u8]> = args
-                        .iter()
-                        .map(|range| &buf[base + range.start..base + range.end])
-                        .collect();
-                    if argv.len() >= 2
-                        && argv[0].eq_ignore_ascii_case(b"REPLCONF")
-                        && argv[1].eq_ignore_ascii_case(b"GETACK")
-                    {
-                        getack = true;
-                    } else if !argv.is_empty() {
-                        dispatch(shared, client, out, &argv, Access::Direct(&shared.db));
-                        out.buf.clear();
-                    }
-                    // Like Redis, the offset only moves past whole transactions:
-                    // a link cut between MULTI and EXEC resumes before MULTI.
-                    let bytes = &buf[base..base + consumed];
-                    if client.multi.is_some() || !transaction.is_empty() {
-                        transaction.extend_from_slice(bytes);
-                        if client.multi.is_none() {
-                            log.append(transaction);
-                            transaction.clear();
-                        } else if transaction.len() > limits.max_query_buffer {
-                            return Err(SyncError::StreamTooLarge {
-                                what: "transaction",
-                                len: transaction.len(),
-                                limit: limits.max_query_buffer,
-                            });
-                        }
-                    } else {
-                        log.append(bytes);
-                    }
-                    position += consumed;
+    // expired keys stay visible to the stream: the primary decides when they go
+    let exec = ExecContext::new(Caller::PrimaryStream);
+    let result = loop {
+        match parse_command(&buf[position..], &limits) {
+            Ok(Parsed::Command { args, consumed, .. }) => {
+                let base = position;
+                let argv: Vec<&[u8]> = args
+                    .iter()
+                    .map(|range| &buf[base + range.start..base + range.end])
+                    .collect();
+                if argv.len() >= 2
+                    && argv[0].eq_ignore_ascii_case(b"REPLCONF")
+                    && argv[1].eq_ignore_ascii_case(b"GETACK")
+                {
+                    getack = true;
+                } else if !argv.is_empty() {
+                    dispatch(shared, exec, client, out, &argv, Access::direct(&shared.db));
+                    out.buf.clear();
                 }
-                Ok(Parsed::Incomplete { min_len }) => return Ok(min_len),
-                Err(error) => return Err(SyncError::Stream(error)),
+                // Like Redis, the offset only moves past whole transactions:
+                // a link cut between MULTI and EXEC resumes before MULTI.
+                let bytes = &buf[base..base + consumed];
+                if client.multi.is_some() || !transaction.is_empty() {
+                    transaction.extend_from_slice(bytes);
+                    if client.multi.is_none() {
+                        log.append(transaction);
+                        transaction.clear();
+                    } else if transaction.len() > limits.max_query_buffer {
+                        break Err(SyncError::StreamTooLarge {
+                            what: "transaction",
+                            len: transaction.len(),
+                            limit: limits.max_query_buffer,
+                        });
+                    }
+                } else {
+                    log.append(bytes);
+                }
+                position += consumed;
             }
+            Ok(Parsed::Incomplete { min_len }) => break Ok(min_len),
+            Err(error) => break Err(SyncError::Stream(error)),
         }
-    });
+    };
     buf.advance(position);
     drop(gate);
     let needed = result?;

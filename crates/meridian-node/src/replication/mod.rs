@@ -11,7 +11,6 @@ pub mod link;
 pub mod primary;
 pub mod snapshot;
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,23 +22,6 @@ use crate::error::{SyncError, SyncFailure};
 
 /// Default `--repl-timeout` (Redis repl-timeout).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
-
-thread_local! {
-    static APPLYING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// True while this thread applies the primary's stream on a replica.
-pub fn applying_primary_stream() -> bool {
-    APPLYING.with(Cell::get)
-}
-
-/// Runs `f` as the primary's stream: expired keys stay visible to it.
-pub fn as_primary_stream<R>(f: impl FnOnce() -> R) -> R {
-    APPLYING.with(|flag| flag.set(true));
-    let result = f();
-    APPLYING.with(|flag| flag.set(false));
-    result
-}
 
 /// One replica attached to this primary.
 #[derive(Debug)]
@@ -185,6 +167,8 @@ pub struct Replication {
     /// Seconds without progress after which a link is dropped (`--repl-timeout`): a
     /// replica's silent primary, a primary's stalled write to a replica.
     pub timeout_secs: AtomicU64,
+    /// The stream of writes replicas receive, with its backlog for partial resync.
+    pub log: Arc<backlog::ReplLog>,
 }
 
 impl Replication {
@@ -207,6 +191,7 @@ impl Replication {
             acks: tokio::sync::Notify::new(),
             apply_gate: Mutex::new(0),
             timeout_secs: AtomicU64::new(DEFAULT_TIMEOUT_SECS),
+            log: Arc::new(backlog::ReplLog::new(backlog::DEFAULT_BACKLOG)),
         }
     }
 
@@ -346,113 +331,99 @@ impl ReplicaInfo {
 /// replicas can tell a silent primary from an idle one.
 pub const PING_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Background task: keep-alive PINGs in the replication stream.
-pub async fn ping_forever(shared: Arc<crate::state::Shared>) {
-    let mut interval = tokio::time::interval(PING_PERIOD);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        // like Redis, no PING while CLIENT PAUSE holds the replication offset still
-        if !shared.repl.is_replica()
-            && !shared.repl.replicas.lock().is_empty()
-            && shared.pause.current().is_none()
-        {
-            shared.db.repl.append_command(&[b"PING"]);
+impl Replication {
+    /// The INFO replication section body.
+    pub fn info_section(&self) -> String {
+        use std::fmt::Write as _;
+        let log = &self.log;
+        let repl = self;
+        let offset = log.offset();
+        let mut text = String::new();
+        let link = repl.link.lock().as_ref().map(|link| {
+            (
+                link.target.clone(),
+                link.status,
+                link.last_io.elapsed().as_secs(),
+                link.refused,
+                link.failures,
+                link.last_error.clone().unwrap_or_default(),
+            )
+        });
+        match &link {
+            Some((target, status, idle, refused, failures, last_error)) => {
+                let up = *status == "connected";
+                let _ = write!(
+                    text,
+                    "role:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{offset}\r\nslave_repl_offset:{offset}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n",
+                    target.host,
+                    target.port,
+                    if up { "up" } else { "down" },
+                    if up { *idle as i64 } else { -1 },
+                    u8::from(*status == "sync"),
+                );
+                let _ = write!(
+                    text,
+                    "master_full_sync_refused:{refused}\r\nmaster_sync_failures:{failures}\r\nmaster_last_sync_error:{last_error}\r\n"
+                );
+            }
+            None => text.push_str("role:master\r\n"),
         }
+        let mandate = *repl.mandate.lock();
+        let _ = write!(text, "primary_named_by:{}\r\n", mandate.name());
+        if let PrimaryMandate::Map { epoch } = mandate {
+            let _ = write!(text, "primary_named_epoch:{epoch}\r\n");
+        }
+        let replicas: Vec<Arc<ReplicaInfo>> = repl.replicas.lock().values().cloned().collect();
+        let _ = write!(text, "connected_slaves:{}\r\n", replicas.len());
+        for (index, replica) in replicas.iter().enumerate() {
+            let _ = write!(
+                text,
+                "slave{index}:ip={},port={},state={},offset={},lag={}\r\n",
+                replica.ip,
+                replica.listening_port,
+                replica.state.lock(),
+                replica.ack_offset.load(Ordering::Relaxed),
+                replica.lag_seconds(),
+            );
+        }
+        if link.is_none() {
+            let _ = write!(
+                text,
+                "min_slaves_good_slaves:{}\r\n",
+                repl.good_replicas(repl.min_replicas_max_lag.load(Ordering::Relaxed))
+            );
+        }
+        let ids = log.ids.lock();
+        let second = ids.second_offset.map_or(-1, |offset| offset as i64 + 1);
+        let _ = write!(
+            text,
+            "master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{second}\r\n",
+            ids.replid, ids.replid2,
+        );
+        drop(ids);
+        let (first, histlen, capacity) = log.extent();
+        let _ = write!(
+            text,
+            "repl_backlog_active:{}\r\nrepl_backlog_size:{capacity}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{histlen}\r\n",
+            u8::from(log.is_active()),
+            first + 1,
+        );
+        text
     }
-}
 
-/// The INFO replication section body.
-pub fn info_section(shared: &crate::state::Shared) -> String {
-    use std::fmt::Write as _;
-    let log = &shared.db.repl;
-    let repl = &shared.repl;
-    let offset = log.offset();
-    let mut text = String::new();
-    let link = repl.link.lock().as_ref().map(|link| {
-        (
-            link.target.clone(),
-            link.status,
-            link.last_io.elapsed().as_secs(),
-            link.refused,
-            link.failures,
-            link.last_error.clone().unwrap_or_default(),
+    /// Lines for INFO stats.
+    pub fn stats_lines(&self) -> String {
+        let counters = &self.counters;
+        format!(
+            "sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nsync_full_refused:{}\r\nsync_failures:{}\r\nrepl_acks_clamped:{}\r\nrepl_acks_invalid:{}\r\nrepl_replicas_timed_out:{}\r\n",
+            counters.sync_full.load(Ordering::Relaxed),
+            counters.sync_partial_ok.load(Ordering::Relaxed),
+            counters.sync_partial_err.load(Ordering::Relaxed),
+            counters.sync_full_refused.load(Ordering::Relaxed),
+            counters.sync_failures_total(),
+            counters.acks_clamped.load(Ordering::Relaxed),
+            counters.acks_invalid.load(Ordering::Relaxed),
+            counters.replicas_timed_out.load(Ordering::Relaxed),
         )
-    });
-    match &link {
-        Some((target, status, idle, refused, failures, last_error)) => {
-            let up = *status == "connected";
-            let _ = write!(
-                text,
-                "role:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{offset}\r\nslave_repl_offset:{offset}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\n",
-                target.host,
-                target.port,
-                if up { "up" } else { "down" },
-                if up { *idle as i64 } else { -1 },
-                u8::from(*status == "sync"),
-            );
-            let _ = write!(
-                text,
-                "master_full_sync_refused:{refused}\r\nmaster_sync_failures:{failures}\r\nmaster_last_sync_error:{last_error}\r\n"
-            );
-        }
-        None => text.push_str("role:master\r\n"),
     }
-    let mandate = *repl.mandate.lock();
-    let _ = write!(text, "primary_named_by:{}\r\n", mandate.name());
-    if let PrimaryMandate::Map { epoch } = mandate {
-        let _ = write!(text, "primary_named_epoch:{epoch}\r\n");
-    }
-    let replicas: Vec<Arc<ReplicaInfo>> = repl.replicas.lock().values().cloned().collect();
-    let _ = write!(text, "connected_slaves:{}\r\n", replicas.len());
-    for (index, replica) in replicas.iter().enumerate() {
-        let _ = write!(
-            text,
-            "slave{index}:ip={},port={},state={},offset={},lag={}\r\n",
-            replica.ip,
-            replica.listening_port,
-            replica.state.lock(),
-            replica.ack_offset.load(Ordering::Relaxed),
-            replica.lag_seconds(),
-        );
-    }
-    if link.is_none() {
-        let _ = write!(
-            text,
-            "min_slaves_good_slaves:{}\r\n",
-            repl.good_replicas(repl.min_replicas_max_lag.load(Ordering::Relaxed))
-        );
-    }
-    let ids = log.ids.lock();
-    let second = ids.second_offset.map_or(-1, |offset| offset as i64 + 1);
-    let _ = write!(
-        text,
-        "master_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_replid2:{}\r\nmaster_repl_offset:{offset}\r\nsecond_repl_offset:{second}\r\n",
-        ids.replid, ids.replid2,
-    );
-    drop(ids);
-    let (first, histlen, capacity) = log.extent();
-    let _ = write!(
-        text,
-        "repl_backlog_active:{}\r\nrepl_backlog_size:{capacity}\r\nrepl_backlog_first_byte_offset:{}\r\nrepl_backlog_histlen:{histlen}\r\n",
-        u8::from(log.is_active()),
-        first + 1,
-    );
-    text
-}
-
-/// Lines for INFO stats.
-pub fn stats_lines(shared: &crate::state::Shared) -> String {
-    let counters = &shared.repl.counters;
-    format!(
-        "sync_full:{}\r\nsync_partial_ok:{}\r\nsync_partial_err:{}\r\nsync_full_refused:{}\r\nsync_failures:{}\r\nrepl_acks_clamped:{}\r\nrepl_acks_invalid:{}\r\nrepl_replicas_timed_out:{}\r\n",
-        counters.sync_full.load(Ordering::Relaxed),
-        counters.sync_partial_ok.load(Ordering::Relaxed),
-        counters.sync_partial_err.load(Ordering::Relaxed),
-        counters.sync_full_refused.load(Ordering::Relaxed),
-        counters.sync_failures_total(),
-        counters.acks_clamped.load(Ordering::Relaxed),
-        counters.acks_invalid.load(Ordering::Relaxed),
-        counters.replicas_timed_out.load(Ordering::Relaxed),
-    )
 }

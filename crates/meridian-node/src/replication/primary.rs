@@ -14,8 +14,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::ReplicaInfo;
 use super::snapshot;
+use crate::client::{ClientEvent, ClientHandle};
 use crate::protocol::{Limits, Parsed, parse_command};
-use crate::state::{ClientEvent, ClientHandle, Shared};
+use crate::state::Shared;
 
 /// Largest chunk of stream written at once.
 const STREAM_CHUNK: usize = 256 * 1024;
@@ -123,7 +124,7 @@ async fn feed(
     inbox: &mut mpsc::UnboundedReceiver<ClientEvent>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let log = &shared.db.repl;
+    let log = &shared.repl.log;
     let counters = &shared.repl.counters;
     let stall = shared.repl.timeout();
     let stalled = || {
@@ -151,7 +152,7 @@ async fn feed(
             let snapshot_shared = shared.clone();
             let (offset, payload) = tokio::task::spawn_blocking(move || {
                 let _serialised = snapshot_shared.repl.snapshot_lock.lock();
-                snapshot::take(&snapshot_shared.db)
+                snapshot::take(&snapshot_shared.db, &snapshot_shared.repl.log)
             })
             .await
             .map_err(std::io::Error::other)?;
@@ -301,6 +302,22 @@ fn read_acks(
                 return Ok(());
             }
             Err(error) => return Err(std::io::Error::other(error)),
+        }
+    }
+}
+
+/// Background task: keep-alive PINGs in the replication stream.
+pub async fn ping_forever(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(super::PING_PERIOD);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        // like Redis, no PING while CLIENT PAUSE holds the replication offset still
+        if !shared.repl.is_replica()
+            && !shared.repl.replicas.lock().is_empty()
+            && shared.pause.current().is_none()
+        {
+            shared.repl.log.append_command(&[b"PING"]);
         }
     }
 }

@@ -13,9 +13,10 @@ use std::borrow::Cow;
 
 use parking_lot::Mutex;
 
+use super::backlog::ReplLog;
 use crate::error::SyncError;
 use crate::store::entry::Entry;
-use crate::store::{Access, Db, HashValue, Value};
+use crate::store::{Access, Db, HashValue, SnapshotSink, Value};
 
 const MAGIC: &[u8] = b"MRDSNAP1";
 const TYPE_STRING: u8 = 0;
@@ -25,6 +26,12 @@ const END: u8 = 0xFF;
 /// Per-shard encodings of one snapshot in progress.
 pub struct SnapshotJob {
     parts: Mutex<Vec<Option<Vec<u8>>>>,
+}
+
+impl SnapshotSink for SnapshotJob {
+    fn put(&self, shard: usize, entries: &mut dyn Iterator<Item = &Entry>) {
+        SnapshotJob::put(self, shard, entries)
+    }
 }
 
 impl SnapshotJob {
@@ -84,17 +91,17 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
     }
 }
 
-/// Takes a consistent snapshot of `db` at the replication offset current
-/// when every shard was marked; returns (offset, payload).
-pub fn take(db: &Db) -> (u64, Vec<u8>) {
+/// Takes a consistent snapshot of `db` at the offset of `log` current when
+/// every shard was marked; returns (offset, payload).
+pub fn take(db: &Db, log: &ReplLog) -> (u64, Vec<u8>) {
     let job = std::sync::Arc::new(SnapshotJob::new(db.shard_count()));
     let offset = {
         let mut held = db.lock_all();
-        db.repl.activate();
+        log.activate();
         for shard in held.iter_mut().flatten() {
             shard.snapshot = Some(job.clone());
         }
-        db.repl.offset()
+        log.offset()
     };
     for index in 0..db.shard_count() {
         db.lock(index).preserve();
@@ -414,7 +421,7 @@ pub fn load(db: &Db, payload: &Received, max_len: usize) -> Result<usize, SyncEr
         return Err(corrupt(payload.len(), "no end marker".into()));
     }
     db.flush();
-    let mut access = Access::Direct(db);
+    let mut access = Access::direct(db);
     let mut reader = Reader {
         data: payload,
         pos: MAGIC.len(),
@@ -475,7 +482,7 @@ mod tests {
 
     fn db_with_keys(count: usize) -> Db {
         let db = Db::new(4, 0, Policy::Sieve);
-        let mut access = Access::Direct(&db);
+        let mut access = Access::direct(&db);
         for index in 0..count {
             let key = format!("own{index}");
             access.with_key(key.as_bytes(), |shard, slot| {
@@ -488,7 +495,7 @@ mod tests {
     #[test]
     fn snapshot_round_trips() {
         let source = Db::new(4, 0, Policy::Sieve);
-        let mut access = Access::Direct(&source);
+        let mut access = Access::direct(&source);
         for index in 0..200 {
             let key = format!("k{index}");
             let value = if index % 3 == 0 {
@@ -502,7 +509,7 @@ mod tests {
                 shard.insert(key.as_bytes(), slot, value, index)
             });
         }
-        let (offset, payload) = take(&source);
+        let (offset, payload) = take(&source, &ReplLog::new(1024));
         assert_eq!(offset, 0);
         let target = Db::new(8, 0, Policy::Sieve);
         let received = Received::from_slice(&payload);
@@ -531,7 +538,7 @@ mod tests {
         assert_eq!(received.len(), payload.len());
         let db = Db::new(4, 0, Policy::Sieve);
         assert_eq!(load(&db, &received, MAX_LEN).ok(), Some(2));
-        let mut access = Access::Direct(&db);
+        let mut access = Access::direct(&db);
         let stored = access.with_key(b"first", |shard, _| {
             match shard.peek(b"first").map(|entry| &entry.value) {
                 Some(Value::Str(bytes)) => bytes.clone(),

@@ -8,11 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::eviction::Policy;
-use crate::replication::backlog::ReplLog;
-
-/// Backlog size until configuration says otherwise (Redis: 1mb; ours 16mb).
-pub const DEFAULT_BACKLOG: usize = 16 * 1024 * 1024;
-use super::shard::Shard;
+use super::hooks::{NoHooks, WriteHooks};
+use super::shard::{Holder, Shard};
 
 /// Current Unix time in milliseconds.
 pub fn now_ms() -> u64 {
@@ -29,12 +26,10 @@ pub struct SharedStats {
     pub maxmemory: AtomicU64,
     pub policy: AtomicU8,
     pub samples: AtomicUsize,
-    /// The replication log expirations and evictions are propagated through.
-    pub repl: Arc<ReplLog>,
+    /// Told about every key change, and about the store's own deletions.
+    pub hooks: Arc<dyn WriteHooks>,
     /// This node replicates a primary: no expiry or eviction of its own.
     pub replica: AtomicBool,
-    /// Client-side caching: told about every key change (CLIENT TRACKING).
-    pub tracking: crate::tracking::Tracking,
     /// CLIENT PAUSE: until this Unix time (ms) the node deletes nothing on
     /// its own (no active or lazy expiry, no eviction), so the replication
     /// offset stands still.
@@ -79,7 +74,6 @@ pub struct Db {
     shards: Box<[Mutex<Shard>]>,
     mask: usize,
     pub stats: Arc<SharedStats>,
-    pub repl: Arc<ReplLog>,
 }
 
 /// Shard guards held for an atomic multi-key operation or a transaction,
@@ -87,21 +81,30 @@ pub struct Db {
 pub type Held<'a> = Vec<Option<MutexGuard<'a, Shard>>>;
 
 impl Db {
-    /// `shard_count` is rounded up to a power of two in 1..=16384.
+    /// A store whose writes nobody watches; `shard_count` is rounded up to a power
+    /// of two in 1..=16384.
     pub fn new(shard_count: usize, maxmemory: u64, policy: Policy) -> Self {
+        Self::with_hooks(shard_count, maxmemory, policy, Arc::new(NoHooks))
+    }
+
+    /// A store that tells `hooks` about its writes.
+    pub fn with_hooks(
+        shard_count: usize,
+        maxmemory: u64,
+        policy: Policy,
+        hooks: Arc<dyn WriteHooks>,
+    ) -> Self {
         let shard_count = shard_count
             .clamp(1, usize::from(meridian_topology::SLOT_COUNT))
             .next_power_of_two();
-        let repl = Arc::new(ReplLog::new(DEFAULT_BACKLOG));
         let stats = Arc::new(SharedStats {
             used_memory: AtomicI64::new(0),
             shard_memory: (0..shard_count).map(|_| AtomicI64::new(0)).collect(),
             maxmemory: AtomicU64::new(maxmemory),
             policy: AtomicU8::new(policy.to_u8()),
             samples: AtomicUsize::new(5),
-            repl: repl.clone(),
+            hooks,
             replica: AtomicBool::new(false),
-            tracking: Default::default(),
             deletions_held_until: AtomicU64::new(0),
         });
         let shards = (0..shard_count)
@@ -111,13 +114,7 @@ impl Db {
             shards,
             mask: shard_count - 1,
             stats,
-            repl,
         }
-    }
-
-    /// The CLIENT TRACKING table the shards report key changes to.
-    pub fn tracking(&self) -> &crate::tracking::Tracking {
-        &self.stats.tracking
     }
 
     pub fn shard_count(&self) -> usize {
@@ -259,46 +256,93 @@ impl Db {
 }
 
 /// How a command reaches shards: lock per access, or through guards already
-/// held by an atomic operation (EXEC, MSET across shards).
-pub enum Access<'a, 'h> {
-    Direct(&'a Db),
-    Held(&'a Db, &'h mut Held<'a>),
-    /// One shard's guard, held by a single-shard write until it was propagated.
-    One(&'a Db, usize, &'h mut MutexGuard<'a, Shard>),
+/// held by an atomic operation (EXEC, MSET across shards); and who the shards are
+/// held by while it does ([`Holder`]).
+pub struct Access<'a, 'h> {
+    db: &'a Db,
+    holder: Holder,
+    locks: Locks<'a, 'h>,
 }
 
-impl<'a> Access<'a, '_> {
-    pub fn db(&self) -> &'a Db {
-        match self {
-            Access::Direct(db) | Access::Held(db, _) | Access::One(db, ..) => db,
+/// The shard locks an [`Access`] works with.
+enum Locks<'a, 'h> {
+    /// Each access locks the shard it needs.
+    PerAccess,
+    /// Guards held for the whole operation (`None`: shards not needed).
+    Held(&'h mut Held<'a>),
+    /// One shard's guard, held by a single-shard write until it was propagated.
+    One(usize, &'h mut MutexGuard<'a, Shard>),
+}
+
+impl<'a, 'h> Access<'a, 'h> {
+    /// Locks per access, for a caller the store knows nothing about.
+    pub fn direct(db: &'a Db) -> Self {
+        Self::direct_as(db, Holder::default())
+    }
+
+    pub fn direct_as(db: &'a Db, holder: Holder) -> Self {
+        Access {
+            db,
+            holder,
+            locks: Locks::PerAccess,
         }
+    }
+
+    pub fn held(db: &'a Db, held: &'h mut Held<'a>, holder: Holder) -> Self {
+        Access {
+            db,
+            holder,
+            locks: Locks::Held(held),
+        }
+    }
+
+    pub fn one(
+        db: &'a Db,
+        shard: usize,
+        guard: &'h mut MutexGuard<'a, Shard>,
+        holder: Holder,
+    ) -> Self {
+        Access {
+            db,
+            holder,
+            locks: Locks::One(shard, guard),
+        }
+    }
+
+    /// The same locks, held by `holder`.
+    pub fn held_by(self, holder: Holder) -> Self {
+        Access { holder, ..self }
+    }
+
+    pub fn db(&self) -> &'a Db {
+        self.db
+    }
+
+    pub fn holder(&self) -> Holder {
+        self.holder
+    }
+
+    /// True when every access locks for itself (no guards held by the caller).
+    pub fn is_direct(&self) -> bool {
+        matches!(self.locks, Locks::PerAccess)
     }
 
     /// Runs `f` on the shard owning `slot`.
     pub fn with_slot<R>(&mut self, slot: u16, f: impl FnOnce(&mut Shard) -> R) -> R {
-        match self {
-            Access::Direct(db) => {
-                let shard = db.shard_of_slot(slot);
-                f(&mut db.lock(shard))
-            }
-            Access::Held(db, held) => {
-                let shard = db.shard_of_slot(slot);
-                match held.get_mut(shard).and_then(Option::as_mut) {
-                    Some(guard) => f(guard),
-                    // EXEC's planner locks every shard a queued command can
-                    // reach; this branch is a safety net, not a normal path.
-                    None => f(&mut db.lock(shard)),
-                }
-            }
-            Access::One(db, held, guard) => {
-                let shard = db.shard_of_slot(slot);
-                if shard == *held {
-                    f(guard)
-                } else {
-                    // the dispatcher only holds one shard for single-shard commands
-                    f(&mut db.lock(shard))
-                }
-            }
+        let db = self.db;
+        let holder = self.holder;
+        let shard = db.shard_of_slot(slot);
+        match &mut self.locks {
+            Locks::PerAccess => db.lock(shard).held_by(holder, f),
+            Locks::Held(held) => match held.get_mut(shard).and_then(Option::as_mut) {
+                Some(guard) => guard.held_by(holder, f),
+                // EXEC's planner locks every shard a queued command can
+                // reach; this branch is a safety net, not a normal path.
+                None => db.lock(shard).held_by(holder, f),
+            },
+            Locks::One(held, guard) if *held == shard => guard.held_by(holder, f),
+            // the dispatcher only holds one shard for single-shard commands
+            Locks::One(..) => db.lock(shard).held_by(holder, f),
         }
     }
 
@@ -309,46 +353,35 @@ impl<'a> Access<'a, '_> {
 
     /// Runs `f` on every shard in order.
     pub fn each_shard(&mut self, mut f: impl FnMut(&mut Shard)) {
-        match self {
-            Access::Direct(db) => {
-                for shard in db.shards.iter() {
-                    f(&mut shard.lock());
-                }
-            }
-            Access::Held(db, held) => {
-                for index in 0..db.shards.len() {
-                    match held.get_mut(index).and_then(Option::as_mut) {
-                        Some(guard) => f(guard),
-                        None => f(&mut db.shards[index].lock()),
-                    }
-                }
-            }
-            Access::One(db, held, guard) => {
-                for index in 0..db.shards.len() {
-                    if index == *held {
-                        f(guard);
-                    } else {
-                        f(&mut db.shards[index].lock());
-                    }
-                }
+        let db = self.db;
+        let holder = self.holder;
+        for index in 0..db.shards.len() {
+            let held = match &mut self.locks {
+                Locks::PerAccess => None,
+                Locks::Held(held) => held.get_mut(index).and_then(Option::as_mut),
+                Locks::One(held, guard) => (*held == index).then_some(&mut **guard),
+            };
+            match held {
+                Some(guard) => guard.held_by(holder, &mut f),
+                None => db.shards[index].lock().held_by(holder, &mut f),
             }
         }
     }
 
     /// Runs `f` with all shards of `keys` locked at once, for atomic multi-key commands.
     pub fn atomically<R>(&mut self, keys: &[&[u8]], f: impl FnOnce(&mut Access<'a, '_>) -> R) -> R {
-        match self {
-            Access::Held(..) | Access::One(..) => f(self),
+        match self.locks {
+            Locks::Held(_) | Locks::One(..) => f(self),
             // a single key needs no multi-shard locking
-            Access::Direct(_) if keys.len() <= 1 => f(self),
-            Access::Direct(db) => {
-                let db: &'a Db = db;
+            Locks::PerAccess if keys.len() <= 1 => f(self),
+            Locks::PerAccess => {
+                let db = self.db;
                 let mut wanted = vec![false; db.shard_count()];
                 for key in keys {
                     wanted[db.shard_of_slot(meridian_topology::key_slot(key))] = true;
                 }
                 let mut held = db.lock_many(&wanted);
-                f(&mut Access::Held(db, &mut held))
+                f(&mut Access::held(db, &mut held, self.holder))
             }
         }
     }
@@ -366,7 +399,7 @@ mod tests {
     #[test]
     fn memory_accounting_returns_to_zero() {
         let db = Db::new(4, 0, Policy::Sieve);
-        let mut access = Access::Direct(&db);
+        let mut access = Access::direct(&db);
         for index in 0..1000 {
             let key = format!("key:{index}");
             access.with_key(key.as_bytes(), |shard, slot| {
@@ -399,7 +432,7 @@ mod tests {
             .filter(|&policy| policy != Policy::NoEviction)
         {
             let db = Db::new(4, 200_000, policy);
-            let mut access = Access::Direct(&db);
+            let mut access = Access::direct(&db);
             for index in 0..5000 {
                 let key = format!("key:{index}");
                 let expire_at = now_ms() + 600_000 + index;
@@ -424,7 +457,7 @@ mod tests {
     #[test]
     fn noeviction_and_empty_volatile_refuse() {
         let db = Db::new(2, 1000, Policy::NoEviction);
-        let mut access = Access::Direct(&db);
+        let mut access = Access::direct(&db);
         for index in 0..50 {
             let key = format!("k{index}");
             access.with_key(key.as_bytes(), |shard, slot| {
@@ -441,7 +474,7 @@ mod tests {
     #[test]
     fn sieve_keeps_hot_keys() {
         let db = Db::new(1, 0, Policy::Sieve);
-        let mut access = Access::Direct(&db);
+        let mut access = Access::direct(&db);
         for index in 0..100 {
             let key = format!("k{index}");
             access.with_key(key.as_bytes(), |shard, slot| {
@@ -467,9 +500,25 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_access_leaves_no_holder_behind() {
+        let db = Db::new(1, 0, Policy::Sieve);
+        let holder = Holder {
+            writer: Some(7),
+            primary_stream: true,
+        };
+        let seen = Access::direct_as(&db, holder).with_slot(0, |shard| shard.holder());
+        assert_eq!(seen, holder);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Access::direct_as(&db, holder).with_slot(0, |_| panic!("a failing command"))
+        }));
+        assert!(result.is_err());
+        assert_eq!(db.lock(0).holder(), Holder::default());
+    }
+
+    #[test]
     fn slot_counts_follow_inserts_and_removes() {
         let db = Db::new(8, 0, Policy::Sieve);
-        let mut access = Access::Direct(&db);
+        let mut access = Access::direct(&db);
         for key in ["{a}1", "{a}2", "{a}3", "b"] {
             access.with_key(key.as_bytes(), |shard, slot| {
                 shard.insert(key.as_bytes(), slot, string("v"), 0)

@@ -34,14 +34,15 @@ pub fn run_cycle(db: &Db, start: usize) -> (usize, usize) {
     (start, removed)
 }
 
-/// Background task: runs the active expiry cycle forever.
-pub async fn run_forever(shared: Arc<crate::state::Shared>) {
+/// Background task: runs the active expiry cycle forever on the store `db` finds
+/// in `owner`.
+pub async fn run_forever<T: Send + Sync>(owner: Arc<T>, db: fn(&T) -> &Db) {
     let mut interval = tokio::time::interval(PERIOD);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next = 0;
     loop {
         interval.tick().await;
-        next = run_cycle(&shared.db, next).0;
+        next = run_cycle(db(&owner), next).0;
     }
 }
 
@@ -53,7 +54,7 @@ mod tests {
     #[test]
     fn cycle_removes_expired_keys_without_access() {
         let db = Db::new(4, 0, Policy::Sieve);
-        let mut access = Access::Direct(&db);
+        let mut access = Access::direct(&db);
         let past = now_ms() - 1;
         for index in 0..500 {
             let key = format!("k{index}");

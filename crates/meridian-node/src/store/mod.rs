@@ -6,9 +6,11 @@ pub mod db;
 pub mod entry;
 pub mod eviction;
 pub mod expiry;
+pub mod hooks;
 pub mod shard;
 
 pub use db::{Access, Db, Held, OutOfMemory, SharedStats, now_ms};
 pub use entry::{HashValue, Value};
 pub use eviction::Policy;
-pub use shard::{Shard, WatchFlag};
+pub use hooks::{NoHooks, SnapshotSink, WriteHooks};
+pub use shard::{Holder, Shard, WatchFlag};

@@ -11,9 +11,22 @@ use super::SharedStats;
 use super::entry::{Entry, NIL, Value};
 use super::eviction::sieve::SieveList;
 use super::eviction::{Policy, Rng, lfu, lru};
+use super::hooks::SnapshotSink;
 
 /// Set by the store when a watched key changes; read by EXEC.
 pub type WatchFlag = Arc<AtomicBool>;
+
+/// What the store knows of whoever holds a shard's lock: the part of the caller's
+/// execution context that changes what the store does. Set for the span of one
+/// access by [`super::Access`] and restored when it ends (also on a panic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Holder {
+    /// The client whose command writes, if any (CLIENT TRACKING: NOLOOP, and its
+    /// own invalidations follow its reply).
+    pub writer: Option<u64>,
+    /// A replica applying its primary's stream: expired keys are still there for it.
+    pub primary_stream: bool,
+}
 
 pub struct Shard {
     pub(crate) slab: Vec<Option<Entry>>,
@@ -30,8 +43,10 @@ pub struct Shard {
     pub(crate) rng: Rng,
     stats: Arc<SharedStats>,
     index: usize,
+    /// Who holds the lock during the current access.
+    holder: Holder,
     /// A full-sync snapshot waiting for this shard's copy (copy-on-iterate).
-    pub(crate) snapshot: Option<Arc<crate::replication::snapshot::SnapshotJob>>,
+    pub snapshot: Option<Arc<dyn SnapshotSink>>,
     pub hits: u64,
     pub misses: u64,
     pub expired: u64,
@@ -63,6 +78,7 @@ impl Shard {
             ),
             stats,
             index,
+            holder: Holder::default(),
             snapshot: None,
             hits: 0,
             misses: 0,
@@ -133,7 +149,7 @@ impl Shard {
         let expire_at = self.entry(index).expire_at;
         if expire_at != 0 && expire_at <= now_ms {
             if self.is_replica() {
-                return crate::replication::applying_primary_stream().then_some(index);
+                return self.holder.primary_stream.then_some(index);
             }
             // CLIENT PAUSE: served as missing, deleted (and propagated) once the pause ends
             if self.stats.deletions_held(now_ms) {
@@ -143,6 +159,31 @@ impl Shard {
             return None;
         }
         Some(index)
+    }
+
+    /// Who holds the lock during the current access.
+    pub fn holder(&self) -> Holder {
+        self.holder
+    }
+
+    /// Runs `f` with this shard held by `holder`; the previous holder is back
+    /// afterwards, even when `f` panics.
+    pub fn held_by<R>(&mut self, holder: Holder, f: impl FnOnce(&mut Shard) -> R) -> R {
+        struct Restore<'s> {
+            shard: &'s mut Shard,
+            previous: Holder,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.shard.holder = self.previous;
+            }
+        }
+        let previous = std::mem::replace(&mut self.holder, holder);
+        let restore = Restore {
+            shard: self,
+            previous,
+        };
+        f(&mut *restore.shard)
     }
 
     /// A key's entry without expiry checks or access recording.
@@ -158,9 +199,7 @@ impl Shard {
     fn expire_entry(&mut self, index: u32) -> Entry {
         let entry = self.remove(index);
         self.expired += 1;
-        if self.stats.repl.is_active() {
-            self.stats.repl.append_command(&[b"DEL", &entry.key]);
-        }
+        self.stats.hooks.removed_by_store(&entry.key);
         entry
     }
 
@@ -221,8 +260,8 @@ impl Shard {
     /// client-side caches (Redis's signalModifiedKey).
     fn signal_modified(&mut self, key: &[u8]) {
         self.notify_watchers(key);
-        if self.stats.tracking.is_active() {
-            self.stats.tracking.key_changed(key);
+        if self.stats.hooks.watches_keys() {
+            self.stats.hooks.key_changed(key, self.holder.writer);
         }
     }
 
@@ -385,8 +424,8 @@ impl Shard {
     pub fn clear(&mut self) {
         self.preserve();
         // every flush clears all shards: shard 0 speaks for the whole keyspace
-        if self.index == 0 && self.stats.tracking.is_active() {
-            self.stats.tracking.flushed();
+        if self.index == 0 && self.stats.hooks.watches_keys() {
+            self.stats.hooks.flushed(self.holder.writer);
         }
         let memory: usize = self.slab.iter().flatten().map(Entry::memory).sum();
         self.account(-(memory as isize));

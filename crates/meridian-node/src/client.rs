@@ -1,0 +1,100 @@
+//! A connection as the rest of the node sees it: the registry's [`ClientHandle`]
+//! (CLIENT LIST / KILL, pub/sub and tracking delivery) and the [`ClientEvent`]s
+//! queued to it from outside its own request stream.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+/// Something delivered to a connection from outside its own request stream.
+#[derive(Debug, Clone)]
+pub enum ClientEvent {
+    Message {
+        channel: Bytes,
+        payload: Bytes,
+    },
+    PMessage {
+        pattern: Bytes,
+        channel: Bytes,
+        payload: Bytes,
+    },
+    /// Client-side caching: an invalidation (or broken-redirect notice).
+    Tracking(TrackingPush),
+    Kill,
+}
+
+impl ClientEvent {
+    /// Bytes accounted against the subscriber's output limit.
+    pub fn size(&self) -> usize {
+        match self {
+            ClientEvent::Message { channel, payload } => channel.len() + payload.len() + 32,
+            ClientEvent::PMessage {
+                pattern,
+                channel,
+                payload,
+            } => pattern.len() + channel.len() + payload.len() + 40,
+            ClientEvent::Tracking(push) => push.size(),
+            ClientEvent::Kill => 0,
+        }
+    }
+}
+
+/// The registry's view of one connection (CLIENT LIST / KILL, pub/sub delivery).
+#[derive(Debug)]
+pub struct ClientHandle {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub created: Instant,
+    pub name: Mutex<Option<String>>,
+    pub events: mpsc::UnboundedSender<ClientEvent>,
+    /// Bytes of pub/sub payload queued but not yet written.
+    pub pending_bytes: AtomicUsize,
+    pub last_command: AtomicUsize,
+    pub last_active: Mutex<Instant>,
+    pub resp3: AtomicBool,
+    pub subscriptions: AtomicUsize,
+    pub pattern_subscriptions: AtomicUsize,
+    pub in_multi: AtomicBool,
+}
+
+/// Pub/sub output limit per subscriber (Redis: client-output-buffer-limit pubsub 32mb).
+pub const PUBSUB_OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
+
+impl ClientHandle {
+    /// Queues an event; a subscriber that fell too far behind is disconnected.
+    pub fn deliver(&self, event: ClientEvent) -> bool {
+        let size = event.size();
+        let pending = self.pending_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if pending > PUBSUB_OUTPUT_LIMIT {
+            let _ = self.events.send(ClientEvent::Kill);
+            return false;
+        }
+        self.events.send(event).is_ok()
+    }
+}
+
+/// What a tracking push carries to a connection.
+#[derive(Debug, Clone)]
+pub enum TrackingPush {
+    /// Keys to drop from the near cache; `None` means everything (FLUSHALL).
+    Invalidate(Option<Vec<Bytes>>),
+    /// The REDIRECT target is gone (sent to RESP3 tracking clients).
+    RedirectBroken(u64),
+}
+
+impl TrackingPush {
+    pub fn size(&self) -> usize {
+        match self {
+            TrackingPush::Invalidate(keys) => {
+                32 + keys
+                    .as_ref()
+                    .map_or(0, |keys| keys.iter().map(|key| key.len() + 16).sum())
+            }
+            TrackingPush::RedirectBroken(_) => 48,
+        }
+    }
+}
