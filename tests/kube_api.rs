@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -155,6 +155,59 @@ fn condition<'a>(
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// Runs `check` with the operator the e2e suite installed (`meridian-system`, watching
+/// every namespace) scaled to zero, so that only this test's operator reconciles and
+/// connects; gives it its replicas back afterwards, also when `check` panics.
+async fn without_installed_operator(
+    client: &Client,
+    check: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    const NAMESPACE: &str = "meridian-system";
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let scale = async |replicas: i32| {
+        deployments
+            .patch(
+                "meridian-operator",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .expect("scale the installed operator");
+    };
+    let installed = deployments
+        .get_opt("meridian-operator")
+        .await
+        .expect("read the installed operator")
+        .and_then(|deployment| deployment.spec?.replicas)
+        .filter(|replicas| *replicas > 0);
+    if installed.is_some() {
+        scale(0).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        wait_for(
+            "the installed operator's pods gone",
+            Duration::from_secs(60),
+            || {
+                let pods = pods.clone();
+                async move {
+                    pods.list(
+                        &ListParams::default().labels("app.kubernetes.io/name=meridian-operator"),
+                    )
+                    .await
+                    .is_ok_and(|listed| listed.items.is_empty())
+                }
+            },
+        )
+        .await;
+    }
+    let outcome = tokio::spawn(check).await;
+    if let Some(replicas) = installed {
+        scale(replicas).await;
+    }
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
 /// `total_connections_received` of every cache node pod in `namespace`, by pod IP (this
 /// read's own connection included).
 async fn connections_received(client: &Client, namespace: &str) -> BTreeMap<String, u64> {
@@ -196,11 +249,12 @@ async fn connections_received(client: &Client, namespace: &str) -> BTreeMap<Stri
 /// run of reconciles (forced by annotating the region), no node receives more connections
 /// than there were reconciles (plus this test's own reads).
 async fn at_most_one_connection_per_node_per_reconcile(
-    client: &Client,
-    namespace: &str,
-    regions: &Api<CacheRegion>,
-    metrics: &Metrics,
+    client: Client,
+    namespace: String,
+    regions: Api<CacheRegion>,
+    metrics: Arc<Metrics>,
 ) {
+    let (client, namespace) = (&client, namespace.as_str());
     let reconciles = || {
         metrics
             .reconciles
@@ -397,7 +451,13 @@ async fn region_objects_status_scale_in_and_garbage_collection() {
             },
         )
         .await;
-        at_most_one_connection_per_node_per_reconcile(&client, &ns, &regions, &metrics).await;
+        let check = at_most_one_connection_per_node_per_reconcile(
+            client.clone(),
+            ns.clone(),
+            regions.clone(),
+            metrics.clone(),
+        );
+        without_installed_operator(&client, check).await;
     } else {
         println!("not waiting for node bootstrap: set MERIDIAN_TEST_WAIT_READY=1 when pods run");
     }
