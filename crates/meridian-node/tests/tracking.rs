@@ -532,7 +532,12 @@ fn write_in_another_region_invalidates_near_cache() {
     assert_eq!(near.cmd(&["SET", "price:42", "old"]), Reply::ok());
     assert_eq!(near.cmd(&["GET", "price:42"]), bulk("old"));
 
-    assert_eq!(a.raw().cmd(&["SET", "price:42", "new"]), Reply::ok());
+    // A writes a few milliseconds later: two writes in the same millisecond that have
+    // not seen each other are ordered by region id (the HLC's tie-break), and B's would
+    // win, rightly keeping its near cache.
+    std::thread::sleep(Duration::from_millis(5));
+    let mut writer = a.raw();
+    assert_eq!(writer.cmd(&["SET", "price:42", "new"]), Reply::ok());
     // region B drops its copy when A's event arrives; the tracking client hears it
     assert_eq!(near.read(), invalidate(&["price:42"]));
 }
