@@ -383,6 +383,10 @@ async fn serve_connection(
                             shared.regions.finish(wait, &mut connection.out).await;
                             flush(stream, &mut connection.out, &shared).await?;
                         }
+                        Some(Pending::Migrate(job)) => {
+                            crate::commands::migrate::run(&shared, job, &mut connection.out).await;
+                            flush(stream, &mut connection.out, &shared).await?;
+                        }
                     }
                     if let Some(writes) = connection.paused_write.take() {
                         let pause = &shared.pause;

@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Node, Raw, Reply, encode, free_port, info_field, shard_map};
@@ -23,39 +23,42 @@ enum Then {
     Trickle,
 }
 
-/// A MIGRATE target on a local listener: reads the first request of every
-/// connection and answers it with `reply`, whatever was asked.
-fn fake_target(reply: Vec<u8>, then: Then) -> u16 {
+/// A local listener that serves every connection it accepts on its own thread.
+fn listen(serve: impl Fn(TcpStream) + Clone + Send + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let reply = reply.clone();
-            std::thread::spawn(move || {
-                let mut request = [0u8; 4096];
-                if stream.read(&mut request).unwrap_or(0) == 0 {
-                    return;
-                }
-                if stream.write_all(&reply).is_err() {
-                    return;
-                }
-                match then {
-                    Then::Close => {}
-                    Then::Hold => std::thread::sleep(Duration::from_secs(30)),
-                    Then::Trickle => {
-                        let started = Instant::now();
-                        while started.elapsed() < Duration::from_secs(30)
-                            && stream.write_all(b"a").is_ok()
-                        {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                }
-            });
+        for stream in listener.incoming().flatten() {
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(stream));
         }
     });
     port
+}
+
+/// A MIGRATE target on a local listener: reads the first request of every
+/// connection and answers it with `reply`, whatever was asked.
+fn fake_target(reply: Vec<u8>, then: Then) -> u16 {
+    listen(move |mut stream| {
+        let mut request = [0u8; 4096];
+        if stream.read(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        if stream.write_all(&reply).is_err() {
+            return;
+        }
+        match then {
+            Then::Close => {}
+            Then::Hold => std::thread::sleep(Duration::from_secs(30)),
+            Then::Trickle => {
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_secs(30) && stream.write_all(b"a").is_ok()
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    })
 }
 
 /// The error MIGRATE of key `k` to `target` answers with, and how long it took.
@@ -192,6 +195,101 @@ fn migrate_refuses_broken_target_replies_and_keeps_the_key() {
     ]);
     assert_eq!(reply, Reply::ok());
     assert_eq!(node.raw().cmd(&["EXISTS", "k"]), Reply::Int(0));
+}
+
+/// A MIGRATE target that accepts at once but answers slowly: every request it
+/// reads is reported on the channel, then answered `+OK` after `delay`.
+fn slow_target(delay: Duration) -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let (requests, received) = std::sync::mpsc::channel();
+    let port = listen(move |mut stream| {
+        let mut request = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut request).unwrap_or(0);
+            if read == 0 || requests.send(request[..read].to_vec()).is_err() {
+                return;
+            }
+            std::thread::sleep(delay);
+            if stream.write_all(b"+OK\r\n").is_err() {
+                return;
+            }
+        }
+    });
+    (port, received)
+}
+
+/// While a MIGRATE waits on its destination, the source holds neither a worker
+/// nor the shard lock of the key in flight: other clients, even of that key, are
+/// answered at once. A write to the key meanwhile keeps it on the source until
+/// MIGRATE sent the new value too.
+#[test]
+fn a_migrate_waiting_on_a_slow_target_does_not_block_other_clients() {
+    let node = Node::start_with(&["--io-threads", "1"]);
+    assert_eq!(node.raw().cmd(&["SET", "k", "v"]), Reply::ok());
+    let (target, requests) = slow_target(Duration::from_millis(1500));
+    let port = node.port;
+    let migrate = std::thread::spawn(move || {
+        let started = Instant::now();
+        let reply = Raw::connect(port).cmd(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &target.to_string(),
+            "k",
+            "0",
+            "5000",
+        ]);
+        (reply, started.elapsed())
+    });
+    let first = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the target got the batch");
+    assert!(String::from_utf8_lossy(&first).contains("RESTORE-ASKING"));
+
+    let mut other = node.raw();
+    let quick = |other: &mut Raw, command: &[&str], expected: Reply| {
+        let started = Instant::now();
+        assert_eq!(other.cmd(command), expected, "{command:?}");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(100),
+            "{command:?} waited {took:?} for the MIGRATE in flight"
+        );
+    };
+    quick(&mut other, &["PING"], Reply::Simple("PONG".into()));
+    quick(&mut other, &["GET", "k"], Reply::bulk("v"));
+    quick(&mut other, &["SET", "k", "v2"], Reply::ok());
+
+    // written while in flight: sent again, then it leaves the source
+    let resent = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the changed key is sent again");
+    assert!(String::from_utf8_lossy(&resent).contains("REPLACE"));
+    let (reply, took) = migrate.join().expect("migrate thread");
+    assert_eq!(reply, Reply::ok());
+    assert!(took >= Duration::from_millis(2900), "{took:?}");
+    assert_eq!(node.raw().cmd(&["EXISTS", "k"]), Reply::Int(0));
+
+    // deleted while in flight: the copy is deleted on the target too (an expired RESTORE)
+    assert_eq!(other.cmd(&["SET", "gone", "v"]), Reply::ok());
+    let migrate = std::thread::spawn(move || {
+        Raw::connect(port).cmd(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &target.to_string(),
+            "gone",
+            "0",
+            "5000",
+        ])
+    });
+    requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the target got the batch");
+    quick(&mut other, &["DEL", "gone"], Reply::Int(1));
+    let tombstone = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the deleted key is deleted on the target");
+    let tombstone = String::from_utf8_lossy(&tombstone);
+    assert!(tombstone.contains("ABSTTL"), "{tombstone}");
+    assert_eq!(migrate.join().expect("migrate thread"), Reply::ok());
 }
 
 fn topology_set(node: &Node, json: &str) -> Reply {

@@ -729,6 +729,8 @@ pub enum Pending {
     Origin(crate::origin::OriginOp),
     /// Strong consistency: the reply is sent once the peer regions acknowledged.
     Regions(crate::region::RegionWait),
+    /// MIGRATE / MERIDIAN.MIGRATE SLOT: the transfer to the destination.
+    Migrate(migrate::MigrateJob),
 }
 
 impl ClientState {
