@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::pubsub::encode_event;
-use crate::commands::{ClientState, Pending, dispatch, may_replicate, paused_by};
+use crate::commands::{ClientState, Pending, command_id, dispatch, may_replicate, paused_by};
 use crate::exec::ExecContext;
 use crate::protocol::frame::unescape_inline;
 use crate::protocol::{Out, Parsed, Partial, Protocol, parse_command_resuming};
@@ -183,7 +183,7 @@ impl Connection {
                         });
                         tracking.after_command(
                             self.client.handle.id,
-                            name,
+                            command_id(name),
                             self.client.multi.is_some(),
                         );
                     }

@@ -677,6 +677,11 @@ fn index() -> &'static HashMap<&'static [u8], usize, foldhash::fast::RandomState
     })
 }
 
+/// The typed id of a command name, if the table has it.
+pub fn command_id(name: &[u8]) -> Option<Cmd> {
+    lookup(name).map(|position| COMMANDS[position].id)
+}
+
 /// Finds a command by (case-insensitive) name.
 pub fn lookup(name: &[u8]) -> Option<usize> {
     let mut lower = [0u8; 32];
