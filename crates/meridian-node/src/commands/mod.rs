@@ -774,6 +774,9 @@ pub struct Ctx<'a, 'h> {
     pub exec: ExecContext,
     pub client: &'h mut ClientState,
     pub now: u64,
+    /// Set by GET when the key is absent: read-through acts on this typed result,
+    /// never on the reply's bytes.
+    pub missed: bool,
 }
 
 impl Ctx<'_, '_> {
@@ -1035,6 +1038,7 @@ pub fn dispatch<'a, 'h>(
         exec,
         client,
         now,
+        missed: false,
     };
     if let Some(transit) = in_transit {
         run_in_transit(spec, &transit, ctx);
@@ -1046,17 +1050,12 @@ pub fn dispatch<'a, 'h>(
             ctx.out.error(&error.to_string());
         } else if direct
             && !primary_link
-            && shared.origin.is_some()
-            && let Some(op) = crate::origin::intercept_miss(
-                shared.origin.as_deref(),
-                exec,
-                spec.id,
-                args,
-                ctx.out,
-                reply_start,
-            )
+            && ctx.missed
+            && let Some(op) =
+                crate::origin::intercept_miss(shared.origin.as_deref(), exec, spec.id, args)
         {
-            // read-through: the miss is answered once the origin replied
+            // read-through: the nil is taken back, the miss is answered once the origin replied
+            ctx.out.buf.truncate(reply_start);
             ctx.client.pending = Some(Pending::Origin(op));
         }
         return;
@@ -1098,6 +1097,7 @@ pub fn dispatch<'a, 'h>(
                     exec,
                     client,
                     now,
+                    missed: false,
                 },
             );
         }
@@ -1121,6 +1121,7 @@ pub fn dispatch<'a, 'h>(
                     exec,
                     client,
                     now,
+                    missed: false,
                 },
             );
         }
@@ -1184,6 +1185,7 @@ fn run_in_transit(spec: &Spec, transit: &cluster::InTransit, ctx: Ctx<'_, '_>) {
         exec,
         client,
         now,
+        missed: false,
     };
     if spec.has(WRITE) {
         run_write(spec, ctx);
