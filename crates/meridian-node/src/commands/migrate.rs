@@ -424,7 +424,7 @@ async fn migrate_slot(
     let replicas = destination_replicas(&mut conn).await?;
     // a failed batch is retried: keep the wait short
     let replica_timeout = target.timeout.min(REPLICA_WAIT_LIMIT);
-    let mut moved = 0;
+    let (mut moved, mut stalled) = (0, 0);
     loop {
         // keys written while in flight stay in the slot and come again
         let keys = slot_keys(shared, slot, batch);
@@ -440,10 +440,23 @@ async fn migrate_slot(
             Some((replicas, replica_timeout)),
         )
         .await?;
-        moved += sent.sent - sent.changed.len();
+        let left = sent.sent - sent.changed.len();
+        moved += left;
+        // writes faster than a round trip could keep a key here forever: end the
+        // command instead, the operator retries the step
+        stalled = if left == 0 { stalled + 1 } else { 0 };
+        if stalled == STALLED_ROUNDS {
+            return Err(CommandError::other(format!(
+                "ERR slot {slot}: its keys kept changing on the source while they were sent ({moved} keys moved); retry"
+            )));
+        }
     }
     Ok(moved)
 }
+
+/// Rounds in a row in which `MERIDIAN.MIGRATE SLOT` may send keys without one
+/// leaving the source before it gives up.
+const STALLED_ROUNDS: usize = 100;
 
 fn port_arg(text: &[u8]) -> Result<u16, CommandError> {
     parse_int(text)
