@@ -10,8 +10,10 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, lookup_host};
 
@@ -43,6 +45,74 @@ impl SlotMigrations {
         let owns = |slot: u16| matches!(map.route(slot, me, false), Route::Local);
         self.migrating.retain(|&slot, _| owns(slot));
         self.importing.retain(|&slot, _| !owns(slot));
+    }
+}
+
+/// Keys a MIGRATE (or `MERIDIAN.MIGRATE SLOT`) batch has in flight: dumped,
+/// sent, and not yet settled by the source after the destination's answer.
+/// Writes to them are refused with TRYAGAIN meanwhile (see
+/// `commands::cluster::in_flight_refusal`), so no acknowledged write can be
+/// overwritten or deleted by the batch's copy or its tombstone.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// How many keys are in flight: writes skip the lookup while it is 0.
+    count: AtomicUsize,
+    /// Key -> how many running batches carry it.
+    keys: Mutex<HashMap<Vec<u8>, usize>>,
+}
+
+impl InFlight {
+    /// True when any of `keys` is in flight.
+    pub fn any<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let in_flight = self.keys.lock();
+        keys.into_iter().any(|key| in_flight.contains_key(key))
+    }
+
+    /// Marks `keys` in flight until the returned guard is dropped (the batch
+    /// settled, failed, or its connection went away). Call it under the keys'
+    /// shard locks, so a write sees the mark or the key as it was before.
+    pub fn hold(&self, keys: Vec<Vec<u8>>) -> InFlightGuard<'_> {
+        if !keys.is_empty() {
+            let mut in_flight = self.keys.lock();
+            for key in &keys {
+                *in_flight.entry(key.clone()).or_default() += 1;
+            }
+            self.count.fetch_add(keys.len(), Ordering::AcqRel);
+        }
+        InFlightGuard {
+            in_flight: self,
+            keys,
+        }
+    }
+}
+
+/// Keys marked in flight by [`InFlight::hold`]; dropping it releases them.
+#[must_use]
+pub struct InFlightGuard<'a> {
+    in_flight: &'a InFlight,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let mut in_flight = self.in_flight.keys.lock();
+        for key in &self.keys {
+            if let Some(batches) = in_flight.get_mut(key) {
+                *batches -= 1;
+                if *batches == 0 {
+                    in_flight.remove(key);
+                }
+            }
+        }
+        self.in_flight
+            .count
+            .fetch_sub(self.keys.len(), Ordering::AcqRel);
     }
 }
 

@@ -7,10 +7,13 @@
 //! A batch is read under its shard locks, which are released while it travels
 //! (other clients of those shards keep being served); then, under the locks
 //! again, a key leaves the source only if the destination acknowledged it and
-//! it is still as it was sent. A key written meanwhile stays on the source and
-//! is sent again (a slot's next batch, or MIGRATE's resend); a key deleted
-//! meanwhile is deleted on the destination too. Once a key left, a write finds
-//! it gone and is redirected with ASK.
+//! it is still as it was sent. While a key is in flight, writes to it (and ASK
+//! redirects for it) are answered TRYAGAIN ([`crate::migration::InFlight`]), so
+//! the destination cannot take a client's write via ASK that the batch then
+//! overwrites or deletes. A key changed meanwhile anyway (only expiry or
+//! eviction can) stays on the source and is sent again (a slot's next batch,
+//! or MIGRATE's resend); a key gone meanwhile is deleted on the destination
+//! too. Once a key left, a write finds it gone and is redirected with ASK.
 
 use std::fmt;
 use std::time::Duration;
@@ -20,7 +23,7 @@ use meridian_topology::{SLOT_COUNT, key_slot};
 use super::replication::check_write;
 use super::{Ctx, Pending, parse_int};
 use crate::error::{CmdResult, CommandError};
-use crate::migration::{self, PeerConnection};
+use crate::migration::{self, InFlightGuard, PeerConnection};
 use crate::protocol::{Out, Reply};
 use crate::state::Shared;
 use crate::store::{Db, Held, Shard, now_ms};
@@ -218,8 +221,11 @@ fn shard_for<'h, 'd>(db: &Db, held: &'h mut Held<'d>, key: &[u8]) -> Option<&'h 
 }
 
 /// Reads the live keys of a batch under their shard locks, which are released
-/// on return: no lock is held while the batch travels.
-fn dump_keys(db: &Db, keys: &[Vec<u8>]) -> Vec<Dumped> {
+/// on return: no lock is held while the batch travels. The keys found are
+/// marked in flight (under those locks) until the guard is dropped: writes to
+/// them get TRYAGAIN meanwhile.
+fn dump_keys<'s>(shared: &'s Shared, keys: &[Vec<u8>]) -> (Vec<Dumped>, InFlightGuard<'s>) {
+    let db = &shared.db;
     let mut held = lock_keys(db, keys);
     let now = now_ms();
     let mut found = Vec::new();
@@ -241,7 +247,11 @@ fn dump_keys(db: &Db, keys: &[Vec<u8>]) -> Vec<Dumped> {
             });
         }
     }
-    found
+    let in_flight = shared
+        .in_flight
+        .hold(found.iter().map(|dumped| dumped.key.clone()).collect());
+    drop(held);
+    (found, in_flight)
 }
 
 /// Under the shard locks again: deletes each acknowledged key the source still
@@ -342,7 +352,9 @@ async fn migrate_batch(
     replace: bool,
     replicated: Option<(usize, Duration)>,
 ) -> Result<Batch, CommandError> {
-    let found = dump_keys(&shared.db, keys);
+    // released when this batch is settled, or on any early return (or panic,
+    // or the connection dropping this future)
+    let (found, _in_flight) = dump_keys(shared, keys);
     if found.is_empty() {
         return Ok(Batch::default());
     }

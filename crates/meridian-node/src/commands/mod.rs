@@ -1084,9 +1084,19 @@ pub fn dispatch<'a, 'h>(
             !spec.has(ALLSHARDS) && keys_of.iter().all(|&key| shard_of(key) == first)
         }),
     };
+    // under the shard locks: MIGRATE marks a key in flight under them too
+    let write_keys: &[&[u8]] = match &only_key {
+        Some(key) => std::slice::from_ref(key),
+        None => &keys_of,
+    };
+    let refused = || cluster::in_flight_refusal(shared, true, false, write_keys);
     match single {
         Some(index) => {
             let mut guard = db.lock(index);
+            if let Some(refusal) = refused() {
+                out.error(&refusal.to_string());
+                return;
+            }
             run_write(
                 spec,
                 Ctx {
@@ -1111,6 +1121,11 @@ pub fn dispatch<'a, 'h>(
                 }
                 db.lock_many(&wanted)
             };
+            if let Some(refusal) = refused() {
+                drop(held);
+                out.error(&refusal.to_string());
+                return;
+            }
             run_write(
                 spec,
                 Ctx {
@@ -1173,7 +1188,14 @@ fn run_in_transit(spec: &Spec, transit: &cluster::InTransit, ctx: Ctx<'_, '_>) {
     }
     let mut held = db.lock_many(&wanted);
     let (present, missing) = key_presence(db, &mut held, &keys_of, now);
-    if let Some(refusal) = transit.refusal(present, missing) {
+    if let Some(refusal) = cluster::in_flight_refusal(
+        shared,
+        spec.has(WRITE) && !client.primary_link,
+        transit.redirects(missing),
+        &keys_of,
+    )
+    .or_else(|| transit.refusal(present, missing))
+    {
         out.error(&refusal.to_string());
         return;
     }
