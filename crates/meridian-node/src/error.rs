@@ -52,6 +52,10 @@ pub enum CommandError {
         ahead_ms: u64,
         limit_ms: u64,
     },
+    /// A write to a key a MIGRATE batch has in flight (or a redirect for it):
+    /// cluster clients retry TRYAGAIN.
+    #[error("TRYAGAIN Key is being migrated, retry later")]
+    KeyInFlight,
     #[error("{0}")]
     Other(String),
 }

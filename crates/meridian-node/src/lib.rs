@@ -113,6 +113,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
             .collect(),
         topology: RwLock::new(None),
         migrations: RwLock::new(Default::default()),
+        in_flight: Default::default(),
         orphans: Default::default(),
         shutting_down: AtomicBool::new(false),
         origin: origin::config_from(config).map(|origin| Arc::new(origin::Origin::new(origin))),

@@ -1,6 +1,6 @@
 //! Live slot migration: which slots this node is handing over (MIGRATING) or
 //! receiving (IMPORTING), the DUMP/RESTORE payload format, and the small
-//! blocking client MIGRATE uses to talk to the destination (its replies go
+//! async client MIGRATE uses to talk to the destination (its replies go
 //! through the bounded decoder of [`crate::protocol::reply`]).
 //!
 //! Payload format (Meridian's own, not RDB): `type:u8`, the value (a string is
@@ -9,9 +9,13 @@
 //! little-endian.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, lookup_host};
 
 use meridian_topology::{Route, TopologyMap, cluster_node_id};
 
@@ -41,6 +45,74 @@ impl SlotMigrations {
         let owns = |slot: u16| matches!(map.route(slot, me, false), Route::Local);
         self.migrating.retain(|&slot, _| owns(slot));
         self.importing.retain(|&slot, _| !owns(slot));
+    }
+}
+
+/// Keys a MIGRATE (or `MERIDIAN.MIGRATE SLOT`) batch has in flight: dumped,
+/// sent, and not yet settled by the source after the destination's answer.
+/// Writes to them are refused with TRYAGAIN meanwhile (see
+/// `commands::cluster::in_flight_refusal`), so no acknowledged write can be
+/// overwritten or deleted by the batch's copy or its tombstone.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// How many keys are in flight: writes skip the lookup while it is 0.
+    count: AtomicUsize,
+    /// Key -> how many running batches carry it.
+    keys: Mutex<HashMap<Vec<u8>, usize>>,
+}
+
+impl InFlight {
+    /// True when any of `keys` is in flight.
+    pub fn any<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let in_flight = self.keys.lock();
+        keys.into_iter().any(|key| in_flight.contains_key(key))
+    }
+
+    /// Marks `keys` in flight until the returned guard is dropped (the batch
+    /// settled, failed, or its connection went away). Call it under the keys'
+    /// shard locks, so a write sees the mark or the key as it was before.
+    pub fn hold(&self, keys: Vec<Vec<u8>>) -> InFlightGuard<'_> {
+        if !keys.is_empty() {
+            let mut in_flight = self.keys.lock();
+            for key in &keys {
+                *in_flight.entry(key.clone()).or_default() += 1;
+            }
+            self.count.fetch_add(keys.len(), Ordering::AcqRel);
+        }
+        InFlightGuard {
+            in_flight: self,
+            keys,
+        }
+    }
+}
+
+/// Keys marked in flight by [`InFlight::hold`]; dropping it releases them.
+#[must_use]
+pub struct InFlightGuard<'a> {
+    in_flight: &'a InFlight,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let mut in_flight = self.in_flight.keys.lock();
+        for key in &self.keys {
+            if let Some(batches) = in_flight.get_mut(key) {
+                *batches -= 1;
+                if *batches == 0 {
+                    in_flight.remove(key);
+                }
+            }
+        }
+        self.in_flight
+            .count
+            .fetch_sub(self.keys.len(), Ordering::AcqRel);
     }
 }
 
@@ -166,13 +238,14 @@ pub const PEER_REPLY_LIMITS: ReplyLimits = ReplyLimits {
     max_depth: 4,
 };
 
-/// Blocking connection from a migrating source to the destination. Like
-/// Redis, MIGRATE blocks while the batch is in flight (bounded by timeout).
+/// Connection from a migrating source to the destination. Async, so a batch in
+/// flight holds neither a worker thread nor a shard lock: MIGRATE reads its keys
+/// under the locks, releases them, and sends from here (bounded by timeout).
 pub struct PeerConnection {
     stream: TcpStream,
     /// Bytes read but not decoded yet (at most one reply plus one read).
     buffer: Vec<u8>,
-    /// How long one reply may take to arrive whole.
+    /// How long connecting, one write or one reply may take.
     timeout: Duration,
 }
 
@@ -181,14 +254,16 @@ fn io_error(error: std::io::Error) -> CommandError {
 }
 
 impl PeerConnection {
-    pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self, CommandError> {
-        let addr = (host, port)
-            .to_socket_addrs()
+    pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self, CommandError> {
+        let addr = lookup_host((host, port))
+            .await
             .map_err(io_error)?
             .next()
             .ok_or_else(|| CommandError::TargetUnresolved(format!("{host}:{port}")))?;
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(io_error)?;
-        stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| CommandError::TargetIo("connection timed out".into()))?
+            .map_err(io_error)?;
         stream.set_nodelay(true).map_err(io_error)?;
         Ok(PeerConnection {
             stream,
@@ -199,37 +274,41 @@ impl PeerConnection {
 
     /// Sends one command that may take up to `takes` on the destination (WAIT),
     /// reading its reply with that much more patience than the connect timeout.
-    pub fn slow_command(
+    pub async fn slow_command(
         &mut self,
         command: Vec<&[u8]>,
         takes: Duration,
     ) -> Result<Reply, CommandError> {
-        self.send(&[command])?;
+        self.send(&[command]).await?;
         self.read_reply(self.timeout.max(takes) + Duration::from_secs(1))
+            .await
     }
 
     /// Sends pipelined commands and reads one reply per command.
-    pub fn pipeline(&mut self, commands: &[Vec<&[u8]>]) -> Result<Vec<Reply>, CommandError> {
-        self.send(commands)?;
-        commands
-            .iter()
-            .map(|_| self.read_reply(self.timeout))
-            .collect()
+    pub async fn pipeline(&mut self, commands: &[Vec<&[u8]>]) -> Result<Vec<Reply>, CommandError> {
+        self.send(commands).await?;
+        let mut replies = Vec::with_capacity(commands.len());
+        for _ in commands {
+            replies.push(self.read_reply(self.timeout).await?);
+        }
+        Ok(replies)
     }
 
-    fn send(&mut self, commands: &[Vec<&[u8]>]) -> Result<(), CommandError> {
+    async fn send(&mut self, commands: &[Vec<&[u8]>]) -> Result<(), CommandError> {
         let mut buf = Vec::new();
         for command in commands {
             encode_command(&mut buf, command);
         }
-        self.stream.write_all(&buf).map_err(io_error)
+        tokio::time::timeout(self.timeout, self.stream.write_all(&buf))
+            .await
+            .map_err(|_| CommandError::TargetIo("write timed out".into()))?
+            .map_err(io_error)
     }
 
     /// Reads one reply, which must arrive whole within `patience`: a target
-    /// trickling bytes cannot hold the caller (and its shard locks) longer.
-    fn read_reply(&mut self, patience: Duration) -> Result<Reply, CommandError> {
-        let deadline = Instant::now() + patience;
-        let mut chunk = [0u8; 16 * 1024];
+    /// trickling bytes cannot hold the caller longer.
+    async fn read_reply(&mut self, patience: Duration) -> Result<Reply, CommandError> {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             if let Decoded::Reply { reply, consumed } =
                 parse_reply(&self.buffer, &PEER_REPLY_LIMITS).map_err(CommandError::TargetReply)?
@@ -237,24 +316,19 @@ impl PeerConnection {
                 self.buffer.drain(..consumed);
                 return Ok(reply);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(CommandError::TargetIo(format!(
-                    "no complete reply within {} ms",
-                    patience.as_millis()
-                )));
-            }
-            self.stream.set_read_timeout(Some(left)).map_err(io_error)?;
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(CommandError::TargetClosed),
-                Ok(read) => self.buffer.extend_from_slice(&chunk[..read]),
-                // the deadline above decides; a signal or a short wait just reads again
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
-                    ) => {}
-                Err(error) => return Err(io_error(error)),
+            self.buffer.reserve(16 * 1024);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buffer)).await {
+                Err(_) => {
+                    return Err(CommandError::TargetIo(format!(
+                        "no complete reply within {} ms",
+                        patience.as_millis()
+                    )));
+                }
+                Ok(Ok(0)) => return Err(CommandError::TargetClosed),
+                Ok(Ok(_)) => {}
+                // the deadline above decides; a signal just reads again
+                Ok(Err(error)) if error.kind() == ErrorKind::Interrupted => {}
+                Ok(Err(error)) => return Err(io_error(error)),
             }
         }
     }

@@ -35,7 +35,6 @@ use tokio::sync::watch;
 use crate::commands::id::Cmd;
 use crate::exec::ExecContext;
 use crate::http::metrics::API_METRICS;
-use crate::protocol::Out;
 
 pub mod continuation;
 
@@ -256,25 +255,19 @@ pub fn intercept_write(
     })
 }
 
-/// Called by the dispatcher after a read ran: a GET that replied nil under
-/// read-through has its reply taken back and becomes an origin continuation.
+/// Called by the dispatcher after a read ran and reported a miss: a GET that
+/// found nothing under read-through becomes an origin continuation (the
+/// dispatcher takes its nil reply back).
 pub fn intercept_miss(
     origin: Option<&Origin>,
     exec: ExecContext,
     command: Cmd,
     args: &[&[u8]],
-    out: &mut Out,
-    reply_start: usize,
 ) -> Option<OriginOp> {
     let origin = origin?;
     if command != Cmd::Get || !origin.config.read_through || !exec.uses_origin() {
         return None;
     }
-    let reply = out.buf.get(reply_start..)?;
-    if reply != b"$-1\r\n" && reply != b"_\r\n" {
-        return None;
-    }
-    out.buf.truncate(reply_start);
     Some(OriginOp::Read {
         key: args.get(1)?.to_vec(),
     })

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::pubsub::encode_event;
-use crate::commands::{ClientState, Pending, dispatch, may_replicate, paused_by};
+use crate::commands::{ClientState, Pending, command_id, dispatch, may_replicate, paused_by};
 use crate::exec::ExecContext;
 use crate::protocol::frame::unescape_inline;
 use crate::protocol::{Out, Parsed, Partial, Protocol, parse_command_resuming};
@@ -183,7 +183,7 @@ impl Connection {
                         });
                         tracking.after_command(
                             self.client.handle.id,
-                            name,
+                            command_id(name),
                             self.client.multi.is_some(),
                         );
                     }
@@ -381,6 +381,10 @@ async fn serve_connection(
                         }
                         Some(Pending::Regions(wait)) => {
                             shared.regions.finish(wait, &mut connection.out).await;
+                            flush(stream, &mut connection.out, &shared).await?;
+                        }
+                        Some(Pending::Migrate(job)) => {
+                            crate::commands::migrate::run(&shared, job, &mut connection.out).await;
                             flush(stream, &mut connection.out, &shared).await?;
                         }
                     }

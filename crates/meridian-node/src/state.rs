@@ -61,6 +61,8 @@ pub struct Shared {
     pub topology: RwLock<Option<Arc<TopologyMap>>>,
     /// Slots this node is migrating away or importing (CLUSTER SETSLOT).
     pub migrations: RwLock<crate::migration::SlotMigrations>,
+    /// Keys a MIGRATE batch has in flight: writes to them get TRYAGAIN.
+    pub in_flight: crate::migration::InFlight,
     /// Keys left in slots this node's shard lost (see crate::orphans).
     pub orphans: crate::orphans::Orphans,
     pub shutting_down: AtomicBool,

@@ -20,6 +20,7 @@ use indexmap::IndexMap;
 use parking_lot::Mutex;
 
 use crate::client::{ClientEvent, ClientHandle, TrackingPush};
+use crate::commands::id::Cmd;
 use crate::protocol::Out;
 
 /// Redis's `tracking-table-max-keys` default.
@@ -517,10 +518,10 @@ impl Tracking {
 
     /// After a top-level command: CLIENT CACHING covers only the next command
     /// (or the whole MULTI/EXEC), like Redis's resetClient.
-    pub fn after_command(&self, id: u64, command: &[u8], in_multi: bool) {
+    pub fn after_command(&self, id: u64, command: Option<Cmd>, in_multi: bool) {
         if self.caching_armed.load(Ordering::Relaxed) == 0
             || in_multi
-            || command.eq_ignore_ascii_case(b"client")
+            || command == Some(Cmd::Client)
         {
             return;
         }

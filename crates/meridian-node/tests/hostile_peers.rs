@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Node, Raw, Reply, encode, free_port, info_field, shard_map};
@@ -23,39 +23,42 @@ enum Then {
     Trickle,
 }
 
-/// A MIGRATE target on a local listener: reads the first request of every
-/// connection and answers it with `reply`, whatever was asked.
-fn fake_target(reply: Vec<u8>, then: Then) -> u16 {
+/// A local listener that serves every connection it accepts on its own thread.
+fn listen(serve: impl Fn(TcpStream) + Clone + Send + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let reply = reply.clone();
-            std::thread::spawn(move || {
-                let mut request = [0u8; 4096];
-                if stream.read(&mut request).unwrap_or(0) == 0 {
-                    return;
-                }
-                if stream.write_all(&reply).is_err() {
-                    return;
-                }
-                match then {
-                    Then::Close => {}
-                    Then::Hold => std::thread::sleep(Duration::from_secs(30)),
-                    Then::Trickle => {
-                        let started = Instant::now();
-                        while started.elapsed() < Duration::from_secs(30)
-                            && stream.write_all(b"a").is_ok()
-                        {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                }
-            });
+        for stream in listener.incoming().flatten() {
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(stream));
         }
     });
     port
+}
+
+/// A MIGRATE target on a local listener: reads the first request of every
+/// connection and answers it with `reply`, whatever was asked.
+fn fake_target(reply: Vec<u8>, then: Then) -> u16 {
+    listen(move |mut stream| {
+        let mut request = [0u8; 4096];
+        if stream.read(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        if stream.write_all(&reply).is_err() {
+            return;
+        }
+        match then {
+            Then::Close => {}
+            Then::Hold => std::thread::sleep(Duration::from_secs(30)),
+            Then::Trickle => {
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_secs(30) && stream.write_all(b"a").is_ok()
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    })
 }
 
 /// The error MIGRATE of key `k` to `target` answers with, and how long it took.
@@ -192,6 +195,243 @@ fn migrate_refuses_broken_target_replies_and_keeps_the_key() {
     ]);
     assert_eq!(reply, Reply::ok());
     assert_eq!(node.raw().cmd(&["EXISTS", "k"]), Reply::Int(0));
+}
+
+/// A MIGRATE target that accepts at once but answers slowly: every request it
+/// reads is reported on the channel, then answered `+OK` after `delay`.
+fn slow_target(delay: Duration) -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let (requests, received) = std::sync::mpsc::channel();
+    let port = listen(move |mut stream| {
+        let mut request = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut request).unwrap_or(0);
+            if read == 0 || requests.send(request[..read].to_vec()).is_err() {
+                return;
+            }
+            std::thread::sleep(delay);
+            if stream.write_all(b"+OK\r\n").is_err() {
+                return;
+            }
+        }
+    });
+    (port, received)
+}
+
+/// The refusal of a write to a key a MIGRATE batch has in flight.
+fn in_flight() -> Reply {
+    Reply::Error("TRYAGAIN Key is being migrated, retry later".into())
+}
+
+/// MIGRATE of `key` to `target` on its own connection, on a thread.
+fn migrate_in_background(
+    port: u16,
+    target: u16,
+    key: &'static str,
+) -> std::thread::JoinHandle<(Reply, Duration)> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let reply = Raw::connect(port).cmd(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &target.to_string(),
+            key,
+            "0",
+            "5000",
+        ]);
+        (reply, started.elapsed())
+    })
+}
+
+/// `command` on `other` answers `expected` at once, not after the MIGRATE in flight.
+fn quick(other: &mut Raw, command: &[&str], expected: Reply) {
+    let started = Instant::now();
+    assert_eq!(other.cmd(command), expected, "{command:?}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(100),
+        "{command:?} waited {took:?} for the MIGRATE in flight"
+    );
+}
+
+/// While a MIGRATE waits on its destination, the source holds neither a worker
+/// nor the shard lock of the key in flight: other clients, even of that key, are
+/// answered at once. Reads of the key are served; writes to it get TRYAGAIN
+/// until the batch is settled (the destination may otherwise take a newer write
+/// the batch then overwrites or deletes).
+#[test]
+fn a_migrate_waiting_on_a_slow_target_does_not_block_other_clients() {
+    let node = Node::start_with(&["--io-threads", "1"]);
+    assert_eq!(node.raw().cmd(&["SET", "k", "v"]), Reply::ok());
+    let (target, requests) = slow_target(Duration::from_millis(1500));
+    let port = node.port;
+    let migrate = migrate_in_background(port, target, "k");
+    let first = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the target got the batch");
+    assert!(String::from_utf8_lossy(&first).contains("RESTORE-ASKING"));
+
+    let mut other = node.raw();
+    quick(&mut other, &["PING"], Reply::Simple("PONG".into()));
+    quick(&mut other, &["GET", "k"], Reply::bulk("v"));
+    quick(&mut other, &["SET", "k", "v2"], in_flight());
+    quick(&mut other, &["DEL", "k"], in_flight());
+    quick(&mut other, &["MSET", "other", "1", "k", "v3"], in_flight());
+    // other keys are written as usual
+    quick(&mut other, &["SET", "other", "2"], Reply::ok());
+    assert_eq!(other.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        other.cmd(&["SET", "k", "v4"]),
+        Reply::Simple("QUEUED".into())
+    );
+    quick(&mut other, &["EXEC"], in_flight());
+    quick(&mut other, &["GET", "k"], Reply::bulk("v"));
+
+    let (reply, took) = migrate.join().expect("migrate thread");
+    assert_eq!(reply, Reply::ok());
+    assert!(took >= Duration::from_millis(1400), "{took:?}");
+    // nothing was written meanwhile: one batch, no resend
+    assert!(requests.try_recv().is_err());
+    assert_eq!(node.raw().cmd(&["EXISTS", "k"]), Reply::Int(0));
+    // settled: the key is writable again
+    assert_eq!(other.cmd(&["SET", "k", "again"]), Reply::ok());
+
+    // expired while in flight: the copy is deleted on the target too (an expired RESTORE)
+    assert_eq!(other.cmd(&["SET", "gone", "v", "PX", "300"]), Reply::ok());
+    let migrate = migrate_in_background(port, target, "gone");
+    requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the target got the batch");
+    std::thread::sleep(Duration::from_millis(400));
+    // gone here, but still in flight: not writable until its tombstone is acknowledged
+    quick(&mut other, &["SET", "gone", "new"], in_flight());
+    let tombstone = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the expired key is deleted on the target");
+    let tombstone = String::from_utf8_lossy(&tombstone);
+    assert!(tombstone.contains("ABSTTL"), "{tombstone}");
+    assert_eq!(migrate.join().expect("migrate thread").0, Reply::ok());
+    assert_eq!(other.cmd(&["SET", "gone", "new"]), Reply::ok());
+}
+
+/// A MIGRATE whose target reads the batch, then closes the connection after
+/// `delay` without answering.
+fn closing_target(delay: Duration) -> u16 {
+    listen(move |mut stream| {
+        let mut request = [0u8; 4096];
+        if stream.read(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        std::thread::sleep(delay);
+    })
+}
+
+/// A MIGRATE that fails mid-batch leaves nothing locked: the key stays on the
+/// source and is writable again.
+#[test]
+fn a_failed_migrate_leaves_its_keys_writable() {
+    let node = Node::start_with(&["--io-threads", "1"]);
+    assert_eq!(node.raw().cmd(&["SET", "k", "v"]), Reply::ok());
+    let target = closing_target(Duration::from_millis(800));
+    let migrate = migrate_in_background(node.port, target, "k");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut other = node.raw();
+    quick(&mut other, &["SET", "k", "v2"], in_flight());
+    let (reply, _) = migrate.join().expect("migrate thread");
+    assert!(
+        matches!(&reply, Reply::Error(error) if error.starts_with("IOERR")),
+        "{reply:?}"
+    );
+    assert_eq!(other.cmd(&["GET", "k"]), Reply::bulk("v"));
+    assert_eq!(other.cmd(&["SET", "k", "v2"]), Reply::ok());
+    assert_eq!(other.cmd(&["DEL", "k"]), Reply::Int(1));
+}
+
+/// In a MIGRATING slot, a key in flight is not redirected with ASK (the
+/// destination could take a write the batch's tombstone then deletes): TRYAGAIN
+/// until the batch is settled, then ASK as usual.
+#[test]
+fn a_key_in_flight_in_a_migrating_slot_gets_tryagain_instead_of_ask() {
+    use meridian_topology::{NodeAddr, ShardTopology, SlotRange, TopologyMap, cluster_node_id};
+    let node = Node::start_named("shard-0-0", 4, &["--io-threads", "1"]);
+    let (target, requests) = slow_target(Duration::from_millis(1500));
+    let primary = |id: &str, port: u16| NodeAddr {
+        id: id.into(),
+        ip: "127.0.0.1".into(),
+        port,
+    };
+    let map = TopologyMap {
+        epoch: 1,
+        cluster: "demo".into(),
+        region: "local".into(),
+        shards: vec![
+            ShardTopology {
+                index: 0,
+                slots: vec![SlotRange::new(0, 8191).expect("range")],
+                primary: primary("shard-0-0", node.port),
+                replicas: Vec::new(),
+            },
+            ShardTopology {
+                index: 1,
+                slots: vec![SlotRange::new(8192, 16383).expect("range")],
+                primary: primary("shard-1-0", target),
+                replicas: Vec::new(),
+            },
+        ],
+    };
+    let json = serde_json::to_string(&map).expect("json");
+    let mut raw = node.raw();
+    assert_eq!(raw.cmd(&["MERIDIAN.TOPOLOGY", "SET", &json]), Reply::ok());
+    // "{a}" hashes to slot 15495 (shard 1), "{b}" to 3300 (shard 0)
+    let slot = meridian_topology::key_slot(b"{b}k");
+    assert!(slot <= 8191);
+    let slot = slot.to_string();
+    assert_eq!(raw.cmd(&["SET", "{b}k", "v"]), Reply::ok());
+    assert_eq!(raw.cmd(&["SET", "{b}gone", "v"]), Reply::ok());
+    assert_eq!(
+        raw.cmd(&[
+            "CLUSTER",
+            "SETSLOT",
+            &slot,
+            "MIGRATING",
+            &cluster_node_id("shard-1-0"),
+        ]),
+        Reply::ok()
+    );
+    let ask = Reply::Error(format!("ASK {slot} 127.0.0.1:{target}"));
+
+    let migrate = migrate_in_background(node.port, target, "{b}k");
+    requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the target got the batch");
+    quick(&mut raw, &["GET", "{b}k"], Reply::bulk("v"));
+    quick(&mut raw, &["DEL", "{b}k"], in_flight());
+    quick(&mut raw, &["SET", "{b}k", "x"], in_flight());
+    // a key of the slot not in flight and missing here: ASK as usual
+    quick(&mut raw, &["SET", "{b}other", "x"], ask.clone());
+    assert_eq!(migrate.join().expect("migrate thread").0, Reply::ok());
+    // moved: ASK for reads and writes
+    assert_eq!(raw.cmd(&["GET", "{b}k"]), ask);
+    assert_eq!(raw.cmd(&["SET", "{b}k", "x"]), ask);
+
+    // expired while in flight: missing here, yet TRYAGAIN rather than ASK
+    assert_eq!(raw.cmd(&["PEXPIRE", "{b}gone", "300"]), Reply::Int(1));
+    let migrate = migrate_in_background(node.port, target, "{b}gone");
+    requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the target got the batch");
+    std::thread::sleep(Duration::from_millis(400));
+    quick(&mut raw, &["GET", "{b}gone"], in_flight());
+    quick(&mut raw, &["SET", "{b}gone", "x"], in_flight());
+    requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the tombstone");
+    assert_eq!(migrate.join().expect("migrate thread").0, Reply::ok());
+    assert_eq!(raw.cmd(&["SET", "{b}gone", "x"]), ask);
+    // a slot this node does not serve: MOVED as before
+    assert_eq!(
+        raw.cmd(&["GET", "{a}k"]),
+        Reply::Error(format!("MOVED 15495 127.0.0.1:{target}"))
+    );
 }
 
 fn topology_set(node: &Node, json: &str) -> Reply {

@@ -87,6 +87,29 @@ impl InTransit {
             InTransit::Importing => None,
         }
     }
+
+    /// True when this node would redirect (ASK) a command with `missing` of
+    /// its keys absent here.
+    pub fn redirects(&self, missing: usize) -> bool {
+        matches!(self, InTransit::Migrating { .. }) && missing > 0
+    }
+}
+
+/// TRYAGAIN for a command (or a whole transaction) touching a key a MIGRATE
+/// batch has in flight, decided under the keys' shard locks: a write could be
+/// overwritten by the batch's copy, or the batch's tombstone could delete a
+/// write the destination took, and an ASK for a missing key in flight would
+/// send the client to a destination that may still receive that tombstone.
+/// `write`: the command writes; `redirects`: it would be answered ASK. Reads
+/// of keys present here are served as usual.
+pub fn in_flight_refusal(
+    shared: &Shared,
+    write: bool,
+    redirects: bool,
+    keys: &[&[u8]],
+) -> Option<CommandError> {
+    ((write || redirects) && shared.in_flight.any(keys.iter().copied()))
+        .then_some(CommandError::KeyInFlight)
 }
 
 /// Routing check for one command before it runs or is queued. `asking`:

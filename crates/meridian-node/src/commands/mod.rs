@@ -677,6 +677,11 @@ fn index() -> &'static HashMap<&'static [u8], usize, foldhash::fast::RandomState
     })
 }
 
+/// The typed id of a command name, if the table has it.
+pub fn command_id(name: &[u8]) -> Option<Cmd> {
+    lookup(name).map(|position| COMMANDS[position].id)
+}
+
 /// Finds a command by (case-insensitive) name.
 pub fn lookup(name: &[u8]) -> Option<usize> {
     let mut lower = [0u8; 32];
@@ -729,6 +734,8 @@ pub enum Pending {
     Origin(crate::origin::OriginOp),
     /// Strong consistency: the reply is sent once the peer regions acknowledged.
     Regions(crate::region::RegionWait),
+    /// MIGRATE / MERIDIAN.MIGRATE SLOT: the transfer to the destination.
+    Migrate(migrate::MigrateJob),
 }
 
 impl ClientState {
@@ -767,6 +774,9 @@ pub struct Ctx<'a, 'h> {
     pub exec: ExecContext,
     pub client: &'h mut ClientState,
     pub now: u64,
+    /// Set by GET when the key is absent: read-through acts on this typed result,
+    /// never on the reply's bytes.
+    pub missed: bool,
 }
 
 impl Ctx<'_, '_> {
@@ -1028,6 +1038,7 @@ pub fn dispatch<'a, 'h>(
         exec,
         client,
         now,
+        missed: false,
     };
     if let Some(transit) = in_transit {
         run_in_transit(spec, &transit, ctx);
@@ -1039,17 +1050,12 @@ pub fn dispatch<'a, 'h>(
             ctx.out.error(&error.to_string());
         } else if direct
             && !primary_link
-            && shared.origin.is_some()
-            && let Some(op) = crate::origin::intercept_miss(
-                shared.origin.as_deref(),
-                exec,
-                spec.id,
-                args,
-                ctx.out,
-                reply_start,
-            )
+            && ctx.missed
+            && let Some(op) =
+                crate::origin::intercept_miss(shared.origin.as_deref(), exec, spec.id, args)
         {
-            // read-through: the miss is answered once the origin replied
+            // read-through: the nil is taken back, the miss is answered once the origin replied
+            ctx.out.buf.truncate(reply_start);
             ctx.client.pending = Some(Pending::Origin(op));
         }
         return;
@@ -1078,9 +1084,19 @@ pub fn dispatch<'a, 'h>(
             !spec.has(ALLSHARDS) && keys_of.iter().all(|&key| shard_of(key) == first)
         }),
     };
+    // under the shard locks: MIGRATE marks a key in flight under them too
+    let write_keys: &[&[u8]] = match &only_key {
+        Some(key) => std::slice::from_ref(key),
+        None => &keys_of,
+    };
+    let refused = || cluster::in_flight_refusal(shared, true, false, write_keys);
     match single {
         Some(index) => {
             let mut guard = db.lock(index);
+            if let Some(refusal) = refused() {
+                out.error(&refusal.to_string());
+                return;
+            }
             run_write(
                 spec,
                 Ctx {
@@ -1091,6 +1107,7 @@ pub fn dispatch<'a, 'h>(
                     exec,
                     client,
                     now,
+                    missed: false,
                 },
             );
         }
@@ -1104,6 +1121,11 @@ pub fn dispatch<'a, 'h>(
                 }
                 db.lock_many(&wanted)
             };
+            if let Some(refusal) = refused() {
+                drop(held);
+                out.error(&refusal.to_string());
+                return;
+            }
             run_write(
                 spec,
                 Ctx {
@@ -1114,6 +1136,7 @@ pub fn dispatch<'a, 'h>(
                     exec,
                     client,
                     now,
+                    missed: false,
                 },
             );
         }
@@ -1165,7 +1188,14 @@ fn run_in_transit(spec: &Spec, transit: &cluster::InTransit, ctx: Ctx<'_, '_>) {
     }
     let mut held = db.lock_many(&wanted);
     let (present, missing) = key_presence(db, &mut held, &keys_of, now);
-    if let Some(refusal) = transit.refusal(present, missing) {
+    if let Some(refusal) = cluster::in_flight_refusal(
+        shared,
+        spec.has(WRITE) && !client.primary_link,
+        transit.redirects(missing),
+        &keys_of,
+    )
+    .or_else(|| transit.refusal(present, missing))
+    {
         out.error(&refusal.to_string());
         return;
     }
@@ -1177,6 +1207,7 @@ fn run_in_transit(spec: &Spec, transit: &cluster::InTransit, ctx: Ctx<'_, '_>) {
         exec,
         client,
         now,
+        missed: false,
     };
     if spec.has(WRITE) {
         run_write(spec, ctx);

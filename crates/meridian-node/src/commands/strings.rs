@@ -25,13 +25,16 @@ fn read_string<'s>(
 
 pub fn get(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now, out) = (ctx.args[1], ctx.now, &mut *ctx.out);
-    ctx.keys.with_key(key, |shard, _| {
-        match read_string(shard, key, now)? {
+    let found = ctx.keys.with_key(key, |shard, _| {
+        let value = read_string(shard, key, now)?;
+        match value {
             Some(bytes) => out.bulk(bytes),
             None => out.null(),
         }
-        Ok(())
-    })
+        Ok::<_, CommandError>(value.is_some())
+    })?;
+    ctx.missed = !found;
+    Ok(())
 }
 
 /// Expiry options shared by SET and GETEX.

@@ -155,13 +155,21 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     // A slot in transit: keys MIGRATE moved since they were queued turn the
     // whole EXEC into ASK (or TRYAGAIN when only some moved), decided under
     // the locks so MIGRATE cannot move a key in between.
-    if let Some(transit) = in_transit {
-        let (present, missing) = key_presence(db, &mut held, &keys, ctx.now);
-        if let Some(refusal) = transit.refusal(present, missing) {
-            drop(held);
-            unwatch_all(ctx);
-            return Err(refusal);
+    // A transaction touching a key MIGRATE has in flight gets TRYAGAIN when
+    // it writes or would be redirected (see cluster::in_flight_refusal).
+    let writes = !all_reads && !ctx.client.primary_link;
+    let refusal = match &in_transit {
+        Some(transit) => {
+            let (present, missing) = key_presence(db, &mut held, &keys, ctx.now);
+            cluster::in_flight_refusal(ctx.shared, writes, transit.redirects(missing), &keys)
+                .or_else(|| transit.refusal(present, missing))
         }
+        None => cluster::in_flight_refusal(ctx.shared, writes, false, &keys),
+    };
+    if let Some(refusal) = refusal {
+        drop(held);
+        unwatch_all(ctx);
+        return Err(refusal);
     }
     // WATCH is checked under the locks, so nothing can change in between.
     let aborted = ctx.client.watch_flag.load(Ordering::Acquire);

@@ -50,8 +50,9 @@ impl Fanout {
             .map(|(ip, port)| {
                 let pattern = self.pattern.clone();
                 let password = self.password.clone();
-                tokio::task::spawn_blocking(move || {
+                tokio::spawn(async move {
                     invalidate_on(&ip, port, &pattern, password.as_deref())
+                        .await
                         .err()
                         .map(|error| format!("{ip}:{port} ({error})"))
                 })
@@ -69,14 +70,15 @@ impl Fanout {
     }
 }
 
-fn invalidate_on(
+async fn invalidate_on(
     ip: &str,
     port: u16,
     pattern: &[u8],
     password: Option<&str>,
 ) -> Result<(), String> {
-    let mut connection =
-        PeerConnection::connect(ip, port, FANOUT_TIMEOUT).map_err(|error| error.to_string())?;
+    let mut connection = PeerConnection::connect(ip, port, FANOUT_TIMEOUT)
+        .await
+        .map_err(|error| error.to_string())?;
     let mut commands: Vec<Vec<&[u8]>> = Vec::with_capacity(2);
     if let Some(password) = password {
         commands.push(vec![b"AUTH", password.as_bytes()]);
@@ -84,6 +86,7 @@ fn invalidate_on(
     commands.push(vec![b"INVALIDATE", pattern, b"LOCAL"]);
     let replies = connection
         .pipeline(&commands)
+        .await
         .map_err(|error| error.to_string())?;
     for reply in replies {
         if let Reply::Error(error) = reply {
