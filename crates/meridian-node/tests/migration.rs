@@ -593,6 +593,51 @@ fn a_resharding_batch_leaves_the_source_only_once_the_destination_replicas_have_
     assert_eq!(int(raw_a.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot])), 0);
 }
 
+/// A new shard's replica may not have attached yet when the first batch goes: the
+/// batch waits for the replicas the map names, not only the ones connected, so the
+/// keys never rest on the destination alone (a failover of it would lose them).
+#[test]
+fn a_resharding_batch_waits_for_a_destination_replica_the_map_names_before_it_attaches() {
+    let a = start_named("shard-0-0");
+    let b = start_named("shard-1-0");
+    let mut map = two_shards(&a, &b);
+    // Named by the map, not running: it never attaches.
+    map.shards[1].replicas.push(NodeAddr {
+        id: "shard-1-1".into(),
+        ip: "127.0.0.1".into(),
+        port: common::free_port(),
+    });
+    push(&[&a, &b], &map);
+    let (mut raw_a, mut raw_b) = (a.raw(), b.raw());
+    let tag = &tags()[&FIRST];
+    let keys: Vec<String> = (0..20).map(|index| item(tag, index)).collect();
+    for key in &keys {
+        assert_eq!(raw_a.cmd(&["SET", key, "v"]), Reply::ok());
+    }
+    open_slot(&mut raw_a, &mut raw_b, FIRST);
+    let (slot, port_b) = (FIRST.to_string(), b.port.to_string());
+    let refused = raw_a.cmd(&[
+        "MERIDIAN.MIGRATE",
+        "SLOT",
+        &slot,
+        "127.0.0.1",
+        &port_b,
+        "TIMEOUT",
+        "300",
+    ]);
+    assert!(
+        error(refused.clone()).contains("to 0 of its 1 replicas"),
+        "{refused:?}"
+    );
+    for key in &keys {
+        assert_eq!(
+            raw_a.cmd(&["GET", key]),
+            Reply::Bulk(b"v".to_vec()),
+            "{key} left the source although the destination's replica does not have it"
+        );
+    }
+}
+
 fn count_in_slot(node: &Node, slot: u16) -> i64 {
     int(node
         .raw()

@@ -432,8 +432,12 @@ async fn migrate_slot(
     let _moving = Moving::start(shared, slot);
     let mut conn = target.connect().await?;
     // Resharding must not lose a key to a failover of the destination: every
-    // batch waits for the replicas the destination has when the slot starts.
-    let replicas = destination_replicas(&mut conn).await?;
+    // batch waits for the destination's replicas, those the map names for its
+    // shard included (a new shard's replica may still be attaching; a batch
+    // that does not wait for it could leave the keys on the destination alone).
+    let replicas = destination_replicas(&mut conn)
+        .await?
+        .max(mapped_replicas(shared, target));
     // a failed batch is retried: keep the wait short
     let replica_timeout = target.timeout.min(REPLICA_WAIT_LIMIT);
     let (mut moved, mut stalled) = (0, 0);
@@ -527,6 +531,18 @@ async fn wait_for_destination_replicas(
             "ERR Target instance answered WAIT with {other:?}"
         ))),
     }
+}
+
+/// How many replicas this node's map names for the shard whose primary is at
+/// `target` (0 when the map does not know it, e.g. a MIGRATE outside a cluster).
+fn mapped_replicas(shared: &Shared, target: &Target) -> usize {
+    let Some(map) = super::cluster::current_map(shared) else {
+        return 0;
+    };
+    map.shards
+        .iter()
+        .find(|shard| shard.primary.ip == target.host && shard.primary.port == target.port)
+        .map_or(0, |shard| shard.replicas.len())
 }
 
 /// How many replicas the destination has connected now (its `ROLE`): the count
