@@ -14,7 +14,7 @@ use crate::reshard::OpenSlots;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// `MERIDIAN.MIGRATE SLOT` answers once every key of the slot moved: a big slot takes a
-/// while, so migration connections wait longer than admin ones.
+/// while, so the admin connection waits that much longer for it (and only for it).
 const MIGRATION_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Keys per `MIGRATE` round trip inside `MERIDIAN.MIGRATE SLOT`.
 const MIGRATION_BATCH: u32 = 200;
