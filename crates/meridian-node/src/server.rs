@@ -195,7 +195,7 @@ impl Connection {
                     if self.client.pending.is_some() {
                         break;
                     }
-                    if self.out.buf.len() >= OUTPUT_FLUSH {
+                    if self.out.len() >= OUTPUT_FLUSH {
                         break;
                     }
                 }
@@ -221,16 +221,13 @@ impl Connection {
 }
 
 async fn flush(stream: &mut TcpStream, out: &mut Out, shared: &Shared) -> std::io::Result<()> {
-    if !out.buf.is_empty() {
-        stream.write_all(&out.buf).await?;
+    if !out.is_empty() {
+        stream.write_all(out.encoded()).await?;
         shared
             .counters
             .net_output_bytes
-            .fetch_add(out.buf.len() as u64, Ordering::Relaxed);
-        out.buf.clear();
-        if out.buf.capacity() > 4 * OUTPUT_FLUSH {
-            out.buf = BytesMut::with_capacity(READ_CHUNK);
-        }
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        out.flushed(4 * OUTPUT_FLUSH, READ_CHUNK);
     }
     Ok(())
 }
@@ -320,7 +317,7 @@ async fn serve_connection(
                     return Ok(());
                 }
                 // drain whatever else is queued so one write carries it all
-                while connection.out.buf.len() < OUTPUT_FLUSH {
+                while connection.out.len() < OUTPUT_FLUSH {
                     let Ok(event) = inbox.try_recv() else { break };
                     if deliver(connection, event) {
                         flush(stream, &mut connection.out, &shared).await?;

@@ -293,7 +293,7 @@ pub fn invalidate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     super::replication::check_write(ctx.shared)?;
     let pattern = ctx.args[1];
     let deleted = delete_matching(ctx.shared, ctx.exec.writing_client(), pattern)?;
-    let reply_start = ctx.out.buf.len();
+    let reply_start = ctx.out.mark();
     ctx.out.integer(deleted as i64);
     let wait = if local_only {
         // Stale fills older than this invalidation are refused here as well.
@@ -307,7 +307,7 @@ pub fn invalidate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         let fanout = Fanout::plan(ctx.shared, pattern);
         (ack.is_some() || fanout.is_some()).then(|| RegionWait {
             ack,
-            reply: ctx.out.buf.split_off(reply_start).to_vec(),
+            reply: ctx.out.take_since(reply_start),
             fanout,
         })
     };

@@ -1045,7 +1045,7 @@ pub fn dispatch<'a, 'h>(
         return;
     }
     if !spec.has(WRITE) || primary_link {
-        let reply_start = ctx.out.buf.len();
+        let reply_start = ctx.out.mark();
         if let Err(error) = (spec.handler)(&mut ctx) {
             ctx.out.error(&error.to_string());
         } else if direct
@@ -1055,7 +1055,7 @@ pub fn dispatch<'a, 'h>(
                 crate::origin::intercept_miss(shared.origin.as_deref(), exec, spec.id, args)
         {
             // read-through: the nil is taken back, the miss is answered once the origin replied
-            ctx.out.buf.truncate(reply_start);
+            ctx.out.truncate(reply_start);
             ctx.client.pending = Some(Pending::Origin(op));
         }
         return;
@@ -1219,7 +1219,7 @@ fn run_in_transit(spec: &Spec, transit: &cluster::InTransit, ctx: Ctx<'_, '_>) {
 /// Runs a write and appends its effects to the replication log (or to the
 /// running transaction's block) before the caller releases the shard locks.
 fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
-    let reply_start = ctx.out.buf.len();
+    let reply_start = ctx.out.mark();
     // origin fills and remote region events older than a known version are refused
     let regions = &ctx.shared.regions;
     if let Err(refusal) = regions.admit(ctx.exec, || spec.keys(ctx.args)) {
@@ -1257,7 +1257,7 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         && ctx.client.pending.is_none()
     {
         // strong consistency: the reply waits for the peer regions
-        let reply = ctx.out.buf.split_off(reply_start).to_vec();
+        let reply = ctx.out.take_since(reply_start);
         ctx.client.pending = Some(Pending::Regions(crate::region::RegionWait::peers(
             ack, reply,
         )));

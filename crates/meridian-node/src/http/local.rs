@@ -1,6 +1,7 @@
 //! Runs commands as an internal client through the normal dispatcher, so the
 //! HTTP API and origin fills share every rule of RESP commands: routing,
-//! READONLY on replicas, OOM refusal, replication of writes.
+//! READONLY on replicas, OOM refusal, replication of writes. The reply comes back
+//! typed: the dispatcher writes it into a capturing `Out`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,11 +11,12 @@ use tokio::sync::mpsc;
 use crate::client::ClientHandle;
 use crate::commands::{ClientState, Pending, dispatch};
 use crate::exec::{Caller, ExecContext};
-use crate::protocol::{Decoded, Out, Protocol, ReplyLimits, parse_reply};
+use crate::protocol::Out;
 use crate::state::Shared;
 use crate::store::Access;
 
-/// The reply type internal callers read: the node's one reply decoder's.
+/// The reply internal callers read: the node's one typed reply, captured as the
+/// command writes it (never encoded and decoded again).
 pub use crate::protocol::Reply;
 
 /// Client id reserved for internal callers (real clients count up from 1).
@@ -57,7 +59,7 @@ pub fn run_as(
     readonly: bool,
 ) -> (Option<Reply>, Option<Pending>) {
     let mut client = internal_client(shared, readonly);
-    let mut out = Out::new(Protocol::Resp2);
+    let mut out = Out::capture();
     dispatch(
         shared,
         exec,
@@ -66,44 +68,6 @@ pub fn run_as(
         args,
         Access::direct(&shared.db),
     );
-    (parse(&out.buf), client.pending.take())
-}
-
-/// Decodes the reply written to an `Out` (with the node's one reply decoder); `None`
-/// when nothing was written.
-pub fn parse(buf: &[u8]) -> Option<Reply> {
-    if buf.is_empty() {
-        return None;
-    }
-    Some(match parse_reply(buf, &ReplyLimits::TRUSTED) {
-        Ok(Decoded::Reply { reply, .. }) => reply,
-        _ => Reply::Error("ERR unreadable reply".into()),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    #[test]
-    fn parses_replies() {
-        assert_eq!(parse(b"+OK\r\n"), Some(Reply::Simple("OK".into())));
-        assert_eq!(parse(b"-ERR x\r\n"), Some(Reply::Error("ERR x".into())));
-        assert_eq!(parse(b":-5\r\n"), Some(Reply::Int(-5)));
-        assert_eq!(parse(b"$-1\r\n"), Some(Reply::Nil));
-        assert_eq!(
-            parse(b"$3\r\na\r\n\r\n"),
-            Some(Reply::Bulk(Bytes::from_static(b"a\r\n")))
-        );
-        assert_eq!(
-            parse(b"*2\r\n$1\r\na\r\n:1\r\n"),
-            Some(Reply::Array(vec![
-                Reply::Bulk(Bytes::from_static(b"a")),
-                Reply::Int(1)
-            ]))
-        );
-        assert_eq!(parse(b""), None);
-        assert!(matches!(parse(b"$9\r\nab\r\n"), Some(Reply::Error(_))));
-    }
+    let pending = client.pending.take();
+    (out.into_reply(), pending)
 }

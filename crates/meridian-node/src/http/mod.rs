@@ -496,18 +496,18 @@ async fn settle(shared: &Shared, reply: Option<Reply>, pending: Option<Pending>)
     match pending {
         Some(Pending::Origin(op)) => {
             let mut client = local::internal_client(shared, false);
-            let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
+            let mut out = crate::protocol::Out::capture();
             let exec = crate::exec::ExecContext::new(crate::exec::Caller::Http);
             crate::origin::continuation::complete(shared, exec, &mut client, &mut out, op).await;
             if let Some(Pending::Regions(wait)) = client.pending.take() {
                 shared.regions.finish(wait, &mut out).await;
             }
-            local::parse(&out.buf)
+            out.into_reply()
         }
         Some(Pending::Regions(wait)) => {
-            let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
+            let mut out = crate::protocol::Out::capture();
             shared.regions.finish(wait, &mut out).await;
-            local::parse(&out.buf)
+            out.into_reply()
         }
         _ => reply,
     }
@@ -650,12 +650,12 @@ async fn invalidate(api: &Api, body: &[u8]) -> Result<Response<Body>, ApiError> 
     if ack.is_some() || fanout.is_some() {
         let wait = crate::region::RegionWait {
             ack,
-            reply: Vec::new(),
+            reply: Default::default(),
             fanout,
         };
-        let mut out = crate::protocol::Out::new(crate::protocol::Protocol::Resp2);
+        let mut out = crate::protocol::Out::capture();
         shared.regions.finish(wait, &mut out).await;
-        if let Some(Reply::Error(error)) = local::parse(&out.buf) {
+        if let Some(Reply::Error(error)) = out.into_reply() {
             return Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, error));
         }
     }

@@ -1,7 +1,10 @@
-//! Reply encoding straight into the connection's output buffer, choosing the
-//! RESP2 or RESP3 form of each reply type (maps, nulls, doubles, pushes).
+//! Reply writing: straight into the connection's output buffer, choosing the
+//! RESP2 or RESP3 form of each reply type (maps, nulls, doubles, pushes), or as
+//! typed replies for the node's internal callers.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::reply::{Decoded, Reply, ReplyLimits, ReplyTree, parse_reply};
 
 /// Protocol version negotiated with HELLO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,57 +13,263 @@ pub enum Protocol {
     Resp3,
 }
 
-/// Output buffer for one connection; replies of a pipelined batch accumulate
+/// Where a command's reply goes. Connections encode it; internal callers (the HTTP
+/// API, origin continuations, region-link events) take it as a typed [`Reply`], and
+/// a replica applying its primary's stream answers nobody.
+enum Sink {
+    Encoded(BytesMut),
+    Captured {
+        tree: ReplyTree,
+        replies: Vec<Reply>,
+    },
+    Discarded,
+}
+
+/// Output of one caller: for a connection, replies of a pipelined batch accumulate
 /// here and are written with a single flush.
 pub struct Out {
-    pub buf: BytesMut,
+    sink: Sink,
     pub proto: Protocol,
 }
 
+/// A position in the output between two whole replies.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark(usize);
+
+/// Replies taken out of an [`Out`] to be written later (a strong write's reply held
+/// until the peer regions acknowledged), in the form their `Out` keeps them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Written {
+    Encoded(Vec<u8>),
+    Replies(Vec<Reply>),
+}
+
+impl Default for Written {
+    fn default() -> Self {
+        Written::Replies(Vec::new())
+    }
+}
+
 impl Out {
+    /// Encodes replies for a connection.
     pub fn new(proto: Protocol) -> Self {
         Out {
-            buf: BytesMut::with_capacity(16 * 1024),
+            sink: Sink::Encoded(BytesMut::with_capacity(16 * 1024)),
             proto,
         }
+    }
+
+    /// Keeps replies as typed values, in their RESP2 shape (an internal caller).
+    pub fn capture() -> Self {
+        Out {
+            sink: Sink::Captured {
+                tree: ReplyTree::default(),
+                replies: Vec::new(),
+            },
+            proto: Protocol::Resp2,
+        }
+    }
+
+    /// Drops every reply (a replica applying its primary's stream).
+    pub fn discard() -> Self {
+        Out {
+            sink: Sink::Discarded,
+            proto: Protocol::Resp2,
+        }
+    }
+
+    /// Whether replies are kept typed.
+    pub fn is_capturing(&self) -> bool {
+        matches!(self.sink, Sink::Captured { .. })
     }
 
     pub fn is_resp3(&self) -> bool {
         self.proto == Protocol::Resp3
     }
 
+    /// The encoded bytes not yet flushed (none unless encoding).
+    pub fn encoded(&self) -> &[u8] {
+        match &self.sink {
+            Sink::Encoded(buf) => buf,
+            _ => &[],
+        }
+    }
+
+    /// Bytes waiting to be flushed.
+    pub fn len(&self) -> usize {
+        self.encoded().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets what was flushed; a buffer grown past `max_capacity` by a large reply
+    /// is replaced by one of `capacity`.
+    pub fn flushed(&mut self, max_capacity: usize, capacity: usize) {
+        if let Sink::Encoded(buf) = &mut self.sink {
+            buf.clear();
+            if buf.capacity() > max_capacity {
+                *buf = BytesMut::with_capacity(capacity);
+            }
+        }
+    }
+
+    /// The whole replies captured so far, taken out (none unless capturing).
+    pub fn take_replies(&mut self) -> Vec<Reply> {
+        match &mut self.sink {
+            Sink::Captured { replies, .. } => std::mem::take(replies),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The first reply captured, if any.
+    pub fn into_reply(mut self) -> Option<Reply> {
+        self.take_replies().into_iter().next()
+    }
+
+    /// The current position; only taken between whole replies.
+    pub fn mark(&self) -> Mark {
+        match &self.sink {
+            Sink::Encoded(buf) => Mark(buf.len()),
+            Sink::Captured { tree, replies } => {
+                debug_assert_eq!(tree.depth(), 0, "a mark inside a reply");
+                Mark(replies.len())
+            }
+            Sink::Discarded => Mark(0),
+        }
+    }
+
+    /// Takes back what was written since `mark`.
+    pub fn truncate(&mut self, mark: Mark) {
+        match &mut self.sink {
+            Sink::Encoded(buf) => buf.truncate(mark.0),
+            Sink::Captured { replies, .. } => replies.truncate(mark.0),
+            Sink::Discarded => {}
+        }
+    }
+
+    /// Takes out what was written since `mark`, to be [`put`](Self::put) later.
+    pub fn take_since(&mut self, mark: Mark) -> Written {
+        match &mut self.sink {
+            Sink::Encoded(buf) => Written::Encoded(buf.split_off(mark.0).to_vec()),
+            Sink::Captured { replies, .. } => Written::Replies(replies.split_off(mark.0)),
+            Sink::Discarded => Written::default(),
+        }
+    }
+
+    /// Writes replies taken out earlier.
+    pub fn put(&mut self, written: Written) {
+        match (&mut self.sink, written) {
+            (Sink::Encoded(buf), Written::Encoded(bytes)) => buf.put_slice(&bytes),
+            (Sink::Captured { replies, .. }, Written::Replies(taken)) => replies.extend(taken),
+            (_, Written::Replies(taken)) => {
+                for reply in &taken {
+                    self.reply(reply);
+                }
+            }
+            (_, Written::Encoded(bytes)) => {
+                // written by a connection, put into a capture: not a path the node
+                // takes, but the bytes are the node's own replies
+                let mut rest = &bytes[..];
+                while let Ok(Decoded::Reply { reply, consumed }) =
+                    parse_reply(rest, &ReplyLimits::TRUSTED)
+                {
+                    self.reply(&reply);
+                    rest = &rest[consumed..];
+                }
+            }
+        }
+    }
+
+    /// Writes a typed reply.
+    pub fn reply(&mut self, reply: &Reply) {
+        match reply {
+            Reply::Simple(text) => self.simple(text),
+            Reply::Error(text) => self.error(text),
+            Reply::Int(value) => self.integer(*value),
+            Reply::Bulk(data) => self.bulk(data),
+            Reply::Nil => self.null(),
+            Reply::Array(items) => {
+                self.array(items.len());
+                items.iter().for_each(|item| self.reply(item));
+            }
+        }
+    }
+
+    /// The buffer to encode into, or None when the reply is captured or dropped
+    /// (after handing `typed` its value).
+    #[inline]
+    fn encoding(&mut self, typed: impl FnOnce() -> Reply) -> Option<&mut BytesMut> {
+        match &mut self.sink {
+            Sink::Encoded(buf) => Some(buf),
+            Sink::Captured { tree, replies } => {
+                replies.extend(tree.add(typed()));
+                None
+            }
+            Sink::Discarded => None,
+        }
+    }
+
+    /// Like [`encoding`](Self::encoding) for an array header of `len` elements.
+    #[inline]
+    fn encoding_array(&mut self, len: usize) -> Option<&mut BytesMut> {
+        match &mut self.sink {
+            Sink::Encoded(buf) => Some(buf),
+            Sink::Captured { tree, replies } => {
+                replies.extend(tree.open_array(len, len.min(1024)));
+                None
+            }
+            Sink::Discarded => None,
+        }
+    }
+
     pub fn ok(&mut self) {
-        self.buf.put_slice(b"+OK\r\n");
+        if let Some(buf) = self.encoding(|| Reply::Simple("OK".into())) {
+            buf.put_slice(b"+OK\r\n");
+        }
     }
 
     pub fn simple(&mut self, text: &str) {
-        self.buf.put_u8(b'+');
-        self.buf.put_slice(text.as_bytes());
-        self.buf.put_slice(b"\r\n");
+        if let Some(buf) = self.encoding(|| Reply::Simple(text.into())) {
+            buf.put_u8(b'+');
+            buf.put_slice(text.as_bytes());
+            buf.put_slice(b"\r\n");
+        }
     }
 
     /// An error reply; `text` must carry its prefix ("ERR ...", "WRONGTYPE ...").
     pub fn error(&mut self, text: &str) {
-        self.buf.put_u8(b'-');
         // error lines must stay single-line
-        for &byte in text.as_bytes() {
-            self.buf.put_u8(if byte == b'\r' || byte == b'\n' {
+        let one_line = |byte: u8| {
+            if byte == b'\r' || byte == b'\n' {
                 b' '
             } else {
                 byte
-            });
+            }
+        };
+        let typed = || Reply::Error(text.replace(['\r', '\n'], " "));
+        if let Some(buf) = self.encoding(typed) {
+            buf.put_u8(b'-');
+            for &byte in text.as_bytes() {
+                buf.put_u8(one_line(byte));
+            }
+            buf.put_slice(b"\r\n");
         }
-        self.buf.put_slice(b"\r\n");
     }
 
     pub fn integer(&mut self, value: i64) {
-        self.header(b':', value);
+        if let Some(buf) = self.encoding(|| Reply::Int(value)) {
+            header(buf, b':', value);
+        }
     }
 
     pub fn bulk(&mut self, data: &[u8]) {
-        self.header(b'$', data.len() as i64);
-        self.buf.put_slice(data);
-        self.buf.put_slice(b"\r\n");
+        if let Some(buf) = self.encoding(|| Reply::Bulk(Bytes::copy_from_slice(data))) {
+            header(buf, b'$', data.len() as i64);
+            buf.put_slice(data);
+            buf.put_slice(b"\r\n");
+        }
     }
 
     pub fn bulk_str(&mut self, text: &str) {
@@ -73,43 +282,60 @@ impl Out {
     }
 
     pub fn null(&mut self) {
-        match self.proto {
-            Protocol::Resp2 => self.buf.put_slice(b"$-1\r\n"),
-            Protocol::Resp3 => self.buf.put_slice(b"_\r\n"),
+        let proto = self.proto;
+        if let Some(buf) = self.encoding(|| Reply::Nil) {
+            match proto {
+                Protocol::Resp2 => buf.put_slice(b"$-1\r\n"),
+                Protocol::Resp3 => buf.put_slice(b"_\r\n"),
+            }
         }
     }
 
     pub fn null_array(&mut self) {
-        match self.proto {
-            Protocol::Resp2 => self.buf.put_slice(b"*-1\r\n"),
-            Protocol::Resp3 => self.buf.put_slice(b"_\r\n"),
+        let proto = self.proto;
+        if let Some(buf) = self.encoding(|| Reply::Nil) {
+            match proto {
+                Protocol::Resp2 => buf.put_slice(b"*-1\r\n"),
+                Protocol::Resp3 => buf.put_slice(b"_\r\n"),
+            }
         }
     }
 
     pub fn array(&mut self, len: usize) {
-        self.header(b'*', len as i64);
+        if let Some(buf) = self.encoding_array(len) {
+            header(buf, b'*', len as i64);
+        }
     }
 
     /// A map of `len` pairs: `%` in RESP3, a flat array in RESP2.
     pub fn map(&mut self, len: usize) {
-        match self.proto {
-            Protocol::Resp2 => self.header(b'*', (len * 2) as i64),
-            Protocol::Resp3 => self.header(b'%', len as i64),
+        let proto = self.proto;
+        if let Some(buf) = self.encoding_array(len * 2) {
+            match proto {
+                Protocol::Resp2 => header(buf, b'*', (len * 2) as i64),
+                Protocol::Resp3 => header(buf, b'%', len as i64),
+            }
         }
     }
 
     pub fn set(&mut self, len: usize) {
-        match self.proto {
-            Protocol::Resp2 => self.header(b'*', len as i64),
-            Protocol::Resp3 => self.header(b'~', len as i64),
+        let proto = self.proto;
+        if let Some(buf) = self.encoding_array(len) {
+            match proto {
+                Protocol::Resp2 => header(buf, b'*', len as i64),
+                Protocol::Resp3 => header(buf, b'~', len as i64),
+            }
         }
     }
 
     /// Out-of-band push (pub/sub messages): `>` in RESP3, an array in RESP2.
     pub fn push(&mut self, len: usize) {
-        match self.proto {
-            Protocol::Resp2 => self.header(b'*', len as i64),
-            Protocol::Resp3 => self.header(b'>', len as i64),
+        let proto = self.proto;
+        if let Some(buf) = self.encoding_array(len) {
+            match proto {
+                Protocol::Resp2 => header(buf, b'*', len as i64),
+                Protocol::Resp3 => header(buf, b'>', len as i64),
+            }
         }
     }
 
@@ -119,9 +345,11 @@ impl Out {
         match self.proto {
             Protocol::Resp2 => self.bulk(text.as_bytes()),
             Protocol::Resp3 => {
-                self.buf.put_u8(b',');
-                self.buf.put_slice(text.as_bytes());
-                self.buf.put_slice(b"\r\n");
+                if let Some(buf) = self.encoding(|| Reply::Bulk(Bytes::from(text.clone()))) {
+                    buf.put_u8(b',');
+                    buf.put_slice(text.as_bytes());
+                    buf.put_slice(b"\r\n");
+                }
             }
         }
     }
@@ -131,20 +359,23 @@ impl Out {
         match self.proto {
             Protocol::Resp2 => self.bulk(text.as_bytes()),
             Protocol::Resp3 => {
-                self.header(b'=', (text.len() + 4) as i64);
-                self.buf.put_slice(b"txt:");
-                self.buf.put_slice(text.as_bytes());
-                self.buf.put_slice(b"\r\n");
+                let typed = || Reply::Bulk(Bytes::copy_from_slice(text.as_bytes()));
+                if let Some(buf) = self.encoding(typed) {
+                    header(buf, b'=', (text.len() + 4) as i64);
+                    buf.put_slice(b"txt:");
+                    buf.put_slice(text.as_bytes());
+                    buf.put_slice(b"\r\n");
+                }
             }
         }
     }
+}
 
-    fn header(&mut self, kind: u8, value: i64) {
-        let mut buffer = itoa::Buffer::new();
-        self.buf.put_u8(kind);
-        self.buf.put_slice(buffer.format(value).as_bytes());
-        self.buf.put_slice(b"\r\n");
-    }
+fn header(buf: &mut BytesMut, kind: u8, value: i64) {
+    let mut buffer = itoa::Buffer::new();
+    buf.put_u8(kind);
+    buf.put_slice(buffer.format(value).as_bytes());
+    buf.put_slice(b"\r\n");
 }
 
 /// Formats a double the way Redis replies with it (`%.17g` shortest round-trip,
@@ -171,6 +402,7 @@ pub fn format_double(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn resp2_and_resp3_shapes() {
@@ -179,13 +411,13 @@ mod tests {
         two.map(1);
         two.double(1.5);
         two.push(3);
-        assert_eq!(&two.buf[..], b"$-1\r\n*2\r\n$3\r\n1.5\r\n*3\r\n");
+        assert_eq!(two.encoded(), b"$-1\r\n*2\r\n$3\r\n1.5\r\n*3\r\n");
         let mut three = Out::new(Protocol::Resp3);
         three.null();
         three.map(1);
         three.double(1.5);
         three.push(3);
-        assert_eq!(&three.buf[..], b"_\r\n%1\r\n,1.5\r\n>3\r\n");
+        assert_eq!(three.encoded(), b"_\r\n%1\r\n,1.5\r\n>3\r\n");
     }
 
     #[test]
@@ -196,10 +428,127 @@ mod tests {
         assert_eq!(format_double(5.0e3), "5000");
     }
 
+    fn any_reply() -> impl Strategy<Value = Reply> {
+        let leaf = prop_oneof![
+            "[a-zA-Z0-9 ]{0,12}".prop_map(Reply::Simple),
+            "ERR [a-z\r\n]{0,12}".prop_map(Reply::Error),
+            any::<i64>().prop_map(Reply::Int),
+            proptest::collection::vec(any::<u8>(), 0..24)
+                .prop_map(|data| Reply::Bulk(Bytes::from(data))),
+            Just(Reply::Nil),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            proptest::collection::vec(inner, 0..6).prop_map(Reply::Array)
+        })
+    }
+
+    proptest! {
+        /// A captured reply is what a client decodes from the encoded one.
+        #[test]
+        fn capture_equals_encode_then_decode(replies in proptest::collection::vec(any_reply(), 1..4)) {
+            let mut encoded = Out::new(Protocol::Resp2);
+            let mut captured = Out::capture();
+            for reply in &replies {
+                encoded.reply(reply);
+                captured.reply(reply);
+            }
+            let mut decoded = Vec::new();
+            let mut rest = encoded.encoded();
+            while !rest.is_empty() {
+                let Ok(Decoded::Reply { reply, consumed }) = parse_reply(rest, &ReplyLimits::TRUSTED) else {
+                    panic!("undecodable: {rest:?}");
+                };
+                decoded.push(reply);
+                rest = &rest[consumed..];
+            }
+            prop_assert_eq!(captured.take_replies(), decoded);
+        }
+    }
+
+    #[test]
+    fn captures_nested_replies_and_resp2_shapes() {
+        let mut out = Out::capture();
+        out.map(1);
+        out.bulk_str("field");
+        out.double(1.5);
+        out.array(0);
+        out.set(2);
+        out.integer(1);
+        out.null_array();
+        out.verbatim("txt");
+        assert_eq!(
+            out.take_replies(),
+            vec![
+                Reply::Array(vec![
+                    Reply::Bulk(Bytes::from_static(b"field")),
+                    Reply::Bulk(Bytes::from_static(b"1.5")),
+                ]),
+                Reply::Array(Vec::new()),
+                Reply::Array(vec![Reply::Int(1), Reply::Nil]),
+                Reply::Bulk(Bytes::from_static(b"txt")),
+            ]
+        );
+    }
+
+    #[test]
+    fn held_replies_are_put_back_in_either_form() {
+        for mut out in [Out::new(Protocol::Resp2), Out::capture()] {
+            out.ok();
+            let mark = out.mark();
+            out.array(2);
+            out.integer(7);
+            out.bulk_str("x");
+            let held = out.take_since(mark);
+            out.error("ERR later");
+            let undone = out.mark();
+            out.integer(9);
+            out.truncate(undone);
+            out.put(held.clone());
+            // and into the other kind of output
+            let mut other = if out.is_capturing() {
+                Out::new(Protocol::Resp2)
+            } else {
+                Out::capture()
+            };
+            other.put(held);
+            let expected_held =
+                Reply::Array(vec![Reply::Int(7), Reply::Bulk(Bytes::from_static(b"x"))]);
+            if out.is_capturing() {
+                assert_eq!(
+                    out.take_replies(),
+                    vec![
+                        Reply::Simple("OK".into()),
+                        Reply::Error("ERR later".into()),
+                        expected_held.clone(),
+                    ]
+                );
+                assert_eq!(other.encoded(), b"*2\r\n:7\r\n$1\r\nx\r\n");
+            } else {
+                assert_eq!(
+                    out.encoded(),
+                    b"+OK\r\n-ERR later\r\n*2\r\n:7\r\n$1\r\nx\r\n"
+                );
+                assert_eq!(other.take_replies(), vec![expected_held]);
+            }
+        }
+    }
+
+    #[test]
+    fn discarded_output_keeps_nothing() {
+        let mut out = Out::discard();
+        out.array(1);
+        out.bulk(b"x");
+        assert!(out.is_empty());
+        assert!(out.take_replies().is_empty());
+    }
+
     #[test]
     fn errors_stay_on_one_line() {
         let mut out = Out::new(Protocol::Resp2);
         out.error("ERR a\r\nb");
-        assert_eq!(&out.buf[..], b"-ERR a  b\r\n");
+        assert_eq!(out.encoded(), b"-ERR a  b\r\n");
+        let mut captured = Out::capture();
+        captured.error("ERR a\r\nb");
+        assert_eq!(captured.into_reply(), Some(Reply::Error("ERR a  b".into())));
     }
 }

@@ -4,6 +4,6 @@ pub mod encode;
 pub mod frame;
 pub mod reply;
 
-pub use encode::{Out, Protocol};
+pub use encode::{Mark, Out, Protocol, Written};
 pub use frame::{Limits, ParseError, Parsed, Partial, parse_command, parse_command_resuming};
-pub use reply::{Decoded, Reply, ReplyLimits, parse_reply};
+pub use reply::{Decoded, Reply, ReplyLimits, ReplyTree, parse_reply};

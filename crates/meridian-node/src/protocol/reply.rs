@@ -55,25 +55,70 @@ pub enum Decoded {
     Incomplete { min_len: usize },
 }
 
+/// Builds replies from their parts in wire order: values, and array headers whose
+/// elements follow. The decoder fills one from bytes; an `Out` in capture mode fills
+/// one as a command writes its reply, so internal callers get the typed reply
+/// without encoding and decoding it.
+#[derive(Debug, Default)]
+pub struct ReplyTree {
+    open: Vec<Open>,
+}
+
 /// An array being filled: its elements so far and how many are still due.
+#[derive(Debug)]
 struct Open {
     items: Vec<Reply>,
     due: usize,
 }
 
+impl ReplyTree {
+    /// Starts an array of `count` elements (`capacity` of them reserved); an empty
+    /// array is a value at once.
+    pub fn open_array(&mut self, count: usize, capacity: usize) -> Option<Reply> {
+        if count == 0 {
+            return self.add(Reply::Array(Vec::new()));
+        }
+        self.open.push(Open {
+            items: Vec::with_capacity(capacity.min(count)),
+            due: count,
+        });
+        None
+    }
+
+    /// Adds a value to the innermost open array; returns the top-level reply it
+    /// completes (the value itself when no array is open).
+    pub fn add(&mut self, mut value: Reply) -> Option<Reply> {
+        while let Some(mut open) = self.open.pop() {
+            open.items.push(value);
+            open.due -= 1;
+            if open.due > 0 {
+                self.open.push(open);
+                return None;
+            }
+            value = Reply::Array(open.items);
+        }
+        Some(value)
+    }
+
+    /// Arrays started and not yet complete.
+    pub fn depth(&self) -> usize {
+        self.open.len()
+    }
+}
+
 /// Decodes one reply from the start of `buf`.
 pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Decoded, ParseError> {
-    let mut stack: Vec<Open> = Vec::new();
+    let mut tree = ReplyTree::default();
     let mut elements = 0usize;
     let mut pos = 0usize;
-    'reply: loop {
+    loop {
         let Some((kind, line, after)) = header(buf, pos, limits)? else {
             return Ok(Decoded::Incomplete {
                 min_len: buf.len() + 1,
             });
         };
         pos = after;
-        let mut value = match kind {
+        let value = match kind {
             b'+' => Reply::Simple(text(line)),
             b'-' => Reply::Error(text(line)),
             b':' => Reply::Int(parse_i64(line).ok_or(ParseError::InvalidReplyInteger)?),
@@ -103,7 +148,7 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Decoded, ParseErr
                 None => Reply::Nil,
                 Some(0) => Reply::Array(Vec::new()),
                 Some(count) => {
-                    if stack.len() >= limits.max_depth {
+                    if tree.depth() >= limits.max_depth {
                         return Err(ParseError::ReplyTooDeep(limits.max_depth));
                     }
                     elements = elements
@@ -113,29 +158,19 @@ pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Decoded, ParseErr
                     // every element takes at least 3 bytes on the wire: the
                     // capacity follows what arrived, not what the header claims
                     let arrived = (buf.len() - after) / 3;
-                    stack.push(Open {
-                        items: Vec::with_capacity(count.min(arrived).min(1024)),
-                        due: count,
-                    });
+                    tree.open_array(count, arrived.min(1024));
                     continue;
                 }
             },
             other => return Err(ParseError::UnexpectedReplyType(other)),
         };
         // hand the finished value to the arrays it completes
-        while let Some(mut open) = stack.pop() {
-            open.items.push(value);
-            open.due -= 1;
-            if open.due > 0 {
-                stack.push(open);
-                continue 'reply;
-            }
-            value = Reply::Array(open.items);
+        if let Some(reply) = tree.add(value) {
+            return Ok(Decoded::Reply {
+                reply,
+                consumed: pos,
+            });
         }
-        return Ok(Decoded::Reply {
-            reply: value,
-            consumed: pos,
-        });
     }
 }
 

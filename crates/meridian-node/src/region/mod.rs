@@ -34,7 +34,7 @@ use tokio::sync::watch;
 
 use crate::error::CommandError;
 use crate::exec::{ExecContext, RegionGuard};
-use crate::protocol::Out;
+use crate::protocol::{Out, Written};
 use crate::store::{Access, Value};
 
 pub use versions::{Version, Versions};
@@ -194,14 +194,14 @@ impl Ack {
 pub struct RegionWait {
     /// Strong consistency: the peer regions that must acknowledge.
     pub ack: Option<Arc<Ack>>,
-    pub reply: Vec<u8>,
+    pub reply: Written,
     /// Pattern invalidation: the other primaries of this region that must confirm.
     pub fanout: Option<fanout::Fanout>,
 }
 
 impl RegionWait {
     /// A strong write waiting for the peer regions.
-    pub fn peers(ack: Arc<Ack>, reply: Vec<u8>) -> RegionWait {
+    pub fn peers(ack: Arc<Ack>, reply: Written) -> RegionWait {
         RegionWait {
             ack: Some(ack),
             reply,
@@ -538,7 +538,7 @@ impl Regions {
             _ if !failed_primaries.is_empty() => {
                 out.error(&fanout::fanout_message(&failed_primaries))
             }
-            Ok(()) => out.buf.extend_from_slice(&wait.reply),
+            Ok(()) => out.put(wait.reply),
             Err(missing) => out.error(&timeout_message(&missing, timeout)),
         }
     }

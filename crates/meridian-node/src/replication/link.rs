@@ -22,7 +22,9 @@ use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::{ClientState, dispatch};
 use crate::error::SyncError;
 use crate::exec::{Caller, ExecContext};
-use crate::protocol::{Out, Parsed, Protocol, parse_command};
+use crate::protocol::{
+    Decoded, Out, ParseError, Parsed, Reply, ReplyLimits, parse_command, parse_reply,
+};
 use crate::state::Shared;
 use crate::store::Access;
 
@@ -264,7 +266,8 @@ async fn read_more(
     }
 }
 
-/// Reads one CRLF-terminated line (without the CRLF).
+/// Reads the snapshot's `$<len>` header line (without the CRLF): the payload after
+/// it is streamed in pieces, so it is not a reply the decoder takes whole.
 async fn read_line(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
@@ -286,17 +289,56 @@ async fn read_line(
     }
 }
 
+/// Bounds on a handshake reply: one status line, never an aggregate.
+const HANDSHAKE_REPLY: ReplyLimits = ReplyLimits {
+    max_len: MAX_LINE,
+    max_bulk_len: MAX_LINE,
+    max_elements: 16,
+    max_depth: 1,
+};
+
+/// Reads one handshake reply with the node's reply decoder.
+async fn read_reply(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> Result<Reply, SyncError> {
+    loop {
+        match parse_reply(buf, &HANDSHAKE_REPLY) {
+            Ok(Decoded::Reply { reply, consumed }) => {
+                buf.advance(consumed);
+                return Ok(reply);
+            }
+            Ok(Decoded::Incomplete { .. }) => {}
+            Err(ParseError::ReplyLineTooLong | ParseError::ReplyTooBig(_)) => {
+                return Err(SyncError::OverlongLine);
+            }
+            Err(error) => return Err(SyncError::Stream(error)),
+        }
+        if read_more(stream, buf, idle, "handshake").await? == 0 {
+            return Err(SyncError::Closed);
+        }
+    }
+}
+
+/// A handshake reply that is not the status expected, as the error names it.
+fn refused(what: &'static str, reply: Reply) -> SyncError {
+    let line = match reply {
+        Reply::Simple(text) | Reply::Error(text) => text,
+        other => format!("{other:?}"),
+    };
+    SyncError::Refused { what, line }
+}
+
 async fn expect_ok(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     idle: Duration,
     what: &'static str,
 ) -> Result<(), SyncError> {
-    let line = read_line(stream, buf, idle, "handshake").await?;
-    if line.starts_with("+OK") {
-        Ok(())
-    } else {
-        Err(SyncError::Refused { what, line })
+    match read_reply(stream, buf, idle).await? {
+        Reply::Simple(status) if status == "OK" => Ok(()),
+        other => Err(refused(what, other)),
     }
 }
 
@@ -326,10 +368,11 @@ async fn handshake(
         .or_else(|| shared.requirepass());
     if let Some(password) = password {
         command(stream, &[b"AUTH", password.as_bytes()]).await?;
-        let line = read_line(stream, buf, idle, "handshake").await?;
-        // a primary without a password refuses AUTH; the link works anyway
-        if !line.starts_with("+OK") && !line.contains("without any password configured") {
-            return Err(SyncError::Refused { what: "AUTH", line });
+        match read_reply(stream, buf, idle).await? {
+            Reply::Simple(status) if status == "OK" => {}
+            // a primary without a password refuses AUTH; the link works anyway
+            Reply::Error(error) if error.contains("without any password configured") => {}
+            other => return Err(refused("AUTH", other)),
         }
     }
     let port = shared.port.to_string();
@@ -344,10 +387,13 @@ async fn handshake(
         ("?".to_string(), "-1".to_string())
     };
     command(stream, &[b"PSYNC", replid.as_bytes(), offset.as_bytes()]).await?;
-    let line = read_line(stream, buf, idle, "handshake").await?;
+    let line = match read_reply(stream, buf, idle).await? {
+        Reply::Simple(line) => line,
+        other => return Err(refused("PSYNC", other)),
+    };
     let mut words = line.split_whitespace();
     match words.next() {
-        Some("+FULLRESYNC") => {
+        Some("FULLRESYNC") => {
             let (Some(replid), Some(offset)) = (
                 words.next().filter(|replid| valid_replid(replid)),
                 words.next().and_then(|offset| offset.parse::<u64>().ok()),
@@ -359,7 +405,7 @@ async fn handshake(
                 offset,
             })
         }
-        Some("+CONTINUE") => match words.next() {
+        Some("CONTINUE") => match words.next() {
             Some(replid) if !valid_replid(replid) => Err(SyncError::BadPsyncReply(line)),
             replid => Ok(Psync::Continue {
                 replid: replid.map(str::to_string),
@@ -503,7 +549,7 @@ async fn session(
     });
     let mut client = ClientState::new(handle, true);
     client.primary_link = true;
-    let mut out = Out::new(Protocol::Resp2);
+    let mut out = Out::discard();
     let mut ack = tokio::time::interval(ACK_PERIOD);
     let mut stream_state = StreamState::default();
     let idle = shared.repl.timeout();
@@ -593,7 +639,6 @@ fn apply(
                     getack = true;
                 } else if !argv.is_empty() {
                     dispatch(shared, exec, client, out, &argv, Access::direct(&shared.db));
-                    out.buf.clear();
                 }
                 // Like Redis, the offset only moves past whole transactions:
                 // a link cut between MULTI and EXEC resumes before MULTI.
