@@ -920,3 +920,114 @@ fn keys_in_transit_survive_maps_that_do_not_give_their_slot_to_the_node() {
     assert_eq!(count_in_slot(&a, moving), 0);
     assert_eq!(orphans_deleted(&a), 0);
 }
+
+/// A `LINK.EVENT` frame as a peer region sends it: the key `key` changed there at
+/// hybrid time `hlc` (`value`: the new value in replicate mode, else an invalidation).
+fn link_event(key: &str, hlc: u64, value: Option<&str>) -> Vec<u8> {
+    let hlc = hlc.to_string();
+    let mut args: Vec<&[u8]> = vec![
+        b"LINK.EVENT",
+        if value.is_some() { b"set" } else { b"key" },
+        key.as_bytes(),
+        hlc.as_bytes(),
+        b"7",
+        b"region-b",
+        b"0",
+    ];
+    if let Some(value) = value {
+        args.extend_from_slice(&[value.as_bytes(), b"0"]);
+    }
+    common::encode(&args)
+}
+
+fn region_link(port: u16) -> common::Raw {
+    let mut raw = common::Raw::connect(port);
+    assert_eq!(
+        raw.cmd(&["LINK.HELLO", "meridian", "region-b", ""]),
+        Reply::ok()
+    );
+    raw
+}
+
+fn hlc_now() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    ms << 16
+}
+
+/// A peer region's invalidation of a key whose slot is migrating must reach the copy
+/// wherever it is. The source no longer holds a key that already moved (and may not
+/// touch one whose batch is in flight), so it must not acknowledge the event as
+/// applied: it answers TRYAGAIN, the peer offers the event again, and once the map
+/// moved the slot the source answers MOVED and the destination applies it. Before, the
+/// source answered +OK and the destination kept the stale copy.
+#[test]
+fn a_region_event_for_a_migrating_slot_is_retried_until_the_key_owner_applies_it() {
+    let (link_a, link_b) = (common::free_port(), common::free_port());
+    let a = Node::start_named("shard-0-0", 4, &["--region-port", &link_a.to_string()]);
+    let b = Node::start_named("shard-1-0", 4, &["--region-port", &link_b.to_string()]);
+    let map = two_shards(&a, &b);
+    push(&[&a, &b], &map);
+    let tags = tags();
+    let (slot, tag) = (FIRST, &tags[&FIRST]);
+    let (moved_key, kept_key) = (item(tag, 1), item(tag, 2));
+    let (mut raw_a, mut raw_b) = (a.raw(), b.raw());
+    for key in [&moved_key, &kept_key] {
+        assert_eq!(raw_a.cmd(&["SET", key, "old"]), Reply::ok());
+    }
+    open_slot(&mut raw_a, &mut raw_b, slot);
+    let port_b = b.port.to_string();
+    assert_eq!(
+        raw_a.cmd(&["MIGRATE", "127.0.0.1", &port_b, &moved_key, "0", "5000"]),
+        Reply::ok()
+    );
+
+    let mut link = region_link(link_a);
+    for value in [None, Some("new")] {
+        link.send(&link_event(&moved_key, hlc_now(), value));
+        let reply = error(link.read());
+        assert!(
+            reply.starts_with("TRYAGAIN"),
+            "an event for a key that left for the destination is not acknowledged: {reply}"
+        );
+    }
+    // a key still here is applied here, as before
+    link.send(&link_event(&kept_key, hlc_now(), None));
+    assert_eq!(link.read(), Reply::ok());
+    let slot_text = slot.to_string();
+    assert_eq!(
+        raw_a.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot_text]),
+        Reply::Int(0),
+        "the event deleted the key still on the source"
+    );
+
+    // the map moves the slot: the source sends the event on, the destination applies it
+    let mut moved_map = map.clone();
+    moved_map.epoch = 2;
+    moved_map.shards[0].slots = vec![
+        SlotRange {
+            start: 0,
+            end: FIRST - 1,
+        },
+        SlotRange {
+            start: FIRST + 1,
+            end: 8191,
+        },
+    ];
+    moved_map.shards[1].slots.insert(
+        0,
+        SlotRange {
+            start: FIRST,
+            end: FIRST,
+        },
+    );
+    push(&[&a, &b], &moved_map);
+    link.send(&link_event(&moved_key, hlc_now(), None));
+    assert_eq!(link.read(), Reply::err(&format!("MOVED {slot}")));
+    let mut link = region_link(link_b);
+    link.send(&link_event(&moved_key, hlc_now(), None));
+    assert_eq!(link.read(), Reply::ok());
+    assert_eq!(raw_b.cmd(&["EXISTS", &moved_key]), Reply::Int(0));
+}

@@ -987,3 +987,122 @@ fn a_clock_skew_beyond_the_bound_is_refused_and_applies_nothing() {
     });
     assert_eq!(regions_info(&a0, "region_max_clock_drift_ms"), "5000");
 }
+
+/// A write in region-b to a key whose slot region-a is migrating between its
+/// primaries: the source answers the invalidation TRYAGAIN (the key already left for
+/// the destination), region-b's link offers it again until region-a's map moved the
+/// slot, then follows the MOVED to the destination, which drops its stale copy. The
+/// link stays up throughout. Before, the source acknowledged the event without
+/// applying it anywhere and the destination served the old value for good.
+#[test]
+fn an_invalidation_for_a_migrating_slot_reaches_the_key_on_the_destination() {
+    let a0 = RegionNode::start("127.0.68.1", "a-0", "region-a", &[]);
+    let a1 = RegionNode::start("127.0.68.2", "a-1", "region-a", &[]);
+    let b0 = RegionNode::start("127.0.68.3", "b-0", "region-b", &[]);
+    push_topology("region-a", &[&a0, &a1]);
+    push_topology("region-b", &[&b0]);
+    push_peers(&[&a0, &a1], &[("region-b", &[&b0])]);
+    push_peers(&[&b0], &[("region-a", &[&a0, &a1])]);
+    wait_links_up(&[&a0, &a1, &b0]);
+
+    let key = (0..)
+        .map(|n| format!("moving:{n}"))
+        .find(|key| owner(&[&a0, &a1], key).id == "a-0")
+        .expect("a key of a-0");
+    let slot = meridian_topology::key_slot(key.as_bytes());
+    set(&a0, &key, "old").expect("set");
+    // region-a moves the key's slot from a-0 to a-1, and this key with it
+    let (id_a0, id_a1) = (
+        meridian_topology::cluster_node_id("a-0"),
+        meridian_topology::cluster_node_id("a-1"),
+    );
+    let slot_text = slot.to_string();
+    let ok = |node: &RegionNode, args: &[&str]| {
+        let reply: String = redis::cmd(args[0])
+            .arg(&args[1..])
+            .query(&mut node.redis())
+            .expect("command");
+        assert_eq!(reply, "OK", "{args:?}");
+    };
+    ok(
+        &a1,
+        &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &id_a0],
+    );
+    ok(
+        &a0,
+        &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &id_a1],
+    );
+    ok(
+        &a0,
+        &["MIGRATE", &a1.ip, &a1.port.to_string(), &key, "0", "5000"],
+    );
+
+    // region-b writes the key: its invalidation must find the copy on a-1
+    set(&b0, &key, "new").expect("set in region-b");
+    std::thread::sleep(Duration::from_millis(500));
+    let asking_get = |node: &RegionNode| -> Option<String> {
+        let mut connection = node.redis();
+        redis::cmd("ASKING").exec(&mut connection).expect("asking");
+        redis::cmd("GET")
+            .arg(&key)
+            .query(&mut connection)
+            .expect("get")
+    };
+    assert_eq!(
+        asking_get(&a1).as_deref(),
+        Some("old"),
+        "nothing settles the event while the slot is migrating"
+    );
+
+    // region-a's map moves the slot to a-1
+    let node_addr = |node: &RegionNode| NodeAddr {
+        id: node.id.clone(),
+        ip: node.ip.clone(),
+        port: node.port,
+    };
+    let halves = split_evenly(2);
+    let range = |start: u16, end: u16| meridian_topology::SlotRange { start, end };
+    // a-0 keeps its half without the slot; a-1 gains the slot
+    let a0_ranges: Vec<_> = [
+        (slot > halves[0].start).then(|| range(halves[0].start, slot - 1)),
+        (slot < halves[0].end).then(|| range(slot + 1, halves[0].end)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let a1_ranges = vec![range(slot, slot), halves[1]];
+    let map = TopologyMap {
+        epoch: 2,
+        cluster: "meridian".into(),
+        region: "region-a".into(),
+        shards: vec![
+            ShardTopology {
+                index: 0,
+                slots: a0_ranges,
+                primary: node_addr(&a0),
+                replicas: Vec::new(),
+            },
+            ShardTopology {
+                index: 1,
+                slots: a1_ranges,
+                primary: node_addr(&a1),
+                replicas: Vec::new(),
+            },
+        ],
+    };
+    let json = serde_json::to_string(&map).expect("json");
+    for node in [&a0, &a1] {
+        ok(node, &["MERIDIAN.TOPOLOGY", "SET", &json]);
+    }
+    wait_until(
+        "the invalidation reaches a-1",
+        Duration::from_secs(10),
+        || get(&a1, &key).is_none(),
+    );
+    assert_eq!(get(&b0, &key).as_deref(), Some("new"));
+    let status = peers_status(&b0);
+    assert!(
+        status["peers"][0]["up"] == true,
+        "the link never went down over TRYAGAIN: {status}"
+    );
+}

@@ -32,6 +32,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MIN_BACKOFF: Duration = Duration::from_millis(50);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Pause before offering an event the peer answered TRYAGAIN again: a migration batch
+/// settles within milliseconds, a slot's move within seconds.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
 
 /// What a lane tells the peer's coordinator.
 #[derive(Debug)]
@@ -123,6 +126,9 @@ enum Ended {
     /// The peer refused this node's events over its clock (CLOCKDRIFT): that lasts until
     /// the clocks are fixed, so reconnecting is no sign of health.
     Refused(String),
+    /// The peer could not settle an event now (TRYAGAIN: its key's slot is migrating):
+    /// the link is healthy, the event is offered again shortly.
+    Busy,
 }
 
 struct InFlight {
@@ -167,6 +173,7 @@ impl Lane {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+                Ended::Busy => tokio::time::sleep(BUSY_RETRY).await,
             }
         }
     }
@@ -340,6 +347,12 @@ async fn receive_loop(
                 // not applied there: stays in flight, so it is routed again
                 queue.push_front(answered);
                 return Ended::Moved;
+            }
+            LinkReply::Error(error) if error.starts_with("TRYAGAIN") => {
+                // not applied: the key's slot is migrating there. The event stays
+                // first in flight and goes out again, in order, on a new connection
+                queue.push_front(answered);
+                return Ended::Busy;
             }
             LinkReply::Error(error) if error.starts_with("CLOCKDRIFT") => {
                 // the peer dropped the link over this node's clock: the event

@@ -493,12 +493,7 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
             check_owner(shared, meridian_topology::key_slot(target))?;
             regions.observe(version);
             // a local copy newer than the event survives (STALE reply ignored)
-            local::run_as(
-                shared,
-                applied_event(version, true),
-                &[b"DEL", target],
-                false,
-            );
+            run_event(shared, applied_event(version, true), &[b"DEL", target])?;
         }
         b"set" if argv.len() == 9 => {
             check_owner(shared, meridian_topology::key_slot(target))?;
@@ -508,7 +503,7 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
             if ttl != "0" {
                 args.extend_from_slice(&[b"PX", ttl.as_bytes()]);
             }
-            local::run_as(shared, applied_event(version, true), &args, false);
+            run_event(shared, applied_event(version, true), &args)?;
         }
         b"pattern" => {
             regions.observe(version);
@@ -517,7 +512,7 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
                 Some(Reply::Array(keys)) => keys,
                 _ => Vec::new(),
             };
-            delete_all(shared, version, keys);
+            delete_all(shared, version, keys)?;
         }
         b"slot" => {
             let slot = u16::try_from(number(target)?)
@@ -544,7 +539,7 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
                 Some(Reply::Array(keys)) => keys,
                 _ => Vec::new(),
             };
-            delete_all(shared, version, keys);
+            delete_all(shared, version, keys)?;
         }
         _ => return Err("ERR unknown event kind".into()),
     }
@@ -570,17 +565,37 @@ fn applied_event(version: Version, record: bool) -> ExecContext {
     })
 }
 
-/// Deletes keys through DEL (so replicas follow), sparing copies newer than `version`.
-fn delete_all(shared: &Shared, version: Version, keys: Vec<Reply>) {
+/// Runs an event's write. A key whose slot is migrating and that this node cannot
+/// settle now (it left for the destination, or its batch is in flight) is answered
+/// TRYAGAIN instead of +OK: the peer offers the event again, until the batch settled
+/// or the map moved the slot (MOVED sends it to the new owner). Other refusals (a
+/// newer local copy) leave the event applied as far as it goes.
+fn run_event(shared: &Shared, exec: ExecContext, args: &[&[u8]]) -> Result<(), String> {
+    match local::run_as(shared, exec, args, false).0 {
+        Some(Reply::Error(error)) if error.starts_with("TRYAGAIN") || error.starts_with("ASK ") => {
+            let slot = args
+                .get(1)
+                .map_or(0, |key| meridian_topology::key_slot(key));
+            Err(format!(
+                "TRYAGAIN slot {slot} is migrating; offer the event again"
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Deletes keys through DEL (so replicas follow), sparing copies newer than `version`;
+/// every key is tried, and a key that could not be settled now makes the whole event
+/// one to offer again (deleting twice is harmless).
+fn delete_all(shared: &Shared, version: Version, keys: Vec<Reply>) -> Result<(), String> {
+    let mut retry = Ok(());
     for key in keys {
         let Reply::Bulk(key) = key else { continue };
-        local::run_as(
-            shared,
-            applied_event(version, false),
-            &[b"DEL", &key],
-            false,
-        );
+        if let Err(error) = run_event(shared, applied_event(version, false), &[b"DEL", &key]) {
+            retry = Err(error);
+        }
     }
+    retry
 }
 
 // ---------------------------------------------------------------------------
