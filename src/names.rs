@@ -1,10 +1,14 @@
-//! Names and labels of the objects the operator creates for a `CacheRegion`.
+//! Names and labels of the objects the operator creates for a `CacheRegion`, and the
+//! name a cache node goes by ([`PodName`]).
 //!
 //! The base name is the `CacheRegion`'s `metadata.name` (e.g. `orders-eu`).
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::fmt;
 
 use meridian_api::labels;
+use meridian_topology::NodeAddr;
 
 /// Component label value of the cache node pods (and their StatefulSets, PDBs, headless Service).
 pub const COMPONENT_NODE: &str = "cache-node";
@@ -26,8 +30,8 @@ pub fn statefulset(base: &str, shard: u16) -> String {
     format!("{base}-{shard}")
 }
 
-pub fn pod(base: &str, shard: u16, ordinal: u16) -> String {
-    format!("{base}-{shard}-{ordinal}")
+pub fn pod(base: &str, shard: u16, ordinal: u16) -> PodName {
+    PodName(format!("{base}-{shard}-{ordinal}"))
 }
 
 pub fn pdb(base: &str, shard: u16) -> String {
@@ -95,3 +99,87 @@ pub fn selector_string(selector: &BTreeMap<String, String>) -> String {
 /// names must leave room for the `-<ordinal>` pod suffix and the 63-character
 /// `controller-revision-hash` label value (the StatefulSet name plus an 11-character hash).
 pub const MAX_BASE_NAME_LEN: usize = 52 - "-255".len();
+
+/// Which cache node: the name of its pod (`<base>-<shard>-<ordinal>`, the pod's
+/// `metadata.name`), which is also the node's id in the topology map (`NodeAddr::id`)
+/// and the name its connections, reads and events go by.
+///
+/// Maps keyed by it are looked up with a `&str` too (`Borrow<str>`), e.g. with a map
+/// node's id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodName(String);
+
+impl PodName {
+    /// The pod a topology map's node runs in (its id is the pod name).
+    pub fn of(node: &NodeAddr) -> PodName {
+        PodName(node.id.clone())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `pods` as one line, e.g. `a-0-0, a-0-1` with `", "`.
+    pub fn join(pods: &[PodName], separator: &str) -> String {
+        pods.iter()
+            .map(PodName::as_str)
+            .collect::<Vec<_>>()
+            .join(separator)
+    }
+}
+
+impl fmt::Display for PodName {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl Borrow<str> for PodName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for PodName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A name the API (`metadata.name`) or a node (its map, its answers) gives.
+impl From<String> for PodName {
+    fn from(name: String) -> Self {
+        PodName(name)
+    }
+}
+
+impl From<&str> for PodName {
+    fn from(name: &str) -> Self {
+        PodName(name.to_string())
+    }
+}
+
+impl From<PodName> for String {
+    fn from(pod: PodName) -> Self {
+        pod.0
+    }
+}
+
+impl PartialEq<str> for PodName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for PodName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Compares with a map node's id (`NodeAddr::id`).
+impl PartialEq<String> for PodName {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}

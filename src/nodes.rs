@@ -9,6 +9,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
 use crate::Error;
+use crate::names::PodName;
 use crate::reshard::OpenSlots;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,9 +27,9 @@ const MIGRATION_TIMEOUT_MS: u64 = 10_000;
 pub enum SlotState<'a> {
     /// On the destination: accept ASKING commands for the slot from clients sent by
     /// the source (named by pod).
-    Importing { source: &'a str },
+    Importing { source: &'a PodName },
     /// On the source: answer ASK for keys already moved to the destination (by pod).
-    Migrating { destination: &'a str },
+    Migrating { destination: &'a PodName },
     /// Forget any migration state of the slot.
     Stable,
 }
@@ -167,11 +168,11 @@ impl ReplicationInfo {
 #[derive(Debug, Default)]
 pub struct PushReport {
     /// Nodes that applied the map, in push order.
-    pub applied: Vec<String>,
+    pub applied: Vec<PodName>,
     /// `pod: message` of nodes that refused it because they hold a newer epoch.
     pub stale: Vec<String>,
     /// Nodes the push did not reach, with the error.
-    pub failed: Vec<(String, Error)>,
+    pub failed: Vec<(PodName, Error)>,
 }
 
 impl PushReport {
@@ -188,11 +189,11 @@ impl PushReport {
 /// The admin connections one reconcile holds, one per node, by pod name.
 #[derive(Default)]
 pub struct NodeConnections {
-    by_pod: HashMap<String, NodeConnection>,
+    by_pod: HashMap<PodName, NodeConnection>,
 }
 
 impl NodeConnections {
-    pub fn insert(&mut self, pod: String, connection: NodeConnection) {
+    pub fn insert(&mut self, pod: PodName, connection: NodeConnection) {
         self.by_pod.insert(pod, connection);
     }
 
@@ -217,14 +218,14 @@ impl NodeConnections {
     }
 
     /// Pod names, sorted (a stable push order).
-    pub fn pods(&self) -> Vec<String> {
-        let mut pods: Vec<String> = self.by_pod.keys().cloned().collect();
+    pub fn pods(&self) -> Vec<PodName> {
+        let mut pods: Vec<PodName> = self.by_pod.keys().cloned().collect();
         pods.sort();
         pods
     }
 
     /// Keeps the connections `keep(pod, connection)` accepts.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str, &NodeConnection) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&PodName, &NodeConnection) -> bool) {
         self.by_pod.retain(|pod, connection| keep(pod, connection));
     }
 
@@ -236,7 +237,7 @@ impl NodeConnections {
     pub async fn query_all<T>(
         &mut self,
         query: impl AsyncFn(&mut NodeConnection) -> Result<T, Error>,
-    ) -> Vec<(String, Result<T, Error>)> {
+    ) -> Vec<(PodName, Result<T, Error>)> {
         let query = &query;
         futures::future::join_all(
             self.by_pod
@@ -249,24 +250,24 @@ impl NodeConnections {
     /// The one way a map reaches nodes: `MERIDIAN.TOPOLOGY SET` to the pods in `order`
     /// this reconcile holds a connection to, one after the other (the order matters in a
     /// failover, a handover and a slot move), every outcome reported.
-    pub async fn push(&mut self, map: &TopologyMap, order: &[String]) -> PushReport {
+    pub async fn push(&mut self, map: &TopologyMap, order: &[PodName]) -> PushReport {
         let mut report = PushReport::default();
         for pod in order {
             let Some(connection) = self.by_pod.get_mut(pod) else {
                 continue;
             };
             match connection.push_topology(map).await {
-                Ok(PushOutcome::Applied) => report.applied.push(pod.to_string()),
+                Ok(PushOutcome::Applied) => report.applied.push(pod.clone()),
                 Ok(PushOutcome::Stale(message)) => report.stale.push(format!("{pod}: {message}")),
-                Err(error) => report.failed.push((pod.to_string(), error)),
+                Err(error) => report.failed.push((pod.clone(), error)),
             }
         }
         report
     }
 }
 
-impl From<HashMap<String, NodeConnection>> for NodeConnections {
-    fn from(by_pod: HashMap<String, NodeConnection>) -> Self {
+impl From<HashMap<PodName, NodeConnection>> for NodeConnections {
+    fn from(by_pod: HashMap<PodName, NodeConnection>) -> Self {
         NodeConnections { by_pod }
     }
 }
@@ -439,10 +440,14 @@ impl NodeConnection {
         command.arg("SETSLOT").arg(slot);
         match state {
             SlotState::Importing { source } => {
-                command.arg("IMPORTING").arg(cluster_node_id(source));
+                command
+                    .arg("IMPORTING")
+                    .arg(cluster_node_id(source.as_str()));
             }
             SlotState::Migrating { destination } => {
-                command.arg("MIGRATING").arg(cluster_node_id(destination));
+                command
+                    .arg("MIGRATING")
+                    .arg(cluster_node_id(destination.as_str()));
             }
             SlotState::Stable => {
                 command.arg("STABLE");

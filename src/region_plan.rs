@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use meridian_topology::{NodeAddr, TopologyMap};
 
 use crate::Error;
+use crate::names::PodName;
 use crate::nodes::ReplicationInfo;
 use crate::reshard;
 use crate::topology_plan::{
@@ -23,9 +24,9 @@ pub struct NodeView<'a> {
     /// The maps the nodes that answered hold.
     pub reports: &'a [NodeReport],
     /// `INFO replication` of the nodes that answered it, by pod name.
-    pub replication: &'a HashMap<String, ReplicationInfo>,
+    pub replication: &'a HashMap<PodName, ReplicationInfo>,
     /// Pods this reconcile holds a connection to (they answered its read).
-    pub answered: &'a BTreeSet<String>,
+    pub answered: &'a BTreeSet<PodName>,
     /// The epoch status shows (the highest this operator wrote down).
     pub status_epoch: u64,
 }
@@ -40,12 +41,12 @@ pub enum NodeStep {
     /// middle of a failover); new pods join once everything is ready.
     CatchUp {
         map: TopologyMap,
-        lagging: Vec<String>,
+        lagging: Vec<PodName>,
     },
     /// No topology yet and not every pod is ready.
     WaitForPods { ready: usize, expected: usize },
     /// A new epoch needs every node's answer and `pod` gave none.
-    NeedsAnswer { pod: String },
+    NeedsAnswer { pod: PodName },
     /// Every pod ready and answering: what [`topology_plan::plan`] says. `InSync`: every
     /// node holds the map, go on with moving slots or replacing pods; `Push`: push the
     /// map to its targets first.
@@ -65,19 +66,22 @@ pub struct Failover {
     pub lost_data: Vec<u32>,
     /// Primaries that lost their data and got no replacement: they must not get the map
     /// (it would make them primary, empty).
-    pub withheld: Vec<String>,
+    pub withheld: Vec<PodName>,
 }
 
 impl Failover {
     /// Pods that get the next map after the promoted ones: everyone reachable else.
-    pub fn others<'a>(&'a self, answered: &'a BTreeSet<String>) -> impl Iterator<Item = &'a str> {
-        answered.iter().map(String::as_str).filter(|pod| {
+    pub fn others<'a>(
+        &'a self,
+        answered: &'a BTreeSet<PodName>,
+    ) -> impl Iterator<Item = &'a PodName> {
+        answered.iter().filter(|pod| {
             !self
                 .plan
                 .promotions
                 .iter()
-                .any(|promotion| promotion.new_primary == *pod)
-                && !self.withheld.iter().any(|withheld| withheld == pod)
+                .any(|promotion| promotion.new_primary == **pod)
+                && !self.withheld.contains(pod)
         })
     }
 }
@@ -105,7 +109,7 @@ pub fn next_step(
         let down = topology_plan::shards_down(
             current,
             view.pods,
-            |primary| probed_dead(primary) && !view.answered.contains(&primary.id),
+            |primary| probed_dead(primary) && !view.answered.contains(primary.id.as_str()),
             view.reports,
             view.replication,
         );
@@ -156,12 +160,13 @@ fn fail_over(
         .filter(|shard| down.contains_key(&shard.index))
         .flat_map(|shard| &shard.replicas)
         .filter(|replica| {
-            topology_plan::promotable(replica, view.pods) && view.answered.contains(&replica.id)
+            topology_plan::promotable(replica, view.pods)
+                && view.answered.contains(replica.id.as_str())
         })
         .filter_map(|replica| {
             Some(PromotionCandidate {
-                pod: replica.id.clone(),
-                offset: view.replication.get(&replica.id)?.offset,
+                pod: PodName::of(replica),
+                offset: view.replication.get(replica.id.as_str())?.offset,
             })
         })
         .collect();
@@ -178,7 +183,7 @@ fn fail_over(
         .map(|map| {
             topology_plan::withheld_primaries(map, &plan.headless, &lost_data)
                 .into_iter()
-                .map(str::to_string)
+                .map(PodName::from)
                 .collect()
         })
         .unwrap_or_default();
@@ -192,7 +197,7 @@ fn fail_over(
 }
 
 /// Nodes `map` lists whose reported map is older, or missing.
-fn lagging(map: &TopologyMap, reports: &[NodeReport]) -> Vec<String> {
+fn lagging(map: &TopologyMap, reports: &[NodeReport]) -> Vec<PodName> {
     reports
         .iter()
         .filter(|report| {
@@ -200,7 +205,7 @@ fn lagging(map: &TopologyMap, reports: &[NodeReport]) -> Vec<String> {
                 .map
                 .as_ref()
                 .is_none_or(|held| held.epoch < map.epoch)
-                && map.node(&report.pod).is_some()
+                && map.node(report.pod.as_str()).is_some()
         })
         .map(|report| report.pod.clone())
         .collect()

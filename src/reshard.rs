@@ -15,6 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use meridian_topology::{SLOT_COUNT, ShardTopology, SlotSet, TopologyMap, cluster_node_id};
 
+use crate::names::PodName;
+
 /// Slots a node reports in transit (`CLUSTER NODES` markers of its own line), each with
 /// the 40-hex cluster id of the peer node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,7 +72,7 @@ impl OpenSlots {
 /// What one node (by pod name) reported in transit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeOpenSlots {
-    pub pod: String,
+    pub pod: PodName,
     pub open: OpenSlots,
 }
 
@@ -222,7 +224,7 @@ fn in_flight(current: &TopologyMap, reports: &[NodeOpenSlots]) -> BTreeMap<u16, 
     let owner = |slot: u16| current.owner_of_slot(slot).map(|shard| shard.index);
     let mut found: BTreeMap<u16, (u32, u32)> = BTreeMap::new();
     for report in reports {
-        let Some(reporter) = current.shard_of_node(&report.pod) else {
+        let Some(reporter) = current.shard_of_node(report.pod.as_str()) else {
             continue;
         };
         for slot in report.open.importing.keys() {
@@ -232,7 +234,7 @@ fn in_flight(current: &TopologyMap, reports: &[NodeOpenSlots]) -> BTreeMap<u16, 
         }
     }
     for report in reports {
-        let Some(reporter) = current.shard_of_node(&report.pod) else {
+        let Some(reporter) = current.shard_of_node(report.pod.as_str()) else {
             continue;
         };
         for (slot, peer) in &report.open.migrating {
@@ -367,20 +369,20 @@ pub fn map_without_shards(current: &TopologyMap, removed: &[u32], epoch: u64) ->
 /// starts serving the slots without ASKING), then the source primary (it stops
 /// redirecting with ASK and answers MOVED), then every other node of `map`. Until the
 /// source has the map, its MIGRATING state keeps sending clients to the destination.
-pub fn push_order(map: &TopologyMap, batch: &SlotMove) -> Vec<String> {
+pub fn push_order(map: &TopologyMap, batch: &SlotMove) -> Vec<PodName> {
     let primary_of = |index: u32| {
         map.shards
             .iter()
             .find(|shard| shard.index == index)
-            .map(|shard| shard.primary.id.clone())
+            .map(|shard| PodName::of(&shard.primary))
     };
-    let mut order: Vec<String> = [primary_of(batch.to), primary_of(batch.from)]
+    let mut order: Vec<PodName> = [primary_of(batch.to), primary_of(batch.from)]
         .into_iter()
         .flatten()
         .collect();
     for node in map.nodes() {
-        if !order.contains(&node.id) {
-            order.push(node.id.clone());
+        if !order.iter().any(|pod| *pod == node.id) {
+            order.push(PodName::of(node));
         }
     }
     order

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use meridian_api::RolloutStatus;
 use meridian_topology::{NodeAddr, TopologyMap};
 
+use crate::names::PodName;
 use crate::topology_plan::RegionPods;
 
 /// Pod label the StatefulSet controller sets to the revision a pod was created from.
@@ -25,7 +26,7 @@ pub struct Revisions {
     /// controller has not yet observed the latest template (`observedGeneration` behind).
     pub update_revision: BTreeMap<u16, Option<String>>,
     /// Pod name → its `controller-revision-hash` label.
-    pub pod_revision: BTreeMap<String, String>,
+    pub pod_revision: BTreeMap<PodName, String>,
 }
 
 impl Revisions {
@@ -45,7 +46,7 @@ pub enum RolloutStep {
     /// A StatefulSet has not observed its latest template yet; look again shortly.
     WaitForStatefulSet { shard: u16 },
     /// Delete this outdated replica; its StatefulSet recreates it from the new template.
-    ReplaceReplica { shard: u16, pod: String },
+    ReplaceReplica { shard: u16, pod: PodName },
     /// The primary is outdated and an updated replica can take over gracefully.
     HandOver {
         shard: u16,
@@ -54,7 +55,7 @@ pub enum RolloutStep {
     },
     /// The primary is outdated and the shard has no replica: restarting it makes the
     /// shard unavailable until the new pod is back (and it comes back empty).
-    ReplacePrimary { shard: u16, pod: String },
+    ReplacePrimary { shard: u16, pod: PodName },
 }
 
 impl RolloutStep {
@@ -103,7 +104,7 @@ pub fn next_step(
     let mut unknown = None;
     for pod in pods.iter() {
         total += 1;
-        match revisions.is_updated(pod.shard, &pod.name) {
+        match revisions.is_updated(pod.shard, pod.name.as_str()) {
             Some(true) => updated += 1,
             Some(false) => {}
             None => {
@@ -135,7 +136,7 @@ fn first_step(map: &TopologyMap, revisions: &Revisions) -> RolloutStep {
         if let Some(replica) = shard.replicas.iter().find(|replica| !updated(replica)) {
             return RolloutStep::ReplaceReplica {
                 shard: index,
-                pod: replica.id.clone(),
+                pod: PodName::of(replica),
             };
         }
         if updated(&shard.primary) {
@@ -150,7 +151,7 @@ fn first_step(map: &TopologyMap, revisions: &Revisions) -> RolloutStep {
             },
             None => RolloutStep::ReplacePrimary {
                 shard: index,
-                pod: shard.primary.id.clone(),
+                pod: PodName::of(&shard.primary),
             },
         };
     }
@@ -196,7 +197,7 @@ mod tests {
         for shard in 0..2u16 {
             for ordinal in 0..=replicas {
                 pods.push(ObservedPod {
-                    name: format!("r-{shard}-{ordinal}"),
+                    name: format!("r-{shard}-{ordinal}").into(),
                     shard,
                     ordinal,
                     ip: Some("127.0.10.1".into()),
@@ -305,8 +306,7 @@ mod tests {
     #[test]
     fn done_when_every_pod_is_updated() {
         let (map, pods) = fixture(1);
-        let all: Vec<String> = pods.iter().map(|pod| pod.name.clone()).collect();
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let all: Vec<&str> = pods.iter().map(|pod| pod.name.as_str()).collect();
         let (step, status) = next_step(&map, &pods, &revisions(&pods, &all));
         assert_eq!(step, RolloutStep::Done);
         assert_eq!(

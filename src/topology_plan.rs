@@ -11,12 +11,13 @@ use meridian_api::{ShardStatus, labels, ports};
 use meridian_topology::{NodeAddr, NodeRole, ShardTopology, SlotRange, TopologyMap, split_evenly};
 
 use crate::Error;
+use crate::names::PodName;
 use crate::nodes::{ReplicationInfo, ReplicationRole};
 
 /// One cache node pod as the planner sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedPod {
-    pub name: String,
+    pub name: PodName,
     pub shard: u16,
     pub ordinal: u16,
     pub ip: Option<String>,
@@ -32,9 +33,9 @@ impl ObservedPod {
     /// Reads shard (label) and ordinal (name suffix) of a StatefulSet pod; `None` for pods
     /// that are not ours or not in the expected shape.
     pub fn from_pod(pod: &Pod) -> Option<ObservedPod> {
-        let name = pod.name_any();
+        let name = PodName::from(pod.name_any());
         let shard = pod.labels().get(labels::SHARD)?.parse::<u16>().ok()?;
-        let ordinal = name.rsplit_once('-')?.1.parse::<u16>().ok()?;
+        let ordinal = name.as_str().rsplit_once('-')?.1.parse::<u16>().ok()?;
         let status = pod.status.as_ref();
         let running = status.and_then(|status| status.phase.as_deref()) == Some("Running");
         let ready_condition = status
@@ -61,7 +62,7 @@ impl ObservedPod {
     /// The node's RESP address, once the pod has an IP.
     pub fn addr(&self) -> Option<NodeAddr> {
         Some(NodeAddr {
-            id: self.name.clone(),
+            id: self.name.to_string(),
             ip: self.ip.clone()?,
             port: ports::RESP as u16,
         })
@@ -134,7 +135,7 @@ pub fn highest_epoch(reports: &[NodeReport], status_epoch: u64, map: &TopologyMa
 /// What one node answered to `MERIDIAN.TOPOLOGY GET`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeReport {
-    pub pod: String,
+    pub pod: PodName,
     pub map: Option<TopologyMap>,
 }
 
@@ -158,7 +159,7 @@ pub enum PrimaryReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrimaryChoice {
     pub shard: u32,
-    pub pod: String,
+    pub pod: PodName,
     pub reason: PrimaryReason,
 }
 
@@ -171,7 +172,7 @@ pub enum TopologyDecision {
     /// current one re-sent to nodes that lag behind (e.g. a restarted pod).
     Push {
         map: TopologyMap,
-        targets: Vec<String>,
+        targets: Vec<PodName>,
         new_epoch: bool,
         primaries: Vec<PrimaryChoice>,
         slots_reassigned: bool,
@@ -231,7 +232,7 @@ pub fn plan(
         && same_membership(current, pods)
         && current.validate().is_ok()
     {
-        let targets: Vec<String> = pods
+        let targets: Vec<PodName> = pods
             .iter()
             .filter(|pod| {
                 reports
@@ -328,22 +329,22 @@ fn choose_primary(
     shard_pods: &[ObservedPod],
     current: Option<&TopologyMap>,
     reports: &[NodeReport],
-) -> Option<(String, PrimaryReason)> {
+) -> Option<(PodName, PrimaryReason)> {
     let is_member = |id: &str| shard_pods.iter().any(|pod| pod.name == id);
     if let Some(primary) = current
         .and_then(|map| map.shards.iter().find(|shard| shard.index == index))
         .map(|shard| &shard.primary)
         .filter(|primary| is_member(&primary.id))
     {
-        return Some((primary.id.clone(), PrimaryReason::KeptFromCurrentMap));
+        return Some((PodName::of(primary), PrimaryReason::KeptFromCurrentMap));
     }
     let self_claimed = reports
         .iter()
-        .filter(|report| is_member(&report.pod))
+        .filter(|report| is_member(report.pod.as_str()))
         .filter_map(|report| {
             let map = report.map.as_ref()?;
-            let shard = map.shard_of_node(&report.pod)?;
-            (shard.index == index && shard.role_of(&report.pod) == Some(NodeRole::Primary))
+            let shard = map.shard_of_node(report.pod.as_str())?;
+            (shard.index == index && shard.role_of(report.pod.as_str()) == Some(NodeRole::Primary))
                 .then_some((map.epoch, report.pod.clone()))
         })
         .max();
@@ -361,7 +362,7 @@ fn choose_primary(
 pub fn shard_statuses(
     map: Option<&TopologyMap>,
     pods: &RegionPods,
-    replication: &HashMap<String, ReplicationInfo>,
+    replication: &HashMap<PodName, ReplicationInfo>,
 ) -> Vec<ShardStatus> {
     let by_index: BTreeMap<u32, &ShardTopology> = map
         .map(|map| {
@@ -412,7 +413,7 @@ pub fn replica_sync(
     primary: Option<&str>,
     replicas: &[String],
     pods: &RegionPods,
-    replication: &HashMap<String, ReplicationInfo>,
+    replication: &HashMap<PodName, ReplicationInfo>,
 ) -> ReplicaSync {
     let pod = |name: &str| pods.iter().find(|pod| pod.name == name);
     let Some(primary_ip) = primary.and_then(pod).and_then(|pod| pod.ip.as_deref()) else {
@@ -446,7 +447,7 @@ pub fn replica_sync(
             .filter(|listed| Some(listed.ip.as_str()) == ip)
             .map(|listed| listed.offset)
             .min();
-        let info = replication.get(replica);
+        let info = replication.get(replica.as_str());
         let follows = info.is_some_and(|info| info.follows(primary_ip));
         match (acked, info) {
             (Some(acked), _) => lag_behind(acked),
@@ -585,16 +586,16 @@ pub fn primary_restarted<'a>(shard: &'a ShardTopology, reports: &[NodeReport]) -
 /// Returns the replica that shows it.
 pub fn primary_lost_data<'a>(
     shard: &'a ShardTopology,
-    replication: &HashMap<String, ReplicationInfo>,
+    replication: &HashMap<PodName, ReplicationInfo>,
 ) -> Option<&'a str> {
     let primary = replication
-        .get(&shard.primary.id)
+        .get(shard.primary.id.as_str())
         .filter(|info| info.role == ReplicationRole::Primary)?;
     shard
         .replicas
         .iter()
         .find(|replica| {
-            let Some(info) = replication.get(&replica.id) else {
+            let Some(info) = replication.get(replica.id.as_str()) else {
                 return false;
             };
             let follows = info.follows(&shard.primary.ip);
@@ -616,7 +617,7 @@ pub fn shards_down(
     pods: &RegionPods,
     probed_dead: impl Fn(&NodeAddr) -> bool,
     reports: &[NodeReport],
-    replication: &HashMap<String, ReplicationInfo>,
+    replication: &HashMap<PodName, ReplicationInfo>,
 ) -> BTreeMap<u32, PrimaryDown> {
     current
         .shards
@@ -655,7 +656,7 @@ pub fn rejoins_by_plan(shard: &ShardTopology, reason: PrimaryDown, pods: &Region
 /// A replica that could take over, with the replication offset it reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PromotionCandidate {
-    pub pod: String,
+    pub pod: PodName,
     pub offset: u64,
 }
 
@@ -663,8 +664,8 @@ pub struct PromotionCandidate {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Promotion {
     pub shard: u32,
-    pub old_primary: String,
-    pub new_primary: String,
+    pub old_primary: PodName,
+    pub new_primary: PodName,
     pub offset: u64,
     pub reason: PrimaryDown,
 }
@@ -687,7 +688,7 @@ pub fn choose_promotion<'a>(
 ) -> Option<&'a PromotionCandidate> {
     candidates
         .iter()
-        .filter(|candidate| shard.replicas.iter().any(|node| node.id == candidate.pod))
+        .filter(|candidate| shard.replicas.iter().any(|node| candidate.pod == node.id))
         .max_by(|left, right| {
             left.offset
                 .cmp(&right.offset)
@@ -717,7 +718,7 @@ pub fn plan_failover(
             headless.push(shard.index);
             continue;
         };
-        let Some(position) = shard.replicas.iter().position(|node| node.id == chosen.pod) else {
+        let Some(position) = shard.replicas.iter().position(|node| chosen.pod == node.id) else {
             headless.push(shard.index);
             continue;
         };
@@ -730,7 +731,7 @@ pub fn plan_failover(
         }
         promotions.push(Promotion {
             shard: shard.index,
-            old_primary: old_primary.id,
+            old_primary: old_primary.id.into(),
             new_primary: chosen.pod.clone(),
             offset: chosen.offset,
             reason: *reason,

@@ -7,6 +7,7 @@ use common::plans::{all_pods, pod};
 
 use std::collections::{BTreeMap, HashMap};
 
+use meridian_operator::names::PodName;
 use meridian_operator::nodes::{ReplicationInfo, ReplicationRole};
 use meridian_operator::topology_plan::{
     self, NodeReport, ObservedPod, PrimaryDown, PromotionCandidate, RegionPods, TopologyDecision,
@@ -312,20 +313,29 @@ const NONE: &str = "0000000000000000000000000000000000000000";
 
 /// Issue 14: shard 0's primary restarts in place (same pod, same IP, Ready) with an
 /// empty dataset; its replicas kept the data.
-fn restarted_primary_of_shard_zero(map: &TopologyMap) -> HashMap<String, ReplicationInfo> {
+fn restarted_primary_of_shard_zero(map: &TopologyMap) -> HashMap<PodName, ReplicationInfo> {
     let shard = &map.shards[0];
     let ip = shard.primary.ip.as_str();
     let mut replication = HashMap::from([
-        (shard.primary.id.clone(), primary_info(0, NEW, NONE)),
-        (shard.replicas[0].id.clone(), replica_info(ip, 48_000, OLD)),
-        (shard.replicas[1].id.clone(), replica_info(ip, 51_000, OLD)),
+        (PodName::of(&shard.primary), primary_info(0, NEW, NONE)),
+        (
+            PodName::of(&shard.replicas[0]),
+            replica_info(ip, 48_000, OLD),
+        ),
+        (
+            PodName::of(&shard.replicas[1]),
+            replica_info(ip, 51_000, OLD),
+        ),
     ]);
     // shard 1 is healthy
     let healthy = &map.shards[1];
-    replication.insert(healthy.primary.id.clone(), primary_info(7_000, OLD, NONE));
+    replication.insert(
+        PodName::of(&healthy.primary),
+        primary_info(7_000, OLD, NONE),
+    );
     for replica in &healthy.replicas {
         replication.insert(
-            replica.id.clone(),
+            PodName::of(replica),
             replica_info(&healthy.primary.ip, 7_000, OLD),
         );
     }
@@ -423,7 +433,7 @@ fn without_the_failover_the_plan_would_push_the_old_map_back() {
     };
     assert_eq!(
         (resent, targets, new_epoch),
-        (map.clone(), vec!["orders-eu-0-0".to_string()], false)
+        (map.clone(), vec![PodName::from("orders-eu-0-0")], false)
     );
     // The orchestrator asks shards_down first, which sends this shard to the failover.
     let replication = restarted_primary_of_shard_zero(&map);
@@ -439,8 +449,8 @@ fn a_replica_refusing_full_syncs_shows_its_primary_lost_data() {
     let mut refusing = replica_info(&shard.primary.ip, 900, OLD);
     refusing.full_sync_refused = 4;
     let replication = HashMap::from([
-        (shard.primary.id.clone(), primary_info(5_000, NEW, NONE)),
-        (shard.replicas[0].id.clone(), refusing),
+        (PodName::of(&shard.primary), primary_info(5_000, NEW, NONE)),
+        (PodName::of(&shard.replicas[0]), refusing),
     ]);
     assert_eq!(
         topology_plan::primary_lost_data(shard, &replication),
@@ -454,9 +464,9 @@ fn healthy_shards_are_not_mistaken_for_lost_data() {
     let shard = &map.shards[0];
     let ip = shard.primary.ip.as_str();
     let lost = |primary: ReplicationInfo, replicas: [ReplicationInfo; 2]| {
-        let mut replication = HashMap::from([(shard.primary.id.clone(), primary)]);
+        let mut replication = HashMap::from([(PodName::of(&shard.primary), primary)]);
         for (node, info) in shard.replicas.iter().zip(replicas) {
-            replication.insert(node.id.clone(), info);
+            replication.insert(PodName::of(node), info);
         }
         topology_plan::primary_lost_data(shard, &replication)
     };
@@ -488,7 +498,10 @@ fn healthy_shards_are_not_mistaken_for_lost_data() {
         None
     );
     // Nothing known of the primary: nothing to conclude.
-    let replication = HashMap::from([(shard.replicas[0].id.clone(), replica_info(ip, 5_000, OLD))]);
+    let replication = HashMap::from([(
+        PodName::of(&shard.replicas[0]),
+        replica_info(ip, 5_000, OLD),
+    )]);
     assert_eq!(topology_plan::primary_lost_data(shard, &replication), None);
 }
 
@@ -518,7 +531,10 @@ fn a_primary_answering_without_a_map_while_its_replica_holds_one_restarted() {
 
     // Bootstrap (nobody holds a map) and a shard whose every node restarted are no
     // failover: no replica kept anything.
-    let fresh: Vec<NodeReport> = restarted.iter().map(|r| report(&r.pod, false)).collect();
+    let fresh: Vec<NodeReport> = restarted
+        .iter()
+        .map(|r| report(r.pod.as_str(), false))
+        .collect();
     assert!(topology_plan::shards_down(&map, &pods, |_| false, &fresh, &HashMap::new()).is_empty());
     // A primary that did not answer says nothing about its map.
     assert_eq!(

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::{Node, free_port, node_binary, start_node, start_node_with};
 
 use meridian_api::PeerSpec;
+use meridian_operator::names::PodName;
 use meridian_operator::nodes::{NodeConnection, PushOutcome, ReplicationRole};
 use meridian_operator::peers;
 use meridian_operator::topology_plan::{self, NodeReport, ObservedPod, RegionPods};
@@ -22,7 +23,7 @@ fn plan_for(nodes: &[&Node], reports: &[NodeReport], status_epoch: u64) -> Topol
         .iter()
         .enumerate()
         .map(|(ordinal, node)| ObservedPod {
-            name: node.addr.id.clone(),
+            name: PodName::of(&node.addr),
             shard: 0,
             ordinal: ordinal as u16,
             ip: Some(node.addr.ip.clone()),
@@ -61,7 +62,7 @@ async fn bootstrap_push_get_stale_epoch_and_replica_attach() {
     for node in [&primary, &replica] {
         let mut connection = NodeConnection::open(&node.addr, None).await.unwrap();
         reports.push(NodeReport {
-            pod: node.addr.id.clone(),
+            pod: PodName::of(&node.addr),
             map: connection.topology().await.unwrap(),
         });
         connections.push(connection);
@@ -102,11 +103,11 @@ async fn bootstrap_push_get_stale_epoch_and_replica_attach() {
     // reported map (epoch 5) is re-sent to the lagging replica instead of a new epoch.
     let reports: Vec<NodeReport> = vec![
         NodeReport {
-            pod: primary.addr.id.clone(),
+            pod: PodName::of(&primary.addr),
             map: connections[0].topology().await.unwrap(),
         },
         NodeReport {
-            pod: replica.addr.id.clone(),
+            pod: PodName::of(&replica.addr),
             map: connections[1].topology().await.unwrap(),
         },
     ];

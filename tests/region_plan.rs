@@ -7,6 +7,7 @@ use common::plans::all_pods;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use meridian_operator::names::PodName;
 use meridian_operator::nodes::{ReplicationInfo, ReplicationRole};
 use meridian_operator::region_plan::{self, NodeStep, NodeView, Retention};
 use meridian_operator::topology_plan::{NodeReport, PrimaryDown, RegionPods, TopologyDecision};
@@ -16,8 +17,8 @@ use meridian_topology::TopologyMap;
 struct Observed {
     pods: RegionPods,
     reports: Vec<NodeReport>,
-    replication: HashMap<String, ReplicationInfo>,
-    answered: BTreeSet<String>,
+    replication: HashMap<PodName, ReplicationInfo>,
+    answered: BTreeSet<PodName>,
     status_epoch: u64,
 }
 
@@ -155,7 +156,10 @@ fn a_dead_primary_fails_over_to_the_replica_furthest_ahead() {
     assert!(failover.withheld.is_empty() && failover.lost_data.is_empty());
     // The promoted node gets the map first; the others afterwards (the dead one is not
     // among the answering pods).
-    let others: Vec<&str> = failover.others(&observed.answered).collect();
+    let others: Vec<&str> = failover
+        .others(&observed.answered)
+        .map(PodName::as_str)
+        .collect();
     assert_eq!(others, vec!["orders-eu-0-1"]);
 }
 

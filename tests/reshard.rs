@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Node, node_binary, start_node};
+use meridian_operator::names::PodName;
 use meridian_operator::nodes::{self, NodeConnection, PushOutcome};
 use meridian_operator::reshard::{self, NodeOpenSlots, ReshardStep};
 use meridian_operator::topology_plan::{self, NodeReport, ObservedPod, RegionPods};
@@ -36,7 +37,7 @@ fn region_pods(nodes: &[Node], shards: usize) -> RegionPods {
         .iter()
         .enumerate()
         .map(|(shard, node)| ObservedPod {
-            name: node.addr.id.clone(),
+            name: PodName::of(&node.addr),
             shard: shard as u16,
             ordinal: 0,
             ip: Some(node.addr.ip.clone()),
@@ -65,11 +66,11 @@ async fn connect(node: &Node) -> NodeConnection {
         .expect("connect")
 }
 
-async fn push_all(nodes: &[Node], order: &[String], map: &TopologyMap) {
+async fn push_all(nodes: &[Node], order: &[PodName], map: &TopologyMap) {
     for pod in order {
         let node = nodes
             .iter()
-            .find(|node| &node.addr.id == pod)
+            .find(|node| *pod == node.addr.id)
             .expect("node");
         assert_eq!(
             connect(node).await.push_topology(map).await.unwrap(),
@@ -84,7 +85,7 @@ async fn reports(nodes: &[Node]) -> Vec<NodeReport> {
     let mut reports = Vec::new();
     for node in nodes {
         reports.push(NodeReport {
-            pod: node.addr.id.clone(),
+            pod: PodName::of(&node.addr),
             map: connect(node).await.topology().await.unwrap(),
         });
     }
@@ -100,7 +101,7 @@ async fn open_slots(nodes: &[Node], map: &TopologyMap) -> Vec<NodeOpenSlots> {
             .find(|node| node.addr.id == shard.primary.id)
             .expect("primary");
         open.push(NodeOpenSlots {
-            pod: node.addr.id.clone(),
+            pod: PodName::of(&node.addr),
             open: connect(node).await.open_slots().await.unwrap(),
         });
     }
@@ -159,7 +160,7 @@ async fn step(
         }
         ReshardStep::DropShards { removed } => {
             let next = reshard::map_without_shards(map, removed, map.epoch + 1);
-            let everyone: Vec<String> = map.nodes().map(|node| node.id.clone()).collect();
+            let everyone: Vec<PodName> = map.nodes().map(PodName::of).collect();
             push_all(nodes, &everyone, &next).await;
             next
         }
@@ -301,7 +302,7 @@ async fn scale_out_and_in_with_live_slot_migration_loses_no_key() {
         .map()
         .clone();
     let map = with_ports(bootstrap, &nodes);
-    let everyone: Vec<String> = map.nodes().map(|node| node.id.clone()).collect();
+    let everyone: Vec<PodName> = map.nodes().map(PodName::of).collect();
     push_all(&nodes, &everyone, &map).await;
     {
         let client = redis::cluster::ClusterClient::new(vec![format!(
@@ -330,7 +331,7 @@ async fn scale_out_and_in_with_live_slot_migration_loses_no_key() {
     assert_eq!(joined.epoch, map.epoch + 1);
     assert!(joined.shards[2].slots.is_empty());
     assert_eq!(joined.shards[0].slots, map.shards[0].slots);
-    let everyone: Vec<String> = joined.nodes().map(|node| node.id.clone()).collect();
+    let everyone: Vec<PodName> = joined.nodes().map(PodName::of).collect();
     push_all(&nodes, &everyone, &joined).await;
 
     let stop = Arc::new(AtomicBool::new(false));

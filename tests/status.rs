@@ -9,13 +9,14 @@ use meridian_operator::Error;
 use meridian_operator::controller::cluster::cluster_status;
 use meridian_operator::controller::orchestration::Orchestration;
 use meridian_operator::controller::status::{degraded_status, region_status};
+use meridian_operator::names::PodName;
 use meridian_operator::resources;
 use meridian_operator::topology_plan::{ObservedPod, RegionPods};
 use meridian_topology::TopologyMap;
 use std::collections::HashMap;
 
 /// No node answered `INFO replication` (the status tests here are about conditions).
-fn no_replication() -> HashMap<String, meridian_operator::nodes::ReplicationInfo> {
+fn no_replication() -> HashMap<PodName, meridian_operator::nodes::ReplicationInfo> {
     HashMap::new()
 }
 
@@ -31,7 +32,7 @@ fn at(seconds: i64) -> Timestamp {
 fn pods(ready: bool) -> RegionPods {
     let pods = (0..2)
         .map(|shard| ObservedPod {
-            name: format!("demo-a-{shard}-0"),
+            name: format!("demo-a-{shard}-0").into(),
             shard,
             ordinal: 0,
             ip: Some(format!("127.0.5.{}", shard + 1)),
@@ -447,7 +448,7 @@ fn a_shard_whose_primary_lost_data_is_degraded_and_never_ready() {
         (0..2)
             .flat_map(|shard| {
                 (0..2).map(move |ordinal| ObservedPod {
-                    name: format!("demo-a-{shard}-{ordinal}"),
+                    name: format!("demo-a-{shard}-{ordinal}").into(),
                     shard,
                     ordinal,
                     ip: Some(format!("127.0.5.{}", shard * 10 + ordinal + 1)),
@@ -464,7 +465,7 @@ fn a_shard_whose_primary_lost_data_is_degraded_and_never_ready() {
     // the restarted primary: a new history at offset 0; its replica kept the old one
     let replication = HashMap::from([
         (
-            shard.primary.id.clone(),
+            PodName::of(&shard.primary),
             ReplicationInfo {
                 role: ReplicationRole::Primary,
                 replid: "b".repeat(40),
@@ -473,7 +474,7 @@ fn a_shard_whose_primary_lost_data_is_degraded_and_never_ready() {
             },
         ),
         (
-            shard.replicas[0].id.clone(),
+            PodName::of(&shard.replicas[0]),
             ReplicationInfo {
                 role: ReplicationRole::Replica,
                 offset: 90_000,

@@ -4,6 +4,7 @@ mod common;
 
 use common::plans::{all_pods, pod};
 use k8s_openapi::api::core::v1::Pod;
+use meridian_operator::names::PodName;
 use meridian_operator::nodes::{AttachedReplica, ReplicationInfo, ReplicationRole};
 use meridian_operator::topology_plan::{
     self, NodeReport, ObservedPod, PrimaryReason, RegionPods, ReplicaSync, TopologyDecision,
@@ -38,7 +39,7 @@ fn reports_holding(pods: &RegionPods, map: &TopologyMap) -> Vec<NodeReport> {
         .collect()
 }
 
-fn pushed(decision: TopologyDecision) -> (TopologyMap, Vec<String>, bool) {
+fn pushed(decision: TopologyDecision) -> (TopologyMap, Vec<PodName>, bool) {
     match decision {
         TopologyDecision::Push {
             map,
@@ -314,9 +315,9 @@ fn shard_status_lines_come_from_the_map() {
     // Shard 1's replica follows its primary (127.0.2.1), 300 bytes behind; shard 0's
     // replica has not reported.
     let replication = HashMap::from([
-        ("orders-eu-1-0".to_string(), primary_info(1300)),
+        (PodName::from("orders-eu-1-0"), primary_info(1300)),
         (
-            "orders-eu-1-1".to_string(),
+            PodName::from("orders-eu-1-1"),
             replica_info("127.0.2.1", true, 1000),
         ),
     ]);
@@ -362,14 +363,23 @@ fn a_replica_is_in_sync_only_when_it_follows_this_primary_with_the_link_up() {
         .map(|ordinal| format!("orders-eu-0-{ordinal}"))
         .collect();
     let primary_ip = "127.0.1.1";
-    let sync = |pods: &RegionPods, replication: &HashMap<String, ReplicationInfo>| {
+    let sync = |pods: &RegionPods, replication: &HashMap<PodName, ReplicationInfo>| {
         topology_plan::replica_sync(Some("orders-eu-0-0"), &replicas, pods, replication)
     };
     let mut replication = HashMap::from([
-        ("orders-eu-0-0".to_string(), primary_info(5000)),
-        (replicas[0].clone(), replica_info(primary_ip, true, 4990)),
-        (replicas[1].clone(), replica_info(primary_ip, true, 4000)),
-        (replicas[2].clone(), replica_info(primary_ip, true, 5000)),
+        (PodName::from("orders-eu-0-0"), primary_info(5000)),
+        (
+            PodName::from(replicas[0].as_str()),
+            replica_info(primary_ip, true, 4990),
+        ),
+        (
+            PodName::from(replicas[1].as_str()),
+            replica_info(primary_ip, true, 4000),
+        ),
+        (
+            PodName::from(replicas[2].as_str()),
+            replica_info(primary_ip, true, 5000),
+        ),
     ]);
     assert_eq!(
         sync(&pods, &replication),
@@ -382,8 +392,11 @@ fn a_replica_is_in_sync_only_when_it_follows_this_primary_with_the_link_up() {
     // Link down, following another node (e.g. a deposed primary), or a pod not Ready:
     // each leaves the count. A replica of this primary with its link down (resyncing)
     // still lags, and counts in the lag; one following another node does not.
-    replication.get_mut(&replicas[0]).unwrap().link_up = false;
-    replication.get_mut(&replicas[1]).unwrap().master_host = "127.0.9.9".into();
+    replication.get_mut(replicas[0].as_str()).unwrap().link_up = false;
+    replication
+        .get_mut(replicas[1].as_str())
+        .unwrap()
+        .master_host = "127.0.9.9".into();
     assert_eq!(
         sync(&pods, &replication),
         ReplicaSync {
@@ -443,8 +456,11 @@ fn replication_lag_comes_from_offsets_even_without_the_replicas_report() {
     ];
     // orders-eu-0-2 did not answer: its primary's view gives 7500 bytes of lag
     let mut replication = HashMap::from([
-        ("orders-eu-0-0".to_string(), primary),
-        (replicas[0].clone(), replica_info(primary_ip, true, 10_050)),
+        (PodName::from("orders-eu-0-0"), primary),
+        (
+            PodName::from(replicas[0].as_str()),
+            replica_info(primary_ip, true, 10_050),
+        ),
     ]);
     assert_eq!(
         topology_plan::replica_sync(Some("orders-eu-0-0"), &replicas, &pods, &replication),
@@ -455,7 +471,10 @@ fn replication_lag_comes_from_offsets_even_without_the_replicas_report() {
     );
     // both answer: the lag is still the primary's view (its offset and what each replica
     // acknowledged, read together), not a replica's report read a moment later
-    replication.insert(replicas[1].clone(), replica_info(primary_ip, true, 10_000));
+    replication.insert(
+        PodName::from(replicas[1].as_str()),
+        replica_info(primary_ip, true, 10_000),
+    );
     assert_eq!(
         topology_plan::replica_sync(Some("orders-eu-0-0"), &replicas, &pods, &replication),
         ReplicaSync {
@@ -467,7 +486,7 @@ fn replication_lag_comes_from_offsets_even_without_the_replicas_report() {
     // its own offset misses
     let mut resyncing = replica_info(primary_ip, false, 1_000);
     resyncing.link_up = false;
-    replication.insert(replicas[1].clone(), resyncing);
+    replication.insert(PodName::from(replicas[1].as_str()), resyncing);
     let primary = replication.get_mut("orders-eu-0-0").unwrap();
     primary.attached.retain(|listed| listed.ip != "127.0.1.3");
     assert_eq!(

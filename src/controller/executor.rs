@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use super::Scope;
 use super::observe::{Fleet, owned_shard};
 use crate::Error;
+use crate::names::PodName;
 use crate::nodes::{NodeConnections, PushReport};
 use crate::region_plan::Retention;
 use crate::resources::{self, RegionPlan, RegionResources};
@@ -43,7 +44,7 @@ impl<'a> Executor<'a> {
 
     /// Pushes `map` to the pods in `order` (see [`NodeConnections::push`]), counting the
     /// nodes that applied it.
-    pub async fn push(&mut self, map: &TopologyMap, order: &[String]) -> PushReport {
+    pub async fn push(&mut self, map: &TopologyMap, order: &[PodName]) -> PushReport {
         let report = self.connections.push(map, order).await;
         self.scope
             .ctx
@@ -66,7 +67,7 @@ impl<'a> Executor<'a> {
 
     /// Events for a topology push: the nodes that applied `map`, and those that refused
     /// it because they hold a newer one.
-    pub async fn report_push(&self, map: &TopologyMap, applied: &[String], stale: &[String]) {
+    pub async fn report_push(&self, map: &TopologyMap, applied: &[PodName], stale: &[String]) {
         if !applied.is_empty() {
             self.event(
                 EventType::Normal,
@@ -76,7 +77,7 @@ impl<'a> Executor<'a> {
                     "epoch {} pushed to {} node(s): {}",
                     map.epoch,
                     applied.len(),
-                    applied.join(", ")
+                    PodName::join(applied, ", ")
                 ),
             )
             .await;
@@ -236,9 +237,9 @@ impl<'a> Executor<'a> {
     }
 
     /// Deletes a pod (its StatefulSet recreates it from the latest template).
-    pub async fn delete_pod(&self, pod: &str) -> Result<(), Error> {
+    pub async fn delete_pod(&self, pod: &PodName) -> Result<(), Error> {
         let pods: Api<Pod> = Api::namespaced(self.scope.ctx.client.clone(), &self.scope.namespace);
-        match pods.delete(pod, &DeleteParams::default()).await {
+        match pods.delete(pod.as_str(), &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             // Already gone: the StatefulSet recreates it from the new template anyway.
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),

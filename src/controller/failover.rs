@@ -12,6 +12,7 @@ use meridian_topology::TopologyMap;
 use super::executor::Executor;
 use super::orchestration::{Orchestration, PRIMARY_LOST_DATA};
 use crate::Error;
+use crate::names::PodName;
 use crate::region_plan::Failover;
 use crate::topology_plan::RegionPods;
 
@@ -19,7 +20,7 @@ pub async fn fail_over(
     exec: &mut Executor<'_>,
     failover: Failover,
     pods: &RegionPods,
-    answered: &BTreeSet<String>,
+    answered: &BTreeSet<PodName>,
 ) -> Result<Orchestration, Error> {
     let Failover {
         current,
@@ -77,7 +78,7 @@ pub async fn fail_over(
         )
         .await;
     }
-    let promoted: Vec<String> = plan
+    let promoted: Vec<PodName> = plan
         .promotions
         .iter()
         .map(|promotion| promotion.new_primary.clone())
@@ -105,9 +106,9 @@ pub async fn fail_over(
         .await;
     }
     // A failed push to one of the others is logged: the next reconcile catches it up.
-    let others: Vec<String> = failover.others(answered).map(str::to_string).collect();
+    let others: Vec<PodName> = failover.others(answered).cloned().collect();
     let others = exec.push(map, &others).await;
-    let applied: Vec<String> = promoted.applied.into_iter().chain(others.applied).collect();
+    let applied: Vec<PodName> = promoted.applied.into_iter().chain(others.applied).collect();
     let stale: Vec<String> = promoted.stale.into_iter().chain(others.stale).collect();
     exec.watch(map);
     exec.report_push(map, &applied, &stale).await;

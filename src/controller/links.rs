@@ -9,6 +9,7 @@ use meridian_api::PeerStatus;
 use meridian_topology::TopologyMap;
 
 use super::executor::Executor;
+use crate::names::PodName;
 use crate::peers::{self, PeerConfig, PeersReport, SiblingRegion};
 
 /// Pushes the desired peers where a node runs other ones; `reports` are what the nodes
@@ -18,9 +19,9 @@ pub async fn wire_peers(
     region_name: &str,
     map: &TopologyMap,
     siblings: &[SiblingRegion],
-    reports: HashMap<String, PeersReport>,
+    reports: HashMap<PodName, PeersReport>,
 ) -> Vec<PeerStatus> {
-    let nodes: BTreeMap<String, PeersReport> = reports.into_iter().collect();
+    let nodes: BTreeMap<PodName, PeersReport> = reports.into_iter().collect();
     let mut known: Vec<PeerConfig> = Vec::new();
     for report in nodes.values() {
         for config in report.configs() {
@@ -32,13 +33,13 @@ pub async fn wire_peers(
     let desired =
         peers::desired_peers(region_name, siblings, &exec.scope.region.spec.peers, &known);
     let mut pushed = Vec::new();
-    let mut current: BTreeMap<String, PeersReport> = BTreeMap::new();
+    let mut current: BTreeMap<PodName, PeersReport> = BTreeMap::new();
     for (pod, report) in nodes {
         if !peers::needs_push(&desired, &report) {
             current.insert(pod, report);
             continue;
         }
-        let Some(connection) = exec.connections.get_mut(&pod) else {
+        let Some(connection) = exec.connections.get_mut(pod.as_str()) else {
             continue;
         };
         match connection.set_peers(&desired).await {
@@ -64,7 +65,7 @@ pub async fn wire_peers(
             format!(
                 "peer regions {described} pushed to {} node(s): {}",
                 pushed.len(),
-                pushed.join(", ")
+                PodName::join(&pushed, ", ")
             ),
         )
         .await;
@@ -72,7 +73,7 @@ pub async fn wire_peers(
     let primaries: Vec<Option<&PeersReport>> = map
         .shards
         .iter()
-        .map(|shard| current.get(&shard.primary.id))
+        .map(|shard| current.get(shard.primary.id.as_str()))
         .collect();
     let statuses = peers::peer_statuses(&desired, &primaries);
     for status in statuses.iter().filter(|status| !status.connected) {

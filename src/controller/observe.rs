@@ -15,7 +15,7 @@ use meridian_api::{CacheRegion, labels};
 
 use super::Scope;
 use crate::Error;
-use crate::names;
+use crate::names::{self, PodName};
 use crate::nodes::{NodeConnection, NodeConnections, ReplicationInfo};
 use crate::peers::{PeersReport, SiblingPod, SiblingRegion};
 use crate::resources::RegionPlan;
@@ -31,7 +31,7 @@ pub struct Fleet {
     /// This region's cache node pods (every shard).
     pub pods: Vec<ObservedPod>,
     /// Pod name → its `controller-revision-hash` label.
-    pub pod_revisions: BTreeMap<String, String>,
+    pub pod_revisions: BTreeMap<PodName, String>,
     /// The region's StatefulSets and PodDisruptionBudgets.
     pub stateful_sets: Vec<StatefulSet>,
     pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
@@ -47,11 +47,11 @@ pub struct NodeReads {
     pub connections: NodeConnections,
     pub reports: Vec<NodeReport>,
     /// `INFO replication` of the nodes that answered it, by pod name.
-    pub replication: HashMap<String, ReplicationInfo>,
+    pub replication: HashMap<PodName, ReplicationInfo>,
     /// `MERIDIAN.PEERS GET` of the nodes that answered it, by pod name.
-    pub peers: HashMap<String, PeersReport>,
+    pub peers: HashMap<PodName, PeersReport>,
     /// Pods that did not answer, with the error.
-    pub unreachable: HashMap<String, Error>,
+    pub unreachable: HashMap<PodName, Error>,
 }
 
 /// Reads the region once: the Kubernetes objects, then every node with an IP (any shard)
@@ -101,7 +101,7 @@ pub async fn observe(scope: &Scope<'_>, plan: &RegionPlan<'_>) -> Result<Fleet, 
         };
         if *region == plan.region_name {
             if let Some(revision) = pod.labels().get(rollout::REVISION_LABEL) {
-                pod_revisions.insert(pod.name_any(), revision.clone());
+                pod_revisions.insert(observed.name.clone(), revision.clone());
             }
             pods.push(observed);
         } else if let Some(members) = siblings.get_mut(region) {
@@ -213,6 +213,7 @@ async fn read_nodes<'a>(
     let probes = &scope.ctx.probes;
     let attempts = pods.into_iter().filter_map(|pod| {
         let addr = pod.addr()?;
+        let name = pod.name.clone();
         // A node the probes flag, or that did not answer the last read, gets the probe's
         // short timeout: a hung process accepts connections (the kernel does) but never
         // answers, and a failover waiting on this read must not wait the full timeout.
@@ -244,7 +245,7 @@ async fn read_nodes<'a>(
             .await;
             let unanswered = result.as_ref().err().is_some_and(Error::is_unanswered);
             probes.record_read(&addr, !unanswered);
-            (addr.id, result)
+            (name, result)
         })
     });
     let mut reads = NodeReads::default();
@@ -276,21 +277,23 @@ impl NodeReads {
     /// address, and reads the ones without an answer yet (pods the probes flagged, pods
     /// that did not answer before), so every pod is read once per reconcile.
     pub async fn cover(&mut self, pods: &RegionPods, scope: &Scope<'_>) {
-        let current: HashMap<&str, String> = pods
+        let current: HashMap<&PodName, String> = pods
             .iter()
-            .filter_map(|pod| Some((pod.name.as_str(), pod.addr()?.endpoint())))
+            .filter_map(|pod| Some((&pod.name, pod.addr()?.endpoint())))
             .collect();
         self.connections.retain(|pod, connection| {
             current.get(pod).map(String::as_str) == Some(connection.endpoint())
         });
         let kept = &self.connections;
-        self.reports.retain(|report| kept.contains(&report.pod));
-        self.replication.retain(|pod, _| kept.contains(pod));
-        self.peers.retain(|pod, _| kept.contains(pod));
+        self.reports
+            .retain(|report| kept.contains(report.pod.as_str()));
+        self.replication
+            .retain(|pod, _| kept.contains(pod.as_str()));
+        self.peers.retain(|pod, _| kept.contains(pod.as_str()));
         self.unreachable.clear();
         let missing = pods
             .iter()
-            .filter(|pod| !self.connections.contains(&pod.name));
+            .filter(|pod| !self.connections.contains(pod.name.as_str()));
         let more = read_nodes(missing, scope).await;
         self.connections.extend(more.connections);
         self.reports.extend(more.reports);
@@ -300,7 +303,7 @@ impl NodeReads {
     }
 
     /// Pods that answered this reconcile's read.
-    pub fn answered(&self) -> BTreeSet<String> {
+    pub fn answered(&self) -> BTreeSet<PodName> {
         self.connections.pods().into_iter().collect()
     }
 }
@@ -309,7 +312,7 @@ impl NodeReads {
 /// step (a failover or push changed it), on the connections already open.
 pub async fn refresh_replication(
     connections: &mut NodeConnections,
-) -> HashMap<String, ReplicationInfo> {
+) -> HashMap<PodName, ReplicationInfo> {
     connections
         .query_all(async |connection| connection.replication_info().await)
         .await

@@ -29,7 +29,7 @@ use super::rollout::{self, RolloutInput};
 use super::status::{degraded_status, region_status};
 use super::{Context, Scope, failover, links, resharding};
 use crate::Error;
-use crate::names;
+use crate::names::{self, PodName};
 use crate::region_plan::{self, NodeStep, NodeView};
 use crate::resources::{self, RegionPlan};
 use crate::rollout::Revisions;
@@ -215,7 +215,7 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
         peers,
         mut unreachable,
     } = std::mem::take(&mut fleet.nodes);
-    let answered: BTreeSet<String> = connections.pods().into_iter().collect();
+    let answered: BTreeSet<PodName> = connections.pods().into_iter().collect();
     exec.connections = connections;
     let view = NodeView {
         cluster: &plan.cluster_name,
@@ -285,7 +285,7 @@ async fn orchestrate(
     plan: &RegionPlan<'_>,
     view: &NodeView<'_>,
     revisions: &Revisions,
-    unreachable: &mut HashMap<String, Error>,
+    unreachable: &mut HashMap<PodName, Error>,
 ) -> Result<Orchestration, Error> {
     let probes = &exec.scope.ctx.probes;
     let step = region_plan::next_step(view, |node| probes.is_unreachable(node))?;
@@ -313,7 +313,7 @@ async fn orchestrate(
             Err(unreachable
                 .remove(&pod)
                 .unwrap_or_else(|| Error::NodeTopology {
-                    node: pod,
+                    node: pod.into(),
                     detail: "did not answer this reconcile's read".into(),
                 }))
         }

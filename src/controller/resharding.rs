@@ -12,6 +12,7 @@ use meridian_topology::{NodeAddr, TopologyMap};
 use super::executor::Executor;
 use super::orchestration::{Orchestration, ReshardProgress, join};
 use crate::Error;
+use crate::names::PodName;
 use crate::nodes;
 use crate::reshard::{self, NodeOpenSlots, ReshardStep, SlotMove};
 use crate::resources::RegionPlan;
@@ -85,7 +86,7 @@ pub async fn reshard(
             }
             ReshardStep::DropShards { removed } => {
                 let next = reshard::map_without_shards(&map, &removed, highest_epoch + 1);
-                let everyone: Vec<String> = map.nodes().map(|node| node.id.clone()).collect();
+                let everyone: Vec<PodName> = map.nodes().map(PodName::of).collect();
                 let pushed = exec.push(&next, &everyone).await.into_first_error()?;
                 if !pushed.stale.is_empty() {
                     return Ok(Orchestration::PushIncomplete {
@@ -195,7 +196,7 @@ async fn open_slots(
             });
         };
         open.push(NodeOpenSlots {
-            pod: shard.primary.id.clone(),
+            pod: PodName::of(&shard.primary),
             open: connection.open_slots().await?,
         });
     }

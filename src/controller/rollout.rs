@@ -18,6 +18,7 @@ use meridian_topology::{NodeAddr, TopologyMap};
 use super::executor::Executor;
 use super::orchestration::Orchestration;
 use crate::Error;
+use crate::names::PodName;
 use crate::nodes::{NodeConnections, ReplicationRole};
 use crate::resources::RegionPlan;
 use crate::rollout::{self, Revisions, RolloutStep};
@@ -101,7 +102,7 @@ pub async fn roll(
 async fn unsynced_sibling(
     map: &TopologyMap,
     shard: u16,
-    leaving: &str,
+    leaving: &PodName,
     connections: &mut NodeConnections,
 ) -> Result<Option<String>, Error> {
     let Some(topology) = map
@@ -115,7 +116,7 @@ async fn unsynced_sibling(
         Some(primary) => primary.replication_info().await?.offset,
         None => return Ok(Some(unreachable(shard, &topology.primary))),
     };
-    for replica in topology.replicas.iter().filter(|node| node.id != leaving) {
+    for replica in topology.replicas.iter().filter(|node| *leaving != node.id) {
         if let Some(reason) = replica_lag(shard, replica, primary_offset, connections).await? {
             return Ok(Some(reason));
         }
@@ -230,7 +231,7 @@ async fn hand_over(
 pub enum Switch {
     Done {
         /// Nodes that applied the new map, the new primary first.
-        applied: Vec<String>,
+        applied: Vec<PodName>,
         /// Nodes that refused it (holding a newer epoch).
         stale: Vec<String>,
         /// The old primary holds the new map (it redirects instead of writing).
@@ -354,13 +355,13 @@ async fn catch_up_and_switch(
         return Err(missing(to));
     }
     let promoted = connections
-        .push(next, std::slice::from_ref(&to.id))
+        .push(next, &[PodName::of(to)])
         .await
         .into_first_error()?;
     if let Some(refusal) = promoted.stale.into_iter().next() {
         return Ok(Switch::Refused(refusal));
     }
-    let mut order = vec![from.id.clone()];
+    let mut order = vec![PodName::of(from)];
     order.extend(
         connections
             .pods()
@@ -373,10 +374,10 @@ async fn catch_up_and_switch(
     for (pod, error) in &rest.failed {
         tracing::warn!(%pod, %error, "handover push failed");
     }
-    let mut applied = vec![to.id.clone()];
+    let mut applied = vec![PodName::of(to)];
     applied.extend(rest.applied);
     let stale = rest.stale;
-    let old_primary_fenced = applied.contains(&from.id);
+    let old_primary_fenced = applied.iter().any(|pod| *pod == from.id);
     Ok(Switch::Done {
         applied,
         stale,

@@ -11,6 +11,7 @@ use meridian_api::{CacheRegionStatus, PeerStatus, ReshardingStatus, conditions};
 use super::orchestration::{Orchestration, PRIMARY_LOST_DATA, ReshardProgress, join};
 use crate::Error;
 use crate::conditions::{DesiredCondition, merge};
+use crate::names::PodName;
 use crate::nodes::ReplicationInfo;
 use crate::reshard::SlotMove;
 use crate::resources::RegionPlan;
@@ -26,7 +27,7 @@ pub fn region_status(
     orchestration: Option<&Orchestration>,
     node_error: Option<&Error>,
     peer_links: Option<&[PeerStatus]>,
-    replication: &HashMap<String, ReplicationInfo>,
+    replication: &HashMap<PodName, ReplicationInfo>,
     now: Timestamp,
 ) -> CacheRegionStatus {
     let previous = region.status.clone().unwrap_or_default();

@@ -26,7 +26,7 @@ pub fn bootstrap_map(cluster: &str, region: &str, pods: &RegionPods) -> Topology
 /// Pod `ordinal` of shard `shard` of region `orders-eu`, running (and Ready when `ready`).
 pub fn pod(shard: u16, ordinal: u16, ready: bool) -> ObservedPod {
     ObservedPod {
-        name: format!("orders-eu-{shard}-{ordinal}"),
+        name: format!("orders-eu-{shard}-{ordinal}").into(),
         shard,
         ordinal,
         ip: Some(format!("127.0.{}.{}", shard + 1, ordinal + 1)),
