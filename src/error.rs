@@ -17,6 +17,9 @@ pub enum Error {
     #[error("auth Secret '{name}' has no key '{key}'")]
     AuthSecretKeyMissing { name: String, key: String },
 
+    #[error("TLS Secret '{name}' {problem}")]
+    TlsSecret { name: String, problem: String },
+
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
 
@@ -76,6 +79,7 @@ impl Error {
             Error::AuthSecretMissing { .. } | Error::AuthSecretKeyMissing { .. } => {
                 "auth_secret_missing"
             }
+            Error::TlsSecret { .. } => "tls_secret",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::MissingObjectField(_) => "missing_object_field",
             Error::Node { .. } => "node_unreachable",
@@ -95,6 +99,7 @@ impl Error {
             Error::AuthSecretMissing { .. } | Error::AuthSecretKeyMissing { .. } => {
                 "AuthSecretMissing"
             }
+            Error::TlsSecret { .. } => "TlsSecretInvalid",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::MissingObjectField(_) => "InvalidObject",
             Error::Node { .. } | Error::NodeTopology { .. } => "NodeUnreachable",
@@ -113,6 +118,7 @@ impl Error {
             Error::ClusterNotFound { .. }
                 | Error::AuthSecretMissing { .. }
                 | Error::AuthSecretKeyMissing { .. }
+                | Error::TlsSecret { .. }
                 | Error::InvalidSpec(_)
         )
     }

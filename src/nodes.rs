@@ -1,8 +1,17 @@
 //! Talking to cache nodes over RESP, always by pod IP (Services are not routed in every
-//! cluster this runs in, and the operator must reach a specific node anyway).
+//! cluster this runs in, and the operator must reach a specific node anyway), with the
+//! cluster's credentials and, when the cluster has TLS, over TLS verified against the
+//! cluster's CA.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 use meridian_topology::{NodeAddr, TopologyMap, cluster_node_id};
 use redis::aio::MultiplexedConnection;
@@ -21,6 +30,83 @@ const MIGRATION_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 const MIGRATION_BATCH: u32 = 200;
 /// How long the source waits for the destination per batch.
 const MIGRATION_TIMEOUT_MS: u64 = 10_000;
+
+/// How the operator reaches a cluster's nodes: its credentials and TLS, read once per
+/// reconcile and used by every connection.
+#[derive(Clone, Debug, Default)]
+pub struct NodeAccess {
+    /// The cluster's auth password, if it has auth.
+    pub password: Option<String>,
+    /// The cluster's TLS (None: plain TCP).
+    pub tls: Option<NodeTls>,
+}
+
+/// TLS to a cluster's nodes: their certificates are verified against the cluster's
+/// CA, for `spec.tls.serverName` when set (one certificate serves every pod) or else
+/// for the pod IP dialed.
+#[derive(Clone)]
+pub struct NodeTls {
+    connector: TlsConnector,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("NodeTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeTls {
+    /// From the PEM of `ca.crt`; `Err` says what is wrong with it.
+    pub fn new(ca_pem: &[u8], server_name: Option<&str>) -> Result<NodeTls, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|error| format!("ca.crt: {error}"))?;
+            roots
+                .add(cert)
+                .map_err(|error| format!("ca.crt: {error}"))?;
+        }
+        if roots.is_empty() {
+            return Err("ca.crt: no PEM certificate found".to_string());
+        }
+        let server_name = server_name
+            .map(|name| {
+                ServerName::try_from(name.to_string())
+                    .map_err(|_| format!("serverName '{name}' is not a DNS name"))
+            })
+            .transpose()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("TLS setup: {error}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(NodeTls {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
+    }
+
+    async fn connect(
+        &self,
+        stream: TcpStream,
+        ip: &str,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(ip.to_string()).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("'{ip}' is not an address usable for TLS"),
+                )
+            })?,
+        };
+        self.connector.connect(name, stream).await
+    }
+}
 
 /// Migration state of one slot on one node (`CLUSTER SETSLOT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,16 +373,17 @@ impl NodeConnection {
         &self.endpoint
     }
 
-    /// Connects (with timeouts) and authenticates when `password` is set.
-    pub async fn open(node: &NodeAddr, password: Option<&str>) -> Result<NodeConnection, Error> {
-        Self::open_with_timeout(node, password, CONNECT_TIMEOUT, RESPONSE_TIMEOUT).await
+    /// Connects (with timeouts, over TLS when `access` has it) and authenticates when
+    /// `access` has a password.
+    pub async fn open(node: &NodeAddr, access: &NodeAccess) -> Result<NodeConnection, Error> {
+        Self::open_with_timeout(node, access, CONNECT_TIMEOUT, RESPONSE_TIMEOUT).await
     }
 
     /// Like [`NodeConnection::open`] with explicit timeouts (probes use short ones so a
     /// dead node costs little).
     pub async fn open_with_timeout(
         node: &NodeAddr,
-        password: Option<&str>,
+        access: &NodeAccess,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<NodeConnection, Error> {
@@ -307,8 +394,44 @@ impl NodeConnection {
             source,
         };
         let mut settings = RedisConnectionInfo::default();
-        if let Some(password) = password {
+        if let Some(password) = &access.password {
             settings = settings.set_password(password);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout));
+        if let Some(tls) = &access.tls {
+            let io_error = |error: std::io::Error| {
+                fail(redis::RedisError::from(std::io::Error::new(
+                    error.kind(),
+                    format!("TLS to {endpoint}: {error}"),
+                )))
+            };
+            let handshake = async {
+                let stream = TcpStream::connect((node.ip.as_str(), node.port)).await?;
+                stream.set_nodelay(true)?;
+                tls.connect(stream, &node.ip).await
+            };
+            let stream = tokio::time::timeout(connect_timeout, handshake)
+                .await
+                .map_err(|_| {
+                    io_error(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    ))
+                })?
+                .map_err(io_error)?;
+            let (connection, driver) =
+                MultiplexedConnection::new_with_config(&settings, stream, config)
+                    .await
+                    .map_err(fail)?;
+            tokio::spawn(driver);
+            return Ok(NodeConnection {
+                node: node.id.clone(),
+                endpoint,
+                connection,
+                response_timeout,
+            });
         }
         let info = (node.ip.clone(), node.port)
             .into_connection_info()
@@ -316,9 +439,6 @@ impl NodeConnection {
             .set_addr(ConnectionAddr::Tcp(node.ip.clone(), node.port))
             .set_redis_settings(settings);
         let client = redis::Client::open(info).map_err(fail)?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(response_timeout));
         let connection = client
             .get_multiplexed_async_connection_with_config(&config)
             .await

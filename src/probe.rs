@@ -11,7 +11,7 @@ use futures::SinkExt;
 use futures::channel::mpsc;
 use meridian_topology::{NodeAddr, TopologyMap};
 
-use crate::nodes::NodeConnection;
+use crate::nodes::{NodeAccess, NodeConnection};
 
 /// Time between probe rounds. With the timeout and threshold below, a primary that
 /// hangs (its process frozen, its pod still Ready) is flagged about 1-1.5 s later.
@@ -25,7 +25,7 @@ const TARGET_EXPIRY: Duration = Duration::from_secs(900);
 
 struct RegionTarget {
     primaries: Vec<NodeAddr>,
-    password: Option<String>,
+    access: NodeAccess,
     refreshed: Instant,
 }
 
@@ -51,7 +51,7 @@ fn node_key(node: &NodeAddr) -> String {
 impl PrimaryProbes {
     /// Sets the primaries of `region_key` from `map` (called by every reconcile that knows
     /// the region's map).
-    pub fn watch(&self, region_key: &str, map: &TopologyMap, password: Option<&str>) {
+    pub fn watch(&self, region_key: &str, map: &TopologyMap, access: &NodeAccess) {
         let primaries = map
             .shards
             .iter()
@@ -62,7 +62,7 @@ impl PrimaryProbes {
                 region_key.to_string(),
                 RegionTarget {
                     primaries,
-                    password: password.map(str::to_string),
+                    access: access.clone(),
                     refreshed: Instant::now(),
                 },
             );
@@ -117,18 +117,18 @@ impl PrimaryProbes {
         *count == FAILURE_THRESHOLD
     }
 
-    fn snapshot(&self) -> Vec<(NodeAddr, Option<String>)> {
+    fn snapshot(&self) -> Vec<(NodeAddr, NodeAccess)> {
         let Ok(mut targets) = self.targets.lock() else {
             return Vec::new();
         };
         targets.retain(|_, target| target.refreshed.elapsed() < TARGET_EXPIRY);
-        let nodes: Vec<(NodeAddr, Option<String>)> = targets
+        let nodes: Vec<(NodeAddr, NodeAccess)> = targets
             .values()
             .flat_map(|target| {
                 target
                     .primaries
                     .iter()
-                    .map(|node| (node.clone(), target.password.clone()))
+                    .map(|node| (node.clone(), target.access.clone()))
             })
             .collect();
         if let Ok(mut failures) = self.failures.lock() {
@@ -143,14 +143,14 @@ impl PrimaryProbes {
 /// dropped, so the next probe also proves the node still accepts connections.
 async fn probe_once(
     node: &NodeAddr,
-    password: Option<&str>,
+    access: &NodeAccess,
     held: Option<NodeConnection>,
 ) -> Option<NodeConnection> {
     let attempt = async {
         let mut connection = match held {
             Some(connection) => connection,
             None => {
-                NodeConnection::open_with_timeout(node, password, PROBE_TIMEOUT, PROBE_TIMEOUT)
+                NodeConnection::open_with_timeout(node, access, PROBE_TIMEOUT, PROBE_TIMEOUT)
                     .await?
             }
         };
@@ -177,14 +177,9 @@ pub async fn run(probes: Arc<PrimaryProbes>, mut trigger: mpsc::Sender<()>) {
         let targets = probes.snapshot();
         // Connections of primaries no longer watched are closed.
         held.retain(|key, _| targets.iter().any(|(node, _)| &node_key(node) == key));
-        let results = futures::future::join_all(targets.iter().map(|(node, password)| {
+        let results = futures::future::join_all(targets.iter().map(|(node, access)| {
             let connection = held.remove(&node_key(node));
-            async move {
-                (
-                    node,
-                    probe_once(node, password.as_deref(), connection).await,
-                )
-            }
+            async move { (node, probe_once(node, access, connection).await) }
         }))
         .await;
         let mut crossed = false;

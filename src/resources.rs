@@ -282,6 +282,12 @@ pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
         if let Some(server_name) = &tls.server_name {
             data.insert("MERIDIAN_TLS_SERVER_NAME".to_string(), server_name.clone());
         }
+        if tls.require_peer_certificates {
+            data.insert(
+                "MERIDIAN_TLS_REQUIRE_PEER_CERTS".to_string(),
+                "true".to_string(),
+            );
+        }
     }
     data
 }

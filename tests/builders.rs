@@ -500,6 +500,7 @@ fn tls_mounts_the_secret_and_tells_nodes_the_link_server_name() {
     cluster.spec.tls = Some(meridian_api::TlsSpec {
         secret_name: "orders-tls".into(),
         server_name: Some("link.orders.example.com".into()),
+        require_peer_certificates: true,
     });
     let plan = resources::validate(&cluster, &region).expect("fixture is valid");
     let resources = resources::build(&plan, &config());
@@ -509,6 +510,7 @@ fn tls_mounts_the_secret_and_tells_nodes_the_link_server_name() {
         settings["MERIDIAN_TLS_SERVER_NAME"],
         "link.orders.example.com"
     );
+    assert_eq!(settings["MERIDIAN_TLS_REQUIRE_PEER_CERTS"], "true");
     let pod = pod_spec(&resources.stateful_sets[0]);
     let volume = pod
         .volumes
@@ -526,11 +528,13 @@ fn tls_mounts_the_secret_and_tells_nodes_the_link_server_name() {
     cluster.spec.tls = Some(meridian_api::TlsSpec {
         secret_name: "orders-tls".into(),
         server_name: None,
+        require_peer_certificates: false,
     });
     let plan = resources::validate(&cluster, &region).expect("fixture is valid");
     let settings = resources::build(&plan, &config()).config_map.data.unwrap();
     assert!(settings.contains_key("MERIDIAN_TLS_DIR"));
     assert!(!settings.contains_key("MERIDIAN_TLS_SERVER_NAME"));
+    assert!(!settings.contains_key("MERIDIAN_TLS_REQUIRE_PEER_CERTS"));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{Node, node_binary, start_node};
 use meridian_operator::controller::rollout::{Switch, switch_primary};
 use meridian_operator::names::PodName;
-use meridian_operator::nodes::{NodeConnection, NodeConnections, ReplicationRole};
+use meridian_operator::nodes::{NodeAccess, NodeConnection, NodeConnections, ReplicationRole};
 use meridian_operator::rollout::handover_map;
 use meridian_topology::{NodeAddr, ShardTopology, SlotRange, TopologyMap};
 
@@ -37,7 +37,9 @@ fn one_shard(epoch: u64, primary: &NodeAddr, replicas: &[&NodeAddr]) -> Topology
 async fn connect_all(nodes: &[&Node]) -> NodeConnections {
     let mut connections = NodeConnections::default();
     for node in nodes {
-        let connection = NodeConnection::open(&node.addr, None).await.unwrap();
+        let connection = NodeConnection::open(&node.addr, &NodeAccess::default())
+            .await
+            .unwrap();
         connections.insert(PodName::of(&node.addr), connection);
     }
     connections

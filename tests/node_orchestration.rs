@@ -12,7 +12,7 @@ use common::{Node, free_port, node_binary, start_node, start_node_with};
 
 use meridian_api::PeerSpec;
 use meridian_operator::names::PodName;
-use meridian_operator::nodes::{NodeConnection, PushOutcome, ReplicationRole};
+use meridian_operator::nodes::{NodeAccess, NodeConnection, NodeTls, PushOutcome, ReplicationRole};
 use meridian_operator::peers;
 use meridian_operator::topology_plan::{self, NodeReport, ObservedPod, RegionPods};
 use meridian_topology::TopologyMap;
@@ -46,6 +46,14 @@ fn plan_for(nodes: &[&Node], reports: &[NodeReport], status_epoch: u64) -> Topol
     map
 }
 
+/// Access with a password and no TLS.
+fn password(password: &str) -> NodeAccess {
+    NodeAccess {
+        password: Some(password.to_string()),
+        tls: None,
+    }
+}
+
 #[tokio::test]
 async fn bootstrap_push_get_stale_epoch_and_replica_attach() {
     let Some(binary) = node_binary() else {
@@ -60,7 +68,9 @@ async fn bootstrap_push_get_stale_epoch_and_replica_attach() {
     let mut connections = Vec::new();
     let mut reports = Vec::new();
     for node in [&primary, &replica] {
-        let mut connection = NodeConnection::open(&node.addr, None).await.unwrap();
+        let mut connection = NodeConnection::open(&node.addr, &NodeAccess::default())
+            .await
+            .unwrap();
         reports.push(NodeReport {
             pod: PodName::of(&node.addr),
             map: connection.topology().await.unwrap(),
@@ -149,11 +159,11 @@ async fn auth_is_sent_when_the_cluster_has_a_password() {
         return;
     };
     let node = start_node(&binary, "secure-0-0", Some("s3cret")).await;
-    let mut authed = NodeConnection::open(&node.addr, Some("s3cret"))
+    let mut authed = NodeConnection::open(&node.addr, &password("s3cret"))
         .await
         .unwrap();
     assert_eq!(authed.topology().await.unwrap(), None);
-    let refused = match NodeConnection::open(&node.addr, None).await {
+    let refused = match NodeConnection::open(&node.addr, &NodeAccess::default()).await {
         Ok(mut connection) => connection.topology().await.is_err(),
         Err(_) => true,
     };
@@ -161,6 +171,81 @@ async fn auth_is_sent_when_the_cluster_has_a_password() {
         refused,
         "without the password the node refuses admin commands"
     );
+}
+
+/// A cluster with TLS: the operator reaches its nodes over TLS, verifying them against
+/// the Secret's CA for `spec.tls.serverName`; a certificate of another CA, or the name
+/// missing from the certificate, is refused, and so is plain text.
+#[tokio::test]
+async fn admin_connections_use_tls_verified_against_the_cluster_ca() {
+    let Some(binary) = node_binary() else {
+        println!(
+            "skipping: no meridian-node binary (set MERIDIAN_NODE_BIN or build -p meridian-node)"
+        );
+        return;
+    };
+    let ca = test_ca("cluster ca");
+    let dir = std::env::temp_dir().join(format!("meridian-operator-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let node_name = "nodes.orders.example";
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![node_name.to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+    let node = start_node_with(
+        &binary,
+        "tls-0-0",
+        Some("s3cret"),
+        &[("MERIDIAN_TLS_DIR", dir.display().to_string())],
+    )
+    .await;
+    let access = |ca_pem: &str, name: &str| NodeAccess {
+        password: Some("s3cret".to_string()),
+        tls: Some(NodeTls::new(ca_pem.as_bytes(), Some(name)).unwrap()),
+    };
+
+    let mut connection = NodeConnection::open(&node.addr, &access(&ca.pem(), node_name))
+        .await
+        .unwrap();
+    assert_eq!(connection.topology().await.unwrap(), None);
+    assert_eq!(
+        connection.replication_info().await.unwrap().role,
+        ReplicationRole::Primary
+    );
+
+    let other = test_ca("another ca");
+    assert!(
+        NodeConnection::open(&node.addr, &access(&other.pem(), node_name))
+            .await
+            .is_err(),
+        "a node certificate of another CA is refused"
+    );
+    assert!(
+        NodeConnection::open(&node.addr, &access(&ca.pem(), "elsewhere.example"))
+            .await
+            .is_err(),
+        "a certificate without the server name is refused"
+    );
+    let plain = match NodeConnection::open(&node.addr, &password("s3cret")).await {
+        Ok(mut connection) => connection.topology().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(plain, "plain text is refused on a TLS node");
+    assert!(NodeTls::new(b"not a certificate", None).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn test_ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
 }
 
 /// One standalone node per region, wired the way the CacheRegion controller wires them:
@@ -185,10 +270,10 @@ async fn region_links_are_pushed_idempotently_and_carry_invalidations() {
     };
     let node_a = start_node_with(&binary, "demo-a-0-0", Some("pw"), &env("region-a", link_a)).await;
     let node_b = start_node_with(&binary, "demo-b-0-0", Some("pw"), &env("region-b", link_b)).await;
-    let mut a = NodeConnection::open(&node_a.addr, Some("pw"))
+    let mut a = NodeConnection::open(&node_a.addr, &password("pw"))
         .await
         .unwrap();
-    let mut b = NodeConnection::open(&node_b.addr, Some("pw"))
+    let mut b = NodeConnection::open(&node_b.addr, &password("pw"))
         .await
         .unwrap();
     // Sibling pods' IPs carry the default link port; these nodes share 127.0.0.1, so the

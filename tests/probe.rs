@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use meridian_operator::nodes::NodeAccess;
 use meridian_operator::probe::{self, PrimaryProbes};
 use meridian_topology::{ShardTopology, SlotRange, TopologyMap};
 
@@ -53,7 +54,11 @@ async fn probes_keep_one_connection_and_flag_a_primary_that_stops_answering() {
         }],
     };
     let probes = Arc::new(PrimaryProbes::default());
-    probes.watch("shop/orders-eu", &map, Some("secret"));
+    let access = NodeAccess {
+        password: Some("secret".to_string()),
+        tls: None,
+    };
+    probes.watch("shop/orders-eu", &map, &access);
     let (trigger, mut triggered) = futures::channel::mpsc::channel(4);
     let prober = tokio::spawn(probe::run(probes.clone(), trigger));
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::{Node, node_binary, start_node};
 use meridian_operator::names::PodName;
-use meridian_operator::nodes::{self, NodeConnection, PushOutcome};
+use meridian_operator::nodes::{self, NodeAccess, NodeConnection, PushOutcome};
 use meridian_operator::reshard::{self, NodeOpenSlots, ReshardStep};
 use meridian_operator::topology_plan::{self, NodeReport, ObservedPod, RegionPods};
 use meridian_topology::{NodeAddr, TopologyMap, key_slot};
@@ -61,7 +61,7 @@ fn with_ports(mut map: TopologyMap, nodes: &[Node]) -> TopologyMap {
 }
 
 async fn connect(node: &Node) -> NodeConnection {
-    NodeConnection::open(&node.addr, None)
+    NodeConnection::open(&node.addr, &NodeAccess::default())
         .await
         .expect("connect")
 }

@@ -62,7 +62,7 @@ impl<'a> Executor<'a> {
         self.scope
             .ctx
             .probes
-            .watch(&self.scope.key, map, self.scope.password.as_deref());
+            .watch(&self.scope.key, map, &self.scope.access);
     }
 
     /// Events for a topology push: the nodes that applied `map`, and those that refused

@@ -23,6 +23,7 @@ use meridian_api::{CacheCluster, FIELD_MANAGER};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::nodes::{NodeAccess, NodeTls};
 use crate::probe::PrimaryProbes;
 use crate::resources::BuildConfig;
 use crate::{Error, error::backoff_delay};
@@ -36,8 +37,8 @@ pub struct Scope<'a> {
     pub namespace: String,
     /// `namespace/name`: the key the primary probes know the region by.
     pub key: String,
-    /// The cluster's auth password, if it has auth: every node connection uses it.
-    pub password: Option<String>,
+    /// The cluster's credentials and TLS: every node connection uses them.
+    pub access: NodeAccess,
 }
 
 impl<'a> Scope<'a> {
@@ -45,7 +46,7 @@ impl<'a> Scope<'a> {
         ctx: &'a Context,
         region: &'a meridian_api::CacheRegion,
         namespace: String,
-        password: Option<String>,
+        access: NodeAccess,
     ) -> Self {
         Scope {
             ctx,
@@ -53,7 +54,7 @@ impl<'a> Scope<'a> {
             key: region_key(region),
             region,
             namespace,
-            password,
+            access,
         }
     }
 }
@@ -174,6 +175,47 @@ impl Context {
         )
         .await?;
         Ok(())
+    }
+
+    /// Reads how to reach the cluster's nodes: the auth password (if it has auth) and
+    /// the CA of its TLS Secret (if it has TLS).
+    pub async fn node_access(&self, cluster: &CacheCluster) -> Result<NodeAccess, Error> {
+        let password = self.auth_password(cluster).await?;
+        let tls =
+            match &cluster.spec.tls {
+                None => None,
+                Some(tls) => {
+                    let namespace = cluster
+                        .namespace()
+                        .ok_or(Error::MissingObjectField("CacheCluster metadata.namespace"))?;
+                    let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+                    let secret = secrets.get_opt(&tls.secret_name).await?.ok_or_else(|| {
+                        Error::TlsSecret {
+                            name: tls.secret_name.clone(),
+                            problem: "does not exist".to_string(),
+                        }
+                    })?;
+                    let ca = secret
+                        .data
+                        .as_ref()
+                        .and_then(|data| data.get("ca.crt"))
+                        .ok_or_else(|| Error::TlsSecret {
+                            name: tls.secret_name.clone(),
+                            problem: "has no key 'ca.crt' (the CA the nodes' certificates are \
+                                  verified against)"
+                                .to_string(),
+                        })?;
+                    let node_tls =
+                        NodeTls::new(&ca.0, tls.server_name.as_deref()).map_err(|problem| {
+                            Error::TlsSecret {
+                                name: tls.secret_name.clone(),
+                                problem,
+                            }
+                        })?;
+                    Some(node_tls)
+                }
+            };
+        Ok(NodeAccess { password, tls })
     }
 
     /// Reads the cluster's auth password, if it has auth configured.

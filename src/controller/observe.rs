@@ -209,7 +209,7 @@ async fn read_nodes<'a>(
     pods: impl IntoIterator<Item = &'a ObservedPod>,
     scope: &Scope<'_>,
 ) -> NodeReads {
-    let password = scope.password.as_deref();
+    let access = &scope.access;
     let probes = &scope.ctx.probes;
     let attempts = pods.into_iter().filter_map(|pod| {
         let addr = pod.addr()?;
@@ -226,7 +226,7 @@ async fn read_nodes<'a>(
             let result = async {
                 let mut connection = NodeConnection::open_with_timeout(
                     &addr,
-                    password,
+                    access,
                     NODE_CONNECT_TIMEOUT,
                     response_timeout,
                 )

@@ -184,9 +184,9 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
         .ok_or_else(|| Error::ClusterNotFound {
             name: region.spec.cluster_ref.name.clone(),
         })?;
-    let password = ctx.auth_password(&cluster).await?;
+    let access = ctx.node_access(&cluster).await?;
     let plan = resources::validate(&cluster, region)?;
-    let scope = Scope::new(ctx, region, namespace, password);
+    let scope = Scope::new(ctx, region, namespace, access);
     let mut fleet = observe::observe(&scope, &plan).await?;
 
     // plan the objects: shards above the desired count stay while the nodes' map lists

@@ -116,7 +116,10 @@ pub struct CacheClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
 
-    /// Serve RESP, HTTP and region links over TLS with a certificate from a Secret.
+    /// TLS on every port that carries data: RESP (applications, replication, slot
+    /// migration, the operator), the HTTP API and region links, with a certificate from
+    /// a Secret. Plain text is refused on those ports; the metrics/health port stays
+    /// plain text (it serves no keys). Unset: every port speaks plain text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
 
@@ -388,21 +391,31 @@ impl Default for SecretKeyRef {
     }
 }
 
-/// TLS for client, HTTP and region-link traffic.
+/// TLS on the RESP, HTTP API and region-link ports, and on every connection between
+/// nodes and from the operator to the nodes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
-    /// Secret of type `kubernetes.io/tls` (`tls.crt`, `tls.key`, optionally `ca.crt`).
+    /// Secret of type `kubernetes.io/tls` with `tls.crt`, `tls.key` and `ca.crt` (as
+    /// cert-manager writes it). Nodes and the operator verify nodes' certificates
+    /// against `ca.crt`; a renewed Secret takes effect without restarting pods.
     #[x_kube(validation = Rule::new("size(self) > 0").message("tls.secretName must name a Secret in the same namespace"))]
     #[schemars(length(max = 253))]
     pub secret_name: String,
-    /// DNS name every node's certificate carries as a SAN; region links verify peers
-    /// against it (pod IPs change, so certificates name this instead). Unset: the
-    /// dialed address (IP or DNS) must be in the peer's certificate.
+    /// DNS name every node's certificate carries as a SAN; nodes (replication, slot
+    /// migration, region links) and the operator verify other nodes against it (pod
+    /// IPs change, so certificates name this instead). Unset: the dialed address (a
+    /// pod IP, or a peer region's seed) must be in the certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("tls.serverName must be a lowercase DNS name such as link.orders.example.com"))]
     #[schemars(length(max = 253))]
     pub server_name: Option<String>,
+
+    /// Mutual TLS between nodes: a replica must present a client certificate issued by
+    /// `ca.crt` to replicate (PSYNC), and region links must present one to connect.
+    /// Nodes present their own `tls.crt`. Applications need none either way.
+    #[serde(default)]
+    pub require_peer_certificates: bool,
 }
 
 /// Observed state of a `CacheCluster`, aggregated over its regions.

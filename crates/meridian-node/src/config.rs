@@ -125,14 +125,20 @@ pub struct Config {
         default_value_t = 16379
     )]
     pub region_port: u16,
-    /// Directory with tls.crt, tls.key and ca.crt (a kubernetes.io/tls Secret):
-    /// region links then require TLS and verify peers against ca.crt.
+    /// Directory with tls.crt, tls.key and ca.crt (a kubernetes.io/tls Secret): the
+    /// RESP, HTTP API and region-link ports then accept only TLS, and connections to
+    /// other nodes (replication, migration, fan-out, region links) use TLS, verified
+    /// against ca.crt. The metrics/health port stays plain text.
     #[arg(long, env = "MERIDIAN_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
-    /// Name (DNS SAN) peer certificates are verified for on outbound region
-    /// links, instead of the dialed host; lets one certificate serve every node.
+    /// Name (DNS SAN) other nodes' certificates are verified for on outbound
+    /// connections, instead of the dialed host; lets one certificate serve every node.
     #[arg(long, env = "MERIDIAN_TLS_SERVER_NAME")]
     pub tls_server_name: Option<String>,
+    /// With --tls-dir: replicas (PSYNC/SYNC) and region links must present a client
+    /// certificate issued by ca.crt (mutual TLS between the cluster's nodes).
+    #[arg(long, env = "MERIDIAN_TLS_REQUIRE_PEER_CERTS", default_value_t = false)]
+    pub tls_require_peer_certs: bool,
     /// What peer regions do with this region's writes: invalidate or replicate.
     #[arg(
         long,
@@ -182,6 +188,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where the TLS files are and how they are used; None without --tls-dir.
+    pub fn tls_settings(&self) -> Option<crate::tls::TlsSettings> {
+        let dir = self
+            .tls_dir
+            .clone()
+            .filter(|dir| !dir.as_os_str().is_empty())?;
+        Some(crate::tls::TlsSettings {
+            dir,
+            server_name: self.tls_server_name.clone().filter(|name| !name.is_empty()),
+            require_peer_certs: self.tls_require_peer_certs,
+        })
+    }
+
     pub fn node_id(&self) -> String {
         self.node_id
             .clone()

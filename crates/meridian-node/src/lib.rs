@@ -13,7 +13,7 @@ pub mod glob;
 pub mod http;
 pub mod metrics;
 pub mod migration;
-mod net;
+pub mod net;
 pub mod origin;
 pub mod orphans;
 pub mod protocol;
@@ -22,6 +22,7 @@ pub mod replication;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod tracking;
 pub mod write_hooks;
 
@@ -50,8 +51,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
         })
 }
 
-/// Builds the shared state from configuration.
+/// Builds the shared state from configuration, without TLS.
 pub fn build_shared(config: &Config) -> Arc<Shared> {
+    build_shared_with(config, tls::Tls::default())
+}
+
+/// Builds the shared state from configuration and the node's loaded TLS.
+pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
     let repl = replication::Replication::new(
         config.min_replicas_to_write,
         config.min_replicas_max_lag,
@@ -119,6 +125,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
         origin: origin::config_from(config).map(|origin| Arc::new(origin::Origin::new(origin))),
         regions: region::Regions::new(region::RegionSettings::from_config(config)),
         pause: Default::default(),
+        tls: Arc::new(tls),
     })
 }
 
@@ -127,25 +134,8 @@ pub async fn run(
     config: Config,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let shared = build_shared(&config);
-    let link_tls = match config
-        .tls_dir
-        .as_deref()
-        .filter(|dir| !dir.as_os_str().is_empty())
-    {
-        Some(dir) => Some(
-            region::link::LinkTls::load(
-                dir,
-                config
-                    .tls_server_name
-                    .as_deref()
-                    .filter(|name| !name.is_empty()),
-            )
-            .map_err(NodeError::Config)?,
-        ),
-        None => None,
-    };
-    region::link::set_client_tls(link_tls.as_ref().map(|tls| tls.client.clone()));
+    let tls = tls::Tls::start(config.tls_settings()).map_err(NodeError::Config)?;
+    let shared = build_shared_with(&config, tls);
     let resp_listener = bind(SocketAddr::new(config.bind, config.port)).await?;
     let metrics_listener = bind(SocketAddr::new(config.bind, config.metrics_port)).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -177,24 +167,12 @@ pub async fn run(
             shutdown_rx.clone(),
         ))
     });
-    let acceptor = link_tls.map(|tls| Arc::new(parking_lot::RwLock::new(tls.acceptor)));
     // Certificates renewed in the mounted Secret take effect without a restart.
-    if let (Some(acceptor), Some(dir)) = (&acceptor, config.tls_dir.clone()) {
-        tokio::spawn(region::link::reload_tls_on_change(
-            dir,
-            config
-                .tls_server_name
-                .clone()
-                .filter(|name| !name.is_empty()),
-            acceptor.clone(),
-            shutdown_rx.clone(),
-        ));
-    }
+    tokio::spawn(shared.tls.clone().reload_on_change(shutdown_rx.clone()));
     let link_task = link_listener.map(|listener| {
         tokio::spawn(region::link::serve(
             shared.clone(),
             listener,
-            acceptor,
             shutdown_rx.clone(),
         ))
     });

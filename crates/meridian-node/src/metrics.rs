@@ -322,7 +322,7 @@ pub async fn serve(
                 let Ok((stream, _)) = accepted else { continue };
                 let Ok(permit) = connections.clone().try_acquire_owned() else {
                     tokio::spawn(crate::net::answer_and_close(
-                        stream,
+                        crate::net::Stream::Plain(stream),
                         b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                     ));
                     continue;

@@ -20,9 +20,11 @@ use tokio::net::{TcpStream, lookup_host};
 use meridian_topology::{Route, TopologyMap, cluster_node_id};
 
 use crate::error::CommandError;
+use crate::net::Stream;
 use crate::protocol::{Decoded, Reply, ReplyLimits, parse_reply};
 use crate::replication::backlog::encode_command;
 use crate::store::{HashValue, Value};
+use crate::tls::ClientTls;
 
 const TYPE_STRING: u8 = 0;
 const TYPE_HASH: u8 = 1;
@@ -242,7 +244,7 @@ pub const PEER_REPLY_LIMITS: ReplyLimits = ReplyLimits {
 /// flight holds neither a worker thread nor a shard lock: MIGRATE reads its keys
 /// under the locks, releases them, and sends from here (bounded by timeout).
 pub struct PeerConnection {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes read but not decoded yet (at most one reply plus one read).
     buffer: Vec<u8>,
     /// How long connecting, one write or one reply may take.
@@ -254,7 +256,13 @@ fn io_error(error: std::io::Error) -> CommandError {
 }
 
 impl PeerConnection {
-    pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self, CommandError> {
+    /// Connects to `host:port`, over TLS with `tls` (the node's dialer).
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        tls: Option<&ClientTls>,
+        timeout: Duration,
+    ) -> Result<Self, CommandError> {
         let addr = lookup_host((host, port))
             .await
             .map_err(io_error)?
@@ -265,6 +273,10 @@ impl PeerConnection {
             .map_err(|_| CommandError::TargetIo("connection timed out".into()))?
             .map_err(io_error)?;
         stream.set_nodelay(true).map_err(io_error)?;
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(tls) => tls.connect(stream, host).await.map_err(io_error)?,
+        };
         Ok(PeerConnection {
             stream,
             buffer: Vec::new(),
@@ -299,7 +311,12 @@ impl PeerConnection {
         for command in commands {
             encode_command(&mut buf, command);
         }
-        tokio::time::timeout(self.timeout, self.stream.write_all(&buf))
+        let written = async {
+            self.stream.write_all(&buf).await?;
+            // TLS holds written records until flushed (a no-op on TCP)
+            self.stream.flush().await
+        };
+        tokio::time::timeout(self.timeout, written)
             .await
             .map_err(|_| CommandError::TargetIo("write timed out".into()))?
             .map_err(io_error)

@@ -15,6 +15,7 @@ use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::pubsub::encode_event;
 use crate::commands::{ClientState, Pending, command_id, dispatch, may_replicate, paused_by};
 use crate::exec::ExecContext;
+use crate::net::Stream;
 use crate::protocol::frame::unescape_inline;
 use crate::protocol::{Out, Parsed, Partial, Protocol, parse_command_resuming};
 use crate::replication::primary::{FeedRequest, serve_replica, wait_acks};
@@ -58,10 +59,7 @@ pub async fn accept_loop(
                         shared.counters.connections_received.fetch_add(1, Ordering::Relaxed);
                         if over_maxclients(&shared, peer.ip()) {
                             shared.counters.rejected_connections.fetch_add(1, Ordering::Relaxed);
-                            tokio::spawn(crate::net::answer_and_close(
-                                stream,
-                                b"-ERR max number of clients reached\r\n",
-                            ));
+                            tokio::spawn(refuse(shared.clone(), stream));
                             continue;
                         }
                         let shared = shared.clone();
@@ -84,6 +82,18 @@ pub async fn accept_loop(
             _ = shutdown.changed() => break,
         }
     }
+}
+
+/// Tells a client beyond maxclients so (over TLS when the port speaks it) and closes.
+async fn refuse(shared: Arc<Shared>, stream: TcpStream) {
+    let stream = match shared.tls.current() {
+        None => Stream::Plain(stream),
+        Some(tls) => match crate::tls::accept(&tls.clients, stream).await {
+            Ok(stream) => stream,
+            Err(_) => return,
+        },
+    };
+    crate::net::answer_and_close(stream, b"-ERR max number of clients reached\r\n").await;
 }
 
 enum Flow {
@@ -220,9 +230,10 @@ impl Connection {
     }
 }
 
-async fn flush(stream: &mut TcpStream, out: &mut Out, shared: &Shared) -> std::io::Result<()> {
+async fn flush(stream: &mut Stream, out: &mut Out, shared: &Shared) -> std::io::Result<()> {
     if !out.is_empty() {
         stream.write_all(out.encoded()).await?;
+        stream.flush().await?;
         shared
             .counters
             .net_output_bytes
@@ -234,20 +245,26 @@ async fn flush(stream: &mut TcpStream, out: &mut Out, shared: &Shared) -> std::i
 
 async fn handle(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let laddr = stream
+        .local_addr()
+        .map(|addr| addr.to_string())
+        .unwrap_or_default();
+    // with TLS, a client that never finishes the handshake is dropped by its timeout
+    let mut stream = match shared.tls.current() {
+        None => Stream::Plain(stream),
+        Some(tls) => crate::tls::accept(&tls.clients, stream).await?,
+    };
     let (events, mut inbox) = mpsc::unbounded_channel();
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
     let handle = Arc::new(ClientHandle {
         id,
         addr: peer.to_string(),
-        laddr: stream
-            .local_addr()
-            .map(|addr| addr.to_string())
-            .unwrap_or_default(),
+        laddr,
         created: Instant::now(),
         name: Default::default(),
         events,
@@ -261,9 +278,11 @@ async fn handle(
     });
     shared.clients.lock().insert(id, handle.clone());
     let authenticated = shared.requirepass().is_none();
+    let mut client = ClientState::new(handle.clone(), authenticated);
+    client.peer_certified = stream.peer_certified();
     let mut connection = Connection {
         shared: shared.clone(),
-        client: ClientState::new(handle.clone(), authenticated),
+        client,
         out: Out::new(Protocol::Resp2),
         input: BytesMut::with_capacity(READ_CHUNK),
         needed: 0,
@@ -287,7 +306,7 @@ async fn handle(
 
 async fn serve_connection(
     connection: &mut Connection,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     inbox: &mut mpsc::UnboundedReceiver<ClientEvent>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> std::io::Result<()> {

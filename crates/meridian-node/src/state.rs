@@ -72,6 +72,8 @@ pub struct Shared {
     pub regions: crate::region::Regions,
     /// CLIENT PAUSE: clients held back, expiry and eviction suspended.
     pub pause: ClientPause,
+    /// TLS of the data ports and of connections to other nodes (none: plain text).
+    pub tls: Arc<crate::tls::Tls>,
 }
 
 /// The region links' view of the node.
@@ -82,6 +84,10 @@ impl crate::region::RegionHost for Shared {
 
     fn password(&self) -> Option<String> {
         self.requirepass()
+    }
+
+    fn dialer(&self) -> Option<crate::tls::ClientTls> {
+        self.tls.dialer()
     }
 }
 

@@ -103,6 +103,8 @@ struct Target {
     port: u16,
     timeout: Duration,
     auth: Option<(Option<Vec<u8>>, Vec<u8>)>,
+    /// The node's TLS dialer (None: plain TCP).
+    tls: Option<crate::tls::ClientTls>,
 }
 
 // by hand: a pending job may be logged, its password must not be
@@ -120,7 +122,8 @@ impl fmt::Debug for Target {
 
 impl Target {
     async fn connect(&self) -> Result<PeerConnection, CommandError> {
-        let mut conn = PeerConnection::connect(&self.host, self.port, self.timeout).await?;
+        let mut conn =
+            PeerConnection::connect(&self.host, self.port, self.tls.as_ref(), self.timeout).await?;
         if let Some((user, password)) = &self.auth {
             let mut command: Vec<&[u8]> = vec![b"AUTH"];
             if let Some(user) = user {
@@ -611,6 +614,7 @@ pub fn migrate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         port,
         timeout,
         auth,
+        tls: ctx.shared.tls.dialer(),
     };
     // the transfer waits on the destination: the connection runs it, off the dispatcher
     ctx.client.pending = Some(Pending::Migrate(MigrateJob {
@@ -720,6 +724,7 @@ pub fn meridian_migrate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         port,
         timeout,
         auth,
+        tls: ctx.shared.tls.dialer(),
     };
     ctx.client.pending = Some(Pending::Migrate(MigrateJob {
         target,

@@ -698,6 +698,9 @@ pub fn lookup(name: &[u8]) -> Option<usize> {
 pub struct ClientState {
     pub handle: Arc<ClientHandle>,
     pub authenticated: bool,
+    /// The client presented a TLS client certificate that ca.crt verified (a node of
+    /// the cluster, when the node requires peer certificates for replication).
+    pub peer_certified: bool,
     pub multi: Option<Vec<Vec<Vec<u8>>>>,
     pub multi_failed: bool,
     pub watch_flag: WatchFlag,
@@ -743,6 +746,7 @@ impl ClientState {
         ClientState {
             handle,
             authenticated,
+            peer_certified: false,
             multi: None,
             multi_failed: false,
             watch_flag: Arc::new(AtomicBool::new(false)),

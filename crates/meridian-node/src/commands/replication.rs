@@ -258,7 +258,20 @@ fn check_serves_psync(shared: &Shared, command: &str) -> Result<(), CommandError
     Ok(())
 }
 
+/// With `--tls-require-peer-certs`, only a client that presented a certificate issued
+/// by ca.crt (another node of the cluster) may take a copy of the data.
+fn check_replica_certified(ctx: &Ctx<'_, '_>, command: &str) -> Result<(), CommandError> {
+    if ctx.shared.tls.requires_peer_certs() && !ctx.client.peer_certified {
+        return Err(CommandError::other(format!(
+            "NOPERM {command} needs a TLS client certificate issued by the cluster's CA \
+             (--tls-require-peer-certs)"
+        )));
+    }
+    Ok(())
+}
+
 pub fn psync(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    check_replica_certified(ctx, "PSYNC")?;
     check_serves_psync(ctx.shared, "PSYNC")?;
     let replid = String::from_utf8_lossy(ctx.args[1]).into_owned();
     let offset = parse_int(ctx.args[2])
@@ -269,6 +282,7 @@ pub fn psync(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 pub fn sync(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    check_replica_certified(ctx, "SYNC")?;
     check_serves_psync(ctx.shared, "SYNC")?;
     ctx.client.pending = Some(Pending::Replica {
         replid: "?".to_string(),

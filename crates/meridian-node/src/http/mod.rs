@@ -11,6 +11,7 @@
 pub mod local;
 pub mod metrics;
 
+use crate::net::Stream;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -147,12 +148,23 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let Ok(permit) = connections.clone().try_acquire_owned() else {
-                        tokio::spawn(refuse_connection(stream, limits.max_connections));
-                        continue;
-                    };
+                    let permit = connections.clone().try_acquire_owned();
                     let api = api.clone();
                     tokio::spawn(async move {
+                        let tls = api.shared.tls.current();
+                        let stream = match tls {
+                            None => Stream::Plain(stream),
+                            Some(tls) => match crate::tls::accept(&tls.clients, stream).await {
+                                Ok(stream) => stream,
+                                Err(error) => {
+                                    tracing::debug!(%peer, %error, "http TLS handshake failed");
+                                    return;
+                                }
+                            },
+                        };
+                        let Ok(permit) = permit else {
+                            return refuse_connection(stream, limits.max_connections).await;
+                        };
                         if let Err(error) = serve_connection(api, stream).await {
                             tracing::debug!(%peer, %error, "http connection ended with error");
                         }
@@ -170,7 +182,7 @@ pub async fn serve(
 }
 
 /// Tells a client over the connection limit so, without serving it.
-async fn refuse_connection(stream: tokio::net::TcpStream, limit: usize) {
+async fn refuse_connection(stream: Stream, limit: usize) {
     let body = format!("{{\"error\":\"too many HTTP connections (limit {limit})\"}}");
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -448,11 +460,16 @@ async fn forward(
         )
     };
     let exchange = async {
-        let response = api
-            .client
-            .request(request)
-            .await
-            .map_err(|error| bad_gateway(error.to_string()))?;
+        let response = match api.shared.tls.dialer() {
+            None => api
+                .client
+                .request(request)
+                .await
+                .map_err(|error| error.to_string()),
+            // the owner's API speaks TLS too: one connection for this request
+            Some(_) => send_over_tls(&api.shared, host, api.port, request).await,
+        }
+        .map_err(bad_gateway)?;
         let (parts, body) = response.into_parts();
         let body = body
             .collect()
@@ -475,6 +492,28 @@ async fn forward(
         response.headers_mut().insert(TTL_MS_HEADER, value.clone());
     }
     Ok(response)
+}
+
+/// Sends `request` to the API of the node at `host` over a TLS connection of its own.
+async fn send_over_tls(
+    shared: &Shared,
+    host: &str,
+    port: u16,
+    request: Request<Body>,
+) -> Result<Response<Incoming>, String> {
+    let stream = shared
+        .tls
+        .dial(host, port)
+        .await
+        .map_err(|error| error.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| error.to_string())?;
+    tokio::spawn(connection);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|error| error.to_string())
 }
 
 /// Maps a command error to an HTTP status.

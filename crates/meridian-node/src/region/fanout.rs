@@ -20,6 +20,8 @@ pub struct Fanout {
     /// `ip:port` of every other primary.
     pub targets: Vec<(String, u16)>,
     pub password: Option<String>,
+    /// The node's TLS dialer (None: plain TCP).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Fanout {
@@ -37,6 +39,7 @@ impl Fanout {
             pattern: pattern.to_vec(),
             targets,
             password: shared.requirepass(),
+            tls: shared.tls.dialer(),
         })
     }
 
@@ -50,8 +53,9 @@ impl Fanout {
             .map(|(ip, port)| {
                 let pattern = self.pattern.clone();
                 let password = self.password.clone();
+                let tls = self.tls.clone();
                 tokio::spawn(async move {
-                    invalidate_on(&ip, port, &pattern, password.as_deref())
+                    invalidate_on(&ip, port, tls.as_ref(), &pattern, password.as_deref())
                         .await
                         .err()
                         .map(|error| format!("{ip}:{port} ({error})"))
@@ -73,10 +77,11 @@ impl Fanout {
 async fn invalidate_on(
     ip: &str,
     port: u16,
+    tls: Option<&crate::tls::ClientTls>,
     pattern: &[u8],
     password: Option<&str>,
 ) -> Result<(), String> {
-    let mut connection = PeerConnection::connect(ip, port, FANOUT_TIMEOUT)
+    let mut connection = PeerConnection::connect(ip, port, tls, FANOUT_TIMEOUT)
         .await
         .map_err(|error| error.to_string())?;
     let mut commands: Vec<Vec<&[u8]>> = Vec::with_capacity(2);

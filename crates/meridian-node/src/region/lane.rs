@@ -185,7 +185,15 @@ impl Lane {
     async fn connect(&self) -> Result<LinkConn, String> {
         let settings = &self.shared.regions().settings;
         let password = self.shared.password().unwrap_or_default();
-        connect(&self.target, &settings.cluster, &settings.region, &password).await
+        let tls = self.shared.dialer();
+        connect(
+            &self.target,
+            tls.as_ref(),
+            &settings.cluster,
+            &settings.region,
+            &password,
+        )
+        .await
     }
 
     /// Streams events over one connection until it fails; `refused` is set when the peer
@@ -239,13 +247,14 @@ fn send_report(
 
 pub async fn connect(
     addr: &str,
+    tls: Option<&crate::tls::ClientTls>,
     cluster: &str,
     region: &str,
     password: &str,
 ) -> Result<LinkConn, String> {
     tokio::time::timeout(
         CONNECT_TIMEOUT,
-        LinkConn::connect(addr, cluster, region, password),
+        LinkConn::connect(addr, tls, cluster, region, password),
     )
     .await
     .map_err(|_| format!("{addr}: connect timed out"))?

@@ -9,33 +9,28 @@
 //! kind: `key` (drop key), `pattern` (drop glob), `slot` (drop slot), `set` (store value).
 //! Events are pipelined (a window of requests in flight); replies come in order.
 //!
-//! With `--tls-dir` the listener only speaks TLS (rustls, tls.crt/tls.key) and
-//! outbound links verify the peer's certificate against ca.crt, for the host
-//! (IP address or DNS name) of the seed or primary address they dial, or for
-//! `--tls-server-name` when given.
+//! With `--tls-dir` the listener only speaks TLS and outbound links verify the
+//! peer's certificate against ca.crt, for the host (IP address or DNS name) of the
+//! seed or primary address they dial, or for `--tls-server-name` when given (see
+//! [`crate::tls`]).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::{Event, EventKind, REGION_METRICS, RefusalReason, Version, peer_label};
 use crate::exec::{Caller, ExecContext, RegionGuard};
 use crate::http::local::{self, Reply};
+use crate::net::Stream;
 use crate::protocol::{
     Decoded, Limits, Parsed, Reply as RespReply, ReplyLimits, parse_command, parse_reply,
 };
 use crate::state::Shared;
+use crate::tls::ClientTls;
 use meridian_topology::{Route, TopologyMap};
 
 /// Largest link request (a replicated value plus its envelope); a longer one
@@ -45,151 +40,11 @@ const MAX_LINK_REQUEST: usize = 600 * 1024 * 1024;
 /// argument count is refused beyond it, before anything is allocated for it.
 const MAX_LINK_ARGS: usize = 16;
 
-/// A peer must finish the TLS handshake within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// TLS of region links, loaded from the files of a kubernetes.io/tls Secret.
-#[derive(Clone)]
-pub struct LinkTls {
-    /// Serves tls.crt / tls.key to peers dialing in.
-    pub acceptor: TlsAcceptor,
-    /// Dials peers, trusting only certificates issued by ca.crt.
-    pub client: ClientTls,
-}
-
-/// How outbound links speak TLS.
-#[derive(Clone)]
-pub struct ClientTls {
-    connector: TlsConnector,
-    /// The name peer certificates must carry; None: the dialed host.
-    server_name: Option<ServerName<'static>>,
-}
-
-impl LinkTls {
-    /// Loads `tls.crt`, `tls.key` and `ca.crt` from `dir`; every file is required,
-    /// and an error names the file that is missing or unusable. With
-    /// `server_name`, peers are verified for that name instead of the dialed host.
-    pub fn load(dir: &Path, server_name: Option<&str>) -> Result<LinkTls, String> {
-        let server_name = server_name
-            .map(|name| {
-                ServerName::try_from(name.to_string()).map_err(|_| {
-                    format!("--tls-server-name '{name}' is not a DNS name or IP address")
-                })
-            })
-            .transpose()?;
-        let cert_path = dir.join("tls.crt");
-        let key_path = dir.join("tls.key");
-        let ca_path = dir.join("ca.crt");
-        let certs = read_certs(&cert_path)?;
-        let key = PrivateKeyDer::from_pem_file(&key_path)
-            .map_err(|error| format!("{}: no usable private key: {error}", key_path.display()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in read_certs(&ca_path)? {
-            roots
-                .add(ca)
-                .map_err(|error| format!("{}: {error}", ca_path.display()))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|error| format!("TLS setup: {error}"))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|error| {
-                format!("{} / {}: {error}", cert_path.display(), key_path.display())
-            })?;
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| format!("TLS setup: {error}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(LinkTls {
-            acceptor: TlsAcceptor::from(Arc::new(server)),
-            client: ClientTls {
-                connector: TlsConnector::from(Arc::new(client)),
-                server_name,
-            },
-        })
-    }
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|error| format!("{}: {error}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate found", path.display()));
-    }
-    Ok(certs)
-}
-
-/// How this process dials peers (None: plain TCP). Process-wide because the
-/// lanes and topology watchers reach it without a handle; set by [`crate::run`].
-static CLIENT_TLS: parking_lot::RwLock<Option<ClientTls>> = parking_lot::const_rwlock(None);
-
-/// Makes outbound links use TLS (Some) or plain TCP (None).
-pub fn set_client_tls(client: Option<ClientTls>) {
-    *CLIENT_TLS.write() = client;
-}
-
-/// How often the TLS files are checked for a change.
-const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The acceptor new inbound links use; replaced when the files change.
-pub type SharedAcceptor = Arc<parking_lot::RwLock<TlsAcceptor>>;
-
-/// Reloads `tls.crt`, `tls.key` and `ca.crt` when their content changes
-/// (Kubernetes updates a mounted Secret in place, e.g. when cert-manager
-/// renews it): new inbound links get the new certificate and new outbound
-/// links trust the new CA; links already up keep their session. Files that do
-/// not load keep the previous certificates in use, with a warning.
-pub async fn reload_tls_on_change(
-    dir: std::path::PathBuf,
-    server_name: Option<String>,
-    acceptor: SharedAcceptor,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut loaded = tls_files_content(&dir);
-    let mut ticker = tokio::time::interval(TLS_RELOAD_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let current = tls_files_content(&dir);
-        if current == loaded {
-            continue;
-        }
-        // remembered either way: a broken file is reported once, not every tick
-        loaded = current;
-        match LinkTls::load(&dir, server_name.as_deref()) {
-            Ok(tls) => {
-                *acceptor.write() = tls.acceptor;
-                set_client_tls(Some(tls.client));
-                tracing::info!(dir = %dir.display(), "region link certificates reloaded");
-            }
-            Err(error) => {
-                tracing::warn!(%error, "changed region link certificates do not load; the previous ones stay in use");
-            }
-        }
-    }
-}
-
-/// The bytes of the three TLS files (empty for a file that cannot be read).
-fn tls_files_content(dir: &Path) -> Vec<Vec<u8>> {
-    ["tls.crt", "tls.key", "ca.crt"]
-        .iter()
-        .map(|name| std::fs::read(dir.join(name)).unwrap_or_default())
-        .collect()
-}
-
-/// Accepts region links from peer regions until shutdown; with `tls`, only
-/// connections completing a TLS handshake are served.
+/// Accepts region links from peer regions until shutdown; when the node has TLS,
+/// only connections completing a TLS handshake are served.
 pub async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: Option<SharedAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -197,9 +52,8 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let shared = shared.clone();
-                    let tls = tls.as_ref().map(|acceptor| acceptor.read().clone());
                     tokio::spawn(async move {
-                        if let Err(error) = accept_link(shared, stream, tls).await {
+                        if let Err(error) = accept_link(shared, stream).await {
                             tracing::debug!(%peer, %error, "region link ended");
                         }
                     });
@@ -214,24 +68,16 @@ pub async fn serve(
     }
 }
 
-async fn accept_link(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    tls: Option<TlsAcceptor>,
-) -> std::io::Result<()> {
+async fn accept_link(shared: Arc<Shared>, stream: TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr()?;
-    let Some(acceptor) = tls else {
+    let Some(tls) = shared.tls.current() else {
         return serve_link(shared, stream, peer).await;
     };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => serve_link(shared, stream, peer).await,
-        Ok(Err(error)) => {
+    match crate::tls::accept(&tls.links, stream).await {
+        Ok(stream) => serve_link(shared, stream, peer).await,
+        Err(error) => {
             tracing::warn!(%peer, %error, "region link TLS handshake failed");
-            Ok(())
-        }
-        Err(_) => {
-            tracing::warn!(%peer, "region link TLS handshake timed out");
             Ok(())
         }
     }
@@ -626,39 +472,16 @@ pub struct LinkConn {
     writer: LinkWriter,
 }
 
-type ClientTlsStream = tokio_rustls::client::TlsStream<TcpStream>;
-
 /// The sending half of a link.
 pub struct LinkWriter {
-    half: WriteSide,
-}
-
-enum WriteSide {
-    Plain(OwnedWriteHalf),
-    Tls(WriteHalf<ClientTlsStream>),
+    half: WriteHalf<Stream>,
 }
 
 /// The receiving half of a link: decodes replies from a buffer that survives
 /// cancellation, so [`ReplyReader::next`] can sit in a `select!` or a timeout.
 pub struct ReplyReader {
-    half: ReadSide,
+    half: ReadHalf<Stream>,
     buffer: BytesMut,
-}
-
-enum ReadSide {
-    Plain(OwnedReadHalf),
-    Tls(ReadHalf<ClientTlsStream>),
-}
-
-/// The TLS server name of `addr` (`host:port`, `[v6]:port`): its IP address or DNS name.
-fn server_name(addr: &str) -> std::io::Result<ServerName<'static>> {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_string()).map_err(|_| {
-        invalid(&format!(
-            "'{host}' is neither an IP address nor a DNS name usable for TLS"
-        ))
-    })
 }
 
 fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
@@ -712,33 +535,18 @@ impl LinkConn {
     /// Connects and says hello; a refused handshake is an error naming the reason.
     pub async fn connect(
         addr: &str,
+        tls: Option<&ClientTls>,
         cluster: &str,
         region: &str,
         password: &str,
     ) -> std::io::Result<LinkConn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let client_tls = CLIENT_TLS.read().clone();
-        let (read, write) = match client_tls {
-            None => {
-                let (read, write) = stream.into_split();
-                (ReadSide::Plain(read), WriteSide::Plain(write))
-            }
-            Some(ClientTls {
-                connector,
-                server_name: fixed_name,
-            }) => {
-                let name = match fixed_name {
-                    Some(name) => name,
-                    None => server_name(addr)?,
-                };
-                let stream = connector.connect(name, stream).await.map_err(|error| {
-                    std::io::Error::new(error.kind(), format!("TLS handshake failed: {error}"))
-                })?;
-                let (read, write) = tokio::io::split(stream);
-                (ReadSide::Tls(read), WriteSide::Tls(write))
-            }
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(tls) => tls.connect(stream, addr).await?,
         };
+        let (read, write) = tokio::io::split(stream);
         let mut conn = LinkConn {
             reader: ReplyReader {
                 half: read,
@@ -796,14 +604,9 @@ impl LinkConn {
 impl LinkWriter {
     /// Writes encoded requests (see [`encode_event`]).
     pub async fn send(&mut self, requests: &[u8]) -> std::io::Result<()> {
-        match &mut self.half {
-            WriteSide::Plain(half) => half.write_all(requests).await,
-            WriteSide::Tls(half) => {
-                half.write_all(requests).await?;
-                // TLS holds written records until flushed
-                half.flush().await
-            }
-        }
+        self.half.write_all(requests).await?;
+        // TLS holds written records until flushed
+        self.half.flush().await
     }
 }
 
@@ -814,10 +617,7 @@ impl ReplyReader {
             if let Some(reply) = decode_reply(&mut self.buffer)? {
                 return Ok(reply);
             }
-            let read = match &mut self.half {
-                ReadSide::Plain(half) => half.read_buf(&mut self.buffer).await?,
-                ReadSide::Tls(half) => half.read_buf(&mut self.buffer).await?,
-            };
+            let read = self.half.read_buf(&mut self.buffer).await?;
             if read == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,

@@ -48,6 +48,8 @@ pub trait RegionHost: Send + Sync + 'static {
     fn regions(&self) -> &Regions;
     /// The password a peer's node expects (the same `requirepass` as this node's).
     fn password(&self) -> Option<String>;
+    /// How to dial a peer's node over TLS (None: plain TCP).
+    fn dialer(&self) -> Option<crate::tls::ClientTls>;
 }
 
 /// Region-link settings taken from the command line.

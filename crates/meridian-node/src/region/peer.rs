@@ -262,16 +262,23 @@ impl Peer {
         }
         let settings = &shared.regions().settings;
         let password = shared.password().unwrap_or_default();
+        let tls = shared.dialer();
         let mut errors = Vec::new();
         for seed in &self.config.seeds {
-            let mut conn =
-                match lane::connect(seed, &settings.cluster, &settings.region, &password).await {
-                    Ok(conn) => conn,
-                    Err(error) => {
-                        errors.push(error);
-                        continue;
-                    }
-                };
+            let connected = lane::connect(
+                seed,
+                tls.as_ref(),
+                &settings.cluster,
+                &settings.region,
+                &password,
+            );
+            let mut conn = match connected.await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    errors.push(error);
+                    continue;
+                }
+            };
             match tokio::time::timeout(TOPOLOGY_TIMEOUT, conn.topology()).await {
                 Ok(Ok(map)) => {
                     *control = Some(conn);

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::net::Stream;
 use bytes::{Buf, BytesMut};
 use meridian_topology::{NodeRole, TopologyMap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::backlog::encode_command;
 use super::{LinkState, PrimaryMandate, PrimaryTarget, snapshot};
@@ -237,10 +237,12 @@ fn mark_synced(shared: &Shared, generation: u64) {
     }
 }
 
-async fn command(stream: &mut TcpStream, args: &[&[u8]]) -> Result<(), SyncError> {
+async fn command(stream: &mut Stream, args: &[&[u8]]) -> Result<(), SyncError> {
     let mut buf = Vec::new();
     encode_command(&mut buf, args);
     stream.write_all(&buf).await?;
+    // TLS holds written records until flushed (a no-op on TCP)
+    stream.flush().await?;
     Ok(())
 }
 
@@ -248,7 +250,7 @@ async fn command(stream: &mut TcpStream, args: &[&[u8]]) -> Result<(), SyncError
 /// of capacity); fails when nothing arrives within `idle`. Returns the bytes read,
 /// 0 when the primary closed the connection.
 async fn read_more(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     idle: Duration,
     phase: &'static str,
@@ -269,7 +271,7 @@ async fn read_more(
 /// Reads the snapshot's `$<len>` header line (without the CRLF): the payload after
 /// it is streamed in pieces, so it is not a reply the decoder takes whole.
 async fn read_line(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     idle: Duration,
     phase: &'static str,
@@ -299,7 +301,7 @@ const HANDSHAKE_REPLY: ReplyLimits = ReplyLimits {
 
 /// Reads one handshake reply with the node's reply decoder.
 async fn read_reply(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     idle: Duration,
 ) -> Result<Reply, SyncError> {
@@ -331,7 +333,7 @@ fn refused(what: &'static str, reply: Reply) -> SyncError {
 }
 
 async fn expect_ok(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     idle: Duration,
     what: &'static str,
@@ -356,7 +358,7 @@ enum Psync {
 /// Authenticates and negotiates PSYNC; the unread input stays in `buf`.
 async fn handshake(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
 ) -> Result<Psync, SyncError> {
     let idle = HANDSHAKE_TIMEOUT;
@@ -424,7 +426,7 @@ async fn handshake(
 /// stream's first bytes may follow it in `buf`.
 async fn full_sync(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     generation: u64,
     replid: &str,
@@ -499,13 +501,11 @@ async fn session(
     generation: u64,
 ) -> Result<(), SyncError> {
     shared.repl.set_status("connecting");
-    let mut stream = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((target.host.as_str(), target.port)),
-    )
-    .await
-    .map_err(|_| SyncError::ConnectTimeout)??;
-    stream.set_nodelay(true)?;
+    // the TLS handshake (when the node has TLS) counts as part of connecting
+    let mut stream =
+        tokio::time::timeout(CONNECT_TIMEOUT, shared.tls.dial(&target.host, target.port))
+            .await
+            .map_err(|_| SyncError::ConnectTimeout)??;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(shared, &mut stream, &mut buf))
         .await
@@ -533,6 +533,7 @@ async fn session(
         id: 0,
         addr: format!("{}:{}", target.host, target.port),
         laddr: stream
+            .tcp()
             .local_addr()
             .map(|addr| addr.to_string())
             .unwrap_or_default(),
@@ -585,7 +586,7 @@ async fn session(
     }
 }
 
-async fn send_ack(shared: &Shared, stream: &mut TcpStream) -> Result<(), SyncError> {
+async fn send_ack(shared: &Shared, stream: &mut Stream) -> Result<(), SyncError> {
     let offset = shared.repl.log.offset().to_string();
     command(stream, &[b"REPLCONF", b"ACK", offset.as_bytes()]).await
 }

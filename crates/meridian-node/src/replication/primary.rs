@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::net::Stream;
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::ReplicaInfo;
@@ -54,7 +54,7 @@ pub struct FeedRequest<'a> {
 /// killed, or the node shuts down.
 pub async fn serve_replica(
     shared: Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     mut input: BytesMut,
     request: FeedRequest<'_>,
     inbox: &mut mpsc::UnboundedReceiver<ClientEvent>,
@@ -102,12 +102,17 @@ const REPLICA_INPUT: Limits = Limits {
 /// Writes `bytes` to the replica in chunks; false when one made no progress within
 /// `stall` (the replica stopped reading: stopped process, dead host without a reset).
 async fn write_or_stall(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     bytes: &[u8],
     stall: Duration,
 ) -> std::io::Result<bool> {
     for chunk in bytes.chunks(STREAM_CHUNK) {
-        match tokio::time::timeout(stall, stream.write_all(chunk)).await {
+        let written = async {
+            stream.write_all(chunk).await?;
+            // TLS holds written records until flushed (a no-op on TCP)
+            stream.flush().await
+        };
+        match tokio::time::timeout(stall, written).await {
             Ok(written) => written?,
             Err(_) => return Ok(false),
         }
@@ -117,7 +122,7 @@ async fn write_or_stall(
 
 async fn feed(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     input: &mut BytesMut,
     request: &FeedRequest<'_>,
     info: &ReplicaInfo,
@@ -141,6 +146,7 @@ async fn feed(
             stream
                 .write_all(format!("+CONTINUE {}\r\n", log.replid()).as_bytes())
                 .await?;
+            stream.flush().await?;
             tracing::info!(replica = %request.handle.addr, offset, "partial resync");
             offset
         }
