@@ -183,3 +183,21 @@ impl PartialEq<String> for PodName {
         &self.0 == other
     }
 }
+
+/// A password of 32 letters and digits (190 bits) from the operating system's
+/// random source, for the Secret the operator generates when a cluster names none.
+pub fn random_password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut password = String::with_capacity(32);
+    while password.len() < 32 {
+        let mut bytes = [0u8; 64];
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        // rejection sampling keeps every character equally likely
+        for byte in bytes {
+            if usize::from(byte) < 256 - 256 % ALPHABET.len() && password.len() < 32 {
+                password.push(char::from(ALPHABET[usize::from(byte) % ALPHABET.len()]));
+            }
+        }
+    }
+    password
+}

@@ -408,13 +408,14 @@ fn node_env(plan: &RegionPlan<'_>, shard: u16) -> Vec<EnvVar> {
             ..EnvVar::default()
         },
     ];
-    if let Some(auth) = &plan.cluster.spec.auth {
+    if let Some(source) = plan.cluster.spec.password_source(&plan.cluster_name) {
+        let secret = source.secret();
         env.push(EnvVar {
             name: "MERIDIAN_PASSWORD".to_string(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
-                    name: auth.secret_ref.name.clone(),
-                    key: auth.secret_ref.key.clone(),
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
                     optional: Some(false),
                 }),
                 ..EnvVarSource::default()

@@ -275,15 +275,37 @@ fn env_binds_every_pod_address_and_reads_password_from_secret() {
 }
 
 #[test]
-fn minimal_cluster_has_no_password_and_uses_default_image() {
-    let (_, _, resources) = build("cluster-minimal.yaml", "region-minimal.yaml");
+fn minimal_cluster_gets_the_generated_password_and_uses_default_image() {
+    let (cluster, region, resources) = build("cluster-minimal.yaml", "region-minimal.yaml");
     assert_eq!(resources.stateful_sets.len(), 2, "region overrides shards");
     let sts = &resources.stateful_sets[0];
     assert_eq!(sts.spec.as_ref().unwrap().replicas, Some(1));
     let container = node_container(sts);
     assert_eq!(container.image.as_deref(), Some(DEFAULT_IMAGE));
+    // secure by default: no auth in the spec means the password the operator generates
+    let secret = env(container, "MERIDIAN_PASSWORD")
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .clone()
+        .unwrap();
+    assert_eq!(
+        secret.name,
+        format!("{}-auth", cluster.metadata.name.as_deref().unwrap())
+    );
+    assert_eq!(secret.key, "password");
+
+    // turning authentication off is explicit
+    let mut open = cluster.clone();
+    open.spec.auth = Some(meridian_api::AuthSpec {
+        mode: meridian_api::AuthMode::Disabled,
+        secret_ref: None,
+    });
+    let plan = resources::validate(&open, &region).expect("valid");
+    let unauthenticated = resources::build(&plan, &config());
     assert!(
-        !container
+        !node_container(&unauthenticated.stateful_sets[0])
             .env
             .as_ref()
             .unwrap()

@@ -214,6 +214,21 @@ fn cluster_aggregates_regions() {
     let none = cluster_status(&cluster, &[], None, at(1));
     assert_eq!(condition(&none.conditions, "Ready").reason, "NoRegions");
     assert_eq!(none.ready_regions, 0);
+    // the status says where the (generated) client password is
+    let secret = none.password_secret.as_ref().expect("password secret");
+    assert_eq!(
+        (secret.name.as_str(), secret.key.as_str()),
+        ("demo-auth", "password")
+    );
+    let mut open = cluster.clone();
+    open.spec.auth = Some(meridian_api::AuthSpec {
+        mode: meridian_api::AuthMode::Disabled,
+        secret_ref: None,
+    });
+    assert_eq!(
+        cluster_status(&open, &[], None, at(1)).password_secret,
+        None
+    );
 
     let mut ready_region: CacheRegion = fixture("region-minimal.yaml");
     let plan_pods = pods(true);

@@ -36,6 +36,11 @@ pub struct ClusterFixture {
     /// Regions (the `region` values) whose pods run with the RuntimeClass
     /// `placement.runtimeClassName` names, as `(region, RuntimeClass)`.
     pub runtime_classes: Vec<(String, String)>,
+    /// Extra `spec` lines (indented two spaces), e.g. `auth` or `tls` of a scenario that
+    /// tests them. `None`: `auth: {mode: Disabled}`, explicitly, because the scenarios
+    /// test everything but authentication and their clients send no password (the
+    /// default, a generated password, has its own scenario).
+    pub security: Option<String>,
 }
 
 impl Default for ClusterFixture {
@@ -49,6 +54,7 @@ impl Default for ClusterFixture {
             maxmemory: "64Mi".into(),
             fencing: None,
             runtime_classes: Vec::new(),
+            security: None,
         }
     }
 }
@@ -102,6 +108,11 @@ impl ClusterFixture {
                     "\n  fencing:\n    minReplicas: {min_replicas}\n    maxLagSeconds: {max_lag}"
                 )
             });
+        let security = match &self.security {
+            None => "\n  auth:\n    mode: Disabled".to_string(),
+            Some(lines) if lines.is_empty() => String::new(),
+            Some(lines) => format!("\n{}", lines.trim_end()),
+        };
         format!(
             r#"
 apiVersion: cache.meridian.dev/v1alpha1
@@ -110,7 +121,7 @@ metadata:
   name: {name}
 spec:
   shards: {shards}
-  replicasPerShard: {replicas}{consistency}{fencing}
+  replicasPerShard: {replicas}{consistency}{fencing}{security}
   memory:
     maxmemory: {maxmemory}
 "#,

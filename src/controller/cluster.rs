@@ -281,6 +281,10 @@ pub fn cluster_status(
             cluster.metadata.generation,
             now,
         ),
+        password_secret: cluster
+            .spec
+            .password_source(&cluster.name_any())
+            .map(|source| source.secret().clone()),
         regions: summaries,
         ready_regions,
     }

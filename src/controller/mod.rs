@@ -19,7 +19,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
-use meridian_api::{CacheCluster, FIELD_MANAGER};
+use meridian_api::{CacheCluster, FIELD_MANAGER, PasswordSource};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
@@ -218,30 +218,33 @@ impl Context {
         Ok(NodeAccess { password, tls })
     }
 
-    /// Reads the cluster's auth password, if it has auth configured.
+    /// Reads the cluster's client password; None when authentication is disabled. The
+    /// Secret the operator generates a password in is created when missing.
     pub async fn auth_password(&self, cluster: &CacheCluster) -> Result<Option<String>, Error> {
-        let Some(auth) = &cluster.spec.auth else {
+        let Some(source) = cluster.spec.password_source(&cluster.name_any()) else {
             return Ok(None);
         };
         let namespace = cluster
             .namespace()
             .ok_or(Error::MissingObjectField("CacheCluster metadata.namespace"))?;
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-        let secret = secrets
-            .get_opt(&auth.secret_ref.name)
-            .await?
-            .ok_or_else(|| Error::AuthSecretMissing {
-                name: auth.secret_ref.name.clone(),
-            })?;
-        let missing_key = || Error::AuthSecretKeyMissing {
-            name: auth.secret_ref.name.clone(),
-            key: auth.secret_ref.key.clone(),
+        let at = source.secret();
+        let secret = match (secrets.get_opt(&at.name).await?, &source) {
+            (Some(secret), _) => secret,
+            (None, PasswordSource::Generated(at)) => {
+                self.generate_password(cluster, &secrets, at).await?
+            }
+            (None, PasswordSource::Given(at)) => {
+                return Err(Error::AuthSecretMissing {
+                    name: at.name.clone(),
+                });
+            }
         };
-        if let Some(bytes) = secret
-            .data
-            .as_ref()
-            .and_then(|data| data.get(&auth.secret_ref.key))
-        {
+        let missing_key = || Error::AuthSecretKeyMissing {
+            name: at.name.clone(),
+            key: at.key.clone(),
+        };
+        if let Some(bytes) = secret.data.as_ref().and_then(|data| data.get(&at.key)) {
             return String::from_utf8(bytes.0.clone())
                 .map(Some)
                 .map_err(|_| missing_key());
@@ -249,10 +252,69 @@ impl Context {
         secret
             .string_data
             .as_ref()
-            .and_then(|data| data.get(&auth.secret_ref.key))
+            .and_then(|data| data.get(&at.key))
             .cloned()
             .map(Some)
             .ok_or_else(missing_key)
+    }
+
+    /// Creates the Secret holding a generated client password (owned by the cluster, so
+    /// deleting the cluster deletes it); a Secret another reconcile created meanwhile
+    /// is used as it is. Never overwrites a password.
+    async fn generate_password(
+        &self,
+        cluster: &CacheCluster,
+        secrets: &Api<Secret>,
+        at: &meridian_api::SecretKeyRef,
+    ) -> Result<Secret, Error> {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(at.name.clone()),
+                owner_references: cluster.controller_owner_ref(&()).map(|owner| vec![owner]),
+                labels: Some(
+                    [(
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "meridian-operator".to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            type_: Some("Opaque".to_string()),
+            data: Some(
+                [(
+                    at.key.clone(),
+                    k8s_openapi::ByteString(crate::names::random_password().into_bytes()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        match secrets
+            .create(&kube::api::PostParams::default(), &secret)
+            .await
+        {
+            Ok(created) => {
+                self.event(
+                    &cluster.object_ref(&()),
+                    EventType::Normal,
+                    "PasswordGenerated",
+                    "Authenticate",
+                    format!(
+                        "generated the client password in Secret {} (key {}); clients AUTH \
+                         with it. Set spec.auth.secretRef to use your own, or spec.auth.mode: \
+                         Disabled to turn authentication off",
+                        at.name, at.key
+                    ),
+                )
+                .await;
+                Ok(created)
+            }
+            Err(kube::Error::Api(response)) if response.code == 409 => {
+                Ok(secrets.get(&at.name).await?)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 }
 

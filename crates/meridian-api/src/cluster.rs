@@ -112,7 +112,10 @@ pub struct CacheClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<OriginSpec>,
 
-    /// Require clients to authenticate with a password from a Secret.
+    /// Client authentication. On by default: without `auth` (or without
+    /// `auth.secretRef`) the operator generates a password in the Secret
+    /// `<cluster>-auth` (key `password`) and `status.passwordSecret` names it. Turning
+    /// it off takes `auth: {mode: Disabled}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
 
@@ -359,11 +362,67 @@ pub struct OriginSpec {
 }
 
 /// Client authentication.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "!has(self.mode) || self.mode == 'Password' || !has(self.secretRef)"
+).message("auth.secretRef names a password, but auth.mode is Disabled: remove one of them").field_path(".secretRef"))]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
-    /// Secret key holding the password clients must send with AUTH.
-    pub secret_ref: SecretKeyRef,
+    /// `Password` (default): clients must `AUTH` with the password. `Disabled`: no
+    /// authentication; anyone who can reach the pods can run any command.
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Secret key holding the password clients must send with AUTH. Unset: the
+    /// operator generates one in the Secret `<cluster>-auth`, key `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+/// Whether clients authenticate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum AuthMode {
+    #[default]
+    Password,
+    Disabled,
+}
+
+/// Where a cluster's client password is: the Secret the spec names, or the one the
+/// operator generates for it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PasswordSource {
+    /// `spec.auth.secretRef`.
+    Given(SecretKeyRef),
+    /// The Secret the operator creates (`<cluster>-auth`, key `password`).
+    Generated(SecretKeyRef),
+}
+
+impl PasswordSource {
+    pub fn secret(&self) -> &SecretKeyRef {
+        match self {
+            PasswordSource::Given(secret) | PasswordSource::Generated(secret) => secret,
+        }
+    }
+}
+
+/// Name of the Secret the operator generates a cluster's password in.
+pub fn generated_password_secret(cluster: &str) -> String {
+    format!("{cluster}-auth")
+}
+
+impl CacheClusterSpec {
+    /// Where the client password of cluster `cluster` comes from; None when
+    /// authentication is disabled.
+    pub fn password_source(&self, cluster: &str) -> Option<PasswordSource> {
+        let auth = self.auth.clone().unwrap_or_default();
+        match (auth.mode, auth.secret_ref) {
+            (AuthMode::Disabled, _) => None,
+            (AuthMode::Password, Some(secret)) => Some(PasswordSource::Given(secret)),
+            (AuthMode::Password, None) => Some(PasswordSource::Generated(SecretKeyRef {
+                name: generated_password_secret(cluster),
+                key: default_password_key(),
+            })),
+        }
+    }
 }
 
 /// A key of a Secret in the resource's namespace.
@@ -429,6 +488,11 @@ pub struct CacheClusterStatus {
     /// `Ready`, `Progressing` and `Degraded`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+
+    /// Where the client password is (`spec.auth.secretRef`, or the Secret the operator
+    /// generated); absent when authentication is disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKeyRef>,
 
     /// One entry per `CacheRegion` referencing this cluster.
     #[serde(default)]

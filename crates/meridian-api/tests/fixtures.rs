@@ -278,8 +278,10 @@ fn full_cluster_deserializes_every_field() {
     assert!(origin.read_through && !origin.write_through);
     assert_eq!(origin.timeout_ms, Some(2000));
     let auth = spec.auth.as_ref().expect("auth");
-    assert_eq!(auth.secret_ref.name, "meridian-auth");
-    assert_eq!(auth.secret_ref.key, "password", "key defaults to password");
+    let secret_ref = auth.secret_ref.as_ref().expect("secretRef");
+    assert_eq!(secret_ref.name, "meridian-auth");
+    assert_eq!(secret_ref.key, "password", "key defaults to password");
+    assert!(spec.tls.as_ref().is_some_and(|tls| tls.require_peer_certificates));
     assert_eq!(
         spec.tls.as_ref().map(|t| t.secret_name.as_str()),
         Some("meridian-tls")
