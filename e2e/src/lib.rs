@@ -18,11 +18,13 @@ mod fixtures;
 mod load;
 mod node_faults;
 mod shard_writer;
+mod tls;
 pub use audit::*;
 pub use fixtures::*;
 pub use load::*;
 pub use node_faults::*;
 pub use shard_writer::*;
+pub use tls::*;
 
 /// The field manager the suite applies its own objects with.
 pub const MANAGER: &str = "meridian-e2e";

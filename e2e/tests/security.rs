@@ -1,0 +1,177 @@
+//! Issue 16 scenario: a CacheCluster with TLS on every port (mutual TLS between nodes)
+//! and the secure defaults, in two regions. The operator generates the client password;
+//! clients need TLS and the password; a failover and a cross-region invalidation work
+//! with every connection (operator to node, replication, region links) over TLS.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams};
+use meridian_e2e::*;
+
+const REGIONS: [(&str, &str); 2] = [("vault-a", "region-a"), ("vault-b", "region-b")];
+const SERVER_NAME: &str = "nodes.vault.meridian.test";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_everywhere_and_a_generated_password_across_two_regions() -> Result<()> {
+    let Some((client, ns)) = operator_scenario("security", "e2e-security").await? else {
+        return Ok(());
+    };
+    let pki = TestPki::new(SERVER_NAME)?;
+    pki.create_secret(&client, &ns.name, "vault-tls").await?;
+    let Deployed { clusters, regions } = ClusterFixture {
+        name: "vault".into(),
+        shards: 1,
+        replicas_per_shard: 1,
+        consistency: Some("eventual".into()),
+        // no auth: the default, a generated password
+        security: Some(format!(
+            "  tls:\n    secretName: vault-tls\n    serverName: {SERVER_NAME}\n    requirePeerCertificates: true"
+        )),
+        ..ClusterFixture::default()
+    }
+    .with_regions(&REGIONS)
+    .apply(&client, &ns.name)
+    .await?;
+    let mut statuses = Vec::new();
+    for (name, _) in REGIONS {
+        statuses.push(wait_region_ready(&regions, name, Duration::from_secs(300)).await?);
+    }
+
+    // The generated password: in the Secret the status names, owned by the cluster.
+    let cluster = clusters.get("vault").await?;
+    let at = cluster
+        .status
+        .and_then(|status| status.password_secret)
+        .context("status.passwordSecret")?;
+    assert_eq!((at.name.as_str(), at.key.as_str()), ("vault-auth", "password"));
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .get("vault-auth")
+        .await?;
+    let owner = secret.metadata.owner_references.clone().unwrap_or_default();
+    ensure!(
+        owner.iter().any(|owner| owner.kind == "CacheCluster" && owner.name == "vault"),
+        "the generated Secret is owned by the cluster: {owner:?}"
+    );
+    let password = String::from_utf8(
+        secret
+            .data
+            .and_then(|data| data.get("password").cloned())
+            .context("password key")?
+            .0,
+    )?;
+    ensure!(password.len() == 32, "a 32-character password");
+
+    let endpoint = |region: usize| -> Result<String> {
+        let primary = statuses[region].shards[0]
+            .primary
+            .clone()
+            .context("primary")?;
+        Ok(primary)
+    };
+    let primary_a = endpoint(0)?;
+    let ip_a = pod_ip(&client, &ns.name, &primary_a).await?;
+    let ip_b = pod_ip(&client, &ns.name, &endpoint(1)?).await?;
+    let (addr_a, addr_b) = (format!("{ip_a}:6379"), format!("{ip_b}:6379"));
+
+    // Plain text is refused on the RESP port; TLS without the password gets NOAUTH.
+    let plain = async {
+        let mut conn = quick_connection(&addr_a).await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        anyhow::Ok(())
+    };
+    ensure!(
+        tokio::time::timeout(Duration::from_secs(15), plain)
+            .await
+            .map_or(true, |answered| answered.is_err()),
+        "a plain-text client was served"
+    );
+    let mut anonymous = pki.connection(&addr_a, None).await?;
+    let refused = redis::cmd("GET")
+        .arg("k")
+        .query_async::<Option<String>>(&mut anonymous)
+        .await
+        .expect_err("NOAUTH");
+    ensure!(refused.to_string().contains("NOAUTH"), "{refused}");
+
+    // Over TLS with the password: a write in region-b, then a newer one in region-a,
+    // invalidates region-b's copy through the TLS region link.
+    let mut conn_a = pki.connection(&addr_a, Some(&password)).await?;
+    let mut conn_b = pki.connection(&addr_b, Some(&password)).await?;
+    let () = redis::cmd("SET")
+        .arg("greeting")
+        .arg("hello")
+        .query_async(&mut conn_b)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let () = redis::cmd("SET")
+        .arg("greeting")
+        .arg("bonjour")
+        .query_async(&mut conn_a)
+        .await?;
+    wait_for(
+        "region-b's copy invalidated over the TLS link",
+        Duration::from_secs(30),
+        || {
+            let mut conn = conn_b.clone();
+            async move {
+                let value: Option<String> = redis::cmd("GET")
+                    .arg("greeting")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                match value {
+                    None => Ok(Some(())),
+                    Some(value) => Err(format!("region-b still has {value:?}")),
+                }
+            }
+        },
+    )
+    .await?;
+
+    // Writes acknowledged by the replica (replication over mutual TLS) survive a
+    // failover the operator carries out over TLS.
+    for i in 0..50 {
+        let () = redis::cmd("SET")
+            .arg(format!("durable:{i}"))
+            .arg(i)
+            .query_async(&mut conn_a)
+            .await?;
+    }
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async(&mut conn_a)
+        .await?;
+    ensure!(acked == 1, "the replica acknowledged over mutual TLS ({acked})");
+    let replica = statuses[0].shards[0].replicas[0].clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    pods.delete(&primary_a, &DeleteParams::default().grace_period(0))
+        .await?;
+    let promoted = wait_region(
+        &regions,
+        "vault-a",
+        "the replica promoted",
+        Duration::from_secs(120),
+        |view| {
+            view.status
+                .shards
+                .first()
+                .is_some_and(|shard| shard.primary.as_deref() == Some(replica.as_str()))
+        },
+    )
+    .await?;
+    ensure!(promoted.epoch > statuses[0].epoch);
+    let new_ip = pod_ip(&client, &ns.name, &replica).await?;
+    let mut conn = pki.connection(&format!("{new_ip}:6379"), Some(&password)).await?;
+    for i in 0..50 {
+        let value: Option<i64> = redis::cmd("GET")
+            .arg(format!("durable:{i}"))
+            .query_async(&mut conn)
+            .await?;
+        ensure!(value == Some(i), "durable:{i} after the failover: {value:?}");
+    }
+    wait_region_ready(&regions, "vault-a", Duration::from_secs(300)).await?;
+    Ok(())
+}
