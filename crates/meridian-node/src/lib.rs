@@ -1,12 +1,15 @@
 //! Meridian cache node: a Redis-compatible (RESP2/RESP3) cache server whose
 //! keyspace is partitioned by cluster hash slot.
 
+pub mod acl;
+pub mod acl_file;
 pub mod broker;
 pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod file_watch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod glob;
@@ -58,6 +61,7 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
         config.primary_auth.clone(),
         config.managed,
     );
+    *repl.primary_user.lock() = config.primary_user.clone().filter(|user| !user.is_empty());
     repl.log
         .set_capacity(usize::try_from(config.repl_backlog_size).unwrap_or(usize::MAX));
     let tracking = Arc::new(tracking::Tracking::default());
@@ -119,6 +123,18 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
         origin: origin::config_from(config).map(|origin| Arc::new(origin::Origin::new(origin))),
         regions: region::Regions::new(region::RegionSettings::from_config(config)),
         pause: Default::default(),
+        acl: acl::Acl::new(
+            commands::acl_catalog(),
+            config
+                .requirepass
+                .as_deref()
+                .filter(|password| !password.is_empty())
+                .map(str::as_bytes),
+        ),
+        acl_file: config
+            .acl_file
+            .clone()
+            .filter(|path| !path.as_os_str().is_empty()),
     })
 }
 
@@ -128,6 +144,10 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let shared = build_shared(&config);
+    // a bad ACL file stops the node: starting with other users than intended is worse
+    acl_file::load(&shared)
+        .await
+        .map_err(|error| NodeError::Config(format!("--acl-file: {error}")))?;
     let link_tls = match config
         .tls_dir
         .as_deref()
@@ -189,6 +209,9 @@ pub async fn run(
             acceptor.clone(),
             shutdown_rx.clone(),
         ));
+    }
+    if shared.acl_file.is_some() {
+        tokio::spawn(acl_file::watch(shared.clone(), shutdown_rx.clone()));
     }
     let link_task = link_listener.map(|listener| {
         tokio::spawn(region::link::serve(

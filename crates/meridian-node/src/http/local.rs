@@ -3,7 +3,6 @@
 //! READONLY on replicas, OOM refusal, replication of writes.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -22,22 +21,13 @@ const INTERNAL_CLIENT_ID: u64 = 0;
 
 pub fn internal_client(shared: &Shared, readonly: bool) -> ClientState {
     let (events, _) = mpsc::unbounded_channel();
-    let handle = Arc::new(ClientHandle {
-        id: INTERNAL_CLIENT_ID,
-        addr: "internal:http".to_string(),
-        laddr: shared.bind.clone(),
-        created: Instant::now(),
-        name: Default::default(),
+    let handle = Arc::new(ClientHandle::new(
+        INTERNAL_CLIENT_ID,
+        "internal:http".to_string(),
+        shared.bind.clone(),
         events,
-        pending_bytes: Default::default(),
-        last_command: Default::default(),
-        last_active: parking_lot::Mutex::new(Instant::now()),
-        resp3: Default::default(),
-        subscriptions: Default::default(),
-        pattern_subscriptions: Default::default(),
-        in_multi: Default::default(),
-    });
-    let mut client = ClientState::new(handle, true);
+    ));
+    let mut client = ClientState::new(handle, crate::acl::Login::internal());
     // serve reads a replica holds, like a READONLY cluster client
     client.readonly = readonly;
     client

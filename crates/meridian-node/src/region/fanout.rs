@@ -20,6 +20,8 @@ pub struct Fanout {
     /// `ip:port` of every other primary.
     pub targets: Vec<(String, u16)>,
     pub password: Option<String>,
+    /// `--region-link-user`: logs in as this ACL user (which needs `+invalidate ~*`).
+    pub user: Option<String>,
 }
 
 impl Fanout {
@@ -37,6 +39,7 @@ impl Fanout {
             pattern: pattern.to_vec(),
             targets,
             password: shared.requirepass(),
+            user: shared.regions.settings.link_user.clone(),
         })
     }
 
@@ -50,8 +53,9 @@ impl Fanout {
             .map(|(ip, port)| {
                 let pattern = self.pattern.clone();
                 let password = self.password.clone();
+                let user = self.user.clone();
                 tokio::spawn(async move {
-                    invalidate_on(&ip, port, &pattern, password.as_deref())
+                    invalidate_on(&ip, port, &pattern, user.as_deref(), password.as_deref())
                         .await
                         .err()
                         .map(|error| format!("{ip}:{port} ({error})"))
@@ -74,14 +78,21 @@ async fn invalidate_on(
     ip: &str,
     port: u16,
     pattern: &[u8],
+    user: Option<&str>,
     password: Option<&str>,
 ) -> Result<(), String> {
     let mut connection = PeerConnection::connect(ip, port, FANOUT_TIMEOUT)
         .await
         .map_err(|error| error.to_string())?;
     let mut commands: Vec<Vec<&[u8]>> = Vec::with_capacity(2);
-    if let Some(password) = password {
-        commands.push(vec![b"AUTH", password.as_bytes()]);
+    match (user, password) {
+        (Some(user), password) => commands.push(vec![
+            b"AUTH",
+            user.as_bytes(),
+            password.unwrap_or_default().as_bytes(),
+        ]),
+        (None, Some(password)) => commands.push(vec![b"AUTH", password.as_bytes()]),
+        (None, None) => {}
     }
     commands.push(vec![b"INVALIDATE", pattern, b"LOCAL"]);
     let replies = connection

@@ -178,7 +178,14 @@ impl Lane {
     async fn connect(&self) -> Result<LinkConn, String> {
         let settings = &self.shared.regions().settings;
         let password = self.shared.password().unwrap_or_default();
-        connect(&self.target, &settings.cluster, &settings.region, &password).await
+        connect(
+            &self.target,
+            &settings.cluster,
+            &settings.region,
+            settings.link_user.as_deref(),
+            &password,
+        )
+        .await
     }
 
     /// Streams events over one connection until it fails; `refused` is set when the peer
@@ -234,11 +241,12 @@ pub async fn connect(
     addr: &str,
     cluster: &str,
     region: &str,
+    user: Option<&str>,
     password: &str,
 ) -> Result<LinkConn, String> {
     tokio::time::timeout(
         CONNECT_TIMEOUT,
-        LinkConn::connect(addr, cluster, region, password),
+        LinkConn::connect(addr, cluster, region, user, password),
     )
     .await
     .map_err(|_| format!("{addr}: connect timed out"))?

@@ -1,7 +1,7 @@
 //! The region-link wire protocol (RESP framing over TCP, port 16379):
 //!
 //! ```text
-//! LINK.HELLO <cluster> <region> <password>   -> +OK | -DENIED <reason> (then closed)
+//! LINK.HELLO <cluster> <region> <password> [<user>] -> +OK | -DENIED <reason> (then closed)
 //! LINK.TOPOLOGY                               -> $<json TopologyMap> | $-1 (standalone)
 //! LINK.EVENT <kind> <target> <hlc> <region-id> <origin-region> <origin-ms> [<value> <ttl-ms>]
 //!                                             -> +OK | -MOVED <slot> | -ERR ...
@@ -132,9 +132,6 @@ pub fn set_client_tls(client: Option<ClientTls>) {
     *CLIENT_TLS.write() = client;
 }
 
-/// How often the TLS files are checked for a change.
-const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
-
 /// The acceptor new inbound links use; replaced when the files change.
 pub type SharedAcceptor = Arc<parking_lot::RwLock<TlsAcceptor>>;
 
@@ -142,27 +139,16 @@ pub type SharedAcceptor = Arc<parking_lot::RwLock<TlsAcceptor>>;
 /// (Kubernetes updates a mounted Secret in place, e.g. when cert-manager
 /// renews it): new inbound links get the new certificate and new outbound
 /// links trust the new CA; links already up keep their session. Files that do
-/// not load keep the previous certificates in use, with a warning.
+/// not load keep the previous certificates in use, with a warning. Checked every
+/// [`crate::file_watch::POLL_INTERVAL`].
 pub async fn reload_tls_on_change(
     dir: std::path::PathBuf,
     server_name: Option<String>,
     acceptor: SharedAcceptor,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut loaded = tls_files_content(&dir);
-    let mut ticker = tokio::time::interval(TLS_RELOAD_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let current = tls_files_content(&dir);
-        if current == loaded {
-            continue;
-        }
-        // remembered either way: a broken file is reported once, not every tick
-        loaded = current;
+    let files = TLS_FILES.iter().map(|name| dir.join(name)).collect();
+    crate::file_watch::on_change(files, shutdown, |_| {
         match LinkTls::load(&dir, server_name.as_deref()) {
             Ok(tls) => {
                 *acceptor.write() = tls.acceptor;
@@ -173,16 +159,12 @@ pub async fn reload_tls_on_change(
                 tracing::warn!(%error, "changed region link certificates do not load; the previous ones stay in use");
             }
         }
-    }
+    })
+    .await;
 }
 
-/// The bytes of the three TLS files (empty for a file that cannot be read).
-fn tls_files_content(dir: &Path) -> Vec<Vec<u8>> {
-    ["tls.crt", "tls.key", "ca.crt"]
-        .iter()
-        .map(|name| std::fs::read(dir.join(name)).unwrap_or_default())
-        .collect()
-}
+/// The TLS files of a kubernetes.io/tls Secret (with its CA).
+const TLS_FILES: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
 
 /// Accepts region links from peer regions until shutdown; with `tls`, only
 /// connections completing a TLS handshake are served.
@@ -369,7 +351,7 @@ fn handle_request(
     let name = argv[0].to_ascii_uppercase();
     let denied = |error: String| Refusal::new(RefusalReason::Denied, error);
     let Some(region) = peer_region.as_deref() else {
-        if name != b"LINK.HELLO" || argv.len() != 4 {
+        if name != b"LINK.HELLO" || !(4..=5).contains(&argv.len()) {
             return Err(denied(
                 "DENIED say LINK.HELLO <cluster> <region> <password> first".into(),
             ));
@@ -382,9 +364,13 @@ fn handle_request(
                 settings.cluster
             )));
         }
-        if let Some(password) = shared.requirepass()
-            && !constant_time_eq(password.as_bytes(), argv[3])
-        {
+        // LINK.HELLO <cluster> <region> <password> [<user>]: an ACL user's password,
+        // or the default user's (--requirepass) as before ACL users
+        let user = argv
+            .get(4)
+            .copied()
+            .unwrap_or(crate::acl::DEFAULT_USER.as_bytes());
+        if shared.acl.authenticate(user, argv[3]).is_none() {
             tracing::warn!(region = %String::from_utf8_lossy(argv[2]), "refused region link with a wrong password");
             return Err(denied("DENIED wrong password".into()));
         }
@@ -420,15 +406,6 @@ fn handle_request(
             String::from_utf8_lossy(&name)
         ))),
     }
-}
-
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 /// An error reply. It stays one line: CR and LF of request bytes it echoes become spaces.
@@ -699,6 +676,7 @@ impl LinkConn {
         addr: &str,
         cluster: &str,
         region: &str,
+        user: Option<&str>,
         password: &str,
     ) -> std::io::Result<LinkConn> {
         let stream = TcpStream::connect(addr).await?;
@@ -732,15 +710,18 @@ impl LinkConn {
             writer: LinkWriter { half: write },
         };
         let mut hello = Vec::new();
-        encode(
-            &mut hello,
-            &[
-                b"LINK.HELLO",
-                cluster.as_bytes(),
-                region.as_bytes(),
-                password.as_bytes(),
-            ],
-        );
+        let mut args: Vec<&[u8]> = vec![
+            b"LINK.HELLO",
+            cluster.as_bytes(),
+            region.as_bytes(),
+            password.as_bytes(),
+        ];
+        // the user goes last: a peer without ACL users refuses a 5-argument hello,
+        // so --region-link-user is only set once every node understands it
+        if let Some(user) = user {
+            args.push(user.as_bytes());
+        }
+        encode(&mut hello, &args);
         conn.writer.send(&hello).await?;
         match conn.reader.next().await? {
             LinkReply::Ok => Ok(conn),

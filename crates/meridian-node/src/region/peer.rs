@@ -264,14 +264,21 @@ impl Peer {
         let password = shared.password().unwrap_or_default();
         let mut errors = Vec::new();
         for seed in &self.config.seeds {
-            let mut conn =
-                match lane::connect(seed, &settings.cluster, &settings.region, &password).await {
-                    Ok(conn) => conn,
-                    Err(error) => {
-                        errors.push(error);
-                        continue;
-                    }
-                };
+            let mut conn = match lane::connect(
+                seed,
+                &settings.cluster,
+                &settings.region,
+                settings.link_user.as_deref(),
+                &password,
+            )
+            .await
+            {
+                Ok(conn) => conn,
+                Err(error) => {
+                    errors.push(error);
+                    continue;
+                }
+            };
             match tokio::time::timeout(TOPOLOGY_TIMEOUT, conn.topology()).await {
                 Ok(Ok(map)) => {
                     *control = Some(conn);
