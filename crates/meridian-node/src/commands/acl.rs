@@ -218,10 +218,7 @@ pub fn acl(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 "WHOAMI",
                 "HELP",
             ];
-            ctx.out.array(lines.len());
-            for line in lines {
-                ctx.out.simple(line);
-            }
+            super::help(ctx.out, &lines);
         }
     }
     Ok(())

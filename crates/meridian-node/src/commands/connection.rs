@@ -421,10 +421,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 "PAUSE <timeout> [WRITE|ALL]",
                 "UNPAUSE",
             ];
-            ctx.out.array(lines.len());
-            for line in lines {
-                ctx.out.simple(line);
-            }
+            super::help(ctx.out, &lines);
         }
         _ => {
             return Err(CommandError::other(format!(

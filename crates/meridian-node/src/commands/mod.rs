@@ -911,6 +911,14 @@ impl Ctx<'_, '_> {
     }
 }
 
+/// A HELP subcommand's reply: its lines as simple strings, like Redis.
+pub fn help(out: &mut Out, lines: &[&str]) {
+    out.array(lines.len());
+    for line in lines {
+        out.simple(line);
+    }
+}
+
 pub fn parse_int(text: &[u8]) -> Result<i64, CommandError> {
     parse_i64(text).ok_or(CommandError::NotInteger)
 }
