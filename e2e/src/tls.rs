@@ -32,8 +32,8 @@ impl TestPki {
             .push(rcgen::DnType::CommonName, "meridian e2e ca");
         let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
         let key = rcgen::KeyPair::generate()?;
-        let cert = rcgen::CertificateParams::new(vec![server_name.to_string()])?
-            .signed_by(&key, &ca)?;
+        let cert =
+            rcgen::CertificateParams::new(vec![server_name.to_string()])?.signed_by(&key, &ca)?;
         Ok(TestPki {
             ca_pem: ca.pem(),
             cert_pem: cert.pem(),
@@ -87,7 +87,9 @@ impl TestPki {
         let name = ServerName::try_from(self.server_name.clone())?;
         let stream = tokio::time::timeout(Duration::from_secs(10), async {
             let tcp = tokio::net::TcpStream::connect(endpoint).await?;
-            TlsConnector::from(Arc::new(config)).connect(name, tcp).await
+            TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
         })
         .await
         .with_context(|| format!("TLS connect to {endpoint} timed out"))?
@@ -96,8 +98,8 @@ impl TestPki {
         if let Some(password) = password {
             info = info.set_password(password);
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(10)));
+        let config =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
         let (connection, driver) =
             redis::aio::MultiplexedConnection::new_with_config(&info, stream, config)
                 .await

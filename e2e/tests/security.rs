@@ -45,13 +45,18 @@ async fn tls_everywhere_and_a_generated_password_across_two_regions() -> Result<
         .status
         .and_then(|status| status.password_secret)
         .context("status.passwordSecret")?;
-    assert_eq!((at.name.as_str(), at.key.as_str()), ("vault-auth", "password"));
+    assert_eq!(
+        (at.name.as_str(), at.key.as_str()),
+        ("vault-auth", "password")
+    );
     let secret = Api::<Secret>::namespaced(client.clone(), &ns.name)
         .get("vault-auth")
         .await?;
     let owner = secret.metadata.owner_references.clone().unwrap_or_default();
     ensure!(
-        owner.iter().any(|owner| owner.kind == "CacheCluster" && owner.name == "vault"),
+        owner
+            .iter()
+            .any(|owner| owner.kind == "CacheCluster" && owner.name == "vault"),
         "the generated Secret is owned by the cluster: {owner:?}"
     );
     let password = String::from_utf8(
@@ -144,7 +149,10 @@ async fn tls_everywhere_and_a_generated_password_across_two_regions() -> Result<
         .arg(5000)
         .query_async(&mut conn_a)
         .await?;
-    ensure!(acked == 1, "the replica acknowledged over mutual TLS ({acked})");
+    ensure!(
+        acked == 1,
+        "the replica acknowledged over mutual TLS ({acked})"
+    );
     let replica = statuses[0].shards[0].replicas[0].clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     pods.delete(&primary_a, &DeleteParams::default().grace_period(0))
@@ -164,13 +172,18 @@ async fn tls_everywhere_and_a_generated_password_across_two_regions() -> Result<
     .await?;
     ensure!(promoted.epoch > statuses[0].epoch);
     let new_ip = pod_ip(&client, &ns.name, &replica).await?;
-    let mut conn = pki.connection(&format!("{new_ip}:6379"), Some(&password)).await?;
+    let mut conn = pki
+        .connection(&format!("{new_ip}:6379"), Some(&password))
+        .await?;
     for i in 0..50 {
         let value: Option<i64> = redis::cmd("GET")
             .arg(format!("durable:{i}"))
             .query_async(&mut conn)
             .await?;
-        ensure!(value == Some(i), "durable:{i} after the failover: {value:?}");
+        ensure!(
+            value == Some(i),
+            "durable:{i} after the failover: {value:?}"
+        );
     }
     wait_region_ready(&regions, "vault-a", Duration::from_secs(300)).await?;
     Ok(())

@@ -281,7 +281,11 @@ fn full_cluster_deserializes_every_field() {
     let secret_ref = auth.secret_ref.as_ref().expect("secretRef");
     assert_eq!(secret_ref.name, "meridian-auth");
     assert_eq!(secret_ref.key, "password", "key defaults to password");
-    assert!(spec.tls.as_ref().is_some_and(|tls| tls.require_peer_certificates));
+    assert!(
+        spec.tls
+            .as_ref()
+            .is_some_and(|tls| tls.require_peer_certificates)
+    );
     assert_eq!(
         spec.tls.as_ref().map(|t| t.secret_name.as_str()),
         Some("meridian-tls")

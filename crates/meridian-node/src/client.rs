@@ -59,12 +59,40 @@ pub struct ClientHandle {
     pub subscriptions: AtomicUsize,
     pub pattern_subscriptions: AtomicUsize,
     pub in_multi: AtomicBool,
+    /// The ACL user the connection is logged in as (CLIENT LIST `user=`; ACL DELUSER
+    /// closes its connections).
+    pub user: Mutex<std::sync::Arc<str>>,
 }
 
 /// Pub/sub output limit per subscriber (Redis: client-output-buffer-limit pubsub 32mb).
 pub const PUBSUB_OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
 
 impl ClientHandle {
+    /// A connection's handle as it starts: no name, RESP2, the `default` user.
+    pub fn new(
+        id: u64,
+        addr: String,
+        laddr: String,
+        events: mpsc::UnboundedSender<ClientEvent>,
+    ) -> ClientHandle {
+        ClientHandle {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            name: Default::default(),
+            events,
+            pending_bytes: Default::default(),
+            last_command: Default::default(),
+            last_active: Mutex::new(Instant::now()),
+            resp3: Default::default(),
+            subscriptions: Default::default(),
+            pattern_subscriptions: Default::default(),
+            in_multi: Default::default(),
+            user: Mutex::new("default".into()),
+        }
+    }
+
     /// Queues an event; a subscriber that fell too far behind is disconnected.
     pub fn deliver(&self, event: ClientEvent) -> bool {
         let size = event.size();

@@ -55,6 +55,16 @@ pub struct Config {
     /// Password for the link to the primary; defaults to --requirepass.
     #[arg(long, env = "MERIDIAN_PRIMARY_AUTH", hide_env_values = true)]
     pub primary_auth: Option<String>,
+    /// ACL user the link to the primary logs in as (`AUTH <user> <password>` with the
+    /// primary auth password); without it the link sends `AUTH <password>` (the
+    /// primary's default user). The user needs `+psync +replconf +ping` (see docs/node.md).
+    #[arg(long, env = "MERIDIAN_PRIMARY_USER")]
+    pub primary_user: Option<String>,
+    /// Redis aclfile with the node's users (`user <name> <rules...>` per line); loaded
+    /// at start (a bad file stops the node), reloaded when it changes (checked every
+    /// 5 s; a bad reload keeps the users in force) and by ACL LOAD.
+    #[arg(long, env = "MERIDIAN_ACL_FILE")]
+    pub acl_file: Option<PathBuf>,
     /// Replication backlog kept for partial resynchronisation.
     #[arg(long, env = "MERIDIAN_REPL_BACKLOG_SIZE", default_value = "16mb", value_parser = parse_memory)]
     pub repl_backlog_size: u64,
@@ -118,6 +128,11 @@ pub struct Config {
     /// This node's region (event origin, link handshake).
     #[arg(long, env = "MERIDIAN_REGION", default_value = "default")]
     pub region: String,
+    /// ACL user this node's region links (LINK.HELLO) and region fan-out
+    /// (INVALIDATE on the other primaries) log in as, with the password they already
+    /// use (--requirepass). Without it they authenticate as the peers' default user.
+    #[arg(long, env = "MERIDIAN_REGION_LINK_USER")]
+    pub region_link_user: Option<String>,
     /// Region link port (peer regions connect here); 0 disables the listener.
     #[arg(
         long = "region-port",

@@ -23,6 +23,13 @@ pub enum CommandError {
     NoSuchKey,
     #[error("NOAUTH Authentication required.")]
     NoAuth,
+    /// The ACL user may not run this command (its full name, `client|kill`).
+    #[error("NOPERM this user has no permissions to run the '{0}' command")]
+    NoPermCommand(String),
+    #[error("NOPERM this user has no permissions to access one of the keys used as arguments")]
+    NoPermKey,
+    #[error("NOPERM this user has no permissions to access one of the channels used as arguments")]
+    NoPermChannel,
     #[error("OOM command not allowed when used memory > 'maxmemory'.")]
     OutOfMemory,
     #[error("ERR invalid expire time in '{0}' command")]
@@ -67,6 +74,35 @@ impl CommandError {
 }
 
 pub type CmdResult = Result<(), CommandError>;
+
+/// Why an ACL rule (ACL SETUSER, an ACL file line) was refused, worded like Redis's
+/// ACLSetUserStringError: clients and tests match on these texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum AclError {
+    #[error("Unknown command or category name in ACL")]
+    UnknownCommand,
+    #[error("Syntax error")]
+    Syntax,
+    #[error(
+        "Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns"
+    )]
+    KeyAfterAllKeys,
+    #[error(
+        "Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels"
+    )]
+    ChannelAfterAllChannels,
+    #[error("The password you are trying to remove from the user does not exist")]
+    NoSuchPassword,
+    #[error(
+        "The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters"
+    )]
+    BadHash,
+}
+
+/// Every bad line of an ACL file, in one message like Redis's ACL LOAD reply.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct AclFileError(pub String);
 
 /// Startup and configuration errors of the binary.
 #[derive(Debug, Error)]

@@ -1,12 +1,15 @@
 //! Meridian cache node: a Redis-compatible (RESP2/RESP3) cache server whose
 //! keyspace is partitioned by cluster hash slot.
 
+pub mod acl;
+pub mod acl_file;
 pub mod broker;
 pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod file_watch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod glob;
@@ -64,6 +67,7 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
         config.primary_auth.clone(),
         config.managed,
     );
+    *repl.primary_user.lock() = config.primary_user.clone().filter(|user| !user.is_empty());
     repl.log
         .set_capacity(usize::try_from(config.repl_backlog_size).unwrap_or(usize::MAX));
     let tracking = Arc::new(tracking::Tracking::default());
@@ -126,6 +130,18 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
         regions: region::Regions::new(region::RegionSettings::from_config(config)),
         pause: Default::default(),
         tls: Arc::new(tls),
+        acl: acl::Acl::new(
+            commands::acl_catalog(),
+            config
+                .requirepass
+                .as_deref()
+                .filter(|password| !password.is_empty())
+                .map(str::as_bytes),
+        ),
+        acl_file: config
+            .acl_file
+            .clone()
+            .filter(|path| !path.as_os_str().is_empty()),
     })
 }
 
@@ -136,6 +152,10 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let tls = tls::Tls::start(config.tls_settings()).map_err(NodeError::Config)?;
     let shared = build_shared_with(&config, tls);
+    // a bad ACL file stops the node: starting with other users than intended is worse
+    acl_file::load(&shared)
+        .await
+        .map_err(|error| NodeError::Config(format!("--acl-file: {error}")))?;
     let resp_listener = bind(SocketAddr::new(config.bind, config.port)).await?;
     let metrics_listener = bind(SocketAddr::new(config.bind, config.metrics_port)).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -169,6 +189,9 @@ pub async fn run(
     });
     // Certificates renewed in the mounted Secret take effect without a restart.
     tokio::spawn(shared.tls.clone().reload_on_change(shutdown_rx.clone()));
+    if shared.acl_file.is_some() {
+        tokio::spawn(acl_file::watch(shared.clone(), shutdown_rx.clone()));
+    }
     let link_task = link_listener.map(|listener| {
         tokio::spawn(region::link::serve(
             shared.clone(),

@@ -129,13 +129,15 @@ impl Connection {
     fn process(&mut self) -> Flow {
         let mut limits = self.shared.config.limits;
         let exec = ExecContext::client(self.client.handle.id);
-        let password_set = !self.client.authenticated && self.shared.requirepass().is_some();
+        // a client the default user does not log in is held to small requests until AUTH
+        let password_set =
+            !self.client.login.authenticated && !self.shared.acl.login_default().authenticated;
         self.needed = 0;
         let mut position = 0;
         let mut flow = Flow::Continue;
         loop {
             // re-evaluated per command: AUTH may be followed by large requests in one batch
-            limits.unauthenticated = password_set && !self.client.authenticated;
+            limits.unauthenticated = password_set && !self.client.login.authenticated;
             match parse_command_resuming(&self.input[position..], &limits, &mut self.partial) {
                 Ok(Parsed::Command {
                     args,
@@ -261,24 +263,9 @@ async fn handle(
     };
     let (events, mut inbox) = mpsc::unbounded_channel();
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-    let handle = Arc::new(ClientHandle {
-        id,
-        addr: peer.to_string(),
-        laddr,
-        created: Instant::now(),
-        name: Default::default(),
-        events,
-        pending_bytes: Default::default(),
-        last_command: Default::default(),
-        last_active: parking_lot::Mutex::new(Instant::now()),
-        resp3: Default::default(),
-        subscriptions: Default::default(),
-        pattern_subscriptions: Default::default(),
-        in_multi: Default::default(),
-    });
+    let handle = Arc::new(ClientHandle::new(id, peer.to_string(), laddr, events));
     shared.clients.lock().insert(id, handle.clone());
-    let authenticated = shared.requirepass().is_none();
-    let mut client = ClientState::new(handle.clone(), authenticated);
+    let mut client = ClientState::new(handle.clone(), shared.acl.login_default());
     client.peer_certified = stream.peer_certified();
     let mut connection = Connection {
         shared: shared.clone(),
@@ -397,6 +384,13 @@ async fn serve_connection(
                         }
                         Some(Pending::Regions(wait)) => {
                             shared.regions.finish(wait, &mut connection.out).await;
+                            flush(stream, &mut connection.out, &shared).await?;
+                        }
+                        Some(Pending::AclLoad) => {
+                            match crate::acl_file::load(&shared).await {
+                                Ok(()) => connection.out.ok(),
+                                Err(error) => connection.out.error(&format!("ERR {error}")),
+                            }
                             flush(stream, &mut connection.out, &shared).await?;
                         }
                         Some(Pending::Migrate(job)) => {

@@ -74,6 +74,10 @@ pub struct Shared {
     pub pause: ClientPause,
     /// TLS of the data ports and of connections to other nodes (none: plain text).
     pub tls: Arc<crate::tls::Tls>,
+    /// ACL users (without `--acl-file`, `default` alone with `requirepass`).
+    pub acl: crate::acl::Acl,
+    /// `--acl-file`: ACL LOAD and the reload watch read it.
+    pub acl_file: Option<std::path::PathBuf>,
 }
 
 /// The region links' view of the node.
@@ -94,6 +98,20 @@ impl crate::region::RegionHost for Shared {
 impl Shared {
     pub fn requirepass(&self) -> Option<String> {
         self.config.requirepass.read().clone()
+    }
+
+    /// Closes the connections logged in as one of `users` (ACL DELUSER, a reload
+    /// that dropped them), except `except` (the caller closes its own after replying).
+    pub fn disconnect_users(&self, users: &[String], except: u64) {
+        if users.is_empty() {
+            return;
+        }
+        for handle in self.clients.lock().values() {
+            let user = handle.user.lock().clone();
+            if handle.id != except && users.iter().any(|name| **name == *user) {
+                let _ = handle.events.send(crate::client::ClientEvent::Kill);
+            }
+        }
     }
 
     pub fn connected_clients(&self) -> usize {

@@ -11,7 +11,7 @@
 //! PSYNC/SYNC, and the region-link port refuses a handshake without one (mTLS
 //! between the cluster's nodes, while applications still connect with a CA only).
 //!
-//! The files are checked every few seconds and reloaded when they change (a renewed
+//! The files are checked every few seconds (`crate::file_watch`) and reloaded when they change (a renewed
 //! certificate takes effect without a restart); connections already open keep
 //! their session, and files that do not load keep the previous ones in use.
 
@@ -32,8 +32,6 @@ use crate::net::Stream;
 
 /// A peer must finish the TLS handshake within this time.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the TLS files are checked for a change.
-const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Where the TLS files are and how they are used (from the command line).
 #[derive(Clone, Debug)]
@@ -147,6 +145,18 @@ impl NodeTls {
     /// Loads `tls.crt`, `tls.key` and `ca.crt`; every file is required, and an error
     /// names the file that is missing or unusable.
     pub fn load(settings: &TlsSettings) -> Result<NodeTls, String> {
+        let paths = file_paths(&settings.dir);
+        let mut contents = Vec::with_capacity(paths.len());
+        for path in &paths {
+            contents
+                .push(std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?);
+        }
+        NodeTls::from_files(settings, &contents)
+    }
+
+    /// Builds the TLS configurations from the contents of `tls.crt`, `tls.key` and
+    /// `ca.crt` (in that order).
+    fn from_files(settings: &TlsSettings, contents: &[Vec<u8>]) -> Result<NodeTls, String> {
         let server_name = settings
             .server_name
             .as_deref()
@@ -156,16 +166,17 @@ impl NodeTls {
                 })
             })
             .transpose()?;
-        let dir = &settings.dir;
-        let (cert_path, key_path, ca_path) =
-            (dir.join("tls.crt"), dir.join("tls.key"), dir.join("ca.crt"));
-        let certs = read_certs(&cert_path)?;
+        let [cert_path, key_path, ca_path] = file_paths(&settings.dir);
+        let [cert_pem, key_pem, ca_pem] = contents else {
+            return Err("TLS setup: tls.crt, tls.key and ca.crt expected".to_string());
+        };
+        let certs = read_certs(&cert_path, cert_pem)?;
         let key = || {
-            PrivateKeyDer::from_pem_file(&key_path)
+            PrivateKeyDer::from_pem_slice(key_pem)
                 .map_err(|error| format!("{}: no usable private key: {error}", key_path.display()))
         };
         let mut roots = rustls::RootCertStore::empty();
-        for ca in read_certs(&ca_path)? {
+        for ca in read_certs(&ca_path, ca_pem)? {
             roots
                 .add(ca)
                 .map_err(|error| format!("{}: {error}", ca_path.display()))?;
@@ -214,9 +225,14 @@ impl NodeTls {
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+/// `tls.crt`, `tls.key` and `ca.crt` in `dir`.
+fn file_paths(dir: &Path) -> [PathBuf; 3] {
+    ["tls.crt", "tls.key", "ca.crt"].map(|name| dir.join(name))
+}
+
+fn read_certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|error| format!("{}: {error}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no PEM certificate found", path.display()));
@@ -271,26 +287,15 @@ impl Tls {
 
     /// Reloads the files when their content changes, until shutdown. Kubernetes
     /// updates a mounted Secret in place (cert-manager renewing it): new connections
-    /// get the new certificate and trust the new CA.
-    pub async fn reload_on_change(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// get the new certificate and trust the new CA. Files that do not load keep the
+    /// previous certificates in use, with a warning (once per change).
+    pub async fn reload_on_change(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let Some(settings) = self.settings.clone() else {
             return;
         };
-        let mut loaded = files_content(&settings.dir);
-        let mut ticker = tokio::time::interval(RELOAD_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            let content = files_content(&settings.dir);
-            if content == loaded {
-                continue;
-            }
-            // remembered either way: a broken file is reported once, not every tick
-            loaded = content;
-            match NodeTls::load(&settings) {
+        let paths = file_paths(&settings.dir).to_vec();
+        crate::file_watch::on_change(paths, shutdown, |contents| {
+            match NodeTls::from_files(&settings, contents) {
                 Ok(tls) => {
                     *self.current.write() = Some(tls);
                     tracing::info!(dir = %settings.dir.display(), "TLS certificates reloaded");
@@ -299,16 +304,9 @@ impl Tls {
                     tracing::warn!(%error, "changed TLS certificates do not load; the previous ones stay in use");
                 }
             }
-        }
+        })
+        .await;
     }
-}
-
-/// The bytes of the three TLS files (empty for a file that cannot be read).
-fn files_content(dir: &Path) -> Vec<Vec<u8>> {
-    ["tls.crt", "tls.key", "ca.crt"]
-        .iter()
-        .map(|name| std::fs::read(dir.join(name)).unwrap_or_default())
-        .collect()
 }
 
 #[cfg(test)]

@@ -705,26 +705,14 @@ fn overlaps(first: &[u8], second: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
     use tokio::sync::mpsc;
 
     fn client(id: u64, resp3: bool) -> (Arc<ClientHandle>, mpsc::UnboundedReceiver<ClientEvent>) {
         let (events, inbox) = mpsc::unbounded_channel();
-        let handle = Arc::new(ClientHandle {
-            id,
-            addr: String::new(),
-            laddr: String::new(),
-            created: Instant::now(),
-            name: Default::default(),
-            events,
-            pending_bytes: Default::default(),
-            last_command: Default::default(),
-            last_active: parking_lot::Mutex::new(Instant::now()),
-            resp3: resp3.into(),
-            subscriptions: Default::default(),
-            pattern_subscriptions: Default::default(),
-            in_multi: Default::default(),
-        });
+        let handle = Arc::new(ClientHandle::new(id, String::new(), String::new(), events));
+        handle
+            .resp3
+            .store(resp3, std::sync::atomic::Ordering::Relaxed);
         (handle, inbox)
     }
 

@@ -574,6 +574,51 @@ fn links_from_another_cluster_or_with_a_wrong_password_are_refused() {
     }
 }
 
+/// `--region-link-user`: the hello names the ACL user, which the peer checks.
+#[test]
+fn region_links_log_in_as_their_acl_user() {
+    let file = std::env::temp_dir().join(format!("meridian-regions-{}.acl", std::process::id()));
+    std::fs::write(&file, "user link on nopass ~* -@all +invalidate\n").expect("ACL file");
+    let a0 = RegionNode::start(
+        "127.0.69.1",
+        "a-0",
+        "region-a",
+        &["--acl-file", file.to_str().expect("path")],
+    );
+    let b0 = RegionNode::start(
+        "127.0.69.2",
+        "b-0",
+        "region-b",
+        &["--region-link-user", "link"],
+    );
+    let c0 = RegionNode::start(
+        "127.0.69.3",
+        "c-0",
+        "region-c",
+        &["--region-link-user", "nobody"],
+    );
+    push_topology("region-a", &[&a0]);
+    push_topology("region-b", &[&b0]);
+    push_topology("region-c", &[&c0]);
+    push_peers(&[&b0, &c0], &[("region-a", &[&a0])]);
+    wait_links_up(&[&b0]);
+    // b's writes reach a over the link its user opened
+    set(&a0, "k", "cached").expect("set in a");
+    set(&b0, "k", "new").expect("set in b");
+    wait_until("k invalidated in a", Duration::from_secs(5), || {
+        get(&a0, "k").is_none()
+    });
+    // an unknown user is refused like a wrong password
+    wait_until("c refused", Duration::from_secs(5), || {
+        let status = peers_status(&c0);
+        status["peers"][0]["up"] == false
+            && status["peers"][0]["last_error"]
+                .as_str()
+                .is_some_and(|error| error.contains("DENIED wrong password"))
+    });
+    let _ = std::fs::remove_file(file);
+}
+
 /// Sends `POST /invalidate` to a node's HTTP API; returns the status line and body.
 fn http_invalidate(ip: &str, port: u16, pattern: &str) -> (String, String) {
     let body = serde_json::json!({ "pattern": pattern }).to_string();

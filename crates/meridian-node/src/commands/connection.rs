@@ -34,34 +34,22 @@ pub fn echo(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     Ok(())
 }
 
-/// Compares passwords without an early exit on the first differing byte.
-fn password_matches(given: &[u8], expected: &str) -> bool {
-    let expected = expected.as_bytes();
-    let mut difference = given.len() ^ expected.len();
-    for (index, &byte) in expected.iter().enumerate() {
-        difference |= usize::from(byte ^ given.get(index).copied().unwrap_or(!byte));
-    }
-    difference == 0
-}
-
-/// Checks a username/password pair against the default user.
-fn check_credentials(ctx: &Ctx<'_, '_>, user: &[u8], password: &[u8]) -> Result<(), CommandError> {
-    let wrongpass =
-        || CommandError::other("WRONGPASS invalid username-password pair or user is disabled.");
-    if !user.eq_ignore_ascii_case(b"default") {
-        return Err(wrongpass());
-    }
-    match ctx.shared.requirepass() {
-        None => Ok(()),
-        Some(expected) if password_matches(password, &expected) => Ok(()),
-        Some(_) => Err(wrongpass()),
-    }
+/// Logs the connection in as `user` with `password` (an ACL user's passwords are
+/// SHA-256 digests compared in constant time, see `crate::acl::password`).
+fn log_in(ctx: &mut Ctx<'_, '_>, user: &[u8], password: &[u8]) -> Result<(), CommandError> {
+    let login = ctx.shared.acl.authenticate(user, password).ok_or_else(|| {
+        CommandError::other("WRONGPASS invalid username-password pair or user is disabled.")
+    })?;
+    *ctx.client.handle.user.lock() = login.user.name().into();
+    ctx.client.login = login;
+    Ok(())
 }
 
 pub fn auth(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (user, password) = match ctx.args.len() {
         2 => {
-            if ctx.shared.requirepass().is_none() {
+            // like Redis: the one-argument form needs a default user with a password
+            if ctx.shared.acl.login_default().user.nopass() {
                 return Err(CommandError::other(
                     "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
                 ));
@@ -71,8 +59,7 @@ pub fn auth(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         3 => (ctx.args[1], ctx.args[2]),
         _ => return Err(CommandError::Syntax),
     };
-    check_credentials(ctx, user, password)?;
-    ctx.client.authenticated = true;
+    log_in(ctx, user, password)?;
     ctx.out.ok();
     Ok(())
 }
@@ -114,15 +101,17 @@ pub fn hello(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
     }
     if let Some((user, password)) = credentials {
-        check_credentials(ctx, user, password)?;
-        ctx.client.authenticated = true;
+        log_in(ctx, user, password)?;
     }
-    if !ctx.client.authenticated && ctx.shared.requirepass().is_some() {
-        return Err(CommandError::other(
-            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
-        ));
+    if !ctx.client.login.authenticated {
+        let default = ctx.shared.acl.login_default();
+        if !default.authenticated {
+            return Err(CommandError::other(
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            ));
+        }
+        ctx.client.login = default;
     }
-    ctx.client.authenticated = true;
     if let Some(name) = name {
         set_name(ctx, name)?;
     }
@@ -172,7 +161,9 @@ pub fn reset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     ctx.out.proto = Protocol::Resp2;
     ctx.client.handle.resp3.store(false, Ordering::Relaxed);
     *ctx.client.handle.name.lock() = None;
-    ctx.client.authenticated = ctx.shared.requirepass().is_none();
+    // like Redis: back to the default user, logged in when it needs no password
+    ctx.client.login = ctx.shared.acl.login_default();
+    *ctx.client.handle.user.lock() = crate::acl::DEFAULT_USER.into();
     ctx.client.readonly = false;
     ctx.client.asking = false;
     ctx.shared.tracking.disable(ctx.client.handle.id);
@@ -213,7 +204,7 @@ pub fn describe(handle: &ClientHandle, tracking: &Tracking) -> String {
         flags.push('N');
     }
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user=default redir={} resp={}\n",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem=0 events=r cmd={} user={} redir={} resp={}\n",
         handle.id,
         handle.addr,
         handle.laddr,
@@ -230,6 +221,7 @@ pub fn describe(handle: &ClientHandle, tracking: &Tracking) -> String {
         },
         handle.pending_bytes.load(Ordering::Relaxed),
         command,
+        handle.user.lock(),
         redirect,
         if handle.resp3.load(Ordering::Relaxed) {
             3
@@ -429,10 +421,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 "PAUSE <timeout> [WRITE|ALL]",
                 "UNPAUSE",
             ];
-            ctx.out.array(lines.len());
-            for line in lines {
-                ctx.out.simple(line);
-            }
+            super::help(ctx.out, &lines);
         }
         _ => {
             return Err(CommandError::other(format!(

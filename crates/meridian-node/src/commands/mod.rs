@@ -1,6 +1,7 @@
 //! Command table and dispatch: arity, authentication, subscribed-context and
 //! MULTI queueing rules, OOM refusal, then the family handlers.
 
+pub mod acl;
 pub mod admin;
 pub mod cluster;
 pub mod connection;
@@ -19,9 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 pub use self::id::Cmd;
+use crate::acl::{Catalog, Denied, KeyAccess, Login, Unit, User};
 use crate::client::ClientHandle;
 use crate::error::{CmdResult, CommandError};
-use crate::exec::ExecContext;
+use crate::exec::{Caller, ExecContext};
 use crate::protocol::Out;
 use crate::protocol::frame::parse_i64;
 use crate::state::{PauseMode, Shared};
@@ -663,7 +665,120 @@ pub static COMMANDS: &[Spec] = &[
         0,
         replication::sync
     ),
+    // ACL LOAD waits for the file outside the dispatcher: not queued inside MULTI
+    spec!(Cmd::Acl, "acl", -2, 0, 0, 0, 0, acl::acl),
+    spec!(Cmd::Debug, "debug", -2, ADMIN, 0, 0, 0, server::debug),
 ];
+
+/// The ACL's view of the command table: every command (unit = table position)
+/// and the subcommands of [`id::SUBCOMMANDS`], with their categories.
+pub fn acl_catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(|| {
+        let commands: Vec<(&str, crate::acl::Categories)> = COMMANDS
+            .iter()
+            .map(|spec| (spec.name, spec.id.categories()))
+            .collect();
+        let subcommands: Vec<(usize, &str, crate::acl::Categories)> = id::SUBCOMMANDS
+            .iter()
+            .filter_map(|sub| {
+                let parent = COMMANDS.iter().position(|spec| spec.id == sub.parent)?;
+                Some((parent, sub.name, sub.categories))
+            })
+            .collect();
+        Catalog::new(&commands, &subcommands)
+    })
+}
+
+/// The ACL unit a call of command `position` runs as (`client|kill` for CLIENT KILL).
+pub fn acl_unit(catalog: &Catalog, position: usize, args: &[&[u8]]) -> Option<Unit> {
+    let command = catalog.command(position)?;
+    Some(catalog.resolve(command, args.get(1).copied()))
+}
+
+/// What a command does with its keys, for `%R~` / `%W~` patterns: writes read
+/// and write (most return or depend on the old value), DEL / UNLINK only write.
+fn key_access(spec: &Spec) -> KeyAccess {
+    KeyAccess {
+        read: !matches!(spec.id, Cmd::Del | Cmd::Unlink),
+        write: spec.has(WRITE),
+    }
+}
+
+/// Commands whose keys the key spec does not name (a pattern, MIGRATE's KEYS):
+/// only users with every key may run them.
+fn needs_all_keys(id: Cmd) -> bool {
+    matches!(id, Cmd::Invalidate | Cmd::Migrate | Cmd::MeridianMigrate)
+}
+
+/// Redis's ACLCheckAllUserCommandPerm: the command (or subcommand), its keys
+/// (positions of the cluster router's key spec) and its channels.
+pub fn acl_check(
+    catalog: &Catalog,
+    user: &User,
+    position: usize,
+    spec: &Spec,
+    args: &[&[u8]],
+) -> Result<(), Denied> {
+    if user.unrestricted() {
+        return Ok(());
+    }
+    // like Redis, the commands a client may send before AUTH are never refused
+    if !spec.has(NOAUTH)
+        && let Some(unit) = acl_unit(catalog, position, args)
+        && !user.may_run(unit)
+    {
+        return Err(Denied::Command);
+    }
+    if !user.all_keys() {
+        if needs_all_keys(spec.id) {
+            return Err(Denied::Key(0));
+        }
+        if spec.first_key > 0
+            && let Some(index) = user.denied_key(spec.keys(args), key_access(spec))
+        {
+            return Err(Denied::Key(index));
+        }
+    }
+    let channels = match spec.id {
+        Cmd::Publish => Some((&args[1..2.min(args.len())], false)),
+        Cmd::Subscribe => Some((args.get(1..).unwrap_or_default(), false)),
+        Cmd::Psubscribe => Some((args.get(1..).unwrap_or_default(), true)),
+        _ => None,
+    };
+    if let Some((channels, patterns)) = channels
+        && let Some(index) = user.denied_channel(channels.iter().copied(), patterns)
+    {
+        return Err(Denied::Channel(index));
+    }
+    Ok(())
+}
+
+/// The dispatcher's ACL check of a client command; the connection's user is
+/// looked up again first when the users changed.
+fn check_client_acl(
+    shared: &Shared,
+    client: &mut ClientState,
+    position: usize,
+    spec: &Spec,
+    args: &[&[u8]],
+) -> Result<(), CommandError> {
+    if !shared.acl.refresh(&mut client.login) {
+        // the user was deleted (ACL DELUSER / LOAD closes its connections too)
+        client.close_after_reply = true;
+        return Err(CommandError::NoAuth);
+    }
+    let catalog = shared.acl.catalog();
+    acl_check(catalog, &client.login.user, position, spec, args).map_err(|denied| match denied {
+        Denied::Command => CommandError::NoPermCommand(
+            acl_unit(catalog, position, args)
+                .map_or(spec.name, |unit| catalog.name(unit))
+                .to_string(),
+        ),
+        Denied::Key(_) => CommandError::NoPermKey,
+        Denied::Channel(_) => CommandError::NoPermChannel,
+    })
+}
 
 fn index() -> &'static HashMap<&'static [u8], usize, foldhash::fast::RandomState> {
     static INDEX: OnceLock<HashMap<&'static [u8], usize, foldhash::fast::RandomState>> =
@@ -697,7 +812,8 @@ pub fn lookup(name: &[u8]) -> Option<usize> {
 /// Per-connection state the commands read and change.
 pub struct ClientState {
     pub handle: Arc<ClientHandle>,
-    pub authenticated: bool,
+    /// The ACL user and whether it is logged in.
+    pub login: Login,
     /// The client presented a TLS client certificate that ca.crt verified (a node of
     /// the cluster, when the node requires peer certificates for replication).
     pub peer_certified: bool,
@@ -739,13 +855,15 @@ pub enum Pending {
     Regions(crate::region::RegionWait),
     /// MIGRATE / MERIDIAN.MIGRATE SLOT: the transfer to the destination.
     Migrate(migrate::MigrateJob),
+    /// ACL LOAD: the ACL file is read off the dispatcher, then the reply is sent.
+    AclLoad,
 }
 
 impl ClientState {
-    pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> Self {
+    pub fn new(handle: Arc<ClientHandle>, login: Login) -> Self {
         ClientState {
             handle,
-            authenticated,
+            login,
             peer_certified: false,
             multi: None,
             multi_failed: false,
@@ -794,6 +912,14 @@ impl Ctx<'_, '_> {
 
     pub fn wrong_arity(&self) -> CommandError {
         CommandError::WrongArity(String::from_utf8_lossy(self.arg(0)).to_ascii_lowercase())
+    }
+}
+
+/// A HELP subcommand's reply: its lines as simple strings, like Redis.
+pub fn help(out: &mut Out, lines: &[&str]) {
+    out.array(lines.len());
+    for line in lines {
+        out.simple(line);
     }
 }
 
@@ -944,15 +1070,30 @@ pub fn dispatch<'a, 'h>(
         out.error(&CommandError::WrongArity(spec.name.to_string()).to_string());
         return;
     }
-    if !client.authenticated && !spec.has(NOAUTH) {
-        if shared.requirepass().is_some() {
+    let is_client = matches!(exec.caller, Caller::Client { .. });
+    if is_client && !client.login.authenticated && !spec.has(NOAUTH) {
+        // Redis's authRequired: a default user without password logs everyone in
+        let default = shared.acl.login_default();
+        if !default.authenticated {
             if client.multi.is_some() {
                 client.multi_failed = true;
             }
             out.error(&CommandError::NoAuth.to_string());
             return;
         }
-        client.authenticated = true;
+        client.login = default;
+    }
+    // internal callers (replication stream, HTTP, region events) are not clients;
+    // an unrestricted user (the default one) costs a generation load and a flag test
+    if is_client
+        && client.login.authenticated
+        && let Err(error) = check_client_acl(shared, client, position, spec, args)
+    {
+        if client.multi.is_some() {
+            client.multi_failed = true;
+        }
+        out.error(&error.to_string());
+        return;
     }
     if !out.is_resp3() && client.subscription_count() > 0 && !spec.has(PUBSUB) {
         out.error(&format!(
@@ -1313,22 +1454,8 @@ mod tests {
     #[test]
     fn pause_holds_writes_or_everything_but_its_controls() {
         let (events, _) = tokio::sync::mpsc::unbounded_channel();
-        let handle = Arc::new(ClientHandle {
-            id: 1,
-            addr: String::new(),
-            laddr: String::new(),
-            created: std::time::Instant::now(),
-            name: Default::default(),
-            events,
-            pending_bytes: Default::default(),
-            last_command: Default::default(),
-            last_active: parking_lot::Mutex::new(std::time::Instant::now()),
-            resp3: Default::default(),
-            subscriptions: Default::default(),
-            pattern_subscriptions: Default::default(),
-            in_multi: Default::default(),
-        });
-        let mut client = ClientState::new(handle, true);
+        let handle = Arc::new(ClientHandle::new(1, String::new(), String::new(), events));
+        let mut client = ClientState::new(handle, Login::internal());
         let held = |client: &ClientState, mode, args: &[&[u8]]| paused_by(mode, client, args);
         use PauseMode::{All, Write};
         assert!(held(&client, Write, &[b"SET", b"k", b"v"]));

@@ -413,6 +413,10 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
             "masterauth".to_string(),
             shared.repl.primary_auth.lock().clone().unwrap_or_default(),
         ),
+        (
+            "masteruser".to_string(),
+            shared.repl.primary_user.lock().clone().unwrap_or_default(),
+        ),
         ("replica-read-only".to_string(), "yes".to_string()),
         ("lfu-decay-time".to_string(), "1".to_string()),
         (
@@ -424,6 +428,14 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
         values.push((name.clone(), value.clone()));
     }
     values
+}
+
+/// DEBUG: disabled, as in a default Redis 7 (`enable-debug-command no`). The command
+/// exists so ACL rules can name it and `-@admin` refuses it.
+pub fn debug(_ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    Err(CommandError::other(
+        "ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.",
+    ))
 }
 
 pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -520,6 +532,7 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                     }
                     "requirepass"
                     | "masterauth"
+                    | "masteruser"
                     | "save"
                     | "appendonly"
                     | "appendfsync"
@@ -555,8 +568,15 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                         .samples
                         .store(value.parse().unwrap_or(5), Ordering::Relaxed),
                     "requirepass" => {
-                        *ctx.shared.config.requirepass.write() =
-                            (!value.is_empty()).then_some(value)
+                        // as in Redis: the default user's password (or nopass when empty)
+                        let password = (!value.is_empty()).then_some(value);
+                        ctx.shared
+                            .acl
+                            .set_default_password(password.as_deref().map(str::as_bytes));
+                        *ctx.shared.config.requirepass.write() = password;
+                    }
+                    "masteruser" => {
+                        *ctx.shared.repl.primary_user.lock() = (!value.is_empty()).then_some(value)
                     }
                     "masterauth" => {
                         *ctx.shared.repl.primary_auth.lock() = (!value.is_empty()).then_some(value)

@@ -4,7 +4,6 @@
 //! typed: the dispatcher writes it into a capturing `Out`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -24,22 +23,13 @@ const INTERNAL_CLIENT_ID: u64 = 0;
 
 pub fn internal_client(shared: &Shared, readonly: bool) -> ClientState {
     let (events, _) = mpsc::unbounded_channel();
-    let handle = Arc::new(ClientHandle {
-        id: INTERNAL_CLIENT_ID,
-        addr: "internal:http".to_string(),
-        laddr: shared.bind.clone(),
-        created: Instant::now(),
-        name: Default::default(),
+    let handle = Arc::new(ClientHandle::new(
+        INTERNAL_CLIENT_ID,
+        "internal:http".to_string(),
+        shared.bind.clone(),
         events,
-        pending_bytes: Default::default(),
-        last_command: Default::default(),
-        last_active: parking_lot::Mutex::new(Instant::now()),
-        resp3: Default::default(),
-        subscriptions: Default::default(),
-        pattern_subscriptions: Default::default(),
-        in_multi: Default::default(),
-    });
-    let mut client = ClientState::new(handle, true);
+    ));
+    let mut client = ClientState::new(handle, crate::acl::Login::internal());
     // serve reads a replica holds, like a READONLY cluster client
     client.readonly = readonly;
     client

@@ -22,6 +22,8 @@ pub struct Fanout {
     pub password: Option<String>,
     /// The node's TLS dialer (None: plain TCP).
     pub tls: Option<crate::tls::ClientTls>,
+    /// `--region-link-user`: logs in as this ACL user (which needs `+invalidate ~*`).
+    pub user: Option<String>,
 }
 
 impl Fanout {
@@ -40,6 +42,7 @@ impl Fanout {
             targets,
             password: shared.requirepass(),
             tls: shared.tls.dialer(),
+            user: shared.regions.settings.link_user.clone(),
         })
     }
 
@@ -54,11 +57,19 @@ impl Fanout {
                 let pattern = self.pattern.clone();
                 let password = self.password.clone();
                 let tls = self.tls.clone();
+                let user = self.user.clone();
                 tokio::spawn(async move {
-                    invalidate_on(&ip, port, tls.as_ref(), &pattern, password.as_deref())
-                        .await
-                        .err()
-                        .map(|error| format!("{ip}:{port} ({error})"))
+                    invalidate_on(
+                        &ip,
+                        port,
+                        tls.as_ref(),
+                        &pattern,
+                        user.as_deref(),
+                        password.as_deref(),
+                    )
+                    .await
+                    .err()
+                    .map(|error| format!("{ip}:{port} ({error})"))
                 })
             })
             .collect();
@@ -79,14 +90,21 @@ async fn invalidate_on(
     port: u16,
     tls: Option<&crate::tls::ClientTls>,
     pattern: &[u8],
+    user: Option<&str>,
     password: Option<&str>,
 ) -> Result<(), String> {
     let mut connection = PeerConnection::connect(ip, port, tls, FANOUT_TIMEOUT)
         .await
         .map_err(|error| error.to_string())?;
     let mut commands: Vec<Vec<&[u8]>> = Vec::with_capacity(2);
-    if let Some(password) = password {
-        commands.push(vec![b"AUTH", password.as_bytes()]);
+    match (user, password) {
+        (Some(user), password) => commands.push(vec![
+            b"AUTH",
+            user.as_bytes(),
+            password.unwrap_or_default().as_bytes(),
+        ]),
+        (None, Some(password)) => commands.push(vec![b"AUTH", password.as_bytes()]),
+        (None, None) => {}
     }
     commands.push(vec![b"INVALIDATE", pattern, b"LOCAL"]);
     let replies = connection

@@ -191,6 +191,7 @@ impl Lane {
             tls.as_ref(),
             &settings.cluster,
             &settings.region,
+            settings.link_user.as_deref(),
             &password,
         )
         .await
@@ -250,11 +251,12 @@ pub async fn connect(
     tls: Option<&crate::tls::ClientTls>,
     cluster: &str,
     region: &str,
+    user: Option<&str>,
     password: &str,
 ) -> Result<LinkConn, String> {
     tokio::time::timeout(
         CONNECT_TIMEOUT,
-        LinkConn::connect(addr, tls, cluster, region, password),
+        LinkConn::connect(addr, tls, cluster, region, user, password),
     )
     .await
     .map_err(|_| format!("{addr}: connect timed out"))?

@@ -1,7 +1,7 @@
 //! The region-link wire protocol (RESP framing over TCP, port 16379):
 //!
 //! ```text
-//! LINK.HELLO <cluster> <region> <password>   -> +OK | -DENIED <reason> (then closed)
+//! LINK.HELLO <cluster> <region> <password> [<user>] -> +OK | -DENIED <reason> (then closed)
 //! LINK.TOPOLOGY                               -> $<json TopologyMap> | $-1 (standalone)
 //! LINK.EVENT <kind> <target> <hlc> <region-id> <origin-region> <origin-ms> [<value> <ttl-ms>]
 //!                                             -> +OK | -MOVED <slot> | -ERR ...
@@ -215,7 +215,7 @@ fn handle_request(
     let name = argv[0].to_ascii_uppercase();
     let denied = |error: String| Refusal::new(RefusalReason::Denied, error);
     let Some(region) = peer_region.as_deref() else {
-        if name != b"LINK.HELLO" || argv.len() != 4 {
+        if name != b"LINK.HELLO" || !(4..=5).contains(&argv.len()) {
             return Err(denied(
                 "DENIED say LINK.HELLO <cluster> <region> <password> first".into(),
             ));
@@ -228,9 +228,13 @@ fn handle_request(
                 settings.cluster
             )));
         }
-        if let Some(password) = shared.requirepass()
-            && !constant_time_eq(password.as_bytes(), argv[3])
-        {
+        // LINK.HELLO <cluster> <region> <password> [<user>]: an ACL user's password,
+        // or the default user's (--requirepass) as before ACL users
+        let user = argv
+            .get(4)
+            .copied()
+            .unwrap_or(crate::acl::DEFAULT_USER.as_bytes());
+        if shared.acl.authenticate(user, argv[3]).is_none() {
             tracing::warn!(region = %String::from_utf8_lossy(argv[2]), "refused region link with a wrong password");
             return Err(denied("DENIED wrong password".into()));
         }
@@ -266,15 +270,6 @@ fn handle_request(
             String::from_utf8_lossy(&name)
         ))),
     }
-}
-
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    left.len() == right.len()
-        && left
-            .iter()
-            .zip(right)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 /// An error reply. It stays one line: CR and LF of request bytes it echoes become spaces.
@@ -538,6 +533,7 @@ impl LinkConn {
         tls: Option<&ClientTls>,
         cluster: &str,
         region: &str,
+        user: Option<&str>,
         password: &str,
     ) -> std::io::Result<LinkConn> {
         let stream = TcpStream::connect(addr).await?;
@@ -555,15 +551,18 @@ impl LinkConn {
             writer: LinkWriter { half: write },
         };
         let mut hello = Vec::new();
-        encode(
-            &mut hello,
-            &[
-                b"LINK.HELLO",
-                cluster.as_bytes(),
-                region.as_bytes(),
-                password.as_bytes(),
-            ],
-        );
+        let mut args: Vec<&[u8]> = vec![
+            b"LINK.HELLO",
+            cluster.as_bytes(),
+            region.as_bytes(),
+            password.as_bytes(),
+        ];
+        // the user goes last: a peer without ACL users refuses a 5-argument hello,
+        // so --region-link-user is only set once every node understands it
+        if let Some(user) = user {
+            args.push(user.as_bytes());
+        }
+        encode(&mut hello, &args);
         conn.writer.send(&hello).await?;
         match conn.reader.next().await? {
             LinkReply::Ok => Ok(conn),

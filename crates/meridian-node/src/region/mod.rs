@@ -64,6 +64,8 @@ pub struct RegionSettings {
     pub queue_limit: usize,
     /// How far ahead of this node's clock a peer's event may be stamped (ms; 0 = no bound).
     pub max_clock_drift_ms: u64,
+    /// `--region-link-user`: the ACL user this node's links log in as on their peers.
+    pub link_user: Option<String>,
 }
 
 impl RegionSettings {
@@ -77,6 +79,10 @@ impl RegionSettings {
             tombstone_ttl: Duration::from_millis(config.region_tombstone_ms),
             queue_limit: config.region_queue_limit.max(1),
             max_clock_drift_ms: config.max_clock_drift_ms,
+            link_user: config
+                .region_link_user
+                .clone()
+                .filter(|user| !user.is_empty()),
         }
     }
 }
@@ -674,6 +680,7 @@ mod tests {
             tombstone_ttl: Duration::from_secs(1),
             queue_limit: 10,
             max_clock_drift_ms,
+            link_user: None,
         }
     }
 

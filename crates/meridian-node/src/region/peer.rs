@@ -270,6 +270,7 @@ impl Peer {
                 tls.as_ref(),
                 &settings.cluster,
                 &settings.region,
+                settings.link_user.as_deref(),
                 &password,
             );
             let mut conn = match connected.await {

@@ -368,8 +368,20 @@ async fn handshake(
         .lock()
         .clone()
         .or_else(|| shared.requirepass());
-    if let Some(password) = password {
-        command(stream, &[b"AUTH", password.as_bytes()]).await?;
+    let user = shared.repl.primary_user.lock().clone();
+    // `AUTH <user> <password>` logs in as the ACL user (whose rules must allow PSYNC and
+    // REPLCONF); `AUTH <password>` as the primary's default user, as before ACL users
+    let auth: Option<Vec<&[u8]>> = match (&user, &password) {
+        (Some(user), password) => Some(vec![
+            b"AUTH",
+            user.as_bytes(),
+            password.as_deref().unwrap_or_default().as_bytes(),
+        ]),
+        (None, Some(password)) => Some(vec![b"AUTH", password.as_bytes()]),
+        (None, None) => None,
+    };
+    if let Some(auth) = auth {
+        command(stream, &auth).await?;
         match read_reply(stream, buf, idle).await? {
             Reply::Simple(status) if status == "OK" => {}
             // a primary without a password refuses AUTH; the link works anyway
@@ -529,26 +541,17 @@ async fn session(
     }
     shared.repl.set_status("connected");
     let (events, _inbox) = tokio::sync::mpsc::unbounded_channel();
-    let handle = Arc::new(ClientHandle {
-        id: 0,
-        addr: format!("{}:{}", target.host, target.port),
-        laddr: stream
+    let handle = Arc::new(ClientHandle::new(
+        0,
+        format!("{}:{}", target.host, target.port),
+        stream
             .tcp()
             .local_addr()
             .map(|addr| addr.to_string())
             .unwrap_or_default(),
-        created: Instant::now(),
-        name: Default::default(),
         events,
-        pending_bytes: Default::default(),
-        last_command: Default::default(),
-        last_active: parking_lot::Mutex::new(Instant::now()),
-        resp3: Default::default(),
-        subscriptions: Default::default(),
-        pattern_subscriptions: Default::default(),
-        in_multi: Default::default(),
-    });
-    let mut client = ClientState::new(handle, true);
+    ));
+    let mut client = ClientState::new(handle, crate::acl::Login::internal());
     client.primary_link = true;
     let mut out = Out::discard();
     let mut ack = tokio::time::interval(ACK_PERIOD);

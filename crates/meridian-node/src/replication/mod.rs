@@ -155,6 +155,8 @@ pub struct Replication {
     pub min_replicas_max_lag: AtomicU64,
     /// Password for the link to the primary (falls back to requirepass).
     pub primary_auth: Mutex<Option<String>>,
+    /// ACL user of the link to the primary (`--primary-user`, CONFIG SET masteruser).
+    pub primary_user: Mutex<Option<String>>,
     /// Serialises snapshot creation (each marks every shard).
     pub snapshot_lock: Mutex<()>,
     /// Generation of the current primary link; a link applies a batch only
@@ -187,6 +189,7 @@ impl Replication {
             min_replicas_to_write: AtomicU64::new(min_to_write),
             min_replicas_max_lag: AtomicU64::new(max_lag),
             primary_auth: Mutex::new(primary_auth.filter(|auth| !auth.is_empty())),
+            primary_user: Mutex::new(None),
             snapshot_lock: Mutex::new(()),
             acks: tokio::sync::Notify::new(),
             apply_gate: Mutex::new(0),
