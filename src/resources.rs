@@ -277,6 +277,11 @@ pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
             );
         }
     }
+    if spec.password_source(&plan.cluster_name).is_none() {
+        // authentication disabled on purpose (spec.auth.mode: Disabled): the node's
+        // protected mode would serve only loopback clients, the operator included
+        data.insert("MERIDIAN_PROTECTED_MODE".to_string(), "no".to_string());
+    }
     if let Some(tls) = &spec.tls {
         data.insert("MERIDIAN_TLS_DIR".to_string(), TLS_MOUNT_PATH.to_string());
         if let Some(server_name) = &tls.server_name {

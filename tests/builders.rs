@@ -304,6 +304,20 @@ fn minimal_cluster_gets_the_generated_password_and_uses_default_image() {
     });
     let plan = resources::validate(&open, &region).expect("valid");
     let unauthenticated = resources::build(&plan, &config());
+    assert_eq!(
+        unauthenticated.config_map.data.as_ref().unwrap()["MERIDIAN_PROTECTED_MODE"],
+        "no",
+        "nodes without a password serve the operator and clients beyond loopback"
+    );
+    assert!(
+        !resources
+            .config_map
+            .data
+            .as_ref()
+            .unwrap()
+            .contains_key("MERIDIAN_PROTECTED_MODE"),
+        "with a password, protected mode stays on (and has nothing to refuse)"
+    );
     assert!(
         !node_container(&unauthenticated.stateful_sets[0])
             .env

@@ -92,6 +92,10 @@ pub struct Config {
     #[arg(long, env = "MERIDIAN_MAXCLIENTS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub maxclients: u64,
+    /// Redis `protected-mode`: while the `default` user has no password, only loopback
+    /// clients are served (RESP and the HTTP API); others are told why and closed.
+    #[arg(long, env = "MERIDIAN_PROTECTED_MODE", default_value = "yes", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
+    pub protected_mode: bool,
     /// HTTP API connections at once; one more is answered 503 and closed.
     #[arg(long, env = "MERIDIAN_HTTP_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -279,6 +283,15 @@ pub enum Consistency {
     Eventual,
     /// Once every peer region acknowledged the invalidation (bounded by a timeout).
     Strong,
+}
+
+/// `yes`/`no` (Redis's spelling), also `true`/`false`.
+fn parse_yes_no(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(format!("'{value}': use yes or no")),
+    }
 }
 
 #[cfg(test)]

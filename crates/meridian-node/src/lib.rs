@@ -106,6 +106,7 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
             ])),
             idle_timeout_secs: AtomicU64::new(config.timeout),
             maxclients: AtomicU64::new(config.maxclients),
+            protected_mode: AtomicBool::new(config.protected_mode),
         },
         node_id: config.node_id(),
         bind: config.bind.to_string(),

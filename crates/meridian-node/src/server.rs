@@ -57,9 +57,14 @@ pub async fn accept_loop(
                 match accepted {
                     Ok((stream, peer)) => {
                         shared.counters.connections_received.fetch_add(1, Ordering::Relaxed);
+                        if shared.protected_from(peer.ip()) {
+                            shared.counters.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                            tokio::spawn(refuse(shared.clone(), stream, crate::state::PROTECTED_MODE_DENIED));
+                            continue;
+                        }
                         if over_maxclients(&shared, peer.ip()) {
                             shared.counters.rejected_connections.fetch_add(1, Ordering::Relaxed);
-                            tokio::spawn(refuse(shared.clone(), stream));
+                            tokio::spawn(refuse(shared.clone(), stream, MAXCLIENTS_REACHED));
                             continue;
                         }
                         let shared = shared.clone();
@@ -84,8 +89,10 @@ pub async fn accept_loop(
     }
 }
 
-/// Tells a client beyond maxclients so (over TLS when the port speaks it) and closes.
-async fn refuse(shared: Arc<Shared>, stream: TcpStream) {
+const MAXCLIENTS_REACHED: &str = "-ERR max number of clients reached\r\n";
+
+/// Tells a client why it is not served (over TLS when the port speaks it) and closes.
+async fn refuse(shared: Arc<Shared>, stream: TcpStream, answer: &'static str) {
     let stream = match shared.tls.current() {
         None => Stream::Plain(stream),
         Some(tls) => match crate::tls::accept(&tls.clients, stream).await {
@@ -93,7 +100,7 @@ async fn refuse(shared: Arc<Shared>, stream: TcpStream) {
             Err(_) => return,
         },
     };
-    crate::net::answer_and_close(stream, b"-ERR max number of clients reached\r\n").await;
+    crate::net::answer_and_close(stream, answer.as_bytes()).await;
 }
 
 enum Flow {

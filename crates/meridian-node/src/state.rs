@@ -36,6 +36,8 @@ pub struct RuntimeConfig {
     /// Clients connected at once (Redis `maxclients`); one more is refused unless it
     /// comes from a node of this region's topology (a replica, a migration).
     pub maxclients: AtomicU64,
+    /// Redis `protected-mode` (see [`Shared::protected_from`]).
+    pub protected_mode: std::sync::atomic::AtomicBool,
 }
 
 pub struct Shared {
@@ -95,7 +97,28 @@ impl crate::region::RegionHost for Shared {
     }
 }
 
+/// Redis's answer to a client protected mode refuses (it names Redis's remedies; ours
+/// are the same flag and a password).
+pub const PROTECTED_MODE_DENIED: &str = "-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to Redis you may adopt one of the following solutions: 1) Just disable protected mode sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Redis from the same host the server is running, however MAKE SURE Redis is not publicly accessible from internet if you do so. Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just disable the protected mode by editing the Redis configuration file, and setting the protected mode option to 'no', and then restarting the server. 3) If you started the server manually just for testing, restart it with the '--protected-mode no' option. 4) Set up an authentication password for the default user. NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
+
 impl Shared {
+    /// Whether protected mode refuses a client from `ip`: it is on, the `default` user
+    /// has no password, and the client is not on a loopback address.
+    pub fn protected_from(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.config
+            .protected_mode
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && !ip.is_loopback()
+            && self
+                .acl
+                .user("default")
+                .is_none_or(|user| user.enabled() && user.nopass())
+    }
+
     pub fn requirepass(&self) -> Option<String> {
         self.config.requirepass.read().clone()
     }

@@ -513,3 +513,80 @@ fn acl_replies_match_redis_server() {
     assert_eq!(node.raw().cmd(&["GET", "k"]), expected);
     // (HELLO's NOAUTH text is Redis 7.2's, like the version the node reports)
 }
+
+/// An IPv4 address of this machine that is not loopback, if it has one.
+fn non_loopback_ip() -> Option<String> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // no packet is sent: connecting a UDP socket only picks the outgoing address
+    socket.connect("192.0.2.254:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
+}
+
+/// First line a client gets on connecting to `ip:port` and sending `GET k`.
+fn first_line(ip: &str, port: u16) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect((ip, port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = stream.write_all(b"GET k\r\n");
+    let mut line = String::new();
+    let _ = BufReader::new(stream).read_line(&mut line);
+    line
+}
+
+/// Redis's protected mode: while `default` has no password, a client from another
+/// address than loopback is told why and closed (RESP and HTTP); a password or
+/// `--protected-mode no` serves it.
+#[test]
+fn protected_mode_serves_only_loopback_clients_while_default_has_no_password() {
+    let Some(ip) = non_loopback_ip() else {
+        println!("skipping: this machine has no IPv4 address besides loopback");
+        return;
+    };
+    let http_port = common::node_process::free_port(&ip).to_string();
+    let open = common::node_process::NodeProcess::start(
+        &ip,
+        "p-0",
+        &["--http-port", &http_port, "--region-port", "0"],
+        &[],
+    );
+    let line = first_line(&ip, open.port);
+    assert!(
+        line.starts_with("-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user."),
+        "{line}"
+    );
+    let http = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("http://{ip}:{http_port}/cache/k"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&http.stdout), "403");
+
+    let unprotected = common::node_process::NodeProcess::start(
+        &ip,
+        "p-1",
+        &["--protected-mode", "no", "--region-port", "0"],
+        &[],
+    );
+    assert_eq!(first_line(&ip, unprotected.port), "$-1\r\n");
+    let with_password = common::node_process::NodeProcess::start(
+        &ip,
+        "p-2",
+        &["--requirepass", "pw", "--region-port", "0"],
+        &[],
+    );
+    assert!(
+        first_line(&ip, with_password.port).starts_with("-NOAUTH"),
+        "a password lifts protected mode (the client must AUTH)"
+    );
+}

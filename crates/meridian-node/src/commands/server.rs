@@ -363,6 +363,15 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
             shared.config.maxclients.load(Ordering::Relaxed).to_string(),
         ),
         (
+            "protected-mode".to_string(),
+            if shared.config.protected_mode.load(Ordering::Relaxed) {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
+        ),
+        (
             "timeout".to_string(),
             shared
                 .config
@@ -514,6 +523,11 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                             failed(name, "argument couldn't be parsed into an integer")
                         })?;
                     }
+                    "protected-mode" => {
+                        if !matches!(value.to_ascii_lowercase().as_str(), "yes" | "no") {
+                            return Err(failed(name, "argument must be 'yes' or 'no'"));
+                        }
+                    }
                     "maxclients" => {
                         value
                             .parse::<u64>()
@@ -595,6 +609,11 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                         .shared
                         .tracking
                         .set_max_keys(value.parse().unwrap_or(crate::tracking::DEFAULT_MAX_KEYS)),
+                    "protected-mode" => ctx
+                        .shared
+                        .config
+                        .protected_mode
+                        .store(value.eq_ignore_ascii_case("yes"), Ordering::Relaxed),
                     "maxclients" => ctx
                         .shared
                         .config

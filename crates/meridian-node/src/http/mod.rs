@@ -162,6 +162,9 @@ pub async fn serve(
                                 }
                             },
                         };
+                        if api.shared.protected_from(peer.ip()) {
+                            return refuse_protected(stream).await;
+                        }
                         let Ok(permit) = permit else {
                             return refuse_connection(stream, limits.max_connections).await;
                         };
@@ -179,6 +182,16 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         }
     }
+}
+
+/// Tells a client protected mode refuses so (403), without serving it.
+async fn refuse_protected(stream: Stream) {
+    let body = "{\"error\":\"protected mode: no password is set, so only loopback clients are served; set a password or --protected-mode no\"}";
+    let response = format!(
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    crate::net::answer_and_close(stream, response.as_bytes()).await;
 }
 
 /// Tells a client over the connection limit so, without serving it.
