@@ -1,6 +1,7 @@
 //! The Meridian operator: controllers for `CacheCluster` and `CacheRegion`, the pure
 //! builders of the Kubernetes objects they own, and the orchestration of cache nodes.
 
+pub mod acl;
 pub mod conditions;
 pub mod controller;
 pub mod error;

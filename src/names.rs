@@ -50,6 +50,11 @@ pub fn link_service(base: &str) -> String {
     format!("{base}-link")
 }
 
+/// The Secret holding the region's nodes' ACL file.
+pub fn acl_secret(base: &str) -> String {
+    format!("{base}-acl")
+}
+
 pub fn config_map(base: &str) -> String {
     format!("{base}-config")
 }

@@ -35,10 +35,40 @@ const MIGRATION_TIMEOUT_MS: u64 = 10_000;
 /// reconcile and used by every connection.
 #[derive(Clone, Debug, Default)]
 pub struct NodeAccess {
-    /// The cluster's auth password, if it has auth.
+    /// The ACL user the operator logs in as (None: `default`).
+    pub user: Option<String>,
+    /// The password of `user` (or of `default`), if the cluster has auth.
     pub password: Option<String>,
+    /// A node not yet started with the operator's ACL users (before its pod was
+    /// replaced after an upgrade) knows only `default`: its password, tried when
+    /// logging in as `user` is refused.
+    pub fallback_password: Option<String>,
     /// The cluster's TLS (None: plain TCP).
     pub tls: Option<NodeTls>,
+}
+
+impl NodeAccess {
+    /// The same access logging in as `default` with the fallback password.
+    fn as_default(&self) -> Option<NodeAccess> {
+        let password = self.fallback_password.clone()?;
+        self.user.as_ref()?;
+        Some(NodeAccess {
+            user: None,
+            password: Some(password),
+            fallback_password: None,
+            tls: self.tls.clone(),
+        })
+    }
+
+    /// `AUTH2 <user> <password>` / `AUTH <password>` arguments of MIGRATE, for a node
+    /// that moves keys to another node of the cluster.
+    pub fn migrate_auth(&self) -> Vec<String> {
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => vec!["AUTH2".into(), user.clone(), password.clone()],
+            (None, Some(password)) => vec!["AUTH".into(), password.clone()],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// TLS to a cluster's nodes: their certificates are verified against the cluster's
@@ -380,8 +410,27 @@ impl NodeConnection {
     }
 
     /// Like [`NodeConnection::open`] with explicit timeouts (probes use short ones so a
-    /// dead node costs little).
+    /// dead node costs little). A node that refuses the operator's user (it runs without
+    /// the ACL file yet) is logged in to as `default` when the access has a fallback.
     pub async fn open_with_timeout(
+        node: &NodeAddr,
+        access: &NodeAccess,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<NodeConnection, Error> {
+        let opened = Self::open_as(node, access, connect_timeout, response_timeout).await;
+        match (opened, access.as_default()) {
+            (Err(Error::Node { source, .. }), Some(fallback))
+                if source.kind() == redis::ErrorKind::AuthenticationFailed
+                    || source.to_string().contains("WRONGPASS") =>
+            {
+                Self::open_as(node, &fallback, connect_timeout, response_timeout).await
+            }
+            (opened, _) => opened,
+        }
+    }
+
+    async fn open_as(
         node: &NodeAddr,
         access: &NodeAccess,
         connect_timeout: Duration,
@@ -396,6 +445,9 @@ impl NodeConnection {
         let mut settings = RedisConnectionInfo::default();
         if let Some(password) = &access.password {
             settings = settings.set_password(password);
+        }
+        if let Some(user) = &access.user {
+            settings = settings.set_username(user);
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
@@ -582,7 +634,7 @@ impl NodeConnection {
         &mut self,
         slot: u16,
         destination: &NodeAddr,
-        password: Option<&str>,
+        access: &NodeAccess,
     ) -> Result<u64, Error> {
         let mut command = redis::cmd("MERIDIAN.MIGRATE");
         command
@@ -594,8 +646,9 @@ impl NodeConnection {
             .arg(MIGRATION_BATCH)
             .arg("TIMEOUT")
             .arg(MIGRATION_TIMEOUT_MS);
-        if let Some(password) = password {
-            command.arg("AUTH").arg(password);
+        // the source logs in to the destination as the operator does
+        for arg in access.migrate_auth() {
+            command.arg(arg);
         }
         command
             .query_async(&mut self.connection)
@@ -650,7 +703,7 @@ pub async fn move_slots(
     destination: &mut NodeConnection,
     destination_addr: &NodeAddr,
     slots: &[u16],
-    password: Option<&str>,
+    access: &NodeAccess,
 ) -> Result<u64, Error> {
     if slots.is_empty() {
         return Ok(0);
@@ -692,8 +745,9 @@ pub async fn move_slots(
             .arg(MIGRATION_BATCH)
             .arg("TIMEOUT")
             .arg(MIGRATION_TIMEOUT_MS);
-        if let Some(password) = password {
-            command.arg("AUTH").arg(password);
+        // the source logs in to the destination as the operator does
+        for arg in access.migrate_auth() {
+            command.arg(arg);
         }
     }
     // Each slot answers once all its keys moved: wait for that longer than for an admin

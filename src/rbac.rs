@@ -12,7 +12,7 @@
 //! | "" | services, configmaps | get list watch create update patch delete | headless/client/link Services, node settings |
 //! | policy | poddisruptionbudgets | get list watch create update patch delete | one per shard |
 //! | "" | pods | get list watch delete | readiness and IPs; delete for failover |
-//! | "" | secrets | get create | auth password, TLS CA; the generated password Secret |
+//! | "" | secrets | get create patch | auth password, TLS CA; the generated password Secrets, the nodes' ACL file |
 //! | events.k8s.io | events | create patch | one Recorder |
 //! | coordination.k8s.io (Role) | leases | get create update | leader election |
 
@@ -68,7 +68,7 @@ pub const CLUSTER_RULES: &[Rule] = &[
     Rule {
         api_group: "",
         resources: &["secrets"],
-        verbs: &["get", "create"],
+        verbs: &["get", "create", "patch"],
     },
     Rule {
         api_group: "events.k8s.io",

@@ -15,8 +15,9 @@ use k8s_openapi::api::core::v1::{
     EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, NodeAffinity,
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector, PodAffinityTerm,
     PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, WeightedPodAffinityTerm,
+    SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -71,6 +72,9 @@ impl RegionPlan<'_> {
 /// Every object of one region, ready for server-side apply.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegionResources {
+    /// The nodes' ACL users (authentication on): built from the credentials the
+    /// reconcile read, see [`build_acl_secret`].
+    pub acl_secret: Option<Secret>,
     pub config_map: ConfigMap,
     pub services: Vec<Service>,
     pub stateful_sets: Vec<StatefulSet>,
@@ -168,6 +172,7 @@ pub fn build_keeping(
     let config_hash = fnv1a_hex(config_map.data.iter().flatten());
     let shards: BTreeSet<u16> = (0..plan.shards).chain(draining.iter().copied()).collect();
     RegionResources {
+        acl_secret: None,
         services: vec![
             build_headless_service(plan),
             build_client_service(plan),
@@ -281,6 +286,21 @@ pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
         // authentication disabled on purpose (spec.auth.mode: Disabled): the node's
         // protected mode would serve only loopback clients, the operator included
         data.insert("MERIDIAN_PROTECTED_MODE".to_string(), "no".to_string());
+    } else {
+        // the operator's ACL users (acl::render), and the users this node's own
+        // replication and region links log in as
+        data.insert(
+            "MERIDIAN_ACL_FILE".to_string(),
+            format!("{}/{}", crate::acl::MOUNT_PATH, crate::acl::FILE_NAME),
+        );
+        data.insert(
+            "MERIDIAN_PRIMARY_USER".to_string(),
+            crate::acl::REPLICATION_USER.to_string(),
+        );
+        data.insert(
+            "MERIDIAN_REGION_LINK_USER".to_string(),
+            crate::acl::LINK_USER.to_string(),
+        );
     }
     if let Some(tls) = &spec.tls {
         data.insert("MERIDIAN_TLS_DIR".to_string(), TLS_MOUNT_PATH.to_string());
@@ -295,6 +315,21 @@ pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
         }
     }
     data
+}
+
+/// The Secret with the nodes' ACL file (`acl::render`): mounted into every pod, so a
+/// changed user reaches the nodes without restarting them (the kubelet updates the
+/// mounted file, the node reloads it).
+pub fn build_acl_secret(plan: &RegionPlan<'_>, file: String) -> Secret {
+    Secret {
+        metadata: metadata(plan, names::acl_secret(&plan.base), names::COMPONENT_CONFIG),
+        type_: Some("Opaque".to_string()),
+        data: Some(BTreeMap::from([(
+            crate::acl::FILE_NAME.to_string(),
+            k8s_openapi::ByteString(file.into_bytes()),
+        )])),
+        ..Secret::default()
+    }
 }
 
 fn build_config_map(plan: &RegionPlan<'_>) -> ConfigMap {
@@ -413,6 +448,26 @@ fn node_env(plan: &RegionPlan<'_>, shard: u16) -> Vec<EnvVar> {
             ..EnvVar::default()
         },
     ];
+    if plan
+        .cluster
+        .spec
+        .password_source(&plan.cluster_name)
+        .is_some()
+    {
+        // replicas log in to their primary as the replication user
+        env.push(EnvVar {
+            name: "MERIDIAN_PRIMARY_AUTH".to_string(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: meridian_api::internal_users_secret(&plan.cluster_name),
+                    key: "replication".to_string(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
     if let Some(source) = plan.cluster.spec.password_source(&plan.cluster_name) {
         let secret = source.secret();
         env.push(EnvVar {
@@ -554,6 +609,22 @@ fn build_stateful_set(
         mount_path: "/tmp".to_string(),
         ..VolumeMount::default()
     }];
+    if spec.password_source(&plan.cluster_name).is_some() {
+        volumes.push(Volume {
+            name: "acl".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names::acl_secret(&plan.base)),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        volume_mounts.push(VolumeMount {
+            name: "acl".to_string(),
+            mount_path: crate::acl::MOUNT_PATH.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     if let Some(tls) = &spec.tls {
         volumes.push(Volume {
             name: "tls".to_string(),

@@ -251,6 +251,18 @@ fn env_binds_every_pod_address_and_reads_password_from_secret() {
         .unwrap();
     assert_eq!(secret.name, "orders-auth");
     assert_eq!(secret.key, "password");
+    // replicas log in to their primary as the operator's replication user
+    let replication = env(container, "MERIDIAN_PRIMARY_AUTH")
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (replication.name.as_str(), replication.key.as_str()),
+        ("orders-internal-users", "replication")
+    );
     assert_eq!(env(container, "MERIDIAN_SHARD").value.as_deref(), Some("2"));
     let env_from = container.env_from.as_ref().unwrap();
     assert_eq!(
@@ -271,6 +283,18 @@ fn env_binds_every_pod_address_and_reads_password_from_secret() {
     assert!(
         !settings.values().any(|value| value.contains("secret")),
         "no secrets in the ConfigMap"
+    );
+    // authentication on: the ACL users from the Secret the reconcile writes
+    assert_eq!(settings["MERIDIAN_ACL_FILE"], "/etc/meridian/acl/users.acl");
+    assert_eq!(settings["MERIDIAN_PRIMARY_USER"], "meridian-replication");
+    assert_eq!(settings["MERIDIAN_REGION_LINK_USER"], "meridian-link");
+    assert_eq!(
+        mounted_secret(&resources.stateful_sets[2], "acl"),
+        Some("orders-eu-acl")
+    );
+    assert!(
+        resources.acl_secret.is_none(),
+        "built by the reconcile from the credentials"
     );
 }
 
@@ -300,7 +324,7 @@ fn minimal_cluster_gets_the_generated_password_and_uses_default_image() {
     let mut open = cluster.clone();
     open.spec.auth = Some(meridian_api::AuthSpec {
         mode: meridian_api::AuthMode::Disabled,
-        secret_ref: None,
+        ..Default::default()
     });
     let plan = resources::validate(&open, &region).expect("valid");
     let unauthenticated = resources::build(&plan, &config());
@@ -547,16 +571,8 @@ fn tls_mounts_the_secret_and_tells_nodes_the_link_server_name() {
         "link.orders.example.com"
     );
     assert_eq!(settings["MERIDIAN_TLS_REQUIRE_PEER_CERTS"], "true");
-    let pod = pod_spec(&resources.stateful_sets[0]);
-    let volume = pod
-        .volumes
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|volume| volume.name == "tls")
-        .expect("tls volume");
     assert_eq!(
-        volume.secret.as_ref().unwrap().secret_name.as_deref(),
+        mounted_secret(&resources.stateful_sets[0], "tls"),
         Some("orders-tls")
     );
 
@@ -598,4 +614,17 @@ fn fencing_sets_min_replicas_capped_at_the_regions_replicas() {
         replicas.to_string()
     );
     assert_eq!(settings["MERIDIAN_MIN_REPLICAS_MAX_LAG"], "2");
+}
+
+/// The Secret the pod volume `name` of `stateful_set` mounts.
+fn mounted_secret<'a>(stateful_set: &'a StatefulSet, name: &str) -> Option<&'a str> {
+    pod_spec(stateful_set)
+        .volumes
+        .as_ref()?
+        .iter()
+        .find(|volume| volume.name == name)?
+        .secret
+        .as_ref()?
+        .secret_name
+        .as_deref()
 }

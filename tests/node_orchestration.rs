@@ -50,7 +50,7 @@ fn plan_for(nodes: &[&Node], reports: &[NodeReport], status_epoch: u64) -> Topol
 fn password(password: &str) -> NodeAccess {
     NodeAccess {
         password: Some(password.to_string()),
-        tls: None,
+        ..NodeAccess::default()
     }
 }
 
@@ -173,6 +173,118 @@ async fn auth_is_sent_when_the_cluster_has_a_password() {
     );
 }
 
+/// The ACL file the operator renders loads on a real node: the operator's own user
+/// runs the admin surface, `default` (the cluster password) and an application user
+/// are refused it, and replication logs in as its user. A node that does not know the
+/// operator's user yet (started before the upgrade) is reached through `default`.
+#[tokio::test]
+async fn the_operator_logs_in_as_its_own_acl_user_and_applications_cannot_run_admin_commands() {
+    let Some(binary) = node_binary() else {
+        println!(
+            "skipping: no meridian-node binary (set MERIDIAN_NODE_BIN or build -p meridian-node)"
+        );
+        return;
+    };
+    let reader = meridian_api::AclUserSpec {
+        name: "reader".into(),
+        password_secret_ref: Default::default(),
+        commands: vec!["+@read".into()],
+        keys: vec!["cart:*".into()],
+        channels: Vec::new(),
+    };
+    let file = meridian_operator::acl::render(&meridian_operator::acl::Credentials {
+        cluster: "cluster-pw",
+        operator: "operator-pw",
+        replication: "replication-pw",
+        users: vec![(&reader, "reader-pw".to_string())],
+    });
+    let path =
+        std::env::temp_dir().join(format!("meridian-operator-acl-{}.acl", std::process::id()));
+    std::fs::write(&path, &file).unwrap();
+    let env = |id: &str| {
+        vec![
+            ("MERIDIAN_ACL_FILE", path.display().to_string()),
+            (
+                "MERIDIAN_PRIMARY_USER",
+                meridian_operator::acl::REPLICATION_USER.to_string(),
+            ),
+            ("MERIDIAN_PRIMARY_AUTH", "replication-pw".to_string()),
+            ("MERIDIAN_NODE_ID", id.to_string()),
+        ]
+    };
+    let primary = start_node_with(&binary, "acl-0-0", Some("cluster-pw"), &env("acl-0-0")).await;
+    let replica = start_node_with(&binary, "acl-0-1", Some("cluster-pw"), &env("acl-0-1")).await;
+    let operator = NodeAccess {
+        user: Some(meridian_operator::acl::OPERATOR_USER.into()),
+        password: Some("operator-pw".into()),
+        fallback_password: Some("cluster-pw".into()),
+        tls: None,
+    };
+    let reports = vec![report(&primary), report(&replica)];
+    let map = plan_for(&[&primary, &replica], &reports, 0);
+    for node in [&primary, &replica] {
+        let mut connection = NodeConnection::open(&node.addr, &operator).await.unwrap();
+        assert_eq!(
+            connection.push_topology(&map).await.unwrap(),
+            PushOutcome::Applied
+        );
+    }
+    // replication logs in as its own user
+    let mut replica_connection = NodeConnection::open(&replica.addr, &operator)
+        .await
+        .unwrap();
+    let mut attached = false;
+    for _ in 0..50 {
+        let info = replica_connection.replication_info().await.unwrap();
+        if info.role == ReplicationRole::Replica && info.link_up {
+            attached = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(attached, "the replica synced as meridian-replication");
+
+    // applications: default and the reader are refused the admin surface
+    let refused = |user: Option<&str>, password: &str| NodeAccess {
+        user: user.map(str::to_string),
+        password: Some(password.to_string()),
+        ..NodeAccess::default()
+    };
+    for access in [
+        refused(None, "cluster-pw"),
+        refused(Some("reader"), "reader-pw"),
+    ] {
+        let mut connection = NodeConnection::open(&primary.addr, &access).await.unwrap();
+        let error = connection
+            .push_topology(&map)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("no permissions to run the 'meridian.topology' command"),
+            "{error}"
+        );
+    }
+    // a node started without the ACL file (before the upgrade) knows only default:
+    // the operator reaches it through the fallback
+    let plain = start_node(&binary, "legacy-0-0", Some("cluster-pw")).await;
+    let mut legacy = NodeConnection::open(&plain.addr, &operator).await.unwrap();
+    assert_eq!(
+        legacy.topology().await.unwrap(),
+        None,
+        "reached through default"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A node's report as the operator reads it before bootstrapping (no map yet).
+fn report(node: &Node) -> NodeReport {
+    NodeReport {
+        pod: PodName::of(&node.addr),
+        map: None,
+    }
+}
+
 /// A cluster with TLS: the operator reaches its nodes over TLS, verifying them against
 /// the Secret's CA for `spec.tls.serverName`; a certificate of another CA, or the name
 /// missing from the certificate, is refused, and so is plain text.
@@ -206,6 +318,7 @@ async fn admin_connections_use_tls_verified_against_the_cluster_ca() {
     let access = |ca_pem: &str, name: &str| NodeAccess {
         password: Some("s3cret".to_string()),
         tls: Some(NodeTls::new(ca_pem.as_bytes(), Some(name)).unwrap()),
+        ..NodeAccess::default()
     };
 
     let mut connection = NodeConnection::open(&node.addr, &access(&ca.pem(), node_name))

@@ -56,7 +56,7 @@ async fn probes_keep_one_connection_and_flag_a_primary_that_stops_answering() {
     let probes = Arc::new(PrimaryProbes::default());
     let access = NodeAccess {
         password: Some("secret".to_string()),
-        tls: None,
+        ..NodeAccess::default()
     };
     probes.watch("shop/orders-eu", &map, &access);
     let (trigger, mut triggered) = futures::channel::mpsc::channel(4);

@@ -145,7 +145,7 @@ async fn step(
                 &mut dest,
                 &dest_addr,
                 &batch.slots,
-                None,
+                &NodeAccess::default(),
             )
             .await
             .expect("move slots");

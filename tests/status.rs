@@ -223,7 +223,7 @@ fn cluster_aggregates_regions() {
     let mut open = cluster.clone();
     open.spec.auth = Some(meridian_api::AuthSpec {
         mode: meridian_api::AuthMode::Disabled,
-        secret_ref: None,
+        ..Default::default()
     });
     assert_eq!(
         cluster_status(&open, &[], None, at(1)).password_secret,

@@ -75,6 +75,25 @@ impl TestPki {
         endpoint: &str,
         password: Option<&str>,
     ) -> Result<redis::aio::MultiplexedConnection> {
+        self.connect(endpoint, None, password).await
+    }
+
+    /// Like [`TestPki::connection`], logged in as ACL user `user`.
+    pub async fn user_connection(
+        &self,
+        endpoint: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<redis::aio::MultiplexedConnection> {
+        self.connect(endpoint, Some(user), Some(password)).await
+    }
+
+    async fn connect(
+        &self,
+        endpoint: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<redis::aio::MultiplexedConnection> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             roots.add(cert?)?;
@@ -97,6 +116,9 @@ impl TestPki {
         let mut info = redis::RedisConnectionInfo::default();
         if let Some(password) = password {
             info = info.set_password(password);
+        }
+        if let Some(user) = user {
+            info = info.set_username(user);
         }
         let config =
             redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));

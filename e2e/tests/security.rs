@@ -20,14 +20,15 @@ async fn tls_everywhere_and_a_generated_password_across_two_regions() -> Result<
     };
     let pki = TestPki::new(SERVER_NAME)?;
     pki.create_secret(&client, &ns.name, "vault-tls").await?;
+    create_password_secret(&client, &ns.name, "checkout-redis", "checkout-pw").await?;
     let Deployed { clusters, regions } = ClusterFixture {
         name: "vault".into(),
         shards: 1,
         replicas_per_shard: 1,
         consistency: Some("eventual".into()),
-        // no auth: the default, a generated password
+        // no password named: the default, a generated one; one application user
         security: Some(format!(
-            "  tls:\n    secretName: vault-tls\n    serverName: {SERVER_NAME}\n    requirePeerCertificates: true"
+            "  auth:\n    users:\n      - name: checkout\n        passwordSecretRef:\n          name: checkout-redis\n        commands: [\"+@read\", \"+@write\"]\n        keys: [\"cart:*\"]\n  tls:\n    secretName: vault-tls\n    serverName: {SERVER_NAME}\n    requirePeerCertificates: true"
         )),
         ..ClusterFixture::default()
     }
@@ -99,6 +100,53 @@ async fn tls_everywhere_and_a_generated_password_across_two_regions() -> Result<
         .await
         .expect_err("NOAUTH");
     ensure!(refused.to_string().contains("NOAUTH"), "{refused}");
+
+    // ACL users: default (the cluster password) and the application user are refused
+    // the admin surface; the application user is kept to its keys.
+    let mut default_user = pki.connection(&addr_a, Some(&password)).await?;
+    for admin in [
+        vec!["FLUSHALL"],
+        vec!["CONFIG", "SET", "maxmemory", "1"],
+        vec!["MERIDIAN.TOPOLOGY", "GET"],
+        vec!["CLUSTER", "SETSLOT", "0", "STABLE"],
+        vec!["REPLICAOF", "NO", "ONE"],
+    ] {
+        let error = redis::cmd(admin[0])
+            .arg(&admin[1..])
+            .query_async::<redis::Value>(&mut default_user)
+            .await
+            .expect_err("the admin surface is the operator's");
+        ensure!(
+            error.to_string().contains("no permissions"),
+            "{admin:?}: {error}"
+        );
+    }
+    let mut checkout = pki
+        .user_connection(&addr_a, "checkout", "checkout-pw")
+        .await?;
+    // one shard per region: every key is served by this primary
+    let () = redis::cmd("SET")
+        .arg("cart:7")
+        .arg("3 items")
+        .query_async(&mut checkout)
+        .await?;
+    let got: Option<String> = redis::cmd("GET")
+        .arg("cart:7")
+        .query_async(&mut checkout)
+        .await?;
+    ensure!(got.as_deref() == Some("3 items"), "{got:?}");
+    let refused = redis::cmd("SET")
+        .arg("price:7")
+        .arg("9")
+        .query_async::<()>(&mut checkout)
+        .await
+        .expect_err("outside its keys");
+    ensure!(
+        refused
+            .to_string()
+            .contains("No permissions to access a key"),
+        "{refused}"
+    );
 
     // Over TLS with the password: a write in region-b, then a newer one in region-a,
     // invalidates region-b's copy through the TLS region link.
@@ -186,5 +234,26 @@ async fn tls_everywhere_and_a_generated_password_across_two_regions() -> Result<
         );
     }
     wait_region_ready(&regions, "vault-a", Duration::from_secs(300)).await?;
+    Ok(())
+}
+
+async fn create_password_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    password: &str,
+) -> Result<()> {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        string_data: Some([("password".to_string(), password.to_string())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .with_context(|| format!("create Secret {name}"))?;
     Ok(())
 }

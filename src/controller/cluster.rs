@@ -83,7 +83,7 @@ async fn reconcile_cluster(cluster: &CacheCluster, ctx: &Context) -> Result<Acti
         .filter(|region| region.spec.cluster_ref.name == cluster.name_any())
         .collect();
     members.sort_by_key(|region| region.name_any());
-    let auth_problem = match ctx.node_access(cluster).await {
+    let auth_problem = match ctx.credentials(cluster).await {
         Ok(_) => None,
         Err(error) if error.is_user_actionable() => Some(error),
         Err(error) => return Err(error),

@@ -160,6 +160,10 @@ impl<'a> Executor<'a> {
     /// Server-side applies every object; returns the StatefulSets as applied (with their
     /// new generation, which tells the rollout whether their controller caught up).
     pub async fn apply(&self, desired: &RegionResources) -> Result<Vec<StatefulSet>, Error> {
+        // before the pods that mount it
+        if let Some(secret) = &desired.acl_secret {
+            self.apply_one(secret).await?;
+        }
         self.apply_one(&desired.config_map).await?;
         for service in &desired.services {
             self.apply_one(service).await?;

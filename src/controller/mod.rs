@@ -177,45 +177,112 @@ impl Context {
         Ok(())
     }
 
-    /// Reads how to reach the cluster's nodes: the auth password (if it has auth) and
-    /// the CA of its TLS Secret (if it has TLS).
-    pub async fn node_access(&self, cluster: &CacheCluster) -> Result<NodeAccess, Error> {
+    /// Reads how to reach the cluster's nodes and what they authenticate: the cluster
+    /// password, the operator's own users (generated once), the application users'
+    /// passwords, and the CA of the TLS Secret. With authentication on, the operator
+    /// logs in as its own ACL user and the nodes get the ACL file.
+    pub async fn credentials(&self, cluster: &CacheCluster) -> Result<Credentials, Error> {
         let password = self.auth_password(cluster).await?;
-        let tls =
-            match &cluster.spec.tls {
-                None => None,
-                Some(tls) => {
-                    let namespace = cluster
-                        .namespace()
-                        .ok_or(Error::MissingObjectField("CacheCluster metadata.namespace"))?;
-                    let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-                    let secret = secrets.get_opt(&tls.secret_name).await?.ok_or_else(|| {
-                        Error::TlsSecret {
-                            name: tls.secret_name.clone(),
-                            problem: "does not exist".to_string(),
-                        }
-                    })?;
-                    let ca = secret
-                        .data
-                        .as_ref()
-                        .and_then(|data| data.get("ca.crt"))
-                        .ok_or_else(|| Error::TlsSecret {
-                            name: tls.secret_name.clone(),
-                            problem: "has no key 'ca.crt' (the CA the nodes' certificates are \
-                                  verified against)"
-                                .to_string(),
-                        })?;
-                    let node_tls =
-                        NodeTls::new(&ca.0, tls.server_name.as_deref()).map_err(|problem| {
-                            Error::TlsSecret {
-                                name: tls.secret_name.clone(),
-                                problem,
-                            }
-                        })?;
-                    Some(node_tls)
-                }
+        let tls = self.node_tls(cluster).await?;
+        let Some(cluster_password) = password else {
+            let access = NodeAccess {
+                tls,
+                ..NodeAccess::default()
             };
-        Ok(NodeAccess { password, tls })
+            return Ok(Credentials {
+                access,
+                acl_file: None,
+            });
+        };
+        let namespace = cluster
+            .namespace()
+            .ok_or(Error::MissingObjectField("CacheCluster metadata.namespace"))?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let internal_name = meridian_api::internal_users_secret(&cluster.name_any());
+        let internal = match secrets.get_opt(&internal_name).await? {
+            Some(secret) => secret,
+            None => {
+                self.generate_secret(
+                    cluster,
+                    &secrets,
+                    &internal_name,
+                    &["operator", "replication"],
+                )
+                .await?
+            }
+        };
+        let internal_key = |key: &str| {
+            secret_value(&internal, key).ok_or_else(|| Error::AuthSecretKeyMissing {
+                name: internal_name.clone(),
+                key: key.to_string(),
+            })
+        };
+        let (operator, replication) = (internal_key("operator")?, internal_key("replication")?);
+        let auth = cluster.spec.auth.clone().unwrap_or_default();
+        let mut users = Vec::with_capacity(auth.users.len());
+        for user in &auth.users {
+            let at = &user.password_secret_ref;
+            let secret =
+                secrets
+                    .get_opt(&at.name)
+                    .await?
+                    .ok_or_else(|| Error::AuthSecretMissing {
+                        name: at.name.clone(),
+                    })?;
+            let password =
+                secret_value(&secret, &at.key).ok_or_else(|| Error::AuthSecretKeyMissing {
+                    name: at.name.clone(),
+                    key: at.key.clone(),
+                })?;
+            users.push((user, password));
+        }
+        let acl_file = crate::acl::render(&crate::acl::Credentials {
+            cluster: &cluster_password,
+            operator: &operator,
+            replication: &replication,
+            users,
+        });
+        Ok(Credentials {
+            access: NodeAccess {
+                user: Some(crate::acl::OPERATOR_USER.to_string()),
+                password: Some(operator),
+                fallback_password: Some(cluster_password),
+                tls,
+            },
+            acl_file: Some(acl_file),
+        })
+    }
+
+    /// The CA of the cluster's TLS Secret, if it has TLS.
+    async fn node_tls(&self, cluster: &CacheCluster) -> Result<Option<NodeTls>, Error> {
+        let Some(tls) = &cluster.spec.tls else {
+            return Ok(None);
+        };
+        let namespace = cluster
+            .namespace()
+            .ok_or(Error::MissingObjectField("CacheCluster metadata.namespace"))?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let problem = |problem: String| Error::TlsSecret {
+            name: tls.secret_name.clone(),
+            problem,
+        };
+        let secret = secrets
+            .get_opt(&tls.secret_name)
+            .await?
+            .ok_or_else(|| problem("does not exist".to_string()))?;
+        let ca = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get("ca.crt"))
+            .ok_or_else(|| {
+                problem(
+                    "has no key 'ca.crt' (the CA the nodes' certificates are verified against)"
+                        .to_string(),
+                )
+            })?;
+        NodeTls::new(&ca.0, tls.server_name.as_deref())
+            .map(Some)
+            .map_err(problem)
     }
 
     /// Reads the cluster's client password; None when authentication is disabled. The
@@ -232,69 +299,9 @@ impl Context {
         let secret = match (secrets.get_opt(&at.name).await?, &source) {
             (Some(secret), _) => secret,
             (None, PasswordSource::Generated(at)) => {
-                self.generate_password(cluster, &secrets, at).await?
-            }
-            (None, PasswordSource::Given(at)) => {
-                return Err(Error::AuthSecretMissing {
-                    name: at.name.clone(),
-                });
-            }
-        };
-        let missing_key = || Error::AuthSecretKeyMissing {
-            name: at.name.clone(),
-            key: at.key.clone(),
-        };
-        if let Some(bytes) = secret.data.as_ref().and_then(|data| data.get(&at.key)) {
-            return String::from_utf8(bytes.0.clone())
-                .map(Some)
-                .map_err(|_| missing_key());
-        }
-        secret
-            .string_data
-            .as_ref()
-            .and_then(|data| data.get(&at.key))
-            .cloned()
-            .map(Some)
-            .ok_or_else(missing_key)
-    }
-
-    /// Creates the Secret holding a generated client password (owned by the cluster, so
-    /// deleting the cluster deletes it); a Secret another reconcile created meanwhile
-    /// is used as it is. Never overwrites a password.
-    async fn generate_password(
-        &self,
-        cluster: &CacheCluster,
-        secrets: &Api<Secret>,
-        at: &meridian_api::SecretKeyRef,
-    ) -> Result<Secret, Error> {
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(at.name.clone()),
-                owner_references: cluster.controller_owner_ref(&()).map(|owner| vec![owner]),
-                labels: Some(
-                    [(
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "meridian-operator".to_string(),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-            type_: Some("Opaque".to_string()),
-            data: Some(
-                [(
-                    at.key.clone(),
-                    k8s_openapi::ByteString(crate::names::random_password().into_bytes()),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        };
-        match secrets
-            .create(&kube::api::PostParams::default(), &secret)
-            .await
-        {
-            Ok(created) => {
+                let secret = self
+                    .generate_secret(cluster, &secrets, &at.name, &[at.key.as_str()])
+                    .await?;
                 self.event(
                     &cluster.object_ref(&()),
                     EventType::Normal,
@@ -308,10 +315,63 @@ impl Context {
                     ),
                 )
                 .await;
-                Ok(created)
+                secret
             }
+            (None, PasswordSource::Given(at)) => {
+                return Err(Error::AuthSecretMissing {
+                    name: at.name.clone(),
+                });
+            }
+        };
+        secret_value(&secret, &at.key)
+            .map(Some)
+            .ok_or_else(|| Error::AuthSecretKeyMissing {
+                name: at.name.clone(),
+                key: at.key.clone(),
+            })
+    }
+
+    /// Creates Secret `name` with a random password under each of `keys` (owned by the
+    /// cluster, so deleting the cluster deletes it); a Secret another reconcile created
+    /// meanwhile is used as it is. Never overwrites a password.
+    async fn generate_secret(
+        &self,
+        cluster: &CacheCluster,
+        secrets: &Api<Secret>,
+        name: &str,
+        keys: &[&str],
+    ) -> Result<Secret, Error> {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                owner_references: cluster.controller_owner_ref(&()).map(|owner| vec![owner]),
+                labels: Some(
+                    [(
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "meridian-operator".to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            type_: Some("Opaque".to_string()),
+            data: Some(
+                keys.iter()
+                    .map(|key| {
+                        let password = crate::names::random_password().into_bytes();
+                        (key.to_string(), k8s_openapi::ByteString(password))
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        match secrets
+            .create(&kube::api::PostParams::default(), &secret)
+            .await
+        {
+            Ok(created) => Ok(created),
             Err(kube::Error::Api(response)) if response.code == 409 => {
-                Ok(secrets.get(&at.name).await?)
+                Ok(secrets.get(name).await?)
             }
             Err(error) => Err(error.into()),
         }
@@ -336,4 +396,23 @@ pub fn region_key(region: &meridian_api::CacheRegion) -> String {
         region.namespace().unwrap_or_default(),
         region.name_any()
     )
+}
+
+/// How the operator reaches a cluster's nodes, and the ACL file they load (None when
+/// authentication is disabled).
+pub struct Credentials {
+    pub access: NodeAccess,
+    pub acl_file: Option<String>,
+}
+
+/// The text under `key` of a Secret (`data`, or `stringData` not yet folded in).
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    if let Some(bytes) = secret.data.as_ref().and_then(|data| data.get(key)) {
+        return String::from_utf8(bytes.0.clone()).ok();
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .cloned()
 }

@@ -184,9 +184,9 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
         .ok_or_else(|| Error::ClusterNotFound {
             name: region.spec.cluster_ref.name.clone(),
         })?;
-    let access = ctx.node_access(&cluster).await?;
+    let credentials = ctx.credentials(&cluster).await?;
     let plan = resources::validate(&cluster, region)?;
-    let scope = Scope::new(ctx, region, namespace, access);
+    let scope = Scope::new(ctx, region, namespace, credentials.access);
     let mut fleet = observe::observe(&scope, &plan).await?;
 
     // plan the objects: shards above the desired count stay while the nodes' map lists
@@ -195,7 +195,10 @@ async fn reconcile_region(region: &CacheRegion, ctx: &Context) -> Result<Action,
         region_plan::current_map(&fleet.nodes.reports, &plan.cluster_name, &plan.region_name);
     let status = region.status.clone().unwrap_or_default();
     let retention = region_plan::retention(current, plan.shards, status.epoch, status.shards.len());
-    let desired = resources::build_keeping(&plan, &ctx.build, &retention.keep);
+    let mut desired = resources::build_keeping(&plan, &ctx.build, &retention.keep);
+    desired.acl_secret = credentials
+        .acl_file
+        .map(|file| resources::build_acl_secret(&plan, file));
 
     // act on the objects
     let mut exec = Executor::new(&scope, Default::default());

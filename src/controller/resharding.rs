@@ -211,7 +211,7 @@ async fn move_batch(
     destination: &NodeAddr,
     batch: &SlotMove,
 ) -> Result<u64, Error> {
-    let password = exec.scope.access.password.clone();
+    let access = exec.scope.access.clone();
     let Some((source_connection, destination_connection)) =
         exec.connections.pair_mut(&source.id, &destination.id)
     else {
@@ -226,7 +226,7 @@ async fn move_batch(
         destination_connection,
         destination,
         &batch.slots,
-        password.as_deref(),
+        &access,
     )
     .await
 }

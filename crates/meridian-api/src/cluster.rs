@@ -376,6 +376,44 @@ pub struct AuthSpec {
     /// operator generates one in the Secret `<cluster>-auth`, key `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// ACL users for applications, besides `default` (the password above, every
+    /// command but the admin surface). Each logs in with `AUTH <name> <password>` and
+    /// may run what its rules allow. Only the operator's own user may run the admin
+    /// surface (topology, replication, configuration, users, FLUSHALL, MIGRATE).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(u, self.exists_one(v, v.name == u.name))").message("auth.users must not name a user twice"))]
+    pub users: Vec<AclUserSpec>,
+}
+
+/// An application user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AclUserSpec {
+    /// User name for `AUTH <name> <password>`.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._-]+$') && self != 'default' && !self.startsWith('meridian-')").message("auth.users[].name must be letters, digits, '.', '_' or '-', and neither 'default' nor start with 'meridian-' (the operator's own users)"))]
+    #[schemars(length(min = 1, max = 64))]
+    pub name: String,
+    /// Secret key holding the user's password.
+    pub password_secret_ref: SecretKeyRef,
+    /// Command rules in Redis ACL syntax, applied in order after `-@all`: `+@read`,
+    /// `+@write`, `-@dangerous`, `+get`, `-flushall`, `+client|setname`. Default:
+    /// `+@all -@admin` (everything but the admin surface). `@admin` commands are
+    /// refused to application users whatever the rules say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(r, r.matches('^[+-]@?[a-z0-9._|-]+$'))").message("auth.users[].commands entries look like +@read, -@dangerous, +get or +client|setname"))]
+    pub commands: Vec<String>,
+    /// Key patterns (Redis glob syntax) the user may touch. Default: every key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[^\\\\s]+$') && size(p) <= 256)").message("auth.users[].keys entries are glob patterns without spaces, at most 256 characters"))]
+    pub keys: Vec<String>,
+    /// Pub/sub channel patterns the user may use. Default: every channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[^\\\\s]+$') && size(p) <= 256)").message("auth.users[].channels entries are glob patterns without spaces, at most 256 characters"))]
+    pub channels: Vec<String>,
 }
 
 /// Whether clients authenticate.
@@ -407,6 +445,12 @@ impl PasswordSource {
 /// Name of the Secret the operator generates a cluster's password in.
 pub fn generated_password_secret(cluster: &str) -> String {
     format!("{cluster}-auth")
+}
+
+/// Name of the Secret the operator generates its own users' passwords in (keys
+/// `operator` and `replication`).
+pub fn internal_users_secret(cluster: &str) -> String {
+    format!("{cluster}-internal-users")
 }
 
 impl CacheClusterSpec {

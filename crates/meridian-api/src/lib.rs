@@ -13,10 +13,10 @@ mod quantity;
 mod region;
 
 pub use cluster::{
-    AuthMode, AuthSpec, CacheCluster, CacheClusterSpec, CacheClusterStatus, Consistency,
-    CrossRegionMode, CrossRegionSpec, DEFAULT_REPLICAS_PER_SHARD, DEFAULT_SHARDS,
+    AclUserSpec, AuthMode, AuthSpec, CacheCluster, CacheClusterSpec, CacheClusterStatus,
+    Consistency, CrossRegionMode, CrossRegionSpec, DEFAULT_REPLICAS_PER_SHARD, DEFAULT_SHARDS,
     DEFAULT_STRONG_TIMEOUT_MS, EvictionPolicy, FencingSpec, MemorySpec, OriginSpec, PasswordSource,
-    RegionSummary, SecretKeyRef, TlsSpec, generated_password_secret,
+    RegionSummary, SecretKeyRef, TlsSpec, generated_password_secret, internal_users_secret,
 };
 pub use error::ApiError;
 pub use quantity::parse_byte_quantity;

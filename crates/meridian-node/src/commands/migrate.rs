@@ -687,7 +687,7 @@ pub fn meridian_migrate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     refuse_in_transaction(ctx)?;
     if !ctx.args[1].eq_ignore_ascii_case(b"SLOT") {
         return Err(CommandError::other(format!(
-            "ERR unknown subcommand '{}'. Try MERIDIAN.MIGRATE SLOT <slot> <ip> <port> [BATCH n] [TIMEOUT ms] [AUTH password].",
+            "ERR unknown subcommand '{}'. Try MERIDIAN.MIGRATE SLOT <slot> <ip> <port> [BATCH n] [TIMEOUT ms] [AUTH password | AUTH2 user password].",
             String::from_utf8_lossy(ctx.args[1])
         )));
     }
@@ -715,6 +715,16 @@ pub fn meridian_migrate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             }
             b"TIMEOUT" => timeout = timeout_arg(value)?,
             b"AUTH" => auth = Some((None, value.to_vec())),
+            b"AUTH2" => {
+                // AUTH2 <user> <password>: the destination's ACL user
+                let password = ctx
+                    .args
+                    .get(position + 2)
+                    .copied()
+                    .ok_or(CommandError::Syntax)?;
+                auth = Some((Some(value.to_vec()), password.to_vec()));
+                position += 1;
+            }
             _ => return Err(CommandError::Syntax),
         }
         position += 2;
