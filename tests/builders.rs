@@ -252,16 +252,12 @@ fn env_binds_every_pod_address_and_reads_password_from_secret() {
     assert_eq!(secret.name, "orders-auth");
     assert_eq!(secret.key, "password");
     // replicas log in to their primary as the operator's replication user
-    let replication = env(container, "MERIDIAN_PRIMARY_AUTH")
-        .value_from
-        .as_ref()
-        .unwrap()
-        .secret_key_ref
-        .clone()
-        .unwrap();
     assert_eq!(
-        (replication.name.as_str(), replication.key.as_str()),
-        ("orders-internal-users", "replication")
+        env_secret(container, "MERIDIAN_PRIMARY_AUTH"),
+        (
+            "orders-internal-users".to_string(),
+            "replication".to_string()
+        )
     );
     assert_eq!(env(container, "MERIDIAN_SHARD").value.as_deref(), Some("2"));
     let env_from = container.env_from.as_ref().unwrap();
@@ -307,18 +303,13 @@ fn minimal_cluster_gets_the_generated_password_and_uses_default_image() {
     let container = node_container(sts);
     assert_eq!(container.image.as_deref(), Some(DEFAULT_IMAGE));
     // secure by default: no auth in the spec means the password the operator generates
-    let secret = env(container, "MERIDIAN_PASSWORD")
-        .value_from
-        .as_ref()
-        .unwrap()
-        .secret_key_ref
-        .clone()
-        .unwrap();
     assert_eq!(
-        secret.name,
-        format!("{}-auth", cluster.metadata.name.as_deref().unwrap())
+        env_secret(container, "MERIDIAN_PASSWORD"),
+        (
+            format!("{}-auth", cluster.metadata.name.as_deref().unwrap()),
+            "password".to_string()
+        )
     );
-    assert_eq!(secret.key, "password");
 
     // turning authentication off is explicit
     let mut open = cluster.clone();
@@ -627,4 +618,14 @@ fn mounted_secret<'a>(stateful_set: &'a StatefulSet, name: &str) -> Option<&'a s
         .as_ref()?
         .secret_name
         .as_deref()
+}
+
+/// `(Secret, key)` environment variable `name` of `container` is read from.
+fn env_secret(container: &Container, name: &str) -> (String, String) {
+    let selector = env(container, name)
+        .value_from
+        .as_ref()
+        .and_then(|source| source.secret_key_ref.clone())
+        .expect("read from a Secret");
+    (selector.name, selector.key)
 }
