@@ -130,6 +130,7 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
         origin: origin::config_from(config).map(|origin| Arc::new(origin::Origin::new(origin))),
         regions: region::Regions::new(region::RegionSettings::from_config(config)),
         pause: Default::default(),
+        over_limit_pending: Default::default(),
         tls: Arc::new(tls),
         acl: acl::Acl::new(
             commands::acl_catalog(),

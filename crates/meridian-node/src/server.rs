@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::client::{ClientEvent, ClientHandle};
+use crate::commands::id::Cmd;
 use crate::commands::pubsub::encode_event;
 use crate::commands::{ClientState, Pending, command_id, dispatch, may_replicate, paused_by};
 use crate::exec::ExecContext;
@@ -44,6 +45,37 @@ fn over_maxclients(shared: &Shared, ip: std::net::IpAddr) -> bool {
     !member
 }
 
+/// Connections beyond maxclients waiting to prove they are the operator or a replica.
+/// High, because a flood of them must not crowd out the operator; each holds small
+/// buffers ([`OVER_LIMIT_BUFFER`]) for at most [`OVER_LIMIT_GRACE`].
+const OVER_LIMIT_PENDING: usize = 16_384;
+/// Read and reply buffer of a connection beyond maxclients (an AUTH fits).
+const OVER_LIMIT_BUFFER: usize = 512;
+/// How long such a connection has to send its AUTH.
+const OVER_LIMIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A connection beyond maxclients that may still log in as a privileged user; holds
+/// one of the [`OVER_LIMIT_PENDING`] places until dropped.
+struct OverLimitAttempt(Arc<Shared>);
+
+impl OverLimitAttempt {
+    fn start(shared: &Arc<Shared>) -> Option<OverLimitAttempt> {
+        let pending = &shared.over_limit_pending;
+        let taken = pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < OVER_LIMIT_PENDING).then_some(count + 1)
+            })
+            .is_ok();
+        taken.then(|| OverLimitAttempt(shared.clone()))
+    }
+}
+
+impl Drop for OverLimitAttempt {
+    fn drop(&mut self) {
+        self.0.over_limit_pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Accepts clients until shutdown; each connection holds `active` until it ends.
 pub async fn accept_loop(
     shared: Arc<Shared>,
@@ -62,7 +94,14 @@ pub async fn accept_loop(
                             tokio::spawn(refuse(shared.clone(), stream, crate::state::PROTECTED_MODE_DENIED));
                             continue;
                         }
-                        if over_maxclients(&shared, peer.ip()) {
+                        // beyond maxclients a client may still prove it is the operator or a
+                        // replica (AUTH as a user allowed PSYNC) with its first command,
+                        // within a short grace, while few such attempts are pending; without
+                        // passwords nothing can be proven: refused at once, as Redis does
+                        let over_limit = over_maxclients(&shared, peer.ip());
+                        let provable = !shared.acl.login_default().authenticated;
+                        let attempt = (over_limit && provable).then(|| OverLimitAttempt::start(&shared));
+                        if over_limit && attempt.as_ref().is_none_or(Option::is_none) {
                             shared.counters.rejected_connections.fetch_add(1, Ordering::Relaxed);
                             tokio::spawn(refuse(shared.clone(), stream, MAXCLIENTS_REACHED));
                             continue;
@@ -71,7 +110,8 @@ pub async fn accept_loop(
                         let shutdown = shutdown.clone();
                         let active = active.clone();
                         tokio::spawn(async move {
-                            if let Err(error) = handle(shared, stream, peer, shutdown).await {
+                            let result = handle(shared, stream, peer, attempt.flatten(), shutdown).await;
+                            if let Err(error) = result {
                                 tracing::debug!(%peer, %error, "connection ended with error");
                             }
                             drop(active);
@@ -89,6 +129,7 @@ pub async fn accept_loop(
     }
 }
 
+const MAXCLIENTS_MESSAGE: &str = "ERR max number of clients reached";
 const MAXCLIENTS_REACHED: &str = "-ERR max number of clients reached\r\n";
 
 /// Tells a client why it is not served (over TLS when the port speaks it) and closes.
@@ -120,15 +161,31 @@ struct Connection {
     /// The next command is held by CLIENT PAUSE; true when it may write
     /// (held by WRITE and ALL pauses), false when only ALL holds it.
     paused_write: Option<bool>,
+    /// Accepted beyond maxclients: served only once it logged in as a user allowed
+    /// PSYNC (the operator, a replica) with its first command.
+    over_limit: Option<OverLimitAttempt>,
 }
 
 impl Connection {
     /// How long this client may stay idle (`timeout`), unless it is a subscriber, which
     /// waits for messages by design.
     fn idle_limit(&self) -> Option<std::time::Duration> {
+        if self.over_limit.is_some() {
+            return Some(OVER_LIMIT_GRACE);
+        }
         let seconds = self.shared.config.idle_timeout_secs.load(Ordering::Relaxed);
         let subscribed = !self.client.channels.is_empty() || !self.client.patterns.is_empty();
         (seconds > 0 && !subscribed).then(|| std::time::Duration::from_secs(seconds))
+    }
+
+    /// Whether the client proved, with a password, to be a user allowed to replicate
+    /// (the operator's user may run everything, a replica's user PSYNC).
+    fn privileged(&self) -> bool {
+        let login = &self.client.login;
+        let psync = self.shared.acl.catalog().lookup(b"psync");
+        login.authenticated
+            && !login.user.nopass()
+            && (login.user.unrestricted() || psync.is_some_and(|unit| login.user.may_run(unit)))
     }
 
     /// Parses and runs every complete command in the input buffer. Stops early
@@ -184,6 +241,32 @@ impl Connection {
                         .counters
                         .commands_processed
                         .fetch_add(1, Ordering::Relaxed);
+                    if self.over_limit.is_some() {
+                        let login = matches!(command_id(argv[0]), Some(Cmd::Auth | Cmd::Hello));
+                        let reply = self.out.mark();
+                        if login {
+                            dispatch(
+                                &self.shared,
+                                exec,
+                                &mut self.client,
+                                &mut self.out,
+                                &argv,
+                                Access::direct(&self.shared.db),
+                            );
+                        }
+                        if login && self.privileged() {
+                            self.over_limit = None;
+                            continue;
+                        }
+                        self.out.truncate(reply);
+                        self.shared
+                            .counters
+                            .rejected_connections
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.out.error(MAXCLIENTS_MESSAGE);
+                        flow = Flow::Close;
+                        break;
+                    }
                     dispatch(
                         &self.shared,
                         exec,
@@ -256,6 +339,7 @@ async fn handle(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
+    over_limit: Option<OverLimitAttempt>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
@@ -274,14 +358,20 @@ async fn handle(
     shared.clients.lock().insert(id, handle.clone());
     let mut client = ClientState::new(handle.clone(), shared.acl.login_default());
     client.peer_certified = stream.peer_certified();
+    let chunk = if over_limit.is_some() {
+        OVER_LIMIT_BUFFER
+    } else {
+        READ_CHUNK
+    };
     let mut connection = Connection {
         shared: shared.clone(),
         client,
-        out: Out::new(Protocol::Resp2),
-        input: BytesMut::with_capacity(READ_CHUNK),
+        out: Out::with_capacity(Protocol::Resp2, chunk),
+        input: BytesMut::with_capacity(chunk),
         needed: 0,
         partial: None,
         paused_write: None,
+        over_limit,
     };
     let result = serve_connection(&mut connection, &mut stream, &mut inbox, &mut shutdown).await;
     // cleanup: registry, tracking, subscriptions, watches
@@ -311,9 +401,10 @@ async fn serve_connection(
     let mut draining = false;
     const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
     loop {
-        // keep room for the next read; large pending bulks grow in big steps
+        // keep room for the next read; large pending bulks grow in big steps (a
+        // connection beyond maxclients reads little until it logged in)
         let spare = connection.input.capacity() - connection.input.len();
-        if spare < READ_CHUNK {
+        if spare < READ_CHUNK && connection.over_limit.is_none() {
             let wanted = connection
                 .needed
                 .saturating_sub(connection.input.len())
@@ -433,6 +524,11 @@ async fn serve_connection(
                 return Ok(());
             }
             _ = tokio::time::sleep(idle_limit.unwrap_or_default()), if idle_limit.is_some() => {
+                if connection.over_limit.is_some() {
+                    connection.out.error(MAXCLIENTS_MESSAGE);
+                    flush(stream, &mut connection.out, &shared).await?;
+                    return Ok(());
+                }
                 tracing::debug!(client = connection.client.handle.id, "closing idle client (timeout)");
                 return Ok(());
             }

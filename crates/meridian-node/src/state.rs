@@ -74,6 +74,8 @@ pub struct Shared {
     pub regions: crate::region::Regions,
     /// CLIENT PAUSE: clients held back, expiry and eviction suspended.
     pub pause: ClientPause,
+    /// Connections beyond maxclients still waiting to log in as the operator or a replica.
+    pub over_limit_pending: std::sync::atomic::AtomicUsize,
     /// TLS of the data ports and of connections to other nodes (none: plain text).
     pub tls: Arc<crate::tls::Tls>,
     /// ACL users (without `--acl-file`, `default` alone with `requirepass`).

@@ -590,3 +590,76 @@ fn protected_mode_serves_only_loopback_clients_while_default_has_no_password() {
         "a password lifts protected mode (the client must AUTH)"
     );
 }
+
+/// Beyond `maxclients`, clients are refused, but the operator and replicas are not
+/// locked out: a connection whose first command logs in (with a password) as a user
+/// allowed PSYNC is served; one logging in as an application user, sending anything
+/// else, or nothing within the grace, gets Redis's error and is closed.
+#[test]
+fn beyond_maxclients_only_the_operator_and_replicas_are_let_in() {
+    let file = acl_file(
+        "user default on >app-pw ~* &* +@all -@admin\n\
+         user meridian-operator on >op-pw ~* &* +@all\n\
+         user meridian-replication on >repl-pw -@all +psync +replconf +ping\n",
+    );
+    let node = start(&file, &["--maxclients", "2"]);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut client = node.raw();
+        assert_eq!(client.cmd(&["AUTH", "app-pw"]), Reply::ok());
+        held.push(client);
+    }
+    let refused = Reply::Error("ERR max number of clients reached".into());
+    // an application: its AUTH (or any command) is answered with the refusal
+    let mut app = node.raw();
+    assert_eq!(app.cmd(&["AUTH", "app-pw"]), refused);
+    assert!(app.closed());
+    let mut anonymous = node.raw();
+    assert_eq!(anonymous.cmd(&["GET", "k"]), refused);
+    assert!(anonymous.closed());
+    // silent: refused after the grace
+    let mut silent = node.raw();
+    let started = Instant::now();
+    assert_eq!(silent.read(), refused);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // the operator and a replica's user are served
+    let mut operator = node.raw();
+    assert_eq!(
+        operator.cmd(&["AUTH", "meridian-operator", "op-pw"]),
+        Reply::ok()
+    );
+    assert_eq!(operator.cmd(&["MERIDIAN.TOPOLOGY", "EPOCH"]), Reply::Int(0));
+    let mut replica = node.raw();
+    assert_eq!(
+        replica.cmd(&["AUTH", "meridian-replication", "repl-pw"]),
+        Reply::ok()
+    );
+    assert_eq!(replica.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    // a wrong password proves nothing
+    let mut guess = node.raw();
+    assert_eq!(guess.cmd(&["AUTH", "meridian-operator", "guess"]), refused);
+}
+
+/// Thousands of idle sockets beyond maxclients (each refused within the grace) do not
+/// lock the operator out.
+#[test]
+fn a_flood_of_idle_sockets_does_not_lock_the_operator_out() {
+    let file = acl_file(
+        "user default on >app-pw ~* &* +@all -@admin\nuser meridian-operator on >op-pw ~* &* +@all\n",
+    );
+    let node = start(&file, &["--maxclients", "100"]);
+    let mut flood = Vec::new();
+    for _ in 0..5000 {
+        match std::net::TcpStream::connect(("127.0.0.1", node.port)) {
+            Ok(stream) => flood.push(stream),
+            Err(_) => break,
+        }
+    }
+    assert!(flood.len() >= 1000, "opened {} sockets", flood.len());
+    let mut operator = node.raw();
+    assert_eq!(
+        operator.cmd(&["AUTH", "meridian-operator", "op-pw"]),
+        Reply::ok()
+    );
+    assert_eq!(operator.cmd(&["PING"]), Reply::Simple("PONG".into()));
+}

@@ -53,8 +53,13 @@ impl Default for Written {
 impl Out {
     /// Encodes replies for a connection.
     pub fn new(proto: Protocol) -> Self {
+        Self::with_capacity(proto, 16 * 1024)
+    }
+
+    /// Encodes replies into a buffer that starts with `capacity` bytes.
+    pub fn with_capacity(proto: Protocol, capacity: usize) -> Self {
         Out {
-            sink: Sink::Encoded(BytesMut::with_capacity(16 * 1024)),
+            sink: Sink::Encoded(BytesMut::with_capacity(capacity)),
             proto,
         }
     }
