@@ -401,18 +401,18 @@ pub struct AclUserSpec {
     /// `+@all -@admin` (everything but the admin surface). `@admin` commands are
     /// refused to application users whatever the rules say.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 128)))]
     #[x_kube(validation = Rule::new("self.all(r, r.matches('^[+-]@?[a-z0-9._|-]+$'))").message("auth.users[].commands entries look like +@read, -@dangerous, +get or +client|setname"))]
     pub commands: Vec<String>,
     /// Key patterns (Redis glob syntax) the user may touch. Default: every key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[^\\\\s]+$') && size(p) <= 256)").message("auth.users[].keys entries are glob patterns without spaces, at most 256 characters"))]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
+    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[^\\\\s]+$'))").message("auth.users[].keys entries are glob patterns without spaces, at most 256 characters"))]
     pub keys: Vec<String>,
     /// Pub/sub channel patterns the user may use. Default: every channel.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[^\\\\s]+$') && size(p) <= 256)").message("auth.users[].channels entries are glob patterns without spaces, at most 256 characters"))]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
+    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[^\\\\s]+$'))").message("auth.users[].channels entries are glob patterns without spaces, at most 256 characters"))]
     pub channels: Vec<String>,
 }
 
