@@ -126,6 +126,25 @@ pub fn validate<'a>(
     if let Err(error) = cluster.spec.memory.maxmemory_bytes() {
         return Err(Error::InvalidSpec(format!("memory.maxmemory: {error}")));
     }
+    // The two objects are separate resources, so CEL cannot see both: checked here.
+    let exposure = region
+        .spec
+        .link
+        .as_ref()
+        .map(|link| link.service_type)
+        .unwrap_or_default();
+    let exposed = exposure != meridian_api::LinkServiceType::ClusterIP;
+    let cluster_name = cluster.name_any();
+    if exposed
+        && (cluster.spec.tls.is_none() || cluster.spec.password_source(&cluster_name).is_none())
+    {
+        return Err(Error::InvalidSpec(format!(
+            "link.serviceType {} exposes the region link outside the Kubernetes cluster: the \
+             CacheCluster '{cluster_name}' needs spec.tls and authentication (not auth.mode: \
+             Disabled) for it, or use serviceType ClusterIP",
+            exposure.as_str()
+        )));
+    }
     let owner = region
         .controller_owner_ref(&())
         .ok_or(Error::MissingObjectField("CacheRegion metadata.uid"))?;

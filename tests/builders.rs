@@ -629,3 +629,34 @@ fn env_secret(container: &Container, name: &str) -> (String, String) {
         .expect("read from a Secret");
     (selector.name, selector.key)
 }
+
+#[test]
+fn a_region_link_exposed_outside_the_cluster_needs_tls_and_authentication() {
+    let mut cluster: CacheCluster = fixture("cluster-orders.yaml");
+    let region: CacheRegion = fixture("region-orders-eu.yaml");
+    assert!(
+        resources::validate(&cluster, &region).is_ok(),
+        "TLS and a password"
+    );
+    let tls = cluster.spec.tls.take();
+    let Err(Error::InvalidSpec(message)) = resources::validate(&cluster, &region) else {
+        panic!("a LoadBalancer link without TLS was accepted");
+    };
+    assert!(
+        message.contains("link.serviceType LoadBalancer exposes the region link")
+            && message.contains("needs spec.tls and authentication"),
+        "{message}"
+    );
+    cluster.spec.tls = tls;
+    cluster.spec.auth = Some(meridian_api::AuthSpec {
+        mode: meridian_api::AuthMode::Disabled,
+        ..Default::default()
+    });
+    assert!(
+        matches!(
+            resources::validate(&cluster, &region),
+            Err(Error::InvalidSpec(_))
+        ),
+        "a LoadBalancer link without authentication was accepted"
+    );
+}
