@@ -131,6 +131,16 @@ mod tests {
             "/charts/meridian/templates/rbac.yaml"
         );
         let text = std::fs::read_to_string(path).expect("rbac.yaml is readable");
+        // both branches of `{{- if }}` blocks, each a document: the template directives
+        // are not YAML
+        let text: String = text
+            .lines()
+            .filter_map(|line| match line.trim() {
+                "{{- else }}" => Some("---\n".to_string()),
+                directive if directive.starts_with("{{-") => None,
+                _ => Some(format!("{line}\n")),
+            })
+            .collect();
         serde_yaml::Deserializer::from_str(&text)
             .map(|document| serde_yaml::Value::deserialize(document).expect("valid YAML"))
             .collect()
@@ -179,12 +189,29 @@ mod tests {
     fn bindings_point_at_the_service_account() {
         let documents = chart_documents();
         assert_eq!(of_kind(&documents, "ServiceAccount").len(), 1);
-        for kind in ["ClusterRoleBinding", "RoleBinding"] {
-            let bindings = of_kind(&documents, kind);
-            assert_eq!(bindings.len(), 1, "exactly one {kind}");
-            let subject = &bindings[0]["subjects"][0];
+        // one ClusterRoleBinding (all namespaces), or a RoleBinding of the ClusterRole in
+        // the watched namespace; and the leader election's RoleBinding
+        assert_eq!(of_kind(&documents, "ClusterRoleBinding").len(), 1);
+        let role_bindings = of_kind(&documents, "RoleBinding");
+        assert_eq!(role_bindings.len(), 2);
+        for binding in of_kind(&documents, "ClusterRoleBinding")
+            .iter()
+            .chain(&role_bindings)
+        {
+            let subject = &binding["subjects"][0];
             assert_eq!(subject["kind"].as_str(), Some("ServiceAccount"));
             assert_eq!(subject["name"].as_str(), Some("meridian-operator"));
         }
+        assert!(
+            role_bindings
+                .iter()
+                .any(
+                    |binding| binding["roleRef"]["kind"].as_str() == Some("ClusterRole")
+                        && binding["metadata"]["namespace"]
+                            .as_str()
+                            .is_some_and(|namespace| namespace.contains("watchNamespace"))
+                ),
+            "watching one namespace binds the rules there only"
+        );
     }
 }

@@ -417,6 +417,29 @@ fn chart_lints_renders_and_its_schema_refuses_bad_values() -> Result<()> {
         );
     }
 
+    // Watching one namespace: the operator's rules are bound there only.
+    let scoped = render(
+        &bin,
+        "meridian",
+        "meridian-system",
+        &["--set", "watchNamespace=shop"],
+    )?;
+    let scoped_kinds = kinds(&scoped)?;
+    ensure!(
+        !has_kind(&scoped_kinds, "ClusterRoleBinding"),
+        "a ClusterRoleBinding was rendered for a single watched namespace"
+    );
+    ensure!(
+        scoped.contains(
+            "kind: RoleBinding\nmetadata:\n  name: meridian-operator\n  namespace: \"shop\""
+        ),
+        "no RoleBinding of the operator's rules in the watched namespace:\n{scoped}"
+    );
+    ensure!(
+        has_kind(&defaults, "ClusterRoleBinding"),
+        "watching every namespace needs the ClusterRoleBinding"
+    );
+
     // image.tag defaults to the chart's appVersion.
     let chart_yaml = std::fs::read_to_string(workspace_root().join("charts/meridian/Chart.yaml"))?;
     let app_version = chart_yaml
