@@ -121,11 +121,13 @@ const R: u32 = READONLY;
 
 pub static COMMANDS: &[Spec] = &[
     // connection
+    // like Redis, PING needs a login (NOAUTH otherwise): only AUTH, HELLO, QUIT and
+    // RESET may come first
     spec!(
         Cmd::Ping,
         "ping",
         -1,
-        NOAUTH | PUBSUB | FAST,
+        PUBSUB | FAST,
         0,
         0,
         0,
