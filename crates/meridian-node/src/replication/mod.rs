@@ -157,8 +157,9 @@ pub struct Replication {
     pub primary_auth: Mutex<Option<String>>,
     /// ACL user of the link to the primary (`--primary-user`, CONFIG SET masteruser).
     pub primary_user: Mutex<Option<String>>,
-    /// Serialises snapshot creation (each marks every shard).
-    pub snapshot_lock: Mutex<()>,
+    /// Serialises full syncs: a streamed snapshot keeps its marks on the shards until
+    /// it was sent (a shard holds one pending copy).
+    pub full_sync: tokio::sync::Mutex<()>,
     /// Generation of the current primary link; a link applies a batch only
     /// while holding this with its own generation, so REPLICAOF never races
     /// with a half-applied batch.
@@ -190,7 +191,7 @@ impl Replication {
             min_replicas_max_lag: AtomicU64::new(max_lag),
             primary_auth: Mutex::new(primary_auth.filter(|auth| !auth.is_empty())),
             primary_user: Mutex::new(None),
-            snapshot_lock: Mutex::new(()),
+            full_sync: tokio::sync::Mutex::new(()),
             acks: tokio::sync::Notify::new(),
             apply_gate: Mutex::new(0),
             timeout_secs: AtomicU64::new(DEFAULT_TIMEOUT_SECS),

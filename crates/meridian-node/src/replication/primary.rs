@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::ReplicaInfo;
-use super::snapshot;
+use super::snapshot::Streamed;
 use crate::client::{ClientEvent, ClientHandle};
 use crate::protocol::{Limits, Parsed, parse_command};
 use crate::state::Shared;
@@ -99,6 +99,32 @@ const REPLICA_INPUT: Limits = Limits {
     unauthenticated: false,
 };
 
+/// Sends a streamed snapshot after `header`: each shard encoded (off the async workers)
+/// just before it is written; false when the replica stopped reading.
+async fn stream_snapshot(
+    shared: &Arc<Shared>,
+    stream: &mut Stream,
+    snapshot: &Arc<Streamed>,
+    header: &[u8],
+    stall: Duration,
+) -> std::io::Result<bool> {
+    let mut head = header.to_vec();
+    head.extend_from_slice(Streamed::head());
+    if !write_or_stall(stream, &head, stall).await? {
+        return Ok(false);
+    }
+    for index in 0..snapshot.shards() {
+        let (encoder, shard_snapshot) = (shared.clone(), snapshot.clone());
+        let part = tokio::task::spawn_blocking(move || shard_snapshot.part(&encoder.db, index))
+            .await
+            .map_err(std::io::Error::other)?;
+        if !write_or_stall(stream, &part, stall).await? {
+            return Ok(false);
+        }
+    }
+    write_or_stall(stream, Streamed::tail(), stall).await
+}
+
 /// Writes `bytes` to the replica in chunks; false when one made no progress within
 /// `stall` (the replica stopped reading: stopped process, dead host without a reset).
 async fn write_or_stall(
@@ -155,26 +181,33 @@ async fn feed(
                 counters.sync_partial_err.fetch_add(1, Ordering::Relaxed);
             }
             counters.sync_full.fetch_add(1, Ordering::Relaxed);
-            let snapshot_shared = shared.clone();
-            let (offset, payload) = tokio::task::spawn_blocking(move || {
-                let _serialised = snapshot_shared.repl.snapshot_lock.lock();
-                snapshot::take(&snapshot_shared.db, &snapshot_shared.repl.log)
+            // one full sync at a time; the others wait their turn
+            let _turn = shared.repl.full_sync.lock().await;
+            let started = shared.clone();
+            let snapshot = tokio::task::spawn_blocking(move || {
+                Streamed::start(&started.db, &started.repl.log)
             })
             .await
             .map_err(std::io::Error::other)?;
+            let offset = snapshot.offset;
             tracing::info!(
                 replica = %request.handle.addr,
                 offset,
-                bytes = payload.len(),
-                "full resync"
+                bytes = snapshot.len,
+                "full resync (streamed)"
             );
             let header = format!(
                 "+FULLRESYNC {} {offset}\r\n${}\r\n",
                 log.replid(),
-                payload.len()
+                snapshot.len
             );
-            stream.write_all(header.as_bytes()).await?;
-            if !write_or_stall(stream, &payload, stall).await? {
+            let snapshot = std::sync::Arc::new(snapshot);
+            let sent = stream_snapshot(shared, stream, &snapshot, header.as_bytes(), stall).await;
+            if !matches!(sent, Ok(true)) {
+                // the shards not sent yet keep no pending copy
+                snapshot.abandon(&shared.db, 0);
+            }
+            if !sent? {
                 stalled();
                 return Ok(());
             }

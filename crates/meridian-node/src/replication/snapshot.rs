@@ -8,6 +8,11 @@
 //! moment, at the snapshot's offset); each shard is then encoded either by the
 //! snapshot walk or by the first writer that touches it, whichever comes
 //! first, so writers wait for one shard's copy at most.
+//!
+//! Streamed ([`Streamed`]): the length is measured first (a marked shard's entries
+//! cannot change before they are copied, so their measure holds), then the shards are
+//! encoded and sent one at a time; only the shards writers copied early wait in memory,
+//! never a second copy of the whole dataset.
 
 use std::borrow::Cow;
 
@@ -32,6 +37,10 @@ impl SnapshotSink for SnapshotJob {
     fn put(&self, shard: usize, entries: &mut dyn Iterator<Item = &Entry>) {
         SnapshotJob::put(self, shard, entries)
     }
+
+    fn measure(&self, entries: &mut dyn Iterator<Item = &Entry>) -> usize {
+        entries.map(encoded_len).sum()
+    }
 }
 
 impl SnapshotJob {
@@ -51,23 +60,39 @@ impl SnapshotJob {
         }
     }
 
-    /// The whole snapshot, once every shard was encoded.
-    pub fn finish(&self) -> Vec<u8> {
-        let parts = std::mem::take(&mut *self.parts.lock());
-        let total: usize = parts.iter().flatten().map(Vec::len).sum();
-        let mut payload = Vec::with_capacity(total + MAGIC.len() + 1);
-        payload.extend_from_slice(MAGIC);
-        for part in parts.into_iter().flatten() {
-            payload.extend_from_slice(&part);
-        }
-        payload.push(END);
-        payload
+    /// Length of shard `shard`'s copy, if it was made.
+    fn part_len(&self, shard: usize) -> Option<usize> {
+        self.parts.lock().get(shard)?.as_ref().map(Vec::len)
+    }
+
+    /// Takes shard `shard`'s copy out (empty if it was never made).
+    fn take_part(&self, shard: usize) -> Vec<u8> {
+        self.parts
+            .lock()
+            .get_mut(shard)
+            .and_then(Option::take)
+            .unwrap_or_default()
     }
 }
 
 fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     buf.extend_from_slice(bytes);
+}
+
+/// The bytes [`encode_entry`] writes for `entry`.
+fn encoded_len(entry: &Entry) -> usize {
+    // type, key, expire_at
+    let head = 1 + 4 + entry.key.len() + 8;
+    head + match &entry.value {
+        Value::Str(bytes) => 4 + bytes.len(),
+        Value::Hash(hash) => {
+            4 + hash
+                .iter()
+                .map(|(field, value)| 8 + field.len() + value.len())
+                .sum::<usize>()
+        }
+    }
 }
 
 fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
@@ -94,19 +119,86 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
 /// Takes a consistent snapshot of `db` at the offset of `log` current when
 /// every shard was marked; returns (offset, payload).
 pub fn take(db: &Db, log: &ReplLog) -> (u64, Vec<u8>) {
-    let job = std::sync::Arc::new(SnapshotJob::new(db.shard_count()));
-    let offset = {
-        let mut held = db.lock_all();
-        log.activate();
-        for shard in held.iter_mut().flatten() {
-            shard.snapshot = Some(job.clone());
-        }
-        log.offset()
-    };
-    for index in 0..db.shard_count() {
-        db.lock(index).preserve();
+    let snapshot = Streamed::start(db, log);
+    let mut payload = Vec::with_capacity(snapshot.len);
+    payload.extend_from_slice(Streamed::head());
+    for index in 0..snapshot.shards() {
+        payload.extend_from_slice(&snapshot.part(db, index));
     }
-    (offset, job.finish())
+    payload.extend_from_slice(Streamed::tail());
+    (snapshot.offset, payload)
+}
+
+/// A snapshot sent as it is encoded: its declared length, then the magic, each shard's
+/// records, the end marker. Full syncs run one at a time (a shard holds one pending
+/// copy); a sync that ends early drops the copies it did not make ([`Streamed::abandon`]).
+pub struct Streamed {
+    job: std::sync::Arc<SnapshotJob>,
+    shards: usize,
+    /// The replication offset the snapshot is at.
+    pub offset: u64,
+    /// Bytes of the whole payload.
+    pub len: usize,
+}
+
+impl Streamed {
+    /// Marks every shard at the log's current offset and measures the payload.
+    pub fn start(db: &Db, log: &ReplLog) -> Streamed {
+        let shards = db.shard_count();
+        let job = std::sync::Arc::new(SnapshotJob::new(shards));
+        let offset = {
+            let mut held = db.lock_all();
+            log.activate();
+            for shard in held.iter_mut().flatten() {
+                shard.snapshot = Some(job.clone());
+            }
+            log.offset()
+        };
+        let mut len = MAGIC.len() + 1;
+        for index in 0..shards {
+            // under the shard's lock: either its copy is still pending (its entries are
+            // the snapshot's) or a writer made it
+            let shard = db.lock(index);
+            len += shard
+                .pending_snapshot_len()
+                .or_else(|| job.part_len(index))
+                .unwrap_or(0);
+        }
+        Streamed {
+            job,
+            shards,
+            offset,
+            len,
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The bytes before the first shard's records.
+    pub fn head() -> &'static [u8] {
+        MAGIC
+    }
+
+    /// Shard `index`'s records: copied now unless a writer copied them first.
+    pub fn part(&self, db: &Db, index: usize) -> Vec<u8> {
+        db.lock(index).preserve();
+        self.job.take_part(index)
+    }
+
+    /// The bytes after the last shard's records.
+    pub fn tail() -> &'static [u8] {
+        &[END]
+    }
+
+    /// Ends the snapshot early: shards from `from` on forget their pending copies.
+    pub fn abandon(&self, db: &Db, from: usize) {
+        for index in from..self.shards {
+            db.lock(index).abandon_snapshot();
+            drop(self.job.take_part(index));
+        }
+    }
 }
 
 /// Size of the chunks a received snapshot is kept in.
@@ -525,6 +617,70 @@ mod tests {
             assert_eq!(done, index + 1 == payload.len());
         }
         assert_eq!(scanner.records(), 200);
+    }
+
+    fn mixed_db(keys: usize) -> Db {
+        let db = Db::new(4, 0, Policy::Sieve);
+        let mut access = Access::direct(&db);
+        for index in 0..keys {
+            let key = format!("k{index}");
+            let value = if index % 3 == 0 {
+                let mut hash = HashValue::default();
+                hash.insert(b"field", key.as_bytes());
+                hash.insert(b"other", b"value");
+                Value::Hash(Box::new(hash))
+            } else {
+                Value::Str(key.repeat(index % 7 + 1).into_bytes())
+            };
+            access.with_key(key.as_bytes(), |shard, slot| {
+                shard.insert(key.as_bytes(), slot, value, index as u64)
+            });
+        }
+        db
+    }
+
+    /// Streamed: the declared length is the bytes sent, and the snapshot is the data as
+    /// it was when it started, though writes change every shard while it is sent.
+    #[test]
+    fn a_streamed_snapshot_is_the_data_when_it_started() {
+        let db = mixed_db(300);
+        let (_, whole) = take(&mixed_db(300), &ReplLog::new(1024));
+        let snapshot = Streamed::start(&db, &ReplLog::new(1024));
+        let mut sent = Streamed::head().to_vec();
+        for index in 0..snapshot.shards() {
+            // a writer touches every shard not sent yet: it copies it first
+            let mut access = Access::direct(&db);
+            for key in 0..300 {
+                let key = format!("k{key}");
+                access.with_key(key.as_bytes(), |shard, slot| {
+                    shard.insert(key.as_bytes(), slot, Value::Str(b"new".to_vec()), 0)
+                });
+            }
+            sent.extend_from_slice(&snapshot.part(&db, index));
+        }
+        sent.extend_from_slice(Streamed::tail());
+        assert_eq!(sent.len(), snapshot.len, "declared length");
+        assert_eq!(
+            sent, whole,
+            "the same bytes as a snapshot of the untouched data"
+        );
+        let target = Db::new(8, 0, Policy::Sieve);
+        assert_eq!(
+            load(&target, &Received::from_slice(&sent), MAX_LEN).ok(),
+            Some(300)
+        );
+    }
+
+    /// A streamed snapshot ended early leaves no shard with a pending copy.
+    #[test]
+    fn an_abandoned_snapshot_leaves_no_pending_copy() {
+        let db = mixed_db(50);
+        let snapshot = Streamed::start(&db, &ReplLog::new(1024));
+        let _first = snapshot.part(&db, 0);
+        snapshot.abandon(&db, 1);
+        for index in 0..db.shard_count() {
+            assert_eq!(db.lock(index).pending_snapshot_len(), None, "shard {index}");
+        }
     }
 
     #[test]

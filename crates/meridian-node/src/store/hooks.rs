@@ -43,4 +43,7 @@ impl WriteHooks for NoHooks {
 /// once, before its first change after the copy began (copy-on-iterate).
 pub trait SnapshotSink: Send + Sync {
     fn put(&self, shard: usize, entries: &mut dyn Iterator<Item = &Entry>);
+    /// The bytes [`SnapshotSink::put`] would produce for `entries` (the length of a
+    /// streamed snapshot is declared before its shards are encoded).
+    fn measure(&self, entries: &mut dyn Iterator<Item = &Entry>) -> usize;
 }

@@ -203,6 +203,18 @@ impl Shard {
         entry
     }
 
+    /// The bytes this shard's pending snapshot copy will take; None when no copy is
+    /// pending (it was made, or no snapshot marked this shard).
+    pub fn pending_snapshot_len(&self) -> Option<usize> {
+        let job = self.snapshot.as_ref()?;
+        Some(job.measure(&mut self.slab.iter().flatten()))
+    }
+
+    /// Drops a pending snapshot copy without making it (its full sync ended early).
+    pub fn abandon_snapshot(&mut self) {
+        self.snapshot = None;
+    }
+
     /// Encodes this shard into a pending snapshot before its first change.
     pub fn preserve(&mut self) {
         if let Some(job) = self.snapshot.take() {
