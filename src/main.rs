@@ -193,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
         metrics.clone(),
         BuildConfig {
             default_node_image: args.node_image.clone(),
+            operator_namespace: std::env::var("POD_NAMESPACE").ok(),
         },
         Some(identity.clone()),
     ));

@@ -50,6 +50,11 @@ pub fn link_service(base: &str) -> String {
     format!("{base}-link")
 }
 
+/// The NetworkPolicy of the region's cache pods.
+pub fn network_policy(base: &str) -> String {
+    format!("{base}-nodes")
+}
+
 /// The Secret holding the region's nodes' ACL file.
 pub fn acl_secret(base: &str) -> String {
     format!("{base}-acl")

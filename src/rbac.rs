@@ -13,6 +13,7 @@
 //! | policy | poddisruptionbudgets | get list watch create update patch delete | one per shard |
 //! | "" | pods | get list watch delete | readiness and IPs; delete for failover |
 //! | "" | secrets | get create patch | auth password, TLS CA; the generated password Secrets, the nodes' ACL file |
+//! | networking.k8s.io | networkpolicies | get create patch delete | one per region for its cache pods |
 //! | events.k8s.io | events | create patch | one Recorder |
 //! | coordination.k8s.io (Role) | leases | get create update | leader election |
 
@@ -69,6 +70,11 @@ pub const CLUSTER_RULES: &[Rule] = &[
         api_group: "",
         resources: &["secrets"],
         verbs: &["get", "create", "patch"],
+    },
+    Rule {
+        api_group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["get", "create", "patch", "delete"],
     },
     Rule {
         api_group: "events.k8s.io",

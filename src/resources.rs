@@ -19,6 +19,10 @@ use k8s_openapi::api::core::v1::{
     ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
     WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -43,6 +47,9 @@ pub const NODE_USER_ID: i64 = 65532;
 pub struct BuildConfig {
     /// Node image used when the CacheCluster does not set `spec.image`.
     pub default_node_image: String,
+    /// The operator's own namespace (its pods may reach the cache pods' RESP port
+    /// through their NetworkPolicy); None when it runs outside the cluster.
+    pub operator_namespace: Option<String>,
 }
 
 /// A `CacheRegion` checked against its `CacheCluster`: everything the builders and the
@@ -72,6 +79,8 @@ impl RegionPlan<'_> {
 /// Every object of one region, ready for server-side apply.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegionResources {
+    /// Who may reach the cache pods (None: `networkPolicy.enabled: false`).
+    pub network_policy: Option<NetworkPolicy>,
     /// The nodes' ACL users (authentication on): built from the credentials the
     /// reconcile read, see [`build_acl_secret`].
     pub acl_secret: Option<Secret>,
@@ -191,6 +200,7 @@ pub fn build_keeping(
     let config_hash = fnv1a_hex(config_map.data.iter().flatten());
     let shards: BTreeSet<u16> = (0..plan.shards).chain(draining.iter().copied()).collect();
     RegionResources {
+        network_policy: build_network_policy(plan, config),
         acl_secret: None,
         services: vec![
             build_headless_service(plan),
@@ -334,6 +344,113 @@ pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
         }
     }
     data
+}
+
+/// The cache pods' NetworkPolicy: clients (`networkPolicy.clients`, default every pod
+/// of the namespace) on RESP and the HTTP API; the operator on RESP; the cluster's own
+/// pods (every region: replication, slot moves, fan-out, region links) on RESP and the
+/// link port; the link port from anywhere when it is exposed outside the cluster or has
+/// peers elsewhere (TLS and the cluster password guard it); metrics and health checks
+/// from anywhere (kubelet probes, Prometheus; no keys there).
+pub fn build_network_policy(plan: &RegionPlan<'_>, config: &BuildConfig) -> Option<NetworkPolicy> {
+    let wanted = plan.cluster.spec.network_policy.clone().unwrap_or_default();
+    if !wanted.enabled {
+        return None;
+    }
+    let port = |port: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_string()),
+        ..NetworkPolicyPort::default()
+    };
+    let pods = |labels: BTreeMap<String, String>| NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(labels),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let cluster_pods = pods(BTreeMap::from([
+        (labels::NAME.to_string(), labels::APP_NAME.to_string()),
+        (labels::CLUSTER.to_string(), plan.cluster_name.clone()),
+    ]));
+    let clients = if wanted.clients.is_empty() {
+        vec![pods(BTreeMap::new())]
+    } else {
+        wanted.clients
+    };
+    let mut rules = vec![
+        NetworkPolicyIngressRule {
+            from: Some(clients),
+            ports: Some(vec![port(ports::RESP), port(ports::HTTP)]),
+        },
+        NetworkPolicyIngressRule {
+            from: Some(vec![cluster_pods]),
+            ports: Some(vec![
+                port(ports::RESP),
+                port(ports::HTTP),
+                port(ports::REGION_LINK),
+            ]),
+        },
+        NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(vec![port(ports::METRICS)]),
+        },
+    ];
+    if let Some(namespace) = &config.operator_namespace {
+        rules.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        namespace.clone(),
+                    )])),
+                    ..LabelSelector::default()
+                }),
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        labels::NAME.to_string(),
+                        "meridian-operator".to_string(),
+                    )])),
+                    ..LabelSelector::default()
+                }),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: Some(vec![port(ports::RESP)]),
+        });
+    } else {
+        // an operator outside the cluster comes from an address no selector names
+        rules.push(NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(vec![port(ports::RESP)]),
+        });
+    }
+    let link = plan.region.spec.link.as_ref().map(|link| link.service_type);
+    let exposed = link.is_some_and(|service_type| service_type != LinkServiceType::ClusterIP);
+    if exposed || !plan.region.spec.peers.is_empty() {
+        rules.push(NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(vec![port(ports::REGION_LINK)]),
+        });
+    }
+    Some(NetworkPolicy {
+        metadata: metadata(
+            plan,
+            names::network_policy(&plan.base),
+            names::COMPONENT_NODE,
+        ),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(names::region_node_selector(
+                    &plan.cluster_name,
+                    &plan.region_name,
+                )),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_string()]),
+            ingress: Some(rules),
+            ..NetworkPolicySpec::default()
+        }),
+    })
 }
 
 /// The Secret with the nodes' ACL file (`acl::render`): mounted into every pod, so a
@@ -834,6 +951,7 @@ mod tests {
         let plan = validate(&cluster, &region).expect("fixture is valid");
         let config = BuildConfig {
             default_node_image: "meridian-node:test".into(),
+            operator_namespace: Some("meridian-system".to_string()),
         };
         let plain = build(&plan, &config);
         assert_eq!(plain, build_keeping(&plan, &config, &BTreeSet::new()));

@@ -20,6 +20,7 @@ fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
 fn config() -> BuildConfig {
     BuildConfig {
         default_node_image: DEFAULT_IMAGE.to_string(),
+        operator_namespace: Some("meridian-system".to_string()),
     }
 }
 
@@ -659,4 +660,97 @@ fn a_region_link_exposed_outside_the_cluster_needs_tls_and_authentication() {
         ),
         "a LoadBalancer link without authentication was accepted"
     );
+}
+
+#[test]
+fn the_cache_pods_network_policy_admits_clients_the_operator_and_the_cluster() {
+    let (mut cluster, region, resources) = build("cluster-minimal.yaml", "region-minimal.yaml");
+    let policy = resources.network_policy.expect("on by default");
+    let spec = policy.spec.unwrap();
+    let selected = spec.pod_selector.unwrap().match_labels.unwrap();
+    assert_eq!(selected["app.kubernetes.io/component"], "cache-node");
+    assert_eq!(spec.policy_types.unwrap(), ["Ingress"]);
+    let rules = spec.ingress.unwrap();
+    let ports = |rule: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| -> Vec<i32> {
+        rule.ports
+            .iter()
+            .flatten()
+            .map(|port| match port.port {
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port)) => port,
+                _ => panic!("numeric ports"),
+            })
+            .collect()
+    };
+    // clients: by default every pod of the namespace, on RESP and the HTTP API
+    let clients = &rules[0];
+    assert_eq!(ports(clients), [6379, 8080]);
+    let everyone_here = &clients.from.as_ref().unwrap()[0];
+    assert!(everyone_here.namespace_selector.is_none());
+    assert_eq!(
+        everyone_here
+            .pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .map(|labels| labels.len()),
+        Some(0)
+    );
+    // the cluster's own pods, also on the link port
+    assert_eq!(ports(&rules[1]), [6379, 8080, 16379]);
+    // metrics and probes from anywhere
+    assert!(rules[2].from.is_none() && ports(&rules[2]) == [9090]);
+    // the operator, from its namespace
+    let operator = &rules[3].from.as_ref().unwrap()[0];
+    assert_eq!(
+        operator
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["kubernetes.io/metadata.name"],
+        "meridian-system"
+    );
+    assert_eq!(ports(&rules[3]), [6379]);
+    assert_eq!(
+        rules.len(),
+        4,
+        "a ClusterIP link without peers is reached by the cluster only"
+    );
+
+    // an exposed link is reachable from anywhere on its port
+    let (_, _, exposed) = build("cluster-orders.yaml", "region-orders-eu.yaml");
+    let rules = exposed
+        .network_policy
+        .unwrap()
+        .spec
+        .unwrap()
+        .ingress
+        .unwrap();
+    assert!(
+        rules
+            .iter()
+            .any(|rule| rule.from.is_none() && ports(rule) == [16379])
+    );
+
+    // named clients replace the default; turned off, there is none
+    let peer = k8s_openapi::api::networking::v1::NetworkPolicyPeer {
+        namespace_selector: Some(Default::default()),
+        ..Default::default()
+    };
+    cluster.spec.network_policy = Some(meridian_api::NetworkPolicySpec {
+        enabled: true,
+        clients: vec![peer.clone()],
+    });
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let built = resources::build(&plan, &config());
+    let rules = built.network_policy.unwrap().spec.unwrap().ingress.unwrap();
+    assert_eq!(rules[0].from.as_ref().unwrap(), &vec![peer]);
+    cluster.spec.network_policy = Some(meridian_api::NetworkPolicySpec {
+        enabled: false,
+        clients: Vec::new(),
+    });
+    let plan = resources::validate(&cluster, &region).unwrap();
+    assert!(resources::build(&plan, &config()).network_policy.is_none());
 }

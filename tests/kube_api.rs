@@ -135,6 +135,7 @@ fn start_operator_with(
         BuildConfig {
             default_node_image: std::env::var("MERIDIAN_NODE_IMAGE")
                 .unwrap_or_else(|_| "ghcr.io/meridian-dev/meridian-node:0.1.0".to_string()),
+            operator_namespace: None,
         },
         Some("kube-api-test".to_string()),
     ));

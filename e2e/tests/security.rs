@@ -39,6 +39,20 @@ async fn tls_everywhere_and_a_generated_password_across_two_regions() -> Result<
     for (name, _) in REGIONS {
         statuses.push(wait_region_ready(&regions, name, Duration::from_secs(300)).await?);
     }
+    // every region's cache pods get their NetworkPolicy (by default)
+    let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        Api::namespaced(client.clone(), &ns.name);
+    for (name, _) in REGIONS {
+        let policy = policies.get(&format!("{name}-nodes")).await?;
+        let ingress = policy
+            .spec
+            .and_then(|spec| spec.ingress)
+            .unwrap_or_default();
+        ensure!(
+            ingress.len() >= 4,
+            "{name}-nodes admits clients, the cluster, metrics, the operator"
+        );
+    }
 
     // The generated password: in the Secret the status names, owned by the cluster.
     let cluster = clusters.get("vault").await?;

@@ -164,6 +164,22 @@ impl<'a> Executor<'a> {
         if let Some(secret) = &desired.acl_secret {
             self.apply_one(secret).await?;
         }
+        match &desired.network_policy {
+            Some(policy) => {
+                self.apply_one(policy).await?;
+            }
+            None => {
+                // turned off (networkPolicy.enabled: false): one that exists goes
+                let policies: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+                    Api::namespaced(self.scope.ctx.client.clone(), &self.scope.namespace);
+                let name = crate::names::network_policy(&self.scope.region.name_any());
+                match policies.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(response)) if response.code == 404 => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
         self.apply_one(&desired.config_map).await?;
         for service in &desired.services {
             self.apply_one(service).await?;

@@ -126,6 +126,14 @@ pub struct CacheClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
 
+    /// The NetworkPolicy the operator gives the cache pods of every region: clients
+    /// (`networkPolicy.clients`, default: every pod in the namespace) on RESP and the
+    /// HTTP API, the operator and the cluster's own pods (replication, slot moves,
+    /// region links), metrics from anywhere. On unless `networkPolicy.enabled: false`.
+    /// Needs a CNI that enforces NetworkPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+
     /// Fencing: a primary refuses writes (`NOREPLICAS`) unless enough of its replicas
     /// acknowledged replication lately, so a primary cut off from its replicas (by a
     /// partition, or left behind by a failover) soon stops accepting writes that would be
@@ -164,6 +172,7 @@ impl Default for CacheClusterSpec {
             origin: None,
             auth: None,
             tls: None,
+            network_policy: None,
             fencing: None,
             image: None,
             image_pull_policy: None,
@@ -359,6 +368,34 @@ pub struct OriginSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 60000").message("origin.timeoutMs must be between 1 and 60000"))]
     pub timeout_ms: Option<u32>,
+}
+
+/// Who may reach the cache pods.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Build the NetworkPolicy (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may connect as a client (RESP 6379, HTTP API 8080), as NetworkPolicy peers
+    /// (`podSelector`, `namespaceSelector`, `ipBlock`). Empty: every pod in the
+    /// CacheCluster's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub clients: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec {
+            enabled: true,
+            clients: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Client authentication.

@@ -15,8 +15,9 @@ mod region;
 pub use cluster::{
     AclUserSpec, AuthMode, AuthSpec, CacheCluster, CacheClusterSpec, CacheClusterStatus,
     Consistency, CrossRegionMode, CrossRegionSpec, DEFAULT_REPLICAS_PER_SHARD, DEFAULT_SHARDS,
-    DEFAULT_STRONG_TIMEOUT_MS, EvictionPolicy, FencingSpec, MemorySpec, OriginSpec, PasswordSource,
-    RegionSummary, SecretKeyRef, TlsSpec, generated_password_secret, internal_users_secret,
+    DEFAULT_STRONG_TIMEOUT_MS, EvictionPolicy, FencingSpec, MemorySpec, NetworkPolicySpec,
+    OriginSpec, PasswordSource, RegionSummary, SecretKeyRef, TlsSpec, generated_password_secret,
+    internal_users_secret,
 };
 pub use error::ApiError;
 pub use quantity::parse_byte_quantity;
