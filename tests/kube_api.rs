@@ -318,7 +318,10 @@ async fn region_objects_status_scale_in_and_garbage_collection() {
     let cluster: CacheCluster = serde_json::from_value(serde_json::json!({
         "apiVersion": "cache.meridian.dev/v1alpha1", "kind": "CacheCluster",
         "metadata": {"name": "demo"},
-        "spec": {"shards": 2, "replicasPerShard": 1, "memory": {"maxmemory": "64Mi"}}
+        // authentication off, explicitly: this test reads the nodes' INFO without
+        // credentials (the secure default has its own e2e scenario, security.rs)
+        "spec": {"shards": 2, "replicasPerShard": 1, "memory": {"maxmemory": "64Mi"},
+                 "auth": {"mode": "Disabled"}}
     }))
     .unwrap();
     clusters
