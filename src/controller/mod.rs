@@ -194,10 +194,7 @@ impl Context {
                 acl_file: None,
             });
         };
-        let namespace = cluster
-            .namespace()
-            .ok_or(Error::MissingObjectField("CacheCluster metadata.namespace"))?;
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let secrets = self.secrets_of(cluster)?;
         let internal_name = meridian_api::internal_users_secret(&cluster.name_any());
         let internal = match secrets.get_opt(&internal_name).await? {
             Some(secret) => secret,
@@ -253,15 +250,20 @@ impl Context {
         })
     }
 
+    /// The Secrets of the cluster's namespace.
+    fn secrets_of(&self, cluster: &CacheCluster) -> Result<Api<Secret>, Error> {
+        let namespace = cluster
+            .namespace()
+            .ok_or(Error::MissingObjectField("CacheCluster metadata.namespace"))?;
+        Ok(Api::namespaced(self.client.clone(), &namespace))
+    }
+
     /// The CA of the cluster's TLS Secret, if it has TLS.
     async fn node_tls(&self, cluster: &CacheCluster) -> Result<Option<NodeTls>, Error> {
         let Some(tls) = &cluster.spec.tls else {
             return Ok(None);
         };
-        let namespace = cluster
-            .namespace()
-            .ok_or(Error::MissingObjectField("CacheCluster metadata.namespace"))?;
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let secrets = self.secrets_of(cluster)?;
         let problem = |problem: String| Error::TlsSecret {
             name: tls.secret_name.clone(),
             problem,
@@ -291,10 +293,7 @@ impl Context {
         let Some(source) = cluster.spec.password_source(&cluster.name_any()) else {
             return Ok(None);
         };
-        let namespace = cluster
-            .namespace()
-            .ok_or(Error::MissingObjectField("CacheCluster metadata.namespace"))?;
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let secrets = self.secrets_of(cluster)?;
         let at = source.secret();
         let secret = match (secrets.get_opt(&at.name).await?, &source) {
             (Some(secret), _) => secret,
