@@ -45,13 +45,27 @@ use crate::protocol::Limits;
 use crate::state::{Counters, RuntimeConfig, Shared};
 use crate::store::Db;
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: addr.to_string(),
-            source,
-        })
+/// Connections the kernel completes before the node accepts them (the kernel caps it
+/// at `net.core.somaxconn`). The default of 128 drops the handshakes of a burst of
+/// clients reconnecting at once (after a failover, or a flood beyond maxclients), and
+/// each dropped handshake costs its client a one-second SYN retransmission.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| NodeError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
 }
 
 /// Builds the shared state from configuration, without TLS.
@@ -158,17 +172,17 @@ pub async fn run(
     acl_file::load(&shared)
         .await
         .map_err(|error| NodeError::Config(format!("--acl-file: {error}")))?;
-    let resp_listener = bind(SocketAddr::new(config.bind, config.port)).await?;
-    let metrics_listener = bind(SocketAddr::new(config.bind, config.metrics_port)).await?;
+    let resp_listener = bind(SocketAddr::new(config.bind, config.port))?;
+    let metrics_listener = bind(SocketAddr::new(config.bind, config.metrics_port))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     let http_listener = match config.http_port {
         0 => None,
-        port => Some(bind(SocketAddr::new(config.bind, port)).await?),
+        port => Some(bind(SocketAddr::new(config.bind, port))?),
     };
     let link_listener = match config.region_port {
         0 => None,
-        port => Some(bind(SocketAddr::new(config.bind, port)).await?),
+        port => Some(bind(SocketAddr::new(config.bind, port))?),
     };
     let mut registry = metrics::registry(shared.clone());
     http::metrics::register(&mut registry);

@@ -20,6 +20,19 @@ fn main() -> std::process::ExitCode {
     } else {
         logs.init();
     }
+    let (open_files, wanted) = meridian_node::net::raise_open_files_limit(
+        config.maxclients,
+        meridian_node::server::OVER_LIMIT_PENDING as u64,
+    );
+    if open_files < wanted {
+        tracing::warn!(
+            open_files,
+            wanted,
+            maxclients = config.maxclients,
+            "the open-file limit is below what maxclients and the node's own connections need; \
+             raise it (ulimit -n, or the container runtime's nofile limit)"
+        );
+    }
     // One I/O thread: a current-thread runtime avoids the work-stealing
     // scheduler's cross-thread wakeups (the Redis-like single-core setup).
     let mut builder = if config.io_threads == 1 {

@@ -124,3 +124,41 @@ pub async fn answer_and_close(mut stream: Stream, answer: &[u8]) {
     })
     .await;
 }
+
+/// Descriptors the node needs besides its RESP clients: listeners, replication, region
+/// links, migrations, HTTP connections, files (redis-server reserves 32; the node's
+/// HTTP API alone may hold its connection cap).
+const RESERVED_FILES: u64 = 2048;
+
+/// Raises the open-file limit toward what `maxclients` clients, the over-limit
+/// connections waiting for a login (`pending`) and the node's own files need, as
+/// redis-server does at start: the hard limit too when the process may (root, or
+/// CAP_SYS_RESOURCE), else the soft limit up to the hard one. Returns the soft limit
+/// in force afterwards and the number that was wanted.
+pub fn raise_open_files_limit(maxclients: u64, pending: u64) -> (u64, u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let wanted = maxclients
+        .saturating_add(pending)
+        .saturating_add(RESERVED_FILES);
+    let current = getrlimit(Resource::Nofile);
+    let soft = current.current.unwrap_or(u64::MAX);
+    if soft >= wanted {
+        return (soft, wanted);
+    }
+    let hard = current.maximum.unwrap_or(u64::MAX);
+    let both = Rlimit {
+        current: Some(wanted),
+        maximum: Some(hard.max(wanted)),
+    };
+    if setrlimit(Resource::Nofile, both).is_ok() {
+        return (wanted, wanted);
+    }
+    let within_hard = Rlimit {
+        current: Some(hard.min(wanted)),
+        maximum: current.maximum,
+    };
+    if setrlimit(Resource::Nofile, within_hard).is_ok() {
+        return (hard.min(wanted), wanted);
+    }
+    (soft, wanted)
+}

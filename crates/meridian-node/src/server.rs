@@ -48,7 +48,7 @@ fn over_maxclients(shared: &Shared, ip: std::net::IpAddr) -> bool {
 /// Connections beyond maxclients waiting to prove they are the operator or a replica.
 /// High, because a flood of them must not crowd out the operator; each holds small
 /// buffers ([`OVER_LIMIT_BUFFER`]) for at most [`OVER_LIMIT_GRACE`].
-const OVER_LIMIT_PENDING: usize = 16_384;
+pub const OVER_LIMIT_PENDING: usize = 16_384;
 /// Read and reply buffer of a connection beyond maxclients (an AUTH fits).
 const OVER_LIMIT_BUFFER: usize = 512;
 /// How long such a connection has to send its AUTH.
