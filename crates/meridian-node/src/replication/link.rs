@@ -432,10 +432,10 @@ async fn handshake(
     }
 }
 
-/// Receives the snapshot after +FULLRESYNC and loads it. Its bytes are checked as
-/// they arrive and kept in bounded chunks (never the declared length up front); the
-/// store is replaced only once the whole snapshot arrived and checked out. The
-/// stream's first bytes may follow it in `buf`.
+/// Receives the snapshot after +FULLRESYNC and loads it as it arrives into a store
+/// of its own (never allocating the declared length up front), which replaces the
+/// node's keys only once the whole snapshot arrived and checked out. The stream's
+/// first bytes may follow it in `buf`.
 async fn full_sync(
     shared: &Shared,
     stream: &mut Stream,
@@ -463,15 +463,13 @@ async fn full_sync(
         len,
         limit: usize::MAX as u64,
     })?;
-    let mut received = snapshot::Received::new(total);
-    let mut scanner = snapshot::Scanner::new(shared.config.limits.max_bulk_len);
-    let already = received.extend(buf);
+    let mut loader = snapshot::Loader::new(&shared.db, total, shared.config.limits.max_bulk_len);
+    let already = loader.feed(buf)?;
     buf.advance(already);
-    while !scanner.scan(&received)? {
-        let room = received.room();
-        let tail = received.tail();
-        let limited = &mut (&mut *stream).take(room as u64);
-        let read = match tokio::time::timeout(idle, limited.read_buf(tail)).await {
+    let mut chunk = vec![0u8; READ_CHUNK];
+    while !loader.done() {
+        let room = loader.missing().min(chunk.len());
+        let read = match tokio::time::timeout(idle, stream.read(&mut chunk[..room])).await {
             Ok(read) => read?,
             Err(_) => {
                 return Err(SyncError::Timeout {
@@ -482,21 +480,21 @@ async fn full_sync(
         };
         if read == 0 {
             return Err(SyncError::SnapshotTruncated {
-                received: received.len() as u64,
+                received: (total - loader.missing()) as u64,
                 len,
             });
         }
+        loader.feed(&chunk[..read])?;
         shared.repl.touch_io();
     }
-    let max_len = shared.config.limits.max_bulk_len;
+    drop(chunk);
     let gate = shared.repl.apply_gate.lock();
     if *gate != generation {
         return Err(SyncError::Replaced);
     }
-    let loaded = snapshot::load(&shared.db, &received, max_len)?;
+    let loaded = loader.finish(&shared.db)?;
     shared.repl.log.reset(replid, offset);
     drop(gate);
-    drop(received);
     mark_synced(shared, generation);
     tracing::info!(
         keys = loaded,

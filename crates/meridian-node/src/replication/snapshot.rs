@@ -14,8 +14,6 @@
 //! encoded and sent one at a time; only the shards writers copied early wait in memory,
 //! never a second copy of the whole dataset.
 
-use std::borrow::Cow;
-
 use parking_lot::Mutex;
 
 use super::backlog::ReplLog;
@@ -201,137 +199,16 @@ impl Streamed {
     }
 }
 
-/// Size of the chunks a received snapshot is kept in.
-pub const CHUNK: usize = 1024 * 1024;
-
-/// A snapshot as it arrives from the primary, in chunks of [`CHUNK`] bytes, each
-/// allocated when the previous one is full and never larger than the bytes still
-/// expected: it holds what arrived plus one chunk at most, whatever length the
-/// primary declared. Never reallocated, so nothing is copied as it grows.
-#[derive(Debug, Default)]
-pub struct Received {
-    chunks: Vec<Vec<u8>>,
-    total: usize,
-}
-
-impl Received {
-    /// An empty buffer for a snapshot of `total` declared bytes.
-    pub fn new(total: usize) -> Self {
-        Received {
-            chunks: Vec::new(),
-            total,
-        }
-    }
-
-    /// A whole snapshot (tests, and the primary's own payload).
-    pub fn from_slice(bytes: &[u8]) -> Self {
-        let mut received = Received::new(bytes.len());
-        received.extend(bytes);
-        received
-    }
-
-    /// Bytes received so far.
-    pub fn len(&self) -> usize {
-        self.chunks
-            .last()
-            .map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Bytes still expected.
-    pub fn missing(&self) -> usize {
-        self.total - self.len()
-    }
-
-    /// The chunk the next bytes go to, with room for at most the missing bytes; the
-    /// caller appends at most [`Received::room`] bytes to it.
-    pub fn tail(&mut self) -> &mut Vec<u8> {
-        let missing = self.missing();
-        if self.chunks.last().is_none_or(|last| last.len() >= CHUNK) {
-            self.chunks.push(Vec::with_capacity(missing.min(CHUNK)));
-        }
-        let last = self.chunks.len() - 1;
-        &mut self.chunks[last]
-    }
-
-    /// How many bytes may be appended to [`Received::tail`] now.
-    pub fn room(&self) -> usize {
-        let in_chunk = self.chunks.last().map_or(CHUNK, |last| {
-            if last.len() >= CHUNK {
-                CHUNK
-            } else {
-                CHUNK - last.len()
-            }
-        });
-        in_chunk.min(self.missing())
-    }
-
-    /// Appends the start of `bytes`, up to the declared length; returns how many.
-    pub fn extend(&mut self, mut bytes: &[u8]) -> usize {
-        let mut taken = 0;
-        while !bytes.is_empty() && self.missing() > 0 {
-            let room = self.room();
-            let (head, rest) = bytes.split_at(room.min(bytes.len()));
-            self.tail().extend_from_slice(head);
-            taken += head.len();
-            bytes = rest;
-        }
-        taken
-    }
-
-    /// `len` bytes at `at`, borrowed unless they straddle two chunks.
-    fn get(&self, at: usize, len: usize) -> Option<Cow<'_, [u8]>> {
-        let end = at.checked_add(len)?;
-        if end > self.len() {
-            return None;
-        }
-        let (first, offset) = (at / CHUNK, at % CHUNK);
-        let chunk = self.chunks.get(first)?;
-        if offset + len <= chunk.len() {
-            return Some(Cow::Borrowed(&chunk[offset..offset + len]));
-        }
-        let mut owned = Vec::with_capacity(len);
-        let mut position = at;
-        while position < end {
-            let chunk = self.chunks.get(position / CHUNK)?;
-            let offset = position % CHUNK;
-            let take = (end - position).min(chunk.len() - offset);
-            owned.extend_from_slice(&chunk[offset..offset + take]);
-            position += take;
-        }
-        Some(Cow::Owned(owned))
-    }
-
-    fn u32_at(&self, at: usize) -> Option<u32> {
-        let bytes = self.get(at, 4)?;
-        Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-    }
-
-    fn u64_at(&self, at: usize) -> Option<u64> {
-        let bytes = self.get(at, 8)?;
-        let mut array = [0u8; 8];
-        array.copy_from_slice(&bytes);
-        Some(u64::from_le_bytes(array))
-    }
-}
-
-/// Where a [`Scanner`] is in the record grammar.
+/// Where a [`Loader`] is in the record grammar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     Magic,
     Type,
-    Key {
-        kind: u8,
-    },
-    Expire {
-        kind: u8,
-    },
+    Key,
+    Expire,
     StrValue,
     HashCount,
-    /// `left` field/value pairs still to come, the current one included.
+    /// A field name; `left` field/value pairs still to come, this one included.
     Field {
         left: u32,
     },
@@ -341,22 +218,6 @@ enum Step {
     End,
 }
 
-/// Checks a snapshot as its bytes arrive, without copying or allocating: a flat
-/// state machine (no recursion) that resumes where the previous call stopped.
-///
-/// Every length and count is checked against the bytes the snapshot declared it has
-/// left as soon as its prefix arrived, so a record claiming gigabytes fails at once
-/// instead of after the primary sent (or failed to send) them.
-#[derive(Debug)]
-pub struct Scanner {
-    /// Largest single key, field or value (proto-max-bulk-len).
-    max_len: usize,
-    /// Bytes checked so far: always at a record element boundary.
-    pos: usize,
-    step: Step,
-    records: usize,
-}
-
 fn corrupt(at: usize, detail: String) -> SyncError {
     SyncError::SnapshotCorrupt {
         at: at as u64,
@@ -364,187 +225,235 @@ fn corrupt(at: usize, detail: String) -> SyncError {
     }
 }
 
-impl Scanner {
-    pub fn new(max_len: usize) -> Self {
-        Scanner {
+fn u32_le(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// Loads a snapshot as its bytes arrive: a flat state machine (no recursion) that
+/// checks each element as soon as its bytes (or its length prefix) arrived and puts
+/// each complete record into a store of its own, which replaces the node's keys only
+/// once the whole snapshot arrived and checked out ([`Loader::finish`]). The node keeps
+/// serving its old keys meanwhile, a broken snapshot leaves them untouched, and the
+/// received bytes are never held whole: only the element being received waits in a
+/// buffer, so a replica's peak is its old keys plus the new ones.
+///
+/// Every length and count is checked against the bytes the snapshot declared it has
+/// left as soon as its prefix arrived, so a record claiming gigabytes fails at once
+/// instead of after the primary sent (or failed to send) them.
+pub struct Loader {
+    /// Where the records go until the snapshot is complete.
+    staged: Db,
+    /// Received bytes not consumed yet: the start of the element being received.
+    pending: Vec<u8>,
+    /// Snapshot position of `pending[0]`: bytes checked and consumed before it.
+    consumed: usize,
+    /// Declared length of the snapshot.
+    total: usize,
+    /// Largest single key, field or value (proto-max-bulk-len).
+    max_len: usize,
+    step: Step,
+    kind: u8,
+    key: Vec<u8>,
+    expire_at: u64,
+    hash: HashValue,
+    field: Vec<u8>,
+    records: usize,
+}
+
+impl Loader {
+    /// A loader for a snapshot of `total` declared bytes, for a store like `db`
+    /// (same shard count and eviction policy).
+    pub fn new(db: &Db, total: usize, max_len: usize) -> Self {
+        Loader {
+            staged: Db::new(db.shard_count(), 0, db.policy()),
+            pending: Vec::new(),
+            consumed: 0,
+            total,
             max_len,
-            pos: 0,
             step: Step::Magic,
+            kind: TYPE_STRING,
+            key: Vec::new(),
+            expire_at: 0,
+            hash: HashValue::default(),
+            field: Vec::new(),
             records: 0,
         }
     }
 
-    /// Records (keys) checked so far.
+    /// Bytes still expected.
+    pub fn missing(&self) -> usize {
+        self.total - self.consumed - self.pending.len()
+    }
+
+    /// Records (keys) loaded so far.
     pub fn records(&self) -> usize {
         self.records
     }
 
-    /// Checks what arrived of `data` since the previous call. Ok(true) once the end
-    /// marker was seen exactly at the declared length; Ok(false) while more bytes are
-    /// needed; an error as soon as the arrived bytes break the format.
-    pub fn scan(&mut self, data: &Received) -> Result<bool, SyncError> {
-        let (total, arrived) = (data.total, data.len());
+    /// True once the end marker arrived exactly at the declared length.
+    pub fn done(&self) -> bool {
+        self.step == Step::End
+    }
+
+    /// Takes the start of `bytes`, up to the declared length, and loads every record
+    /// they complete; returns how many bytes it took. An error as soon as the arrived
+    /// bytes break the format.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<usize, SyncError> {
+        let taken = bytes.len().min(self.missing());
+        self.pending.extend_from_slice(&bytes[..taken]);
+        let mut at = 0;
+        let result = self.advance(&mut at);
+        self.pending.drain(..at);
+        self.consumed += at;
+        result.map(|()| taken)
+    }
+
+    /// Steps past every element complete in `pending` from `*at` on.
+    fn advance(&mut self, at: &mut usize) -> Result<(), SyncError> {
         loop {
-            let at = self.pos;
-            // bytes the current element needs before the scanner can step past it
+            let available = &self.pending[*at..];
+            let position = self.consumed + *at;
+            let left = self.total - position;
+            // bytes the current element needs before the loader can step past it
             let need = match self.step {
-                Step::End => return Ok(true),
+                Step::End => return Ok(()),
                 Step::Magic => MAGIC.len(),
                 Step::Type => 1,
-                Step::Expire { .. } => 8,
+                Step::Expire => 8,
                 Step::HashCount => 4,
-                Step::Key { .. }
-                | Step::StrValue
-                | Step::Field { .. }
-                | Step::FieldValue { .. } => match data.u32_at(at) {
-                    Some(len) => {
-                        let len = len as usize;
+                Step::Key | Step::StrValue | Step::Field { .. } | Step::FieldValue { .. } => {
+                    if available.len() < 4 {
+                        4
+                    } else {
+                        let len = u32_le(available) as usize;
                         if len > self.max_len {
                             return Err(corrupt(
-                                at,
+                                position,
                                 format!("length {len} exceeds the {} byte limit", self.max_len),
                             ));
                         }
                         4 + len
                     }
-                    None => 4,
-                },
+                }
             };
-            if need > total - at {
+            if need > left {
                 return Err(corrupt(
-                    at,
+                    position,
                     format!(
-                        "element of {need} bytes runs past the declared end ({} bytes left)",
-                        total - at
+                        "element of {need} bytes runs past the declared end ({left} bytes left)"
                     ),
                 ));
             }
-            if need > arrived - at {
-                return Ok(false);
+            if need > available.len() {
+                return Ok(());
             }
+            let element = &available[..need];
             self.step = match self.step {
-                Step::Magic if data.get(at, need).as_deref() == Some(MAGIC) => Step::Type,
-                Step::Magic => return Err(corrupt(at, "no MRDSNAP1 magic".into())),
-                Step::Type => match data.get(at, 1).map_or(END, |kind| kind[0]) {
-                    END if at + 1 == total => Step::End,
+                Step::Magic if element == MAGIC => Step::Type,
+                Step::Magic => return Err(corrupt(position, "no MRDSNAP1 magic".into())),
+                Step::Type => match element[0] {
+                    END if left == 1 => Step::End,
                     END => {
                         return Err(corrupt(
-                            at,
-                            format!(
-                                "end marker {} bytes before the declared end",
-                                total - at - 1
-                            ),
+                            position,
+                            format!("end marker {} bytes before the declared end", left - 1),
                         ));
                     }
-                    kind @ (TYPE_STRING | TYPE_HASH) => Step::Key { kind },
-                    other => return Err(corrupt(at, format!("unknown record type 0x{other:02x}"))),
+                    kind @ (TYPE_STRING | TYPE_HASH) => {
+                        self.kind = kind;
+                        Step::Key
+                    }
+                    other => {
+                        return Err(corrupt(
+                            position,
+                            format!("unknown record type 0x{other:02x}"),
+                        ));
+                    }
                 },
-                Step::Key { kind } => Step::Expire { kind },
-                Step::Expire { kind: TYPE_STRING } => Step::StrValue,
-                Step::Expire { .. } => Step::HashCount,
+                Step::Key => {
+                    self.key.clear();
+                    self.key.extend_from_slice(&element[4..]);
+                    Step::Expire
+                }
+                Step::Expire => {
+                    let mut expire = [0u8; 8];
+                    expire.copy_from_slice(element);
+                    self.expire_at = u64::from_le_bytes(expire);
+                    if self.kind == TYPE_STRING {
+                        Step::StrValue
+                    } else {
+                        Step::HashCount
+                    }
+                }
                 Step::StrValue => {
-                    self.records += 1;
+                    self.store(Value::Str(element[4..].to_vec()));
                     Step::Type
                 }
                 Step::HashCount => {
-                    let count = data.u32_at(at).unwrap_or(0);
+                    let count = u32_le(element);
                     // each pair takes at least its two length prefixes
-                    let left = total - at - 4;
-                    if count == 0 || count as usize > left / 8 {
+                    let room = left - 4;
+                    if count == 0 || count as usize > room / 8 {
                         return Err(corrupt(
-                            at,
-                            format!("hash of {count} fields cannot fit in the {left} bytes left"),
+                            position,
+                            format!("hash of {count} fields cannot fit in the {room} bytes left"),
                         ));
                     }
+                    self.hash = HashValue::default();
                     Step::Field { left: count }
                 }
-                Step::Field { left } => Step::FieldValue { left },
-                Step::FieldValue { left: 1 } => {
-                    self.records += 1;
-                    Step::Type
+                Step::Field { left } => {
+                    self.field.clear();
+                    self.field.extend_from_slice(&element[4..]);
+                    Step::FieldValue { left }
                 }
-                Step::FieldValue { left } => Step::Field { left: left - 1 },
-                Step::End => return Ok(true),
+                Step::FieldValue { left } => {
+                    self.hash.insert(&self.field, &element[4..]);
+                    if left == 1 {
+                        let hash = std::mem::take(&mut self.hash);
+                        self.store(Value::Hash(Box::new(hash)));
+                        Step::Type
+                    } else {
+                        Step::Field { left: left - 1 }
+                    }
+                }
+                Step::End => return Ok(()),
             };
-            self.pos = at + need;
+            *at += need;
         }
     }
-}
 
-/// Reads the records of a snapshot a [`Scanner`] accepted whole.
-struct Reader<'a> {
-    data: &'a Received,
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Option<Cow<'a, [u8]>> {
-        let data: &'a Received = self.data;
-        let bytes = data.get(self.pos, len)?;
-        self.pos += len;
-        Some(bytes)
+    fn store(&mut self, value: Value) {
+        let (key, expire_at) = (&self.key, self.expire_at);
+        Access::direct(&self.staged)
+            .with_key(key, |shard, slot| shard.insert(key, slot, value, expire_at));
+        self.records += 1;
     }
 
-    fn u32(&mut self) -> Option<u32> {
-        let value = self.data.u32_at(self.pos)?;
-        self.pos += 4;
-        Some(value)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        let value = self.data.u64_at(self.pos)?;
-        self.pos += 8;
-        Some(value)
-    }
-
-    fn bytes(&mut self) -> Option<Cow<'a, [u8]>> {
-        let len = self.u32()? as usize;
-        self.take(len)
-    }
-}
-
-/// Replaces the content of `db` with the snapshot; returns the key count.
-///
-/// The whole payload is checked first (again, if the receiver already did): a broken
-/// snapshot leaves `db` untouched.
-pub fn load(db: &Db, payload: &Received, max_len: usize) -> Result<usize, SyncError> {
-    let mut scanner = Scanner::new(max_len);
-    if !scanner.scan(payload)? {
-        return Err(corrupt(payload.len(), "no end marker".into()));
-    }
-    db.flush();
-    let mut access = Access::direct(db);
-    let mut reader = Reader {
-        data: payload,
-        pos: MAGIC.len(),
-    };
-    let mut loaded = 0;
-    // checked above: every read below succeeds; a None would only end the load early
-    while let Some(kind) = reader.take(1).map(|kind| kind[0]) {
-        if kind == END {
-            break;
+    /// Replaces the keys of `db` with the snapshot's (see [`Db::adopt`]); returns the
+    /// key count. Fails, leaving `db` untouched, unless the whole snapshot arrived.
+    pub fn finish(self, db: &Db) -> Result<usize, SyncError> {
+        if !self.done() {
+            return Err(corrupt(
+                self.consumed,
+                format!(
+                    "no end marker ({} of {} bytes arrived)",
+                    self.consumed + self.pending.len(),
+                    self.total
+                ),
+            ));
         }
-        let Some(key) = reader.bytes() else { break };
-        let Some(expire_at) = reader.u64() else { break };
-        let value = if kind == TYPE_STRING {
-            let Some(bytes) = reader.bytes() else { break };
-            Value::Str(bytes.into_owned())
-        } else {
-            let mut hash = HashValue::default();
-            for _ in 0..reader.u32().unwrap_or(0) {
-                let (Some(field), Some(value)) = (reader.bytes(), reader.bytes()) else {
-                    break;
-                };
-                hash.insert(&field, &value);
-            }
-            Value::Hash(Box::new(hash))
-        };
-        access.with_key(&key, |shard, slot| {
-            shard.insert(&key, slot, value, expire_at)
-        });
-        loaded += 1;
+        db.adopt(self.staged);
+        Ok(self.records)
     }
-    Ok(loaded)
+}
+
+/// Replaces the content of `db` with a whole snapshot; returns the key count. A
+/// broken snapshot leaves `db` untouched.
+pub fn load(db: &Db, payload: &[u8], max_len: usize) -> Result<usize, SyncError> {
+    let mut loader = Loader::new(db, payload.len(), max_len);
+    loader.feed(payload)?;
+    loader.finish(db)
 }
 
 #[cfg(test)]
@@ -570,6 +479,15 @@ mod tests {
         }
         payload.push(END);
         payload
+    }
+
+    fn string_of(db: &Db, key: &[u8]) -> Option<Vec<u8>> {
+        Access::direct(db).with_key(key, |shard, _| {
+            match shard.peek(key).map(|entry| &entry.value) {
+                Some(Value::Str(bytes)) => Some(bytes.clone()),
+                _ => None,
+            }
+        })
     }
 
     fn db_with_keys(count: usize) -> Db {
@@ -604,19 +522,27 @@ mod tests {
         let (offset, payload) = take(&source, &ReplLog::new(1024));
         assert_eq!(offset, 0);
         let target = Db::new(8, 0, Policy::Sieve);
-        let received = Received::from_slice(&payload);
-        assert_eq!(load(&target, &received, MAX_LEN).ok(), Some(200));
+        assert_eq!(load(&target, &payload, MAX_LEN).ok(), Some(200));
         assert_eq!(target.len(), 200);
 
-        // byte by byte: done only at the last byte
-        let mut scanner = Scanner::new(MAX_LEN);
-        let mut partial = Received::new(payload.len());
+        // byte by byte: done only at the last byte, the keys loaded as they arrive, the
+        // node's own keys untouched until the end
+        let target = db_with_keys(5);
+        let mut loader = Loader::new(&target, payload.len(), MAX_LEN);
         for (index, byte) in payload.iter().enumerate() {
-            assert_eq!(partial.extend(&[*byte]), 1);
-            let done = scanner.scan(&partial).expect("valid prefix");
-            assert_eq!(done, index + 1 == payload.len());
+            assert_eq!(loader.feed(&[*byte]).expect("valid prefix"), 1);
+            assert_eq!(loader.done(), index + 1 == payload.len());
+            assert!(
+                loader.pending.len() <= 64,
+                "holds only the element arriving"
+            );
         }
-        assert_eq!(scanner.records(), 200);
+        assert_eq!(loader.records(), 200);
+        assert_eq!(target.len(), 5);
+        assert_eq!(loader.finish(&target).ok(), Some(200));
+        assert_eq!(target.len(), 200);
+        assert_eq!(string_of(&target, b"k1"), Some(b"k1".to_vec()));
+        assert_eq!(string_of(&target, b"own1"), None);
     }
 
     fn mixed_db(keys: usize) -> Db {
@@ -665,10 +591,7 @@ mod tests {
             "the same bytes as a snapshot of the untouched data"
         );
         let target = Db::new(8, 0, Policy::Sieve);
-        assert_eq!(
-            load(&target, &Received::from_slice(&sent), MAX_LEN).ok(),
-            Some(300)
-        );
+        assert_eq!(load(&target, &sent, MAX_LEN).ok(), Some(300));
     }
 
     /// A streamed snapshot ended early leaves no shard with a pending copy.
@@ -683,25 +606,35 @@ mod tests {
         }
     }
 
+    /// A snapshot split anywhere loads the same keys, with the same accounted memory
+    /// as writing them, and an adopted store's memory replaces the old keys'.
     #[test]
-    fn records_straddling_chunks_load() {
-        let big = vec![7u8; CHUNK + 100];
+    fn a_snapshot_split_anywhere_loads_the_same() {
+        let big = vec![7u8; 100_000];
         let payload = snapshot(&[
             string_record(b"first", &big),
             string_record(b"second", b"small"),
         ]);
-        let received = Received::from_slice(&payload);
-        assert_eq!(received.len(), payload.len());
-        let db = Db::new(4, 0, Policy::Sieve);
-        assert_eq!(load(&db, &received, MAX_LEN).ok(), Some(2));
-        let mut access = Access::direct(&db);
-        let stored = access.with_key(b"first", |shard, _| {
-            match shard.peek(b"first").map(|entry| &entry.value) {
-                Some(Value::Str(bytes)) => bytes.clone(),
-                _ => Vec::new(),
+        for split in [1, 7, 13, 20, 5000, payload.len() - 1] {
+            let db = db_with_keys(30);
+            let mut loader = Loader::new(&db, payload.len(), MAX_LEN);
+            assert_eq!(loader.feed(&payload[..split]).ok(), Some(split));
+            assert_eq!(
+                loader.feed(&payload[split..]).ok(),
+                Some(payload.len() - split)
+            );
+            assert_eq!(loader.finish(&db).ok(), Some(2));
+            assert_eq!(string_of(&db, b"first"), Some(big.clone()), "split {split}");
+            assert_eq!(db.len(), 2);
+            let written = Db::new(4, 0, Policy::Sieve);
+            let mut access = Access::direct(&written);
+            for (key, value) in [(&b"first"[..], &big[..]), (b"second", b"small")] {
+                access.with_key(key, |shard, slot| {
+                    shard.insert(key, slot, Value::Str(value.to_vec()), 0)
+                });
             }
-        });
-        assert_eq!(stored, big);
+            assert_eq!(db.used_memory(), written.used_memory(), "split {split}");
+        }
     }
 
     /// Every kind of broken snapshot fails before the store is flushed.
@@ -741,7 +674,7 @@ mod tests {
         ];
         let db = db_with_keys(50);
         for (name, payload) in cases {
-            let result = load(&db, &Received::from_slice(&payload), MAX_LEN);
+            let result = load(&db, &payload, MAX_LEN);
             assert!(
                 matches!(result, Err(SyncError::SnapshotCorrupt { .. })),
                 "{name}: {result:?}"
@@ -760,36 +693,37 @@ mod tests {
         put_bytes(&mut huge_value, b"k");
         huge_value.extend_from_slice(&0u64.to_le_bytes());
         huge_value.extend_from_slice(&u32::MAX.to_le_bytes());
-        let mut received = Received::new(declared);
-        received.extend(&huge_value);
-        let mut scanner = Scanner::new(MAX_LEN);
-        let error = scanner
-            .scan(&received)
+        let db = db_with_keys(3);
+        let mut loader = Loader::new(&db, declared, MAX_LEN);
+        let error = loader
+            .feed(&huge_value)
             .expect_err("value over the bulk limit");
         assert!(error.to_string().contains("exceeds"), "{error}");
 
         let mut garbage = MAGIC.to_vec();
         garbage.push(0x42);
-        let mut received = Received::new(declared);
-        received.extend(&garbage);
-        assert!(Scanner::new(MAX_LEN).scan(&received).is_err());
+        assert!(Loader::new(&db, declared, MAX_LEN).feed(&garbage).is_err());
 
-        // a valid prefix waits for more, holding what arrived plus one chunk at most
-        let mut received = Received::new(declared);
-        received.extend(MAGIC);
-        received.extend(&string_record(b"k", b"v"));
-        assert_eq!(Scanner::new(MAX_LEN).scan(&received).ok(), Some(false));
-        assert!(received.chunks.iter().map(Vec::capacity).sum::<usize>() <= CHUNK);
-        assert_eq!(received.missing(), declared - received.len());
+        // a valid prefix waits for more, holding only the element arriving
+        let mut loader = Loader::new(&db, declared, MAX_LEN);
+        let mut prefix = MAGIC.to_vec();
+        prefix.extend(&string_record(b"k", b"v"));
+        prefix.extend(&string_record(b"key", b"value")[..7]);
+        assert_eq!(loader.feed(&prefix).ok(), Some(prefix.len()));
+        assert!(!loader.done());
+        assert_eq!(loader.records(), 1);
+        // the record's type byte was taken; its key's length and first bytes wait
+        assert_eq!(loader.pending.len(), 6);
+        assert_eq!(loader.missing(), declared - prefix.len());
+        assert!(loader.finish(&db).is_err());
+        assert_eq!(db.len(), 3);
 
         // within the bulk limit but past the declared end
         let mut short = MAGIC.to_vec();
         short.push(TYPE_STRING);
         short.extend_from_slice(&1000u32.to_le_bytes());
-        let mut received = Received::new(short.len() + 10);
-        received.extend(&short);
-        let error = Scanner::new(MAX_LEN)
-            .scan(&received)
+        let error = Loader::new(&db, short.len() + 10, MAX_LEN)
+            .feed(&short)
             .expect_err("past the end");
         assert!(error.to_string().contains("runs past"), "{error}");
     }
@@ -800,8 +734,7 @@ mod tests {
             let mut payload = if magic { MAGIC.to_vec() } else { Vec::new() };
             payload.extend_from_slice(&bytes);
             let db = db_with_keys(3);
-            let received = Received::from_slice(&payload);
-            if load(&db, &received, MAX_LEN).is_err() {
+            if load(&db, &payload, MAX_LEN).is_err() {
                 prop_assert_eq!(db.len(), 3);
             }
         }
@@ -820,15 +753,16 @@ mod tests {
             payload[at] = byte;
             payload.truncate(cut.index(payload.len() + 1).max(1));
             let db = db_with_keys(3);
-            // split in two arrivals: the resumed scan must agree with a whole one
-            let mut scanner = Scanner::new(MAX_LEN);
-            let mut received = Received::new(payload.len());
-            received.extend(&payload[..payload.len() / 2]);
-            let first = scanner.scan(&received);
-            received.extend(&payload[payload.len() / 2..]);
-            let resumed = first.and_then(|_| scanner.scan(&received));
-            let whole = load(&db, &received, MAX_LEN);
-            prop_assert_eq!(resumed.is_ok(), whole.is_ok());
+            // split in two arrivals: the resumed load must agree with a whole one
+            let split = db_with_keys(3);
+            let mut loader = Loader::new(&split, payload.len(), MAX_LEN);
+            let resumed = loader
+                .feed(&payload[..payload.len() / 2])
+                .and_then(|_| loader.feed(&payload[payload.len() / 2..]))
+                .and_then(|_| loader.finish(&split));
+            let whole = load(&db, &payload, MAX_LEN);
+            prop_assert_eq!(resumed.as_ref().ok(), whole.as_ref().ok());
+            prop_assert_eq!(split.len(), db.len());
             if whole.is_err() {
                 prop_assert_eq!(db.len(), 3);
             }

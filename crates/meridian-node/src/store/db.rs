@@ -59,7 +59,7 @@ impl SharedStats {
         self.deletions_held_until.load(Ordering::Acquire) > now_ms
     }
 
-    fn shard_memory(&self, shard: usize) -> i64 {
+    pub(crate) fn shard_memory(&self, shard: usize) -> i64 {
         self.shard_memory
             .get(shard)
             .map_or(0, |counter| counter.load(Ordering::Relaxed))
@@ -245,6 +245,23 @@ impl Db {
 
     pub fn count_keys_in_slot(&self, slot: u16) -> u32 {
         self.lock(self.shard_of_slot(slot)).keys_in_slot(slot)
+    }
+
+    /// Replaces every key with those of `staged`, a store of the same shard count built
+    /// aside (a replica's incoming snapshot): all shards at once, as a flush followed by
+    /// the writes would. The old keys are freed after the locks are released.
+    pub fn adopt(&self, staged: Db) {
+        let Db { shards, stats, .. } = staged;
+        let mut old = Vec::with_capacity(shards.len());
+        {
+            let mut held = self.lock_all();
+            for (index, staged) in shards.into_vec().into_iter().enumerate() {
+                if let Some(Some(shard)) = held.get_mut(index) {
+                    old.push(shard.adopt(staged.into_inner(), stats.shard_memory(index)));
+                }
+            }
+        }
+        drop(old);
     }
 
     pub fn flush(&self) {

@@ -455,6 +455,37 @@ impl Shard {
         }
     }
 
+    /// Takes the keys of `staged` (the same shard of a store built aside, such as a
+    /// replica's incoming snapshot, holding `staged_memory` accounted bytes) in place of
+    /// this shard's, as a flush followed by their writes would: watchers fire and, for
+    /// shard 0, the hooks hear of a flush. Returns the old keys, in a shard the caller
+    /// drops once the lock is released.
+    pub fn adopt(&mut self, mut staged: Shard, staged_memory: i64) -> Shard {
+        self.preserve();
+        if self.index == 0 && self.stats.hooks.watches_keys() {
+            self.stats.hooks.flushed(self.holder.writer);
+        }
+        let old_memory = self.stats.shard_memory(self.index);
+        std::mem::swap(self, &mut staged);
+        // what belongs to the shard rather than to its keys stays with it
+        let old = &mut staged;
+        std::mem::swap(&mut self.stats, &mut old.stats);
+        std::mem::swap(&mut self.holder, &mut old.holder);
+        std::mem::swap(&mut self.snapshot, &mut old.snapshot);
+        std::mem::swap(&mut self.watchers, &mut old.watchers);
+        std::mem::swap(&mut self.hits, &mut old.hits);
+        std::mem::swap(&mut self.misses, &mut old.misses);
+        std::mem::swap(&mut self.expired, &mut old.expired);
+        std::mem::swap(&mut self.evicted, &mut old.evicted);
+        self.account((staged_memory - old_memory) as isize);
+        for (_, flags) in self.watchers.drain() {
+            for flag in flags {
+                flag.store(true, Ordering::Release);
+            }
+        }
+        staged
+    }
+
     /// A random live key's index.
     pub fn random_index(&mut self, now_ms: u64) -> Option<u32> {
         for _ in 0..64 {
