@@ -407,10 +407,45 @@ impl<'a, 'h> Access<'a, 'h> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Value;
+    use crate::store::{Value, WatchFlag};
 
     fn string(value: &str) -> Value {
         Value::Str(value.as_bytes().to_vec())
+    }
+
+    /// Adopting a store built aside replaces the keys and their accounted memory, fires
+    /// WATCHes like a flush, and keeps the shards' own counters.
+    #[test]
+    fn adopting_a_staged_store_replaces_keys_like_a_flush() {
+        let db = Db::new(4, 0, Policy::Sieve);
+        let mut access = Access::direct(&db);
+        for index in 0..100 {
+            let key = format!("old{index}");
+            access.with_key(key.as_bytes(), |shard, slot| {
+                shard.insert(key.as_bytes(), slot, string("v"), 0)
+            });
+        }
+        let flag = WatchFlag::default();
+        access.with_key(b"old1", |shard, _| shard.watch(b"old1", flag.clone()));
+        access.with_key(b"old1", |shard, _| shard.read(b"old1", now_ms()));
+        let hits: u64 = (0..4).map(|index| db.lock(index).hits).sum();
+
+        let staged = Db::new(4, 0, Policy::Sieve);
+        let mut staging = Access::direct(&staged);
+        for index in 0..10 {
+            let key = format!("new{index}");
+            staging.with_key(key.as_bytes(), |shard, slot| {
+                shard.insert(key.as_bytes(), slot, string("value"), 0)
+            });
+        }
+        let staged_memory = staged.used_memory();
+        db.adopt(staged);
+        assert_eq!(db.len(), 10);
+        assert_eq!(db.used_memory(), staged_memory);
+        assert!(flag.load(Ordering::Acquire), "a WATCH of an old key fires");
+        assert_eq!((0..4).map(|index| db.lock(index).hits).sum::<u64>(), hits);
+        db.flush();
+        assert_eq!(db.used_memory(), 0);
     }
 
     #[test]
