@@ -144,7 +144,7 @@ pub fn run(quick: bool) -> Result<()> {
                 drop(server);
                 let label = policy.unwrap_or("sieve (default)");
                 println!(
-                    "| {value_size} B | {alpha} | {} | {label} | {:.2}% | {resident} |",
+                    "| {value_size} B | {alpha:.1} | {} | {label} | {:.2}% | {resident} |",
                     kind.name(),
                     hits * 100.0
                 );
@@ -166,7 +166,7 @@ pub fn run(quick: bool) -> Result<()> {
     for (value_size, alpha, meridian, best) in summary {
         let (valkey, policy) = best.unwrap_or((0.0, "none"));
         println!(
-            "| {value_size} B | {alpha} | {:.2}% | {:.2}% ({policy}) | {:+.2} points |",
+            "| {value_size} B | {alpha:.1} | {:.2}% | {:.2}% ({policy}) | {:+.2} points |",
             meridian * 100.0,
             valkey * 100.0,
             (meridian - valkey) * 100.0

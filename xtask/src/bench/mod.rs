@@ -389,13 +389,10 @@ fn machine_description() -> String {
     format!("{cores} cores ({cpu}), load average {load}; {redis}; {valkey}")
 }
 
-/// One table row per test (SET, GET): the median requests/s of each server over
-/// its runs at `pipeline`, and Meridian's ratio to redis-server.
-fn print_set_get_rows(
-    pipeline: u32,
-    redis_runs: &[Vec<(String, f64)>],
-    meridian_runs: &[Vec<(String, f64)>],
-) {
+/// One table row per test (SET, GET): the median requests/s over the runs at
+/// `pipeline` of each server in `runs` (redis-server, valkey-server,
+/// meridian-node), and meridian-node's ratio to each of the others.
+fn print_set_get_rows(pipeline: u32, runs: &[Vec<Vec<(String, f64)>>]) {
     for test in ["SET", "GET"] {
         let pick = |runs: &[Vec<(String, f64)>]| {
             median(
@@ -408,10 +405,16 @@ fn print_set_get_rows(
                     .collect(),
             )
         };
-        let (redis, meridian) = (pick(redis_runs), pick(meridian_runs));
+        let medians: Vec<f64> = runs.iter().map(|server| pick(server)).collect();
+        let Some((&meridian, others)) = medians.split_last() else {
+            continue;
+        };
+        let values: Vec<String> = medians.iter().map(|rps| format!("{rps:.0}")).collect();
+        let ratios: Vec<String> = others.iter().map(|&rps| ratio(meridian, rps)).collect();
         println!(
-            "| {test} | {pipeline} | {redis:.0} | {meridian:.0} | {:.2}x |",
-            meridian / redis.max(1.0)
+            "| {test} | {pipeline} | {} | {} |",
+            values.join(" | "),
+            ratios.join(" | ")
         );
     }
 }

@@ -126,9 +126,10 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
         );
     } else {
         println!(
-            "Each server with `--io-threads {threads}` (meridian-node, valkey-server and \
-             redis-server alike; no persistence), NOT pinned: server and redis-benchmark share \
-             all cores, so the load generator competes with the server's threads."
+            "meridian-node and valkey-server with `--io-threads {threads}`, redis-server with its \
+             default single I/O thread (no persistence for either), NOT pinned: servers and \
+             redis-benchmark share all cores, so the load generator competes with the server's \
+             threads."
         );
     }
     println!(
@@ -152,7 +153,9 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
                     kind,
                     &binaries,
                     &Options {
-                        io_threads: threads,
+                        // redis-server's I/O threads only offload socket writes and spin
+                        // while active: the comparison is with its usual single thread
+                        io_threads: if kind == Kind::Redis { 1 } else { threads },
                         unpinned: !pinned,
                         ..Options::default()
                     },
