@@ -228,7 +228,8 @@ pub struct Options {
     pub unpinned: bool,
 }
 
-/// A server process pinned to the server core; killed on drop.
+/// A server process (pinned to the server core unless started unpinned);
+/// killed on drop.
 pub struct Server {
     pub port: u16,
     child: Child,

@@ -177,25 +177,25 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
             }
         }
     }
-    let medians = |kind: Kind, test: &str, pipeline: u32| {
-        let runs = samples
-            .get(&(kind, test, pipeline))
-            .map_or(&[][..], Vec::as_slice);
-        (
-            median(runs.iter().map(|sample| sample.ops).collect()),
-            median(runs.iter().map(|sample| sample.per_cpu_second).collect()),
-        )
-    };
-    for (title, pick) in [
-        (
-            "Requests per second (wall clock)",
-            (|pair: (f64, f64)| pair.0) as fn((f64, f64)) -> f64,
-        ),
-        (
-            "Requests per second of server CPU time",
-            |pair: (f64, f64)| pair.1,
-        ),
-    ] {
+    let titles = [
+        "Requests per second (wall clock)",
+        "Requests per second of server CPU time",
+    ];
+    for (metric, title) in titles.into_iter().enumerate() {
+        // the median over the rounds of one metric (0: ops/s, 1: per CPU second)
+        let pick = |kind: Kind, test: &str, pipeline: u32| {
+            let runs = samples
+                .get(&(kind, test, pipeline))
+                .map_or(&[][..], Vec::as_slice);
+            median(
+                runs.iter()
+                    .map(|sample| match metric {
+                        0 => sample.ops,
+                        _ => sample.per_cpu_second,
+                    })
+                    .collect(),
+            )
+        };
         println!("\n### {title}\n");
         println!(
             "| test | pipeline | redis-server | valkey-server | meridian-node | meridian / redis | meridian / valkey |"
@@ -203,9 +203,9 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
         println!("|---|---|---|---|---|---|---|");
         for &pipeline in pipelines {
             for test in TESTS {
-                let redis = pick(medians(Kind::Redis, test, pipeline));
-                let valkey = pick(medians(Kind::Valkey, test, pipeline));
-                let meridian = pick(medians(Kind::Meridian, test, pipeline));
+                let redis = pick(Kind::Redis, test, pipeline);
+                let valkey = pick(Kind::Valkey, test, pipeline);
+                let meridian = pick(Kind::Meridian, test, pipeline);
                 println!(
                     "| {test} | {pipeline} | {redis:.0} | {valkey:.0} | {meridian:.0} | {} | {} |",
                     ratio(meridian, redis),
