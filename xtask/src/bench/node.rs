@@ -153,7 +153,7 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
                     kind,
                     &binaries,
                     &Options {
-                        // redis-server's I/O threads only offload socket writes and spin
+                        // redis-server's I/O threads offload only socket writes by default and spin
                         // while active: the comparison is with its usual single thread
                         io_threads: if kind == Kind::Redis { 1 } else { threads },
                         unpinned: !pinned,
