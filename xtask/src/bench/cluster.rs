@@ -1,6 +1,7 @@
 //! `cargo xtask bench cluster`: 3 primaries × 1 replica of meridian-node
-//! (topology pushed with MERIDIAN.TOPOLOGY) against a redis-server cluster of
-//! the same shape (`redis-cli --cluster create --cluster-replicas 1`):
+//! (topology pushed with MERIDIAN.TOPOLOGY) against a redis-server cluster and
+//! a valkey-server cluster of the same shape (`redis-cli` / `valkey-cli
+//! --cluster create --cluster-replicas 1`):
 //! throughput with `redis-benchmark --cluster`, and replication lag in bytes
 //! sampled while redis-benchmark writes (issue 5).
 
@@ -12,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use meridian_topology::{NodeAddr, ShardTopology, TopologyMap, split_evenly};
 
 use super::resp::{Client, Reply};
-use super::{Server, build_node, cores, ensure_redis, free_port, machine_description};
+use super::{Binaries, Kind, Server, cores, free_port, machine_description};
 
 const SHARDS: usize = 3;
 
@@ -162,12 +163,24 @@ fn cluster_port() -> Result<u16> {
     bail!("no port with a free cluster-bus port")
 }
 
-fn start_redis() -> Result<ClusterUnderTest> {
-    let scratch =
-        std::env::temp_dir().join(format!("meridian-bench-cluster-{}", std::process::id()));
+/// A redis-server (`Kind::Redis`) or valkey-server cluster made by its own
+/// `--cluster create`.
+fn start_redis(kind: Kind, binaries: &Binaries) -> Result<ClusterUnderTest> {
+    let (server_program, cli) = match kind {
+        Kind::Valkey => (
+            binaries.valkey.display().to_string(),
+            binaries.valkey.with_file_name("valkey-cli"),
+        ),
+        _ => ("redis-server".to_string(), "redis-cli".into()),
+    };
+    let scratch = std::env::temp_dir().join(format!(
+        "meridian-bench-cluster-{}-{}",
+        kind.name(),
+        std::process::id()
+    ));
     std::fs::create_dir_all(&scratch).context("scratch directory")?;
     let mut cluster = ClusterUnderTest {
-        name: "redis-server",
+        name: kind.name(),
         servers: Vec::new(),
         pairs: Vec::new(),
         scratch: Some(scratch.clone()),
@@ -200,9 +213,9 @@ fn start_redis() -> Result<ClusterUnderTest> {
         .collect();
         cluster
             .servers
-            .push(Server::spawn("redis-server", "redis-server", &args, port)?);
+            .push(Server::spawn(kind.name(), &server_program, &args, port)?);
     }
-    let output = Command::new("redis-cli")
+    let output = Command::new(&cli)
         .arg("--cluster")
         .arg("create")
         .args(
@@ -213,10 +226,11 @@ fn start_redis() -> Result<ClusterUnderTest> {
         )
         .args(["--cluster-replicas", "1", "--cluster-yes"])
         .output()
-        .context("redis-cli --cluster create")?;
+        .with_context(|| format!("{} --cluster create", cli.display()))?;
     if !output.status.success() {
         bail!(
-            "redis-cli --cluster create failed: {}{}",
+            "{} --cluster create failed: {}{}",
+            cli.display(),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
@@ -232,7 +246,7 @@ fn start_redis() -> Result<ClusterUnderTest> {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("redis cluster not ok on {}", server.port);
+                bail!("{} cluster not ok on {}", kind.name(), server.port);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -251,7 +265,8 @@ fn start_redis() -> Result<ClusterUnderTest> {
         }
         if Instant::now() > deadline {
             bail!(
-                "redis cluster has {} replicas, want {SHARDS}",
+                "{} cluster has {} replicas, want {SHARDS}",
+                kind.name(),
                 cluster.pairs.len()
             );
         }
@@ -368,23 +383,25 @@ fn percentile(sorted: &[u64], percent: f64) -> u64 {
 }
 
 pub fn run(quick: bool) -> Result<()> {
-    ensure_redis()?;
-    let binary = build_node()?;
+    let binaries = Binaries::prepare()?;
     let rounds = if quick { 1 } else { 3 };
-    let redis = start_redis()?;
-    let meridian = start_meridian(&binary)?;
+    let clusters = [
+        start_redis(Kind::Redis, &binaries)?,
+        start_redis(Kind::Valkey, &binaries)?,
+        start_meridian(&binaries.meridian)?,
+    ];
     println!("\n## Cluster mode: 3 primaries × 1 replica\n");
     println!("Machine: {}\n", machine_description());
     println!(
-        "All 12 servers pinned to core 0 (meridian-node with --io-threads 1), redis-benchmark pinned to core 1;"
+        "All 18 servers pinned to core 0 (meridian-node with --io-threads 1), redis-benchmark pinned to core 1;"
     );
     println!(
-        "`redis-benchmark --cluster -t set,get -n N -c 50 -r 100000 -d 64 -P <p> --csv`, median of {rounds} rounds.\n"
+        "`redis-benchmark --cluster -t set,get -n N -c 50 -r 100000 -d 64 -P <p> --csv`, median of {rounds} rounds, clusters alternating.\n"
     );
     println!(
-        "| test | pipeline | redis-server cluster ops/s | meridian-node cluster ops/s | ratio |"
+        "| test | pipeline | redis-server cluster ops/s | valkey-server cluster ops/s | meridian-node cluster ops/s | meridian / redis | meridian / valkey |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for pipeline in [1u32, 16] {
         let requests = match (quick, pipeline) {
             (true, 1) => 50_000,
@@ -392,14 +409,14 @@ pub fn run(quick: bool) -> Result<()> {
             (false, 1) => 200_000,
             (false, _) => 2_000_000,
         };
-        let mut redis_runs = Vec::new();
-        let mut meridian_runs = Vec::new();
+        let mut runs: Vec<Vec<Vec<(String, f64)>>> = vec![Vec::new(); clusters.len()];
         for _ in 0..rounds {
-            // alternate so background noise hits both alike
-            redis_runs.push(throughput(redis.entry_port(), pipeline, requests)?);
-            meridian_runs.push(throughput(meridian.entry_port(), pipeline, requests)?);
+            // alternate so background noise hits all alike
+            for (cluster, runs) in clusters.iter().zip(&mut runs) {
+                runs.push(throughput(cluster.entry_port(), pipeline, requests)?);
+            }
         }
-        super::print_set_get_rows(pipeline, &redis_runs, &meridian_runs);
+        super::print_set_get_rows(pipeline, &runs);
     }
     let requests = if quick { 500_000 } else { 3_000_000 };
     println!(
@@ -407,7 +424,7 @@ pub fn run(quick: bool) -> Result<()> {
     );
     println!("| server | SET ops/s during sampling | samples | lag p50 | lag p99 | lag max |");
     println!("|---|---|---|---|---|---|");
-    for cluster in [&redis, &meridian] {
+    for cluster in &clusters {
         let report = replication_lag(cluster, requests)?;
         println!(
             "| {} | {:.0} | {} | {} B | {} B | {} B |",

@@ -1,11 +1,12 @@
 //! Hit ratio under memory pressure: Zipf-distributed traces replayed as
 //! GET, then SET on a miss (a look-aside cache), against meridian-node's
-//! default policy and redis-server's allkeys-lru at the same maxmemory.
+//! default policy (SIEVE) and the LRU and LFU policies of valkey-server and
+//! redis-server, all at the same maxmemory and on the same traces.
 
 use anyhow::{Result, bail};
 
 use super::resp::{Client, Reply};
-use super::{Server, build_node, ensure_redis, machine_description};
+use super::{Binaries, Kind, Options, Server, machine_description};
 
 /// Deterministic xorshift64* generator.
 struct Rng(u64);
@@ -19,23 +20,43 @@ impl Rng {
     }
 }
 
-/// A Zipf(alpha) trace over `universe` keys (rank 0 most popular); ranks are
-/// scattered over key ids so popularity is not correlated with insertion order.
-fn zipf_trace(universe: usize, length: usize, alpha: f64, seed: u64) -> Vec<u32> {
-    let mut cdf = Vec::with_capacity(universe);
-    let mut total = 0.0;
-    for rank in 1..=universe {
-        total += 1.0 / (rank as f64).powf(alpha);
-        cdf.push(total);
+/// Zipf(alpha) over ranks 0..n (rank 0 most popular: P(rank k) ∝ 1/(k+1)^alpha),
+/// sampled by binary search in the cumulative weights.
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(universe: usize, alpha: f64) -> Zipf {
+        let mut total = 0.0;
+        let cdf = (1..=universe.max(1))
+            .map(|rank| {
+                total += 1.0 / (rank as f64).powf(alpha);
+                total
+            })
+            .collect();
+        Zipf { cdf }
     }
+
+    fn sample(&self, rng: &mut Rng) -> usize {
+        let total = self.cdf.last().copied().unwrap_or(0.0);
+        let target = rng.next_f64() * total;
+        self.cdf
+            .partition_point(|&value| value < target)
+            .min(self.cdf.len() - 1)
+    }
+}
+
+/// A Zipf(alpha) trace over `universe` keys; ranks are scattered over key ids
+/// so popularity is not correlated with insertion order.
+fn zipf_trace(universe: usize, length: usize, alpha: f64, seed: u64) -> Vec<u32> {
+    let zipf = Zipf::new(universe, alpha);
     let mut rng = Rng(seed | 1);
     (0..length)
         .map(|_| {
-            let target = rng.next_f64() * total;
-            let rank = cdf
-                .partition_point(|&value| value < target)
-                .min(universe - 1);
-            // scatter ranks over ids with a multiplicative permutation
+            let rank = zipf.sample(&mut rng);
+            // a multiplicative permutation (2654435761 is prime, so coprime to the universe
+            // unless the universe is a multiple of it)
             ((rank as u64 * 2_654_435_761) % universe as u64) as u32
         })
         .collect()
@@ -77,40 +98,143 @@ fn replay(port: u16, trace: &[u32], value_size: usize) -> Result<(f64, u64)> {
     Ok((hits as f64 / trace.len() as f64, resident as u64))
 }
 
+/// The server/policy pairs compared; None is meridian-node's default (sieve).
+const POLICIES: [(Kind, Option<&str>); 6] = [
+    (Kind::Meridian, None),
+    (Kind::Meridian, Some("allkeys-lru")),
+    (Kind::Valkey, Some("allkeys-lru")),
+    (Kind::Valkey, Some("allkeys-lfu")),
+    (Kind::Redis, Some("allkeys-lru")),
+    (Kind::Redis, Some("allkeys-lfu")),
+];
+
 pub fn run(quick: bool) -> Result<()> {
-    ensure_redis()?;
-    let binary = build_node()?;
-    let universe = if quick { 20_000 } else { 100_000 };
-    let length = if quick { 200_000 } else { 1_000_000 };
-    let value_size = 1024;
-    // room for roughly 10% of the objects
-    let maxmemory = format!("{}", universe / 10 * (value_size + 100));
+    let binaries = Binaries::prepare()?;
+    let universe = 100_000;
+    let length = if quick { 100_000 } else { 1_000_000 };
+    // 10mb as redis-server, valkey-server and meridian-node all read it (MiB)
+    let maxmemory = (10u64 << 20).to_string();
+    let seed = 42;
     println!("\n## Hit ratio under eviction (Zipf traces, GET then SET on miss)\n");
     println!("Machine: {}\n", machine_description());
     println!(
-        "{universe} distinct keys, {length} requests per trace, {value_size}-byte values, maxmemory {maxmemory} bytes (~10% of the data) on both servers.\n"
+        "{universe} distinct keys (`object:<id>`), {length} requests per trace (seed {seed}, the \
+         same trace for every server), batches of 64 GETs then SETs of the misses, \
+         maxmemory 10mb ({maxmemory} bytes) on every server.\n"
     );
+    println!("| value size | alpha | server | policy | hit ratio | keys resident |");
+    println!("|---|---|---|---|---|---|");
+    let mut summary = Vec::new();
+    for value_size in [100usize, 1024] {
+        for alpha in [0.8, 1.0, 1.2] {
+            let trace = zipf_trace(universe, length, alpha, seed);
+            let mut meridian_default = 0.0;
+            let mut best_valkey: Option<(f64, &str)> = None;
+            for (kind, policy) in POLICIES {
+                let server = Server::start(
+                    kind,
+                    &binaries,
+                    &Options {
+                        maxmemory: Some(maxmemory.clone()),
+                        policy: policy.map(String::from),
+                        ..Options::default()
+                    },
+                )?;
+                let (hits, resident) = replay(server.port, &trace, value_size)?;
+                drop(server);
+                let label = policy.unwrap_or("sieve (default)");
+                println!(
+                    "| {value_size} B | {alpha:.1} | {} | {label} | {:.2}% | {resident} |",
+                    kind.name(),
+                    hits * 100.0
+                );
+                match kind {
+                    Kind::Meridian if policy.is_none() => meridian_default = hits,
+                    Kind::Valkey if best_valkey.is_none_or(|(best, _)| hits > best) => {
+                        best_valkey = Some((hits, label));
+                    }
+                    _ => {}
+                }
+            }
+            summary.push((value_size, alpha, meridian_default, best_valkey));
+        }
+    }
     println!(
-        "| alpha | redis-server allkeys-lru | meridian-node sieve (default) | meridian-node allkeys-lru | keys resident (redis / sieve) |"
+        "\n| value size | alpha | meridian-node sieve (default) | valkey-server best policy | difference |"
     );
     println!("|---|---|---|---|---|");
-    for alpha in [0.8, 1.0, 1.2] {
-        let trace = zipf_trace(universe, length, alpha, 42);
-        let redis = Server::redis(Some(&maxmemory), Some("allkeys-lru"))?;
-        let (redis_hits, redis_keys) = replay(redis.port, &trace, value_size)?;
-        drop(redis);
-        let sieve = Server::meridian(&binary, Some(&maxmemory), None)?;
-        let (sieve_hits, sieve_keys) = replay(sieve.port, &trace, value_size)?;
-        drop(sieve);
-        let lru = Server::meridian(&binary, Some(&maxmemory), Some("allkeys-lru"))?;
-        let (lru_hits, _) = replay(lru.port, &trace, value_size)?;
-        drop(lru);
+    for (value_size, alpha, meridian, best) in summary {
+        let (valkey, policy) = best.unwrap_or((0.0, "none"));
         println!(
-            "| {alpha} | {:.2}% | {:.2}% | {:.2}% | {redis_keys} / {sieve_keys} |",
-            redis_hits * 100.0,
-            sieve_hits * 100.0,
-            lru_hits * 100.0
+            "| {value_size} B | {alpha:.1} | {:.2}% | {:.2}% ({policy}) | {:+.2} points |",
+            meridian * 100.0,
+            valkey * 100.0,
+            (meridian - valkey) * 100.0
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_deterministic_and_in_unit_interval() {
+        let mut a = Rng(43);
+        let mut b = Rng(43);
+        for _ in 0..1000 {
+            let x = a.next_f64();
+            assert_eq!(x, b.next_f64());
+            assert!((0.0..1.0).contains(&x));
+        }
+    }
+
+    #[test]
+    fn zipf_frequencies_follow_the_weights() {
+        let (universe, alpha) = (1000, 1.0);
+        let zipf = Zipf::new(universe, alpha);
+        let mut rng = Rng(7);
+        let draws = 200_000;
+        let mut counts = vec![0usize; universe];
+        for _ in 0..draws {
+            counts[zipf.sample(&mut rng)] += 1;
+        }
+        let harmonic: f64 = (1..=universe).map(|k| 1.0 / k as f64).sum();
+        for rank in [0usize, 1, 9] {
+            let expected = draws as f64 / ((rank + 1) as f64 * harmonic);
+            let observed = counts[rank] as f64;
+            assert!(
+                (observed - expected).abs() < expected * 0.05,
+                "rank {rank}: {observed} vs {expected}"
+            );
+        }
+        assert!(counts[0] > counts[1] && counts[1] > counts[9] && counts[9] > counts[999]);
+    }
+
+    #[test]
+    fn zipf_of_one_key_and_alpha_zero() {
+        let mut rng = Rng(3);
+        assert_eq!(Zipf::new(1, 1.2).sample(&mut rng), 0);
+        // alpha 0 is uniform
+        let uniform = Zipf::new(4, 0.0);
+        let mut counts = [0usize; 4];
+        for _ in 0..40_000 {
+            counts[uniform.sample(&mut rng)] += 1;
+        }
+        assert!(counts.iter().all(|&count| (9_000..11_000).contains(&count)));
+    }
+
+    #[test]
+    fn trace_is_reproducible_and_in_range() {
+        let first = zipf_trace(100_000, 10_000, 0.8, 42);
+        assert!(first == zipf_trace(100_000, 10_000, 0.8, 42));
+        // the generator's state is `seed | 1`: 42 and 43 are the same trace, 44 is not
+        assert!(first != zipf_trace(100_000, 10_000, 0.8, 44));
+        assert!(first.iter().all(|&id| id < 100_000));
+        // the most popular rank maps to id 0, the second to a scattered id
+        let skewed = zipf_trace(100_000, 10_000, 1.2, 42);
+        let zeros = skewed.iter().filter(|&&id| id == 0).count();
+        assert!(zeros > 1000, "rank 0 drawn {zeros} times");
+    }
 }

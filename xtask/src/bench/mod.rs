@@ -1,5 +1,6 @@
 //! `cargo xtask bench <node|eviction|memory>`: meridian-node against redis-server
-//! on the same machine, reported as ratios (see docs/benchmarks.md).
+//! and valkey-server (Valkey 9, installed by `xtask/scripts/valkey.sh`) on the
+//! same machine, reported as ratios (see docs/benchmarks.md).
 //!
 //! The node benchmarks use only std and anyhow; `regions` runs its load and
 //! delaying proxies on tokio, and `cluster` drives redis-benchmark --cluster.
@@ -12,7 +13,7 @@ mod regions;
 mod resp;
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,18 +23,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let Some((name, rest)) = args.split_first() else {
         bail!(
             "usage: cargo xtask bench <node|memory|eviction|cluster|regions|all> [--quick] \
-             (regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] [--primaries 2])"
+             (node: [--threads 2]; regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] [--primaries 2])"
         );
     };
     let quick = rest.iter().any(|arg| arg == "--quick");
     match name.as_str() {
-        "node" => node::throughput(quick),
+        "node" => node::throughput(&node::NodeOptions::parse(rest, quick)?),
         "memory" => node::memory(quick),
         "eviction" => eviction::run(quick),
         "cluster" => cluster::run(quick),
         "regions" => regions::run(&regions::Options::parse(rest, quick)?),
         "all" => {
-            node::throughput(quick)?;
+            node::throughput(&node::NodeOptions::parse(&[], quick)?)?;
             node::memory(quick)?;
             eviction::run(quick)?;
             cluster::run(quick)?;
@@ -77,6 +78,61 @@ fn ensure_redis() -> Result<()> {
     Ok(())
 }
 
+/// The Valkey installer shipped with the repository (`xtask/scripts/valkey.sh`).
+const VALKEY_SCRIPT: &str = include_str!("../../scripts/valkey.sh");
+
+/// Where the Valkey launchers live: `~/.cache/meridian/valkey`.
+fn valkey_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache").join("meridian").join("valkey")
+}
+
+fn runs(program: &Path) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Unpacks Valkey 9 from Debian's unstable suite under `~/.cache/meridian/valkey`
+/// the first time (bookworm's glibc is too old to run it: the script writes
+/// launchers that use the unpacked root's own loader); returns the
+/// valkey-server launcher.
+fn ensure_valkey() -> Result<PathBuf> {
+    let dir = valkey_dir();
+    let server = dir.join("valkey-server");
+    if runs(&server) {
+        return Ok(server);
+    }
+    eprintln!("installing Valkey 9 (first time only)...");
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(VALKEY_SCRIPT)
+        .arg("valkey.sh")
+        .arg(&dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run xtask/scripts/valkey.sh")?;
+    if !output.status.success() {
+        bail!("installing Valkey failed (xtask/scripts/valkey.sh needs apt-get and dpkg)");
+    }
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let launcher = printed
+        .lines()
+        .last()
+        .map(|line| PathBuf::from(line.trim()))
+        .unwrap_or(server);
+    if !runs(&launcher) {
+        bail!(
+            "{} does not run after installing Valkey",
+            launcher.display()
+        );
+    }
+    Ok(launcher)
+}
+
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -115,65 +171,107 @@ fn cores() -> (String, String) {
     }
 }
 
-/// A server process pinned to the server core; killed on drop.
+/// The servers a benchmark compares: meridian-node and its two open-source peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Redis,
+    Valkey,
+    Meridian,
+}
+
+impl Kind {
+    /// The reference servers first, meridian-node last (table column order).
+    pub const ALL: [Kind; 3] = [Kind::Redis, Kind::Valkey, Kind::Meridian];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Redis => "redis-server",
+            Kind::Valkey => "valkey-server",
+            Kind::Meridian => "meridian-node",
+        }
+    }
+}
+
+/// Where the three servers' binaries are (redis-server comes from PATH).
+pub struct Binaries {
+    pub meridian: PathBuf,
+    pub valkey: PathBuf,
+}
+
+impl Binaries {
+    /// Installs redis-server and Valkey when missing and builds meridian-node.
+    pub fn prepare() -> Result<Binaries> {
+        ensure_redis()?;
+        let valkey = ensure_valkey()?;
+        let meridian = build_node()?;
+        Ok(Binaries { meridian, valkey })
+    }
+
+    fn program(&self, kind: Kind) -> String {
+        match kind {
+            Kind::Redis => "redis-server".into(),
+            Kind::Valkey => self.valkey.display().to_string(),
+            Kind::Meridian => self.meridian.display().to_string(),
+        }
+    }
+}
+
+/// How a benchmark starts a server.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub maxmemory: Option<String>,
+    /// None: the server's default policy.
+    pub policy: Option<String>,
+    /// I/O threads (`--io-threads`); 0 counts as 1.
+    pub io_threads: usize,
+    /// Not pinned to the server core (shares every core with the load generator).
+    pub unpinned: bool,
+}
+
+/// A server process (pinned to the server core unless started unpinned);
+/// killed on drop.
 pub struct Server {
     pub port: u16,
     child: Child,
 }
 
 impl Server {
-    pub fn redis(maxmemory: Option<&str>, policy: Option<&str>) -> Result<Server> {
+    /// Starts `kind` with `options` on a free port of 127.0.0.1. redis-server and
+    /// valkey-server run without persistence (`--save '' --appendonly no`).
+    pub fn start(kind: Kind, binaries: &Binaries, options: &Options) -> Result<Server> {
         let port = free_port()?;
+        let threads = options.io_threads.max(1).to_string();
         let mut args = vec![
             "--bind".to_string(),
             "127.0.0.1".into(),
             "--port".into(),
             port.to_string(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
-        ];
-        if let Some(maxmemory) = maxmemory {
-            args.extend(["--maxmemory".into(), maxmemory.into()]);
-        }
-        if let Some(policy) = policy {
-            args.extend(["--maxmemory-policy".into(), policy.into()]);
-        }
-        Server::spawn("redis-server", "redis-server", &args, port)
-    }
-
-    pub fn meridian(
-        binary: &std::path::Path,
-        maxmemory: Option<&str>,
-        policy: Option<&str>,
-    ) -> Result<Server> {
-        let port = free_port()?;
-        let metrics = free_port()?;
-        let mut args = vec![
-            "--bind".to_string(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--metrics-port".into(),
-            metrics.to_string(),
-            // The HTTP API is not benchmarked here and 8080 may be taken.
-            "--http-port".into(),
-            "0".into(),
-            "--region-port".into(),
-            "0".into(),
             "--io-threads".into(),
-            "1".into(),
-            "--log".into(),
-            "warn".into(),
+            threads,
         ];
-        if let Some(maxmemory) = maxmemory {
-            args.extend(["--maxmemory".into(), maxmemory.into()]);
+        match kind {
+            Kind::Redis | Kind::Valkey => {
+                args.extend(["--save".into(), String::new()]);
+                args.extend(["--appendonly".into(), "no".into()]);
+            }
+            Kind::Meridian => {
+                let metrics = free_port()?;
+                args.extend(["--metrics-port".into(), metrics.to_string()]);
+                // The HTTP API is not benchmarked here and 8080 may be taken.
+                args.extend(["--http-port".into(), "0".into()]);
+                args.extend(["--region-port".into(), "0".into()]);
+                args.extend(["--log".into(), "warn".into()]);
+            }
         }
-        if let Some(policy) = policy {
-            args.extend(["--maxmemory-policy".into(), policy.into()]);
+        if let Some(maxmemory) = &options.maxmemory {
+            args.extend(["--maxmemory".into(), maxmemory.clone()]);
         }
-        Server::spawn("meridian-node", &binary.display().to_string(), &args, port)
+        if let Some(policy) = &options.policy {
+            args.extend(["--maxmemory-policy".into(), policy.clone()]);
+        }
+        let program = binaries.program(kind);
+        let pinned = !options.unpinned;
+        Server::launch(kind.name(), &program, &args, &[], "127.0.0.1", port, pinned)
     }
 
     fn spawn(name: &'static str, program: &str, args: &[String], port: u16) -> Result<Server> {
@@ -190,24 +288,68 @@ impl Server {
         ip: &str,
         port: u16,
     ) -> Result<Server> {
+        Server::launch(name, program, args, env, ip, port, true)
+    }
+
+    /// Starts `program`, pinned to the server core when `pinned` (through
+    /// taskset, which execs it: the child's pid is the server's), and waits
+    /// until it listens on `ip:port`.
+    fn launch(
+        name: &'static str,
+        program: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        ip: &str,
+        port: u16,
+        pinned: bool,
+    ) -> Result<Server> {
         let (server_core, _) = cores();
-        let child = Command::new("taskset")
-            .args(["-c", &server_core, program])
+        let mut command = if pinned {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &server_core, program]);
+            command
+        } else {
+            Command::new(program)
+        };
+        let child = command
             .args(args)
             .envs(env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("start {name} (is taskset from util-linux installed?)"))?;
-        let server = Server { port, child };
+        let mut server = Server { port, child };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect((ip, port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                bail!("{name} exited before listening on {port}: {status}");
+            }
             if Instant::now() > deadline {
                 bail!("{name} did not listen on {port}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(server)
+    }
+
+    /// The server's process id (taskset and the Valkey launcher exec it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time the server used so far (all threads), utime + stime in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let path = format!("/proc/{}/stat", self.pid());
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        let ticks = parse_stat_cpu_ticks(&text).with_context(|| format!("parse {path}"))?;
+        Ok(ticks as f64 / clock_ticks_per_second())
+    }
+
+    /// The server's resident set size in bytes (VmRSS of /proc/<pid>/status).
+    pub fn rss_bytes(&self) -> Result<u64> {
+        let path = format!("/proc/{}/status", self.pid());
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        parse_vm_rss(&text).with_context(|| format!("no VmRSS in {path}"))
     }
 }
 
@@ -228,21 +370,30 @@ fn machine_description() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let redis = Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    let version = |program: &Path| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let redis = version(Path::new("redis-server"));
+    let valkey = version(&valkey_dir().join("valkey-server"));
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_default();
-    format!("{cores} cores ({cpu}); {redis}")
+    format!("{cores} cores ({cpu}), load average {load}; {redis}; {valkey}")
 }
 
-/// One table row per test (SET, GET): the median requests/s of each server over
-/// its runs at `pipeline`, and Meridian's ratio to redis-server.
-fn print_set_get_rows(
-    pipeline: u32,
-    redis_runs: &[Vec<(String, f64)>],
-    meridian_runs: &[Vec<(String, f64)>],
-) {
+/// One table row per test (SET, GET): the median requests/s over the runs at
+/// `pipeline` of each server in `runs` (redis-server, valkey-server,
+/// meridian-node), and meridian-node's ratio to each of the others.
+fn print_set_get_rows(pipeline: u32, runs: &[Vec<Vec<(String, f64)>>]) {
     for test in ["SET", "GET"] {
         let pick = |runs: &[Vec<(String, f64)>]| {
             median(
@@ -255,15 +406,114 @@ fn print_set_get_rows(
                     .collect(),
             )
         };
-        let (redis, meridian) = (pick(redis_runs), pick(meridian_runs));
+        let medians: Vec<f64> = runs.iter().map(|server| pick(server)).collect();
+        let Some((&meridian, others)) = medians.split_last() else {
+            continue;
+        };
+        let values: Vec<String> = medians.iter().map(|rps| format!("{rps:.0}")).collect();
+        let ratios: Vec<String> = others.iter().map(|&rps| ratio(meridian, rps)).collect();
         println!(
-            "| {test} | {pipeline} | {redis:.0} | {meridian:.0} | {:.2}x |",
-            meridian / redis.max(1.0)
+            "| {test} | {pipeline} | {} | {} |",
+            values.join(" | "),
+            ratios.join(" | ")
         );
     }
 }
 
+/// The median; the mean of the two middle values for an even count, 0 for none.
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => 0.0,
+        len if len % 2 == 1 => values[middle],
+        _ => (values[middle - 1] + values[middle]) / 2.0,
+    }
+}
+
+/// `ours / theirs` as "1.23x" ("n/a" when `theirs` is not positive).
+fn ratio(ours: f64, theirs: f64) -> String {
+    if theirs > 0.0 && ours.is_finite() {
+        format!("{:.2}x", ours / theirs)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// utime + stime in clock ticks from the text of `/proc/<pid>/stat`. The
+/// command name (field 2) is in parentheses and may itself contain spaces and
+/// parentheses, so the fields are counted after the last ')'.
+fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // after the name come field 3 (state) onwards: utime is field 14, stime 15
+    let mut fields = after_comm.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// VmRSS in bytes from the text of `/proc/<pid>/status` ("VmRSS:  1234 kB").
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let mut parts = line.split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | None => Some(value * 1024),
+        _ => None,
+    }
+}
+
+/// Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`, 100 on Linux).
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![7.0]), 7.0);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    #[test]
+    fn ratio_formats_and_guards_zero() {
+        assert_eq!(ratio(150.0, 100.0), "1.50x");
+        assert_eq!(ratio(1.0, 3.0), "0.33x");
+        assert_eq!(ratio(5.0, 0.0), "n/a");
+        assert_eq!(ratio(f64::NAN, 1.0), "n/a");
+    }
+
+    #[test]
+    fn stat_cpu_counts_fields_after_the_last_paren() {
+        let plain = "4242 (redis-server) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                     250 75 0 0 20 0 5 0 100 1000000 2000 18446744073709551615";
+        assert_eq!(parse_stat_cpu_ticks(plain), Some(325));
+        // a name with spaces and parentheses must not shift the fields
+        let odd = "77 (a) b (c d)) R 1 77 77 0 -1 0 0 0 0 0 9 1 0 0 20 0 1 0 5 0 0";
+        assert_eq!(parse_stat_cpu_ticks(odd), Some(10));
+        assert_eq!(parse_stat_cpu_ticks("77 (truncated) R 1"), None);
+        assert_eq!(parse_stat_cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn vm_rss_in_bytes() {
+        let status = "Name:\tvalkey-server\nVmPeak:\t  9000 kB\nVmRSS:\t   1536 kB\nThreads:\t5\n";
+        assert_eq!(parse_vm_rss(status), Some(1536 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn the_shipped_valkey_script_prints_the_launcher() {
+        assert!(VALKEY_SCRIPT.starts_with("#!/usr/bin/env bash"));
+        assert!(VALKEY_SCRIPT.contains("echo \"$dir/valkey-server\""));
+    }
 }

@@ -1,40 +1,56 @@
-//! Throughput (redis-benchmark) and memory-per-key comparisons.
+//! Throughput (redis-benchmark) and memory-per-key comparisons of meridian-node
+//! with redis-server and valkey-server.
 
+use std::collections::HashMap;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use super::resp::{Client, Reply};
-use super::{Server, build_node, cores, ensure_redis, machine_description};
+use super::{Binaries, Kind, Options, Server, cores, machine_description, median, ratio};
 
-/// Runs redis-benchmark pinned to the client core; returns ops/s per test.
-fn redis_benchmark(port: u16, pipeline: u32, requests: u32) -> Result<Vec<(String, f64)>> {
+/// The two tests, each its own redis-benchmark run so its server CPU time is its own.
+const TESTS: [&str; 2] = ["SET", "GET"];
+
+/// One redis-benchmark run of one test against one server.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    /// Requests per second of wall-clock time, as redis-benchmark reports it.
+    ops: f64,
+    /// Requests per second of the server's CPU time (utime + stime).
+    per_cpu_second: f64,
+}
+
+/// Runs `redis-benchmark -t <test>` (pinned to the client core when `pinned`)
+/// and reads the server's CPU time before and after it.
+fn redis_benchmark(
+    server: &Server,
+    test: &str,
+    pipeline: u32,
+    requests: u32,
+    pinned: bool,
+) -> Result<Sample> {
     let (_, client_core) = cores();
-    let output = Command::new("taskset")
-        .args([
-            "-c",
-            &client_core,
-            "redis-benchmark",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
+    let mut command = if pinned {
+        let mut command = Command::new("taskset");
+        command.args(["-c", &client_core, "redis-benchmark"]);
+        command
+    } else {
+        Command::new("redis-benchmark")
+    };
+    command
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
         .args([
             "-t",
-            "set,get",
+            &test.to_ascii_lowercase(),
             "-n",
             &requests.to_string(),
-            "-c",
-            "50",
-            "-r",
-            "100000",
-            "-d",
-            "64",
         ])
-        .args(["-P", &pipeline.to_string(), "--csv"])
-        .output()
-        .context("run redis-benchmark")?;
+        .args(["-c", "50", "-r", "100000", "-d", "64"])
+        .args(["-P", &pipeline.to_string(), "--csv"]);
+    let cpu_before = server.cpu_seconds()?;
+    let output = command.output().context("run redis-benchmark")?;
+    let cpu = server.cpu_seconds()? - cpu_before;
     if !output.status.success() {
         bail!(
             "redis-benchmark failed: {}",
@@ -42,67 +58,201 @@ fn redis_benchmark(port: u16, pipeline: u32, requests: u32) -> Result<Vec<(Strin
         );
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let mut results = Vec::new();
-    for line in text.lines().skip(1) {
-        let fields: Vec<&str> = line
-            .split(',')
-            .map(|field| field.trim_matches('"'))
-            .collect();
-        if let [test, rps, ..] = fields.as_slice() {
-            results.push((test.to_string(), rps.parse::<f64>().context("rps")?));
-        }
-    }
-    Ok(results)
+    let ops = parse_csv_rps(&text, test).with_context(|| format!("no {test} in {text:?}"))?;
+    Ok(Sample {
+        ops,
+        per_cpu_second: if cpu > 0.0 {
+            f64::from(requests) / cpu
+        } else {
+            0.0
+        },
+    })
 }
 
-pub fn throughput(quick: bool) -> Result<()> {
-    ensure_redis()?;
-    let binary = build_node()?;
+/// The requests per second of `test` from `redis-benchmark --csv` output
+/// (`"test","rps",...` header, then one quoted line per test).
+fn parse_csv_rps(text: &str, test: &str) -> Option<f64> {
+    text.lines().skip(1).find_map(|line| {
+        let mut fields = line.split(',').map(|field| field.trim_matches('"'));
+        (fields.next()? == test).then_some(())?;
+        fields.next()?.parse().ok()
+    })
+}
+
+/// `bench node [--threads N]` settings.
+pub struct NodeOptions {
+    pub quick: bool,
+    /// 1: every server on one pinned core; more: unpinned, `--io-threads N`, -P 16 only.
+    pub threads: usize,
+}
+
+impl NodeOptions {
+    pub fn parse(args: &[String], quick: bool) -> Result<NodeOptions> {
+        let mut threads = 1;
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            match arg.as_str() {
+                "--quick" => {}
+                "--threads" => {
+                    threads = iter
+                        .next()
+                        .context("--threads needs a number")?
+                        .parse()
+                        .context("--threads")?;
+                }
+                other => bail!("unknown option {other} for bench node"),
+            }
+        }
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        Ok(NodeOptions { quick, threads })
+    }
+}
+
+pub fn throughput(options: &NodeOptions) -> Result<()> {
+    let binaries = Binaries::prepare()?;
+    let quick = options.quick;
+    let threads = options.threads;
+    let pinned = threads == 1;
     let rounds = if quick { 1 } else { 3 };
-    println!("## meridian-node vs redis-server: GET/SET throughput\n");
+    let pipelines: &[u32] = if pinned { &[1, 16] } else { &[16] };
+    println!("## meridian-node vs redis-server vs valkey-server: GET/SET throughput\n");
     println!("Machine: {}\n", machine_description());
+    if pinned {
+        println!(
+            "Each server pinned to core 0 with one I/O thread (`--io-threads 1`; redis-server and \
+             valkey-server with `--save '' --appendonly no`), redis-benchmark pinned to core 1."
+        );
+    } else {
+        println!(
+            "meridian-node and valkey-server with `--io-threads {threads}`, redis-server with its \
+             default single I/O thread (no persistence for either), NOT pinned: servers and \
+             redis-benchmark share all cores, so the load generator competes with the server's \
+             threads."
+        );
+    }
     println!(
-        "Server pinned to core 0 (meridian-node with --io-threads 1), redis-benchmark pinned to core 1;"
+        "`redis-benchmark -t <set|get> -n N -c 50 -r 100000 -d 64 -P <p> --csv`, SET then GET as \
+         separate runs on the same server; median of {rounds} rounds, servers alternating. \
+         Per CPU second = requests / server utime+stime (/proc/<pid>/stat) during that run.\n"
     );
-    println!(
-        "`redis-benchmark -t set,get -n N -c 50 -r 100000 -d 64 -P <p> --csv`, median of {rounds} rounds.\n"
-    );
-    println!("| test | pipeline | redis-server ops/s | meridian-node ops/s | ratio |");
-    println!("|---|---|---|---|---|");
-    for pipeline in [1u32, 16] {
+    let mut samples: HashMap<(Kind, &str, u32), Vec<Sample>> = HashMap::new();
+    for &pipeline in pipelines {
         let requests = match (quick, pipeline) {
             (true, 1) => 50_000,
             (true, _) => 500_000,
             (false, 1) => 200_000,
             (false, _) => 2_000_000,
         };
-        let mut redis_runs: Vec<Vec<(String, f64)>> = Vec::new();
-        let mut meridian_runs: Vec<Vec<(String, f64)>> = Vec::new();
-        for _ in 0..rounds {
-            // alternate servers so background noise hits both alike
-            let redis = Server::redis(None, None)?;
-            redis_runs.push(redis_benchmark(redis.port, pipeline, requests)?);
-            drop(redis);
-            let meridian = Server::meridian(&binary, None, None)?;
-            meridian_runs.push(redis_benchmark(meridian.port, pipeline, requests)?);
+        for round in 0..rounds {
+            // alternate servers (and who goes first) so background noise hits all alike
+            for offset in 0..Kind::ALL.len() {
+                let kind = Kind::ALL[(round + offset) % Kind::ALL.len()];
+                let server = Server::start(
+                    kind,
+                    &binaries,
+                    &Options {
+                        // redis-server's I/O threads offload only socket writes by default and spin
+                        // while active: the comparison is with its usual single thread
+                        io_threads: if kind == Kind::Redis { 1 } else { threads },
+                        unpinned: !pinned,
+                        ..Options::default()
+                    },
+                )?;
+                for test in TESTS {
+                    let sample = redis_benchmark(&server, test, pipeline, requests, pinned)?;
+                    eprintln!(
+                        "  round {} {} {test} -P {pipeline}: {:.0} ops/s, {:.0} per CPU second",
+                        round + 1,
+                        kind.name(),
+                        sample.ops,
+                        sample.per_cpu_second
+                    );
+                    samples
+                        .entry((kind, test, pipeline))
+                        .or_default()
+                        .push(sample);
+                }
+            }
         }
-        super::print_set_get_rows(pipeline, &redis_runs, &meridian_runs);
+    }
+    let titles = [
+        "Requests per second (wall clock)",
+        "Requests per second of server CPU time",
+    ];
+    for (metric, title) in titles.into_iter().enumerate() {
+        // the median over the rounds of one metric (0: ops/s, 1: per CPU second)
+        let pick = |kind: Kind, test: &str, pipeline: u32| {
+            let runs = samples
+                .get(&(kind, test, pipeline))
+                .map_or(&[][..], Vec::as_slice);
+            median(
+                runs.iter()
+                    .map(|sample| match metric {
+                        0 => sample.ops,
+                        _ => sample.per_cpu_second,
+                    })
+                    .collect(),
+            )
+        };
+        println!("\n### {title}\n");
+        println!(
+            "| test | pipeline | redis-server | valkey-server | meridian-node | meridian / redis | meridian / valkey |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for &pipeline in pipelines {
+            for test in TESTS {
+                let redis = pick(Kind::Redis, test, pipeline);
+                let valkey = pick(Kind::Valkey, test, pipeline);
+                let meridian = pick(Kind::Meridian, test, pipeline);
+                println!(
+                    "| {test} | {pipeline} | {redis:.0} | {valkey:.0} | {meridian:.0} | {} | {} |",
+                    ratio(meridian, redis),
+                    ratio(meridian, valkey)
+                );
+            }
+        }
     }
     Ok(())
 }
 
-/// Loads `keys` entries with 64-byte keys and 1 KiB values; returns (used_memory, rss) growth per key.
-fn load_and_measure(port: u16, keys: u64) -> Result<(f64, f64)> {
-    let mut client = Client::connect(port)?;
+/// One key/value shape of the memory benchmark.
+struct Shape {
+    name: &'static str,
+    keys: u64,
+    value_len: usize,
+}
+
+impl Shape {
+    /// Key `index`: 13 bytes for small values (`key:000000042`), 64 for large.
+    fn key(&self, index: u64) -> String {
+        if self.value_len <= 64 {
+            format!("key:{index:09}")
+        } else {
+            format!("key:{index:060}")
+        }
+    }
+}
+
+/// Growth per key after loading a shape.
+struct Growth {
+    used_memory: f64,
+    rss: f64,
+}
+
+/// Loads the shape's keys with pipelined SETs (1000 per batch); returns the
+/// growth per key of INFO's `used_memory` and of VmRSS (/proc/<pid>/status).
+fn load_and_measure(server: &Server, shape: &Shape) -> Result<Growth> {
+    let mut client = Client::connect(server.port)?;
     let used_before = client.info_field("memory", "used_memory")?;
-    let rss_before = client.info_field("memory", "used_memory_rss")?;
-    let value = vec![b'v'; 1024];
+    let rss_before = server.rss_bytes()?;
+    let value = vec![b'v'; shape.value_len];
     let mut index = 0u64;
-    while index < keys {
-        let batch_end = (index + 1000).min(keys);
+    while index < shape.keys {
+        let batch_end = (index + 1000).min(shape.keys);
         for key in index..batch_end {
-            let key = format!("key:{key:060}");
-            client.queue(&[b"SET", key.as_bytes(), &value]);
+            client.queue(&[b"SET", shape.key(key).as_bytes(), &value]);
         }
         for reply in client.flush()? {
             if reply != Reply::Status("OK".into()) {
@@ -112,32 +262,123 @@ fn load_and_measure(port: u16, keys: u64) -> Result<(f64, f64)> {
         index = batch_end;
     }
     let used_after = client.info_field("memory", "used_memory")?;
-    let rss_after = client.info_field("memory", "used_memory_rss")?;
-    Ok((
-        used_after.saturating_sub(used_before) as f64 / keys as f64,
-        rss_after.saturating_sub(rss_before) as f64 / keys as f64,
-    ))
+    let rss_after = server.rss_bytes()?;
+    let keys = shape.keys as f64;
+    Ok(Growth {
+        used_memory: used_after.saturating_sub(used_before) as f64 / keys,
+        rss: rss_after.saturating_sub(rss_before) as f64 / keys,
+    })
 }
 
 pub fn memory(quick: bool) -> Result<()> {
-    ensure_redis()?;
-    let binary = build_node()?;
-    let keys = if quick { 100_000 } else { 1_000_000 };
-    println!("\n## Memory per key: {keys} keys, 64-byte keys, 1 KiB values\n");
-    println!("| server | used_memory / key | RSS growth / key |");
-    println!("|---|---|---|");
-    let redis = Server::redis(None, None)?;
-    let (redis_used, redis_rss) = load_and_measure(redis.port, keys)?;
-    drop(redis);
-    println!("| redis-server | {redis_used:.0} B | {redis_rss:.0} B |");
-    let meridian = Server::meridian(&binary, None, None)?;
-    let (meridian_used, meridian_rss) = load_and_measure(meridian.port, keys)?;
-    drop(meridian);
-    println!("| meridian-node | {meridian_used:.0} B | {meridian_rss:.0} B |");
+    let binaries = Binaries::prepare()?;
+    let shapes = [
+        Shape {
+            name: "small",
+            keys: if quick { 100_000 } else { 1_000_000 },
+            value_len: 32,
+        },
+        Shape {
+            name: "large",
+            keys: if quick { 20_000 } else { 200_000 },
+            value_len: 1024,
+        },
+    ];
+    println!("\n## Memory per key\n");
+    println!("Machine: {}\n", machine_description());
     println!(
-        "\nratio (meridian / redis): used_memory {:.2}x, RSS {:.2}x",
-        meridian_used / redis_used.max(1.0),
-        meridian_rss / redis_rss.max(1.0)
+        "SETs pipelined 1000 at a time into a fresh server; growth of INFO `used_memory` and of \
+         VmRSS (/proc/<pid>/status) divided by the key count. small: 13-byte keys, 32-byte \
+         values; large: 64-byte keys, 1 KiB values.\n"
     );
+    println!(
+        "| shape | keys | server | used_memory / key | RSS growth / key | used_memory / RSS |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut results: Vec<(&str, HashMap<Kind, Growth>)> = Vec::new();
+    for shape in &shapes {
+        let mut growth = HashMap::new();
+        for kind in Kind::ALL {
+            let server = Server::start(kind, &binaries, &Options::default())?;
+            let measured = load_and_measure(&server, shape)?;
+            drop(server);
+            println!(
+                "| {} | {} | {} | {:.0} B | {:.0} B | {:.3} |",
+                shape.name,
+                shape.keys,
+                kind.name(),
+                measured.used_memory,
+                measured.rss,
+                measured.used_memory / measured.rss.max(1.0)
+            );
+            growth.insert(kind, measured);
+        }
+        results.push((shape.name, growth));
+    }
+    println!(
+        "\n| shape | used_memory: meridian / redis | meridian / valkey | RSS: meridian / redis | meridian / valkey | meridian used_memory within 2% of RSS |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, growth) in &results {
+        let (Some(redis), Some(valkey), Some(meridian)) = (
+            growth.get(&Kind::Redis),
+            growth.get(&Kind::Valkey),
+            growth.get(&Kind::Meridian),
+        ) else {
+            continue;
+        };
+        let accounting = meridian.used_memory / meridian.rss.max(1.0);
+        println!(
+            "| {name} | {} | {} | {} | {} | {} ({:+.1}%) |",
+            ratio(meridian.used_memory, redis.used_memory),
+            ratio(meridian.used_memory, valkey.used_memory),
+            ratio(meridian.rss, redis.rss),
+            ratio(meridian.rss, valkey.rss),
+            if (accounting - 1.0).abs() <= 0.02 {
+                "yes"
+            } else {
+                "NO"
+            },
+            (accounting - 1.0) * 100.0
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rps_of_the_named_test() {
+        let csv = "\"test\",\"rps\",\"avg_latency_ms\"\n\"SET\",\"71942.45\",\"0.391\"\n\"GET\",\"80000.00\",\"0.3\"\n";
+        assert_eq!(parse_csv_rps(csv, "SET"), Some(71942.45));
+        assert_eq!(parse_csv_rps(csv, "GET"), Some(80000.0));
+        assert_eq!(parse_csv_rps(csv, "INCR"), None);
+    }
+
+    #[test]
+    fn key_lengths_of_the_shapes() {
+        let small = Shape {
+            name: "small",
+            keys: 1_000_000,
+            value_len: 32,
+        };
+        let large = Shape {
+            name: "large",
+            keys: 200_000,
+            value_len: 1024,
+        };
+        assert_eq!(small.key(999_999).len(), 13);
+        assert_eq!(large.key(199_999).len(), 64);
+    }
+
+    #[test]
+    fn node_options() {
+        let parsed = NodeOptions::parse(&["--threads".into(), "2".into()], false).unwrap();
+        assert_eq!(parsed.threads, 2);
+        assert_eq!(NodeOptions::parse(&[], true).unwrap().threads, 1);
+        assert!(NodeOptions::parse(&["--threads".into()], false).is_err());
+        assert!(NodeOptions::parse(&["--bogus".into()], false).is_err());
+    }
 }
