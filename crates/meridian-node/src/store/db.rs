@@ -74,6 +74,8 @@ pub struct Db {
     shards: Box<[Mutex<Shard>]>,
     mask: usize,
     pub stats: Arc<SharedStats>,
+    /// The shard whose turn it is to evict under SIEVE.
+    eviction_turn: AtomicUsize,
 }
 
 /// Shard guards held for an atomic multi-key operation or a transaction,
@@ -114,6 +116,7 @@ impl Db {
             shards,
             mask: shard_count - 1,
             stats,
+            eviction_turn: AtomicUsize::new(0),
         }
     }
 
@@ -183,16 +186,21 @@ impl Db {
         let mut seed = now_ms() as usize ^ (self.used_memory() as usize).rotate_left(17);
         let mut failures = 0;
         while self.over_limit() {
-            // power of two choices: evict from the fuller of two random shards
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let first = (seed >> 33) % shard_count;
-            let second = (seed >> 13) % shard_count;
-            let shard = if self.stats.shard_memory(first) >= self.stats.shard_memory(second) {
-                first
-            } else {
-                second
+            let shard = match self.sieve_turn(policy) {
+                Some(shard) => shard,
+                None => {
+                    // power of two choices: evict from the fuller of two random shards
+                    let first = (seed >> 33) % shard_count;
+                    let second = (seed >> 13) % shard_count;
+                    if self.stats.shard_memory(first) >= self.stats.shard_memory(second) {
+                        first
+                    } else {
+                        second
+                    }
+                }
             };
             let evicted = self.shards[shard].lock().evict_one(policy, samples);
             if evicted.is_none() {
@@ -213,6 +221,21 @@ impl Db {
             }
         }
         Ok(())
+    }
+
+    /// Under SIEVE the shards evict in turn, so every shard's hand sweeps its keys at the
+    /// pace of the others and together they act like one hand over the whole keyspace
+    /// (with the fuller of two random shards, some hands ran ahead and evicted keys that
+    /// would have been visited again: 49.6% hits where one shard scored 54.3-54.7%, Zipf
+    /// 0.8, 1 KiB values). A shard holding less than half its share (hash tags crowding
+    /// keys elsewhere) passes its turn to the random choice.
+    fn sieve_turn(&self, policy: Policy) -> Option<usize> {
+        if policy != Policy::Sieve {
+            return None;
+        }
+        let shard = self.eviction_turn.fetch_add(1, Ordering::Relaxed) & self.mask;
+        let share = self.stats.used_memory.load(Ordering::Relaxed) / self.shards.len() as i64;
+        (self.stats.shard_memory(shard) * 2 >= share).then_some(shard)
     }
 
     pub fn len(&self) -> usize {
@@ -446,6 +469,45 @@ mod tests {
         assert_eq!((0..4).map(|index| db.lock(index).hits).sum::<u64>(), hits);
         db.flush();
         assert_eq!(db.used_memory(), 0);
+    }
+
+    /// Under SIEVE the shards take turns: over a burst of evictions each shard evicts as
+    /// often as the others (a random choice of shard lets their counts drift apart).
+    /// In the long run a shard evicts what it is given, so the burst is short.
+    #[test]
+    fn sieve_shards_evict_in_turn() {
+        let db = Db::new(16, 200_000, Policy::Sieve);
+        let mut access = Access::direct(&db);
+        let evicted =
+            |db: &Db| -> Vec<u64> { (0..16).map(|index| db.lock(index).evicted).collect() };
+        let mut index = 0;
+        let mut insert = |db: &Db| {
+            let key = format!("key:{index}");
+            index += 1;
+            access.with_key(key.as_bytes(), |shard, slot| {
+                shard.insert(key.as_bytes(), slot, string("value"), 0)
+            });
+            db.make_room().expect("evicts");
+        };
+        while evicted(&db).iter().sum::<u64>() == 0 {
+            insert(&db);
+        }
+        let before = evicted(&db);
+        for _ in 0..1600 {
+            insert(&db);
+        }
+        let burst: Vec<u64> = evicted(&db)
+            .iter()
+            .zip(&before)
+            .map(|(after, before)| after - before)
+            .collect();
+        assert!(burst.iter().sum::<u64>() >= 1600, "{burst:?}");
+        let (least, most) = (burst.iter().min(), burst.iter().max());
+        assert!(
+            most.zip(least)
+                .is_some_and(|(most, least)| most - least <= 2),
+            "evictions per shard in the burst {burst:?}"
+        );
     }
 
     #[test]
