@@ -11,6 +11,7 @@ mod node;
 mod proxy;
 mod regions;
 mod resp;
+mod sync;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use anyhow::{Context, Result, bail};
 pub fn run(args: &[String]) -> Result<()> {
     let Some((name, rest)) = args.split_first() else {
         bail!(
-            "usage: cargo xtask bench <node|memory|eviction|cluster|regions|all> [--quick] \
+            "usage: cargo xtask bench <node|memory|eviction|cluster|regions|sync|all> [--quick] \
              (node: [--threads 2]; regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] [--primaries 2])"
         );
     };
@@ -33,15 +34,17 @@ pub fn run(args: &[String]) -> Result<()> {
         "eviction" => eviction::run(quick),
         "cluster" => cluster::run(quick),
         "regions" => regions::run(&regions::Options::parse(rest, quick)?),
+        "sync" => sync::run(quick),
         "all" => {
             node::throughput(&node::NodeOptions::parse(&[], quick)?)?;
             node::memory(quick)?;
             eviction::run(quick)?;
             cluster::run(quick)?;
+            sync::run(quick)?;
             regions::run(&regions::Options::parse(&[], quick)?)
         }
         other => bail!(
-            "unknown benchmark '{other}': expected node, memory, eviction, cluster, regions or all"
+            "unknown benchmark '{other}': expected node, memory, eviction, cluster, regions, sync or all"
         ),
     }
 }
@@ -226,6 +229,8 @@ pub struct Options {
     pub io_threads: usize,
     /// Not pinned to the server core (shares every core with the load generator).
     pub unpinned: bool,
+    /// Further arguments for redis-server and valkey-server only.
+    pub peer_args: Vec<String>,
 }
 
 /// A server process (pinned to the server core unless started unpinned);
@@ -253,6 +258,7 @@ impl Server {
             Kind::Redis | Kind::Valkey => {
                 args.extend(["--save".into(), String::new()]);
                 args.extend(["--appendonly".into(), "no".into()]);
+                args.extend(options.peer_args.iter().cloned());
             }
             Kind::Meridian => {
                 let metrics = free_port()?;
@@ -343,6 +349,29 @@ impl Server {
         let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
         let ticks = parse_stat_cpu_ticks(&text).with_context(|| format!("parse {path}"))?;
         Ok(ticks as f64 / clock_ticks_per_second())
+    }
+
+    /// The server's peak resident set size in bytes (VmHWM of /proc/<pid>/status).
+    pub fn peak_rss_bytes(&self) -> Result<u64> {
+        let path = format!("/proc/{}/status", self.pid());
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        parse_status_bytes(&text, "VmHWM:").with_context(|| format!("no VmHWM in {path}"))
+    }
+
+    /// Memory the server's child processes (redis-server's and valkey-server's fork
+    /// for a full sync) hold privately: the pages copied since the fork, in bytes.
+    pub fn children_private_bytes(&self) -> u64 {
+        let pid = self.pid();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children
+            .split_whitespace()
+            .filter_map(|child| std::fs::read_to_string(format!("/proc/{child}/smaps_rollup")).ok())
+            .map(|rollup| {
+                parse_status_bytes(&rollup, "Private_Clean:").unwrap_or(0)
+                    + parse_status_bytes(&rollup, "Private_Dirty:").unwrap_or(0)
+            })
+            .sum()
     }
 
     /// The server's resident set size in bytes (VmRSS of /proc/<pid>/status).
@@ -454,9 +483,12 @@ fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// VmRSS in bytes from the text of `/proc/<pid>/status` ("VmRSS:  1234 kB").
 fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?;
+    parse_status_bytes(status, "VmRSS:")
+}
+
+/// A "<field>  1234 kB" line of `/proc/<pid>/status` (or smaps_rollup) in bytes.
+fn parse_status_bytes(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find_map(|line| line.strip_prefix(field))?;
     let mut parts = line.split_whitespace();
     let value: u64 = parts.next()?.parse().ok()?;
     match parts.next() {
@@ -502,6 +534,18 @@ mod tests {
         assert_eq!(parse_stat_cpu_ticks(odd), Some(10));
         assert_eq!(parse_stat_cpu_ticks("77 (truncated) R 1"), None);
         assert_eq!(parse_stat_cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn status_and_rollup_fields_in_bytes() {
+        let status = "VmPeak:\t  9000 kB\nVmHWM:\t  4096 kB\nVmRSS:\t  1536 kB\n";
+        assert_eq!(parse_status_bytes(status, "VmHWM:"), Some(4096 * 1024));
+        let rollup = "Rss:   100 kB\nPrivate_Clean:   8 kB\nPrivate_Dirty:  12 kB\n";
+        assert_eq!(
+            parse_status_bytes(rollup, "Private_Dirty:"),
+            Some(12 * 1024)
+        );
+        assert_eq!(parse_status_bytes(rollup, "Swap:"), None);
     }
 
     #[test]
