@@ -7,6 +7,7 @@
 mod cluster;
 mod eviction;
 mod node;
+mod planners;
 mod proxy;
 mod regions;
 mod resp;
@@ -21,8 +22,9 @@ use anyhow::{Context, Result, bail};
 pub fn run(args: &[String]) -> Result<()> {
     let Some((name, rest)) = args.split_first() else {
         bail!(
-            "usage: cargo xtask bench <node|memory|eviction|cluster|regions|all> [--quick] \
-             (regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] [--primaries 2])"
+            "usage: cargo xtask bench <node|memory|eviction|cluster|regions|planners|all> [--quick] \
+             (regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] [--primaries 2]; \
+             planners: [--shards 3,30,300,1000])"
         );
     };
     let quick = rest.iter().any(|arg| arg == "--quick");
@@ -32,6 +34,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "eviction" => eviction::run(quick),
         "cluster" => cluster::run(quick),
         "regions" => regions::run(&regions::Options::parse(rest, quick)?),
+        "planners" => planners::run(rest),
         "all" => {
             node::throughput(quick)?;
             node::memory(quick)?;
@@ -40,7 +43,7 @@ pub fn run(args: &[String]) -> Result<()> {
             regions::run(&regions::Options::parse(&[], quick)?)
         }
         other => bail!(
-            "unknown benchmark '{other}': expected node, memory, eviction, cluster, regions or all"
+            "unknown benchmark '{other}': expected node, memory, eviction, cluster, regions, planners or all"
         ),
     }
 }
