@@ -368,11 +368,17 @@ impl NodeConnections {
     /// failover, a handover and a slot move), every outcome reported.
     pub async fn push(&mut self, map: &TopologyMap, order: &[PodName]) -> PushReport {
         let mut report = PushReport::default();
+        // Serialized once for every node (a 1000-shard map is 176 KiB of JSON).
+        let json = serde_json::to_string(map);
         for pod in order {
             let Some(connection) = self.by_pod.get_mut(pod) else {
                 continue;
             };
-            match connection.push_topology(map).await {
+            let outcome = match &json {
+                Ok(json) => connection.push_topology_json(json).await,
+                Err(_) => connection.push_topology(map).await,
+            };
+            match outcome {
                 Ok(PushOutcome::Applied) => report.applied.push(pod.clone()),
                 Ok(PushOutcome::Stale(message)) => report.stale.push(format!("{pod}: {message}")),
                 Err(error) => report.failed.push((pod.clone(), error)),
@@ -531,6 +537,11 @@ impl NodeConnection {
     /// `MERIDIAN.TOPOLOGY SET <json>`.
     pub async fn push_topology(&mut self, map: &TopologyMap) -> Result<PushOutcome, Error> {
         let json = serde_json::to_string(map)?;
+        self.push_topology_json(&json).await
+    }
+
+    /// `MERIDIAN.TOPOLOGY SET <json>` with the map already serialized.
+    pub async fn push_topology_json(&mut self, json: &str) -> Result<PushOutcome, Error> {
         let reply: Result<String, redis::RedisError> = redis::cmd("MERIDIAN.TOPOLOGY")
             .arg("SET")
             .arg(json)

@@ -8,6 +8,7 @@
 mod cluster;
 mod eviction;
 mod node;
+mod planners;
 mod proxy;
 mod regions;
 mod resp;
@@ -23,8 +24,9 @@ use anyhow::{Context, Result, bail};
 pub fn run(args: &[String]) -> Result<()> {
     let Some((name, rest)) = args.split_first() else {
         bail!(
-            "usage: cargo xtask bench <node|memory|eviction|cluster|regions|sync|all> [--quick] \
-             (node: [--threads 2]; regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] [--primaries 2])"
+            "usage: cargo xtask bench <node|memory|eviction|cluster|regions|sync|planners|all> \
+             [--quick] (node: [--threads 2]; regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] \
+             [--primaries 2]; planners: [--shards 3,30,300,1000])"
         );
     };
     let quick = rest.iter().any(|arg| arg == "--quick");
@@ -35,16 +37,23 @@ pub fn run(args: &[String]) -> Result<()> {
         "cluster" => cluster::run(quick),
         "regions" => regions::run(&regions::Options::parse(rest, quick)?),
         "sync" => sync::run(quick),
+        "planners" => planners::run(rest),
         "all" => {
             node::throughput(&node::NodeOptions::parse(&[], quick)?)?;
             node::memory(quick)?;
             eviction::run(quick)?;
             cluster::run(quick)?;
             sync::run(quick)?;
+            planners::run(if quick {
+                &["--quick".to_string()][..]
+            } else {
+                &[]
+            })?;
             regions::run(&regions::Options::parse(&[], quick)?)
         }
         other => bail!(
-            "unknown benchmark '{other}': expected node, memory, eviction, cluster, regions, sync or all"
+            "unknown benchmark '{other}': expected node, memory, eviction, cluster, regions, sync, \
+             planners or all"
         ),
     }
 }
