@@ -44,11 +44,12 @@ pub fn run(args: &[String]) -> Result<()> {
             eviction::run(quick)?;
             cluster::run(quick)?;
             sync::run(quick)?;
-            planners::run(if quick {
-                &["--quick".to_string()][..]
+            let planner_args = if quick {
+                vec!["--quick".to_string()]
             } else {
-                &[]
-            })?;
+                Vec::new()
+            };
+            planners::run(&planner_args)?;
             regions::run(&regions::Options::parse(&[], quick)?)
         }
         other => bail!(
@@ -253,6 +254,23 @@ impl Server {
     /// Starts `kind` with `options` on a free port of 127.0.0.1. redis-server and
     /// valkey-server run without persistence (`--save '' --appendonly no`).
     pub fn start(kind: Kind, binaries: &Binaries, options: &Options) -> Result<Server> {
+        // a free port can be taken by another process before the server binds it
+        let mut attempt = 1;
+        loop {
+            match Server::start_once(kind, binaries, options) {
+                Err(error) if attempt < 3 => {
+                    eprintln!(
+                        "  {} did not start ({error:#}); trying another port",
+                        kind.name()
+                    );
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(kind: Kind, binaries: &Binaries, options: &Options) -> Result<Server> {
         let port = free_port()?;
         let threads = options.io_threads.max(1).to_string();
         let mut args = vec![
