@@ -285,6 +285,14 @@ impl Server {
             Kind::Redis | Kind::Valkey => {
                 args.extend(["--save".into(), String::new()]);
                 args.extend(["--appendonly".into(), "no".into()]);
+                // a replica writes the snapshot it receives to its directory, and any
+                // server started there later would load it: one directory per server
+                let dir =
+                    std::env::temp_dir().join(format!("meridian-bench-{}-{port}", kind.name()));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("create {}", dir.display()))?;
+                args.extend(["--dir".into(), dir.display().to_string()]);
                 args.extend(options.peer_args.iter().cloned());
             }
             Kind::Meridian => {
