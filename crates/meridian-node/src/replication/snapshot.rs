@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use super::backlog::ReplLog;
 use crate::error::SyncError;
 use crate::store::entry::Entry;
-use crate::store::{Access, Db, HashValue, SnapshotSink, Value};
+use crate::store::{Access, Db, HashValue, SnapshotSink, Value, ValueRef};
 
 const MAGIC: &[u8] = b"MRDSNAP1";
 const TYPE_STRING: u8 = 0;
@@ -83,10 +83,10 @@ fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
 /// The bytes [`encode_entry`] writes for `entry`.
 fn encoded_len(entry: &Entry) -> usize {
     // type, key, expire_at
-    let head = 1 + 4 + entry.key.len() + 8;
-    head + match &entry.value {
-        Value::Str(bytes) => 4 + bytes.len(),
-        Value::Hash(hash) => {
+    let head = 1 + 4 + entry.key().len() + 8;
+    head + match entry.value() {
+        ValueRef::Str(bytes) => 4 + bytes.len(),
+        ValueRef::Hash(hash) => {
             4 + hash
                 .iter()
                 .map(|(field, value)| 8 + field.len() + value.len())
@@ -96,17 +96,17 @@ fn encoded_len(entry: &Entry) -> usize {
 }
 
 fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
-    match &entry.value {
-        Value::Str(bytes) => {
+    match entry.value() {
+        ValueRef::Str(bytes) => {
             buf.push(TYPE_STRING);
-            put_bytes(buf, &entry.key);
-            buf.extend_from_slice(&entry.expire_at.to_le_bytes());
+            put_bytes(buf, &entry.key());
+            buf.extend_from_slice(&entry.expire_at().to_le_bytes());
             put_bytes(buf, bytes);
         }
-        Value::Hash(hash) => {
+        ValueRef::Hash(hash) => {
             buf.push(TYPE_HASH);
-            put_bytes(buf, &entry.key);
-            buf.extend_from_slice(&entry.expire_at.to_le_bytes());
+            put_bytes(buf, &entry.key());
+            buf.extend_from_slice(&entry.expire_at().to_le_bytes());
             buf.extend_from_slice(&(hash.len() as u32).to_le_bytes());
             for (field, value) in hash.iter() {
                 put_bytes(buf, field);
@@ -696,8 +696,8 @@ mod tests {
         assert_eq!(load(&db, &received, MAX_LEN).ok(), Some(2));
         let mut access = Access::direct(&db);
         let stored = access.with_key(b"first", |shard, _| {
-            match shard.peek(b"first").map(|entry| &entry.value) {
-                Some(Value::Str(bytes)) => bytes.clone(),
+            match shard.peek(b"first").map(|entry| entry.value()) {
+                Some(ValueRef::Str(bytes)) => bytes.to_vec(),
                 _ => Vec::new(),
             }
         });
