@@ -210,7 +210,7 @@ pub fn keys(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         for position in 0..shard.slab_len() {
             if let Some(entry) = shard.entry_at(position)
                 && (entry.expire_at() == 0 || entry.expire_at() > now)
-                && (match_all || glob::matches(pattern, &entry.key()))
+                && (match_all || glob::matches(pattern, entry.key()))
             {
                 found.push(entry.key().to_vec());
             }
@@ -242,7 +242,7 @@ pub fn scan(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 if let Some(entry) = shard.entry_at(position) {
                     visited += 1;
                     if (entry.expire_at() == 0 || entry.expire_at() > now)
-                        && options.accepts(&entry.key(), entry.value())
+                        && options.accepts(entry.key(), entry.value())
                     {
                         found.push(entry.key().to_vec());
                     }

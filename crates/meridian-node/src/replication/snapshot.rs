@@ -99,13 +99,13 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
     match entry.value() {
         ValueRef::Str(bytes) => {
             buf.push(TYPE_STRING);
-            put_bytes(buf, &entry.key());
+            put_bytes(buf, entry.key());
             buf.extend_from_slice(&entry.expire_at().to_le_bytes());
             put_bytes(buf, bytes);
         }
         ValueRef::Hash(hash) => {
             buf.push(TYPE_HASH);
-            put_bytes(buf, &entry.key());
+            put_bytes(buf, entry.key());
             buf.extend_from_slice(&entry.expire_at().to_le_bytes());
             buf.extend_from_slice(&(hash.len() as u32).to_le_bytes());
             for (field, value) in hash.iter() {

@@ -365,7 +365,7 @@ impl Shard {
             Some(&index) => index,
             None => self.slab.len() as u32,
         };
-        let ttl = (expire_at != 0).then(|| (expire_at, self.volatile.len() as u32));
+        let ttl = (expire_at != 0).then_some((expire_at, self.volatile.len() as u32));
         let entry = Entry::new(key, value, ttl, stamp);
         if ttl.is_some() {
             self.volatile.push(index);
