@@ -12,9 +12,10 @@
 //! class); a string goes out of line when inline would cost more after size-class
 //! rounding, or when it is longer than [`INLINE_MAX`] (APPEND then grows it in place).
 //!
-//! All of the store's `unsafe` code is in this module, behind [`Entry`]'s safe API:
-//! the record is owned by its entry exactly like a `Box` is, and is only read
-//! through `&self` and changed through `&mut self`.
+//! All of the store's `unsafe` code is in this module, behind [`Entry`]'s safe API
+//! (the record is owned by its entry exactly like a `Box` is, and is only read
+//! through `&self` and changed through `&mut self`) and [`Pages`], the allocator
+//! of the shards' slabs and hash tables.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
@@ -618,6 +619,62 @@ impl Drop for Entry {
     }
 }
 
+/// Allocator for the shards' growing arrays (slab, hash table, volatile keys):
+/// blocks of a page and more are mapped from the OS and unmapped when freed.
+/// Through the node's allocator, each doubling left the old block behind in a
+/// size class that nothing else reuses (about as much memory again as the
+/// arrays, never given back); mapped blocks give it back at once, and cost only
+/// the pages they touch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pages;
+
+const PAGE: usize = 4096;
+const MAPPED_MIN: usize = PAGE;
+
+fn mapped(layout: Layout) -> Option<usize> {
+    (layout.size() >= MAPPED_MIN && layout.align() <= PAGE)
+        .then(|| layout.size().next_multiple_of(PAGE))
+}
+
+// SAFETY: blocks come either from the global allocator (small ones) or from a
+// private anonymous mapping of at least the requested size, page-aligned (so
+// aligned for any layout up to a page); `deallocate` tells the two apart by the
+// same layout test and unmaps exactly the mapped length.
+unsafe impl allocator_api2::alloc::Allocator for Pages {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        let Some(len) = mapped(layout) else {
+            return allocator_api2::alloc::Global.allocate(layout);
+        };
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(allocator_api2::alloc::AllocError);
+        }
+        let ptr = NonNull::new(raw.cast::<u8>()).ok_or(allocator_api2::alloc::AllocError)?;
+        Ok(NonNull::slice_from_raw_parts(ptr, layout.size()))
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        match mapped(layout) {
+            // SAFETY: mapped by `allocate` with this length (same layout).
+            Some(len) => unsafe {
+                libc::munmap(ptr.as_ptr().cast(), len);
+            },
+            // SAFETY: allocated by the global allocator with this layout.
+            None => unsafe { allocator_api2::alloc::Global.deallocate(ptr, layout) },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,6 +806,18 @@ mod tests {
                 _ => prop_assert!(false, "type changed"),
             }
         }
+    }
+
+    #[test]
+    fn pages_hold_big_and_small_arrays() {
+        let mut big: allocator_api2::vec::Vec<u64, Pages> = allocator_api2::vec::Vec::new_in(Pages);
+        for index in 0..100_000u64 {
+            big.push(index);
+        }
+        assert_eq!(big.iter().sum::<u64>(), 100_000 * 99_999 / 2);
+        big.truncate(10);
+        big.shrink_to_fit();
+        assert_eq!(big[..], (0..10).collect::<Vec<_>>()[..]);
     }
 
     #[test]

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use hashbrown::HashTable;
 
+type Slab = allocator_api2::vec::Vec<Option<Entry>, Pages>;
+
 use super::SharedStats;
-use super::entry::{Entry, NIL, Src};
+use super::entry::{Entry, NIL, Pages, Src};
 use super::eviction::sieve::SieveList;
 use super::eviction::{Policy, Rng, lfu, lru};
 use super::hooks::SnapshotSink;
@@ -30,13 +32,13 @@ pub struct Holder {
 }
 
 pub struct Shard {
-    pub(crate) slab: Vec<Option<Entry>>,
+    pub(crate) slab: Slab,
     free: Vec<u32>,
-    table: HashTable<u32>,
+    table: HashTable<u32, Pages>,
     /// Bytes of `table` counted in the store's memory.
     table_bytes: usize,
     hasher: foldhash::fast::RandomState,
-    pub(crate) volatile: Vec<u32>,
+    pub(crate) volatile: allocator_api2::vec::Vec<u32, Pages>,
     sieve: SieveList,
     pool: Vec<u32>,
     /// Key counts for the slots this shard owns, indexed by `slot >> shift`.
@@ -66,12 +68,12 @@ impl Shard {
     pub fn new(index: usize, shard_count: usize, stats: Arc<SharedStats>) -> Self {
         let shift = shard_count.trailing_zeros();
         Shard {
-            slab: Vec::new(),
+            slab: Slab::new_in(Pages),
             free: Vec::new(),
-            table: HashTable::new(),
+            table: HashTable::new_in(Pages),
             table_bytes: 0,
             hasher: foldhash::fast::RandomState::default(),
-            volatile: Vec::new(),
+            volatile: allocator_api2::vec::Vec::new_in(Pages),
             sieve: SieveList::default(),
             pool: Vec::new(),
             slot_counts: vec![0; (usize::from(meridian_topology::SLOT_COUNT) >> shift).max(1)],
@@ -416,7 +418,7 @@ impl Shard {
         self.signal_modified(entry.key());
         if self.table.is_empty() {
             // an emptied shard gives its table back
-            self.table = HashTable::new();
+            self.table = HashTable::new_in(Pages);
             self.sync_table_memory();
         }
         self.shrink_if_sparse();
@@ -432,7 +434,7 @@ impl Shard {
             let len = self.slab.len() as u32;
             self.free.retain(|&index| index < len);
             if self.table.is_empty() {
-                self.slab = Vec::new();
+                self.slab = Slab::new_in(Pages);
                 self.free = Vec::new();
             }
         }
@@ -488,11 +490,11 @@ impl Shard {
         }
         let memory: usize = self.slab.iter().flatten().map(Entry::memory).sum();
         self.account(-(memory as isize));
-        self.slab = Vec::new();
+        self.slab = Slab::new_in(Pages);
         self.free = Vec::new();
-        self.table = HashTable::new();
+        self.table = HashTable::new_in(Pages);
         self.sync_table_memory();
-        self.volatile = Vec::new();
+        self.volatile = allocator_api2::vec::Vec::new_in(Pages);
         self.sieve = SieveList::default();
         self.pool.clear();
         self.slot_counts.iter_mut().for_each(|count| *count = 0);

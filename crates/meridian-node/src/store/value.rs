@@ -4,16 +4,20 @@
 use indexmap::IndexMap;
 
 /// Bytes an allocation of `len` bytes really costs with mimalloc, the node's
-/// allocator: no per-block header; 8-byte classes up to 64 bytes, then four
-/// classes per power of two (12.5% worst rounding); blocks above 64 KiB only
-/// cost the 4 KiB pages they touch.
+/// allocator: no per-block header; 8 bytes, then 16-byte classes up to 64 bytes
+/// (its 16-byte minimal alignment: 48 and 64, no 40 or 56), then four classes
+/// per power of two (12.5% worst rounding); blocks above 64 KiB only cost the
+/// 4 KiB pages they touch.
 pub fn alloc_size(len: usize) -> usize {
     const WORD: usize = 8;
+    if len <= WORD {
+        return if len == 0 { 0 } else { WORD };
+    }
     if len <= 8 * WORD {
-        return len.div_ceil(WORD) * WORD;
+        return len.next_multiple_of(2 * WORD);
     }
     if len > 64 * 1024 {
-        return len.div_ceil(4096) * 4096;
+        return len.next_multiple_of(4096);
     }
     let words = len.div_ceil(WORD) - 1;
     let bit = usize::BITS - 1 - words.leading_zeros();
@@ -165,7 +169,7 @@ mod tests {
         assert_eq!(
             classes,
             [
-                8, 8, 16, 48, 56, 64, 80, 80, 96, 96, 128, 160, 160, 192, 1024, 1280, 1280
+                8, 8, 16, 48, 64, 64, 80, 80, 96, 96, 128, 160, 160, 192, 1024, 1280, 1280
             ]
         );
         assert_eq!(alloc_size(0), 0);
