@@ -23,7 +23,7 @@ use crate::error::CommandError;
 use crate::net::Stream;
 use crate::protocol::{Decoded, Reply, ReplyLimits, parse_reply};
 use crate::replication::backlog::encode_command;
-use crate::store::{HashValue, Value};
+use crate::store::{HashValue, Value, ValueRef};
 use crate::tls::ClientTls;
 
 const TYPE_STRING: u8 = 0;
@@ -143,14 +143,14 @@ fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Serializes a value for DUMP / MIGRATE.
-pub fn dump(value: &Value) -> Vec<u8> {
+pub fn dump(value: ValueRef<'_>) -> Vec<u8> {
     let mut buf = Vec::new();
     match value {
-        Value::Str(bytes) => {
+        ValueRef::Str(bytes) => {
             buf.push(TYPE_STRING);
             put_bytes(&mut buf, bytes);
         }
-        Value::Hash(hash) => {
+        ValueRef::Hash(hash) => {
             buf.push(TYPE_HASH);
             buf.extend_from_slice(&(hash.len() as u32).to_le_bytes());
             for (field, value) in hash.iter() {
@@ -361,9 +361,9 @@ mod tests {
         hash.insert(b"field", b"value");
         hash.insert(b"other", b"");
         for value in [Value::Str(b"hello".to_vec()), Value::Hash(Box::new(hash))] {
-            let payload = dump(&value);
+            let payload = dump(value.borrowed());
             let restored = restore(&payload).expect("valid payload");
-            assert_eq!(dump(&restored), payload);
+            assert_eq!(dump(restored.borrowed()), payload);
             for position in 0..payload.len() {
                 let mut corrupted = payload.clone();
                 corrupted[position] ^= 0x40;

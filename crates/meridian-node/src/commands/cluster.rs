@@ -387,10 +387,10 @@ fn keys_in_slot(ctx: &mut Ctx<'_, '_>, slot: u16, count: i64) -> Vec<Vec<u8>> {
                 break;
             }
             if let Some(entry) = shard.entry_at(position)
-                && entry.slot == slot
-                && (entry.expire_at == 0 || entry.expire_at > now)
+                && entry.slot() == slot
+                && (entry.expire_at() == 0 || entry.expire_at() > now)
             {
-                keys.push(entry.key.to_vec());
+                keys.push(entry.key().to_vec());
             }
         }
         keys

@@ -6,7 +6,7 @@ use crate::error::{CmdResult, CommandError};
 use crate::protocol::Out;
 use crate::protocol::encode::format_double;
 use crate::protocol::frame::parse_i64;
-use crate::store::{HashValue, Shard, Value};
+use crate::store::{HashValue, Shard, Value, ValueRef};
 
 /// Reads a hash: Ok(None) when missing, WRONGTYPE for strings.
 fn read_hash<'s>(
@@ -16,9 +16,9 @@ fn read_hash<'s>(
 ) -> Result<Option<&'s HashValue>, CommandError> {
     match shard.read(key, now) {
         None => Ok(None),
-        Some(index) => match &shard.entry(index).value {
-            Value::Hash(hash) => Ok(Some(hash)),
-            Value::Str(_) => Err(CommandError::WrongType),
+        Some(index) => match shard.entry(index).value() {
+            ValueRef::Hash(hash) => Ok(Some(hash)),
+            ValueRef::Str(_) => Err(CommandError::WrongType),
         },
     }
 }
@@ -35,7 +35,7 @@ fn write_hash<R>(
 ) -> Result<Option<R>, CommandError> {
     let index = match shard.find(key, now) {
         Some(index) => {
-            if let Value::Str(_) = shard.entry(index).value {
+            if let ValueRef::Str(_) = shard.entry(index).value() {
                 return Err(CommandError::WrongType);
             }
             index
@@ -47,7 +47,7 @@ fn write_hash<R>(
         Value::Hash(hash) => change(hash),
         Value::Str(_) => Err(CommandError::WrongType),
     });
-    let empty = matches!(&shard.entry(index).value, Value::Hash(hash) if hash.is_empty());
+    let empty = matches!(shard.entry(index).value(), ValueRef::Hash(hash) if hash.is_empty());
     if empty {
         shard.remove(index);
     }
@@ -86,10 +86,10 @@ pub fn hsetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, field, value, now) = (ctx.args[1], ctx.args[2], ctx.args[3], ctx.now);
     let created = ctx.keys.with_key(key, |shard, slot| {
         if let Some(existing) = shard.find(key, now) {
-            match &shard.entry(existing).value {
-                Value::Hash(hash) if hash.get(field).is_some() => return Ok(false),
-                Value::Hash(_) => {}
-                Value::Str(_) => return Err(CommandError::WrongType),
+            match shard.entry(existing).value() {
+                ValueRef::Hash(hash) if hash.get(field).is_some() => return Ok(false),
+                ValueRef::Hash(_) => {}
+                ValueRef::Str(_) => return Err(CommandError::WrongType),
             }
         }
         write_hash(shard, key, slot, now, true, |hash| {

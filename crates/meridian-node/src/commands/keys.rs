@@ -3,7 +3,7 @@
 use super::{Ctx, parse_int};
 use crate::error::{CmdResult, CommandError};
 use crate::glob;
-use crate::store::Value;
+use crate::store::ValueRef;
 
 pub fn del(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let now = ctx.now;
@@ -58,7 +58,7 @@ pub fn type_of(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let name = ctx.keys.with_key(key, |shard, _| {
         shard
             .find(key, now)
-            .map(|index| shard.entry(index).value.type_name())
+            .map(|index| shard.entry(index).value().type_name())
     });
     ctx.out.simple(name.unwrap_or("none"));
     Ok(())
@@ -113,7 +113,7 @@ fn set_expiry(ctx: &mut Ctx<'_, '_>, unit: Unit, absolute: bool) -> CmdResult {
         let Some(index) = shard.find(key, now) else {
             return false;
         };
-        let current = shard.entry(index).expire_at;
+        let current = shard.entry(index).expire_at();
         // A persistent key has an infinite TTL for GT/LT comparisons.
         let blocked = (nx && current != 0)
             || (xx && current == 0)
@@ -156,7 +156,7 @@ fn expiry_of(ctx: &mut Ctx<'_, '_>) -> Option<u64> {
     ctx.keys.with_key(key, |shard, _| {
         shard
             .find(key, now)
-            .map(|index| shard.entry(index).expire_at)
+            .map(|index| shard.entry(index).expire_at())
     })
 }
 
@@ -192,7 +192,7 @@ pub fn persist(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let changed = ctx
         .keys
         .with_key(key, |shard, _| match shard.find(key, now) {
-            Some(index) if shard.entry(index).expire_at != 0 => {
+            Some(index) if shard.entry(index).expire_at() != 0 => {
                 shard.set_expire(index, 0);
                 true
             }
@@ -209,10 +209,10 @@ pub fn keys(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     ctx.keys.each_shard(|shard| {
         for position in 0..shard.slab_len() {
             if let Some(entry) = shard.entry_at(position)
-                && (entry.expire_at == 0 || entry.expire_at > now)
-                && (match_all || glob::matches(pattern, &entry.key))
+                && (entry.expire_at() == 0 || entry.expire_at() > now)
+                && (match_all || glob::matches(pattern, entry.key()))
             {
-                found.push(entry.key.to_vec());
+                found.push(entry.key().to_vec());
             }
         }
     });
@@ -241,10 +241,10 @@ pub fn scan(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             while position < shard.slab_len() && visited < options.count {
                 if let Some(entry) = shard.entry_at(position) {
                     visited += 1;
-                    if (entry.expire_at == 0 || entry.expire_at > now)
-                        && options.accepts(&entry.key, &entry.value)
+                    if (entry.expire_at() == 0 || entry.expire_at() > now)
+                        && options.accepts(entry.key(), entry.value())
                     {
-                        found.push(entry.key.to_vec());
+                        found.push(entry.key().to_vec());
                     }
                 }
                 position += 1;
@@ -322,7 +322,7 @@ impl<'x> ScanOptions<'x> {
             .is_none_or(|pattern| glob::matches(pattern, name))
     }
 
-    fn accepts(&self, key: &[u8], value: &Value) -> bool {
+    fn accepts(&self, key: &[u8], value: ValueRef<'_>) -> bool {
         self.matches(key)
             && self
                 .type_name
@@ -341,7 +341,7 @@ pub fn randomkey(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         key = ctx.keys.with_slot(slot, |shard| {
             shard
                 .random_index(now)
-                .map(|index| shard.entry(index).key.to_vec())
+                .map(|index| shard.entry(index).key().to_vec())
         });
         if key.is_some() {
             break;
@@ -366,7 +366,7 @@ fn transfer(
         let taken = access.with_key(source, |shard, _| {
             let index = shard.find(source, now)?;
             let entry = shard.entry(index);
-            let copy = (entry.value.clone(), entry.expire_at);
+            let copy = (entry.value().to_value(), entry.expire_at());
             Some(copy)
         });
         let Some((value, expire_at)) = taken else {

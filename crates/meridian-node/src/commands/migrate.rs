@@ -33,7 +33,7 @@ pub fn dump(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let payload = ctx.keys.with_key(key, |shard, _| {
         shard
             .read(key, now)
-            .map(|index| migration::dump(&shard.entry(index).value))
+            .map(|index| migration::dump(shard.entry(index).value()))
     });
     match payload {
         Some(payload) => ctx.out.bulk(&payload),
@@ -238,15 +238,15 @@ fn dump_keys<'s>(shared: &'s Shared, keys: &[Vec<u8>]) -> (Vec<Dumped>, InFlight
         };
         if let Some(index) = shard.find(key, now) {
             let entry = shard.entry(index);
-            let ttl = match entry.expire_at {
+            let ttl = match entry.expire_at() {
                 0 => 0,
                 at => at.saturating_sub(now).max(1),
             };
             found.push(Dumped {
                 key: key.clone(),
-                expire_at: entry.expire_at,
+                expire_at: entry.expire_at(),
                 ttl: ttl.to_string(),
-                payload: migration::dump(&entry.value),
+                payload: migration::dump(entry.value()),
             });
         }
     }
@@ -285,8 +285,8 @@ fn delete_unchanged<'f>(
         match shard.find(&dumped.key, now) {
             Some(index) => {
                 let entry = shard.entry(index);
-                if entry.expire_at == dumped.expire_at
-                    && migration::dump(&entry.value) == dumped.payload
+                if entry.expire_at() == dumped.expire_at
+                    && migration::dump(entry.value()) == dumped.payload
                 {
                     shard.remove(index);
                     deleted.push(&dumped.key);
@@ -641,10 +641,10 @@ fn slot_keys(shared: &Shared, slot: u16, count: usize) -> Vec<Vec<u8>> {
             break;
         }
         if let Some(entry) = shard.entry_at(position)
-            && entry.slot == slot
-            && (entry.expire_at == 0 || entry.expire_at > now)
+            && entry.slot() == slot
+            && (entry.expire_at() == 0 || entry.expire_at() > now)
         {
-            keys.push(entry.key.to_vec());
+            keys.push(entry.key().to_vec());
         }
     }
     keys

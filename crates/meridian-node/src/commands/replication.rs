@@ -8,7 +8,7 @@ use crate::error::{CmdResult, CommandError};
 use crate::replication::backlog::encode_command;
 use crate::replication::{PrimaryMandate, PrimaryTarget, link};
 use crate::state::Shared;
-use crate::store::{Access, Value};
+use crate::store::{Access, ValueRef};
 
 /// Refusals for a client write: a replica is read-only, and a primary with
 /// min-replicas-to-write needs enough good replicas.
@@ -54,14 +54,14 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
             keys.with_key(key, |shard, _| match shard.peek(key) {
                 None => encode_command(buf, &[b"DEL", key]),
                 Some(entry) => {
-                    let at = itoa::Buffer::new().format(entry.expire_at).to_string();
-                    match (&entry.value, entry.expire_at) {
-                        (Value::Str(value), 0) => encode_command(buf, &[b"SET", key, value]),
-                        (Value::Str(value), _) => {
+                    let at = itoa::Buffer::new().format(entry.expire_at()).to_string();
+                    match (entry.value(), entry.expire_at()) {
+                        (ValueRef::Str(value), 0) => encode_command(buf, &[b"SET", key, value]),
+                        (ValueRef::Str(value), _) => {
                             encode_command(buf, &[b"SET", key, value, b"PXAT", at.as_bytes()])
                         }
-                        (Value::Hash(_), 0) => encode_command(buf, &[b"PERSIST", key]),
-                        (Value::Hash(_), _) => {
+                        (ValueRef::Hash(_), 0) => encode_command(buf, &[b"PERSIST", key]),
+                        (ValueRef::Hash(_), _) => {
                             encode_command(buf, &[b"PEXPIREAT", key, at.as_bytes()])
                         }
                     }
@@ -73,7 +73,7 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
             let field = args.get(2).copied().unwrap_or_default();
             keys.with_key(key, |shard, _| {
                 if let Some(entry) = shard.peek(key)
-                    && let Value::Hash(hash) = &entry.value
+                    && let ValueRef::Hash(hash) = entry.value()
                     && let Some(value) = hash.get(field)
                 {
                     encode_command(buf, &[b"HSET", key, field, value]);
@@ -87,7 +87,7 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
             keys.with_key(key, |shard, _| match shard.peek(key) {
                 None => encode_command(buf, &[b"DEL", key]),
                 Some(entry) => {
-                    let at = itoa::Buffer::new().format(entry.expire_at).to_string();
+                    let at = itoa::Buffer::new().format(entry.expire_at()).to_string();
                     encode_command(
                         buf,
                         &[

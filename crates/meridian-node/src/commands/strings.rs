@@ -3,7 +3,7 @@
 use super::{Ctx, parse_float, parse_int};
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::encode::format_double;
-use crate::store::{Shard, Value};
+use crate::store::{Shard, Value, ValueRef};
 
 /// Largest string a command may build (proto-max-bulk-len).
 const MAX_STRING: usize = 512 * 1024 * 1024;
@@ -16,9 +16,9 @@ fn read_string<'s>(
 ) -> Result<Option<&'s [u8]>, CommandError> {
     match shard.read(key, now) {
         None => Ok(None),
-        Some(index) => match &shard.entry(index).value {
-            Value::Str(bytes) => Ok(Some(bytes)),
-            Value::Hash(_) => Err(CommandError::WrongType),
+        Some(index) => match shard.entry(index).value() {
+            ValueRef::Str(bytes) => Ok(Some(bytes)),
+            ValueRef::Hash(_) => Err(CommandError::WrongType),
         },
     }
 }
@@ -97,19 +97,19 @@ pub fn set(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         if let Some(index) = existing
             && get
         {
-            match &shard.entry(index).value {
-                Value::Str(bytes) => old_value = Some(bytes.clone()),
-                Value::Hash(_) => return Err(CommandError::WrongType),
+            match shard.entry(index).value() {
+                ValueRef::Str(bytes) => old_value = Some(bytes.to_vec()),
+                ValueRef::Hash(_) => return Err(CommandError::WrongType),
             }
         }
         let allowed = !(nx && existing.is_some() || xx && existing.is_none());
         if allowed {
             let expire = match (expiry, existing) {
                 (Expiry::At(at), _) => at,
-                (Expiry::KeepTtl, Some(index)) => shard.entry(index).expire_at,
+                (Expiry::KeepTtl, Some(index)) => shard.entry(index).expire_at(),
                 _ => 0,
             };
-            shard.insert(key, slot, Value::Str(value.to_vec()), expire);
+            shard.insert_str(key, slot, value, expire);
         }
         match (get, old_value) {
             (true, Some(old)) => out.bulk(&old),
@@ -123,7 +123,7 @@ pub fn set(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 
 fn store(ctx: &mut Ctx<'_, '_>, key: &[u8], value: &[u8], expire: u64) {
     ctx.keys.with_key(key, |shard, slot| {
-        shard.insert(key, slot, Value::Str(value.to_vec()), expire);
+        shard.insert_str(key, slot, value, expire);
     });
 }
 
@@ -133,7 +133,7 @@ pub fn setnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         if shard.find(key, now).is_some() {
             return false;
         }
-        shard.insert(key, slot, Value::Str(value.to_vec()), 0);
+        shard.insert_str(key, slot, value, 0);
         true
     });
     ctx.out.integer(i64::from(created));
@@ -161,7 +161,7 @@ pub fn getset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             Some(old) => out.bulk(old),
             None => out.null(),
         }
-        shard.insert(key, slot, Value::Str(value.to_vec()), 0);
+        shard.insert_str(key, slot, value, 0);
         Ok(())
     })
 }
@@ -173,10 +173,10 @@ pub fn getdel(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             out.null();
             return Ok(());
         };
-        if let Value::Hash(_) = shard.entry(index).value {
+        if let ValueRef::Hash(_) = shard.entry(index).value() {
             return Err(CommandError::WrongType);
         }
-        if let Value::Str(bytes) = shard.remove(index).value {
+        if let Value::Str(bytes) = shard.remove(index).into_value() {
             out.bulk(&bytes);
         }
         Ok(())
@@ -206,9 +206,9 @@ pub fn getex(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             out.null();
             return Ok(());
         };
-        match &shard.entry(index).value {
-            Value::Str(bytes) => out.bulk(bytes),
-            Value::Hash(_) => return Err(CommandError::WrongType),
+        match shard.entry(index).value() {
+            ValueRef::Str(bytes) => out.bulk(bytes),
+            ValueRef::Hash(_) => return Err(CommandError::WrongType),
         }
         match expiry {
             Expiry::Persist => shard.set_expire(index, 0),
@@ -256,7 +256,7 @@ pub fn mset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     ctx.keys.atomically(&keys, |access| {
         for (key, value) in &pairs {
             access.with_key(key, |shard, slot| {
-                shard.insert(key, slot, Value::Str(value.to_vec()), 0);
+                shard.insert_str(key, slot, value, 0);
             });
         }
     });
@@ -277,7 +277,7 @@ pub fn msetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
         for (key, value) in &pairs {
             access.with_key(key, |shard, slot| {
-                shard.insert(key, slot, Value::Str(value.to_vec()), 0);
+                shard.insert_str(key, slot, value, 0);
             });
         }
         true
@@ -290,17 +290,17 @@ pub fn append(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, suffix, now) = (ctx.args[1], ctx.args[2], ctx.now);
     let length = ctx.keys.with_key(key, |shard, slot| {
         let Some(index) = shard.find(key, now) else {
-            shard.insert(key, slot, Value::Str(suffix.to_vec()), 0);
+            shard.insert_str(key, slot, suffix, 0);
             return Ok(suffix.len());
         };
-        match &shard.entry(index).value {
-            Value::Str(bytes) if bytes.len() + suffix.len() > MAX_STRING => {
+        match shard.entry(index).value() {
+            ValueRef::Str(bytes) if bytes.len() + suffix.len() > MAX_STRING => {
                 return Err(CommandError::other(
                     "ERR string exceeds maximum allowed size (proto-max-bulk-len)",
                 ));
             }
-            Value::Str(_) => {}
-            Value::Hash(_) => return Err(CommandError::WrongType),
+            ValueRef::Str(_) => {}
+            ValueRef::Hash(_) => return Err(CommandError::WrongType),
         }
         Ok(shard.modify(index, |value| match value {
             Value::Str(bytes) => {
@@ -385,7 +385,7 @@ pub fn setrange(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             shard.insert(key, slot, Value::Str(bytes), 0);
             return Ok(length);
         };
-        if let Value::Hash(_) = shard.entry(index).value {
+        if let ValueRef::Hash(_) = shard.entry(index).value() {
             return Err(CommandError::WrongType);
         }
         Ok(shard.modify(index, |value| match value {
@@ -409,9 +409,9 @@ fn increment(ctx: &mut Ctx<'_, '_>, delta: i64) -> CmdResult {
             );
             return Ok(delta);
         };
-        let current = match &shard.entry(index).value {
-            Value::Str(bytes) => parse_int(bytes)?,
-            Value::Hash(_) => return Err(CommandError::WrongType),
+        let current = match shard.entry(index).value() {
+            ValueRef::Str(bytes) => parse_int(bytes)?,
+            ValueRef::Hash(_) => return Err(CommandError::WrongType),
         };
         let next = current.checked_add(delta).ok_or(CommandError::Overflow)?;
         shard.modify(index, |value| {
@@ -449,10 +449,10 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now) = (ctx.args[1], ctx.now);
     let text = ctx.keys.with_key(key, |shard, slot| {
         let existing = shard.find(key, now);
-        let current = match existing.map(|index| &shard.entry(index).value) {
+        let current = match existing.map(|index| shard.entry(index).value()) {
             None => 0.0,
-            Some(Value::Str(bytes)) => parse_float(bytes)?,
-            Some(Value::Hash(_)) => return Err(CommandError::WrongType),
+            Some(ValueRef::Str(bytes)) => parse_float(bytes)?,
+            Some(ValueRef::Hash(_)) => return Err(CommandError::WrongType),
         };
         let next = current + delta;
         if !next.is_finite() {

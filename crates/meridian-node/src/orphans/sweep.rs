@@ -105,7 +105,7 @@ fn delete_batch(
     let mut position = *cursor;
     while position < end && victims.len() < BATCH_KEYS {
         if let Some(entry) = shard.entry_at(position)
-            && allowed[usize::from(entry.slot)]
+            && allowed[usize::from(entry.slot())]
         {
             victims.push(position as u32);
         }
@@ -115,7 +115,7 @@ fn delete_batch(
     let mut keys: Vec<Box<[u8]>> = Vec::with_capacity(victims.len());
     // ascending: a removal only trims vacant slab positions after the last entry
     for victim in victims {
-        keys.push(shard.remove(victim).key);
+        keys.push(shard.remove(victim).key().into());
     }
     if !keys.is_empty() && shared.repl.log.is_active() {
         // the replicas drop them in the same order, still under the shard lock

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use crate::error::CommandError;
 use crate::exec::{ExecContext, RegionGuard};
 use crate::protocol::{Out, Written};
-use crate::store::{Access, Value};
+use crate::store::{Access, ValueRef};
 
 pub use versions::{Version, Versions};
 
@@ -499,19 +499,19 @@ impl Regions {
                 CrossRegionMode::Invalidate => EventKind::Key(key.to_vec()),
                 CrossRegionMode::Replicate => keys.with_key(key, |shard, _| {
                     match shard.peek(key) {
-                        Some(entry) if entry.expire_at == 0 || entry.expire_at > now => {
-                            match &entry.value {
-                                Value::Str(value) => EventKind::Set {
+                        Some(entry) if entry.expire_at() == 0 || entry.expire_at() > now => {
+                            match entry.value() {
+                                ValueRef::Str(value) => EventKind::Set {
                                     key: key.to_vec(),
                                     value: Bytes::copy_from_slice(value),
-                                    ttl_ms: if entry.expire_at == 0 {
+                                    ttl_ms: if entry.expire_at() == 0 {
                                         0
                                     } else {
-                                        entry.expire_at - now
+                                        entry.expire_at() - now
                                     },
                                 },
                                 // only strings are shipped; other types are invalidated
-                                Value::Hash(_) => EventKind::Key(key.to_vec()),
+                                ValueRef::Hash(_) => EventKind::Key(key.to_vec()),
                             }
                         }
                         _ => EventKind::Key(key.to_vec()),

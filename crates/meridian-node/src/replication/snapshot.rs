@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use super::backlog::ReplLog;
 use crate::error::SyncError;
 use crate::store::entry::Entry;
-use crate::store::{Access, Db, HashValue, SnapshotSink, Value};
+use crate::store::{Access, Db, HashValue, SnapshotSink, Value, ValueRef};
 
 const MAGIC: &[u8] = b"MRDSNAP1";
 const TYPE_STRING: u8 = 0;
@@ -81,10 +81,10 @@ fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
 /// The bytes [`encode_entry`] writes for `entry`.
 fn encoded_len(entry: &Entry) -> usize {
     // type, key, expire_at
-    let head = 1 + 4 + entry.key.len() + 8;
-    head + match &entry.value {
-        Value::Str(bytes) => 4 + bytes.len(),
-        Value::Hash(hash) => {
+    let head = 1 + 4 + entry.key().len() + 8;
+    head + match entry.value() {
+        ValueRef::Str(bytes) => 4 + bytes.len(),
+        ValueRef::Hash(hash) => {
             4 + hash
                 .iter()
                 .map(|(field, value)| 8 + field.len() + value.len())
@@ -94,17 +94,17 @@ fn encoded_len(entry: &Entry) -> usize {
 }
 
 fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
-    match &entry.value {
-        Value::Str(bytes) => {
+    match entry.value() {
+        ValueRef::Str(bytes) => {
             buf.push(TYPE_STRING);
-            put_bytes(buf, &entry.key);
-            buf.extend_from_slice(&entry.expire_at.to_le_bytes());
+            put_bytes(buf, entry.key());
+            buf.extend_from_slice(&entry.expire_at().to_le_bytes());
             put_bytes(buf, bytes);
         }
-        Value::Hash(hash) => {
+        ValueRef::Hash(hash) => {
             buf.push(TYPE_HASH);
-            put_bytes(buf, &entry.key);
-            buf.extend_from_slice(&entry.expire_at.to_le_bytes());
+            put_bytes(buf, entry.key());
+            buf.extend_from_slice(&entry.expire_at().to_le_bytes());
             buf.extend_from_slice(&(hash.len() as u32).to_le_bytes());
             for (field, value) in hash.iter() {
                 put_bytes(buf, field);
@@ -483,8 +483,8 @@ mod tests {
 
     fn string_of(db: &Db, key: &[u8]) -> Option<Vec<u8>> {
         Access::direct(db).with_key(key, |shard, _| {
-            match shard.peek(key).map(|entry| &entry.value) {
-                Some(Value::Str(bytes)) => Some(bytes.clone()),
+            match shard.peek(key).map(|entry| entry.value()) {
+                Some(ValueRef::Str(bytes)) => Some(bytes.to_vec()),
                 _ => None,
             }
         })

@@ -8,9 +8,11 @@ pub mod eviction;
 pub mod expiry;
 pub mod hooks;
 pub mod shard;
+pub mod value;
 
 pub use db::{Access, Db, Held, OutOfMemory, SharedStats, now_ms};
-pub use entry::{HashValue, Value};
+pub use entry::Entry;
 pub use eviction::Policy;
 pub use hooks::{NoHooks, SnapshotSink, WriteHooks};
 pub use shard::{Holder, Shard, WatchFlag};
+pub use value::{HashValue, Value, ValueRef};

@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use hashbrown::HashTable;
 
+type Slab = allocator_api2::vec::Vec<Option<Entry>, Pages>;
+
 use super::SharedStats;
-use super::entry::{Entry, NIL, Value};
+use super::entry::{Entry, NIL, Pages, Src};
 use super::eviction::sieve::SieveList;
 use super::eviction::{Policy, Rng, lfu, lru};
 use super::hooks::SnapshotSink;
+use super::value::{Value, alloc_size};
 
 /// Set by the store when a watched key changes; read by EXEC.
 pub type WatchFlag = Arc<AtomicBool>;
@@ -29,11 +32,13 @@ pub struct Holder {
 }
 
 pub struct Shard {
-    pub(crate) slab: Vec<Option<Entry>>,
+    pub(crate) slab: Slab,
     free: Vec<u32>,
-    table: HashTable<u32>,
+    table: HashTable<u32, Pages>,
+    /// Bytes of `table` counted in the store's memory.
+    table_bytes: usize,
     hasher: foldhash::fast::RandomState,
-    pub(crate) volatile: Vec<u32>,
+    pub(crate) volatile: allocator_api2::vec::Vec<u32, Pages>,
     sieve: SieveList,
     pool: Vec<u32>,
     /// Key counts for the slots this shard owns, indexed by `slot >> shift`.
@@ -63,11 +68,12 @@ impl Shard {
     pub fn new(index: usize, shard_count: usize, stats: Arc<SharedStats>) -> Self {
         let shift = shard_count.trailing_zeros();
         Shard {
-            slab: Vec::new(),
+            slab: Slab::new_in(Pages),
             free: Vec::new(),
-            table: HashTable::new(),
+            table: HashTable::new_in(Pages),
+            table_bytes: 0,
             hasher: foldhash::fast::RandomState::default(),
-            volatile: Vec::new(),
+            volatile: allocator_api2::vec::Vec::new_in(Pages),
             sieve: SieveList::default(),
             pool: Vec::new(),
             slot_counts: vec![0; (usize::from(meridian_topology::SLOT_COUNT) >> shift).max(1)],
@@ -136,7 +142,7 @@ impl Shard {
             .find(hash, |&index| {
                 slab[index as usize]
                     .as_ref()
-                    .is_some_and(|entry| &*entry.key == key)
+                    .is_some_and(|entry| entry.key() == key)
             })
             .copied()
     }
@@ -146,7 +152,7 @@ impl Shard {
     /// clients and applies its primary's stream as if they were alive.
     pub fn find(&mut self, key: &[u8], now_ms: u64) -> Option<u32> {
         let index = self.find_raw(key)?;
-        let expire_at = self.entry(index).expire_at;
+        let expire_at = self.entry(index).expire_at();
         if expire_at != 0 && expire_at <= now_ms {
             if self.is_replica() {
                 return self.holder.primary_stream.then_some(index);
@@ -199,7 +205,7 @@ impl Shard {
     fn expire_entry(&mut self, index: u32) -> Entry {
         let entry = self.remove(index);
         self.expired += 1;
-        self.stats.hooks.removed_by_store(&entry.key);
+        self.stats.hooks.removed_by_store(entry.key());
         entry
     }
 
@@ -240,17 +246,51 @@ impl Shard {
     /// Records an access for the eviction policies.
     pub fn touch(&mut self, index: u32) {
         let clock = lru::clock();
-        let lfu_enabled = Policy::from_u8(self.stats.policy.load(Ordering::Relaxed)).uses_lfu();
-        let state = self.entry(index).lfu;
-        let lfu_state = if lfu_enabled {
-            lfu::touch(state, clock, &mut self.rng)
+        let stamp = if self.uses_lfu() {
+            lfu::touch(self.entry(index).stamp(), clock, &mut self.rng)
         } else {
-            state
+            clock
         };
         let entry = self.entry_mut(index);
-        entry.visited = true;
-        entry.last_access = clock;
-        entry.lfu = lfu_state;
+        entry.set_visited(true);
+        entry.set_stamp(stamp);
+    }
+
+    /// Whether access stamps hold LFU state (else the LRU clock). Like Redis's
+    /// `lru` field, a stamp is read under the policy in force when it is used.
+    fn uses_lfu(&self) -> bool {
+        Policy::from_u8(self.stats.policy.load(Ordering::Relaxed)).uses_lfu()
+    }
+
+    /// Counts the hash table's bytes (it grows by doubling and only shrinks
+    /// when emptied), so `used_memory` follows the real allocation.
+    fn sync_table_memory(&mut self) {
+        let capacity = self.table.capacity();
+        let bytes = if capacity == 0 {
+            0
+        } else {
+            // hashbrown: capacity is buckets - 1 below 8 buckets, else 7/8 of them
+            let buckets = if capacity < 8 {
+                capacity + 1
+            } else {
+                capacity / 7 * 8
+            };
+            // a u32 per bucket, a control byte per bucket plus one group
+            alloc_size(buckets * (size_of::<u32>() + 1) + 16)
+        };
+        if bytes != self.table_bytes {
+            self.account(bytes as isize - self.table_bytes as isize);
+            self.table_bytes = bytes;
+        }
+    }
+
+    /// WATCH and client-side caching hear of a change to the key at `index`.
+    fn signal_modified_at(&mut self, index: u32) {
+        if self.watchers.is_empty() && !self.stats.hooks.watches_keys() {
+            return;
+        }
+        let key = self.entry(index).key().to_vec();
+        self.signal_modified(&key);
     }
 
     fn account(&self, delta: isize) {
@@ -295,11 +335,22 @@ impl Shard {
     /// Inserts or replaces `key`. A replaced key keeps its queue position and
     /// counts as accessed; its TTL is replaced by `expire_at`.
     pub fn insert(&mut self, key: &[u8], slot: u16, value: Value, expire_at: u64) -> u32 {
+        self.insert_src(key, slot, value.into(), expire_at)
+    }
+
+    /// [`Shard::insert`] of a string value copied from `value` (SET and friends:
+    /// a short value goes straight into the key's record).
+    pub fn insert_str(&mut self, key: &[u8], slot: u16, value: &[u8], expire_at: u64) -> u32 {
+        self.insert_src(key, slot, Src::Bytes(value), expire_at)
+    }
+
+    fn insert_src(&mut self, key: &[u8], slot: u16, value: Src<'_>, expire_at: u64) -> u32 {
+        debug_assert_eq!(slot, meridian_topology::key_slot(key));
         self.preserve();
         self.signal_modified(key);
         if let Some(index) = self.find_raw(key) {
             let before = self.entry(index).memory();
-            self.entry_mut(index).value = value;
+            self.entry_mut(index).set_value(value);
             self.set_expire_inner(index, expire_at);
             let after = self.entry(index).memory();
             self.account(after as isize - before as isize);
@@ -307,49 +358,46 @@ impl Shard {
             return index;
         }
         let clock = lru::clock();
-        let entry = Entry {
-            key: key.into(),
-            value,
-            expire_at: 0,
-            prev: NIL,
-            next: NIL,
-            volatile_pos: NIL,
-            last_access: clock,
-            lfu: lfu::fresh(clock),
-            slot,
-            visited: false,
+        let stamp = if self.uses_lfu() {
+            lfu::fresh(clock)
+        } else {
+            clock
         };
-        let index = match self.free.pop() {
-            Some(index) => {
-                self.slab[index as usize] = Some(entry);
-                index
-            }
-            None => {
-                self.slab.push(Some(entry));
-                (self.slab.len() - 1) as u32
-            }
+        let index = match self.free.last() {
+            Some(&index) => index,
+            None => self.slab.len() as u32,
         };
+        let ttl = (expire_at != 0).then_some((expire_at, self.volatile.len() as u32));
+        let entry = Entry::new(key, value, ttl, stamp);
+        if ttl.is_some() {
+            self.volatile.push(index);
+        }
+        if self.free.pop().is_some() {
+            self.slab[index as usize] = Some(entry);
+        } else {
+            self.slab.push(Some(entry));
+        }
         let hash = hash_key(&self.hasher, key);
         let (slab, hasher) = (&self.slab, &self.hasher);
         self.table.insert_unique(hash, index, |&other| {
             slab[other as usize]
                 .as_ref()
-                .map_or(0, |entry| hash_key(hasher, &entry.key))
+                .map_or(0, |entry| hash_key(hasher, entry.key()))
         });
         self.sieve.push_head(&mut self.slab, index);
         if let Some(count) = self.slot_counts.get_mut(usize::from(slot) >> self.shift) {
             *count += 1;
         }
-        self.set_expire_inner(index, expire_at);
         let memory = self.entry(index).memory();
         self.account(memory as isize);
+        self.sync_table_memory();
         index
     }
 
     /// Deletes the entry at `index` and returns it.
     pub fn remove(&mut self, index: u32) -> Entry {
         self.preserve();
-        let key_hash = hash_key(&self.hasher, &self.entry(index).key);
+        let key_hash = hash_key(&self.hasher, self.entry(index).key());
         let memory = self.entry(index).memory();
         self.set_expire_inner(index, 0);
         self.sieve.unlink(&mut self.slab, index);
@@ -362,12 +410,17 @@ impl Shard {
         self.free.push(index);
         if let Some(count) = self
             .slot_counts
-            .get_mut(usize::from(entry.slot) >> self.shift)
+            .get_mut(usize::from(entry.slot()) >> self.shift)
         {
             *count = count.saturating_sub(1);
         }
         self.account(-(memory as isize));
-        self.signal_modified(&entry.key);
+        self.signal_modified(entry.key());
+        if self.table.is_empty() {
+            // an emptied shard gives its table back
+            self.table = HashTable::new_in(Pages);
+            self.sync_table_memory();
+        }
         self.shrink_if_sparse();
         entry
     }
@@ -381,7 +434,7 @@ impl Shard {
             let len = self.slab.len() as u32;
             self.free.retain(|&index| index < len);
             if self.table.is_empty() {
-                self.slab = Vec::new();
+                self.slab = Slab::new_in(Pages);
                 self.free = Vec::new();
             }
         }
@@ -390,10 +443,9 @@ impl Shard {
     /// Mutates a value in place, keeping memory accounting and WATCH in sync.
     pub fn modify<R>(&mut self, index: u32, change: impl FnOnce(&mut Value) -> R) -> R {
         self.preserve();
-        let key = self.entry(index).key.clone();
-        self.signal_modified(&key);
+        self.signal_modified_at(index);
         let before = self.entry(index).memory();
-        let result = change(&mut self.entry_mut(index).value);
+        let result = self.entry_mut(index).modify(change);
         let after = self.entry(index).memory();
         self.account(after as isize - before as isize);
         self.touch(index);
@@ -402,8 +454,7 @@ impl Shard {
 
     pub fn set_expire(&mut self, index: u32, expire_at: u64) {
         self.preserve();
-        let key = self.entry(index).key.clone();
-        self.signal_modified(&key);
+        self.signal_modified_at(index);
         let before = self.entry(index).memory();
         self.set_expire_inner(index, expire_at);
         let after = self.entry(index).memory();
@@ -411,25 +462,23 @@ impl Shard {
     }
 
     fn set_expire_inner(&mut self, index: u32, expire_at: u64) {
-        let position = self.entry(index).volatile_pos;
+        let position = self.entry(index).volatile_pos();
         match (position == NIL, expire_at == 0) {
+            (true, true) => {}
             (true, false) => {
-                let entry = self.entry_mut(index);
-                entry.volatile_pos = 0; // placeholder, set below
+                let position = self.volatile.len() as u32;
                 self.volatile.push(index);
-                let position = (self.volatile.len() - 1) as u32;
-                self.entry_mut(index).volatile_pos = position;
+                self.entry_mut(index).set_ttl(Some((expire_at, position)));
             }
             (false, true) => {
                 self.volatile.swap_remove(position as usize);
                 if let Some(&moved) = self.volatile.get(position as usize) {
-                    self.entry_mut(moved).volatile_pos = position;
+                    self.entry_mut(moved).set_volatile_pos(position);
                 }
-                self.entry_mut(index).volatile_pos = NIL;
+                self.entry_mut(index).set_ttl(None);
             }
-            _ => {}
+            (false, false) => self.entry_mut(index).set_ttl(Some((expire_at, position))),
         }
-        self.entry_mut(index).expire_at = expire_at;
     }
 
     /// Removes every key (FLUSHDB/FLUSHALL), waking every watcher.
@@ -441,10 +490,11 @@ impl Shard {
         }
         let memory: usize = self.slab.iter().flatten().map(Entry::memory).sum();
         self.account(-(memory as isize));
-        self.slab = Vec::new();
+        self.slab = Slab::new_in(Pages);
         self.free = Vec::new();
-        self.table = HashTable::new();
-        self.volatile = Vec::new();
+        self.table = HashTable::new_in(Pages);
+        self.sync_table_memory();
+        self.volatile = allocator_api2::vec::Vec::new_in(Pages);
         self.sieve = SieveList::default();
         self.pool.clear();
         self.slot_counts.iter_mut().for_each(|count| *count = 0);
@@ -503,7 +553,7 @@ impl Shard {
                 position = (position + 1) % self.slab.len();
             }
             let Some(index) = found else { continue };
-            let expire_at = self.entry(index).expire_at;
+            let expire_at = self.entry(index).expire_at();
             if expire_at != 0 && expire_at <= now_ms && !self.is_replica() {
                 if !self.stats.deletions_held(now_ms) {
                     self.expire_entry(index);
@@ -534,7 +584,7 @@ impl Shard {
             let position = self.rng.below(self.volatile.len());
             let index = self.volatile[position];
             sampled += 1;
-            let expire_at = self.entry(index).expire_at;
+            let expire_at = self.entry(index).expire_at();
             if expire_at != 0 && expire_at <= now_ms {
                 self.expire_entry(index);
                 expired += 1;
@@ -576,7 +626,7 @@ impl Shard {
         }
         let mut candidates = std::mem::take(&mut self.pool);
         candidates.retain(|&index| {
-            matches!(self.slab.get(index as usize), Some(Some(entry)) if !volatile || entry.volatile_pos != NIL)
+            matches!(self.slab.get(index as usize), Some(Some(entry)) if !volatile || entry.volatile_pos() != NIL)
         });
         for _ in 0..samples.max(1) {
             let index = if volatile {
@@ -595,10 +645,10 @@ impl Shard {
         let score = |entry: &Entry| -> u64 {
             match policy {
                 Policy::AllKeysLfu | Policy::VolatileLfu => {
-                    255 - u64::from(lfu::decayed(entry.lfu, clock))
+                    255 - u64::from(lfu::decayed(entry.stamp(), clock))
                 }
-                Policy::VolatileTtl => u64::MAX - entry.expire_at,
-                _ => u64::from(lru::idle(clock, entry.last_access)),
+                Policy::VolatileTtl => u64::MAX - entry.expire_at(),
+                _ => u64::from(lru::idle(clock, entry.stamp())),
             }
         };
         candidates.sort_by_key(|&index| std::cmp::Reverse(score(self.entry(index))));

@@ -9,8 +9,11 @@ const LOG_FACTOR: f64 = 10.0;
 /// Minutes per decrement (lfu-decay-time).
 const DECAY_MINUTES: u32 = 1;
 
+/// Minutes kept in the state: 22 bits, so the state fits an entry's 31-bit stamp.
+const MINUTES: u32 = 0x3F_FFFF;
+
 fn minutes(clock_ms: u32) -> u32 {
-    (clock_ms / 60_000) & 0xFF_FFFF
+    (clock_ms / 60_000) & MINUTES
 }
 
 /// Packs a fresh LFU state at `clock_ms`.
@@ -26,7 +29,7 @@ pub fn decayed(state: u32, clock_ms: u32) -> u32 {
     let elapsed = if now >= last {
         now - last
     } else {
-        0xFF_FFFF - last + now
+        MINUTES - last + now
     };
     counter.saturating_sub(elapsed / DECAY_MINUTES)
 }

@@ -9,15 +9,18 @@ fn start() -> Instant {
     *START.get_or_init(Instant::now)
 }
 
-/// Milliseconds since process start, wrapping every ~49 days; idle times are
+/// The clock's bits: an entry keeps its stamp in 31 bits (the 32nd is SIEVE's).
+const MASK: u32 = 0x7FFF_FFFF;
+
+/// Milliseconds since process start, wrapping every ~24 days; idle times are
 /// computed with wrapping subtraction so the wrap is harmless.
 pub fn clock() -> u32 {
-    start().elapsed().as_millis() as u32
+    start().elapsed().as_millis() as u32 & MASK
 }
 
 /// Idle time in ms of an entry stamped at `stamp`.
 pub fn idle(now: u32, stamp: u32) -> u32 {
-    now.wrapping_sub(stamp)
+    now.wrapping_sub(stamp) & MASK
 }
 
 #[cfg(test)]
@@ -26,7 +29,7 @@ mod tests {
 
     #[test]
     fn idle_handles_wrap() {
-        assert_eq!(idle(5, u32::MAX - 4), 10);
+        assert_eq!(idle(5, MASK - 4), 10);
         assert_eq!(idle(100, 40), 60);
     }
 }

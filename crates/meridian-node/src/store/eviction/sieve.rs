@@ -82,11 +82,11 @@ impl SieveList {
         let limit = slab.len() * 2;
         loop {
             let node = entry(slab, cursor)?;
-            if !node.visited || steps > limit {
+            if !node.visited() || steps > limit {
                 self.hand = node.prev;
                 return Some(cursor);
             }
-            node.visited = false;
+            node.set_visited(false);
             cursor = if node.prev == NIL {
                 self.tail
             } else {
