@@ -388,9 +388,7 @@ impl Server {
 
     /// The server's peak resident set size in bytes (VmHWM of /proc/<pid>/status).
     pub fn peak_rss_bytes(&self) -> Result<u64> {
-        let path = format!("/proc/{}/status", self.pid());
-        let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-        parse_status_bytes(&text, "VmHWM:").with_context(|| format!("no VmHWM in {path}"))
+        self.status_bytes("VmHWM:")
     }
 
     /// Memory the server's child processes (redis-server's and valkey-server's fork
@@ -411,9 +409,14 @@ impl Server {
 
     /// The server's resident set size in bytes (VmRSS of /proc/<pid>/status).
     pub fn rss_bytes(&self) -> Result<u64> {
+        self.status_bytes("VmRSS:")
+    }
+
+    /// A "<field> N kB" line of the server's /proc/<pid>/status, in bytes.
+    fn status_bytes(&self, field: &str) -> Result<u64> {
         let path = format!("/proc/{}/status", self.pid());
         let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-        parse_vm_rss(&text).with_context(|| format!("no VmRSS in {path}"))
+        parse_status_bytes(&text, field).with_context(|| format!("no {field} in {path}"))
     }
 }
 
@@ -516,11 +519,6 @@ fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// VmRSS in bytes from the text of `/proc/<pid>/status` ("VmRSS:  1234 kB").
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    parse_status_bytes(status, "VmRSS:")
-}
-
 /// A "<field>  1234 kB" line of `/proc/<pid>/status` (or smaps_rollup) in bytes.
 fn parse_status_bytes(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find_map(|line| line.strip_prefix(field))?;
@@ -586,8 +584,8 @@ mod tests {
     #[test]
     fn vm_rss_in_bytes() {
         let status = "Name:\tvalkey-server\nVmPeak:\t  9000 kB\nVmRSS:\t   1536 kB\nThreads:\t5\n";
-        assert_eq!(parse_vm_rss(status), Some(1536 * 1024));
-        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert_eq!(parse_status_bytes(status, "VmRSS:"), Some(1536 * 1024));
+        assert_eq!(parse_status_bytes("Name:\tx\n", "VmRSS:"), None);
     }
 
     #[test]

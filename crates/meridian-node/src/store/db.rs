@@ -234,8 +234,8 @@ impl Db {
             return None;
         }
         let shard = self.eviction_turn.fetch_add(1, Ordering::Relaxed) & self.mask;
-        let share = self.stats.used_memory.load(Ordering::Relaxed) / self.shards.len() as i64;
-        (self.stats.shard_memory(shard) * 2 >= share).then_some(shard)
+        let share = self.stats.used_memory() / self.shards.len() as u64;
+        (self.stats.shard_memory(shard).max(0) as u64 * 2 >= share).then_some(shard)
     }
 
     pub fn len(&self) -> usize {
@@ -436,6 +436,13 @@ mod tests {
         Value::Str(value.as_bytes().to_vec())
     }
 
+    /// Stores the string `value` under `key`, without expiry.
+    fn set(db: &Db, key: &str, value: &str) {
+        Access::direct(db).with_key(key.as_bytes(), |shard, slot| {
+            shard.insert(key.as_bytes(), slot, string(value), 0);
+        });
+    }
+
     /// Adopting a store built aside replaces the keys and their accounted memory, fires
     /// WATCHes like a flush, and keeps the shards' own counters.
     #[test]
@@ -444,9 +451,7 @@ mod tests {
         let mut access = Access::direct(&db);
         for index in 0..100 {
             let key = format!("old{index}");
-            access.with_key(key.as_bytes(), |shard, slot| {
-                shard.insert(key.as_bytes(), slot, string("v"), 0)
-            });
+            set(&db, &key, "v");
         }
         let flag = WatchFlag::default();
         access.with_key(b"old1", |shard, _| shard.watch(b"old1", flag.clone()));
@@ -454,12 +459,9 @@ mod tests {
         let hits: u64 = (0..4).map(|index| db.lock(index).hits).sum();
 
         let staged = Db::new(4, 0, Policy::Sieve);
-        let mut staging = Access::direct(&staged);
         for index in 0..10 {
             let key = format!("new{index}");
-            staging.with_key(key.as_bytes(), |shard, slot| {
-                shard.insert(key.as_bytes(), slot, string("value"), 0)
-            });
+            set(&staged, &key, "value");
         }
         let staged_memory = staged.used_memory();
         db.adopt(staged);
@@ -477,16 +479,13 @@ mod tests {
     #[test]
     fn sieve_shards_evict_in_turn() {
         let db = Db::new(16, 200_000, Policy::Sieve);
-        let mut access = Access::direct(&db);
         let evicted =
             |db: &Db| -> Vec<u64> { (0..16).map(|index| db.lock(index).evicted).collect() };
         let mut index = 0;
         let mut insert = |db: &Db| {
             let key = format!("key:{index}");
             index += 1;
-            access.with_key(key.as_bytes(), |shard, slot| {
-                shard.insert(key.as_bytes(), slot, string("value"), 0)
-            });
+            set(db, &key, "value");
             db.make_room().expect("evicts");
         };
         while evicted(&db).iter().sum::<u64>() == 0 {
@@ -592,12 +591,9 @@ mod tests {
     #[test]
     fn noeviction_and_empty_volatile_refuse() {
         let db = Db::new(2, 1000, Policy::NoEviction);
-        let mut access = Access::direct(&db);
         for index in 0..50 {
             let key = format!("k{index}");
-            access.with_key(key.as_bytes(), |shard, slot| {
-                shard.insert(key.as_bytes(), slot, string("v"), 0)
-            });
+            set(&db, &key, "v");
         }
         assert_eq!(db.make_room(), Err(OutOfMemory));
         db.set_policy(Policy::VolatileLru);
@@ -612,9 +608,7 @@ mod tests {
         let mut access = Access::direct(&db);
         for index in 0..100 {
             let key = format!("k{index}");
-            access.with_key(key.as_bytes(), |shard, slot| {
-                shard.insert(key.as_bytes(), slot, string("v"), 0)
-            });
+            set(&db, &key, "v");
         }
         // touch the first ten
         for index in 0..10 {
@@ -653,11 +647,8 @@ mod tests {
     #[test]
     fn slot_counts_follow_inserts_and_removes() {
         let db = Db::new(8, 0, Policy::Sieve);
-        let mut access = Access::direct(&db);
         for key in ["{a}1", "{a}2", "{a}3", "b"] {
-            access.with_key(key.as_bytes(), |shard, slot| {
-                shard.insert(key.as_bytes(), slot, string("v"), 0)
-            });
+            set(&db, key, "v");
         }
         let slot = meridian_topology::key_slot(b"a");
         assert_eq!(db.count_keys_in_slot(slot), 3);

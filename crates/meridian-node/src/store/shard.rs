@@ -483,11 +483,7 @@ impl Shard {
 
     /// Removes every key (FLUSHDB/FLUSHALL), waking every watcher.
     pub fn clear(&mut self) {
-        self.preserve();
-        // every flush clears all shards: shard 0 speaks for the whole keyspace
-        if self.index == 0 && self.stats.hooks.watches_keys() {
-            self.stats.hooks.flushed(self.holder.writer);
-        }
+        self.announce_flush();
         let memory: usize = self.slab.iter().flatten().map(Entry::memory).sum();
         self.account(-(memory as isize));
         self.slab = Slab::new_in(Pages);
@@ -498,6 +494,21 @@ impl Shard {
         self.sieve = SieveList::default();
         self.pool.clear();
         self.slot_counts.iter_mut().for_each(|count| *count = 0);
+        self.fire_all_watches();
+    }
+
+    /// Before every key of this shard goes: an ongoing snapshot copies it first, and the
+    /// hooks hear of a flush (every flush clears all shards: shard 0 speaks for the whole
+    /// keyspace).
+    fn announce_flush(&mut self) {
+        self.preserve();
+        if self.index == 0 && self.stats.hooks.watches_keys() {
+            self.stats.hooks.flushed(self.holder.writer);
+        }
+    }
+
+    /// Every WATCH of this shard's keys fires (they all changed).
+    fn fire_all_watches(&mut self) {
         for (_, flags) in self.watchers.drain() {
             for flag in flags {
                 flag.store(true, Ordering::Release);
@@ -511,10 +522,7 @@ impl Shard {
     /// shard 0, the hooks hear of a flush. Returns the old keys, in a shard the caller
     /// drops once the lock is released.
     pub fn adopt(&mut self, mut staged: Shard, staged_memory: i64) -> Shard {
-        self.preserve();
-        if self.index == 0 && self.stats.hooks.watches_keys() {
-            self.stats.hooks.flushed(self.holder.writer);
-        }
+        self.announce_flush();
         let old_memory = self.stats.shard_memory(self.index);
         std::mem::swap(self, &mut staged);
         // what belongs to the shard rather than to its keys stays with it
@@ -528,11 +536,7 @@ impl Shard {
         std::mem::swap(&mut self.expired, &mut old.expired);
         std::mem::swap(&mut self.evicted, &mut old.evicted);
         self.account((staged_memory - old_memory) as isize);
-        for (_, flags) in self.watchers.drain() {
-            for flag in flags {
-                flag.store(true, Ordering::Release);
-            }
-        }
+        self.fire_all_watches();
         staged
     }
 
