@@ -91,6 +91,10 @@ kubectl_bin="$(readlink -f "$(command -v kubectl)")"
 helm_bin="$(readlink -f "$(command -v helm)")"
 
 step "running the e2e suite inside the kind network"
+# The suite connects from the control-plane node's address on the kind network: the cache
+# pods' NetworkPolicy (kindnet enforces it) must admit that network as a client.
+client_cidr=$(docker network inspect kind \
+    -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' | tr ' ' '\n' | grep -m1 '\.')
 # Build output and the cargo cache stay in target/kind-e2e, owned by the calling user.
 docker run --rm \
     --network "container:${cluster}-control-plane" \
@@ -103,6 +107,7 @@ docker run --rm \
     -e KUBECTL=/usr/local/bin/kubectl \
     -e HELM=/usr/local/bin/helm \
     -e MERIDIAN_E2E_SKIP_INSTALL=1 \
+    -e MERIDIAN_E2E_CLIENT_CIDR="$client_cidr" \
     -e CARGO_TARGET_DIR=/src/target/kind-e2e \
     -e CARGO_HOME=/src/target/kind-e2e/cargo-home \
     -e HOME=/tmp \

@@ -124,7 +124,13 @@ spec:
   replicasPerShard: {replicas}{consistency}{fencing}{security}
   memory:
     maxmemory: {maxmemory}
+  networkPolicy:
+    clients:
+      - podSelector: {{}}
+      - ipBlock:
+          cidr: {test_runner}
 "#,
+            test_runner = test_runner_cidr(),
             name = self.name,
             shards = self.shards,
             replicas = self.replicas_per_shard,
@@ -154,6 +160,17 @@ spec:
         Ok(deployed)
     }
 }
+
+/// Where this test process's connections to pods come from, which the cache pods'
+/// NetworkPolicy must admit as clients beside the namespace's pods:
+/// `MERIDIAN_E2E_CLIENT_CIDR`, by default the local cluster's node network (the machine
+/// reaches pods from its address there).
+pub fn test_runner_cidr() -> String {
+    std::env::var("MERIDIAN_E2E_CLIENT_CIDR").unwrap_or_else(|_| LOCAL_NODE_NETWORK.to_string())
+}
+
+/// The node network of `cargo xtask cluster` (xtask/src/cluster/network.rs).
+const LOCAL_NODE_NETWORK: &str = "10.240.0.0/24";
 
 /// The APIs of what a [`ClusterFixture`] deployed.
 pub struct Deployed {

@@ -17,12 +17,14 @@ mod audit;
 mod fixtures;
 mod load;
 mod node_faults;
+mod pod_network;
 mod shard_writer;
 mod tls;
 pub use audit::*;
 pub use fixtures::*;
 pub use load::*;
 pub use node_faults::*;
+pub use pod_network::*;
 pub use shard_writer::*;
 pub use tls::*;
 
@@ -322,6 +324,10 @@ fn helm_install(helm: &Path) -> Result<()> {
         "-n",
         OPERATOR_NAMESPACE,
         "--create-namespace",
+        // The operator's own NetworkPolicy too: the local cluster enforces it, so every
+        // scenario proves the operator needs nothing it does not allow.
+        "--set",
+        "networkPolicy.enabled=true",
     ])?;
     if !out.status.success() {
         bail!(

@@ -286,16 +286,19 @@ impl Drop for Partition {
     }
 }
 
-/// `iptables <action> <rule> -j DROP` in the network namespace `netns`.
+/// `iptables -t mangle <action> <rule> -j DROP` in the network namespace `netns`. The
+/// mangle table's chains run before the filter table's, where the NetworkPolicy agent
+/// (kube-router) keeps its jump first and accepts what the policies allow: a DROP there
+/// could end up behind that ACCEPT.
 fn iptables_drop(netns: &str, action: &str, rule: &[String]) -> Result<()> {
     let status = Command::new("ip")
-        .args(["netns", "exec", netns, "iptables", action])
+        .args(["netns", "exec", netns, "iptables", "-t", "mangle", action])
         .args(rule)
         .args(["-j", "DROP"])
         .status()
         .context("running iptables in the node's namespace")?;
     if !status.success() {
-        bail!("iptables {action} {rule:?} DROP in {netns} failed");
+        bail!("iptables -t mangle {action} {rule:?} DROP in {netns} failed");
     }
     Ok(())
 }

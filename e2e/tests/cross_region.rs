@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use kube::Client;
 use meridian_e2e::*;
 use redis::cluster_async::ClusterConnection;
@@ -485,14 +485,27 @@ async fn a_region_with_a_skewed_clock_keeps_writes_ordered_and_is_refused_past_t
     // region-b's earlier write carries a wall clock seconds ahead of region-a's.
     for i in 0..10 {
         for b_first in [true, false] {
-            let (first, second, key) = if b_first {
-                (&mut region_b, &mut region_a, format!("b-then-a:{i}"))
+            let (first, second, key, second_primary) = if b_first {
+                (
+                    &mut region_b,
+                    &mut region_a,
+                    format!("b-then-a:{i}"),
+                    &primaries_a[0],
+                )
             } else {
-                (&mut region_a, &mut region_b, format!("a-then-b:{i}"))
+                (
+                    &mut region_a,
+                    &mut region_b,
+                    format!("a-then-b:{i}"),
+                    &primaries_b[0],
+                )
             };
+            let received = events_received(second_primary).await?;
             set(first, &key, "earlier").await?;
-            // Let the first write's event arrive before the second write is made.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // The second write is made once the first one's event arrived: "later" is then
+            // later for the second region too (a fixed pause loses that race on a busy
+            // machine, and the test would judge the clocks on writes that were concurrent).
+            wait_event_received(second_primary, received).await?;
             set(second, &key, "later").await?;
             wait_gone(first, std::slice::from_ref(&key), EVENTUAL_BOUND)
                 .await
@@ -634,6 +647,34 @@ async fn a_region_with_a_skewed_clock_keeps_writes_ordered_and_is_refused_past_t
 }
 
 /// One field of `INFO regions` on `endpoint`.
+/// How many region-link events the node at `endpoint` (`ip:port` of RESP) applied, from
+/// its metrics.
+async fn events_received(endpoint: &str) -> Result<f64> {
+    let ip = endpoint.rsplit_once(':').map_or(endpoint, |(ip, _)| ip);
+    let metrics = http_get(
+        &format!("{ip}:{}", meridian_api::ports::METRICS),
+        "/metrics",
+    )
+    .await?;
+    Ok(largest_metric(&metrics, "meridian_region_events_received_total").unwrap_or(0.0))
+}
+
+/// Waits (polling briskly, as each write of a loop does) until the node at `endpoint`
+/// applied more region-link events than `before`.
+async fn wait_event_received(endpoint: &str, before: f64) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let now = events_received(endpoint).await?;
+        if now > before {
+            return Ok(());
+        }
+        if started.elapsed() > EVENTUAL_BOUND {
+            bail!("{endpoint} applied no new region event in {EVENTUAL_BOUND:?} ({now})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn regions_info(endpoint: &str, field: &str) -> Result<String> {
     let mut connection = quick_connection(endpoint).await?;
     let info: String = redis::cmd("INFO")

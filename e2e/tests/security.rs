@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams};
+use meridian_api::ports;
 use meridian_e2e::*;
 
 const REGIONS: [(&str, &str); 2] = [("vault-a", "region-a"), ("vault-b", "region-b")];
@@ -94,6 +95,7 @@ async fn tls_everywhere_and_a_generated_password_across_two_regions() -> Result<
     let ip_a = pod_ip(&client, &ns.name, &primary_a).await?;
     let ip_b = pod_ip(&client, &ns.name, &endpoint(1)?).await?;
     let (addr_a, addr_b) = (format!("{ip_a}:6379"), format!("{ip_b}:6379"));
+    network_policy_is_enforced(&client, &ns.name, &ip_a).await?;
 
     // Plain text is refused on the RESP port; TLS without the password gets NOAUTH.
     let plain = async {
@@ -271,6 +273,59 @@ async fn tls_everywhere_and_a_generated_password_across_two_regions() -> Result<
                 .all(|shard| shard_slot_count(shard).is_ok_and(|slots| slots > 0)),
         "{keys_before} keys before resharding to 2 shards, {keys_after} after: {settled:?}"
     );
+    Ok(())
+}
+
+/// The cache pods' NetworkPolicy in effect (the local cluster's nodes run an agent that
+/// enforces it): a pod of the cluster's namespace reaches RESP and the HTTP API; a pod of
+/// another namespace reaches the metrics port, open to all, but neither of those.
+async fn network_policy_is_enforced(client: &kube::Client, ns: &str, ip: &str) -> Result<()> {
+    let outsiders = TestNamespace::create(client, "e2e-outsider").await?;
+    let insider = start_probe_pod(client, ns, "probe-insider", &[]).await?;
+    let outsider = start_probe_pod(client, &outsiders.name, "probe-outsider", &[]).await?;
+    let at = |port: i32| -> Result<std::net::SocketAddr> { Ok(format!("{ip}:{port}").parse()?) };
+    let (resp, http, metrics) = (at(ports::RESP)?, at(ports::HTTP)?, at(ports::METRICS)?);
+    let quick = Duration::from_secs(3);
+    // The agent learns of new pods from the API server: wait until both probes are known
+    // (the insider admitted, the outsider reaching what is open to everyone).
+    let local = wait_for(
+        "the insider reaching RESP and the outsider the metrics port",
+        Duration::from_secs(90),
+        || {
+            let (insider, outsider) = (insider.clone(), outsider.clone());
+            async move {
+                let inside = connects_from(&insider, resp, quick)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let outside = connects_from(&outsider, metrics, quick)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match (inside, outside) {
+                    (Some(true), Some(true)) => Ok(Some(true)),
+                    (None, _) | (_, None) => Ok(Some(false)),
+                    seen => Err(format!("(insider to RESP, outsider to metrics): {seen:?}")),
+                }
+            }
+        },
+    )
+    .await?;
+    if !local {
+        eprintln!(
+            "SKIP the NetworkPolicy's effect: the probe pods' networks are not on this machine"
+        );
+        return Ok(());
+    }
+    ensure!(
+        connects_from(&insider, http, quick).await? == Some(true),
+        "a pod of the namespace could not reach the HTTP API on {http}"
+    );
+    for port in [resp, http] {
+        ensure!(
+            connects_from(&outsider, port, quick).await? == Some(false),
+            "a pod of namespace {} reached {port}: the NetworkPolicy is not enforced",
+            outsiders.name
+        );
+    }
     Ok(())
 }
 

@@ -45,6 +45,22 @@ pub fn run() -> Result<()> {
         "-f",
         "examples/two-regions.yaml",
     ])?;
+    // The cache pods' NetworkPolicy (enforced on these nodes) admits the namespace's pods;
+    // this demo talks to them from this machine, so it admits the node network too.
+    let clients = serde_json::json!({"spec": {"networkPolicy": {"clients": [
+        {"podSelector": {}},
+        {"ipBlock": {"cidr": cluster::NODE_NETWORK}},
+    ]}}});
+    kubectl(&[
+        "-n",
+        DEMO_NAMESPACE,
+        "patch",
+        "cachecluster",
+        "demo",
+        "--type=merge",
+        "-p",
+        &clients.to_string(),
+    ])?;
 
     eprintln!("waiting for both regions to become Ready with their region links up ...");
     let start = Instant::now();
@@ -157,6 +173,11 @@ pub fn run() -> Result<()> {
              Try:  redis-cli -c -h {ip} -p 6379 SET greeting hello && redis-cli -c -h {ip} GET greeting"
         );
     }
+    println!(
+        "\nThe cache pods' NetworkPolicy (enforced on these nodes) admits the namespace's pods \
+         and, for this demo, this machine ({}): other pods get no connection.",
+        cluster::NODE_NETWORK
+    );
     println!("Stop: cargo xtask cluster down");
     Ok(())
 }

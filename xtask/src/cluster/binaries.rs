@@ -32,6 +32,10 @@ pub const CONTAINERD_VERSION: &str = "v2.2.9";
 /// The runc that containerd v2.2.9 pins in script/setup/runc-version.
 pub const RUNC_VERSION: &str = "v1.3.6";
 pub const COREDNS_VERSION: &str = "v1.14.7";
+/// The NetworkPolicy agent of the local cluster: kube-router's firewall alone (iptables and
+/// ipsets). kube-network-policies, SIG Network's agent, needs the kernel's nft_queue, which
+/// these machines' kernels lack; v2.1.0 is the only kube-router the Go module proxy serves.
+pub const KUBE_ROUTER_VERSION: &str = "v2.1.0";
 
 /// Bumped whenever the build recipe changes, so stale caches are rebuilt.
 const RECIPE: &str = "recipe-1";
@@ -308,6 +312,28 @@ pub fn ensure_coredns() -> Result<PathBuf> {
     }
     .ensure(&out)?;
     Ok(out.join("coredns"))
+}
+
+pub fn kube_router_dir() -> PathBuf {
+    util::cache_dir()
+        .join("bin")
+        .join(format!("kube-router-{KUBE_ROUTER_VERSION}"))
+}
+
+/// kube-router, the NetworkPolicy agent every node runs; returns the binary.
+pub fn ensure_kube_router() -> Result<PathBuf> {
+    let out = kube_router_dir();
+    GoBuild {
+        name: "kube-router",
+        module: "github.com/cloudnativelabs/kube-router/v2",
+        version: KUBE_ROUTER_VERSION,
+        packages: &["github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"],
+        tags: "",
+        ldflags: "-s -w".into(),
+        cgo: false,
+    }
+    .ensure(&out)?;
+    Ok(out.join("kube-router"))
 }
 
 fn ensure_etcd() -> Result<()> {

@@ -46,7 +46,7 @@ metadata:
   namespace: kube-system
 data:
   Corefile: |
-    .:1053 {{
+    .:53 {{
         errors
         health {{
             lameduck 5s
@@ -90,15 +90,18 @@ spec:
         runAsNonRoot: true
         runAsUser: 65532
         seccompProfile: {{type: RuntimeDefault}}
+        # Port 53 without capabilities, as upstream's own port: a NetworkPolicy that
+        # admits DNS on 53 (the chart's does) then matches the pod after the Service's DNAT.
+        sysctls:
+        - {{name: net.ipv4.ip_unprivileged_port_start, value: "53"}}
       containers:
       - name: coredns
         image: {COREDNS_REPOSITORY}:{COREDNS_VERSION}
         imagePullPolicy: IfNotPresent
-        # Port 1053 (the Service maps 53 to it): the container runs without capabilities.
         args: ["-conf", "/etc/coredns/Corefile"]
         ports:
-        - {{name: dns, containerPort: 1053, protocol: UDP}}
-        - {{name: dns-tcp, containerPort: 1053, protocol: TCP}}
+        - {{name: dns, containerPort: 53, protocol: UDP}}
+        - {{name: dns-tcp, containerPort: 53, protocol: TCP}}
         resources:
           requests: {{cpu: 20m, memory: 32Mi}}
           limits: {{memory: 128Mi}}
@@ -129,8 +132,8 @@ spec:
   clusterIP: {DNS_SERVICE_IP}
   selector: {{k8s-app: kube-dns}}
   ports:
-  - {{name: dns, port: 53, targetPort: 1053, protocol: UDP}}
-  - {{name: dns-tcp, port: 53, targetPort: 1053, protocol: TCP}}
+  - {{name: dns, port: 53, targetPort: 53, protocol: UDP}}
+  - {{name: dns-tcp, port: 53, targetPort: 53, protocol: TCP}}
 "#
     )
 }
@@ -159,8 +162,10 @@ mod tests {
             ]
         );
         assert!(text.contains(&format!("clusterIP: {DNS_SERVICE_IP}")));
-        // The Corefile's own port wins over -dns.port; the Service targets it.
-        assert!(text.contains(".:1053 {") && text.contains("targetPort: 1053"));
+        // The Corefile's own port wins over -dns.port; the Service targets it, and the
+        // unprivileged pod may bind it.
+        assert!(text.contains(".:53 {") && text.contains("targetPort: 53"));
+        assert!(text.contains("ip_unprivileged_port_start, value: \"53\""));
         Ok(())
     }
     use serde::Deserialize as _;

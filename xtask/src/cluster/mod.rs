@@ -7,6 +7,7 @@
 
 pub(crate) mod binaries;
 mod dns;
+mod netpol;
 mod network;
 mod nodes;
 mod pki;
@@ -38,7 +39,8 @@ const ETCD_TIMEOUT: Duration = Duration::from_secs(120);
 const APISERVER_TIMEOUT: Duration = Duration::from_secs(300);
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(180);
 const NODES_TIMEOUT: Duration = Duration::from_secs(300);
-const DNS_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long CoreDNS may take to roll out.
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[derive(clap::Args)]
 pub struct ClusterArgs {
@@ -82,6 +84,9 @@ pub fn kubectl_path() -> PathBuf {
 }
 
 /// The network namespace of the `index`th node (from 0), for commands run "on a node".
+/// The node network: this machine reaches pods from its address there.
+pub const NODE_NETWORK: &str = network::NODE_NETWORK;
+
 pub fn node_netns(index: usize) -> String {
     nodes::specs()
         .get(index)
@@ -452,8 +457,13 @@ pub fn up() -> Result<()> {
     )?;
 
     skewed_clock::prepare(state, &node_bins.containerd.join("ctr"))?;
+    // What the nodes' NetworkPolicy agents may read, before they start.
+    let rbac = state.join("kube-router-rbac.yaml");
+    fs::write(&rbac, netpol::rbac_manifest())?;
+    cluster.kubectl(&["apply", "--server-side", "-f", &Cluster::path(rbac)])?;
     nodes::up(&cluster.nodes, &cluster.pki, &node_bins, &server)?;
     wait_for_nodes(&cluster)?;
+    nodes::start_network_policies(&cluster.nodes)?;
     start_dns(&cluster)?;
     let runtime_class = state.join("runtime-class.yaml");
     fs::write(&runtime_class, skewed_clock::runtime_class_manifest())?;
@@ -486,13 +496,13 @@ fn wait_for_nodes(cluster: &Cluster) -> Result<()> {
                     || cluster
                         .nodes
                         .iter()
-                        .flat_map(nodes::Node::components)
+                        .flat_map(nodes::Node::registration_components)
                         .any(|c| c.running_pid().is_none())
             },
         )
         .and_then(|()| {
             for node in &cluster.nodes {
-                for component in node.components() {
+                for component in node.registration_components() {
                     if component.running_pid().is_none() {
                         bail!(
                             "{} exited; see {}\n{}",
@@ -515,25 +525,30 @@ fn wait_for_nodes(cluster: &Cluster) -> Result<()> {
 
 /// Deploys CoreDNS and waits until it serves.
 fn start_dns(cluster: &Cluster) -> Result<()> {
-    let manifest = cluster.state.join("coredns.yaml");
-    fs::write(&manifest, dns::manifest())?;
-    cluster.kubectl(&["apply", "--server-side", "-f", &Cluster::path(manifest)])?;
+    apply_and_roll_out(
+        cluster,
+        "coredns.yaml",
+        &dns::manifest(),
+        "deployment/coredns",
+    )
+    .context("cluster DNS (CoreDNS) did not become available")
+}
+
+/// Applies `manifest` (kept as `file` in the state directory) and waits for `workload`'s
+/// rollout in kube-system.
+fn apply_and_roll_out(cluster: &Cluster, file: &str, manifest: &str, workload: &str) -> Result<()> {
+    let path = cluster.state.join(file);
+    fs::write(&path, manifest)?;
+    cluster.kubectl(&["apply", "--server-side", "-f", &Cluster::path(path)])?;
     util::output(
         Command::new(kubectl_path())
             .arg(format!(
                 "--kubeconfig={}",
                 cluster.kubeconfig(&pki::ADMIN).display()
             ))
-            .args([
-                "-n",
-                "kube-system",
-                "rollout",
-                "status",
-                "deployment/coredns",
-            ])
-            .arg(format!("--timeout={}s", DNS_TIMEOUT.as_secs())),
-    )
-    .context("cluster DNS (CoreDNS) did not become available")?;
+            .args(["-n", "kube-system", "rollout", "status", workload])
+            .arg(format!("--timeout={}s", ROLLOUT_TIMEOUT.as_secs())),
+    )?;
     Ok(())
 }
 

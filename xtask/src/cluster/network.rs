@@ -23,6 +23,7 @@ use crate::util;
 /// the `kubernetes` Service.
 pub const HOST_IP: &str = "10.240.0.1";
 const NODE_NETWORK_PREFIX: u8 = 24;
+pub const NODE_NETWORK: &str = "10.240.0.0/24";
 pub const BRIDGE: &str = "mrd0";
 /// Every pod range; kube-proxy's clusterCIDR.
 pub const POD_CIDR: &str = "10.244.0.0/16";
@@ -68,6 +69,8 @@ pub fn check_prerequisites() -> Result<()> {
         ("ip", "iproute2"),
         ("iptables", "iptables"),
         ("conntrack", "conntrack"),
+        // kube-router's firewall keeps the NetworkPolicies' peers in ipsets
+        ("ipset", "ipset"),
         ("mount", "mount"),
     ])?;
     util::ensure_apt_files(&[("/usr/lib/cni/bridge", "containernetworking-plugins")])?;
@@ -259,6 +262,10 @@ mod tests {
         assert_eq!(cidrs.len(), 6);
         assert!(!ips.contains(HOST_IP));
         assert!(cidrs.iter().all(|c| c.starts_with("10.244.")));
+        // NODE_NETWORK (what e2e clients and the demo admit) holds the host and every node
+        let prefix = NODE_NETWORK.trim_end_matches("0/24");
+        assert_eq!(NODE_NETWORK, format!("{prefix}0/{NODE_NETWORK_PREFIX}"));
+        assert!(HOST_IP.starts_with(prefix) && ips.iter().all(|ip| ip.starts_with(prefix)));
     }
 
     #[test]

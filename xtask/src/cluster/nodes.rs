@@ -1,6 +1,7 @@
 //! The local cluster's nodes: each is a network namespace (see `network.rs`) running its own
-//! containerd (with runc and Debian's CNI plugins), an upstream kubelet and kube-proxy in
-//! iptables mode, with the images this project builds imported into its containerd.
+//! containerd (with runc and Debian's CNI plugins), an upstream kubelet, kube-proxy in
+//! iptables mode and kube-router's firewall for NetworkPolicies (`netpol.rs`), with the
+//! images this project builds imported into its containerd.
 //!
 //! Host specifics handled here: the host has cgroup v1 and no systemd, so kubelets use the
 //! cgroupfs driver with `failCgroupV1: false` under a cgroup root created in every
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::netpol;
 use super::network::{self, NodeNet};
 use super::pki::{self, ClientIdentity, Pki};
 use super::process::Component;
@@ -25,6 +27,8 @@ pub const REGIONS: [&str; 2] = ["region-a", "region-b"];
 pub const ZONES_PER_REGION: u8 = 3;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CONTAINERD_TIMEOUT: Duration = Duration::from_secs(60);
+/// kube-router syncs its chains within seconds of starting; a slow machine gets a minute.
+const NETWORK_POLICY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One node: its name, topology labels and network place.
 #[derive(Clone, Debug)]
@@ -58,6 +62,7 @@ pub struct NodeBinaries {
     pub kube: PathBuf,
     pub containerd: PathBuf,
     pub runc: PathBuf,
+    pub kube_router: PathBuf,
 }
 
 impl NodeBinaries {
@@ -67,6 +72,7 @@ impl NodeBinaries {
             kube: super::binaries::ensure_kube_node()?,
             containerd: super::binaries::ensure_containerd()?,
             runc: super::binaries::ensure_runc()?,
+            kube_router: super::binaries::ensure_kube_router()?,
         })
     }
 
@@ -76,6 +82,7 @@ impl NodeBinaries {
             kube: super::binaries::kube_node_bin_dir(),
             containerd: super::binaries::containerd_dir(),
             runc: super::binaries::runc_dir().join("runc"),
+            kube_router: super::binaries::kube_router_dir().join("kube-router"),
         }
     }
 }
@@ -89,6 +96,8 @@ pub struct Node {
     pub containerd: Component,
     pub kubelet: Component,
     pub kube_proxy: Component,
+    /// The NetworkPolicy agent (`netpol.rs`).
+    pub kube_router: Component,
 }
 
 impl Node {
@@ -118,6 +127,12 @@ impl Node {
                 state,
                 format!("{}-kube-proxy", spec.name),
                 bins.kube.join("kube-proxy"),
+            )
+            .in_netns(netns.clone()),
+            kube_router: Component::new(
+                state,
+                format!("{}-kube-router", spec.name),
+                bins.kube_router.clone(),
             )
             .in_netns(netns),
             dir,
@@ -266,6 +281,7 @@ conntrack:
         util::write_file(&self.dir.join("kubelet.yaml"), &self.kubelet_config(pki))?;
         let proxy_kubeconfig = self.dir.join("kube-proxy.kubeconfig");
         pki.write_kubeconfig(&proxy_kubeconfig, &pki::KUBE_PROXY, server)?;
+        pki.write_kubeconfig(&self.kube_router_kubeconfig(), &pki::KUBE_ROUTER, server)?;
         util::write_file(
             &self.dir.join("kube-proxy.yaml"),
             &self.kube_proxy_config(&proxy_kubeconfig),
@@ -368,15 +384,40 @@ conntrack:
         Ok(())
     }
 
-    /// Everything this node runs, in stop order.
-    pub fn components(&self) -> [&Component; 3] {
+    fn kube_router_kubeconfig(&self) -> PathBuf {
+        self.dir.join("kube-router.kubeconfig")
+    }
+
+    fn start_kube_router(&self) -> Result<()> {
+        if self.kube_router.running_pid().is_some() {
+            return Ok(());
+        }
+        self.kube_router.start(&netpol::kube_router_args(
+            &self.spec.name,
+            &self.kube_router_kubeconfig(),
+        ))?;
+        Ok(())
+    }
+
+    /// What runs before the node registers (the NetworkPolicy agent starts after).
+    pub fn registration_components(&self) -> [&Component; 3] {
         [&self.kube_proxy, &self.kubelet, &self.containerd]
+    }
+
+    /// Everything this node runs, in stop order.
+    pub fn components(&self) -> [&Component; 4] {
+        [
+            &self.kube_router,
+            &self.kube_proxy,
+            &self.kubelet,
+            &self.containerd,
+        ]
     }
 
     /// Kills the node and everything it ran (containers, shims, mounts, cgroups) and
     /// removes its files. Containers are killed, not stopped: the cluster goes away whole.
     pub fn destroy(&self) -> Result<()> {
-        for component in [&self.kube_proxy, &self.kubelet] {
+        for component in [&self.kube_router, &self.kube_proxy, &self.kubelet] {
             component.stop(Duration::from_secs(10))?;
         }
         // Containers live in the kubelet's cgroup root, shims in the node's namespace.
@@ -399,7 +440,8 @@ conntrack:
 }
 
 /// Brings every node up (on a network `network::up` made): containerd with the images,
-/// kubelet, kube-proxy.
+/// kubelet, kube-proxy. The NetworkPolicy agents follow once the nodes are registered
+/// ([`start_network_policies`]).
 pub fn up(nodes: &[Node], pki: &Pki, bins: &NodeBinaries, server: &str) -> Result<()> {
     let images = images::build_all()?;
     for node in nodes {
@@ -418,6 +460,34 @@ pub fn up(nodes: &[Node], pki: &Pki, bins: &NodeBinaries, server: &str) -> Resul
         );
         node.start_kubelet()?;
         node.start_kube_proxy()?;
+    }
+    Ok(())
+}
+
+/// Starts kube-router's firewall on every node (it needs its Node object, so after the
+/// kubelets registered; its RBAC applied before) and waits until each one has installed
+/// its chains.
+pub fn start_network_policies(nodes: &[Node]) -> Result<()> {
+    for node in nodes {
+        node.start_kube_router()?;
+    }
+    for node in nodes {
+        let netns = node.spec.net.netns();
+        node.kube_router.wait_until(
+            &format!("{}: kube-router's NetworkPolicy chains", node.spec.name),
+            NETWORK_POLICY_TIMEOUT,
+            || {
+                util::run_quiet(Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &netns,
+                    "iptables",
+                    "-S",
+                    "KUBE-ROUTER-FORWARD",
+                ]))
+                .is_ok()
+            },
+        )?;
     }
     Ok(())
 }

@@ -67,6 +67,9 @@ pub static SCHEDULER: ClientIdentity =
 /// kube-proxy's user, bound to `system:node-proxier` by the API server's default RBAC.
 pub static KUBE_PROXY: ClientIdentity =
     ClientIdentity::fixed("kube-proxy", "system:kube-proxy", None);
+/// kube-router's user (the NetworkPolicy agent), bound by `netpol::rbac_manifest`.
+pub static KUBE_ROUTER: ClientIdentity =
+    ClientIdentity::fixed("kube-router", "system:kube-router", None);
 /// The API server's identity towards kubelets (logs, exec, port-forward).
 pub static KUBELET_CLIENT: ClientIdentity = ClientIdentity::fixed(
     "apiserver-kubelet-client",
@@ -98,6 +101,7 @@ impl Pki {
             &CONTROLLER_MANAGER,
             &SCHEDULER,
             &KUBE_PROXY,
+            &KUBE_ROUTER,
             &KUBELET_CLIENT,
         ]
         .into_iter()
