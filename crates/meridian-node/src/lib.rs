@@ -3,6 +3,7 @@
 
 pub mod acl;
 pub mod acl_file;
+pub mod blocking;
 pub mod broker;
 pub mod client;
 pub mod commands;
@@ -130,6 +131,7 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
         clients: Mutex::new(BTreeMap::new()),
         next_client_id: AtomicU64::new(1),
         broker: Default::default(),
+        blocking: Default::default(),
         tracking,
         counters: Counters::default(),
         command_calls: commands::COMMANDS

@@ -23,11 +23,12 @@ use crate::error::CommandError;
 use crate::net::Stream;
 use crate::protocol::{Decoded, Reply, ReplyLimits, parse_reply};
 use crate::replication::backlog::encode_command;
-use crate::store::{HashValue, Value, ValueRef};
+use crate::store::{HashValue, ListValue, Value, ValueRef};
 use crate::tls::ClientTls;
 
 const TYPE_STRING: u8 = 0;
 const TYPE_HASH: u8 = 1;
+const TYPE_LIST: u8 = 2;
 const PAYLOAD_VERSION: u16 = 1;
 
 /// Slots in transit, keyed by slot, valued by the 40-hex id of the peer node.
@@ -158,6 +159,13 @@ pub fn dump(value: ValueRef<'_>) -> Vec<u8> {
                 put_bytes(&mut buf, value);
             }
         }
+        ValueRef::List(list) => {
+            buf.push(TYPE_LIST);
+            buf.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for item in list.iter() {
+                put_bytes(&mut buf, item);
+            }
+        }
     }
     buf.extend_from_slice(&PAYLOAD_VERSION.to_le_bytes());
     let checksum = crc32(&buf);
@@ -220,6 +228,17 @@ pub fn restore(payload: &[u8]) -> Result<Value, BadPayload> {
                 return Err(BadPayload);
             }
             Value::Hash(Box::new(hash))
+        }
+        TYPE_LIST => {
+            let count = reader.u32()?;
+            let mut list = ListValue::default();
+            for _ in 0..count {
+                list.push_back(reader.bytes()?);
+            }
+            if list.is_empty() {
+                return Err(BadPayload);
+            }
+            Value::List(Box::new(list))
         }
         _ => return Err(BadPayload),
     };
@@ -360,7 +379,15 @@ mod tests {
         let mut hash = HashValue::default();
         hash.insert(b"field", b"value");
         hash.insert(b"other", b"");
-        for value in [Value::Str(b"hello".to_vec()), Value::Hash(Box::new(hash))] {
+        let mut list = ListValue::default();
+        for item in [&b"a"[..], b"", b"a", b"tail"] {
+            list.push_back(item);
+        }
+        for value in [
+            Value::Str(b"hello".to_vec()),
+            Value::Hash(Box::new(hash)),
+            Value::List(Box::new(list)),
+        ] {
             let payload = dump(value.borrowed());
             let restored = restore(&payload).expect("valid payload");
             assert_eq!(dump(restored.borrowed()), payload);

@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, watch};
 use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::id::Cmd;
 use crate::commands::pubsub::encode_event;
-use crate::commands::{ClientState, Pending, command_id, dispatch, may_replicate, paused_by};
+use crate::commands::{
+    Block, ClientState, Pending, command_id, dispatch, may_replicate, paused_by,
+};
 use crate::exec::ExecContext;
 use crate::net::Stream;
 use crate::protocol::frame::unescape_inline;
@@ -186,6 +188,23 @@ impl Connection {
         login.authenticated
             && !login.user.nopass()
             && (login.user.unrestricted() || psync.is_some_and(|unit| login.user.may_run(unit)))
+    }
+
+    /// Runs a command that is not in the input buffer: a blocked command's retry.
+    fn run_again(&mut self, args: &[Vec<u8>]) {
+        let exec = ExecContext::client(self.client.handle.id);
+        let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        dispatch(
+            &self.shared,
+            exec,
+            &mut self.client,
+            &mut self.out,
+            &argv,
+            Access::direct(&self.shared.db),
+        );
+        self.shared
+            .tracking
+            .flush_own_pushes(self.client.handle.id, &mut self.out);
     }
 
     /// Parses and runs every complete command in the input buffer. Stops early
@@ -495,6 +514,16 @@ async fn serve_connection(
                             crate::commands::migrate::run(&shared, job, &mut connection.out).await;
                             flush(stream, &mut connection.out, &shared).await?;
                         }
+                        Some(Pending::Block(block)) => {
+                            if !wait_unblocked(connection, stream, inbox, shutdown, block).await? {
+                                return Ok(());
+                            }
+                            // a strong write's reply waits for the peer regions
+                            if let Some(Pending::Regions(wait)) = connection.client.pending.take() {
+                                shared.regions.finish(wait, &mut connection.out).await;
+                            }
+                            flush(stream, &mut connection.out, &shared).await?;
+                        }
                     }
                     if let Some(writes) = connection.paused_write.take() {
                         let pause = &shared.pause;
@@ -534,6 +563,67 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// A blocked client (BLPOP and friends, see `crate::blocking`): runs its command again
+/// whenever its turn comes until that takes something (or answers an error, such as a
+/// MOVED after a topology change), or answers the timeout. Pushed events (tracking,
+/// pub/sub) still reach it; bytes it sends meanwhile wait in its input buffer. Returns
+/// false when the connection must end: closed by the client (so nothing is popped for a
+/// client that is gone), killed, over its query buffer limit, or the node stopping.
+async fn wait_unblocked(
+    connection: &mut Connection,
+    stream: &mut Stream,
+    inbox: &mut mpsc::UnboundedReceiver<ClientEvent>,
+    shutdown: &mut watch::Receiver<bool>,
+    block: Block,
+) -> std::io::Result<bool> {
+    let shared = connection.shared.clone();
+    let waiter = shared.blocking.join(block.keys);
+    let deadline = block
+        .timeout
+        .map(|timeout| tokio::time::Instant::now() + timeout);
+    let outcome = async {
+        // a push may have come between the command and joining the queue
+        let mut retry = true;
+        loop {
+            if retry {
+                retry = false;
+                connection.run_again(&block.args);
+                match connection.client.pending.take() {
+                    Some(Pending::Block(_)) => shared.blocking.pass(&waiter),
+                    other => {
+                        connection.client.pending = other;
+                        return Ok(true);
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                event = inbox.recv() => {
+                    let Some(event) = event else { return Ok(false) };
+                    if deliver(connection, event) {
+                        return Ok(false);
+                    }
+                    flush(stream, &mut connection.out, &shared).await?;
+                }
+                () = waiter.turn() => retry = true,
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                    connection.out.null_array();
+                    return Ok(true);
+                }
+                read = stream.read_buf(&mut connection.input) => {
+                    if read? == 0 || connection.input.len() > shared.config.limits.max_query_buffer {
+                        return Ok(false);
+                    }
+                }
+                _ = shutdown.changed() => return Ok(false),
+            }
+        }
+    }
+    .await;
+    shared.blocking.leave(waiter);
+    outcome
 }
 
 /// Encodes one pushed event; returns true when the connection must close.

@@ -55,6 +55,8 @@ pub struct Shared {
     pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
     pub next_client_id: AtomicU64,
     pub broker: Broker,
+    /// Clients blocked on list keys (BLPOP and friends).
+    pub blocking: crate::blocking::Blocking,
     /// Client-side caching (CLIENT TRACKING), told about key changes by the store.
     pub tracking: Arc<crate::tracking::Tracking>,
     pub counters: Counters,

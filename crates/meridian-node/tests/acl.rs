@@ -6,11 +6,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::node_process::wait_until;
+use common::redis_server::RedisServer;
 use common::{Node, Raw, Reply, free_port, info_field, redis_cli};
 
 const APP: &str = "user app on >secret ~session:* +@all -@admin -@dangerous";
@@ -361,35 +362,6 @@ fn a_replica_syncs_as_a_replication_user() {
         Reply::err("NOPERM this user has no permissions to run the 'get' command")
     );
     let _ = std::fs::remove_file(file);
-}
-
-/// A redis-server on a free loopback port, stopped on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server) must be installed");
-        wait_until("redis-server", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        RedisServer { child, port }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The ACL replies and error texts of the node and of redis-server 7.0, compared.

@@ -174,3 +174,54 @@ fn sieve_keeps_a_hot_working_set() {
     };
     assert!(present >= 95, "SIEVE kept only {present} of 100 hot keys");
 }
+
+/// Pushes `elements` elements of 32 bytes onto `lists` lists, pipelined (each list's
+/// length checked while nothing is evicted).
+fn push_lists(raw: &mut common::Raw, lists: usize, elements: usize, evicting: bool) {
+    let item = "e".repeat(32);
+    for round in 0..elements / lists {
+        let mut batch = Vec::new();
+        for list in 0..lists {
+            let key = format!("list:{list}");
+            batch.extend(common::encode(&[b"RPUSH", key.as_bytes(), item.as_bytes()]));
+        }
+        raw.send(&batch);
+        for _ in 0..lists {
+            match raw.read() {
+                Reply::Int(_) if evicting => {}
+                reply => assert_eq!(reply, Reply::Int(round as i64 + 1)),
+            }
+        }
+    }
+}
+
+/// Lists count in used_memory as they take real memory, so eviction bounds them like
+/// any key: used_memory grows with RSS as lists grow, and under maxmemory lists are
+/// evicted.
+#[test]
+fn lists_are_accounted_like_their_memory_and_evicted() {
+    let node = Node::start();
+    let mut raw = node.raw();
+    let (rss_before, used_before) = (
+        node.status_kb("VmRSS") * 1024,
+        info_field(&mut raw, "used_memory"),
+    );
+    push_lists(&mut raw, 2000, 400_000, false);
+    let rss_grown = (node.status_kb("VmRSS") * 1024).saturating_sub(rss_before) as f64;
+    let used_grown = info_field(&mut raw, "used_memory").saturating_sub(used_before) as f64;
+    let ratio = used_grown / rss_grown;
+    eprintln!(
+        "400,000 list elements: used_memory +{used_grown} B, RSS +{rss_grown} B ({ratio:.3})"
+    );
+    assert!(
+        (0.85..=1.15).contains(&ratio),
+        "used_memory grew {used_grown} bytes, RSS {rss_grown}: ratio {ratio:.3}"
+    );
+
+    let node = Node::start_with(&["--maxmemory", "2mb"]);
+    let mut raw = node.raw();
+    push_lists(&mut raw, 200, 100_000, true);
+    let used = info_field(&mut raw, "used_memory");
+    assert!(used <= LIMIT + 4096, "used {used} > {LIMIT}");
+    assert!(info_field(&mut raw, "evicted_keys") > 0, "no list evicted");
+}

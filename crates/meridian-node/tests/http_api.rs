@@ -32,6 +32,18 @@ fn get_put_delete_and_ttl() {
     assert_eq!(value, "hello");
     let _: () = redis.set("from-resp", "r").expect("set");
     assert_eq!(node.get("/cache/from-resp").text(), "r");
+    // the API serves strings: another type is a conflict that says so
+    let _: () = redis.rpush("queue", "job").expect("rpush");
+    let list = node.get("/cache/queue");
+    assert_eq!(list.status, 409);
+    assert!(
+        list.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("WRONGTYPE"),
+        "{}",
+        list.text()
+    );
 
     // keys take the whole rest of the path, percent-decoded to bytes
     assert_eq!(node.put("/cache/a/b%2Fc%20d", b"x").status, 204);

@@ -125,7 +125,8 @@ fn error(reply: Reply) -> String {
 }
 
 /// Loads 5000 keys into A's slots: per migrated slot a counter and 29 items
-/// (every fifth with a TTL, every seventh a hash), 2000 keys elsewhere.
+/// (every fifth with a TTL, every seventh a hash, every eleventh a list), 2000 keys
+/// elsewhere.
 fn load(a: &Node, tags: &HashMap<u16, String>) {
     let mut con = a.redis();
     let mut pipe = redis::pipe();
@@ -143,6 +144,13 @@ fn load(a: &Node, tags: &HashMap<u16, String>) {
                     .arg(&key)
                     .arg("n")
                     .arg(index)
+                    .ignore();
+            } else if index % 11 == 0 {
+                pipe.cmd("RPUSH")
+                    .arg(&key)
+                    .arg(&key)
+                    .arg("")
+                    .arg("tail")
                     .ignore();
             } else {
                 pipe.cmd("SET").arg(&key).arg(&key).ignore();
@@ -384,6 +392,16 @@ fn slots_migrate_live_without_losing_entries() {
                 assert_eq!(
                     raw_b.cmd(&["HGET", &key, "field"]),
                     Reply::bulk(&key),
+                    "{key}"
+                );
+            } else if index % 11 == 0 {
+                assert_eq!(
+                    raw_b.cmd(&["LRANGE", &key, "0", "-1"]),
+                    Reply::Array(vec![
+                        Reply::bulk(&key),
+                        Reply::bulk(""),
+                        Reply::bulk("tail")
+                    ]),
                     "{key}"
                 );
             }

@@ -96,6 +96,15 @@ fn full_sync_under_writes_then_everything_matches() {
                     .cmd("SET")
                     .arg(format!("key:{}", index % 10_000))
                     .arg(format!("rewritten-{index}"))
+                    .ignore()
+                    .cmd("RPUSH")
+                    .arg("list")
+                    .arg(index)
+                    .ignore()
+                    .cmd("LTRIM")
+                    .arg("list")
+                    .arg(-50)
+                    .arg(-1)
                     .ignore();
                 pipe.query::<()>(&mut con).expect("write");
                 index += 1;
@@ -117,9 +126,20 @@ fn full_sync_under_writes_then_everything_matches() {
     let expected = dbsize(&primary);
     assert!(expected > 10_000);
     let mut primary_con = primary.redis();
+    let lrange = |con: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg("list")
+            .arg(0)
+            .arg(-1)
+            .query(con)
+            .expect("LRANGE")
+    };
+    let list = lrange(&mut primary_con);
+    assert_eq!(list.len(), 50);
     for replica in &replicas {
         assert_eq!(dbsize(replica), expected);
         let mut con = replica.redis();
+        assert_eq!(lrange(&mut con), list);
         for key in [
             "counter", "float", "key:0", "key:17", "key:9999", "live:0", "live:100",
         ] {
@@ -259,6 +279,17 @@ fn failover_keeps_every_acknowledged_write() {
             .arg(round)
             .arg("x")
             .ignore()
+            .cmd("RPUSH")
+            .arg("txlist")
+            .arg(round)
+            .ignore()
+            .cmd("LPOP")
+            .arg("txlist")
+            .ignore()
+            .cmd("RPUSH")
+            .arg("txlist")
+            .arg(round)
+            .ignore()
             .cmd("EXEC")
             .ignore();
         pipe.query::<()>(&mut con).expect("writes");
@@ -302,6 +333,20 @@ fn failover_keeps_every_acknowledged_write() {
             .query(&mut con)
             .expect("HLEN");
         assert_eq!(fields, 20);
+        let list: Vec<String> = redis::cmd("LRANGE")
+            .arg("txlist")
+            .arg(0)
+            .arg(-1)
+            .query(&mut con)
+            .expect("LRANGE");
+        // each round: RPUSH round, LPOP, RPUSH round
+        let mut expected = std::collections::VecDeque::new();
+        for round in 0..20 {
+            expected.push_back(round.to_string());
+            expected.pop_front();
+            expected.push_back(round.to_string());
+        }
+        assert_eq!(list, Vec::from(expected));
     }
     let after: Option<String> = redis::cmd("GET")
         .arg("after")
@@ -790,4 +835,39 @@ fn load_keys_with_prefix(node: &Node, prefix: &str, count: usize) {
             .ignore();
     }
     pipe.query::<()>(&mut node.redis()).expect("load");
+}
+
+/// A blocked BLMOVE served by a later push replicates as the move it made (LMOVE): the
+/// replica ends with the same lists, and never waits itself.
+#[test]
+fn a_served_blocking_move_replicates_as_the_move() {
+    let primary = start("primary", &[]);
+    let replica = start("replica", &[]);
+    replicate(&replica, &primary);
+    let mut waiting = primary.raw();
+    waiting.send(&common::encode(&[
+        b"BLMOVE", b"jobs", b"working", b"LEFT", b"RIGHT", b"0",
+    ]));
+    wait_until("the client blocked", Duration::from_secs(10), || {
+        info_field(&primary, "clients", "blocked_clients") == "1"
+    });
+    let mut con = primary.redis();
+    let () = redis::cmd("RPUSH")
+        .arg("jobs")
+        .arg("job-1")
+        .arg("job-2")
+        .query(&mut con)
+        .expect("RPUSH");
+    assert_eq!(waiting.read(), Reply::bulk("job-1"));
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    let mut on_replica = replica.redis();
+    for (key, expected) in [("jobs", vec!["job-2"]), ("working", vec!["job-1"])] {
+        let list: Vec<String> = redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(&mut on_replica)
+            .expect("LRANGE");
+        assert_eq!(list, expected, "{key}");
+    }
 }

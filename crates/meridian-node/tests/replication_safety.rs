@@ -44,13 +44,7 @@ fn load_keys(node: &Node, prefix: &str, count: i64, value: &[u8]) {
 
 /// A `/proc/<pid>/status` field in kB (VmRSS, VmHWM).
 fn proc_kb(node: &Node, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{field}:")))
-        .and_then(|value| value.split_whitespace().next())
-        .and_then(|kb| kb.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    node.status_kb(field)
 }
 
 /// The value of a metric line `name` (with its labels) on `/metrics`.

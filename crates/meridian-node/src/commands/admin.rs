@@ -63,6 +63,8 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             }
             // a primary deletes the keys left in slots another shard owns (in the background)
             ctx.shared.orphans.poke();
+            // blocked clients whose keys moved away are answered by their retry (MOVED)
+            ctx.shared.blocking.wake_all();
             ctx.out.ok();
         }
         b"GET" if ctx.args.len() == 2 => {

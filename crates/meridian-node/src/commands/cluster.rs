@@ -121,7 +121,7 @@ pub fn check_command(
     spec: &Spec,
     args: &[&[u8]],
 ) -> Result<Option<InTransit>, CommandError> {
-    if spec.first_key <= 0 {
+    if !spec.takes_keys() {
         return Ok(None);
     }
     check_keys(

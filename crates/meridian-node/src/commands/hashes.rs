@@ -18,7 +18,7 @@ fn read_hash<'s>(
         None => Ok(None),
         Some(index) => match shard.entry(index).value() {
             ValueRef::Hash(hash) => Ok(Some(hash)),
-            ValueRef::Str(_) => Err(CommandError::WrongType),
+            ValueRef::Str(_) | ValueRef::List(_) => Err(CommandError::WrongType),
         },
     }
 }
@@ -35,7 +35,7 @@ fn write_hash<R>(
 ) -> Result<Option<R>, CommandError> {
     let index = match shard.find(key, now) {
         Some(index) => {
-            if let ValueRef::Str(_) = shard.entry(index).value() {
+            if !matches!(shard.entry(index).value(), ValueRef::Hash(_)) {
                 return Err(CommandError::WrongType);
             }
             index
@@ -45,7 +45,7 @@ fn write_hash<R>(
     };
     let result = shard.modify(index, |value| match value {
         Value::Hash(hash) => change(hash),
-        Value::Str(_) => Err(CommandError::WrongType),
+        Value::Str(_) | Value::List(_) => Err(CommandError::WrongType),
     });
     let empty = matches!(shard.entry(index).value(), ValueRef::Hash(hash) if hash.is_empty());
     if empty {
@@ -89,7 +89,7 @@ pub fn hsetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             match shard.entry(existing).value() {
                 ValueRef::Hash(hash) if hash.get(field).is_some() => return Ok(false),
                 ValueRef::Hash(_) => {}
-                ValueRef::Str(_) => return Err(CommandError::WrongType),
+                ValueRef::Str(_) | ValueRef::List(_) => return Err(CommandError::WrongType),
             }
         }
         write_hash(shard, key, slot, now, true, |hash| {

@@ -86,6 +86,28 @@ pub enum Cmd {
     Hstrlen,
     Hscan,
     Hrandfield,
+    Lpush,
+    Rpush,
+    Lpushx,
+    Rpushx,
+    Lpop,
+    Rpop,
+    Llen,
+    Lindex,
+    Lset,
+    Lrange,
+    Ltrim,
+    Lrem,
+    Linsert,
+    Lpos,
+    Lmove,
+    Rpoplpush,
+    Lmpop,
+    Blpop,
+    Brpop,
+    Blmove,
+    Brpoplpush,
+    Blmpop,
     Multi,
     Exec,
     Discard,
@@ -117,8 +139,8 @@ pub enum Cmd {
 }
 
 use Category::{
-    Admin, Connection, Dangerous, Fast, Hash, Keyspace, Pubsub, Read, Slow, String, Transaction,
-    Write,
+    Admin, Blocking, Connection, Dangerous, Fast, Hash, Keyspace, List, Pubsub, Read, Slow, String,
+    Transaction, Write,
 };
 
 const fn of(list: &[Category]) -> Categories {
@@ -193,6 +215,21 @@ impl Cmd {
             }
             Cmd::Hkeys | Cmd::Hvals | Cmd::Hgetall | Cmd::Hscan | Cmd::Hrandfield => {
                 of(&[Read, Hash, Slow])
+            }
+            Cmd::Lpush | Cmd::Rpush | Cmd::Lpushx | Cmd::Rpushx | Cmd::Lpop | Cmd::Rpop => {
+                of(&[Write, List, Fast])
+            }
+            Cmd::Llen => of(&[Read, List, Fast]),
+            Cmd::Lindex | Cmd::Lrange | Cmd::Lpos => of(&[Read, List, Slow]),
+            Cmd::Lset
+            | Cmd::Ltrim
+            | Cmd::Lrem
+            | Cmd::Linsert
+            | Cmd::Lmove
+            | Cmd::Rpoplpush
+            | Cmd::Lmpop => of(&[Write, List, Slow]),
+            Cmd::Blpop | Cmd::Brpop | Cmd::Blmove | Cmd::Brpoplpush | Cmd::Blmpop => {
+                of(&[Write, List, Slow, Blocking])
             }
             Cmd::Multi | Cmd::Discard | Cmd::Watch | Cmd::Unwatch => of(&[Fast, Transaction]),
             Cmd::Exec => of(&[Slow, Transaction]),

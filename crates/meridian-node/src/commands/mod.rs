@@ -8,6 +8,7 @@ pub mod connection;
 pub mod hashes;
 pub mod id;
 pub mod keys;
+pub mod lists;
 pub mod migrate;
 pub mod pubsub;
 pub mod replication;
@@ -45,6 +46,10 @@ pub const FAST: u32 = 1 << 8;
 
 pub type Handler = fn(&mut Ctx<'_, '_>) -> CmdResult;
 
+/// The keys of a command whose key positions depend on its arguments (LMPOP's
+/// `numkeys`): Redis's "movablekeys".
+pub type KeyFinder = for<'x> fn(&[&'x [u8]]) -> Vec<&'x [u8]>;
+
 pub struct Spec {
     /// Which command this is, for the dispatcher's decisions (never the name).
     pub id: Cmd,
@@ -56,6 +61,9 @@ pub struct Spec {
     pub last_key: i32,
     pub step: i32,
     pub handler: Handler,
+    /// Set for commands whose keys [`Spec::keys`] finds through it instead of the
+    /// positions (which are then 0, as Redis reports them).
+    pub movable_keys: Option<KeyFinder>,
 }
 
 impl Spec {
@@ -63,8 +71,24 @@ impl Spec {
         self.flags & flag != 0
     }
 
+    /// The same command, its keys found by `finder`.
+    const fn with_movable_keys(self, finder: KeyFinder) -> Spec {
+        Spec {
+            movable_keys: Some(finder),
+            ..self
+        }
+    }
+
+    /// Whether the command has key arguments at all.
+    pub fn takes_keys(&self) -> bool {
+        self.first_key > 0 || self.movable_keys.is_some()
+    }
+
     /// Key arguments of a concrete invocation.
     pub fn keys<'x>(&self, args: &[&'x [u8]]) -> Vec<&'x [u8]> {
+        if let Some(finder) = self.movable_keys {
+            return finder(args);
+        }
         if self.first_key <= 0 {
             return Vec::new();
         }
@@ -97,6 +121,9 @@ impl Spec {
                 names.push(name);
             }
         }
+        if self.movable_keys.is_some() {
+            names.push("movablekeys");
+        }
         names
     }
 }
@@ -112,6 +139,7 @@ macro_rules! spec {
             last_key: $last,
             step: $step,
             handler: $handler,
+            movable_keys: None,
         }
     };
 }
@@ -448,6 +476,40 @@ pub static COMMANDS: &[Spec] = &[
         1,
         hashes::hrandfield
     ),
+    // lists
+    spec!(Cmd::Lpush, "lpush", -3, W | FAST, 1, 1, 1, lists::lpush),
+    spec!(Cmd::Rpush, "rpush", -3, W | FAST, 1, 1, 1, lists::rpush),
+    spec!(Cmd::Lpushx, "lpushx", -3, W | FAST, 1, 1, 1, lists::lpushx),
+    spec!(Cmd::Rpushx, "rpushx", -3, W | FAST, 1, 1, 1, lists::rpushx),
+    spec!(Cmd::Lpop, "lpop", -2, WRITE | FAST, 1, 1, 1, lists::lpop),
+    spec!(Cmd::Rpop, "rpop", -2, WRITE | FAST, 1, 1, 1, lists::rpop),
+    spec!(Cmd::Llen, "llen", 2, R | FAST, 1, 1, 1, lists::llen),
+    spec!(Cmd::Lindex, "lindex", 3, R, 1, 1, 1, lists::lindex),
+    spec!(Cmd::Lset, "lset", 4, W, 1, 1, 1, lists::lset),
+    spec!(Cmd::Lrange, "lrange", 4, R, 1, 1, 1, lists::lrange),
+    spec!(Cmd::Ltrim, "ltrim", 4, WRITE, 1, 1, 1, lists::ltrim),
+    spec!(Cmd::Lrem, "lrem", 4, WRITE, 1, 1, 1, lists::lrem),
+    spec!(Cmd::Linsert, "linsert", 5, W, 1, 1, 1, lists::linsert),
+    spec!(Cmd::Lpos, "lpos", -3, R, 1, 1, 1, lists::lpos),
+    spec!(Cmd::Lmove, "lmove", 5, W, 1, 2, 1, lists::lmove),
+    spec!(Cmd::Rpoplpush, "rpoplpush", 3, W, 1, 2, 1, lists::rpoplpush),
+    spec!(Cmd::Lmpop, "lmpop", -4, WRITE, 0, 0, 0, lists::lmpop)
+        .with_movable_keys(lists::lmpop_keys),
+    spec!(Cmd::Blpop, "blpop", -3, WRITE, 1, -2, 1, lists::blpop),
+    spec!(Cmd::Brpop, "brpop", -3, WRITE, 1, -2, 1, lists::brpop),
+    spec!(Cmd::Blmove, "blmove", 6, W, 1, 2, 1, lists::blmove),
+    spec!(
+        Cmd::Brpoplpush,
+        "brpoplpush",
+        4,
+        W,
+        1,
+        2,
+        1,
+        lists::brpoplpush
+    ),
+    spec!(Cmd::Blmpop, "blmpop", -5, WRITE, 0, 0, 0, lists::blmpop)
+        .with_movable_keys(lists::blmpop_keys),
     // transactions
     spec!(
         Cmd::Multi,
@@ -736,7 +798,7 @@ pub fn acl_check(
         if needs_all_keys(spec.id) {
             return Err(Denied::Key(0));
         }
-        if spec.first_key > 0
+        if spec.takes_keys()
             && let Some(index) = user.denied_key(spec.keys(args), key_access(spec))
         {
             return Err(Denied::Key(index));
@@ -832,6 +894,8 @@ pub struct ClientState {
     pub primary_link: bool,
     /// Effects of the running EXEC, propagated as one MULTI/EXEC block.
     pub txn_repl: Option<Vec<u8>>,
+    /// EXEC is running the queued commands (a blocking command then may not block).
+    pub running_exec: bool,
     /// Work the connection must finish outside the synchronous dispatcher.
     pub pending: Option<Pending>,
     /// REPLCONF listening-port of a replica connecting here.
@@ -859,6 +923,18 @@ pub enum Pending {
     Migrate(migrate::MigrateJob),
     /// ACL LOAD: the ACL file is read off the dispatcher, then the reply is sent.
     AclLoad,
+    /// A blocking list command found nothing to take: the connection waits.
+    Block(Block),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+/// A blocked client's wait (see `crate::blocking`): until a write to one of `keys`
+/// lets `args` run again and take something, or until `timeout` (None: forever).
+pub struct Block {
+    pub args: Vec<Vec<u8>>,
+    pub keys: Vec<Vec<u8>>,
+    /// The answer then is a null array, whatever the command (as Redis 7.0 answers).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl ClientState {
@@ -877,6 +953,7 @@ impl ClientState {
             readonly: false,
             primary_link: false,
             txn_repl: None,
+            running_exec: false,
             pending: None,
             listening_port: 0,
             asking: false,
@@ -1379,6 +1456,14 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         ctx.out.error(&error.to_string());
         return;
     }
+    // a blocking command that found nothing changed nothing (yet)
+    if matches!(ctx.client.pending, Some(Pending::Block(_))) {
+        return;
+    }
+    let blocking = &ctx.shared.blocking;
+    if blocking.is_active() {
+        blocking.touched(&spec.keys(ctx.args));
+    }
     let log = &ctx.shared.repl.log;
     if log.is_active() {
         let mut effects = Vec::new();
@@ -1441,6 +1526,14 @@ mod tests {
         assert_eq!(ids.len(), COMMANDS.len());
         let get = &COMMANDS[lookup(b"GET").unwrap_or_default()];
         assert_eq!(get.id, Cmd::Get);
+    }
+
+    #[test]
+    fn movable_keys_come_from_the_finder() {
+        let lmpop = &COMMANDS[lookup(b"lmpop").unwrap_or_default()];
+        let args: Vec<&[u8]> = vec![b"lmpop", b"2", b"a", b"b", b"LEFT", b"COUNT", b"3"];
+        assert_eq!(lmpop.keys(&args), vec![&b"a"[..], b"b"]);
+        assert!(lmpop.takes_keys() && lmpop.flag_names().contains(&"movablekeys"));
     }
 
     #[test]

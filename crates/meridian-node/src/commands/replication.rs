@@ -60,8 +60,10 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
                         (ValueRef::Str(value), _) => {
                             encode_command(buf, &[b"SET", key, value, b"PXAT", at.as_bytes()])
                         }
-                        (ValueRef::Hash(_), 0) => encode_command(buf, &[b"PERSIST", key]),
-                        (ValueRef::Hash(_), _) => {
+                        (ValueRef::Hash(_) | ValueRef::List(_), 0) => {
+                            encode_command(buf, &[b"PERSIST", key])
+                        }
+                        (ValueRef::Hash(_) | ValueRef::List(_), _) => {
                             encode_command(buf, &[b"PEXPIREAT", key, at.as_bytes()])
                         }
                     }
@@ -101,6 +103,36 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
                     );
                 }
             });
+        }
+        // a blocking pop replicates as its non-blocking form (the same keys, so the same
+        // element, from the same state): a replica never waits
+        Cmd::Blpop | Cmd::Brpop => {
+            let keys = &args[1..args.len().saturating_sub(1).max(1)];
+            let count = itoa::Buffer::new().format(keys.len()).to_string();
+            let end: &[u8] = if spec.id == Cmd::Blpop {
+                b"LEFT"
+            } else {
+                b"RIGHT"
+            };
+            let mut command: Vec<&[u8]> = vec![b"LMPOP", count.as_bytes()];
+            command.extend_from_slice(keys);
+            command.push(end);
+            encode_command(buf, &command);
+        }
+        Cmd::Blmove => {
+            let mut command: Vec<&[u8]> = vec![b"LMOVE"];
+            command.extend_from_slice(args.get(1..5).unwrap_or_default());
+            encode_command(buf, &command);
+        }
+        Cmd::Brpoplpush => {
+            let mut command: Vec<&[u8]> = vec![b"RPOPLPUSH"];
+            command.extend_from_slice(args.get(1..3).unwrap_or_default());
+            encode_command(buf, &command);
+        }
+        Cmd::Blmpop => {
+            let mut command: Vec<&[u8]> = vec![b"LMPOP"];
+            command.extend_from_slice(args.get(2..).unwrap_or_default());
+            encode_command(buf, &command);
         }
         _ => encode_command(buf, args),
     }

@@ -249,7 +249,8 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
             format!(
                 "connected_clients:{}\r\nblocked_clients:{}\r\npubsub_clients:{pubsub_clients}\r\ntracking_clients:{}\r\nmaxclients:{}\r\n{}",
                 shared.connected_clients(),
-                shared.pause.blocked.load(Ordering::Relaxed),
+                // held by CLIENT PAUSE or waiting in a blocking list command, as Redis counts
+                shared.pause.blocked.load(Ordering::Relaxed) + shared.blocking.blocked_clients(),
                 shared.tracking.stats().clients,
                 shared.config.maxclients.load(Ordering::Relaxed),
                 shared.pause.info_fields(),

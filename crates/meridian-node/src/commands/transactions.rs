@@ -185,6 +185,8 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     if log.is_active() && !ctx.client.primary_link {
         ctx.client.txn_repl = Some(Vec::new());
     }
+    // queued blocking commands answer at once instead of waiting
+    ctx.client.running_exec = true;
     for command in &queued {
         let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
         dispatch(
@@ -196,6 +198,7 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             Access::held(db, &mut held, ctx.exec.holder()),
         );
     }
+    ctx.client.running_exec = false;
     if let Some(effects) = ctx.client.txn_repl.take()
         && !effects.is_empty()
     {

@@ -536,6 +536,8 @@ fn command_error(message: String) -> ApiError {
         "MOVED" | "ASK" | "READONLY" => StatusCode::MISDIRECTED_REQUEST,
         "CLUSTERDOWN" | "NOREPLICAS" | "TRYAGAIN" => StatusCode::SERVICE_UNAVAILABLE,
         "OOM" => StatusCode::INSUFFICIENT_STORAGE,
+        // the key holds a list or a hash: the API reads and writes strings only
+        "WRONGTYPE" => StatusCode::CONFLICT,
         _ if message.starts_with("ERR origin write failed") => StatusCode::BAD_GATEWAY,
         _ if message.starts_with("ERR invalid expire") => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

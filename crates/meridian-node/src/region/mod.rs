@@ -511,7 +511,9 @@ impl Regions {
                                     },
                                 },
                                 // only strings are shipped; other types are invalidated
-                                ValueRef::Hash(_) => EventKind::Key(key.to_vec()),
+                                ValueRef::Hash(_) | ValueRef::List(_) => {
+                                    EventKind::Key(key.to_vec())
+                                }
                             }
                         }
                         _ => EventKind::Key(key.to_vec()),

@@ -56,6 +56,8 @@ pub fn follow(shared: &Arc<Shared>, target: PrimaryTarget) -> bool {
     let generation = *gate;
     *shared.repl.mandate.lock() = PrimaryMandate::None;
     shared.db.stats.replica.store(true, Ordering::Relaxed);
+    // clients blocked on this node, now a replica, are answered by their retry (READONLY)
+    shared.blocking.wake_all();
     disconnect_replicas(shared);
     tracing::info!(primary = %format!("{}:{}", target.host, target.port), "replicating primary");
     let task = tokio::spawn(run(shared.clone(), target.clone(), generation));

@@ -1,8 +1,9 @@
 //! The full-sync snapshot: Meridian's own compact format (not RDB).
 //!
 //! `MRDSNAP1`, then records `type:u8 key_len:u32 key expire_at:u64 value`,
-//! where a string value is `len:u32 bytes` and a hash is `count:u32` pairs of
-//! `len:u32 bytes`; 0xFF ends the stream. Integers are little-endian.
+//! where a string value is `len:u32 bytes`, a hash is `count:u32` pairs of
+//! `len:u32 bytes` and a list `count:u32` elements of `len:u32 bytes`; 0xFF ends
+//! the stream. Integers are little-endian.
 //!
 //! Copy-on-iterate: the primary marks every shard (all locks held for a
 //! moment, at the snapshot's offset); each shard is then encoded either by the
@@ -19,11 +20,12 @@ use parking_lot::Mutex;
 use super::backlog::ReplLog;
 use crate::error::SyncError;
 use crate::store::entry::Entry;
-use crate::store::{Access, Db, HashValue, SnapshotSink, Value, ValueRef};
+use crate::store::{Access, Db, HashValue, ListValue, SnapshotSink, Value, ValueRef};
 
 const MAGIC: &[u8] = b"MRDSNAP1";
 const TYPE_STRING: u8 = 0;
 const TYPE_HASH: u8 = 1;
+const TYPE_LIST: u8 = 2;
 const END: u8 = 0xFF;
 
 /// Per-shard encodings of one snapshot in progress.
@@ -90,6 +92,7 @@ fn encoded_len(entry: &Entry) -> usize {
                 .map(|(field, value)| 8 + field.len() + value.len())
                 .sum::<usize>()
         }
+        ValueRef::List(list) => 4 + list.iter().map(|item| 4 + item.len()).sum::<usize>(),
     }
 }
 
@@ -109,6 +112,15 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
             for (field, value) in hash.iter() {
                 put_bytes(buf, field);
                 put_bytes(buf, value);
+            }
+        }
+        ValueRef::List(list) => {
+            buf.push(TYPE_LIST);
+            put_bytes(buf, entry.key());
+            buf.extend_from_slice(&entry.expire_at().to_le_bytes());
+            buf.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for item in list.iter() {
+                put_bytes(buf, item);
             }
         }
     }
@@ -215,6 +227,11 @@ enum Step {
     FieldValue {
         left: u32,
     },
+    ListCount,
+    /// A list element; `left` elements still to come, this one included.
+    Item {
+        left: u32,
+    },
     End,
 }
 
@@ -257,6 +274,7 @@ pub struct Loader {
     expire_at: u64,
     hash: HashValue,
     field: Vec<u8>,
+    list: ListValue,
     records: usize,
 }
 
@@ -276,6 +294,7 @@ impl Loader {
             expire_at: 0,
             hash: HashValue::default(),
             field: Vec::new(),
+            list: ListValue::default(),
             records: 0,
         }
     }
@@ -320,8 +339,12 @@ impl Loader {
                 Step::Magic => MAGIC.len(),
                 Step::Type => 1,
                 Step::Expire => 8,
-                Step::HashCount => 4,
-                Step::Key | Step::StrValue | Step::Field { .. } | Step::FieldValue { .. } => {
+                Step::HashCount | Step::ListCount => 4,
+                Step::Key
+                | Step::StrValue
+                | Step::Field { .. }
+                | Step::FieldValue { .. }
+                | Step::Item { .. } => {
                     if available.len() < 4 {
                         4
                     } else {
@@ -359,7 +382,7 @@ impl Loader {
                             format!("end marker {} bytes before the declared end", left - 1),
                         ));
                     }
-                    kind @ (TYPE_STRING | TYPE_HASH) => {
+                    kind @ (TYPE_STRING | TYPE_HASH | TYPE_LIST) => {
                         self.kind = kind;
                         Step::Key
                     }
@@ -379,10 +402,10 @@ impl Loader {
                     let mut expire = [0u8; 8];
                     expire.copy_from_slice(element);
                     self.expire_at = u64::from_le_bytes(expire);
-                    if self.kind == TYPE_STRING {
-                        Step::StrValue
-                    } else {
-                        Step::HashCount
+                    match self.kind {
+                        TYPE_STRING => Step::StrValue,
+                        TYPE_HASH => Step::HashCount,
+                        _ => Step::ListCount,
                     }
                 }
                 Step::StrValue => {
@@ -415,6 +438,29 @@ impl Loader {
                         Step::Type
                     } else {
                         Step::Field { left: left - 1 }
+                    }
+                }
+                Step::ListCount => {
+                    let count = u32_le(element);
+                    // each element takes at least its length prefix
+                    let room = left - 4;
+                    if count == 0 || count as usize > room / 4 {
+                        return Err(corrupt(
+                            position,
+                            format!("list of {count} elements cannot fit in the {room} bytes left"),
+                        ));
+                    }
+                    self.list = ListValue::default();
+                    Step::Item { left: count }
+                }
+                Step::Item { left } => {
+                    self.list.push_back(&element[4..]);
+                    if left == 1 {
+                        let list = std::mem::take(&mut self.list);
+                        self.store(Value::List(Box::new(list)));
+                        Step::Type
+                    } else {
+                        Step::Item { left: left - 1 }
                     }
                 }
                 Step::End => return Ok(()),
@@ -512,6 +558,11 @@ mod tests {
                 let mut hash = HashValue::default();
                 hash.insert(b"f", key.as_bytes());
                 Value::Hash(Box::new(hash))
+            } else if index % 5 == 0 {
+                let mut list = ListValue::default();
+                list.push_back(key.as_bytes());
+                list.push_back(b"");
+                Value::List(Box::new(list))
             } else {
                 Value::Str(key.as_bytes().to_vec())
             };
@@ -555,6 +606,12 @@ mod tests {
                 hash.insert(b"field", key.as_bytes());
                 hash.insert(b"other", b"value");
                 Value::Hash(Box::new(hash))
+            } else if index % 5 == 0 {
+                let mut list = ListValue::default();
+                for item in 0..index % 4 + 1 {
+                    list.push_back(format!("{key}-{item}").as_bytes());
+                }
+                Value::List(Box::new(list))
             } else {
                 Value::Str(key.repeat(index % 7 + 1).into_bytes())
             };

@@ -5,7 +5,7 @@
 //! ```text
 //! [flags u8][key len varint][value len varint, inline strings only]
 //! [expire_at u64][volatile position u32]   only when the key has a TTL
-//! [key bytes][value bytes | long string's Vec parts (ptr, len, cap) | Box<HashValue> pointer]
+//! [key bytes][value bytes | long string's Vec parts (ptr, len, cap) | collection's Box pointer]
 //! ```
 //!
 //! Short strings live inline (13-byte key, 32-byte value: 48 bytes, one mimalloc
@@ -20,21 +20,22 @@
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 
-use super::value::{HashValue, Value, ValueRef, alloc_size};
+use super::value::{HashValue, ListValue, Value, ValueRef, alloc_size};
 
 pub const NIL: u32 = u32::MAX;
 
-const KIND_MASK: u8 = 0b11;
+const KIND_MASK: u8 = 0b111;
 const KIND_INLINE: u8 = 0;
 const KIND_HEAP: u8 = 1;
 const KIND_HASH: u8 = 2;
-const FLAG_TTL: u8 = 0b100;
+const KIND_LIST: u8 = 3;
+const FLAG_TTL: u8 = 0b1000;
 
 const WORD: usize = size_of::<usize>();
 /// A long string's `Vec<u8>` parts: pointer, length, capacity.
 const HEAP_PARTS: usize = 3 * WORD;
-/// A hash's `Box<HashValue>` pointer.
-const HASH_PARTS: usize = WORD;
+/// A collection's `Box` pointer (`Box<HashValue>`, `Box<ListValue>`).
+const BOX_PARTS: usize = WORD;
 /// expire_at (u64) and the position in the shard's volatile vector (u32).
 const TTL_BYTES: usize = 12;
 /// Longest string kept inline: longer ones are appended to in place.
@@ -61,14 +62,53 @@ fn inline_fits(fixed: usize, len: usize) -> bool {
 pub enum Src<'a> {
     Bytes(&'a [u8]),
     Vec(Vec<u8>),
+    Collection(Collection),
+}
+
+/// A value the record keeps behind a `Box` pointer.
+pub enum Collection {
     Hash(Box<HashValue>),
+    List(Box<ListValue>),
+}
+
+impl Collection {
+    fn kind(&self) -> u8 {
+        match self {
+            Collection::Hash(_) => KIND_HASH,
+            Collection::List(_) => KIND_LIST,
+        }
+    }
+
+    /// The owned pointer the record keeps (freed by [`Collection::from_raw`]).
+    fn into_raw(self) -> *mut u8 {
+        match self {
+            Collection::Hash(hash) => Box::into_raw(hash).cast(),
+            Collection::List(list) => Box::into_raw(list).cast(),
+        }
+    }
+
+    /// Takes back ownership of what [`Collection::into_raw`] gave for a record of `kind`.
+    ///
+    /// # Safety
+    /// `pointer` comes from `into_raw` of a collection of `kind`, and nothing else owns
+    /// it any more.
+    unsafe fn from_raw(kind: u8, pointer: *mut u8) -> Value {
+        // SAFETY: as the caller promises, the pointer is a Box of the kind's type.
+        unsafe {
+            match kind {
+                KIND_HASH => Value::Hash(Box::from_raw(pointer.cast::<HashValue>())),
+                _ => Value::List(Box::from_raw(pointer.cast::<ListValue>())),
+            }
+        }
+    }
 }
 
 impl From<Value> for Src<'_> {
     fn from(value: Value) -> Self {
         match value {
             Value::Str(bytes) => Src::Vec(bytes),
-            Value::Hash(hash) => Src::Hash(hash),
+            Value::Hash(hash) => Src::Collection(Collection::Hash(hash)),
+            Value::List(list) => Src::Collection(Collection::List(list)),
         }
     }
 }
@@ -95,7 +135,7 @@ impl Parts {
             + match self.kind {
                 KIND_INLINE => self.val_len,
                 KIND_HEAP => HEAP_PARTS,
-                _ => HASH_PARTS,
+                _ => BOX_PARTS,
             }
     }
 
@@ -184,7 +224,7 @@ fn encode(key: &[u8], src: Src<'_>, ttl: Option<(u64, u32)>) -> NonNull<u8> {
         Src::Bytes(bytes) if inline_fits(fixed, bytes.len()) => KIND_INLINE,
         Src::Vec(bytes) if inline_fits(fixed, bytes.len()) => KIND_INLINE,
         Src::Bytes(_) | Src::Vec(_) => KIND_HEAP,
-        Src::Hash(_) => KIND_HASH,
+        Src::Collection(collection) => collection.kind(),
     };
     let inline_len = match (&src, kind) {
         (Src::Bytes(bytes), KIND_INLINE) => bytes.len(),
@@ -195,7 +235,7 @@ fn encode(key: &[u8], src: Src<'_>, ttl: Option<(u64, u32)>) -> NonNull<u8> {
         + match kind {
             KIND_INLINE => varint_len(inline_len) + inline_len,
             KIND_HEAP => HEAP_PARTS,
-            _ => HASH_PARTS,
+            _ => BOX_PARTS,
         };
     let mut out = Writer::new(total);
     out.bytes(&[kind | if ttl.is_some() { FLAG_TTL } else { 0 }]);
@@ -213,9 +253,7 @@ fn encode(key: &[u8], src: Src<'_>, ttl: Option<(u64, u32)>) -> NonNull<u8> {
         Src::Vec(bytes) if kind == KIND_INLINE => out.bytes(&bytes),
         Src::Bytes(bytes) => write_vec(&mut out, bytes.to_vec()),
         Src::Vec(bytes) => write_vec(&mut out, bytes),
-        Src::Hash(hash) => {
-            out.pointer(Box::into_raw(hash).cast());
-        }
+        Src::Collection(collection) => out.pointer(collection.into_raw()),
     }
     out.finish()
 }
@@ -243,7 +281,7 @@ pub struct Entry {
 
 // SAFETY: an entry owns its record and the value parts the record points to
 // (like a `Box`); they are only read through `&Entry` and changed through
-// `&mut Entry`, and `HashValue` is Send + Sync.
+// `&mut Entry`, and the collections (`HashValue`, `ListValue`) are Send + Sync.
 unsafe impl Send for Entry {}
 // SAFETY: see above; `&Entry` gives read-only access.
 unsafe impl Sync for Entry {}
@@ -361,8 +399,10 @@ impl Entry {
             KIND_HEAP => ValueRef::Str(unsafe {
                 std::slice::from_raw_parts(self.pointer(at), self.word(at + WORD))
             }),
-            // SAFETY: a pointer from Box::into_raw that this entry owns.
-            _ => ValueRef::Hash(unsafe { &*self.pointer(at).cast::<HashValue>() }),
+            // SAFETY: a pointer from Box::into_raw of a HashValue that this entry owns.
+            KIND_HASH => ValueRef::Hash(unsafe { &*self.pointer(at).cast::<HashValue>() }),
+            // SAFETY: a pointer from Box::into_raw of a ListValue that this entry owns.
+            _ => ValueRef::List(unsafe { &*self.pointer(at).cast::<ListValue>() }),
         }
     }
 
@@ -444,7 +484,7 @@ impl Entry {
         let same_size = match &value {
             Src::Bytes(bytes) => Some(&bytes[..]),
             Src::Vec(bytes) => Some(&bytes[..]),
-            Src::Hash(_) => None,
+            Src::Collection(_) => None,
         }
         .filter(|bytes| parts.kind == KIND_INLINE && bytes.len() == parts.val_len);
         if let Some(bytes) = same_size {
@@ -509,8 +549,9 @@ impl Entry {
                     self.word(at + 2 * WORD),
                 )
             }),
-            // SAFETY: a pointer from Box::into_raw this entry owns; ownership moves out.
-            _ => Value::Hash(unsafe { Box::from_raw(self.pointer(at).cast::<HashValue>()) }),
+            // SAFETY: a pointer from Collection::into_raw of the record's kind, which
+            // this entry owns; ownership moves out.
+            kind => unsafe { Collection::from_raw(kind, self.pointer(at)) },
         }
     }
 
@@ -520,7 +561,10 @@ impl Entry {
         let at = parts.val_off();
         match value {
             Value::Hash(hash) if parts.kind == KIND_HASH => {
-                self.set_pointer(at, Box::into_raw(hash).cast());
+                self.set_pointer(at, Collection::Hash(hash).into_raw());
+            }
+            Value::List(list) if parts.kind == KIND_LIST => {
+                self.set_pointer(at, Collection::List(list).into_raw());
             }
             Value::Str(bytes) if parts.kind == KIND_INLINE && bytes.len() == parts.val_len => {
                 // SAFETY: as in `set_value`.
@@ -589,10 +633,7 @@ impl Entry {
             + match parts.kind {
                 KIND_INLINE => 0,
                 KIND_HEAP => alloc_size(self.word(at + 2 * WORD)),
-                _ => match self.value() {
-                    ValueRef::Hash(hash) => alloc_size(size_of::<HashValue>()) + hash.heap_size(),
-                    ValueRef::Str(_) => 0,
-                },
+                _ => self.value().collection_size(),
             }
             + if parts.ttl { 4 } else { 0 }
     }
@@ -696,6 +737,7 @@ mod tests {
     enum Op {
         SetStr(usize, u8),
         SetHash(usize),
+        SetList(usize),
         Ttl(u64, u32),
         Persist,
         Append(usize),
@@ -708,6 +750,7 @@ mod tests {
         prop_oneof![
             (len.clone(), any::<u8>()).prop_map(|(len, byte)| Op::SetStr(len, byte)),
             (0usize..20).prop_map(Op::SetHash),
+            (0usize..20).prop_map(Op::SetList),
             (1u64..u64::MAX, any::<u32>()).prop_map(|(at, pos)| Op::Ttl(at, pos)),
             Just(Op::Persist),
             len.prop_map(Op::Append),
@@ -724,12 +767,21 @@ mod tests {
         hash
     }
 
+    fn list_of(items: usize) -> ListValue {
+        let mut list = ListValue::default();
+        for item in 0..items {
+            list.push_back(&vec![b'i'; item]);
+        }
+        list
+    }
+
     fn same(entry: &Entry, value: &Value, ttl: Option<(u64, u32)>) -> bool {
         let values = match (entry.value(), value) {
             (ValueRef::Str(got), Value::Str(want)) => got == &want[..],
             (ValueRef::Hash(got), Value::Hash(want)) => {
                 got.len() == want.len() && got.iter().eq(want.iter())
             }
+            (ValueRef::List(got), Value::List(want)) => got.iter().eq(want.iter()),
             _ => false,
         };
         values
@@ -760,7 +812,15 @@ mod tests {
                     }
                     Op::SetHash(fields) => {
                         value = Value::Hash(Box::new(hash_of(fields)));
-                        entry.set_value(Src::Hash(Box::new(hash_of(fields))));
+                        entry.set_value(Src::Collection(Collection::Hash(Box::new(hash_of(
+                            fields,
+                        )))));
+                    }
+                    Op::SetList(items) => {
+                        value = Value::List(Box::new(list_of(items)));
+                        entry.set_value(Src::Collection(Collection::List(Box::new(list_of(
+                            items,
+                        )))));
                     }
                     Op::Ttl(at, pos) => {
                         ttl = Some((at, pos));
@@ -782,6 +842,7 @@ mod tests {
                             Value::Hash(hash) => {
                                 hash.insert(format!("a{len}").as_bytes(), b"v");
                             }
+                            Value::List(list) => list.push_front(&vec![b'a'; len]),
                         };
                         apply(&mut value);
                         entry.modify(apply);
@@ -803,6 +864,9 @@ mod tests {
             match (moved, value) {
                 (Value::Str(got), Value::Str(want)) => prop_assert_eq!(got, want),
                 (Value::Hash(got), Value::Hash(want)) => prop_assert_eq!(got.len(), want.len()),
+                (Value::List(got), Value::List(want)) => {
+                    prop_assert!(got.iter().eq(want.iter()))
+                }
                 _ => prop_assert!(false, "type changed"),
             }
         }

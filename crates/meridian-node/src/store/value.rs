@@ -1,6 +1,8 @@
 //! Stored values (owned and borrowed) and the allocator model the store's memory
 //! accounting uses.
 
+use std::collections::VecDeque;
+
 use indexmap::IndexMap;
 
 /// Bytes an allocation of `len` bytes really costs with mimalloc, the node's
@@ -100,24 +102,140 @@ impl HashValue {
     }
 }
 
+/// A list value: elements in order, each its own allocation; tracks their heap bytes.
+#[derive(Clone, Debug, Default)]
+pub struct ListValue {
+    items: VecDeque<Box<[u8]>>,
+    payload: usize,
+}
+
+impl ListValue {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Option<&[u8]> {
+        self.items.get(index).map(|item| &item[..])
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        self.items.iter().map(|item| &item[..])
+    }
+
+    /// Elements `start..=stop` (indexes already clamped to the list).
+    pub fn range(&self, start: usize, stop: usize) -> impl Iterator<Item = &[u8]> {
+        self.items.range(start..=stop).map(|item| &item[..])
+    }
+
+    pub fn push_front(&mut self, item: &[u8]) {
+        self.payload += alloc_size(item.len());
+        self.items.push_front(item.into());
+    }
+
+    pub fn push_back(&mut self, item: &[u8]) {
+        self.payload += alloc_size(item.len());
+        self.items.push_back(item.into());
+    }
+
+    pub fn pop_front(&mut self) -> Option<Box<[u8]>> {
+        let item = self.items.pop_front()?;
+        self.payload -= alloc_size(item.len());
+        Some(item)
+    }
+
+    pub fn pop_back(&mut self) -> Option<Box<[u8]>> {
+        let item = self.items.pop_back()?;
+        self.payload -= alloc_size(item.len());
+        Some(item)
+    }
+
+    /// Replaces the element at `index`; false when there is none.
+    pub fn set(&mut self, index: usize, item: &[u8]) -> bool {
+        let Some(slot) = self.items.get_mut(index) else {
+            return false;
+        };
+        self.payload = self.payload - alloc_size(slot.len()) + alloc_size(item.len());
+        *slot = item.into();
+        true
+    }
+
+    /// Inserts `item` before the element at `index` (`index == len`: at the end).
+    pub fn insert(&mut self, index: usize, item: &[u8]) {
+        self.payload += alloc_size(item.len());
+        self.items.insert(index, item.into());
+    }
+
+    /// Removes up to `limit` elements equal to `item` (0: all of them), from the front
+    /// or, with `from_back`, from the back; returns how many.
+    pub fn remove_matching(&mut self, item: &[u8], limit: usize, from_back: bool) -> usize {
+        let mut removed = 0;
+        let mut payload = self.payload;
+        let mut keep = |element: &[u8]| {
+            if (limit == 0 || removed < limit) && element == item {
+                removed += 1;
+                payload -= alloc_size(element.len());
+                false
+            } else {
+                true
+            }
+        };
+        if from_back {
+            let mut kept: VecDeque<Box<[u8]>> = VecDeque::with_capacity(self.items.len());
+            while let Some(element) = self.items.pop_back() {
+                if keep(&element[..]) {
+                    kept.push_front(element);
+                }
+            }
+            self.items = kept;
+        } else {
+            self.items.retain(|element| keep(element));
+        }
+        self.payload = payload;
+        removed
+    }
+
+    /// Keeps only the elements `start..=stop`; `None` removes every element.
+    pub fn keep_range(&mut self, range: Option<(usize, usize)>) {
+        let (start, stop) = range.unwrap_or((self.items.len(), self.items.len()));
+        for item in self
+            .items
+            .drain(stop.saturating_add(1).min(self.items.len())..)
+        {
+            self.payload -= alloc_size(item.len());
+        }
+        for item in self.items.drain(..start.min(self.items.len())) {
+            self.payload -= alloc_size(item.len());
+        }
+        self.items.shrink_to_fit();
+    }
+
+    /// Approximate heap bytes: the elements' allocations and the ring buffer's slots.
+    pub fn heap_size(&self) -> usize {
+        self.payload + alloc_size(self.items.capacity() * std::mem::size_of::<Box<[u8]>>())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Value {
     Str(Vec<u8>),
     Hash(Box<HashValue>),
+    List(Box<ListValue>),
 }
 
 impl Value {
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Value::Str(_) => "string",
-            Value::Hash(_) => "hash",
-        }
+        self.borrowed().type_name()
     }
 
     pub fn heap_size(&self) -> usize {
         match self {
             Value::Str(bytes) => alloc_size(bytes.capacity()),
             Value::Hash(hash) => alloc_size(std::mem::size_of::<HashValue>()) + hash.heap_size(),
+            Value::List(list) => alloc_size(std::mem::size_of::<ListValue>()) + list.heap_size(),
         }
     }
 }
@@ -127,6 +245,7 @@ impl Value {
         match self {
             Value::Str(bytes) => ValueRef::Str(bytes),
             Value::Hash(hash) => ValueRef::Hash(hash),
+            Value::List(list) => ValueRef::List(list),
         }
     }
 }
@@ -136,6 +255,7 @@ impl Value {
 pub enum ValueRef<'a> {
     Str(&'a [u8]),
     Hash(&'a HashValue),
+    List(&'a ListValue),
 }
 
 impl ValueRef<'_> {
@@ -143,6 +263,17 @@ impl ValueRef<'_> {
         match self {
             ValueRef::Str(_) => "string",
             ValueRef::Hash(_) => "hash",
+            ValueRef::List(_) => "list",
+        }
+    }
+
+    /// Heap bytes of a collection's own allocation and contents (0 for strings, which
+    /// the record accounts itself).
+    pub fn collection_size(self) -> usize {
+        match self {
+            ValueRef::Str(_) => 0,
+            ValueRef::Hash(hash) => alloc_size(std::mem::size_of::<HashValue>()) + hash.heap_size(),
+            ValueRef::List(list) => alloc_size(std::mem::size_of::<ListValue>()) + list.heap_size(),
         }
     }
 
@@ -150,13 +281,31 @@ impl ValueRef<'_> {
         match self {
             ValueRef::Str(bytes) => Value::Str(bytes.to_vec()),
             ValueRef::Hash(hash) => Value::Hash(Box::new(hash.clone())),
+            ValueRef::List(list) => Value::List(Box::new(list.clone())),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::alloc_size;
+    use super::{ListValue, alloc_size};
+
+    #[test]
+    fn list_payload_follows_its_elements() {
+        let mut list = ListValue::default();
+        for item in ["a", "bb", "a", "ccc", "a"] {
+            list.push_back(item.as_bytes());
+        }
+        assert_eq!(list.remove_matching(b"a", 2, true), 2);
+        let items: Vec<&[u8]> = list.iter().collect();
+        assert_eq!(items, [&b"a"[..], b"bb", b"ccc"]);
+        list.keep_range(Some((1, 1)));
+        assert_eq!(list.iter().collect::<Vec<_>>(), [&b"bb"[..]]);
+        assert_eq!(list.payload, alloc_size(2));
+        list.keep_range(None);
+        assert!(list.is_empty());
+        assert_eq!(list.payload, 0);
+    }
 
     #[test]
     fn alloc_size_follows_mimalloc_classes() {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod node_process;
+pub mod redis_server;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -168,6 +169,18 @@ impl Node {
         (status, body)
     }
 
+    /// A `/proc/<pid>/status` field of the node in kB (VmRSS, VmHWM).
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|kb| kb.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -301,6 +314,43 @@ impl Raw {
             }
             "%" => Reply::Map((0..count()).map(|_| (self.read(), self.read())).collect()),
             other => panic!("unexpected reply type {other:?} in {line:?}"),
+        }
+    }
+
+    /// Sends a command and returns its reply's exact bytes (a null bulk and a null
+    /// array differ here, as they do for clients).
+    pub fn cmd_bytes(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(&encode(args));
+        let mut bytes = Vec::new();
+        self.read_bytes(&mut bytes);
+        bytes
+    }
+
+    /// Appends one whole reply's bytes to `bytes`.
+    pub fn read_bytes(&mut self, bytes: &mut Vec<u8>) {
+        let start = bytes.len();
+        self.reader.read_until(b'\n', bytes).expect("reply line");
+        let line = String::from_utf8_lossy(&bytes[start..]).into_owned();
+        assert!(line.ends_with("\r\n"), "truncated reply line {line:?}");
+        let (kind, rest) = line.trim_end().split_at(1);
+        let count = || rest.parse::<i64>().expect("length");
+        match kind {
+            "$" | "=" | "!" if count() >= 0 => {
+                let mut data = vec![0u8; count() as usize + 2];
+                self.reader.read_exact(&mut data).expect("bulk");
+                bytes.extend_from_slice(&data);
+            }
+            "*" | "~" | ">" | "%" | "|" if count() > 0 => {
+                let items = if matches!(kind, "%" | "|") {
+                    2 * count()
+                } else {
+                    count()
+                };
+                for _ in 0..items {
+                    self.read_bytes(bytes);
+                }
+            }
+            _ => {}
         }
     }
 
