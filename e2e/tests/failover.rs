@@ -1,7 +1,10 @@
 //! Issue 6 scenario: the primary of a shard is force-deleted while a client writes to that
 //! shard every 20 ms. The operator promotes the replica; the test measures the time from
 //! the deletion to the first successful write, checks that writes acknowledged by
-//! `WAIT 1` survived, and that the recreated pod rejoins as a replica.
+//! `WAIT 1` survived, and that the recreated pod rejoins as a replica. Beside it, a work
+//! queue as client libraries build one (LPUSH by producers, BLMOVE into a processing list
+//! by a worker blocked on the primary, issue 18): the blocked worker is answered when
+//! the primary goes, and the promoted node holds the queue and serves a new worker.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,65 @@ async fn primary_failover_resumes_writes_and_keeps_acknowledged_data() -> Result
     let (old_primary, replica) = (scene.primary.clone(), scene.replica.clone());
     // Writes acknowledged by the replica before the kill.
     scene.write_replicated(200).await?;
+    let (jobs, working) = (
+        format!("{{{}}}:jobs", scene.tag),
+        format!("{{{}}}:working", scene.tag),
+    );
+    let mut producer = quick_connection(&scene.primary_endpoint).await?;
+    let worker_jobs = (jobs.clone(), working.clone());
+    let mut worker =
+        connection_with_timeout(&scene.primary_endpoint, Duration::from_secs(60)).await?;
+    let taken: String = {
+        // the worker blocks on the empty queue, the producer's push serves it
+        let blocked = tokio::spawn(async move {
+            redis::cmd("BLMOVE")
+                .arg(&worker_jobs.0)
+                .arg(&worker_jobs.1)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .arg(0)
+                .query_async::<String>(&mut worker)
+                .await
+                .map(|job| (job, worker))
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _: i64 = redis::cmd("LPUSH")
+            .arg(&jobs)
+            .arg("job-1")
+            .arg("job-2")
+            .query_async(&mut producer)
+            .await?;
+        let (job, returned) = blocked.await??;
+        worker = returned;
+        job
+    };
+    assert_eq!(taken, "job-1");
+    wait_for_a_replica(&mut producer, 5000).await?;
+    // the worker takes the next job, then blocks on the drained queue until the failover
+    let next: String = redis::cmd("BLMOVE")
+        .arg(&jobs)
+        .arg(&working)
+        .arg("RIGHT")
+        .arg("LEFT")
+        .arg(0)
+        .query_async(&mut worker)
+        .await?;
+    assert_eq!(next, "job-2");
+    wait_for_a_replica(&mut producer, 5000).await?;
+    let stranded = {
+        let jobs = jobs.clone();
+        let working = working.clone();
+        tokio::spawn(async move {
+            redis::cmd("BLMOVE")
+                .arg(&jobs)
+                .arg(&working)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .arg(0)
+                .query_async::<Option<String>>(&mut worker)
+                .await
+        })
+    };
     let writer = scene.start_writer();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -44,6 +106,13 @@ async fn primary_failover_resumes_writes_and_keeps_acknowledged_data() -> Result
         "writes resumed after {resumed:?} (bound {WRITE_RESUME_BOUND:?})"
     );
     writer.stop().await?;
+    // the worker blocked on the lost primary is answered (its connection is gone), not
+    // left waiting forever
+    let answered = tokio::time::timeout(Duration::from_secs(120), stranded).await?;
+    assert!(
+        answered?.is_err(),
+        "a worker blocked on the deleted primary got a job"
+    );
 
     // The replica was promoted; the status says so at a higher epoch.
     let status = wait_shard0_primary(&regions, &replica).await?;
@@ -53,6 +122,35 @@ async fn primary_failover_resumes_writes_and_keeps_acknowledged_data() -> Result
     scene
         .assert_replicated_on(&scene.replica_endpoint, 200)
         .await?;
+    // The queue too: both jobs in the processing list, and a new worker on the promoted
+    // node is served by the next push.
+    let mut promoted = quick_connection(&scene.replica_endpoint).await?;
+    let processing: Vec<String> = redis::cmd("LRANGE")
+        .arg(&working)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut promoted)
+        .await?;
+    assert_eq!(processing, ["job-2", "job-1"]);
+    let mut worker =
+        connection_with_timeout(&scene.replica_endpoint, Duration::from_secs(60)).await?;
+    let served = tokio::spawn(async move {
+        redis::cmd("BLMOVE")
+            .arg(&jobs)
+            .arg(&working)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(30)
+            .query_async::<Option<String>>(&mut worker)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(format!("{{{}}}:jobs", scene.tag))
+        .arg("job-3")
+        .query_async(&mut promoted)
+        .await?;
+    assert_eq!(served.await??.as_deref(), Some("job-3"));
 
     // The recreated pod rejoins as a replica of the promoted node.
     wait_for(

@@ -9,8 +9,49 @@ use anyhow::{Context, Result, bail};
 use super::resp::{Client, Reply};
 use super::{Binaries, Kind, Options, Server, cores, machine_description, median, ratio};
 
-/// The two tests, each its own redis-benchmark run so its server CPU time is its own.
-const TESTS: [&str; 2] = ["SET", "GET"];
+/// A redis-benchmark test: its `-t` name and the name its CSV line carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Test {
+    name: &'static str,
+    csv: &'static str,
+}
+
+/// The string tests, each its own redis-benchmark run so its server CPU time is its own.
+const STRING_TESTS: [Test; 2] = [
+    Test {
+        name: "set",
+        csv: "SET",
+    },
+    Test {
+        name: "get",
+        csv: "GET",
+    },
+];
+
+/// `--lists`: redis-benchmark's list tests. LRANGE_100's run starts with redis-benchmark's
+/// own LPUSH fill of the list, whose CPU time its per-CPU figure includes (for every server).
+const LIST_TESTS: [Test; 5] = [
+    Test {
+        name: "lpush",
+        csv: "LPUSH",
+    },
+    Test {
+        name: "rpush",
+        csv: "RPUSH",
+    },
+    Test {
+        name: "lpop",
+        csv: "LPOP",
+    },
+    Test {
+        name: "rpop",
+        csv: "RPOP",
+    },
+    Test {
+        name: "lrange_100",
+        csv: "LRANGE_100 (first 100 elements)",
+    },
+];
 
 /// One redis-benchmark run of one test against one server.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +66,7 @@ struct Sample {
 /// and reads the server's CPU time before and after it.
 fn redis_benchmark(
     server: &Server,
-    test: &str,
+    test: Test,
     pipeline: u32,
     requests: u32,
     pinned: bool,
@@ -40,12 +81,7 @@ fn redis_benchmark(
     };
     command
         .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
-        .args([
-            "-t",
-            &test.to_ascii_lowercase(),
-            "-n",
-            &requests.to_string(),
-        ])
+        .args(["-t", test.name, "-n", &requests.to_string()])
         .args(["-c", "50", "-r", "100000", "-d", "64"])
         .args(["-P", &pipeline.to_string(), "--csv"]);
     let cpu_before = server.cpu_seconds()?;
@@ -58,7 +94,8 @@ fn redis_benchmark(
         );
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let ops = parse_csv_rps(&text, test).with_context(|| format!("no {test} in {text:?}"))?;
+    let ops =
+        parse_csv_rps(&text, test.csv).with_context(|| format!("no {} in {text:?}", test.csv))?;
     Ok(Sample {
         ops,
         per_cpu_second: if cpu > 0.0 {
@@ -84,15 +121,19 @@ pub struct NodeOptions {
     pub quick: bool,
     /// 1: every server on one pinned core; more: unpinned, `--io-threads N`, -P 16 only.
     pub threads: usize,
+    /// `--lists`: redis-benchmark's list tests instead of SET and GET.
+    pub lists: bool,
 }
 
 impl NodeOptions {
     pub fn parse(args: &[String], quick: bool) -> Result<NodeOptions> {
         let mut threads = 1;
+        let mut lists = false;
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
             match arg.as_str() {
                 "--quick" => {}
+                "--lists" => lists = true,
                 "--threads" => {
                     threads = iter
                         .next()
@@ -106,7 +147,11 @@ impl NodeOptions {
         if threads == 0 {
             bail!("--threads must be at least 1");
         }
-        Ok(NodeOptions { quick, threads })
+        Ok(NodeOptions {
+            quick,
+            threads,
+            lists,
+        })
     }
 }
 
@@ -117,7 +162,16 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
     let pinned = threads == 1;
     let rounds = if quick { 1 } else { 3 };
     let pipelines: &[u32] = if pinned { &[1, 16] } else { &[16] };
-    println!("## meridian-node vs redis-server vs valkey-server: GET/SET throughput\n");
+    let tests: &[Test] = if options.lists {
+        &LIST_TESTS
+    } else {
+        &STRING_TESTS
+    };
+    let names: Vec<&str> = tests.iter().map(|test| test.csv).collect();
+    println!(
+        "## meridian-node vs redis-server vs valkey-server: {} throughput\n",
+        names.join(", ")
+    );
     println!("Machine: {}\n", machine_description());
     if pinned {
         println!(
@@ -133,11 +187,11 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
         );
     }
     println!(
-        "`redis-benchmark -t <set|get> -n N -c 50 -r 100000 -d 64 -P <p> --csv`, SET then GET as \
-         separate runs on the same server; median of {rounds} rounds, servers alternating. \
+        "`redis-benchmark -t <test> -n N -c 50 -r 100000 -d 64 -P <p> --csv`, each test a \
+         separate run on the same server; median of {rounds} rounds, servers alternating. \
          Per CPU second = requests / server utime+stime (/proc/<pid>/stat) during that run.\n"
     );
-    let mut samples: HashMap<(Kind, &str, u32), Vec<Sample>> = HashMap::new();
+    let mut samples: HashMap<(Kind, Test, u32), Vec<Sample>> = HashMap::new();
     for &pipeline in pipelines {
         let requests = match (quick, pipeline) {
             (true, 1) => 50_000,
@@ -160,12 +214,13 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
                         ..Options::default()
                     },
                 )?;
-                for test in TESTS {
+                for &test in tests {
                     let sample = redis_benchmark(&server, test, pipeline, requests, pinned)?;
                     eprintln!(
-                        "  round {} {} {test} -P {pipeline}: {:.0} ops/s, {:.0} per CPU second",
+                        "  round {} {} {} -P {pipeline}: {:.0} ops/s, {:.0} per CPU second",
                         round + 1,
                         kind.name(),
+                        test.csv,
                         sample.ops,
                         sample.per_cpu_second
                     );
@@ -183,7 +238,7 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
     ];
     for (metric, title) in titles.into_iter().enumerate() {
         // the median over the rounds of one metric (0: ops/s, 1: per CPU second)
-        let pick = |kind: Kind, test: &str, pipeline: u32| {
+        let pick = |kind: Kind, test: Test, pipeline: u32| {
             let runs = samples
                 .get(&(kind, test, pipeline))
                 .map_or(&[][..], Vec::as_slice);
@@ -202,12 +257,13 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
         );
         println!("|---|---|---|---|---|---|---|");
         for &pipeline in pipelines {
-            for test in TESTS {
+            for &test in tests {
                 let redis = pick(Kind::Redis, test, pipeline);
                 let valkey = pick(Kind::Valkey, test, pipeline);
                 let meridian = pick(Kind::Meridian, test, pipeline);
                 println!(
-                    "| {test} | {pipeline} | {redis:.0} | {valkey:.0} | {meridian:.0} | {} | {} |",
+                    "| {} | {pipeline} | {redis:.0} | {valkey:.0} | {meridian:.0} | {} | {} |",
+                    test.csv,
                     ratio(meridian, redis),
                     ratio(meridian, valkey)
                 );
@@ -380,5 +436,7 @@ mod tests {
         assert_eq!(NodeOptions::parse(&[], true).unwrap().threads, 1);
         assert!(NodeOptions::parse(&["--threads".into()], false).is_err());
         assert!(NodeOptions::parse(&["--bogus".into()], false).is_err());
+        assert!(NodeOptions::parse(&["--lists".into()], false).unwrap().lists);
+        assert!(!NodeOptions::parse(&[], false).unwrap().lists);
     }
 }
