@@ -23,12 +23,13 @@ use crate::error::CommandError;
 use crate::net::Stream;
 use crate::protocol::{Decoded, Reply, ReplyLimits, parse_reply};
 use crate::replication::backlog::encode_command;
-use crate::store::{HashValue, ListValue, Value, ValueRef};
+use crate::store::{HashValue, ListValue, SetValue, Value, ValueRef};
 use crate::tls::ClientTls;
 
 const TYPE_STRING: u8 = 0;
 const TYPE_HASH: u8 = 1;
 const TYPE_LIST: u8 = 2;
+const TYPE_SET: u8 = 3;
 const PAYLOAD_VERSION: u16 = 1;
 
 /// Slots in transit, keyed by slot, valued by the 40-hex id of the peer node.
@@ -166,6 +167,13 @@ pub fn dump(value: ValueRef<'_>) -> Vec<u8> {
                 put_bytes(&mut buf, item);
             }
         }
+        ValueRef::Set(set) => {
+            buf.push(TYPE_SET);
+            buf.extend_from_slice(&(set.len() as u32).to_le_bytes());
+            for member in set.iter() {
+                put_bytes(&mut buf, member);
+            }
+        }
     }
     buf.extend_from_slice(&PAYLOAD_VERSION.to_le_bytes());
     let checksum = crc32(&buf);
@@ -239,6 +247,20 @@ pub fn restore(payload: &[u8]) -> Result<Value, BadPayload> {
                 return Err(BadPayload);
             }
             Value::List(Box::new(list))
+        }
+        TYPE_SET => {
+            let count = reader.u32()?;
+            let mut set = SetValue::default();
+            for _ in 0..count {
+                // a member twice is a broken payload, not a smaller set
+                if !set.insert(reader.bytes()?) {
+                    return Err(BadPayload);
+                }
+            }
+            if set.is_empty() {
+                return Err(BadPayload);
+            }
+            Value::Set(Box::new(set))
         }
         _ => return Err(BadPayload),
     };
@@ -383,10 +405,15 @@ mod tests {
         for item in [&b"a"[..], b"", b"a", b"tail"] {
             list.push_back(item);
         }
+        let mut set = SetValue::default();
+        for member in [&b"x"[..], b"", b"yz"] {
+            set.insert(member);
+        }
         for value in [
             Value::Str(b"hello".to_vec()),
             Value::Hash(Box::new(hash)),
             Value::List(Box::new(list)),
+            Value::Set(Box::new(set)),
         ] {
             let payload = dump(value.borrowed());
             let restored = restore(&payload).expect("valid payload");

@@ -5,58 +5,9 @@
 
 mod common;
 
-use common::redis_server::RedisServer;
+use common::redis_server::{Pair, compare_random_sequences};
 use common::{Node, Raw};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-
-/// A node and a redis-server, a connection to each, speaking RESP `protocol`.
-struct Pair {
-    _redis: RedisServer,
-    _node: Node,
-    theirs: Raw,
-    ours: Raw,
-}
-
-impl Pair {
-    fn start(protocol: u8) -> Pair {
-        let redis = RedisServer::start();
-        let node = Node::start();
-        let mut theirs = Raw::connect(redis.port);
-        let mut ours = node.raw();
-        let hello = ["HELLO", &protocol.to_string()];
-        theirs.cmd(&hello);
-        ours.cmd(&hello);
-        Pair {
-            _redis: redis,
-            _node: node,
-            theirs,
-            ours,
-        }
-    }
-
-    /// Both replies to `args`: (redis-server's, the node's).
-    fn both(&mut self, args: &[&str]) -> (String, String) {
-        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
-        let theirs = self.theirs.cmd_bytes(&args);
-        let ours = self.ours.cmd_bytes(&args);
-        (
-            String::from_utf8_lossy(&theirs).into_owned(),
-            String::from_utf8_lossy(&ours).into_owned(),
-        )
-    }
-
-    /// The node's reply alone (where redis-server 7.0 deliberately differs).
-    fn ours(&mut self, args: &[&str]) -> String {
-        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
-        String::from_utf8_lossy(&self.ours.cmd_bytes(&args)).into_owned()
-    }
-
-    fn same(&mut self, args: &[&str]) {
-        let (theirs, ours) = self.both(args);
-        assert_eq!(ours, theirs, "{args:?}");
-    }
-}
 
 const EDGE_CASES: &[&[&str]] = &[
     &["RPUSH", "l", "a", "b", "c", "b", "a", "b"],
@@ -263,44 +214,7 @@ fn command() -> impl Strategy<Value = Vec<String>> {
 
 #[test]
 fn random_list_command_sequences_answer_like_redis_server() {
-    let seed: u64 = std::env::var("MERIDIAN_DIFF_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |elapsed| elapsed.as_nanos() as u64)
-        });
-    eprintln!("MERIDIAN_DIFF_SEED={seed}");
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(
-        Config {
-            cases: 64,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
-    );
-    let pair = std::cell::RefCell::new(Pair::start(2));
-    let sequences = proptest::collection::vec(command(), 1..40);
-    let result = runner.run(&sequences, |commands| {
-        let mut pair = pair.borrow_mut();
-        pair.both(&["FLUSHALL"]);
-        for args in &commands {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (theirs, ours) = pair.both(&args);
-            if ours != theirs {
-                return Err(TestCaseError::fail(format!(
-                    "{args:?}: redis-server {theirs:?}, node {ours:?}"
-                )));
-            }
-        }
-        Ok(())
-    });
-    if let Err(failure) = result {
-        panic!("seed {seed}: {failure}");
-    }
+    compare_random_sequences(proptest::collection::vec(command(), 1..40), 2, false);
 }
 
 /// The blocking commands' answers when they need not block, their errors, their timeout

@@ -125,8 +125,8 @@ fn error(reply: Reply) -> String {
 }
 
 /// Loads 5000 keys into A's slots: per migrated slot a counter and 29 items
-/// (every fifth with a TTL, every seventh a hash, every eleventh a list), 2000 keys
-/// elsewhere.
+/// (every fifth with a TTL, every seventh a hash, every eleventh a list, every
+/// thirteenth a set), 2000 keys elsewhere.
 fn load(a: &Node, tags: &HashMap<u16, String>) {
     let mut con = a.redis();
     let mut pipe = redis::pipe();
@@ -152,6 +152,8 @@ fn load(a: &Node, tags: &HashMap<u16, String>) {
                     .arg("")
                     .arg("tail")
                     .ignore();
+            } else if index % 13 == 0 {
+                pipe.cmd("SADD").arg(&key).arg(&key).arg("member").ignore();
             } else {
                 pipe.cmd("SET").arg(&key).arg(&key).ignore();
             }
@@ -402,6 +404,12 @@ fn slots_migrate_live_without_losing_entries() {
                         Reply::bulk(""),
                         Reply::bulk("tail")
                     ]),
+                    "{key}"
+                );
+            } else if index % 13 == 0 {
+                assert_eq!(
+                    raw_b.cmd(&["SMISMEMBER", &key, &key, "member", "other"]),
+                    Reply::Array(vec![Reply::Int(1), Reply::Int(1), Reply::Int(0)]),
                     "{key}"
                 );
             }

@@ -871,3 +871,38 @@ fn a_served_blocking_move_replicates_as_the_move() {
         assert_eq!(list, expected, "{key}");
     }
 }
+
+/// SPOP chooses at random: the replica removes the members the primary chose (the pop
+/// replicates as SREM of them), so both hold the same set.
+#[test]
+fn random_pops_replicate_as_the_members_they_removed() {
+    let primary = start("primary", &[]);
+    let replica = start("replica", &[]);
+    replicate(&replica, &primary);
+    let mut con = primary.redis();
+    let members: Vec<String> = (0..100).map(|index| format!("m{index}")).collect();
+    let () = redis::cmd("SADD")
+        .arg("set")
+        .arg(&members)
+        .query(&mut con)
+        .expect("SADD");
+    let popped: Vec<String> = redis::cmd("SPOP")
+        .arg("set")
+        .arg(30)
+        .query(&mut con)
+        .expect("SPOP");
+    assert_eq!(popped.len(), 30);
+    let _: String = redis::cmd("SPOP").arg("set").query(&mut con).expect("SPOP");
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    let sorted_members = |node: &Node| -> Vec<String> {
+        let mut members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("set")
+            .query(&mut node.redis())
+            .expect("SMEMBERS");
+        members.sort();
+        members
+    };
+    let on_primary = sorted_members(&primary);
+    assert_eq!(on_primary.len(), 69);
+    assert_eq!(sorted_members(&replica), on_primary);
+}

@@ -436,7 +436,11 @@ mod tests {
         assert_eq!(NodeOptions::parse(&[], true).unwrap().threads, 1);
         assert!(NodeOptions::parse(&["--threads".into()], false).is_err());
         assert!(NodeOptions::parse(&["--bogus".into()], false).is_err());
-        assert!(NodeOptions::parse(&["--lists".into()], false).unwrap().lists);
+        assert!(
+            NodeOptions::parse(&["--lists".into()], false)
+                .unwrap()
+                .lists
+        );
         assert!(!NodeOptions::parse(&[], false).unwrap().lists);
     }
 }

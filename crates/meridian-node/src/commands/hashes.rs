@@ -1,7 +1,7 @@
 //! Hash commands.
 
 use super::keys::ScanOptions;
-use super::{Ctx, parse_float, parse_int};
+use super::{Ctx, parse_float, parse_int, random_picker};
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::Out;
 use crate::protocol::encode::format_double;
@@ -18,7 +18,7 @@ fn read_hash<'s>(
         None => Ok(None),
         Some(index) => match shard.entry(index).value() {
             ValueRef::Hash(hash) => Ok(Some(hash)),
-            ValueRef::Str(_) | ValueRef::List(_) => Err(CommandError::WrongType),
+            _ => Err(CommandError::WrongType),
         },
     }
 }
@@ -45,7 +45,7 @@ fn write_hash<R>(
     };
     let result = shard.modify(index, |value| match value {
         Value::Hash(hash) => change(hash),
-        Value::Str(_) | Value::List(_) => Err(CommandError::WrongType),
+        _ => Err(CommandError::WrongType),
     });
     let empty = matches!(shard.entry(index).value(), ValueRef::Hash(hash) if hash.is_empty());
     if empty {
@@ -89,7 +89,7 @@ pub fn hsetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             match shard.entry(existing).value() {
                 ValueRef::Hash(hash) if hash.get(field).is_some() => return Ok(false),
                 ValueRef::Hash(_) => {}
-                ValueRef::Str(_) | ValueRef::List(_) => return Err(CommandError::WrongType),
+                _ => return Err(CommandError::WrongType),
             }
         }
         write_hash(shard, key, slot, now, true, |hash| {
@@ -305,13 +305,7 @@ pub fn hrandfield(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     if count.is_some_and(|count| count.unsigned_abs() > i64::MAX as u64 / 2) {
         return Err(CommandError::other("ERR value is out of range"));
     }
-    let mut seed = ctx.now ^ (ctx.client.handle.id << 32) ^ u64::from(std::process::id());
-    let mut random = move |bound: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % bound.max(1) as u64) as usize
-    };
+    let mut random = random_picker(ctx);
     query(ctx, |hash, out| {
         let Some(count) = count else {
             match hash {

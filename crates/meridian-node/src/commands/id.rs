@@ -108,6 +108,23 @@ pub enum Cmd {
     Blmove,
     Brpoplpush,
     Blmpop,
+    Sadd,
+    Srem,
+    Scard,
+    Sismember,
+    Smismember,
+    Smembers,
+    Spop,
+    Srandmember,
+    Smove,
+    Sinter,
+    Sunion,
+    Sdiff,
+    Sinterstore,
+    Sunionstore,
+    Sdiffstore,
+    Sintercard,
+    Sscan,
     Multi,
     Exec,
     Discard,
@@ -139,8 +156,8 @@ pub enum Cmd {
 }
 
 use Category::{
-    Admin, Blocking, Connection, Dangerous, Fast, Hash, Keyspace, List, Pubsub, Read, Slow, String,
-    Transaction, Write,
+    Admin, Blocking, Connection, Dangerous, Fast, Hash, Keyspace, List, Pubsub, Read, Set, Slow,
+    String, Transaction, Write,
 };
 
 const fn of(list: &[Category]) -> Categories {
@@ -231,6 +248,16 @@ impl Cmd {
             Cmd::Blpop | Cmd::Brpop | Cmd::Blmove | Cmd::Brpoplpush | Cmd::Blmpop => {
                 of(&[Write, List, Slow, Blocking])
             }
+            Cmd::Sadd | Cmd::Srem | Cmd::Spop | Cmd::Smove => of(&[Write, Set, Fast]),
+            Cmd::Scard | Cmd::Sismember | Cmd::Smismember => of(&[Read, Set, Fast]),
+            Cmd::Smembers
+            | Cmd::Srandmember
+            | Cmd::Sinter
+            | Cmd::Sunion
+            | Cmd::Sdiff
+            | Cmd::Sintercard
+            | Cmd::Sscan => of(&[Read, Set, Slow]),
+            Cmd::Sinterstore | Cmd::Sunionstore | Cmd::Sdiffstore => of(&[Write, Set, Slow]),
             Cmd::Multi | Cmd::Discard | Cmd::Watch | Cmd::Unwatch => of(&[Fast, Transaction]),
             Cmd::Exec => of(&[Slow, Transaction]),
             Cmd::Subscribe | Cmd::Unsubscribe | Cmd::Psubscribe | Cmd::Punsubscribe => {

@@ -51,7 +51,7 @@ fn read_list<'s>(
         None => Ok(None),
         Some(index) => match shard.entry(index).value() {
             ValueRef::List(list) => Ok(Some(list)),
-            ValueRef::Str(_) | ValueRef::Hash(_) => Err(CommandError::WrongType),
+            _ => Err(CommandError::WrongType),
         },
     }
 }
@@ -86,7 +86,7 @@ fn write_list<R>(
     };
     let result = shard.modify(index, |value| match value {
         Value::List(list) => change(list),
-        Value::Str(_) | Value::Hash(_) => Err(CommandError::WrongType),
+        _ => Err(CommandError::WrongType),
     });
     let empty = matches!(shard.entry(index).value(), ValueRef::List(list) if list.is_empty());
     if empty {
@@ -418,7 +418,7 @@ fn move_item(ctx: &mut Ctx<'_, '_>, from: End, to: End) -> Result<Option<Box<[u8
             {
                 None => Ok(None),
                 Some(ValueRef::List(list)) => Ok(Some(list.len())),
-                Some(ValueRef::Str(_) | ValueRef::Hash(_)) => Err(CommandError::WrongType),
+                Some(_) => Err(CommandError::WrongType),
             }
         })?;
         if source_len.is_none_or(|len| len == 0) {

@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod pubsub;
 pub mod replication;
 pub mod server;
+pub mod sets;
 pub mod strings;
 pub mod transactions;
 
@@ -510,6 +511,88 @@ pub static COMMANDS: &[Spec] = &[
     ),
     spec!(Cmd::Blmpop, "blmpop", -5, WRITE, 0, 0, 0, lists::blmpop)
         .with_movable_keys(lists::blmpop_keys),
+    // sets
+    spec!(Cmd::Sadd, "sadd", -3, W | FAST, 1, 1, 1, sets::sadd),
+    spec!(Cmd::Srem, "srem", -3, WRITE | FAST, 1, 1, 1, sets::srem),
+    spec!(Cmd::Scard, "scard", 2, R | FAST, 1, 1, 1, sets::scard),
+    spec!(
+        Cmd::Sismember,
+        "sismember",
+        3,
+        R | FAST,
+        1,
+        1,
+        1,
+        sets::sismember
+    ),
+    spec!(
+        Cmd::Smismember,
+        "smismember",
+        -3,
+        R | FAST,
+        1,
+        1,
+        1,
+        sets::smismember
+    ),
+    spec!(Cmd::Smembers, "smembers", 2, R, 1, 1, 1, sets::smembers),
+    spec!(Cmd::Spop, "spop", -2, WRITE | FAST, 1, 1, 1, sets::spop),
+    spec!(
+        Cmd::Srandmember,
+        "srandmember",
+        -2,
+        R,
+        1,
+        1,
+        1,
+        sets::srandmember
+    ),
+    spec!(Cmd::Smove, "smove", 4, W | FAST, 1, 2, 1, sets::smove),
+    spec!(Cmd::Sinter, "sinter", -2, R, 1, -1, 1, sets::sinter),
+    spec!(Cmd::Sunion, "sunion", -2, R, 1, -1, 1, sets::sunion),
+    spec!(Cmd::Sdiff, "sdiff", -2, R, 1, -1, 1, sets::sdiff),
+    spec!(
+        Cmd::Sinterstore,
+        "sinterstore",
+        -3,
+        W,
+        1,
+        -1,
+        1,
+        sets::sinterstore
+    ),
+    spec!(
+        Cmd::Sunionstore,
+        "sunionstore",
+        -3,
+        W,
+        1,
+        -1,
+        1,
+        sets::sunionstore
+    ),
+    spec!(
+        Cmd::Sdiffstore,
+        "sdiffstore",
+        -3,
+        W,
+        1,
+        -1,
+        1,
+        sets::sdiffstore
+    ),
+    spec!(
+        Cmd::Sintercard,
+        "sintercard",
+        -3,
+        R,
+        0,
+        0,
+        0,
+        sets::sintercard
+    )
+    .with_movable_keys(sets::sintercard_keys),
+    spec!(Cmd::Sscan, "sscan", -3, R, 1, 1, 1, sets::sscan),
     // transactions
     spec!(
         Cmd::Multi,
@@ -896,6 +979,9 @@ pub struct ClientState {
     pub txn_repl: Option<Vec<u8>>,
     /// EXEC is running the queued commands (a blocking command then may not block).
     pub running_exec: bool,
+    /// The command replicas run instead of the one just executed, when that one chose
+    /// something they must not choose again (SPOP's random members: SREM of them).
+    pub effects: Option<Vec<Vec<u8>>>,
     /// Work the connection must finish outside the synchronous dispatcher.
     pub pending: Option<Pending>,
     /// REPLCONF listening-port of a replica connecting here.
@@ -954,6 +1040,7 @@ impl ClientState {
             primary_link: false,
             txn_repl: None,
             running_exec: false,
+            effects: None,
             pending: None,
             listening_port: 0,
             asking: false,
@@ -999,6 +1086,18 @@ pub fn help(out: &mut Out, lines: &[&str]) {
     out.array(lines.len());
     for line in lines {
         out.simple(line);
+    }
+}
+
+/// Picks indexes below a bound, for the commands that choose at random (HRANDFIELD,
+/// SPOP, SRANDMEMBER): xorshift seeded per call; not for anything secret.
+pub fn random_picker(ctx: &Ctx<'_, '_>) -> impl FnMut(usize) -> usize + use<> {
+    let mut seed = ctx.now ^ (ctx.client.handle.id << 32) ^ u64::from(std::process::id()) | 1;
+    move |bound: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % bound.max(1) as u64) as usize
     }
 }
 
@@ -1465,9 +1564,16 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         blocking.touched(&spec.keys(ctx.args));
     }
     let log = &ctx.shared.repl.log;
+    let chosen = ctx.client.effects.take();
     if log.is_active() {
         let mut effects = Vec::new();
-        replication::encode_effects(spec, ctx.args, &mut ctx.keys, &mut effects);
+        match chosen {
+            Some(command) => {
+                let command: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+                replication::encode_command(&mut effects, &command);
+            }
+            None => replication::encode_effects(spec, ctx.args, &mut ctx.keys, &mut effects),
+        }
         match ctx.client.txn_repl.as_mut() {
             Some(block) => block.extend_from_slice(&effects),
             None => log.append(&effects),

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Cmd, Ctx, Pending, Spec, parse_int};
 use crate::error::{CmdResult, CommandError};
-use crate::replication::backlog::encode_command;
+pub use crate::replication::backlog::encode_command;
 use crate::replication::{PrimaryMandate, PrimaryTarget, link};
 use crate::state::Shared;
 use crate::store::{Access, ValueRef};
@@ -60,12 +60,8 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
                         (ValueRef::Str(value), _) => {
                             encode_command(buf, &[b"SET", key, value, b"PXAT", at.as_bytes()])
                         }
-                        (ValueRef::Hash(_) | ValueRef::List(_), 0) => {
-                            encode_command(buf, &[b"PERSIST", key])
-                        }
-                        (ValueRef::Hash(_) | ValueRef::List(_), _) => {
-                            encode_command(buf, &[b"PEXPIREAT", key, at.as_bytes()])
-                        }
+                        (_, 0) => encode_command(buf, &[b"PERSIST", key]),
+                        (_, _) => encode_command(buf, &[b"PEXPIREAT", key, at.as_bytes()]),
                     }
                 }
             });

@@ -18,7 +18,7 @@ fn read_string<'s>(
         None => Ok(None),
         Some(index) => match shard.entry(index).value() {
             ValueRef::Str(bytes) => Ok(Some(bytes)),
-            ValueRef::Hash(_) | ValueRef::List(_) => Err(CommandError::WrongType),
+            _ => Err(CommandError::WrongType),
         },
     }
 }
@@ -99,7 +99,7 @@ pub fn set(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         {
             match shard.entry(index).value() {
                 ValueRef::Str(bytes) => old_value = Some(bytes.to_vec()),
-                ValueRef::Hash(_) | ValueRef::List(_) => return Err(CommandError::WrongType),
+                _ => return Err(CommandError::WrongType),
             }
         }
         let allowed = !(nx && existing.is_some() || xx && existing.is_none());
@@ -208,7 +208,7 @@ pub fn getex(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         };
         match shard.entry(index).value() {
             ValueRef::Str(bytes) => out.bulk(bytes),
-            ValueRef::Hash(_) | ValueRef::List(_) => return Err(CommandError::WrongType),
+            _ => return Err(CommandError::WrongType),
         }
         match expiry {
             Expiry::Persist => shard.set_expire(index, 0),
@@ -300,14 +300,14 @@ pub fn append(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 ));
             }
             ValueRef::Str(_) => {}
-            ValueRef::Hash(_) | ValueRef::List(_) => return Err(CommandError::WrongType),
+            _ => return Err(CommandError::WrongType),
         }
         Ok(shard.modify(index, |value| match value {
             Value::Str(bytes) => {
                 bytes.extend_from_slice(suffix);
                 bytes.len()
             }
-            Value::Hash(_) | Value::List(_) => 0,
+            _ => 0,
         }))
     })?;
     ctx.out.integer(length as i64);
@@ -390,7 +390,7 @@ pub fn setrange(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
         Ok(shard.modify(index, |value| match value {
             Value::Str(bytes) => apply(bytes),
-            Value::Hash(_) | Value::List(_) => 0,
+            _ => 0,
         }))
     })?;
     ctx.out.integer(length as i64);
@@ -411,7 +411,7 @@ fn increment(ctx: &mut Ctx<'_, '_>, delta: i64) -> CmdResult {
         };
         let current = match shard.entry(index).value() {
             ValueRef::Str(bytes) => parse_int(bytes)?,
-            ValueRef::Hash(_) | ValueRef::List(_) => return Err(CommandError::WrongType),
+            _ => return Err(CommandError::WrongType),
         };
         let next = current.checked_add(delta).ok_or(CommandError::Overflow)?;
         shard.modify(index, |value| {
@@ -452,7 +452,7 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         let current = match existing.map(|index| shard.entry(index).value()) {
             None => 0.0,
             Some(ValueRef::Str(bytes)) => parse_float(bytes)?,
-            Some(ValueRef::Hash(_) | ValueRef::List(_)) => return Err(CommandError::WrongType),
+            Some(_) => return Err(CommandError::WrongType),
         };
         let next = current + delta;
         if !next.is_finite() {

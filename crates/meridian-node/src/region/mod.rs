@@ -511,9 +511,7 @@ impl Regions {
                                     },
                                 },
                                 // only strings are shipped; other types are invalidated
-                                ValueRef::Hash(_) | ValueRef::List(_) => {
-                                    EventKind::Key(key.to_vec())
-                                }
+                                _ => EventKind::Key(key.to_vec()),
                             }
                         }
                         _ => EventKind::Key(key.to_vec()),

@@ -2,8 +2,8 @@
 //!
 //! `MRDSNAP1`, then records `type:u8 key_len:u32 key expire_at:u64 value`,
 //! where a string value is `len:u32 bytes`, a hash is `count:u32` pairs of
-//! `len:u32 bytes` and a list `count:u32` elements of `len:u32 bytes`; 0xFF ends
-//! the stream. Integers are little-endian.
+//! `len:u32 bytes`, a list or a set `count:u32` elements of `len:u32 bytes`; 0xFF
+//! ends the stream. Integers are little-endian.
 //!
 //! Copy-on-iterate: the primary marks every shard (all locks held for a
 //! moment, at the snapshot's offset); each shard is then encoded either by the
@@ -20,12 +20,13 @@ use parking_lot::Mutex;
 use super::backlog::ReplLog;
 use crate::error::SyncError;
 use crate::store::entry::Entry;
-use crate::store::{Access, Db, HashValue, ListValue, SnapshotSink, Value, ValueRef};
+use crate::store::{Access, Db, HashValue, ListValue, SetValue, SnapshotSink, Value, ValueRef};
 
 const MAGIC: &[u8] = b"MRDSNAP1";
 const TYPE_STRING: u8 = 0;
 const TYPE_HASH: u8 = 1;
 const TYPE_LIST: u8 = 2;
+const TYPE_SET: u8 = 3;
 const END: u8 = 0xFF;
 
 /// Per-shard encodings of one snapshot in progress.
@@ -93,6 +94,7 @@ fn encoded_len(entry: &Entry) -> usize {
                 .sum::<usize>()
         }
         ValueRef::List(list) => 4 + list.iter().map(|item| 4 + item.len()).sum::<usize>(),
+        ValueRef::Set(set) => 4 + set.iter().map(|member| 4 + member.len()).sum::<usize>(),
     }
 }
 
@@ -121,6 +123,15 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
             buf.extend_from_slice(&(list.len() as u32).to_le_bytes());
             for item in list.iter() {
                 put_bytes(buf, item);
+            }
+        }
+        ValueRef::Set(set) => {
+            buf.push(TYPE_SET);
+            put_bytes(buf, entry.key());
+            buf.extend_from_slice(&entry.expire_at().to_le_bytes());
+            buf.extend_from_slice(&(set.len() as u32).to_le_bytes());
+            for member in set.iter() {
+                put_bytes(buf, member);
             }
         }
     }
@@ -227,6 +238,7 @@ enum Step {
     FieldValue {
         left: u32,
     },
+    /// A list's or a set's element count.
     ListCount,
     /// A list element; `left` elements still to come, this one included.
     Item {
@@ -275,6 +287,7 @@ pub struct Loader {
     hash: HashValue,
     field: Vec<u8>,
     list: ListValue,
+    set: SetValue,
     records: usize,
 }
 
@@ -295,6 +308,7 @@ impl Loader {
             hash: HashValue::default(),
             field: Vec::new(),
             list: ListValue::default(),
+            set: SetValue::default(),
             records: 0,
         }
     }
@@ -382,7 +396,7 @@ impl Loader {
                             format!("end marker {} bytes before the declared end", left - 1),
                         ));
                     }
-                    kind @ (TYPE_STRING | TYPE_HASH | TYPE_LIST) => {
+                    kind @ (TYPE_STRING | TYPE_HASH | TYPE_LIST | TYPE_SET) => {
                         self.kind = kind;
                         Step::Key
                     }
@@ -447,17 +461,31 @@ impl Loader {
                     if count == 0 || count as usize > room / 4 {
                         return Err(corrupt(
                             position,
-                            format!("list of {count} elements cannot fit in the {room} bytes left"),
+                            format!(
+                                "list or set of {count} elements cannot fit in the {room} bytes left"
+                            ),
                         ));
                     }
                     self.list = ListValue::default();
+                    self.set = SetValue::default();
                     Step::Item { left: count }
                 }
+                // a list's element or a set's member
                 Step::Item { left } => {
-                    self.list.push_back(&element[4..]);
+                    if self.kind == TYPE_SET {
+                        if !self.set.insert(&element[4..]) {
+                            return Err(corrupt(position, "a set member twice".into()));
+                        }
+                    } else {
+                        self.list.push_back(&element[4..]);
+                    }
                     if left == 1 {
-                        let list = std::mem::take(&mut self.list);
-                        self.store(Value::List(Box::new(list)));
+                        let value = if self.kind == TYPE_SET {
+                            Value::Set(Box::new(std::mem::take(&mut self.set)))
+                        } else {
+                            Value::List(Box::new(std::mem::take(&mut self.list)))
+                        };
+                        self.store(value);
                         Step::Type
                     } else {
                         Step::Item { left: left - 1 }
@@ -612,6 +640,12 @@ mod tests {
                     list.push_back(format!("{key}-{item}").as_bytes());
                 }
                 Value::List(Box::new(list))
+            } else if index % 7 == 0 {
+                let mut set = SetValue::default();
+                for member in 0..index % 3 + 1 {
+                    set.insert(format!("{key}-{member}").as_bytes());
+                }
+                Value::Set(Box::new(set))
             } else {
                 Value::Str(key.repeat(index % 7 + 1).into_bytes())
             };

@@ -20,7 +20,7 @@
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 
-use super::value::{HashValue, ListValue, Value, ValueRef, alloc_size};
+use super::value::{HashValue, ListValue, SetValue, Value, ValueRef, alloc_size};
 
 pub const NIL: u32 = u32::MAX;
 
@@ -29,12 +29,13 @@ const KIND_INLINE: u8 = 0;
 const KIND_HEAP: u8 = 1;
 const KIND_HASH: u8 = 2;
 const KIND_LIST: u8 = 3;
+const KIND_SET: u8 = 4;
 const FLAG_TTL: u8 = 0b1000;
 
 const WORD: usize = size_of::<usize>();
 /// A long string's `Vec<u8>` parts: pointer, length, capacity.
 const HEAP_PARTS: usize = 3 * WORD;
-/// A collection's `Box` pointer (`Box<HashValue>`, `Box<ListValue>`).
+/// A collection's `Box` pointer (`Box<HashValue>`, `Box<ListValue>`, `Box<SetValue>`).
 const BOX_PARTS: usize = WORD;
 /// expire_at (u64) and the position in the shard's volatile vector (u32).
 const TTL_BYTES: usize = 12;
@@ -69,6 +70,7 @@ pub enum Src<'a> {
 pub enum Collection {
     Hash(Box<HashValue>),
     List(Box<ListValue>),
+    Set(Box<SetValue>),
 }
 
 impl Collection {
@@ -76,6 +78,7 @@ impl Collection {
         match self {
             Collection::Hash(_) => KIND_HASH,
             Collection::List(_) => KIND_LIST,
+            Collection::Set(_) => KIND_SET,
         }
     }
 
@@ -84,6 +87,7 @@ impl Collection {
         match self {
             Collection::Hash(hash) => Box::into_raw(hash).cast(),
             Collection::List(list) => Box::into_raw(list).cast(),
+            Collection::Set(set) => Box::into_raw(set).cast(),
         }
     }
 
@@ -97,7 +101,8 @@ impl Collection {
         unsafe {
             match kind {
                 KIND_HASH => Value::Hash(Box::from_raw(pointer.cast::<HashValue>())),
-                _ => Value::List(Box::from_raw(pointer.cast::<ListValue>())),
+                KIND_LIST => Value::List(Box::from_raw(pointer.cast::<ListValue>())),
+                _ => Value::Set(Box::from_raw(pointer.cast::<SetValue>())),
             }
         }
     }
@@ -109,6 +114,7 @@ impl From<Value> for Src<'_> {
             Value::Str(bytes) => Src::Vec(bytes),
             Value::Hash(hash) => Src::Collection(Collection::Hash(hash)),
             Value::List(list) => Src::Collection(Collection::List(list)),
+            Value::Set(set) => Src::Collection(Collection::Set(set)),
         }
     }
 }
@@ -281,7 +287,7 @@ pub struct Entry {
 
 // SAFETY: an entry owns its record and the value parts the record points to
 // (like a `Box`); they are only read through `&Entry` and changed through
-// `&mut Entry`, and the collections (`HashValue`, `ListValue`) are Send + Sync.
+// `&mut Entry`, and the collections (`HashValue`, `ListValue`, `SetValue`) are Send + Sync.
 unsafe impl Send for Entry {}
 // SAFETY: see above; `&Entry` gives read-only access.
 unsafe impl Sync for Entry {}
@@ -402,7 +408,9 @@ impl Entry {
             // SAFETY: a pointer from Box::into_raw of a HashValue that this entry owns.
             KIND_HASH => ValueRef::Hash(unsafe { &*self.pointer(at).cast::<HashValue>() }),
             // SAFETY: a pointer from Box::into_raw of a ListValue that this entry owns.
-            _ => ValueRef::List(unsafe { &*self.pointer(at).cast::<ListValue>() }),
+            KIND_LIST => ValueRef::List(unsafe { &*self.pointer(at).cast::<ListValue>() }),
+            // SAFETY: a pointer from Box::into_raw of a SetValue that this entry owns.
+            _ => ValueRef::Set(unsafe { &*self.pointer(at).cast::<SetValue>() }),
         }
     }
 
@@ -565,6 +573,9 @@ impl Entry {
             }
             Value::List(list) if parts.kind == KIND_LIST => {
                 self.set_pointer(at, Collection::List(list).into_raw());
+            }
+            Value::Set(set) if parts.kind == KIND_SET => {
+                self.set_pointer(at, Collection::Set(set).into_raw());
             }
             Value::Str(bytes) if parts.kind == KIND_INLINE && bytes.len() == parts.val_len => {
                 // SAFETY: as in `set_value`.
@@ -738,6 +749,7 @@ mod tests {
         SetStr(usize, u8),
         SetHash(usize),
         SetList(usize),
+        SetSet(usize),
         Ttl(u64, u32),
         Persist,
         Append(usize),
@@ -751,6 +763,7 @@ mod tests {
             (len.clone(), any::<u8>()).prop_map(|(len, byte)| Op::SetStr(len, byte)),
             (0usize..20).prop_map(Op::SetHash),
             (0usize..20).prop_map(Op::SetList),
+            (0usize..20).prop_map(Op::SetSet),
             (1u64..u64::MAX, any::<u32>()).prop_map(|(at, pos)| Op::Ttl(at, pos)),
             Just(Op::Persist),
             len.prop_map(Op::Append),
@@ -775,6 +788,14 @@ mod tests {
         list
     }
 
+    fn set_of(members: usize) -> SetValue {
+        let mut set = SetValue::default();
+        for member in 0..members {
+            set.insert(format!("m{member}").as_bytes());
+        }
+        set
+    }
+
     fn same(entry: &Entry, value: &Value, ttl: Option<(u64, u32)>) -> bool {
         let values = match (entry.value(), value) {
             (ValueRef::Str(got), Value::Str(want)) => got == &want[..],
@@ -782,6 +803,7 @@ mod tests {
                 got.len() == want.len() && got.iter().eq(want.iter())
             }
             (ValueRef::List(got), Value::List(want)) => got.iter().eq(want.iter()),
+            (ValueRef::Set(got), Value::Set(want)) => got.iter().eq(want.iter()),
             _ => false,
         };
         values
@@ -822,6 +844,12 @@ mod tests {
                             items,
                         )))));
                     }
+                    Op::SetSet(members) => {
+                        value = Value::Set(Box::new(set_of(members)));
+                        entry.set_value(Src::Collection(Collection::Set(Box::new(set_of(
+                            members,
+                        )))));
+                    }
                     Op::Ttl(at, pos) => {
                         ttl = Some((at, pos));
                         entry.set_ttl(ttl);
@@ -843,6 +871,9 @@ mod tests {
                                 hash.insert(format!("a{len}").as_bytes(), b"v");
                             }
                             Value::List(list) => list.push_front(&vec![b'a'; len]),
+                            Value::Set(set) => {
+                                set.insert(format!("a{len}").as_bytes());
+                            }
                         };
                         apply(&mut value);
                         entry.modify(apply);
@@ -867,6 +898,7 @@ mod tests {
                 (Value::List(got), Value::List(want)) => {
                     prop_assert!(got.iter().eq(want.iter()))
                 }
+                (Value::Set(got), Value::Set(want)) => prop_assert!(got.iter().eq(want.iter())),
                 _ => prop_assert!(false, "type changed"),
             }
         }

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use indexmap::IndexMap;
+use indexmap::{IndexMap, IndexSet};
 
 /// Bytes an allocation of `len` bytes really costs with mimalloc, the node's
 /// allocator: no per-block header; 8 bytes, then 16-byte classes up to 64 bytes
@@ -219,11 +219,78 @@ impl ListValue {
     }
 }
 
+type MemberSet = IndexSet<Box<[u8]>, foldhash::fast::RandomState>;
+
+/// A set value: members in an index set (O(1) membership, random picks and removals);
+/// tracks the heap bytes of its members.
+#[derive(Clone, Debug, Default)]
+pub struct SetValue {
+    members: MemberSet,
+    payload: usize,
+}
+
+impl SetValue {
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn contains(&self, member: &[u8]) -> bool {
+        self.members.contains(member)
+    }
+
+    pub fn get_index(&self, index: usize) -> Option<&[u8]> {
+        self.members.get_index(index).map(|member| &member[..])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.members.iter().map(|member| &member[..])
+    }
+
+    /// Adds a member; true when it is new.
+    pub fn insert(&mut self, member: &[u8]) -> bool {
+        if self.members.contains(member) {
+            return false;
+        }
+        self.payload += alloc_size(member.len());
+        self.members.insert(member.into());
+        true
+    }
+
+    /// Removes a member (the last one takes its index); true when it was there.
+    pub fn remove(&mut self, member: &[u8]) -> bool {
+        match self.members.swap_remove(member) {
+            true => {
+                self.payload -= alloc_size(member.len());
+                true
+            }
+            false => false,
+        }
+    }
+
+    /// Removes and returns the member at `index` (the last one takes its place).
+    pub fn take_index(&mut self, index: usize) -> Option<Box<[u8]>> {
+        let member = self.members.swap_remove_index(index)?;
+        self.payload -= alloc_size(member.len());
+        Some(member)
+    }
+
+    /// Approximate heap bytes: member allocations plus the index set's entries (hash
+    /// and pointer) and index slots.
+    pub fn heap_size(&self) -> usize {
+        self.payload + self.members.capacity() * (std::mem::size_of::<(u64, Box<[u8]>)>() + 8 + 1)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Value {
     Str(Vec<u8>),
     Hash(Box<HashValue>),
     List(Box<ListValue>),
+    Set(Box<SetValue>),
 }
 
 impl Value {
@@ -236,6 +303,7 @@ impl Value {
             Value::Str(bytes) => alloc_size(bytes.capacity()),
             Value::Hash(hash) => alloc_size(std::mem::size_of::<HashValue>()) + hash.heap_size(),
             Value::List(list) => alloc_size(std::mem::size_of::<ListValue>()) + list.heap_size(),
+            Value::Set(set) => alloc_size(std::mem::size_of::<SetValue>()) + set.heap_size(),
         }
     }
 }
@@ -246,6 +314,7 @@ impl Value {
             Value::Str(bytes) => ValueRef::Str(bytes),
             Value::Hash(hash) => ValueRef::Hash(hash),
             Value::List(list) => ValueRef::List(list),
+            Value::Set(set) => ValueRef::Set(set),
         }
     }
 }
@@ -256,6 +325,7 @@ pub enum ValueRef<'a> {
     Str(&'a [u8]),
     Hash(&'a HashValue),
     List(&'a ListValue),
+    Set(&'a SetValue),
 }
 
 impl ValueRef<'_> {
@@ -264,6 +334,7 @@ impl ValueRef<'_> {
             ValueRef::Str(_) => "string",
             ValueRef::Hash(_) => "hash",
             ValueRef::List(_) => "list",
+            ValueRef::Set(_) => "set",
         }
     }
 
@@ -274,6 +345,7 @@ impl ValueRef<'_> {
             ValueRef::Str(_) => 0,
             ValueRef::Hash(hash) => alloc_size(std::mem::size_of::<HashValue>()) + hash.heap_size(),
             ValueRef::List(list) => alloc_size(std::mem::size_of::<ListValue>()) + list.heap_size(),
+            ValueRef::Set(set) => alloc_size(std::mem::size_of::<SetValue>()) + set.heap_size(),
         }
     }
 
@@ -282,6 +354,7 @@ impl ValueRef<'_> {
             ValueRef::Str(bytes) => Value::Str(bytes.to_vec()),
             ValueRef::Hash(hash) => Value::Hash(Box::new(hash.clone())),
             ValueRef::List(list) => Value::List(Box::new(list.clone())),
+            ValueRef::Set(set) => Value::Set(Box::new(set.clone())),
         }
     }
 }

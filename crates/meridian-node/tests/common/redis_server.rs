@@ -4,8 +4,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::free_port;
 use super::node_process::wait_until;
+use super::{Node, Raw, Reply, free_port};
 
 /// A redis-server on a free loopback port, stopped on drop.
 pub struct RedisServer {
@@ -33,5 +33,133 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A node and a redis-server, a connection to each, speaking RESP `protocol`.
+pub struct Pair {
+    _redis: RedisServer,
+    _node: Node,
+    theirs: Raw,
+    ours: Raw,
+}
+
+impl Pair {
+    pub fn start(protocol: u8) -> Pair {
+        let redis = RedisServer::start();
+        let node = Node::start();
+        let mut theirs = Raw::connect(redis.port);
+        let mut ours = node.raw();
+        let hello = ["HELLO", &protocol.to_string()];
+        theirs.cmd(&hello);
+        ours.cmd(&hello);
+        Pair {
+            _redis: redis,
+            _node: node,
+            theirs,
+            ours,
+        }
+    }
+
+    /// Both replies to `args`: (redis-server's, the node's).
+    pub fn both(&mut self, args: &[&str]) -> (String, String) {
+        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+        let theirs = self.theirs.cmd_bytes(&args);
+        let ours = self.ours.cmd_bytes(&args);
+        (
+            String::from_utf8_lossy(&theirs).into_owned(),
+            String::from_utf8_lossy(&ours).into_owned(),
+        )
+    }
+
+    /// The node's reply alone (where redis-server 7.0 deliberately differs).
+    pub fn ours(&mut self, args: &[&str]) -> String {
+        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+        String::from_utf8_lossy(&self.ours.cmd_bytes(&args)).into_owned()
+    }
+
+    pub fn same(&mut self, args: &[&str]) {
+        let (theirs, ours) = self.both(args);
+        assert_eq!(ours, theirs, "{args:?}");
+    }
+}
+
+impl Pair {
+    /// Both replies to `args`, parsed, with the members of every array or set sorted:
+    /// for commands whose order is the server's own (SMEMBERS, SINTER, ...).
+    pub fn both_unordered(&mut self, args: &[&str]) -> (Reply, Reply) {
+        (sorted(self.theirs.cmd(args)), sorted(self.ours.cmd(args)))
+    }
+
+    pub fn same_unordered(&mut self, args: &[&str]) {
+        let (theirs, ours) = self.both_unordered(args);
+        assert_eq!(ours, theirs, "{args:?}");
+    }
+}
+
+fn sorted(reply: Reply) -> Reply {
+    let sort = |items: Vec<Reply>| {
+        let mut items: Vec<Reply> = items.into_iter().map(sorted).collect();
+        items.sort_by_key(|item| format!("{item:?}"));
+        items
+    };
+    match reply {
+        Reply::Array(items) => Reply::Array(sort(items)),
+        Reply::Set(items) => Reply::Set(sort(items)),
+        other => other,
+    }
+}
+
+/// Runs random command sequences from `sequences` on a node and a redis-server (RESP
+/// `protocol`, both flushed before each sequence), comparing every reply (members of
+/// arrays and sets sorted when `unordered`). A difference fails with the shortest
+/// sequence proptest shrinks it to and the seed; `MERIDIAN_DIFF_SEED` replays a seed.
+pub fn compare_random_sequences(
+    sequences: impl proptest::strategy::Strategy<Value = Vec<Vec<String>>>,
+    protocol: u8,
+    unordered: bool,
+) {
+    use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+    let seed: u64 = std::env::var("MERIDIAN_DIFF_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |elapsed| elapsed.as_nanos() as u64)
+        });
+    eprintln!("MERIDIAN_DIFF_SEED={seed}");
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 64,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
+    let pair = std::cell::RefCell::new(Pair::start(protocol));
+    let result = runner.run(&sequences, |commands| {
+        let mut pair = pair.borrow_mut();
+        pair.both(&["FLUSHALL"]);
+        for args in &commands {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (theirs, ours) = if unordered {
+                let (theirs, ours) = pair.both_unordered(&args);
+                (format!("{theirs:?}"), format!("{ours:?}"))
+            } else {
+                pair.both(&args)
+            };
+            if ours != theirs {
+                return Err(TestCaseError::fail(format!(
+                    "{args:?}: redis-server {theirs:?}, node {ours:?}"
+                )));
+            }
+        }
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("seed {seed}: {failure}");
     }
 }
