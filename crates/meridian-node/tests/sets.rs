@@ -153,6 +153,33 @@ fn random_choices_keep_their_promises() {
     // popping more than there is empties and deletes the key
     assert_eq!(items(raw.cmd(&["SPOP", "s", "100"])).len(), 12);
     assert_eq!(raw.cmd(&["EXISTS", "s"]), Reply::Int(0));
+
+    // a repeated pick the node could not hold in memory is refused, not attempted (it
+    // aborted the node before: HRANDFIELD built a vector of that many indexes)
+    raw.cmd(&["SADD", "s", "x"]);
+    raw.cmd(&["HSET", "h", "f", "v"]);
+    for args in [
+        &["SRANDMEMBER", "s", "-100000000000000"][..],
+        &["SRANDMEMBER", "s", "-9223372036854775808"],
+        &["HRANDFIELD", "h", "-100000000000000"],
+        &["HRANDFIELD", "h", "-100000000000000", "WITHVALUES"],
+    ] {
+        assert_eq!(
+            raw.cmd(args),
+            Reply::err("ERR value is out of range"),
+            "{args:?}"
+        );
+    }
+    // the bound is 2^24 picks
+    assert_eq!(
+        raw.cmd(&["SRANDMEMBER", "s", "-16777217"]),
+        Reply::err("ERR value is out of range")
+    );
+    assert_eq!(
+        items(raw.cmd(&["SRANDMEMBER", "s", "-100000"])).len(),
+        100_000
+    );
+    assert_eq!(raw.cmd(&["PING"]), Reply::Simple("PONG".into()));
 }
 
 /// One random command over the keys `a`, `b`, `c` (sets, mostly) and `s` (a string);

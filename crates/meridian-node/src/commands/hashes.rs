@@ -1,7 +1,7 @@
 //! Hash commands.
 
 use super::keys::ScanOptions;
-use super::{Ctx, parse_float, parse_int, random_picker};
+use super::{Ctx, MAX_REPEATED_PICKS, parse_float, parse_int, random_picker, random_picks};
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::Out;
 use crate::protocol::encode::format_double;
@@ -302,7 +302,7 @@ pub fn hrandfield(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         Some(_) => return Err(CommandError::Syntax),
         None => false,
     };
-    if count.is_some_and(|count| count.unsigned_abs() > i64::MAX as u64 / 2) {
+    if count.is_some_and(|count| count < 0 && count.unsigned_abs() > MAX_REPEATED_PICKS) {
         return Err(CommandError::other("ERR value is out of range"));
     }
     let mut random = random_picker(ctx);
@@ -321,25 +321,12 @@ pub fn hrandfield(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             out.array(0);
             return;
         };
-        let picks: Vec<usize> = if count >= 0 {
-            let wanted = (count as usize).min(hash.len());
-            // partial Fisher-Yates over the index range
-            let mut indexes: Vec<usize> = (0..hash.len()).collect();
-            for position in 0..wanted {
-                let other = position + random(hash.len() - position);
-                indexes.swap(position, other);
-            }
-            indexes.truncate(wanted);
-            indexes
-        } else {
-            (0..count.unsigned_abs() as usize)
-                .map(|_| random(hash.len()))
-                .collect()
-        };
+        let len = hash.len();
+        let (total, picks) = random_picks(count, len, random);
         if with_values && out.is_resp3() {
-            out.array(picks.len());
+            out.array(total);
         } else {
-            out.array(picks.len() * if with_values { 2 } else { 1 });
+            out.array(total * if with_values { 2 } else { 1 });
         }
         for index in picks {
             let (field, value) = hash.get_index(index).unwrap_or_default();

@@ -1101,6 +1101,34 @@ pub fn random_picker(ctx: &Ctx<'_, '_>) -> impl FnMut(usize) -> usize + use<> {
     }
 }
 
+/// Most members a negative count (repeats allowed) of HRANDFIELD or SRANDMEMBER may ask
+/// for: the reply is built whole before it is sent, and Redis's own bound (half of
+/// i64) would let one request exhaust the node's memory.
+pub const MAX_REPEATED_PICKS: u64 = 1 << 24;
+
+/// The indexes of a random pick of `count` among `len` (negative: that many with
+/// repeats, at most [`MAX_REPEATED_PICKS`], checked by the caller; else distinct, at most
+/// `len`), and how many there are.
+pub fn random_picks<'r>(
+    count: i64,
+    len: usize,
+    mut random: impl FnMut(usize) -> usize + 'r,
+) -> (usize, Box<dyn Iterator<Item = usize> + 'r>) {
+    if count < 0 {
+        let total = count.unsigned_abs().min(MAX_REPEATED_PICKS) as usize;
+        return (total, Box::new((0..total).map(move |_| random(len))));
+    }
+    let wanted = usize::try_from(count).unwrap_or(usize::MAX).min(len);
+    // partial Fisher-Yates over the index range
+    let mut indexes: Vec<usize> = (0..len).collect();
+    for position in 0..wanted {
+        let other = position + random(len - position);
+        indexes.swap(position, other);
+    }
+    indexes.truncate(wanted);
+    (wanted, Box::new(indexes.into_iter()))
+}
+
 pub fn parse_int(text: &[u8]) -> Result<i64, CommandError> {
     parse_i64(text).ok_or(CommandError::NotInteger)
 }

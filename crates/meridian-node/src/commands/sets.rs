@@ -3,7 +3,7 @@
 //! order (Redis's is its hash table's: clients must not rely on either).
 
 use super::keys::ScanOptions;
-use super::{Ctx, parse_int, random_picker};
+use super::{Ctx, MAX_REPEATED_PICKS, parse_int, random_picker, random_picks};
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::Out;
 use crate::store::{Access, SetValue, Shard, Value, ValueRef};
@@ -171,10 +171,8 @@ pub fn srandmember(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         return Err(CommandError::Syntax);
     }
     let count = ctx.args.get(2).map(|text| parse_int(text)).transpose()?;
-    if count == Some(i64::MIN) {
-        return Err(CommandError::other(
-            "ERR value is out of range, must be between -9223372036854775807 and 9223372036854775807",
-        ));
+    if count.is_some_and(|count| count < 0 && count.unsigned_abs() > MAX_REPEATED_PICKS) {
+        return Err(CommandError::other("ERR value is out of range"));
     }
     let mut pick = random_picker(ctx);
     query(ctx, |set, out| {
@@ -189,20 +187,8 @@ pub fn srandmember(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             out.array(0);
             return;
         };
-        let picks: Vec<usize> = if count >= 0 {
-            let wanted = (count as usize).min(set.len());
-            // partial Fisher-Yates over the index range
-            let mut indexes: Vec<usize> = (0..set.len()).collect();
-            for position in 0..wanted {
-                let other = position + pick(set.len() - position);
-                indexes.swap(position, other);
-            }
-            indexes.truncate(wanted);
-            indexes
-        } else {
-            (0..count.unsigned_abs()).map(|_| pick(set.len())).collect()
-        };
-        out.array(picks.len());
+        let (total, picks) = random_picks(count, set.len(), &mut pick);
+        out.array(total);
         for index in picks {
             out.bulk(set.get_index(index).unwrap_or_default());
         }
