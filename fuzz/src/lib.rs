@@ -10,7 +10,7 @@
 //! or peers, and topology maps that would make it replicate from an address in the
 //! input are checked without applying them (see [`topology`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -338,6 +338,9 @@ pub fn link_replies(data: &[u8]) {
 enum ModelValue {
     Str(Vec<u8>),
     Hash(BTreeMap<Vec<u8>, Vec<u8>>),
+    List(Vec<Vec<u8>>),
+    /// Members in any order (each server keeps its own).
+    Set(BTreeSet<Vec<u8>>),
 }
 
 /// Keyspace of a snapshot: key -> (expire_at, value).
@@ -393,6 +396,26 @@ fn snapshot_model(payload: &[u8]) -> Option<(usize, Model)> {
                     hash.insert(field, cursor.bytes()?);
                 }
                 ModelValue::Hash(hash)
+            }
+            // a list or a set: count then elements; never empty, a set's members distinct
+            2 | 3 => {
+                let count = cursor.u32()?;
+                if count == 0 {
+                    return None;
+                }
+                let mut elements = Vec::new();
+                for _ in 0..count {
+                    elements.push(cursor.bytes()?);
+                }
+                if kind == 2 {
+                    ModelValue::List(elements)
+                } else {
+                    let members: BTreeSet<Vec<u8>> = elements.iter().cloned().collect();
+                    if members.len() != elements.len() {
+                        return None;
+                    }
+                    ModelValue::Set(members)
+                }
             }
             _ => return None,
         };
