@@ -192,16 +192,8 @@ impl Connection {
 
     /// Runs a command that is not in the input buffer: a blocked command's retry.
     fn run_again(&mut self, args: &[Vec<u8>]) {
-        let exec = ExecContext::client(self.client.handle.id);
         let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        dispatch(
-            &self.shared,
-            exec,
-            &mut self.client,
-            &mut self.out,
-            &argv,
-            Access::direct(&self.shared.db),
-        );
+        run_command(&self.shared, &mut self.client, &mut self.out, &argv);
         self.shared
             .tracking
             .flush_own_pushes(self.client.handle.id, &mut self.out);
@@ -211,7 +203,6 @@ impl Connection {
     /// when the output grows large so it can be flushed.
     fn process(&mut self) -> Flow {
         let mut limits = self.shared.config.limits;
-        let exec = ExecContext::client(self.client.handle.id);
         // a client the default user does not log in is held to small requests until AUTH
         let password_set =
             !self.client.login.authenticated && !self.shared.acl.login_default().authenticated;
@@ -264,14 +255,7 @@ impl Connection {
                         let login = matches!(command_id(argv[0]), Some(Cmd::Auth | Cmd::Hello));
                         let reply = self.out.mark();
                         if login {
-                            dispatch(
-                                &self.shared,
-                                exec,
-                                &mut self.client,
-                                &mut self.out,
-                                &argv,
-                                Access::direct(&self.shared.db),
-                            );
+                            run_command(&self.shared, &mut self.client, &mut self.out, &argv);
                         }
                         if login && self.privileged() {
                             self.over_limit = None;
@@ -286,14 +270,7 @@ impl Connection {
                         flow = Flow::Close;
                         break;
                     }
-                    dispatch(
-                        &self.shared,
-                        exec,
-                        &mut self.client,
-                        &mut self.out,
-                        &argv,
-                        Access::direct(&self.shared.db),
-                    );
+                    run_command(&self.shared, &mut self.client, &mut self.out, &argv);
                     let tracking = &self.shared.tracking;
                     if tracking.is_active() {
                         // invalidations this command caused for this client follow its reply
@@ -339,6 +316,12 @@ impl Connection {
             .flush_own_pushes(self.client.handle.id, &mut self.out);
         flow
     }
+}
+
+/// Runs one command of a client connection, each store access locking for itself.
+fn run_command(shared: &Shared, client: &mut ClientState, out: &mut Out, argv: &[&[u8]]) {
+    let exec = ExecContext::client(client.handle.id);
+    dispatch(shared, exec, client, out, argv, Access::direct(&shared.db));
 }
 
 async fn flush(stream: &mut Stream, out: &mut Out, shared: &Shared) -> std::io::Result<()> {

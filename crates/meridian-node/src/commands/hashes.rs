@@ -1,58 +1,14 @@
 //! Hash commands.
 
 use super::keys::ScanOptions;
-use super::{Ctx, MAX_REPEATED_PICKS, parse_float, parse_int, random_picker, random_picks};
+use super::{
+    Ctx, MAX_REPEATED_PICKS, parse_float, parse_int, query_collection, random_picker, random_picks,
+    read_collection, write_collection,
+};
 use crate::error::{CmdResult, CommandError};
-use crate::protocol::Out;
 use crate::protocol::encode::format_double;
 use crate::protocol::frame::parse_i64;
-use crate::store::{HashValue, Shard, Value, ValueRef};
-
-/// Reads a hash: Ok(None) when missing, WRONGTYPE for strings.
-fn read_hash<'s>(
-    shard: &'s mut Shard,
-    key: &[u8],
-    now: u64,
-) -> Result<Option<&'s HashValue>, CommandError> {
-    match shard.read(key, now) {
-        None => Ok(None),
-        Some(index) => match shard.entry(index).value() {
-            ValueRef::Hash(hash) => Ok(Some(hash)),
-            _ => Err(CommandError::WrongType),
-        },
-    }
-}
-
-/// Runs `change` on the hash at `key`, creating it when missing; deletes the
-/// key if the hash ends up empty.
-fn write_hash<R>(
-    shard: &mut Shard,
-    key: &[u8],
-    slot: u16,
-    now: u64,
-    create: bool,
-    change: impl FnOnce(&mut HashValue) -> Result<R, CommandError>,
-) -> Result<Option<R>, CommandError> {
-    let index = match shard.find(key, now) {
-        Some(index) => {
-            if !matches!(shard.entry(index).value(), ValueRef::Hash(_)) {
-                return Err(CommandError::WrongType);
-            }
-            index
-        }
-        None if create => shard.insert(key, slot, Value::Hash(Box::default()), 0),
-        None => return Ok(None),
-    };
-    let result = shard.modify(index, |value| match value {
-        Value::Hash(hash) => change(hash),
-        _ => Err(CommandError::WrongType),
-    });
-    let empty = matches!(shard.entry(index).value(), ValueRef::Hash(hash) if hash.is_empty());
-    if empty {
-        shard.remove(index);
-    }
-    result.map(Some)
-}
+use crate::store::{HashValue, ValueRef};
 
 fn set_fields(ctx: &mut Ctx<'_, '_>) -> Result<i64, CommandError> {
     if !ctx.args.len().is_multiple_of(2) {
@@ -60,7 +16,7 @@ fn set_fields(ctx: &mut Ctx<'_, '_>) -> Result<i64, CommandError> {
     }
     let (key, now, args) = (ctx.args[1], ctx.now, ctx.args);
     let created = ctx.keys.with_key(key, |shard, slot| {
-        write_hash(shard, key, slot, now, true, |hash| {
+        write_collection::<HashValue, _>(shard, key, slot, now, true, |hash| {
             Ok(args[2..]
                 .chunks(2)
                 .filter(|pair| hash.insert(pair[0], pair[1]))
@@ -92,7 +48,7 @@ pub fn hsetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 _ => return Err(CommandError::WrongType),
             }
         }
-        write_hash(shard, key, slot, now, true, |hash| {
+        write_collection::<HashValue, _>(shard, key, slot, now, true, |hash| {
             Ok(hash.insert(field, value))
         })
         .map(|created| created == Some(true))
@@ -104,7 +60,7 @@ pub fn hsetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 pub fn hget(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, field, now, out) = (ctx.args[1], ctx.args[2], ctx.now, &mut *ctx.out);
     ctx.keys.with_key(key, |shard, _| {
-        match read_hash(shard, key, now)?.and_then(|hash| hash.get(field)) {
+        match read_collection::<HashValue>(shard, key, now)?.and_then(|hash| hash.get(field)) {
             Some(value) => out.bulk(value),
             None => out.null(),
         }
@@ -115,7 +71,7 @@ pub fn hget(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 pub fn hmget(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now, out, fields) = (ctx.args[1], ctx.now, &mut *ctx.out, &ctx.args[2..]);
     ctx.keys.with_key(key, |shard, _| {
-        let hash = read_hash(shard, key, now)?;
+        let hash = read_collection::<HashValue>(shard, key, now)?;
         out.array(fields.len());
         for field in fields {
             match hash.and_then(|hash| hash.get(field)) {
@@ -130,7 +86,7 @@ pub fn hmget(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 pub fn hdel(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now, fields) = (ctx.args[1], ctx.now, &ctx.args[2..]);
     let removed = ctx.keys.with_key(key, |shard, slot| {
-        write_hash(shard, key, slot, now, false, |hash| {
+        write_collection::<HashValue, _>(shard, key, slot, now, false, |hash| {
             Ok(fields.iter().filter(|field| hash.remove(field)).count())
         })
     })?;
@@ -139,18 +95,9 @@ pub fn hdel(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 /// Runs a read-only query on a hash (None when missing).
-fn query<R>(
-    ctx: &mut Ctx<'_, '_>,
-    f: impl FnOnce(Option<&HashValue>, &mut Out) -> R,
-) -> Result<R, CommandError> {
-    let (key, now, out) = (ctx.args[1], ctx.now, &mut *ctx.out);
-    ctx.keys
-        .with_key(key, |shard, _| Ok(f(read_hash(shard, key, now)?, out)))
-}
-
 pub fn hexists(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let field = ctx.args[2];
-    query(ctx, |hash, out| {
+    query_collection::<HashValue, _>(ctx, |hash, out| {
         out.integer(i64::from(
             hash.is_some_and(|hash| hash.get(field).is_some()),
         ))
@@ -158,20 +105,20 @@ pub fn hexists(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 pub fn hlen(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    query(ctx, |hash, out| {
+    query_collection::<HashValue, _>(ctx, |hash, out| {
         out.integer(hash.map_or(0, HashValue::len) as i64)
     })
 }
 
 pub fn hstrlen(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let field = ctx.args[2];
-    query(ctx, |hash, out| {
+    query_collection::<HashValue, _>(ctx, |hash, out| {
         out.integer(hash.and_then(|hash| hash.get(field)).map_or(0, Vec::len) as i64)
     })
 }
 
 pub fn hkeys(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    query(ctx, |hash, out| {
+    query_collection::<HashValue, _>(ctx, |hash, out| {
         out.array(hash.map_or(0, HashValue::len));
         for (field, _) in hash.into_iter().flat_map(HashValue::iter) {
             out.bulk(field);
@@ -180,7 +127,7 @@ pub fn hkeys(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 pub fn hvals(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    query(ctx, |hash, out| {
+    query_collection::<HashValue, _>(ctx, |hash, out| {
         out.array(hash.map_or(0, HashValue::len));
         for (_, value) in hash.into_iter().flat_map(HashValue::iter) {
             out.bulk(value);
@@ -189,7 +136,7 @@ pub fn hvals(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 pub fn hgetall(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    query(ctx, |hash, out| {
+    query_collection::<HashValue, _>(ctx, |hash, out| {
         out.map(hash.map_or(0, HashValue::len));
         for (field, value) in hash.into_iter().flat_map(HashValue::iter) {
             out.bulk(field);
@@ -202,7 +149,7 @@ pub fn hincrby(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let delta = ctx.int_arg(3)?;
     let (key, field, now) = (ctx.args[1], ctx.args[2], ctx.now);
     let result = ctx.keys.with_key(key, |shard, slot| {
-        write_hash(shard, key, slot, now, true, |hash| {
+        write_collection::<HashValue, _>(shard, key, slot, now, true, |hash| {
             let current = match hash.get(field) {
                 Some(value) => parse_i64(value)
                     .ok_or_else(|| CommandError::other("ERR hash value is not an integer"))?,
@@ -221,7 +168,7 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let delta = parse_float(ctx.args[3])?;
     let (key, field, now) = (ctx.args[1], ctx.args[2], ctx.now);
     let result = ctx.keys.with_key(key, |shard, slot| {
-        write_hash(shard, key, slot, now, true, |hash| {
+        write_collection::<HashValue, _>(shard, key, slot, now, true, |hash| {
             let current = match hash.get(field) {
                 Some(value) => parse_float(value)
                     .map_err(|_| CommandError::other("ERR hash value is not a float"))?,
@@ -248,7 +195,7 @@ pub fn hscan(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         .and_then(|text| text.parse().ok())
         .ok_or_else(|| CommandError::other("ERR invalid cursor"))?;
     let options = ScanOptions::parse(ctx, 3)?;
-    query(ctx, |hash, out| {
+    query_collection::<HashValue, _>(ctx, |hash, out| {
         let Some(hash) = hash else {
             out.array(2);
             out.bulk(b"0");
@@ -306,7 +253,7 @@ pub fn hrandfield(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         return Err(CommandError::other("ERR value is out of range"));
     }
     let mut random = random_picker(ctx);
-    query(ctx, |hash, out| {
+    query_collection::<HashValue, _>(ctx, |hash, out| {
         let Some(count) = count else {
             match hash {
                 Some(hash) => {

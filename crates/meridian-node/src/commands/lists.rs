@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use super::{Block, Ctx, Pending, parse_float, parse_int};
+use super::{
+    Block, Ctx, Pending, keys_after_numkeys, parse_float, parse_int, positive_count,
+    read_collection, write_collection,
+};
 use crate::error::{CmdResult, CommandError};
 use crate::exec::Caller;
-use crate::store::{ListValue, Shard, Value, ValueRef};
+use crate::store::{ListValue, Shard, ValueRef};
 
 /// Which end of a list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,58 +44,12 @@ fn push(list: &mut ListValue, end: End, item: &[u8]) {
     }
 }
 
-/// Reads a list: Ok(None) when missing, WRONGTYPE for other types.
-fn read_list<'s>(
-    shard: &'s mut Shard,
-    key: &[u8],
-    now: u64,
-) -> Result<Option<&'s ListValue>, CommandError> {
-    match shard.read(key, now) {
-        None => Ok(None),
-        Some(index) => match shard.entry(index).value() {
-            ValueRef::List(list) => Ok(Some(list)),
-            _ => Err(CommandError::WrongType),
-        },
-    }
-}
-
 /// Fails with WRONGTYPE when `key` holds something other than a list.
 fn check_list(shard: &mut Shard, key: &[u8], now: u64) -> Result<(), CommandError> {
     match shard.find(key, now).map(|index| shard.entry(index).value()) {
         None | Some(ValueRef::List(_)) => Ok(()),
         Some(_) => Err(CommandError::WrongType),
     }
-}
-
-/// Runs `change` on the list at `key`, creating it when missing (with `create`);
-/// deletes the key when the list ends up empty. Ok(None): no such key.
-fn write_list<R>(
-    shard: &mut Shard,
-    key: &[u8],
-    slot: u16,
-    now: u64,
-    create: bool,
-    change: impl FnOnce(&mut ListValue) -> Result<R, CommandError>,
-) -> Result<Option<R>, CommandError> {
-    let index = match shard.find(key, now) {
-        Some(index) => {
-            if !matches!(shard.entry(index).value(), ValueRef::List(_)) {
-                return Err(CommandError::WrongType);
-            }
-            index
-        }
-        None if create => shard.insert(key, slot, Value::List(Box::default()), 0),
-        None => return Ok(None),
-    };
-    let result = shard.modify(index, |value| match value {
-        Value::List(list) => change(list),
-        _ => Err(CommandError::WrongType),
-    });
-    let empty = matches!(shard.entry(index).value(), ValueRef::List(list) if list.is_empty());
-    if empty {
-        shard.remove(index);
-    }
-    result.map(Some)
 }
 
 /// `index` of a list of `len` (negative: from the end) as a position, if inside.
@@ -116,7 +73,7 @@ fn span(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
 fn push_command(ctx: &mut Ctx<'_, '_>, end: End, create: bool) -> CmdResult {
     let (key, now, items) = (ctx.args[1], ctx.now, &ctx.args[2..]);
     let len = ctx.keys.with_key(key, |shard, slot| {
-        write_list(shard, key, slot, now, create, |list| {
+        write_collection::<ListValue, _>(shard, key, slot, now, create, |list| {
             for item in items {
                 push(list, end, item);
             }
@@ -143,14 +100,6 @@ pub fn rpushx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     push_command(ctx, End::Right, false)
 }
 
-/// A count that must be positive, with Redis's wording for both kinds of bad input.
-fn positive_count(text: &[u8], message: &'static str) -> Result<usize, CommandError> {
-    match parse_int(text) {
-        Ok(count) if count >= 0 => Ok(count as usize),
-        _ => Err(CommandError::other(message)),
-    }
-}
-
 fn pop_command(ctx: &mut Ctx<'_, '_>, end: End) -> CmdResult {
     if ctx.args.len() > 3 {
         return Err(ctx.wrong_arity());
@@ -165,7 +114,7 @@ fn pop_command(ctx: &mut Ctx<'_, '_>, end: End) -> CmdResult {
     let (key, now) = (ctx.args[1], ctx.now);
     let out = &mut *ctx.out;
     ctx.keys.with_key(key, |shard, slot| {
-        let popped = write_list(shard, key, slot, now, false, |list| {
+        let popped = write_collection::<ListValue, _>(shard, key, slot, now, false, |list| {
             let wanted = count.unwrap_or(1).min(list.len());
             Ok((0..wanted)
                 .filter_map(|_| pop(list, end))
@@ -200,7 +149,7 @@ pub fn rpop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 pub fn llen(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now) = (ctx.args[1], ctx.now);
     let len = ctx.keys.with_key(key, |shard, _| {
-        read_list(shard, key, now).map(|list| list.map_or(0, ListValue::len))
+        read_collection::<ListValue>(shard, key, now).map(|list| list.map_or(0, ListValue::len))
     })?;
     ctx.out.integer(len as i64);
     Ok(())
@@ -209,7 +158,7 @@ pub fn llen(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 pub fn lindex(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, index, now, out) = (ctx.args[1], ctx.args[2], ctx.now, &mut *ctx.out);
     ctx.keys.with_key(key, |shard, _| {
-        let Some(list) = read_list(shard, key, now)? else {
+        let Some(list) = read_collection::<ListValue>(shard, key, now)? else {
             out.null();
             return Ok(());
         };
@@ -230,7 +179,7 @@ pub fn lset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             return Err(CommandError::NoSuchKey);
         }
         let index = parse_int(index)?;
-        write_list(shard, key, slot, now, false, |list| {
+        write_collection::<ListValue, _>(shard, key, slot, now, false, |list| {
             match position(index, list.len()) {
                 Some(at) if list.set(at, item) => Ok(()),
                 _ => Err(CommandError::other("ERR index out of range")),
@@ -247,7 +196,7 @@ pub fn lrange(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let stop = ctx.int_arg(3)?;
     let (key, now, out) = (ctx.args[1], ctx.now, &mut *ctx.out);
     ctx.keys.with_key(key, |shard, _| {
-        let list = read_list(shard, key, now)?;
+        let list = read_collection::<ListValue>(shard, key, now)?;
         match list.and_then(|list| Some((list, span(start, stop, list.len())?))) {
             None => out.array(0),
             Some((list, (from, to))) => {
@@ -266,7 +215,7 @@ pub fn ltrim(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let stop = ctx.int_arg(3)?;
     let (key, now) = (ctx.args[1], ctx.now);
     ctx.keys.with_key(key, |shard, slot| {
-        write_list(shard, key, slot, now, false, |list| {
+        write_collection::<ListValue, _>(shard, key, slot, now, false, |list| {
             list.keep_range(span(start, stop, list.len()));
             Ok(())
         })
@@ -279,7 +228,7 @@ pub fn lrem(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let count = ctx.int_arg(2)?;
     let (key, item, now) = (ctx.args[1], ctx.args[3], ctx.now);
     let removed = ctx.keys.with_key(key, |shard, slot| {
-        write_list(shard, key, slot, now, false, |list| {
+        write_collection::<ListValue, _>(shard, key, slot, now, false, |list| {
             let limit = usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX);
             Ok(list.remove_matching(item, limit, count < 0))
         })
@@ -296,7 +245,7 @@ pub fn linsert(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     };
     let (key, pivot, item, now) = (ctx.args[1], ctx.args[3], ctx.args[4], ctx.now);
     let len = ctx.keys.with_key(key, |shard, slot| {
-        write_list(shard, key, slot, now, false, |list| {
+        write_collection::<ListValue, _>(shard, key, slot, now, false, |list| {
             let Some(at) = list.iter().position(|element| element == pivot) else {
                 return Ok(-1);
             };
@@ -360,7 +309,7 @@ pub fn lpos(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let options = pos_options(ctx.args)?;
     let (key, item, now, out) = (ctx.args[1], ctx.args[2], ctx.now, &mut *ctx.out);
     ctx.keys.with_key(key, |shard, _| {
-        let Some(list) = read_list(shard, key, now)? else {
+        let Some(list) = read_collection::<ListValue>(shard, key, now)? else {
             match options.count {
                 Some(_) => out.array(0),
                 None => out.null(),
@@ -426,13 +375,15 @@ fn move_item(ctx: &mut Ctx<'_, '_>, from: End, to: End) -> Result<Option<Box<[u8
         }
         access.with_key(destination, |shard, _| check_list(shard, destination, now))?;
         let item = access.with_key(source, |shard, slot| {
-            write_list(shard, source, slot, now, false, |list| Ok(pop(list, from)))
+            write_collection::<ListValue, _>(shard, source, slot, now, false, |list| {
+                Ok(pop(list, from))
+            })
         })?;
         let Some(Some(item)) = item else {
             return Ok(None);
         };
         access.with_key(destination, |shard, slot| {
-            write_list(shard, destination, slot, now, true, |list| {
+            write_collection::<ListValue, _>(shard, destination, slot, now, true, |list| {
                 push(list, to, &item);
                 Ok(())
             })
@@ -462,16 +413,9 @@ pub fn rpoplpush(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     Ok(())
 }
 
-/// LMPOP's keys: `numkeys` of them after it (none when it is not a fitting count; the
-/// command then answers the error).
+/// LMPOP's keys: `numkeys` of them after it, LEFT|RIGHT behind them.
 pub fn lmpop_keys<'x>(args: &[&'x [u8]]) -> Vec<&'x [u8]> {
-    let count = args.get(1).and_then(|text| parse_int(text).ok());
-    match count.and_then(|count| usize::try_from(count).ok()) {
-        Some(count) if count > 0 && count < args.len().saturating_sub(2) => {
-            args[2..2 + count].to_vec()
-        }
-        _ => Vec::new(),
-    }
+    keys_after_numkeys(args, 1, 1)
 }
 
 /// LMPOP / BLMPOP's arguments from `numkeys` (at `numkeys_at`) on.
@@ -528,7 +472,7 @@ fn pop_first<'k>(
     ctx.keys.atomically(keys, |access| {
         for &key in keys {
             let items = access.with_key(key, |shard, slot| {
-                write_list(shard, key, slot, now, false, |list| {
+                write_collection::<ListValue, _>(shard, key, slot, now, false, |list| {
                     let wanted = count.min(list.len());
                     Ok((0..wanted)
                         .filter_map(|_| pop(list, end))
@@ -642,7 +586,7 @@ pub fn blmpop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 
 /// BLMPOP's keys: `numkeys` (the second argument) of them after it.
 pub fn blmpop_keys<'x>(args: &[&'x [u8]]) -> Vec<&'x [u8]> {
-    lmpop_keys(args.get(1..).unwrap_or_default())
+    keys_after_numkeys(args, 2, 1)
 }
 
 fn blocking_move(ctx: &mut Ctx<'_, '_>, from: End, to: End, timeout_at: usize) -> CmdResult {

@@ -29,7 +29,7 @@ use crate::exec::{Caller, ExecContext};
 use crate::protocol::Out;
 use crate::protocol::frame::parse_i64;
 use crate::state::{PauseMode, Shared};
-use crate::store::{Access, Db, Held, WatchFlag};
+use crate::store::{Access, Db, Held, KeyCollection, Shard, WatchFlag};
 
 pub const WRITE: u32 = 1;
 pub const DENYOOM: u32 = 1 << 1;
@@ -1098,6 +1098,88 @@ pub fn random_picker(ctx: &Ctx<'_, '_>) -> impl FnMut(usize) -> usize + use<> {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         (seed % bound.max(1) as u64) as usize
+    }
+}
+
+/// Reads the collection of type `T` at `key`: Ok(None) when missing, WRONGTYPE when
+/// the key holds another type.
+pub fn read_collection<'s, T: KeyCollection>(
+    shard: &'s mut Shard,
+    key: &[u8],
+    now: u64,
+) -> Result<Option<&'s T>, CommandError> {
+    match shard.read(key, now) {
+        None => Ok(None),
+        Some(index) => T::of(shard.entry(index).value())
+            .map(Some)
+            .ok_or(CommandError::WrongType),
+    }
+}
+
+/// Runs `change` on the collection of type `T` at `key`, creating it when missing (with
+/// `create`); deletes the key when the collection ends up empty. Ok(None): no such key.
+pub fn write_collection<T: KeyCollection, R>(
+    shard: &mut Shard,
+    key: &[u8],
+    slot: u16,
+    now: u64,
+    create: bool,
+    change: impl FnOnce(&mut T) -> Result<R, CommandError>,
+) -> Result<Option<R>, CommandError> {
+    let index = match shard.find(key, now) {
+        Some(index) => {
+            if T::of(shard.entry(index).value()).is_none() {
+                return Err(CommandError::WrongType);
+            }
+            index
+        }
+        None if create => shard.insert(key, slot, T::default().into_value(), 0),
+        None => return Ok(None),
+    };
+    let result = shard.modify(index, |value| match T::of_mut(value) {
+        Some(collection) => change(collection),
+        None => Err(CommandError::WrongType),
+    });
+    if T::of(shard.entry(index).value()).is_some_and(KeyCollection::is_empty) {
+        shard.remove(index);
+    }
+    result.map(Some)
+}
+
+/// Runs `f` on the collection of type `T` at the command's key (`None`: missing).
+pub fn query_collection<T: KeyCollection, R>(
+    ctx: &mut Ctx<'_, '_>,
+    f: impl FnOnce(Option<&T>, &mut Out) -> R,
+) -> Result<R, CommandError> {
+    let (key, now, out) = (ctx.args[1], ctx.now, &mut *ctx.out);
+    ctx.keys.with_key(key, |shard, _| {
+        Ok(f(read_collection(shard, key, now)?, out))
+    })
+}
+
+/// A count that must not be negative, refused with `message` when it is or when it is
+/// not a number (as Redis words both: "value is out of range, must be positive", "COUNT
+/// can't be negative", ...).
+pub fn positive_count(text: &[u8], message: &'static str) -> Result<usize, CommandError> {
+    match parse_int(text) {
+        Ok(count) if count >= 0 => Ok(count as usize),
+        _ => Err(CommandError::other(message)),
+    }
+}
+
+/// The keys of a command that names how many follow (`numkeys` at `numkeys_at`, the
+/// keys right after it), with `after` arguments required behind them (LMPOP's
+/// LEFT|RIGHT); none when the count is not a number that fits.
+pub fn keys_after_numkeys<'x>(args: &[&'x [u8]], numkeys_at: usize, after: usize) -> Vec<&'x [u8]> {
+    let first = numkeys_at + 1;
+    let count = args.get(numkeys_at).and_then(|text| parse_int(text).ok());
+    match count.and_then(|count| usize::try_from(count).ok()) {
+        Some(count)
+            if count > 0 && first.saturating_add(count).saturating_add(after) <= args.len() =>
+        {
+            args[first..first + count].to_vec()
+        }
+        _ => Vec::new(),
     }
 }
 

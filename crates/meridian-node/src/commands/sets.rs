@@ -3,65 +3,13 @@
 //! order (Redis's is its hash table's: clients must not rely on either).
 
 use super::keys::ScanOptions;
-use super::{Ctx, MAX_REPEATED_PICKS, parse_int, random_picker, random_picks};
+use super::{
+    Ctx, MAX_REPEATED_PICKS, keys_after_numkeys, parse_int, positive_count, query_collection,
+    random_picker, random_picks, read_collection, write_collection,
+};
 use crate::error::{CmdResult, CommandError};
 use crate::protocol::Out;
-use crate::store::{Access, SetValue, Shard, Value, ValueRef};
-
-/// Reads a set: Ok(None) when missing, WRONGTYPE for other types.
-fn read_set<'s>(
-    shard: &'s mut Shard,
-    key: &[u8],
-    now: u64,
-) -> Result<Option<&'s SetValue>, CommandError> {
-    match shard.read(key, now) {
-        None => Ok(None),
-        Some(index) => match shard.entry(index).value() {
-            ValueRef::Set(set) => Ok(Some(set)),
-            _ => Err(CommandError::WrongType),
-        },
-    }
-}
-
-/// Runs `change` on the set at `key`, creating it when missing (with `create`);
-/// deletes the key when the set ends up empty. Ok(None): no such key.
-fn write_set<R>(
-    shard: &mut Shard,
-    key: &[u8],
-    slot: u16,
-    now: u64,
-    create: bool,
-    change: impl FnOnce(&mut SetValue) -> Result<R, CommandError>,
-) -> Result<Option<R>, CommandError> {
-    let index = match shard.find(key, now) {
-        Some(index) => {
-            if !matches!(shard.entry(index).value(), ValueRef::Set(_)) {
-                return Err(CommandError::WrongType);
-            }
-            index
-        }
-        None if create => shard.insert(key, slot, Value::Set(Box::default()), 0),
-        None => return Ok(None),
-    };
-    let result = shard.modify(index, |value| match value {
-        Value::Set(set) => change(set),
-        _ => Err(CommandError::WrongType),
-    });
-    let empty = matches!(shard.entry(index).value(), ValueRef::Set(set) if set.is_empty());
-    if empty {
-        shard.remove(index);
-    }
-    result.map(Some)
-}
-
-fn query<R>(
-    ctx: &mut Ctx<'_, '_>,
-    f: impl FnOnce(Option<&SetValue>, &mut Out) -> R,
-) -> Result<R, CommandError> {
-    let (key, now, out) = (ctx.args[1], ctx.now, &mut *ctx.out);
-    ctx.keys
-        .with_key(key, |shard, _| Ok(f(read_set(shard, key, now)?, out)))
-}
+use crate::store::{Access, SetValue, Value, ValueRef};
 
 fn reply_members<'m>(out: &mut Out, members: impl ExactSizeIterator<Item = &'m [u8]>) {
     out.set(members.len());
@@ -73,7 +21,7 @@ fn reply_members<'m>(out: &mut Out, members: impl ExactSizeIterator<Item = &'m [
 pub fn sadd(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now, members) = (ctx.args[1], ctx.now, &ctx.args[2..]);
     let added = ctx.keys.with_key(key, |shard, slot| {
-        write_set(shard, key, slot, now, true, |set| {
+        write_collection::<SetValue, _>(shard, key, slot, now, true, |set| {
             Ok(members.iter().filter(|member| set.insert(member)).count())
         })
     })?;
@@ -84,7 +32,7 @@ pub fn sadd(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 pub fn srem(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now, members) = (ctx.args[1], ctx.now, &ctx.args[2..]);
     let removed = ctx.keys.with_key(key, |shard, slot| {
-        write_set(shard, key, slot, now, false, |set| {
+        write_collection::<SetValue, _>(shard, key, slot, now, false, |set| {
             Ok(members.iter().filter(|member| set.remove(member)).count())
         })
     })?;
@@ -93,21 +41,21 @@ pub fn srem(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 pub fn scard(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    query(ctx, |set, out| {
+    query_collection::<SetValue, _>(ctx, |set, out| {
         out.integer(set.map_or(0, SetValue::len) as i64)
     })
 }
 
 pub fn sismember(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let member = ctx.args[2];
-    query(ctx, |set, out| {
+    query_collection::<SetValue, _>(ctx, |set, out| {
         out.integer(i64::from(set.is_some_and(|set| set.contains(member))))
     })
 }
 
 pub fn smismember(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let members = &ctx.args[2..];
-    query(ctx, |set, out| {
+    query_collection::<SetValue, _>(ctx, |set, out| {
         out.array(members.len());
         for member in members {
             out.integer(i64::from(set.is_some_and(|set| set.contains(member))));
@@ -116,20 +64,10 @@ pub fn smismember(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 pub fn smembers(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    query(ctx, |set, out| match set {
+    query_collection::<SetValue, _>(ctx, |set, out| match set {
         Some(set) => reply_members(out, set.iter().collect::<Vec<_>>().into_iter()),
         None => out.set(0),
     })
-}
-
-/// A count that must be positive, worded as Redis words both kinds of bad input.
-fn positive_count(text: &[u8]) -> Result<usize, CommandError> {
-    match parse_int(text) {
-        Ok(count) if count >= 0 => Ok(count as usize),
-        _ => Err(CommandError::other(
-            "ERR value is out of range, must be positive",
-        )),
-    }
 }
 
 pub fn spop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -139,12 +77,12 @@ pub fn spop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let count = ctx
         .args
         .get(2)
-        .map(|text| positive_count(text))
+        .map(|text| positive_count(text, "ERR value is out of range, must be positive"))
         .transpose()?;
     let (key, now) = (ctx.args[1], ctx.now);
     let mut pick = random_picker(ctx);
     let popped = ctx.keys.with_key(key, |shard, slot| {
-        write_set(shard, key, slot, now, false, |set| {
+        write_collection::<SetValue, _>(shard, key, slot, now, false, |set| {
             let wanted = count.unwrap_or(1).min(set.len());
             Ok((0..wanted)
                 .filter_map(|_| set.take_index(pick(set.len())))
@@ -175,7 +113,7 @@ pub fn srandmember(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         return Err(CommandError::other("ERR value is out of range"));
     }
     let mut pick = random_picker(ctx);
-    query(ctx, |set, out| {
+    query_collection::<SetValue, _>(ctx, |set, out| {
         let Some(count) = count else {
             match set {
                 Some(set) => out.bulk(set.get_index(pick(set.len())).unwrap_or_default()),
@@ -213,24 +151,20 @@ pub fn smove(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
         if source == destination {
             return access.with_key(source, |shard, _| {
-                Ok(read_set(shard, source, now)?.is_some_and(|set| set.contains(member)))
+                Ok(read_collection::<SetValue>(shard, source, now)?
+                    .is_some_and(|set| set.contains(member)))
             });
         }
         let removed = access.with_key(source, |shard, slot| {
-            write_set(
-                shard,
-                source,
-                slot,
-                now,
-                false,
-                |set| Ok(set.remove(member)),
-            )
+            write_collection::<SetValue, _>(shard, source, slot, now, false, |set| {
+                Ok(set.remove(member))
+            })
         })?;
         if removed != Some(true) {
             return Ok(false);
         }
         access.with_key(destination, |shard, slot| {
-            write_set(shard, destination, slot, now, true, |set| {
+            write_collection::<SetValue, _>(shard, destination, slot, now, true, |set| {
                 set.insert(member);
                 Ok(())
             })
@@ -262,7 +196,7 @@ fn combine(
         let mut sets: Vec<Option<SetValue>> = Vec::with_capacity(keys.len());
         for &key in keys {
             let set = access.with_key(key, |shard, _| {
-                read_set(shard, key, now).map(|set| set.cloned())
+                read_collection::<SetValue>(shard, key, now).map(|set| set.cloned())
             })?;
             sets.push(set);
         }
@@ -366,15 +300,9 @@ pub fn sdiffstore(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     combine_store(ctx, Combine::Diff)
 }
 
-/// SINTERCARD's keys: `numkeys` of them after it (none when it is not a fitting count).
+/// SINTERCARD's keys: `numkeys` of them after it.
 pub fn sintercard_keys<'x>(args: &[&'x [u8]]) -> Vec<&'x [u8]> {
-    let count = args.get(1).and_then(|text| parse_int(text).ok());
-    match count.and_then(|count| usize::try_from(count).ok()) {
-        Some(count) if count > 0 && count <= args.len().saturating_sub(2) => {
-            args[2..2 + count].to_vec()
-        }
-        _ => Vec::new(),
-    }
+    keys_after_numkeys(args, 1, 0)
 }
 
 pub fn sintercard(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -413,7 +341,7 @@ pub fn sscan(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         .and_then(|text| text.parse().ok())
         .ok_or_else(|| CommandError::other("ERR invalid cursor"))?;
     let options = ScanOptions::parse(ctx, 3)?;
-    query(ctx, |set, out| {
+    query_collection::<SetValue, _>(ctx, |set, out| {
         let Some(set) = set else {
             out.array(2);
             out.bulk(b"0");

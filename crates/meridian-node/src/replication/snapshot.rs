@@ -99,41 +99,34 @@ fn encoded_len(entry: &Entry) -> usize {
 }
 
 fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
-    match entry.value() {
-        ValueRef::Str(bytes) => {
-            buf.push(TYPE_STRING);
-            put_bytes(buf, entry.key());
-            buf.extend_from_slice(&entry.expire_at().to_le_bytes());
-            put_bytes(buf, bytes);
-        }
+    let value = entry.value();
+    buf.push(match value {
+        ValueRef::Str(_) => TYPE_STRING,
+        ValueRef::Hash(_) => TYPE_HASH,
+        ValueRef::List(_) => TYPE_LIST,
+        ValueRef::Set(_) => TYPE_SET,
+    });
+    put_bytes(buf, entry.key());
+    buf.extend_from_slice(&entry.expire_at().to_le_bytes());
+    match value {
+        ValueRef::Str(bytes) => put_bytes(buf, bytes),
         ValueRef::Hash(hash) => {
-            buf.push(TYPE_HASH);
-            put_bytes(buf, entry.key());
-            buf.extend_from_slice(&entry.expire_at().to_le_bytes());
             buf.extend_from_slice(&(hash.len() as u32).to_le_bytes());
             for (field, value) in hash.iter() {
                 put_bytes(buf, field);
                 put_bytes(buf, value);
             }
         }
-        ValueRef::List(list) => {
-            buf.push(TYPE_LIST);
-            put_bytes(buf, entry.key());
-            buf.extend_from_slice(&entry.expire_at().to_le_bytes());
-            buf.extend_from_slice(&(list.len() as u32).to_le_bytes());
-            for item in list.iter() {
-                put_bytes(buf, item);
-            }
-        }
-        ValueRef::Set(set) => {
-            buf.push(TYPE_SET);
-            put_bytes(buf, entry.key());
-            buf.extend_from_slice(&entry.expire_at().to_le_bytes());
-            buf.extend_from_slice(&(set.len() as u32).to_le_bytes());
-            for member in set.iter() {
-                put_bytes(buf, member);
-            }
-        }
+        ValueRef::List(list) => put_elements(buf, list.len(), list.iter()),
+        ValueRef::Set(set) => put_elements(buf, set.len(), set.iter()),
+    }
+}
+
+/// A list's or a set's elements: their count, then each.
+fn put_elements<'e>(buf: &mut Vec<u8>, count: usize, elements: impl Iterator<Item = &'e [u8]>) {
+    buf.extend_from_slice(&(count as u32).to_le_bytes());
+    for element in elements {
+        put_bytes(buf, element);
     }
 }
 

@@ -15,4 +15,4 @@ pub use entry::Entry;
 pub use eviction::Policy;
 pub use hooks::{NoHooks, SnapshotSink, WriteHooks};
 pub use shard::{Holder, Shard, WatchFlag};
-pub use value::{HashValue, ListValue, SetValue, Value, ValueRef};
+pub use value::{HashValue, KeyCollection, ListValue, SetValue, Value, ValueRef};

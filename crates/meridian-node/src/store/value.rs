@@ -285,6 +285,50 @@ impl SetValue {
     }
 }
 
+/// A collection type a key can hold (hash, list, set): what the commands' one read
+/// path and one write path need to know of it (see `commands::read_collection`).
+pub trait KeyCollection: Default {
+    /// The collection of this type a stored value is, if it is one.
+    fn of(value: ValueRef<'_>) -> Option<&Self>;
+    fn of_mut(value: &mut Value) -> Option<&mut Self>;
+    /// The stored value holding this collection.
+    fn into_value(self) -> Value;
+    /// A key holds a collection only while it has something in it.
+    fn is_empty(&self) -> bool;
+}
+
+macro_rules! key_collection {
+    ($type:ty, $variant:ident) => {
+        impl KeyCollection for $type {
+            fn of(value: ValueRef<'_>) -> Option<&Self> {
+                match value {
+                    ValueRef::$variant(collection) => Some(collection),
+                    _ => None,
+                }
+            }
+
+            fn of_mut(value: &mut Value) -> Option<&mut Self> {
+                match value {
+                    Value::$variant(collection) => Some(collection),
+                    _ => None,
+                }
+            }
+
+            fn into_value(self) -> Value {
+                Value::$variant(Box::new(self))
+            }
+
+            fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+        }
+    };
+}
+
+key_collection!(HashValue, Hash);
+key_collection!(ListValue, List);
+key_collection!(SetValue, Set);
+
 #[derive(Clone, Debug)]
 pub enum Value {
     Str(Vec<u8>),
