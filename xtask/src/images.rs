@@ -100,7 +100,7 @@ pub(crate) fn images_dir() -> PathBuf {
 pub fn build_all() -> Result<Vec<Image>> {
     ensure_tools()?;
     let base = base_rootfs()?;
-    let release = build_release_binaries()?;
+    let release = util::build_release_binaries()?;
     let tag = app_version()?;
     let mut node_tags = vec![tag.clone()];
     node_tags.extend(NODE_EXTRA_TAGS.map(String::from));
@@ -122,25 +122,6 @@ fn ensure_tools() -> Result<()> {
     util::ensure_apt(&[("umoci", "umoci"), ("gcc", "gcc"), ("dpkg", "dpkg")])?;
     // pause is linked statically against glibc.
     util::ensure_apt_files(&[("/usr/include/stdio.h", "libc6-dev")])
-}
-
-/// `cargo build --release` of the two binaries the Meridian images hold.
-fn build_release_binaries() -> Result<PathBuf> {
-    util::run(
-        Command::new("cargo")
-            .current_dir(util::workspace_root())
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "meridian-node",
-                "-p",
-                "meridian-operator",
-            ]),
-    )
-    .context("building the release binaries failed")?;
-    Ok(util::target_dir().join("release"))
 }
 
 /// The ports a Meridian image exposes (the `EXPOSE` of its Dockerfile's runtime stage).

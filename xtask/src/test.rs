@@ -24,6 +24,9 @@ pub struct TestArgs {
     /// Skip the short fuzzing run of every fuzz target (`cargo xtask fuzz`).
     #[arg(long)]
     pub no_fuzz: bool,
+    /// Skip the benchmark smoke (`cargo xtask bench node --quick`, `bench memory --quick`).
+    #[arg(long)]
+    pub no_bench: bool,
 }
 
 pub fn run(args: TestArgs) -> Result<()> {
@@ -84,8 +87,24 @@ pub fn run(args: TestArgs) -> Result<()> {
             eprintln!("warning: cluster down failed: {e:#}");
         }
     }
+    let result = result.and_then(|outcome| {
+        if !args.no_bench {
+            bench_smoke()?;
+        }
+        Ok(outcome)
+    });
     // Last, so that the tail CI shows names what failed.
     result.map(Outcome::report).map_err(TestFailure::report)
+}
+
+/// The benchmarks' harness still runs: one short round of the throughput and memory
+/// benchmarks against redis-server and Valkey (tables printed, no bound checked: the
+/// machine is shared, docs/benchmarks.md holds the measured runs). After the cluster
+/// is gone, so nothing else competes for the cores.
+fn bench_smoke() -> Result<()> {
+    step("benchmark smoke (bench node --quick, bench memory --quick)");
+    crate::bench::run(&["node".into(), "--quick".into()])?;
+    crate::bench::run(&["memory".into(), "--quick".into()])
 }
 
 /// Tests that passed only when run a second time.

@@ -150,6 +150,22 @@ pub fn build_binaries() -> Result<()> {
     ]))
 }
 
+/// `cargo build --release` of the two binaries the Meridian images hold; the
+/// benchmarks use the same build (one command, so the same features and artifacts).
+pub fn build_release_binaries() -> Result<PathBuf> {
+    run(Command::new("cargo").current_dir(workspace_root()).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "meridian-node",
+        "-p",
+        "meridian-operator",
+    ]))
+    .context("building the release binaries failed")?;
+    Ok(target_dir().join("release"))
+}
+
 /// System tools the tests and the demo use, installed from Debian when missing.
 /// `faketime` brings libfaketime, which the node's clock-skew region tests
 /// preload to run a node with a skewed wall clock.

@@ -15,17 +15,19 @@ use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::id::Cmd;
 use crate::commands::pubsub::encode_event;
 use crate::commands::{
-    Block, ClientState, Pending, command_id, dispatch, may_replicate, paused_by,
+    Block, ClientState, Pending, command_id, dispatch, first_key_position, may_replicate, paused_by,
 };
 use crate::exec::ExecContext;
 use crate::net::Stream;
 use crate::protocol::frame::unescape_inline;
-use crate::protocol::{Out, Parsed, Partial, Protocol, parse_command_resuming};
+use crate::protocol::{Limits, Out, Parsed, Partial, Protocol, parse_command_resuming};
 use crate::replication::primary::{FeedRequest, serve_replica, wait_acks};
 use crate::state::{PauseMode, Shared};
 use crate::store::Access;
 
 const READ_CHUNK: usize = 16 * 1024;
+/// Commands of a pipeline whose keys the store starts loading at once.
+const PREFETCH_BATCH: usize = 16;
 /// Replies are flushed mid-batch once this much output accumulated.
 const OUTPUT_FLUSH: usize = 1024 * 1024;
 
@@ -199,6 +201,45 @@ impl Connection {
             .flush_own_pushes(self.client.handle.id, &mut self.out);
     }
 
+    /// Parses ahead up to [`PREFETCH_BATCH`] complete commands from `position` and has
+    /// the store start loading what their keys' lookups read, so that the cache
+    /// misses of a pipeline overlap. Returns how many commands it looked at.
+    fn prefetch_keys(&self, position: usize, limits: &Limits) -> usize {
+        let mut keys: [&[u8]; PREFETCH_BATCH] = [&[]; PREFETCH_BATCH];
+        let mut found = 0;
+        let mut commands = 0;
+        let mut at = position;
+        let mut partial = None;
+        while commands < PREFETCH_BATCH {
+            let Ok(Parsed::Command {
+                args,
+                consumed,
+                inline: false,
+            }) = parse_command_resuming(&self.input[at..], limits, &mut partial)
+            else {
+                break;
+            };
+            if commands == 0 && at + consumed == self.input.len() {
+                // one command alone has nothing to overlap with
+                return 1;
+            }
+            let arg = |index: usize| &self.input[at + args[index].start..at + args[index].end];
+            if let Some(first) = args
+                .first()
+                .and_then(|_| first_key_position(arg(0), args.len()))
+            {
+                keys[found] = arg(first);
+                found += 1;
+            }
+            commands += 1;
+            at += consumed;
+        }
+        if found > 1 {
+            self.shared.db.prefetch(&keys[..found]);
+        }
+        commands
+    }
+
     /// Parses and runs every complete command in the input buffer. Stops early
     /// when the output grows large so it can be flushed.
     fn process(&mut self) -> Flow {
@@ -209,9 +250,15 @@ impl Connection {
         self.needed = 0;
         let mut position = 0;
         let mut flow = Flow::Continue;
+        // commands left before the next look ahead
+        let mut prefetched = 0usize;
         loop {
             // re-evaluated per command: AUTH may be followed by large requests in one batch
             limits.unauthenticated = password_set && !self.client.login.authenticated;
+            if prefetched == 0 && self.partial.is_none() && self.over_limit.is_none() {
+                prefetched = self.prefetch_keys(position, &limits);
+            }
+            prefetched = prefetched.saturating_sub(1);
             match parse_command_resuming(&self.input[position..], &limits, &mut self.partial) {
                 Ok(Parsed::Command {
                     args,
@@ -449,6 +496,12 @@ async fn serve_connection(
                 connection.needed = 0;
                 loop {
                     let flow = connection.process();
+                    // Let the other connections that are ready read and run their
+                    // commands first, so one tick's replies go out together (as Redis
+                    // writes them before it sleeps): a client woken by each reply
+                    // apart costs the kernel more than the commands cost us (GET -P 16:
+                    // 1.6 s of kernel time per 2M requests, 0.7 s with this).
+                    tokio::task::yield_now().await;
                     flush(stream, &mut connection.out, &shared).await?;
                     if matches!(flow, Flow::Close) {
                         stream.shutdown().await.ok();

@@ -153,21 +153,9 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Builds meridian-node in release mode and returns the binary path.
+/// Builds meridian-node in release mode (as the images do) and returns the binary path.
 fn build_node() -> Result<PathBuf> {
-    let root = workspace_root();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "meridian-node"])
-        .current_dir(&root)
-        .status()
-        .context("cargo build --release -p meridian-node")?;
-    if !status.success() {
-        bail!("building meridian-node failed");
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    Ok(target.join("release").join("meridian-node"))
+    Ok(crate::util::build_release_binaries()?.join("meridian-node"))
 }
 
 fn free_port() -> Result<u16> {

@@ -8,6 +8,7 @@ pub mod eviction;
 pub mod expiry;
 pub mod hooks;
 pub mod shard;
+pub mod table;
 pub mod value;
 
 pub use db::{Access, Db, Held, OutOfMemory, SharedStats, now_ms};

@@ -5,15 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hashbrown::HashTable;
-
 type Slab = allocator_api2::vec::Vec<Option<Entry>, Pages>;
 
 use super::SharedStats;
-use super::entry::{Entry, NIL, Pages, Src};
+use super::entry::{Entry, NIL, Pages, Src, prefetch};
 use super::eviction::sieve::SieveList;
 use super::eviction::{Policy, Rng, lfu, lru};
 use super::hooks::SnapshotSink;
+use super::table::IndexTable;
 use super::value::{Value, alloc_size};
 
 /// Set by the store when a watched key changes; read by EXEC.
@@ -34,7 +33,7 @@ pub struct Holder {
 pub struct Shard {
     pub(crate) slab: Slab,
     free: Vec<u32>,
-    table: HashTable<u32, Pages>,
+    table: IndexTable,
     /// Bytes of `table` counted in the store's memory.
     table_bytes: usize,
     hasher: foldhash::fast::RandomState,
@@ -70,7 +69,7 @@ impl Shard {
         Shard {
             slab: Slab::new_in(Pages),
             free: Vec::new(),
-            table: HashTable::new_in(Pages),
+            table: IndexTable::new(),
             table_bytes: 0,
             hasher: foldhash::fast::RandomState::default(),
             volatile: allocator_api2::vec::Vec::new_in(Pages),
@@ -138,13 +137,37 @@ impl Shard {
     fn find_raw(&self, key: &[u8]) -> Option<u32> {
         let hash = hash_key(&self.hasher, key);
         let slab = &self.slab;
-        self.table
-            .find(hash, |&index| {
-                slab[index as usize]
-                    .as_ref()
-                    .is_some_and(|entry| entry.key() == key)
-            })
-            .copied()
+        self.table.find(hash, |index| {
+            slab[index as usize]
+                .as_ref()
+                .is_some_and(|entry| entry.key() == key)
+        })
+    }
+
+    /// The hash under which this shard's table files `key`.
+    pub fn key_hash(&self, key: &[u8]) -> u64 {
+        hash_key(&self.hasher, key)
+    }
+
+    /// Starts loading what a lookup of `hash` reads first, then second, then third
+    /// (`stage` 0, 1, 2: the table's bucket, the candidates' slab slots, their
+    /// records); each stage expects the previous one's loads to have arrived, so a
+    /// batch of keys runs every key's stage 0, then every stage 1, then every stage 2
+    /// and the lookups that follow find their memory in the cache.
+    pub fn prefetch(&self, hash: u64, stage: u8) {
+        match stage {
+            0 => self.table.prefetch(hash),
+            1 => self.table.home_candidates(hash, |index| {
+                if let Some(slot) = self.slab.get(index as usize) {
+                    prefetch(slot);
+                }
+            }),
+            _ => self.table.home_candidates(hash, |index| {
+                if let Some(Some(entry)) = self.slab.get(index as usize) {
+                    entry.prefetch_record();
+                }
+            }),
+        }
     }
 
     /// Finds a live key; an expired one is deleted on the spot (lazy expiry).
@@ -265,19 +288,7 @@ impl Shard {
     /// Counts the hash table's bytes (it grows by doubling and only shrinks
     /// when emptied), so `used_memory` follows the real allocation.
     fn sync_table_memory(&mut self) {
-        let capacity = self.table.capacity();
-        let bytes = if capacity == 0 {
-            0
-        } else {
-            // hashbrown: capacity is buckets - 1 below 8 buckets, else 7/8 of them
-            let buckets = if capacity < 8 {
-                capacity + 1
-            } else {
-                capacity / 7 * 8
-            };
-            // a u32 per bucket, a control byte per bucket plus one group
-            alloc_size(buckets * (size_of::<u32>() + 1) + 16)
-        };
+        let bytes = alloc_size(self.table.allocated_bytes());
         if bytes != self.table_bytes {
             self.account(bytes as isize - self.table_bytes as isize);
             self.table_bytes = bytes;
@@ -379,7 +390,7 @@ impl Shard {
         }
         let hash = hash_key(&self.hasher, key);
         let (slab, hasher) = (&self.slab, &self.hasher);
-        self.table.insert_unique(hash, index, |&other| {
+        self.table.insert_unique(hash, index, |other| {
             slab[other as usize]
                 .as_ref()
                 .map_or(0, |entry| hash_key(hasher, entry.key()))
@@ -401,9 +412,12 @@ impl Shard {
         let memory = self.entry(index).memory();
         self.set_expire_inner(index, 0);
         self.sieve.unlink(&mut self.slab, index);
-        if let Ok(found) = self.table.find_entry(key_hash, |&other| other == index) {
-            found.remove();
-        }
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.table.remove(key_hash, index, |other| {
+            slab[other as usize]
+                .as_ref()
+                .map_or(0, |entry| hash_key(hasher, entry.key()))
+        });
         let Some(entry) = self.slab.get_mut(index as usize).and_then(Option::take) else {
             unreachable!("removing vacant index {index}");
         };
@@ -416,11 +430,8 @@ impl Shard {
         }
         self.account(-(memory as isize));
         self.signal_modified(entry.key());
-        if self.table.is_empty() {
-            // an emptied shard gives its table back
-            self.table = HashTable::new_in(Pages);
-            self.sync_table_memory();
-        }
+        // an emptied table gave its memory back, a rebuilt one may have grown
+        self.sync_table_memory();
         self.shrink_if_sparse();
         entry
     }
@@ -488,7 +499,7 @@ impl Shard {
         self.account(-(memory as isize));
         self.slab = Slab::new_in(Pages);
         self.free = Vec::new();
-        self.table = HashTable::new_in(Pages);
+        self.table = IndexTable::new();
         self.sync_table_memory();
         self.volatile = allocator_api2::vec::Vec::new_in(Pages);
         self.sieve = SieveList::default();
