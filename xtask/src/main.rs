@@ -41,7 +41,7 @@ enum Cmd {
     Fuzz(fuzz::FuzzArgs),
     /// Local control plane with the operator and a two-region cache; prints how to connect.
     Demo,
-    /// Benchmarks: `bench node|memory|eviction|cluster|regions|planners|all` (see docs/benchmarks.md).
+    /// Benchmarks: `bench node|memory|eviction|cluster|regions|sync|reshard|planners|all` (see docs/benchmarks.md).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -1,10 +1,11 @@
 //! Accept loop and per-connection processing: read, parse every complete
 //! command in the buffer, dispatch, then write all replies with one write.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -168,6 +169,9 @@ struct Connection {
     /// Accepted beyond maxclients: served only once it logged in as a user allowed
     /// PSYNC (the operator, a replica) with its first command.
     over_limit: Option<OverLimitAttempt>,
+    /// Commands parsed ahead (argument ranges, bytes), the next one first: see
+    /// [`Connection::parse_ahead`]. Only within one [`Connection::process`].
+    ahead: VecDeque<(Vec<Range<usize>>, usize)>,
 }
 
 impl Connection {
@@ -201,16 +205,15 @@ impl Connection {
             .flush_own_pushes(self.client.handle.id, &mut self.out);
     }
 
-    /// Parses ahead up to [`PREFETCH_BATCH`] complete commands from `position` and has
-    /// the store start loading what their keys' lookups read, so that the cache
-    /// misses of a pipeline overlap. Returns how many commands it looked at.
-    fn prefetch_keys(&self, position: usize, limits: &Limits) -> usize {
-        let mut keys: [&[u8]; PREFETCH_BATCH] = [&[]; PREFETCH_BATCH];
-        let mut found = 0;
-        let mut commands = 0;
+    /// Parses up to [`PREFETCH_BATCH`] complete commands from `position` into `ahead`
+    /// (the loop of [`Connection::process`] runs them from there instead of parsing
+    /// them again) and has the store start loading what their keys' lookups read, so
+    /// that the cache misses of a pipeline overlap.
+    fn parse_ahead(&mut self, position: usize, limits: &Limits) {
+        let mut ahead = std::mem::take(&mut self.ahead);
         let mut at = position;
         let mut partial = None;
-        while commands < PREFETCH_BATCH {
+        while ahead.len() < PREFETCH_BATCH {
             let Ok(Parsed::Command {
                 args,
                 consumed,
@@ -219,25 +222,30 @@ impl Connection {
             else {
                 break;
             };
-            if commands == 0 && at + consumed == self.input.len() {
-                // one command alone has nothing to overlap with
-                return 1;
-            }
-            let arg = |index: usize| &self.input[at + args[index].start..at + args[index].end];
-            if let Some(first) = args
-                .first()
-                .and_then(|_| first_key_position(arg(0), args.len()))
-            {
-                keys[found] = arg(first);
-                found += 1;
-            }
-            commands += 1;
             at += consumed;
+            ahead.push_back((args, consumed));
         }
-        if found > 1 {
-            self.shared.db.prefetch(&keys[..found]);
+        if ahead.len() > 1 {
+            let mut keys: [&[u8]; PREFETCH_BATCH] = [&[]; PREFETCH_BATCH];
+            let mut found = 0;
+            let mut base = position;
+            for (args, consumed) in &ahead {
+                let arg =
+                    |index: usize| &self.input[base + args[index].start..base + args[index].end];
+                if let Some(first) = args
+                    .first()
+                    .and_then(|_| first_key_position(arg(0), args.len()))
+                {
+                    keys[found] = arg(first);
+                    found += 1;
+                }
+                base += consumed;
+            }
+            if found > 1 {
+                self.shared.db.prefetch(&keys[..found]);
+            }
         }
-        commands
+        self.ahead = ahead;
     }
 
     /// Parses and runs every complete command in the input buffer. Stops early
@@ -250,16 +258,27 @@ impl Connection {
         self.needed = 0;
         let mut position = 0;
         let mut flow = Flow::Continue;
-        // commands left before the next look ahead
-        let mut prefetched = 0usize;
+        self.ahead.clear();
         loop {
             // re-evaluated per command: AUTH may be followed by large requests in one batch
-            limits.unauthenticated = password_set && !self.client.login.authenticated;
-            if prefetched == 0 && self.partial.is_none() && self.over_limit.is_none() {
-                prefetched = self.prefetch_keys(position, &limits);
+            let unauthenticated = password_set && !self.client.login.authenticated;
+            if unauthenticated != limits.unauthenticated {
+                // what was parsed ahead under the other limits is parsed again
+                self.ahead.clear();
+                limits.unauthenticated = unauthenticated;
             }
-            prefetched = prefetched.saturating_sub(1);
-            match parse_command_resuming(&self.input[position..], &limits, &mut self.partial) {
+            if self.ahead.is_empty() && self.partial.is_none() && self.over_limit.is_none() {
+                self.parse_ahead(position, &limits);
+            }
+            let parsed = match self.ahead.pop_front() {
+                Some((args, consumed)) => Ok(Parsed::Command {
+                    args,
+                    consumed,
+                    inline: false,
+                }),
+                None => parse_command_resuming(&self.input[position..], &limits, &mut self.partial),
+            };
+            match parsed {
                 Ok(Parsed::Command {
                     args,
                     consumed,
@@ -421,6 +440,7 @@ async fn handle(
         partial: None,
         paused_write: None,
         over_limit,
+        ahead: VecDeque::with_capacity(PREFETCH_BATCH),
     };
     let result = serve_connection(&mut connection, &mut stream, &mut inbox, &mut shutdown).await;
     // cleanup: registry, tracking, subscriptions, watches
@@ -485,7 +505,7 @@ async fn serve_connection(
                     return Ok(());
                 }
                 shared.counters.net_input_bytes.fetch_add(read as u64, Ordering::Relaxed);
-                *connection.client.handle.last_active.lock() = Instant::now();
+                connection.client.handle.last_active_ms.store(crate::store::coarse_ms(), Ordering::Relaxed);
                 if connection.input.len() > limits.max_query_buffer {
                     tracing::warn!(client = connection.client.handle.id, "closing client that reached the query buffer limit");
                     return Ok(());

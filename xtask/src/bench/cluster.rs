@@ -73,45 +73,63 @@ fn wait_replicas_up(pairs: &[(u16, u16)]) -> Result<()> {
     Ok(())
 }
 
+/// A meridian-node named `id` (one I/O thread) on a free port, and its address.
+pub(super) fn spawn_meridian_node(binary: &Path, id: &str) -> Result<(Server, NodeAddr)> {
+    let port = free_port()?;
+    let args: Vec<String> = [
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--metrics-port",
+        &free_port()?.to_string(),
+        "--http-port",
+        "0",
+        "--region-port",
+        "0",
+        "--io-threads",
+        "1",
+        "--node-id",
+        id,
+        "--log",
+        "warn",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let server = Server::spawn("meridian-node", &binary.display().to_string(), &args, port)?;
+    let addr = NodeAddr {
+        id: id.to_string(),
+        ip: "127.0.0.1".into(),
+        port,
+    };
+    Ok((server, addr))
+}
+
+/// Pushes `map` to every server with MERIDIAN.TOPOLOGY SET, as the operator does.
+pub(super) fn push_map(servers: &[Server], map: &TopologyMap) -> Result<()> {
+    let json = serde_json::to_string(map)?;
+    for server in servers {
+        let reply = Client::connect(server.port)?.command(&[
+            b"MERIDIAN.TOPOLOGY",
+            b"SET",
+            json.as_bytes(),
+        ])?;
+        if reply != Reply::Status("OK".into()) {
+            bail!("MERIDIAN.TOPOLOGY SET on {}: {reply:?}", server.port);
+        }
+    }
+    Ok(())
+}
+
 fn start_meridian(binary: &Path) -> Result<ClusterUnderTest> {
     let mut servers = Vec::new();
     let mut addrs = Vec::new();
     for shard in 0..SHARDS {
         for member in 0..2 {
-            let id = format!("shard-{shard}-{member}");
-            let port = free_port()?;
-            let args: Vec<String> = [
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--metrics-port",
-                &free_port()?.to_string(),
-                "--http-port",
-                "0",
-                "--region-port",
-                "0",
-                "--io-threads",
-                "1",
-                "--node-id",
-                &id,
-                "--log",
-                "warn",
-            ]
-            .iter()
-            .map(|arg| arg.to_string())
-            .collect();
-            servers.push(Server::spawn(
-                "meridian-node",
-                &binary.display().to_string(),
-                &args,
-                port,
-            )?);
-            addrs.push(NodeAddr {
-                id,
-                ip: "127.0.0.1".into(),
-                port,
-            });
+            let (server, addr) = spawn_meridian_node(binary, &format!("shard-{shard}-{member}"))?;
+            servers.push(server);
+            addrs.push(addr);
         }
     }
     let map = TopologyMap {
@@ -129,17 +147,7 @@ fn start_meridian(binary: &Path) -> Result<ClusterUnderTest> {
             })
             .collect(),
     };
-    let json = serde_json::to_string(&map)?;
-    for server in &servers {
-        let reply = Client::connect(server.port)?.command(&[
-            b"MERIDIAN.TOPOLOGY",
-            b"SET",
-            json.as_bytes(),
-        ])?;
-        if reply != Reply::Status("OK".into()) {
-            bail!("MERIDIAN.TOPOLOGY SET on {}: {reply:?}", server.port);
-        }
-    }
+    push_map(&servers, &map)?;
     let pairs = (0..SHARDS)
         .map(|shard| (addrs[shard * 2].port, addrs[shard * 2 + 1].port))
         .collect::<Vec<_>>();
@@ -163,22 +171,64 @@ fn cluster_port() -> Result<u16> {
     bail!("no port with a free cluster-bus port")
 }
 
-/// A redis-server (`Kind::Redis`) or valkey-server cluster made by its own
-/// `--cluster create`.
-fn start_redis(kind: Kind, binaries: &Binaries) -> Result<ClusterUnderTest> {
-    let (server_program, cli) = match kind {
+/// The server program and the cluster tool of redis-server or valkey-server.
+pub(super) fn cluster_programs(kind: Kind, binaries: &Binaries) -> (String, PathBuf) {
+    match kind {
         Kind::Valkey => (
             binaries.valkey.display().to_string(),
             binaries.valkey.with_file_name("valkey-cli"),
         ),
         _ => ("redis-server".to_string(), "redis-cli".into()),
-    };
+    }
+}
+
+/// A fresh directory for a benchmark's cluster config files (the caller removes it).
+pub(super) fn scratch_dir(bench: &str, kind: Kind) -> Result<PathBuf> {
     let scratch = std::env::temp_dir().join(format!(
-        "meridian-bench-cluster-{}-{}",
+        "meridian-bench-{bench}-{}-{}",
         kind.name(),
         std::process::id()
     ));
     std::fs::create_dir_all(&scratch).context("scratch directory")?;
+    Ok(scratch)
+}
+
+/// A redis-server or valkey-server (`program`) in cluster mode on a free port,
+/// without persistence, its cluster config file in `scratch`.
+pub(super) fn spawn_cluster_node(kind: Kind, program: &str, scratch: &Path) -> Result<Server> {
+    let port = cluster_port()?;
+    let args: Vec<String> = [
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        &scratch
+            .join(format!("nodes-{port}.conf"))
+            .display()
+            .to_string(),
+        "--cluster-node-timeout",
+        "5000",
+        "--dir",
+        &scratch.display().to_string(),
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    Server::spawn(kind.name(), program, &args, port)
+}
+
+/// A redis-server (`Kind::Redis`) or valkey-server cluster made by its own
+/// `--cluster create`.
+fn start_redis(kind: Kind, binaries: &Binaries) -> Result<ClusterUnderTest> {
+    let (server_program, cli) = cluster_programs(kind, binaries);
+    let scratch = scratch_dir("cluster", kind)?;
     let mut cluster = ClusterUnderTest {
         name: kind.name(),
         servers: Vec::new(),
@@ -186,34 +236,9 @@ fn start_redis(kind: Kind, binaries: &Binaries) -> Result<ClusterUnderTest> {
         scratch: Some(scratch.clone()),
     };
     for _ in 0..SHARDS * 2 {
-        let port = cluster_port()?;
-        let args: Vec<String> = [
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            &scratch
-                .join(format!("nodes-{port}.conf"))
-                .display()
-                .to_string(),
-            "--cluster-node-timeout",
-            "5000",
-            "--dir",
-            &scratch.display().to_string(),
-        ]
-        .iter()
-        .map(|arg| arg.to_string())
-        .collect();
         cluster
             .servers
-            .push(Server::spawn(kind.name(), &server_program, &args, port)?);
+            .push(spawn_cluster_node(kind, &server_program, &scratch)?);
     }
     let output = Command::new(&cli)
         .arg("--cluster")

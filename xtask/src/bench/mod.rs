@@ -11,6 +11,7 @@ mod node;
 mod planners;
 mod proxy;
 mod regions;
+mod reshard;
 mod resp;
 mod sync;
 
@@ -24,7 +25,7 @@ use anyhow::{Context, Result, bail};
 pub fn run(args: &[String]) -> Result<()> {
     let Some((name, rest)) = args.split_first() else {
         bail!(
-            "usage: cargo xtask bench <node|memory|eviction|cluster|regions|sync|planners|all> \
+            "usage: cargo xtask bench <node|memory|eviction|cluster|regions|sync|reshard|planners|all> \
              [--quick] (node: [--threads 2]; regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] \
              [--primaries 2]; planners: [--shards 3,30,300,1000])"
         );
@@ -37,6 +38,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "cluster" => cluster::run(quick),
         "regions" => regions::run(&regions::Options::parse(rest, quick)?),
         "sync" => sync::run(quick),
+        "reshard" => reshard::run(quick),
         "planners" => planners::run(rest),
         "all" => {
             node::throughput(&node::NodeOptions::parse(&[], quick)?)?;
@@ -44,6 +46,7 @@ pub fn run(args: &[String]) -> Result<()> {
             eviction::run(quick)?;
             cluster::run(quick)?;
             sync::run(quick)?;
+            reshard::run(quick)?;
             let planner_args = if quick {
                 vec!["--quick".to_string()]
             } else {
@@ -54,7 +57,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         other => bail!(
             "unknown benchmark '{other}': expected node, memory, eviction, cluster, regions, sync, \
-             planners or all"
+             reshard, planners or all"
         ),
     }
 }

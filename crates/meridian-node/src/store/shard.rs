@@ -44,6 +44,14 @@ pub struct Shard {
     slot_counts: Vec<u32>,
     shift: u32,
     watchers: hashbrown::HashMap<Box<[u8]>, Vec<WatchFlag>>,
+    /// Slab positions of the keys of each slot, from one scan of the slab, for a
+    /// resharding that moves this shard's slots one after another (each would
+    /// otherwise scan the whole slab again). Positions may be stale (freed or reused
+    /// since): [`Shard::keys_of_slot`] checks each one, and scans when a slot holds
+    /// keys the index does not name. Built on the first use, dropped when used up.
+    slot_positions: Option<hashbrown::HashMap<u16, Vec<u32>>>,
+    /// Bytes of `slot_positions` counted in the store's memory.
+    slot_positions_bytes: usize,
     pub(crate) rng: Rng,
     stats: Arc<SharedStats>,
     index: usize,
@@ -78,6 +86,8 @@ impl Shard {
             slot_counts: vec![0; (usize::from(meridian_topology::SLOT_COUNT) >> shift).max(1)],
             shift,
             watchers: hashbrown::HashMap::new(),
+            slot_positions: None,
+            slot_positions_bytes: 0,
             rng: Rng::new(
                 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
             ),
@@ -126,6 +136,81 @@ impl Shard {
     }
 
     /// Occupied slab positions (used by SCAN, KEYS and sampling).
+    /// Up to `count` live keys of `slot` (expired ones left out).
+    pub fn keys_of_slot(&mut self, slot: u16, count: usize, now_ms: u64) -> Vec<Vec<u8>> {
+        let present = self.keys_in_slot(slot) as usize;
+        if present == 0 || count == 0 {
+            return Vec::new();
+        }
+        let Shard {
+            slot_positions,
+            slab,
+            ..
+        } = self;
+        let index = slot_positions.get_or_insert_with(|| {
+            let mut index: hashbrown::HashMap<u16, Vec<u32>> = hashbrown::HashMap::new();
+            for (position, entry) in slab.iter().enumerate() {
+                if let Some(entry) = entry {
+                    index.entry(entry.slot()).or_default().push(position as u32);
+                }
+            }
+            index
+        });
+        let live = |entry: &Entry| entry.expire_at() == 0 || entry.expire_at() > now_ms;
+        let mut keys = Vec::new();
+        if let Some(positions) = index.get_mut(&slot) {
+            while keys.len() < count
+                && let Some(position) = positions.pop()
+            {
+                if let Some(Some(entry)) = slab.get(position as usize)
+                    && entry.slot() == slot
+                {
+                    // an expired key is counted, but not sent
+                    if live(entry) {
+                        keys.push(entry.key().to_vec());
+                    }
+                }
+            }
+            if positions.is_empty() {
+                index.remove(&slot);
+            }
+        }
+        if index.is_empty() {
+            *slot_positions = None;
+        }
+        self.sync_slot_positions_memory();
+        if keys.len() < count && keys.len() < present {
+            // keys the index does not name (written since it was built, or named by
+            // positions an earlier batch took but did not move): scan
+            return self.scan_slot(slot, count, now_ms);
+        }
+        keys
+    }
+
+    fn scan_slot(&self, slot: u16, count: usize, now_ms: u64) -> Vec<Vec<u8>> {
+        self.slab
+            .iter()
+            .flatten()
+            .filter(|entry| {
+                entry.slot() == slot && (entry.expire_at() == 0 || entry.expire_at() > now_ms)
+            })
+            .take(count)
+            .map(|entry| entry.key().to_vec())
+            .collect()
+    }
+
+    fn sync_slot_positions_memory(&mut self) {
+        let bytes = self.slot_positions.as_ref().map_or(0, |index| {
+            index.capacity() * (size_of::<(u16, Vec<u32>)>() + 1)
+                + index
+                    .values()
+                    .map(|positions| alloc_size(positions.capacity() * size_of::<u32>()))
+                    .sum::<usize>()
+        });
+        self.account(bytes as isize - self.slot_positions_bytes as isize);
+        self.slot_positions_bytes = bytes;
+    }
+
     pub fn slab_len(&self) -> usize {
         self.slab.len()
     }
@@ -501,6 +586,8 @@ impl Shard {
         self.free = Vec::new();
         self.table = IndexTable::new();
         self.sync_table_memory();
+        self.slot_positions = None;
+        self.sync_slot_positions_memory();
         self.volatile = allocator_api2::vec::Vec::new_in(Pages);
         self.sieve = SieveList::default();
         self.pool.clear();

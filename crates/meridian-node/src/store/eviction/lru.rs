@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 /// The kernel's coarse monotonic clock in milliseconds: read on every access, and
 /// a tick (1 to 10 ms) is finer than what the stamps need (Redis's LRU clock
 /// ticks once a second); it costs a fraction of a precise read (no TSC read).
-fn coarse_ms() -> u64 {
+pub fn coarse_ms() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
