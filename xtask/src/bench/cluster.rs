@@ -171,6 +171,29 @@ fn cluster_port() -> Result<u16> {
     bail!("no port with a free cluster-bus port")
 }
 
+/// Runs `cli --cluster <action> <args>` (redis-cli or valkey-cli); fails with its
+/// output when it fails.
+pub(super) fn run_cluster_tool(
+    cli: &Path,
+    action: &str,
+    args: impl IntoIterator<Item = String>,
+) -> Result<()> {
+    let output = Command::new(cli)
+        .args(["--cluster", action])
+        .args(args)
+        .output()
+        .with_context(|| format!("{} --cluster {action}", cli.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} --cluster {action} failed: {}{}",
+            cli.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// The server program and the cluster tool of redis-server or valkey-server.
 pub(super) fn cluster_programs(kind: Kind, binaries: &Binaries) -> (String, PathBuf) {
     match kind {
@@ -240,26 +263,15 @@ fn start_redis(kind: Kind, binaries: &Binaries) -> Result<ClusterUnderTest> {
             .servers
             .push(spawn_cluster_node(kind, &server_program, &scratch)?);
     }
-    let output = Command::new(&cli)
-        .arg("--cluster")
-        .arg("create")
-        .args(
-            cluster
-                .servers
-                .iter()
-                .map(|server| format!("127.0.0.1:{}", server.port)),
-        )
-        .args(["--cluster-replicas", "1", "--cluster-yes"])
-        .output()
-        .with_context(|| format!("{} --cluster create", cli.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} --cluster create failed: {}{}",
-            cli.display(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    let nodes = cluster
+        .servers
+        .iter()
+        .map(|server| format!("127.0.0.1:{}", server.port));
+    run_cluster_tool(
+        &cli,
+        "create",
+        nodes.chain(["--cluster-replicas", "1", "--cluster-yes"].map(String::from)),
+    )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     for server in &cluster.servers {
         loop {

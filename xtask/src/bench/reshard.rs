@@ -11,16 +11,16 @@
 //! second and slowest request meanwhile.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use meridian_topology::{ShardTopology, SlotRange, TopologyMap, cluster_node_id, key_slot};
 
 use super::cluster::{
-    cluster_programs, push_map, scratch_dir, spawn_cluster_node, spawn_meridian_node,
+    cluster_programs, push_map, run_cluster_tool, scratch_dir, spawn_cluster_node,
+    spawn_meridian_node,
 };
 use super::resp::{Client, Reply};
 use super::{Binaries, Kind, Server, machine_description, ratio};
@@ -238,22 +238,20 @@ fn reshard_redis(kind: Kind, binaries: &Binaries, keys: usize) -> Result<Outcome
         let payload = load(a, keys)?;
         let (id_a, id_b) = (my_id(a)?, my_id(b)?);
         measured(a, b, payload, || {
-            let output = Command::new(&cli)
-                .args(["--cluster", "reshard", &format!("127.0.0.1:{a}")])
-                .args(["--cluster-from", &id_a, "--cluster-to", &id_b])
-                .args(["--cluster-slots", &MOVED.to_string(), "--cluster-yes"])
-                .args(["--cluster-pipeline", &BATCH.to_string()])
-                .output()
-                .with_context(|| format!("{} --cluster reshard", cli.display()))?;
-            if !output.status.success() {
-                bail!(
-                    "{} --cluster reshard failed: {}{}",
-                    cli.display(),
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-            Ok(())
+            let source = format!("127.0.0.1:{a}");
+            let args = [
+                source.as_str(),
+                "--cluster-from",
+                &id_a,
+                "--cluster-to",
+                &id_b,
+                "--cluster-slots",
+                &MOVED.to_string(),
+                "--cluster-yes",
+                "--cluster-pipeline",
+                &BATCH.to_string(),
+            ];
+            run_cluster_tool(&cli, "reshard", args.map(String::from))
         })
     })();
     let _ = std::fs::remove_dir_all(&scratch);
