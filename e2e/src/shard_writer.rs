@@ -257,9 +257,16 @@ impl FirstShard {
     }
 
     /// Writes `{tag}:acked:<n>` = n for n < `count` on the primary and waits until the
-    /// replica has them (`WAIT 1`): writes a failover must not lose.
+    /// replica has them (`WAIT 1`): writes a failover must not lose. The scene is set up
+    /// before any fault, so replies get the `WAIT`'s own time and more (a 300 ms limit
+    /// failed the scene whenever the replica took longer than that to acknowledge).
     pub async fn write_replicated(&self, count: i64) -> Result<()> {
-        let mut primary = quick_connection(&self.primary_endpoint).await?;
+        const WAIT_MS: u64 = 5000;
+        let mut primary = connection_with_timeout(
+            &self.primary_endpoint,
+            Duration::from_millis(WAIT_MS + 1000),
+        )
+        .await?;
         for index in 0..count {
             let _: () = redis::cmd("SET")
                 .arg(format!("{{{}}}:acked:{index}", self.tag))
@@ -267,7 +274,7 @@ impl FirstShard {
                 .query_async(&mut primary)
                 .await?;
         }
-        wait_for_a_replica(&mut primary, 5000).await
+        wait_for_a_replica(&mut primary, WAIT_MS).await
     }
 
     /// Fails unless `endpoint` holds every write of [`Self::write_replicated`]; a replica

@@ -35,7 +35,9 @@ async fn primary_failover_resumes_writes_and_keeps_acknowledged_data() -> Result
         format!("{{{}}}:jobs", scene.tag),
         format!("{{{}}}:working", scene.tag),
     );
-    let mut producer = quick_connection(&scene.primary_endpoint).await?;
+    // it also sends `WAIT 1 5000`: replies may take that long
+    let mut producer =
+        connection_with_timeout(&scene.primary_endpoint, Duration::from_secs(6)).await?;
     let worker_jobs = (jobs.clone(), working.clone());
     let mut worker =
         connection_with_timeout(&scene.primary_endpoint, Duration::from_secs(60)).await?;

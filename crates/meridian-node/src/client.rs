@@ -2,7 +2,7 @@
 //! (CLIENT LIST / KILL, pub/sub and tracking delivery) and the [`ClientEvent`]s
 //! queued to it from outside its own request stream.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -54,7 +54,9 @@ pub struct ClientHandle {
     /// Bytes of pub/sub payload queued but not yet written.
     pub pending_bytes: AtomicUsize,
     pub last_command: AtomicUsize,
-    pub last_active: Mutex<Instant>,
+    /// When the client last sent something: [`crate::store::coarse_ms`], stored on
+    /// every read (a precise clock and a lock per read cost more than CLIENT LIST needs).
+    pub last_active_ms: AtomicU64,
     pub resp3: AtomicBool,
     pub subscriptions: AtomicUsize,
     pub pattern_subscriptions: AtomicUsize,
@@ -84,7 +86,7 @@ impl ClientHandle {
             events,
             pending_bytes: Default::default(),
             last_command: Default::default(),
-            last_active: Mutex::new(Instant::now()),
+            last_active_ms: AtomicU64::new(crate::store::coarse_ms()),
             resp3: Default::default(),
             subscriptions: Default::default(),
             pattern_subscriptions: Default::default(),

@@ -96,6 +96,10 @@ pub struct Config {
     /// clients are served (RESP and the HTTP API); others are told why and closed.
     #[arg(long, env = "MERIDIAN_PROTECTED_MODE", default_value = "yes", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
     pub protected_mode: bool,
+    /// Redis `disable-thp`: no transparent huge pages for this process (their first
+    /// touch zeroes 2 MiB inside whatever request allocates there).
+    #[arg(long, env = "MERIDIAN_DISABLE_THP", default_value = "yes", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
+    pub disable_thp: bool,
     /// HTTP API connections at once; one more is answered 503 and closed.
     #[arg(long, env = "MERIDIAN_HTTP_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -20,6 +20,7 @@ pub mod migration;
 pub mod net;
 pub mod origin;
 pub mod orphans;
+pub mod os;
 pub mod protocol;
 pub mod region;
 pub mod replication;

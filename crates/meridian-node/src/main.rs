@@ -20,6 +20,11 @@ fn main() -> std::process::ExitCode {
     } else {
         logs.init();
     }
+    if config.disable_thp
+        && let Err(error) = meridian_node::os::disable_transparent_huge_pages()
+    {
+        tracing::warn!(%error, "cannot turn transparent huge pages off (--disable-thp)");
+    }
     let (open_files, wanted) = meridian_node::net::raise_open_files_limit(
         config.maxclients,
         meridian_node::server::OVER_LIMIT_PENDING as u64,

@@ -257,3 +257,30 @@ fn clients_beyond_maxclients_are_refused_except_the_regions_nodes() {
     let mut member = node.raw();
     assert_eq!(member.cmd(&["PING"]), Reply::Simple("PONG".into()));
 }
+
+/// The kernel's view of the node process: `THP_enabled` in /proc/PID/status.
+fn transparent_huge_pages_enabled(node: &Node) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).ok()?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("THP_enabled:"))?;
+    Some(line.trim_start_matches("THP_enabled:").trim() == "1")
+}
+
+#[test]
+fn transparent_huge_pages_are_off_unless_asked_for() {
+    let node = Node::start();
+    let Some(enabled) = transparent_huge_pages_enabled(&node) else {
+        eprintln!("SKIP: this kernel reports no THP_enabled");
+        return;
+    };
+    assert!(!enabled, "disable-thp defaults to yes, as in Redis");
+    let mine = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .contains("THP_enabled:\t1");
+    if mine {
+        // the setting is inherited, so only a test process with THP can see it kept
+        let kept = Node::start_with(&["--disable-thp", "no"]);
+        assert_eq!(transparent_huge_pages_enabled(&kept), Some(true));
+    }
+}

@@ -30,13 +30,14 @@ pub fn is_read(spec: &Spec) -> bool {
 }
 
 /// Checks that every key hashes to one slot and that this node serves that
-/// slot under `map`. `replica_read` allows a replica of the owner to serve it.
+/// slot under `map`, and returns that slot (none without keys). `replica_read`
+/// allows a replica of the owner to serve it.
 pub fn route_keys<'k>(
     map: &TopologyMap,
     me: &str,
     replica_read: bool,
     keys: impl IntoIterator<Item = &'k [u8]>,
-) -> Result<(), CommandError> {
+) -> Result<Option<u16>, CommandError> {
     let mut slot = None;
     for key in keys {
         let this = key_slot(key);
@@ -50,9 +51,9 @@ pub fn route_keys<'k>(
             Some(_) => {}
         }
     }
-    let Some(slot) = slot else { return Ok(()) };
+    let Some(slot) = slot else { return Ok(None) };
     match map.route(slot, me, replica_read) {
-        Route::Local => Ok(()),
+        Route::Local => Ok(Some(slot)),
         Route::Moved(primary) => Err(CommandError::other(format!(
             "MOVED {slot} {}",
             plain_endpoint(primary)
@@ -141,9 +142,9 @@ pub fn check_keys(
     asking: bool,
     keys: &[&[u8]],
 ) -> Result<Option<InTransit>, CommandError> {
-    let Some(slot) = keys.first().map(|key| key_slot(key)) else {
+    if keys.is_empty() {
         return Ok(None);
-    };
+    }
     let Some(map) = current_map(shared) else {
         // A managed node that restarted has no map until the operator decides what it is:
         // answering from its empty store would read acknowledged writes as missing.
@@ -155,7 +156,8 @@ pub fn check_keys(
     };
     let routed = route_keys(&map, &shared.node_id, replica_read, keys.iter().copied());
     match routed {
-        Ok(()) => {
+        Ok(None) => Ok(None),
+        Ok(Some(slot)) => {
             let migrations = shared.migrations.read();
             Ok(migrations
                 .migrating
@@ -166,7 +168,11 @@ pub fn check_keys(
         Err(CommandError::Other(moved))
             if asking
                 && moved.starts_with("MOVED ")
-                && shared.migrations.read().importing.contains_key(&slot) =>
+                && shared
+                    .migrations
+                    .read()
+                    .importing
+                    .contains_key(&key_slot(keys[0])) =>
         {
             Ok(Some(InTransit::Importing))
         }
@@ -593,7 +599,10 @@ mod tests {
     fn routing_errors_match_redis() {
         let map = map();
         let foo_slot = key_slot(b"foo"); // 12182: shard 2
-        assert_eq!(route_keys(&map, "p2", false, [&b"foo"[..]]), Ok(()));
+        assert_eq!(
+            route_keys(&map, "p2", false, [&b"foo"[..]]),
+            Ok(Some(foo_slot))
+        );
         assert_eq!(
             route_keys(&map, "p0", false, [&b"foo"[..]]),
             Err(CommandError::other(format!(
@@ -608,9 +617,12 @@ mod tests {
         );
         assert_eq!(
             route_keys(&map, "p2", false, [&b"{foo}a"[..], b"{foo}b"]),
-            Ok(())
+            Ok(Some(foo_slot))
         );
-        assert_eq!(route_keys(&map, "r2", true, [&b"foo"[..]]), Ok(()));
+        assert_eq!(
+            route_keys(&map, "r2", true, [&b"foo"[..]]),
+            Ok(Some(foo_slot))
+        );
         assert!(route_keys(&map, "r2", false, [&b"foo"[..]]).is_err());
         let mut partial = map.clone();
         partial.shards[2].slots = vec![SlotRange::single(0)];

@@ -184,8 +184,8 @@ fn set_name(ctx: &mut Ctx<'_, '_>, name: &[u8]) -> CmdResult {
 
 /// One CLIENT LIST / CLIENT INFO line, in Redis's format.
 pub fn describe(handle: &ClientHandle, tracking: &Tracking) -> String {
-    let now = std::time::Instant::now();
-    let idle = now.duration_since(*handle.last_active.lock()).as_secs();
+    let last_active = handle.last_active_ms.load(Ordering::Relaxed);
+    let idle = crate::store::coarse_ms().saturating_sub(last_active) / 1000;
     let command = COMMANDS
         .get(handle.last_command.load(Ordering::Relaxed))
         .map_or("NULL", |spec| spec.name);

@@ -631,23 +631,10 @@ pub fn migrate(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 /// Up to `count` live keys of `slot`.
 fn slot_keys(shared: &Shared, slot: u16, count: usize) -> Vec<Vec<u8>> {
     let now = now_ms();
-    let shard = shared.db.lock(shared.db.shard_of_slot(slot));
-    let mut keys = Vec::new();
-    if shard.keys_in_slot(slot) == 0 {
-        return keys;
-    }
-    for position in 0..shard.slab_len() {
-        if keys.len() >= count {
-            break;
-        }
-        if let Some(entry) = shard.entry_at(position)
-            && entry.slot() == slot
-            && (entry.expire_at() == 0 || entry.expire_at() > now)
-        {
-            keys.push(entry.key().to_vec());
-        }
-    }
-    keys
+    shared
+        .db
+        .lock(shared.db.shard_of_slot(slot))
+        .keys_of_slot(slot, count, now)
 }
 
 /// Marks a slot as being moved by `MERIDIAN.MIGRATE SLOT` while it runs, so the

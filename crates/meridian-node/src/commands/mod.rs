@@ -944,6 +944,14 @@ pub fn command_id(name: &[u8]) -> Option<Cmd> {
     lookup(name).map(|position| COMMANDS[position].id)
 }
 
+/// Where the first key of a command named `name` with `argc` arguments is, for
+/// commands whose keys sit at fixed positions: what a pipeline's prefetch loads.
+pub fn first_key_position(name: &[u8], argc: usize) -> Option<usize> {
+    let spec = &COMMANDS[lookup(name)?];
+    let first = usize::try_from(spec.first_key).ok()?;
+    (spec.movable_keys.is_none() && first > 0 && first < argc).then_some(first)
+}
+
 /// Finds a command by (case-insensitive) name.
 pub fn lookup(name: &[u8]) -> Option<usize> {
     let mut lower = [0u8; 32];

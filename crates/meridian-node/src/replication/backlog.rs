@@ -39,9 +39,16 @@ pub fn new_replid() -> String {
     id
 }
 
+/// The last `capacity` bytes of the stream. Byte `offset` sits at
+/// `(offset - base) % capacity`, `base` being where the ring (re)started, so the
+/// buffer fills from its front and only needs to be as long as what was written:
+/// the first write after a replica attaches touches a few bytes, not the whole
+/// backlog (zeroing 16 MB there stalled that write and `WAIT` by 100 ms and more).
 struct Ring {
     data: Vec<u8>,
     capacity: usize,
+    /// Offset of the ring's position 0.
+    base: u64,
     /// Offset of the first byte still held.
     start: u64,
     /// Offset after the last byte (the master replication offset).
@@ -49,14 +56,35 @@ struct Ring {
 }
 
 impl Ring {
+    fn empty(capacity: usize, at: u64) -> Self {
+        Ring {
+            data: Vec::new(),
+            capacity,
+            base: at,
+            start: at,
+            end: at,
+        }
+    }
+
+    fn position(&self, offset: u64) -> usize {
+        ((offset - self.base) % self.capacity.max(1) as u64) as usize
+    }
+
     fn push(&mut self, bytes: &[u8]) {
         let capacity = self.capacity.max(1);
-        if self.data.len() < capacity {
-            self.data.resize(capacity, 0);
+        let written =
+            usize::try_from(self.end - self.base + bytes.len() as u64).unwrap_or(usize::MAX);
+        let needed = written.min(capacity);
+        if self.data.len() < needed {
+            if self.data.capacity() < capacity {
+                // reserved, not touched: the pages are faulted in as the stream fills them
+                self.data.reserve_exact(capacity - self.data.len());
+            }
+            self.data.resize(needed, 0);
         }
         // only the tail that fits matters when one append exceeds the ring
         let skip = bytes.len().saturating_sub(capacity);
-        let mut position = ((self.end + skip as u64) % capacity as u64) as usize;
+        let mut position = self.position(self.end + skip as u64);
         for chunk in bytes[skip..].chunks(capacity) {
             let first = chunk.len().min(capacity - position);
             self.data[position..position + first].copy_from_slice(&chunk[..first]);
@@ -72,9 +100,8 @@ impl Ring {
         if from < self.start || from > self.end {
             return None;
         }
-        let capacity = self.capacity.max(1) as u64;
         let len = ((self.end - from) as usize).min(max);
-        let mut position = (from % capacity) as usize;
+        let mut position = self.position(from);
         let mut left = len;
         while left > 0 {
             let take = left.min(self.data.len() - position);
@@ -119,12 +146,7 @@ impl ReplLog {
         ReplLog {
             active: AtomicBool::new(false),
             offset: AtomicU64::new(0),
-            ring: Mutex::new(Ring {
-                data: Vec::new(),
-                capacity,
-                start: 0,
-                end: 0,
-            }),
+            ring: Mutex::new(Ring::empty(capacity, 0)),
             ids: Mutex::new(Ids {
                 replid: new_replid(),
                 replid2: "0".repeat(40),
@@ -177,18 +199,14 @@ impl ReplLog {
 
     pub fn set_capacity(&self, capacity: usize) {
         let mut ring = self.ring.lock();
-        let end = ring.end;
-        *ring = Ring {
-            data: Vec::new(),
-            capacity,
-            start: end,
-            end,
-        };
+        *ring = Ring::empty(capacity, ring.end);
     }
 
     /// Restarts the log at `offset` under `replid` (after a full sync).
     pub fn reset(&self, replid: &str, offset: u64) {
         let mut ring = self.ring.lock();
+        // the buffer is kept: its bytes are overwritten from position 0 on
+        ring.base = offset;
         ring.start = offset;
         ring.end = offset;
         self.offset.store(offset, Ordering::Release);
@@ -240,6 +258,8 @@ impl ReplLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prop_assert;
+    use proptest::prop_assert_eq;
 
     #[test]
     fn ring_wraps_and_forgets_old_bytes() {
@@ -259,6 +279,68 @@ mod tests {
         out.clear();
         assert_eq!(log.read(14, 100, &mut out), Some(8));
         assert_eq!(out, b"456789xy");
+    }
+
+    #[test]
+    fn the_buffer_holds_what_was_written_not_the_whole_capacity() {
+        // The first write after a replica attached used to zero the whole backlog
+        // (16 MB by default) under the log's lock.
+        let log = ReplLog::new(16 * 1024 * 1024);
+        log.activate();
+        log.append(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(log.ring.lock().data.len(), 14);
+        log.append(&[b'x'; 1000]);
+        assert_eq!(log.ring.lock().data.len(), 1014);
+        // a restart at another offset fills the buffer from its front again
+        log.reset(&new_replid(), 5_000_000);
+        log.append(b"abc");
+        assert_eq!(log.ring.lock().data.len(), 1014);
+        let mut out = Vec::new();
+        assert_eq!(log.read(5_000_000, 10, &mut out), Some(3));
+        assert_eq!(out, b"abc");
+        log.set_capacity(64);
+        log.append(b"de");
+        assert_eq!(log.ring.lock().data.len(), 2);
+    }
+
+    proptest::proptest! {
+        /// Whatever the capacity, the offsets the ring starts at and the sizes of the
+        /// appends, a read returns exactly the stream's bytes it still holds.
+        #[test]
+        fn reads_return_the_stream(
+            capacity in 1usize..40,
+            first in 0u64..1000,
+            steps in proptest::collection::vec((0usize..50, proptest::bool::ANY), 1..40),
+        ) {
+            let log = ReplLog::new(capacity);
+            log.activate();
+            log.reset(&new_replid(), first);
+            let mut stream: Vec<u8> = Vec::new();
+            let mut begin = first;
+            for (index, (size, restart)) in steps.into_iter().enumerate() {
+                if restart && index % 7 == 3 {
+                    begin = log.offset() + 11;
+                    log.reset(&new_replid(), begin);
+                    stream.clear();
+                }
+                let bytes: Vec<u8> = (0..size).map(|i| (index * 31 + i) as u8).collect();
+                log.append(&bytes);
+                stream.extend_from_slice(&bytes);
+                let end = begin + stream.len() as u64;
+                prop_assert_eq!(log.offset(), end);
+                let held = (stream.len()).min(capacity);
+                let oldest = end - held as u64;
+                for from in oldest..=end {
+                    let mut out = Vec::new();
+                    prop_assert_eq!(log.read(from, usize::MAX, &mut out), Some((end - from) as usize));
+                    prop_assert_eq!(&out[..], &stream[(from - begin) as usize..]);
+                }
+                if oldest > begin {
+                    prop_assert_eq!(log.read(oldest - 1, 1, &mut Vec::new()), None);
+                }
+                prop_assert!(log.ring.lock().data.len() <= capacity);
+            }
+        }
     }
 
     #[test]

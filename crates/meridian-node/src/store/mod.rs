@@ -8,11 +8,13 @@ pub mod eviction;
 pub mod expiry;
 pub mod hooks;
 pub mod shard;
+pub mod table;
 pub mod value;
 
 pub use db::{Access, Db, Held, OutOfMemory, SharedStats, now_ms};
 pub use entry::Entry;
 pub use eviction::Policy;
+pub use eviction::lru::coarse_ms;
 pub use hooks::{NoHooks, SnapshotSink, WriteHooks};
 pub use shard::{Holder, Shard, WatchFlag};
 pub use value::{HashValue, KeyCollection, ListValue, SetValue, Value, ValueRef};

@@ -5,15 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hashbrown::HashTable;
-
 type Slab = allocator_api2::vec::Vec<Option<Entry>, Pages>;
 
 use super::SharedStats;
-use super::entry::{Entry, NIL, Pages, Src};
+use super::entry::{Entry, NIL, Pages, Src, prefetch};
 use super::eviction::sieve::SieveList;
 use super::eviction::{Policy, Rng, lfu, lru};
 use super::hooks::SnapshotSink;
+use super::table::IndexTable;
 use super::value::{Value, alloc_size};
 
 /// Set by the store when a watched key changes; read by EXEC.
@@ -34,7 +33,7 @@ pub struct Holder {
 pub struct Shard {
     pub(crate) slab: Slab,
     free: Vec<u32>,
-    table: HashTable<u32, Pages>,
+    table: IndexTable,
     /// Bytes of `table` counted in the store's memory.
     table_bytes: usize,
     hasher: foldhash::fast::RandomState,
@@ -45,6 +44,14 @@ pub struct Shard {
     slot_counts: Vec<u32>,
     shift: u32,
     watchers: hashbrown::HashMap<Box<[u8]>, Vec<WatchFlag>>,
+    /// Slab positions of the keys of each slot, from one scan of the slab, for a
+    /// resharding that moves this shard's slots one after another (each would
+    /// otherwise scan the whole slab again). Positions may be stale (freed or reused
+    /// since): [`Shard::keys_of_slot`] checks each one, and scans when a slot holds
+    /// keys the index does not name. Built on the first use, dropped when used up.
+    slot_positions: Option<hashbrown::HashMap<u16, Vec<u32>>>,
+    /// Bytes of `slot_positions` counted in the store's memory.
+    slot_positions_bytes: usize,
     pub(crate) rng: Rng,
     stats: Arc<SharedStats>,
     index: usize,
@@ -70,7 +77,7 @@ impl Shard {
         Shard {
             slab: Slab::new_in(Pages),
             free: Vec::new(),
-            table: HashTable::new_in(Pages),
+            table: IndexTable::new(),
             table_bytes: 0,
             hasher: foldhash::fast::RandomState::default(),
             volatile: allocator_api2::vec::Vec::new_in(Pages),
@@ -79,6 +86,8 @@ impl Shard {
             slot_counts: vec![0; (usize::from(meridian_topology::SLOT_COUNT) >> shift).max(1)],
             shift,
             watchers: hashbrown::HashMap::new(),
+            slot_positions: None,
+            slot_positions_bytes: 0,
             rng: Rng::new(
                 0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
             ),
@@ -127,6 +136,81 @@ impl Shard {
     }
 
     /// Occupied slab positions (used by SCAN, KEYS and sampling).
+    /// Up to `count` live keys of `slot` (expired ones left out).
+    pub fn keys_of_slot(&mut self, slot: u16, count: usize, now_ms: u64) -> Vec<Vec<u8>> {
+        let present = self.keys_in_slot(slot) as usize;
+        if present == 0 || count == 0 {
+            return Vec::new();
+        }
+        let Shard {
+            slot_positions,
+            slab,
+            ..
+        } = self;
+        let index = slot_positions.get_or_insert_with(|| {
+            let mut index: hashbrown::HashMap<u16, Vec<u32>> = hashbrown::HashMap::new();
+            for (position, entry) in slab.iter().enumerate() {
+                if let Some(entry) = entry {
+                    index.entry(entry.slot()).or_default().push(position as u32);
+                }
+            }
+            index
+        });
+        let live = |entry: &Entry| entry.expire_at() == 0 || entry.expire_at() > now_ms;
+        let mut keys = Vec::new();
+        if let Some(positions) = index.get_mut(&slot) {
+            while keys.len() < count
+                && let Some(position) = positions.pop()
+            {
+                if let Some(Some(entry)) = slab.get(position as usize)
+                    && entry.slot() == slot
+                {
+                    // an expired key is counted, but not sent
+                    if live(entry) {
+                        keys.push(entry.key().to_vec());
+                    }
+                }
+            }
+            if positions.is_empty() {
+                index.remove(&slot);
+            }
+        }
+        if index.is_empty() {
+            *slot_positions = None;
+        }
+        self.sync_slot_positions_memory();
+        if keys.len() < count && keys.len() < present {
+            // keys the index does not name (written since it was built, or named by
+            // positions an earlier batch took but did not move): scan
+            return self.scan_slot(slot, count, now_ms);
+        }
+        keys
+    }
+
+    fn scan_slot(&self, slot: u16, count: usize, now_ms: u64) -> Vec<Vec<u8>> {
+        self.slab
+            .iter()
+            .flatten()
+            .filter(|entry| {
+                entry.slot() == slot && (entry.expire_at() == 0 || entry.expire_at() > now_ms)
+            })
+            .take(count)
+            .map(|entry| entry.key().to_vec())
+            .collect()
+    }
+
+    fn sync_slot_positions_memory(&mut self) {
+        let bytes = self.slot_positions.as_ref().map_or(0, |index| {
+            index.capacity() * (size_of::<(u16, Vec<u32>)>() + 1)
+                + index
+                    .values()
+                    .map(|positions| alloc_size(positions.capacity() * size_of::<u32>()))
+                    .sum::<usize>()
+        });
+        self.account(bytes as isize - self.slot_positions_bytes as isize);
+        self.slot_positions_bytes = bytes;
+    }
+
     pub fn slab_len(&self) -> usize {
         self.slab.len()
     }
@@ -138,13 +222,37 @@ impl Shard {
     fn find_raw(&self, key: &[u8]) -> Option<u32> {
         let hash = hash_key(&self.hasher, key);
         let slab = &self.slab;
-        self.table
-            .find(hash, |&index| {
-                slab[index as usize]
-                    .as_ref()
-                    .is_some_and(|entry| entry.key() == key)
-            })
-            .copied()
+        self.table.find(hash, |index| {
+            slab[index as usize]
+                .as_ref()
+                .is_some_and(|entry| entry.key() == key)
+        })
+    }
+
+    /// The hash under which this shard's table files `key`.
+    pub fn key_hash(&self, key: &[u8]) -> u64 {
+        hash_key(&self.hasher, key)
+    }
+
+    /// Starts loading what a lookup of `hash` reads first, then second, then third
+    /// (`stage` 0, 1, 2: the table's bucket, the candidates' slab slots, their
+    /// records); each stage expects the previous one's loads to have arrived, so a
+    /// batch of keys runs every key's stage 0, then every stage 1, then every stage 2
+    /// and the lookups that follow find their memory in the cache.
+    pub fn prefetch(&self, hash: u64, stage: u8) {
+        match stage {
+            0 => self.table.prefetch(hash),
+            1 => self.table.home_candidates(hash, |index| {
+                if let Some(slot) = self.slab.get(index as usize) {
+                    prefetch(slot);
+                }
+            }),
+            _ => self.table.home_candidates(hash, |index| {
+                if let Some(Some(entry)) = self.slab.get(index as usize) {
+                    entry.prefetch_record();
+                }
+            }),
+        }
     }
 
     /// Finds a live key; an expired one is deleted on the spot (lazy expiry).
@@ -265,19 +373,7 @@ impl Shard {
     /// Counts the hash table's bytes (it grows by doubling and only shrinks
     /// when emptied), so `used_memory` follows the real allocation.
     fn sync_table_memory(&mut self) {
-        let capacity = self.table.capacity();
-        let bytes = if capacity == 0 {
-            0
-        } else {
-            // hashbrown: capacity is buckets - 1 below 8 buckets, else 7/8 of them
-            let buckets = if capacity < 8 {
-                capacity + 1
-            } else {
-                capacity / 7 * 8
-            };
-            // a u32 per bucket, a control byte per bucket plus one group
-            alloc_size(buckets * (size_of::<u32>() + 1) + 16)
-        };
+        let bytes = alloc_size(self.table.allocated_bytes());
         if bytes != self.table_bytes {
             self.account(bytes as isize - self.table_bytes as isize);
             self.table_bytes = bytes;
@@ -379,7 +475,7 @@ impl Shard {
         }
         let hash = hash_key(&self.hasher, key);
         let (slab, hasher) = (&self.slab, &self.hasher);
-        self.table.insert_unique(hash, index, |&other| {
+        self.table.insert_unique(hash, index, |other| {
             slab[other as usize]
                 .as_ref()
                 .map_or(0, |entry| hash_key(hasher, entry.key()))
@@ -401,9 +497,12 @@ impl Shard {
         let memory = self.entry(index).memory();
         self.set_expire_inner(index, 0);
         self.sieve.unlink(&mut self.slab, index);
-        if let Ok(found) = self.table.find_entry(key_hash, |&other| other == index) {
-            found.remove();
-        }
+        let (slab, hasher) = (&self.slab, &self.hasher);
+        self.table.remove(key_hash, index, |other| {
+            slab[other as usize]
+                .as_ref()
+                .map_or(0, |entry| hash_key(hasher, entry.key()))
+        });
         let Some(entry) = self.slab.get_mut(index as usize).and_then(Option::take) else {
             unreachable!("removing vacant index {index}");
         };
@@ -416,11 +515,8 @@ impl Shard {
         }
         self.account(-(memory as isize));
         self.signal_modified(entry.key());
-        if self.table.is_empty() {
-            // an emptied shard gives its table back
-            self.table = HashTable::new_in(Pages);
-            self.sync_table_memory();
-        }
+        // an emptied table gave its memory back, a rebuilt one may have grown
+        self.sync_table_memory();
         self.shrink_if_sparse();
         entry
     }
@@ -488,8 +584,10 @@ impl Shard {
         self.account(-(memory as isize));
         self.slab = Slab::new_in(Pages);
         self.free = Vec::new();
-        self.table = HashTable::new_in(Pages);
+        self.table = IndexTable::new();
         self.sync_table_memory();
+        self.slot_positions = None;
+        self.sync_slot_positions_memory();
         self.volatile = allocator_api2::vec::Vec::new_in(Pages);
         self.sieve = SieveList::default();
         self.pool.clear();
