@@ -105,6 +105,26 @@ fn full_sync_under_writes_then_everything_matches() {
                     .arg("list")
                     .arg(-50)
                     .arg(-1)
+                    .ignore()
+                    .cmd("SETBIT")
+                    .arg("bits")
+                    .arg(index * 7 % 5000)
+                    .arg(index % 3 % 2)
+                    .ignore()
+                    .cmd("BITFIELD")
+                    .arg("fields")
+                    .arg("OVERFLOW")
+                    .arg("SAT")
+                    .arg("INCRBY")
+                    .arg("u4")
+                    .arg(format!("#{}", index % 16))
+                    .arg(1)
+                    .ignore()
+                    .cmd("BITOP")
+                    .arg("XOR")
+                    .arg("mixed")
+                    .arg("bits")
+                    .arg("fields")
                     .ignore();
                 pipe.query::<()>(&mut con).expect("write");
                 index += 1;
@@ -141,15 +161,17 @@ fn full_sync_under_writes_then_everything_matches() {
         let mut con = replica.redis();
         assert_eq!(lrange(&mut con), list);
         for key in [
-            "counter", "float", "key:0", "key:17", "key:9999", "live:0", "live:100",
+            "counter", "float", "key:0", "key:17", "key:9999", "live:0", "live:100", "bits",
+            "fields", "mixed",
         ] {
-            let on_primary: Option<String> = redis::cmd("GET")
+            let on_primary: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(key)
                 .query(&mut primary_con)
                 .expect("GET");
-            let on_replica: Option<String> =
+            let on_replica: Option<Vec<u8>> =
                 redis::cmd("GET").arg(key).query(&mut con).expect("GET");
             assert_eq!(on_primary, on_replica, "{key}");
+            assert!(on_primary.is_some(), "{key} written");
         }
         for index in (0..10_000).step_by(97) {
             let key = format!("key:{index}");

@@ -41,6 +41,13 @@ pub enum Cmd {
     Getrange,
     Substr,
     Setrange,
+    Setbit,
+    Getbit,
+    Bitcount,
+    Bitpos,
+    Bitop,
+    Bitfield,
+    BitfieldRo,
     Incr,
     Decr,
     Incrby,
@@ -156,8 +163,8 @@ pub enum Cmd {
 }
 
 use Category::{
-    Admin, Blocking, Connection, Dangerous, Fast, Hash, Keyspace, List, Pubsub, Read, Set, Slow,
-    String, Transaction, Write,
+    Admin, Bitmap, Blocking, Connection, Dangerous, Fast, Hash, Keyspace, List, Pubsub, Read, Set,
+    Slow, String, Transaction, Write,
 };
 
 const fn of(list: &[Category]) -> Categories {
@@ -191,6 +198,9 @@ impl Cmd {
             Cmd::Lastsave | Cmd::Role => of(&[Admin, Fast, Dangerous]),
             Cmd::Get | Cmd::Mget | Cmd::Strlen => of(&[Read, String, Fast]),
             Cmd::Getrange | Cmd::Substr => of(&[Read, String, Slow]),
+            Cmd::Setbit | Cmd::Bitop | Cmd::Bitfield => of(&[Write, Bitmap, Slow]),
+            Cmd::Getbit | Cmd::BitfieldRo => of(&[Read, Bitmap, Fast]),
+            Cmd::Bitcount | Cmd::Bitpos => of(&[Read, Bitmap, Slow]),
             Cmd::Set | Cmd::Setex | Cmd::Psetex | Cmd::Mset | Cmd::Msetnx | Cmd::Setrange => {
                 of(&[Write, String, Slow])
             }

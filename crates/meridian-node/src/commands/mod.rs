@@ -3,6 +3,7 @@
 
 pub mod acl;
 pub mod admin;
+pub mod bitmaps;
 pub mod cluster;
 pub mod connection;
 pub mod hashes;
@@ -285,6 +286,22 @@ pub static COMMANDS: &[Spec] = &[
     spec!(Cmd::Getrange, "getrange", 4, R, 1, 1, 1, strings::getrange),
     spec!(Cmd::Substr, "substr", 4, R, 1, 1, 1, strings::getrange),
     spec!(Cmd::Setrange, "setrange", 4, W, 1, 1, 1, strings::setrange),
+    spec!(Cmd::Setbit, "setbit", 4, W, 1, 1, 1, bitmaps::setbit),
+    spec!(Cmd::Getbit, "getbit", 3, R | FAST, 1, 1, 1, bitmaps::getbit),
+    spec!(Cmd::Bitcount, "bitcount", -2, R, 1, 1, 1, bitmaps::bitcount),
+    spec!(Cmd::Bitpos, "bitpos", -3, R, 1, 1, 1, bitmaps::bitpos),
+    spec!(Cmd::Bitop, "bitop", -4, W, 2, -1, 1, bitmaps::bitop),
+    spec!(Cmd::Bitfield, "bitfield", -2, W, 1, 1, 1, bitmaps::bitfield),
+    spec!(
+        Cmd::BitfieldRo,
+        "bitfield_ro",
+        -2,
+        R | FAST,
+        1,
+        1,
+        1,
+        bitmaps::bitfield_ro
+    ),
     spec!(Cmd::Incr, "incr", 2, W | FAST, 1, 1, 1, strings::incr),
     spec!(Cmd::Decr, "decr", 2, W | FAST, 1, 1, 1, strings::decr),
     spec!(Cmd::Incrby, "incrby", 3, W | FAST, 1, 1, 1, strings::incrby),

@@ -6,10 +6,10 @@ use crate::protocol::encode::format_double;
 use crate::store::{Shard, Value, ValueRef};
 
 /// Largest string a command may build (proto-max-bulk-len).
-const MAX_STRING: usize = 512 * 1024 * 1024;
+pub(super) const MAX_STRING: usize = 512 * 1024 * 1024;
 
 /// Looks up a string for reading; WRONGTYPE for other types.
-fn read_string<'s>(
+pub(super) fn read_string<'s>(
     shard: &'s mut Shard,
     key: &[u8],
     now: u64,
