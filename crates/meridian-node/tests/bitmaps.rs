@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::redis_server::{Pair, compare_random_sequences};
+use common::redis_server::{Pair, compare_random_sequences, owned};
 use common::{Node, Reply};
 use proptest::prelude::*;
 
@@ -287,19 +287,13 @@ fn command() -> impl Strategy<Value = Vec<String>> {
         prop_oneof![Just("WRAP"), Just("SAT"), Just("FAIL")]
             .prop_map(|how| vec!["OVERFLOW".to_string(), how.to_string()]),
     ];
-    let strings = |parts: &[&str]| {
-        parts
-            .iter()
-            .map(|part| part.to_string())
-            .collect::<Vec<_>>()
-    };
     prop_oneof![
         4 => (key.clone(), offset.clone(), 0u8..2)
-            .prop_map(move |(key, at, bit)| strings(&["SETBIT", key, &at.to_string(), &bit.to_string()])),
-        2 => (key.clone(), offset).prop_map(move |(key, at)| strings(&["GETBIT", key, &at.to_string()])),
+            .prop_map(|(key, at, bit)| owned(&["SETBIT", key, &at.to_string(), &bit.to_string()])),
+        2 => (key.clone(), offset).prop_map(|(key, at)| owned(&["GETBIT", key, &at.to_string()])),
         3 => (key.clone(), proptest::option::of((index.clone(), index.clone(), unit.clone())))
-            .prop_map(move |(key, range)| {
-                let mut args = strings(&["BITCOUNT", key]);
+            .prop_map(|(key, range)| {
+                let mut args = owned(&["BITCOUNT", key]);
                 if let Some((start, end, unit)) = range {
                     args.extend([start.to_string(), end.to_string()]);
                     args.extend(unit.map(str::to_string));
@@ -307,8 +301,8 @@ fn command() -> impl Strategy<Value = Vec<String>> {
                 args
             }),
         3 => (key.clone(), 0u8..2, proptest::option::of((index.clone(), proptest::option::of((index, unit)))))
-            .prop_map(move |(key, bit, range)| {
-                let mut args = strings(&["BITPOS", key, &bit.to_string()]);
+            .prop_map(|(key, bit, range)| {
+                let mut args = owned(&["BITPOS", key, &bit.to_string()]);
                 if let Some((start, end)) = range {
                     args.push(start.to_string());
                     if let Some((end, unit)) = end {
@@ -320,24 +314,24 @@ fn command() -> impl Strategy<Value = Vec<String>> {
             }),
         2 => (prop_oneof![Just("AND"), Just("OR"), Just("XOR"), Just("NOT")], key.clone(),
               proptest::collection::vec(key.clone(), 1..4))
-            .prop_map(move |(op, destination, sources)| {
+            .prop_map(|(op, destination, sources)| {
                 let sources = if op == "NOT" { &sources[..1] } else { &sources[..] };
-                let mut args = strings(&["BITOP", op, destination]);
+                let mut args = owned(&["BITOP", op, destination]);
                 args.extend(sources.iter().map(|source| source.to_string()));
                 args
             }),
         3 => (prop_oneof![3 => Just("BITFIELD"), 1 => Just("BITFIELD_RO")], key.clone(),
               proptest::collection::vec(field_op, 0..5))
-            .prop_map(move |(name, key, ops)| {
-                let mut args = strings(&[name, key]);
+            .prop_map(|(name, key, ops)| {
+                let mut args = owned(&[name, key]);
                 args.extend(ops.into_iter().flatten());
                 args
             }),
         1 => (key.clone(), prop_oneof![Just("foobar"), Just(""), Just("\u{ff}\u{0}\u{7f}"), Just("12345")])
-            .prop_map(move |(key, value)| strings(&["SET", key, value])),
-        1 => key.clone().prop_map(move |key| strings(&["GET", key])),
-        1 => key.prop_map(move |key| strings(&["DEL", key])),
-        1 => Just(strings(&["RPUSH", "l", "item"])),
+            .prop_map(|(key, value)| owned(&["SET", key, value])),
+        1 => key.clone().prop_map(|key| owned(&["GET", key])),
+        1 => key.prop_map(|key| owned(&["DEL", key])),
+        1 => Just(owned(&["RPUSH", "l", "item"])),
     ]
 }
 

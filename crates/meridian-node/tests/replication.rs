@@ -125,6 +125,14 @@ fn full_sync_under_writes_then_everything_matches() {
                     .arg("mixed")
                     .arg("bits")
                     .arg("fields")
+                    .ignore()
+                    .cmd("PFADD")
+                    .arg("visitors")
+                    .arg(format!("user:{index}"))
+                    .ignore()
+                    .cmd("PFMERGE")
+                    .arg("all-visitors")
+                    .arg("visitors")
                     .ignore();
                 pipe.query::<()>(&mut con).expect("write");
                 index += 1;
@@ -161,8 +169,18 @@ fn full_sync_under_writes_then_everything_matches() {
         let mut con = replica.redis();
         assert_eq!(lrange(&mut con), list);
         for key in [
-            "counter", "float", "key:0", "key:17", "key:9999", "live:0", "live:100", "bits",
-            "fields", "mixed",
+            "counter",
+            "float",
+            "key:0",
+            "key:17",
+            "key:9999",
+            "live:0",
+            "live:100",
+            "bits",
+            "fields",
+            "mixed",
+            "visitors",
+            "all-visitors",
         ] {
             let on_primary: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(key)

@@ -48,6 +48,9 @@ pub enum Cmd {
     Bitop,
     Bitfield,
     BitfieldRo,
+    Pfadd,
+    Pfcount,
+    Pfmerge,
     Incr,
     Decr,
     Incrby,
@@ -163,8 +166,8 @@ pub enum Cmd {
 }
 
 use Category::{
-    Admin, Bitmap, Blocking, Connection, Dangerous, Fast, Hash, Keyspace, List, Pubsub, Read, Set,
-    Slow, String, Transaction, Write,
+    Admin, Bitmap, Blocking, Connection, Dangerous, Fast, Hash, Hyperloglog, Keyspace, List,
+    Pubsub, Read, Set, Slow, String, Transaction, Write,
 };
 
 const fn of(list: &[Category]) -> Categories {
@@ -201,6 +204,9 @@ impl Cmd {
             Cmd::Setbit | Cmd::Bitop | Cmd::Bitfield => of(&[Write, Bitmap, Slow]),
             Cmd::Getbit | Cmd::BitfieldRo => of(&[Read, Bitmap, Fast]),
             Cmd::Bitcount | Cmd::Bitpos => of(&[Read, Bitmap, Slow]),
+            Cmd::Pfadd => of(&[Write, Hyperloglog, Fast]),
+            Cmd::Pfcount => of(&[Read, Hyperloglog, Slow]),
+            Cmd::Pfmerge => of(&[Write, Hyperloglog, Slow]),
             Cmd::Set | Cmd::Setex | Cmd::Psetex | Cmd::Mset | Cmd::Msetnx | Cmd::Setrange => {
                 of(&[Write, String, Slow])
             }

@@ -7,6 +7,7 @@ pub mod bitmaps;
 pub mod cluster;
 pub mod connection;
 pub mod hashes;
+pub mod hyperloglog;
 pub mod id;
 pub mod keys;
 pub mod lists;
@@ -301,6 +302,36 @@ pub static COMMANDS: &[Spec] = &[
         1,
         1,
         bitmaps::bitfield_ro
+    ),
+    spec!(
+        Cmd::Pfadd,
+        "pfadd",
+        -2,
+        W | FAST,
+        1,
+        1,
+        1,
+        hyperloglog::pfadd
+    ),
+    spec!(
+        Cmd::Pfcount,
+        "pfcount",
+        -2,
+        R,
+        1,
+        -1,
+        1,
+        hyperloglog::pfcount
+    ),
+    spec!(
+        Cmd::Pfmerge,
+        "pfmerge",
+        -2,
+        W,
+        1,
+        -1,
+        1,
+        hyperloglog::pfmerge
     ),
     spec!(Cmd::Incr, "incr", 2, W | FAST, 1, 1, 1, strings::incr),
     spec!(Cmd::Decr, "decr", 2, W | FAST, 1, 1, 1, strings::decr),

@@ -61,14 +61,20 @@ impl Pair {
         }
     }
 
-    /// Both replies to `args`: (redis-server's, the node's).
+    /// Both replies to `args`: (redis-server's, the node's), every byte kept (bytes
+    /// that are not printable ASCII escaped, so binary values compare exactly).
     pub fn both(&mut self, args: &[&str]) -> (String, String) {
         let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
-        let theirs = self.theirs.cmd_bytes(&args);
-        let ours = self.ours.cmd_bytes(&args);
+        self.both_bytes(&args)
+    }
+
+    /// [`Pair::both`] for arguments that are not UTF-8.
+    pub fn both_bytes(&mut self, args: &[&[u8]]) -> (String, String) {
+        let theirs = self.theirs.cmd_bytes(args);
+        let ours = self.ours.cmd_bytes(args);
         (
-            String::from_utf8_lossy(&theirs).into_owned(),
-            String::from_utf8_lossy(&ours).into_owned(),
+            theirs.escape_ascii().to_string(),
+            ours.escape_ascii().to_string(),
         )
     }
 
@@ -92,7 +98,7 @@ impl Pair {
                 .map(|_| {
                     let mut bytes = Vec::new();
                     raw.read_bytes(&mut bytes);
-                    String::from_utf8_lossy(&bytes).into_owned()
+                    bytes.escape_ascii().to_string()
                 })
                 .collect::<Vec<_>>()
         };
@@ -129,6 +135,11 @@ fn sorted(reply: Reply) -> Reply {
         Reply::Set(items) => Reply::Set(sort(items)),
         other => other,
     }
+}
+
+/// A command's arguments as owned strings, for the random sequences' strategies.
+pub fn owned(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|part| part.to_string()).collect()
 }
 
 /// Runs random command sequences from `sequences` on a node and a redis-server (RESP
