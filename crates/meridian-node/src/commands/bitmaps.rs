@@ -448,7 +448,9 @@ fn sign_extend(raw: u64, bits: u32) -> i64 {
 }
 
 /// `value + increment` in a field of `bits` bits: the bits to store, or None when it
-/// overflows under FAIL. Follows Redis's checks, wrapping and saturation.
+/// overflows under FAIL. Redis's own checks, wrapping arithmetic included: for a SET
+/// of a value far below the field's range its `max - value` wraps, and the value then
+/// counts as overflowing upward (SAT stores the maximum), so this does too.
 fn add_signed(value: i64, increment: i64, bits: u32, overflow: Overflow) -> Option<i64> {
     let max = if bits == 64 {
         i64::MAX
@@ -456,17 +458,20 @@ fn add_signed(value: i64, increment: i64, bits: u32, overflow: Overflow) -> Opti
         (1i64 << (bits - 1)) - 1
     };
     let min = -max - 1;
-    let sum = i128::from(value) + i128::from(increment);
-    let limit = if sum > i128::from(max) {
-        max
-    } else if sum < i128::from(min) {
-        min
-    } else {
-        return Some(sum as i64);
-    };
+    let max_increment = (max as u64).wrapping_sub(value as u64) as i64;
+    let min_increment = min.wrapping_sub(value);
+    let upward = value > max
+        || (bits != 64 && increment > max_increment)
+        || (value >= 0 && increment > 0 && increment > max_increment);
+    let downward = value < min
+        || (bits != 64 && increment < min_increment)
+        || (value < 0 && increment < 0 && increment < min_increment);
+    if !upward && !downward {
+        return Some(value.wrapping_add(increment));
+    }
     match overflow {
         Overflow::Fail => None,
-        Overflow::Sat => Some(limit),
+        Overflow::Sat => Some(if upward { max } else { min }),
         Overflow::Wrap => {
             let wrapped = (value as u64).wrapping_add(increment as u64);
             Some(sign_extend(wrapped & mask(bits), bits))
@@ -662,6 +667,15 @@ mod tests {
         assert_eq!(add_signed(-128, -1, 8, Overflow::Sat), Some(-128));
         assert_eq!(add_signed(127, 1, 8, Overflow::Fail), None);
         assert_eq!(add_signed(i64::MAX, 1, 64, Overflow::Wrap), Some(i64::MIN));
+        // redis-server: a value this far below i32's range overflows "upward"
+        assert_eq!(
+            add_signed(i64::MIN, 0, 32, Overflow::Sat),
+            Some(i32::MAX.into())
+        );
+        assert_eq!(
+            add_signed(-3_000_000_000, 0, 32, Overflow::Sat),
+            Some(i32::MIN.into())
+        );
         assert_eq!(add_unsigned(255, 1, 8, Overflow::Wrap), Some(0));
         assert_eq!(add_unsigned(0, -1, 8, Overflow::Wrap), Some(255));
         assert_eq!(add_unsigned(0, -1, 8, Overflow::Sat), Some(0));
