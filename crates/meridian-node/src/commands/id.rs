@@ -51,6 +51,7 @@ pub enum Cmd {
     Pfadd,
     Pfcount,
     Pfmerge,
+    Lcs,
     Incr,
     Decr,
     Incrby,
@@ -207,6 +208,7 @@ impl Cmd {
             Cmd::Pfadd => of(&[Write, Hyperloglog, Fast]),
             Cmd::Pfcount => of(&[Read, Hyperloglog, Slow]),
             Cmd::Pfmerge => of(&[Write, Hyperloglog, Slow]),
+            Cmd::Lcs => of(&[Read, String, Slow]),
             Cmd::Set | Cmd::Setex | Cmd::Psetex | Cmd::Mset | Cmd::Msetnx | Cmd::Setrange => {
                 of(&[Write, String, Slow])
             }

@@ -10,6 +10,7 @@ pub mod hashes;
 pub mod hyperloglog;
 pub mod id;
 pub mod keys;
+pub mod lcs;
 pub mod lists;
 pub mod migrate;
 pub mod pubsub;
@@ -333,6 +334,7 @@ pub static COMMANDS: &[Spec] = &[
         1,
         hyperloglog::pfmerge
     ),
+    spec!(Cmd::Lcs, "lcs", -3, R, 1, 2, 1, lcs::lcs_command),
     spec!(Cmd::Incr, "incr", 2, W | FAST, 1, 1, 1, strings::incr),
     spec!(Cmd::Decr, "decr", 2, W | FAST, 1, 1, 1, strings::decr),
     spec!(Cmd::Incrby, "incrby", 3, W | FAST, 1, 1, 1, strings::incrby),
