@@ -52,6 +52,8 @@ pub enum Cmd {
     Pfcount,
     Pfmerge,
     Lcs,
+    Object,
+    Memory,
     Incr,
     Decr,
     Incrby,
@@ -209,6 +211,7 @@ impl Cmd {
             Cmd::Pfcount => of(&[Read, Hyperloglog, Slow]),
             Cmd::Pfmerge => of(&[Write, Hyperloglog, Slow]),
             Cmd::Lcs => of(&[Read, String, Slow]),
+            Cmd::Object | Cmd::Memory => of(&[Slow]),
             Cmd::Set | Cmd::Setex | Cmd::Psetex | Cmd::Mset | Cmd::Msetnx | Cmd::Setrange => {
                 of(&[Write, String, Slow])
             }
@@ -316,6 +319,7 @@ const CONNECTION: Categories = of(&[Slow, Connection]);
 const ADMIN_CONNECTION: Categories = of(&[Admin, Slow, Dangerous, Connection]);
 const SLOW: Categories = of(&[Slow]);
 const PUBSUB: Categories = of(&[Pubsub, Slow]);
+const KEYSPACE_READ: Categories = of(&[Keyspace, Read, Slow]);
 
 /// The subcommands of the container commands. Those that change the topology,
 /// the configuration, other clients or the users are `@admin @dangerous`.
@@ -342,6 +346,13 @@ pub static SUBCOMMANDS: &[Subcommand] = &[
     sub(Cmd::Command, "list", CONNECTION),
     sub(Cmd::Command, "getkeys", CONNECTION),
     sub(Cmd::Command, "help", CONNECTION),
+    sub(Cmd::Object, "encoding", KEYSPACE_READ),
+    sub(Cmd::Object, "freq", KEYSPACE_READ),
+    sub(Cmd::Object, "idletime", KEYSPACE_READ),
+    sub(Cmd::Object, "refcount", KEYSPACE_READ),
+    sub(Cmd::Object, "help", of(&[Keyspace, Slow])),
+    sub(Cmd::Memory, "usage", of(&[Read, Slow])),
+    sub(Cmd::Memory, "help", SLOW),
     sub(Cmd::Config, "get", ADMIN),
     sub(Cmd::Config, "set", ADMIN),
     sub(Cmd::Config, "resetstat", ADMIN),

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod hashes;
 pub mod hyperloglog;
 pub mod id;
+pub mod introspection;
 pub mod keys;
 pub mod lcs;
 pub mod lists;
@@ -335,6 +336,8 @@ pub static COMMANDS: &[Spec] = &[
         hyperloglog::pfmerge
     ),
     spec!(Cmd::Lcs, "lcs", -3, R, 1, 2, 1, lcs::lcs_command),
+    spec!(Cmd::Object, "object", -2, R, 2, 2, 1, introspection::object),
+    spec!(Cmd::Memory, "memory", -2, R, 2, 2, 1, introspection::memory),
     spec!(Cmd::Incr, "incr", 2, W | FAST, 1, 1, 1, strings::incr),
     spec!(Cmd::Decr, "decr", 2, W | FAST, 1, 1, 1, strings::decr),
     spec!(Cmd::Incrby, "incrby", 3, W | FAST, 1, 1, 1, strings::incrby),

@@ -364,6 +364,11 @@ impl Shard {
         entry.set_stamp(stamp);
     }
 
+    /// The eviction policy in force (it says how access stamps are to be read).
+    pub fn policy(&self) -> Policy {
+        Policy::from_u8(self.stats.policy.load(Ordering::Relaxed))
+    }
+
     /// Whether access stamps hold LFU state (else the LRU clock). Like Redis's
     /// `lru` field, a stamp is read under the policy in force when it is used.
     fn uses_lfu(&self) -> bool {
