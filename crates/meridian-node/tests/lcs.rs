@@ -77,3 +77,31 @@ fn random_lcs_requests_answer_like_redis_server() {
         compare_random_sequences(proptest::collection::vec(command(), 1..20), protocol, false);
     }
 }
+
+/// The table LCS builds is refused when it would pass Redis's bound (512 MB) or what
+/// maxmemory leaves: refused with an error, never attempted (a pod's memory limit
+/// would kill the node).
+#[test]
+fn an_lcs_table_beyond_the_memory_bounds_is_refused() {
+    use common::{Node, Reply};
+    let node = Node::start();
+    let mut raw = node.raw();
+    let big = "a".repeat(12_000);
+    raw.cmd(&["SET", "x", &big]);
+    raw.cmd(&["SET", "y", &big]);
+    assert_eq!(
+        raw.cmd(&["LCS", "x", "y", "LEN"]),
+        Reply::err("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")
+    );
+    raw.cmd(&["SET", "x", &"a".repeat(1000)]);
+    raw.cmd(&["SET", "y", &"a".repeat(1000)]);
+    assert_eq!(raw.cmd(&["LCS", "x", "y", "LEN"]), Reply::Int(1000));
+    raw.cmd(&["CONFIG", "SET", "maxmemory", "2mb"]);
+    assert_eq!(
+        raw.cmd(&["LCS", "x", "y", "LEN"]),
+        Reply::err(
+            "ERR Insufficient memory, transient memory for LCS exceeds what maxmemory leaves"
+        )
+    );
+    assert_eq!(raw.cmd(&["PING"]), Reply::Simple("PONG".into()));
+}

@@ -277,38 +277,42 @@ pub fn bitop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let mut all = vec![destination];
     all.extend_from_slice(sources);
     let length = ctx.keys.atomically(&all, |access| {
-        let mut inputs: Vec<Vec<u8>> = Vec::with_capacity(sources.len());
-        for &source in sources {
-            let bytes = access.with_key(source, |shard, _| {
-                read_string(shard, source, now).map(|bytes| bytes.unwrap_or_default().to_vec())
-            })?;
-            inputs.push(bytes);
-        }
-        let length = inputs.iter().map(Vec::len).max().unwrap_or(0);
-        let mut result = inputs.first().cloned().unwrap_or_default();
-        result.resize(length, 0);
-        match op {
-            BitOp::Not => result.iter_mut().for_each(|byte| *byte = !*byte),
-            BitOp::And => {
-                for other in &inputs[1..] {
-                    // a shorter input is zero-padded: nothing survives past its end
-                    for (at, byte) in result.iter_mut().enumerate() {
-                        *byte &= other.get(at).copied().unwrap_or(0);
-                    }
+        // folded source by source from the stored bytes: no copy of the inputs, the
+        // result zero-padded to the longest so far (a shorter input counts as zeros)
+        let mut result: Vec<u8> = Vec::new();
+        for (position, &source) in sources.iter().enumerate() {
+            access.with_key(source, |shard, _| {
+                let bytes = read_string(shard, source, now)?.unwrap_or_default();
+                if result.len() < bytes.len() {
+                    result.resize(bytes.len(), 0);
                 }
-            }
-            BitOp::Or | BitOp::Xor => {
-                for other in &inputs[1..] {
-                    for (byte, &with) in result.iter_mut().zip(other) {
-                        if matches!(op, BitOp::Or) {
-                            *byte |= with;
-                        } else {
-                            *byte ^= with;
+                if position == 0 {
+                    result[..bytes.len()].copy_from_slice(bytes);
+                    return Ok(());
+                }
+                match op {
+                    BitOp::And => {
+                        for (at, byte) in result.iter_mut().enumerate() {
+                            *byte &= bytes.get(at).copied().unwrap_or(0);
                         }
                     }
+                    BitOp::Or => result
+                        .iter_mut()
+                        .zip(bytes)
+                        .for_each(|(byte, &with)| *byte |= with),
+                    BitOp::Xor => result
+                        .iter_mut()
+                        .zip(bytes)
+                        .for_each(|(byte, &with)| *byte ^= with),
+                    BitOp::Not => {}
                 }
-            }
+                Ok::<_, CommandError>(())
+            })?;
         }
+        if matches!(op, BitOp::Not) {
+            result.iter_mut().for_each(|byte| *byte = !*byte);
+        }
+        let length = result.len();
         access.with_key(destination, |shard, slot| {
             if let Some(index) = shard.find(destination, now) {
                 shard.remove(index);

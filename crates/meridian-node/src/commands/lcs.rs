@@ -53,11 +53,13 @@ struct Match {
 }
 
 /// The LCS's length, the subsequence itself and its ranges (from the end), by
-/// Redis's table of prefix LCS lengths, walked back from the end.
+/// Redis's table of prefix LCS lengths, walked back from the end. `headroom`: the
+/// bytes the table may take besides Redis's bound (what maxmemory leaves).
 fn lcs(
     a: &[u8],
     b: &[u8],
     min_match_len: u64,
+    headroom: u64,
 ) -> Result<(usize, Vec<u8>, Vec<Match>), CommandError> {
     let width = b.len() + 1;
     let cells = (a.len() + 1)
@@ -68,6 +70,13 @@ fn lcs(
                 "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
             )
         })?;
+    // a table the memory limit has no room for would get the node killed (a pod's
+    // limit), not just refused: redis-server has no such check
+    if cells as u64 * 4 > headroom {
+        return Err(CommandError::other(
+            "ERR Insufficient memory, transient memory for LCS exceeds what maxmemory leaves",
+        ));
+    }
     let mut table: Vec<u32> = Vec::new();
     table.try_reserve_exact(cells).map_err(|_| {
         CommandError::other("ERR Insufficient memory, failed allocating transient memory for LCS")
@@ -147,7 +156,12 @@ pub fn lcs_command(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         Ok::<_, CommandError>((a, read(second)?))
     })?;
     let options = options(ctx.args)?;
-    let (length, sequence, matches) = lcs(&a, &b, options.min_match_len)?;
+    let db = ctx.keys.db();
+    let headroom = match db.maxmemory() {
+        0 => u64::MAX,
+        limit => limit.saturating_sub(db.used_memory()),
+    };
+    let (length, sequence, matches) = lcs(&a, &b, options.min_match_len, headroom)?;
     let out = &mut *ctx.out;
     if options.idx {
         out.map(2);
@@ -180,11 +194,15 @@ mod tests {
 
     #[test]
     fn finds_the_subsequence_and_its_ranges_as_redis_documents() {
-        let (length, sequence, matches) = lcs(b"ohmytext", b"mynewtext", 0).expect("small");
+        let (length, sequence, matches) =
+            lcs(b"ohmytext", b"mynewtext", 0, u64::MAX).expect("small");
         assert_eq!((length, &sequence[..]), (6, &b"mytext"[..]));
         let ranges: Vec<_> = matches.iter().map(|range| (range.a, range.b)).collect();
         assert_eq!(ranges, [((4, 7), (5, 8)), ((2, 3), (0, 1))]);
-        let (_, _, long_only) = lcs(b"ohmytext", b"mynewtext", 4).expect("small");
+        let (_, _, long_only) = lcs(b"ohmytext", b"mynewtext", 4, u64::MAX).expect("small");
         assert_eq!(long_only.len(), 1);
+        // 9 x 10 cells of 4 bytes do not fit in 300 bytes of headroom
+        assert!(lcs(b"ohmytext", b"mynewtext", 0, 300).is_err());
+        assert!(lcs(b"ohmytext", b"mynewtext", 0, 360).is_ok());
     }
 }
