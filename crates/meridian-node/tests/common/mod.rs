@@ -124,6 +124,7 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if answers_as(port, node.child.id()) {
+                node.wait_probe_gone();
                 return Some(node);
             }
             if matches!(node.child.try_wait(), Ok(Some(_))) {
@@ -150,6 +151,30 @@ impl Node {
     }
 
     /// GET over HTTP on the metrics port: (status code, body).
+    /// The start-up probe's connection counts as a client until the node has read its
+    /// close; on a busy machine that can come after the test's first commands. Waits (up
+    /// to 2 s, through the metrics, which are no RESP client) until none is counted, so
+    /// tests that count clients start from zero.
+    fn wait_probe_gone(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.metrics_port)) else {
+                return;
+            };
+            stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            let mut response = String::new();
+            let asked = write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .and_then(|()| stream.read_to_string(&mut response));
+            if asked.is_err() || !response.starts_with("HTTP/1.1 200") {
+                return;
+            }
+            if response.contains("\nmeridian_connected_clients 0\n") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn http_get(&self, path: &str) -> (u16, String) {
         let mut stream =
             TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics port");
