@@ -736,6 +736,25 @@ fn server_commands() {
         .query::<()>(&mut con)
         .unwrap_err();
     assert!(error.to_string().contains("Unknown option"), "{error}");
+    // keyspace notifications may be set off, not on, until the node publishes them
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("")
+        .query(&mut con)
+        .unwrap();
+    let error = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Egx")
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("keyspace notifications are not implemented"),
+        "{error}"
+    );
     let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut con).unwrap();
     assert!(count > 80, "{count} commands");
     let _: Value = redis::cmd("COMMAND")

@@ -545,6 +545,15 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                         parse_memory(value)
                             .map_err(|_| failed(name, "argument must be a memory value"))?;
                     }
+                    // accepted while off: a client that turns them on must not be told
+                    // they work before the node publishes them
+                    "notify-keyspace-events" if !value.is_empty() => {
+                        return Err(failed(
+                            name,
+                            "keyspace notifications are not implemented by this node yet",
+                        ));
+                    }
+                    "notify-keyspace-events" => {}
                     "requirepass"
                     | "masterauth"
                     | "masteruser"
@@ -555,7 +564,6 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                     | "lfu-log-factor"
                     | "lfu-decay-time"
                     | "loglevel"
-                    | "notify-keyspace-events"
                     | "slowlog-log-slower-than"
                     | "slowlog-max-len"
                     | "latency-tracking"
