@@ -23,13 +23,15 @@ use crate::error::CommandError;
 use crate::net::Stream;
 use crate::protocol::{Decoded, Reply, ReplyLimits, parse_reply};
 use crate::replication::backlog::encode_command;
-use crate::store::{HashValue, ListValue, SetValue, Value, ValueRef};
+use crate::replication::snapshot::split_scored;
+use crate::store::{HashValue, ListValue, SetValue, Value, ValueRef, ZSetValue};
 use crate::tls::ClientTls;
 
 const TYPE_STRING: u8 = 0;
 const TYPE_HASH: u8 = 1;
 const TYPE_LIST: u8 = 2;
 const TYPE_SET: u8 = 3;
+const TYPE_ZSET: u8 = 4;
 const PAYLOAD_VERSION: u16 = 1;
 
 /// Slots in transit, keyed by slot, valued by the 40-hex id of the peer node.
@@ -174,6 +176,15 @@ pub fn dump(value: ValueRef<'_>) -> Vec<u8> {
                 put_bytes(&mut buf, member);
             }
         }
+        ValueRef::ZSet(zset) => {
+            buf.push(TYPE_ZSET);
+            buf.extend_from_slice(&(zset.len() as u32).to_le_bytes());
+            for (member, score) in zset.iter() {
+                buf.extend_from_slice(&((8 + member.len()) as u32).to_le_bytes());
+                buf.extend_from_slice(&score.to_le_bytes());
+                buf.extend_from_slice(member);
+            }
+        }
     }
     buf.extend_from_slice(&PAYLOAD_VERSION.to_le_bytes());
     let checksum = crc32(&buf);
@@ -261,6 +272,20 @@ pub fn restore(payload: &[u8]) -> Result<Value, BadPayload> {
                 return Err(BadPayload);
             }
             Value::Set(Box::new(set))
+        }
+        TYPE_ZSET => {
+            let count = reader.u32()?;
+            let mut zset = ZSetValue::default();
+            for _ in 0..count {
+                let (score, member) = split_scored(reader.bytes()?).ok_or(BadPayload)?;
+                if zset.insert(member, score).is_some() {
+                    return Err(BadPayload);
+                }
+            }
+            if zset.is_empty() {
+                return Err(BadPayload);
+            }
+            Value::ZSet(Box::new(zset))
         }
         _ => return Err(BadPayload),
     };
@@ -409,11 +434,16 @@ mod tests {
         for member in [&b"x"[..], b"", b"yz"] {
             set.insert(member);
         }
+        let mut zset = ZSetValue::default();
+        for (member, score) in [(&b"x"[..], 1.5), (b"", f64::NEG_INFINITY), (b"yz", 1.5)] {
+            zset.insert(member, score);
+        }
         for value in [
             Value::Str(b"hello".to_vec()),
             Value::Hash(Box::new(hash)),
             Value::List(Box::new(list)),
             Value::Set(Box::new(set)),
+            Value::ZSet(Box::new(zset)),
         ] {
             let payload = dump(value.borrowed());
             let restored = restore(&payload).expect("valid payload");

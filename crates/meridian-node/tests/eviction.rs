@@ -225,3 +225,65 @@ fn lists_are_accounted_like_their_memory_and_evicted() {
     assert!(used <= LIMIT + 4096, "used {used} > {LIMIT}");
     assert!(info_field(&mut raw, "evicted_keys") > 0, "no list evicted");
 }
+
+/// Adds `members` members (in batches of ZADD with 50 each) spread over `zsets` sorted
+/// sets, scores at random so members land all over each set's order.
+fn add_to_zsets(raw: &mut common::Raw, zsets: usize, members: usize, evicting: bool) {
+    let mut next = 0u64;
+    let rounds = members / zsets / 50;
+    for _ in 0..rounds {
+        let mut batch = Vec::new();
+        for zset in 0..zsets {
+            let key = format!("zset:{zset}");
+            let mut args: Vec<Vec<u8>> = vec![b"ZADD".to_vec(), key.into_bytes()];
+            for _ in 0..50 {
+                next += 1;
+                let score = (next.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / 7.0;
+                args.push(score.to_string().into_bytes());
+                args.push(format!("member-{next:012}").into_bytes());
+            }
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            batch.extend(common::encode(&args));
+        }
+        raw.send(&batch);
+        for _ in 0..zsets {
+            match raw.read() {
+                Reply::Int(_) if evicting => {}
+                reply => assert_eq!(reply, Reply::Int(50)),
+            }
+        }
+    }
+}
+
+/// Sorted sets count in used_memory as they take real memory (score map, ordered
+/// runs, both copies of each member), so eviction bounds them like any key.
+#[test]
+fn sorted_sets_are_accounted_like_their_memory_and_evicted() {
+    let node = Node::start();
+    let mut raw = node.raw();
+    let (rss_before, used_before) = (
+        node.status_kb("VmRSS") * 1024,
+        info_field(&mut raw, "used_memory"),
+    );
+    add_to_zsets(&mut raw, 200, 400_000, false);
+    let rss_grown = (node.status_kb("VmRSS") * 1024).saturating_sub(rss_before) as f64;
+    let used_grown = info_field(&mut raw, "used_memory").saturating_sub(used_before) as f64;
+    let ratio = used_grown / rss_grown;
+    eprintln!(
+        "400,000 sorted set members: used_memory +{used_grown} B, RSS +{rss_grown} B ({ratio:.3})"
+    );
+    assert!(
+        (0.85..=1.15).contains(&ratio),
+        "used_memory grew {used_grown} bytes, RSS {rss_grown}: ratio {ratio:.3}"
+    );
+
+    let node = Node::start_with(&["--maxmemory", "2mb"]);
+    let mut raw = node.raw();
+    add_to_zsets(&mut raw, 50, 100_000, true);
+    let used = info_field(&mut raw, "used_memory");
+    assert!(used <= LIMIT + 4096, "used {used} > {LIMIT}");
+    assert!(
+        info_field(&mut raw, "evicted_keys") > 0,
+        "no sorted set evicted"
+    );
+}

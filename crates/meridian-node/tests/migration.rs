@@ -126,7 +126,7 @@ fn error(reply: Reply) -> String {
 
 /// Loads 5000 keys into A's slots: per migrated slot a counter and 29 items
 /// (every fifth with a TTL, every seventh a hash, every eleventh a list, every
-/// thirteenth a set), 2000 keys elsewhere.
+/// thirteenth a set, every seventeenth a sorted set), 2000 keys elsewhere.
 fn load(a: &Node, tags: &HashMap<u16, String>) {
     let mut con = a.redis();
     let mut pipe = redis::pipe();
@@ -154,6 +154,14 @@ fn load(a: &Node, tags: &HashMap<u16, String>) {
                     .ignore();
             } else if index % 13 == 0 {
                 pipe.cmd("SADD").arg(&key).arg(&key).arg("member").ignore();
+            } else if index % 17 == 0 {
+                pipe.cmd("ZADD")
+                    .arg(&key)
+                    .arg(2.5)
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg("low")
+                    .ignore();
             } else {
                 pipe.cmd("SET").arg(&key).arg(&key).ignore();
             }
@@ -410,6 +418,17 @@ fn slots_migrate_live_without_losing_entries() {
                 assert_eq!(
                     raw_b.cmd(&["SMISMEMBER", &key, &key, "member", "other"]),
                     Reply::Array(vec![Reply::Int(1), Reply::Int(1), Reply::Int(0)]),
+                    "{key}"
+                );
+            } else if index % 17 == 0 {
+                assert_eq!(
+                    raw_b.cmd(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]),
+                    Reply::Array(vec![
+                        Reply::bulk("low"),
+                        Reply::bulk("-inf"),
+                        Reply::bulk(&key),
+                        Reply::bulk("2.5"),
+                    ]),
                     "{key}"
                 );
             }

@@ -133,6 +133,27 @@ fn full_sync_under_writes_then_everything_matches() {
                     .cmd("PFMERGE")
                     .arg("all-visitors")
                     .arg("visitors")
+                    .ignore()
+                    .cmd("ZINCRBY")
+                    .arg("board")
+                    .arg(1.5)
+                    .arg(format!("player:{}", index % 50))
+                    .ignore()
+                    .cmd("ZADD")
+                    .arg("window")
+                    .arg(index)
+                    .arg(format!("event:{index}"))
+                    .ignore()
+                    .cmd("ZREMRANGEBYRANK")
+                    .arg("window")
+                    .arg(0)
+                    .arg(-101)
+                    .ignore()
+                    .cmd("ZUNIONSTORE")
+                    .arg("union")
+                    .arg(2)
+                    .arg("board")
+                    .arg("window")
                     .ignore();
                 pipe.query::<()>(&mut con).expect("write");
                 index += 1;
@@ -200,6 +221,20 @@ fn full_sync_under_writes_then_everything_matches() {
             let on_replica: Option<String> =
                 redis::cmd("GET").arg(&key).query(&mut con).expect("GET");
             assert_eq!(on_primary, on_replica, "{key}");
+        }
+        for key in ["board", "window", "union"] {
+            let zrange = |con: &mut redis::Connection| -> Vec<(String, String)> {
+                redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query(con)
+                    .expect("ZRANGE")
+            };
+            let on_primary = zrange(&mut primary_con);
+            assert!(!on_primary.is_empty(), "{key} written");
+            assert_eq!(zrange(&mut con), on_primary, "{key}");
         }
         let hash_primary: Vec<(String, i64)> = redis::cmd("HGETALL")
             .arg("hash")
@@ -910,6 +945,46 @@ fn a_served_blocking_move_replicates_as_the_move() {
             .expect("LRANGE");
         assert_eq!(list, expected, "{key}");
     }
+}
+
+/// A blocked BZPOPMIN served by a later ZADD replicates as the pop it made (ZMPOP over
+/// its keys): the replica ends with the same sorted set, and never waits itself.
+#[test]
+fn a_served_blocking_sorted_set_pop_replicates_as_the_pop() {
+    let primary = start("primary", &[]);
+    let replica = start("replica", &[]);
+    replicate(&replica, &primary);
+    let mut waiting = primary.raw();
+    waiting.send(&common::encode(&[b"BZPOPMAX", b"none", b"scores", b"0"]));
+    wait_until("the client blocked", Duration::from_secs(10), || {
+        info_field(&primary, "clients", "blocked_clients") == "1"
+    });
+    let mut con = primary.redis();
+    let () = redis::cmd("ZADD")
+        .arg("scores")
+        .arg(1)
+        .arg("low")
+        .arg(9)
+        .arg("high")
+        .query(&mut con)
+        .expect("ZADD");
+    assert_eq!(
+        waiting.read(),
+        Reply::Array(vec![
+            Reply::bulk("scores"),
+            Reply::bulk("high"),
+            Reply::bulk("9")
+        ])
+    );
+    assert_eq!(wait_replicas(&primary, 1), 1);
+    let on_replica: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg("scores")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut replica.redis())
+        .expect("ZRANGE");
+    assert_eq!(on_replica, vec![("low".to_string(), 1.0)]);
 }
 
 /// SPOP chooses at random: the replica removes the members the primary chose (the pop

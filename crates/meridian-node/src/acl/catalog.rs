@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::category::{Categories, Category};
 
 /// Most units a [`Bitset`] holds: commands plus container subcommands.
-pub const MAX_UNITS: usize = 256;
+pub const MAX_UNITS: usize = 512;
 
 /// A command or container subcommand, by its position in the [`Catalog`]. Top-level
 /// commands come first, in the order they were added (the command table's order).

@@ -138,6 +138,41 @@ pub enum Cmd {
     Sdiffstore,
     Sintercard,
     Sscan,
+    Zadd,
+    Zincrby,
+    Zrem,
+    Zcard,
+    Zscore,
+    Zmscore,
+    Zrank,
+    Zrevrank,
+    Zcount,
+    Zlexcount,
+    Zrange,
+    Zrevrange,
+    Zrangebyscore,
+    Zrevrangebyscore,
+    Zrangebylex,
+    Zrevrangebylex,
+    Zrangestore,
+    Zremrangebyrank,
+    Zremrangebyscore,
+    Zremrangebylex,
+    Zpopmin,
+    Zpopmax,
+    Bzpopmin,
+    Bzpopmax,
+    Zmpop,
+    Bzmpop,
+    Zrandmember,
+    Zunion,
+    Zinter,
+    Zdiff,
+    Zunionstore,
+    Zinterstore,
+    Zdiffstore,
+    Zintercard,
+    Zscan,
     Multi,
     Exec,
     Discard,
@@ -170,7 +205,7 @@ pub enum Cmd {
 
 use Category::{
     Admin, Bitmap, Blocking, Connection, Dangerous, Fast, Hash, Hyperloglog, Keyspace, List,
-    Pubsub, Read, Set, Slow, String, Transaction, Write,
+    Pubsub, Read, Set, Slow, Sortedset, String, Transaction, Write,
 };
 
 const fn of(list: &[Category]) -> Categories {
@@ -279,6 +314,38 @@ impl Cmd {
             | Cmd::Sintercard
             | Cmd::Sscan => of(&[Read, Set, Slow]),
             Cmd::Sinterstore | Cmd::Sunionstore | Cmd::Sdiffstore => of(&[Write, Set, Slow]),
+            Cmd::Zadd | Cmd::Zincrby | Cmd::Zrem | Cmd::Zpopmin | Cmd::Zpopmax => {
+                of(&[Write, Sortedset, Fast])
+            }
+            Cmd::Zcard
+            | Cmd::Zscore
+            | Cmd::Zmscore
+            | Cmd::Zrank
+            | Cmd::Zrevrank
+            | Cmd::Zcount
+            | Cmd::Zlexcount => of(&[Read, Sortedset, Fast]),
+            Cmd::Zrange
+            | Cmd::Zrevrange
+            | Cmd::Zrangebyscore
+            | Cmd::Zrevrangebyscore
+            | Cmd::Zrangebylex
+            | Cmd::Zrevrangebylex
+            | Cmd::Zrandmember
+            | Cmd::Zunion
+            | Cmd::Zinter
+            | Cmd::Zdiff
+            | Cmd::Zintercard
+            | Cmd::Zscan => of(&[Read, Sortedset, Slow]),
+            Cmd::Zrangestore
+            | Cmd::Zremrangebyrank
+            | Cmd::Zremrangebyscore
+            | Cmd::Zremrangebylex
+            | Cmd::Zunionstore
+            | Cmd::Zinterstore
+            | Cmd::Zdiffstore
+            | Cmd::Zmpop => of(&[Write, Sortedset, Slow]),
+            Cmd::Bzpopmin | Cmd::Bzpopmax => of(&[Write, Sortedset, Fast, Blocking]),
+            Cmd::Bzmpop => of(&[Write, Sortedset, Slow, Blocking]),
             Cmd::Multi | Cmd::Discard | Cmd::Watch | Cmd::Unwatch => of(&[Fast, Transaction]),
             Cmd::Exec => of(&[Slow, Transaction]),
             Cmd::Subscribe | Cmd::Unsubscribe | Cmd::Psubscribe | Cmd::Punsubscribe => {

@@ -10,6 +10,8 @@ use crate::store::{Shard, ValueRef};
 const SET_MAX_INTSET_ENTRIES: usize = 512;
 const HASH_MAX_LISTPACK_ENTRIES: usize = 128;
 const HASH_MAX_LISTPACK_VALUE: usize = 64;
+const ZSET_MAX_LISTPACK_ENTRIES: usize = 128;
+const ZSET_MAX_LISTPACK_VALUE: usize = 64;
 /// Strings up to this long are one allocation with their object (embstr).
 const EMBSTR_MAX: usize = 44;
 
@@ -44,6 +46,13 @@ fn encoding(value: ValueRef<'_>) -> &'static str {
                     field.len() <= HASH_MAX_LISTPACK_VALUE && value.len() <= HASH_MAX_LISTPACK_VALUE
                 });
             if small { "listpack" } else { "hashtable" }
+        }
+        ValueRef::ZSet(zset) => {
+            let small = zset.len() <= ZSET_MAX_LISTPACK_ENTRIES
+                && zset
+                    .iter()
+                    .all(|(member, _)| member.len() <= ZSET_MAX_LISTPACK_VALUE);
+            if small { "listpack" } else { "skiplist" }
         }
     }
 }

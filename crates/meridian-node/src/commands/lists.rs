@@ -418,26 +418,31 @@ pub fn lmpop_keys<'x>(args: &[&'x [u8]]) -> Vec<&'x [u8]> {
     keys_after_numkeys(args, 1, 1)
 }
 
-/// LMPOP / BLMPOP's arguments from `numkeys` (at `numkeys_at`) on.
-struct MultiPop {
+/// LMPOP / ZMPOP-style arguments from `numkeys` (at `numkeys_at`) on: the keys, the side
+/// after them (read by `side`, e.g. LEFT|RIGHT) and COUNT, checked in Redis's order.
+pub struct MultiPop<S> {
     /// Positions of the keys in the arguments.
-    keys: std::ops::Range<usize>,
-    end: End,
-    count: usize,
+    pub keys: std::ops::Range<usize>,
+    pub side: S,
+    pub count: usize,
 }
 
-fn multi_pop_args(args: &[&[u8]], numkeys_at: usize) -> Result<MultiPop, CommandError> {
+pub fn multi_pop_args<S>(
+    args: &[&[u8]],
+    numkeys_at: usize,
+    side: impl FnOnce(&[u8]) -> Result<S, CommandError>,
+) -> Result<MultiPop<S>, CommandError> {
     let numkeys = match parse_int(args[numkeys_at]) {
         Ok(count) if count > 0 => count as usize,
         _ => return Err(CommandError::other("ERR numkeys should be greater than 0")),
     };
-    let end_at = numkeys.saturating_add(numkeys_at + 1);
-    if end_at >= args.len() {
+    let side_at = numkeys.saturating_add(numkeys_at + 1);
+    if side_at >= args.len() {
         return Err(CommandError::Syntax);
     }
-    let end = End::parse(args[end_at])?;
+    let side = side(args[side_at])?;
     let mut count = None;
-    let mut at = end_at + 1;
+    let mut at = side_at + 1;
     while at < args.len() {
         if count.is_none() && args[at].eq_ignore_ascii_case(b"COUNT") && at + 1 < args.len() {
             at += 1;
@@ -451,8 +456,8 @@ fn multi_pop_args(args: &[&[u8]], numkeys_at: usize) -> Result<MultiPop, Command
         at += 1;
     }
     Ok(MultiPop {
-        keys: numkeys_at + 1..end_at,
-        end,
+        keys: numkeys_at + 1..side_at,
+        side,
         count: count.unwrap_or(1),
     })
 }
@@ -497,7 +502,11 @@ fn reply_key_and_items(ctx: &mut Ctx<'_, '_>, key: &[u8], items: &[Box<[u8]>]) {
 }
 
 pub fn lmpop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    let MultiPop { keys, end, count } = multi_pop_args(ctx.args, 1)?;
+    let MultiPop {
+        keys,
+        side: end,
+        count,
+    } = multi_pop_args(ctx.args, 1, End::parse)?;
     let args = ctx.args;
     match pop_first(ctx, &args[keys], end, count)? {
         None => ctx.out.null_array(),
@@ -508,7 +517,7 @@ pub fn lmpop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 
 /// A blocking command's timeout in seconds (a float; 0: wait forever), as Redis words
 /// its refusals.
-fn parse_timeout(text: &[u8]) -> Result<Option<Duration>, CommandError> {
+pub fn parse_timeout(text: &[u8]) -> Result<Option<Duration>, CommandError> {
     let seconds = parse_float(text)
         .map_err(|_| CommandError::other("ERR timeout is not a float or out of range"))?;
     let millis = (seconds * 1000.0).ceil();
@@ -526,7 +535,7 @@ fn parse_timeout(text: &[u8]) -> Result<Option<Duration>, CommandError> {
 /// Nothing to pop: a client connection waits for a push to `keys` (the server runs the
 /// command again then); inside MULTI, or for any other caller, the answer is a null at
 /// once (an array, or for BLMOVE a bulk), as Redis answers a client that may not block.
-fn block_or_timeout(
+pub fn block_or_timeout(
     ctx: &mut Ctx<'_, '_>,
     keys: &[&[u8]],
     timeout: Option<Duration>,
@@ -574,7 +583,11 @@ pub fn brpop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 pub fn blmpop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    let MultiPop { keys, end, count } = multi_pop_args(ctx.args, 2)?;
+    let MultiPop {
+        keys,
+        side: end,
+        count,
+    } = multi_pop_args(ctx.args, 2, End::parse)?;
     let timeout = parse_timeout(ctx.args[1])?;
     let args = ctx.args;
     match pop_first(ctx, &args[keys.clone()], end, count)? {

@@ -20,6 +20,7 @@ pub mod server;
 pub mod sets;
 pub mod strings;
 pub mod transactions;
+pub mod zsets;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -646,6 +647,249 @@ pub static COMMANDS: &[Spec] = &[
     )
     .with_movable_keys(sets::sintercard_keys),
     spec!(Cmd::Sscan, "sscan", -3, R, 1, 1, 1, sets::sscan),
+    // sorted sets
+    spec!(Cmd::Zadd, "zadd", -4, W | FAST, 1, 1, 1, zsets::zadd),
+    spec!(
+        Cmd::Zincrby,
+        "zincrby",
+        4,
+        W | FAST,
+        1,
+        1,
+        1,
+        zsets::zincrby
+    ),
+    spec!(Cmd::Zrem, "zrem", -3, WRITE | FAST, 1, 1, 1, zsets::zrem),
+    spec!(Cmd::Zcard, "zcard", 2, R | FAST, 1, 1, 1, zsets::zcard),
+    spec!(Cmd::Zscore, "zscore", 3, R | FAST, 1, 1, 1, zsets::zscore),
+    spec!(
+        Cmd::Zmscore,
+        "zmscore",
+        -3,
+        R | FAST,
+        1,
+        1,
+        1,
+        zsets::zmscore
+    ),
+    spec!(Cmd::Zrank, "zrank", 3, R | FAST, 1, 1, 1, zsets::zrank),
+    spec!(
+        Cmd::Zrevrank,
+        "zrevrank",
+        3,
+        R | FAST,
+        1,
+        1,
+        1,
+        zsets::zrevrank
+    ),
+    spec!(Cmd::Zcount, "zcount", 4, R | FAST, 1, 1, 1, zsets::zcount),
+    spec!(
+        Cmd::Zlexcount,
+        "zlexcount",
+        4,
+        R | FAST,
+        1,
+        1,
+        1,
+        zsets::zlexcount
+    ),
+    spec!(Cmd::Zrange, "zrange", -4, R, 1, 1, 1, zsets::zrange),
+    spec!(
+        Cmd::Zrevrange,
+        "zrevrange",
+        -4,
+        R,
+        1,
+        1,
+        1,
+        zsets::zrevrange
+    ),
+    spec!(
+        Cmd::Zrangebyscore,
+        "zrangebyscore",
+        -4,
+        R,
+        1,
+        1,
+        1,
+        zsets::zrangebyscore
+    ),
+    spec!(
+        Cmd::Zrevrangebyscore,
+        "zrevrangebyscore",
+        -4,
+        R,
+        1,
+        1,
+        1,
+        zsets::zrevrangebyscore
+    ),
+    spec!(
+        Cmd::Zrangebylex,
+        "zrangebylex",
+        -4,
+        R,
+        1,
+        1,
+        1,
+        zsets::zrangebylex
+    ),
+    spec!(
+        Cmd::Zrevrangebylex,
+        "zrevrangebylex",
+        -4,
+        R,
+        1,
+        1,
+        1,
+        zsets::zrevrangebylex
+    ),
+    spec!(
+        Cmd::Zrangestore,
+        "zrangestore",
+        -5,
+        W,
+        1,
+        2,
+        1,
+        zsets::zrangestore
+    ),
+    spec!(
+        Cmd::Zremrangebyrank,
+        "zremrangebyrank",
+        4,
+        WRITE,
+        1,
+        1,
+        1,
+        zsets::zremrangebyrank
+    ),
+    spec!(
+        Cmd::Zremrangebyscore,
+        "zremrangebyscore",
+        4,
+        WRITE,
+        1,
+        1,
+        1,
+        zsets::zremrangebyscore
+    ),
+    spec!(
+        Cmd::Zremrangebylex,
+        "zremrangebylex",
+        4,
+        WRITE,
+        1,
+        1,
+        1,
+        zsets::zremrangebylex
+    ),
+    spec!(
+        Cmd::Zpopmin,
+        "zpopmin",
+        -2,
+        WRITE | FAST,
+        1,
+        1,
+        1,
+        zsets::zpopmin
+    ),
+    spec!(
+        Cmd::Zpopmax,
+        "zpopmax",
+        -2,
+        WRITE | FAST,
+        1,
+        1,
+        1,
+        zsets::zpopmax
+    ),
+    spec!(
+        Cmd::Bzpopmin,
+        "bzpopmin",
+        -3,
+        WRITE | FAST,
+        1,
+        -2,
+        1,
+        zsets::bzpopmin
+    ),
+    spec!(
+        Cmd::Bzpopmax,
+        "bzpopmax",
+        -3,
+        WRITE | FAST,
+        1,
+        -2,
+        1,
+        zsets::bzpopmax
+    ),
+    spec!(Cmd::Zmpop, "zmpop", -4, WRITE, 0, 0, 0, zsets::zmpop)
+        .with_movable_keys(zsets::zmpop_keys),
+    spec!(Cmd::Bzmpop, "bzmpop", -5, WRITE, 0, 0, 0, zsets::bzmpop)
+        .with_movable_keys(zsets::bzmpop_keys),
+    spec!(
+        Cmd::Zrandmember,
+        "zrandmember",
+        -2,
+        R,
+        1,
+        1,
+        1,
+        zsets::zrandmember
+    ),
+    spec!(Cmd::Zunion, "zunion", -3, R, 0, 0, 0, zsets::zunion)
+        .with_movable_keys(zsets::combine_command_keys),
+    spec!(Cmd::Zinter, "zinter", -3, R, 0, 0, 0, zsets::zinter)
+        .with_movable_keys(zsets::combine_command_keys),
+    spec!(Cmd::Zdiff, "zdiff", -3, R, 0, 0, 0, zsets::zdiff)
+        .with_movable_keys(zsets::combine_command_keys),
+    spec!(
+        Cmd::Zunionstore,
+        "zunionstore",
+        -4,
+        W,
+        0,
+        0,
+        0,
+        zsets::zunionstore
+    )
+    .with_movable_keys(zsets::combine_store_keys),
+    spec!(
+        Cmd::Zinterstore,
+        "zinterstore",
+        -4,
+        W,
+        0,
+        0,
+        0,
+        zsets::zinterstore
+    )
+    .with_movable_keys(zsets::combine_store_keys),
+    spec!(
+        Cmd::Zdiffstore,
+        "zdiffstore",
+        -4,
+        W,
+        0,
+        0,
+        0,
+        zsets::zdiffstore
+    )
+    .with_movable_keys(zsets::combine_store_keys),
+    spec!(
+        Cmd::Zintercard,
+        "zintercard",
+        -3,
+        R,
+        0,
+        0,
+        0,
+        zsets::zintercard
+    )
+    .with_movable_keys(zsets::combine_command_keys),
+    spec!(Cmd::Zscan, "zscan", -3, R, 1, 1, 1, zsets::zscan),
     // transactions
     spec!(
         Cmd::Multi,

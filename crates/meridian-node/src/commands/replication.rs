@@ -103,17 +103,12 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
         // a blocking pop replicates as its non-blocking form (the same keys, so the same
         // element, from the same state): a replica never waits
         Cmd::Blpop | Cmd::Brpop => {
-            let keys = &args[1..args.len().saturating_sub(1).max(1)];
-            let count = itoa::Buffer::new().format(keys.len()).to_string();
-            let end: &[u8] = if spec.id == Cmd::Blpop {
+            let side: &[u8] = if spec.id == Cmd::Blpop {
                 b"LEFT"
             } else {
                 b"RIGHT"
             };
-            let mut command: Vec<&[u8]> = vec![b"LMPOP", count.as_bytes()];
-            command.extend_from_slice(keys);
-            command.push(end);
-            encode_command(buf, &command);
+            encode_multi_pop(buf, b"LMPOP", args, side);
         }
         Cmd::Blmove => {
             let mut command: Vec<&[u8]> = vec![b"LMOVE"];
@@ -130,8 +125,32 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
             command.extend_from_slice(args.get(2..).unwrap_or_default());
             encode_command(buf, &command);
         }
+        Cmd::Bzpopmin | Cmd::Bzpopmax => {
+            let side: &[u8] = if spec.id == Cmd::Bzpopmin {
+                b"MIN"
+            } else {
+                b"MAX"
+            };
+            encode_multi_pop(buf, b"ZMPOP", args, side);
+        }
+        Cmd::Bzmpop => {
+            let mut command: Vec<&[u8]> = vec![b"ZMPOP"];
+            command.extend_from_slice(args.get(2..).unwrap_or_default());
+            encode_command(buf, &command);
+        }
         _ => encode_command(buf, args),
     }
+}
+
+/// BLPOP-style `args` (keys, then a timeout) as the multi-key pop `name` over the same
+/// keys from `side`.
+fn encode_multi_pop(buf: &mut Vec<u8>, name: &[u8], args: &[&[u8]], side: &[u8]) {
+    let keys = &args[1..args.len().saturating_sub(1).max(1)];
+    let count = itoa::Buffer::new().format(keys.len()).to_string();
+    let mut command: Vec<&[u8]> = vec![name, count.as_bytes()];
+    command.extend_from_slice(keys);
+    command.push(side);
+    encode_command(buf, &command);
 }
 
 pub fn replicaof(ctx: &mut Ctx<'_, '_>) -> CmdResult {

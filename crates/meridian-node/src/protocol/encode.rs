@@ -345,8 +345,9 @@ impl Out {
     }
 
     /// A double: `,` in RESP3, a bulk string in RESP2.
+    /// A double as Redis's addReplyDouble sends it (`%.17g`): a bulk string in RESP2.
     pub fn double(&mut self, value: f64) {
-        let text = format_double(value);
+        let text = format_g17(value);
         match self.proto {
             Protocol::Resp2 => self.bulk(text.as_bytes()),
             Protocol::Resp3 => {
@@ -404,6 +405,44 @@ pub fn format_double(value: f64) -> String {
     text.strip_suffix(".0").unwrap_or(text).to_string()
 }
 
+/// A double as C's `printf("%.17g")` writes it (17 significant digits, trailing zeros
+/// dropped, an exponent below 1e-4 and from 1e17 on), `inf`/`-inf`: how Redis 7.0
+/// replies with a sorted set's scores.
+pub fn format_g17(value: f64) -> String {
+    if value.is_infinite() {
+        return if value > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if value.is_nan() {
+        return "nan".into();
+    }
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let scientific = format!("{:.16e}", value.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if value < 0.0 { "-" } else { "" };
+    if !(-4..17).contains(&exponent) {
+        let digits = digits.trim_end_matches('0');
+        let (first, rest) = digits.split_at(1);
+        let point = if rest.is_empty() { "" } else { "." };
+        let exponent_sign = if exponent < 0 { '-' } else { '+' };
+        format!(
+            "{sign}{first}{point}{rest}e{exponent_sign}{:02}",
+            exponent.abs()
+        )
+    } else if exponent >= 0 {
+        let (whole, fraction) = digits.split_at(exponent as usize + 1);
+        let fraction = fraction.trim_end_matches('0');
+        let point = if fraction.is_empty() { "" } else { "." };
+        format!("{sign}{whole}{point}{fraction}")
+    } else {
+        let zeros = "0".repeat((-exponent - 1) as usize);
+        format!("{sign}0.{zeros}{}", digits.trim_end_matches('0'))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +462,30 @@ mod tests {
         three.double(1.5);
         three.push(3);
         assert_eq!(three.encoded(), b"_\r\n%1\r\n,1.5\r\n>3\r\n");
+    }
+
+    #[test]
+    fn scores_format_like_printf_g17() {
+        for (value, text) in [
+            (1.1, "1.1000000000000001"),
+            (0.1, "0.10000000000000001"),
+            (1e20, "1e+20"),
+            (123456789012345678.0, "1.2345678901234568e+17"),
+            (1e-5, "1.0000000000000001e-05"),
+            (1.5e-7, "1.4999999999999999e-07"),
+            (3.0, "3"),
+            (100.0, "100"),
+            (-2.5, "-2.5"),
+            (0.0001, "0.0001"),
+            (1e16, "10000000000000000"),
+            (1e17, "1e+17"),
+            (-0.0, "-0"),
+            (f64::NEG_INFINITY, "-inf"),
+            (5e-324, "4.9406564584124654e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+        ] {
+            assert_eq!(format_g17(value), text, "{value:e}");
+        }
     }
 
     #[test]

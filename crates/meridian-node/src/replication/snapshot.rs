@@ -2,8 +2,9 @@
 //!
 //! `MRDSNAP1`, then records `type:u8 key_len:u32 key expire_at:u64 value`,
 //! where a string value is `len:u32 bytes`, a hash is `count:u32` pairs of
-//! `len:u32 bytes`, a list or a set `count:u32` elements of `len:u32 bytes`; 0xFF
-//! ends the stream. Integers are little-endian.
+//! `len:u32 bytes`, a list or a set `count:u32` elements of `len:u32 bytes`, a sorted
+//! set `count:u32` elements of `len:u32 score:f64 member`; 0xFF ends the stream.
+//! Integers and scores are little-endian.
 //!
 //! Copy-on-iterate: the primary marks every shard (all locks held for a
 //! moment, at the snapshot's offset); each shard is then encoded either by the
@@ -20,13 +21,16 @@ use parking_lot::Mutex;
 use super::backlog::ReplLog;
 use crate::error::SyncError;
 use crate::store::entry::Entry;
-use crate::store::{Access, Db, HashValue, ListValue, SetValue, SnapshotSink, Value, ValueRef};
+use crate::store::{
+    Access, Db, HashValue, ListValue, SetValue, SnapshotSink, Value, ValueRef, ZSetValue,
+};
 
 const MAGIC: &[u8] = b"MRDSNAP1";
 const TYPE_STRING: u8 = 0;
 const TYPE_HASH: u8 = 1;
 const TYPE_LIST: u8 = 2;
 const TYPE_SET: u8 = 3;
+const TYPE_ZSET: u8 = 4;
 const END: u8 = 0xFF;
 
 /// Per-shard encodings of one snapshot in progress.
@@ -95,6 +99,12 @@ fn encoded_len(entry: &Entry) -> usize {
         }
         ValueRef::List(list) => 4 + list.iter().map(|item| 4 + item.len()).sum::<usize>(),
         ValueRef::Set(set) => 4 + set.iter().map(|member| 4 + member.len()).sum::<usize>(),
+        ValueRef::ZSet(zset) => {
+            4 + zset
+                .iter()
+                .map(|(member, _)| 12 + member.len())
+                .sum::<usize>()
+        }
     }
 }
 
@@ -105,6 +115,7 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
         ValueRef::Hash(_) => TYPE_HASH,
         ValueRef::List(_) => TYPE_LIST,
         ValueRef::Set(_) => TYPE_SET,
+        ValueRef::ZSet(_) => TYPE_ZSET,
     });
     put_bytes(buf, entry.key());
     buf.extend_from_slice(&entry.expire_at().to_le_bytes());
@@ -119,7 +130,23 @@ fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
         }
         ValueRef::List(list) => put_elements(buf, list.len(), list.iter()),
         ValueRef::Set(set) => put_elements(buf, set.len(), set.iter()),
+        ValueRef::ZSet(zset) => {
+            buf.extend_from_slice(&(zset.len() as u32).to_le_bytes());
+            for (member, score) in zset.iter() {
+                buf.extend_from_slice(&((8 + member.len()) as u32).to_le_bytes());
+                buf.extend_from_slice(&score.to_le_bytes());
+                buf.extend_from_slice(member);
+            }
+        }
     }
+}
+
+/// A sorted set element's score (8 bytes, little-endian) and member; None when it is
+/// too short or the score is NaN.
+pub fn split_scored(element: &[u8]) -> Option<(f64, &[u8])> {
+    let (score, member) = element.split_first_chunk::<8>()?;
+    let score = f64::from_le_bytes(*score);
+    (!score.is_nan()).then_some((score, member))
 }
 
 /// A list's or a set's elements: their count, then each.
@@ -281,6 +308,7 @@ pub struct Loader {
     field: Vec<u8>,
     list: ListValue,
     set: SetValue,
+    zset: ZSetValue,
     records: usize,
 }
 
@@ -302,6 +330,7 @@ impl Loader {
             field: Vec::new(),
             list: ListValue::default(),
             set: SetValue::default(),
+            zset: ZSetValue::default(),
             records: 0,
         }
     }
@@ -389,7 +418,7 @@ impl Loader {
                             format!("end marker {} bytes before the declared end", left - 1),
                         ));
                     }
-                    kind @ (TYPE_STRING | TYPE_HASH | TYPE_LIST | TYPE_SET) => {
+                    kind @ (TYPE_STRING | TYPE_HASH | TYPE_LIST | TYPE_SET | TYPE_ZSET) => {
                         self.kind = kind;
                         Step::Key
                     }
@@ -461,22 +490,36 @@ impl Loader {
                     }
                     self.list = ListValue::default();
                     self.set = SetValue::default();
+                    self.zset = ZSetValue::default();
                     Step::Item { left: count }
                 }
-                // a list's element or a set's member
+                // a list's element, a set's member or a sorted set's score and member
                 Step::Item { left } => {
-                    if self.kind == TYPE_SET {
-                        if !self.set.insert(&element[4..]) {
-                            return Err(corrupt(position, "a set member twice".into()));
+                    let element = &element[4..];
+                    match self.kind {
+                        TYPE_SET => {
+                            if !self.set.insert(element) {
+                                return Err(corrupt(position, "a set member twice".into()));
+                            }
                         }
-                    } else {
-                        self.list.push_back(&element[4..]);
+                        TYPE_ZSET => {
+                            let Some((score, member)) = split_scored(element) else {
+                                return Err(corrupt(
+                                    position,
+                                    "a sorted set member without a valid score".into(),
+                                ));
+                            };
+                            if self.zset.insert(member, score).is_some() {
+                                return Err(corrupt(position, "a sorted set member twice".into()));
+                            }
+                        }
+                        _ => self.list.push_back(element),
                     }
                     if left == 1 {
-                        let value = if self.kind == TYPE_SET {
-                            Value::Set(Box::new(std::mem::take(&mut self.set)))
-                        } else {
-                            Value::List(Box::new(std::mem::take(&mut self.list)))
+                        let value = match self.kind {
+                            TYPE_SET => Value::Set(Box::new(std::mem::take(&mut self.set))),
+                            TYPE_ZSET => Value::ZSet(Box::new(std::mem::take(&mut self.zset))),
+                            _ => Value::List(Box::new(std::mem::take(&mut self.list))),
                         };
                         self.store(value);
                         Step::Type
@@ -633,6 +676,12 @@ mod tests {
                     list.push_back(format!("{key}-{item}").as_bytes());
                 }
                 Value::List(Box::new(list))
+            } else if index % 11 == 0 {
+                let mut zset = ZSetValue::default();
+                for member in 0..index % 4 + 1 {
+                    zset.insert(format!("{key}-{member}").as_bytes(), member as f64 / 3.0);
+                }
+                Value::ZSet(Box::new(zset))
             } else if index % 7 == 0 {
                 let mut set = SetValue::default();
                 for member in 0..index % 3 + 1 {

@@ -20,7 +20,7 @@
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 
-use super::value::{HashValue, ListValue, SetValue, Value, ValueRef, alloc_size};
+use super::value::{HashValue, ListValue, SetValue, Value, ValueRef, ZSetValue, alloc_size};
 
 pub const NIL: u32 = u32::MAX;
 
@@ -30,6 +30,7 @@ const KIND_HEAP: u8 = 1;
 const KIND_HASH: u8 = 2;
 const KIND_LIST: u8 = 3;
 const KIND_SET: u8 = 4;
+const KIND_ZSET: u8 = 5;
 const FLAG_TTL: u8 = 0b1000;
 
 const WORD: usize = size_of::<usize>();
@@ -71,6 +72,7 @@ pub enum Collection {
     Hash(Box<HashValue>),
     List(Box<ListValue>),
     Set(Box<SetValue>),
+    ZSet(Box<ZSetValue>),
 }
 
 impl Collection {
@@ -79,6 +81,7 @@ impl Collection {
             Collection::Hash(_) => KIND_HASH,
             Collection::List(_) => KIND_LIST,
             Collection::Set(_) => KIND_SET,
+            Collection::ZSet(_) => KIND_ZSET,
         }
     }
 
@@ -88,6 +91,7 @@ impl Collection {
             Collection::Hash(hash) => Box::into_raw(hash).cast(),
             Collection::List(list) => Box::into_raw(list).cast(),
             Collection::Set(set) => Box::into_raw(set).cast(),
+            Collection::ZSet(zset) => Box::into_raw(zset).cast(),
         }
     }
 
@@ -102,7 +106,8 @@ impl Collection {
             match kind {
                 KIND_HASH => Value::Hash(Box::from_raw(pointer.cast::<HashValue>())),
                 KIND_LIST => Value::List(Box::from_raw(pointer.cast::<ListValue>())),
-                _ => Value::Set(Box::from_raw(pointer.cast::<SetValue>())),
+                KIND_SET => Value::Set(Box::from_raw(pointer.cast::<SetValue>())),
+                _ => Value::ZSet(Box::from_raw(pointer.cast::<ZSetValue>())),
             }
         }
     }
@@ -115,6 +120,7 @@ impl From<Value> for Src<'_> {
             Value::Hash(hash) => Src::Collection(Collection::Hash(hash)),
             Value::List(list) => Src::Collection(Collection::List(list)),
             Value::Set(set) => Src::Collection(Collection::Set(set)),
+            Value::ZSet(zset) => Src::Collection(Collection::ZSet(zset)),
         }
     }
 }
@@ -415,7 +421,9 @@ impl Entry {
             // SAFETY: a pointer from Box::into_raw of a ListValue that this entry owns.
             KIND_LIST => ValueRef::List(unsafe { &*self.pointer(at).cast::<ListValue>() }),
             // SAFETY: a pointer from Box::into_raw of a SetValue that this entry owns.
-            _ => ValueRef::Set(unsafe { &*self.pointer(at).cast::<SetValue>() }),
+            KIND_SET => ValueRef::Set(unsafe { &*self.pointer(at).cast::<SetValue>() }),
+            // SAFETY: a pointer from Box::into_raw of a ZSetValue that this entry owns.
+            _ => ValueRef::ZSet(unsafe { &*self.pointer(at).cast::<ZSetValue>() }),
         }
     }
 
@@ -581,6 +589,9 @@ impl Entry {
             }
             Value::Set(set) if parts.kind == KIND_SET => {
                 self.set_pointer(at, Collection::Set(set).into_raw());
+            }
+            Value::ZSet(zset) if parts.kind == KIND_ZSET => {
+                self.set_pointer(at, Collection::ZSet(zset).into_raw());
             }
             Value::Str(bytes) if parts.kind == KIND_INLINE && bytes.len() == parts.val_len => {
                 // SAFETY: as in `set_value`.
@@ -772,6 +783,7 @@ mod tests {
         SetHash(usize),
         SetList(usize),
         SetSet(usize),
+        SetZSet(usize),
         Ttl(u64, u32),
         Persist,
         Append(usize),
@@ -786,6 +798,7 @@ mod tests {
             (0usize..20).prop_map(Op::SetHash),
             (0usize..20).prop_map(Op::SetList),
             (0usize..20).prop_map(Op::SetSet),
+            (0usize..20).prop_map(Op::SetZSet),
             (1u64..u64::MAX, any::<u32>()).prop_map(|(at, pos)| Op::Ttl(at, pos)),
             Just(Op::Persist),
             len.prop_map(Op::Append),
@@ -818,6 +831,14 @@ mod tests {
         set
     }
 
+    fn zset_of(members: usize) -> ZSetValue {
+        let mut zset = ZSetValue::default();
+        for member in 0..members {
+            zset.insert(format!("m{member}").as_bytes(), (members - member) as f64);
+        }
+        zset
+    }
+
     fn same(entry: &Entry, value: &Value, ttl: Option<(u64, u32)>) -> bool {
         let values = match (entry.value(), value) {
             (ValueRef::Str(got), Value::Str(want)) => got == &want[..],
@@ -826,6 +847,7 @@ mod tests {
             }
             (ValueRef::List(got), Value::List(want)) => got.iter().eq(want.iter()),
             (ValueRef::Set(got), Value::Set(want)) => got.iter().eq(want.iter()),
+            (ValueRef::ZSet(got), Value::ZSet(want)) => got.iter().eq(want.iter()),
             _ => false,
         };
         values
@@ -872,6 +894,12 @@ mod tests {
                             members,
                         )))));
                     }
+                    Op::SetZSet(members) => {
+                        value = Value::ZSet(Box::new(zset_of(members)));
+                        entry.set_value(Src::Collection(Collection::ZSet(Box::new(zset_of(
+                            members,
+                        )))));
+                    }
                     Op::Ttl(at, pos) => {
                         ttl = Some((at, pos));
                         entry.set_ttl(ttl);
@@ -895,6 +923,9 @@ mod tests {
                             Value::List(list) => list.push_front(&vec![b'a'; len]),
                             Value::Set(set) => {
                                 set.insert(format!("a{len}").as_bytes());
+                            }
+                            Value::ZSet(zset) => {
+                                zset.insert(format!("a{len}").as_bytes(), len as f64);
                             }
                         };
                         apply(&mut value);
@@ -921,6 +952,7 @@ mod tests {
                     prop_assert!(got.iter().eq(want.iter()))
                 }
                 (Value::Set(got), Value::Set(want)) => prop_assert!(got.iter().eq(want.iter())),
+                (Value::ZSet(got), Value::ZSet(want)) => prop_assert!(got.iter().eq(want.iter())),
                 _ => prop_assert!(false, "type changed"),
             }
         }

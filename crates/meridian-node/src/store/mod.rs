@@ -17,4 +17,6 @@ pub use eviction::Policy;
 pub use eviction::lru::coarse_ms;
 pub use hooks::{NoHooks, SnapshotSink, WriteHooks};
 pub use shard::{Holder, Shard, WatchFlag};
-pub use value::{HashValue, KeyCollection, ListValue, SetValue, Value, ValueRef};
+pub use value::{
+    HashValue, KeyCollection, ListValue, SetValue, Value, ValueRef, ZSetValue, sorts_before,
+};

@@ -285,7 +285,220 @@ impl SetValue {
     }
 }
 
-/// A collection type a key can hold (hash, list, set): what the commands' one read
+type ScoreMap = IndexMap<Box<[u8]>, f64, foldhash::fast::RandomState>;
+
+/// Most members one run of a sorted set's order holds: inserting shifts at most this
+/// many, and finding a rank adds one length per run.
+const RUN_MAX: usize = 256;
+
+/// Whether `(score, member)` sorts before `(other_score, other)`: by score, then by
+/// member bytes (Redis's order; scores are never NaN, and -0 equals 0).
+pub fn sorts_before(score: f64, member: &[u8], other_score: f64, other: &[u8]) -> bool {
+    score < other_score || (score == other_score && member < other)
+}
+
+/// One member of a sorted set in its place in score order.
+#[derive(Clone, Debug)]
+struct Scored {
+    score: f64,
+    member: Box<[u8]>,
+}
+
+/// A sorted set: each member's score by member in an index map (O(1) lookups and
+/// random picks; a removal moves the last member into the hole, which ZSCAN's cursor
+/// relies on), and the members in (score, member) order in runs of at most [`RUN_MAX`] (ranks and ranges in
+/// O(runs + log n), as fast to iterate as a vector); tracks its heap bytes.
+#[derive(Clone, Debug, Default)]
+pub struct ZSetValue {
+    scores: ScoreMap,
+    runs: Vec<Vec<Scored>>,
+    /// Bytes of the members' allocations (each member is kept twice) and the runs' buffers.
+    payload: usize,
+}
+
+fn run_bytes(run: &Vec<Scored>) -> usize {
+    alloc_size(run.capacity() * std::mem::size_of::<Scored>())
+}
+
+impl ZSetValue {
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    pub fn score(&self, member: &[u8]) -> Option<f64> {
+        self.scores.get(member).copied()
+    }
+
+    /// Sets `member`'s score; returns its previous score (None: the member is new).
+    /// A score of -0 is kept as 0, as Redis's compact encoding keeps it.
+    pub fn insert(&mut self, member: &[u8], score: f64) -> Option<f64> {
+        let score = if score == 0.0 { 0.0 } else { score };
+        if let Some(current) = self.scores.get_mut(member) {
+            let previous = *current;
+            if previous.to_bits() != score.to_bits() {
+                *current = score;
+                let boxed = self.unlink(previous, member);
+                self.link(score, boxed);
+            }
+            return Some(previous);
+        }
+        self.payload += 2 * alloc_size(member.len());
+        self.scores.insert(member.into(), score);
+        self.link(score, member.into());
+        None
+    }
+
+    /// Removes `member`; returns its score when it was there.
+    pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
+        let score = self.scores.swap_remove(member)?;
+        self.payload -= 2 * alloc_size(member.len());
+        self.unlink(score, member);
+        Some(score)
+    }
+
+    /// The member and score at `index` of the score map (not the rank).
+    pub fn get_index(&self, index: usize) -> Option<(&[u8], f64)> {
+        self.scores
+            .get_index(index)
+            .map(|(member, score)| (&member[..], *score))
+    }
+
+    /// The rank of the first member for which `before` is false (`before` is true for
+    /// a prefix of the order, false after it): where a range bound falls.
+    pub fn partition_point(&self, before: impl Fn(f64, &[u8]) -> bool) -> usize {
+        let run = self.runs.partition_point(|run| {
+            run.last()
+                .is_some_and(|last| before(last.score, &last.member))
+        });
+        let preceding: usize = self.runs[..run].iter().map(Vec::len).sum();
+        preceding
+            + self.runs.get(run).map_or(0, |run| {
+                run.partition_point(|entry| before(entry.score, &entry.member))
+            })
+    }
+
+    /// The 0-based rank of `member` in ascending order.
+    pub fn rank(&self, member: &[u8]) -> Option<usize> {
+        let score = self.score(member)?;
+        Some(self.partition_point(|s, m| sorts_before(s, m, score, member)))
+    }
+
+    /// The run and position within it of rank `rank` (`(runs, 0)` past the end).
+    fn locate(&self, mut rank: usize) -> (usize, usize) {
+        for (index, run) in self.runs.iter().enumerate() {
+            if rank < run.len() {
+                return (index, rank);
+            }
+            rank -= run.len();
+        }
+        (self.runs.len(), 0)
+    }
+
+    /// The member and score at `rank` in ascending order.
+    pub fn get(&self, rank: usize) -> Option<(&[u8], f64)> {
+        let (run, at) = self.locate(rank);
+        let entry = self.runs.get(run)?.get(at)?;
+        Some((&entry.member, entry.score))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], f64)> {
+        self.ascending(0)
+    }
+
+    /// Members from rank `rank` upward.
+    pub fn ascending(&self, rank: usize) -> impl Iterator<Item = (&[u8], f64)> {
+        let (run, at) = self.locate(rank);
+        let first = self.runs.get(run).map_or(&[][..], |run| &run[at..]);
+        first
+            .iter()
+            .chain(self.runs.iter().skip(run + 1).flatten())
+            .map(|entry| (&entry.member[..], entry.score))
+    }
+
+    /// Members from rank `rank` downward (nothing when `rank` is past the end).
+    pub fn descending(&self, rank: usize) -> impl Iterator<Item = (&[u8], f64)> {
+        let (run, at) = self.locate(rank);
+        let first = self.runs.get(run).map_or(&[][..], |run| &run[..=at]);
+        let before = if run < self.runs.len() {
+            &self.runs[..run]
+        } else {
+            &[][..]
+        };
+        first
+            .iter()
+            .rev()
+            .chain(before.iter().rev().flat_map(|run| run.iter().rev()))
+            .map(|entry| (&entry.member[..], entry.score))
+    }
+
+    /// Puts `member` in its place in the order.
+    fn link(&mut self, score: f64, member: Box<[u8]>) {
+        if self.runs.is_empty() {
+            self.runs.push(Vec::new());
+        }
+        let run = self
+            .runs
+            .partition_point(|run| {
+                run.last()
+                    .is_some_and(|last| sorts_before(last.score, &last.member, score, &member))
+            })
+            .min(self.runs.len() - 1);
+        let target = &mut self.runs[run];
+        let at = target
+            .partition_point(|entry| sorts_before(entry.score, &entry.member, score, &member));
+        self.payload -= run_bytes(target);
+        target.insert(at, Scored { score, member });
+        if target.len() > RUN_MAX {
+            let tail = target.split_off(target.len() / 2);
+            target.shrink_to(RUN_MAX);
+            self.payload += run_bytes(&self.runs[run]) + run_bytes(&tail);
+            self.runs.insert(run + 1, tail);
+        } else {
+            self.payload += run_bytes(target);
+        }
+    }
+
+    /// Takes `member` (whose score is `score`) out of the order.
+    fn unlink(&mut self, score: f64, member: &[u8]) -> Box<[u8]> {
+        let run = self.runs.partition_point(|run| {
+            run.last()
+                .is_some_and(|last| sorts_before(last.score, &last.member, score, member))
+        });
+        let target = &mut self.runs[run];
+        let at =
+            target.partition_point(|entry| sorts_before(entry.score, &entry.member, score, member));
+        debug_assert!(&*target[at].member == member);
+        let removed = target.remove(at).member;
+        let len = target.len();
+        if len == 0 {
+            self.payload -= run_bytes(&self.runs.remove(run));
+        } else if len < RUN_MAX / 4
+            && run + 1 < self.runs.len()
+            && len + self.runs[run + 1].len() <= RUN_MAX
+        {
+            // keeps runs from thinning out after many removals
+            let next = self.runs.remove(run + 1);
+            self.payload -= run_bytes(&next) + run_bytes(&self.runs[run]);
+            self.runs[run].extend(next);
+            self.payload += run_bytes(&self.runs[run]);
+        }
+        removed
+    }
+
+    /// Approximate heap bytes: members (twice), the runs' buffers and the score map's
+    /// entries (hash, member pointer, score) and index slots.
+    pub fn heap_size(&self) -> usize {
+        self.payload
+            + alloc_size(self.runs.capacity() * std::mem::size_of::<Vec<Scored>>())
+            + self.scores.capacity() * (std::mem::size_of::<(u64, Box<[u8]>, f64)>() + 8 + 1)
+    }
+}
+
+/// A collection type a key can hold (hash, list, set, sorted set): what the commands' one read
 /// path and one write path need to know of it (see `commands::read_collection`).
 pub trait KeyCollection: Default {
     /// The collection of this type a stored value is, if it is one.
@@ -328,6 +541,7 @@ macro_rules! key_collection {
 key_collection!(HashValue, Hash);
 key_collection!(ListValue, List);
 key_collection!(SetValue, Set);
+key_collection!(ZSetValue, ZSet);
 
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -335,6 +549,7 @@ pub enum Value {
     Hash(Box<HashValue>),
     List(Box<ListValue>),
     Set(Box<SetValue>),
+    ZSet(Box<ZSetValue>),
 }
 
 impl Value {
@@ -348,6 +563,7 @@ impl Value {
             Value::Hash(hash) => alloc_size(std::mem::size_of::<HashValue>()) + hash.heap_size(),
             Value::List(list) => alloc_size(std::mem::size_of::<ListValue>()) + list.heap_size(),
             Value::Set(set) => alloc_size(std::mem::size_of::<SetValue>()) + set.heap_size(),
+            Value::ZSet(zset) => alloc_size(std::mem::size_of::<ZSetValue>()) + zset.heap_size(),
         }
     }
 }
@@ -359,6 +575,7 @@ impl Value {
             Value::Hash(hash) => ValueRef::Hash(hash),
             Value::List(list) => ValueRef::List(list),
             Value::Set(set) => ValueRef::Set(set),
+            Value::ZSet(zset) => ValueRef::ZSet(zset),
         }
     }
 }
@@ -370,6 +587,7 @@ pub enum ValueRef<'a> {
     Hash(&'a HashValue),
     List(&'a ListValue),
     Set(&'a SetValue),
+    ZSet(&'a ZSetValue),
 }
 
 impl ValueRef<'_> {
@@ -379,6 +597,7 @@ impl ValueRef<'_> {
             ValueRef::Hash(_) => "hash",
             ValueRef::List(_) => "list",
             ValueRef::Set(_) => "set",
+            ValueRef::ZSet(_) => "zset",
         }
     }
 
@@ -390,6 +609,7 @@ impl ValueRef<'_> {
             ValueRef::Hash(hash) => alloc_size(std::mem::size_of::<HashValue>()) + hash.heap_size(),
             ValueRef::List(list) => alloc_size(std::mem::size_of::<ListValue>()) + list.heap_size(),
             ValueRef::Set(set) => alloc_size(std::mem::size_of::<SetValue>()) + set.heap_size(),
+            ValueRef::ZSet(zset) => alloc_size(std::mem::size_of::<ZSetValue>()) + zset.heap_size(),
         }
     }
 
@@ -399,13 +619,76 @@ impl ValueRef<'_> {
             ValueRef::Hash(hash) => Value::Hash(Box::new(hash.clone())),
             ValueRef::List(list) => Value::List(Box::new(list.clone())),
             ValueRef::Set(set) => Value::Set(Box::new(set.clone())),
+            ValueRef::ZSet(zset) => Value::ZSet(Box::new(zset.clone())),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{ListValue, alloc_size};
+    use super::{ListValue, ZSetValue, alloc_size, sorts_before};
+    use proptest::prelude::*;
+
+    /// Members in (score, member) order, as a sorted set must hold them.
+    fn model_order(model: &std::collections::HashMap<Vec<u8>, f64>) -> Vec<(Vec<u8>, f64)> {
+        let mut order: Vec<(Vec<u8>, f64)> = model.iter().map(|(m, s)| (m.clone(), *s)).collect();
+        order.sort_by(|a, b| {
+            if sorts_before(a.1, &a.0, b.1, &b.0) {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        });
+        order
+    }
+
+    proptest! {
+        // inserts, score changes and removals (enough to split and merge runs) against
+        // a map sorted afresh: order, ranks, positions, both directions, accounting
+        #[test]
+        fn sorted_set_keeps_score_order(
+            ops in proptest::collection::vec((0u16..700, -4i8..4, any::<bool>()), 1..2500)
+        ) {
+            let mut zset = ZSetValue::default();
+            let mut model = std::collections::HashMap::new();
+            for (member, score, remove) in ops {
+                let member = format!("m{member}").into_bytes();
+                let score = f64::from(score) / 2.0;
+                if remove {
+                    prop_assert_eq!(zset.remove(&member), model.remove(&member));
+                } else {
+                    prop_assert_eq!(zset.insert(&member, score), model.insert(member, score));
+                }
+            }
+            let order = model_order(&model);
+            prop_assert_eq!(zset.len(), order.len());
+            let got: Vec<(Vec<u8>, f64)> = zset.iter().map(|(m, s)| (m.to_vec(), s)).collect();
+            prop_assert_eq!(&got, &order);
+            for (rank, (member, score)) in order.iter().enumerate() {
+                prop_assert_eq!(zset.rank(member), Some(rank));
+                prop_assert_eq!(zset.get(rank), Some((&member[..], *score)));
+                prop_assert_eq!(zset.ascending(rank).count(), order.len() - rank);
+                let down: Vec<&[u8]> = zset.descending(rank).map(|(m, _)| m).collect();
+                let want: Vec<&[u8]> = order[..=rank].iter().rev().map(|(m, _)| &m[..]).collect();
+                prop_assert_eq!(down, want);
+            }
+            prop_assert_eq!(zset.descending(order.len()).count(), 0);
+            prop_assert_eq!(zset.ascending(order.len()).count(), 0);
+            let below_zero = order.iter().filter(|(_, s)| *s < 0.0).count();
+            prop_assert_eq!(zset.partition_point(|s, _| s < 0.0), below_zero);
+            let members: usize = order.iter().map(|(m, _)| 2 * alloc_size(m.len())).sum();
+            let runs: usize = zset.runs.iter().map(super::run_bytes).sum();
+            prop_assert_eq!(zset.payload, members + runs);
+            prop_assert!(zset.runs.iter().all(|run| !run.is_empty() && run.len() <= super::RUN_MAX));
+        }
+    }
+
+    #[test]
+    fn a_negative_zero_score_is_kept_as_zero() {
+        let mut zset = ZSetValue::default();
+        zset.insert(b"a", -0.0);
+        assert!(zset.score(b"a").unwrap().is_sign_positive());
+    }
 
     #[test]
     fn list_payload_follows_its_elements() {
