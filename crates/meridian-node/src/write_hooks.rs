@@ -1,7 +1,7 @@
 //! The node's side of the store's write hooks ([`crate::store::WriteHooks`]): a key
 //! change invalidates CLIENT TRACKING near caches, and a key the store removes on
 //! its own (expiry, eviction) is propagated to the replicas as a DEL and published
-//! as an `expired` / `evicted` keyspace event. Commands' writes reach the
+//! as an `expired` / `evicted` keyspace event; a created key is published as `new`. Commands' writes reach the
 //! replication log through the dispatcher instead, which encodes their effects
 //! once the command succeeded (see `commands::run_write`).
 
@@ -32,6 +32,11 @@ impl WriteHooks for NodeWriteHooks {
 
     fn flushed(&self, writer: Option<u64>) {
         self.tracking.flushed(writer);
+    }
+
+    #[inline]
+    fn key_created(&self, key: &[u8]) {
+        self.keyspace_events.notify(NotifyClass::New, "new", key);
     }
 
     fn removed_by_store(&self, key: &[u8], cause: Removal) {

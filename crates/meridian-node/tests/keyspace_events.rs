@@ -208,7 +208,7 @@ fn string_commands() {
 
 #[test]
 fn generic_commands() {
-    let mut events = Events::start("KEA");
+    let mut events = Events::start("KEAn");
     events.same(&[
         &["MSET", "a", "1", "b", "2", "c", "3"],
         &["DEL", "a", "nosuch", "b"],
@@ -251,7 +251,7 @@ fn generic_commands() {
 /// DUMP payloads are each server's own: each RESTOREs what it dumped.
 #[test]
 fn restore() {
-    let mut events = Events::start("KEA");
+    let mut events = Events::start("KEAn");
     events.both(&["RPUSH", "l", "a", "b"]);
     let sides = [&mut events.theirs, &mut events.ours];
     for side in sides {
@@ -276,7 +276,7 @@ fn restore() {
 
 #[test]
 fn list_commands() {
-    let mut events = Events::start("KEA");
+    let mut events = Events::start("KEAn");
     let received = events.same(&[
         &["LPUSH", "l", "a", "b"],
         &["RPUSH", "l", "c"],
@@ -375,7 +375,7 @@ fn blocked_client_served() {
 
 #[test]
 fn set_commands() {
-    let mut events = Events::start("KEA");
+    let mut events = Events::start("KEAn");
     let received = events.same(&[
         &["SADD", "s", "a", "b", "c"],
         &["SADD", "s", "a"],
@@ -407,16 +407,16 @@ fn set_commands() {
         &["SADD", "str", "a"],
         &["SMOVE", "a", "str", "1"],
     ]);
-    // SMOVE emptying its source: srem, del, then sadd on the destination
+    // SMOVE emptying its source: srem, del, then the destination's creation and sadd
     assert!(has_in_a_row(
         &received,
-        &[("srem", "s"), ("del", "s"), ("sadd", "u")]
+        &[("srem", "s"), ("del", "s"), ("new", "u"), ("sadd", "u")]
     ));
 }
 
 #[test]
 fn hash_commands() {
-    let mut events = Events::start("KEA");
+    let mut events = Events::start("KEAn");
     events.same(&[
         &["HSET", "h", "a", "1", "b", "2"],
         &["HSET", "h", "a", "1"],
@@ -439,7 +439,7 @@ fn hash_commands() {
 
 #[test]
 fn bitmap_and_hyperloglog_commands() {
-    let mut events = Events::start("KEA");
+    let mut events = Events::start("KEAn");
     events.same(&[
         &["SETBIT", "b", "7", "1"],
         &["SETBIT", "b", "7", "1"],
@@ -470,6 +470,57 @@ fn bitmap_and_hyperloglog_commands() {
         &["PFMERGE", "h3"],
         &["PFCOUNT", "h", "h2"],
     ]);
+}
+
+/// `n`: a created key's `new` comes before the event of the command creating it; an
+/// overwrite is no creation, a replaced key (RENAME, COPY REPLACE) is.
+#[test]
+fn new_key_events() {
+    let mut events = Events::start("KEAn");
+    let received = events.same(&[
+        &["SET", "a", "1"],
+        &["SET", "a", "2"],
+        &["MSET", "b", "1", "a", "3", "c", "2"],
+        &["MSETNX", "d", "1", "e", "2"],
+        &["SETEX", "f", "100", "v"],
+        &["GETSET", "g", "v"],
+        &["APPEND", "h", "v"],
+        &["INCR", "i"],
+        &["INCRBYFLOAT", "j", "1"],
+        &["SETRANGE", "k", "1", "v"],
+        &["SETNX", "l", "v"],
+        &["RENAME", "a", "m"],
+        &["RENAME", "m", "b"],
+        &["COPY", "b", "n"],
+        &["COPY", "b", "n", "REPLACE"],
+        &["LPUSH", "list", "x", "y"],
+        &["LMOVE", "list", "list2", "LEFT", "LEFT"],
+        &["RPOPLPUSH", "list", "list2"],
+        &["SADD", "s1", "x", "y"],
+        &["SMOVE", "s1", "s2", "x"],
+        &["SMOVE", "s1", "s2", "y"],
+        &["SADD", "s3", "x"],
+        &["SINTERSTORE", "s4", "s2", "s3"],
+        &["SUNIONSTORE", "s4", "s2", "s3"],
+        &["HSET", "h1", "f", "v"],
+        &["HINCRBY", "h2", "f", "1"],
+        &["HINCRBYFLOAT", "h3", "f", "1"],
+        &["HSETNX", "h4", "f", "v"],
+        &["SETBIT", "bits", "1", "1"],
+        &["BITFIELD", "bits2", "SET", "u8", "0", "1"],
+        &["BITOP", "OR", "bits3", "bits", "bits2"],
+        &["BITOP", "OR", "bits3", "bits"],
+        &["PFADD", "hll", "a"],
+        &["PFMERGE", "hll2", "hll"],
+        &["EXPIRE", "f", "-1"],
+        &["SET", "f", "v"],
+    ]);
+    // RENAME onto an existing key: new, then rename_from / rename_to, as Redis
+    assert!(has_in_a_row(
+        &received,
+        &[("new", "b"), ("rename_from", "m"), ("rename_to", "b")]
+    ));
+    assert!(has_in_a_row(&received, &[("new", "a"), ("set", "a")]));
 }
 
 #[test]
@@ -666,7 +717,7 @@ fn command() -> impl Strategy<Value = Vec<String>> {
 fn random_sequences() {
     use proptest::test_runner::TestCaseError;
     let (mut runner, seed) = seeded_runner(48);
-    let events = std::cell::RefCell::new(Events::start("KEA"));
+    let events = std::cell::RefCell::new(Events::start("KEAn"));
     let result = runner.run(&prop::collection::vec(command(), 1..24), |commands| {
         let mut events = events.borrow_mut();
         events.both(&["FLUSHALL"]);
@@ -687,4 +738,49 @@ fn random_sequences() {
     if let Err(failure) = result {
         panic!("seed {seed}: {failure}");
     }
+}
+
+/// A replica publishes the events of the writes it applies, as a Redis replica does
+/// (it runs them): its subscribers see the primary's writes, and the primary's
+/// expiry as the `del` it sends.
+#[test]
+fn replicas_publish_the_writes_they_apply() {
+    let primary = Node::start_named("events-primary", 8, &[]);
+    let replica = Node::start_named("events-replica", 8, &["--notify-keyspace-events", "Eg$lx"]);
+    let mut subscriber = replica.raw();
+    subscriber.cmd(&["PSUBSCRIBE", PATTERN]);
+    let reply = replica
+        .raw()
+        .cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]);
+    assert_eq!(reply, Reply::ok());
+    common::node_process::wait_until("link up", Duration::from_secs(20), || {
+        common::info_field(&replica, "replication", "master_link_status") == "up"
+    });
+    let mut writer = primary.raw();
+    for args in [
+        &["SET", "k", "v"][..],
+        &["RPUSH", "l", "a"],
+        &["LPOP", "l"],
+        &["SET", "e", "v", "PX", "100"],
+    ] {
+        writer.cmd(args);
+    }
+    let mut received = Vec::new();
+    while received.len() < 7 {
+        let mut bytes = Vec::new();
+        subscriber.read_bytes(&mut bytes);
+        received.push(bytes.escape_ascii().to_string());
+    }
+    assert_eq!(
+        received,
+        keyevents(&[
+            ("set", "k"),
+            ("rpush", "l"),
+            ("lpop", "l"),
+            ("del", "l"),
+            ("set", "e"),
+            ("expire", "e"),
+            ("del", "e"),
+        ])
+    );
 }

@@ -319,13 +319,14 @@ pub fn bitop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
         let length = result.len();
         let existed = access.with_key(destination, |shard, slot| {
-            let existed = shard.find(destination, now).map(|index| {
-                shard.remove(index);
-            });
+            let existing = shard.find(destination, now);
+            // a result overwrites the key in place (no `new` event, as Redis's setKey)
             if length > 0 {
                 shard.insert(destination, slot, Value::Str(result), 0);
+            } else if let Some(index) = existing {
+                shard.remove(index);
             }
-            existed.is_some()
+            existing.is_some()
         });
         Ok::<_, CommandError>((length, existed))
     })?;

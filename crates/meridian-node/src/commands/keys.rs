@@ -399,6 +399,10 @@ fn transfer(
             });
         }
         access.with_key(target, |shard, slot| {
+            // like Redis, a replaced target is deleted and created again (`new`)
+            if let Some(index) = shard.find(target, now) {
+                shard.remove(index);
+            }
             shard.insert(target, slot, value, expire_at);
         });
         Ok(Some(true))

@@ -430,6 +430,23 @@ fn move_item(ctx: &mut Ctx<'_, '_>, from: End, to: End) -> Result<Option<Box<[u8
             return Ok(None);
         }
         access.with_key(destination, |shard, _| check_list(shard, destination, now))?;
+        if source == destination {
+            // a rotation: the list never goes away (nor is created again: no `new`)
+            let item = access.with_key(source, |shard, slot| {
+                write_collection::<ListValue, _>(shard, source, slot, now, false, |list| {
+                    let item = pop(list, from);
+                    if let Some(item) = &item {
+                        push(list, to, item);
+                    }
+                    Ok(item)
+                })
+            })?;
+            if item.is_some() {
+                events.notify(NotifyClass::List, to.push_event(), source);
+                events.notify(NotifyClass::List, from.pop_event(), source);
+            }
+            return Ok(item.flatten());
+        }
         let item = access.with_key(source, |shard, slot| {
             write_collection::<ListValue, _>(shard, source, slot, now, false, |list| {
                 Ok(pop(list, from).map(|item| (item, list.is_empty())))
@@ -444,10 +461,9 @@ fn move_item(ctx: &mut Ctx<'_, '_>, from: End, to: End) -> Result<Option<Box<[u8
                 Ok(())
             })
         })?;
-        // Redis's order: the push, then the pop (and `del` of an emptied source,
-        // which a move onto itself never is)
+        // Redis's order: the push, then the pop (and `del` of an emptied source)
         events.notify(NotifyClass::List, to.push_event(), destination);
-        notify_popped(events, source, from, emptied && source != destination);
+        notify_popped(events, source, from, emptied);
         Ok(Some(item))
     })
 }

@@ -89,6 +89,10 @@ pub fn restore(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 "del"
             }))
         } else {
+            // like Redis, REPLACE deletes the old key and creates it again (`new`)
+            if let Some(index) = existing {
+                shard.remove(index);
+            }
             shard.insert(key, slot, value, expire_at);
             Ok(Some("restore"))
         }

@@ -285,9 +285,13 @@ fn combine_store(ctx: &mut Ctx<'_, '_>, how: Combine) -> CmdResult {
         let members = combine(access, keys, how, 0, now)?;
         let count = members.len();
         let existed = access.with_key(destination, |shard, slot| {
-            let existed = shard.find(destination, now).map(|index| {
+            let existing = shard.find(destination, now);
+            // a result overwrites the key in place (no `new` event, as Redis's setKey)
+            if count == 0
+                && let Some(index) = existing
+            {
                 shard.remove(index);
-            });
+            }
             if count > 0 {
                 let mut set = SetValue::default();
                 for member in &members {
@@ -295,7 +299,7 @@ fn combine_store(ctx: &mut Ctx<'_, '_>, how: Combine) -> CmdResult {
                 }
                 shard.insert(destination, slot, Value::Set(Box::new(set)), 0);
             }
-            existed.is_some()
+            existing.is_some()
         });
         Ok::<_, CommandError>((count, existed))
     })?;

@@ -2,9 +2,9 @@
 
 use super::{Ctx, parse_float, parse_int};
 use crate::error::{CmdResult, CommandError};
-use crate::notify::NotifyClass;
+use crate::notify::{KeyspaceEvents, NotifyClass};
 use crate::protocol::encode::format_double;
-use crate::store::{Shard, Value, ValueRef};
+use crate::store::{Access, Shard, Value, ValueRef};
 
 /// Largest string a command may build (proto-max-bulk-len).
 pub(super) const MAX_STRING: usize = 512 * 1024 * 1024;
@@ -287,29 +287,28 @@ fn pairs<'x>(ctx: &Ctx<'_, 'x>) -> Result<Vec<Pair<'x>>, CommandError> {
 pub fn mset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let pairs = pairs(ctx)?;
     let keys: Vec<&[u8]> = pairs.iter().map(|pair| pair.0).collect();
-    ctx.keys.atomically(&keys, |access| {
-        for (key, value) in &pairs {
-            access.with_key(key, |shard, slot| {
-                shard.insert_str(key, slot, value, 0);
-            });
-        }
-    });
-    notify_pairs(ctx, &pairs);
+    let events = &*ctx.shared.keyspace_events;
+    ctx.keys
+        .atomically(&keys, |access| set_pairs(access, &pairs, events));
     ctx.out.ok();
     Ok(())
 }
 
-/// MSET / MSETNX: one `set` per key, in argument order.
-fn notify_pairs(ctx: &Ctx<'_, '_>, pairs: &[Pair<'_>]) {
-    for (key, _) in pairs {
-        ctx.notify(NotifyClass::String, "set", key);
+/// MSET / MSETNX's writes: each key set, then its `set` event (a created key's
+/// `new` comes first, as in Redis's loop).
+fn set_pairs(access: &mut Access<'_, '_>, pairs: &[Pair<'_>], events: &KeyspaceEvents) {
+    for (key, value) in pairs {
+        access.with_key(key, |shard, slot| {
+            shard.insert_str(key, slot, value, 0);
+        });
+        events.notify(NotifyClass::String, "set", key);
     }
 }
 
 pub fn msetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let pairs = pairs(ctx)?;
     let keys: Vec<&[u8]> = pairs.iter().map(|pair| pair.0).collect();
-    let now = ctx.now;
+    let (now, events) = (ctx.now, &*ctx.shared.keyspace_events);
     let set = ctx.keys.atomically(&keys, |access| {
         if keys
             .iter()
@@ -317,16 +316,9 @@ pub fn msetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         {
             return false;
         }
-        for (key, value) in &pairs {
-            access.with_key(key, |shard, slot| {
-                shard.insert_str(key, slot, value, 0);
-            });
-        }
+        set_pairs(access, &pairs, events);
         true
     });
-    if set {
-        notify_pairs(ctx, &pairs);
-    }
     ctx.out.integer(i64::from(set));
     Ok(())
 }

@@ -19,6 +19,10 @@ pub trait WriteHooks: Send + Sync + std::fmt::Debug {
     /// Every key went away (FLUSHDB / FLUSHALL).
     fn flushed(&self, writer: Option<u64>);
 
+    /// `key` did not exist and now does (an overwrite is no creation), before the
+    /// command that created it goes on (Redis's `new` keyspace event).
+    fn key_created(&self, key: &[u8]);
+
     /// The store removed `key` on its own (expiry, eviction): replicas must too.
     fn removed_by_store(&self, key: &[u8], cause: Removal);
 }
@@ -44,6 +48,8 @@ impl WriteHooks for NoHooks {
     fn key_changed(&self, _key: &[u8], _writer: Option<u64>) {}
 
     fn flushed(&self, _writer: Option<u64>) {}
+
+    fn key_created(&self, _key: &[u8]) {}
 
     fn removed_by_store(&self, _key: &[u8], _cause: Removal) {}
 }

@@ -494,6 +494,7 @@ impl Shard {
         let memory = self.entry(index).memory();
         self.account(memory as isize);
         self.sync_table_memory();
+        self.stats.hooks.key_created(key);
         index
     }
 
