@@ -161,6 +161,15 @@ impl KeyspaceEvents {
         }
     }
 
+    /// The `del` of a collection its command emptied (the store removed the key, as
+    /// Redis deletes an empty list, set, hash or sorted set), after the command's event.
+    #[inline]
+    pub fn notify_emptied(&self, key: &[u8], emptied: bool) {
+        if emptied {
+            self.notify(NotifyClass::Generic, "del", key);
+        }
+    }
+
     #[cold]
     fn publish(&self, flags: u32, event: &str, key: &[u8]) {
         if flags & KEYSPACE != 0 {

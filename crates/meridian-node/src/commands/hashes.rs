@@ -1,7 +1,6 @@
 //! Hash commands.
 
 use super::keys::ScanOptions;
-use super::lists::notify_emptied;
 use super::{
     Ctx, MAX_REPEATED_PICKS, parse_float, parse_int, query_collection, random_picker, random_picks,
     read_collection, write_collection,
@@ -101,7 +100,7 @@ pub fn hdel(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (removed, emptied) = removed.unwrap_or_default();
     if removed > 0 {
         ctx.notify(NotifyClass::Hash, "hdel", key);
-        notify_emptied(&ctx.shared.keyspace_events, key, emptied);
+        ctx.shared.keyspace_events.notify_emptied(key, emptied);
     }
     ctx.out.integer(removed as i64);
     Ok(())

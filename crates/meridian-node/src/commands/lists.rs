@@ -64,14 +64,7 @@ fn push(list: &mut ListValue, end: End, item: &[u8]) {
 /// Redis's listElementsRemoved events: the pop, then `del` when it emptied the list.
 fn notify_popped(events: &KeyspaceEvents, key: &[u8], end: End, emptied: bool) {
     events.notify(NotifyClass::List, end.pop_event(), key);
-    notify_emptied(events, key, emptied);
-}
-
-/// The `del` of a collection a command emptied (the store removed its key).
-pub(super) fn notify_emptied(events: &KeyspaceEvents, key: &[u8], emptied: bool) {
-    if emptied {
-        events.notify(NotifyClass::Generic, "del", key);
-    }
+    events.notify_emptied(key, emptied);
 }
 
 /// Fails with WRONGTYPE when `key` holds something other than a list.
@@ -262,7 +255,7 @@ pub fn ltrim(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     // like Redis: `ltrim` even when nothing was trimmed
     if let Some(emptied) = emptied {
         ctx.notify(NotifyClass::List, "ltrim", key);
-        notify_emptied(&ctx.shared.keyspace_events, key, emptied);
+        ctx.shared.keyspace_events.notify_emptied(key, emptied);
     }
     ctx.out.ok();
     Ok(())
@@ -283,7 +276,7 @@ pub fn lrem(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (removed, emptied) = removed.unwrap_or_default();
     if removed > 0 {
         ctx.notify(NotifyClass::List, "lrem", key);
-        notify_emptied(&ctx.shared.keyspace_events, key, emptied);
+        ctx.shared.keyspace_events.notify_emptied(key, emptied);
     }
     ctx.out.integer(removed as i64);
     Ok(())

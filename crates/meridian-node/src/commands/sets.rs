@@ -3,7 +3,6 @@
 //! order (Redis's is its hash table's: clients must not rely on either).
 
 use super::keys::ScanOptions;
-use super::lists::notify_emptied;
 use super::{
     Ctx, MAX_REPEATED_PICKS, keys_after_numkeys, parse_int, positive_count, query_collection,
     random_picker, random_picks, read_collection, write_collection,
@@ -45,7 +44,7 @@ pub fn srem(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (removed, emptied) = removed.unwrap_or_default();
     if removed > 0 {
         ctx.notify(NotifyClass::Set, "srem", key);
-        notify_emptied(&ctx.shared.keyspace_events, key, emptied);
+        ctx.shared.keyspace_events.notify_emptied(key, emptied);
     }
     ctx.out.integer(removed as i64);
     Ok(())
@@ -105,7 +104,7 @@ pub fn spop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         // SPOP key 0 pops nothing and tells nothing
         if !members.is_empty() {
             ctx.notify(NotifyClass::Set, "spop", key);
-            notify_emptied(&ctx.shared.keyspace_events, key, emptied);
+            ctx.shared.keyspace_events.notify_emptied(key, emptied);
         }
         members
     });
@@ -186,7 +185,7 @@ pub fn smove(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         };
         // Redis's order: srem (and del) of the source, then sadd when the member is new
         events.notify(NotifyClass::Set, "srem", source);
-        notify_emptied(events, source, emptied);
+        events.notify_emptied(source, emptied);
         let added = access.with_key(destination, |shard, slot| {
             write_collection::<SetValue, _>(shard, destination, slot, now, true, |set| {
                 Ok(set.insert(member))
@@ -312,7 +311,9 @@ fn combine_store(ctx: &mut Ctx<'_, '_>, how: Combine) -> CmdResult {
         };
         ctx.notify(NotifyClass::Set, event, destination);
     } else {
-        notify_emptied(&ctx.shared.keyspace_events, destination, existed);
+        ctx.shared
+            .keyspace_events
+            .notify_emptied(destination, existed);
     }
     ctx.out.integer(stored as i64);
     Ok(())
