@@ -86,6 +86,11 @@ pub struct Config {
     /// 0 = never). Pub/sub subscribers and replicas are exempt.
     #[arg(long, env = "MERIDIAN_TIMEOUT", default_value_t = 0)]
     pub timeout: u64,
+    /// Redis `notify-keyspace-events`: which keyspace events writes publish (letters
+    /// K E g $ l s h z x e t m n d A as in Redis; empty = none, the default).
+    #[arg(long, env = "MERIDIAN_NOTIFY_KEYSPACE_EVENTS", default_value = "",
+          value_parser = parse_notify_flags)]
+    pub notify_keyspace_events: u32,
     /// RESP clients connected at once (Redis `maxclients`); one more is answered `-ERR max
     /// number of clients reached` and closed, unless it comes from a node of this
     /// region's topology (replicas, slot migrations).
@@ -287,6 +292,11 @@ pub enum Consistency {
     Eventual,
     /// Once every peer region acknowledged the invalidation (bounded by a timeout).
     Strong,
+}
+
+/// `notify-keyspace-events` letters, refused like CONFIG SET refuses them.
+fn parse_notify_flags(value: &str) -> Result<u32, String> {
+    crate::notify::parse_flags(value).ok_or_else(|| crate::notify::INVALID_FLAGS.to_string())
 }
 
 /// `yes`/`no` (Redis's spelling), also `true`/`false`.

@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod migration;
 pub mod net;
+pub mod notify;
 pub mod origin;
 pub mod orphans;
 pub mod os;
@@ -87,9 +88,15 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
     repl.log
         .set_capacity(usize::try_from(config.repl_backlog_size).unwrap_or(usize::MAX));
     let tracking = Arc::new(tracking::Tracking::default());
+    let broker = Arc::new(broker::Broker::default());
+    let keyspace_events = Arc::new(notify::KeyspaceEvents::new(
+        broker.clone(),
+        config.notify_keyspace_events,
+    ));
     let hooks = write_hooks::NodeWriteHooks {
         log: repl.log.clone(),
         tracking: tracking.clone(),
+        keyspace_events: keyspace_events.clone(),
     };
     let db = Db::with_hooks(
         config.shards,
@@ -131,7 +138,8 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
         run_id: replication::backlog::new_replid(),
         clients: Mutex::new(BTreeMap::new()),
         next_client_id: AtomicU64::new(1),
-        broker: Default::default(),
+        broker,
+        keyspace_events,
         blocking: Default::default(),
         tracking,
         counters: Counters::default(),

@@ -54,7 +54,9 @@ pub struct Shared {
     pub run_id: String,
     pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
     pub next_client_id: AtomicU64,
-    pub broker: Broker,
+    pub broker: Arc<Broker>,
+    /// `notify-keyspace-events`: what writes publish through [`Shared::broker`].
+    pub keyspace_events: Arc<crate::notify::KeyspaceEvents>,
     /// Clients blocked on list keys (BLPOP and friends).
     pub blocking: crate::blocking::Blocking,
     /// Client-side caching (CLIENT TRACKING), told about key changes by the store.

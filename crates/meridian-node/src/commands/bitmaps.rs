@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::strings::{MAX_STRING, read_string};
 use super::{Ctx, parse_int};
 use crate::error::{CmdResult, CommandError};
+use crate::notify::NotifyClass;
 use crate::store::{Shard, Value, ValueRef};
 
 fn offset_error() -> CommandError {
@@ -73,8 +74,8 @@ pub fn setbit(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     };
     let (key, now) = (ctx.args[1], ctx.now);
     let (byte, mask) = byte_and_mask(offset);
-    let was = ctx.keys.with_key(key, |shard, slot| {
-        let (index, _) = string_for_write(shard, key, slot, byte, now)?;
+    let (was, grown) = ctx.keys.with_key(key, |shard, slot| {
+        let (index, grown) = string_for_write(shard, key, slot, byte, now)?;
         let ValueRef::Str(bytes) = shard.entry(index).value() else {
             return Err(CommandError::WrongType);
         };
@@ -87,8 +88,12 @@ pub fn setbit(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 }
             });
         }
-        Ok(was)
+        Ok((was, grown))
     })?;
+    // like Redis: a created or grown string is a change even when the bit was already so
+    if grown || was != on {
+        ctx.notify(NotifyClass::String, "setbit", key);
+    }
     ctx.out.integer(i64::from(was));
     Ok(())
 }
@@ -313,16 +318,24 @@ pub fn bitop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             result.iter_mut().for_each(|byte| *byte = !*byte);
         }
         let length = result.len();
-        access.with_key(destination, |shard, slot| {
-            if let Some(index) = shard.find(destination, now) {
-                shard.remove(index);
-            }
+        let existed = access.with_key(destination, |shard, slot| {
+            let existing = shard.find(destination, now);
+            // a result overwrites the key in place (no `new` event, as Redis's setKey)
             if length > 0 {
                 shard.insert(destination, slot, Value::Str(result), 0);
+            } else if let Some(index) = existing {
+                shard.remove(index);
             }
+            existing.is_some()
         });
-        Ok::<_, CommandError>(length)
+        Ok::<_, CommandError>((length, existed))
     })?;
+    let (length, existed) = length;
+    if length > 0 {
+        ctx.notify(NotifyClass::String, "set", destination);
+    } else if existed {
+        ctx.notify(NotifyClass::Generic, "del", destination);
+    }
     ctx.out.integer(length as i64);
     Ok(())
 }
@@ -568,10 +581,10 @@ fn bitfield_command(ctx: &mut Ctx<'_, '_>, read_only: bool) -> CmdResult {
         ));
     }
     let (key, now) = (ctx.args[1], ctx.now);
-    let replies = ctx.keys.with_key(key, |shard, slot| {
+    let (replies, changed) = ctx.keys.with_key(key, |shard, slot| {
         if !writes {
             let bytes = read_string(shard, key, now)?.unwrap_or_default();
-            return Ok(fields
+            let replies = fields
                 .iter()
                 .map(|field| {
                     let raw = read_field(bytes, field.offset, field.bits);
@@ -581,7 +594,8 @@ fn bitfield_command(ctx: &mut Ctx<'_, '_>, read_only: bool) -> CmdResult {
                         raw as i64
                     })
                 })
-                .collect());
+                .collect();
+            return Ok((replies, false));
         }
         let last_bit = fields
             .iter()
@@ -589,7 +603,7 @@ fn bitfield_command(ctx: &mut Ctx<'_, '_>, read_only: bool) -> CmdResult {
             .map(|field| field.offset + u64::from(field.bits) - 1)
             .max()
             .unwrap_or(0);
-        let (index, _) = string_for_write(shard, key, slot, (last_bit >> 3) as usize, now)?;
+        let (index, grown) = string_for_write(shard, key, slot, (last_bit >> 3) as usize, now)?;
         let ValueRef::Str(current) = shard.entry(index).value() else {
             return Err(CommandError::WrongType);
         };
@@ -598,6 +612,9 @@ fn bitfield_command(ctx: &mut Ctx<'_, '_>, read_only: bool) -> CmdResult {
         // bit changed (as Redis signals a change).
         let mut touched: BTreeMap<usize, u8> = BTreeMap::new();
         let mut replies = Vec::with_capacity(fields.len());
+        // Redis's `changes`: a write not refused by OVERFLOW FAIL that grew the
+        // string or changed its field
+        let mut changes = false;
         for field in &fields {
             let first = (field.offset >> 3) as usize;
             let last = ((field.offset + u64::from(field.bits) - 1) >> 3) as usize;
@@ -617,6 +634,7 @@ fn bitfield_command(ctx: &mut Ctx<'_, '_>, read_only: bool) -> CmdResult {
             if changed {
                 touched.extend((first..=last).zip(window));
             }
+            changes |= !matches!(field.op, FieldOp::Get) && reply.is_some() && (grown || changed);
             replies.push(reply);
         }
         if !touched.is_empty() {
@@ -628,8 +646,11 @@ fn bitfield_command(ctx: &mut Ctx<'_, '_>, read_only: bool) -> CmdResult {
                 }
             });
         }
-        Ok::<_, CommandError>(replies)
+        Ok::<_, CommandError>((replies, changes))
     })?;
+    if changed {
+        ctx.notify(NotifyClass::String, "setbit", key);
+    }
     ctx.out.array(replies.len());
     for reply in replies {
         match reply {

@@ -6,6 +6,7 @@ use super::{
     read_collection, write_collection,
 };
 use crate::error::{CmdResult, CommandError};
+use crate::notify::NotifyClass;
 use crate::protocol::encode::format_double;
 use crate::protocol::frame::parse_i64;
 use crate::store::{HashValue, ValueRef};
@@ -23,6 +24,8 @@ fn set_fields(ctx: &mut Ctx<'_, '_>) -> Result<i64, CommandError> {
                 .count() as i64)
         })
     })?;
+    // like Redis: `hset` even when every field only changed its value
+    ctx.notify(NotifyClass::Hash, "hset", key);
     Ok(created.unwrap_or(0))
 }
 
@@ -53,6 +56,9 @@ pub fn hsetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         })
         .map(|created| created == Some(true))
     })?;
+    if created {
+        ctx.notify(NotifyClass::Hash, "hset", key);
+    }
     ctx.out.integer(i64::from(created));
     Ok(())
 }
@@ -87,10 +93,16 @@ pub fn hdel(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now, fields) = (ctx.args[1], ctx.now, &ctx.args[2..]);
     let removed = ctx.keys.with_key(key, |shard, slot| {
         write_collection::<HashValue, _>(shard, key, slot, now, false, |hash| {
-            Ok(fields.iter().filter(|field| hash.remove(field)).count())
+            let removed = fields.iter().filter(|field| hash.remove(field)).count();
+            Ok((removed, hash.is_empty()))
         })
     })?;
-    ctx.out.integer(removed.unwrap_or(0) as i64);
+    let (removed, emptied) = removed.unwrap_or_default();
+    if removed > 0 {
+        ctx.notify(NotifyClass::Hash, "hdel", key);
+        ctx.shared.keyspace_events.notify_emptied(key, emptied);
+    }
+    ctx.out.integer(removed as i64);
     Ok(())
 }
 
@@ -160,6 +172,7 @@ pub fn hincrby(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             Ok(next)
         })
     })?;
+    ctx.notify(NotifyClass::Hash, "hincrby", key);
     ctx.out.integer(result.unwrap_or(0));
     Ok(())
 }
@@ -185,6 +198,7 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             Ok(text)
         })
     })?;
+    ctx.notify(NotifyClass::Hash, "hincrbyfloat", key);
     ctx.out.bulk(result.unwrap_or_default().as_bytes());
     Ok(())
 }

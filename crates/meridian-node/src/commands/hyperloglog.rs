@@ -8,6 +8,7 @@
 
 use super::Ctx;
 use crate::error::{CmdResult, CommandError};
+use crate::notify::NotifyClass;
 use crate::store::{Value, ValueRef};
 
 const P: u32 = 14;
@@ -404,6 +405,9 @@ pub fn pfadd(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
         Ok(changed)
     })?;
+    if updated {
+        ctx.notify(NotifyClass::String, "pfadd", key);
+    }
     ctx.out.integer(i64::from(updated));
     Ok(())
 }
@@ -469,6 +473,8 @@ pub fn pfmerge(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         });
         Ok::<_, CommandError>(())
     })?;
+    // Redis names PFMERGE's event `pfadd` too (a mass add, says hyperloglog.c)
+    ctx.notify(NotifyClass::String, "pfadd", destination);
     ctx.out.ok();
     Ok(())
 }

@@ -3,13 +3,14 @@
 use super::{Ctx, parse_int};
 use crate::error::{CmdResult, CommandError};
 use crate::glob;
+use crate::notify::NotifyClass;
 use crate::store::ValueRef;
 
 pub fn del(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let now = ctx.now;
     let mut removed = 0;
     for &key in &ctx.args[1..] {
-        removed += ctx
+        let deleted = ctx
             .keys
             .with_key(key, |shard, _| match shard.find(key, now) {
                 Some(index) => {
@@ -18,6 +19,10 @@ pub fn del(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 }
                 None => 0,
             });
+        if deleted > 0 {
+            ctx.notify(NotifyClass::Generic, "del", key);
+        }
+        removed += deleted;
     }
     ctx.out.integer(removed);
     Ok(())
@@ -109,10 +114,8 @@ fn set_expiry(ctx: &mut Ctx<'_, '_>, unit: Unit, absolute: bool) -> CmdResult {
         (ctx.now as i64).checked_add(millis).ok_or_else(invalid)?
     };
     let (key, now) = (ctx.args[1], ctx.now);
-    let changed = ctx.keys.with_key(key, |shard, _| {
-        let Some(index) = shard.find(key, now) else {
-            return false;
-        };
+    let event = ctx.keys.with_key(key, |shard, _| {
+        let index = shard.find(key, now)?;
         let current = shard.entry(index).expire_at();
         // A persistent key has an infinite TTL for GT/LT comparisons.
         let blocked = (nx && current != 0)
@@ -121,16 +124,21 @@ fn set_expiry(ctx: &mut Ctx<'_, '_>, unit: Unit, absolute: bool) -> CmdResult {
             || (lt && current != 0 && target >= current as i64);
         let allowed = !blocked;
         if !allowed {
-            return false;
+            return None;
         }
+        // like Redis: a time already past deletes the key (a `del` event)
         if target <= now as i64 {
             shard.remove(index);
+            Some("del")
         } else {
             shard.set_expire(index, target as u64);
+            Some("expire")
         }
-        true
     });
-    ctx.out.integer(i64::from(changed));
+    if let Some(event) = event {
+        ctx.notify(NotifyClass::Generic, event, key);
+    }
+    ctx.out.integer(i64::from(event.is_some()));
     Ok(())
 }
 
@@ -198,6 +206,9 @@ pub fn persist(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             }
             _ => false,
         });
+    if changed {
+        ctx.notify(NotifyClass::Generic, "persist", key);
+    }
     ctx.out.integer(i64::from(changed));
     Ok(())
 }
@@ -355,7 +366,8 @@ pub fn randomkey(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 }
 
 /// Moves or copies `source` to `target` atomically. Returns Ok(None) when the
-/// source is missing, Ok(Some(false)) when the target exists and `replace` is off.
+/// source is missing, Ok(Some(false)) when the target exists and `replace` is off
+/// (or when both are the same key: nothing moves).
 fn transfer(
     ctx: &mut Ctx<'_, '_>,
     replace: bool,
@@ -373,7 +385,7 @@ fn transfer(
             return Ok(None);
         };
         if source == target {
-            return Ok(Some(true));
+            return Ok(Some(false));
         }
         let target_exists = access.with_key(target, |shard, _| shard.find(target, now).is_some());
         if target_exists && !replace {
@@ -387,6 +399,10 @@ fn transfer(
             });
         }
         access.with_key(target, |shard, slot| {
+            // like Redis, a replaced target is deleted and created again (`new`)
+            if let Some(index) = shard.find(target, now) {
+                shard.remove(index);
+            }
             shard.insert(target, slot, value, expire_at);
         });
         Ok(Some(true))
@@ -396,11 +412,20 @@ fn transfer(
 pub fn rename(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     match transfer(ctx, true, false)? {
         None => Err(CommandError::NoSuchKey),
-        Some(_) => {
+        Some(moved) => {
+            if moved {
+                notify_rename(ctx);
+            }
             ctx.out.ok();
             Ok(())
         }
     }
+}
+
+/// Redis's renameGenericCommand events.
+fn notify_rename(ctx: &Ctx<'_, '_>) {
+    ctx.notify(NotifyClass::Generic, "rename_from", ctx.args[1]);
+    ctx.notify(NotifyClass::Generic, "rename_to", ctx.args[2]);
 }
 
 pub fn renamenx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -415,6 +440,9 @@ pub fn renamenx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     match transfer(ctx, false, false)? {
         None => Err(CommandError::NoSuchKey),
         Some(done) => {
+            if done {
+                notify_rename(ctx);
+            }
             ctx.out.integer(i64::from(done));
             Ok(())
         }
@@ -443,7 +471,10 @@ pub fn copy(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             "ERR source and destination objects are the same",
         ));
     }
-    let copied = transfer(ctx, replace, true)?;
-    ctx.out.integer(i64::from(copied == Some(true)));
+    let copied = transfer(ctx, replace, true)? == Some(true);
+    if copied {
+        ctx.notify(NotifyClass::Generic, "copy_to", ctx.args[2]);
+    }
+    ctx.out.integer(i64::from(copied));
     Ok(())
 }

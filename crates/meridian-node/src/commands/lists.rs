@@ -9,6 +9,7 @@ use super::{
 };
 use crate::error::{CmdResult, CommandError};
 use crate::exec::Caller;
+use crate::notify::{KeyspaceEvents, NotifyClass};
 use crate::store::{ListValue, Shard, ValueRef};
 
 /// Which end of a list.
@@ -19,6 +20,22 @@ enum End {
 }
 
 impl End {
+    /// The keyspace event of pushing onto this end.
+    fn push_event(self) -> &'static str {
+        match self {
+            End::Left => "lpush",
+            End::Right => "rpush",
+        }
+    }
+
+    /// The keyspace event of popping from this end.
+    fn pop_event(self) -> &'static str {
+        match self {
+            End::Left => "lpop",
+            End::Right => "rpop",
+        }
+    }
+
     fn parse(word: &[u8]) -> Result<End, CommandError> {
         if word.eq_ignore_ascii_case(b"LEFT") {
             Ok(End::Left)
@@ -42,6 +59,12 @@ fn push(list: &mut ListValue, end: End, item: &[u8]) {
         End::Left => list.push_front(item),
         End::Right => list.push_back(item),
     }
+}
+
+/// Redis's listElementsRemoved events: the pop, then `del` when it emptied the list.
+fn notify_popped(events: &KeyspaceEvents, key: &[u8], end: End, emptied: bool) {
+    events.notify(NotifyClass::List, end.pop_event(), key);
+    events.notify_emptied(key, emptied);
 }
 
 /// Fails with WRONGTYPE when `key` holds something other than a list.
@@ -80,6 +103,9 @@ fn push_command(ctx: &mut Ctx<'_, '_>, end: End, create: bool) -> CmdResult {
             Ok(list.len())
         })
     })?;
+    if len.is_some() {
+        ctx.notify(NotifyClass::List, end.push_event(), key);
+    }
     ctx.out.integer(len.unwrap_or(0) as i64);
     Ok(())
 }
@@ -112,13 +138,18 @@ fn pop_command(ctx: &mut Ctx<'_, '_>, end: End) -> CmdResult {
         None => None,
     };
     let (key, now) = (ctx.args[1], ctx.now);
-    let out = &mut *ctx.out;
+    let (out, events) = (&mut *ctx.out, &*ctx.shared.keyspace_events);
     ctx.keys.with_key(key, |shard, slot| {
         let popped = write_collection::<ListValue, _>(shard, key, slot, now, false, |list| {
             let wanted = count.unwrap_or(1).min(list.len());
-            Ok((0..wanted)
+            let items = (0..wanted)
                 .filter_map(|_| pop(list, end))
-                .collect::<Vec<_>>())
+                .collect::<Vec<_>>();
+            // COUNT 0 pops nothing and tells nothing
+            if !items.is_empty() {
+                notify_popped(events, key, end, list.is_empty());
+            }
+            Ok(items)
         })?;
         match (popped, count) {
             (None, Some(_)) => out.null_array(),
@@ -187,6 +218,7 @@ pub fn lset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         })
         .map(|_| ())
     })?;
+    ctx.notify(NotifyClass::List, "lset", key);
     ctx.out.ok();
     Ok(())
 }
@@ -214,12 +246,17 @@ pub fn ltrim(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let start = ctx.int_arg(2)?;
     let stop = ctx.int_arg(3)?;
     let (key, now) = (ctx.args[1], ctx.now);
-    ctx.keys.with_key(key, |shard, slot| {
+    let emptied = ctx.keys.with_key(key, |shard, slot| {
         write_collection::<ListValue, _>(shard, key, slot, now, false, |list| {
             list.keep_range(span(start, stop, list.len()));
-            Ok(())
+            Ok(list.is_empty())
         })
     })?;
+    // like Redis: `ltrim` even when nothing was trimmed
+    if let Some(emptied) = emptied {
+        ctx.notify(NotifyClass::List, "ltrim", key);
+        ctx.shared.keyspace_events.notify_emptied(key, emptied);
+    }
     ctx.out.ok();
     Ok(())
 }
@@ -230,10 +267,18 @@ pub fn lrem(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let removed = ctx.keys.with_key(key, |shard, slot| {
         write_collection::<ListValue, _>(shard, key, slot, now, false, |list| {
             let limit = usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX);
-            Ok(list.remove_matching(item, limit, count < 0))
+            Ok((
+                list.remove_matching(item, limit, count < 0),
+                list.is_empty(),
+            ))
         })
     })?;
-    ctx.out.integer(removed.unwrap_or(0) as i64);
+    let (removed, emptied) = removed.unwrap_or_default();
+    if removed > 0 {
+        ctx.notify(NotifyClass::List, "lrem", key);
+        ctx.shared.keyspace_events.notify_emptied(key, emptied);
+    }
+    ctx.out.integer(removed as i64);
     Ok(())
 }
 
@@ -253,6 +298,9 @@ pub fn linsert(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             Ok(list.len() as i64)
         })
     })?;
+    if len.is_some_and(|len| len > 0) {
+        ctx.notify(NotifyClass::List, "linsert", key);
+    }
     ctx.out.integer(len.unwrap_or(0));
     Ok(())
 }
@@ -359,6 +407,7 @@ pub fn lpos(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 /// atomically; the element moved, or None when `source` is missing.
 fn move_item(ctx: &mut Ctx<'_, '_>, from: End, to: End) -> Result<Option<Box<[u8]>>, CommandError> {
     let (source, destination, now) = (ctx.args[1], ctx.args[2], ctx.now);
+    let events = &*ctx.shared.keyspace_events;
     ctx.keys.atomically(&[source, destination], |access| {
         let source_len = access.with_key(source, |shard, _| {
             match shard
@@ -374,12 +423,29 @@ fn move_item(ctx: &mut Ctx<'_, '_>, from: End, to: End) -> Result<Option<Box<[u8
             return Ok(None);
         }
         access.with_key(destination, |shard, _| check_list(shard, destination, now))?;
+        if source == destination {
+            // a rotation: the list never goes away (nor is created again: no `new`)
+            let item = access.with_key(source, |shard, slot| {
+                write_collection::<ListValue, _>(shard, source, slot, now, false, |list| {
+                    let item = pop(list, from);
+                    if let Some(item) = &item {
+                        push(list, to, item);
+                    }
+                    Ok(item)
+                })
+            })?;
+            if item.is_some() {
+                events.notify(NotifyClass::List, to.push_event(), source);
+                events.notify(NotifyClass::List, from.pop_event(), source);
+            }
+            return Ok(item.flatten());
+        }
         let item = access.with_key(source, |shard, slot| {
             write_collection::<ListValue, _>(shard, source, slot, now, false, |list| {
-                Ok(pop(list, from))
+                Ok(pop(list, from).map(|item| (item, list.is_empty())))
             })
         })?;
-        let Some(Some(item)) = item else {
+        let Some(Some((item, emptied))) = item else {
             return Ok(None);
         };
         access.with_key(destination, |shard, slot| {
@@ -388,6 +454,9 @@ fn move_item(ctx: &mut Ctx<'_, '_>, from: End, to: End) -> Result<Option<Box<[u8
                 Ok(())
             })
         })?;
+        // Redis's order: the push, then the pop (and `del` of an emptied source)
+        events.notify(NotifyClass::List, to.push_event(), destination);
+        notify_popped(events, source, from, emptied);
         Ok(Some(item))
     })
 }
@@ -473,15 +542,19 @@ fn pop_first<'k>(
     end: End,
     count: usize,
 ) -> Result<Option<Popped<'k>>, CommandError> {
-    let now = ctx.now;
+    let (now, events) = (ctx.now, &*ctx.shared.keyspace_events);
     ctx.keys.atomically(keys, |access| {
         for &key in keys {
             let items = access.with_key(key, |shard, slot| {
                 write_collection::<ListValue, _>(shard, key, slot, now, false, |list| {
                     let wanted = count.min(list.len());
-                    Ok((0..wanted)
+                    let items = (0..wanted)
                         .filter_map(|_| pop(list, end))
-                        .collect::<Vec<_>>())
+                        .collect::<Vec<_>>();
+                    if !items.is_empty() {
+                        notify_popped(events, key, end, list.is_empty());
+                    }
+                    Ok(items)
                 })
             })?;
             if let Some(items) = items.filter(|items| !items.is_empty()) {

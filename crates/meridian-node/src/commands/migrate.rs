@@ -75,7 +75,7 @@ pub fn restore(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         (at, true) => at as u64,
         (relative, false) => now.saturating_add(relative as u64),
     };
-    ctx.keys.with_key(key, |shard, slot| {
+    let event = ctx.keys.with_key(key, |shard, slot| {
         let existing = shard.find(key, now);
         if existing.is_some() && !replace {
             return Err(CommandError::other(
@@ -84,14 +84,22 @@ pub fn restore(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
         if expire_at != 0 && expire_at <= now {
             // already expired: like Redis, the key ends up absent
+            Ok(existing.map(|index| {
+                shard.remove(index);
+                "del"
+            }))
+        } else {
+            // like Redis, REPLACE deletes the old key and creates it again (`new`)
             if let Some(index) = existing {
                 shard.remove(index);
             }
-        } else {
             shard.insert(key, slot, value, expire_at);
+            Ok(Some("restore"))
         }
-        Ok(())
     })?;
+    if let Some(event) = event {
+        ctx.notify(crate::notify::NotifyClass::Generic, event, key);
+    }
     ctx.out.ok();
     Ok(())
 }
@@ -289,6 +297,12 @@ fn delete_unchanged<'f>(
                     && migration::dump(entry.value()) == dumped.payload
                 {
                     shard.remove(index);
+                    // like Redis's MIGRATE: the source publishes the deletion
+                    shared.keyspace_events.notify(
+                        crate::notify::NotifyClass::Generic,
+                        "del",
+                        &dumped.key,
+                    );
                     deleted.push(&dumped.key);
                 } else {
                     changed.push(dumped.key.clone());

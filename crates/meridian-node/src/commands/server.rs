@@ -433,6 +433,10 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
             "tracking-table-max-keys".to_string(),
             shared.tracking.max_keys().to_string(),
         ),
+        (
+            "notify-keyspace-events".to_string(),
+            crate::notify::flags_to_string(shared.keyspace_events.flags()),
+        ),
     ];
     for (name, value) in shared.config.compat.lock().iter() {
         values.push((name.clone(), value.clone()));
@@ -545,15 +549,10 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                         parse_memory(value)
                             .map_err(|_| failed(name, "argument must be a memory value"))?;
                     }
-                    // accepted while off: a client that turns them on must not be told
-                    // they work before the node publishes them
-                    "notify-keyspace-events" if !value.is_empty() => {
-                        return Err(failed(
-                            name,
-                            "keyspace notifications are not implemented by this node yet",
-                        ));
+                    "notify-keyspace-events" => {
+                        crate::notify::parse_flags(value)
+                            .ok_or_else(|| failed(name, crate::notify::INVALID_FLAGS))?;
                     }
-                    "notify-keyspace-events" => {}
                     "requirepass"
                     | "masterauth"
                     | "masteruser"
@@ -633,6 +632,10 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                         .config
                         .idle_timeout_secs
                         .store(value.parse().unwrap_or(0), Ordering::Relaxed),
+                    "notify-keyspace-events" => ctx
+                        .shared
+                        .keyspace_events
+                        .set_flags(crate::notify::parse_flags(&value).unwrap_or(0)),
                     "repl-backlog-size" => ctx.shared.repl.log.set_capacity(
                         usize::try_from(parse_memory(&value).unwrap_or(0))
                             .unwrap_or(usize::MAX)

@@ -8,6 +8,7 @@ use super::{
     random_picker, random_picks, read_collection, write_collection,
 };
 use crate::error::{CmdResult, CommandError};
+use crate::notify::NotifyClass;
 use crate::protocol::Out;
 use crate::store::{Access, SetValue, Value, ValueRef};
 
@@ -25,6 +26,9 @@ pub fn sadd(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             Ok(members.iter().filter(|member| set.insert(member)).count())
         })
     })?;
+    if added.is_some_and(|added| added > 0) {
+        ctx.notify(NotifyClass::Set, "sadd", key);
+    }
     ctx.out.integer(added.unwrap_or(0) as i64);
     Ok(())
 }
@@ -33,10 +37,16 @@ pub fn srem(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now, members) = (ctx.args[1], ctx.now, &ctx.args[2..]);
     let removed = ctx.keys.with_key(key, |shard, slot| {
         write_collection::<SetValue, _>(shard, key, slot, now, false, |set| {
-            Ok(members.iter().filter(|member| set.remove(member)).count())
+            let removed = members.iter().filter(|member| set.remove(member)).count();
+            Ok((removed, set.is_empty()))
         })
     })?;
-    ctx.out.integer(removed.unwrap_or(0) as i64);
+    let (removed, emptied) = removed.unwrap_or_default();
+    if removed > 0 {
+        ctx.notify(NotifyClass::Set, "srem", key);
+        ctx.shared.keyspace_events.notify_emptied(key, emptied);
+    }
+    ctx.out.integer(removed as i64);
     Ok(())
 }
 
@@ -84,11 +94,20 @@ pub fn spop(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let popped = ctx.keys.with_key(key, |shard, slot| {
         write_collection::<SetValue, _>(shard, key, slot, now, false, |set| {
             let wanted = count.unwrap_or(1).min(set.len());
-            Ok((0..wanted)
+            let members = (0..wanted)
                 .filter_map(|_| set.take_index(pick(set.len())))
-                .collect::<Vec<_>>())
+                .collect::<Vec<_>>();
+            Ok((members, set.is_empty()))
         })
     })?;
+    let popped = popped.map(|(members, emptied)| {
+        // SPOP key 0 pops nothing and tells nothing
+        if !members.is_empty() {
+            ctx.notify(NotifyClass::Set, "spop", key);
+            ctx.shared.keyspace_events.notify_emptied(key, emptied);
+        }
+        members
+    });
     // replicas remove the members this pop chose, not ones of their own choosing
     if let Some(members) = popped.as_ref().filter(|members| !members.is_empty()) {
         let mut effects = vec![b"SREM".to_vec(), key.to_vec()];
@@ -135,6 +154,7 @@ pub fn srandmember(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 
 pub fn smove(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (source, destination, member, now) = (ctx.args[1], ctx.args[2], ctx.args[3], ctx.now);
+    let events = &*ctx.shared.keyspace_events;
     let moved = ctx.keys.atomically(&[source, destination], |access| {
         let kind = |access: &mut crate::store::Access<'_, '_>, key: &[u8]| {
             access.with_key(key, |shard, _| {
@@ -157,18 +177,23 @@ pub fn smove(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
         let removed = access.with_key(source, |shard, slot| {
             write_collection::<SetValue, _>(shard, source, slot, now, false, |set| {
-                Ok(set.remove(member))
+                Ok(set.remove(member).then_some(set.is_empty()))
             })
         })?;
-        if removed != Some(true) {
+        let Some(Some(emptied)) = removed else {
             return Ok(false);
-        }
-        access.with_key(destination, |shard, slot| {
+        };
+        // Redis's order: srem (and del) of the source, then sadd when the member is new
+        events.notify(NotifyClass::Set, "srem", source);
+        events.notify_emptied(source, emptied);
+        let added = access.with_key(destination, |shard, slot| {
             write_collection::<SetValue, _>(shard, destination, slot, now, true, |set| {
-                set.insert(member);
-                Ok(())
+                Ok(set.insert(member))
             })
         })?;
+        if added == Some(true) {
+            events.notify(NotifyClass::Set, "sadd", destination);
+        }
         Ok(true)
     })?;
     ctx.out.integer(i64::from(moved));
@@ -258,8 +283,12 @@ fn combine_store(ctx: &mut Ctx<'_, '_>, how: Combine) -> CmdResult {
     let stored = ctx.keys.atomically(&all, |access| {
         let members = combine(access, keys, how, 0, now)?;
         let count = members.len();
-        access.with_key(destination, |shard, slot| {
-            if let Some(index) = shard.find(destination, now) {
+        let existed = access.with_key(destination, |shard, slot| {
+            let existing = shard.find(destination, now);
+            // a result overwrites the key in place (no `new` event, as Redis's setKey)
+            if count == 0
+                && let Some(index) = existing
+            {
                 shard.remove(index);
             }
             if count > 0 {
@@ -269,9 +298,23 @@ fn combine_store(ctx: &mut Ctx<'_, '_>, how: Combine) -> CmdResult {
                 }
                 shard.insert(destination, slot, Value::Set(Box::new(set)), 0);
             }
+            existing.is_some()
         });
-        Ok::<_, CommandError>(count)
+        Ok::<_, CommandError>((count, existed))
     })?;
+    let (stored, existed) = stored;
+    if stored > 0 {
+        let event = match how {
+            Combine::Inter => "sinterstore",
+            Combine::Union => "sunionstore",
+            Combine::Diff => "sdiffstore",
+        };
+        ctx.notify(NotifyClass::Set, event, destination);
+    } else {
+        ctx.shared
+            .keyspace_events
+            .notify_emptied(destination, existed);
+    }
     ctx.out.integer(stored as i64);
     Ok(())
 }

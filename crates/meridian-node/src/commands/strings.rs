@@ -2,8 +2,9 @@
 
 use super::{Ctx, parse_float, parse_int};
 use crate::error::{CmdResult, CommandError};
+use crate::notify::{KeyspaceEvents, NotifyClass};
 use crate::protocol::encode::format_double;
-use crate::store::{Shard, Value, ValueRef};
+use crate::store::{Access, Shard, Value, ValueRef};
 
 /// Largest string a command may build (proto-max-bulk-len).
 pub(super) const MAX_STRING: usize = 512 * 1024 * 1024;
@@ -91,7 +92,7 @@ pub fn set(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         position += 1;
     }
     let (now, out) = (ctx.now, &mut *ctx.out);
-    ctx.keys.with_key(key, |shard, slot| {
+    let allowed = ctx.keys.with_key(key, |shard, slot| {
         let existing = shard.find(key, now);
         let mut old_value = None;
         if let Some(index) = existing
@@ -117,14 +118,28 @@ pub fn set(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             (false, _) if allowed => out.ok(),
             (false, _) => out.null(),
         }
-        Ok(())
-    })
+        Ok(allowed)
+    })?;
+    if allowed {
+        notify_set(ctx, key, matches!(expiry, Expiry::At(_)));
+    }
+    Ok(())
 }
 
+/// Redis's setGenericCommand events: `set`, then `expire` when a TTL was given.
+fn notify_set(ctx: &Ctx<'_, '_>, key: &[u8], with_ttl: bool) {
+    ctx.notify(NotifyClass::String, "set", key);
+    if with_ttl {
+        ctx.notify(NotifyClass::Generic, "expire", key);
+    }
+}
+
+/// SETEX / PSETEX: stores `value` with a TTL.
 fn store(ctx: &mut Ctx<'_, '_>, key: &[u8], value: &[u8], expire: u64) {
     ctx.keys.with_key(key, |shard, slot| {
         shard.insert_str(key, slot, value, expire);
     });
+    notify_set(ctx, key, true);
 }
 
 pub fn setnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -136,6 +151,9 @@ pub fn setnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         shard.insert_str(key, slot, value, 0);
         true
     });
+    if created {
+        notify_set(ctx, key, false);
+    }
     ctx.out.integer(i64::from(created));
     Ok(())
 }
@@ -162,16 +180,18 @@ pub fn getset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             None => out.null(),
         }
         shard.insert_str(key, slot, value, 0);
-        Ok(())
-    })
+        Ok::<_, CommandError>(())
+    })?;
+    notify_set(ctx, key, false);
+    Ok(())
 }
 
 pub fn getdel(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now, out) = (ctx.args[1], ctx.now, &mut *ctx.out);
-    ctx.keys.with_key(key, |shard, _| {
+    let deleted = ctx.keys.with_key(key, |shard, _| {
         let Some(index) = shard.read(key, now) else {
             out.null();
-            return Ok(());
+            return Ok(false);
         };
         if !matches!(shard.entry(index).value(), ValueRef::Str(_)) {
             return Err(CommandError::WrongType);
@@ -179,8 +199,12 @@ pub fn getdel(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         if let Value::Str(bytes) = shard.remove(index).into_value() {
             out.bulk(&bytes);
         }
-        Ok(())
-    })
+        Ok(true)
+    })?;
+    if deleted {
+        ctx.notify(NotifyClass::Generic, "del", key);
+    }
+    Ok(())
 }
 
 pub fn getex(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -201,25 +225,35 @@ pub fn getex(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         position += 1;
     }
     let (key, now, out) = (ctx.args[1], ctx.now, &mut *ctx.out);
-    ctx.keys.with_key(key, |shard, _| {
+    let event = ctx.keys.with_key(key, |shard, _| {
         let Some(index) = shard.read(key, now) else {
             out.null();
-            return Ok(());
+            return Ok(None);
         };
         match shard.entry(index).value() {
             ValueRef::Str(bytes) => out.bulk(bytes),
             _ => return Err(CommandError::WrongType),
         }
-        match expiry {
-            Expiry::Persist => shard.set_expire(index, 0),
+        Ok(match expiry {
+            Expiry::Persist if shard.entry(index).expire_at() != 0 => {
+                shard.set_expire(index, 0);
+                Some("persist")
+            }
             Expiry::At(at) if at <= now => {
                 shard.remove(index);
+                Some("del")
             }
-            Expiry::At(at) => shard.set_expire(index, at),
-            _ => {}
-        }
-        Ok(())
-    })
+            Expiry::At(at) => {
+                shard.set_expire(index, at);
+                Some("expire")
+            }
+            _ => None,
+        })
+    })?;
+    if let Some(event) = event {
+        ctx.notify(NotifyClass::Generic, event, key);
+    }
+    Ok(())
 }
 
 pub fn mget(ctx: &mut Ctx<'_, '_>) -> CmdResult {
@@ -253,21 +287,28 @@ fn pairs<'x>(ctx: &Ctx<'_, 'x>) -> Result<Vec<Pair<'x>>, CommandError> {
 pub fn mset(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let pairs = pairs(ctx)?;
     let keys: Vec<&[u8]> = pairs.iter().map(|pair| pair.0).collect();
-    ctx.keys.atomically(&keys, |access| {
-        for (key, value) in &pairs {
-            access.with_key(key, |shard, slot| {
-                shard.insert_str(key, slot, value, 0);
-            });
-        }
-    });
+    let events = &*ctx.shared.keyspace_events;
+    ctx.keys
+        .atomically(&keys, |access| set_pairs(access, &pairs, events));
     ctx.out.ok();
     Ok(())
+}
+
+/// MSET / MSETNX's writes: each key set, then its `set` event (a created key's
+/// `new` comes first, as in Redis's loop).
+fn set_pairs(access: &mut Access<'_, '_>, pairs: &[Pair<'_>], events: &KeyspaceEvents) {
+    for (key, value) in pairs {
+        access.with_key(key, |shard, slot| {
+            shard.insert_str(key, slot, value, 0);
+        });
+        events.notify(NotifyClass::String, "set", key);
+    }
 }
 
 pub fn msetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let pairs = pairs(ctx)?;
     let keys: Vec<&[u8]> = pairs.iter().map(|pair| pair.0).collect();
-    let now = ctx.now;
+    let (now, events) = (ctx.now, &*ctx.shared.keyspace_events);
     let set = ctx.keys.atomically(&keys, |access| {
         if keys
             .iter()
@@ -275,11 +316,7 @@ pub fn msetnx(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         {
             return false;
         }
-        for (key, value) in &pairs {
-            access.with_key(key, |shard, slot| {
-                shard.insert_str(key, slot, value, 0);
-            });
-        }
+        set_pairs(access, &pairs, events);
         true
     });
     ctx.out.integer(i64::from(set));
@@ -310,6 +347,7 @@ pub fn append(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             _ => 0,
         }))
     })?;
+    ctx.notify(NotifyClass::String, "append", key);
     ctx.out.integer(length as i64);
     Ok(())
 }
@@ -393,6 +431,10 @@ pub fn setrange(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             _ => 0,
         }))
     })?;
+    // an empty patch changes nothing (and creates nothing)
+    if !patch.is_empty() {
+        ctx.notify(NotifyClass::String, "setrange", key);
+    }
     ctx.out.integer(length as i64);
     Ok(())
 }
@@ -419,6 +461,7 @@ fn increment(ctx: &mut Ctx<'_, '_>, delta: i64) -> CmdResult {
         });
         Ok(next)
     })?;
+    ctx.notify(NotifyClass::String, "incrby", key);
     ctx.out.integer(result);
     Ok(())
 }
@@ -471,6 +514,7 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         }
         Ok(text)
     })?;
+    ctx.notify(NotifyClass::String, "incrbyfloat", key);
     ctx.out.bulk(text.as_bytes());
     Ok(())
 }

@@ -9,6 +9,7 @@ use super::{
     random_picks, read_collection, write_collection,
 };
 use crate::error::{CmdResult, CommandError};
+use crate::notify::{KeyspaceEvents, NotifyClass};
 use crate::protocol::Out;
 use crate::protocol::encode::format_g17;
 use crate::store::{Access, Value, ValueRef, ZSetValue};
@@ -377,6 +378,13 @@ fn zadd_generic(ctx: &mut Ctx<'_, '_>, mut flags: AddFlags, first: usize) -> Cmd
         })
     })?;
     let (added, updated, last) = outcome.unwrap_or((0, 0, None));
+    if added + updated > 0 {
+        ctx.notify(
+            NotifyClass::Zset,
+            if flags.incr { "zincr" } else { "zadd" },
+            key,
+        );
+    }
     if flags.incr {
         match last {
             Some(score) => ctx.out.double(score),
@@ -407,13 +415,19 @@ pub fn zrem(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let (key, now, members) = (ctx.args[1], ctx.now, &ctx.args[2..]);
     let removed = ctx.keys.with_key(key, |shard, slot| {
         write_collection::<ZSetValue, _>(shard, key, slot, now, false, |zset| {
-            Ok(members
+            let removed = members
                 .iter()
                 .filter(|member| zset.remove(member).is_some())
-                .count())
+                .count();
+            Ok((removed, zset.is_empty()))
         })
     })?;
-    ctx.out.integer(removed.unwrap_or(0) as i64);
+    let (removed, emptied) = removed.unwrap_or_default();
+    if removed > 0 {
+        ctx.notify(NotifyClass::Zset, "zrem", key);
+        ctx.shared.keyspace_events.notify_emptied(key, emptied);
+    }
+    ctx.out.integer(removed as i64);
     Ok(())
 }
 
@@ -602,9 +616,12 @@ pub fn zrevrangebylex(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     range_command(ctx, Some(RangeKind::Lex), Some(true))
 }
 
-/// Replaces `destination` with a sorted set of `scored` (deletes it when empty).
+/// Replaces `destination` with a sorted set of `scored` (overwritten in place, as
+/// Redis's setKey; deleted when empty) and publishes `event` (or `del`).
 fn store_result(
     access: &mut Access<'_, '_>,
+    events: &KeyspaceEvents,
+    event: &'static str,
     destination: &[u8],
     scored: impl IntoIterator<Item = (Vec<u8>, f64)>,
     now: u64,
@@ -614,14 +631,20 @@ fn store_result(
         zset.insert(&member, score);
     }
     let count = zset.len();
-    access.with_key(destination, |shard, slot| {
-        if let Some(index) = shard.find(destination, now) {
-            shard.remove(index);
-        }
+    let existed = access.with_key(destination, |shard, slot| {
+        let existing = shard.find(destination, now);
         if count > 0 {
             shard.insert(destination, slot, Value::ZSet(Box::new(zset)), 0);
+        } else if let Some(index) = existing {
+            shard.remove(index);
         }
+        existing.is_some()
     });
+    if count > 0 {
+        events.notify(NotifyClass::Zset, event, destination);
+    } else {
+        events.notify_emptied(destination, existed);
+    }
     count
 }
 
@@ -633,6 +656,7 @@ pub fn zrangestore(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     };
     let (query, _) = parse_range(ctx.args, 2, form)?;
     let (destination, source, now) = (ctx.args[1], ctx.args[2], ctx.now);
+    let events = &*ctx.shared.keyspace_events;
     let stored = ctx.keys.atomically(&[destination, source], |access| {
         let selected = access.with_key(source, |shard, _| {
             Ok::<_, CommandError>(
@@ -647,6 +671,8 @@ pub fn zrangestore(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         })?;
         Ok::<_, CommandError>(store_result(
             access,
+            events,
+            "zrangestore",
             destination,
             selected.unwrap_or_default(),
             now,
@@ -658,7 +684,7 @@ pub fn zrangestore(ctx: &mut Ctx<'_, '_>) -> CmdResult {
 
 // ---- removals by range ----
 
-fn remove_range(ctx: &mut Ctx<'_, '_>, selection: Selection) -> CmdResult {
+fn remove_range(ctx: &mut Ctx<'_, '_>, selection: Selection, event: &'static str) -> CmdResult {
     let (key, now) = (ctx.args[1], ctx.now);
     let removed = ctx.keys.with_key(key, |shard, slot| {
         write_collection::<ZSetValue, _>(shard, key, slot, now, false, |zset| {
@@ -676,26 +702,31 @@ fn remove_range(ctx: &mut Ctx<'_, '_>, selection: Selection) -> CmdResult {
             for member in &members {
                 zset.remove(member);
             }
-            Ok(members.len())
+            Ok((members.len(), zset.is_empty()))
         })
     })?;
-    ctx.out.integer(removed.unwrap_or(0) as i64);
+    let (removed, emptied) = removed.unwrap_or_default();
+    if removed > 0 {
+        ctx.notify(NotifyClass::Zset, event, key);
+        ctx.shared.keyspace_events.notify_emptied(key, emptied);
+    }
+    ctx.out.integer(removed as i64);
     Ok(())
 }
 
 pub fn zremrangebyrank(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let selection = Selection::Rank(parse_int(ctx.args[2])?, parse_int(ctx.args[3])?);
-    remove_range(ctx, selection)
+    remove_range(ctx, selection, "zremrangebyrank")
 }
 
 pub fn zremrangebyscore(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let selection = Selection::Score(ScoreRange::parse(ctx.args[2], ctx.args[3])?);
-    remove_range(ctx, selection)
+    remove_range(ctx, selection, "zremrangebyscore")
 }
 
 pub fn zremrangebylex(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let selection = Selection::Lex(LexRange::parse(ctx.args[2], ctx.args[3])?);
-    remove_range(ctx, selection)
+    remove_range(ctx, selection, "zremrangebylex")
 }
 
 // ---- pops ----
@@ -712,6 +743,7 @@ fn pop_first<'k>(
     count: usize,
 ) -> Result<Option<Popped<'k>>, CommandError> {
     let now = ctx.now;
+    let events = &*ctx.shared.keyspace_events;
     ctx.keys.atomically(keys, |access| {
         for &key in keys {
             let popped = access.with_key(key, |shard, slot| {
@@ -730,10 +762,18 @@ fn pop_first<'k>(
                         zset.remove(&member);
                         popped.push((member, score));
                     }
-                    Ok(popped)
+                    Ok((popped, zset.is_empty()))
                 })
             })?;
-            if let Some(popped) = popped {
+            if let Some((popped, emptied)) = popped {
+                if !popped.is_empty() {
+                    events.notify(
+                        NotifyClass::Zset,
+                        if max { "zpopmax" } else { "zpopmin" },
+                        key,
+                    );
+                    events.notify_emptied(key, emptied);
+                }
                 return Ok(Some((key, popped)));
             }
         }
@@ -1134,13 +1174,26 @@ fn combine_command(ctx: &mut Ctx<'_, '_>, how: Combine, name: &str) -> CmdResult
 fn combine_store(ctx: &mut Ctx<'_, '_>, how: Combine, name: &str) -> CmdResult {
     let keys = combine_keys(ctx, 2, name)?;
     let (destination, now, args) = (ctx.args[1], ctx.now, ctx.args);
+    let events = &*ctx.shared.keyspace_events;
+    let event = match how {
+        Combine::Union => "zunionstore",
+        Combine::Inter => "zinterstore",
+        Combine::Diff => "zdiffstore",
+    };
     let mut all = vec![destination];
     all.extend_from_slice(&args[keys.clone()]);
     let stored = ctx.keys.atomically(&all, |access| {
         let sources = read_sources(access, &args[keys.clone()], now)?;
         let options = combine_options(args, keys.clone(), how, true)?;
         let result = combine(&sources, &options.weights, how, options.aggregate);
-        Ok::<_, CommandError>(store_result(access, destination, result, now))
+        Ok::<_, CommandError>(store_result(
+            access,
+            events,
+            event,
+            destination,
+            result,
+            now,
+        ))
     })?;
     ctx.out.integer(stored as i64);
     Ok(())

@@ -19,8 +19,21 @@ pub trait WriteHooks: Send + Sync + std::fmt::Debug {
     /// Every key went away (FLUSHDB / FLUSHALL).
     fn flushed(&self, writer: Option<u64>);
 
+    /// `key` did not exist and now does (an overwrite is no creation), before the
+    /// command that created it goes on (Redis's `new` keyspace event).
+    fn key_created(&self, key: &[u8]);
+
     /// The store removed `key` on its own (expiry, eviction): replicas must too.
-    fn removed_by_store(&self, key: &[u8]);
+    fn removed_by_store(&self, key: &[u8], cause: Removal);
+}
+
+/// Why the store removed a key on its own (keyspace events tell them apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// Its TTL passed (lazy or active expiry).
+    Expired,
+    /// maxmemory eviction chose it.
+    Evicted,
 }
 
 /// A store nobody watches (unit tests, tools).
@@ -36,7 +49,9 @@ impl WriteHooks for NoHooks {
 
     fn flushed(&self, _writer: Option<u64>) {}
 
-    fn removed_by_store(&self, _key: &[u8]) {}
+    fn key_created(&self, _key: &[u8]) {}
+
+    fn removed_by_store(&self, _key: &[u8], _cause: Removal) {}
 }
 
 /// A consistent copy of the keyspace in progress: each shard puts its entries

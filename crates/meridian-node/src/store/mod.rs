@@ -15,7 +15,7 @@ pub use db::{Access, Db, Held, OutOfMemory, SharedStats, now_ms};
 pub use entry::Entry;
 pub use eviction::Policy;
 pub use eviction::lru::coarse_ms;
-pub use hooks::{NoHooks, SnapshotSink, WriteHooks};
+pub use hooks::{NoHooks, Removal, SnapshotSink, WriteHooks};
 pub use shard::{Holder, Shard, WatchFlag};
 pub use value::{
     HashValue, KeyCollection, ListValue, SetValue, Value, ValueRef, ZSetValue, sorts_before,

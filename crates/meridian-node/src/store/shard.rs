@@ -11,7 +11,7 @@ use super::SharedStats;
 use super::entry::{Entry, NIL, Pages, Src, prefetch};
 use super::eviction::sieve::SieveList;
 use super::eviction::{Policy, Rng, lfu, lru};
-use super::hooks::SnapshotSink;
+use super::hooks::{Removal, SnapshotSink};
 use super::table::IndexTable;
 use super::value::{Value, alloc_size};
 
@@ -309,11 +309,13 @@ impl Shard {
         self.stats.replica.load(Ordering::Relaxed)
     }
 
-    /// Removes an expired or evicted entry and tells the replicas (DEL).
+    /// Removes an expired entry and tells the replicas (DEL).
     fn expire_entry(&mut self, index: u32) -> Entry {
         let entry = self.remove(index);
         self.expired += 1;
-        self.stats.hooks.removed_by_store(entry.key());
+        self.stats
+            .hooks
+            .removed_by_store(entry.key(), Removal::Expired);
         entry
     }
 
@@ -492,6 +494,7 @@ impl Shard {
         let memory = self.entry(index).memory();
         self.account(memory as isize);
         self.sync_table_memory();
+        self.stats.hooks.key_created(key);
         index
     }
 
@@ -716,9 +719,11 @@ impl Shard {
             | Policy::VolatileTtl => self.pooled_victim(policy, samples),
         }?;
         let freed = self.entry(victim).memory();
-        self.expire_entry(victim);
-        self.expired -= 1;
+        let entry = self.remove(victim);
         self.evicted += 1;
+        self.stats
+            .hooks
+            .removed_by_store(entry.key(), Removal::Evicted);
         Some(freed)
     }
 

@@ -191,7 +191,23 @@ fn run_random_sequences(
     protocol: u8,
     compare: impl Fn(&mut Pair, &[Vec<String>]) -> Result<(), String>,
 ) {
-    use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+    use proptest::test_runner::TestCaseError;
+    let (mut runner, seed) = seeded_runner(64);
+    let pair = std::cell::RefCell::new(Pair::start(protocol));
+    let result = runner.run(&sequences, |commands| {
+        let mut pair = pair.borrow_mut();
+        pair.both(&["FLUSHALL"]);
+        compare(&mut pair, &commands).map_err(TestCaseError::fail)
+    });
+    if let Err(failure) = result {
+        panic!("seed {seed}: {failure}");
+    }
+}
+
+/// A proptest runner of `cases` cases from a printed seed (`MERIDIAN_DIFF_SEED`
+/// replays one), without failure files; returns it and the seed.
+pub fn seeded_runner(cases: u32) -> (proptest::test_runner::TestRunner, u64) {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let seed: u64 = std::env::var("MERIDIAN_DIFF_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
@@ -203,21 +219,13 @@ fn run_random_sequences(
     eprintln!("MERIDIAN_DIFF_SEED={seed}");
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(
+    let runner = TestRunner::new_with_rng(
         Config {
-            cases: 64,
+            cases,
             failure_persistence: None,
             ..Config::default()
         },
         TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
     );
-    let pair = std::cell::RefCell::new(Pair::start(protocol));
-    let result = runner.run(&sequences, |commands| {
-        let mut pair = pair.borrow_mut();
-        pair.both(&["FLUSHALL"]);
-        compare(&mut pair, &commands).map_err(TestCaseError::fail)
-    });
-    if let Err(failure) = result {
-        panic!("seed {seed}: {failure}");
-    }
+    (runner, seed)
 }
