@@ -25,6 +25,7 @@ pub mod os;
 pub mod protocol;
 pub mod region;
 pub mod replication;
+pub mod scripting;
 pub mod server;
 pub mod state;
 pub mod store;
@@ -77,6 +78,9 @@ pub fn build_shared(config: &Config) -> Arc<Shared> {
 }
 
 /// Builds the shared state from configuration and the node's loaded TLS.
+/// Longest a Lua script may run before the node stops it (Redis's busy-reply threshold).
+const SCRIPT_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
     let repl = replication::Replication::new(
         config.min_replicas_to_write,
@@ -141,6 +145,7 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
         broker,
         keyspace_events,
         blocking: Default::default(),
+        scripts: crate::scripting::Scripts::new(SCRIPT_TIME_LIMIT),
         tracking,
         counters: Counters::default(),
         command_calls: commands::COMMANDS

@@ -1,7 +1,7 @@
 //! Keyspace notifications (Redis `notify-keyspace-events`): writes publish
 //! `__keyspace@0__:<key>` (message: the event) and `__keyevent@0__:<event>`
 //! (message: the key) through the pub/sub broker, with Redis 7.0's event names
-//! and class letters. Commands call [`Ctx::notify`](crate::commands::Ctx::notify);
+//! and class letters. Commands call `Ctx::notify` (in the commands module, which imports this one);
 //! the store's own removals (expiry, eviction) arrive through the write hooks.
 
 use std::sync::Arc;
@@ -193,16 +193,6 @@ impl std::fmt::Debug for KeyspaceEvents {
             .debug_struct("KeyspaceEvents")
             .field("flags", &flags_to_string(self.flags()))
             .finish()
-    }
-}
-
-impl crate::commands::Ctx<'_, '_> {
-    /// Publishes keyspace event `event` of `class` about `key` (Redis's
-    /// notifyKeyspaceEvent), e.g. `ctx.notify(NotifyClass::Zset, "zadd", key)`.
-    /// Call it after the change, in Redis's order; off, it costs one relaxed load.
-    #[inline]
-    pub fn notify(&self, class: NotifyClass, event: &'static str, key: &[u8]) {
-        self.shared.keyspace_events.notify(class, event, key);
     }
 }
 

@@ -166,6 +166,8 @@ struct Connection {
     /// The next command is held by CLIENT PAUSE; true when it may write
     /// (held by WRITE and ALL pauses), false when only ALL holds it.
     paused_write: Option<bool>,
+    /// The next command waits for the running script to end.
+    script_wait: bool,
     /// Accepted beyond maxclients: served only once it logged in as a user allowed
     /// PSYNC (the operator, a replica) with its first command.
     over_limit: Option<OverLimitAttempt>,
@@ -313,6 +315,13 @@ impl Connection {
                         position = base;
                         break;
                     }
+                    // a running script holds every shard: wait for it off the runtime's
+                    // threads (SCRIPT KILL alone goes through, to stop it)
+                    if self.shared.scripts.is_running() && !stops_scripts(&argv) {
+                        self.script_wait = true;
+                        position = base;
+                        break;
+                    }
                     self.shared
                         .counters
                         .commands_processed
@@ -439,6 +448,7 @@ async fn handle(
         needed: 0,
         partial: None,
         paused_write: None,
+        script_wait: false,
         over_limit,
         ahead: VecDeque::with_capacity(PREFETCH_BATCH),
     };
@@ -581,6 +591,12 @@ async fn serve_connection(
                             flush(stream, &mut connection.out, &shared).await?;
                         }
                     }
+                    if std::mem::take(&mut connection.script_wait) {
+                        tokio::select! {
+                            _ = shared.scripts.wait_idle() => {}
+                            _ = shutdown.changed() => return Ok(()),
+                        }
+                    }
                     if let Some(writes) = connection.paused_write.take() {
                         let pause = &shared.pause;
                         pause.blocked.fetch_add(1, Ordering::Relaxed);
@@ -627,6 +643,13 @@ async fn serve_connection(
 /// pub/sub) still reach it; bytes it sends meanwhile wait in its input buffer. Returns
 /// false when the connection must end: closed by the client (so nothing is popped for a
 /// client that is gone), killed, over its query buffer limit, or the node stopping.
+/// SCRIPT KILL: the one command that runs while a script holds the keyspace.
+fn stops_scripts(args: &[&[u8]]) -> bool {
+    args.len() == 2
+        && args[0].eq_ignore_ascii_case(b"SCRIPT")
+        && args[1].eq_ignore_ascii_case(b"KILL")
+}
+
 async fn wait_unblocked(
     connection: &mut Connection,
     stream: &mut Stream,

@@ -59,6 +59,8 @@ pub struct Shared {
     pub keyspace_events: Arc<crate::notify::KeyspaceEvents>,
     /// Clients blocked on list keys (BLPOP and friends).
     pub blocking: crate::blocking::Blocking,
+    /// The Lua interpreter and the scripts EVAL and SCRIPT LOAD cached.
+    pub scripts: crate::scripting::Scripts,
     /// Client-side caching (CLIENT TRACKING), told about key changes by the store.
     pub tracking: Arc<crate::tracking::Tracking>,
     pub counters: Counters,

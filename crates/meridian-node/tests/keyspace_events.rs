@@ -459,7 +459,10 @@ fn sorted_set_commands() {
     ]);
     // ZPOPMAX emptying its key: zpopmax, then del
     assert!(has_in_a_row(&received, &[("zpopmax", "p"), ("del", "p")]));
-    assert!(has_in_a_row(&received, &[("new", "fresh"), ("zincr", "fresh")]));
+    assert!(has_in_a_row(
+        &received,
+        &[("new", "fresh"), ("zincr", "fresh")]
+    ));
 }
 
 #[test]
@@ -780,7 +783,8 @@ fn command() -> impl Strategy<Value = Vec<String>> {
         (key.clone(), value.clone()).prop_map(|(k, v)| owned(&["ZINCRBY", k, "2", v])),
         (key.clone(), value.clone()).prop_map(|(k, v)| owned(&["ZREM", k, v])),
         key.clone().prop_map(|k| owned(&["ZPOPMIN", k])),
-        key.clone().prop_map(|k| owned(&["ZREMRANGEBYSCORE", k, "0", "1"])),
+        key.clone()
+            .prop_map(|k| owned(&["ZREMRANGEBYSCORE", k, "0", "1"])),
         (key.clone(), key.clone(), key.clone()).prop_map(|(d, a, b)| owned(&[
             "ZUNIONSTORE",
             d,

@@ -173,6 +173,11 @@ pub enum Cmd {
     Zdiffstore,
     Zintercard,
     Zscan,
+    Eval,
+    Evalsha,
+    EvalRo,
+    EvalshaRo,
+    Script,
     Multi,
     Exec,
     Discard,
@@ -205,7 +210,7 @@ pub enum Cmd {
 
 use Category::{
     Admin, Bitmap, Blocking, Connection, Dangerous, Fast, Hash, Hyperloglog, Keyspace, List,
-    Pubsub, Read, Set, Slow, Sortedset, String, Transaction, Write,
+    Pubsub, Read, Scripting, Set, Slow, Sortedset, String, Transaction, Write,
 };
 
 const fn of(list: &[Category]) -> Categories {
@@ -346,6 +351,9 @@ impl Cmd {
             | Cmd::Zmpop => of(&[Write, Sortedset, Slow]),
             Cmd::Bzpopmin | Cmd::Bzpopmax => of(&[Write, Sortedset, Fast, Blocking]),
             Cmd::Bzmpop => of(&[Write, Sortedset, Slow, Blocking]),
+            Cmd::Eval | Cmd::Evalsha | Cmd::EvalRo | Cmd::EvalshaRo | Cmd::Script => {
+                of(&[Slow, Scripting])
+            }
             Cmd::Multi | Cmd::Discard | Cmd::Watch | Cmd::Unwatch => of(&[Fast, Transaction]),
             Cmd::Exec => of(&[Slow, Transaction]),
             Cmd::Subscribe | Cmd::Unsubscribe | Cmd::Psubscribe | Cmd::Punsubscribe => {

@@ -16,6 +16,7 @@ pub mod lists;
 pub mod migrate;
 pub mod pubsub;
 pub mod replication;
+pub mod scripting;
 pub mod server;
 pub mod sets;
 pub mod strings;
@@ -890,6 +891,25 @@ pub static COMMANDS: &[Spec] = &[
     )
     .with_movable_keys(zsets::combine_command_keys),
     spec!(Cmd::Zscan, "zscan", -3, R, 1, 1, 1, zsets::zscan),
+    // scripting: a script locks what it needs and replicates its effects itself
+    spec!(Cmd::Eval, "eval", -3, 0, 0, 0, 0, scripting::eval)
+        .with_movable_keys(scripting::eval_keys),
+    spec!(Cmd::Evalsha, "evalsha", -3, 0, 0, 0, 0, scripting::evalsha)
+        .with_movable_keys(scripting::eval_keys),
+    spec!(Cmd::EvalRo, "eval_ro", -3, R, 0, 0, 0, scripting::eval_ro)
+        .with_movable_keys(scripting::eval_keys),
+    spec!(
+        Cmd::EvalshaRo,
+        "evalsha_ro",
+        -3,
+        R,
+        0,
+        0,
+        0,
+        scripting::evalsha_ro
+    )
+    .with_movable_keys(scripting::eval_keys),
+    spec!(Cmd::Script, "script", -2, 0, 0, 0, 0, scripting::script),
     // transactions
     spec!(
         Cmd::Multi,
@@ -1386,6 +1406,16 @@ impl Ctx<'_, '_> {
     }
 }
 
+impl Ctx<'_, '_> {
+    /// Publishes keyspace event `event` of `class` about `key` (Redis's
+    /// notifyKeyspaceEvent), e.g. `ctx.notify(NotifyClass::Zset, "zadd", key)`.
+    /// Call it after the change, in Redis's order; off, it costs one relaxed load.
+    #[inline]
+    pub fn notify(&self, class: crate::notify::NotifyClass, event: &'static str, key: &[u8]) {
+        self.shared.keyspace_events.notify(class, event, key);
+    }
+}
+
 /// A HELP subcommand's reply: its lines as simple strings, like Redis.
 pub fn help(out: &mut Out, lines: &[&str]) {
     out.array(lines.len());
@@ -1571,7 +1601,12 @@ fn truncate(text: &str, max: usize) -> &str {
 fn may_replicate_unflagged(id: Cmd) -> bool {
     matches!(
         id,
-        Cmd::Publish | Cmd::Migrate | Cmd::MeridianMigrate | Cmd::Invalidate
+        Cmd::Publish
+            | Cmd::Migrate
+            | Cmd::MeridianMigrate
+            | Cmd::Invalidate
+            | Cmd::Eval
+            | Cmd::Evalsha
     )
 }
 

@@ -103,6 +103,23 @@ fn route_transaction(
     cluster::check_keys(ctx.shared, ctx.client.readonly && all_reads, asking, keys)
 }
 
+/// Appends the effects a transaction (or script) collected in `client.txn_repl` to the
+/// replication log as one MULTI/EXEC block, so replicas apply them atomically.
+pub fn propagate_block(
+    client: &mut super::ClientState,
+    log: &crate::replication::backlog::ReplLog,
+) {
+    if let Some(effects) = client.txn_repl.take()
+        && !effects.is_empty()
+    {
+        let mut block = Vec::with_capacity(effects.len() + 32);
+        encode_command(&mut block, &[b"MULTI"]);
+        block.extend_from_slice(&effects);
+        encode_command(&mut block, &[b"EXEC"]);
+        log.append(&block);
+    }
+}
+
 pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     // ASKING before MULTI covers the whole block, up to this EXEC
     let asking = std::mem::take(&mut ctx.client.asking);
@@ -199,15 +216,7 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         );
     }
     ctx.client.running_exec = false;
-    if let Some(effects) = ctx.client.txn_repl.take()
-        && !effects.is_empty()
-    {
-        let mut block = Vec::with_capacity(effects.len() + 32);
-        encode_command(&mut block, &[b"MULTI"]);
-        block.extend_from_slice(&effects);
-        encode_command(&mut block, &[b"EXEC"]);
-        log.append(&block);
-    }
+    propagate_block(ctx.client, log);
     drop(held);
     unwatch_all(ctx);
     Ok(())

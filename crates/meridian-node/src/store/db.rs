@@ -160,6 +160,12 @@ impl Db {
         self.shards[shard & self.mask].lock()
     }
 
+    /// The shard's lock if nobody holds it (background work skips a busy shard rather
+    /// than parking a runtime thread behind a long command or script).
+    pub fn try_lock(&self, shard: usize) -> Option<MutexGuard<'_, Shard>> {
+        self.shards[shard & self.mask].try_lock()
+    }
+
     /// Locks the given shards in ascending order (deadlock-free).
     pub fn lock_many(&self, wanted: &[bool]) -> Held<'_> {
         (0..self.shards.len())
@@ -353,6 +359,19 @@ impl<'a, 'h> Access<'a, 'h> {
             db,
             holder,
             locks: Locks::PerAccess,
+        }
+    }
+
+    /// The same access for a nested run (a script's commands), its locks lent to it.
+    pub fn reborrow(&mut self) -> Access<'a, '_> {
+        Access {
+            db: self.db,
+            holder: self.holder,
+            locks: match &mut self.locks {
+                Locks::PerAccess => Locks::PerAccess,
+                Locks::Held(held) => Locks::Held(held),
+                Locks::One(shard, guard) => Locks::One(*shard, guard),
+            },
         }
     }
 

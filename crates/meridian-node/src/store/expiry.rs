@@ -21,7 +21,12 @@ pub fn run_cycle(db: &Db, start: usize) -> (usize, usize) {
     for step in 0..shard_count {
         let index = (start + step) % shard_count;
         loop {
-            let (sampled, expired) = db.lock(index).expire_sample(SAMPLES_PER_ROUND, now_ms());
+            // a busy shard waits for the next cycle: never park a runtime thread here
+            let Some(mut shard) = db.try_lock(index) else {
+                break;
+            };
+            let (sampled, expired) = shard.expire_sample(SAMPLES_PER_ROUND, now_ms());
+            drop(shard);
             removed += expired;
             if began.elapsed() > CYCLE_BUDGET {
                 return (index, removed);

@@ -1,0 +1,606 @@
+//! Lua scripting (EVAL, EVALSHA, SCRIPT): one Lua 5.1 interpreter per node, as Redis
+//! embeds it, with Redis's `redis` library (`call`, `pcall`, `error_reply`,
+//! `status_reply`, `sha1hex`, `log`), `cjson`, `KEYS` / `ARGV`, and read-only globals.
+//!
+//! The interpreter knows nothing of the keyspace: a script's `redis.call` runs through
+//! the callback the command layer passes to [`Scripts::run`] (the dispatcher, under
+//! the locks the command holds), so this module imports none of its callers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mlua::{HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value, VmState};
+use parking_lot::Mutex;
+
+use crate::protocol::Reply;
+
+/// The chunk name scripts run as, so Lua's messages read `user_script:LINE:` as Redis's.
+const CHUNK_NAME: &str = "@user_script";
+
+/// Lua instructions between two looks at the clock and the kill flag.
+const HOOK_EVERY: u32 = 10_000;
+
+/// Most memory the interpreter may hold: a script building a huge string or table gets
+/// Lua's "not enough memory" error instead of taking the node's memory.
+const LUA_MEMORY_LIMIT: usize = 128 * 1024 * 1024;
+
+/// Most scripts EVAL adds to the cache (a client sending endless distinct scripts
+/// would otherwise grow it forever); past it EVAL compiles without caching.
+const MAX_CACHED_SCRIPTS: usize = 10_000;
+
+/// Most nested tables converted between Lua and replies (a self-referencing table
+/// would otherwise recurse forever).
+const MAX_DEPTH: usize = 100;
+
+/// Why a script did not return a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptError {
+    /// EVALSHA of a script the cache does not hold.
+    NoScript,
+    /// The source does not compile: Lua's message.
+    Compile(String),
+    /// The script failed while running: the error reply's text.
+    Run(String),
+}
+
+impl std::fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScriptError::NoScript => f.write_str("NOSCRIPT No matching script. Please use EVAL."),
+            ScriptError::Compile(message) => {
+                write!(f, "ERR Error compiling script (new function): {message}")
+            }
+            ScriptError::Run(message) => f.write_str(message),
+        }
+    }
+}
+
+/// The script EVAL or EVALSHA names.
+#[derive(Debug, Clone, Copy)]
+pub enum Script<'a> {
+    Source(&'a [u8]),
+    Sha(&'a [u8]),
+}
+
+/// What SCRIPT KILL did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    Killed,
+    NotBusy,
+    Unkillable,
+}
+
+/// A `redis.call` that failed: its error reply, and where in the script it was called.
+#[derive(Debug)]
+struct CallFailed {
+    message: String,
+}
+
+impl std::fmt::Display for CallFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CallFailed {}
+
+/// The SHA1 of a script's source, as 40 lowercase hex digits (its EVALSHA name).
+pub fn sha1_hex(source: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, source);
+    digest
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Runs one command for a script: its arguments in, its reply out.
+pub type CallFn<'c> = dyn FnMut(&[Vec<u8>]) -> Reply + 'c;
+
+/// The interpreter and the scripts compiled in it, by SHA1.
+struct Interpreter {
+    lua: Lua,
+    compiled: HashMap<String, mlua::Function>,
+}
+
+/// The node's scripts: the interpreter, the cache of sources by SHA1, and the kill switch.
+pub struct Scripts {
+    interpreter: Mutex<Interpreter>,
+    sources: Mutex<HashMap<String, Vec<u8>>>,
+    /// SCRIPT KILL asked the running script to stop (read by the interpreter's hook).
+    kill: Arc<AtomicBool>,
+    /// A script is running.
+    running: AtomicBool,
+    /// Told when a script ends: connections hold their commands back meanwhile.
+    finished: tokio::sync::Notify,
+    /// The running script has written (SCRIPT KILL then refuses: the script is not
+    /// rolled back).
+    wrote: AtomicBool,
+    /// A script running longer than this is stopped (Redis only offers SCRIPT KILL and
+    /// SHUTDOWN NOSAVE; a cache node must not hang on one client's loop).
+    time_limit: Duration,
+}
+
+impl std::fmt::Debug for Scripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scripts")
+            .field("time_limit", &self.time_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scripts {
+    pub fn new(time_limit: Duration) -> Scripts {
+        Scripts {
+            interpreter: Mutex::new(Interpreter {
+                lua: new_interpreter().expect("the Lua interpreter starts"),
+                compiled: HashMap::new(),
+            }),
+            sources: Mutex::new(HashMap::new()),
+            kill: Arc::new(AtomicBool::new(false)),
+            running: AtomicBool::new(false),
+            wrote: AtomicBool::new(false),
+            finished: tokio::sync::Notify::new(),
+            time_limit,
+        }
+    }
+
+    /// Compiles `source` and caches it under its SHA1 (SCRIPT LOAD).
+    pub fn load(&self, source: &[u8]) -> Result<String, ScriptError> {
+        let sha = sha1_hex(source);
+        let mut interpreter = self.interpreter.lock();
+        let function = compile(&interpreter.lua, source)?;
+        interpreter.compiled.insert(sha.clone(), function);
+        self.sources.lock().insert(sha.clone(), source.to_vec());
+        Ok(sha)
+    }
+
+    pub fn exists(&self, sha: &[u8]) -> bool {
+        let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+        self.sources.lock().contains_key(&sha)
+    }
+
+    /// SCRIPT FLUSH: forgets every cached script.
+    pub fn flush(&self) {
+        let mut interpreter = self.interpreter.lock();
+        interpreter.compiled.clear();
+        self.sources.lock().clear();
+        interpreter.lua.gc_collect().ok();
+    }
+
+    /// SCRIPT KILL: stops the running script unless it has written.
+    pub fn kill(&self) -> Kill {
+        if !self.running.load(Ordering::Acquire) {
+            return Kill::NotBusy;
+        }
+        if self.wrote.load(Ordering::Acquire) {
+            return Kill::Unkillable;
+        }
+        self.kill.store(true, Ordering::Release);
+        Kill::Killed
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Waits until no script runs (at once when none does).
+    pub async fn wait_idle(&self) {
+        loop {
+            // registered before the flag is read, so an end in between is not missed
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            if !self.is_running() {
+                return;
+            }
+            finished.await;
+        }
+    }
+
+    /// The running script changed the dataset.
+    pub fn note_write(&self) {
+        self.wrote.store(true, Ordering::Release);
+    }
+
+    /// The compiled script named `sha`, compiled from `source` (EVAL, cached when the
+    /// cache has room) or from the cache (EVALSHA).
+    fn function(
+        &self,
+        interpreter: &mut Interpreter,
+        sha: &str,
+        source: Option<&[u8]>,
+    ) -> Result<mlua::Function, ScriptError> {
+        if let Some(function) = interpreter.compiled.get(sha) {
+            return Ok(function.clone());
+        }
+        let cached = self.sources.lock().get(sha).cloned();
+        let Some(text) = source.map(<[u8]>::to_vec).or(cached) else {
+            return Err(ScriptError::NoScript);
+        };
+        let function = compile(&interpreter.lua, &text)?;
+        let mut sources = self.sources.lock();
+        if sources.contains_key(sha) || sources.len() < MAX_CACHED_SCRIPTS {
+            sources.insert(sha.to_string(), text);
+            interpreter
+                .compiled
+                .insert(sha.to_string(), function.clone());
+        }
+        Ok(function)
+    }
+
+    /// Runs a script with `keys` and `argv`: `source` (EVAL; cached under its SHA1 as
+    /// Redis does) or the cached script named `sha` (EVALSHA); `call` runs its commands.
+    pub fn run(
+        &self,
+        script: Script<'_>,
+        keys: &[&[u8]],
+        argv: &[&[u8]],
+        call: &mut CallFn<'_>,
+    ) -> Result<Reply, ScriptError> {
+        let (sha, source) = match script {
+            Script::Source(source) => (sha1_hex(source), Some(source)),
+            Script::Sha(sha) => (String::from_utf8_lossy(sha).to_ascii_lowercase(), None),
+        };
+        let mut interpreter = self.interpreter.lock();
+        let function = self.function(&mut interpreter, &sha, source)?;
+        let lua = &interpreter.lua;
+        let suffix =
+            |line: Option<usize>| format!(" script: {sha}, on @user_script:{}.", line.unwrap_or(0));
+        self.kill.store(false, Ordering::Release);
+        self.wrote.store(false, Ordering::Release);
+        self.running.store(true, Ordering::Release);
+        let started = Instant::now();
+        let (kill, limit) = (self.kill.clone(), self.time_limit);
+        let call = std::cell::RefCell::new(call);
+        let run_call = |lua: &Lua, args: mlua::MultiValue, raise: bool| -> mlua::Result<Value> {
+            let args = command_args(args)?;
+            let reply = (call.borrow_mut())(&args);
+            match reply {
+                Reply::Error(message) if raise => {
+                    Err(mlua::Error::external(CallFailed { message }))
+                }
+                reply => reply_to_lua(lua, &reply, 0),
+            }
+        };
+        let result = lua.scope(|scope| {
+            let redis: Table = lua.globals().raw_get("redis")?;
+            redis.raw_set(
+                "call",
+                scope.create_function(|lua, args| run_call(lua, args, true))?,
+            )?;
+            redis.raw_set(
+                "pcall",
+                scope.create_function(|lua, args| run_call(lua, args, false))?,
+            )?;
+            lua.globals().raw_set("KEYS", strings_table(lua, keys)?)?;
+            lua.globals().raw_set("ARGV", strings_table(lua, argv)?)?;
+            lua.set_hook(
+                HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+                move |_, _| {
+                    if kill.load(Ordering::Acquire) {
+                        return Err(mlua::Error::runtime(
+                            "ERR Script killed by user with SCRIPT KILL...",
+                        ));
+                    }
+                    if started.elapsed() > limit {
+                        return Err(mlua::Error::runtime(format!(
+                            "ERR Script killed: it ran longer than the {} ms limit",
+                            limit.as_millis()
+                        )));
+                    }
+                    Ok(VmState::Continue)
+                },
+            )?;
+            let value: Value = function.call(())?;
+            lua_to_reply(&value, 0)
+        });
+        lua.remove_hook();
+        self.running.store(false, Ordering::Release);
+        self.finished.notify_waiters();
+        // the calls' borrowed closures are gone with the scope: leave nothing callable
+        if let Ok(redis) = lua.globals().raw_get::<Table>("redis") {
+            let _ = redis.raw_set("call", Value::Nil);
+            let _ = redis.raw_set("pcall", Value::Nil);
+        }
+        lua.gc_collect().ok();
+        result.map_err(|error| ScriptError::Run(run_error_text(&error, &suffix)))
+    }
+}
+
+/// An error raised by a running script as its EVAL error reply: a failed
+/// `redis.call`'s own reply, or `ERR ` and Lua's message, then Redis's suffix naming
+/// the script and the line.
+fn run_error_text(error: &mlua::Error, suffix: &dyn Fn(Option<usize>) -> String) -> String {
+    let (message, line) = lua_error_message(error);
+    if message.starts_with("ERR Script killed") {
+        return message;
+    }
+    format!("{message}{}", suffix(line))
+}
+
+/// The message of a Lua error and the script line it names, if any.
+fn lua_error_message(error: &mlua::Error) -> (String, Option<usize>) {
+    match error {
+        mlua::Error::CallbackError { cause, traceback } => {
+            let line = traceback_line(traceback);
+            let (message, inner_line) = lua_error_message(cause);
+            (message, inner_line.or(line))
+        }
+        mlua::Error::ExternalError(cause) => match cause.downcast_ref::<CallFailed>() {
+            Some(failed) => (failed.message.clone(), None),
+            None => (format!("ERR {cause}"), None),
+        },
+        mlua::Error::RuntimeError(message) => {
+            if message.starts_with("ERR Script killed") {
+                return (message.clone(), None);
+            }
+            let first = message.lines().next().unwrap_or_default();
+            (format!("ERR {first}"), script_line(first))
+        }
+        other => (format!("ERR {other}"), None),
+    }
+}
+
+/// `user_script:LINE:` at the start of a Lua message.
+fn script_line(message: &str) -> Option<usize> {
+    let rest = message.strip_prefix("user_script:")?;
+    rest.split(':').next()?.parse().ok()
+}
+
+/// The innermost `user_script:LINE:` of a traceback (where the script called out).
+fn traceback_line(traceback: &str) -> Option<usize> {
+    traceback
+        .lines()
+        .find_map(|line| script_line(line.trim_start()))
+}
+
+fn compile(lua: &Lua, source: &[u8]) -> Result<mlua::Function, ScriptError> {
+    lua.load(source)
+        .set_name(CHUNK_NAME)
+        .into_function()
+        .map_err(|error| match error {
+            mlua::Error::SyntaxError { message, .. } => ScriptError::Compile(message),
+            other => ScriptError::Compile(other.to_string()),
+        })
+}
+
+/// A fresh interpreter: the libraries Redis gives scripts (base, table, string, math;
+/// no io, os or module loading), the `redis` and `cjson` tables, read-only globals.
+fn new_interpreter() -> mlua::Result<Lua> {
+    let lua = Lua::new_with(
+        StdLib::TABLE | StdLib::STRING | StdLib::MATH,
+        LuaOptions::default(),
+    )?;
+    lua.set_memory_limit(LUA_MEMORY_LIMIT)?;
+    let globals = lua.globals();
+    for unsafe_global in [
+        "loadfile",
+        "dofile",
+        "load",
+        "loadstring",
+        "require",
+        "module",
+    ] {
+        globals.raw_set(unsafe_global, Value::Nil)?;
+    }
+    let redis = lua.create_table()?;
+    redis.raw_set(
+        "error_reply",
+        lua.create_function(|lua, message: mlua::LuaString| {
+            let table = lua.create_table()?;
+            table.raw_set("err", message)?;
+            Ok(table)
+        })?,
+    )?;
+    redis.raw_set(
+        "status_reply",
+        lua.create_function(|lua, message: mlua::LuaString| {
+            let table = lua.create_table()?;
+            table.raw_set("ok", message)?;
+            Ok(table)
+        })?,
+    )?;
+    redis.raw_set(
+        "sha1hex",
+        lua.create_function(|_, text: mlua::LuaString| Ok(sha1_hex(&text.as_bytes())))?,
+    )?;
+    redis.raw_set("log", lua.create_function(|_, _: mlua::MultiValue| Ok(()))?)?;
+    for (name, level) in [
+        ("LOG_DEBUG", 0),
+        ("LOG_VERBOSE", 1),
+        ("LOG_NOTICE", 2),
+        ("LOG_WARNING", 3),
+    ] {
+        redis.raw_set(name, level)?;
+    }
+    // effects are always what replicates: these are accepted for old scripts
+    redis.raw_set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
+    redis.raw_set(
+        "set_repl",
+        lua.create_function(|_, _: mlua::MultiValue| Ok(()))?,
+    )?;
+    for (name, value) in [
+        ("REPL_NONE", 0),
+        ("REPL_AOF", 1),
+        ("REPL_SLAVE", 2),
+        ("REPL_REPLICA", 2),
+        ("REPL_ALL", 3),
+    ] {
+        redis.raw_set(name, value)?;
+    }
+    globals.raw_set("redis", redis)?;
+    let cjson = lua.create_table()?;
+    cjson.raw_set(
+        "encode",
+        lua.create_function(|lua, value: Value| {
+            let json: serde_json::Value = lua.from_value(value)?;
+            serde_json::to_string(&json).map_err(mlua::Error::external)
+        })?,
+    )?;
+    cjson.raw_set(
+        "decode",
+        lua.create_function(|lua, text: mlua::LuaString| {
+            let json: serde_json::Value =
+                serde_json::from_slice(&text.as_bytes()).map_err(mlua::Error::external)?;
+            lua.to_value(&json)
+        })?,
+    )?;
+    globals.raw_set("cjson", cjson)?;
+    // Redis 7's protection: reading an unknown global or writing any global is an error
+    // (in Lua, so the message names the script's line as Redis's does)
+    lua.load(
+        r#"
+        setmetatable(_G, {
+            __index = function(_, name)
+                error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+            end,
+            __newindex = function()
+                error("Attempt to modify a readonly table", 2)
+            end,
+        })
+        "#,
+    )
+    .set_name("=guard")
+    .exec()?;
+    drop(globals);
+    Ok(lua)
+}
+
+/// A script's `redis.call` arguments as a command's (strings and numbers only).
+fn command_args(args: mlua::MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
+    if args.is_empty() {
+        return Err(mlua::Error::runtime(
+            "Please specify at least one argument for this redis lib call",
+        ));
+    }
+    args.into_iter()
+        .map(|value| match value {
+            Value::String(text) => Ok(text.as_bytes().to_vec()),
+            Value::Integer(number) => Ok(number.to_string().into_bytes()),
+            Value::Number(number) => Ok(lua_number_text(number).into_bytes()),
+            _ => Err(mlua::Error::runtime(
+                "Lua redis lib command arguments must be strings or integers",
+            )),
+        })
+        .collect()
+}
+
+/// A Lua number as Lua 5.1 prints it (`%.14g`), how Redis passes numbers to commands.
+fn lua_number_text(number: f64) -> String {
+    if number.fract() == 0.0 && number.abs() < 1e15 {
+        return format!("{}", number as i64);
+    }
+    let text = format!("{number:.13e}");
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if (-4..14).contains(&exponent) {
+        let fixed = format!("{:.*}", (13 - exponent).max(0) as usize, number);
+        let fixed = fixed.trim_end_matches('0').trim_end_matches('.');
+        return fixed.to_string();
+    }
+    let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+    let sign = if exponent < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exponent.abs())
+}
+
+fn strings_table(lua: &Lua, items: &[&[u8]]) -> mlua::Result<Table> {
+    let table = lua.create_table_with_capacity(items.len(), 0)?;
+    for (index, item) in items.iter().enumerate() {
+        table.raw_set(index + 1, lua.create_string(item)?)?;
+    }
+    Ok(table)
+}
+
+/// A command's reply as Redis hands it to Lua (RESP2 rules): integers as numbers,
+/// bulks as strings, nil as false, arrays as tables, a status as `{ok = ...}`, an
+/// error as `{err = ...}`.
+fn reply_to_lua(lua: &Lua, reply: &Reply, depth: usize) -> mlua::Result<Value> {
+    Ok(match reply {
+        Reply::Int(number) => Value::Number(*number as f64),
+        Reply::Bulk(bytes) => Value::String(lua.create_string(bytes)?),
+        Reply::Nil => Value::Boolean(false),
+        Reply::Simple(text) => {
+            let table = lua.create_table()?;
+            table.raw_set("ok", text.as_str())?;
+            Value::Table(table)
+        }
+        Reply::Error(text) => {
+            let table = lua.create_table()?;
+            table.raw_set("err", text.as_str())?;
+            Value::Table(table)
+        }
+        Reply::Array(items) => {
+            if depth >= MAX_DEPTH {
+                return Err(mlua::Error::runtime("reached lua stack limit"));
+            }
+            let table = lua.create_table_with_capacity(items.len(), 0)?;
+            for (index, item) in items.iter().enumerate() {
+                table.raw_set(index + 1, reply_to_lua(lua, item, depth + 1)?)?;
+            }
+            Value::Table(table)
+        }
+    })
+}
+
+/// A script's return value as Redis replies with it: numbers truncated to integers,
+/// strings as bulks, `true` as 1, `false` and nil as nil, `{ok = ...}` a status,
+/// `{err = ...}` an error, other tables an array of their elements up to the first nil.
+fn lua_to_reply(value: &Value, depth: usize) -> mlua::Result<Reply> {
+    Ok(match value {
+        Value::Nil | Value::Boolean(false) => Reply::Nil,
+        Value::Boolean(true) => Reply::Int(1),
+        Value::Integer(number) => Reply::Int(*number),
+        Value::Number(number) => Reply::Int(*number as i64),
+        Value::String(text) => Reply::Bulk(bytes::Bytes::copy_from_slice(&text.as_bytes())),
+        Value::Table(table) => {
+            if let Ok(Value::String(error)) = table.raw_get::<Value>("err") {
+                return Ok(Reply::Error(error.to_string_lossy()));
+            }
+            if let Ok(Value::String(status)) = table.raw_get::<Value>("ok") {
+                return Ok(Reply::Simple(status.to_string_lossy()));
+            }
+            if depth >= MAX_DEPTH {
+                return Err(mlua::Error::runtime("reached lua stack limit"));
+            }
+            let mut items = Vec::new();
+            for index in 1.. {
+                let item: Value = table.raw_get(index)?;
+                if item.is_nil() {
+                    break;
+                }
+                items.push(lua_to_reply(&item, depth + 1)?);
+            }
+            Reply::Array(items)
+        }
+        _ => Reply::Nil,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha1_names_scripts_as_redis_does() {
+        // redis-cli SCRIPT LOAD "return 1"
+        assert_eq!(
+            sha1_hex(b"return 1"),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
+    }
+
+    #[test]
+    fn numbers_pass_to_commands_as_lua_prints_them() {
+        for (number, text) in [
+            (1.0, "1"),
+            (-3.0, "-3"),
+            (0.5, "0.5"),
+            (1.0 / 3.0, "0.33333333333333"),
+        ] {
+            assert_eq!(lua_number_text(number), text);
+        }
+    }
+}
