@@ -24,6 +24,10 @@ pub enum ClientEvent {
     /// Client-side caching: an invalidation (or broken-redirect notice).
     Tracking(TrackingPush),
     Kill,
+    /// CLIENT UNBLOCK: a blocked command answers now, as a timeout or with an error.
+    Unblock {
+        error: bool,
+    },
 }
 
 impl ClientEvent {
@@ -37,7 +41,7 @@ impl ClientEvent {
                 payload,
             } => pattern.len() + channel.len() + payload.len() + 40,
             ClientEvent::Tracking(push) => push.size(),
-            ClientEvent::Kill => 0,
+            ClientEvent::Kill | ClientEvent::Unblock { .. } => 0,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct ClientHandle {
     pub subscriptions: AtomicUsize,
     pub pattern_subscriptions: AtomicUsize,
     pub in_multi: AtomicBool,
+    /// Waiting in a blocking command (CLIENT UNBLOCK may end the wait).
+    pub blocked: AtomicBool,
     /// The ACL user the connection is logged in as (CLIENT LIST `user=`; ACL DELUSER
     /// closes its connections).
     pub user: Mutex<std::sync::Arc<str>>,
@@ -91,6 +97,7 @@ impl ClientHandle {
             subscriptions: Default::default(),
             pattern_subscriptions: Default::default(),
             in_multi: Default::default(),
+            blocked: Default::default(),
             user: Mutex::new("default".into()),
         }
     }

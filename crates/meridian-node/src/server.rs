@@ -659,6 +659,8 @@ async fn wait_unblocked(
 ) -> std::io::Result<bool> {
     let shared = connection.shared.clone();
     let waiter = shared.blocking.join(block.keys);
+    let handle = connection.client.handle.clone();
+    handle.blocked.store(true, Ordering::Release);
     let deadline = block
         .timeout
         .map(|timeout| tokio::time::Instant::now() + timeout);
@@ -681,6 +683,16 @@ async fn wait_unblocked(
                 biased;
                 event = inbox.recv() => {
                     let Some(event) = event else { return Ok(false) };
+                    if let ClientEvent::Unblock { error } = event {
+                        if error {
+                            connection
+                                .out
+                                .error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
+                        } else {
+                            connection.out.null_array();
+                        }
+                        return Ok(true);
+                    }
                     if deliver(connection, event) {
                         return Ok(false);
                     }
@@ -701,6 +713,7 @@ async fn wait_unblocked(
         }
     }
     .await;
+    handle.blocked.store(false, Ordering::Release);
     shared.blocking.leave(waiter);
     outcome
 }
@@ -712,8 +725,11 @@ fn deliver(connection: &mut Connection, event: ClientEvent) -> bool {
         .handle
         .pending_bytes
         .fetch_sub(event.size(), Ordering::Relaxed);
-    if let ClientEvent::Kill = event {
-        return true;
+    match event {
+        ClientEvent::Kill => return true,
+        // the wait it was meant for is over
+        ClientEvent::Unblock { .. } => return false,
+        _ => {}
     }
     encode_event(&mut connection.out, &event);
     false

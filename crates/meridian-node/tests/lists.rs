@@ -6,7 +6,7 @@
 mod common;
 
 use common::redis_server::{Pair, compare_random_sequences};
-use common::{Node, Raw};
+use common::{Node, Raw, Reply};
 use proptest::prelude::*;
 
 const EDGE_CASES: &[&[&str]] = &[
@@ -399,4 +399,44 @@ fn a_topology_change_answers_a_blocked_client_with_moved() {
         "{error}"
     );
     wait_blocked(&a, 0);
+}
+
+/// CLIENT UNBLOCK ends another client's wait: as a timeout (a null array) or with
+/// Redis's UNBLOCKED error; a client that is not blocked is left alone (0).
+#[test]
+fn client_unblock_ends_a_wait() {
+    let node = Node::start();
+    let mut admin = node.raw();
+    let mut waiting = node.raw();
+    let Reply::Int(id) = waiting.cmd(&["CLIENT", "ID"]) else {
+        panic!("client id")
+    };
+    let id = id.to_string();
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", &id]), Reply::Int(0));
+    for (mode, expected) in [
+        ("TIMEOUT", Reply::Nil),
+        (
+            "ERROR",
+            Reply::err("UNBLOCKED client unblocked via CLIENT UNBLOCK"),
+        ),
+    ] {
+        waiting.send(&common::encode(&[b"BZPOPMIN", b"nothing", b"0"]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while admin.cmd(&["CLIENT", "UNBLOCK", &id, mode]) != Reply::Int(1) {
+            assert!(std::time::Instant::now() < deadline, "never blocked");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(waiting.read(), expected, "{mode}");
+        // the connection goes on
+        assert_eq!(waiting.cmd(&["PING"]), Reply::Simple("PONG".into()));
+    }
+    assert_eq!(
+        admin.cmd(&["CLIENT", "UNBLOCK", &id, "BOGUS"]),
+        Reply::err("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    );
+    assert_eq!(
+        admin.cmd(&["CLIENT", "UNBLOCK", "abc"]),
+        Reply::err("ERR value is not an integer or out of range")
+    );
+    assert_eq!(admin.cmd(&["CLIENT", "UNBLOCK", "999999"]), Reply::Int(0));
 }

@@ -53,6 +53,65 @@ const LIST_TESTS: [Test; 5] = [
     },
 ];
 
+/// `--types`: redis-benchmark's set, sorted set, longer range and MSET tests, and an
+/// EVALSHA of a small script (a counter with a TTL, as rate limiters do). SPOP and
+/// ZPOPMIN run after SADD and ZADD filled their keys on the same server.
+const TYPE_TESTS: [Test; 7] = [
+    Test {
+        name: "sadd",
+        csv: "SADD",
+    },
+    Test {
+        name: "spop",
+        csv: "SPOP",
+    },
+    Test {
+        name: "zadd",
+        csv: "ZADD",
+    },
+    Test {
+        name: "zpopmin",
+        csv: "ZPOPMIN",
+    },
+    Test {
+        name: "lrange_600",
+        csv: "LRANGE_600 (first 600 elements)",
+    },
+    Test {
+        name: "mset",
+        csv: "MSET (10 keys)",
+    },
+    Test {
+        name: EVALSHA,
+        csv: "EVALSHA",
+    },
+];
+
+/// The `-t` name of the EVALSHA test, which runs [`SCRIPT`] as a custom command.
+const EVALSHA: &str = "evalsha";
+
+/// The script of the EVALSHA test.
+const SCRIPT: &str = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('EXPIRE', KEYS[1], 60) end return n";
+
+/// The arguments of a test: `-t <name>`, or for EVALSHA the command itself (the script
+/// loaded into the server first).
+fn test_args(server: &Server, test: Test) -> Result<Vec<String>> {
+    if test.name != EVALSHA {
+        return Ok(vec!["-t".into(), test.name.into()]);
+    }
+    let mut client = Client::connect(server.port)?;
+    let sha = match client.command(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()])? {
+        Reply::Bulk(Some(sha)) => String::from_utf8(sha).context("script sha")?,
+        other => bail!("SCRIPT LOAD answered {other:?}"),
+    };
+    Ok(vec![
+        "evalsha".into(),
+        sha,
+        "1".into(),
+        "rate:__rand_int__".into(),
+    ])
+}
+
 /// One redis-benchmark run of one test against one server.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
@@ -81,9 +140,10 @@ fn redis_benchmark(
     };
     command
         .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
-        .args(["-t", test.name, "-n", &requests.to_string()])
+        .args(["-n", &requests.to_string()])
         .args(["-c", "50", "-r", "100000", "-d", "64"])
-        .args(["-P", &pipeline.to_string(), "--csv"]);
+        .args(["-P", &pipeline.to_string(), "--csv"])
+        .args(test_args(server, test)?);
     let cpu_before = server.cpu_seconds()?;
     let output = command.output().context("run redis-benchmark")?;
     let cpu = server.cpu_seconds()? - cpu_before;
@@ -94,8 +154,17 @@ fn redis_benchmark(
         );
     }
     let text = String::from_utf8_lossy(&output.stdout);
+    // a custom command's line is named by the command itself
+    let csv_name = if test.name == EVALSHA {
+        text.lines()
+            .nth(1)
+            .and_then(|line| line.split(',').next())
+            .map_or(String::new(), |name| name.trim_matches('"').to_string())
+    } else {
+        test.csv.to_string()
+    };
     let ops =
-        parse_csv_rps(&text, test.csv).with_context(|| format!("no {} in {text:?}", test.csv))?;
+        parse_csv_rps(&text, &csv_name).with_context(|| format!("no {} in {text:?}", test.csv))?;
     Ok(Sample {
         ops,
         per_cpu_second: if cpu > 0.0 {
@@ -123,17 +192,21 @@ pub struct NodeOptions {
     pub threads: usize,
     /// `--lists`: redis-benchmark's list tests instead of SET and GET.
     pub lists: bool,
+    /// `--types`: sets, sorted sets, LRANGE_600, MSET and EVALSHA instead.
+    pub types: bool,
 }
 
 impl NodeOptions {
     pub fn parse(args: &[String], quick: bool) -> Result<NodeOptions> {
         let mut threads = 1;
         let mut lists = false;
+        let mut types = false;
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
             match arg.as_str() {
                 "--quick" => {}
                 "--lists" => lists = true,
+                "--types" => types = true,
                 "--threads" => {
                     threads = iter
                         .next()
@@ -147,10 +220,14 @@ impl NodeOptions {
         if threads == 0 {
             bail!("--threads must be at least 1");
         }
+        if lists && types {
+            bail!("--lists and --types are separate runs: pick one");
+        }
         Ok(NodeOptions {
             quick,
             threads,
             lists,
+            types,
         })
     }
 }
@@ -164,6 +241,8 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
     let pipelines: &[u32] = if pinned { &[1, 16] } else { &[16] };
     let tests: &[Test] = if options.lists {
         &LIST_TESTS
+    } else if options.types {
+        &TYPE_TESTS
     } else {
         &STRING_TESTS
     };
@@ -442,5 +521,11 @@ mod tests {
                 .lists
         );
         assert!(!NodeOptions::parse(&[], false).unwrap().lists);
+        assert!(
+            NodeOptions::parse(&["--types".into()], false)
+                .unwrap()
+                .types
+        );
+        assert!(NodeOptions::parse(&["--types".into(), "--lists".into()], false).is_err());
     }
 }

@@ -309,6 +309,30 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             ctx.out.verbatim(&text);
         }
         b"KILL" => return client_kill(ctx),
+        b"UNBLOCK" => {
+            if !(3..=4).contains(&ctx.args.len()) {
+                return Err(arity_error());
+            }
+            let id = parse_int(ctx.args[2])?;
+            let error = match ctx.args.get(3).map(|mode| mode.to_ascii_uppercase()) {
+                None => false,
+                Some(mode) if mode == b"TIMEOUT" => false,
+                Some(mode) if mode == b"ERROR" => true,
+                Some(_) => {
+                    return Err(CommandError::other(
+                        "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+                    ));
+                }
+            };
+            let handle = u64::try_from(id)
+                .ok()
+                .and_then(|id| ctx.shared.clients.lock().get(&id).cloned());
+            let unblocked = handle.is_some_and(|handle| {
+                handle.blocked.load(Ordering::Acquire)
+                    && handle.events.send(ClientEvent::Unblock { error }).is_ok()
+            });
+            ctx.out.integer(i64::from(unblocked));
+        }
         b"TRACKING" => {
             if ctx.args.len() < 3 {
                 return Err(arity_error());
@@ -420,6 +444,7 @@ pub fn client(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 "GETREDIR",
                 "PAUSE <timeout> [WRITE|ALL]",
                 "UNPAUSE",
+                "UNBLOCK <clientid> [TIMEOUT|ERROR]",
             ];
             super::help(ctx.out, &lines);
         }

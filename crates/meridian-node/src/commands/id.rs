@@ -405,6 +405,7 @@ pub static SUBCOMMANDS: &[Subcommand] = &[
     sub(Cmd::Client, "info", CONNECTION),
     sub(Cmd::Client, "list", ADMIN_CONNECTION),
     sub(Cmd::Client, "kill", ADMIN_CONNECTION),
+    sub(Cmd::Client, "unblock", ADMIN_CONNECTION),
     sub(Cmd::Client, "tracking", CONNECTION),
     sub(Cmd::Client, "caching", CONNECTION),
     sub(Cmd::Client, "trackinginfo", CONNECTION),
