@@ -16,6 +16,64 @@ use parking_lot::Mutex;
 
 use crate::protocol::Reply;
 
+/// The environment of a library's code: its own `redis`, everything else read from the
+/// globals, nothing written (as Redis runs libraries).
+const ENV_SOURCE: &str = r#"
+local env = ...
+return setmetatable(env, {
+    __index = _G,
+    __newindex = function()
+        error("Attempt to modify a readonly table", 2)
+    end,
+})
+"#;
+
+/// Stops the running script: SCRIPT KILL sets `kill`; a script armed for longer than
+/// `limit` is stopped too. The interpreter's hook asks every [`HOOK_EVERY`] instructions
+/// (installed once: setting a hook per run costs more than a small script).
+struct Watchdog {
+    base: Instant,
+    kill: AtomicBool,
+    /// Milliseconds after `base` when the running script must stop; 0: none runs.
+    deadline_ms: std::sync::atomic::AtomicU64,
+    limit: Duration,
+}
+
+impl Watchdog {
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    fn arm(&self) {
+        self.kill.store(false, Ordering::Release);
+        let deadline = self.now_ms() + self.limit.as_millis() as u64;
+        self.deadline_ms.store(deadline.max(1), Ordering::Release);
+    }
+
+    fn disarm(&self) {
+        self.deadline_ms.store(0, Ordering::Release);
+    }
+
+    fn check(&self) -> mlua::Result<VmState> {
+        let deadline = self.deadline_ms.load(Ordering::Acquire);
+        if deadline == 0 {
+            return Ok(VmState::Continue);
+        }
+        if self.kill.load(Ordering::Acquire) {
+            return Err(mlua::Error::runtime(
+                "ERR Script killed by user with SCRIPT KILL...",
+            ));
+        }
+        if self.now_ms() > deadline {
+            return Err(mlua::Error::runtime(format!(
+                "ERR Script killed: it ran longer than the {} ms limit",
+                self.limit.as_millis()
+            )));
+        }
+        Ok(VmState::Continue)
+    }
+}
+
 /// The chunk name scripts run as, so Lua's messages read `user_script:LINE:` as Redis's.
 const CHUNK_NAME: &str = "@user_script";
 
@@ -39,6 +97,8 @@ const MAX_DEPTH: usize = 100;
 pub enum ScriptError {
     /// EVALSHA of a script the cache does not hold.
     NoScript,
+    /// FCALL of a function no library registered.
+    NoFunction,
     /// The source does not compile: Lua's message.
     Compile(String),
     /// The script failed while running: the error reply's text.
@@ -49,6 +109,7 @@ impl std::fmt::Display for ScriptError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ScriptError::NoScript => f.write_str("NOSCRIPT No matching script. Please use EVAL."),
+            ScriptError::NoFunction => f.write_str("ERR Function not found"),
             ScriptError::Compile(message) => {
                 write!(f, "ERR Error compiling script (new function): {message}")
             }
@@ -57,11 +118,164 @@ impl std::fmt::Display for ScriptError {
     }
 }
 
-/// The script EVAL or EVALSHA names.
+/// The script EVAL, EVALSHA or FCALL names.
 #[derive(Debug, Clone, Copy)]
 pub enum Script<'a> {
     Source(&'a [u8]),
     Sha(&'a [u8]),
+    /// A function of a loaded library (FCALL), by name.
+    Function(&'a [u8]),
+}
+
+/// The flags a library function may declare, as Redis names them.
+const FUNCTION_FLAGS: [&str; 5] = [
+    "no-writes",
+    "allow-oom",
+    "allow-stale",
+    "no-cluster",
+    "allow-cross-slot-keys",
+];
+
+/// A function a library registered.
+struct Registered {
+    name: String,
+    callback: mlua::Function,
+    description: Option<String>,
+    flags: Vec<String>,
+}
+
+/// A library FUNCTION LOAD loaded: its code and the functions it registered.
+struct Library {
+    code: Vec<u8>,
+    functions: Vec<Registered>,
+}
+
+/// A function as FUNCTION LIST describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub description: Option<String>,
+    pub flags: Vec<String>,
+}
+
+/// A library as FUNCTION LIST describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibraryInfo {
+    pub name: String,
+    pub code: Vec<u8>,
+    pub functions: Vec<FunctionInfo>,
+}
+
+/// The library name of FUNCTION LOAD's code (`#!lua name=<name>` on its first line).
+fn library_name(code: &[u8]) -> Result<String, String> {
+    let Some(first) = code
+        .split(|&byte| byte == b'\n')
+        .next()
+        .filter(|line| line.starts_with(b"#!"))
+    else {
+        return Err("ERR Missing library metadata".into());
+    };
+    let invalid = || "ERR Invalid library metadata".to_string();
+    let first = std::str::from_utf8(&first[2..]).map_err(|_| invalid())?;
+    let mut parts = first.split(' ').filter(|part| !part.is_empty());
+    if !parts
+        .next()
+        .is_some_and(|engine| engine.eq_ignore_ascii_case("lua"))
+    {
+        return Err(invalid());
+    }
+    let mut name = None;
+    for part in parts {
+        match part.strip_prefix("name=") {
+            Some(value) if name.is_none() => name = Some(value.to_string()),
+            _ => return Err(invalid()),
+        }
+    }
+    let name = name.ok_or_else(invalid)?;
+    if !valid_name(&name) {
+        return Err(format!("ERR {NAME_RULE}"));
+    }
+    Ok(name)
+}
+
+/// Redis's rule for library and function names (its message says "Library" for both).
+const NAME_RULE: &str = "Library names can only contain letters, numbers, or underscores(_) and must be at least one character long";
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+}
+
+/// One `redis.register_function` call's arguments: `(name, callback)` or a table with
+/// `function_name`, `callback`, `flags` and `description`.
+fn registration(args: mlua::MultiValue) -> mlua::Result<Registered> {
+    let refuse = |text: &str| mlua::Error::runtime(text.to_string());
+    let args: Vec<Value> = args.into_iter().collect();
+    let (name, callback, description, flags) = match args.as_slice() {
+        [Value::String(name), Value::Function(callback)] => {
+            (name.to_string_lossy(), callback.clone(), None, Vec::new())
+        }
+        [Value::Table(table)] => {
+            let (mut name, mut callback, mut description, mut flags) =
+                (None, None, None, Vec::new());
+            for pair in table.clone().pairs::<Value, Value>() {
+                let (key, value) = pair?;
+                let key = match &key {
+                    Value::String(key) => key.to_string_lossy(),
+                    _ => {
+                        return Err(refuse(
+                            "named argument key given to register_function is not a string",
+                        ));
+                    }
+                };
+                match (key.as_str(), value) {
+                    ("function_name", Value::String(text)) => name = Some(text.to_string_lossy()),
+                    ("callback", Value::Function(function)) => callback = Some(function),
+                    ("description", Value::String(text)) => {
+                        description = Some(text.to_string_lossy())
+                    }
+                    ("flags", Value::Table(list)) => {
+                        for flag in list.sequence_values::<Value>() {
+                            let Value::String(flag) = flag? else {
+                                return Err(refuse("unknown flag given"));
+                            };
+                            let flag = flag.to_string_lossy();
+                            if !FUNCTION_FLAGS.contains(&flag.as_str()) {
+                                return Err(refuse("unknown flag given"));
+                            }
+                            flags.push(flag);
+                        }
+                    }
+                    ("function_name" | "callback" | "description" | "flags", _) => {
+                        return Err(refuse("wrong type given to register_function"));
+                    }
+                    _ => return Err(refuse("unknown argument given to register_function")),
+                }
+            }
+            let name = name.ok_or_else(|| {
+                refuse("redis.register_function must get a function name argument")
+            })?;
+            let callback = callback
+                .ok_or_else(|| refuse("redis.register_function must get a callback argument"))?;
+            (name, callback, description, flags)
+        }
+        _ => {
+            return Err(refuse(
+                "wrong number of arguments to redis.register_function",
+            ));
+        }
+    };
+    if !valid_name(&name) {
+        return Err(refuse(NAME_RULE));
+    }
+    Ok(Registered {
+        name,
+        callback,
+        description,
+        flags,
+    })
 }
 
 /// What SCRIPT KILL did.
@@ -103,14 +317,25 @@ pub type CallFn<'c> = dyn FnMut(&[Vec<u8>]) -> Reply + 'c;
 struct Interpreter {
     lua: Lua,
     compiled: HashMap<String, mlua::Function>,
+    /// FUNCTION LOAD's libraries by name.
+    libraries: std::collections::BTreeMap<String, Library>,
+}
+
+impl Interpreter {
+    fn find_function(&self, name: &str) -> Option<&Registered> {
+        self.libraries
+            .values()
+            .flat_map(|library| &library.functions)
+            .find(|function| function.name == name)
+    }
 }
 
 /// The node's scripts: the interpreter, the cache of sources by SHA1, and the kill switch.
 pub struct Scripts {
     interpreter: Mutex<Interpreter>,
     sources: Mutex<HashMap<String, Vec<u8>>>,
-    /// SCRIPT KILL asked the running script to stop (read by the interpreter's hook).
-    kill: Arc<AtomicBool>,
+    /// Stops a script on SCRIPT KILL or at its time limit (the interpreter's hook).
+    watchdog: Arc<Watchdog>,
     /// A script is running.
     running: AtomicBool,
     /// Told when a script ends: connections hold their commands back meanwhile.
@@ -133,13 +358,21 @@ impl std::fmt::Debug for Scripts {
 
 impl Scripts {
     pub fn new(time_limit: Duration) -> Scripts {
+        let watchdog = Arc::new(Watchdog {
+            base: Instant::now(),
+            kill: AtomicBool::new(false),
+            deadline_ms: std::sync::atomic::AtomicU64::new(0),
+            limit: time_limit,
+        });
+        let lua = new_interpreter(watchdog.clone()).expect("the Lua interpreter starts");
         Scripts {
             interpreter: Mutex::new(Interpreter {
-                lua: new_interpreter().expect("the Lua interpreter starts"),
+                lua,
                 compiled: HashMap::new(),
+                libraries: std::collections::BTreeMap::new(),
             }),
             sources: Mutex::new(HashMap::new()),
-            kill: Arc::new(AtomicBool::new(false)),
+            watchdog,
             running: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
             finished: tokio::sync::Notify::new(),
@@ -162,6 +395,175 @@ impl Scripts {
         self.sources.lock().contains_key(&sha)
     }
 
+    /// FUNCTION LOAD: runs the library's code, which registers its functions; `commit`
+    /// runs under the interpreter's lock once the library is in (the replication log
+    /// gets the command in the order the libraries changed).
+    pub fn load_library(
+        &self,
+        code: &[u8],
+        replace: bool,
+        commit: impl FnOnce(),
+    ) -> Result<String, String> {
+        let name = library_name(code)?;
+        let mut interpreter = self.interpreter.lock();
+        if !replace && interpreter.libraries.contains_key(&name) {
+            return Err(format!("ERR Library '{name}' already exists"));
+        }
+        // the metadata line stays as an empty line, so Lua's line numbers are the code's
+        let body_start = code
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .unwrap_or(code.len());
+        let body = &code[body_start..];
+        let lua = &interpreter.lua;
+        let chunk = lua
+            .load(body)
+            .set_name("@user_function")
+            .into_function()
+            .map_err(|error| match error {
+                mlua::Error::SyntaxError { message, .. } => {
+                    format!("ERR Error compiling function: {message}")
+                }
+                other => format!("ERR Error compiling function: {other}"),
+            })?;
+        let registered = std::cell::RefCell::new(Vec::<Registered>::new());
+        let ran = lua.scope(|scope| {
+            let register = scope.create_function(|_, args: mlua::MultiValue| {
+                let function = registration(args)?;
+                let mut registered = registered.borrow_mut();
+                if registered.iter().any(|other| other.name == function.name) {
+                    return Err(mlua::Error::runtime(
+                        "Function already exists in the library",
+                    ));
+                }
+                registered.push(function);
+                Ok(())
+            })?;
+            // during the load, `redis` offers only register_function (and log)
+            let load_redis = lua.create_table()?;
+            load_redis.raw_set("register_function", register)?;
+            let global_redis: Table = lua.globals().raw_get("redis")?;
+            for name in [
+                "log",
+                "LOG_DEBUG",
+                "LOG_VERBOSE",
+                "LOG_NOTICE",
+                "LOG_WARNING",
+            ] {
+                load_redis.raw_set(name, global_redis.raw_get::<Value>(name)?)?;
+            }
+            let guard: mlua::Function = lua.globals().raw_get("__meridian_guard")?;
+            let load_redis: Table = guard.call(load_redis)?;
+            let env = lua.create_table()?;
+            env.raw_set("redis", load_redis)?;
+            let env: Table = lua.load(ENV_SOURCE).set_name("=env").call(env)?;
+            chunk.set_environment(env.clone())?;
+            self.watchdog.arm();
+            let ran = chunk.call::<()>(());
+            self.watchdog.disarm();
+            ran?;
+            // at run time, `redis` is the global one (with call and pcall)
+            env.raw_set("redis", Value::Nil)?;
+            Ok(())
+        });
+        if let Err(error) = ran {
+            let (message, _) = lua_error_message(&error);
+            let message = message.strip_prefix("ERR ").unwrap_or(&message).to_string();
+            return Err(format!("ERR Error registering functions: ERR {message}"));
+        }
+        let functions = registered.into_inner();
+        if functions.is_empty() {
+            return Err("ERR No functions registered".into());
+        }
+        for function in &functions {
+            let taken = interpreter
+                .libraries
+                .iter()
+                .filter(|(library, _)| **library != name)
+                .any(|(_, library)| {
+                    library
+                        .functions
+                        .iter()
+                        .any(|other| other.name == function.name)
+                });
+            if taken {
+                return Err(format!("ERR Function {} already exists", function.name));
+            }
+        }
+        interpreter.libraries.insert(
+            name.clone(),
+            Library {
+                code: code.to_vec(),
+                functions,
+            },
+        );
+        commit();
+        Ok(name)
+    }
+
+    /// FUNCTION DELETE; `commit` runs under the lock once it is gone.
+    pub fn delete_library(&self, name: &[u8], commit: impl FnOnce()) -> bool {
+        let name = String::from_utf8_lossy(name);
+        let mut interpreter = self.interpreter.lock();
+        let deleted = interpreter.libraries.remove(name.as_ref()).is_some();
+        if deleted {
+            commit();
+        }
+        deleted
+    }
+
+    /// FUNCTION FLUSH; `commit` runs under the lock.
+    pub fn flush_libraries(&self, commit: impl FnOnce()) {
+        let mut interpreter = self.interpreter.lock();
+        interpreter.libraries.clear();
+        commit();
+        interpreter.lua.gc_collect().ok();
+    }
+
+    /// The libraries, by name (FUNCTION LIST).
+    pub fn libraries(&self) -> Vec<LibraryInfo> {
+        let interpreter = self.interpreter.lock();
+        interpreter
+            .libraries
+            .iter()
+            .map(|(name, library)| LibraryInfo {
+                name: name.clone(),
+                code: library.code.clone(),
+                functions: library
+                    .functions
+                    .iter()
+                    .map(|function| FunctionInfo {
+                        name: function.name.clone(),
+                        description: function.description.clone(),
+                        flags: function.flags.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The flags of function `name`, if a library registered it.
+    pub fn function_flags(&self, name: &[u8]) -> Option<Vec<String>> {
+        let name = String::from_utf8_lossy(name);
+        self.interpreter
+            .lock()
+            .find_function(&name)
+            .map(|function| function.flags.clone())
+    }
+
+    /// Runs `send` with every library's code under the interpreter's lock (a full sync
+    /// sends them after its snapshot, in order with later FUNCTION commands).
+    pub fn with_library_codes(&self, send: impl FnOnce(Vec<&[u8]>)) {
+        let interpreter = self.interpreter.lock();
+        send(
+            interpreter
+                .libraries
+                .values()
+                .map(|library| library.code.as_slice())
+                .collect(),
+        );
+    }
+
     /// SCRIPT FLUSH: forgets every cached script.
     pub fn flush(&self) {
         let mut interpreter = self.interpreter.lock();
@@ -178,7 +580,7 @@ impl Scripts {
         if self.wrote.load(Ordering::Acquire) {
             return Kill::Unkillable;
         }
-        self.kill.store(true, Ordering::Release);
+        self.watchdog.kill.store(true, Ordering::Release);
         Kill::Killed
     }
 
@@ -240,20 +642,36 @@ impl Scripts {
         argv: &[&[u8]],
         call: &mut CallFn<'_>,
     ) -> Result<Reply, ScriptError> {
-        let (sha, source) = match script {
-            Script::Source(source) => (sha1_hex(source), Some(source)),
-            Script::Sha(sha) => (String::from_utf8_lossy(sha).to_ascii_lowercase(), None),
-        };
         let mut interpreter = self.interpreter.lock();
-        let function = self.function(&mut interpreter, &sha, source)?;
+        // the chunk to call, whether it takes (KEYS, ARGV) as arguments (a library
+        // function) or as globals, and the name errors give it
+        let (function, as_arguments, name, chunk) = match script {
+            Script::Source(source) => {
+                let sha = sha1_hex(source);
+                let function = self.function(&mut interpreter, &sha, Some(source))?;
+                (function, false, sha, "user_script")
+            }
+            Script::Sha(sha) => {
+                let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+                let function = self.function(&mut interpreter, &sha, None)?;
+                (function, false, sha, "user_script")
+            }
+            Script::Function(name) => {
+                let name = String::from_utf8_lossy(name).into_owned();
+                let function = interpreter
+                    .find_function(&name)
+                    .ok_or(ScriptError::NoFunction)?
+                    .callback
+                    .clone();
+                (function, true, name, "user_function")
+            }
+        };
         let lua = &interpreter.lua;
         let suffix =
-            |line: Option<usize>| format!(" script: {sha}, on @user_script:{}.", line.unwrap_or(0));
-        self.kill.store(false, Ordering::Release);
+            |line: Option<usize>| format!(" script: {name}, on @{chunk}:{}.", line.unwrap_or(0));
         self.wrote.store(false, Ordering::Release);
         self.running.store(true, Ordering::Release);
-        let started = Instant::now();
-        let (kill, limit) = (self.kill.clone(), self.time_limit);
+        self.watchdog.arm();
         let call = std::cell::RefCell::new(call);
         let run_call = |lua: &Lua, args: mlua::MultiValue, raise: bool| -> mlua::Result<Value> {
             let args = command_args(args)?;
@@ -275,29 +693,19 @@ impl Scripts {
                 "pcall",
                 scope.create_function(|lua, args| run_call(lua, args, false))?,
             )?;
-            lua.globals().raw_set("KEYS", strings_table(lua, keys)?)?;
-            lua.globals().raw_set("ARGV", strings_table(lua, argv)?)?;
-            lua.set_hook(
-                HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-                move |_, _| {
-                    if kill.load(Ordering::Acquire) {
-                        return Err(mlua::Error::runtime(
-                            "ERR Script killed by user with SCRIPT KILL...",
-                        ));
-                    }
-                    if started.elapsed() > limit {
-                        return Err(mlua::Error::runtime(format!(
-                            "ERR Script killed: it ran longer than the {} ms limit",
-                            limit.as_millis()
-                        )));
-                    }
-                    Ok(VmState::Continue)
-                },
-            )?;
-            let value: Value = function.call(())?;
+            let (keys, argv) = (strings_table(lua, keys)?, strings_table(lua, argv)?);
+            if !as_arguments {
+                lua.globals().raw_set("KEYS", keys.clone())?;
+                lua.globals().raw_set("ARGV", argv.clone())?;
+            }
+            let value: Value = if as_arguments {
+                function.call((keys, argv))?
+            } else {
+                function.call(())?
+            };
             lua_to_reply(&value, 0)
         });
-        lua.remove_hook();
+        self.watchdog.disarm();
         self.running.store(false, Ordering::Release);
         self.finished.notify_waiters();
         // the calls' borrowed closures are gone with the scope: leave nothing callable
@@ -305,7 +713,6 @@ impl Scripts {
             let _ = redis.raw_set("call", Value::Nil);
             let _ = redis.raw_set("pcall", Value::Nil);
         }
-        lua.gc_collect().ok();
         result.map_err(|error| ScriptError::Run(run_error_text(&error, &suffix)))
     }
 }
@@ -344,9 +751,11 @@ fn lua_error_message(error: &mlua::Error) -> (String, Option<usize>) {
     }
 }
 
-/// `user_script:LINE:` at the start of a Lua message.
+/// `user_script:LINE:` (or `user_function:LINE:`) at the start of a Lua message.
 fn script_line(message: &str) -> Option<usize> {
-    let rest = message.strip_prefix("user_script:")?;
+    let rest = message
+        .strip_prefix("user_script:")
+        .or_else(|| message.strip_prefix("user_function:"))?;
     rest.split(':').next()?.parse().ok()
 }
 
@@ -369,12 +778,16 @@ fn compile(lua: &Lua, source: &[u8]) -> Result<mlua::Function, ScriptError> {
 
 /// A fresh interpreter: the libraries Redis gives scripts (base, table, string, math;
 /// no io, os or module loading), the `redis` and `cjson` tables, read-only globals.
-fn new_interpreter() -> mlua::Result<Lua> {
+fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
     let lua = Lua::new_with(
         StdLib::TABLE | StdLib::STRING | StdLib::MATH,
         LuaOptions::default(),
     )?;
     lua.set_memory_limit(LUA_MEMORY_LIMIT)?;
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+        move |_, _| watchdog.check(),
+    )?;
     let globals = lua.globals();
     for unsafe_global in [
         "loadfile",
@@ -450,9 +863,21 @@ fn new_interpreter() -> mlua::Result<Lua> {
     )?;
     globals.raw_set("cjson", cjson)?;
     // Redis 7's protection: reading an unknown global or writing any global is an error
-    // (in Lua, so the message names the script's line as Redis's does)
+    // (in Lua, so the message names the script's line as Redis's does); the same guard
+    // serves FUNCTION LOAD's `redis` table
     lua.load(
         r#"
+        local function guard(t)
+            return setmetatable(t, {
+                __index = function(_, name)
+                    error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+                end,
+                __newindex = function()
+                    error("Attempt to modify a readonly table", 2)
+                end,
+            })
+        end
+        rawset(_G, "__meridian_guard", guard)
         setmetatable(_G, {
             __index = function(_, name)
                 error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)

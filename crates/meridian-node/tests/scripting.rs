@@ -411,3 +411,160 @@ fn hostile_scripts_get_errors_not_the_node() {
     // the interpreter is still fine for the next script
     assert_eq!(raw.cmd(&["EVAL", "return 40 + 2", "0"]), Reply::Int(42));
 }
+
+const LIBRARY: &str = "#!lua name=mylib
+redis.register_function('myfunc', function(keys, args) return redis.call('GET', keys[1]) end)
+redis.register_function{function_name='echo', callback=function(keys, args) return args[1] end, flags={'no-writes'}, description='echo'}
+redis.register_function('counter', function(keys, args) return redis.call('INCRBY', keys[1], args[1]) end)
+redis.register_function{function_name='sneaky', callback=function(keys, args) return redis.call('SET', 'k', 'x') end, flags={'no-writes'}}
+redis.register_function('fails', function(keys, args) return redis.call('INCR', 'k') end)
+";
+
+const FUNCTION_CASES: &[&[&str]] = &[
+    &["FUNCTION", "FLUSH"],
+    &["FUNCTION", "LOAD", LIBRARY],
+    &["FUNCTION", "LOAD", LIBRARY],
+    &["FUNCTION", "LOAD", "REPLACE", LIBRARY],
+    &["FUNCTION", "LOAD", "BOGUS", LIBRARY],
+    &["FUNCTION", "LOAD", "return 1"],
+    &["FUNCTION", "LOAD", "#!lua"],
+    &["FUNCTION", "LOAD", "#!py name=a"],
+    &["FUNCTION", "LOAD", "#!lua name=a foo=b"],
+    &["FUNCTION", "LOAD", "#!lua name=bad-name\nreturn 1"],
+    &["FUNCTION", "LOAD", "#!lua name=b\nreturn 1"],
+    &[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=c\nredis.register_function('myfunc', function() return 1 end)",
+    ],
+    &[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=d\nredis.register_function('bad-name', function() return 1 end)",
+    ],
+    &["FUNCTION", "LOAD", "#!lua name=e\nredis.call('PING')"],
+    &["FUNCTION", "LOAD", "#!lua name=f\nx = ("],
+    &[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=g\nredis.register_function{function_name='w', callback=function() return 1 end, flags={'bogus'}}",
+    ],
+    &[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=h\nredis.register_function('twice', function() return 1 end)\nredis.register_function('twice', function() return 2 end)",
+    ],
+    &["SET", "k", "v"],
+    &["FCALL", "myfunc", "1", "k"],
+    &["FCALL", "echo", "0", "hello"],
+    &["FCALL_RO", "echo", "0", "hi"],
+    &["FCALL_RO", "myfunc", "1", "k"],
+    &["FCALL", "counter", "1", "n", "5"],
+    &["FCALL", "counter", "1", "n", "5"],
+    &["FCALL", "sneaky", "0"],
+    &["FCALL", "fails", "0"],
+    &["FCALL", "nosuch", "0"],
+    &["FCALL", "myfunc", "2", "k"],
+    &["FCALL", "myfunc", "-1"],
+    &["FUNCTION", "DELETE", "nosuch"],
+    &["FUNCTION", "DELETE", "mylib"],
+    &["FCALL", "myfunc", "1", "k"],
+    &[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=one\nredis.register_function{function_name='only', callback=function() return 7 end, description='the one'}",
+    ],
+    &["FUNCTION", "LIST"],
+    &["FUNCTION", "LIST", "WITHCODE"],
+    &["FUNCTION", "LIST", "LIBRARYNAME", "o*"],
+    &["FUNCTION", "LIST", "LIBRARYNAME", "x*"],
+    &["FUNCTION", "STATS"],
+    &["FUNCTION", "KILL"],
+    &["FUNCTION", "BOGUS"],
+    &["FUNCTION", "DELETE"],
+    &["FUNCTION", "FLUSH", "BOGUS"],
+    &["FUNCTION", "FLUSH"],
+    &["FUNCTION", "LIST"],
+];
+
+#[test]
+fn functions_answer_like_redis_server_in_resp2_and_resp3() {
+    for protocol in [2, 3] {
+        let mut pair = Pair::start(protocol);
+        for args in FUNCTION_CASES {
+            pair.same(args);
+        }
+    }
+}
+
+/// Libraries are data replicas hold: FUNCTION LOAD and DELETE replicate, a replica that
+/// full-syncs later gets them after the snapshot, and a replica refuses a client's
+/// FUNCTION LOAD.
+#[test]
+fn functions_replicate() {
+    let primary = Node::start();
+    let mut con = primary.redis();
+    let () = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(LIBRARY)
+        .query(&mut con)
+        .map(|_: String| ())
+        .expect("FUNCTION LOAD");
+    let attach = |replica: &Node| {
+        let mut raw = replica.raw();
+        assert_eq!(
+            raw.cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]),
+            Reply::Simple("OK".into())
+        );
+    };
+    // loaded before this replica attached: it arrives with the full sync
+    let early = Node::start();
+    attach(&early);
+    let () = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=later\nredis.register_function('later', function() return 'later' end)")
+        .query(&mut con)
+        .map(|_: String| ())
+        .expect("FUNCTION LOAD");
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut con)
+        .expect("WAIT");
+    assert_eq!(acked, 1);
+    let mut raw = early.raw();
+    raw.cmd(&["SET", "probe", "1"]);
+    assert_eq!(
+        raw.cmd(&["FCALL", "later", "0"]),
+        Reply::bulk("later"),
+        "streamed FUNCTION LOAD"
+    );
+    assert_eq!(
+        raw.cmd(&["FCALL_RO", "echo", "0", "x"]),
+        Reply::bulk("x"),
+        "library loaded before the full sync"
+    );
+    match raw.cmd(&[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=z\nredis.register_function('z', function() return 1 end)",
+    ]) {
+        Reply::Error(text) => assert!(text.starts_with("READONLY"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+    let () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("later")
+        .query(&mut con)
+        .expect("FUNCTION DELETE");
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut con)
+        .expect("WAIT");
+    assert_eq!(acked, 1);
+    assert_eq!(
+        raw.cmd(&["FCALL", "later", "0"]),
+        Reply::err("ERR Function not found")
+    );
+}

@@ -178,6 +178,9 @@ pub enum Cmd {
     EvalRo,
     EvalshaRo,
     Script,
+    Fcall,
+    FcallRo,
+    Function,
     Multi,
     Exec,
     Discard,
@@ -351,9 +354,14 @@ impl Cmd {
             | Cmd::Zmpop => of(&[Write, Sortedset, Slow]),
             Cmd::Bzpopmin | Cmd::Bzpopmax => of(&[Write, Sortedset, Fast, Blocking]),
             Cmd::Bzmpop => of(&[Write, Sortedset, Slow, Blocking]),
-            Cmd::Eval | Cmd::Evalsha | Cmd::EvalRo | Cmd::EvalshaRo | Cmd::Script => {
-                of(&[Slow, Scripting])
-            }
+            Cmd::Eval
+            | Cmd::Evalsha
+            | Cmd::EvalRo
+            | Cmd::EvalshaRo
+            | Cmd::Script
+            | Cmd::Fcall
+            | Cmd::FcallRo
+            | Cmd::Function => of(&[Slow, Scripting]),
             Cmd::Multi | Cmd::Discard | Cmd::Watch | Cmd::Unwatch => of(&[Fast, Transaction]),
             Cmd::Exec => of(&[Slow, Transaction]),
             Cmd::Subscribe | Cmd::Unsubscribe | Cmd::Psubscribe | Cmd::Punsubscribe => {

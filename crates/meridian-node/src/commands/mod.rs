@@ -910,6 +910,29 @@ pub static COMMANDS: &[Spec] = &[
     )
     .with_movable_keys(scripting::eval_keys),
     spec!(Cmd::Script, "script", -2, 0, 0, 0, 0, scripting::script),
+    spec!(Cmd::Fcall, "fcall", -3, 0, 0, 0, 0, scripting::fcall)
+        .with_movable_keys(scripting::eval_keys),
+    spec!(
+        Cmd::FcallRo,
+        "fcall_ro",
+        -3,
+        R,
+        0,
+        0,
+        0,
+        scripting::fcall_ro
+    )
+    .with_movable_keys(scripting::eval_keys),
+    spec!(
+        Cmd::Function,
+        "function",
+        -2,
+        0,
+        0,
+        0,
+        0,
+        scripting::function
+    ),
     // transactions
     spec!(
         Cmd::Multi,
@@ -1607,6 +1630,8 @@ fn may_replicate_unflagged(id: Cmd) -> bool {
             | Cmd::Invalidate
             | Cmd::Eval
             | Cmd::Evalsha
+            | Cmd::Fcall
+            | Cmd::Function
     )
 }
 

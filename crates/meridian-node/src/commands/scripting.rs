@@ -23,6 +23,9 @@ fn not_in_scripts(id: Cmd) -> bool {
             | Cmd::EvalRo
             | Cmd::EvalshaRo
             | Cmd::Script
+            | Cmd::Fcall
+            | Cmd::FcallRo
+            | Cmd::Function
             | Cmd::Multi
             | Cmd::Exec
             | Cmd::Discard
@@ -63,19 +66,43 @@ pub fn eval_keys<'x>(args: &[&'x [u8]]) -> Vec<&'x [u8]> {
 }
 
 pub fn eval(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    run_script(ctx, false, false)
+    run_script(ctx, Script::Source(ctx.args[1]), false)
 }
 
 pub fn evalsha(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    run_script(ctx, true, false)
+    run_script(ctx, Script::Sha(ctx.args[1]), false)
 }
 
 pub fn eval_ro(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    run_script(ctx, false, true)
+    run_script(ctx, Script::Source(ctx.args[1]), true)
 }
 
 pub fn evalsha_ro(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    run_script(ctx, true, true)
+    run_script(ctx, Script::Sha(ctx.args[1]), true)
+}
+
+/// FCALL / FCALL_RO: a function declared `no-writes` runs read-only; FCALL_RO runs
+/// only such functions.
+fn call_function(ctx: &mut Ctx<'_, '_>, read_only_call: bool) -> CmdResult {
+    let name = ctx.args[1];
+    let flags = ctx.shared.scripts.function_flags(name);
+    let no_writes = flags
+        .as_ref()
+        .is_some_and(|flags| flags.iter().any(|flag| flag == "no-writes"));
+    if read_only_call && flags.is_some() && !no_writes {
+        return Err(CommandError::other(
+            "ERR Can not execute a script with write flag using *_ro command.",
+        ));
+    }
+    run_script(ctx, Script::Function(name), read_only_call || no_writes)
+}
+
+pub fn fcall(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    call_function(ctx, false)
+}
+
+pub fn fcall_ro(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    call_function(ctx, true)
 }
 
 /// One of a script's `redis.call`s: checked as Redis checks script commands, then
@@ -114,7 +141,7 @@ fn script_call<'a>(
     reply
 }
 
-fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) -> CmdResult {
+fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> CmdResult {
     let numkeys = ctx.int_arg(2)?;
     if numkeys < 0 {
         return Err(CommandError::other("ERR Number of keys can't be negative"));
@@ -126,11 +153,6 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) -> CmdResult
     }
     let split = 3 + numkeys as usize;
     let (keys, argv) = (&ctx.args[3..split], &ctx.args[split..]);
-    let script = if by_sha {
-        Script::Sha(ctx.args[1])
-    } else {
-        Script::Source(ctx.args[1])
-    };
     let shared = ctx.shared;
     let log = &shared.repl.log;
     // effects collect into one MULTI/EXEC block unless an EXEC already collects them
@@ -180,28 +202,67 @@ fn run_script(ctx: &mut Ctx<'_, '_>, by_sha: bool, read_only: bool) -> CmdResult
     }
 }
 
-pub fn script(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+/// A container command's subcommand checked against Redis's arity for it (negative:
+/// at least), from `arities`; Redis's errors for an unknown one or a wrong count.
+fn checked_subcommand(
+    ctx: &Ctx<'_, '_>,
+    command: &str,
+    arities: &[(&[u8], i32)],
+) -> Result<Vec<u8>, CommandError> {
     let sub = ctx.arg(1).to_ascii_lowercase();
-    // Redis's subcommand arities (negative: at least)
-    let arity: i32 = match sub.as_slice() {
-        b"load" => 3,
-        b"exists" => -3,
-        b"flush" => -2,
-        b"kill" | b"help" => 2,
-        _ => {
-            return Err(CommandError::other(format!(
-                "ERR unknown subcommand '{}'. Try SCRIPT HELP.",
-                String::from_utf8_lossy(ctx.arg(1))
-            )));
-        }
+    let Some(&(_, arity)) = arities.iter().find(|(name, _)| *name == sub.as_slice()) else {
+        return Err(CommandError::other(format!(
+            "ERR unknown subcommand '{}'. Try {} HELP.",
+            String::from_utf8_lossy(ctx.arg(1)),
+            command.to_ascii_uppercase()
+        )));
     };
     let argc = ctx.args.len() as i32;
     if (arity > 0 && argc != arity) || (arity < 0 && argc < -arity) {
         return Err(CommandError::WrongArity(format!(
-            "script|{}",
+            "{command}|{}",
             String::from_utf8_lossy(&sub)
         )));
     }
+    Ok(sub)
+}
+
+/// SCRIPT KILL and FUNCTION KILL.
+fn kill_running(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    match ctx.shared.scripts.kill() {
+        Kill::Killed => {
+            ctx.out.ok();
+            Ok(())
+        }
+        Kill::NotBusy => Err(CommandError::other(
+            "NOTBUSY No scripts in execution right now.",
+        )),
+        Kill::Unkillable => Err(CommandError::other(
+            "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.",
+        )),
+    }
+}
+
+/// SCRIPT FLUSH's and FUNCTION FLUSH's optional ASYNC|SYNC (both flush at once).
+fn check_flush_mode(ctx: &Ctx<'_, '_>, message: &'static str) -> CmdResult {
+    if let Some(mode) = ctx.args.get(2) {
+        let mode = mode.to_ascii_lowercase();
+        if ctx.args.len() > 3 || (mode != b"async" && mode != b"sync") {
+            return Err(CommandError::other(message));
+        }
+    }
+    Ok(())
+}
+
+pub fn script(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let arities: &[(&[u8], i32)] = &[
+        (b"load", 3),
+        (b"exists", -3),
+        (b"flush", -2),
+        (b"kill", 2),
+        (b"help", 2),
+    ];
+    let sub = checked_subcommand(ctx, "script", arities)?;
     let scripts = &ctx.shared.scripts;
     match sub.as_slice() {
         b"load" => {
@@ -217,30 +278,11 @@ pub fn script(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             }
         }
         b"flush" => {
-            if let Some(mode) = ctx.args.get(2) {
-                let mode = mode.to_ascii_lowercase();
-                if ctx.args.len() > 3 || (mode != b"async" && mode != b"sync") {
-                    return Err(CommandError::other(
-                        "ERR SCRIPT FLUSH only support SYNC|ASYNC option",
-                    ));
-                }
-            }
+            check_flush_mode(ctx, "ERR SCRIPT FLUSH only support SYNC|ASYNC option")?;
             scripts.flush();
             ctx.out.ok();
         }
-        b"kill" => match scripts.kill() {
-            Kill::Killed => ctx.out.ok(),
-            Kill::NotBusy => {
-                return Err(CommandError::other(
-                    "NOTBUSY No scripts in execution right now.",
-                ));
-            }
-            Kill::Unkillable => {
-                return Err(CommandError::other(
-                    "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.",
-                ));
-            }
-        },
+        b"kill" => return kill_running(ctx),
         _ => help(
             ctx.out,
             &[
@@ -257,6 +299,179 @@ pub fn script(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 "    Print this help.",
             ],
         ),
+    }
+    Ok(())
+}
+
+/// Appends `args` to the replication log (FUNCTION LOAD / DELETE / FLUSH change what
+/// replicas must hold, and are not keyed writes the dispatcher propagates).
+fn propagate(shared: &Shared, args: &[&[u8]]) {
+    let log = &shared.repl.log;
+    if log.is_active() {
+        let mut command = Vec::new();
+        crate::replication::backlog::encode_command(&mut command, args);
+        log.append(&command);
+    }
+}
+
+pub fn function(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let arities: &[(&[u8], i32)] = &[
+        (b"load", -3),
+        (b"delete", 3),
+        (b"flush", -2),
+        (b"list", -2),
+        (b"kill", 2),
+        (b"stats", 2),
+        (b"help", 2),
+    ];
+    let sub = checked_subcommand(ctx, "function", arities)?;
+    let shared = ctx.shared;
+    let scripts = &shared.scripts;
+    // libraries are data replicas get from their primary: a client may not change them
+    // on a replica (what Redis's write flag on these subcommands does)
+    let changes = matches!(sub.as_slice(), b"load" | b"delete" | b"flush");
+    if changes && !matches!(ctx.exec.caller, crate::exec::Caller::PrimaryStream) {
+        super::replication::check_write(shared)?;
+    }
+    match sub.as_slice() {
+        b"load" => {
+            let (replace, code) = match &ctx.args[2..] {
+                [code] => (false, *code),
+                [option, code] if option.eq_ignore_ascii_case(b"REPLACE") => (true, *code),
+                [option, ..] => {
+                    return Err(CommandError::other(format!(
+                        "ERR Unknown option given: {}",
+                        String::from_utf8_lossy(option)
+                    )));
+                }
+                [] => return Err(CommandError::Syntax),
+            };
+            let name = scripts
+                .load_library(code, replace, || {
+                    propagate(shared, &[b"FUNCTION", b"LOAD", b"REPLACE", code]);
+                })
+                .map_err(CommandError::other)?;
+            ctx.out.bulk(name.as_bytes());
+        }
+        b"delete" => {
+            let name = ctx.args[2];
+            if !scripts.delete_library(name, || propagate(shared, &[b"FUNCTION", b"DELETE", name]))
+            {
+                return Err(CommandError::other("ERR Library not found"));
+            }
+            ctx.out.ok();
+        }
+        b"flush" => {
+            check_flush_mode(ctx, "ERR FUNCTION FLUSH only supports SYNC|ASYNC option")?;
+            scripts.flush_libraries(|| propagate(shared, &[b"FUNCTION", b"FLUSH"]));
+            ctx.out.ok();
+        }
+        b"list" => function_list(ctx)?,
+        b"kill" => return kill_running(ctx),
+        b"stats" => {
+            let libraries = scripts.libraries();
+            let functions: usize = libraries
+                .iter()
+                .map(|library| library.functions.len())
+                .sum();
+            let out = &mut *ctx.out;
+            out.map(2);
+            out.bulk(b"running_script");
+            out.null();
+            out.bulk(b"engines");
+            out.map(1);
+            out.bulk(b"LUA");
+            out.map(2);
+            out.bulk(b"libraries_count");
+            out.integer(libraries.len() as i64);
+            out.bulk(b"functions_count");
+            out.integer(functions as i64);
+        }
+        _ => help(
+            ctx.out,
+            &[
+                "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "LOAD [REPLACE] <FUNCTION CODE>",
+                "    Create a new library with the given library name and code.",
+                "DELETE <LIBRARY NAME>",
+                "    Delete the given library.",
+                "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+                "    Return general information on all the libraries.",
+                "KILL",
+                "    Kill the current running function.",
+                "FLUSH [ASYNC|SYNC]",
+                "    Delete all the libraries.",
+                "STATS",
+                "    Return information about the current function running.",
+                "HELP",
+                "    Print this help.",
+            ],
+        ),
+    }
+    Ok(())
+}
+
+/// FUNCTION LIST [LIBRARYNAME pattern] [WITHCODE]: each library as a map (a flat array
+/// in RESP2), its functions' flags as a set.
+fn function_list(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    let (mut pattern, mut with_code) = (None, false);
+    let mut at = 2;
+    while at < ctx.args.len() {
+        let option = ctx.args[at].to_ascii_lowercase();
+        if option == b"withcode" && !with_code {
+            with_code = true;
+            at += 1;
+        } else if option == b"libraryname" && pattern.is_none() {
+            pattern =
+                Some(*ctx.args.get(at + 1).ok_or_else(|| {
+                    CommandError::other("ERR library name argument was not given")
+                })?);
+            at += 2;
+        } else {
+            return Err(CommandError::other(format!(
+                "ERR Unknown argument {}",
+                String::from_utf8_lossy(ctx.args[at])
+            )));
+        }
+    }
+    let libraries: Vec<_> = ctx
+        .shared
+        .scripts
+        .libraries()
+        .into_iter()
+        .filter(|library| {
+            pattern.is_none_or(|pattern| crate::glob::matches(pattern, library.name.as_bytes()))
+        })
+        .collect();
+    let out = &mut *ctx.out;
+    out.array(libraries.len());
+    for library in libraries {
+        out.map(if with_code { 4 } else { 3 });
+        out.bulk(b"library_name");
+        out.bulk(library.name.as_bytes());
+        out.bulk(b"engine");
+        out.bulk(b"LUA");
+        out.bulk(b"functions");
+        out.array(library.functions.len());
+        for function in &library.functions {
+            out.map(3);
+            out.bulk(b"name");
+            out.bulk(function.name.as_bytes());
+            out.bulk(b"description");
+            match &function.description {
+                Some(text) => out.bulk(text.as_bytes()),
+                None => out.null(),
+            }
+            out.bulk(b"flags");
+            out.set(function.flags.len());
+            for flag in &function.flags {
+                out.bulk(flag.as_bytes());
+            }
+        }
+        if with_code {
+            out.bulk(b"library_code");
+            out.bulk(&library.code);
+        }
     }
     Ok(())
 }

@@ -190,6 +190,18 @@ async fn feed(
             .await
             .map_err(std::io::Error::other)?;
             let offset = snapshot.offset;
+            // FUNCTION libraries are not keys: the stream after the snapshot loads them
+            // (in order with any FUNCTION command since; other replicas reload the same)
+            shared.scripts.with_library_codes(|codes| {
+                for code in codes {
+                    let mut command = Vec::new();
+                    super::backlog::encode_command(
+                        &mut command,
+                        &[b"FUNCTION", b"LOAD", b"REPLACE", code],
+                    );
+                    log.append(&command);
+                }
+            });
             tracing::info!(
                 replica = %request.handle.addr,
                 offset,
