@@ -466,3 +466,48 @@ fn higher_epochs_are_obeyed_and_dropped_nodes_are_fenced() {
         "{nodes}"
     );
 }
+
+/// A cluster-mode replica applies what its primary sends as a MULTI/EXEC block (a
+/// client's transaction, a script's effects): the replica does not own the slots, and
+/// routing the block at EXEC refused it, so every transaction was missing on replicas.
+#[test]
+fn replicas_apply_their_primarys_transactions_and_scripts() {
+    let cluster = Cluster::start(true);
+    cluster.push(&cluster.map(1), &[]);
+    let key = "{txn}:counter";
+    let owner = cluster.owner_index(key);
+    let primary = &cluster.primaries[owner];
+    // the map makes the shard's second node its primary's replica
+    let mut replica = cluster.replicas[owner].raw();
+    let mut raw = primary.raw();
+    assert_eq!(raw.cmd(&["MULTI"]), Reply::ok());
+    raw.cmd(&["SET", key, "1"]);
+    raw.cmd(&["INCRBY", key, "41"]);
+    assert_eq!(
+        raw.cmd(&["EXEC"]),
+        Reply::Array(vec![Reply::ok(), Reply::Int(42)])
+    );
+    assert_eq!(
+        raw.cmd(&[
+            "EVAL",
+            "redis.call('SET', KEYS[1], 'from a script') return redis.call('INCR', KEYS[2])",
+            "2",
+            "{txn}:script",
+            key
+        ]),
+        Reply::Int(43)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while raw.cmd(&["WAIT", "1", "1000"]) != Reply::Int(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never acked"
+        );
+    }
+    assert_eq!(replica.cmd(&["READONLY"]), Reply::ok());
+    assert_eq!(replica.cmd(&["GET", key]), Reply::bulk("43"));
+    assert_eq!(
+        replica.cmd(&["GET", "{txn}:script"]),
+        Reply::bulk("from a script")
+    );
+}

@@ -140,7 +140,14 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let db = ctx.keys.db();
     // Like Redis Cluster, all keys of a transaction must live in one slot this node serves.
     let (keys, all_reads) = queued_keys(&queued);
-    let in_transit = match route_transaction(ctx, asking, &keys, all_reads) {
+    // a replica applies its primary's transactions whatever the map says of the slots
+    // (routing them refused every MULTI/EXEC block a cluster-mode replica was sent)
+    let routed = if ctx.client.primary_link {
+        Ok(None)
+    } else {
+        route_transaction(ctx, asking, &keys, all_reads)
+    };
+    let in_transit = match routed {
         Ok(in_transit) => in_transit,
         Err(error) => {
             unwatch_all(ctx);
