@@ -4,7 +4,11 @@
 //! `WAIT 1` survived, and that the recreated pod rejoins as a replica. Beside it, a work
 //! queue as client libraries build one (LPUSH by producers, BLMOVE into a processing list
 //! by a worker blocked on the primary, issue 18): the blocked worker is answered when
-//! the primary goes, and the promoted node holds the queue and serves a new worker.
+//! the primary goes, and the promoted node holds the queue and serves a new worker. And
+//! a leaderboard (ZADD / ZINCRBY / ZREVRANGE WITHSCORES), a rate limiter run through
+//! redis-rs's `Script` (EVALSHA, EVAL on NOSCRIPT: the promoted node never saw the
+//! script) and a library function (FUNCTION LOAD, FCALL), which all go on on the
+//! promoted node from the replicated state.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +17,35 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 use meridian_api::CacheRegion;
 use meridian_e2e::*;
+
+/// A fixed-window rate limiter as client libraries ship them: a counter per window
+/// with a TTL; answers the count and whether the call is allowed.
+const RATE_LIMITER: &str = r#"
+local current = redis.call('INCR', KEYS[1])
+if current == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return {current, current <= tonumber(ARGV[2]) and 1 or 0}
+"#;
+
+/// A library with one function: the top N of a leaderboard with their scores.
+const LEADERBOARD_LIBRARY: &str = "#!lua name=leaderboard
+redis.register_function{function_name='top', flags={'no-writes'}, callback=function(keys, args)
+  return redis.call('ZREVRANGE', keys[1], 0, tonumber(args[1]) - 1, 'WITHSCORES')
+end}";
+
+async fn rate_limited(
+    script: &redis::Script,
+    key: &str,
+    connection: &mut redis::aio::MultiplexedConnection,
+) -> Result<(i64, i64)> {
+    Ok(script
+        .key(key)
+        .arg(600_000)
+        .arg(3)
+        .invoke_async(connection)
+        .await?)
+}
 
 /// Loose bound for the e2e (the goal is 2 s; shared CI machines are slow).
 const WRITE_RESUME_BOUND: Duration = Duration::from_secs(15);
@@ -92,6 +125,50 @@ async fn primary_failover_resumes_writes_and_keeps_acknowledged_data() -> Result
                 .await
         })
     };
+    // a leaderboard, a rate limiter and a library function, all replicated before the kill
+    let (board, limit) = (
+        format!("{{{}}}:board", scene.tag),
+        format!("{{{}}}:limit", scene.tag),
+    );
+    for (player, points) in [("ada", 30), ("bob", 10), ("cy", 20), ("ada", 5)] {
+        let _: f64 = redis::cmd("ZINCRBY")
+            .arg(&board)
+            .arg(points)
+            .arg(player)
+            .query_async(&mut producer)
+            .await?;
+    }
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&board)
+        .arg("GT")
+        .arg(1)
+        .arg("bob")
+        .arg(40)
+        .arg("dee")
+        .query_async(&mut producer)
+        .await?;
+    let limiter = redis::Script::new(RATE_LIMITER);
+    for expected in [(1, 1), (2, 1)] {
+        assert_eq!(
+            rate_limited(&limiter, &limit, &mut producer).await?,
+            expected
+        );
+    }
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(LEADERBOARD_LIBRARY)
+        .query_async(&mut producer)
+        .await?;
+    let top: Vec<(String, f64)> = redis::cmd("FCALL")
+        .arg("top")
+        .arg(1)
+        .arg(&board)
+        .arg(2)
+        .query_async(&mut producer)
+        .await?;
+    assert_eq!(top, [("dee".to_string(), 40.0), ("ada".to_string(), 35.0)]);
+    wait_for_a_replica(&mut producer, 5000).await?;
+
     let writer = scene.start_writer();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -134,6 +211,38 @@ async fn primary_failover_resumes_writes_and_keeps_acknowledged_data() -> Result
         .query_async(&mut promoted)
         .await?;
     assert_eq!(processing, ["job-2", "job-1"]);
+    // the leaderboard, the limiter's window and the library are on the promoted node; the
+    // script is not (its cache is the node's own): redis-rs's Script sends it again
+    let ranking: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+        .arg(&board)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut promoted)
+        .await?;
+    assert_eq!(
+        ranking,
+        [
+            ("dee".to_string(), 40.0),
+            ("ada".to_string(), 35.0),
+            ("cy".to_string(), 20.0),
+            ("bob".to_string(), 10.0)
+        ]
+    );
+    for expected in [(3, 1), (4, 0)] {
+        assert_eq!(
+            rate_limited(&limiter, &limit, &mut promoted).await?,
+            expected
+        );
+    }
+    let top: Vec<(String, f64)> = redis::cmd("FCALL_RO")
+        .arg("top")
+        .arg(1)
+        .arg(&board)
+        .arg(1)
+        .query_async(&mut promoted)
+        .await?;
+    assert_eq!(top, [("dee".to_string(), 40.0)]);
     let mut worker =
         connection_with_timeout(&scene.replica_endpoint, Duration::from_secs(60)).await?;
     let served = tokio::spawn(async move {
