@@ -511,3 +511,46 @@ fn replicas_apply_their_primarys_transactions_and_scripts() {
         Reply::bulk("from a script")
     );
 }
+
+/// Scripts in cluster mode: declared keys of different slots are CROSSSLOT, keys of
+/// another node are MOVED before the script runs, and a key the script did not declare
+/// that another node serves is refused inside it (never read or written here).
+#[test]
+fn scripts_touch_only_this_nodes_keys() {
+    let cluster = Cluster::start(false);
+    cluster.push(&cluster.map(1), &[]);
+    let key = "{script}:a";
+    let owner = cluster.owner_index(key);
+    let mut raw = cluster.primaries[owner].raw();
+    assert_eq!(
+        raw.cmd(&["EVAL", "return 1", "2", "{script}:a", "{other}:b"]),
+        Reply::err("CROSSSLOT Keys in request don't hash to the same slot")
+    );
+    let elsewhere = (0..1000)
+        .map(|index| format!("k{index}"))
+        .find(|candidate| cluster.owner_index(candidate) != owner)
+        .expect("a key of another shard");
+    let elsewhere_owner = cluster.owner_index(&elsewhere);
+    assert_eq!(
+        raw.cmd(&["EVAL", "return 1", "1", &elsewhere]),
+        moved(&elsewhere, cluster.primaries[elsewhere_owner].port)
+    );
+    let Reply::Error(refused) = raw.cmd(&[
+        "EVAL",
+        "return redis.call('SET', ARGV[1], 'x')",
+        "1",
+        key,
+        &elsewhere,
+    ]) else {
+        panic!("an undeclared remote key was written")
+    };
+    assert!(
+        refused.starts_with("ERR Script attempted to access a non local key in a cluster node"),
+        "{refused}"
+    );
+    assert_eq!(raw.cmd(&["DBSIZE"]), Reply::Int(0));
+    assert_eq!(
+        raw.cmd(&["EVAL", "return redis.call('SET', KEYS[1], 'ok')", "1", key]),
+        Reply::ok()
+    );
+}

@@ -132,6 +132,13 @@ fn script_call<'a>(
     if read_only && spec.has(WRITE) {
         return refuse("ERR Write commands are not allowed from read-only scripts.");
     }
+    // the script holds this node's locks only: a key of a slot another node serves
+    // (or one this node cannot serve yet) must not be read or written here
+    if !client.primary_link
+        && super::cluster::check_command(shared, client.readonly, false, spec, &args).is_err()
+    {
+        return refuse("ERR Script attempted to access a non local key in a cluster node");
+    }
     let mut out = Out::capture();
     dispatch(shared, exec, client, &mut out, &args, access);
     let reply = out.take_replies().into_iter().next().unwrap_or(Reply::Nil);
