@@ -18,6 +18,11 @@
 //! The dispatcher is synchronous, so the origin work runs as an [`OriginOp`]
 //! continuation that the connection (or the HTTP handler) finishes with
 //! `continuation::complete`.
+//!
+//! Write-behind (exclusive with write-through): the same writes are acknowledged
+//! once the cache has them and queued per key ([`write_behind`]); the flusher
+//! ([`flusher`]) sends them to the origin later. A write to a key not queued yet is
+//! refused while the queue is full. The queue is replicated: see `docs/node.md`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +42,17 @@ use crate::exec::ExecContext;
 use crate::http::metrics::API_METRICS;
 
 pub mod continuation;
+pub mod flusher;
+pub mod write_behind;
+
+use write_behind::{PendingOp, PendingWrite, WriteBehind, WriteBehindConfig};
+
+/// The internal command carrying the write-behind queue in the replication stream:
+/// `QUEUED <key> <version> PUT <value>` / `QUEUED <key> <version> DELETE` after a
+/// queued write's effects, `FLUSHED <key> <version>` once the origin took it.
+pub const WRITE_BEHIND_COMMAND: &[u8] = b"MERIDIAN.WRITEBEHIND";
+pub const QUEUED: &[u8] = b"QUEUED";
+pub const FLUSHED: &[u8] = b"FLUSHED";
 
 /// The HTTP client used for the origin and for forwarding between nodes.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -68,6 +84,8 @@ pub struct OriginConfig {
     pub timeout: Duration,
     /// TTL of entries filled from the origin; 0 = none.
     pub default_ttl_seconds: u64,
+    /// Write-behind queue settings (None: write-behind is off).
+    pub write_behind: Option<WriteBehindConfig>,
 }
 
 /// What the origin said about a key.
@@ -92,6 +110,8 @@ pub enum OriginOp {
 pub struct Origin {
     pub config: OriginConfig,
     client: HttpClient,
+    /// The write-behind queue, when write-behind is on.
+    pub write_behind: Option<WriteBehind>,
     /// Fetches in progress by key; followers wait on the leader's result.
     flights: Mutex<HashMap<Vec<u8>, watch::Receiver<Option<FetchResult>>>>,
 }
@@ -99,6 +119,7 @@ pub struct Origin {
 impl Origin {
     pub fn new(config: OriginConfig) -> Self {
         Origin {
+            write_behind: config.write_behind.map(WriteBehind::new),
             config: OriginConfig {
                 url: config.url.trim_end_matches('/').to_string(),
                 ..config
@@ -255,6 +276,38 @@ pub fn intercept_write(
     })
 }
 
+/// Called by the dispatcher for a write about to run under its shard lock: the
+/// queue and key a write-behind write is queued under (the writes write-through
+/// intercepts: SET and single-key DEL / UNLINK of a client or the HTTP API).
+pub fn write_behind_key<'a>(
+    origin: Option<&'a Origin>,
+    exec: ExecContext,
+    command: Cmd,
+    args: &[&'a [u8]],
+) -> Option<(&'a WriteBehind, &'a [u8])> {
+    let queue = origin?.write_behind.as_ref()?;
+    if !exec.uses_origin() {
+        return None;
+    }
+    let single_key = match command {
+        Cmd::Set => true,
+        Cmd::Del | Cmd::Unlink => args.len() == 2,
+        _ => false,
+    };
+    single_key.then(|| args.get(1).map(|key| (queue, *key)))?
+}
+
+/// Appends the replication stream's record of a queued write to `buf`.
+pub fn encode_queued(buf: &mut Vec<u8>, write: &PendingWrite) {
+    let version = write.version.to_string();
+    let mut args: Vec<&[u8]> = vec![WRITE_BEHIND_COMMAND, QUEUED, &write.key, version.as_bytes()];
+    match &write.op {
+        PendingOp::Put(value) => args.extend_from_slice(&[b"PUT", value]),
+        PendingOp::Delete => args.push(b"DELETE"),
+    }
+    crate::replication::backlog::encode_command(buf, &args);
+}
+
 /// Called by the dispatcher after a read ran and reported a miss: a GET that
 /// found nothing under read-through becomes an origin continuation (the
 /// dispatcher takes its nil reply back).
@@ -273,6 +326,51 @@ pub fn intercept_miss(
     })
 }
 
+/// INFO's `# Origin` section.
+pub fn info_section(origin: &Origin) -> String {
+    let mode = if origin.write_behind.is_some() {
+        "write-behind"
+    } else if origin.config.write_through {
+        "write-through"
+    } else {
+        "none"
+    };
+    let mut text = format!(
+        "origin_read_through:{}\r\norigin_write_mode:{mode}\r\n",
+        u8::from(origin.config.read_through)
+    );
+    if let Some(queue) = &origin.write_behind {
+        let stats = queue.stats(std::time::Instant::now());
+        text.push_str(&format!(
+            "write_behind_pending:{}\r\nwrite_behind_max_keys:{}\r\nwrite_behind_oldest_age_ms:{}\r\nwrite_behind_flushed:{}\r\nwrite_behind_failures:{}\r\nwrite_behind_refused:{}\r\n",
+            stats.depth,
+            queue.config.max_keys,
+            stats.oldest_age.as_millis(),
+            stats.flushed,
+            stats.failures,
+            stats.refused,
+        ));
+    }
+    text
+}
+
+/// Refuses origin flags that contradict each other (checked at start).
+pub fn check(config: &crate::config::Config) -> Result<(), String> {
+    if !config.origin_write_behind {
+        return Ok(());
+    }
+    if config.origin_write_through {
+        return Err(
+            "--origin-write-behind and --origin-write-through exclude each other: a write goes to the origin before (write-through) or after (write-behind) the cache, choose one"
+                .to_string(),
+        );
+    }
+    if config.origin_url.as_deref().is_none_or(str::is_empty) {
+        return Err("--origin-write-behind needs --origin-url".to_string());
+    }
+    Ok(())
+}
+
 /// Reads the origin-related flags into a configuration (None without a URL).
 pub fn config_from(config: &crate::config::Config) -> Option<OriginConfig> {
     let url = config.origin_url.clone().filter(|url| !url.is_empty())?;
@@ -282,6 +380,11 @@ pub fn config_from(config: &crate::config::Config) -> Option<OriginConfig> {
         write_through: config.origin_write_through,
         timeout: Duration::from_millis(config.origin_timeout_ms.max(1)),
         default_ttl_seconds: config.default_ttl_seconds,
+        write_behind: config.origin_write_behind.then(|| WriteBehindConfig {
+            max_keys: usize::try_from(config.origin_write_behind_max_keys).unwrap_or(usize::MAX),
+            flush_interval: Duration::from_millis(config.origin_write_behind_flush_interval_ms),
+            batch: usize::try_from(config.origin_write_behind_batch).unwrap_or(usize::MAX),
+        }),
     })
 }
 
@@ -297,6 +400,7 @@ mod tests {
             write_through: false,
             timeout: Duration::from_millis(10),
             default_ttl_seconds: 0,
+            write_behind: None,
         });
         assert_eq!(
             origin.url_for(b"user:1"),

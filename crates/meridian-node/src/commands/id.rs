@@ -193,6 +193,7 @@ pub enum Cmd {
     MeridianPeers,
     Invalidate,
     MeridianMigrate,
+    MeridianWriteBehind,
     Cluster,
     Readonly,
     Readwrite,
@@ -365,6 +366,7 @@ impl Cmd {
             Cmd::MeridianTopology
             | Cmd::MeridianPeers
             | Cmd::MeridianMigrate
+            | Cmd::MeridianWriteBehind
             | Cmd::Replicaof
             | Cmd::Slaveof
             | Cmd::Replconf

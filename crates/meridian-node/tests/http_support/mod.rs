@@ -202,6 +202,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub body: Vec<u8>,
+    /// Whether the origin answered with success (not the 500 of `fail_writes`).
+    pub accepted: bool,
 }
 
 /// Test origin: `GET /missing*` → 404, `GET /slow*` → 200 after 3 s,
@@ -242,6 +244,14 @@ impl Origin {
         self.seen.lock().expect("origin log").clone()
     }
 
+    /// The requests of `method` on `path` the origin accepted, in arrival order.
+    pub fn accepted(&self, method: &str, path: &str) -> Vec<Seen> {
+        self.requests()
+            .into_iter()
+            .filter(|seen| seen.accepted && seen.method == method && seen.path == path)
+            .collect()
+    }
+
     pub fn count(&self, method: &str, path: &str) -> usize {
         self.requests()
             .iter()
@@ -280,10 +290,12 @@ fn serve_origin(stream: TcpStream, log: &Mutex<Vec<Seen>>, fail_writes: &AtomicB
     if reader.read_exact(&mut body).is_err() {
         return;
     }
+    let failing = method != "GET" && fail_writes.load(Ordering::SeqCst);
     log.lock().expect("origin log").push(Seen {
         method: method.clone(),
         path: path.clone(),
         body,
+        accepted: !failing,
     });
     let (status, payload) = match method.as_str() {
         "GET" if path.starts_with("/missing") => ("404 Not Found", Vec::new()),
@@ -295,7 +307,7 @@ fn serve_origin(stream: TcpStream, log: &Mutex<Vec<Seen>>, fail_writes: &AtomicB
             std::thread::sleep(Duration::from_millis(300));
             ("200 OK", format!("origin:{path}").into_bytes())
         }
-        _ if fail_writes.load(Ordering::SeqCst) => ("500 Internal Server Error", Vec::new()),
+        _ if failing => ("500 Internal Server Error", Vec::new()),
         _ => ("204 No Content", Vec::new()),
     };
     let mut stream = reader.into_inner();
