@@ -188,6 +188,16 @@ impl Origin {
     /// Sends a write (PUT with the value, or DELETE) to the origin; any 2xx
     /// (and 404 for DELETE: already gone) counts as success.
     pub async fn write(&self, key: &[u8], value: Option<Bytes>) -> Result<(), String> {
+        let result = self.send(key, value).await;
+        if let Err(error) = &result {
+            tracing::warn!(key = %String::from_utf8_lossy(key), %error, "origin write failed");
+        }
+        result
+    }
+
+    /// [`Origin::write`] without its log line (the write-behind flusher logs a
+    /// round's failures once).
+    pub async fn send(&self, key: &[u8], value: Option<Bytes>) -> Result<(), String> {
         let (op, method, body) = match value {
             Some(value) => ("put", http::Method::PUT, value),
             None => ("delete", http::Method::DELETE, Bytes::new()),
@@ -199,9 +209,6 @@ impl Origin {
             Err(error) => Err(error),
         };
         API_METRICS.origin_request(op, if result.is_ok() { "ok" } else { "error" });
-        if let Err(error) = &result {
-            tracing::warn!(key = %String::from_utf8_lossy(key), %error, "origin write failed");
-        }
         result
     }
 
@@ -297,6 +304,17 @@ pub fn write_behind_key<'a>(
     single_key.then(|| args.get(1).map(|key| (queue, *key)))?
 }
 
+/// Whether an origin fill of `args`' key must be refused: a write-behind write of
+/// the key waits for the origin, so the fetched value is older than the cache's
+/// (checked under the key's shard lock, as writes are queued).
+pub fn fill_is_stale(origin: Option<&Origin>, exec: ExecContext, args: &[&[u8]]) -> bool {
+    matches!(exec.caller, crate::exec::Caller::OriginFill { .. })
+        && origin
+            .and_then(|origin| origin.write_behind.as_ref())
+            .zip(args.get(1))
+            .is_some_and(|(queue, key)| queue.contains(key))
+}
+
 /// Appends the replication stream's record of a queued write to `buf`.
 pub fn encode_queued(buf: &mut Vec<u8>, write: &PendingWrite) {
     let version = write.version.to_string();
@@ -321,9 +339,17 @@ pub fn intercept_miss(
     if command != Cmd::Get || !origin.config.read_through || !exec.uses_origin() {
         return None;
     }
-    Some(OriginOp::Read {
-        key: args.get(1)?.to_vec(),
-    })
+    let key = args.get(1)?;
+    // a pending write-behind write is newer than the origin's copy: a deleted (or
+    // evicted) key stays a miss until the origin has the write
+    if origin
+        .write_behind
+        .as_ref()
+        .is_some_and(|queue| queue.contains(key))
+    {
+        return None;
+    }
+    Some(OriginOp::Read { key: key.to_vec() })
 }
 
 /// INFO's `# Origin` section.

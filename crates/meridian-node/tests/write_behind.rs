@@ -188,6 +188,29 @@ fn a_full_queue_refuses_writes_to_new_keys_only() {
     assert_eq!(origin.accepted("DELETE", "/b").len(), 1);
 }
 
+#[test]
+fn read_through_never_serves_the_origin_copy_of_a_key_with_a_pending_write() {
+    let origin = Origin::start();
+    origin.fail_writes.store(true, Ordering::SeqCst);
+    let node = write_behind_node(&origin, "wb-read", &["--origin-read-through"]);
+    let mut redis = node.redis();
+    let _: () = redis.set("doc", "mine").expect("set");
+    let removed: i64 = redis.del("doc").expect("del");
+    assert_eq!(removed, 1);
+    // the origin still has an older copy; the pending DELETE is newer
+    let value: Option<String> = redis.get("doc").expect("get");
+    assert_eq!(value, None);
+    assert_eq!(node.get("/cache/doc").status, 404);
+    assert_eq!(origin.count("GET", "/doc"), 0);
+    // once the origin has the write, reads go through again
+    origin.fail_writes.store(false, Ordering::SeqCst);
+    wait_until("queue drained", Duration::from_secs(40), || {
+        pending(&node) == 0
+    });
+    let value: Option<String> = redis.get("doc").expect("get");
+    assert_eq!(value.as_deref(), Some("origin:/doc"));
+}
+
 /// The operator's promotion: the replica becomes primary.
 fn promote(node: &HttpNode) {
     let reply: String = redis::cmd("REPLICAOF")

@@ -2020,6 +2020,11 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         ctx.out.error(&full.to_string());
         return;
     }
+    if crate::origin::fill_is_stale(ctx.shared.origin.as_deref(), ctx.exec, ctx.args) {
+        ctx.out
+            .error("ERR origin value older than a pending write-behind write");
+        return;
+    }
     // a handler reports failure by its result (handlers never write error replies
     // themselves): a failed write has no effects to propagate
     if let Err(error) = (spec.handler)(&mut ctx) {

@@ -18,21 +18,24 @@ pub async fn run_forever(shared: Arc<Shared>) {
     let Some(origin) = shared.origin.clone() else {
         return;
     };
-    let Some(interval) = origin
-        .write_behind
-        .as_ref()
-        .map(|queue| queue.config.flush_interval)
-    else {
+    let Some(queue) = origin.write_behind.as_ref() else {
         return;
     };
+    let interval = queue.config.flush_interval;
     loop {
-        if let Some(queue) = origin.write_behind.as_ref() {
-            tokio::select! {
-                () = queue.queued.notified() => {}
-                () = tokio::time::sleep(interval) => {}
-            }
+        let started = tokio::time::Instant::now();
+        let sent = flush_round(&shared, &origin).await;
+        if sent >= queue.config.batch {
+            // more is due: no pause
+            continue;
         }
-        flush_round(&shared, &origin).await;
+        tokio::select! {
+            () = queue.queued.notified() => {}
+            () = tokio::time::sleep(interval) => {}
+        }
+        // at most one round per interval: writes arriving meanwhile coalesce, and a
+        // queue backing off is not scanned at every write
+        tokio::time::sleep_until(started + interval).await;
     }
 }
 
@@ -81,15 +84,31 @@ async fn flush_round(shared: &Shared, origin: &Arc<Origin>) -> usize {
                 PendingOp::Put(value) => Some(value.clone()),
                 PendingOp::Delete => None,
             };
-            let result = origin.write(&write.key, value).await;
-            (write, result.is_ok())
+            let result = origin.send(&write.key, value).await;
+            (write, result)
         });
     }
     let mut answers = Vec::with_capacity(sent);
+    let (mut failed, mut first_error) = (0, None);
     while let Some(joined) = requests.join_next().await {
-        if let Ok(answer) = joined {
-            answers.push(answer);
+        if let Ok((write, result)) = joined {
+            let succeeded = result.is_ok();
+            if let Err(error) = result {
+                failed += 1;
+                first_error.get_or_insert((write.key.clone(), error));
+            }
+            answers.push((write, succeeded));
         }
+    }
+    // one line per round, not per key: an origin outage fails every key
+    if let Some((key, error)) = first_error {
+        tracing::warn!(
+            failed,
+            sent,
+            key = %String::from_utf8_lossy(&key),
+            %error,
+            "write-behind flush failed, retrying with backoff"
+        );
     }
     if shared.repl.is_replica() {
         // demoted meanwhile: the new primary's stream decides what stays pending

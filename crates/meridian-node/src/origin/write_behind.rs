@@ -309,6 +309,11 @@ impl WriteBehind {
         }
     }
 
+    /// Whether a write to `key` waits for the origin (the origin's copy is older).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.inner.lock().entries.contains_key(key)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.inner.lock().entries.is_empty()
     }
