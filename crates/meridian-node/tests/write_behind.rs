@@ -144,6 +144,80 @@ fn writes_are_acknowledged_first_coalesce_and_survive_origin_failures() {
 }
 
 #[test]
+fn writes_wait_for_an_origin_that_is_down_until_it_listens() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let node = HttpNode::start(
+        "127.0.0.1",
+        "wb-down",
+        free_port(),
+        &[
+            "--origin-url",
+            &url,
+            "--origin-write-behind",
+            "--origin-write-behind-flush-interval-ms",
+            "50",
+        ],
+    );
+    let mut redis = node.redis();
+    let _: () = redis
+        .set("k", "kept")
+        .expect("acknowledged while the origin is down");
+    wait_until("connection failures", Duration::from_secs(10), || {
+        metric(&node, "meridian_origin_write_behind_failures_total") >= 2.0
+    });
+    assert_eq!(pending(&node), 1);
+    let origin = Origin::start_on(port);
+    wait_until("queue drained", Duration::from_secs(40), || {
+        pending(&node) == 0
+    });
+    assert_eq!(origin_value(&origin, "/k"), Some(b"kept".to_vec()));
+}
+
+#[test]
+fn shutdown_flushes_what_is_still_queued() {
+    let origin = Origin::start();
+    // a round per minute: only the shutdown's flush can send the second write in time
+    let url = origin.url();
+    let mut node = HttpNode::start(
+        "127.0.0.1",
+        "wb-stop",
+        free_port(),
+        &[
+            "--origin-url",
+            &url,
+            "--origin-write-behind",
+            "--origin-write-behind-flush-interval-ms",
+            "60000",
+        ],
+    );
+    let mut redis = node.redis();
+    // the first write after an idle spell is sent at once
+    let _: () = redis.set("first", "1").expect("set");
+    wait_until("first flush", Duration::from_secs(5), || {
+        pending(&node) == 0
+    });
+    // a failed one waits for the next round, a minute later
+    origin.fail_writes.store(true, Ordering::SeqCst);
+    let _: () = redis.set("second", "2").expect("set");
+    wait_until("failed flush", Duration::from_secs(5), || {
+        metric(&node, "meridian_origin_write_behind_failures_total") >= 1.0
+    });
+    origin.fail_writes.store(false, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pending(&node), 1, "flushed before the interval");
+    drop(redis);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &node.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let exited = node.child.wait().expect("node exits");
+    assert!(exited.success(), "{exited:?}");
+    assert_eq!(origin_value(&origin, "/second"), Some(b"2".to_vec()));
+}
+
+#[test]
 fn a_full_queue_refuses_writes_to_new_keys_only() {
     let origin = Origin::start();
     origin.fail_writes.store(true, Ordering::SeqCst);

@@ -29,13 +29,17 @@ pub async fn run_forever(shared: Arc<Shared>) {
             // more is due: no pause
             continue;
         }
+        let idle = queue.is_empty();
         tokio::select! {
             () = queue.queued.notified() => {}
             () = tokio::time::sleep(interval) => {}
         }
-        // at most one round per interval: writes arriving meanwhile coalesce, and a
-        // queue backing off is not scanned at every write
-        tokio::time::sleep_until(started + interval).await;
+        // the first write after an idle spell goes at once; otherwise at most one
+        // round per interval: writes arriving meanwhile coalesce, and a queue backing
+        // off is not scanned at every write
+        if !idle {
+            tokio::time::sleep_until(started + interval).await;
+        }
     }
 }
 

@@ -217,7 +217,12 @@ pub struct Origin {
 
 impl Origin {
     pub fn start() -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("origin listener");
+        Origin::start_on(0)
+    }
+
+    /// An origin on `port` (0: any free port), e.g. one a node already dials in vain.
+    pub fn start_on(port: u16) -> Origin {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("origin listener");
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let fail_writes = Arc::new(AtomicBool::new(false));
