@@ -281,6 +281,7 @@ pub async fn run(
     }
     // write-behind: the writes still queued get one last chance (replicas keep theirs)
     flusher_task.abort();
+    let _ = flusher_task.await;
     origin::flusher::final_flush(&shared, Duration::from_secs(config.shutdown_timeout.max(1)))
         .await;
     expiry_task.abort();

@@ -52,6 +52,8 @@ pub async fn final_flush(shared: &Shared, deadline: Duration) -> bool {
     let Some(queue) = origin.write_behind.as_ref() else {
         return true;
     };
+    // the aborted flusher's requests were dropped with it: their entries go again
+    queue.release_in_flight();
     let flushed = tokio::time::timeout(deadline, async {
         while !queue.is_empty() && !shared.repl.is_replica() {
             if flush_round(shared, &origin).await == 0 {

@@ -12,6 +12,7 @@
 //! promoted replica flushes what is still pending.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -96,11 +97,19 @@ pub struct QueueStats {
     pub refused: u64,
 }
 
+/// Totals since start (metrics counters).
+#[derive(Debug, Default)]
+struct Counters {
+    flushed: AtomicU64,
+    failures: AtomicU64,
+    refused: AtomicU64,
+}
+
 #[derive(Debug)]
 pub struct WriteBehind {
     pub config: WriteBehindConfig,
     inner: Mutex<Inner>,
-    counters: Mutex<(u64, u64, u64)>,
+    counters: Counters,
     /// Wakes the flusher when a write was queued.
     pub queued: Notify,
 }
@@ -119,7 +128,7 @@ impl WriteBehind {
                 entries: HashMap::new(),
                 next_version: 1,
             }),
-            counters: Mutex::new((0, 0, 0)),
+            counters: Counters::default(),
             queued: Notify::new(),
         }
     }
@@ -133,7 +142,7 @@ impl WriteBehind {
             return Ok(());
         }
         drop(inner);
-        self.counters.lock().2 += 1;
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
         Err(QueueFull { pending })
     }
 
@@ -199,26 +208,19 @@ impl WriteBehind {
         }
     }
 
-    /// Every pending write, oldest first (for a full sync's snapshot).
+    /// Every pending write, in no particular order (a full sync's snapshot takes them
+    /// under every shard lock: a copy, values shared, nothing sorted).
     pub fn pending(&self) -> Vec<PendingWrite> {
-        let inner = self.inner.lock();
-        let mut writes: Vec<(Instant, PendingWrite)> = inner
+        self.inner
+            .lock()
             .entries
             .iter()
-            .map(|(key, entry)| {
-                (
-                    entry.queued_at,
-                    PendingWrite {
-                        key: key.clone(),
-                        version: entry.version,
-                        op: entry.op.clone(),
-                    },
-                )
+            .map(|(key, entry)| PendingWrite {
+                key: key.clone(),
+                version: entry.version,
+                op: entry.op.clone(),
             })
-            .collect();
-        drop(inner);
-        writes.sort_by_key(|(queued_at, _)| *queued_at);
-        writes.into_iter().map(|(_, write)| write).collect()
+            .collect()
     }
 
     /// Takes up to `batch` due entries (not in flight, past their backoff), oldest
@@ -273,12 +275,12 @@ impl WriteBehind {
             false
         };
         drop(inner);
-        let mut counters = self.counters.lock();
-        if succeeded {
-            counters.0 += 1;
+        let counter = if succeeded {
+            &self.counters.flushed
         } else {
-            counters.1 += 1;
-        }
+            &self.counters.failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         removed
     }
 
@@ -299,13 +301,12 @@ impl WriteBehind {
             .max()
             .unwrap_or_default();
         drop(inner);
-        let (flushed, failures, refused) = *self.counters.lock();
         QueueStats {
             depth,
             oldest_age,
-            flushed,
-            failures,
-            refused,
+            flushed: self.counters.flushed.load(Ordering::Relaxed),
+            failures: self.counters.failures.load(Ordering::Relaxed),
+            refused: self.counters.refused.load(Ordering::Relaxed),
         }
     }
 
