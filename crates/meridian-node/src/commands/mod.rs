@@ -2021,8 +2021,7 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         return;
     }
     if crate::origin::fill_is_stale(ctx.shared.origin.as_deref(), ctx.exec, ctx.args) {
-        ctx.out
-            .error("ERR origin value older than a pending write-behind write");
+        ctx.out.error(&CommandError::StaleOriginFill.to_string());
         return;
     }
     // a handler reports failure by its result (handlers never write error replies

@@ -19,6 +19,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::error::CommandError;
+
 /// What the origin must be told about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PendingOp {
@@ -34,22 +36,6 @@ pub struct PendingWrite {
     pub key: Vec<u8>,
     pub version: u64,
     pub op: PendingOp,
-}
-
-/// The queue is at its bound and the key is not queued yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueFull {
-    pub pending: usize,
-}
-
-impl std::fmt::Display for QueueFull {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ERR write-behind queue full ({} keys pending); retry later",
-            self.pending
-        )
-    }
 }
 
 /// Settings of the queue and its flusher.
@@ -135,7 +121,7 @@ impl WriteBehind {
 
     /// Whether a write to `key` may run now: the key is queued already (it coalesces)
     /// or the queue has room. Checked before the write changes the cache.
-    pub fn admit(&self, key: &[u8]) -> Result<(), QueueFull> {
+    pub fn admit(&self, key: &[u8]) -> Result<(), CommandError> {
         let inner = self.inner.lock();
         let pending = inner.entries.len();
         if pending < self.config.max_keys || inner.entries.contains_key(key) {
@@ -143,7 +129,7 @@ impl WriteBehind {
         }
         drop(inner);
         self.counters.refused.fetch_add(1, Ordering::Relaxed);
-        Err(QueueFull { pending })
+        Err(CommandError::WriteBehindQueueFull { pending })
     }
 
     /// Queues a client's write on this primary; returns the entry's new version.
@@ -392,10 +378,11 @@ mod tests {
         let now = Instant::now();
         queue.enqueue(b"a", put(b"1"), now);
         queue.enqueue(b"b", put(b"1"), now);
-        assert_eq!(queue.admit(b"c"), Err(QueueFull { pending: 2 }));
+        let full = queue.admit(b"c").expect_err("full");
+        assert_eq!(full, CommandError::WriteBehindQueueFull { pending: 2 });
         assert_eq!(queue.admit(b"a"), Ok(()));
         assert_eq!(
-            QueueFull { pending: 2 }.to_string(),
+            full.to_string(),
             "ERR write-behind queue full (2 keys pending); retry later"
         );
         assert_eq!(queue.stats(now).refused, 1);
