@@ -304,6 +304,19 @@ pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
             "MERIDIAN_ORIGIN_WRITE_THROUGH".to_string(),
             origin.write_through.to_string(),
         );
+        // only when on: clusters without it keep their config hash (no rolling restart)
+        if origin.write_behind {
+            data.insert(
+                "MERIDIAN_ORIGIN_WRITE_BEHIND".to_string(),
+                "true".to_string(),
+            );
+        }
+        if let Some(max_keys) = origin.write_behind_max_keys {
+            data.insert(
+                "MERIDIAN_ORIGIN_WRITE_BEHIND_MAX_KEYS".to_string(),
+                max_keys.to_string(),
+            );
+        }
         if let Some(timeout) = origin.timeout_ms {
             data.insert(
                 "MERIDIAN_ORIGIN_TIMEOUT_MS".to_string(),

@@ -608,6 +608,29 @@ fn fencing_sets_min_replicas_capped_at_the_regions_replicas() {
     assert_eq!(settings["MERIDIAN_MIN_REPLICAS_MAX_LAG"], "2");
 }
 
+#[test]
+fn write_behind_reaches_the_nodes_only_when_on() {
+    let (mut cluster, region, _) = build("cluster-orders.yaml", "region-orders-eu.yaml");
+    cluster.spec.origin = Some(meridian_api::OriginSpec {
+        url: "http://origin.example.com".into(),
+        read_through: true,
+        ..meridian_api::OriginSpec::default()
+    });
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let settings = resources::build(&plan, &config()).config_map.data.unwrap();
+    assert!(!settings.contains_key("MERIDIAN_ORIGIN_WRITE_BEHIND"));
+    assert!(!settings.contains_key("MERIDIAN_ORIGIN_WRITE_BEHIND_MAX_KEYS"));
+    if let Some(origin) = cluster.spec.origin.as_mut() {
+        origin.write_behind = true;
+        origin.write_behind_max_keys = Some(5000);
+    }
+    let plan = resources::validate(&cluster, &region).unwrap();
+    let settings = resources::build(&plan, &config()).config_map.data.unwrap();
+    assert_eq!(settings["MERIDIAN_ORIGIN_WRITE_BEHIND"], "true");
+    assert_eq!(settings["MERIDIAN_ORIGIN_WRITE_BEHIND_MAX_KEYS"], "5000");
+    assert_eq!(settings["MERIDIAN_ORIGIN_WRITE_THROUGH"], "false");
+}
+
 /// The Secret the pod volume `name` of `stateful_set` mounts.
 fn mounted_secret<'a>(stateful_set: &'a StatefulSet, name: &str) -> Option<&'a str> {
     pod_spec(stateful_set)

@@ -439,7 +439,7 @@ pub fn snapshot(data: &[u8]) {
             assert_eq!(db.len(), expected.len(), "keys loaded");
             // a log of its own: the offset a snapshot is taken at is not checked here
             let log = ReplLog::new(DEFAULT_BACKLOG);
-            let (_, payload) = snapshot::take(&db, &log);
+            let (_, payload) = snapshot::take(&db, &log, None);
             let (_, again) = snapshot_model(&payload).expect("a snapshot the node took is corrupt");
             assert_eq!(again, expected, "the loaded keyspace snapshots differently");
             // and a replica with another shard layout loads that snapshot to the same keys

@@ -108,7 +108,7 @@ pub struct CacheClusterSpec {
     #[x_kube(validation = Rule::new("self >= 1").message("defaultTtlSeconds must be at least 1; omit it for keys without TTL"))]
     pub default_ttl_seconds: Option<i64>,
 
-    /// Optional HTTP origin the cache reads through and/or writes through.
+    /// Optional HTTP origin the cache reads through and/or writes to (write-through or write-behind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<OriginSpec>,
 
@@ -347,8 +347,11 @@ impl CrossRegionMode {
 /// HTTP origin behind the cache.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(validation = Rule::new(
-    "(has(self.readThrough) && self.readThrough) || (has(self.writeThrough) && self.writeThrough)"
-).message("origin needs readThrough: true or writeThrough: true (or both); remove origin to run without one"))]
+    "(has(self.readThrough) && self.readThrough) || (has(self.writeThrough) && self.writeThrough) || (has(self.writeBehind) && self.writeBehind)"
+).message("origin needs readThrough, writeThrough or writeBehind set to true; remove origin to run without one"))]
+#[x_kube(validation = Rule::new(
+    "!(has(self.writeThrough) && self.writeThrough && has(self.writeBehind) && self.writeBehind)"
+).message("origin.writeThrough and origin.writeBehind exclude each other: a write reaches the origin before (writeThrough) or after (writeBehind) the cache; set one of them"))]
 #[serde(rename_all = "camelCase")]
 pub struct OriginSpec {
     /// Base URL; the key is appended as a path segment. Must start with http:// or https://.
@@ -363,6 +366,19 @@ pub struct OriginSpec {
     /// Acknowledge a write only after the origin accepted it.
     #[serde(default)]
     pub write_through: bool,
+
+    /// Acknowledge a write once cached and send it to the origin afterwards: queued per
+    /// key (coalesced), flushed in batches with retries, replicated so a failover keeps
+    /// it. Writes acknowledged but not flushed are lost only if the primary and every
+    /// replica that received them are lost. Excludes writeThrough.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub write_behind: bool,
+
+    /// Keys the write-behind queue holds at most (default 100000); a write to another
+    /// key is refused while it is full (writes to queued keys still succeed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000000").message("origin.writeBehindMaxKeys must be between 1 and 10000000"))]
+    pub write_behind_max_keys: Option<u32>,
 
     /// Per-request timeout towards the origin in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -129,6 +129,24 @@ pub struct Config {
     #[arg(long, env = "MERIDIAN_ORIGIN_WRITE_THROUGH", action = clap::ArgAction::Set,
           num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub origin_write_through: bool,
+    /// Acknowledge SET / DEL / HTTP PUT / DELETE once cached and send them to the
+    /// origin later (queued per key, replicated); excludes write-through.
+    #[arg(long, env = "MERIDIAN_ORIGIN_WRITE_BEHIND", action = clap::ArgAction::Set,
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub origin_write_behind: bool,
+    /// Keys the write-behind queue holds at most; writes to other keys are refused
+    /// beyond it (writes to queued keys still coalesce).
+    #[arg(long, env = "MERIDIAN_ORIGIN_WRITE_BEHIND_MAX_KEYS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub origin_write_behind_max_keys: u64,
+    /// Milliseconds between write-behind flush rounds when no write wakes the flusher.
+    #[arg(long, env = "MERIDIAN_ORIGIN_WRITE_BEHIND_FLUSH_INTERVAL_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub origin_write_behind_flush_interval_ms: u64,
+    /// Origin requests one write-behind flush round sends concurrently at most.
+    #[arg(long, env = "MERIDIAN_ORIGIN_WRITE_BEHIND_BATCH", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub origin_write_behind_batch: u64,
     /// Timeout of one origin request in milliseconds.
     #[arg(long, env = "MERIDIAN_ORIGIN_TIMEOUT_MS", default_value_t = 1000)]
     pub origin_timeout_ms: u64,

@@ -63,6 +63,13 @@ pub enum CommandError {
     /// cluster clients retry TRYAGAIN.
     #[error("TRYAGAIN Key is being migrated, retry later")]
     KeyInFlight,
+    /// Write-behind: the queue holds its maximum of keys and this one is not queued
+    /// (a write to a queued key coalesces and is accepted).
+    #[error("ERR write-behind queue full ({pending} keys pending); retry later")]
+    WriteBehindQueueFull { pending: usize },
+    /// An origin fill of a key whose write-behind write the origin has not taken yet.
+    #[error("ERR origin value older than a pending write-behind write")]
+    StaleOriginFill,
     #[error("{0}")]
     Other(String),
 }

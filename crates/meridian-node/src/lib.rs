@@ -182,6 +182,7 @@ pub async fn run(
     config: Config,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    origin::check(&config).map_err(NodeError::Config)?;
     let tls = tls::Tls::start(config.tls_settings()).map_err(NodeError::Config)?;
     let shared = build_shared_with(&config, tls);
     // a bad ACL file stops the node: starting with other users than intended is worse
@@ -245,6 +246,7 @@ pub async fn run(
     }));
     let ping_task = tokio::spawn(replication::primary::ping_forever(shared.clone()));
     let orphans_task = tokio::spawn(orphans::sweep::run_forever(shared.clone()));
+    let flusher_task = tokio::spawn(origin::flusher::run_forever(shared.clone()));
     let (active_tx, mut active_rx) = mpsc::channel::<()>(1);
     let accept_task = tokio::spawn(server::accept_loop(
         shared.clone(),
@@ -277,6 +279,11 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!("shutdown timeout reached with connections still open");
     }
+    // write-behind: the writes still queued get one last chance (replicas keep theirs)
+    flusher_task.abort();
+    let _ = flusher_task.await;
+    origin::flusher::final_flush(&shared, Duration::from_secs(config.shutdown_timeout.max(1)))
+        .await;
     expiry_task.abort();
     orphans_task.abort();
     prune_task.abort();

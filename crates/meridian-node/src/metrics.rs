@@ -285,8 +285,53 @@ impl Collector for NodeCollector {
             "Seconds since start",
             shared.uptime_seconds() as i64,
         )?;
+        if let Some(queue) = shared
+            .origin
+            .as_ref()
+            .and_then(|origin| origin.write_behind.as_ref())
+        {
+            write_behind(&mut encoder, &queue.stats(std::time::Instant::now()))?;
+        }
         Ok(())
     }
+}
+
+/// The write-behind queue, on nodes that have one (replicas report their copy).
+fn write_behind(
+    encoder: &mut DescriptorEncoder,
+    stats: &crate::origin::write_behind::QueueStats,
+) -> fmt::Result {
+    gauge(
+        encoder,
+        "meridian_origin_write_behind_depth",
+        "Keys whose latest write the origin has not taken yet (write-behind queue)",
+        i64::try_from(stats.depth).unwrap_or(i64::MAX),
+    )?;
+    let metric = encoder.encode_descriptor(
+        "meridian_origin_write_behind_oldest_age_seconds",
+        "Age of the oldest write-behind write not at the origin yet (0 when none)",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(stats.oldest_age.as_secs_f64()).encode(metric)?;
+    counter(
+        encoder,
+        "meridian_origin_write_behind_flushed",
+        "Write-behind origin requests that succeeded",
+        stats.flushed,
+    )?;
+    counter(
+        encoder,
+        "meridian_origin_write_behind_failures",
+        "Write-behind origin requests that failed (retried with backoff)",
+        stats.failures,
+    )?;
+    counter(
+        encoder,
+        "meridian_origin_write_behind_refused",
+        "Writes refused because the write-behind queue was full",
+        stats.refused,
+    )
 }
 
 pub fn registry(shared: Arc<Shared>) -> Registry {

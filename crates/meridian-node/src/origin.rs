@@ -18,6 +18,11 @@
 //! The dispatcher is synchronous, so the origin work runs as an [`OriginOp`]
 //! continuation that the connection (or the HTTP handler) finishes with
 //! `continuation::complete`.
+//!
+//! Write-behind (exclusive with write-through): the same writes are acknowledged
+//! once the cache has them and queued per key ([`write_behind`]); the flusher
+//! ([`flusher`]) sends them to the origin later. A write to a key not queued yet is
+//! refused while the queue is full. The queue is replicated: see `docs/node.md`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +42,17 @@ use crate::exec::ExecContext;
 use crate::http::metrics::API_METRICS;
 
 pub mod continuation;
+pub mod flusher;
+pub mod write_behind;
+
+use write_behind::{PendingOp, PendingWrite, WriteBehind, WriteBehindConfig};
+
+/// The internal command carrying the write-behind queue in the replication stream:
+/// `QUEUED <key> <version> PUT <value>` / `QUEUED <key> <version> DELETE` after a
+/// queued write's effects, `FLUSHED <key> <version>` once the origin took it.
+pub const WRITE_BEHIND_COMMAND: &[u8] = b"MERIDIAN.WRITEBEHIND";
+pub const QUEUED: &[u8] = b"QUEUED";
+pub const FLUSHED: &[u8] = b"FLUSHED";
 
 /// The HTTP client used for the origin and for forwarding between nodes.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -68,6 +84,8 @@ pub struct OriginConfig {
     pub timeout: Duration,
     /// TTL of entries filled from the origin; 0 = none.
     pub default_ttl_seconds: u64,
+    /// Write-behind queue settings (None: write-behind is off).
+    pub write_behind: Option<WriteBehindConfig>,
 }
 
 /// What the origin said about a key.
@@ -92,6 +110,8 @@ pub enum OriginOp {
 pub struct Origin {
     pub config: OriginConfig,
     client: HttpClient,
+    /// The write-behind queue, when write-behind is on.
+    pub write_behind: Option<WriteBehind>,
     /// Fetches in progress by key; followers wait on the leader's result.
     flights: Mutex<HashMap<Vec<u8>, watch::Receiver<Option<FetchResult>>>>,
 }
@@ -99,6 +119,7 @@ pub struct Origin {
 impl Origin {
     pub fn new(config: OriginConfig) -> Self {
         Origin {
+            write_behind: config.write_behind.map(WriteBehind::new),
             config: OriginConfig {
                 url: config.url.trim_end_matches('/').to_string(),
                 ..config
@@ -167,6 +188,16 @@ impl Origin {
     /// Sends a write (PUT with the value, or DELETE) to the origin; any 2xx
     /// (and 404 for DELETE: already gone) counts as success.
     pub async fn write(&self, key: &[u8], value: Option<Bytes>) -> Result<(), String> {
+        let result = self.send(key, value).await;
+        if let Err(error) = &result {
+            tracing::warn!(key = %String::from_utf8_lossy(key), %error, "origin write failed");
+        }
+        result
+    }
+
+    /// [`Origin::write`] without its log line (the write-behind flusher logs a
+    /// round's failures once).
+    pub async fn send(&self, key: &[u8], value: Option<Bytes>) -> Result<(), String> {
         let (op, method, body) = match value {
             Some(value) => ("put", http::Method::PUT, value),
             None => ("delete", http::Method::DELETE, Bytes::new()),
@@ -178,9 +209,6 @@ impl Origin {
             Err(error) => Err(error),
         };
         API_METRICS.origin_request(op, if result.is_ok() { "ok" } else { "error" });
-        if let Err(error) = &result {
-            tracing::warn!(key = %String::from_utf8_lossy(key), %error, "origin write failed");
-        }
         result
     }
 
@@ -255,6 +283,49 @@ pub fn intercept_write(
     })
 }
 
+/// Called by the dispatcher for a write about to run under its shard lock: the
+/// queue and key a write-behind write is queued under (the writes write-through
+/// intercepts: SET and single-key DEL / UNLINK of a client or the HTTP API).
+pub fn write_behind_key<'a>(
+    origin: Option<&'a Origin>,
+    exec: ExecContext,
+    command: Cmd,
+    args: &[&'a [u8]],
+) -> Option<(&'a WriteBehind, &'a [u8])> {
+    let queue = origin?.write_behind.as_ref()?;
+    if !exec.uses_origin() {
+        return None;
+    }
+    let single_key = match command {
+        Cmd::Set => true,
+        Cmd::Del | Cmd::Unlink => args.len() == 2,
+        _ => false,
+    };
+    single_key.then(|| args.get(1).map(|key| (queue, *key)))?
+}
+
+/// Whether an origin fill of `args`' key must be refused: a write-behind write of
+/// the key waits for the origin, so the fetched value is older than the cache's
+/// (checked under the key's shard lock, as writes are queued).
+pub fn fill_is_stale(origin: Option<&Origin>, exec: ExecContext, args: &[&[u8]]) -> bool {
+    matches!(exec.caller, crate::exec::Caller::OriginFill { .. })
+        && origin
+            .and_then(|origin| origin.write_behind.as_ref())
+            .zip(args.get(1))
+            .is_some_and(|(queue, key)| queue.contains(key))
+}
+
+/// Appends the replication stream's record of a queued write to `buf`.
+pub fn encode_queued(buf: &mut Vec<u8>, write: &PendingWrite) {
+    let version = write.version.to_string();
+    let mut args: Vec<&[u8]> = vec![WRITE_BEHIND_COMMAND, QUEUED, &write.key, version.as_bytes()];
+    match &write.op {
+        PendingOp::Put(value) => args.extend_from_slice(&[b"PUT", value]),
+        PendingOp::Delete => args.push(b"DELETE"),
+    }
+    crate::replication::backlog::encode_command(buf, &args);
+}
+
 /// Called by the dispatcher after a read ran and reported a miss: a GET that
 /// found nothing under read-through becomes an origin continuation (the
 /// dispatcher takes its nil reply back).
@@ -268,9 +339,62 @@ pub fn intercept_miss(
     if command != Cmd::Get || !origin.config.read_through || !exec.uses_origin() {
         return None;
     }
-    Some(OriginOp::Read {
-        key: args.get(1)?.to_vec(),
-    })
+    let key = args.get(1)?;
+    // a pending write-behind write is newer than the origin's copy: a deleted (or
+    // evicted) key stays a miss until the origin has the write
+    if origin
+        .write_behind
+        .as_ref()
+        .is_some_and(|queue| queue.contains(key))
+    {
+        return None;
+    }
+    Some(OriginOp::Read { key: key.to_vec() })
+}
+
+/// INFO's `# Origin` section.
+pub fn info_section(origin: &Origin) -> String {
+    let mode = if origin.write_behind.is_some() {
+        "write-behind"
+    } else if origin.config.write_through {
+        "write-through"
+    } else {
+        "none"
+    };
+    let mut text = format!(
+        "origin_read_through:{}\r\norigin_write_mode:{mode}\r\n",
+        u8::from(origin.config.read_through)
+    );
+    if let Some(queue) = &origin.write_behind {
+        let stats = queue.stats(std::time::Instant::now());
+        text.push_str(&format!(
+            "write_behind_pending:{}\r\nwrite_behind_max_keys:{}\r\nwrite_behind_oldest_age_ms:{}\r\nwrite_behind_flushed:{}\r\nwrite_behind_failures:{}\r\nwrite_behind_refused:{}\r\n",
+            stats.depth,
+            queue.config.max_keys,
+            stats.oldest_age.as_millis(),
+            stats.flushed,
+            stats.failures,
+            stats.refused,
+        ));
+    }
+    text
+}
+
+/// Refuses origin flags that contradict each other (checked at start).
+pub fn check(config: &crate::config::Config) -> Result<(), String> {
+    if !config.origin_write_behind {
+        return Ok(());
+    }
+    if config.origin_write_through {
+        return Err(
+            "--origin-write-behind and --origin-write-through exclude each other: a write goes to the origin before (write-through) or after (write-behind) the cache, choose one"
+                .to_string(),
+        );
+    }
+    if config.origin_url.as_deref().is_none_or(str::is_empty) {
+        return Err("--origin-write-behind needs --origin-url".to_string());
+    }
+    Ok(())
 }
 
 /// Reads the origin-related flags into a configuration (None without a URL).
@@ -282,6 +406,11 @@ pub fn config_from(config: &crate::config::Config) -> Option<OriginConfig> {
         write_through: config.origin_write_through,
         timeout: Duration::from_millis(config.origin_timeout_ms.max(1)),
         default_ttl_seconds: config.default_ttl_seconds,
+        write_behind: config.origin_write_behind.then(|| WriteBehindConfig {
+            max_keys: usize::try_from(config.origin_write_behind_max_keys).unwrap_or(usize::MAX),
+            flush_interval: Duration::from_millis(config.origin_write_behind_flush_interval_ms),
+            batch: usize::try_from(config.origin_write_behind_batch).unwrap_or(usize::MAX),
+        }),
     })
 }
 
@@ -297,6 +426,7 @@ mod tests {
             write_through: false,
             timeout: Duration::from_millis(10),
             default_ttl_seconds: 0,
+            write_behind: None,
         });
         assert_eq!(
             origin.url_for(b"user:1"),

@@ -1,4 +1,5 @@
-//! Operator-facing commands: MERIDIAN.TOPOLOGY, MERIDIAN.PEERS, and INVALIDATE.
+//! Operator-facing commands: MERIDIAN.TOPOLOGY, MERIDIAN.PEERS, and INVALIDATE; and
+//! MERIDIAN.WRITEBEHIND, the write-behind queue's records in the replication stream.
 
 use std::sync::Arc;
 
@@ -353,6 +354,58 @@ pub fn delete_matching(
         }
     }
     Ok(deleted)
+}
+
+/// `MERIDIAN.WRITEBEHIND QUEUED <key> <version> PUT <value> | DELETE` and
+/// `MERIDIAN.WRITEBEHIND FLUSHED <key> <version>`: a replica's copy of its primary's
+/// write-behind queue. Only the replication stream sends them (a client could make
+/// a promoted node send writes the primary never queued).
+pub fn write_behind(ctx: &mut Ctx<'_, '_>) -> CmdResult {
+    use crate::origin::write_behind::{PendingOp, PendingWrite};
+    if !ctx.client.primary_link {
+        return Err(CommandError::other(
+            "ERR MERIDIAN.WRITEBEHIND is only accepted from a primary's replication stream",
+        ));
+    }
+    let syntax = || CommandError::other("ERR syntax error in MERIDIAN.WRITEBEHIND");
+    let args = ctx.args;
+    let version = std::str::from_utf8(args[3])
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or_else(syntax)?;
+    // a replica without write-behind configured has no queue to keep
+    let queue = ctx
+        .shared
+        .origin
+        .as_ref()
+        .and_then(|origin| origin.write_behind.as_ref());
+    match args[1].to_ascii_uppercase().as_slice() {
+        b"QUEUED" => {
+            let op = match (args.get(4).map(|op| op.to_ascii_uppercase()), args.len()) {
+                (Some(op), 6) if op == b"PUT" => {
+                    PendingOp::Put(bytes::Bytes::copy_from_slice(args[5]))
+                }
+                (Some(op), 5) if op == b"DELETE" => PendingOp::Delete,
+                _ => return Err(syntax()),
+            };
+            if let Some(queue) = queue {
+                let write = PendingWrite {
+                    key: args[2].to_vec(),
+                    version,
+                    op,
+                };
+                queue.apply_queued(write, std::time::Instant::now());
+            }
+        }
+        b"FLUSHED" if args.len() == 4 => {
+            if let Some(queue) = queue {
+                queue.apply_flushed(args[2], version);
+            }
+        }
+        _ => return Err(syntax()),
+    }
+    ctx.out.ok();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -196,6 +196,7 @@ pub enum Cmd {
     MeridianPeers,
     Invalidate,
     MeridianMigrate,
+    MeridianWriteBehind,
     Cluster,
     Readonly,
     Readwrite,
@@ -373,6 +374,7 @@ impl Cmd {
             Cmd::MeridianTopology
             | Cmd::MeridianPeers
             | Cmd::MeridianMigrate
+            | Cmd::MeridianWriteBehind
             | Cmd::Replicaof
             | Cmd::Slaveof
             | Cmd::Replconf

@@ -1060,6 +1060,16 @@ pub static COMMANDS: &[Spec] = &[
         migrate::meridian_migrate
     ),
     spec!(
+        Cmd::MeridianWriteBehind,
+        "meridian.writebehind",
+        -4,
+        ADMIN,
+        0,
+        0,
+        0,
+        admin::write_behind
+    ),
+    spec!(
         Cmd::Cluster,
         "cluster",
         -2,
@@ -2024,6 +2034,21 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         ctx.out.error(refusal);
         return;
     }
+    // write-behind: refused before the cache changes when the queue is full (inside
+    // MULTI/EXEC and scripts, like write-through, writes are not sent to the origin)
+    let behind =
+        crate::origin::write_behind_key(ctx.shared.origin.as_deref(), ctx.exec, spec.id, ctx.args)
+            .filter(|_| !ctx.client.running_exec);
+    if let Some((queue, key)) = behind
+        && let Err(full) = queue.admit(key)
+    {
+        ctx.out.error(&full.to_string());
+        return;
+    }
+    if crate::origin::fill_is_stale(ctx.shared.origin.as_deref(), ctx.exec, ctx.args) {
+        ctx.out.error(&CommandError::StaleOriginFill.to_string());
+        return;
+    }
     // a handler reports failure by its result (handlers never write error replies
     // themselves): a failed write has no effects to propagate
     if let Err(error) = (spec.handler)(&mut ctx) {
@@ -2034,6 +2059,17 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
     if matches!(ctx.client.pending, Some(Pending::Block(_))) {
         return;
     }
+    // queued under the write's shard lock, so the queue, the store and the
+    // replication stream agree on the order of a key's writes
+    let queued = behind.map(|(queue, key)| {
+        let op = pending_op(&mut ctx.keys, key, ctx.now);
+        let version = queue.enqueue(key, op.clone(), std::time::Instant::now());
+        crate::origin::write_behind::PendingWrite {
+            key: key.to_vec(),
+            version,
+            op,
+        }
+    });
     let blocking = &ctx.shared.blocking;
     if blocking.is_active() {
         blocking.touched(&spec.keys(ctx.args));
@@ -2048,6 +2084,10 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
                 replication::encode_command(&mut effects, &command);
             }
             None => replication::encode_effects(spec, ctx.args, &mut ctx.keys, &mut effects),
+        }
+        // replicas queue it too (after its effects), so a promoted one flushes it
+        if let Some(write) = &queued {
+            crate::origin::encode_queued(&mut effects, write);
         }
         match ctx.client.txn_repl.as_mut() {
             Some(block) => block.extend_from_slice(&effects),
@@ -2075,6 +2115,25 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
             ack, reply,
         )));
     }
+}
+
+/// What the origin must be told after a write-behind write: the key's state once
+/// the write ran (SET NX that did not set queues the value the key has).
+fn pending_op(
+    keys: &mut Access<'_, '_>,
+    key: &[u8],
+    now: u64,
+) -> crate::origin::write_behind::PendingOp {
+    use crate::origin::write_behind::PendingOp;
+    keys.with_key(key, |shard, _| match shard.find(key, now) {
+        Some(index) => match shard.entry(index).value() {
+            crate::store::ValueRef::Str(bytes) => {
+                PendingOp::Put(bytes::Bytes::copy_from_slice(bytes))
+            }
+            _ => PendingOp::Delete,
+        },
+        None => PendingOp::Delete,
+    })
 }
 
 #[cfg(test)]

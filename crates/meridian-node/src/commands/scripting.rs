@@ -48,6 +48,7 @@ fn not_in_scripts(id: Cmd) -> bool {
             | Cmd::Wait
             | Cmd::Migrate
             | Cmd::MeridianMigrate
+            | Cmd::MeridianWriteBehind
             | Cmd::Acl
             | Cmd::Blpop
             | Cmd::Brpop

@@ -305,6 +305,11 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
     if wants("regions") {
         section("Regions", shared.regions.info_section());
     }
+    if wants("origin")
+        && let Some(origin) = shared.origin.as_ref()
+    {
+        section("Origin", crate::origin::info_section(origin));
+    }
     if wants("commandstats") {
         let mut body = String::new();
         for (spec, calls) in COMMANDS.iter().zip(shared.command_calls.iter()) {

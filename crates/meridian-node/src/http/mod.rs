@@ -539,6 +539,7 @@ fn command_error(message: String) -> ApiError {
         // the key holds a list or a hash: the API reads and writes strings only
         "WRONGTYPE" => StatusCode::CONFLICT,
         _ if message.starts_with("ERR origin write failed") => StatusCode::BAD_GATEWAY,
+        _ if message.starts_with("ERR write-behind queue full") => StatusCode::SERVICE_UNAVAILABLE,
         _ if message.starts_with("ERR invalid expire") => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -756,6 +757,10 @@ mod tests {
         assert_eq!(
             status("ERR origin write failed: x"),
             StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            status("ERR write-behind queue full (3 keys pending); retry later"),
+            StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
             status("CLUSTERDOWN Hash slot not served"),

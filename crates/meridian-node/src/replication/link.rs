@@ -494,7 +494,16 @@ async fn full_sync(
     if *gate != generation {
         return Err(SyncError::Replaced);
     }
+    let pending_writes = loader.take_pending_writes();
     let loaded = loader.finish(&shared.db)?;
+    // the primary's write-behind queue replaces this node's, as its keys do
+    if let Some(queue) = shared
+        .origin
+        .as_ref()
+        .and_then(|origin| origin.write_behind.as_ref())
+    {
+        queue.replace_all(pending_writes, std::time::Instant::now());
+    }
     shared.repl.log.reset(replid, offset);
     drop(gate);
     mark_synced(shared, generation);

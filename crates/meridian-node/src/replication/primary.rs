@@ -122,7 +122,7 @@ async fn stream_snapshot(
             return Ok(false);
         }
     }
-    write_or_stall(stream, Streamed::tail(), stall).await
+    write_or_stall(stream, &snapshot.tail(), stall).await
 }
 
 /// Writes `bytes` to the replica in chunks; false when one made no progress within
@@ -185,7 +185,11 @@ async fn feed(
             let _turn = shared.repl.full_sync.lock().await;
             let started = shared.clone();
             let snapshot = tokio::task::spawn_blocking(move || {
-                Streamed::start(&started.db, &started.repl.log)
+                let queue = started
+                    .origin
+                    .as_ref()
+                    .and_then(|origin| origin.write_behind.as_ref());
+                Streamed::start(&started.db, &started.repl.log, queue)
             })
             .await
             .map_err(std::io::Error::other)?;

@@ -6,6 +6,10 @@
 //! set `count:u32` elements of `len:u32 score:f64 member`; 0xFF ends the stream.
 //! Integers and scores are little-endian.
 //!
+//! After the keys, the write-behind queue at the snapshot's offset (records of type
+//! 0x10, `key_len:u32 key version:u64 len:u32 op`, where op is `P` and the value or
+//! `D`): a replica full-synced while writes wait for the origin keeps them pending.
+//!
 //! Copy-on-iterate: the primary marks every shard (all locks held for a
 //! moment, at the snapshot's offset); each shard is then encoded either by the
 //! snapshot walk or by the first writer that touches it, whichever comes
@@ -20,6 +24,7 @@ use parking_lot::Mutex;
 
 use super::backlog::ReplLog;
 use crate::error::SyncError;
+use crate::origin::write_behind::{PendingOp, PendingWrite, WriteBehind};
 use crate::store::entry::Entry;
 use crate::store::{
     Access, Db, HashValue, ListValue, SetValue, SnapshotSink, Value, ValueRef, ZSetValue,
@@ -31,6 +36,8 @@ const TYPE_HASH: u8 = 1;
 const TYPE_LIST: u8 = 2;
 const TYPE_SET: u8 = 3;
 const TYPE_ZSET: u8 = 4;
+/// A write-behind write not at the origin yet (not a key).
+const TYPE_PENDING_WRITE: u8 = 0x10;
 const END: u8 = 0xFF;
 
 /// Per-shard encodings of one snapshot in progress.
@@ -159,14 +166,14 @@ fn put_elements<'e>(buf: &mut Vec<u8>, count: usize, elements: impl Iterator<Ite
 
 /// Takes a consistent snapshot of `db` at the offset of `log` current when
 /// every shard was marked; returns (offset, payload).
-pub fn take(db: &Db, log: &ReplLog) -> (u64, Vec<u8>) {
-    let snapshot = Streamed::start(db, log);
+pub fn take(db: &Db, log: &ReplLog, queue: Option<&WriteBehind>) -> (u64, Vec<u8>) {
+    let snapshot = Streamed::start(db, log, queue);
     let mut payload = Vec::with_capacity(snapshot.len);
     payload.extend_from_slice(Streamed::head());
     for index in 0..snapshot.shards() {
         payload.extend_from_slice(&snapshot.part(db, index));
     }
-    payload.extend_from_slice(Streamed::tail());
+    payload.extend_from_slice(&snapshot.tail());
     (snapshot.offset, payload)
 }
 
@@ -180,22 +187,50 @@ pub struct Streamed {
     pub offset: u64,
     /// Bytes of the whole payload.
     pub len: usize,
+    /// The write-behind queue's records, sent after the keys.
+    pending_writes: Vec<u8>,
+}
+
+fn encode_pending_write(buf: &mut Vec<u8>, write: &PendingWrite) {
+    buf.push(TYPE_PENDING_WRITE);
+    put_bytes(buf, &write.key);
+    buf.extend_from_slice(&write.version.to_le_bytes());
+    match &write.op {
+        PendingOp::Put(value) => {
+            buf.extend_from_slice(&(value.len() as u32 + 1).to_le_bytes());
+            buf.push(b'P');
+            buf.extend_from_slice(value);
+        }
+        PendingOp::Delete => {
+            buf.extend_from_slice(&1u32.to_le_bytes());
+            buf.push(b'D');
+        }
+    }
 }
 
 impl Streamed {
     /// Marks every shard at the log's current offset and measures the payload.
-    pub fn start(db: &Db, log: &ReplLog) -> Streamed {
+    pub fn start(db: &Db, log: &ReplLog, queue: Option<&WriteBehind>) -> Streamed {
         let shards = db.shard_count();
         let job = std::sync::Arc::new(SnapshotJob::new(shards));
-        let offset = {
+        let (offset, pending) = {
             let mut held = db.lock_all();
             log.activate();
             for shard in held.iter_mut().flatten() {
                 shard.snapshot = Some(job.clone());
             }
-            log.offset()
+            // writes are queued under their shard lock: the queue is the offset's too
+            // (a flush acknowledged after it is in the stream, applied by version)
+            (
+                log.offset(),
+                queue.map(WriteBehind::pending).unwrap_or_default(),
+            )
         };
-        let mut len = MAGIC.len() + 1;
+        let mut pending_writes = Vec::new();
+        for write in &pending {
+            encode_pending_write(&mut pending_writes, write);
+        }
+        let mut len = MAGIC.len() + 1 + pending_writes.len();
         for index in 0..shards {
             // under the shard's lock: either its copy is still pending (its entries are
             // the snapshot's) or a writer made it
@@ -210,6 +245,7 @@ impl Streamed {
             shards,
             offset,
             len,
+            pending_writes,
         }
     }
 
@@ -228,9 +264,11 @@ impl Streamed {
         self.job.take_part(index)
     }
 
-    /// The bytes after the last shard's records.
-    pub fn tail() -> &'static [u8] {
-        &[END]
+    /// The bytes after the last shard's records: the write-behind queue, the end.
+    pub fn tail(&self) -> Vec<u8> {
+        let mut tail = self.pending_writes.clone();
+        tail.push(END);
+        tail
     }
 
     /// Ends the snapshot early: shards from `from` on forget their pending copies.
@@ -310,6 +348,7 @@ pub struct Loader {
     set: SetValue,
     zset: ZSetValue,
     records: usize,
+    pending_writes: Vec<PendingWrite>,
 }
 
 impl Loader {
@@ -332,6 +371,7 @@ impl Loader {
             set: SetValue::default(),
             zset: ZSetValue::default(),
             records: 0,
+            pending_writes: Vec::new(),
         }
     }
 
@@ -418,7 +458,8 @@ impl Loader {
                             format!("end marker {} bytes before the declared end", left - 1),
                         ));
                     }
-                    kind @ (TYPE_STRING | TYPE_HASH | TYPE_LIST | TYPE_SET | TYPE_ZSET) => {
+                    kind @ (TYPE_STRING | TYPE_HASH | TYPE_LIST | TYPE_SET | TYPE_ZSET
+                    | TYPE_PENDING_WRITE) => {
                         self.kind = kind;
                         Step::Key
                     }
@@ -439,10 +480,29 @@ impl Loader {
                     expire.copy_from_slice(element);
                     self.expire_at = u64::from_le_bytes(expire);
                     match self.kind {
-                        TYPE_STRING => Step::StrValue,
+                        // a pending write's version takes the expiry's place
+                        TYPE_STRING | TYPE_PENDING_WRITE => Step::StrValue,
                         TYPE_HASH => Step::HashCount,
                         _ => Step::ListCount,
                     }
+                }
+                Step::StrValue if self.kind == TYPE_PENDING_WRITE => {
+                    let op = match &element[4..] {
+                        [b'D'] => PendingOp::Delete,
+                        [b'P', value @ ..] => PendingOp::Put(bytes::Bytes::copy_from_slice(value)),
+                        _ => {
+                            return Err(corrupt(
+                                position,
+                                "a pending write without its operation".into(),
+                            ));
+                        }
+                    };
+                    self.pending_writes.push(PendingWrite {
+                        key: self.key.clone(),
+                        version: self.expire_at,
+                        op,
+                    });
+                    Step::Type
                 }
                 Step::StrValue => {
                     self.store(Value::Str(element[4..].to_vec()));
@@ -540,6 +600,11 @@ impl Loader {
         self.records += 1;
     }
 
+    /// The write-behind writes the snapshot carried (the primary's queue at its offset).
+    pub fn take_pending_writes(&mut self) -> Vec<PendingWrite> {
+        std::mem::take(&mut self.pending_writes)
+    }
+
     /// Replaces the keys of `db` with the snapshot's (see [`Db::adopt`]); returns the
     /// key count. Fails, leaving `db` untouched, unless the whole snapshot arrived.
     pub fn finish(self, db: &Db) -> Result<usize, SyncError> {
@@ -613,6 +678,46 @@ mod tests {
     }
 
     #[test]
+    fn the_write_behind_queue_travels_with_the_snapshot() {
+        use crate::origin::write_behind::WriteBehindConfig;
+        let config = WriteBehindConfig {
+            max_keys: 10,
+            flush_interval: std::time::Duration::from_millis(100),
+            batch: 10,
+        };
+        let queue = WriteBehind::new(config);
+        let now = std::time::Instant::now();
+        queue.enqueue(
+            b"put",
+            PendingOp::Put(bytes::Bytes::from_static(b"value")),
+            now,
+        );
+        queue.enqueue(b"empty", PendingOp::Put(bytes::Bytes::new()), now);
+        queue.enqueue(b"gone", PendingOp::Delete, now);
+        let source = db_with_keys(3);
+        let (_, payload) = take(&source, &ReplLog::new(1024), Some(&queue));
+        let target = Db::new(2, 0, Policy::Sieve);
+        let mut loader = Loader::new(&target, payload.len(), MAX_LEN);
+        // byte by byte: the records split anywhere
+        for byte in &payload {
+            assert_eq!(loader.feed(std::slice::from_ref(byte)).ok(), Some(1));
+        }
+        let mut writes = loader.take_pending_writes();
+        assert_eq!(
+            loader.finish(&target).ok(),
+            Some(3),
+            "pending writes are not keys"
+        );
+        let mut expected = queue.pending();
+        writes.sort_by(|a, b| a.key.cmp(&b.key));
+        expected.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(writes, expected);
+        let replica = WriteBehind::new(config);
+        replica.replace_all(writes, now);
+        assert_eq!(replica.stats(now).depth, 3);
+    }
+
+    #[test]
     fn snapshot_round_trips() {
         let source = Db::new(4, 0, Policy::Sieve);
         let mut access = Access::direct(&source);
@@ -634,7 +739,7 @@ mod tests {
                 shard.insert(key.as_bytes(), slot, value, index)
             });
         }
-        let (offset, payload) = take(&source, &ReplLog::new(1024));
+        let (offset, payload) = take(&source, &ReplLog::new(1024), None);
         assert_eq!(offset, 0);
         let target = Db::new(8, 0, Policy::Sieve);
         assert_eq!(load(&target, &payload, MAX_LEN).ok(), Some(200));
@@ -703,8 +808,8 @@ mod tests {
     #[test]
     fn a_streamed_snapshot_is_the_data_when_it_started() {
         let db = mixed_db(300);
-        let (_, whole) = take(&mixed_db(300), &ReplLog::new(1024));
-        let snapshot = Streamed::start(&db, &ReplLog::new(1024));
+        let (_, whole) = take(&mixed_db(300), &ReplLog::new(1024), None);
+        let snapshot = Streamed::start(&db, &ReplLog::new(1024), None);
         let mut sent = Streamed::head().to_vec();
         for index in 0..snapshot.shards() {
             // a writer touches every shard not sent yet: it copies it first
@@ -717,7 +822,7 @@ mod tests {
             }
             sent.extend_from_slice(&snapshot.part(&db, index));
         }
-        sent.extend_from_slice(Streamed::tail());
+        sent.extend_from_slice(&snapshot.tail());
         assert_eq!(sent.len(), snapshot.len, "declared length");
         assert_eq!(
             sent, whole,
@@ -731,7 +836,7 @@ mod tests {
     #[test]
     fn an_abandoned_snapshot_leaves_no_pending_copy() {
         let db = mixed_db(50);
-        let snapshot = Streamed::start(&db, &ReplLog::new(1024));
+        let snapshot = Streamed::start(&db, &ReplLog::new(1024), None);
         let _first = snapshot.part(&db, 0);
         snapshot.abandon(&db, 1);
         for index in 0..db.shard_count() {

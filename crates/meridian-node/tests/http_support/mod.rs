@@ -202,6 +202,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub body: Vec<u8>,
+    /// Whether the origin answered with success (not the 500 of `fail_writes`).
+    pub accepted: bool,
 }
 
 /// Test origin: `GET /missing*` → 404, `GET /slow*` → 200 after 3 s,
@@ -215,7 +217,12 @@ pub struct Origin {
 
 impl Origin {
     pub fn start() -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("origin listener");
+        Origin::start_on(0)
+    }
+
+    /// An origin on `port` (0: any free port), e.g. one a node already dials in vain.
+    pub fn start_on(port: u16) -> Origin {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("origin listener");
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let fail_writes = Arc::new(AtomicBool::new(false));
@@ -240,6 +247,14 @@ impl Origin {
 
     pub fn requests(&self) -> Vec<Seen> {
         self.seen.lock().expect("origin log").clone()
+    }
+
+    /// The requests of `method` on `path` the origin accepted, in arrival order.
+    pub fn accepted(&self, method: &str, path: &str) -> Vec<Seen> {
+        self.requests()
+            .into_iter()
+            .filter(|seen| seen.accepted && seen.method == method && seen.path == path)
+            .collect()
     }
 
     pub fn count(&self, method: &str, path: &str) -> usize {
@@ -280,10 +295,12 @@ fn serve_origin(stream: TcpStream, log: &Mutex<Vec<Seen>>, fail_writes: &AtomicB
     if reader.read_exact(&mut body).is_err() {
         return;
     }
+    let failing = method != "GET" && fail_writes.load(Ordering::SeqCst);
     log.lock().expect("origin log").push(Seen {
         method: method.clone(),
         path: path.clone(),
         body,
+        accepted: !failing,
     });
     let (status, payload) = match method.as_str() {
         "GET" if path.starts_with("/missing") => ("404 Not Found", Vec::new()),
@@ -295,7 +312,7 @@ fn serve_origin(stream: TcpStream, log: &Mutex<Vec<Seen>>, fail_writes: &AtomicB
             std::thread::sleep(Duration::from_millis(300));
             ("200 OK", format!("origin:{path}").into_bytes())
         }
-        _ if fail_writes.load(Ordering::SeqCst) => ("500 Internal Server Error", Vec::new()),
+        _ if failing => ("500 Internal Server Error", Vec::new()),
         _ => ("204 No Content", Vec::new()),
     };
     let mut stream = reader.into_inner();
