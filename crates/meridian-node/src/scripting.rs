@@ -862,6 +862,7 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
         })?,
     )?;
     globals.raw_set("cjson", cjson)?;
+    globals.raw_set("bit", bit_library(&lua)?)?;
     // Redis 7's protection: reading an unknown global or writing any global is an error
     // (in Lua, so the message names the script's line as Redis's does); the same guard
     // serves FUNCTION LOAD's `redis` table
@@ -892,6 +893,63 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
     .exec()?;
     drop(globals);
     Ok(lua)
+}
+
+/// A Lua number as LuaBitOp's `tobit` reads it: rounded, then its low 32 bits as a
+/// signed integer (the 2^52 + 2^51 trick LuaBitOp uses, bit for bit).
+fn tobit(number: f64) -> i32 {
+    (number + 6_755_399_441_055_744.0).to_bits() as u32 as i32
+}
+
+/// LuaBitOp's `bit` library, which Redis gives scripts: 32-bit operations on numbers.
+fn bit_library(lua: &Lua) -> mlua::Result<Table> {
+    let bit = lua.create_table()?;
+    let fold = |lua: &Lua, op: fn(i32, i32) -> i32| {
+        lua.create_function(move |_, (first, rest): (f64, mlua::Variadic<f64>)| {
+            Ok(f64::from(
+                rest.iter().fold(tobit(first), |acc, &n| op(acc, tobit(n))),
+            ))
+        })
+    };
+    bit.raw_set("band", fold(lua, |a, b| a & b)?)?;
+    bit.raw_set("bor", fold(lua, |a, b| a | b)?)?;
+    bit.raw_set("bxor", fold(lua, |a, b| a ^ b)?)?;
+    let shift = |lua: &Lua, op: fn(i32, u32) -> i32| {
+        lua.create_function(move |_, (x, n): (f64, f64)| {
+            Ok(f64::from(op(tobit(x), (tobit(n) & 31) as u32)))
+        })
+    };
+    bit.raw_set("lshift", shift(lua, |x, n| ((x as u32) << n) as i32)?)?;
+    bit.raw_set("rshift", shift(lua, |x, n| ((x as u32) >> n) as i32)?)?;
+    bit.raw_set("arshift", shift(lua, |x, n| x >> n)?)?;
+    bit.raw_set("rol", shift(lua, |x, n| (x as u32).rotate_left(n) as i32)?)?;
+    bit.raw_set("ror", shift(lua, |x, n| (x as u32).rotate_right(n) as i32)?)?;
+    bit.raw_set(
+        "tobit",
+        lua.create_function(|_, x: f64| Ok(f64::from(tobit(x))))?,
+    )?;
+    bit.raw_set(
+        "bnot",
+        lua.create_function(|_, x: f64| Ok(f64::from(!tobit(x))))?,
+    )?;
+    bit.raw_set(
+        "bswap",
+        lua.create_function(|_, x: f64| Ok(f64::from(tobit(x).swap_bytes())))?,
+    )?;
+    bit.raw_set(
+        "tohex",
+        lua.create_function(|_, (x, n): (f64, Option<f64>)| {
+            let n = n.map_or(8, tobit);
+            let (digits, upper) = (n.unsigned_abs().min(8) as usize, n < 0);
+            let text = if upper {
+                format!("{:08X}", tobit(x) as u32)
+            } else {
+                format!("{:08x}", tobit(x) as u32)
+            };
+            Ok(text[8 - digits..].to_string())
+        })?,
+    )?;
+    Ok(bit)
 }
 
 /// A script's `redis.call` arguments as a command's (strings and numbers only).

@@ -97,6 +97,27 @@ const EDGE_CASES: &[&[&str]] = &[
     &["EVAL", "return cjson.encode({1, 2, 3})", "0"],
     &["EVAL", "return cjson.decode('[1,2,\"x\"]')", "0"],
     &["EVAL", "return cjson.decode('{\"a\":5}').a", "0"],
+    // LuaBitOp's bit library
+    &[
+        "EVAL",
+        "return {bit.band(0xff, 0x0f, 0x3), bit.bor(1, 2, 4), bit.bxor(5, 3), bit.bnot(0)}",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "return {bit.lshift(1, 31), bit.rshift(-1, 28), bit.arshift(-256, 4), bit.rol(0x80000001, 1), bit.ror(1, 1)}",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "return {bit.tobit(2^32 + 5), bit.tobit(-1), bit.tobit(1.5), bit.tobit(2.5), bit.bswap(0x01020304)}",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "return {bit.tohex(255), bit.tohex(-1, -4), bit.tohex(0x1234, 2), bit.tohex(1, 12)}",
+        "0",
+    ],
     &["EVAL", "return 1", "-1"],
     &["EVAL", "return 1", "2", "a"],
     &["EVAL", "return 1", "x"],
