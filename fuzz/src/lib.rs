@@ -341,6 +341,8 @@ enum ModelValue {
     List(Vec<Vec<u8>>),
     /// Members in any order (each server keeps its own).
     Set(BTreeSet<Vec<u8>>),
+    /// Member -> score bits (-0 kept as 0, as the node keeps it).
+    ZSet(BTreeMap<Vec<u8>, u64>),
 }
 
 /// Keyspace of a snapshot: key -> (expire_at, value).
@@ -382,6 +384,14 @@ fn snapshot_model(payload: &[u8]) -> Option<(usize, Model)> {
         }
         let key = cursor.bytes()?;
         let expire_at = cursor.u64()?;
+        // a write-behind entry (its version where a key has its expiry): `D`, or `P` and
+        // the value; it changes no key and is not a key record
+        if kind == 0x10 {
+            match cursor.bytes()?.as_slice() {
+                [b'D'] | [b'P', ..] => continue,
+                _ => return None,
+            }
+        }
         let value = match kind {
             0 => ModelValue::Str(cursor.bytes()?),
             1 => {
@@ -416,6 +426,28 @@ fn snapshot_model(payload: &[u8]) -> Option<(usize, Model)> {
                     }
                     ModelValue::Set(members)
                 }
+            }
+            // a sorted set: count then elements of `score:f64 member`; never empty,
+            // members distinct, no NaN score
+            4 => {
+                let count = cursor.u32()?;
+                if count == 0 {
+                    return None;
+                }
+                let mut zset = BTreeMap::new();
+                for _ in 0..count {
+                    let element = cursor.bytes()?;
+                    let (score, member) = element.split_first_chunk::<8>()?;
+                    let score = f64::from_le_bytes(*score);
+                    if score.is_nan() {
+                        return None;
+                    }
+                    let score = if score == 0.0 { 0.0 } else { score };
+                    if zset.insert(member.to_vec(), score.to_bits()).is_some() {
+                        return None;
+                    }
+                }
+                ModelValue::ZSet(zset)
             }
             _ => return None,
         };

@@ -314,6 +314,29 @@ fn strong_consistency_waits_for_peers_and_names_unreachable_ones() {
         assert_eq!(get(&b0, &key), None, "stale copy of {key} in region-b");
     }
 
+    // a transaction's and a script's writes answer inside their one reply (they held
+    // a write's reply back as if it were alone, and sent it after the whole reply)
+    let mut con = a0.redis();
+    let (first, second): (String, i64) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("txn")
+        .arg("1")
+        .cmd("INCR")
+        .arg("txn")
+        .query(&mut con)
+        .expect("EXEC");
+    assert_eq!((first.as_str(), second), ("OK", 2));
+    let scripted: i64 = redis::cmd("EVAL")
+        .arg("redis.call('SET', KEYS[1], '5') return redis.call('INCR', KEYS[1])")
+        .arg(1)
+        .arg("scripted")
+        .query(&mut con)
+        .expect("EVAL");
+    assert_eq!(scripted, 6);
+    let pong: String = redis::cmd("PING").query(&mut con).expect("PING");
+    assert_eq!(pong, "PONG", "one reply per command");
+
     // partition: region b frozen
     set(&b0, "frozen", "old").expect("set");
     b0.signal("-STOP");

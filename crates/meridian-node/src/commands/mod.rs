@@ -2108,6 +2108,8 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         )
         && ctx.client.txn_repl.is_none()
         && ctx.client.pending.is_none()
+        // a command inside EXEC or a script answers inside that reply: it cannot wait
+        && !ctx.client.running_exec
     {
         // strong consistency: the reply waits for the peer regions
         let reply = ctx.out.take_since(reply_start);
