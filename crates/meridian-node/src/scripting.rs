@@ -36,7 +36,8 @@ struct Watchdog {
     kill: AtomicBool,
     /// Milliseconds after `base` when the running script must stop; 0: none runs.
     deadline_ms: std::sync::atomic::AtomicU64,
-    limit: Duration,
+    /// How long a script may run, in milliseconds (CONFIG SET busy-reply-threshold).
+    limit_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Watchdog {
@@ -46,7 +47,7 @@ impl Watchdog {
 
     fn arm(&self) {
         self.kill.store(false, Ordering::Release);
-        let deadline = self.now_ms() + self.limit.as_millis() as u64;
+        let deadline = self.now_ms() + self.limit_ms.load(Ordering::Relaxed);
         self.deadline_ms.store(deadline.max(1), Ordering::Release);
     }
 
@@ -67,7 +68,7 @@ impl Watchdog {
         if self.now_ms() > deadline {
             return Err(mlua::Error::runtime(format!(
                 "ERR Script killed: it ran longer than the {} ms limit",
-                self.limit.as_millis()
+                self.limit_ms.load(Ordering::Relaxed)
             )));
         }
         Ok(VmState::Continue)
@@ -362,7 +363,7 @@ impl Scripts {
             base: Instant::now(),
             kill: AtomicBool::new(false),
             deadline_ms: std::sync::atomic::AtomicU64::new(0),
-            limit: time_limit,
+            limit_ms: std::sync::atomic::AtomicU64::new(time_limit.as_millis() as u64),
         });
         let lua = new_interpreter(watchdog.clone()).expect("the Lua interpreter starts");
         Scripts {
@@ -582,6 +583,18 @@ impl Scripts {
         }
         self.watchdog.kill.store(true, Ordering::Release);
         Kill::Killed
+    }
+
+    /// The time limit of a script, in milliseconds (CONFIG GET busy-reply-threshold).
+    pub fn time_limit_ms(&self) -> u64 {
+        self.watchdog.limit_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets the time limit of the scripts that start from now on (at least 1 ms).
+    pub fn set_time_limit_ms(&self, limit_ms: u64) {
+        self.watchdog
+            .limit_ms
+            .store(limit_ms.max(1), Ordering::Relaxed);
     }
 
     pub fn is_running(&self) -> bool {

@@ -589,3 +589,46 @@ fn functions_replicate() {
         Reply::err("ERR Function not found")
     );
 }
+
+/// The time limit is Redis's `busy-reply-threshold` (alias `lua-time-limit`): CONFIG SET
+/// changes it for the scripts that start afterwards.
+#[test]
+fn the_time_limit_is_configurable() {
+    let node = Node::start();
+    let mut raw = node.raw();
+    assert_eq!(
+        raw.cmd(&["CONFIG", "GET", "busy-reply-threshold"]),
+        Reply::Array(vec![
+            Reply::bulk("busy-reply-threshold"),
+            Reply::bulk("5000")
+        ])
+    );
+    assert_eq!(
+        raw.cmd(&["CONFIG", "SET", "lua-time-limit", "300"]),
+        Reply::Simple("OK".into())
+    );
+    assert_eq!(
+        raw.cmd(&["CONFIG", "GET", "busy-reply-threshold"]),
+        Reply::Array(vec![
+            Reply::bulk("busy-reply-threshold"),
+            Reply::bulk("300")
+        ])
+    );
+    let started = Instant::now();
+    match raw.cmd(&["EVAL", "while true do end", "0"]) {
+        Reply::Error(text) => assert!(
+            text.starts_with("ERR Script killed: it ran longer than the 300 ms limit"),
+            "{text}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    match raw.cmd(&["CONFIG", "SET", "busy-reply-threshold", "soon"]) {
+        Reply::Error(text) => assert!(text.contains("busy-reply-threshold"), "{text}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -387,6 +387,14 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
         ),
         ("hz".to_string(), "10".to_string()),
         (
+            "busy-reply-threshold".to_string(),
+            shared.scripts.time_limit_ms().to_string(),
+        ),
+        (
+            "lua-time-limit".to_string(),
+            shared.scripts.time_limit_ms().to_string(),
+        ),
+        (
             "proto-max-bulk-len".to_string(),
             limits.max_bulk_len.to_string(),
         ),
@@ -528,6 +536,8 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                     | "min-replicas-max-lag"
                     | "min-slaves-max-lag"
                     | "tracking-table-max-keys"
+                    | "busy-reply-threshold"
+                    | "lua-time-limit"
                     | "timeout" => {
                         value.parse::<u64>().map_err(|_| {
                             failed(name, "argument couldn't be parsed into an integer")
@@ -594,6 +604,11 @@ pub fn config(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                         .stats
                         .samples
                         .store(value.parse().unwrap_or(5), Ordering::Relaxed),
+                    // the node stops a script past it (Redis starts answering BUSY)
+                    "busy-reply-threshold" | "lua-time-limit" => ctx
+                        .shared
+                        .scripts
+                        .set_time_limit_ms(value.parse().unwrap_or(5000)),
                     "requirepass" => {
                         // as in Redis: the default user's password (or nopass when empty)
                         let password = (!value.is_empty()).then_some(value);
