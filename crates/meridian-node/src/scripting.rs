@@ -36,7 +36,9 @@ struct Watchdog {
     kill: AtomicBool,
     /// Milliseconds after `base` when the running script must stop; 0: none runs.
     deadline_ms: std::sync::atomic::AtomicU64,
-    /// How long a script may run, in milliseconds (CONFIG SET busy-reply-threshold).
+    /// How long a script may run, in milliseconds (CONFIG SET busy-reply-threshold):
+    /// Redis only offers SCRIPT KILL and SHUTDOWN NOSAVE, but a cache node must not
+    /// hang on one client's loop.
     limit_ms: std::sync::atomic::AtomicU64,
 }
 
@@ -344,15 +346,12 @@ pub struct Scripts {
     /// The running script has written (SCRIPT KILL then refuses: the script is not
     /// rolled back).
     wrote: AtomicBool,
-    /// A script running longer than this is stopped (Redis only offers SCRIPT KILL and
-    /// SHUTDOWN NOSAVE; a cache node must not hang on one client's loop).
-    time_limit: Duration,
 }
 
 impl std::fmt::Debug for Scripts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scripts")
-            .field("time_limit", &self.time_limit)
+            .field("time_limit_ms", &self.time_limit_ms())
             .finish_non_exhaustive()
     }
 }
@@ -377,7 +376,6 @@ impl Scripts {
             running: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
             finished: tokio::sync::Notify::new(),
-            time_limit,
         }
     }
 
@@ -813,22 +811,17 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
         globals.raw_set(unsafe_global, Value::Nil)?;
     }
     let redis = lua.create_table()?;
-    redis.raw_set(
-        "error_reply",
-        lua.create_function(|lua, message: mlua::LuaString| {
-            let table = lua.create_table()?;
-            table.raw_set("err", message)?;
-            Ok(table)
-        })?,
-    )?;
-    redis.raw_set(
-        "status_reply",
-        lua.create_function(|lua, message: mlua::LuaString| {
-            let table = lua.create_table()?;
-            table.raw_set("ok", message)?;
-            Ok(table)
-        })?,
-    )?;
+    // `{err = message}` and `{ok = message}`: the tables replies convert from
+    for (name, field) in [("error_reply", "err"), ("status_reply", "ok")] {
+        redis.raw_set(
+            name,
+            lua.create_function(move |lua, message: mlua::LuaString| {
+                let table = lua.create_table()?;
+                table.raw_set(field, message)?;
+                Ok(table)
+            })?,
+        )?;
+    }
     redis.raw_set(
         "sha1hex",
         lua.create_function(|_, text: mlua::LuaString| Ok(sha1_hex(&text.as_bytes())))?,

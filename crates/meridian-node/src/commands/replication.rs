@@ -120,8 +120,14 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
             command.extend_from_slice(args.get(1..3).unwrap_or_default());
             encode_command(buf, &command);
         }
-        Cmd::Blmpop => {
-            let mut command: Vec<&[u8]> = vec![b"LMPOP"];
+        // the blocking multi-pops drop their timeout
+        Cmd::Blmpop | Cmd::Bzmpop => {
+            let name: &[u8] = if spec.id == Cmd::Blmpop {
+                b"LMPOP"
+            } else {
+                b"ZMPOP"
+            };
+            let mut command: Vec<&[u8]> = vec![name];
             command.extend_from_slice(args.get(2..).unwrap_or_default());
             encode_command(buf, &command);
         }
@@ -132,11 +138,6 @@ pub fn encode_effects(spec: &Spec, args: &[&[u8]], keys: &mut Access<'_, '_>, bu
                 b"MAX"
             };
             encode_multi_pop(buf, b"ZMPOP", args, side);
-        }
-        Cmd::Bzmpop => {
-            let mut command: Vec<&[u8]> = vec![b"ZMPOP"];
-            command.extend_from_slice(args.get(2..).unwrap_or_default());
-            encode_command(buf, &command);
         }
         _ => encode_command(buf, args),
     }
