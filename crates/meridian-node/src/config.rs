@@ -210,6 +210,15 @@ pub struct Config {
     /// Events queued per peer region before slots are marked dirty instead.
     #[arg(long, env = "MERIDIAN_REGION_QUEUE_LIMIT", default_value_t = 100_000)]
     pub region_queue_limit: usize,
+    /// Bytes of replicated values queued per peer region before slots are
+    /// marked dirty instead (replicate mode; invalidations hold no value).
+    #[arg(long, env = "MERIDIAN_REGION_QUEUE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub region_queue_max_bytes: usize,
+    /// Replicate mode: the largest value (a string's length, another type's DUMP
+    /// payload) shipped to peer regions; a key with a larger value is invalidated
+    /// there instead.
+    #[arg(long, env = "MERIDIAN_REGION_REPLICATE_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub region_replicate_max_bytes: usize,
     /// Largest lead, in milliseconds, of a peer region's clock over this node's:
     /// a region-link event stamped further ahead is refused and the link
     /// dropped (CLOCKDRIFT), so a broken clock cannot drag every later version

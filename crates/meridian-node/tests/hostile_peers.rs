@@ -658,3 +658,77 @@ fn region_links_refuse_oversized_frames_and_far_future_clocks() {
     assert_eq!(node.raw().cmd(&["EXISTS", "k"]), Reply::Int(0));
     assert_serving(&node);
 }
+
+#[test]
+fn restore_events_store_whole_values_and_drop_the_copy_on_an_unreadable_payload() {
+    let link_port = free_port();
+    let node = Node::start_with(&["--region-port", &link_port.to_string()]);
+    // with a peer region configured, local writes are versioned
+    let peers = r#"[{"region":"peer","seeds":["127.0.0.1:1"]}]"#;
+    assert_eq!(
+        node.raw().cmd(&["MERIDIAN.PEERS", "SET", peers]),
+        Reply::ok()
+    );
+    let mut raw = link(link_port, Some("peer"));
+    assert_eq!(
+        raw.cmd(&["LINK.FEATURES"]),
+        Reply::bulk("restore"),
+        "the feature is announced"
+    );
+    assert_eq!(node.raw().cmd(&["RPUSH", "list", "a", "b"]), Reply::Int(2));
+    let Reply::Bulk(payload) = node.raw().cmd(&["DUMP", "list"]) else {
+        panic!("no dump");
+    };
+    let restore = |key: &str, payload: &[u8], ttl: &str, hlc: u64| {
+        let hlc = hlc.to_string();
+        encode(&[
+            b"LINK.EVENT",
+            b"restore",
+            key.as_bytes(),
+            hlc.as_bytes(),
+            b"7",
+            b"peer",
+            b"0",
+            payload,
+            ttl.as_bytes(),
+        ])
+    };
+    // a valid payload replaces the key, with its TTL
+    assert_eq!(node.raw().cmd(&["SET", "copy", "old"]), Reply::ok());
+    // stamped later than the local write (same millisecond would tie)
+    raw.send(&restore("copy", &payload, "60000", (now_ms() + 1000) << 16));
+    assert_eq!(raw.read(), Reply::ok());
+    assert_eq!(
+        node.raw().cmd(&["LRANGE", "copy", "0", "-1"]),
+        Reply::Array(vec![Reply::bulk("a"), Reply::bulk("b")])
+    );
+    let Reply::Int(ttl) = node.raw().cmd(&["PTTL", "copy"]) else {
+        panic!("no ttl");
+    };
+    assert!((59_000..=60_000).contains(&ttl), "ttl {ttl}");
+    // an unreadable one (corrupt, or another release's format) drops the copy
+    // instead of leaving it stale, and the link stays up
+    let mut corrupt = payload.clone();
+    corrupt[3] ^= 0xff;
+    raw.send(&restore("copy", &corrupt, "0", (now_ms() + 2000) << 16));
+    assert_eq!(raw.read(), Reply::ok());
+    assert_eq!(node.raw().cmd(&["EXISTS", "copy"]), Reply::Int(0));
+    // an older event than the local copy changes nothing
+    assert_eq!(node.raw().cmd(&["SET", "newer", "local"]), Reply::ok());
+    raw.send(&restore("newer", &payload, "0", 1 << 16));
+    assert_eq!(raw.read(), Reply::ok());
+    assert_eq!(node.raw().cmd(&["GET", "newer"]), Reply::bulk("local"));
+    // missing arguments are an error reply, not a dropped link
+    raw.send(&encode(&[
+        b"LINK.EVENT",
+        b"restore",
+        b"k",
+        b"1",
+        b"7",
+        b"peer",
+        b"0",
+    ]));
+    assert_eq!(raw.read(), Reply::err("ERR unknown event kind"));
+    assert_eq!(raw.cmd(&["LINK.PING"]), Reply::Simple("PONG".into()));
+    assert_serving(&node);
+}

@@ -144,6 +144,19 @@ fn push_topology(region: &str, primaries: &[&RegionNode]) {
     }
 }
 
+/// Nodes `a-0` (region-a) and `b-0` (region-b) on `ips`, each its region's only
+/// primary, linked both ways.
+fn linked_pair(ips: [&str; 2], extra: &[&str]) -> (RegionNode, RegionNode) {
+    let a0 = RegionNode::start(ips[0], "a-0", "region-a", extra);
+    let b0 = RegionNode::start(ips[1], "b-0", "region-b", extra);
+    push_topology("region-a", &[&a0]);
+    push_topology("region-b", &[&b0]);
+    push_peers(&[&a0], &[("region-b", &[&b0])]);
+    push_peers(&[&b0], &[("region-a", &[&a0])]);
+    wait_links_up(&[&a0, &b0]);
+    (a0, b0)
+}
+
 /// Tells every node of `nodes` about the peer regions.
 fn push_peers(nodes: &[&RegionNode], peers: &[(&str, &[&RegionNode])]) {
     let json = serde_json::to_string(
@@ -298,13 +311,7 @@ fn eventual_invalidation_and_patterns_across_three_regions() {
 #[test]
 fn strong_consistency_waits_for_peers_and_names_unreachable_ones() {
     let strong = ["--consistency", "strong", "--strong-timeout-ms", "400"];
-    let a0 = RegionNode::start("127.0.62.1", "a-0", "region-a", &strong);
-    let b0 = RegionNode::start("127.0.62.2", "b-0", "region-b", &strong);
-    push_topology("region-a", &[&a0]);
-    push_topology("region-b", &[&b0]);
-    push_peers(&[&a0], &[("region-b", &[&b0])]);
-    push_peers(&[&b0], &[("region-a", &[&a0])]);
-    wait_links_up(&[&a0, &b0]);
+    let (a0, b0) = linked_pair(["127.0.62.1", "127.0.62.2"], &strong);
 
     for round in 0..20 {
         let key = format!("k{round}");
@@ -358,13 +365,7 @@ fn strong_consistency_waits_for_peers_and_names_unreachable_ones() {
 #[test]
 fn replicate_mode_converges_last_writer_wins() {
     let mode = ["--cross-region-mode", "replicate"];
-    let a0 = RegionNode::start("127.0.63.1", "a-0", "region-a", &mode);
-    let b0 = RegionNode::start("127.0.63.2", "b-0", "region-b", &mode);
-    push_topology("region-a", &[&a0]);
-    push_topology("region-b", &[&b0]);
-    push_peers(&[&a0], &[("region-b", &[&b0])]);
-    push_peers(&[&b0], &[("region-a", &[&a0])]);
-    wait_links_up(&[&a0, &b0]);
+    let (a0, b0) = linked_pair(["127.0.63.1", "127.0.63.2"], &mode);
 
     redis::cmd("SET")
         .arg("ttl-key")
@@ -382,28 +383,13 @@ fn replicate_mode_converges_last_writer_wins() {
         .expect("ttl");
     assert!((90..=100).contains(&ttl), "ttl {ttl}");
 
-    let writers: Vec<_> = [(a0.ip.clone(), a0.port, "a"), (b0.ip.clone(), b0.port, "b")]
-        .into_iter()
-        .map(|(ip, port, name)| {
-            std::thread::spawn(move || {
-                let url = format!("redis://{ip}:{port}/");
-                let mut con = redis::Client::open(url)
-                    .and_then(|client| client.get_connection())
-                    .expect("connection");
-                for round in 0..200 {
-                    let key = format!("hot{}", round % 5);
-                    redis::cmd("SET")
-                        .arg(&key)
-                        .arg(format!("{name}-{round}"))
-                        .query::<()>(&mut con)
-                        .expect("set");
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.join().expect("writer");
-    }
+    write_at_once(&[(&a0, "a"), (&b0, "b")], 200, |con, name, round| {
+        redis::cmd("SET")
+            .arg(format!("hot{}", round % 5))
+            .arg(format!("{name}-{round}"))
+            .query::<()>(con)
+            .expect("set");
+    });
     for index in 0..5 {
         let key = format!("hot{index}");
         wait_until(&format!("{key} converged"), Duration::from_secs(5), || {
@@ -411,6 +397,248 @@ fn replicate_mode_converges_last_writer_wins() {
             left.is_some() && left == right
         });
     }
+}
+
+/// Runs `rounds` of `write` on each node (named) at the same time, one thread each.
+fn write_at_once(
+    nodes: &[(&RegionNode, &'static str)],
+    rounds: usize,
+    write: fn(&mut redis::Connection, &str, usize),
+) {
+    let writers: Vec<_> = nodes
+        .iter()
+        .map(|(node, name)| {
+            let (url, name) = (format!("redis://{}:{}/", node.ip, node.port), *name);
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(url)
+                    .and_then(|client| client.get_connection())
+                    .expect("connection");
+                for round in 0..rounds {
+                    write(&mut con, name, round);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+}
+
+fn query<T: redis::FromRedisValue>(node: &RegionNode, args: &[&str]) -> T {
+    let mut command = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    command
+        .query(&mut node.redis())
+        .unwrap_or_else(|error| panic!("{args:?} on {}: {error}", node.id))
+}
+
+/// Every type's value as reads see it (a list in order, a hash, set and sorted
+/// set sorted), so two regions' copies compare whatever their insertion order.
+fn contents(node: &RegionNode, key: &str) -> Option<Vec<String>> {
+    let kind: String = query(node, &["TYPE", key]);
+    let mut items: Vec<String> = match kind.as_str() {
+        "none" => return None,
+        "string" => vec![query(node, &["GET", key])],
+        "list" => return Some(query(node, &["LRANGE", key, "0", "-1"])),
+        "hash" => query(node, &["HGETALL", key]),
+        "set" => query(node, &["SMEMBERS", key]),
+        "zset" => return Some(query(node, &["ZRANGE", key, "0", "-1", "WITHSCORES"])),
+        other => panic!("unexpected type {other}"),
+    };
+    if kind == "hash" {
+        let mut pairs: Vec<String> = items
+            .chunks(2)
+            .map(|pair| format!("{}={}", pair[0], pair[1]))
+            .collect();
+        pairs.sort();
+        items = pairs;
+    } else {
+        items.sort();
+    }
+    items.insert(0, kind);
+    Some(items)
+}
+
+#[test]
+fn replicate_mode_ships_every_type_and_converges_last_writer_wins() {
+    let mode = [
+        "--cross-region-mode",
+        "replicate",
+        "--region-replicate-max-bytes",
+        "4096",
+    ];
+    let (a0, b0) = linked_pair(["127.0.70.1", "127.0.70.2"], &mode);
+
+    // every type arrives whole, with its TTL
+    let _: i64 = query(&a0, &["RPUSH", "queue", "j1", "j2", "j3"]);
+    let _: i64 = query(&a0, &["HSET", "user", "name", "ada", "visits", "3"]);
+    let _: i64 = query(&a0, &["SADD", "tags", "red", "blue"]);
+    let _: i64 = query(&a0, &["ZADD", "board", "10", "ann", "7.5", "bob"]);
+    let _: i64 = query(&a0, &["SETBIT", "seen", "12", "1"]);
+    let _: i64 = query(&a0, &["EXPIRE", "board", "100"]);
+    for key in ["queue", "user", "tags", "board", "seen"] {
+        wait_until(&format!("{key} replicated"), Duration::from_secs(5), || {
+            contents(&b0, key).is_some() && contents(&b0, key) == contents(&a0, key)
+        });
+    }
+    let ttl: i64 = query(&b0, &["TTL", "board"]);
+    assert!((90..=100).contains(&ttl), "ttl {ttl}");
+    // later writes replace the peer's copy: the last write wins per key
+    let _: Option<String> = query(&a0, &["LPOP", "queue"]);
+    let _: f64 = query(&a0, &["ZINCRBY", "board", "5", "bob"]);
+    let _: i64 = query(&a0, &["SREM", "tags", "red"]);
+    for key in ["queue", "board", "tags"] {
+        wait_until(&format!("{key} updated"), Duration::from_secs(5), || {
+            contents(&b0, key) == contents(&a0, key)
+        });
+    }
+    // emptying a collection deletes the key there too
+    let _: i64 = query(&a0, &["DEL", "user"]);
+    wait_until("deleted hash", Duration::from_secs(5), || {
+        contents(&b0, "user").is_none()
+    });
+    // a client's RESTORE is a write like any other
+    let payload: Vec<u8> = redis::cmd("DUMP")
+        .arg("tags")
+        .query(&mut a0.redis())
+        .expect("dump");
+    let _: () = redis::cmd("RESTORE")
+        .arg("restored")
+        .arg(0)
+        .arg(payload)
+        .query(&mut a0.redis())
+        .expect("restore");
+    wait_until("restored key replicated", Duration::from_secs(5), || {
+        contents(&b0, "restored") == contents(&a0, "tags")
+    });
+
+    // a value past --region-replicate-max-bytes is invalidated, not shipped
+    let _: i64 = query(&b0, &["RPUSH", "big", "stale"]);
+    wait_until("small list replicated", Duration::from_secs(5), || {
+        contents(&a0, "big").is_some()
+    });
+    let item = "x".repeat(100);
+    let items: Vec<&str> = std::iter::repeat_n(item.as_str(), 100).collect();
+    let mut push = vec!["RPUSH", "big"];
+    push.extend(items);
+    let _: i64 = query(&a0, &push);
+    wait_until("big list invalidated", Duration::from_secs(5), || {
+        contents(&b0, "big").is_none()
+    });
+    assert_eq!(query::<i64>(&a0, &["LLEN", "big"]), 101);
+
+    // both regions write the same collections at once: they converge on one value
+    write_at_once(&[(&a0, "a"), (&b0, "b")], 150, |con, name, round| {
+        let member = format!("{name}-{round}");
+        redis::pipe()
+            .cmd("LPUSH")
+            .arg(format!("hot-list{}", round % 3))
+            .arg(&member)
+            .ignore()
+            .cmd("ZINCRBY")
+            .arg("hot-board")
+            .arg(1)
+            .arg(name)
+            .ignore()
+            .cmd("HSET")
+            .arg("hot-hash")
+            .arg(name)
+            .arg(round)
+            .ignore()
+            .query::<()>(con)
+            .expect("writes");
+    });
+    for key in [
+        "hot-list0",
+        "hot-list1",
+        "hot-list2",
+        "hot-board",
+        "hot-hash",
+    ] {
+        wait_until(&format!("{key} converged"), Duration::from_secs(5), || {
+            let (left, right) = (contents(&a0, key), contents(&b0, key));
+            left.is_some() && left == right
+        });
+    }
+}
+
+/// A region-b primary of an older release: its link server knows no
+/// LINK.FEATURES (answers it with an error) and records the kinds of the events
+/// it is sent.
+fn old_release_peer(ip: &str) -> Arc<Mutex<Vec<(String, String)>>> {
+    let listener = TcpListener::bind((ip, LINK_PORT)).expect("listen");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let recorded = events.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let recorded = recorded.clone();
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().expect("clone");
+                let mut reader = BufReader::new(stream);
+                while let Some(argv) = read_request(&mut reader) {
+                    let reply: &[u8] = match argv[0].as_str() {
+                        "LINK.HELLO" => b"+OK\r\n",
+                        "LINK.TOPOLOGY" => b"$-1\r\n",
+                        "LINK.EVENT" => {
+                            recorded
+                                .lock()
+                                .unwrap()
+                                .push((argv[1].clone(), argv[2].clone()));
+                            b"+OK\r\n"
+                        }
+                        _ => b"-ERR unknown link request\r\n",
+                    };
+                    if writer.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    events
+}
+
+/// One RESP request (an array of bulk strings), None once the link closed.
+fn read_request(reader: &mut impl BufRead) -> Option<Vec<String>> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|read| *read > 0)?;
+    let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+    let mut argv = Vec::with_capacity(count);
+    for _ in 0..count {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+        let mut data = vec![0; len + 2];
+        reader.read_exact(&mut data).ok()?;
+        data.truncate(len);
+        argv.push(String::from_utf8_lossy(&data).into_owned());
+    }
+    Some(argv)
+}
+
+#[test]
+fn a_peer_of_an_older_release_is_sent_invalidations_for_values_it_cannot_store() {
+    let events = old_release_peer("127.0.70.4");
+    let mode = ["--cross-region-mode", "replicate"];
+    let a0 = RegionNode::start("127.0.70.3", "a-0", "region-a", &mode);
+    push_topology("region-a", &[&a0]);
+    let json = r#"[{"region":"region-b","seeds":["127.0.70.4:16379"]}]"#;
+    let _: String = query(&a0, &["MERIDIAN.PEERS", "SET", json]);
+    wait_links_up(&[&a0]);
+    let _: i64 = query(&a0, &["RPUSH", "queue", "j1"]);
+    let _: () = query(&a0, &["SET", "plain", "v"]);
+    wait_until("events delivered", Duration::from_secs(5), || {
+        events.lock().unwrap().len() == 2
+    });
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec![
+            ("key".to_string(), "queue".to_string()),
+            ("set".to_string(), "plain".to_string())
+        ]
+    );
 }
 
 /// A one-request-at-a-time HTTP origin whose answers wait for the test.

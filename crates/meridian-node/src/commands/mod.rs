@@ -2095,8 +2095,9 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         }
     }
     // still under the write's locks: the event version orders it like the store did
-    // slot migration moves existing data inside the region: nothing new to tell
-    let migrated = matches!(spec.id, Cmd::Restore | Cmd::RestoreAsking);
+    // slot migration (RESTORE-ASKING) moves existing data inside the region:
+    // nothing new to tell; a client's RESTORE is a new value like a SET
+    let migrated = spec.id == Cmd::RestoreAsking;
     if spec.has(WRITE)
         && !migrated
         && regions.is_active()

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::RegionHost;
-use super::link::{LinkConn, LinkReply, LinkWriter, ReplyReader, encode_event};
+use super::link::{LinkConn, LinkFeatures, LinkReply, LinkWriter, ReplyReader, encode_event};
 use super::outbox::Routed;
 use super::{RefusalReason, Regions};
 
@@ -201,6 +201,7 @@ impl Lane {
     /// refuses this node's clock and cleared (the lane reported up) when it accepts an
     /// event again.
     async fn stream(&mut self, conn: LinkConn, refused: &mut bool) -> Ended {
+        let features = conn.features;
         let (mut writer, mut reader) = conn.into_halves();
         let window = Window {
             in_flight: Mutex::new(VecDeque::new()),
@@ -213,7 +214,7 @@ impl Lane {
             }
         };
         let ended = tokio::select! {
-            ended = send_loop(&mut self.incoming, &mut self.unsent, &mut writer, &window) => ended,
+            ended = send_loop(&mut self.incoming, &mut self.unsent, &mut writer, &window, features) => ended,
             ended = receive_loop(&*self.peer, self.shared.regions(), &self.target, self.generation, &mut reader, &window, &mut accepted_again) => ended,
         };
         if matches!(ended, Ended::Refused(_)) {
@@ -269,6 +270,7 @@ async fn send_loop(
     unsent: &mut VecDeque<Routed>,
     writer: &mut LinkWriter,
     window: &Window,
+    features: LinkFeatures,
 ) -> Ended {
     let mut request = Vec::new();
     loop {
@@ -293,7 +295,7 @@ async fn send_loop(
             let sent = Instant::now();
             let mut batched = 0;
             while let Some(routed) = unsent.pop_front() {
-                encode_event(&mut request, &routed.event);
+                encode_event(&mut request, &routed.event, features);
                 in_flight.push_back(InFlight { routed, sent });
                 batched += 1;
                 if unsent.is_empty() || batched == BATCH_EVENTS || request.len() >= BATCH_BYTES {

@@ -3,10 +3,15 @@
 //! ```text
 //! LINK.HELLO <cluster> <region> <password> [<user>] -> +OK | -DENIED <reason> (then closed)
 //! LINK.TOPOLOGY                               -> $<json TopologyMap> | $-1 (standalone)
+//! LINK.FEATURES                               -> $<space-separated features>
 //! LINK.EVENT <kind> <target> <hlc> <region-id> <origin-region> <origin-ms> [<value> <ttl-ms>]
 //!                                             -> +OK | -MOVED <slot> | -ERR ...
 //! ```
-//! kind: `key` (drop key), `pattern` (drop glob), `slot` (drop slot), `set` (store value).
+//! kind: `key` (drop key), `pattern` (drop glob), `slot` (drop slot), `set` (store a
+//! string), `restore` (store a value of another type from its DUMP payload).
+//! Features: `restore`. A peer that predates LINK.FEATURES answers it with an error
+//! and is sent `key` instead of `restore` events, so mixed versions stay correct
+//! during an upgrade (the peer drops its copy instead of keeping a stale one).
 //! Events are pipelined (a window of requests in flight); replies come in order.
 //!
 //! With `--tls-dir` the listener only speaks TLS and outbound links verify the
@@ -39,6 +44,9 @@ const MAX_LINK_REQUEST: usize = 600 * 1024 * 1024;
 /// Most arguments a link request has (LINK.EVENT with a value has 9): the
 /// argument count is refused beyond it, before anything is allocated for it.
 const MAX_LINK_ARGS: usize = 16;
+
+/// What this node's link server understands beyond the first protocol version.
+const FEATURES: &str = "restore";
 
 /// Accepts region links from peer regions until shutdown; when the node has TLS,
 /// only connections completing a TLS handshake are served.
@@ -252,6 +260,7 @@ fn handle_request(
             )
         }
         b"LINK.PING" => Ok(b"+PONG\r\n".to_vec()),
+        b"LINK.FEATURES" => Ok(bulk(FEATURES.as_bytes())),
         b"LINK.EVENT" => {
             // before the event can move this node's clock (see Regions::check_drift)
             if let Some(hlc) = argv.get(3).and_then(|text| number(text).ok()) {
@@ -346,6 +355,18 @@ fn apply_event(shared: &Arc<Shared>, from: &str, argv: &[&[u8]]) -> Result<(), S
             }
             run_event(shared, applied_event(version, true), &args)?;
         }
+        b"restore" if argv.len() == 9 => {
+            check_owner(shared, meridian_topology::key_slot(target))?;
+            regions.observe(version);
+            let ttl = number(argv[8])?.to_string();
+            let restore: [&[u8]; 5] = [b"RESTORE", target, ttl.as_bytes(), argv[7], b"REPLACE"];
+            let refused = run_event(shared, applied_event(version, true), &restore)?;
+            if refused.is_some_and(|error| error.starts_with("ERR DUMP payload")) {
+                // a payload this node cannot read (another format version): the
+                // copy here is dropped rather than left stale
+                run_event(shared, applied_event(version, true), &[b"DEL", target])?;
+            }
+        }
         b"pattern" => {
             regions.observe(version);
             regions.versions.record_pattern(target, version);
@@ -410,8 +431,8 @@ fn applied_event(version: Version, record: bool) -> ExecContext {
 /// settle now (it left for the destination, or its batch is in flight) is answered
 /// TRYAGAIN instead of +OK: the peer offers the event again, until the batch settled
 /// or the map moved the slot (MOVED sends it to the new owner). Other refusals (a
-/// newer local copy) leave the event applied as far as it goes.
-fn run_event(shared: &Shared, exec: ExecContext, args: &[&[u8]]) -> Result<(), String> {
+/// newer local copy) leave the event applied as far as it goes: Ok(Some(error)).
+fn run_event(shared: &Shared, exec: ExecContext, args: &[&[u8]]) -> Result<Option<String>, String> {
     match local::run_as(shared, exec, args, false).0 {
         Some(Reply::Error(error)) if error.starts_with("TRYAGAIN") || error.starts_with("ASK ") => {
             let slot = args
@@ -421,7 +442,8 @@ fn run_event(shared: &Shared, exec: ExecContext, args: &[&[u8]]) -> Result<(), S
                 "TRYAGAIN slot {slot} is migrating; offer the event again"
             ))
         }
-        _ => Ok(()),
+        Some(Reply::Error(error)) => Ok(Some(error)),
+        _ => Ok(None),
     }
 }
 
@@ -465,6 +487,8 @@ pub enum LinkReply {
 pub struct LinkConn {
     reader: ReplyReader,
     writer: LinkWriter,
+    /// What the peer understands, asked after the handshake.
+    pub features: LinkFeatures,
 }
 
 /// The sending half of a link.
@@ -491,8 +515,27 @@ fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
 /// A replicated value and its TTL text.
 type ValueAndTtl<'a> = (&'a [u8], &'a [u8]);
 
-/// Appends one event request.
-pub fn encode_event(out: &mut Vec<u8>, event: &Event) {
+/// What the peer at the other end of a link understands (LINK.FEATURES).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkFeatures {
+    /// `restore` events (values of every type in replicate mode).
+    pub restore: bool,
+}
+
+impl LinkFeatures {
+    fn parse(listed: &[u8]) -> LinkFeatures {
+        let mut features = LinkFeatures::default();
+        for feature in listed.split(|byte| *byte == b' ') {
+            if feature == b"restore" {
+                features.restore = true;
+            }
+        }
+        features
+    }
+}
+
+/// Appends one event request, in the form the peer (`features`) understands.
+pub fn encode_event(out: &mut Vec<u8>, event: &Event, features: LinkFeatures) {
     let hlc = event.version.hlc.to_string();
     let region = event.version.region.to_string();
     let origin_ms = event.origin_ms.to_string();
@@ -509,6 +552,20 @@ pub fn encode_event(out: &mut Vec<u8>, event: &Event) {
             ttl_text = ttl_ms.to_string();
             (b"set", key, Some((value.as_ref(), ttl_text.as_bytes())))
         }
+        EventKind::Restore {
+            key,
+            payload,
+            ttl_ms,
+        } if features.restore => {
+            ttl_text = ttl_ms.to_string();
+            (
+                b"restore",
+                key,
+                Some((payload.as_ref(), ttl_text.as_bytes())),
+            )
+        }
+        // a peer that cannot restore drops its copy instead
+        EventKind::Restore { key, .. } => (b"key", key, None),
     };
     let mut args: Vec<&[u8]> = vec![
         b"LINK.EVENT",
@@ -549,6 +606,7 @@ impl LinkConn {
                 buffer: BytesMut::with_capacity(4096),
             },
             writer: LinkWriter { half: write },
+            features: LinkFeatures::default(),
         };
         let mut hello = Vec::new();
         let mut args: Vec<&[u8]> = vec![
@@ -563,15 +621,26 @@ impl LinkConn {
             args.push(user.as_bytes());
         }
         encode(&mut hello, &args);
+        // the features request rides with the hello: one round trip for both
+        encode(&mut hello, &[b"LINK.FEATURES"]);
         conn.writer.send(&hello).await?;
         match conn.reader.next().await? {
-            LinkReply::Ok => Ok(conn),
-            LinkReply::Error(error) => Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                format!("{addr} refused the link: {error}"),
-            )),
-            LinkReply::Bulk(_) => Err(invalid("unexpected handshake reply")),
+            LinkReply::Ok => {}
+            LinkReply::Error(error) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{addr} refused the link: {error}"),
+                ));
+            }
+            LinkReply::Bulk(_) => return Err(invalid("unexpected handshake reply")),
         }
+        conn.features = match conn.reader.next().await? {
+            LinkReply::Bulk(Some(listed)) => LinkFeatures::parse(&listed),
+            // a peer that predates LINK.FEATURES
+            LinkReply::Error(_) => LinkFeatures::default(),
+            other => return Err(invalid(&format!("unexpected features reply {other:?}"))),
+        };
+        Ok(conn)
     }
 
     /// The peer's topology map (None: the peer runs without one).
@@ -687,6 +756,48 @@ mod tests {
             Some(LinkReply::Error(_))
         ));
         assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn restore_events_become_invalidations_for_a_peer_without_the_feature() {
+        let event = |kind| Event {
+            kind,
+            version: Version { hlc: 5, region: 7 },
+            origin_region: Arc::from("a"),
+            origin_ms: 9,
+            ack: None,
+        };
+        let restore = event(EventKind::Restore {
+            key: b"k".to_vec(),
+            payload: Bytes::from_static(b"DUMP"),
+            ttl_ms: 0,
+        });
+        let mut out = Vec::new();
+        encode_event(&mut out, &restore, LinkFeatures::parse(b"other restore"));
+        let mut expected = Vec::new();
+        encode(
+            &mut expected,
+            &[
+                b"LINK.EVENT",
+                b"restore",
+                b"k",
+                b"5",
+                b"7",
+                b"a",
+                b"9",
+                b"DUMP",
+                b"0",
+            ],
+        );
+        assert_eq!(out, expected);
+        out.clear();
+        encode_event(&mut out, &restore, LinkFeatures::default());
+        expected.clear();
+        encode(
+            &mut expected,
+            &[b"LINK.EVENT", b"key", b"k", b"5", b"7", b"a", b"9"],
+        );
+        assert_eq!(out, expected);
     }
 
     #[test]

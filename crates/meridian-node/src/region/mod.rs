@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use crate::error::CommandError;
 use crate::exec::{ExecContext, RegionGuard};
 use crate::protocol::{Out, Written};
-use crate::store::{Access, ValueRef};
+use crate::store::{Access, Entry, ValueRef};
 
 pub use versions::{Version, Versions};
 
@@ -62,6 +62,10 @@ pub struct RegionSettings {
     pub strong_timeout: Duration,
     pub tombstone_ttl: Duration,
     pub queue_limit: usize,
+    /// Bytes of values queued per peer region before slots are marked dirty instead.
+    pub queue_max_bytes: usize,
+    /// Replicate mode: largest value shipped; a larger one is invalidated.
+    pub replicate_max_bytes: usize,
     /// How far ahead of this node's clock a peer's event may be stamped (ms; 0 = no bound).
     pub max_clock_drift_ms: u64,
     /// `--region-link-user`: the ACL user this node's links log in as on their peers.
@@ -78,6 +82,8 @@ impl RegionSettings {
             strong_timeout: Duration::from_millis(config.strong_timeout_ms),
             tombstone_ttl: Duration::from_millis(config.region_tombstone_ms),
             queue_limit: config.region_queue_limit.max(1),
+            queue_max_bytes: config.region_queue_max_bytes.max(1),
+            replicate_max_bytes: config.region_replicate_max_bytes,
             max_clock_drift_ms: config.max_clock_drift_ms,
             link_user: config
                 .region_link_user
@@ -115,18 +121,72 @@ pub enum EventKind {
         value: Bytes,
         ttl_ms: u64,
     },
+    /// Store a value of any other type (replicate mode) from its DUMP payload;
+    /// `ttl_ms` 0 = persistent. A peer that predates it is sent [`EventKind::Key`].
+    Restore {
+        key: Vec<u8>,
+        payload: Bytes,
+        ttl_ms: u64,
+    },
 }
 
 impl EventKind {
     /// Slot the event is routed by; None for patterns (sent to every primary).
     pub fn slot(&self) -> Option<u16> {
         match self {
-            EventKind::Key(key) | EventKind::Set { key, .. } => {
+            EventKind::Key(key) | EventKind::Set { key, .. } | EventKind::Restore { key, .. } => {
                 Some(meridian_topology::key_slot(key))
             }
             EventKind::Slot(slot) => Some(*slot),
             EventKind::Pattern(_) => None,
         }
+    }
+
+    /// Bytes of value the event holds (what the outbox's byte bound counts).
+    pub fn value_bytes(&self) -> usize {
+        match self {
+            EventKind::Set { value, .. } => value.len(),
+            EventKind::Restore { payload, .. } => payload.len(),
+            EventKind::Key(_) | EventKind::Pattern(_) | EventKind::Slot(_) => 0,
+        }
+    }
+}
+
+/// What replicate mode ships for `key` after a write: its value (a string as it
+/// is, any other type as a DUMP payload) with the remaining TTL, or an
+/// invalidation when the key is gone or its value is larger than `max_bytes`
+/// (shipping a big collection on every write would cost more than a miss).
+pub fn replicated(entry: Option<&Entry>, key: &[u8], now: u64, max_bytes: usize) -> EventKind {
+    let invalidate = || EventKind::Key(key.to_vec());
+    let Some(entry) = entry.filter(|entry| entry.expire_at() == 0 || entry.expire_at() > now)
+    else {
+        return invalidate();
+    };
+    let ttl_ms = match entry.expire_at() {
+        0 => 0,
+        at => at - now,
+    };
+    match entry.value() {
+        ValueRef::Str(value) if value.len() <= max_bytes => EventKind::Set {
+            key: key.to_vec(),
+            value: Bytes::copy_from_slice(value),
+            ttl_ms,
+        },
+        ValueRef::Str(_) => invalidate(),
+        // the in-memory size bounds the payload's from above: skip the copy
+        // only when even the payload cannot fit
+        other if entry.memory() <= max_bytes.saturating_mul(2) => {
+            let payload = crate::migration::dump(other);
+            if payload.len() > max_bytes {
+                return invalidate();
+            }
+            EventKind::Restore {
+                key: key.to_vec(),
+                payload: Bytes::from(payload),
+                ttl_ms,
+            }
+        }
+        _ => invalidate(),
     }
 }
 
@@ -493,29 +553,13 @@ impl Regions {
             }
         }
         let now = crate::store::now_ms();
+        let max_bytes = regions.settings.replicate_max_bytes;
         for &key in written {
             regions.versions.record_key(key, version);
             let kind = match regions.settings.mode {
                 CrossRegionMode::Invalidate => EventKind::Key(key.to_vec()),
                 CrossRegionMode::Replicate => keys.with_key(key, |shard, _| {
-                    match shard.peek(key) {
-                        Some(entry) if entry.expire_at() == 0 || entry.expire_at() > now => {
-                            match entry.value() {
-                                ValueRef::Str(value) => EventKind::Set {
-                                    key: key.to_vec(),
-                                    value: Bytes::copy_from_slice(value),
-                                    ttl_ms: if entry.expire_at() == 0 {
-                                        0
-                                    } else {
-                                        entry.expire_at() - now
-                                    },
-                                },
-                                // only strings are shipped; other types are invalidated
-                                _ => EventKind::Key(key.to_vec()),
-                            }
-                        }
-                        _ => EventKind::Key(key.to_vec()),
-                    }
+                    replicated(shard.peek(key), key, now, max_bytes)
                 }),
             };
             kinds.push(kind);
@@ -679,6 +723,8 @@ mod tests {
             strong_timeout: Duration::from_millis(10),
             tombstone_ttl: Duration::from_secs(1),
             queue_limit: 10,
+            queue_max_bytes: 1 << 20,
+            replicate_max_bytes: 1 << 20,
             max_clock_drift_ms,
             link_user: None,
         }

@@ -38,6 +38,8 @@ pub struct Outbox {
     unrouted_from: u64,
     generation: u64,
     recovering: usize,
+    /// Bytes of values the waiting events hold.
+    value_bytes: usize,
 }
 
 /// An event every lane acknowledged, now out of the outbox.
@@ -65,6 +67,11 @@ impl Outbox {
         self.entries.len() - self.recovering
     }
 
+    /// Bytes of values the waiting events hold (what the byte bound applies to).
+    pub fn value_bytes(&self) -> usize {
+        self.value_bytes
+    }
+
     #[cfg(test)]
     pub fn generation(&self) -> u64 {
         self.generation
@@ -74,6 +81,7 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.recovering += usize::from(recovery);
+        self.value_bytes += event.kind.value_bytes();
         self.entries.insert(
             seq,
             Entry {
@@ -157,6 +165,7 @@ impl Outbox {
         }
         let entry = self.entries.remove(&seq)?;
         self.recovering -= usize::from(entry.recovery);
+        self.value_bytes -= entry.event.kind.value_bytes();
         Some(Delivered {
             event: entry.event,
             applied: !entry.refused,
@@ -258,6 +267,33 @@ mod tests {
         let generation = outbox.generation();
         assert!(outbox.acknowledge(generation, 1, "p", true).is_some());
         assert_eq!((outbox.len(), outbox.client_events()), (1, 1));
+    }
+
+    #[test]
+    fn value_bytes_follow_the_waiting_events() {
+        let mut outbox = Outbox::default();
+        let set = |key: &[u8], len: usize| EventKind::Set {
+            key: key.to_vec(),
+            value: bytes::Bytes::from(vec![b'v'; len]),
+            ttl_ms: 0,
+        };
+        outbox.push(event(set(b"a", 10)), false);
+        outbox.push(event(EventKind::Key(b"b".to_vec())), false);
+        outbox.push(
+            event(EventKind::Restore {
+                key: b"c".to_vec(),
+                payload: bytes::Bytes::from(vec![0; 7]),
+                ttl_ms: 0,
+            }),
+            false,
+        );
+        assert_eq!(outbox.value_bytes(), 17);
+        route_to(&mut outbox, &["p"]);
+        let generation = outbox.generation();
+        assert!(outbox.acknowledge(generation, 0, "p", true).is_some());
+        assert_eq!(outbox.value_bytes(), 7);
+        assert!(outbox.acknowledge(generation, 2, "p", false).is_some());
+        assert_eq!(outbox.value_bytes(), 0);
     }
 
     #[test]

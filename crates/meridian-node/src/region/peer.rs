@@ -42,6 +42,8 @@ pub struct Peer {
     outbox: Mutex<Outbox>,
     dirty: Mutex<BTreeSet<u16>>,
     limit: usize,
+    /// Bytes of values queued before further events overflow (see [`Peer::push`]).
+    max_bytes: usize,
     /// Wakes the coordinator: events were queued, or the outbox drained.
     wake: Notify,
     up: AtomicBool,
@@ -137,6 +139,7 @@ impl Peer {
             outbox: Mutex::new(Outbox::default()),
             dirty: Mutex::new(BTreeSet::new()),
             limit: shared.regions().settings.queue_limit,
+            max_bytes: shared.regions().settings.queue_max_bytes,
             wake: Notify::new(),
             up: AtomicBool::new(false),
             epoch: Mutex::new(None),
@@ -181,7 +184,12 @@ impl Peer {
     /// dirty instead (invalidated wholesale once the link drains).
     pub fn push(&self, event: Event) {
         let mut outbox = self.outbox.lock();
-        if outbox.client_events() >= self.limit {
+        let bytes = event.kind.value_bytes();
+        // a value alone larger than the bound still goes into an empty queue
+        let over_bytes = bytes > 0
+            && outbox.value_bytes() > 0
+            && outbox.value_bytes().saturating_add(bytes) > self.max_bytes;
+        if outbox.client_events() >= self.limit || over_bytes {
             drop(outbox);
             let mut dirty = self.dirty.lock();
             match event.kind.slot() {
@@ -567,6 +575,7 @@ mod tests {
             outbox: Mutex::new(Outbox::default()),
             dirty: Mutex::new(BTreeSet::new()),
             limit: 100,
+            max_bytes: 100,
             wake: Notify::new(),
             up: AtomicBool::new(false),
             epoch: Mutex::new(None),
@@ -598,6 +607,41 @@ mod tests {
             .route(|_| Some(vec![lane.clone()]), |_, _| {})
             .expect("routable");
         outbox.generation()
+    }
+
+    #[test]
+    fn values_past_the_byte_bound_mark_their_slot_dirty() {
+        let peer = idle_peer("region-b");
+        let push = |key: &[u8], len: usize| {
+            peer.push(Event {
+                kind: EventKind::Set {
+                    key: key.to_vec(),
+                    value: bytes::Bytes::from(vec![b'v'; len]),
+                    ttl_ms: 0,
+                },
+                version: Version::default(),
+                origin_region: Arc::from("region-a"),
+                origin_ms: 0,
+                ack: None,
+            })
+        };
+        // alone, a value above the bound is still queued
+        push(b"big", 150);
+        push(b"next", 10);
+        assert_eq!(peer.outbox.lock().len(), 1);
+        assert_eq!(
+            peer.dirty.lock().iter().copied().collect::<Vec<_>>(),
+            vec![meridian_topology::key_slot(b"next")]
+        );
+        // invalidations hold no value: the byte bound does not refuse them
+        peer.push(Event {
+            kind: EventKind::Key(b"k".to_vec()),
+            version: Version::default(),
+            origin_region: Arc::from("region-a"),
+            origin_ms: 0,
+            ack: None,
+        });
+        assert_eq!(peer.outbox.lock().len(), 2);
     }
 
     #[test]
