@@ -577,3 +577,54 @@ fn a_primary_drops_a_replica_that_stopped_reading() {
     });
     assert_eq!(dbsize(&replica), HOT_KEYS as i64);
 }
+
+/// A primary SIGKILLed in the middle of a script that already wrote: its replica
+/// holds none of the script's effects (they replicate as one block once it ends),
+/// and, promoted, serves the data as it was before the script.
+#[test]
+fn a_primary_killed_mid_script_leaves_its_replica_with_none_of_its_writes() {
+    let primary = start("script-primary", &[]);
+    let replica = start("script-replica", &[]);
+    assert_eq!(
+        replica
+            .raw()
+            .cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]),
+        Reply::ok()
+    );
+    let mut raw = primary.raw();
+    assert_eq!(raw.cmd(&["SET", "before", "kept"]), Reply::ok());
+    assert_eq!(raw.cmd(&["SET", "counter", "10"]), Reply::ok());
+    assert_eq!(raw.cmd(&["WAIT", "1", "5000"]), Reply::Int(1));
+
+    // writes, then spins for 1.5 s (well inside the 5 s time limit), then writes again
+    let script = "redis.call('SET', KEYS[1], 'partial') \
+        redis.call('INCR', KEYS[2]) \
+        local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end \
+        local start = now() \
+        repeat until now() - start > 1500000 \
+        redis.call('SET', KEYS[3], 'end') \
+        return 1";
+    let mut scripted = primary.raw();
+    scripted.send(&encode(&[
+        b"EVAL",
+        script.as_bytes(),
+        b"3",
+        b"first",
+        b"counter",
+        b"last",
+    ]));
+    // the script is running (its first writes done) when the primary dies
+    std::thread::sleep(Duration::from_millis(500));
+    primary.signal("KILL");
+
+    wait_until("replica saw its primary go", Duration::from_secs(10), || {
+        info_field(&replica, "replication", "master_link_status") == "down"
+    });
+    let mut on_replica = replica.raw();
+    assert_eq!(on_replica.cmd(&["EXISTS", "first", "last"]), Reply::Int(0));
+    assert_eq!(on_replica.cmd(&["GET", "counter"]), Reply::bulk("10"));
+    assert_eq!(on_replica.cmd(&["REPLICAOF", "NO", "ONE"]), Reply::ok());
+    assert_eq!(on_replica.cmd(&["GET", "before"]), Reply::bulk("kept"));
+    assert_eq!(on_replica.cmd(&["INCR", "counter"]), Reply::Int(11));
+    assert_eq!(on_replica.cmd(&["EXISTS", "first", "last"]), Reply::Int(0));
+}
