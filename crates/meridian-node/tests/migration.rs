@@ -205,15 +205,26 @@ fn writer(url: String, tags: Vec<String>, stop: Arc<AtomicBool>) -> Acked {
             .expect("cluster client");
         let mut con = client.get_async_connection().await.expect("connect");
         let mut acked = Acked::default();
+        let incr_script = redis::Script::new("return redis.call('INCR', KEYS[1])");
         let mut round = 0usize;
         while !stop.load(Ordering::Relaxed) || round < 2 {
             for tag in &tags {
                 let counter = format!("{{{tag}}}:ctr");
-                let _: i64 = redis::cmd("INCR")
-                    .arg(&counter)
-                    .query_async(&mut con)
-                    .await
-                    .expect("incr");
+                // every other increment is a script (EVALSHA, then EVAL where the
+                // destination has not cached it): redirected like a command
+                let _: i64 = if round % 2 == 0 {
+                    redis::cmd("INCR")
+                        .arg(&counter)
+                        .query_async(&mut con)
+                        .await
+                        .expect("incr")
+                } else {
+                    incr_script
+                        .key(&counter)
+                        .invoke_async(&mut con)
+                        .await
+                        .expect("scripted incr")
+                };
                 *acked.counters.entry(counter).or_default() += 1;
                 let key = format!("{{{tag}}}:w:{round}");
                 let () = redis::cmd("SET")
@@ -305,6 +316,31 @@ fn slots_migrate_live_without_losing_entries() {
     assert_eq!(raw_b.cmd(&["ASKING"]), Reply::ok());
     assert!(error(raw_b.cmd(&["MGET", &moved_key, &kept_key])).starts_with("TRYAGAIN"));
     assert!(error(raw_a.cmd(&["EXISTS", &moved_key])).starts_with("ASK "));
+    // a script's declared keys are routed like a command's: it runs where its
+    // keys are, and never sees a slot half moved
+    let get_all = "local out = {} for i, key in ipairs(KEYS) do \
+        out[i] = redis.call('GET', key) or 'nil' end return out";
+    assert_eq!(
+        raw_a.cmd(&["EVAL", get_all, "1", &kept_key]),
+        Reply::Array(vec![Reply::bulk(&kept_key)])
+    );
+    assert_eq!(
+        raw_a.cmd(&["EVAL", get_all, "1", &moved_key]),
+        Reply::err(&format!("ASK {FIRST} 127.0.0.1:{}", b.port))
+    );
+    assert!(
+        error(raw_a.cmd(&["EVAL", get_all, "2", &kept_key, &moved_key])).starts_with("TRYAGAIN")
+    );
+    assert_eq!(raw_b.cmd(&["ASKING"]), Reply::ok());
+    assert_eq!(
+        raw_b.cmd(&["EVAL", get_all, "1", &moved_key]),
+        Reply::Array(vec![Reply::bulk(&moved_key)])
+    );
+    // for that one script only
+    assert_eq!(
+        raw_b.cmd(&["EVAL", get_all, "1", &moved_key]),
+        Reply::err(&format!("MOVED {FIRST} 127.0.0.1:{}", a.port))
+    );
 
     // migrate every slot while a cluster client keeps writing
     let stop = Arc::new(AtomicBool::new(false));

@@ -617,9 +617,11 @@ fn a_primary_killed_mid_script_leaves_its_replica_with_none_of_its_writes() {
     std::thread::sleep(Duration::from_millis(500));
     primary.signal("KILL");
 
-    wait_until("replica saw its primary go", Duration::from_secs(10), || {
-        info_field(&replica, "replication", "master_link_status") == "down"
-    });
+    wait_until(
+        "replica saw its primary go",
+        Duration::from_secs(10),
+        || info_field(&replica, "replication", "master_link_status") == "down",
+    );
     let mut on_replica = replica.raw();
     assert_eq!(on_replica.cmd(&["EXISTS", "first", "last"]), Reply::Int(0));
     assert_eq!(on_replica.cmd(&["GET", "counter"]), Reply::bulk("10"));

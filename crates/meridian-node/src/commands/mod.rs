@@ -1346,6 +1346,8 @@ pub struct ClientState {
     pub listening_port: u16,
     /// ASKING was sent: the next command may reach a slot being imported.
     pub asking: bool,
+    /// The script running now was sent after ASKING (see `scripting::script_call`).
+    pub script_asking: bool,
 }
 
 /// Something a command asked the connection to do asynchronously.
@@ -1402,6 +1404,7 @@ impl ClientState {
             pending: None,
             listening_port: 0,
             asking: false,
+            script_asking: false,
         }
     }
 
@@ -1629,6 +1632,14 @@ fn truncate(text: &str, max: usize) -> &str {
     }
 }
 
+/// Commands that run a script or function, whose calls ASKING covers too.
+fn runs_script(id: Cmd) -> bool {
+    matches!(
+        id,
+        Cmd::Eval | Cmd::Evalsha | Cmd::EvalRo | Cmd::EvalshaRo | Cmd::Fcall | Cmd::FcallRo
+    )
+}
+
 /// Commands that change the dataset or feed the replication stream without
 /// the WRITE flag (Redis's may-replicate commands).
 fn may_replicate_unflagged(id: Cmd) -> bool {
@@ -1724,6 +1735,8 @@ pub fn dispatch<'a, 'h>(
     if spec.id != Cmd::Asking && !in_block {
         client.asking = false;
     }
+    // a script's calls are covered by the ASKING before it
+    client.script_asking = asking && runs_script(spec.id);
     if (spec.arity > 0 && args.len() as i32 != spec.arity)
         || (spec.arity < 0 && (args.len() as i32) < -spec.arity)
     {

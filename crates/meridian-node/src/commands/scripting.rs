@@ -135,13 +135,17 @@ fn script_call<'a>(
     }
     // the script holds this node's locks only: a key of a slot another node serves
     // (or one this node cannot serve yet) must not be read or written here
+    // after ASKING, the importing node serves the script's keys of the slot
+    let asking = client.script_asking;
     if !client.primary_link
-        && super::cluster::check_command(shared, client.readonly, false, spec, &args).is_err()
+        && super::cluster::check_command(shared, client.readonly, asking, spec, &args).is_err()
     {
         return refuse("ERR Script attempted to access a non local key in a cluster node");
     }
     let mut out = Out::capture();
     dispatch(shared, exec, client, &mut out, &args, access);
+    // (the nested dispatch reset it for its own command)
+    client.script_asking = asking;
     let reply = out.take_replies().into_iter().next().unwrap_or(Reply::Nil);
     if spec.has(WRITE) && !matches!(reply, Reply::Error(_)) {
         shared.scripts.note_write();
