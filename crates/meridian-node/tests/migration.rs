@@ -212,7 +212,7 @@ fn writer(url: String, tags: Vec<String>, stop: Arc<AtomicBool>) -> Acked {
                 let counter = format!("{{{tag}}}:ctr");
                 // every other increment is a script (EVALSHA, then EVAL where the
                 // destination has not cached it): redirected like a command
-                let _: i64 = if round % 2 == 0 {
+                let _: i64 = if round.is_multiple_of(2) {
                     redis::cmd("INCR")
                         .arg(&counter)
                         .query_async(&mut con)
