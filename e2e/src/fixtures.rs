@@ -30,6 +30,8 @@ pub struct ClusterFixture {
     /// `eventual` or `strong`, with cross-region invalidation (and a 2 s strong timeout);
     /// `None` leaves both to the CRD defaults.
     pub consistency: Option<String>,
+    /// `crossRegion.mode` when `consistency` is set: `invalidate` when `None`.
+    pub cross_region_mode: Option<String>,
     pub maxmemory: String,
     /// `spec.fencing` as (minReplicas, maxLagSeconds); off when `None`.
     pub fencing: Option<(u32, u32)>,
@@ -51,6 +53,7 @@ impl Default for ClusterFixture {
             replicas_per_shard: 0,
             regions: Vec::new(),
             consistency: None,
+            cross_region_mode: None,
             maxmemory: "64Mi".into(),
             fencing: None,
             runtime_classes: Vec::new(),
@@ -96,8 +99,9 @@ impl ClusterFixture {
                 } else {
                     ""
                 };
+                let mode = self.cross_region_mode.as_deref().unwrap_or("invalidate");
                 format!(
-                    "\n  consistency: {consistency}\n  crossRegion:\n    mode: invalidate{strong_timeout}"
+                    "\n  consistency: {consistency}\n  crossRegion:\n    mode: {mode}{strong_timeout}"
                 )
             }
         };

@@ -170,6 +170,139 @@ async fn a_write_in_one_region_invalidates_the_other() -> Result<()> {
     Ok(())
 }
 
+/// A command from its name and arguments.
+fn command(args: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd
+}
+
+/// Every type's value as reads see it (a list and sorted set in order, a hash and set
+/// sorted), so the two regions' copies compare whatever their insertion order.
+async fn contents(connection: &mut ClusterConnection, key: &str) -> Result<Option<Vec<String>>> {
+    let kind: String = redis::cmd("TYPE").arg(key).query_async(connection).await?;
+    let read = command;
+    let mut items: Vec<String> = match kind.as_str() {
+        "none" => return Ok(None),
+        "list" => {
+            return Ok(Some(
+                read(&["LRANGE", key, "0", "-1"])
+                    .query_async(connection)
+                    .await?,
+            ));
+        }
+        "zset" => {
+            return Ok(Some(
+                read(&["ZRANGE", key, "0", "-1", "WITHSCORES"])
+                    .query_async(connection)
+                    .await?,
+            ));
+        }
+        "hash" => read(&["HGETALL", key]).query_async(connection).await?,
+        "set" => read(&["SMEMBERS", key]).query_async(connection).await?,
+        "string" => vec![read(&["GET", key]).query_async(connection).await?],
+        other => bail!("{key}: unexpected type {other}"),
+    };
+    items.sort();
+    Ok(Some(items))
+}
+
+/// Polls until `key` reads the same in both regions (and exists when `present`).
+async fn wait_same(
+    region_a: &mut ClusterConnection,
+    region_b: &mut ClusterConnection,
+    key: &str,
+    present: bool,
+) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let (left, right) = (
+            contents(region_a, key).await?,
+            contents(region_b, key).await?,
+        );
+        if left == right && left.is_some() == present {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > EVENTUAL_BOUND {
+            bail!("{key} differs after {EVENTUAL_BOUND:?}: region-a {left:?}, region-b {right:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicate_mode_carries_every_type_to_the_other_region() -> Result<()> {
+    let _links = LINKS.read().await;
+    let Some((client, ns)) = operator_scenario(
+        "replicate_mode_carries_every_type_to_the_other_region",
+        "e2e-xreplicate",
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let fixture = ClusterFixture {
+        name: "xr-replicate".into(),
+        shards: 2,
+        consistency: Some("eventual".into()),
+        cross_region_mode: Some("replicate".into()),
+        ..ClusterFixture::default()
+    };
+    let Linked {
+        mut region_a,
+        mut region_b,
+        ..
+    } = deploy_linked(&client, &ns.name, fixture).await?;
+
+    // an application's state written in region-a is readable, whole, in region-b
+    for args in [
+        &["RPUSH", "jobs", "j1", "j2", "j3"][..],
+        &["ZADD", "board", "10", "ann", "7", "bob"],
+        &["HSET", "user:1", "name", "ada", "plan", "pro"],
+        &["SADD", "online", "ann", "bob"],
+        &["SET", "greeting", "hello"],
+    ] {
+        let _: redis::Value = command(args).query_async(&mut region_a).await?;
+    }
+    let mut lags = Vec::new();
+    for key in ["jobs", "board", "user:1", "online", "greeting"] {
+        lags.push(wait_same(&mut region_a, &mut region_b, key, true).await?);
+    }
+    // and later writes in either region replace the other's copy (last writer wins per key)
+    let _: Option<String> = redis::cmd("LPOP")
+        .arg("jobs")
+        .query_async(&mut region_b)
+        .await?;
+    let _: f64 = redis::cmd("ZINCRBY")
+        .arg("board")
+        .arg(5)
+        .arg("bob")
+        .query_async(&mut region_b)
+        .await?;
+    lags.push(wait_same(&mut region_a, &mut region_b, "jobs", true).await?);
+    lags.push(wait_same(&mut region_a, &mut region_b, "board", true).await?);
+    assert_eq!(
+        contents(&mut region_a, "board").await?,
+        Some(["ann", "10", "bob", "12"].map(String::from).to_vec()),
+        "region-b's ZINCRBY reached region-a"
+    );
+    let _: i64 = redis::cmd("DEL")
+        .arg("online")
+        .query_async(&mut region_a)
+        .await?;
+    lags.push(wait_same(&mut region_a, &mut region_b, "online", false).await?);
+    lags.sort();
+    eprintln!(
+        "replicate mode: value in the other region after min {:?}, median {:?}, max {:?}",
+        lags[0],
+        lags[lags.len() / 2],
+        lags[lags.len() - 1]
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn strong_consistency_never_serves_the_old_value_after_an_ack() -> Result<()> {
     let _links = LINKS.read().await;
