@@ -278,6 +278,12 @@ pub fn node_settings(plan: &RegionPlan<'_>) -> BTreeMap<String, String> {
     if let Ok(Some(bytes)) = spec.memory.maxmemory_bytes() {
         data.insert("MERIDIAN_MAXMEMORY".to_string(), bytes.to_string());
     }
+    if let Ok(Some(bytes)) = spec.cross_region.replicate_max_value_bytes() {
+        data.insert(
+            "MERIDIAN_REGION_REPLICATE_MAX_BYTES".to_string(),
+            bytes.to_string(),
+        );
+    }
     if let Some(fencing) = &spec.fencing {
         let min_replicas = u16::try_from(fencing.min_replicas)
             .unwrap_or(0)

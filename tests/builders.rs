@@ -344,6 +344,21 @@ fn minimal_cluster_gets_the_generated_password_and_uses_default_image() {
     );
     let settings = resources.config_map.data.as_ref().unwrap();
     assert!(!settings.contains_key("MERIDIAN_MAXMEMORY"));
+    assert!(!settings.contains_key("MERIDIAN_REGION_REPLICATE_MAX_BYTES"));
+    assert_eq!(settings["MERIDIAN_CROSS_REGION_MODE"], "invalidate");
+
+    // replicate mode with its value bound: handed to the node in bytes
+    let mut replicated = cluster.clone();
+    replicated.spec.cross_region.mode = meridian_api::CrossRegionMode::Replicate;
+    replicated.spec.cross_region.replicate_max_value_size = Some("1.5Mi".into());
+    let plan = resources::validate(&replicated, &region).expect("valid");
+    let replicated = resources::build(&plan, &config());
+    let replicated = replicated.config_map.data.as_ref().unwrap();
+    assert_eq!(replicated["MERIDIAN_CROSS_REGION_MODE"], "replicate");
+    assert_eq!(
+        replicated["MERIDIAN_REGION_REPLICATE_MAX_BYTES"],
+        (3u64 << 19).to_string()
+    );
     assert_eq!(settings["MERIDIAN_MAXMEMORY_POLICY"], "sieve");
     assert_eq!(
         settings["MERIDIAN_MANAGED"], "true",

@@ -75,6 +75,9 @@ fn default_password_key() -> String {
 #[x_kube(validation = Rule::new(
     "!has(self.crossRegion) || !has(self.crossRegion.strongTimeoutMs) || (has(self.consistency) && self.consistency == 'strong')"
 ).message("crossRegion.strongTimeoutMs only applies when consistency is 'strong': remove it or set consistency: strong").field_path(".crossRegion.strongTimeoutMs"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.crossRegion) || !has(self.crossRegion.replicateMaxValueSize) || (has(self.crossRegion.mode) && self.crossRegion.mode == 'replicate')"
+).message("crossRegion.replicateMaxValueSize only applies when crossRegion.mode is 'replicate': remove it or set mode: replicate").field_path(".crossRegion.replicateMaxValueSize"))]
 #[serde(rename_all = "camelCase")]
 pub struct CacheClusterSpec {
     /// Shards (primaries) per region; each region may override it. Hash slots are split evenly
@@ -244,12 +247,29 @@ pub struct CrossRegionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 60000").message("crossRegion.strongTimeoutMs must be between 1 and 60000"))]
     pub strong_timeout_ms: Option<u32>,
+
+    /// With `mode: replicate`, the largest value shipped to the peer regions, as a byte
+    /// quantity (`8Mi` when absent): a string's length, another type's serialized size.
+    /// Every write ships the key's whole value, so a key with a larger value is
+    /// invalidated in the peers instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(crate::quantity::maxmemory_rule()).message("crossRegion.replicateMaxValueSize must be a byte quantity such as 1Mi, 512Ki or 1048576"))]
+    #[schemars(length(max = 32))]
+    pub replicate_max_value_size: Option<String>,
 }
 
 impl CrossRegionSpec {
     /// The strong-consistency timeout with the default applied.
     pub fn effective_strong_timeout_ms(&self) -> u32 {
         self.strong_timeout_ms.unwrap_or(DEFAULT_STRONG_TIMEOUT_MS)
+    }
+
+    /// `replicateMaxValueSize` in bytes (None: absent, the node's default applies).
+    pub fn replicate_max_value_bytes(&self) -> Result<Option<u64>, crate::ApiError> {
+        self.replicate_max_value_size
+            .as_deref()
+            .map(crate::parse_byte_quantity)
+            .transpose()
     }
 }
 
