@@ -70,9 +70,14 @@ pub struct ClientHandle {
     /// The ACL user the connection is logged in as (CLIENT LIST `user=`; ACL DELUSER
     /// closes its connections).
     pub user: Mutex<std::sync::Arc<str>>,
+    /// Queued bytes past which the connection is closed (the hard limit of Redis's
+    /// `client-output-buffer-limit pubsub` class; 0 = none), shared with the settings
+    /// so CONFIG SET moves it for every connection.
+    output_limit: std::sync::Arc<AtomicUsize>,
 }
 
-/// Pub/sub output limit per subscriber (Redis: client-output-buffer-limit pubsub 32mb).
+/// Pub/sub output limit per subscriber, Redis's default (client-output-buffer-limit
+/// pubsub 32mb): what a handle has unless given the node's setting.
 pub const PUBSUB_OUTPUT_LIMIT: usize = 32 * 1024 * 1024;
 
 impl ClientHandle {
@@ -99,6 +104,15 @@ impl ClientHandle {
             in_multi: Default::default(),
             blocked: Default::default(),
             user: Mutex::new("default".into()),
+            output_limit: std::sync::Arc::new(AtomicUsize::new(PUBSUB_OUTPUT_LIMIT)),
+        }
+    }
+
+    /// The handle, its output limit following `limit` (the node's setting).
+    pub fn with_output_limit(self, limit: std::sync::Arc<AtomicUsize>) -> ClientHandle {
+        ClientHandle {
+            output_limit: limit,
+            ..self
         }
     }
 
@@ -106,7 +120,8 @@ impl ClientHandle {
     pub fn deliver(&self, event: ClientEvent) -> bool {
         let size = event.size();
         let pending = self.pending_bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if pending > PUBSUB_OUTPUT_LIMIT {
+        let limit = self.output_limit.load(Ordering::Relaxed);
+        if limit > 0 && pending > limit {
             let _ = self.events.send(ClientEvent::Kill);
             return false;
         }

@@ -46,9 +46,15 @@ pub struct Config {
     /// Seconds to wait for in-flight connections on SIGTERM.
     #[arg(long, env = "MERIDIAN_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,
-    /// Largest accepted bulk argument (Redis proto-max-bulk-len).
+    /// Largest accepted bulk argument (Redis proto-max-bulk-len; CONFIG SET changes it).
     #[arg(long, env = "MERIDIAN_PROTO_MAX_BULK_LEN", default_value = "512mb", value_parser = parse_memory)]
     pub proto_max_bulk_len: u64,
+    /// Seconds of silence after which a client connection's socket sends TCP keepalive
+    /// probes (Redis `tcp-keepalive`; 0 = none); a peer that stopped answering them
+    /// is disconnected. CONFIG SET tcp-keepalive changes it for new connections.
+    #[arg(long, env = "MERIDIAN_TCP_KEEPALIVE", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=i32::MAX as u64))]
+    pub tcp_keepalive: u64,
     /// Largest unparsed input per client before it is disconnected (client-query-buffer-limit).
     #[arg(long, env = "MERIDIAN_CLIENT_QUERY_BUFFER_LIMIT", default_value = "1gb", value_parser = parse_memory)]
     pub client_query_buffer_limit: u64,

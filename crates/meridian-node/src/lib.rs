@@ -27,6 +27,7 @@ pub mod region;
 pub mod replication;
 pub mod scripting;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod store;
 pub mod tls;
@@ -127,10 +128,16 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
                     .unwrap_or(usize::MAX),
                 ..Limits::default()
             },
-            compat: Mutex::new(BTreeMap::from([
-                ("save".to_string(), String::new()),
-                ("appendonly".to_string(), "no".to_string()),
-            ])),
+            settings: settings::Settings::new(&[
+                (
+                    settings::Num::TcpKeepalive,
+                    i64::try_from(config.tcp_keepalive).unwrap_or(i64::MAX),
+                ),
+                (
+                    settings::Num::ProtoMaxBulkLen,
+                    i64::try_from(config.proto_max_bulk_len).unwrap_or(i64::MAX),
+                ),
+            ]),
             idle_timeout_secs: AtomicU64::new(config.timeout),
             maxclients: AtomicU64::new(config.maxclients),
             protected_mode: AtomicBool::new(config.protected_mode),

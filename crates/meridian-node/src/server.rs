@@ -23,6 +23,7 @@ use crate::net::Stream;
 use crate::protocol::frame::unescape_inline;
 use crate::protocol::{Limits, Out, Parsed, Partial, Protocol, parse_command_resuming};
 use crate::replication::primary::{FeedRequest, serve_replica, wait_acks};
+use crate::settings::Num;
 use crate::state::{PauseMode, Shared};
 use crate::store::Access;
 
@@ -253,7 +254,7 @@ impl Connection {
     /// Parses and runs every complete command in the input buffer. Stops early
     /// when the output grows large so it can be flushed.
     fn process(&mut self) -> Flow {
-        let mut limits = self.shared.config.limits;
+        let mut limits = self.shared.config.limits();
         // a client the default user does not log in is held to small requests until AUTH
         let password_set =
             !self.client.login.authenticated && !self.shared.acl.login_default().authenticated;
@@ -412,6 +413,18 @@ async fn flush(stream: &mut Stream, out: &mut Out, shared: &Shared) -> std::io::
     Ok(())
 }
 
+/// Redis's anetKeepAlive: probes after `seconds` of silence, then every third of
+/// that, and the connection dropped after 3 unanswered.
+fn set_keepalive(stream: &TcpStream, seconds: u64) -> std::io::Result<()> {
+    let idle = std::time::Duration::from_secs(seconds);
+    let interval = std::time::Duration::from_secs((seconds / 3).max(1));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval)
+        .with_retries(3);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
 async fn handle(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -420,6 +433,13 @@ async fn handle(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let keepalive = shared.config.settings.get(Num::TcpKeepalive);
+    if keepalive > 0
+        && let Err(error) = set_keepalive(&stream, keepalive.unsigned_abs())
+    {
+        // as Redis: the client is served without it
+        tracing::debug!(%peer, %error, "tcp keepalive not set");
+    }
     let laddr = stream
         .local_addr()
         .map(|addr| addr.to_string())
@@ -431,7 +451,10 @@ async fn handle(
     };
     let (events, mut inbox) = mpsc::unbounded_channel();
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-    let handle = Arc::new(ClientHandle::new(id, peer.to_string(), laddr, events));
+    let handle = Arc::new(
+        ClientHandle::new(id, peer.to_string(), laddr, events)
+            .with_output_limit(shared.config.settings.pubsub_output_limit.clone()),
+    );
     shared.clients.lock().insert(id, handle.clone());
     let mut client = ClientState::new(handle.clone(), shared.acl.login_default());
     client.peer_certified = stream.peer_certified();

@@ -27,9 +27,13 @@ pub struct Counters {
 /// Runtime-settable configuration (CONFIG SET).
 pub struct RuntimeConfig {
     pub requirepass: RwLock<Option<String>>,
+    /// The request limits as the node started; `max_bulk_len` follows CONFIG SET
+    /// proto-max-bulk-len, so read them with [`RuntimeConfig::limits`].
     pub limits: Limits,
-    /// Parameters accepted for compatibility but without effect (save, appendonly, ...).
-    pub compat: Mutex<BTreeMap<String, String>>,
+    /// Redis parameters CONFIG SET changes: numeric ones (tcp-keepalive,
+    /// proto-max-bulk-len, encoding thresholds, ...) and ones kept as text (save,
+    /// client-output-buffer-limit, ...); see crate::settings.
+    pub settings: crate::settings::Settings,
     /// Seconds a client may stay idle before it is disconnected (Redis `timeout`; 0 =
     /// never). Subscribers and replicas are exempt.
     pub idle_timeout_secs: AtomicU64,
@@ -38,6 +42,16 @@ pub struct RuntimeConfig {
     pub maxclients: AtomicU64,
     /// Redis `protected-mode` (see [`Shared::protected_from`]).
     pub protected_mode: std::sync::atomic::AtomicBool,
+}
+
+impl RuntimeConfig {
+    /// The request limits in force (proto-max-bulk-len as last set).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_bulk_len: self.settings.size(crate::settings::Num::ProtoMaxBulkLen),
+            ..self.limits
+        }
+    }
 }
 
 pub struct Shared {

@@ -3,15 +3,10 @@
 
 use super::{Ctx, help};
 use crate::error::{CmdResult, CommandError};
+use crate::settings::{Num, Settings};
 use crate::store::eviction::{Policy, lfu, lru};
 use crate::store::{Shard, ValueRef};
 
-/// redis-server's limits for its compact encodings (7.0 defaults).
-const SET_MAX_INTSET_ENTRIES: usize = 512;
-const HASH_MAX_LISTPACK_ENTRIES: usize = 128;
-const HASH_MAX_LISTPACK_VALUE: usize = 64;
-const ZSET_MAX_LISTPACK_ENTRIES: usize = 128;
-const ZSET_MAX_LISTPACK_VALUE: usize = 64;
 /// Strings up to this long are one allocation with their object (embstr).
 const EMBSTR_MAX: usize = 44;
 
@@ -25,33 +20,42 @@ fn canonical_integer(bytes: &[u8]) -> bool {
             .is_some_and(|value| value.to_string().as_bytes() == bytes)
 }
 
-/// The encoding redis-server 7.0 would report for this value as it is now. Redis
-/// keeps a larger encoding once a value grew into it; the node reports by content.
-fn encoding(value: ValueRef<'_>) -> &'static str {
+/// The encoding redis-server 7.0 would report for this value as it is now, under the
+/// thresholds CONFIG SET gave (set-max-intset-entries, hash-max-listpack-*,
+/// zset-max-listpack-*). Redis keeps a larger encoding once a value grew into it; the
+/// node reports by content.
+fn encoding(value: ValueRef<'_>, settings: &Settings) -> &'static str {
+    let limit = |num| settings.size(num);
     match value {
         ValueRef::Str(bytes) if canonical_integer(bytes) => "int",
         ValueRef::Str(bytes) if bytes.len() <= EMBSTR_MAX => "embstr",
         ValueRef::Str(_) => "raw",
         ValueRef::List(_) => "quicklist",
         ValueRef::Set(set) => {
-            if set.len() <= SET_MAX_INTSET_ENTRIES && set.iter().all(canonical_integer) {
+            if set.len() <= limit(Num::SetMaxIntsetEntries) && set.iter().all(canonical_integer) {
                 "intset"
             } else {
                 "hashtable"
             }
         }
         ValueRef::Hash(hash) => {
-            let small = hash.len() <= HASH_MAX_LISTPACK_ENTRIES
-                && hash.iter().all(|(field, value)| {
-                    field.len() <= HASH_MAX_LISTPACK_VALUE && value.len() <= HASH_MAX_LISTPACK_VALUE
-                });
+            let (entries, longest) = (
+                limit(Num::HashMaxListpackEntries),
+                limit(Num::HashMaxListpackValue),
+            );
+            let small = hash.len() <= entries
+                && hash
+                    .iter()
+                    .all(|(field, value)| field.len() <= longest && value.len() <= longest);
             if small { "listpack" } else { "hashtable" }
         }
         ValueRef::ZSet(zset) => {
-            let small = zset.len() <= ZSET_MAX_LISTPACK_ENTRIES
-                && zset
-                    .iter()
-                    .all(|(member, _)| member.len() <= ZSET_MAX_LISTPACK_VALUE);
+            let (entries, longest) = (
+                limit(Num::ZsetMaxListpackEntries),
+                limit(Num::ZsetMaxListpackValue),
+            );
+            let small =
+                zset.len() <= entries && zset.iter().all(|(member, _)| member.len() <= longest);
             if small { "listpack" } else { "skiplist" }
         }
     }
@@ -122,6 +126,7 @@ pub fn object(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         3,
     )?;
     let (key, now, out) = (ctx.args[2], ctx.now, &mut *ctx.out);
+    let settings = &ctx.shared.config.settings;
     ctx.keys.with_key(key, |shard, _| {
         let Some(index) = shard.find(key, now) else {
             out.null();
@@ -129,7 +134,7 @@ pub fn object(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         };
         let entry = shard.entry(index);
         match sub.as_slice() {
-            b"encoding" => out.bulk(encoding(entry.value()).as_bytes()),
+            b"encoding" => out.bulk(encoding(entry.value(), settings).as_bytes()),
             b"refcount" => out.integer(1),
             b"freq" => {
                 if !policy(shard).uses_lfu() {

@@ -5,6 +5,7 @@ pub mod acl;
 pub mod admin;
 pub mod bitmaps;
 pub mod cluster;
+pub mod config;
 pub mod connection;
 pub mod hashes;
 pub mod hyperloglog;
@@ -214,7 +215,7 @@ pub static COMMANDS: &[Spec] = &[
     // server
     spec!(Cmd::Command, "command", -1, 0, 0, 0, 0, server::command),
     spec!(Cmd::Info, "info", -1, ALLSHARDS, 0, 0, 0, server::info),
-    spec!(Cmd::Config, "config", -2, ADMIN, 0, 0, 0, server::config),
+    spec!(Cmd::Config, "config", -2, ADMIN, 0, 0, 0, config::config),
     spec!(
         Cmd::Dbsize,
         "dbsize",

@@ -242,7 +242,7 @@ async fn route(api: &Api, request: Request<Incoming>) -> Result<Response<Body>, 
     authorize(&api.shared, request.headers())?;
     let path = request.uri().path().to_string();
     if let Some(raw_key) = path.strip_prefix("/cache/") {
-        let key = decode_key(raw_key, api.shared.config.limits.max_bulk_len)?;
+        let key = decode_key(raw_key, api.shared.config.limits().max_bulk_len)?;
         let write = match *request.method() {
             Method::GET => false,
             Method::PUT | Method::DELETE => true,
@@ -355,7 +355,7 @@ fn decode_key(raw: &str, max_len: usize) -> Result<Vec<u8>, ApiError> {
 }
 
 async fn read_body(api: &Api, body: Incoming, headers: &HeaderMap) -> Result<Bytes, ApiError> {
-    let limit = api.shared.config.limits.max_bulk_len;
+    let limit = api.shared.config.limits().max_bulk_len;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -113,7 +113,7 @@ pub(crate) async fn serve_link<S: AsyncRead + AsyncWrite + Unpin>(
     addr: SocketAddr,
 ) -> std::io::Result<()> {
     let limits = Limits {
-        max_bulk_len: shared.config.limits.max_bulk_len,
+        max_bulk_len: shared.config.limits().max_bulk_len,
         max_multibulk_len: MAX_LINK_ARGS,
         max_query_buffer: MAX_LINK_REQUEST,
         unauthenticated: false,

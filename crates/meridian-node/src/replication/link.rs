@@ -465,7 +465,7 @@ async fn full_sync(
         len,
         limit: usize::MAX as u64,
     })?;
-    let mut loader = snapshot::Loader::new(&shared.db, total, shared.config.limits.max_bulk_len);
+    let mut loader = snapshot::Loader::new(&shared.db, total, shared.config.limits().max_bulk_len);
     let already = loader.feed(buf)?;
     buf.advance(already);
     let mut chunk = vec![0u8; READ_CHUNK];
@@ -630,7 +630,7 @@ fn apply(
     if *gate != generation {
         return Err(SyncError::Replaced);
     }
-    let limits = shared.config.limits;
+    let limits = shared.config.limits();
     let log = &shared.repl.log;
     let transaction = &mut state.transaction;
     let mut position = 0;

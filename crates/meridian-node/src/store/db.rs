@@ -18,6 +18,9 @@ pub fn now_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
+/// Keys sampled per eviction at most, whatever maxmemory-samples says.
+pub const MAX_SAMPLES: usize = 64;
+
 /// Counters and settings shared by all shards without locking.
 #[derive(Debug)]
 pub struct SharedStats {
@@ -215,7 +218,9 @@ impl Db {
         if policy == Policy::NoEviction {
             return Err(OutOfMemory);
         }
-        let samples = self.stats.samples.load(Ordering::Relaxed);
+        // maxmemory-samples as set (Redis takes up to 2^31 - 1); more than
+        // MAX_SAMPLES per eviction would only hold the shard's lock longer
+        let samples = self.stats.samples.load(Ordering::Relaxed).min(MAX_SAMPLES);
         let shard_count = self.shards.len();
         let mut seed = now_ms() as usize ^ (self.used_memory() as usize).rotate_left(17);
         let mut failures = 0;

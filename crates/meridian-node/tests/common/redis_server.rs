@@ -112,6 +112,12 @@ impl Pair {
 }
 
 impl Pair {
+    /// Both replies to `args`, parsed, in the order each server sent them:
+    /// (redis-server's, the node's).
+    pub fn both_parsed(&mut self, args: &[&str]) -> (Reply, Reply) {
+        (self.theirs.cmd(args), self.ours.cmd(args))
+    }
+
     /// Both replies to `args`, parsed, with the members of every array or set sorted:
     /// for commands whose order is the server's own (SMEMBERS, SINTER, ...).
     pub fn both_unordered(&mut self, args: &[&str]) -> (Reply, Reply) {
