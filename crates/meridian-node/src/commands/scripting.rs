@@ -114,9 +114,8 @@ fn script_call<'a>(
     client: &mut ClientState,
     access: Access<'a, '_>,
     read_only: bool,
-    args: &[Vec<u8>],
+    args: &[&[u8]],
 ) -> Reply {
-    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     let refuse = |text: &str| Reply::Error(text.to_string());
     let Some(position) = lookup(args[0]) else {
         return refuse("ERR Unknown Redis command called from script");
@@ -136,12 +135,12 @@ fn script_call<'a>(
     // the script holds this node's locks only: a key of a slot another node serves
     // (or one this node cannot serve yet) must not be read or written here
     if !client.primary_link
-        && super::cluster::check_command(shared, client.readonly, false, spec, &args).is_err()
+        && super::cluster::check_command(shared, client.readonly, false, spec, args).is_err()
     {
         return refuse("ERR Script attempted to access a non local key in a cluster node");
     }
     let mut out = Out::capture();
-    dispatch(shared, exec, client, &mut out, &args, access);
+    dispatch(shared, exec, client, &mut out, args, access);
     let reply = out.take_replies().into_iter().next().unwrap_or(Reply::Nil);
     if spec.has(WRITE) && !matches!(reply, Reply::Error(_)) {
         shared.scripts.note_write();
@@ -175,13 +174,13 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
         if access.is_direct() {
             let db = access.db();
             let mut held = db.lock_all();
-            let mut call = |args: &[Vec<u8>]| {
+            let mut call = |args: &[&[u8]]| {
                 let access = Access::held(db, &mut held, exec.holder());
                 script_call(shared, exec, client, access, read_only, args)
             };
             shared.scripts.run(script, keys, argv, &mut call)
         } else {
-            let mut call = |args: &[Vec<u8>]| {
+            let mut call = |args: &[&[u8]]| {
                 script_call(shared, exec, client, access.reborrow(), read_only, args)
             };
             shared.scripts.run(script, keys, argv, &mut call)
