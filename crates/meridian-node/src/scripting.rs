@@ -314,7 +314,7 @@ pub fn sha1_hex(source: &[u8]) -> String {
 }
 
 /// Runs one command for a script: its arguments in, its reply out.
-pub type CallFn<'c> = dyn FnMut(&[Vec<u8>]) -> Reply + 'c;
+pub type CallFn<'c> = dyn FnMut(&[&[u8]]) -> Reply + 'c;
 
 /// The interpreter and the scripts compiled in it, by SHA1.
 struct Interpreter {
@@ -441,6 +441,7 @@ impl Scripts {
             // during the load, `redis` offers only register_function (and log)
             let load_redis = lua.create_table()?;
             load_redis.raw_set("register_function", register)?;
+            // (the global `redis` is a read-only view: read through it)
             let global_redis: Table = lua.globals().raw_get("redis")?;
             for name in [
                 "log",
@@ -449,7 +450,7 @@ impl Scripts {
                 "LOG_NOTICE",
                 "LOG_WARNING",
             ] {
-                load_redis.raw_set(name, global_redis.raw_get::<Value>(name)?)?;
+                load_redis.raw_set(name, global_redis.get::<Value>(name)?)?;
             }
             let guard: mlua::Function = lua.globals().raw_get("__meridian_guard")?;
             let load_redis: Table = guard.call(load_redis)?;
@@ -683,48 +684,121 @@ impl Scripts {
         self.wrote.store(false, Ordering::Release);
         self.running.store(true, Ordering::Release);
         self.watchdog.arm();
-        let call = std::cell::RefCell::new(call);
-        let run_call = |lua: &Lua, args: mlua::MultiValue, raise: bool| -> mlua::Result<Value> {
-            let args = command_args(args)?;
-            let reply = (call.borrow_mut())(&args);
-            match reply {
-                Reply::Error(message) if raise => {
-                    Err(mlua::Error::external(CallFailed { message }))
-                }
-                reply => reply_to_lua(lua, &reply, 0),
-            }
-        };
-        let result = lua.scope(|scope| {
-            let redis: Table = lua.globals().raw_get("redis")?;
-            redis.raw_set(
-                "call",
-                scope.create_function(|lua, args| run_call(lua, args, true))?,
-            )?;
-            redis.raw_set(
-                "pcall",
-                scope.create_function(|lua, args| run_call(lua, args, false))?,
-            )?;
-            let (keys, argv) = (strings_table(lua, keys)?, strings_table(lua, argv)?);
-            if !as_arguments {
-                lua.globals().raw_set("KEYS", keys.clone())?;
-                lua.globals().raw_set("ARGV", argv.clone())?;
-            }
-            let value: Value = if as_arguments {
-                function.call((keys, argv))?
-            } else {
-                function.call(())?
+        let result = {
+            // `redis.call` finds `call` through the interpreter's app data for as long as
+            // `_running` lives (it clears the slot on drop, panics included)
+            let _running = RunningCall::set(lua, call);
+            // SAFETY: the closure only calls Lua's C API on the stack `exec_raw` protects,
+            // and holds nothing to drop: a Lua error (out of memory) longjmps past it.
+            let tables: mlua::Result<mlua::MultiValue> = unsafe {
+                lua.exec_raw((), |state| push_arguments(state, keys, argv, as_arguments))
             };
-            lua_to_reply(&value, 0)
-        });
+            tables
+                .and_then(|tables| function.call::<Value>(tables))
+                .and_then(|value| lua_to_reply(&value, 0))
+        };
         self.watchdog.disarm();
         self.running.store(false, Ordering::Release);
         self.finished.notify_waiters();
-        // the calls' borrowed closures are gone with the scope: leave nothing callable
-        if let Ok(redis) = lua.globals().raw_get::<Table>("redis") {
-            let _ = redis.raw_set("call", Value::Nil);
-            let _ = redis.raw_set("pcall", Value::Nil);
-        }
         result.map_err(|error| ScriptError::Run(run_error_text(&error, &suffix)))
+    }
+}
+
+/// The running script's command runner, in the interpreter's app data: the permanent
+/// `redis.call` and `redis.pcall` callbacks reach it there ([`Scripts::run`] sets it
+/// for the run's duration; outside a run it is empty).
+#[derive(Default)]
+struct RunningCall(Option<std::ptr::NonNull<CallFn<'static>>>);
+
+// SAFETY: the pointer is only set by `Scripts::run`, on its own thread, while it holds
+// the interpreter's lock, and cleared before that run returns; the callbacks that read
+// it run inside that run, on that thread.
+unsafe impl Send for RunningCall {}
+
+impl RunningCall {
+    /// Puts `call` where the callbacks find it until the returned guard drops.
+    fn set<'l, 'c>(lua: &'l Lua, call: &'c mut CallFn<'_>) -> RunningCallGuard<'l, 'c> {
+        // SAFETY: only the lifetime is erased; the guard clears the pointer before the
+        // borrow of `call` ends, so no callback can reach it afterwards
+        let call: std::ptr::NonNull<CallFn<'static>> =
+            unsafe { std::mem::transmute(std::ptr::NonNull::from(call)) };
+        if let Ok(Some(mut slot)) = lua.try_app_data_mut::<RunningCall>() {
+            slot.0 = Some(call);
+        }
+        RunningCallGuard {
+            lua,
+            _call: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Clears [`RunningCall`] when the run ends; holds the runner's borrow until then.
+struct RunningCallGuard<'l, 'c> {
+    lua: &'l Lua,
+    _call: std::marker::PhantomData<&'c mut ()>,
+}
+
+impl Drop for RunningCallGuard<'_, '_> {
+    fn drop(&mut self) {
+        if let Ok(Some(mut slot)) = self.lua.try_app_data_mut::<RunningCall>() {
+            slot.0 = None;
+        }
+    }
+}
+
+/// `redis.call` (`raise`: a command's error reply raises it) and `redis.pcall` (returns it
+/// as `{err = ...}`): the command runs through the running script's [`CallFn`].
+fn redis_call(lua: &Lua, args: &CommandArgs, raise: bool) -> mlua::Result<Value> {
+    let reply = {
+        let slot = lua
+            .try_app_data_mut::<RunningCall>()
+            .ok()
+            .flatten()
+            .ok_or_else(outside_a_run)?;
+        let mut call = slot.0.ok_or_else(outside_a_run)?;
+        // SAFETY: set by `Scripts::run` for this run (see `RunningCall`); the slot stays
+        // borrowed meanwhile, so no other callback can reach the same closure
+        let call = unsafe { call.as_mut() };
+        call(&args.slices())
+    };
+    match reply {
+        Reply::Error(message) if raise => Err(mlua::Error::external(CallFailed { message })),
+        reply => reply_to_lua(lua, &reply, 0),
+    }
+}
+
+fn outside_a_run() -> mlua::Error {
+    mlua::Error::runtime("redis.call/pcall can only be called inside a script invocation")
+}
+
+/// Pushes the KEYS and ARGV tables: as globals (`as_globals`: EVAL's scripts read them
+/// so) or left on the stack (a library function's two arguments).
+///
+/// # Safety
+///
+/// `state` is the stack of a protected call (`Lua::exec_raw`) with room for four values.
+unsafe fn push_arguments(
+    state: *mut mlua::lua_State,
+    keys: &[&[u8]],
+    argv: &[&[u8]],
+    as_arguments: bool,
+) {
+    use mlua::ffi;
+    for (name, items) in [(c"KEYS", keys), (c"ARGV", argv)] {
+        // SAFETY: per the function's contract; each call pushes what the next expects
+        unsafe {
+            if !as_arguments {
+                ffi::lua_pushstring(state, name.as_ptr());
+            }
+            ffi::lua_createtable(state, items.len() as std::ffi::c_int, 0);
+            for (index, item) in items.iter().enumerate() {
+                ffi::lua_pushlstring(state, item.as_ptr().cast(), item.len());
+                ffi::lua_rawseti(state, -2, (index + 1) as _);
+            }
+            if !as_arguments {
+                ffi::lua_rawset(state, ffi::LUA_GLOBALSINDEX);
+            }
+        }
     }
 }
 
@@ -850,6 +924,14 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
     ] {
         redis.raw_set(name, value)?;
     }
+    // created once: they reach the running script's commands through `RunningCall`
+    lua.set_app_data(RunningCall::default());
+    for (name, raise) in [("call", true), ("pcall", false)] {
+        redis.raw_set(
+            name,
+            lua.create_function(move |lua, args: CommandArgs| redis_call(lua, &args, raise))?,
+        )?;
+    }
     globals.raw_set("redis", redis)?;
     let cjson = lua.create_table()?;
     cjson.raw_set(
@@ -885,6 +967,14 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
             })
         end
         rawset(_G, "__meridian_guard", guard)
+        -- the redis library is read-only, as Redis makes it (its call and pcall live as
+        -- long as the interpreter: a script must not take them from the next one)
+        rawset(_G, "redis", setmetatable({}, {
+            __index = rawget(_G, "redis"),
+            __newindex = function()
+                error("Attempt to modify a readonly table", 2)
+            end,
+        }))
         setmetatable(_G, {
             __index = function(_, name)
                 error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
@@ -958,23 +1048,100 @@ fn bit_library(lua: &Lua) -> mlua::Result<Table> {
     Ok(bit)
 }
 
-/// A script's `redis.call` arguments as a command's (strings and numbers only).
-fn command_args(args: mlua::MultiValue) -> mlua::Result<Vec<Vec<u8>>> {
-    if args.is_empty() {
-        return Err(mlua::Error::runtime(
-            "Please specify at least one argument for this redis lib call",
-        ));
+/// A script's `redis.call` arguments as a command's (strings and numbers only), copied
+/// into one buffer: read straight off the Lua stack when mlua converts a callback's
+/// arguments, so no argument becomes a Lua reference.
+#[derive(Default)]
+struct CommandArgs {
+    bytes: Vec<u8>,
+    /// Where each argument ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl CommandArgs {
+    fn with_capacity(count: usize) -> CommandArgs {
+        CommandArgs {
+            bytes: Vec::with_capacity(count * 16),
+            ends: Vec::with_capacity(count),
+        }
     }
-    args.into_iter()
-        .map(|value| match value {
-            Value::String(text) => Ok(text.as_bytes().to_vec()),
-            Value::Integer(number) => Ok(number.to_string().into_bytes()),
-            Value::Number(number) => Ok(lua_number_text(number).into_bytes()),
-            _ => Err(mlua::Error::runtime(
-                "Lua redis lib command arguments must be strings or integers",
-            )),
-        })
-        .collect()
+
+    fn push(&mut self, arg: &[u8]) {
+        self.bytes.extend_from_slice(arg);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn push_number(&mut self, number: f64) {
+        self.push(lua_number_text(number).as_bytes());
+    }
+
+    fn slices(&self) -> Vec<&[u8]> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let arg = &self.bytes[start..end];
+                start = end;
+                arg
+            })
+            .collect()
+    }
+}
+
+fn no_arguments() -> mlua::Error {
+    mlua::Error::runtime("Please specify at least one argument for this redis lib call")
+}
+
+fn wrong_argument() -> mlua::Error {
+    mlua::Error::runtime("Lua redis lib command arguments must be strings or integers")
+}
+
+impl mlua::FromLuaMulti for CommandArgs {
+    fn from_lua_multi(values: mlua::MultiValue, _: &Lua) -> mlua::Result<CommandArgs> {
+        if values.is_empty() {
+            return Err(no_arguments());
+        }
+        let mut args = CommandArgs::with_capacity(values.len());
+        for value in values {
+            match value {
+                Value::String(text) => args.push(&text.as_bytes()),
+                Value::Integer(number) => args.push(number.to_string().as_bytes()),
+                Value::Number(number) => args.push_number(number),
+                _ => return Err(wrong_argument()),
+            }
+        }
+        Ok(args)
+    }
+
+    unsafe fn from_stack_args(
+        nargs: std::ffi::c_int,
+        _: usize,
+        _: Option<&str>,
+        lua: &mlua::state::RawLua,
+    ) -> mlua::Result<CommandArgs> {
+        use mlua::ffi;
+        if nargs <= 0 {
+            return Err(no_arguments());
+        }
+        let state = lua.state();
+        let mut args = CommandArgs::with_capacity(nargs as usize);
+        for index in -nargs..0 {
+            // SAFETY: mlua calls this with the callback's `nargs` arguments on top of
+            // `state`; strings are only read (a number is never converted in place)
+            unsafe {
+                match ffi::lua_type(state, index) {
+                    ffi::LUA_TSTRING => {
+                        let mut len = 0;
+                        let text = ffi::lua_tolstring(state, index, &mut len);
+                        args.push(std::slice::from_raw_parts(text.cast(), len));
+                    }
+                    ffi::LUA_TNUMBER => args.push_number(ffi::lua_tonumber(state, index)),
+                    _ => return Err(wrong_argument()),
+                }
+            }
+        }
+        Ok(args)
+    }
 }
 
 /// A Lua number as Lua 5.1 prints it (`%.14g`), how Redis passes numbers to commands.
@@ -993,14 +1160,6 @@ fn lua_number_text(number: f64) -> String {
     let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
     let sign = if exponent < 0 { '-' } else { '+' };
     format!("{mantissa}e{sign}{:02}", exponent.abs())
-}
-
-fn strings_table(lua: &Lua, items: &[&[u8]]) -> mlua::Result<Table> {
-    let table = lua.create_table_with_capacity(items.len(), 0)?;
-    for (index, item) in items.iter().enumerate() {
-        table.raw_set(index + 1, lua.create_string(item)?)?;
-    }
-    Ok(table)
 }
 
 /// A command's reply as Redis hands it to Lua (RESP2 rules): integers as numbers,

@@ -88,6 +88,10 @@ const EDGE_CASES: &[&[&str]] = &[
     &["EVAL", "return redis.call('GET', {})", "0"],
     &["EVAL", "return foo()", "0"],
     &["EVAL", "x = 1", "0"],
+    // the redis library is read-only: a script cannot take redis.call from the next one
+    &["EVAL", "redis.call = nil return 1", "0"],
+    &["EVAL", "redis.pcall = 5 return 1", "0"],
+    &["EVAL", "return redis.pcall('PING')", "0"],
     &["EVAL", "return 1 +", "0"],
     &["EVAL", "error('boom')", "0"],
     &["EVAL", "\n\nerror('on line three')", "0"],

@@ -114,9 +114,8 @@ fn script_call<'a>(
     client: &mut ClientState,
     access: Access<'a, '_>,
     read_only: bool,
-    args: &[Vec<u8>],
+    args: &[&[u8]],
 ) -> Reply {
-    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     let refuse = |text: &str| Reply::Error(text.to_string());
     let Some(position) = lookup(args[0]) else {
         return refuse("ERR Unknown Redis command called from script");
@@ -138,12 +137,12 @@ fn script_call<'a>(
     // after ASKING, the importing node serves the script's keys of the slot
     let asking = client.script_asking;
     if !client.primary_link
-        && super::cluster::check_command(shared, client.readonly, asking, spec, &args).is_err()
+        && super::cluster::check_command(shared, client.readonly, asking, spec, args).is_err()
     {
         return refuse("ERR Script attempted to access a non local key in a cluster node");
     }
     let mut out = Out::capture();
-    dispatch(shared, exec, client, &mut out, &args, access);
+    dispatch(shared, exec, client, &mut out, args, access);
     // (the nested dispatch reset it for its own command)
     client.script_asking = asking;
     let reply = out.take_replies().into_iter().next().unwrap_or(Reply::Nil);
@@ -179,13 +178,13 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
         if access.is_direct() {
             let db = access.db();
             let mut held = db.lock_all();
-            let mut call = |args: &[Vec<u8>]| {
+            let mut call = |args: &[&[u8]]| {
                 let access = Access::held(db, &mut held, exec.holder());
                 script_call(shared, exec, client, access, read_only, args)
             };
             shared.scripts.run(script, keys, argv, &mut call)
         } else {
-            let mut call = |args: &[Vec<u8>]| {
+            let mut call = |args: &[&[u8]]| {
                 script_call(shared, exec, client, access.reborrow(), read_only, args)
             };
             shared.scripts.run(script, keys, argv, &mut call)
