@@ -286,6 +286,16 @@ const SAME_AS_REDIS: &[&[&str]] = &[
     ],
     &["CONFIG", "SET", "tcp-keepalive", "x", "tcp-keepalive", "1"],
     &["CONFIG", "SET", "BOGUS", "1"],
+    // the first refused name decides: unknown, immutable or repeated
+    &["CONFIG", "SET", "hz", "10", "hz", "11", "BOGUS", "1"],
+    &["CONFIG", "SET", "databases", "2", "BOGUS", "1"],
+    &["CONFIG", "SET", "BOGUS", "1", "databases", "2"],
+    &["CONFIG", "SET", "hz", "10", "hz", "11", "databases", "2"],
+    &["CONFIG", "SET", "hz", "x", "databases", "2"],
+    &["CONFIG", "SET", "Databases", "2"],
+    &["CONFIG", "SET", "cluster-enabled", "yes"],
+    &["CONFIG", "SET", "hz", "10", "databases", "x"],
+    &["CONFIG", "GET", "hz"],
     &[
         "CONFIG",
         "SET",
@@ -602,4 +612,20 @@ fn memory_parameters_take_kubernetes_units_too() {
         refused.ends_with("argument must be a memory value"),
         "{refused}"
     );
+}
+
+/// Unlike Redis, the listening address stays what the pod was built around.
+#[test]
+fn port_and_bind_cannot_change_at_run_time() {
+    let node = Node::start();
+    let mut raw = node.raw();
+    for (name, value) in [("port", "1"), ("BIND", "0.0.0.0")] {
+        assert_eq!(
+            raw.cmd(&["CONFIG", "SET", name, value]),
+            Reply::err(&format!(
+                "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config"
+            ))
+        );
+    }
+    assert_eq!(raw.cmd(&["PING"]), Reply::Simple("PONG".into()));
 }

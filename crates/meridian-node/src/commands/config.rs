@@ -14,6 +14,11 @@ use crate::settings::{self, INT_MAX, Numeric, int};
 use crate::store::Policy;
 
 /// Parameters this module sets itself, each with its own effect.
+/// Parameters CONFIG GET reports that cannot change at run time: `databases` and
+/// `cluster-enabled` as in Redis; `port` and `bind` too, unlike Redis, because the
+/// node's pod (its Service, probes and peers) is built around them.
+const IMMUTABLE: &[&str] = &["databases", "cluster-enabled", "port", "bind"];
+
 const OWN: &[&str] = &[
     "maxmemory",
     "maxmemory-policy",
@@ -236,12 +241,20 @@ fn set(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             (pair[0], name, pair[1])
         })
         .collect();
+    // the first refused name decides the error, as in Redis
     for (position, (given, name, _)) in pairs.iter().enumerate() {
-        if !OWN.contains(&name.as_str()) && !settings::known(name) {
+        let immutable = IMMUTABLE.contains(&name.as_str());
+        if !OWN.contains(&name.as_str()) && !settings::known(name) && !immutable {
             return Err(CommandError::other(format!(
                 "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
                 String::from_utf8_lossy(given)
             )));
+        }
+        if immutable {
+            return Err(failed(
+                &String::from_utf8_lossy(given),
+                "can't set immutable config",
+            ));
         }
         if pairs[..position]
             .iter()
