@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use mlua::{HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value, VmState};
 use parking_lot::Mutex;
 
-use crate::protocol::Reply;
+use crate::protocol::{Protocol, Reply};
+
+mod cmsgpack;
+mod structs;
 
 /// The environment of a library's code: its own `redis`, everything else read from the
 /// globals, nothing written (as Redis runs libraries).
@@ -79,6 +82,11 @@ impl Watchdog {
 
 /// The chunk name scripts run as, so Lua's messages read `user_script:LINE:` as Redis's.
 const CHUNK_NAME: &str = "@user_script";
+
+/// Registry names of the scripts' environment (the read-only view of the globals)
+/// and of the function that guards a library's `redis` table.
+const SCRIPT_GLOBALS: &str = "meridian.script_globals";
+const LIBRARY_GUARD: &str = "meridian.library_guard";
 
 /// Lua instructions between two looks at the clock and the kill flag.
 const HOOK_EVERY: u32 = 10_000;
@@ -313,8 +321,9 @@ pub fn sha1_hex(source: &[u8]) -> String {
         .collect()
 }
 
-/// Runs one command for a script: its arguments in, its reply out.
-pub type CallFn<'c> = dyn FnMut(&[&[u8]]) -> Reply + 'c;
+/// Runs one command for a script: its arguments in, its reply out in the shapes of
+/// the protocol the script asked for (`redis.setresp`).
+pub type CallFn<'c> = dyn FnMut(&[&[u8]], Protocol) -> Reply + 'c;
 
 /// The interpreter and the scripts compiled in it, by SHA1.
 struct Interpreter {
@@ -452,7 +461,7 @@ impl Scripts {
             ] {
                 load_redis.raw_set(name, global_redis.get::<Value>(name)?)?;
             }
-            let guard: mlua::Function = lua.globals().raw_get("__meridian_guard")?;
+            let guard: mlua::Function = lua.named_registry_value(LIBRARY_GUARD)?;
             let load_redis: Table = guard.call(load_redis)?;
             let env = lua.create_table()?;
             env.raw_set("redis", load_redis)?;
@@ -695,7 +704,7 @@ impl Scripts {
             };
             tables
                 .and_then(|tables| function.call::<Value>(tables))
-                .and_then(|value| lua_to_reply(&value, 0))
+                .and_then(|value| lua_to_reply(&value, RunningCall::protocol(lua), 0))
         };
         self.watchdog.disarm();
         self.running.store(false, Ordering::Release);
@@ -707,8 +716,20 @@ impl Scripts {
 /// The running script's command runner, in the interpreter's app data: the permanent
 /// `redis.call` and `redis.pcall` callbacks reach it there ([`Scripts::run`] sets it
 /// for the run's duration; outside a run it is empty).
-#[derive(Default)]
-struct RunningCall(Option<std::ptr::NonNull<CallFn<'static>>>);
+struct RunningCall {
+    call: Option<std::ptr::NonNull<CallFn<'static>>>,
+    /// The protocol the script's commands answer in (RESP2 unless `redis.setresp(3)`).
+    proto: Protocol,
+}
+
+impl Default for RunningCall {
+    fn default() -> Self {
+        RunningCall {
+            call: None,
+            proto: Protocol::Resp2,
+        }
+    }
+}
 
 // SAFETY: the pointer is only set by `Scripts::run`, on its own thread, while it holds
 // the interpreter's lock, and cleared before that run returns; the callbacks that read
@@ -723,12 +744,23 @@ impl RunningCall {
         let call: std::ptr::NonNull<CallFn<'static>> =
             unsafe { std::mem::transmute(std::ptr::NonNull::from(call)) };
         if let Ok(Some(mut slot)) = lua.try_app_data_mut::<RunningCall>() {
-            slot.0 = Some(call);
+            *slot = RunningCall {
+                call: Some(call),
+                proto: Protocol::Resp2,
+            };
         }
         RunningCallGuard {
             lua,
             _call: std::marker::PhantomData,
         }
+    }
+
+    /// The protocol the running script asked for.
+    fn protocol(lua: &Lua) -> Protocol {
+        lua.try_app_data_ref::<RunningCall>()
+            .ok()
+            .flatten()
+            .map_or(Protocol::Resp2, |slot| slot.proto)
     }
 }
 
@@ -741,7 +773,7 @@ struct RunningCallGuard<'l, 'c> {
 impl Drop for RunningCallGuard<'_, '_> {
     fn drop(&mut self) {
         if let Ok(Some(mut slot)) = self.lua.try_app_data_mut::<RunningCall>() {
-            slot.0 = None;
+            *slot = RunningCall::default();
         }
     }
 }
@@ -755,16 +787,44 @@ fn redis_call(lua: &Lua, args: &CommandArgs, raise: bool) -> mlua::Result<Value>
             .ok()
             .flatten()
             .ok_or_else(outside_a_run)?;
-        let mut call = slot.0.ok_or_else(outside_a_run)?;
+        let mut call = slot.call.ok_or_else(outside_a_run)?;
+        let proto = slot.proto;
         // SAFETY: set by `Scripts::run` for this run (see `RunningCall`); the slot stays
         // borrowed meanwhile, so no other callback can reach the same closure
         let call = unsafe { call.as_mut() };
-        call(&args.slices())
+        (call(&args.slices(), proto), proto)
     };
     match reply {
-        Reply::Error(message) if raise => Err(mlua::Error::external(CallFailed { message })),
-        reply => reply_to_lua(lua, &reply, 0),
+        (Reply::Error(message), _) if raise => Err(mlua::Error::external(CallFailed { message })),
+        (reply, proto) => reply_to_lua(lua, &reply, proto, 0),
     }
+}
+
+/// `redis.setresp(2 | 3)`: the protocol the script's later commands answer in.
+fn set_resp(lua: &Lua, args: mlua::MultiValue) -> mlua::Result<()> {
+    let raise = |message: &str| {
+        Err(mlua::Error::external(CallFailed {
+            message: message.to_string(),
+        }))
+    };
+    if args.len() != 1 {
+        return raise("ERR redis.setresp() requires one argument.");
+    }
+    let proto = match lua.coerce_number(args[0].clone())? {
+        Some(version) if version as i32 == 2 => Protocol::Resp2,
+        Some(version) if version as i32 == 3 => Protocol::Resp3,
+        _ => return raise("ERR RESP version must be 2 or 3."),
+    };
+    let mut slot = lua
+        .try_app_data_mut::<RunningCall>()
+        .ok()
+        .flatten()
+        .filter(|slot| slot.call.is_some())
+        .ok_or_else(|| {
+            mlua::Error::runtime("redis.setresp can only be called inside a script invocation")
+        })?;
+    slot.proto = proto;
+    Ok(())
 }
 
 fn outside_a_run() -> mlua::Error {
@@ -830,7 +890,9 @@ fn lua_error_message(error: &mlua::Error) -> (String, Option<usize>) {
                 return (message.clone(), None);
             }
             let first = message.lines().next().unwrap_or_default();
-            (format!("ERR {first}"), script_line(first))
+            // a message without a place (raised at level 0): where the script was
+            let line = script_line(first).or_else(|| traceback_line(message));
+            (format!("ERR {first}"), line)
         }
         other => (format!("ERR {other}"), None),
     }
@@ -852,8 +914,12 @@ fn traceback_line(traceback: &str) -> Option<usize> {
 }
 
 fn compile(lua: &Lua, source: &[u8]) -> Result<mlua::Function, ScriptError> {
+    let globals: Table = lua
+        .named_registry_value(SCRIPT_GLOBALS)
+        .map_err(|error| ScriptError::Compile(error.to_string()))?;
     lua.load(source)
         .set_name(CHUNK_NAME)
+        .set_environment(globals)
         .into_function()
         .map_err(|error| match error {
             mlua::Error::SyntaxError { message, .. } => ScriptError::Compile(message),
@@ -889,9 +955,15 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
     for (name, field) in [("error_reply", "err"), ("status_reply", "ok")] {
         redis.raw_set(
             name,
-            lua.create_function(move |lua, message: mlua::LuaString| {
+            lua.create_function(move |lua, args: mlua::MultiValue| {
                 let table = lua.create_table()?;
-                table.raw_set(field, message)?;
+                match (args.len(), args.front()) {
+                    (1, Some(Value::String(text))) if field == "err" => {
+                        table.raw_set(field, error_text(&text.as_bytes()))?;
+                    }
+                    (1, Some(Value::String(text))) => table.raw_set(field, text)?,
+                    _ => table.raw_set("err", "ERR wrong number or type of arguments")?,
+                }
                 Ok(table)
             })?,
         )?;
@@ -926,6 +998,7 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
     }
     // created once: they reach the running script's commands through `RunningCall`
     lua.set_app_data(RunningCall::default());
+    redis.raw_set("setresp", lua.create_function(set_resp)?)?;
     for (name, raise) in [("call", true), ("pcall", false)] {
         redis.raw_set(
             name,
@@ -951,44 +1024,180 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
     )?;
     globals.raw_set("cjson", cjson)?;
     globals.raw_set("bit", bit_library(&lua)?)?;
-    // Redis 7's protection: reading an unknown global or writing any global is an error
-    // (in Lua, so the message names the script's line as Redis's does); the same guard
-    // serves FUNCTION LOAD's `redis` table
-    lua.load(
+    globals.raw_set("cmsgpack", cmsgpack::library(&lua, LUA_MEMORY_LIMIT)?)?;
+    globals.raw_set("struct", structs::library(&lua)?)?;
+    // errors raised by the node's functions reach a script's pcall / xpcall as the
+    // strings Redis raises (a failed redis.call: its error reply), not as mlua's objects
+    globals.raw_set(
+        "__meridian_error_value",
+        lua.create_function(|lua, value: Value| error_value(lua, value))?,
+    )?;
+    // Redis 7's protection: reading an unknown global or writing any global or library
+    // table is an error (raised in Lua, so the message names the script's line as
+    // Redis's does); the chunk returns the scripts' environment and the guard that
+    // FUNCTION LOAD's `redis` table gets
+    let (environment, guard): (Table, mlua::Function) = lua.load(
         r#"
-        local function guard(t)
-            return setmetatable(t, {
-                __index = function(_, name)
-                    error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
-                end,
-                __newindex = function()
-                    error("Attempt to modify a readonly table", 2)
-                end,
-            })
+        -- (the node's own functions hold what they use: a script cannot swap it)
+        local error, tostring, setmetatable, rawget, rawset, type = error, tostring, setmetatable, rawget, rawset, type
+        local raw_pcall, raw_xpcall, error_value = pcall, xpcall, __meridian_error_value
+        rawset(_G, "__meridian_error_value", nil)
+        local function missing(_, name)
+            error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
         end
-        rawset(_G, "__meridian_guard", guard)
-        -- the redis library is read-only, as Redis makes it (its call and pcall live as
-        -- long as the interpreter: a script must not take them from the next one)
-        rawset(_G, "redis", setmetatable({}, {
-            __index = rawget(_G, "redis"),
-            __newindex = function()
-                error("Attempt to modify a readonly table", 2)
-            end,
-        }))
-        setmetatable(_G, {
-            __index = function(_, name)
-                error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
-            end,
-            __newindex = function()
-                error("Attempt to modify a readonly table", 2)
-            end,
-        })
+        local function readonly_error()
+            error("Attempt to modify a readonly table", 2)
+        end
+        local function guard(t)
+            return setmetatable(t, { __index = missing, __newindex = readonly_error })
+        end
+        -- Redis 7 makes every global and library table read-only, so one script cannot
+        -- change what the next one (another user's, say) runs: here scripts see each
+        -- table through an empty proxy that refuses writes and hides its metatable,
+        -- and rawset refuses the proxies
+        local protected = setmetatable({}, { __mode = "k" })
+        local function readonly(t)
+            local proxy = setmetatable({}, {
+                __index = t,
+                __newindex = readonly_error,
+                __metatable = false,
+            })
+            protected[proxy] = true
+            return proxy
+        end
+        rawset(_G, "rawset", function(t, key, value)
+            if protected[t] then
+                error("Attempt to modify a readonly table", 0)
+            end
+            return rawset(t, key, value)
+        end)
+        -- Redis 7's pcall: an error table's `err` becomes the error (so a failed
+        -- redis.call is its error reply's text); xpcall's handler gets the table
+        local function caught(ok, ...)
+            if ok then
+                return ok, ...
+            end
+            local e = error_value((...))
+            if type(e) == "table" then
+                local text = e.err
+                if type(text) == "string" or type(text) == "number" then
+                    e = text
+                end
+            end
+            return ok, e
+        end
+        rawset(_G, "pcall", function(f, ...)
+            return caught(raw_pcall(f, ...))
+        end)
+        rawset(_G, "xpcall", function(f, handler)
+            return raw_xpcall(f, function(e)
+                return handler(error_value(e))
+            end)
+        end)
+        -- what Redis 7.0 does not give scripts either
+        for _, name in ipairs({ "print", "getfenv", "setfenv", "newproxy" }) do
+            rawset(_G, name, nil)
+        end
+        for _, name in ipairs({ "string", "table", "math", "coroutine", "redis", "cjson", "bit", "cmsgpack", "struct" }) do
+            rawset(_G, name, readonly(rawget(_G, name)))
+        end
+        -- strings' methods: their metatable's __index is the real string table
+        local string_meta = getmetatable("")
+        rawset(string_meta, "__metatable", readonly({ __index = rawget(_G, "string") }))
+        -- scripts run with the proxy of the globals as their environment
+        local real = _G
+        local globals = readonly(real)
+        rawset(real, "_G", globals)
+        setmetatable(real, { __index = missing, __newindex = readonly_error })
+        return globals, guard
         "#,
     )
     .set_name("=guard")
-    .exec()?;
+    .call(())?;
+    lua.set_named_registry_value(SCRIPT_GLOBALS, environment)?;
+    lua.set_named_registry_value(LIBRARY_GUARD, guard)?;
     drop(globals);
     Ok(lua)
+}
+
+/// A library function's error as `luaL_error` raises it: prefixed with where its caller
+/// is (`user_script:3: `) when the caller is Lua code, bare when it is a C function
+/// such as `pcall`.
+fn located(lua: &Lua, error: mlua::Error) -> mlua::Error {
+    let mlua::Error::RuntimeError(mut message) = error else {
+        return error;
+    };
+    // `luaL_argerror` names the function as its caller called it ('?' from pcall)
+    if let Some(rest) = message.strip_prefix("bad argument #")
+        && let Some((number, rest)) = rest.split_once(" to '")
+        && let Some((_, rest)) = rest.split_once("' (")
+    {
+        let called = lua
+            .inspect_stack(0, |debug| debug.names().name.map(|name| name.into_owned()))
+            .flatten()
+            .unwrap_or_else(|| "?".to_string());
+        message = format!("bad argument #{number} to '{called}' ({rest}");
+    }
+    let place = lua
+        .inspect_stack(1, |debug| {
+            let line = debug.current_line()?;
+            let source = debug.source().short_src?.into_owned();
+            Some(format!("{source}:{line}: "))
+        })
+        .flatten()
+        .unwrap_or_default();
+    mlua::Error::RuntimeError(format!("{place}{message}"))
+}
+
+/// A library function (`args` in, values out) whose errors are [`located`].
+fn library_function<R: mlua::IntoLuaMulti>(
+    lua: &Lua,
+    function: impl Fn(&Lua, mlua::MultiValue) -> mlua::Result<R> + Send + 'static,
+) -> mlua::Result<mlua::Function> {
+    lua.create_function(move |lua, args| function(lua, args).map_err(|error| located(lua, error)))
+}
+
+/// What a script's pcall / xpcall sees of an error the node raised, as Redis 7.0
+/// raises it: a failed `redis.call` as `{err = reply}`, any other as its message;
+/// other values unchanged.
+fn error_value(lua: &Lua, value: Value) -> mlua::Result<Value> {
+    fn message(error: &mlua::Error) -> String {
+        match error {
+            mlua::Error::CallbackError { cause, .. } => message(cause),
+            mlua::Error::ExternalError(cause) => match cause.downcast_ref::<CallFailed>() {
+                Some(failed) => failed.message.clone(),
+                None => cause.to_string(),
+            },
+            mlua::Error::RuntimeError(text) => text.clone(),
+            other => other.to_string(),
+        }
+    }
+    fn failed_call(error: &mlua::Error) -> bool {
+        match error {
+            mlua::Error::CallbackError { cause, .. } => failed_call(cause),
+            mlua::Error::ExternalError(cause) => cause.is::<CallFailed>(),
+            _ => false,
+        }
+    }
+    match value {
+        Value::Error(error) if failed_call(&error) => {
+            let table = lua.create_table()?;
+            table.raw_set("err", message(&error))?;
+            Ok(Value::Table(table))
+        }
+        Value::Error(error) => Ok(Value::String(lua.create_string(message(&error))?)),
+        other => Ok(other),
+    }
+}
+
+/// An error reply's text as Redis 7.0's `redis.error_reply` makes it: the first word
+/// is the code (a leading `-` dropped), a single word gets `ERR`; no line break at
+/// the end.
+fn error_text(text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text);
+    let coded = text.strip_prefix('-').unwrap_or(&text);
+    let (code, message) = coded.split_once(' ').unwrap_or(("ERR", coded));
+    format!("{code} {}", message.trim_matches(['\r', '\n']))
 }
 
 /// A Lua number as LuaBitOp's `tobit` reads it: rounded, then its low 32 bits as a
@@ -1162,56 +1371,160 @@ fn lua_number_text(number: f64) -> String {
     format!("{mantissa}e{sign}{:02}", exponent.abs())
 }
 
-/// A command's reply as Redis hands it to Lua (RESP2 rules): integers as numbers,
-/// bulks as strings, nil as false, arrays as tables, a status as `{ok = ...}`, an
-/// error as `{err = ...}`.
-fn reply_to_lua(lua: &Lua, reply: &Reply, depth: usize) -> mlua::Result<Value> {
+/// A command's reply as Redis hands it to Lua: integers as numbers, bulks as strings,
+/// arrays as tables, a status as `{ok = ...}`, an error as `{err = ...}`; nil as
+/// false in RESP2 and as nil in RESP3, where maps become `{map = {k = v}}`, sets
+/// `{set = {member = true}}`, doubles `{double = n}`, booleans booleans, big numbers
+/// `{big_number = digits}` and verbatim strings `{verbatim_string = {format, string}}`.
+fn reply_to_lua(lua: &Lua, reply: &Reply, proto: Protocol, depth: usize) -> mlua::Result<Value> {
+    let wrapped = |field: &str, value: Value| -> mlua::Result<Value> {
+        let table = lua.create_table()?;
+        table.raw_set(field, value)?;
+        Ok(Value::Table(table))
+    };
+    let nested = |depth: usize| {
+        if depth >= MAX_DEPTH {
+            return Err(mlua::Error::runtime("reached lua stack limit"));
+        }
+        Ok(depth + 1)
+    };
     Ok(match reply {
         Reply::Int(number) => Value::Number(*number as f64),
         Reply::Bulk(bytes) => Value::String(lua.create_string(bytes)?),
-        Reply::Nil => Value::Boolean(false),
-        Reply::Simple(text) => {
-            let table = lua.create_table()?;
-            table.raw_set("ok", text.as_str())?;
-            Value::Table(table)
-        }
-        Reply::Error(text) => {
-            let table = lua.create_table()?;
-            table.raw_set("err", text.as_str())?;
-            Value::Table(table)
-        }
+        Reply::Nil => match proto {
+            Protocol::Resp2 => Value::Boolean(false),
+            Protocol::Resp3 => Value::Nil,
+        },
+        Reply::Simple(text) => wrapped("ok", Value::String(lua.create_string(text)?))?,
+        Reply::Error(text) => wrapped("err", Value::String(lua.create_string(text)?))?,
         Reply::Array(items) => {
-            if depth >= MAX_DEPTH {
-                return Err(mlua::Error::runtime("reached lua stack limit"));
-            }
+            let depth = nested(depth)?;
             let table = lua.create_table_with_capacity(items.len(), 0)?;
             for (index, item) in items.iter().enumerate() {
-                table.raw_set(index + 1, reply_to_lua(lua, item, depth + 1)?)?;
+                table.raw_set(index + 1, reply_to_lua(lua, item, proto, depth)?)?;
             }
             Value::Table(table)
+        }
+        Reply::Map(items) => {
+            let depth = nested(depth)?;
+            let table = lua.create_table()?;
+            for pair in items.chunks(2) {
+                if let [key, value] = pair {
+                    table.raw_set(
+                        reply_to_lua(lua, key, proto, depth)?,
+                        reply_to_lua(lua, value, proto, depth)?,
+                    )?;
+                }
+            }
+            wrapped("map", Value::Table(table))?
+        }
+        Reply::Set(items) => {
+            let depth = nested(depth)?;
+            let table = lua.create_table()?;
+            for item in items {
+                table.raw_set(reply_to_lua(lua, item, proto, depth)?, true)?;
+            }
+            wrapped("set", Value::Table(table))?
+        }
+        Reply::Double(text) => wrapped("double", Value::Number(parse_double(text)))?,
+        Reply::Bool(value) => Value::Boolean(*value),
+        Reply::BigNumber(digits) => {
+            wrapped("big_number", Value::String(lua.create_string(digits)?))?
+        }
+        Reply::Verbatim { format, text } => {
+            let inner = lua.create_table()?;
+            inner.raw_set("format", format.as_str())?;
+            inner.raw_set("string", lua.create_string(text)?)?;
+            wrapped("verbatim_string", Value::Table(inner))?
         }
     })
 }
 
+/// A double's reply text as a number (`inf`, `-inf` and `nan` included).
+fn parse_double(text: &str) -> f64 {
+    text.parse().unwrap_or(f64::NAN)
+}
+
+/// Text Redis puts in a status-like reply line: CR and LF become spaces.
+fn one_line(text: &[u8]) -> String {
+    String::from_utf8_lossy(text).replace(['\r', '\n'], " ")
+}
+
 /// A script's return value as Redis replies with it: numbers truncated to integers,
-/// strings as bulks, `true` as 1, `false` and nil as nil, `{ok = ...}` a status,
-/// `{err = ...}` an error, other tables an array of their elements up to the first nil.
-fn lua_to_reply(value: &Value, depth: usize) -> mlua::Result<Reply> {
+/// strings as bulks, `true` as 1 and `false` as nil (RESP2 scripts) or booleans
+/// (`redis.setresp(3)`), nil as nil, `{err = ...}` an error, `{ok = ...}` a status,
+/// `{double = n}`, `{big_number = s}`, `{verbatim_string = {format = f, string = s}}`,
+/// `{map = t}` and `{set = t}` those RESP3 types (in their RESP2 form for RESP2
+/// clients), other tables an array of their elements up to the first nil.
+fn lua_to_reply(value: &Value, proto: Protocol, depth: usize) -> mlua::Result<Reply> {
     Ok(match value {
-        Value::Nil | Value::Boolean(false) => Reply::Nil,
-        Value::Boolean(true) => Reply::Int(1),
+        Value::Nil => Reply::Nil,
+        Value::Boolean(value) => match proto {
+            Protocol::Resp2 if *value => Reply::Int(1),
+            Protocol::Resp2 => Reply::Nil,
+            Protocol::Resp3 => Reply::Bool(*value),
+        },
         Value::Integer(number) => Reply::Int(*number),
         Value::Number(number) => Reply::Int(*number as i64),
         Value::String(text) => Reply::Bulk(bytes::Bytes::copy_from_slice(&text.as_bytes())),
         Value::Table(table) => {
-            if let Ok(Value::String(error)) = table.raw_get::<Value>("err") {
+            let field = |name: &str| table.raw_get::<Value>(name).unwrap_or(Value::Nil);
+            if let Value::String(error) = field("err") {
                 return Ok(Reply::Error(error.to_string_lossy()));
             }
-            if let Ok(Value::String(status)) = table.raw_get::<Value>("ok") {
-                return Ok(Reply::Simple(status.to_string_lossy()));
+            if let Value::String(status) = field("ok") {
+                return Ok(Reply::Simple(one_line(&status.as_bytes())));
+            }
+            match field("double") {
+                Value::Number(number) => {
+                    return Ok(Reply::Double(crate::protocol::encode::format_g17(number)));
+                }
+                Value::Integer(number) => {
+                    let number = number as f64;
+                    return Ok(Reply::Double(crate::protocol::encode::format_g17(number)));
+                }
+                _ => {}
+            }
+            if let Value::String(digits) = field("big_number") {
+                return Ok(Reply::BigNumber(one_line(&digits.as_bytes())));
+            }
+            if let Value::Table(verbatim) = field("verbatim_string") {
+                let format = verbatim.raw_get::<Value>("format")?;
+                let text = verbatim.raw_get::<Value>("string")?;
+                if let (Value::String(format), Value::String(text)) = (format, text) {
+                    // Redis writes exactly three format characters, padded with spaces
+                    let format: String = format
+                        .as_bytes()
+                        .iter()
+                        .map(|&byte| byte as char)
+                        .chain(std::iter::repeat(' '))
+                        .take(3)
+                        .collect();
+                    return Ok(Reply::Verbatim {
+                        format,
+                        text: bytes::Bytes::copy_from_slice(&text.as_bytes()),
+                    });
+                }
             }
             if depth >= MAX_DEPTH {
                 return Err(mlua::Error::runtime("reached lua stack limit"));
+            }
+            if let Value::Table(map) = field("map") {
+                let mut items = Vec::new();
+                for pair in map.pairs::<Value, Value>() {
+                    let (key, value) = pair?;
+                    items.push(lua_to_reply(&key, proto, depth + 1)?);
+                    items.push(lua_to_reply(&value, proto, depth + 1)?);
+                }
+                return Ok(Reply::Map(items));
+            }
+            if let Value::Table(set) = field("set") {
+                let mut items = Vec::new();
+                for pair in set.pairs::<Value, Value>() {
+                    let (member, _) = pair?;
+                    items.push(lua_to_reply(&member, proto, depth + 1)?);
+                }
+                return Ok(Reply::Set(items));
             }
             let mut items = Vec::new();
             for index in 1.. {
@@ -1219,7 +1532,7 @@ fn lua_to_reply(value: &Value, depth: usize) -> mlua::Result<Reply> {
                 if item.is_nil() {
                     break;
                 }
-                items.push(lua_to_reply(&item, depth + 1)?);
+                items.push(lua_to_reply(&item, proto, depth + 1)?);
             }
             Reply::Array(items)
         }

@@ -9,7 +9,7 @@ use super::transactions::propagate_block;
 use super::{COMMANDS, ClientState, Cmd, Ctx, WRITE, dispatch, help, keys_after_numkeys, lookup};
 use crate::error::{CmdResult, CommandError};
 use crate::exec::ExecContext;
-use crate::protocol::{Out, Reply};
+use crate::protocol::{Out, Protocol, Reply};
 use crate::scripting::{Kill, Script};
 use crate::state::Shared;
 use crate::store::Access;
@@ -115,6 +115,7 @@ fn script_call<'a>(
     access: Access<'a, '_>,
     read_only: bool,
     args: &[&[u8]],
+    proto: Protocol,
 ) -> Reply {
     let refuse = |text: &str| Reply::Error(text.to_string());
     let Some(position) = lookup(args[0]) else {
@@ -141,7 +142,10 @@ fn script_call<'a>(
     {
         return refuse("ERR Script attempted to access a non local key in a cluster node");
     }
-    let mut out = Out::capture();
+    let mut out = match proto {
+        Protocol::Resp2 => Out::capture(),
+        Protocol::Resp3 => Out::capture_resp3(),
+    };
     dispatch(shared, exec, client, &mut out, args, access);
     // (the nested dispatch reset it for its own command)
     client.script_asking = asking;
@@ -178,14 +182,22 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
         if access.is_direct() {
             let db = access.db();
             let mut held = db.lock_all();
-            let mut call = |args: &[&[u8]]| {
+            let mut call = |args: &[&[u8]], proto| {
                 let access = Access::held(db, &mut held, exec.holder());
-                script_call(shared, exec, client, access, read_only, args)
+                script_call(shared, exec, client, access, read_only, args, proto)
             };
             shared.scripts.run(script, keys, argv, &mut call)
         } else {
-            let mut call = |args: &[&[u8]]| {
-                script_call(shared, exec, client, access.reborrow(), read_only, args)
+            let mut call = |args: &[&[u8]], proto| {
+                script_call(
+                    shared,
+                    exec,
+                    client,
+                    access.reborrow(),
+                    read_only,
+                    args,
+                    proto,
+                )
             };
             shared.scripts.run(script, keys, argv, &mut call)
         }

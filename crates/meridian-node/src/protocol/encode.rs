@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::reply::{Decoded, Reply, ReplyLimits, ReplyTree, parse_reply};
+use super::reply::{Collection, Decoded, Reply, ReplyLimits, ReplyTree, parse_reply};
 
 /// Protocol version negotiated with HELLO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +72,15 @@ impl Out {
                 replies: Vec::new(),
             },
             proto: Protocol::Resp2,
+        }
+    }
+
+    /// Keeps replies as typed values in their RESP3 shape: maps, sets, doubles and
+    /// verbatim strings as such (a script that asked for RESP3).
+    pub fn capture_resp3() -> Self {
+        Out {
+            proto: Protocol::Resp3,
+            ..Out::capture()
         }
     }
 
@@ -199,6 +208,18 @@ impl Out {
                 self.array(items.len());
                 items.iter().for_each(|item| self.reply(item));
             }
+            Reply::Map(items) => {
+                self.map(items.len() / 2);
+                items.iter().for_each(|item| self.reply(item));
+            }
+            Reply::Set(items) => {
+                self.set(items.len());
+                items.iter().for_each(|item| self.reply(item));
+            }
+            Reply::Double(text) => self.double_text(text),
+            Reply::Bool(value) => self.boolean(*value),
+            Reply::BigNumber(digits) => self.big_number(digits),
+            Reply::Verbatim { format, text } => self.verbatim_bytes(format, text),
         }
     }
 
@@ -219,10 +240,21 @@ impl Out {
     /// Like [`encoding`](Self::encoding) for an array header of `len` elements.
     #[inline]
     fn encoding_array(&mut self, len: usize) -> Option<&mut BytesMut> {
+        self.encoding_collection(Collection::Array, len)
+    }
+
+    /// Like [`encoding`](Self::encoding) for the header of a collection of `len`
+    /// elements, captured as `kind` in RESP3 and as an array in RESP2.
+    #[inline]
+    fn encoding_collection(&mut self, kind: Collection, len: usize) -> Option<&mut BytesMut> {
+        let kind = match self.proto {
+            Protocol::Resp2 => Collection::Array,
+            Protocol::Resp3 => kind,
+        };
         match &mut self.sink {
             Sink::Encoded(buf) => Some(buf),
             Sink::Captured { tree, replies } => {
-                replies.extend(tree.open_array(len, len.min(1024)));
+                replies.extend(tree.open(kind, len, len.min(1024)));
                 None
             }
             Sink::Discarded => None,
@@ -315,7 +347,7 @@ impl Out {
     /// A map of `len` pairs: `%` in RESP3, a flat array in RESP2.
     pub fn map(&mut self, len: usize) {
         let proto = self.proto;
-        if let Some(buf) = self.encoding_array(len * 2) {
+        if let Some(buf) = self.encoding_collection(Collection::Map, len * 2) {
             match proto {
                 Protocol::Resp2 => header(buf, b'*', (len * 2) as i64),
                 Protocol::Resp3 => header(buf, b'%', len as i64),
@@ -325,7 +357,7 @@ impl Out {
 
     pub fn set(&mut self, len: usize) {
         let proto = self.proto;
-        if let Some(buf) = self.encoding_array(len) {
+        if let Some(buf) = self.encoding_collection(Collection::Set, len) {
             match proto {
                 Protocol::Resp2 => header(buf, b'*', len as i64),
                 Protocol::Resp3 => header(buf, b'~', len as i64),
@@ -344,14 +376,18 @@ impl Out {
         }
     }
 
-    /// A double: `,` in RESP3, a bulk string in RESP2.
-    /// A double as Redis's addReplyDouble sends it (`%.17g`): a bulk string in RESP2.
+    /// A double as Redis's addReplyDouble sends it (`%.17g`): `,` in RESP3, a bulk
+    /// string in RESP2.
     pub fn double(&mut self, value: f64) {
-        let text = format_g17(value);
+        self.double_text(&format_g17(value));
+    }
+
+    /// A double already written as text.
+    fn double_text(&mut self, text: &str) {
         match self.proto {
             Protocol::Resp2 => self.bulk(text.as_bytes()),
             Protocol::Resp3 => {
-                if let Some(buf) = self.encoding(|| Reply::Bulk(Bytes::from(text.clone()))) {
+                if let Some(buf) = self.encoding(|| Reply::Double(text.to_string())) {
                     buf.put_u8(b',');
                     buf.put_slice(text.as_bytes());
                     buf.put_slice(b"\r\n");
@@ -360,16 +396,51 @@ impl Out {
         }
     }
 
+    /// A boolean: `#t` / `#f` in RESP3, `:1` / `:0` in RESP2.
+    pub fn boolean(&mut self, value: bool) {
+        match self.proto {
+            Protocol::Resp2 => self.integer(i64::from(value)),
+            Protocol::Resp3 => {
+                if let Some(buf) = self.encoding(|| Reply::Bool(value)) {
+                    buf.put_slice(if value { b"#t\r\n" } else { b"#f\r\n" });
+                }
+            }
+        }
+    }
+
+    /// A big number's digits: `(` in RESP3, a bulk string in RESP2.
+    pub fn big_number(&mut self, digits: &str) {
+        match self.proto {
+            Protocol::Resp2 => self.bulk(digits.as_bytes()),
+            Protocol::Resp3 => {
+                if let Some(buf) = self.encoding(|| Reply::BigNumber(digits.to_string())) {
+                    buf.put_u8(b'(');
+                    buf.put_slice(digits.as_bytes());
+                    buf.put_slice(b"\r\n");
+                }
+            }
+        }
+    }
+
     /// Verbatim text (INFO, CLIENT INFO): `=` in RESP3, bulk in RESP2.
     pub fn verbatim(&mut self, text: &str) {
+        self.verbatim_bytes("txt", text.as_bytes());
+    }
+
+    /// Verbatim text of a three-letter `format` (`txt`, `mkd`).
+    fn verbatim_bytes(&mut self, format: &str, text: &[u8]) {
         match self.proto {
-            Protocol::Resp2 => self.bulk(text.as_bytes()),
+            Protocol::Resp2 => self.bulk(text),
             Protocol::Resp3 => {
-                let typed = || Reply::Bulk(Bytes::copy_from_slice(text.as_bytes()));
+                let typed = || Reply::Verbatim {
+                    format: format.to_string(),
+                    text: Bytes::copy_from_slice(text),
+                };
                 if let Some(buf) = self.encoding(typed) {
-                    header(buf, b'=', (text.len() + 4) as i64);
-                    buf.put_slice(b"txt:");
-                    buf.put_slice(text.as_bytes());
+                    header(buf, b'=', (text.len() + format.len() + 1) as i64);
+                    buf.put_slice(format.as_bytes());
+                    buf.put_u8(b':');
+                    buf.put_slice(text);
                     buf.put_slice(b"\r\n");
                 }
             }

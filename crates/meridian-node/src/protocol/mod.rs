@@ -6,4 +6,4 @@ pub mod reply;
 
 pub use encode::{Mark, Out, Protocol, Written};
 pub use frame::{Limits, ParseError, Parsed, Partial, parse_command, parse_command_resuming};
-pub use reply::{Decoded, Reply, ReplyLimits, ReplyTree, parse_reply};
+pub use reply::{Collection, Decoded, Reply, ReplyLimits, ReplyTree, parse_reply};

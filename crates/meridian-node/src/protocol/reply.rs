@@ -34,7 +34,10 @@ impl ReplyLimits {
     };
 }
 
-/// A decoded reply (RESP2, plus the RESP3 null).
+/// A typed reply. The decoder reads RESP2 and the RESP3 null (what peers send); the
+/// RESP3-only shapes come from a RESP3 capture (a script that asked for RESP3 with
+/// `redis.setresp(3)`) and from a script's return value, and each encodes in the
+/// RESP2 form Redis gives it when the client speaks RESP2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Simple(String),
@@ -43,6 +46,40 @@ pub enum Reply {
     Bulk(Bytes),
     Nil,
     Array(Vec<Reply>),
+    /// Keys and values alternating (a flat array in RESP2).
+    Map(Vec<Reply>),
+    /// An array in RESP2.
+    Set(Vec<Reply>),
+    /// The double as Redis writes it (`%.17g`; a bulk string in RESP2).
+    Double(String),
+    /// `:1` / `:0` in RESP2.
+    Bool(bool),
+    /// Digits (a bulk string in RESP2).
+    BigNumber(String),
+    /// Text of a verbatim string and its three-letter format (a bulk in RESP2).
+    Verbatim {
+        format: String,
+        text: Bytes,
+    },
+}
+
+/// The shape of a collection a [`ReplyTree`] is filling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Collection {
+    Array,
+    /// Counted in elements: keys and values.
+    Map,
+    Set,
+}
+
+impl Collection {
+    fn of(self, items: Vec<Reply>) -> Reply {
+        match self {
+            Collection::Array => Reply::Array(items),
+            Collection::Map => Reply::Map(items),
+            Collection::Set => Reply::Set(items),
+        }
+    }
 }
 
 /// Outcome of one decode attempt.
@@ -64,9 +101,10 @@ pub struct ReplyTree {
     open: Vec<Open>,
 }
 
-/// An array being filled: its elements so far and how many are still due.
+/// A collection being filled: its elements so far and how many are still due.
 #[derive(Debug)]
 struct Open {
+    kind: Collection,
     items: Vec<Reply>,
     due: usize,
 }
@@ -75,10 +113,16 @@ impl ReplyTree {
     /// Starts an array of `count` elements (`capacity` of them reserved); an empty
     /// array is a value at once.
     pub fn open_array(&mut self, count: usize, capacity: usize) -> Option<Reply> {
+        self.open(Collection::Array, count, capacity)
+    }
+
+    /// Starts a collection of `count` elements (a map counts keys and values).
+    pub fn open(&mut self, kind: Collection, count: usize, capacity: usize) -> Option<Reply> {
         if count == 0 {
-            return self.add(Reply::Array(Vec::new()));
+            return self.add(kind.of(Vec::new()));
         }
         self.open.push(Open {
+            kind,
             items: Vec::with_capacity(capacity.min(count)),
             due: count,
         });
@@ -95,7 +139,7 @@ impl ReplyTree {
                 self.open.push(open);
                 return None;
             }
-            value = Reply::Array(open.items);
+            value = open.kind.of(open.items);
         }
         Some(value)
     }
@@ -377,6 +421,7 @@ mod tests {
                     encode(item, out);
                 }
             }
+            other => unreachable!("the decoder reads RESP2: {other:?}"),
         }
     }
 

@@ -708,7 +708,7 @@ pub(crate) fn decode_reply(buffer: &mut BytesMut) -> std::io::Result<Option<Link
         RespReply::Error(error) => LinkReply::Error(error),
         RespReply::Bulk(data) => LinkReply::Bulk(Some(data)),
         RespReply::Nil => LinkReply::Bulk(None),
-        RespReply::Int(_) | RespReply::Array(_) => return Err(invalid("unexpected reply")),
+        _ => return Err(invalid("unexpected reply")),
     };
     buffer.advance(consumed);
     Ok(Some(reply))
