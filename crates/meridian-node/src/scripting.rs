@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mlua::{HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value, VmState};
+use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
 use parking_lot::Mutex;
 
 use crate::protocol::{Protocol, Reply};
 
+mod cjson;
 mod cmsgpack;
 mod structs;
 
@@ -1006,23 +1007,7 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
         )?;
     }
     globals.raw_set("redis", redis)?;
-    let cjson = lua.create_table()?;
-    cjson.raw_set(
-        "encode",
-        lua.create_function(|lua, value: Value| {
-            let json: serde_json::Value = lua.from_value(value)?;
-            serde_json::to_string(&json).map_err(mlua::Error::external)
-        })?,
-    )?;
-    cjson.raw_set(
-        "decode",
-        lua.create_function(|lua, text: mlua::LuaString| {
-            let json: serde_json::Value =
-                serde_json::from_slice(&text.as_bytes()).map_err(mlua::Error::external)?;
-            lua.to_value(&json)
-        })?,
-    )?;
-    globals.raw_set("cjson", cjson)?;
+    globals.raw_set("cjson", cjson::library(&lua, LUA_MEMORY_LIMIT)?)?;
     globals.raw_set("bit", bit_library(&lua)?)?;
     globals.raw_set("cmsgpack", cmsgpack::library(&lua, LUA_MEMORY_LIMIT)?)?;
     globals.raw_set("struct", structs::library(&lua)?)?;
@@ -1280,8 +1265,9 @@ impl CommandArgs {
         self.ends.push(self.bytes.len());
     }
 
+    /// A number argument as Redis 7.0 passes it (`%.17g`: no precision lost).
     fn push_number(&mut self, number: f64) {
-        self.push(lua_number_text(number).as_bytes());
+        self.push(crate::protocol::encode::format_g17(number).as_bytes());
     }
 
     fn slices(&self) -> Vec<&[u8]> {
@@ -1353,9 +1339,12 @@ impl mlua::FromLuaMulti for CommandArgs {
     }
 }
 
-/// A Lua number as Lua 5.1 prints it (`%.14g`), how Redis passes numbers to commands.
+/// A number as Lua 5.1's `tostring` prints it (`%.14g`), as cjson encodes numbers.
 fn lua_number_text(number: f64) -> String {
-    if number.fract() == 0.0 && number.abs() < 1e15 {
+    if number == 0.0 && number.is_sign_negative() {
+        return "-0".into();
+    }
+    if number.fract() == 0.0 && number.abs() < 1e14 {
         return format!("{}", number as i64);
     }
     let text = format!("{number:.13e}");
@@ -1554,12 +1543,17 @@ mod tests {
     }
 
     #[test]
-    fn numbers_pass_to_commands_as_lua_prints_them() {
+    fn numbers_print_as_lua_prints_them() {
         for (number, text) in [
             (1.0, "1"),
             (-3.0, "-3"),
             (0.5, "0.5"),
             (1.0 / 3.0, "0.33333333333333"),
+            (-0.0, "-0"),
+            (99_999_999_999_999.0, "99999999999999"),
+            (1e14, "1e+14"),
+            (123_456_789_012_345.0, "1.2345678901234e+14"),
+            (1.5e-7, "1.5e-07"),
         ] {
             assert_eq!(lua_number_text(number), text);
         }

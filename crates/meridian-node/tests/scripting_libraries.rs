@@ -210,6 +210,138 @@ const CASES: &[&[&str]] = &[
         "1",
         "job:1",
     ],
+    // cjson: encoding choices and errors
+    &["EVAL", "return cjson.encode({})", "0"],
+    &[
+        "EVAL",
+        "return cjson.encode({1, 2, 3, {a = {b = {}}}})",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "return cjson.encode('a/b \\\\ \\\" \\1\\8\\9\\10\\12\\13\\31\\127 \\200')",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "return cjson.encode({1.5, 0.1, 1/3, 1e300, -1e-300, 2^53, 123456789012345, 99999999999999, -0.0, 3})",
+        "0",
+    ],
+    &["EVAL", "return cjson.encode({1, nil, 3})", "0"],
+    &["EVAL", "return cjson.encode({[1] = 1, [5] = 5})", "0"],
+    &["EVAL", "return cjson.encode({[1] = 1, [20] = 5})", "0"],
+    &[
+        "EVAL",
+        "local t = {} for i = 1, 30 do t[i] = i end t[25] = nil return cjson.encode(t)",
+        "0",
+    ],
+    &["EVAL", "return cjson.encode({[0] = 1})", "0"],
+    &["EVAL", "return cjson.encode({[1.5] = 1, [-2] = 2})", "0"],
+    &[
+        "EVAL",
+        "return cjson.encode({a = 1, [3] = 'x', b = {true, false}})",
+        "0",
+    ],
+    &["EVAL", "return cjson.encode({[true] = 1})", "0"],
+    &["EVAL", "return cjson.encode(0/0)", "0"],
+    &["EVAL", "return cjson.encode({x = 1/0})", "0"],
+    &["EVAL", "return cjson.encode({[1/0] = 1})", "0"],
+    &["EVAL", "return cjson.encode(type)", "0"],
+    &["EVAL", "return cjson.encode(nil)", "0"],
+    &["EVAL", "return cjson.encode()", "0"],
+    &["EVAL", "return cjson.encode(1, 2)", "0"],
+    &["EVAL", "local t = {} t[1] = t return cjson.encode(t)", "0"],
+    &[
+        "EVAL",
+        "local t = {} local c = t for i = 1, 999 do c[1] = {} c = c[1] end return #cjson.encode(t)",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "local t = {} local c = t for i = 1, 1000 do c.x = {} c = c.x end return cjson.encode(t)",
+        "0",
+    ],
+    &["EVAL", "return cjson.encode(cjson.null)", "0"],
+    &["EVAL", "return cjson.encode({cjson.null, 1})", "0"],
+    // cjson: decoding
+    &[
+        "EVAL",
+        "return cjson.encode(cjson.decode('{\"a\":[1,2.5,\"x\",true,false,null],\"b\":{}}'))",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "return cjson.decode('[1,2,null]')[3] == cjson.null and 'null' or 'other'",
+        "0",
+    ],
+    &["EVAL", "return #cjson.decode('[1,2,null]')", "0"],
+    &[
+        "EVAL",
+        "return cjson.decode('\"\\\\u00e9\\\\ud83d\\\\ude00\\\\/\\\\b\\\\n\"')",
+        "0",
+    ],
+    &["EVAL", "return {cjson.decode('\"\\\\u0000x\"')}", "0"],
+    &["EVAL", "return tostring(cjson.decode(' -0.5e-3 '))", "0"],
+    &[
+        "EVAL",
+        "return {tostring(cjson.decode('01')), tostring(cjson.decode('0x1F')), tostring(cjson.decode('+7')), tostring(cjson.decode('1e999')), tostring(cjson.decode('-inf')), tostring(cjson.decode('Infinity')), tostring(cjson.decode('1.')), tostring(cjson.decode('0x1.8p1'))}",
+        "0",
+    ],
+    &["EVAL", "return cjson.decode('[1,2')", "0"],
+    &["EVAL", "return cjson.decode(' ')", "0"],
+    &["EVAL", "return cjson.decode('')", "0"],
+    &["EVAL", "return cjson.decode('[1,]')", "0"],
+    &["EVAL", "return cjson.decode('{\"a\" 1}')", "0"],
+    &["EVAL", "return cjson.decode('{\"a\":1,}')", "0"],
+    &["EVAL", "return cjson.decode('{\"a\":1 \"b\":2}')", "0"],
+    &["EVAL", "return cjson.decode('{1:2}')", "0"],
+    &["EVAL", "return cjson.decode('1 2')", "0"],
+    &["EVAL", "return cjson.decode('\"abc')", "0"],
+    &["EVAL", "return cjson.decode('\"\\\\q\"')", "0"],
+    &["EVAL", "return cjson.decode('\"\\\\u12\"')", "0"],
+    &["EVAL", "return cjson.decode('\"\\\\udc00\"')", "0"],
+    &["EVAL", "return cjson.decode('\"\\\\ud800x\"')", "0"],
+    &["EVAL", "return cjson.decode('nil')", "0"],
+    &["EVAL", "return cjson.decode('tru')", "0"],
+    &["EVAL", "return cjson.decode('-')", "0"],
+    &["EVAL", "return cjson.decode('.5')", "0"],
+    &["EVAL", "return cjson.decode('[1 2]')", "0"],
+    &[
+        "EVAL",
+        "return cjson.decode('1' .. string.char(0) .. 'garbage')",
+        "0",
+    ],
+    &["EVAL", "return cjson.decode(string.char(0, 65))", "0"],
+    &[
+        "EVAL",
+        "return type(cjson.decode(string.rep('[', 1000) .. string.rep(']', 1000)))",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "return cjson.decode(string.rep('[', 1001) .. string.rep(']', 1001))",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "return cjson.decode(string.rep('{\"a\":', 1001))",
+        "0",
+    ],
+    &["EVAL", "return cjson.decode()", "0"],
+    &["EVAL", "return cjson.decode({})", "0"],
+    &["EVAL", "return cjson.decode(12)", "0"],
+    &["EVAL", "return {pcall(cjson.decode, '[')}", "0"],
+    // numbers reach commands as Redis 7.0 passes them (%.17g)
+    &[
+        "EVAL",
+        "local out = {} for i, n in ipairs({0.1, 1/3, 1e20, 2^63, 1e15, 123456789012345678, -1.5e-7, 3, -0.0}) do redis.call('SET', 'n', n) out[i] = redis.call('GET', 'n') end return out",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "redis.call('SET', 'n', 0/0) return redis.call('GET', 'n')",
+        "0",
+    ],
     // struct
     &[
         "EVAL",
@@ -561,6 +693,77 @@ fn lua_value() -> impl Strategy<Value = String> {
             }),
         ]
     })
+}
+
+/// Encoding random values gives Redis's JSON (or its error), and decoding that JSON
+/// gives values that encode the same again.
+#[test]
+fn random_values_encode_as_json_like_redis_server() {
+    let command = lua_value().prop_map(|value| {
+        vec![
+            "EVAL".to_string(),
+            format!(
+                "local ok, json = pcall(cjson.encode, {value}) \
+                 if not ok then return {{'error', json}} end \
+                 local ok2, again = pcall(function() return cjson.encode(cjson.decode(json)) end) \
+                 return {{json, tostring(ok2), again}}"
+            ),
+            "0".to_string(),
+        ]
+    });
+    compare_random_sequences(prop::collection::vec(command, 1..8), 2, false);
+}
+
+/// Random JSON-like text (valid, cut short, or broken) decodes to the same values or
+/// fails with the same error as in Redis.
+#[test]
+fn random_text_decodes_as_json_like_redis_server() {
+    let piece = prop::sample::select(vec![
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        " ",
+        "\"k\"",
+        "\"a b\"",
+        "\"\\u00e9\"",
+        "\"\\n\"",
+        "\"\\x\"",
+        "1",
+        "-2.5",
+        "1e3",
+        "0x10",
+        "01",
+        "+1",
+        "inf",
+        "nan",
+        "true",
+        "false",
+        "null",
+        "tru",
+        "\"",
+        "\\",
+        "-",
+        ".",
+        "e",
+        "5",
+    ]);
+    let command = prop::collection::vec(piece, 0..16).prop_map(|pieces| {
+        let text = pieces.concat().replace('\\', "\\\\").replace('\'', "\\'");
+        vec![
+            "EVAL".to_string(),
+            format!(
+                "local ok, value = pcall(cjson.decode, '{text}') \
+                 if not ok then return {{'error', value}} end \
+                 local ok2, json = pcall(cjson.encode, value) \
+                 return {{'ok', tostring(ok2), json}}"
+            ),
+            "0".to_string(),
+        ]
+    });
+    compare_random_sequences(prop::collection::vec(command, 1..8), 2, false);
 }
 
 /// Packing random values gives Redis's bytes, and unpacking them gives values that

@@ -477,14 +477,20 @@ pub fn format_double(value: f64) -> String {
 }
 
 /// A double as C's `printf("%.17g")` writes it (17 significant digits, trailing zeros
-/// dropped, an exponent below 1e-4 and from 1e17 on), `inf`/`-inf`: how Redis 7.0
-/// replies with a sorted set's scores.
+/// dropped, an exponent below 1e-4 and from 1e17 on), `inf`/`-inf`, `nan`/`-nan` (as
+/// glibc): how Redis 7.0 replies with a sorted set's scores and passes a script's
+/// numbers to commands.
 pub fn format_g17(value: f64) -> String {
     if value.is_infinite() {
         return if value > 0.0 { "inf" } else { "-inf" }.into();
     }
     if value.is_nan() {
-        return "nan".into();
+        return if value.is_sign_negative() {
+            "-nan"
+        } else {
+            "nan"
+        }
+        .into();
     }
     if value == 0.0 {
         return if value.is_sign_negative() { "-0" } else { "0" }.into();

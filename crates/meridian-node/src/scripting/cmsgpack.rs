@@ -18,8 +18,9 @@ use super::library_function;
 /// Tables nested deeper than this encode as nil (the C library's limit).
 const MAX_NESTING: usize = 16;
 
-/// Containers nested deeper than this are refused when decoding.
-const MAX_DECODE_DEPTH: usize = 1000;
+/// Containers nested deeper than this are refused when decoding (where the C library
+/// runs out of Lua stack).
+const MAX_DECODE_DEPTH: usize = 4000;
 
 /// Values one `unpack` may return at once (Lua's C stack holds about 8000).
 const MAX_RESULTS: usize = 7900;
@@ -333,7 +334,7 @@ fn unpack(lua: &Lua, data: &[u8], limit: i64, offset: i64) -> mlua::Result<Multi
                 "stack overflow (too many return values at once; use unpack_one or unpack_limit instead.)",
             ));
         }
-        values.push(cursor.value(lua, 0)?);
+        values.push(cursor.value(lua)?);
     }
     if !decode_all {
         let next = if cursor.pos == cursor.data.len() {
@@ -388,9 +389,80 @@ impl<'d> Cursor<'d> {
         Ok(out)
     }
 
-    fn value(&mut self, lua: &Lua, depth: usize) -> mlua::Result<Value> {
+    /// One value, containers included (an explicit stack: no recursion).
+    fn value(&mut self, lua: &Lua) -> mlua::Result<Value> {
+        let mut open: Vec<Open> = Vec::new();
+        loop {
+            let mut value = match self.item(lua)? {
+                Item::Value(value) => value,
+                Item::Array(0) | Item::Map(0) => Value::Table(lua.create_table()?),
+                Item::Array(len) => {
+                    Self::nested(open.len())?;
+                    // every element takes a byte at least: the table grows with the input
+                    let capacity = len.min(self.data.len() - self.pos);
+                    let table = lua.create_table_with_capacity(capacity, 0)?;
+                    open.push(Open::Array {
+                        table,
+                        len,
+                        next: 1,
+                    });
+                    continue;
+                }
+                Item::Map(len) => {
+                    Self::nested(open.len())?;
+                    let table = lua.create_table()?;
+                    open.push(Open::Map {
+                        table,
+                        len,
+                        key: None,
+                    });
+                    continue;
+                }
+            };
+            // hand the value to the containers it completes
+            loop {
+                let Some(container) = open.last_mut() else {
+                    return Ok(value);
+                };
+                let done = match container {
+                    Open::Array { table, len, next } => {
+                        table.raw_set(*next, value)?;
+                        *next += 1;
+                        *next > *len
+                    }
+                    Open::Map { table, len, key } => match key.take() {
+                        None => {
+                            *key = Some(value);
+                            break;
+                        }
+                        Some(Value::Nil) => return Err(unplaced("table index is nil")),
+                        Some(Value::Number(n)) if n.is_nan() => {
+                            return Err(unplaced("table index is NaN"));
+                        }
+                        Some(key) => {
+                            table.raw_set(key, value)?;
+                            *len -= 1;
+                            *len == 0
+                        }
+                    },
+                };
+                if !done {
+                    break;
+                }
+                value = match open.pop() {
+                    Some(Open::Array { table, .. } | Open::Map { table, .. }) => {
+                        Value::Table(table)
+                    }
+                    None => unreachable!("a container was open"),
+                };
+            }
+        }
+    }
+
+    /// The next item: a whole scalar, or the header of an array or map.
+    fn item(&mut self, lua: &Lua) -> mlua::Result<Item> {
         let [kind] = self.fixed::<1>()?;
-        let number = |n: f64| Ok(Value::Number(n));
+        let number = |n: f64| Ok(Item::Value(Value::Number(n)));
         match kind {
             0x00..=0x7f => number(f64::from(kind)),
             0xe0..=0xff => number(f64::from(kind as i8)),
@@ -403,9 +475,9 @@ impl<'d> Cursor<'d> {
             // pushed as a lua_Integer: above 2^63 - 1 it wraps to negative, as in Redis
             0xcf => number(u64::from_be_bytes(self.fixed()?) as i64 as f64),
             0xd3 => number(i64::from_be_bytes(self.fixed()?) as f64),
-            0xc0 => Ok(Value::Nil),
-            0xc2 => Ok(Value::Boolean(false)),
-            0xc3 => Ok(Value::Boolean(true)),
+            0xc0 => Ok(Item::Value(Value::Nil)),
+            0xc2 => Ok(Item::Value(Value::Boolean(false))),
+            0xc3 => Ok(Item::Value(Value::Boolean(true))),
             0xca => number(f64::from(f32::from_be_bytes(self.fixed()?))),
             0xcb => number(f64::from_be_bytes(self.fixed()?)),
             0xa0..=0xbf => self.string(lua, usize::from(kind & 0x1f)),
@@ -421,63 +493,51 @@ impl<'d> Cursor<'d> {
                 let len = u32::from_be_bytes(self.fixed()?) as usize;
                 self.string(lua, len)
             }
-            0x90..=0x9f => self.array(lua, usize::from(kind & 0x0f), depth),
-            0xdc => {
-                let len = usize::from(u16::from_be_bytes(self.fixed()?));
-                self.array(lua, len, depth)
-            }
-            0xdd => {
-                let len = u32::from_be_bytes(self.fixed()?) as usize;
-                self.array(lua, len, depth)
-            }
-            0x80..=0x8f => self.map(lua, usize::from(kind & 0x0f), depth),
-            0xde => {
-                let len = usize::from(u16::from_be_bytes(self.fixed()?));
-                self.map(lua, len, depth)
-            }
-            0xdf => {
-                let len = u32::from_be_bytes(self.fixed()?) as usize;
-                self.map(lua, len, depth)
-            }
+            0x90..=0x9f => Ok(Item::Array(usize::from(kind & 0x0f))),
+            0xdc => Ok(Item::Array(usize::from(u16::from_be_bytes(self.fixed()?)))),
+            0xdd => Ok(Item::Array(u32::from_be_bytes(self.fixed()?) as usize)),
+            0x80..=0x8f => Ok(Item::Map(usize::from(kind & 0x0f))),
+            0xde => Ok(Item::Map(usize::from(u16::from_be_bytes(self.fixed()?)))),
+            0xdf => Ok(Item::Map(u32::from_be_bytes(self.fixed()?) as usize)),
             // bin, ext and the reserved byte: the library predates them
             _ => Err(mlua::Error::runtime("Bad data format in input.")),
         }
     }
 
-    fn string(&mut self, lua: &Lua, len: usize) -> mlua::Result<Value> {
-        Ok(Value::String(lua.create_string(self.take(len)?)?))
+    fn string(&mut self, lua: &Lua, len: usize) -> mlua::Result<Item> {
+        Ok(Item::Value(Value::String(
+            lua.create_string(self.take(len)?)?,
+        )))
     }
 
-    fn nested(depth: usize) -> mlua::Result<usize> {
+    /// Refuses a container opened inside `depth` others past the C library's reach.
+    fn nested(depth: usize) -> mlua::Result<()> {
         if depth >= MAX_DECODE_DEPTH {
-            return Err(mlua::Error::runtime("MessagePack input nested too deeply."));
+            return Err(mlua::Error::runtime(
+                "stack overflow (in function mp_decode_to_lua_array)",
+            ));
         }
-        Ok(depth + 1)
+        Ok(())
     }
+}
 
-    fn array(&mut self, lua: &Lua, len: usize, depth: usize) -> mlua::Result<Value> {
-        let depth = Self::nested(depth)?;
-        // every element takes a byte at least: the table grows with what is there
-        let table = lua.create_table_with_capacity(len.min(self.data.len() - self.pos), 0)?;
-        for index in 1..=len {
-            let item = self.value(lua, depth)?;
-            table.raw_set(index, item)?;
-        }
-        Ok(Value::Table(table))
-    }
+enum Item {
+    Value(Value),
+    Array(usize),
+    Map(usize),
+}
 
-    fn map(&mut self, lua: &Lua, len: usize, depth: usize) -> mlua::Result<Value> {
-        let depth = Self::nested(depth)?;
-        let table = lua.create_table()?;
-        for _ in 0..len {
-            let key = self.value(lua, depth)?;
-            let value = self.value(lua, depth)?;
-            match key {
-                Value::Nil => return Err(unplaced("table index is nil")),
-                Value::Number(n) if n.is_nan() => return Err(unplaced("table index is NaN")),
-                key => table.raw_set(key, value)?,
-            }
-        }
-        Ok(Value::Table(table))
-    }
+/// A container being filled: an array and its next index, or a map, the pairs still
+/// due and the key waiting for its value.
+enum Open {
+    Array {
+        table: Table,
+        len: usize,
+        next: usize,
+    },
+    Map {
+        table: Table,
+        len: usize,
+        key: Option<Value>,
+    },
 }
