@@ -18,6 +18,7 @@ use crate::protocol::{Protocol, Reply};
 
 mod cjson;
 mod cmsgpack;
+mod dump;
 mod structs;
 
 /// The environment of a library's code: its own `redis`, everything else read from the
@@ -149,6 +150,7 @@ const FUNCTION_FLAGS: [&str; 5] = [
 ];
 
 /// A function a library registered.
+#[derive(Clone)]
 struct Registered {
     name: String,
     callback: mlua::Function,
@@ -157,9 +159,21 @@ struct Registered {
 }
 
 /// A library FUNCTION LOAD loaded: its code and the functions it registered.
+#[derive(Clone)]
 struct Library {
     code: Vec<u8>,
     functions: Vec<Registered>,
+}
+
+/// What FUNCTION RESTORE does with the libraries already loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestorePolicy {
+    /// Refuse the payload if one of its libraries exists (the default).
+    Append,
+    /// Replace the libraries of the same names.
+    Replace,
+    /// Delete every library first.
+    Flush,
 }
 
 /// A function as FUNCTION LIST describes it.
@@ -418,6 +432,61 @@ impl Scripts {
         if !replace && interpreter.libraries.contains_key(&name) {
             return Err(format!("ERR Library '{name}' already exists"));
         }
+        self.load_locked(&mut interpreter, name.clone(), code)?;
+        commit();
+        Ok(name)
+    }
+
+    /// FUNCTION DUMP: every library's code in Redis's payload format.
+    pub fn dump_libraries(&self) -> Vec<u8> {
+        let interpreter = self.interpreter.lock();
+        dump::dump(
+            interpreter
+                .libraries
+                .values()
+                .map(|library| library.code.as_slice()),
+        )
+    }
+
+    /// FUNCTION RESTORE: the payload's libraries, all or none (`policy`: refuse a
+    /// library that exists, replace it, or drop every library first); `commit` runs
+    /// under the lock once they are in.
+    pub fn restore_libraries(
+        &self,
+        payload: &[u8],
+        policy: RestorePolicy,
+        commit: impl FnOnce(),
+    ) -> Result<(), String> {
+        let codes = dump::restore(payload)
+            .map_err(|_| "ERR DUMP payload version or checksum are wrong".to_string())?;
+        let mut interpreter = self.interpreter.lock();
+        let before = interpreter.libraries.clone();
+        if policy == RestorePolicy::Flush {
+            interpreter.libraries.clear();
+        }
+        for code in &codes {
+            let loaded = library_name(code).and_then(|name| {
+                if policy == RestorePolicy::Append && interpreter.libraries.contains_key(&name) {
+                    return Err(format!("ERR Library {name} already exists"));
+                }
+                self.load_locked(&mut interpreter, name, code)
+            });
+            if let Err(error) = loaded {
+                interpreter.libraries = before;
+                return Err(error);
+            }
+        }
+        commit();
+        Ok(())
+    }
+
+    /// Runs a library's code and puts it in under `name` (replacing one of that name).
+    fn load_locked(
+        &self,
+        interpreter: &mut Interpreter,
+        name: String,
+        code: &[u8],
+    ) -> Result<(), String> {
         // the metadata line stays as an empty line, so Lua's line numbers are the code's
         let body_start = code
             .iter()
@@ -501,14 +570,13 @@ impl Scripts {
             }
         }
         interpreter.libraries.insert(
-            name.clone(),
+            name,
             Library {
                 code: code.to_vec(),
                 functions,
             },
         );
-        commit();
-        Ok(name)
+        Ok(())
     }
 
     /// FUNCTION DELETE; `commit` runs under the lock once it is gone.

@@ -265,12 +265,7 @@ fn script_effects_replicate() {
         .query(&mut con)
         .expect("EVAL");
     assert_eq!(moved.len(), 10);
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query(&mut con)
-        .expect("WAIT");
-    assert_eq!(acked, 1);
+    replicated(&mut con);
     let mut on_replica = replica.redis();
     let taken: Vec<String> = redis::cmd("LRANGE")
         .arg("taken")
@@ -447,6 +442,10 @@ redis.register_function('fails', function(keys, args) return redis.call('INCR', 
 
 const FUNCTION_CASES: &[&[&str]] = &[
     &["FUNCTION", "FLUSH"],
+    &["FUNCTION", "DUMP"],
+    &["FUNCTION", "DUMP", "extra"],
+    &["FUNCTION", "RESTORE"],
+    &["FUNCTION", "HELP"],
     &["FUNCTION", "LOAD", LIBRARY],
     &["FUNCTION", "LOAD", LIBRARY],
     &["FUNCTION", "LOAD", "REPLACE", LIBRARY],
@@ -522,7 +521,7 @@ fn functions_answer_like_redis_server_in_resp2_and_resp3() {
     }
 }
 
-/// Libraries are data replicas hold: FUNCTION LOAD and DELETE replicate, a replica that
+/// Libraries are data replicas hold: FUNCTION LOAD, DELETE and RESTORE replicate, a replica that
 /// full-syncs later gets them after the snapshot, and a replica refuses a client's
 /// FUNCTION LOAD.
 #[test]
@@ -551,12 +550,7 @@ fn functions_replicate() {
         .query(&mut con)
         .map(|_: String| ())
         .expect("FUNCTION LOAD");
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query(&mut con)
-        .expect("WAIT");
-    assert_eq!(acked, 1);
+    replicated(&mut con);
     let mut raw = early.raw();
     raw.cmd(&["SET", "probe", "1"]);
     assert_eq!(
@@ -582,16 +576,44 @@ fn functions_replicate() {
         .arg("later")
         .query(&mut con)
         .expect("FUNCTION DELETE");
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query(&mut con)
-        .expect("WAIT");
-    assert_eq!(acked, 1);
+    replicated(&mut con);
     assert_eq!(
         raw.cmd(&["FCALL", "later", "0"]),
         Reply::err("ERR Function not found")
     );
+    // FUNCTION RESTORE replicates too: FLUSH leaves the replica with the payload's only
+    let scratch = Node::start();
+    let mut scratch = scratch.raw();
+    scratch.cmd(&[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=moved\nredis.register_function('moved', function() return 'moved' end)",
+    ]);
+    let Reply::Bulk(payload) = scratch.cmd(&["FUNCTION", "DUMP"]) else {
+        panic!("FUNCTION DUMP");
+    };
+    let () = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&payload)
+        .arg("FLUSH")
+        .query(&mut con)
+        .expect("FUNCTION RESTORE");
+    replicated(&mut con);
+    assert_eq!(raw.cmd(&["FCALL", "moved", "0"]), Reply::bulk("moved"));
+    assert_eq!(
+        raw.cmd(&["FCALL_RO", "echo", "0", "x"]),
+        Reply::err("ERR Function not found")
+    );
+}
+
+/// Waits until the one replica acknowledged everything written on `con`.
+fn replicated(con: &mut redis::Connection) {
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(con)
+        .expect("WAIT");
+    assert_eq!(acked, 1);
 }
 
 /// The time limit is Redis's `busy-reply-threshold` (alias `lua-time-limit`): CONFIG SET

@@ -870,3 +870,117 @@ fn a_script_cannot_change_what_later_scripts_run() {
     let (theirs, ours) = pair.both(&["EVAL", VICTIM, "0"]);
     assert_eq!(ours, theirs, "after FUNCTION LOAD");
 }
+
+/// A long library: Redis compresses its code (LZF) in FUNCTION DUMP's payload.
+fn long_library(name: &str) -> String {
+    let mut code = format!("#!lua name={name}\n");
+    for index in 0..40 {
+        code.push_str(&format!(
+            "redis.register_function('{name}_{index}', function(keys, args) return '{name} says ' .. {index} end)\n"
+        ));
+    }
+    code
+}
+
+/// FUNCTION LIST WITHCODE with libraries and functions in a fixed order (each server
+/// lists them in its own).
+fn listing(raw: &mut common::Raw) -> String {
+    fn canonical(reply: common::Reply) -> String {
+        match reply {
+            common::Reply::Array(items) => {
+                let mut items: Vec<String> = items.into_iter().map(canonical).collect();
+                items.sort();
+                format!("[{}]", items.join(","))
+            }
+            other => format!("{other:?}"),
+        }
+    }
+    // (RESP2: each library and function is a flat array of names and values, which
+    // sorting keeps apart since every name and value is distinct)
+    canonical(raw.cmd(&["FUNCTION", "LIST", "WITHCODE"]))
+}
+
+fn payload(raw: &mut common::Raw) -> Vec<u8> {
+    match raw.cmd(&["FUNCTION", "DUMP"]) {
+        common::Reply::Bulk(payload) => payload,
+        other => panic!("FUNCTION DUMP: {other:?}"),
+    }
+}
+
+fn restore(raw: &mut common::Raw, payload: &[u8], policy: &[u8]) -> String {
+    let mut args: Vec<&[u8]> = vec![b"FUNCTION", b"RESTORE", payload];
+    if !policy.is_empty() {
+        args.push(policy);
+    }
+    String::from_utf8_lossy(&raw.cmd_bytes(&args)).into_owned()
+}
+
+/// FUNCTION DUMP / RESTORE use Redis's payload format: libraries move from
+/// redis-server to the node and back (Redis's LZF-compressed code included), with
+/// Redis's policies and errors, all or nothing.
+#[test]
+fn function_payloads_move_between_redis_server_and_the_node() {
+    let redis = common::redis_server::RedisServer::start();
+    let node = common::Node::start();
+    let mut theirs = common::Raw::connect(redis.port);
+    let mut ours = node.raw();
+    let short = "#!lua name=short\nredis.register_function('hello', function() return 'hi' end)";
+    for raw in [&mut theirs, &mut ours] {
+        raw.cmd(&["FUNCTION", "LOAD", short]);
+    }
+    // the same short library gives the same bytes
+    assert_eq!(payload(&mut ours), payload(&mut theirs));
+    theirs.cmd(&["FUNCTION", "LOAD", &long_library("long")]);
+    let from_redis = payload(&mut theirs);
+    // APPEND (the default) refuses a library that exists, and changes nothing
+    assert_eq!(
+        restore(&mut ours, &from_redis, b""),
+        "-ERR Library short already exists\r\n"
+    );
+    let redis_answer = restore(&mut theirs, &from_redis, b"APPEND");
+    assert!(redis_answer.starts_with("-ERR Library "), "{redis_answer}");
+    assert_eq!(
+        ours.cmd(&["FCALL", "long_3", "0"]),
+        common::Reply::err("ERR Function not found")
+    );
+    // REPLACE brings the long library in, readable as Redis wrote it
+    assert_eq!(restore(&mut ours, &from_redis, b"REPLACE"), "+OK\r\n");
+    assert_eq!(
+        ours.cmd(&["FCALL", "long_3", "0"]),
+        common::Reply::bulk("long says 3")
+    );
+    assert!(listing(&mut ours) == listing(&mut theirs), "after REPLACE");
+    // back the other way: FLUSH first, then the node's payload into redis-server
+    ours.cmd(&["FUNCTION", "DELETE", "short"]);
+    let from_node = payload(&mut ours);
+    assert_eq!(restore(&mut theirs, &from_node, b"FLUSH"), "+OK\r\n");
+    assert!(listing(&mut theirs) == listing(&mut ours), "after FLUSH");
+    // damaged payloads and bad policies answer as Redis does
+    let mut damaged = from_node.clone();
+    damaged[3] ^= 1;
+    for (payload, policy) in [
+        (&damaged[..], &b""[..]),
+        (&b"junk"[..], &b""[..]),
+        (&from_node[..], &b"BOGUS"[..]),
+    ] {
+        assert_eq!(
+            restore(&mut ours, payload, policy),
+            restore(&mut theirs, payload, policy),
+            "{policy:?}"
+        );
+    }
+    let too_many: [&[u8]; 5] = [b"FUNCTION", b"RESTORE", &from_node, b"FLUSH", b"x"];
+    assert_eq!(ours.cmd_bytes(&too_many), theirs.cmd_bytes(&too_many));
+    // a payload whose library collides by function name is refused whole
+    let clash = "#!lua name=clash\nredis.register_function('long_1', function() return 1 end)";
+    let scratch = common::Node::start();
+    let mut scratch = scratch.raw();
+    scratch.cmd(&["FUNCTION", "LOAD", clash]);
+    let clashing = payload(&mut scratch);
+    let answer = restore(&mut ours, &clashing, b"REPLACE");
+    assert!(
+        answer.starts_with("-ERR Function long_1 already exists"),
+        "{answer}"
+    );
+    assert!(listing(&mut ours) == listing(&mut theirs), "unchanged");
+}

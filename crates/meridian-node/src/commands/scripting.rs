@@ -10,7 +10,7 @@ use super::{COMMANDS, ClientState, Cmd, Ctx, WRITE, dispatch, help, keys_after_n
 use crate::error::{CmdResult, CommandError};
 use crate::exec::ExecContext;
 use crate::protocol::{Out, Protocol, Reply};
-use crate::scripting::{Kill, Script};
+use crate::scripting::{Kill, RestorePolicy, Script};
 use crate::state::Shared;
 use crate::store::Access;
 
@@ -342,6 +342,8 @@ pub fn function(ctx: &mut Ctx<'_, '_>) -> CmdResult {
         (b"load", -3),
         (b"delete", 3),
         (b"flush", -2),
+        (b"dump", 2),
+        (b"restore", -3),
         (b"list", -2),
         (b"kill", 2),
         (b"stats", 2),
@@ -352,7 +354,7 @@ pub fn function(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let scripts = &shared.scripts;
     // libraries are data replicas get from their primary: a client may not change them
     // on a replica (what Redis's write flag on these subcommands does)
-    let changes = matches!(sub.as_slice(), b"load" | b"delete" | b"flush");
+    let changes = matches!(sub.as_slice(), b"load" | b"delete" | b"flush" | b"restore");
     if changes && !matches!(ctx.exec.caller, crate::exec::Caller::PrimaryStream) {
         super::replication::check_write(shared)?;
     }
@@ -389,6 +391,40 @@ pub fn function(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             scripts.flush_libraries(|| propagate(shared, &[b"FUNCTION", b"FLUSH"]));
             ctx.out.ok();
         }
+        b"dump" => {
+            let payload = scripts.dump_libraries();
+            ctx.out.bulk(&payload);
+        }
+        b"restore" => {
+            let payload = ctx.args[2];
+            let policy = match &ctx.args[3..] {
+                [] => RestorePolicy::Append,
+                [policy] if policy.eq_ignore_ascii_case(b"APPEND") => RestorePolicy::Append,
+                [policy] if policy.eq_ignore_ascii_case(b"REPLACE") => RestorePolicy::Replace,
+                [policy] if policy.eq_ignore_ascii_case(b"FLUSH") => RestorePolicy::Flush,
+                [_] => {
+                    return Err(CommandError::other(
+                        "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
+                    ));
+                }
+                _ => {
+                    return Err(CommandError::other(
+                        "ERR unknown subcommand or wrong number of arguments for 'RESTORE'. Try FUNCTION HELP.",
+                    ));
+                }
+            };
+            let policy_name: &[u8] = match policy {
+                RestorePolicy::Append => b"APPEND",
+                RestorePolicy::Replace => b"REPLACE",
+                RestorePolicy::Flush => b"FLUSH",
+            };
+            scripts
+                .restore_libraries(payload, policy, || {
+                    propagate(shared, &[b"FUNCTION", b"RESTORE", payload, policy_name]);
+                })
+                .map_err(CommandError::other)?;
+            ctx.out.ok();
+        }
         b"list" => function_list(ctx)?,
         b"kill" => return kill_running(ctx),
         b"stats" => {
@@ -419,15 +455,40 @@ pub fn function(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 "DELETE <LIBRARY NAME>",
                 "    Delete the given library.",
                 "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
-                "    Return general information on all the libraries.",
+                "    Return general information on all the libraries:",
+                "    * Library name",
+                "    * The engine used to run the Library",
+                "    * Library description",
+                "    * Functions list",
+                "    * Library code (if WITHCODE is given)",
+                "    It also possible to get only function that matches a pattern using LIBRARYNAME argument.",
+                "STATS",
+                "    Return information about the current function running:",
+                "    * Function name",
+                "    * Command used to run the function",
+                "    * Duration in MS that the function is running",
+                "    If no function is running, return nil",
+                "    In addition, returns a list of available engines.",
                 "KILL",
                 "    Kill the current running function.",
                 "FLUSH [ASYNC|SYNC]",
                 "    Delete all the libraries.",
-                "STATS",
-                "    Return information about the current function running.",
+                "    When called without the optional mode argument, the behavior is determined by the",
+                "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+                "    * ASYNC: Asynchronously flush the libraries.",
+                "    * SYNC: Synchronously flush the libraries.",
+                "DUMP",
+                "    Return a serialized payload representing the current libraries, can be restored using FUNCTION RESTORE command",
+                "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+                "    Restore the libraries represented by the given payload, it is possible to give a restore policy to",
+                "    control how to handle existing libraries (default APPEND):",
+                "    * FLUSH: delete all existing libraries.",
+                "    * APPEND: appends the restored libraries to the existing libraries. On collision, abort.",
+                "    * REPLACE: appends the restored libraries to the existing libraries, On collision, replace the old",
+                "      libraries with the new libraries (notice that even on this option there is a chance of failure",
+                "      in case of functions name collision with another library).",
                 "HELP",
-                "    Print this help.",
+                "    Prints this help.",
             ],
         ),
     }
