@@ -74,6 +74,11 @@ pub struct ClientHandle {
     /// `client-output-buffer-limit pubsub` class; 0 = none), shared with the settings
     /// so CONFIG SET moves it for every connection.
     output_limit: std::sync::Arc<AtomicUsize>,
+    /// Set once the connection must close now (over its output limit, CLIENT KILL,
+    /// ACL DELUSER): it stops writing what is queued and closes, as Redis does.
+    closing: AtomicBool,
+    /// Wakes the connection out of a write its client does not read.
+    close_now: tokio::sync::Notify,
 }
 
 /// Pub/sub output limit per subscriber, Redis's default (client-output-buffer-limit
@@ -105,6 +110,27 @@ impl ClientHandle {
             blocked: Default::default(),
             user: Mutex::new("default".into()),
             output_limit: std::sync::Arc::new(AtomicUsize::new(PUBSUB_OUTPUT_LIMIT)),
+            closing: AtomicBool::new(false),
+            close_now: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Closes the connection at once, whatever it has queued or is writing.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.close_now.notify_one();
+        // (wakes a connection waiting for events)
+        let _ = self.events.send(ClientEvent::Kill);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Completes once [`close`](Self::close) was called (at once if it was already).
+    pub async fn closed(&self) {
+        if !self.is_closing() {
+            self.close_now.notified().await;
         }
     }
 
@@ -122,7 +148,7 @@ impl ClientHandle {
         let pending = self.pending_bytes.fetch_add(size, Ordering::Relaxed) + size;
         let limit = self.output_limit.load(Ordering::Relaxed);
         if limit > 0 && pending > limit {
-            let _ = self.events.send(ClientEvent::Kill);
+            self.close();
             return false;
         }
         self.events.send(event).is_ok()

@@ -154,7 +154,7 @@ impl Shared {
         for handle in self.clients.lock().values() {
             let user = handle.user.lock().clone();
             if handle.id != except && users.iter().any(|name| **name == *user) {
-                let _ = handle.events.send(crate::client::ClientEvent::Kill);
+                handle.close();
             }
         }
     }

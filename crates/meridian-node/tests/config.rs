@@ -562,6 +562,23 @@ fn the_pubsub_hard_limit_cuts_off_slow_subscribers() {
         Some(&Reply::Int(0)),
         "a subscriber 19 MB behind was kept"
     );
+    // and its connection is closed at once, as Redis closes it, though it never read
+    // what was queued (it does not wait for the client to drain it)
+    let subscribed = |publisher: &mut common::Raw| match publisher.cmd(&["CLIENT", "LIST"]) {
+        Reply::Bulk(list) => String::from_utf8_lossy(&list)
+            .lines()
+            .filter(|line| line.contains(" sub=1 "))
+            .count(),
+        other => panic!("CLIENT LIST: {other:?}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while subscribed(&mut publisher) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber past its limit is still connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     assert_eq!(
         publisher.cmd(&[

@@ -617,7 +617,7 @@ fn kill(ctx: &mut Ctx<'_, '_>, handle: &Arc<ClientHandle>) {
     if handle.id == ctx.client.handle.id {
         ctx.client.close_after_reply = true;
     } else {
-        let _ = handle.events.send(ClientEvent::Kill);
+        handle.close();
     }
 }
 

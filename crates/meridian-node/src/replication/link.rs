@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::backlog::encode_command;
 use super::{LinkState, PrimaryMandate, PrimaryTarget, snapshot};
-use crate::client::{ClientEvent, ClientHandle};
+use crate::client::ClientHandle;
 use crate::commands::{ClientState, dispatch};
 use crate::error::SyncError;
 use crate::exec::{Caller, ExecContext};
@@ -150,7 +150,7 @@ fn disconnect_replicas(shared: &Shared) {
     let clients = shared.clients.lock();
     for id in ids {
         if let Some(handle) = clients.get(&id) {
-            let _ = handle.events.send(ClientEvent::Kill);
+            handle.close();
         }
     }
 }
