@@ -336,9 +336,21 @@ pub fn sha1_hex(source: &[u8]) -> String {
         .collect()
 }
 
-/// Runs one command for a script: its arguments in, its reply out in the shapes of
-/// the protocol the script asked for (`redis.setresp`).
-pub type CallFn<'c> = dyn FnMut(&[&[u8]], Protocol) -> Reply + 'c;
+/// What a script asks of the command layer.
+#[derive(Clone, Copy, Debug)]
+pub enum ScriptRequest<'a> {
+    /// Run a command (`redis.call` / `pcall`); its reply in the shapes of `proto`.
+    Call {
+        args: &'a [&'a [u8]],
+        proto: Protocol,
+    },
+    /// `redis.acl_check_cmd`: may the caller run this command: `Int(1)` / `Int(0)`,
+    /// or an error for an unknown command.
+    AclCheck { args: &'a [&'a [u8]] },
+}
+
+/// Serves a script's requests: a command's arguments in, its reply out.
+pub type CallFn<'c> = dyn FnMut(ScriptRequest<'_>) -> Reply + 'c;
 
 /// The interpreter and the scripts compiled in it, by SHA1.
 struct Interpreter {
@@ -847,25 +859,44 @@ impl Drop for RunningCallGuard<'_, '_> {
     }
 }
 
+/// Hands the request `make` builds (for the script's protocol) to the running script's
+/// [`CallFn`]; its answer and that protocol.
+fn ask<'a>(
+    lua: &Lua,
+    make: impl FnOnce(Protocol) -> ScriptRequest<'a>,
+) -> mlua::Result<(Reply, Protocol)> {
+    let slot = lua
+        .try_app_data_mut::<RunningCall>()
+        .ok()
+        .flatten()
+        .ok_or_else(outside_a_run)?;
+    let mut call = slot.call.ok_or_else(outside_a_run)?;
+    let proto = slot.proto;
+    // SAFETY: set by `Scripts::run` for this run (see `RunningCall`); the slot stays
+    // borrowed meanwhile, so no other callback can reach the same closure
+    let call = unsafe { call.as_mut() };
+    Ok((call(make(proto)), proto))
+}
+
 /// `redis.call` (`raise`: a command's error reply raises it) and `redis.pcall` (returns it
 /// as `{err = ...}`): the command runs through the running script's [`CallFn`].
 fn redis_call(lua: &Lua, args: &CommandArgs, raise: bool) -> mlua::Result<Value> {
-    let reply = {
-        let slot = lua
-            .try_app_data_mut::<RunningCall>()
-            .ok()
-            .flatten()
-            .ok_or_else(outside_a_run)?;
-        let mut call = slot.call.ok_or_else(outside_a_run)?;
-        let proto = slot.proto;
-        // SAFETY: set by `Scripts::run` for this run (see `RunningCall`); the slot stays
-        // borrowed meanwhile, so no other callback can reach the same closure
-        let call = unsafe { call.as_mut() };
-        (call(&args.slices(), proto), proto)
-    };
-    match reply {
+    let args = args.slices();
+    match ask(lua, |proto| ScriptRequest::Call { args: &args, proto })? {
         (Reply::Error(message), _) if raise => Err(mlua::Error::external(CallFailed { message })),
         (reply, proto) => reply_to_lua(lua, &reply, proto, 0),
+    }
+}
+
+/// `redis.acl_check_cmd(command, ...)`: whether the caller's ACL user may run it.
+fn acl_check_cmd(lua: &Lua, args: &CommandArgs) -> mlua::Result<bool> {
+    let args = args.slices();
+    match ask(lua, |_| ScriptRequest::AclCheck { args: &args })?.0 {
+        Reply::Int(allowed) => Ok(allowed != 0),
+        Reply::Error(message) => Err(mlua::Error::external(CallFailed { message })),
+        other => Err(mlua::Error::runtime(format!(
+            "unexpected ACL check answer {other:?}"
+        ))),
     }
 }
 
@@ -1009,14 +1040,9 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
         move |_, _| watchdog.check(),
     )?;
     let globals = lua.globals();
-    for unsafe_global in [
-        "loadfile",
-        "dofile",
-        "load",
-        "loadstring",
-        "require",
-        "module",
-    ] {
+    // (`load` and `loadstring` stay: the guard below makes what they compile run with
+    // the scripts' read-only view of the globals)
+    for unsafe_global in ["loadfile", "dofile", "require", "module"] {
         globals.raw_set(unsafe_global, Value::Nil)?;
     }
     let redis = lua.create_table()?;
@@ -1068,6 +1094,21 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
     // created once: they reach the running script's commands through `RunningCall`
     lua.set_app_data(RunningCall::default());
     redis.raw_set("setresp", lua.create_function(set_resp)?)?;
+    redis.raw_set(
+        "acl_check_cmd",
+        lua.create_function(|lua, args: CommandArgs| acl_check_cmd(lua, &args))?,
+    )?;
+    // the debugger's calls do nothing outside a debugging session (there is none here)
+    redis.raw_set("breakpoint", lua.create_function(|_, ()| Ok(false))?)?;
+    redis.raw_set(
+        "debug",
+        lua.create_function(|_, _: mlua::MultiValue| Ok(()))?,
+    )?;
+    redis.raw_set("REDIS_VERSION", crate::protocol::REDIS_COMPAT_VERSION)?;
+    redis.raw_set(
+        "REDIS_VERSION_NUM",
+        version_number(crate::protocol::REDIS_COMPAT_VERSION),
+    )?;
     for (name, raise) in [("call", true), ("pcall", false)] {
         redis.raw_set(
             name,
@@ -1115,9 +1156,36 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
                 __newindex = readonly_error,
                 __metatable = false,
             })
-            protected[proxy] = true
+            protected[proxy] = t
             return proxy
         end
+        -- reading through a proxy sees the table (never handing the table itself out)
+        local raw_next, raw_pairs, raw_ipairs = next, pairs, ipairs
+        rawset(_G, "next", function(t, key)
+            return raw_next(protected[t] or t, key)
+        end)
+        local function walk(raw, step, first)
+            return function(t)
+                local real = protected[t]
+                if not real then
+                    return raw(t)
+                end
+                return function(_, at)
+                    return step(real, at)
+                end, t, first
+            end
+        end
+        rawset(_G, "pairs", walk(raw_pairs, raw_next, nil))
+        rawset(_G, "ipairs", walk(raw_ipairs, function(real, index)
+            index = index + 1
+            local value = rawget(real, index)
+            if value ~= nil then
+                return index, value
+            end
+        end, 0))
+        rawset(_G, "rawget", function(t, key)
+            return rawget(protected[t] or t, key)
+        end)
         rawset(_G, "rawset", function(t, key, value)
             if protected[t] then
                 error("Attempt to modify a readonly table", 0)
@@ -1148,6 +1216,7 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
             end)
         end)
         -- what Redis 7.0 does not give scripts either
+        local setfenv = setfenv
         for _, name in ipairs({ "print", "getfenv", "setfenv", "newproxy" }) do
             rawset(_G, name, nil)
         end
@@ -1161,6 +1230,21 @@ fn new_interpreter(watchdog: Arc<Watchdog>) -> mlua::Result<Lua> {
         local real = _G
         local globals = readonly(real)
         rawset(real, "_G", globals)
+        -- code a script compiles runs with the same view (not the real globals, which
+        -- a new chunk would otherwise get)
+        local raw_load, raw_loadstring = load, loadstring
+        local function viewed(f, ...)
+            if f then
+                setfenv(f, globals)
+            end
+            return f, ...
+        end
+        rawset(real, "load", function(...)
+            return viewed(raw_load(...))
+        end)
+        rawset(real, "loadstring", function(...)
+            return viewed(raw_loadstring(...))
+        end)
         setmetatable(real, { __index = missing, __newindex = readonly_error })
         return globals, guard
         "#,
@@ -1241,6 +1325,15 @@ fn error_value(lua: &Lua, value: Value) -> mlua::Result<Value> {
         Value::Error(error) => Ok(Value::String(lua.create_string(message(&error))?)),
         other => Ok(other),
     }
+}
+
+/// `7.2.4` as Redis's `REDIS_VERSION_NUM` writes it: `0x00070204`.
+fn version_number(version: &str) -> u32 {
+    version
+        .split('.')
+        .take(3)
+        .map(|part| part.parse::<u32>().unwrap_or(0))
+        .fold(0, |number, part| number << 8 | part)
 }
 
 /// An error reply's text as Redis 7.0's `redis.error_reply` makes it: the first word
@@ -1608,6 +1701,12 @@ mod tests {
             sha1_hex(b"return 1"),
             "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
         );
+    }
+
+    #[test]
+    fn versions_number_as_redis_numbers_them() {
+        assert_eq!(version_number("7.0.15"), 458_767);
+        assert_eq!(version_number("7.2.4"), 0x0007_0204);
     }
 
     #[test]

@@ -490,6 +490,55 @@ const CASES: &[&[&str]] = &[
         "0",
     ],
     &["EVAL", "return {pcall(cmsgpack.pack)}", "0"],
+    // the library tables read as Redis's: their functions listed, loadstring's code
+    // under the same protection, the debugger's calls inert, the version
+    &[
+        "EVAL",
+        "local t = {} for k in pairs(redis) do t[#t + 1] = k end table.sort(t) return t",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "local t = {} for k in pairs(string) do t[#t + 1] = k end table.sort(t) return t",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "local t = {} for k, v in pairs(cjson) do t[#t + 1] = k end table.sort(t) return #t > 3",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "local t = {} for _, lib in ipairs({table, math, bit, cmsgpack, struct, coroutine}) do for k in pairs(lib) do t[#t + 1] = k end end table.sort(t) return t",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "return {type(rawget(string, 'len')), type(next(struct)), select('#', ipairs(math))}",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "return {type(getmetatable('').__index.len), ('x'):rep(3)}",
+        "0",
+    ],
+    &["EVAL", "return loadstring('return 1 + 1')()", "0"],
+    &["EVAL", "return {pcall(loadstring('x = 1'))}", "0"],
+    &["EVAL", "return {loadstring('return +')}", "0"],
+    &[
+        "EVAL",
+        "return {tostring(redis.breakpoint()), select('#', redis.debug('x', 1))}",
+        "0",
+    ],
+    &["EVAL", "return redis.acl_check_cmd('GET', 'key')", "0"],
+    &["EVAL", "return redis.acl_check_cmd('get')", "0"],
+    &["EVAL", "return redis.acl_check_cmd('nosuch')", "0"],
+    &["EVAL", "return redis.acl_check_cmd()", "0"],
+    &[
+        "EVAL",
+        "return type(redis.REDIS_VERSION) .. ' ' .. type(redis.REDIS_VERSION_NUM)",
+        "0",
+    ],
     // redis.setresp(3): RESP3 replies reach Lua as Redis hands them over
     &["HSET", "h", "a", "1", "b", "2"],
     &["SADD", "set", "m"],
@@ -841,6 +890,11 @@ fn a_script_cannot_change_what_later_scripts_run() {
         "getfenv(0).tostring = nil",
         "setfenv(1, {})",
         "loadstring('tostring = nil')()",
+        "load(function() return nil end) string.len = nil",
+        "local _, real = pairs(string) real.len = nil",
+        "rawset(select(2, pairs(redis)), 'call', nil)",
+        "local iter, real = ipairs(table) rawset(real, 'insert', nil)",
+        "next(cjson) cjson.encode = nil",
     ];
     const VICTIM: &str = "return {string.len('abc'), tostring(12), ('abc'):upper(), \
         redis.call('PING'), cjson.encode({1}), math.floor(1.5), type(table.insert), \
@@ -983,4 +1037,30 @@ fn function_payloads_move_between_redis_server_and_the_node() {
         "{answer}"
     );
     assert!(listing(&mut ours) == listing(&mut theirs), "unchanged");
+}
+
+/// `redis.acl_check_cmd` answers for the user running the script, as in Redis.
+#[test]
+fn acl_check_cmd_answers_for_the_calling_user() {
+    let redis = common::redis_server::RedisServer::start();
+    let node = common::Node::start();
+    let mut connections = [common::Raw::connect(redis.port), node.raw()];
+    let script = "return {redis.acl_check_cmd('get', 'app:1') and 1 or 0, \
+        redis.acl_check_cmd('get', 'other') and 1 or 0, \
+        redis.acl_check_cmd('set', 'app:1', 'x') and 1 or 0, \
+        redis.acl_check_cmd('eval', 'return 1', '0') and 1 or 0}";
+    let mut answers = Vec::new();
+    for raw in &mut connections {
+        let setup = [
+            "ACL", "SETUSER", "reader", "on", ">secret", "+eval", "+get", "~app:*",
+        ];
+        assert_eq!(raw.cmd(&setup), common::Reply::ok());
+        assert_eq!(raw.cmd(&["AUTH", "reader", "secret"]), common::Reply::ok());
+        answers.push(raw.cmd(&["EVAL", script, "0"]));
+    }
+    assert_eq!(answers[1], answers[0]);
+    let ints = |values: &[i64]| {
+        common::Reply::Array(values.iter().map(|&v| common::Reply::Int(v)).collect())
+    };
+    assert_eq!(answers[1], ints(&[1, 0, 0, 1]));
 }

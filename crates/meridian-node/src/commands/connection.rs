@@ -10,7 +10,7 @@ use crate::protocol::Protocol;
 use crate::state::PauseMode;
 use crate::tracking::{Tracking, TrackingOptions};
 
-pub const REDIS_COMPAT_VERSION: &str = "7.2.4";
+pub use crate::protocol::REDIS_COMPAT_VERSION;
 
 pub fn ping(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     if ctx.args.len() > 2 {

@@ -10,7 +10,7 @@ use super::{COMMANDS, ClientState, Cmd, Ctx, WRITE, dispatch, help, keys_after_n
 use crate::error::{CmdResult, CommandError};
 use crate::exec::ExecContext;
 use crate::protocol::{Out, Protocol, Reply};
-use crate::scripting::{Kill, RestorePolicy, Script};
+use crate::scripting::{Kill, RestorePolicy, Script, ScriptRequest};
 use crate::state::Shared;
 use crate::store::Access;
 
@@ -156,6 +156,23 @@ fn script_call<'a>(
     reply
 }
 
+/// `redis.acl_check_cmd`: 1 when the caller's user may run `args`, 0 when not.
+fn acl_check_reply(shared: &Shared, client: &ClientState, args: &[&[u8]]) -> Reply {
+    let Some(position) = lookup(args[0]) else {
+        return Reply::Error("ERR Invalid command passed to redis.acl_check_cmd()".into());
+    };
+    let catalog = shared.acl.catalog();
+    let allowed = super::acl_check(
+        catalog,
+        &client.login.user,
+        position,
+        &COMMANDS[position],
+        args,
+    )
+    .is_ok();
+    Reply::Int(i64::from(allowed))
+}
+
 fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> CmdResult {
     let numkeys = ctx.int_arg(2)?;
     if numkeys < 0 {
@@ -182,14 +199,17 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
         if access.is_direct() {
             let db = access.db();
             let mut held = db.lock_all();
-            let mut call = |args: &[&[u8]], proto| {
-                let access = Access::held(db, &mut held, exec.holder());
-                script_call(shared, exec, client, access, read_only, args, proto)
+            let mut call = |request: ScriptRequest<'_>| match request {
+                ScriptRequest::Call { args, proto } => {
+                    let access = Access::held(db, &mut held, exec.holder());
+                    script_call(shared, exec, client, access, read_only, args, proto)
+                }
+                ScriptRequest::AclCheck { args } => acl_check_reply(shared, client, args),
             };
             shared.scripts.run(script, keys, argv, &mut call)
         } else {
-            let mut call = |args: &[&[u8]], proto| {
-                script_call(
+            let mut call = |request: ScriptRequest<'_>| match request {
+                ScriptRequest::Call { args, proto } => script_call(
                     shared,
                     exec,
                     client,
@@ -197,7 +217,8 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
                     read_only,
                     args,
                     proto,
-                )
+                ),
+                ScriptRequest::AclCheck { args } => acl_check_reply(shared, client, args),
             };
             shared.scripts.run(script, keys, argv, &mut call)
         }

@@ -69,6 +69,8 @@ pub fn library(lua: &Lua, max_encoded: usize) -> mlua::Result<Table> {
         })?,
     )?;
     cjson.raw_set("null", null())?;
+    cjson.raw_set("_NAME", "cjson")?;
+    cjson.raw_set("_VERSION", "2.1.0")?;
     Ok(cjson)
 }
 
