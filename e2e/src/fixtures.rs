@@ -43,6 +43,9 @@ pub struct ClusterFixture {
     /// test everything but authentication and their clients send no password (the
     /// default, a generated password, has its own scenario).
     pub security: Option<String>,
+    /// `spec.origin`'s fields, one YAML line each (`url: http://...`, `writeBehind:
+    /// true`); no origin when empty.
+    pub origin: Vec<String>,
 }
 
 impl Default for ClusterFixture {
@@ -58,6 +61,7 @@ impl Default for ClusterFixture {
             fencing: None,
             runtime_classes: Vec::new(),
             security: None,
+            origin: Vec::new(),
         }
     }
 }
@@ -117,6 +121,11 @@ impl ClusterFixture {
             Some(lines) if lines.is_empty() => String::new(),
             Some(lines) => format!("\n{}", lines.trim_end()),
         };
+        let origin = if self.origin.is_empty() {
+            String::new()
+        } else {
+            format!("\n  origin:\n    {}", self.origin.join("\n    "))
+        };
         format!(
             r#"
 apiVersion: cache.meridian.dev/v1alpha1
@@ -125,7 +134,7 @@ metadata:
   name: {name}
 spec:
   shards: {shards}
-  replicasPerShard: {replicas}{consistency}{fencing}{security}
+  replicasPerShard: {replicas}{consistency}{fencing}{security}{origin}
   memory:
     maxmemory: {maxmemory}
   networkPolicy:

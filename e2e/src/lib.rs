@@ -162,7 +162,21 @@ where
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` with the last state it saw.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, String>>,
+{
+    poll_every(Duration::from_secs(2), what, timeout, check).await
+}
+
+/// [`wait_for`], polling every `interval`: for states that settle in milliseconds.
+pub async fn poll_every<T, F, Fut>(
+    interval: Duration,
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>, String>>,
@@ -178,7 +192,7 @@ where
         if start.elapsed() > timeout {
             bail!("timed out after {timeout:?} waiting for {what}; last state: {last}");
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -378,29 +392,47 @@ pub async fn cluster_connection(
 /// The body of `GET path` from an HTTP/1.0 server at `addr` (`ip:port`): enough for the
 /// nodes' `/metrics`, without an HTTP client crate.
 pub async fn http_get(addr: &str, path: &str) -> Result<String> {
+    let (status, body) = http_request(addr, "GET", path, b"").await?;
+    if status != 200 {
+        bail!("GET {path} from {addr}: HTTP {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// One HTTP/1.0 request (`method path` with `body`) to `addr` (`ip:port`): the status
+/// and the body of the answer, whatever the status.
+pub async fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream =
         tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
             .await
             .with_context(|| format!("connect to {addr} timed out"))??;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request).await?;
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
         .await
-        .with_context(|| format!("GET {path} from {addr} timed out"))??;
+        .with_context(|| format!("{method} {path} to {addr} timed out"))??;
     let response = String::from_utf8_lossy(&response);
     let (head, body) = response
         .split_once("\r\n\r\n")
-        .with_context(|| format!("GET {path} from {addr}: no HTTP response"))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!(
-            "GET {path} from {addr}: {}",
-            head.lines().next().unwrap_or(head)
-        );
-    }
-    Ok(body.to_string())
+        .with_context(|| format!("{method} {path} to {addr}: no HTTP response"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .with_context(|| format!("{method} {path} to {addr}: no status in {head:?}"))?;
+    Ok((status, body.to_string()))
 }
 
 /// The largest value of the Prometheus series `name` (any labels) in `metrics`.

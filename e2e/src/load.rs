@@ -163,13 +163,20 @@ pub async fn assert_no_key_lost(
     Ok(())
 }
 
-/// `GET key` through a cluster client.
-pub async fn get(connection: &mut ClusterConnection, key: &str) -> Result<Option<String>> {
+/// `GET key` through a cluster client (or a connection to one node).
+pub async fn get(
+    connection: &mut (impl redis::aio::ConnectionLike + Send),
+    key: &str,
+) -> Result<Option<String>> {
     Ok(redis::cmd("GET").arg(key).query_async(connection).await?)
 }
 
-/// `SET key value` through a cluster client.
-pub async fn set(connection: &mut ClusterConnection, key: &str, value: &str) -> Result<()> {
+/// `SET key value` through a cluster client (or a connection to one node).
+pub async fn set(
+    connection: &mut (impl redis::aio::ConnectionLike + Send),
+    key: &str,
+    value: &str,
+) -> Result<()> {
     let _: () = redis::cmd("SET")
         .arg(key)
         .arg(value)

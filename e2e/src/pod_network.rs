@@ -27,9 +27,28 @@ pub async fn start_probe_pod(
     name: &str,
     labels: &[(&str, &str)],
 ) -> Result<Pod> {
+    start_pod(client, ns, name, labels, PROBE_CONTAINER, PAUSE_IMAGE, &[]).await
+}
+
+/// Starts a pod `name` in `ns` with `labels` and one container of `image` with `env`,
+/// restricted as the cache pods are (non-root, read-only root, no capabilities), and
+/// waits until it runs.
+pub async fn start_pod(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    container: &str,
+    image: &str,
+    env: &[(&str, &str)],
+) -> Result<Pod> {
     let labels: serde_json::Map<String, serde_json::Value> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let env: Vec<serde_json::Value> = env
+        .iter()
+        .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
         .collect();
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
@@ -43,9 +62,10 @@ pub async fn start_probe_pod(
                 "seccompProfile": {"type": "RuntimeDefault"}
             },
             "containers": [{
-                "name": PROBE_CONTAINER,
-                "image": PAUSE_IMAGE,
+                "name": container,
+                "image": image,
                 "imagePullPolicy": "IfNotPresent",
+                "env": env,
                 "securityContext": {
                     "allowPrivilegeEscalation": false,
                     "readOnlyRootFilesystem": true,
@@ -57,9 +77,9 @@ pub async fn start_probe_pod(
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     pods.create(&PostParams::default(), &pod)
         .await
-        .with_context(|| format!("create probe pod {ns}/{name}"))?;
+        .with_context(|| format!("create pod {ns}/{name}"))?;
     wait_for(
-        &format!("probe pod {ns}/{name} running"),
+        &format!("pod {ns}/{name} running"),
         Duration::from_secs(120),
         || {
             let pods = pods.clone();

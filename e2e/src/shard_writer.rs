@@ -70,6 +70,11 @@ impl ShardClient {
         }
     }
 
+    /// The node that answered the last command that succeeded (the first one before any).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoints[self.current]
+    }
+
     pub async fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let mut set = redis::cmd("SET");
         set.arg(key).arg(value);
@@ -327,16 +332,26 @@ pub async fn orders_region_with_replicas(
     Ok((regions, status))
 }
 
-/// Waits until the region's status names `pod` primary of shard 0.
+/// Waits until the status of `orders-a` names `pod` primary of shard 0.
 pub async fn wait_shard0_primary(
     regions: &kube::Api<meridian_api::CacheRegion>,
     pod: &str,
 ) -> Result<meridian_api::CacheRegionStatus> {
+    wait_shard0_primary_of(regions, "orders-a", pod, Duration::from_secs(60)).await
+}
+
+/// Waits until the status of CacheRegion `region` names `pod` primary of shard 0.
+pub async fn wait_shard0_primary_of(
+    regions: &kube::Api<meridian_api::CacheRegion>,
+    region: &str,
+    pod: &str,
+    timeout: Duration,
+) -> Result<meridian_api::CacheRegionStatus> {
     crate::wait_region(
         regions,
-        "orders-a",
+        region,
         "status names the promoted primary",
-        Duration::from_secs(60),
+        timeout,
         |view| {
             view.status
                 .shards
