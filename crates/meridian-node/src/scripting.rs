@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 
 use crate::protocol::{Protocol, Reply};
 
+mod args;
 mod cjson;
 mod cmsgpack;
 mod dump;
@@ -865,11 +866,7 @@ fn ask<'a>(
     lua: &Lua,
     make: impl FnOnce(Protocol) -> ScriptRequest<'a>,
 ) -> mlua::Result<(Reply, Protocol)> {
-    let slot = lua
-        .try_app_data_mut::<RunningCall>()
-        .ok()
-        .flatten()
-        .ok_or_else(outside_a_run)?;
+    let slot = running(lua).ok_or_else(outside_a_run)?;
     let mut call = slot.call.ok_or_else(outside_a_run)?;
     let proto = slot.proto;
     // SAFETY: set by `Scripts::run` for this run (see `RunningCall`); the slot stays
@@ -915,16 +912,19 @@ fn set_resp(lua: &Lua, args: mlua::MultiValue) -> mlua::Result<()> {
         Some(version) if version as i32 == 3 => Protocol::Resp3,
         _ => return raise("ERR RESP version must be 2 or 3."),
     };
-    let mut slot = lua
-        .try_app_data_mut::<RunningCall>()
+    let mut slot = running(lua).ok_or_else(|| {
+        mlua::Error::runtime("redis.setresp can only be called inside a script invocation")
+    })?;
+    slot.proto = proto;
+    Ok(())
+}
+
+/// The running script's slot; None outside a run.
+fn running(lua: &Lua) -> Option<mlua::AppDataRefMut<'_, RunningCall>> {
+    lua.try_app_data_mut::<RunningCall>()
         .ok()
         .flatten()
         .filter(|slot| slot.call.is_some())
-        .ok_or_else(|| {
-            mlua::Error::runtime("redis.setresp can only be called inside a script invocation")
-        })?;
-    slot.proto = proto;
-    Ok(())
 }
 
 fn outside_a_run() -> mlua::Error {
@@ -1298,32 +1298,25 @@ fn library_function<R: mlua::IntoLuaMulti>(
 /// raises it: a failed `redis.call` as `{err = reply}`, any other as its message;
 /// other values unchanged.
 fn error_value(lua: &Lua, value: Value) -> mlua::Result<Value> {
-    fn message(error: &mlua::Error) -> String {
-        match error {
-            mlua::Error::CallbackError { cause, .. } => message(cause),
-            mlua::Error::ExternalError(cause) => match cause.downcast_ref::<CallFailed>() {
-                Some(failed) => failed.message.clone(),
-                None => cause.to_string(),
-            },
-            mlua::Error::RuntimeError(text) => text.clone(),
-            other => other.to_string(),
-        }
+    let Value::Error(error) = value else {
+        return Ok(value);
+    };
+    // the error a callback raised, without the wrappers mlua adds on the way out
+    let mut cause = &*error;
+    while let mlua::Error::CallbackError { cause: inner, .. } = cause {
+        cause = inner;
     }
-    fn failed_call(error: &mlua::Error) -> bool {
-        match error {
-            mlua::Error::CallbackError { cause, .. } => failed_call(cause),
-            mlua::Error::ExternalError(cause) => cause.is::<CallFailed>(),
-            _ => false,
-        }
-    }
-    match value {
-        Value::Error(error) if failed_call(&error) => {
-            let table = lua.create_table()?;
-            table.raw_set("err", message(&error))?;
-            Ok(Value::Table(table))
-        }
-        Value::Error(error) => Ok(Value::String(lua.create_string(message(&error))?)),
-        other => Ok(other),
+    match cause {
+        mlua::Error::ExternalError(external) => match external.downcast_ref::<CallFailed>() {
+            Some(failed) => {
+                let table = lua.create_table()?;
+                table.raw_set("err", failed.message.as_str())?;
+                Ok(Value::Table(table))
+            }
+            None => Ok(Value::String(lua.create_string(external.to_string())?)),
+        },
+        mlua::Error::RuntimeError(text) => Ok(Value::String(lua.create_string(text)?)),
+        other => Ok(Value::String(lua.create_string(other.to_string())?)),
     }
 }
 

@@ -402,12 +402,14 @@ fn run_command(shared: &Shared, client: &mut ClientState, out: &mut Out, argv: &
 
 /// Writes what is queued; a connection told to close stops at once, even in the
 /// middle of a write its client does not read.
-async fn flush(
-    stream: &mut Stream,
-    out: &mut Out,
-    shared: &Shared,
-    handle: &ClientHandle,
-) -> std::io::Result<()> {
+async fn flush(stream: &mut Stream, connection: &mut Connection) -> std::io::Result<()> {
+    let Connection {
+        shared,
+        client,
+        out,
+        ..
+    } = connection;
+    let handle = &client.handle;
     let closed = || {
         std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
@@ -556,18 +558,18 @@ async fn serve_connection(
             event = inbox.recv() => {
                 let Some(event) = event else { return Ok(()) };
                 if deliver(connection, event) {
-                    flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                    flush(stream, connection).await?;
                     return Ok(());
                 }
                 // drain whatever else is queued so one write carries it all
                 while connection.out.len() < OUTPUT_FLUSH {
                     let Ok(event) = inbox.try_recv() else { break };
                     if deliver(connection, event) {
-                        flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                        flush(stream, connection).await?;
                         return Ok(());
                     }
                 }
-                flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                flush(stream, connection).await?;
             }
             read = stream.read_buf(&mut connection.input) => {
                 let read = read?;
@@ -592,7 +594,7 @@ async fn serve_connection(
                     // apart costs the kernel more than the commands cost us (GET -P 16:
                     // 1.6 s of kernel time per 2M requests, 0.7 s with this).
                     tokio::task::yield_now().await;
-                    flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                    flush(stream, connection).await?;
                     if matches!(flow, Flow::Close) {
                         stream.shutdown().await.ok();
                         return Ok(());
@@ -602,7 +604,7 @@ async fn serve_connection(
                         Some(Pending::Wait { replicas, offset, timeout_ms }) => {
                             let acked = wait_acks(&shared, replicas, offset, timeout_ms).await;
                             connection.out.integer(acked as i64);
-                            flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                            flush(stream, connection).await?;
                         }
                         Some(Pending::Replica { replid, offset }) => {
                             let request = FeedRequest {
@@ -623,22 +625,22 @@ async fn serve_connection(
                             }
                             // invalidations the write caused for this client follow its reply
                             shared.tracking.flush_own_pushes(connection.client.handle.id, &mut connection.out);
-                            flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                            flush(stream, connection).await?;
                         }
                         Some(Pending::Regions(wait)) => {
                             shared.regions.finish(wait, &mut connection.out).await;
-                            flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                            flush(stream, connection).await?;
                         }
                         Some(Pending::AclLoad) => {
                             match crate::acl_file::load(&shared).await {
                                 Ok(()) => connection.out.ok(),
                                 Err(error) => connection.out.error(&format!("ERR {error}")),
                             }
-                            flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                            flush(stream, connection).await?;
                         }
                         Some(Pending::Migrate(job)) => {
                             crate::commands::migrate::run(&shared, job, &mut connection.out).await;
-                            flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                            flush(stream, connection).await?;
                         }
                         Some(Pending::Block(block)) => {
                             if !wait_unblocked(connection, stream, inbox, shutdown, block).await? {
@@ -648,7 +650,7 @@ async fn serve_connection(
                             if let Some(Pending::Regions(wait)) = connection.client.pending.take() {
                                 shared.regions.finish(wait, &mut connection.out).await;
                             }
-                            flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                            flush(stream, connection).await?;
                         }
                     }
                     if std::mem::take(&mut connection.script_wait) {
@@ -687,7 +689,7 @@ async fn serve_connection(
             () = idle_for(idle_limit), if idle_limit.is_some() => {
                 if connection.over_limit.is_some() {
                     connection.out.error(MAXCLIENTS_MESSAGE);
-                    flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                    flush(stream, connection).await?;
                     return Ok(());
                 }
                 tracing::debug!(client = connection.client.handle.id, "closing idle client (timeout)");
@@ -766,7 +768,7 @@ async fn wait_unblocked(
                     if deliver(connection, event) {
                         return Ok(false);
                     }
-                    flush(stream, &mut connection.out, &shared, &connection.client.handle).await?;
+                    flush(stream, connection).await?;
                 }
                 () = waiter.turn() => retry = true,
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {

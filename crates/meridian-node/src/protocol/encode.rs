@@ -384,11 +384,17 @@ impl Out {
 
     /// A double already written as text.
     fn double_text(&mut self, text: &str) {
+        self.resp3_line(b',', text, || Reply::Double(text.to_string()));
+    }
+
+    /// A RESP3 type sent as one line of text after its `kind` byte (a double, a big
+    /// number); a bulk string of the text in RESP2.
+    fn resp3_line(&mut self, kind: u8, text: &str, typed: impl FnOnce() -> Reply) {
         match self.proto {
             Protocol::Resp2 => self.bulk(text.as_bytes()),
             Protocol::Resp3 => {
-                if let Some(buf) = self.encoding(|| Reply::Double(text.to_string())) {
-                    buf.put_u8(b',');
+                if let Some(buf) = self.encoding(typed) {
+                    buf.put_u8(kind);
                     buf.put_slice(text.as_bytes());
                     buf.put_slice(b"\r\n");
                 }
@@ -410,16 +416,7 @@ impl Out {
 
     /// A big number's digits: `(` in RESP3, a bulk string in RESP2.
     pub fn big_number(&mut self, digits: &str) {
-        match self.proto {
-            Protocol::Resp2 => self.bulk(digits.as_bytes()),
-            Protocol::Resp3 => {
-                if let Some(buf) = self.encoding(|| Reply::BigNumber(digits.to_string())) {
-                    buf.put_u8(b'(');
-                    buf.put_slice(digits.as_bytes());
-                    buf.put_slice(b"\r\n");
-                }
-            }
-        }
+        self.resp3_line(b'(', digits, || Reply::BigNumber(digits.to_string()));
     }
 
     /// Verbatim text (INFO, CLIENT INFO): `=` in RESP3, bulk in RESP2.

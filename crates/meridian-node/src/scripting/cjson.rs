@@ -14,7 +14,7 @@
 
 use mlua::{LightUserData, Lua, MultiValue, Table, Value};
 
-use super::cmsgpack::string_argument;
+use super::args::{BoundedOutput, string_argument, type_name};
 use super::{library_function, lua_number_text};
 
 /// Arrays and objects nested deeper than this are refused both ways (Redis's limit).
@@ -30,19 +30,18 @@ pub fn library(lua: &Lua, max_encoded: usize) -> mlua::Result<Table> {
     let next: mlua::Function = lua.globals().raw_get("next")?;
     cjson.raw_set(
         "encode",
-        library_function(lua, move |_, args: MultiValue| {
+        library_function(lua, move |lua, args: MultiValue| {
             if args.len() != 1 {
                 return Err(mlua::Error::runtime(
                     "bad argument #1 to 'encode' (expected 1 argument)",
                 ));
             }
             let mut encoder = Encoder {
-                out: Vec::new(),
-                max: max_encoded,
+                out: BoundedOutput::new(max_encoded, "JSON text"),
                 next: next.clone(),
             };
             encoder.encode(&args[0])?;
-            Ok(mlua::BString::from(encoder.out))
+            lua.create_string(encoder.out.bytes())
         })?,
     )?;
     cjson.raw_set(
@@ -63,7 +62,6 @@ pub fn library(lua: &Lua, max_encoded: usize) -> mlua::Result<Table> {
             Parser {
                 data: &text,
                 pos: 0,
-                depth: 0,
             }
             .document(lua)
         })?,
@@ -79,26 +77,15 @@ fn null() -> Value {
     Value::LightUserData(LightUserData(std::ptr::null_mut()))
 }
 
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Nil => "nil",
-        Value::Boolean(_) => "boolean",
-        Value::Integer(_) | Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Table(_) => "table",
-        Value::Function(_) => "function",
-        Value::Thread(_) => "thread",
-        _ => "userdata",
-    }
-}
-
 fn cannot_serialise(value: &Value, reason: &str) -> mlua::Error {
-    mlua::Error::runtime(format!("Cannot serialise {}: {reason}", type_name(value)))
+    mlua::Error::runtime(format!(
+        "Cannot serialise {}: {reason}",
+        type_name(Some(value))
+    ))
 }
 
 struct Encoder {
-    out: Vec<u8>,
-    max: usize,
+    out: BoundedOutput,
     next: mlua::Function,
 }
 
@@ -118,13 +105,7 @@ enum Writing {
 
 impl Encoder {
     fn put(&mut self, bytes: &[u8]) -> mlua::Result<()> {
-        if self.out.len() + bytes.len() > self.max {
-            return Err(mlua::Error::runtime(
-                "not enough memory: JSON text over the scripts' memory limit",
-            ));
-        }
-        self.out.extend_from_slice(bytes);
-        Ok(())
+        self.out.put(bytes)
     }
 
     /// Writes `value`, tables included (an explicit stack: no recursion).
@@ -342,7 +323,6 @@ enum Open {
 struct Parser<'d> {
     data: &'d [u8],
     pos: usize,
-    depth: usize,
 }
 
 impl Parser<'_> {
@@ -359,12 +339,13 @@ impl Parser<'_> {
         ))
     }
 
-    fn descend(&mut self) -> mlua::Result<()> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
+    /// Refuses a container opened inside `open` others past the library's limit.
+    fn descend(&self, open: usize) -> mlua::Result<()> {
+        let depth = open + 1;
+        if depth > MAX_DEPTH {
             return Err(mlua::Error::runtime(format!(
-                "Found too many nested data structures ({}) at character {}",
-                self.depth, self.pos
+                "Found too many nested data structures ({depth}) at character {}",
+                self.pos
             )));
         }
         Ok(())
@@ -391,11 +372,10 @@ impl Parser<'_> {
                 Kind::Bool(value) => Value::Boolean(value),
                 Kind::Null => null(),
                 Kind::ObjBegin => {
-                    self.descend()?;
+                    self.descend(open.len())?;
                     let table = lua.create_table()?;
                     let next = self.next_token();
                     if matches!(next.kind, Kind::ObjEnd) {
-                        self.depth -= 1;
                         Value::Table(table)
                     } else {
                         let key = self.key(lua, next)?;
@@ -405,11 +385,10 @@ impl Parser<'_> {
                     }
                 }
                 Kind::ArrBegin => {
-                    self.descend()?;
+                    self.descend(open.len())?;
                     let table = lua.create_table()?;
                     let next = self.next_token();
                     if matches!(next.kind, Kind::ArrEnd) {
-                        self.depth -= 1;
                         Value::Table(table)
                     } else {
                         open.push(Open::Array(table, 1));
@@ -438,7 +417,6 @@ impl Parser<'_> {
                 let after = self.next_token();
                 match (after.kind, closing) {
                     (Kind::ArrEnd, true) | (Kind::ObjEnd, false) => {
-                        self.depth -= 1;
                         value = match open.pop() {
                             Some(Open::Array(table, _) | Open::Object(table, _)) => {
                                 Value::Table(table)

@@ -13,6 +13,7 @@
 
 use mlua::{Lua, MultiValue, Table, Value};
 
+use super::args::{BoundedOutput, optional_integer, string_argument};
 use super::library_function;
 
 /// Tables nested deeper than this encode as nil (the C library's limit).
@@ -37,19 +38,18 @@ pub fn library(lua: &Lua, max_packed: usize) -> mlua::Result<Table> {
                 ));
             }
             let mut packer = Packer {
-                out: Vec::new(),
-                max: max_packed,
+                out: BoundedOutput::new(max_packed, "MessagePack output"),
             };
             for value in values.iter() {
                 packer.value(value, 0)?;
             }
-            lua.create_string(&packer.out)
+            lua.create_string(packer.out.bytes())
         })?,
     )?;
     cmsgpack.raw_set(
         "unpack",
         library_function(lua, |lua, args: MultiValue| {
-            let data = input(lua, &args, "unpack")?;
+            let data = string_argument(lua, &args, 0, "unpack")?;
             unpack(lua, &data.as_bytes(), 0, 0)
         })?,
     )?;
@@ -57,7 +57,7 @@ pub fn library(lua: &Lua, max_packed: usize) -> mlua::Result<Table> {
         "unpack_one",
         library_function(lua, |lua, args: MultiValue| {
             let offset = optional_integer(lua, &args, 1, "unpack_one")?.unwrap_or(0);
-            let data = input(lua, &args, "unpack_one")?;
+            let data = string_argument(lua, &args, 0, "unpack_one")?;
             unpack(lua, &data.as_bytes(), 1, offset)
         })?,
     )?;
@@ -70,7 +70,7 @@ pub fn library(lua: &Lua, max_packed: usize) -> mlua::Result<Table> {
                 )
             })?;
             let offset = optional_integer(lua, &args, 2, "unpack_limit")?.unwrap_or(0);
-            let data = input(lua, &args, "unpack_limit")?;
+            let data = string_argument(lua, &args, 0, "unpack_limit")?;
             unpack(lua, &data.as_bytes(), limit, offset)
         })?,
     )?;
@@ -85,83 +85,13 @@ pub fn library(lua: &Lua, max_packed: usize) -> mlua::Result<Table> {
     Ok(cmsgpack)
 }
 
-/// The Lua type name `luaL_checklstring` reports.
-pub(super) fn type_name(value: Option<&Value>) -> &'static str {
-    match value {
-        None => "no value",
-        Some(Value::Nil) => "nil",
-        Some(Value::Boolean(_)) => "boolean",
-        Some(Value::Integer(_) | Value::Number(_)) => "number",
-        Some(Value::String(_)) => "string",
-        Some(Value::Table(_)) => "table",
-        Some(Value::Function(_)) => "function",
-        Some(Value::Thread(_)) => "thread",
-        Some(Value::UserData(_) | Value::LightUserData(_)) => "userdata",
-        Some(_) => "userdata",
-    }
-}
-
-/// Argument `index` as a string (numbers converted), as `luaL_checklstring` takes it.
-pub(super) fn string_argument(
-    lua: &Lua,
-    args: &MultiValue,
-    index: usize,
-    function: &str,
-) -> mlua::Result<mlua::LuaString> {
-    let value = args.get(index);
-    let coerced = match value {
-        Some(value @ (Value::String(_) | Value::Number(_) | Value::Integer(_))) => {
-            lua.coerce_string(value.clone())?
-        }
-        _ => None,
-    };
-    coerced.ok_or_else(|| {
-        mlua::Error::runtime(format!(
-            "bad argument #{} to '{function}' (string expected, got {})",
-            index + 1,
-            type_name(value)
-        ))
-    })
-}
-
-fn input(lua: &Lua, args: &MultiValue, function: &str) -> mlua::Result<mlua::LuaString> {
-    string_argument(lua, args, 0, function)
-}
-
-/// Argument `index` as `luaL_optinteger` reads it (truncated; absent or nil: None).
-pub(super) fn optional_integer(
-    lua: &Lua,
-    args: &MultiValue,
-    index: usize,
-    function: &str,
-) -> mlua::Result<Option<i64>> {
-    match args.get(index) {
-        None | Some(Value::Nil) => Ok(None),
-        Some(value) => match lua.coerce_number(value.clone())? {
-            Some(number) => Ok(Some(number as i64)),
-            None => Err(mlua::Error::runtime(format!(
-                "bad argument #{} to '{function}' (number expected, got {})",
-                index + 1,
-                type_name(Some(value))
-            ))),
-        },
-    }
-}
-
 struct Packer {
-    out: Vec<u8>,
-    max: usize,
+    out: BoundedOutput,
 }
 
 impl Packer {
     fn put(&mut self, bytes: &[u8]) -> mlua::Result<()> {
-        if self.out.len() + bytes.len() > self.max {
-            return Err(mlua::Error::runtime(
-                "not enough memory: MessagePack output over the scripts' memory limit",
-            ));
-        }
-        self.out.extend_from_slice(bytes);
-        Ok(())
+        self.out.put(bytes)
     }
 
     fn value(&mut self, value: &Value, level: usize) -> mlua::Result<()> {

@@ -9,7 +9,7 @@
 
 use mlua::{Lua, MultiValue, Table, Value};
 
-use super::cmsgpack::{optional_integer, string_argument, type_name};
+use super::args::{number_argument, optional_integer, string_argument};
 use super::library_function;
 
 /// Largest integral size (`i32`, `I16`, ...), as the C library allows.
@@ -48,7 +48,15 @@ fn error(message: String) -> mlua::Error {
     mlua::Error::runtime(message)
 }
 
-impl Format<'_> {
+impl<'f> Format<'f> {
+    fn new(text: &'f [u8], function: &'static str) -> Self {
+        Format {
+            text,
+            pos: 0,
+            function,
+        }
+    }
+
     fn next(&mut self) -> Option<u8> {
         let option = *self.text.get(self.pos)?;
         self.pos += 1;
@@ -135,32 +143,12 @@ pub fn library(lua: &Lua) -> mlua::Result<Table> {
     Ok(table)
 }
 
-/// `luaL_checknumber` of argument `index`.
-fn number_argument(lua: &Lua, args: &MultiValue, index: usize) -> mlua::Result<f64> {
-    let value = args.get(index);
-    match value {
-        Some(value) => lua.coerce_number(value.clone())?,
-        None => None,
-    }
-    .ok_or_else(|| {
-        error(format!(
-            "bad argument #{} to 'pack' (number expected, got {})",
-            index + 1,
-            type_name(value)
-        ))
-    })
-}
-
 fn pack(lua: &Lua, mut args: MultiValue) -> mlua::Result<mlua::LuaString> {
     let format = string_argument(lua, &args, 0, "pack")?;
     // the C library pushes a nil after the arguments: a missing one is "nil"
     args.push_back(Value::Nil);
     let format = format.as_bytes();
-    let mut format = Format {
-        text: &format,
-        pos: 0,
-        function: "pack",
-    };
+    let mut format = Format::new(&format, "pack");
     let mut header = Header::default();
     let mut out = Vec::new();
     let mut arg = 1;
@@ -169,7 +157,7 @@ fn pack(lua: &Lua, mut args: MultiValue) -> mlua::Result<mlua::LuaString> {
         out.resize(out.len() + padding(out.len(), &header, option, size), 0);
         match option {
             b'b' | b'B' | b'h' | b'H' | b'l' | b'L' | b'T' | b'i' | b'I' => {
-                let number = number_argument(lua, &args, arg)?;
+                let number = number_argument(lua, &args, arg, "pack")?;
                 arg += 1;
                 // (unsigned long)(long)n for negatives, (unsigned long)n otherwise
                 let mut value = if number < 0.0 {
@@ -189,7 +177,7 @@ fn pack(lua: &Lua, mut args: MultiValue) -> mlua::Result<mlua::LuaString> {
             }
             b'x' => out.push(0),
             b'f' | b'd' => {
-                let number = number_argument(lua, &args, arg)?;
+                let number = number_argument(lua, &args, arg, "pack")?;
                 arg += 1;
                 let mut bytes = if option == b'f' {
                     (number as f32).to_le_bytes().to_vec()
@@ -239,11 +227,7 @@ fn unpack(lua: &Lua, args: MultiValue) -> mlua::Result<MultiValue> {
         ));
     }
     let mut pos = (start as usize).wrapping_sub(1);
-    let mut format = Format {
-        text: &format_text,
-        pos: 0,
-        function: "unpack",
-    };
+    let mut format = Format::new(&format_text, "unpack");
     let too_short = || error("bad argument #2 to 'unpack' (data string too short)".into());
     let mut header = Header::default();
     let mut values: Vec<Value> = Vec::new();
@@ -258,15 +242,12 @@ fn unpack(lua: &Lua, args: MultiValue) -> mlua::Result<MultiValue> {
         }
         match option {
             b'b' | b'B' | b'h' | b'H' | b'l' | b'L' | b'T' | b'i' | b'I' => {
-                let bytes = &data[pos..pos + size];
-                let mut value: u64 = 0;
-                let ordered: Box<dyn Iterator<Item = &u8>> = match header.endian {
-                    Endian::Big => Box::new(bytes.iter()),
-                    Endian::Little => Box::new(bytes.iter().rev()),
+                let bytes = data[pos..pos + size].iter();
+                let shift_in = |value: u64, &byte: &u8| (value << 8) | u64::from(byte);
+                let mut value = match header.endian {
+                    Endian::Big => bytes.fold(0, shift_in),
+                    Endian::Little => bytes.rev().fold(0, shift_in),
                 };
-                for &byte in ordered {
-                    value = (value << 8) | u64::from(byte);
-                }
                 let number = if option.is_ascii_lowercase() {
                     // sign-extend from the item's top bit (x86 masks the shift to 6 bits)
                     let mask = (!0u64).wrapping_shl((size * 8).wrapping_sub(1) as u32);
@@ -331,11 +312,7 @@ fn unpack(lua: &Lua, args: MultiValue) -> mlua::Result<MultiValue> {
 fn size(lua: &Lua, args: MultiValue) -> mlua::Result<usize> {
     let format_text = string_argument(lua, &args, 0, "size")?;
     let format_text = format_text.as_bytes();
-    let mut format = Format {
-        text: &format_text,
-        pos: 0,
-        function: "size",
-    };
+    let mut format = Format::new(&format_text, "size");
     let mut header = Header::default();
     let mut pos = 0usize;
     while let Some(option) = format.next() {
