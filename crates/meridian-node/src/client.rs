@@ -28,6 +28,9 @@ pub enum ClientEvent {
     Unblock {
         error: bool,
     },
+    /// The node is stopping (`Shared::shutting_down` is set): wakes an idle connection
+    /// so it starts draining. Carries nothing to the client.
+    NodeStopping,
 }
 
 impl ClientEvent {
@@ -41,7 +44,7 @@ impl ClientEvent {
                 payload,
             } => pattern.len() + channel.len() + payload.len() + 40,
             ClientEvent::Tracking(push) => push.size(),
-            ClientEvent::Kill | ClientEvent::Unblock { .. } => 0,
+            ClientEvent::Kill | ClientEvent::Unblock { .. } | ClientEvent::NodeStopping => 0,
         }
     }
 }

@@ -276,6 +276,10 @@ pub async fn run(
     shared.shutting_down.store(true, Ordering::Relaxed);
     ready.store(false, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
+    // client connections read the stop from `shutting_down`; this wakes the idle ones
+    for handle in shared.clients.lock().values() {
+        let _ = handle.events.send(client::ClientEvent::NodeStopping);
+    }
     let _ = accept_task.await;
     // every connection task holds a sender; recv() returns None once all ended
     let drained = tokio::time::timeout(

@@ -86,6 +86,56 @@ fn sigterm_finishes_in_flight_work_and_exits_zero() {
     );
 }
 
+#[test]
+fn sigterm_closes_idle_subscribed_and_blocked_clients_at_once() {
+    // Connections that send nothing must notice the stop by themselves: with a
+    // 60-second shutdown timeout, a connection that missed it would hold the node
+    // (each I/O thread count: the stop reaches connections on every worker).
+    for threads in ["1", "2"] {
+        let mut node = Node::start_with(&["--io-threads", threads, "--shutdown-timeout", "60"]);
+        let mut idle = node.raw();
+        assert_eq!(idle.cmd(&["PING"]), Reply::Simple("PONG".into()));
+        let mut subscriber = node.raw();
+        subscriber.send(&common::encode(&[b"SUBSCRIBE", b"news"]));
+        let _confirmation = subscriber.read();
+        let mut blocked = node.raw();
+        blocked.send(&common::encode(&[b"BLPOP", b"nothing", b"0"]));
+        let mut tracked = node.raw();
+        assert_eq!(tracked.cmd(&["CLIENT", "TRACKING", "on"]), Reply::ok());
+        // the blocking command has reached the node before the signal
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while common::info_field(&node, "clients", "blocked_clients") != "1" {
+            assert!(Instant::now() < deadline, "BLPOP never blocked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let signalled = Instant::now();
+        node.signal("TERM");
+        for (name, client) in [
+            ("idle", &mut idle),
+            ("subscriber", &mut subscriber),
+            ("blocked", &mut blocked),
+            ("tracking", &mut tracked),
+        ] {
+            assert!(
+                client.closed(),
+                "{name} client not closed ({threads} threads)"
+            );
+        }
+        let exit = loop {
+            if let Some(exit) = node.child.try_wait().expect("wait") {
+                break exit;
+            }
+            assert!(
+                signalled.elapsed() < Duration::from_secs(10),
+                "node still running {:?} after SIGTERM with idle clients ({threads} threads)",
+                signalled.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(exit.success(), "exit status {exit:?}");
+    }
+}
+
 fn topology_json(epoch: u64, port: u16) -> String {
     let shards: Vec<serde_json::Value> = meridian_topology::split_evenly(3)
         .into_iter()

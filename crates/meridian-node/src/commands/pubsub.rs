@@ -168,6 +168,6 @@ pub fn encode_event(out: &mut Out, event: &ClientEvent) {
             out.bulk(payload);
         }
         ClientEvent::Tracking(push) => crate::tracking::encode(out, push),
-        ClientEvent::Kill | ClientEvent::Unblock { .. } => {}
+        ClientEvent::Kill | ClientEvent::Unblock { .. } | ClientEvent::NodeStopping => {}
     }
 }
