@@ -30,6 +30,11 @@ impl ClusterUnderTest {
     fn entry_port(&self) -> u16 {
         self.servers.first().map_or(0, |server| server.port)
     }
+
+    /// CPU time (user + system) all six servers have used so far.
+    fn cpu_seconds(&self) -> Result<f64> {
+        self.servers.iter().map(Server::cpu_seconds).sum()
+    }
 }
 
 impl Drop for ClusterUnderTest {
@@ -352,17 +357,41 @@ fn parse_csv(text: &str) -> Result<Vec<(String, f64)>> {
     Ok(results)
 }
 
-fn throughput(port: u16, pipeline: u32, requests: u32) -> Result<Vec<(String, f64)>> {
-    let output = benchmark_command(port, "set,get", requests, pipeline)
-        .output()
-        .context("run redis-benchmark --cluster")?;
-    if !output.status.success() {
-        bail!(
-            "redis-benchmark --cluster failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+/// What one cluster did in one round: ops/s as redis-benchmark reports them, and
+/// requests per second of CPU time of all six servers together (primaries and
+/// replicas: the replication stream is part of a write's cost).
+#[derive(Clone, Default)]
+struct Round {
+    ops: Vec<(String, f64)>,
+    per_cpu_second: Vec<(String, f64)>,
+}
+
+/// SET, then GET of the keys it wrote, as separate runs so that the servers' CPU
+/// time over each run belongs to one test.
+fn throughput(cluster: &ClusterUnderTest, pipeline: u32, requests: u32) -> Result<Round> {
+    let mut round = Round::default();
+    for test in ["set", "get"] {
+        let cpu_before = cluster.cpu_seconds()?;
+        let output = benchmark_command(cluster.entry_port(), test, requests, pipeline)
+            .output()
+            .context("run redis-benchmark --cluster")?;
+        if !output.status.success() {
+            bail!(
+                "redis-benchmark --cluster failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let cpu = cluster.cpu_seconds()? - cpu_before;
+        for (name, rps) in parse_csv(&String::from_utf8_lossy(&output.stdout))? {
+            if cpu > 0.0 {
+                round
+                    .per_cpu_second
+                    .push((name.clone(), f64::from(requests) / cpu));
+            }
+            round.ops.push((name, rps));
+        }
     }
-    parse_csv(&String::from_utf8_lossy(&output.stdout))
+    Ok(round)
 }
 
 struct LagReport {
@@ -433,12 +462,13 @@ pub fn run(quick: bool) -> Result<()> {
         "All 18 servers pinned to core 0 (meridian-node with --io-threads 1), redis-benchmark pinned to core 1;"
     );
     println!(
-        "`redis-benchmark --cluster -t set,get -n N -c 50 -r 100000 -d 64 -P <p> --csv`, median of {rounds} rounds, clusters alternating.\n"
+        "`redis-benchmark --cluster -t <set|get> -n N -c 50 -r 100000 -d 64 -P <p> --csv` (SET, then GET of the keys it wrote), median of {rounds} rounds, clusters alternating.\n"
     );
     println!(
         "| test | pipeline | redis-server cluster ops/s | valkey-server cluster ops/s | meridian-node cluster ops/s | meridian / redis | meridian / valkey |"
     );
     println!("|---|---|---|---|---|---|---|");
+    let mut per_cpu = Vec::new();
     for pipeline in [1u32, 16] {
         let requests = match (quick, pipeline) {
             (true, 1) => 50_000,
@@ -446,14 +476,30 @@ pub fn run(quick: bool) -> Result<()> {
             (false, 1) => 200_000,
             (false, _) => 2_000_000,
         };
-        let mut runs: Vec<Vec<Vec<(String, f64)>>> = vec![Vec::new(); clusters.len()];
+        let mut runs: Vec<Vec<Round>> = vec![Vec::new(); clusters.len()];
         for _ in 0..rounds {
             // alternate so background noise hits all alike
             for (cluster, runs) in clusters.iter().zip(&mut runs) {
-                runs.push(throughput(cluster.entry_port(), pipeline, requests)?);
+                runs.push(throughput(cluster, pipeline, requests)?);
             }
         }
-        super::print_set_get_rows(pipeline, &runs);
+        let pick = |what: fn(&Round) -> &Vec<(String, f64)>| -> Vec<Vec<Vec<(String, f64)>>> {
+            runs.iter()
+                .map(|rounds| rounds.iter().map(|round| what(round).clone()).collect())
+                .collect()
+        };
+        super::print_set_get_rows(pipeline, &pick(|round| &round.ops));
+        per_cpu.push((pipeline, pick(|round| &round.per_cpu_second)));
+    }
+    println!(
+        "\n### Requests per second of cluster CPU time\n\nThe six servers' utime + stime (/proc/<pid>/stat) over each run, primaries and replicas together: what a request costs the cluster, less sensitive to the machine's other load than ops/s.\n"
+    );
+    println!(
+        "| test | pipeline | redis-server cluster | valkey-server cluster | meridian-node cluster | meridian / redis | meridian / valkey |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (pipeline, runs) in &per_cpu {
+        super::print_set_get_rows(*pipeline, runs);
     }
     let requests = if quick { 500_000 } else { 3_000_000 };
     println!(
