@@ -27,12 +27,20 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn wait_listening(ip: &str, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect((ip, port)).is_err() {
-        assert!(Instant::now() < deadline, "{ip}:{port} did not start");
-        std::thread::sleep(Duration::from_millis(20));
+/// Waits until `child` listens on every port of `ip`; false when it exited first
+/// (a port was taken).
+fn wait_listening(child: &mut Child, ip: &str, ports: &[u16]) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for &port in ports {
+        while TcpStream::connect((ip, port)).is_err() {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            assert!(Instant::now() < deadline, "{ip}:{port} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
+    true
 }
 
 impl HttpNode {
@@ -40,6 +48,10 @@ impl HttpNode {
         HttpNode::start_with_env(ip, node_id, http_port, extra, &[])
     }
 
+    /// Starts a node on `ip` with fresh client and metrics ports. A port picked by
+    /// [`free_port`] can be taken before the node binds it (a parallel test, or any
+    /// outgoing connection's ephemeral port), so a node that exits at startup is
+    /// retried with new ports.
     pub fn start_with_env(
         ip: &str,
         node_id: &str,
@@ -47,30 +59,32 @@ impl HttpNode {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> HttpNode {
-        let port = free_port();
-        let metrics_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
-            .args(["--bind", ip, "--port", &port.to_string()])
-            .args(["--metrics-port", &metrics_port.to_string()])
-            .args(["--http-port", &http_port.to_string()])
-            .args(["--node-id", node_id, "--shards", "4", "--log", "warn"])
-            .args(extra)
-            .env("MERIDIAN_LINK_PORT", "0")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start meridian-node");
-        let node = HttpNode {
-            child,
-            ip: ip.to_string(),
-            port,
-            http_port,
-            metrics_port,
-        };
-        wait_listening(ip, port);
-        wait_listening(ip, http_port);
-        node
+        for _ in 0..5 {
+            let (port, metrics_port) = (free_port(), free_port());
+            let child = Command::new(env!("CARGO_BIN_EXE_meridian-node"))
+                .args(["--bind", ip, "--port", &port.to_string()])
+                .args(["--metrics-port", &metrics_port.to_string()])
+                .args(["--http-port", &http_port.to_string()])
+                .args(["--node-id", node_id, "--shards", "4", "--log", "warn"])
+                .args(extra)
+                .env("MERIDIAN_LINK_PORT", "0")
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start meridian-node");
+            let mut node = HttpNode {
+                child,
+                ip: ip.to_string(),
+                port,
+                http_port,
+                metrics_port,
+            };
+            if wait_listening(&mut node.child, ip, &[port, http_port]) {
+                return node;
+            }
+        }
+        panic!("node {node_id} could not bind free ports on {ip}");
     }
 
     pub fn request(
