@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Node, Reply};
@@ -59,11 +58,7 @@ fn sigterm_finishes_in_flight_work_and_exits_zero() {
     }
     raw.send(&batch);
     assert_eq!(raw.read(), Reply::ok());
-    let status = Command::new("kill")
-        .args(["-TERM", &node.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    node.signal("TERM");
     for _ in 1..20000 {
         assert_eq!(
             raw.read(),
@@ -71,14 +66,9 @@ fn sigterm_finishes_in_flight_work_and_exits_zero() {
             "in-flight replies must be delivered"
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(exit) = node.child.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = node
+        .wait_exit(Duration::from_secs(15))
+        .expect("node did not exit after SIGTERM");
     assert!(exit.success(), "exit status {exit:?}");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err(),
@@ -121,16 +111,12 @@ fn sigterm_closes_idle_subscribed_and_blocked_clients_at_once() {
                 "{name} client not closed ({threads} threads)"
             );
         }
-        let exit = loop {
-            if let Some(exit) = node.child.try_wait().expect("wait") {
-                break exit;
-            }
-            assert!(
-                signalled.elapsed() < Duration::from_secs(10),
+        let within = Duration::from_secs(10).saturating_sub(signalled.elapsed());
+        let Some(exit) = node.wait_exit(within) else {
+            panic!(
                 "node still running {:?} after SIGTERM with idle clients ({threads} threads)",
                 signalled.elapsed()
             );
-            std::thread::sleep(Duration::from_millis(20));
         };
         assert!(exit.success(), "exit status {exit:?}");
     }

@@ -357,19 +357,15 @@ fn parse_csv(text: &str) -> Result<Vec<(String, f64)>> {
     Ok(results)
 }
 
-/// What one cluster did in one round: ops/s as redis-benchmark reports them, and
-/// requests per second of CPU time of all six servers together (primaries and
-/// replicas: the replication stream is part of a write's cost).
-#[derive(Clone, Default)]
-struct Round {
-    ops: Vec<(String, f64)>,
-    per_cpu_second: Vec<(String, f64)>,
-}
+/// Rates per test (`"SET"`, `"GET"`), as redis-benchmark names them.
+type Rates = Vec<(String, f64)>;
 
 /// SET, then GET of the keys it wrote, as separate runs so that the servers' CPU
-/// time over each run belongs to one test.
-fn throughput(cluster: &ClusterUnderTest, pipeline: u32, requests: u32) -> Result<Round> {
-    let mut round = Round::default();
+/// time over each run belongs to one test. Returns ops/s as redis-benchmark reports
+/// them, and requests per second of CPU time of all six servers together (primaries
+/// and replicas: the replication stream is part of a write's cost).
+fn throughput(cluster: &ClusterUnderTest, pipeline: u32, requests: u32) -> Result<(Rates, Rates)> {
+    let (mut ops, mut per_cpu_second) = (Vec::new(), Vec::new());
     for test in ["set", "get"] {
         let cpu_before = cluster.cpu_seconds()?;
         let output = benchmark_command(cluster.entry_port(), test, requests, pipeline)
@@ -384,14 +380,12 @@ fn throughput(cluster: &ClusterUnderTest, pipeline: u32, requests: u32) -> Resul
         let cpu = cluster.cpu_seconds()? - cpu_before;
         for (name, rps) in parse_csv(&String::from_utf8_lossy(&output.stdout))? {
             if cpu > 0.0 {
-                round
-                    .per_cpu_second
-                    .push((name.clone(), f64::from(requests) / cpu));
+                per_cpu_second.push((name.clone(), f64::from(requests) / cpu));
             }
-            round.ops.push((name, rps));
+            ops.push((name, rps));
         }
     }
-    Ok(round)
+    Ok((ops, per_cpu_second))
 }
 
 struct LagReport {
@@ -476,20 +470,18 @@ pub fn run(quick: bool) -> Result<()> {
             (false, 1) => 200_000,
             (false, _) => 2_000_000,
         };
-        let mut runs: Vec<Vec<Round>> = vec![Vec::new(); clusters.len()];
+        let mut ops: Vec<Vec<Rates>> = vec![Vec::new(); clusters.len()];
+        let mut cpu: Vec<Vec<Rates>> = vec![Vec::new(); clusters.len()];
         for _ in 0..rounds {
             // alternate so background noise hits all alike
-            for (cluster, runs) in clusters.iter().zip(&mut runs) {
-                runs.push(throughput(cluster, pipeline, requests)?);
+            for (index, cluster) in clusters.iter().enumerate() {
+                let (round_ops, round_cpu) = throughput(cluster, pipeline, requests)?;
+                ops[index].push(round_ops);
+                cpu[index].push(round_cpu);
             }
         }
-        let pick = |what: fn(&Round) -> &Vec<(String, f64)>| -> Vec<Vec<Vec<(String, f64)>>> {
-            runs.iter()
-                .map(|rounds| rounds.iter().map(|round| what(round).clone()).collect())
-                .collect()
-        };
-        super::print_set_get_rows(pipeline, &pick(|round| &round.ops));
-        per_cpu.push((pipeline, pick(|round| &round.per_cpu_second)));
+        super::print_set_get_rows(pipeline, &ops);
+        per_cpu.push((pipeline, cpu));
     }
     println!(
         "\n### Requests per second of cluster CPU time\n\nThe six servers' utime + stime (/proc/<pid>/stat) over each run, primaries and replicas together: what a request costs the cluster, less sensitive to the machine's other load than ops/s.\n"

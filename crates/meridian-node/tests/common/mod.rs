@@ -210,6 +210,20 @@ impl Node {
         self.child.id()
     }
 
+    /// The node's exit status once it exited, `None` if it still runs after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                return Some(exit);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `signal` (`STOP`, `CONT`, ...) to the node's process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
