@@ -517,7 +517,7 @@ fn proto_max_bulk_len_applies_at_once() {
     pair.same(&["SET", "big", &limit]);
     pair.same(&["STRLEN", "big"]);
     let over = format!("{limit}y");
-    let (theirs, ours) = pair.both(&["SET", "big", &over]);
+    let (theirs, ours) = pair.both_refused(&["SET", "big", &over]);
     assert_eq!(ours, theirs);
     assert!(ours.contains("invalid bulk length"), "{ours}");
 }

@@ -1870,6 +1870,9 @@ pub fn dispatch<'a, 'h>(
         let reply_start = ctx.out.mark();
         if let Err(error) = (spec.handler)(&mut ctx) {
             ctx.out.error(&error.to_string());
+        } else if direct && !primary_link && (spec.id == Cmd::Exec || runs_script(spec.id)) {
+            // a transaction's or a script's writes: see evict_overshoot
+            evict_overshoot(&shared.db);
         } else if direct
             && !primary_link
             && ctx.missed
@@ -1962,6 +1965,21 @@ pub fn dispatch<'a, 'h>(
                 },
             );
         }
+    }
+    if spec.has(DENYOOM) {
+        evict_overshoot(db);
+    }
+}
+
+/// Eviction runs before each write (as in Redis), so one write that grows memory by
+/// much more than an entry (a large value, a sorted set whose tables double) left
+/// used_memory over maxmemory until the next write came; evicting once more after it,
+/// before its reply, keeps the limit between commands. Takes no shard lock: the
+/// write's locks are released.
+fn evict_overshoot(db: &Db) {
+    if db.over_limit() {
+        // noeviction (or nothing evictable) refuses the next write instead
+        let _ = db.make_room();
     }
 }
 

@@ -301,6 +301,20 @@ impl Raw {
         self.writer.write_all(bytes).expect("write");
     }
 
+    /// Sends a request the server refuses part way (a protocol error): it replies and
+    /// closes while the rest is still being written, so the write may fail with a
+    /// broken pipe or a reset; the reply is read after that.
+    pub fn send_refused(&mut self, bytes: &[u8]) {
+        match self.writer.write_all(bytes) {
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) => {}
+            other => other.expect("write"),
+        }
+    }
+
     pub fn cmd(&mut self, args: &[&str]) -> Reply {
         let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
         self.send(&encode(&args));

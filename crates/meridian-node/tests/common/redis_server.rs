@@ -78,6 +78,20 @@ impl Pair {
         )
     }
 
+    /// Both replies to a request each server refuses part way with a protocol error
+    /// (and closes the connection): (redis-server's, the node's).
+    pub fn both_refused(&mut self, args: &[&str]) -> (String, String) {
+        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+        let request = super::encode(&args);
+        let reply = |raw: &mut Raw| {
+            raw.send_refused(&request);
+            let mut bytes = Vec::new();
+            raw.read_bytes(&mut bytes);
+            bytes.escape_ascii().to_string()
+        };
+        (reply(&mut self.theirs), reply(&mut self.ours))
+    }
+
     /// The node's reply alone (where redis-server 7.0 deliberately differs).
     pub fn ours(&mut self, args: &[&str]) -> String {
         let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
