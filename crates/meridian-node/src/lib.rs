@@ -155,12 +155,10 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
         scripts: crate::scripting::Scripts::new(SCRIPT_TIME_LIMIT),
         tracking,
         counters: Counters::default(),
-        command_calls: commands::COMMANDS
-            .iter()
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-        topology: RwLock::new(None),
-        migrations: RwLock::new(Default::default()),
+        command_calls: state::CommandCalls::new(commands::COMMANDS.len()),
+        topology: Default::default(),
+        topology_update: Mutex::new(()),
+        migrations: Default::default(),
         in_flight: Default::default(),
         orphans: Default::default(),
         shutting_down: AtomicBool::new(false),

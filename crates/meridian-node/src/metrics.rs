@@ -176,7 +176,7 @@ impl Collector for NodeCollector {
             &mut encoder,
             "meridian_commands_processed",
             "Commands processed",
-            counters.commands_processed.load(Ordering::Relaxed),
+            counters.commands_processed.get(),
         )?;
         {
             let mut metric = encoder.encode_descriptor(
@@ -185,8 +185,8 @@ impl Collector for NodeCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (spec, calls) in COMMANDS.iter().zip(shared.command_calls.iter()) {
-                let calls = calls.load(Ordering::Relaxed);
+            for (position, spec) in COMMANDS.iter().enumerate() {
+                let calls = shared.command_calls.get(position);
                 if calls > 0 {
                     let labels = [("command", spec.name)];
                     let family = metric.encode_family(&labels)?;
@@ -252,13 +252,13 @@ impl Collector for NodeCollector {
             &mut encoder,
             "meridian_net_input_bytes",
             "Bytes read from clients",
-            counters.net_input_bytes.load(Ordering::Relaxed),
+            counters.net_input_bytes.get(),
         )?;
         counter(
             &mut encoder,
             "meridian_net_output_bytes",
             "Bytes written to clients",
-            counters.net_output_bytes.load(Ordering::Relaxed),
+            counters.net_output_bytes.get(),
         )?;
         counter(
             &mut encoder,
@@ -272,7 +272,7 @@ impl Collector for NodeCollector {
             "Channels with subscribers",
             shared.broker.channel_count() as i64,
         )?;
-        let epoch = shared.topology.read().as_ref().map_or(0, |map| map.epoch);
+        let epoch = shared.topology.load().as_ref().map_or(0, |map| map.epoch);
         gauge(
             &mut encoder,
             "meridian_topology_epoch",

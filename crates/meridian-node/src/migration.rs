@@ -10,10 +10,11 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, lookup_host};
 
@@ -42,6 +43,61 @@ pub struct SlotMigrations {
     /// Slots a `MERIDIAN.MIGRATE SLOT` is moving right now, with how many run. A map
     /// does not settle them: their keys stay until their batch moved them.
     pub moving: HashMap<u16, usize>,
+}
+
+/// [`SlotMigrations`] behind a lock, with a flag for the check every command routed to a
+/// local slot makes (is it MIGRATING?): while no slot is, which is nearly always, that is
+/// one load instead of a lock every I/O thread takes in turn.
+#[derive(Debug, Default)]
+pub struct Migrations {
+    state: RwLock<SlotMigrations>,
+    /// `state.migrating` is not empty; written under the write lock.
+    any_migrating: AtomicBool,
+}
+
+impl Migrations {
+    pub fn read(&self) -> RwLockReadGuard<'_, SlotMigrations> {
+        self.state.read()
+    }
+
+    pub fn write(&self) -> MigrationsWrite<'_> {
+        MigrationsWrite {
+            state: self.state.write(),
+            any_migrating: &self.any_migrating,
+        }
+    }
+
+    /// False when no slot is MIGRATING; true may still not be the slot asked about.
+    pub fn any_migrating(&self) -> bool {
+        self.any_migrating.load(Ordering::Acquire)
+    }
+}
+
+/// The write lock of [`Migrations`]; sets its flag before the lock is released.
+pub struct MigrationsWrite<'a> {
+    state: RwLockWriteGuard<'a, SlotMigrations>,
+    any_migrating: &'a AtomicBool,
+}
+
+impl Deref for MigrationsWrite<'_> {
+    type Target = SlotMigrations;
+
+    fn deref(&self) -> &SlotMigrations {
+        &self.state
+    }
+}
+
+impl DerefMut for MigrationsWrite<'_> {
+    fn deref_mut(&mut self) -> &mut SlotMigrations {
+        &mut self.state
+    }
+}
+
+impl Drop for MigrationsWrite<'_> {
+    fn drop(&mut self) {
+        self.any_migrating
+            .store(!self.state.migrating.is_empty(), Ordering::Release);
+    }
 }
 
 impl SlotMigrations {

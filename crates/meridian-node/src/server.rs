@@ -18,7 +18,7 @@ use crate::commands::pubsub::encode_event;
 use crate::commands::{
     Block, ClientState, Pending, command_id, dispatch, first_key_position, may_replicate, paused_by,
 };
-use crate::exec::ExecContext;
+use crate::exec::{ClientId, ExecContext};
 use crate::net::Stream;
 use crate::protocol::frame::unescape_inline;
 use crate::protocol::{Limits, Out, Parsed, Partial, Protocol, parse_command_resuming};
@@ -42,7 +42,7 @@ fn over_maxclients(shared: &Shared, ip: std::net::IpAddr) -> bool {
         return false;
     }
     let ip = ip.to_string();
-    let member = shared.topology.read().as_ref().is_some_and(|map| {
+    let member = shared.topology.load().as_ref().is_some_and(|map| {
         map.shards
             .iter()
             .flat_map(|shard| std::iter::once(&shard.primary).chain(&shard.replicas))
@@ -334,7 +334,7 @@ impl Connection {
                     self.shared
                         .counters
                         .commands_processed
-                        .fetch_add(1, Ordering::Relaxed);
+                        .add(self.client.handle.id, 1);
                     commands += 1;
                     if self.over_limit.is_some() {
                         let login = matches!(command_id(argv[0]), Some(Cmd::Auth | Cmd::Hello));
@@ -428,7 +428,7 @@ async fn flush(stream: &mut Stream, connection: &mut Connection) -> std::io::Res
     if handle.is_closing() {
         return Err(closed());
     }
-    let write = write_out(stream, out, shared);
+    let write = write_out(stream, out, shared, handle.id);
     tokio::pin!(write);
     // a write the socket takes at once (the usual case) finishes here, without joining
     // the close signal's waiter list (a lock and a list entry per reply otherwise)
@@ -443,14 +443,19 @@ async fn flush(stream: &mut Stream, connection: &mut Connection) -> std::io::Res
     }
 }
 
-async fn write_out(stream: &mut Stream, out: &mut Out, shared: &Shared) -> std::io::Result<()> {
+async fn write_out(
+    stream: &mut Stream,
+    out: &mut Out,
+    shared: &Shared,
+    client: ClientId,
+) -> std::io::Result<()> {
     if !out.is_empty() {
         stream.write_all(out.encoded()).await?;
         stream.flush().await?;
         shared
             .counters
             .net_output_bytes
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
+            .add(client, out.len() as u64);
         out.flushed(4 * OUTPUT_FLUSH, READ_CHUNK);
     }
     Ok(())
@@ -584,7 +589,7 @@ async fn serve_connection(
                 if read == 0 {
                     return Ok(());
                 }
-                shared.counters.net_input_bytes.fetch_add(read as u64, Ordering::Relaxed);
+                shared.counters.net_input_bytes.add(connection.client.handle.id, read as u64);
                 connection.client.handle.last_active_ms.store(crate::store::coarse_ms(), Ordering::Relaxed);
                 if connection.input.len() > limits.max_query_buffer {
                     tracing::warn!(client = connection.client.handle.id, "closing client that reached the query buffer limit");

@@ -29,7 +29,8 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             };
             checked
                 .map_err(|error| CommandError::other(format!("ERR invalid topology: {error}")))?;
-            let mut current = ctx.shared.topology.write();
+            let update = ctx.shared.topology_update.lock();
+            let current = ctx.shared.topology.load_full();
             if let Some(existing) = current.as_ref() {
                 let same = existing.as_ref() == &map;
                 if map.epoch < existing.epoch || (map.epoch == existing.epoch && !same) {
@@ -51,13 +52,13 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                     .record_transition(existing, &map, &ctx.shared.node_id);
             }
             let map = Arc::new(map);
-            *current = Some(map.clone());
+            ctx.shared.topology.store(Some(map.clone()));
             // ownership the map settles ends MIGRATING / IMPORTING for those slots
             ctx.shared
                 .migrations
                 .write()
                 .settle(&map, &ctx.shared.node_id);
-            drop(current);
+            drop(update);
             // the map says who replicates whom: (re)point or promote this node
             if let Some(shared) = ctx.shared.me.upgrade() {
                 crate::replication::link::follow_topology(&shared, &map);
@@ -69,7 +70,7 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             ctx.out.ok();
         }
         b"GET" if ctx.args.len() == 2 => {
-            let current = ctx.shared.topology.read().clone();
+            let current = ctx.shared.topology.load_full();
             match current {
                 Some(map) => {
                     let json = serde_json::to_vec(map.as_ref()).map_err(|error| {
@@ -84,7 +85,7 @@ pub fn topology(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             let epoch = ctx
                 .shared
                 .topology
-                .read()
+                .load()
                 .as_ref()
                 .map_or(0, |map| map.epoch);
             ctx.out.integer(epoch as i64);

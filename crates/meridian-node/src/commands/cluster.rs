@@ -21,7 +21,7 @@ pub const UNSERVED: &str = "CLUSTERDOWN Hash slot not served";
 
 /// The map this node obeys, if the operator pushed one.
 pub fn current_map(shared: &Shared) -> Option<Arc<TopologyMap>> {
-    shared.topology.read().clone()
+    shared.topology.load_full()
 }
 
 /// True when the command may be served by a replica to a READONLY connection.
@@ -145,7 +145,9 @@ pub fn check_keys(
     if keys.is_empty() {
         return Ok(None);
     }
-    let Some(map) = current_map(shared) else {
+    // a guard, not a clone: no reference count every I/O thread writes per command
+    let current = shared.topology.load();
+    let Some(map) = current.as_ref() else {
         // A managed node that restarted has no map until the operator decides what it is:
         // answering from its empty store would read acknowledged writes as missing.
         return if shared.repl.knows_its_role() {
@@ -154,15 +156,16 @@ pub fn check_keys(
             Err(CommandError::other(UNSERVED))
         };
     };
-    let routed = route_keys(&map, &shared.node_id, replica_read, keys.iter().copied());
+    let routed = route_keys(map, &shared.node_id, replica_read, keys.iter().copied());
     match routed {
         Ok(None) => Ok(None),
+        Ok(Some(_)) if !shared.migrations.any_migrating() => Ok(None),
         Ok(Some(slot)) => {
             let migrations = shared.migrations.read();
             Ok(migrations
                 .migrating
                 .get(&slot)
-                .and_then(|destination| migration::endpoint_of(&map, destination))
+                .and_then(|destination| migration::endpoint_of(map, destination))
                 .map(|ask| InTransit::Migrating { slot, ask }))
         }
         Err(CommandError::Other(moved))

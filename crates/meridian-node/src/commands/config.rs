@@ -94,7 +94,7 @@ fn config_values(ctx: &Ctx<'_, '_>) -> Vec<(String, String)> {
         ),
         (
             "cluster-enabled".to_string(),
-            if ctx.shared.topology.read().is_some() {
+            if ctx.shared.topology.load().is_some() {
                 "yes"
             } else {
                 "no"

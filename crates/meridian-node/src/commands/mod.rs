@@ -1839,7 +1839,7 @@ pub fn dispatch<'a, 'h>(
         client.pending = Some(Pending::Origin(op));
         return;
     }
-    shared.command_calls[position].fetch_add(1, Ordering::Relaxed);
+    shared.command_calls.add(client.handle.id, position);
     client
         .handle
         .last_command

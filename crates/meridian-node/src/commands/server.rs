@@ -212,7 +212,7 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
             format!(
                 "redis_version:{REDIS_COMPAT_VERSION}\r\nmeridian_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\nnode_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nexecutable:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
-                if shared.topology.read().is_some() {
+                if shared.topology.load().is_some() {
                     "cluster"
                 } else {
                     "standalone"
@@ -278,9 +278,9 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
             format!(
                 "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:0\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\norphan_keys_deleted:{orphans}\r\nkeyspace_hits:{hits}\r\nkeyspace_misses:{misses}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n{}",
                 counters.connections_received.load(Ordering::Relaxed),
-                counters.commands_processed.load(Ordering::Relaxed),
-                counters.net_input_bytes.load(Ordering::Relaxed),
-                counters.net_output_bytes.load(Ordering::Relaxed),
+                counters.commands_processed.get(),
+                counters.net_input_bytes.get(),
+                counters.net_output_bytes.get(),
                 counters.rejected_connections.load(Ordering::Relaxed),
                 shared.broker.channel_count(),
                 shared.broker.pattern_count(),
@@ -296,7 +296,7 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
     }
     if wants("cluster") {
         // Only the flag here, like Redis; CLUSTER INFO has the details.
-        let enabled = u8::from(shared.topology.read().is_some());
+        let enabled = u8::from(shared.topology.load().is_some());
         section("Cluster", format!("cluster_enabled:{enabled}\r\n"));
     }
     if wants("regions") {
@@ -309,8 +309,8 @@ pub fn info_text(ctx: &mut Ctx<'_, '_>, sections: &[String]) -> String {
     }
     if wants("commandstats") {
         let mut body = String::new();
-        for (spec, calls) in COMMANDS.iter().zip(shared.command_calls.iter()) {
-            let calls = calls.load(Ordering::Relaxed);
+        for (position, spec) in COMMANDS.iter().enumerate() {
+            let calls = shared.command_calls.get(position);
             if calls > 0 {
                 let _ = write!(
                     body,

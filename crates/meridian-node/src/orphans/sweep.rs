@@ -45,7 +45,7 @@ fn prune(shared: &Shared) {
     if slots.is_empty() {
         return;
     }
-    let Some(map) = shared.topology.read().clone() else {
+    let Some(map) = shared.topology.load_full() else {
         return;
     };
     let shard = map.shard_of_node(&shared.node_id);
@@ -81,7 +81,7 @@ fn delete_batch(
         return Step::Paused;
     }
     // re-checked under the shard lock: a write routed by a newer map waits for it
-    let Some(map) = shared.topology.read().clone() else {
+    let Some(map) = shared.topology.load_full() else {
         return Step::Stop;
     };
     if !is_primary(shared, &map) {
@@ -184,7 +184,7 @@ pub async fn run_forever(shared: Arc<Shared>) {
     loop {
         shared.orphans.wake.notified().await;
         prune(&shared);
-        let Some(map) = shared.topology.read().clone() else {
+        let Some(map) = shared.topology.load_full() else {
             continue;
         };
         let dirty = shared.orphans.dirty_slots();

@@ -29,7 +29,7 @@ pub struct Fanout {
 impl Fanout {
     /// `None` when this node is the only primary it knows (standalone, or one shard).
     pub fn plan(shared: &Shared, pattern: &[u8]) -> Option<Fanout> {
-        let map = shared.topology.read().clone()?;
+        let map = shared.topology.load_full()?;
         let targets: Vec<(String, u16)> = map
             .shards
             .iter()

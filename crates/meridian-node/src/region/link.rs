@@ -251,7 +251,7 @@ fn handle_request(
     };
     match name.as_slice() {
         b"LINK.TOPOLOGY" => {
-            let map = shared.topology.read().clone();
+            let map = shared.topology.load_full();
             Ok(
                 match map.and_then(|map| serde_json::to_vec(map.as_ref()).ok()) {
                     Some(json) => bulk(&json),
@@ -318,7 +318,7 @@ fn check_owner(shared: &Shared, slot: u16) -> Result<(), String> {
     {
         return Err(moved());
     }
-    match shared.topology.read().as_ref() {
+    match shared.topology.load().as_ref() {
         None => Ok(()),
         Some(map) => match map.route(slot, &shared.node_id, false) {
             Route::Local => Ok(()),

@@ -54,7 +54,7 @@ pub fn follow(shared: &Arc<Shared>, target: PrimaryTarget) -> bool {
     }
     *gate += 1;
     let generation = *gate;
-    *shared.repl.mandate.lock() = PrimaryMandate::None;
+    shared.repl.set_mandate(PrimaryMandate::None);
     shared.db.stats.replica.store(true, Ordering::Relaxed);
     // clients blocked on this node, now a replica, are answered by their retry (READONLY)
     shared.blocking.wake_all();
@@ -98,7 +98,7 @@ pub fn reconnect(shared: &Arc<Shared>) -> bool {
 pub fn promote(shared: &Arc<Shared>, mandate: PrimaryMandate) {
     let mut gate = shared.repl.apply_gate.lock();
     let previous = shared.repl.link.lock().take();
-    let before = std::mem::replace(&mut *shared.repl.mandate.lock(), mandate);
+    let before = shared.repl.set_mandate(mandate);
     if before == PrimaryMandate::None && previous.is_none() {
         tracing::info!(
             named_by = mandate.name(),
@@ -140,7 +140,9 @@ pub fn follow_topology(shared: &Arc<Shared>, map: &TopologyMap) {
             }
         }
         Some(NodeRole::Primary) => promote(shared, PrimaryMandate::Map { epoch: map.epoch }),
-        None => *shared.repl.mandate.lock() = PrimaryMandate::None,
+        None => {
+            shared.repl.set_mandate(PrimaryMandate::None);
+        }
     }
 }
 

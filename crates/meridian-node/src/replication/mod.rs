@@ -148,7 +148,10 @@ impl ReplCounters {
 pub struct Replication {
     /// Some while this node replicates a primary.
     pub link: Mutex<Option<LinkState>>,
-    pub mandate: Mutex<PrimaryMandate>,
+    mandate: Mutex<PrimaryMandate>,
+    /// Whether `mandate` is not None, for the routing check every command makes
+    /// (one load instead of a lock every I/O thread takes). Written under `mandate`.
+    mandated: AtomicBool,
     pub replicas: Mutex<BTreeMap<u64, Arc<ReplicaInfo>>>,
     pub counters: ReplCounters,
     pub min_replicas_to_write: AtomicU64,
@@ -185,6 +188,7 @@ impl Replication {
         Replication {
             link: Mutex::new(None),
             mandate: Mutex::new(PrimaryMandate::at_start(managed)),
+            mandated: AtomicBool::new(PrimaryMandate::at_start(managed) != PrimaryMandate::None),
             replicas: Mutex::new(BTreeMap::new()),
             counters: ReplCounters::default(),
             min_replicas_to_write: AtomicU64::new(min_to_write),
@@ -212,7 +216,19 @@ impl Replication {
     /// mandate to be primary). A managed node that restarted holds none of its shard's
     /// data, so until then it serves no keys either (outside a topology map).
     pub fn knows_its_role(&self) -> bool {
-        self.is_replica() || *self.mandate.lock() != PrimaryMandate::None
+        self.mandated.load(Ordering::Acquire) || self.is_replica()
+    }
+
+    pub fn mandate(&self) -> PrimaryMandate {
+        *self.mandate.lock()
+    }
+
+    /// Sets the mandate to be primary; returns the one before.
+    pub fn set_mandate(&self, mandate: PrimaryMandate) -> PrimaryMandate {
+        let mut current = self.mandate.lock();
+        self.mandated
+            .store(mandate != PrimaryMandate::None, Ordering::Release);
+        std::mem::replace(&mut *current, mandate)
     }
 
     pub fn target(&self) -> Option<PrimaryTarget> {
@@ -372,7 +388,7 @@ impl Replication {
             }
             None => text.push_str("role:master\r\n"),
         }
-        let mandate = *repl.mandate.lock();
+        let mandate = repl.mandate();
         let _ = write!(text, "primary_named_by:{}\r\n", mandate.name());
         if let PrimaryMandate::Map { epoch } = mandate {
             let _ = write!(text, "primary_named_epoch:{epoch}\r\n");
