@@ -37,7 +37,7 @@ pub struct Config {
     /// Password required from clients (AUTH / HELLO AUTH).
     #[arg(long, env = "MERIDIAN_PASSWORD", hide_env_values = true)]
     pub requirepass: Option<String>,
-    /// Worker threads for the runtime (0 = one per core).
+    /// Threads serving client connections, each with its own runtime (0 = one per core).
     #[arg(long, env = "MERIDIAN_IO_THREADS", default_value_t = 0)]
     pub io_threads: usize,
     /// Lock-striped keyspace shards (rounded up to a power of two).

@@ -15,6 +15,7 @@ pub mod file_watch;
 pub mod fuzzing;
 pub mod glob;
 pub mod http;
+pub mod io_threads;
 pub mod metrics;
 pub mod migration;
 pub mod net;
@@ -185,6 +186,7 @@ pub fn build_shared_with(config: &Config, tls: tls::Tls) -> Arc<Shared> {
 /// Runs the node until `stop` resolves, then drains connections and returns.
 pub async fn run(
     config: Config,
+    io_threads: Arc<io_threads::IoThreads>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     origin::check(&config).map_err(NodeError::Config)?;
@@ -256,6 +258,7 @@ pub async fn run(
     let accept_task = tokio::spawn(server::accept_loop(
         shared.clone(),
         resp_listener,
+        io_threads.clone(),
         shutdown_rx,
         active_tx,
     ));
@@ -267,6 +270,7 @@ pub async fn run(
         maxmemory = config.maxmemory,
         policy = %config.maxmemory_policy,
         managed = config.managed,
+        io_threads = io_threads.count(),
         "meridian-node ready"
     );
     stop.await;

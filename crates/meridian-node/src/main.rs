@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use meridian_node::config::Config;
+use meridian_node::io_threads::IoThreads;
 
 /// mimalloc is markedly faster than glibc malloc for the many small key and
 /// value allocations of a cache, and fragments less.
@@ -38,25 +39,24 @@ fn main() -> std::process::ExitCode {
              raise it (ulimit -n, or the container runtime's nofile limit)"
         );
     }
-    // One I/O thread: a current-thread runtime avoids the work-stealing
-    // scheduler's cross-thread wakeups (the Redis-like single-core setup).
-    let mut builder = if config.io_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    // one single-threaded runtime per I/O thread (see meridian_node::io_threads)
+    let threads = match config.io_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        threads => threads,
     };
-    builder.enable_all();
-    if config.io_threads > 1 {
-        builder.worker_threads(config.io_threads);
-    }
-    let runtime = match builder.build() {
-        Ok(runtime) => runtime,
+    let started = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|runtime| Ok((runtime, IoThreads::start(threads - 1)?)));
+    let (runtime, io_threads) = match started {
+        Ok(started) => started,
         Err(error) => {
             eprintln!("meridian-node: cannot start runtime: {error}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(meridian_node::run(config, shutdown_signal())) {
+    let io_threads = std::sync::Arc::new(io_threads);
+    match runtime.block_on(meridian_node::run(config, io_threads, shutdown_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("meridian-node: {error}");

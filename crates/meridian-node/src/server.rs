@@ -19,6 +19,7 @@ use crate::commands::{
     Block, ClientState, Pending, command_id, dispatch, first_key_position, may_replicate, paused_by,
 };
 use crate::exec::{ClientId, ExecContext};
+use crate::io_threads::{IoThreads, Placement, Seat};
 use crate::net::Stream;
 use crate::protocol::frame::unescape_inline;
 use crate::protocol::{Limits, Out, Parsed, Partial, Protocol, parse_command_resuming};
@@ -86,6 +87,7 @@ impl Drop for OverLimitAttempt {
 pub async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
+    io_threads: Arc<IoThreads>,
     mut shutdown: watch::Receiver<bool>,
     active: mpsc::Sender<()>,
 ) {
@@ -115,13 +117,32 @@ pub async fn accept_loop(
                         let shared = shared.clone();
                         let shutdown = shutdown.clone();
                         let active = active.clone();
-                        tokio::spawn(async move {
-                            let result = handle(shared, stream, peer, attempt.flatten(), shutdown).await;
+                        let attempt = attempt.flatten();
+                        let serve = move |stream: TcpStream, seat: Seat| async move {
+                            let result = handle(shared, stream, peer, attempt, shutdown).await;
                             if let Err(error) = result {
                                 tracing::debug!(%peer, %error, "connection ended with error");
                             }
+                            drop(seat);
                             drop(active);
-                        });
+                        };
+                        match io_threads.place() {
+                            Placement::Here(seat) => {
+                                tokio::spawn(serve(stream, seat));
+                            }
+                            // the socket leaves this thread's reactor for the other one's
+                            Placement::Thread(runtime, seat) => match stream.into_std() {
+                                Ok(socket) => {
+                                    runtime.spawn(async move {
+                                        match TcpStream::from_std(socket) {
+                                            Ok(stream) => serve(stream, seat).await,
+                                            Err(error) => tracing::warn!(%peer, %error, "cannot register connection"),
+                                        }
+                                    });
+                                }
+                                Err(error) => tracing::warn!(%peer, %error, "cannot move connection to its I/O thread"),
+                            },
+                        }
                     }
                     Err(error) => {
                         // EMFILE and friends: back off briefly instead of spinning

@@ -320,3 +320,68 @@ fn transparent_huge_pages_are_off_unless_asked_for() {
         assert_eq!(transparent_huge_pages_enabled(&kept), Some(true));
     }
 }
+
+/// CPU ticks (utime + stime) of each of the node's threads, by thread name.
+fn thread_cpu(node: &Node) -> std::collections::BTreeMap<String, u64> {
+    let tasks = format!("/proc/{}/task", node.pid());
+    std::fs::read_dir(tasks)
+        .expect("task list")
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            // fields after the command name, which ends with the last ')'
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+            Some((name.trim().to_owned(), ticks))
+        })
+        .collect()
+}
+
+/// `--io-threads 3`: connections are spread over the node's own thread and the I/O
+/// threads io-1 and io-2 (the one with the fewest connections takes the next), and
+/// each serves its clients' pipelines whole.
+#[test]
+fn connections_are_spread_over_the_io_threads() {
+    let node = Node::start_with(&["--io-threads", "3"]);
+    let mut clients: Vec<common::Raw> = (0..6).map(|_| node.raw()).collect();
+    let before = thread_cpu(&node);
+    assert!(
+        before.contains_key("io-1") && before.contains_key("io-2") && !before.contains_key("io-3"),
+        "threads: {before:?}"
+    );
+    for round in 0..40 {
+        for (client, raw) in clients.iter_mut().enumerate() {
+            let mut batch = Vec::new();
+            for index in 0..1000 {
+                let key = format!("k:{client}:{round}:{index}");
+                batch.extend(common::encode(&[b"SET", key.as_bytes(), b"value"]));
+            }
+            raw.send(&batch);
+        }
+        for raw in &mut clients {
+            for _ in 0..1000 {
+                assert_eq!(raw.read(), Reply::ok());
+            }
+        }
+    }
+    let after = thread_cpu(&node);
+    for name in ["io-1", "io-2"] {
+        assert!(
+            after[name] > before[name],
+            "{name} served nothing: {before:?} -> {after:?}"
+        );
+    }
+    let own: u64 = after
+        .iter()
+        .filter(|(name, _)| !name.starts_with("io-"))
+        .map(|(_, ticks)| ticks)
+        .sum();
+    let own_before: u64 = before
+        .iter()
+        .filter(|(name, _)| !name.starts_with("io-"))
+        .map(|(_, ticks)| ticks)
+        .sum();
+    assert!(own > own_before, "the node's own thread served nothing");
+    assert_eq!(clients[5].cmd(&["DBSIZE"]), Reply::Int(6 * 40 * 1000));
+}
