@@ -121,22 +121,25 @@ struct Sample {
     per_cpu_second: f64,
 }
 
-/// Runs `redis-benchmark -t <test>` (pinned to the client core when `pinned`)
-/// and reads the server's CPU time before and after it.
+/// Runs `redis-benchmark -t <test>` (with one I/O thread pinned to the client core, else
+/// with `--threads <threads>`) and reads the server's CPU time before and after it.
 fn redis_benchmark(
     server: &Server,
     test: Test,
     pipeline: u32,
     requests: u32,
-    pinned: bool,
+    threads: usize,
 ) -> Result<Sample> {
     let (_, client_core) = cores();
-    let mut command = if pinned {
+    let mut command = if threads == 1 {
         let mut command = Command::new("taskset");
         command.args(["-c", &client_core, "redis-benchmark"]);
         command
     } else {
-        Command::new("redis-benchmark")
+        // as many client threads as the servers may use: one would be the limit at -P 1
+        let mut command = Command::new("redis-benchmark");
+        command.args(["--threads", &threads.to_string()]);
+        command
     };
     command
         .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
@@ -188,7 +191,7 @@ fn parse_csv_rps(text: &str, test: &str) -> Option<f64> {
 /// `bench node [--threads N]` settings.
 pub struct NodeOptions {
     pub quick: bool,
-    /// 1: every server on one pinned core; more: unpinned, `--io-threads N`, -P 16 only.
+    /// 1: every server on one pinned core; more: unpinned, `--io-threads N`.
     pub threads: usize,
     /// `--lists`: redis-benchmark's list tests instead of SET and GET.
     pub lists: bool,
@@ -238,7 +241,8 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
     let threads = options.threads;
     let pinned = threads == 1;
     let rounds = if quick { 1 } else { 3 };
-    let pipelines: &[u32] = if pinned { &[1, 16] } else { &[16] };
+    // -P 1 unpinned too: there the I/O threads' wake-ups cost the most
+    let pipelines: &[u32] = &[1, 16];
     let tests: &[Test] = if options.lists {
         &LIST_TESTS
     } else if options.types {
@@ -261,8 +265,8 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
         println!(
             "meridian-node and valkey-server with `--io-threads {threads}`, redis-server with its \
              default single I/O thread (no persistence for either), NOT pinned: servers and \
-             redis-benchmark share all cores, so the load generator competes with the server's \
-             threads."
+             redis-benchmark (`--threads {threads}`) share all cores, so the load generator \
+             competes with the server's threads."
         );
     }
     println!(
@@ -294,7 +298,7 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
                     },
                 )?;
                 for &test in tests {
-                    let sample = redis_benchmark(&server, test, pipeline, requests, pinned)?;
+                    let sample = redis_benchmark(&server, test, pipeline, requests, threads)?;
                     eprintln!(
                         "  round {} {} {} -P {pipeline}: {:.0} ops/s, {:.0} per CPU second",
                         round + 1,
