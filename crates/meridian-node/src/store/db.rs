@@ -12,14 +12,7 @@ use super::shard::{Holder, Shard};
 
 /// Current Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for the call to fill. Every command reads the
-    // clock: this skips SystemTime's checked subtraction and 128-bit millisecond math.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-    (now.tv_sec.max(0) as u64) * 1000 + (now.tv_nsec as u64) / 1_000_000
+    super::clock_ms(libc::CLOCK_REALTIME)
 }
 
 /// Keys sampled per eviction at most, whatever maxmemory-samples says.

@@ -7,13 +7,7 @@ use std::sync::OnceLock;
 /// a tick (1 to 10 ms) is finer than what the stamps need (Redis's LRU clock
 /// ticks once a second); it costs a fraction of a precise read (no TSC read).
 pub fn coarse_ms() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
-    (now.tv_sec as u64) * 1000 + (now.tv_nsec as u64) / 1_000_000
+    crate::store::clock_ms(libc::CLOCK_MONOTONIC_COARSE)
 }
 
 fn start() -> u64 {
