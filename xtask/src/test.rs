@@ -98,12 +98,14 @@ pub fn run(args: TestArgs) -> Result<()> {
 }
 
 /// The benchmarks' harness still runs: one short round of the throughput and memory
-/// benchmarks against redis-server and Valkey (tables printed, no bound checked: the
-/// machine is shared, docs/benchmarks.md holds the measured runs). After the cluster
-/// is gone, so nothing else competes for the cores.
+/// benchmarks against redis-server and Valkey, and three side-by-side rounds of CPU per
+/// request (tables printed, no bound checked: the machine is shared, docs/benchmarks.md
+/// holds the measured runs). After the cluster is gone, so nothing else competes for the
+/// cores.
 fn bench_smoke() -> Result<()> {
-    step("benchmark smoke (bench node --quick, bench memory --quick)");
+    step("benchmark smoke (bench node --quick [--side-by-side], bench memory --quick)");
     crate::bench::run(&["node".into(), "--quick".into()])?;
+    crate::bench::run(&["node".into(), "--quick".into(), "--side-by-side".into()])?;
     crate::bench::run(&["memory".into(), "--quick".into()])
 }
 

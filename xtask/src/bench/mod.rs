@@ -26,7 +26,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let Some((name, rest)) = args.split_first() else {
         bail!(
             "usage: cargo xtask bench <node|memory|eviction|cluster|regions|sync|reshard|planners|all> \
-             [--quick] (node: [--threads 2]; regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] \
+             [--quick] (node: [--threads 2 | --side-by-side] [--lists | --types]; regions: [--rtt-ms 20] [--rate 2000] [--seconds 10] \
              [--primaries 2]; planners: [--shards 3,30,300,1000])"
         );
     };

@@ -130,6 +130,22 @@ fn redis_benchmark(
     requests: u32,
     threads: usize,
 ) -> Result<Sample> {
+    let mut command = benchmark_command(server, test, pipeline, requests, threads)?;
+    let cpu_before = server.cpu_seconds()?;
+    let output = command.output().context("run redis-benchmark")?;
+    let cpu = server.cpu_seconds()? - cpu_before;
+    sample_of(test, &output, requests, cpu)
+}
+
+/// The redis-benchmark command of one test against one server: pinned to the client core
+/// with one client thread when `threads` is 1, else unpinned with `--threads <threads>`.
+fn benchmark_command(
+    server: &Server,
+    test: Test,
+    pipeline: u32,
+    requests: u32,
+    threads: usize,
+) -> Result<Command> {
     let (_, client_core) = cores();
     let mut command = if threads == 1 {
         let mut command = Command::new("taskset");
@@ -147,9 +163,12 @@ fn redis_benchmark(
         .args(["-c", "50", "-r", "100000", "-d", "64"])
         .args(["-P", &pipeline.to_string(), "--csv"])
         .args(test_args(server, test)?);
-    let cpu_before = server.cpu_seconds()?;
-    let output = command.output().context("run redis-benchmark")?;
-    let cpu = server.cpu_seconds()? - cpu_before;
+    Ok(command)
+}
+
+/// A finished redis-benchmark run's sample: its ops/s from the CSV and `requests` over the
+/// server CPU seconds it took.
+fn sample_of(test: Test, output: &std::process::Output, requests: u32, cpu: f64) -> Result<Sample> {
     if !output.status.success() {
         bail!(
             "redis-benchmark failed: {}",
@@ -197,6 +216,9 @@ pub struct NodeOptions {
     pub lists: bool,
     /// `--types`: sets, sorted sets, LRANGE_600, MSET and EVALSHA instead.
     pub types: bool,
+    /// `--side-by-side`: the three servers run at once on the server core, each round's
+    /// three redis-benchmarks at once on the client core; only CPU per request is compared.
+    pub side_by_side: bool,
 }
 
 impl NodeOptions {
@@ -204,12 +226,14 @@ impl NodeOptions {
         let mut threads = 1;
         let mut lists = false;
         let mut types = false;
+        let mut side_by_side = false;
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
             match arg.as_str() {
                 "--quick" => {}
                 "--lists" => lists = true,
                 "--types" => types = true,
+                "--side-by-side" => side_by_side = true,
                 "--threads" => {
                     threads = iter
                         .next()
@@ -226,36 +250,74 @@ impl NodeOptions {
         if lists && types {
             bail!("--lists and --types are separate runs: pick one");
         }
+        if side_by_side && threads != 1 {
+            bail!("--side-by-side shares one server core among the three servers: drop --threads");
+        }
         Ok(NodeOptions {
             quick,
             threads,
             lists,
             types,
+            side_by_side,
         })
+    }
+}
+
+impl NodeOptions {
+    fn tests(&self) -> &'static [Test] {
+        if self.lists {
+            &LIST_TESTS
+        } else if self.types {
+            &TYPE_TESTS
+        } else {
+            &STRING_TESTS
+        }
+    }
+}
+
+/// The pipeline depths every throughput run measures.
+const PIPELINES: &[u32] = &[1, 16];
+
+/// The report's title (`what`: its end, `{}` standing for the tests' names) and machine.
+fn print_heading(tests: &[Test], what: &str) {
+    let names: Vec<&str> = tests.iter().map(|test| test.csv).collect();
+    let what = what.replace("{}", &names.join(", "));
+    println!("## meridian-node vs redis-server vs valkey-server{what}\n");
+    println!("Machine: {}\n", machine_description());
+}
+
+/// A throughput table's title and column heads.
+fn print_table_head(title: &str) {
+    println!("\n### {title}\n");
+    println!(
+        "| test | pipeline | redis-server | valkey-server | meridian-node | meridian / redis | meridian / valkey |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+}
+
+/// Requests per redis-benchmark run.
+fn request_count(quick: bool, pipeline: u32) -> u32 {
+    match (quick, pipeline) {
+        (true, 1) => 50_000,
+        (true, _) => 500_000,
+        (false, 1) => 200_000,
+        (false, _) => 2_000_000,
     }
 }
 
 pub fn throughput(options: &NodeOptions) -> Result<()> {
     let binaries = Binaries::prepare()?;
+    if options.side_by_side {
+        return side_by_side(options, &binaries);
+    }
     let quick = options.quick;
     let threads = options.threads;
     let pinned = threads == 1;
     let rounds = if quick { 1 } else { 3 };
     // -P 1 unpinned too: there the I/O threads' wake-ups cost the most
-    let pipelines: &[u32] = &[1, 16];
-    let tests: &[Test] = if options.lists {
-        &LIST_TESTS
-    } else if options.types {
-        &TYPE_TESTS
-    } else {
-        &STRING_TESTS
-    };
-    let names: Vec<&str> = tests.iter().map(|test| test.csv).collect();
-    println!(
-        "## meridian-node vs redis-server vs valkey-server: {} throughput\n",
-        names.join(", ")
-    );
-    println!("Machine: {}\n", machine_description());
+    let pipelines = PIPELINES;
+    let tests = options.tests();
+    print_heading(tests, ": {} throughput");
     if pinned {
         println!(
             "Each server pinned to core 0 with one I/O thread (`--io-threads 1`; redis-server and \
@@ -276,12 +338,7 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
     );
     let mut samples: HashMap<(Kind, Test, u32), Vec<Sample>> = HashMap::new();
     for &pipeline in pipelines {
-        let requests = match (quick, pipeline) {
-            (true, 1) => 50_000,
-            (true, _) => 500_000,
-            (false, 1) => 200_000,
-            (false, _) => 2_000_000,
-        };
+        let requests = request_count(quick, pipeline);
         for round in 0..rounds {
             // alternate servers (and who goes first) so background noise hits all alike
             for offset in 0..Kind::ALL.len() {
@@ -334,11 +391,7 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
                     .collect(),
             )
         };
-        println!("\n### {title}\n");
-        println!(
-            "| test | pipeline | redis-server | valkey-server | meridian-node | meridian / redis | meridian / valkey |"
-        );
-        println!("|---|---|---|---|---|---|---|");
+        print_table_head(title);
         for &pipeline in pipelines {
             for &test in tests {
                 let redis = pick(Kind::Redis, test, pipeline);
@@ -354,6 +407,126 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `bench node --side-by-side`: the servers' CPU per request measured at the same time.
+///
+/// Run one after another, each server meets different background load, and one round of
+/// a quick run is a fraction of a second of CPU: a busy neighbour moves a ratio by 10-15%.
+/// Here the three servers share the server core and their three redis-benchmarks the
+/// client core for the same seconds, so noise falls on all of them alike. Only requests
+/// per CPU second mean anything (the servers' wall-clock rates depend on how the
+/// scheduler shares the core); the ratios are the medians of each round's own ratios.
+fn side_by_side(options: &NodeOptions, binaries: &Binaries) -> Result<()> {
+    let quick = options.quick;
+    let rounds = if quick { 3 } else { 5 };
+    let pipelines = PIPELINES;
+    let tests = options.tests();
+    print_heading(tests, " side by side: {} CPU per request");
+    println!(
+        "The three servers at once, pinned to core 0 with one I/O thread each (`--io-threads 1`; \
+         redis-server and valkey-server with `--save '' --appendonly no`); for each test their \
+         three `redis-benchmark -t <test> -n N -c 50 -r 100000 -d 64 -P <p> --csv` at once, \
+         pinned to core 1. Requests per server CPU second (utime+stime, /proc/<pid>/stat); \
+         ratios are medians of the {rounds} rounds' own ratios, fresh servers every round.\n"
+    );
+    // per (kind, test, pipeline): one requests-per-CPU-second figure per round
+    let mut rates: HashMap<(Kind, Test, u32), Vec<f64>> = HashMap::new();
+    for &pipeline in pipelines {
+        let requests = request_count(quick, pipeline);
+        for round in 0..rounds {
+            let servers = Kind::ALL
+                .iter()
+                .map(|&kind| {
+                    let server = Server::start(
+                        kind,
+                        binaries,
+                        &Options {
+                            io_threads: 1,
+                            ..Options::default()
+                        },
+                    )?;
+                    Ok((kind, server))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for &test in tests {
+                let mut commands = Vec::new();
+                for (_, server) in &servers {
+                    commands.push(benchmark_command(server, test, pipeline, requests, 1)?);
+                }
+                let cpu_before = servers
+                    .iter()
+                    .map(|(_, server)| server.cpu_seconds())
+                    .collect::<Result<Vec<_>>>()?;
+                let children = commands
+                    .iter_mut()
+                    .map(|command| {
+                        command
+                            .stdout(std::process::Stdio::piped())
+                            .stderr(std::process::Stdio::piped())
+                            .spawn()
+                            .context("run redis-benchmark")
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let outputs = children
+                    .into_iter()
+                    .map(|child| child.wait_with_output().context("wait for redis-benchmark"))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut line = format!("  round {} {} -P {pipeline}:", round + 1, test.csv);
+                for (((kind, server), before), output) in
+                    servers.iter().zip(&cpu_before).zip(&outputs)
+                {
+                    let cpu = server.cpu_seconds()? - before;
+                    let sample = sample_of(test, output, requests, cpu)?;
+                    line.push_str(&format!(
+                        " {} {:.0}/CPU s",
+                        kind.name(),
+                        sample.per_cpu_second
+                    ));
+                    rates
+                        .entry((*kind, test, pipeline))
+                        .or_default()
+                        .push(sample.per_cpu_second);
+                }
+                eprintln!("{line}");
+            }
+        }
+    }
+    print_table_head("Requests per second of server CPU time, servers side by side");
+    for &pipeline in pipelines {
+        for &test in tests {
+            let of = |kind: Kind| {
+                rates
+                    .get(&(kind, test, pipeline))
+                    .map_or(&[][..], Vec::as_slice)
+            };
+            let (redis, valkey, meridian) = (of(Kind::Redis), of(Kind::Valkey), of(Kind::Meridian));
+            println!(
+                "| {} | {pipeline} | {:.0} | {:.0} | {:.0} | {} | {} |",
+                test.csv,
+                median(redis.to_vec()),
+                median(valkey.to_vec()),
+                median(meridian.to_vec()),
+                round_ratio(meridian, redis),
+                round_ratio(meridian, valkey)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The median of the rounds' own `ours / theirs` ratios, as "1.23x".
+fn round_ratio(ours: &[f64], theirs: &[f64]) -> String {
+    let ratios: Vec<f64> = ours
+        .iter()
+        .zip(theirs)
+        .filter(|(_, theirs)| **theirs > 0.0)
+        .map(|(ours, theirs)| ours / theirs)
+        .collect();
+    if ratios.is_empty() {
+        return "n/a".into();
+    }
+    ratio(median(ratios), 1.0)
 }
 
 /// One key/value shape of the memory benchmark.
@@ -531,5 +704,24 @@ mod tests {
                 .types
         );
         assert!(NodeOptions::parse(&["--types".into(), "--lists".into()], false).is_err());
+        let side = NodeOptions::parse(&["--side-by-side".into(), "--types".into()], true).unwrap();
+        assert!(side.side_by_side && side.types);
+        assert!(!NodeOptions::parse(&[], false).unwrap().side_by_side);
+        let shared = ["--side-by-side".into(), "--threads".into(), "2".into()];
+        assert!(NodeOptions::parse(&shared, false).is_err());
+    }
+
+    #[test]
+    fn side_by_side_ratios_are_medians_of_each_rounds_ratio() {
+        // round ratios 2.0, 0.5, 2.5: their median is 2.0, the ratio of the medians
+        // (100 / 100) would be 1.0
+        assert_eq!(
+            round_ratio(&[200.0, 50.0, 100.0], &[100.0, 100.0, 40.0]),
+            "2.00x"
+        );
+        // a round without CPU time for the reference is left out
+        assert_eq!(round_ratio(&[90.0, 120.0], &[0.0, 100.0]), "1.20x");
+        assert_eq!(round_ratio(&[], &[]), "n/a");
+        assert_eq!(round_ratio(&[1.0], &[0.0]), "n/a");
     }
 }
