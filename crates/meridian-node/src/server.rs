@@ -16,7 +16,7 @@ use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::id::Cmd;
 use crate::commands::pubsub::encode_event;
 use crate::commands::{
-    Block, ClientState, Pending, command_id, dispatch, first_key_position, may_replicate, paused_by,
+    Block, ClientState, Pending, command_id, dispatch, key_positions, may_replicate, paused_by,
 };
 use crate::exec::{ClientId, ExecContext};
 use crate::io_threads::{IoThreads, Placement, Seat};
@@ -31,6 +31,8 @@ use crate::store::Access;
 const READ_CHUNK: usize = 16 * 1024;
 /// Commands of a pipeline whose keys the store starts loading at once.
 const PREFETCH_BATCH: usize = 16;
+/// Most keys whose lookups one prefetch starts (the store's own limit).
+const PREFETCH_KEYS: usize = crate::store::Db::PREFETCH_MAX;
 /// Replies are flushed mid-batch once this much output accumulated.
 const OUTPUT_FLUSH: usize = 1024 * 1024;
 
@@ -236,10 +238,11 @@ impl Connection {
             .flush_own_pushes(self.client.handle.id, &mut self.out);
     }
 
-    /// Parses up to [`PREFETCH_BATCH`] complete commands from `position` into `ahead`
-    /// (the loop of [`Connection::process`] runs them from there instead of parsing
-    /// them again) and has the store start loading what their keys' lookups read, so
-    /// that the cache misses of a pipeline overlap.
+    /// Parses up to [`PREFETCH_BATCH`] complete commands (fewer when their keys pass
+    /// [`PREFETCH_KEYS`]) from `position` into `ahead` (the loop of
+    /// [`Connection::process`] runs them from there instead of parsing them again) and
+    /// has the store start loading what their keys' lookups read, so that the cache
+    /// misses of a pipeline, or of one command's many keys, overlap.
     fn parse_ahead(&mut self, position: usize, limits: &Limits) {
         let mut ahead = std::mem::take(&mut self.ahead);
         let mut at = position;
@@ -256,25 +259,42 @@ impl Connection {
             at += consumed;
             ahead.push_back((args, consumed));
         }
-        if ahead.len() > 1 {
-            let mut keys: [&[u8]; PREFETCH_BATCH] = [&[]; PREFETCH_BATCH];
+        // A lone command is worth it only with several keys (MGET, MSET, DEL): for
+        // GET or SET the name lookup would cost more than the prefetch saves.
+        let worth_it = match ahead.front() {
+            Some((args, _)) if ahead.len() == 1 => args.len() > 3,
+            _ => ahead.len() > 1,
+        };
+        if worth_it {
+            let mut keys: [&[u8]; PREFETCH_KEYS] = [&[]; PREFETCH_KEYS];
             let mut found = 0;
+            let mut covered = 0;
             let mut base = position;
             for (args, consumed) in &ahead {
                 let arg =
                     |index: usize| &self.input[base + args[index].start..base + args[index].end];
-                if let Some(first) = args
-                    .first()
-                    .and_then(|_| first_key_position(arg(0), args.len()))
+                covered += 1;
+                if let Some((first, last, step)) =
+                    args.first().and_then(|_| key_positions(arg(0), args.len()))
                 {
-                    keys[found] = arg(first);
-                    found += 1;
+                    let mut index = first;
+                    while index <= last && found < PREFETCH_KEYS {
+                        keys[found] = arg(index);
+                        found += 1;
+                        index += step;
+                    }
+                }
+                if found == PREFETCH_KEYS {
+                    break;
                 }
                 base += consumed;
             }
             if found > 1 {
                 self.shared.db.prefetch(&keys[..found]);
             }
+            // commands past the last key prefetched (a pipeline of MSETs) are parsed
+            // again, and their keys prefetched, once these ran
+            ahead.truncate(covered);
         }
         self.ahead = ahead;
     }

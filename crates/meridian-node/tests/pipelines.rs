@@ -3,6 +3,8 @@
 //! store memory of its keys before running them (`Db::prefetch`), and its key tables
 //! grow, spill into neighbouring buckets and rebuild under these batches: whatever it
 //! loads early, each command must still see the writes of the commands before it.
+//! A multi-key command (MSET, MGET, DEL) has all its keys loaded early, alone or in a
+//! pipeline, up to 32 keys at a time: the commands past that are parsed again later.
 
 mod common;
 
@@ -17,7 +19,8 @@ fn command() -> impl Strategy<Value = Vec<String>> {
         n => format!("key:{n}"),
     });
     let value = prop_oneof![Just("1"), Just("v"), Just(""), Just("12345678901234567890")];
-    let keys = proptest::collection::vec(key.clone(), 1..5);
+    let keys = proptest::collection::vec(key.clone(), 1..14);
+    let pairs = proptest::collection::vec((key.clone(), value.clone()), 1..12);
     fn with(parts: &[&str], keys: &[String], rest: &[&str]) -> Vec<String> {
         let parts = parts.iter().map(|part| part.to_string());
         let rest = rest.iter().map(|part| part.to_string());
@@ -41,6 +44,13 @@ fn command() -> impl Strategy<Value = Vec<String>> {
         1 => key.clone().prop_map(|key| with(&["EXPIRE"], &[key], &["100"])),
         2 => (prop_oneof![Just("DEL"), Just("EXISTS"), Just("MGET")], keys)
             .prop_map(|(command, keys)| with(&[command], &keys, &[])),
+        1 => pairs.prop_map(|pairs| {
+            let mut mset = vec!["MSET".to_string()];
+            for (key, value) in pairs {
+                mset.extend([key, value.to_string()]);
+            }
+            mset
+        }),
         1 => Just(vec!["PING".to_string()]),
         1 => Just(vec!["DBSIZE".to_string()]),
     ]
@@ -92,5 +102,44 @@ fn many_keys_through_pipelines_match_redis() {
     );
     batch(&mut pair, all("GET"));
     batch(&mut pair, all("EXISTS"));
+    pair.same(&["DBSIZE"]);
+}
+
+/// Multi-key commands with more keys than one prefetch starts (32), alone and in
+/// pipelines: MSET of 20 keys, MGET of 45, DEL and EXISTS of 33, each answer the same
+/// as redis-server's.
+#[test]
+fn multi_key_commands_past_one_prefetch_match_redis() {
+    let mut pair = Pair::start(2);
+    let key = |n: usize| format!("object:{n}");
+    let mset = |from: usize| {
+        let mut command = vec!["MSET".to_string()];
+        for n in from..from + 20 {
+            command.extend([key(n), format!("value-{n}")]);
+        }
+        command
+    };
+    let of = |name: &str, from: usize, count: usize| {
+        let mut command = vec![name.to_string()];
+        command.extend((from..from + count).map(key));
+        command
+    };
+    let check = |pair: &mut Pair, commands: &[Vec<String>]| {
+        let (theirs, ours) = pair.both_pipelined(commands);
+        for ((args, theirs), ours) in commands.iter().zip(&theirs).zip(&ours) {
+            assert_eq!(ours, theirs, "{args:?}");
+        }
+    };
+    // alone: one command per write
+    check(&mut pair, &[mset(0)]);
+    check(&mut pair, &[of("MGET", 0, 45)]);
+    // pipelined: the MSETs' 200 keys span seven prefetches, each read right after
+    let mut pipeline: Vec<Vec<String>> = (0..10).map(|batch| mset(100 + batch * 20)).collect();
+    pipeline.extend((0..6).map(|batch| of("MGET", 90 + batch * 40, 45)));
+    pipeline.push(of("DEL", 110, 33));
+    pipeline.push(of("EXISTS", 100, 33));
+    pipeline.push(of("MGET", 100, 45));
+    check(&mut pair, &pipeline);
+    check(&mut pair, &[of("DEL", 0, 33)]);
     pair.same(&["DBSIZE"]);
 }

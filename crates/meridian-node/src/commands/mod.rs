@@ -1295,12 +1295,22 @@ pub fn command_id(name: &[u8]) -> Option<Cmd> {
     lookup(name).map(|position| COMMANDS[position].id)
 }
 
-/// Where the first key of a command named `name` with `argc` arguments is, for
-/// commands whose keys sit at fixed positions: what a pipeline's prefetch loads.
-pub fn first_key_position(name: &[u8], argc: usize) -> Option<usize> {
+/// Where the keys of a command named `name` with `argc` arguments are, for commands
+/// whose keys sit at fixed positions: what the prefetch of a pipeline or of a
+/// multi-key command (MGET, MSET, DEL) loads. `(first, last, step)`, `last` included
+/// and below `argc`.
+pub fn key_positions(name: &[u8], argc: usize) -> Option<(usize, usize, usize)> {
     let spec = &COMMANDS[lookup(name)?];
     let first = usize::try_from(spec.first_key).ok()?;
-    (spec.movable_keys.is_none() && first > 0 && first < argc).then_some(first)
+    if spec.movable_keys.is_some() || first == 0 || first >= argc {
+        return None;
+    }
+    let last = if spec.last_key < 0 {
+        argc.checked_sub(spec.last_key.unsigned_abs() as usize)?
+    } else {
+        usize::try_from(spec.last_key).ok()?.min(argc - 1)
+    };
+    Some((first, last, usize::try_from(spec.step).unwrap_or(1).max(1)))
 }
 
 /// Finds a command by (case-insensitive) name.
@@ -2174,6 +2184,28 @@ fn pending_op(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_positions_follow_the_key_specs() {
+        let keys = |name: &[u8], argc: usize| {
+            super::key_positions(name, argc)
+                .map(|(first, last, step)| (first..=last).step_by(step).collect::<Vec<_>>())
+        };
+        // GET k; SET k v EX 10: one key
+        assert_eq!(keys(b"get", 2), Some(vec![1]));
+        assert_eq!(keys(b"SET", 5), Some(vec![1]));
+        // MSET k1 v1 k2 v2: every other argument; MGET and DEL: all of them
+        assert_eq!(keys(b"mset", 5), Some(vec![1, 3]));
+        assert_eq!(keys(b"MGET", 4), Some(vec![1, 2, 3]));
+        assert_eq!(keys(b"del", 3), Some(vec![1, 2]));
+        // too few arguments to hold a key: nothing (arity is checked later)
+        assert_eq!(keys(b"get", 1), None);
+        assert_eq!(keys(b"mset", 1), None);
+        // keys found by parsing (EVAL's numkeys), no keys, unknown commands
+        assert_eq!(keys(b"eval", 4), None);
+        assert_eq!(keys(b"ping", 1), None);
+        assert_eq!(keys(b"nosuchcommand", 3), None);
+    }
 
     #[test]
     fn table_is_consistent() {

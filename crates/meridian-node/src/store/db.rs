@@ -120,15 +120,17 @@ impl Db {
         }
     }
 
+    /// Most keys one [`Db::prefetch`] starts loading.
+    pub const PREFETCH_MAX: usize = 32;
+
     /// Starts loading the memory that lookups of `keys` will read (a pipeline's
     /// keys, about to be run): every key's table bucket, then every candidate's
     /// slab slot, then every candidate's record, so the cache misses of the batch
     /// overlap instead of coming one after another (as Valkey does for a batch of
     /// commands). Only a hint: a shard that is busy is skipped, never waited for.
     pub fn prefetch(&self, keys: &[&[u8]]) {
-        const MAX: usize = 32;
-        let mut hashes = [(0usize, 0u64); MAX];
-        let count = keys.len().min(MAX);
+        let mut hashes = [(0usize, 0u64); Self::PREFETCH_MAX];
+        let count = keys.len().min(Self::PREFETCH_MAX);
         for (target, key) in hashes.iter_mut().zip(keys) {
             let shard = self.shard_of_slot(meridian_topology::key_slot(key));
             let Some(guard) = self.shards[shard].try_lock() else {
