@@ -33,6 +33,10 @@ const READ_CHUNK: usize = 16 * 1024;
 const PREFETCH_BATCH: usize = 16;
 /// Most keys whose lookups one prefetch starts (the store's own limit).
 const PREFETCH_KEYS: usize = crate::store::Db::PREFETCH_MAX;
+/// Longest first argument of a lone command whose table bucket is loaded on the guess
+/// that it is a key: hashing a long argument that is not one (ECHO, AUTH) would cost
+/// more than the load saves, and a long key's own hashing dwarfs its cache miss.
+const GUESSED_KEY_MAX: usize = 256;
 /// Replies are flushed mid-batch once this much output accumulated.
 const OUTPUT_FLUSH: usize = 1024 * 1024;
 
@@ -259,42 +263,55 @@ impl Connection {
             at += consumed;
             ahead.push_back((args, consumed));
         }
-        // A lone command is worth it only with several keys (MGET, MSET, DEL): for
-        // GET or SET the name lookup would cost more than the prefetch saves.
-        let worth_it = match ahead.front() {
-            Some((args, _)) if ahead.len() == 1 => args.len() > 3,
-            _ => ahead.len() > 1,
-        };
-        if worth_it {
-            let mut keys: [&[u8]; PREFETCH_KEYS] = [&[]; PREFETCH_KEYS];
-            let mut found = 0;
-            let mut covered = 0;
-            let mut base = position;
-            for (args, consumed) in &ahead {
-                let arg =
-                    |index: usize| &self.input[base + args[index].start..base + args[index].end];
-                covered += 1;
-                if let Some((first, last, step)) =
-                    args.first().and_then(|_| key_positions(arg(0), args.len()))
-                {
-                    let mut index = first;
-                    while index <= last && found < PREFETCH_KEYS {
-                        keys[found] = arg(index);
-                        found += 1;
-                        index += step;
+        // A lone command of up to three arguments (GET, SET, INCR) has the table bucket
+        // of its first argument loaded on the guess that it is the key: the command's
+        // name is not looked up (that would cost more than the load saves), and the load
+        // arrives while the command is checked and routed. Longer lone commands (MGET,
+        // MSET, DEL, SET with options) and pipelines find their keys in the command table.
+        let lone = ahead.len() == 1;
+        match ahead.front() {
+            None => {}
+            Some((args, _)) if lone && args.len() <= 3 => {
+                if let Some(key) = args.get(1).filter(|key| key.len() <= GUESSED_KEY_MAX) {
+                    let key = &self.input[position + key.start..position + key.end];
+                    self.shared.db.prefetch_bucket(key);
+                }
+            }
+            Some(_) => {
+                let mut keys: [&[u8]; PREFETCH_KEYS] = [&[]; PREFETCH_KEYS];
+                let mut found = 0;
+                let mut covered = 0;
+                let mut base = position;
+                for (args, consumed) in &ahead {
+                    let arg = |index: usize| {
+                        &self.input[base + args[index].start..base + args[index].end]
+                    };
+                    covered += 1;
+                    if let Some((first, last, step)) =
+                        args.first().and_then(|_| key_positions(arg(0), args.len()))
+                    {
+                        let mut index = first;
+                        while index <= last && found < PREFETCH_KEYS {
+                            keys[found] = arg(index);
+                            found += 1;
+                            index += step;
+                        }
                     }
+                    if found == PREFETCH_KEYS {
+                        break;
+                    }
+                    base += consumed;
                 }
-                if found == PREFETCH_KEYS {
-                    break;
+                match found {
+                    0 => {}
+                    // one key's later loads would wait for its first: start only that
+                    1 => self.shared.db.prefetch_bucket(keys[0]),
+                    _ => self.shared.db.prefetch(&keys[..found]),
                 }
-                base += consumed;
+                // commands past the last key prefetched (a pipeline of MSETs) are parsed
+                // again, and their keys prefetched, once these ran
+                ahead.truncate(covered);
             }
-            if found > 1 {
-                self.shared.db.prefetch(&keys[..found]);
-            }
-            // commands past the last key prefetched (a pipeline of MSETs) are parsed
-            // again, and their keys prefetched, once these ran
-            ahead.truncate(covered);
         }
         self.ahead = ahead;
     }

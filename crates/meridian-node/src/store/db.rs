@@ -150,6 +150,15 @@ impl Db {
         }
     }
 
+    /// Starts loading the table bucket of one key, the first of its lookup's three
+    /// dependent loads, so that it arrives while the command is checked and routed.
+    pub fn prefetch_bucket(&self, key: &[u8]) {
+        let shard = self.shard_of_slot(meridian_topology::key_slot(key));
+        if let Some(guard) = self.shards[shard].try_lock() {
+            guard.prefetch(guard.key_hash(key), 0);
+        }
+    }
+
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }
@@ -763,5 +772,33 @@ mod tests {
         db.flush();
         assert_eq!(db.count_keys_in_slot(slot), 0);
         assert_eq!(db.used_memory(), 0);
+    }
+
+    /// Prefetching is only a hint: it never waits for a shard a command holds (a
+    /// connection's own lone command would otherwise stall behind a long one), and it
+    /// changes nothing, for keys that exist or not, in empty or filled tables.
+    #[test]
+    fn prefetches_skip_busy_shards_and_change_nothing() {
+        let db = Db::new(2, 0, Policy::Sieve);
+        db.prefetch_bucket(b"missing");
+        db.prefetch(&[b"missing", b"absent"]);
+        for index in 0..100 {
+            set(&db, &format!("key:{index}"), "v");
+        }
+        let memory = db.used_memory();
+        let busy = db.lock(db.shard_of_slot(meridian_topology::key_slot(b"key:1")));
+        // the same thread holds the shard: a wait would never end
+        db.prefetch_bucket(b"key:1");
+        db.prefetch(&[b"key:1", b"key:2", b"key:3"]);
+        drop(busy);
+        db.prefetch_bucket(b"key:1");
+        db.prefetch(&[b"key:1", b"key:2", b"missing"]);
+        assert_eq!(db.used_memory(), memory);
+        for index in 0..100 {
+            let key = format!("key:{index}");
+            assert!(Access::direct(&db).with_key(key.as_bytes(), |shard, _| {
+                shard.find(key.as_bytes(), now_ms()).is_some()
+            }));
+        }
     }
 }
