@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use meridian_topology::{NodeAddr, ShardTopology, TopologyMap, split_evenly};
 
 use super::resp::{Client, Reply};
-use super::{Binaries, Kind, Server, cores, free_port, machine_description};
+use super::{Binaries, CpuReading, Kind, Server, cores, free_port, machine_description};
 
 const SHARDS: usize = 3;
 
@@ -31,9 +31,9 @@ impl ClusterUnderTest {
         self.servers.first().map_or(0, |server| server.port)
     }
 
-    /// CPU time (user + system) all six servers have used so far.
-    fn cpu_seconds(&self) -> Result<f64> {
-        self.servers.iter().map(Server::cpu_seconds).sum()
+    /// The CPU time all six servers have used so far.
+    fn cpu(&self) -> Result<Vec<CpuReading>> {
+        self.servers.iter().map(Server::cpu).collect()
     }
 }
 
@@ -367,7 +367,7 @@ type Rates = Vec<(String, f64)>;
 fn throughput(cluster: &ClusterUnderTest, pipeline: u32, requests: u32) -> Result<(Rates, Rates)> {
     let (mut ops, mut per_cpu_second) = (Vec::new(), Vec::new());
     for test in ["set", "get"] {
-        let cpu_before = cluster.cpu_seconds()?;
+        let cpu_before = cluster.cpu()?;
         let output = benchmark_command(cluster.entry_port(), test, requests, pipeline)
             .output()
             .context("run redis-benchmark --cluster")?;
@@ -377,7 +377,10 @@ fn throughput(cluster: &ClusterUnderTest, pipeline: u32, requests: u32) -> Resul
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let cpu = cluster.cpu_seconds()? - cpu_before;
+        let cpu: f64 = (cluster.cpu()?.iter())
+            .zip(&cpu_before)
+            .map(|(after, before)| after.since(before))
+            .sum();
         for (name, rps) in parse_csv(&String::from_utf8_lossy(&output.stdout))? {
             if cpu > 0.0 {
                 per_cpu_second.push((name.clone(), f64::from(requests) / cpu));
@@ -484,7 +487,7 @@ pub fn run(quick: bool) -> Result<()> {
         per_cpu.push((pipeline, cpu));
     }
     println!(
-        "\n### Requests per second of cluster CPU time\n\nThe six servers' utime + stime (/proc/<pid>/stat) over each run, primaries and replicas together: what a request costs the cluster, less sensitive to the machine's other load than ops/s.\n"
+        "\n### Requests per second of cluster CPU time\n\nThe six servers' CPU time over each run (their threads' run time in ns from /proc/<pid>/task/*/schedstat; utime + stime in ticks if a thread ended), primaries and replicas together: what a request costs the cluster, less sensitive to the machine's other load than ops/s.\n"
     );
     println!(
         "| test | pipeline | redis-server cluster | valkey-server cluster | meridian-node cluster | meridian / redis | meridian / valkey |"

@@ -15,6 +15,7 @@ mod reshard;
 mod resp;
 mod sync;
 
+use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -369,12 +370,15 @@ impl Server {
         self.child.id()
     }
 
-    /// CPU time the server used so far (all threads), utime + stime in seconds.
-    pub fn cpu_seconds(&self) -> Result<f64> {
+    /// The CPU time the server used so far, all threads: see [`CpuReading`].
+    pub fn cpu(&self) -> Result<CpuReading> {
         let path = format!("/proc/{}/stat", self.pid());
         let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
         let ticks = parse_stat_cpu_ticks(&text).with_context(|| format!("parse {path}"))?;
-        Ok(ticks as f64 / clock_ticks_per_second())
+        Ok(CpuReading {
+            ticks_seconds: ticks as f64 / clock_ticks_per_second(),
+            threads: thread_nanos(self.pid()),
+        })
     }
 
     /// The server's peak resident set size in bytes (VmHWM of /proc/<pid>/status).
@@ -498,6 +502,56 @@ fn ratio(ours: f64, theirs: f64) -> String {
     }
 }
 
+/// A server's CPU time at one moment: utime + stime of the whole process, which the
+/// kernel reports in clock ticks (10 ms: a 50,000-request `--quick` run is about 30 of
+/// them), and every thread's run time in nanoseconds (`/proc/<pid>/task/<tid>/schedstat`)
+/// where the kernel has it.
+#[derive(Clone, Debug)]
+pub struct CpuReading {
+    ticks_seconds: f64,
+    threads: Option<BTreeMap<u32, u64>>,
+}
+
+impl CpuReading {
+    /// CPU seconds used from `before` to this reading: the threads' nanoseconds when
+    /// every thread of `before` is still there (a thread started since counts whole),
+    /// else the process's ticks, which keep the time of threads that ended.
+    pub fn since(&self, before: &CpuReading) -> f64 {
+        if let (Some(now), Some(then)) = (&self.threads, &before.threads)
+            && then.keys().all(|tid| now.contains_key(tid))
+        {
+            let nanos: u64 = now
+                .iter()
+                .map(|(tid, &nanos)| nanos.saturating_sub(then.get(tid).copied().unwrap_or(0)))
+                .sum();
+            return nanos as f64 / 1e9;
+        }
+        self.ticks_seconds - before.ticks_seconds
+    }
+}
+
+/// Run time in nanoseconds of each thread of `pid`; `None` when the kernel does not
+/// keep schedstat. A thread that ends while it is listed is left out.
+fn thread_nanos(pid: u32) -> Option<BTreeMap<u32, u64>> {
+    let mut threads = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let entry = entry.ok()?;
+        let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        threads.insert(tid, parse_schedstat_nanos(&text)?);
+    }
+    (!threads.is_empty()).then_some(threads)
+}
+
+/// The run time (first field, nanoseconds) of a `/proc/<pid>/task/<tid>/schedstat`.
+fn parse_schedstat_nanos(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().next()?.parse().ok()
+}
+
 /// utime + stime in clock ticks from the text of `/proc/<pid>/stat`. The
 /// command name (field 2) is in parentheses and may itself contain spaces and
 /// parentheses, so the fields are counted after the last ')'.
@@ -546,6 +600,45 @@ mod tests {
         assert_eq!(ratio(1.0, 3.0), "0.33x");
         assert_eq!(ratio(5.0, 0.0), "n/a");
         assert_eq!(ratio(f64::NAN, 1.0), "n/a");
+    }
+
+    fn reading(ticks_seconds: f64, threads: Option<&[(u32, u64)]>) -> CpuReading {
+        CpuReading {
+            ticks_seconds,
+            threads: threads.map(|threads| threads.iter().copied().collect()),
+        }
+    }
+
+    #[test]
+    fn cpu_time_comes_from_the_threads_nanoseconds_unless_one_ended() {
+        let before = reading(1.0, Some(&[(10, 500_000_000), (11, 250_000_000)]));
+        // the same threads: their nanoseconds, not the coarser ticks
+        let after = reading(1.5, Some(&[(10, 800_000_000), (11, 260_000_000)]));
+        assert!((after.since(&before) - 0.31).abs() < 1e-9);
+        // a thread started since counts whole
+        let started = reading(
+            1.5,
+            Some(&[(10, 800_000_000), (11, 250_000_000), (12, 40_000_000)]),
+        );
+        assert!((started.since(&before) - 0.34).abs() < 1e-9);
+        // a thread that ended took its time with it: the process's ticks keep it
+        let ended = reading(1.5, Some(&[(10, 800_000_000)]));
+        assert!((ended.since(&before) - 0.5).abs() < 1e-9);
+        // no schedstat on either side: ticks
+        assert!((reading(1.25, None).since(&before) - 0.25).abs() < 1e-9);
+        assert_eq!(
+            parse_schedstat_nanos("123456789 2000 7\n"),
+            Some(123_456_789)
+        );
+        assert_eq!(parse_schedstat_nanos(""), None);
+    }
+
+    /// The reading of a live process: this test's own threads, in nanoseconds.
+    #[test]
+    fn thread_nanos_reads_a_live_process() {
+        let threads = thread_nanos(std::process::id()).expect("schedstat of this process");
+        assert!(threads.contains_key(&std::process::id()));
+        assert!(threads.values().any(|&nanos| nanos > 0));
     }
 
     #[test]

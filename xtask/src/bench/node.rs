@@ -117,7 +117,7 @@ fn test_args(server: &Server, test: Test) -> Result<Vec<String>> {
 struct Sample {
     /// Requests per second of wall-clock time, as redis-benchmark reports it.
     ops: f64,
-    /// Requests per second of the server's CPU time (utime + stime).
+    /// Requests per second of the server's CPU time (see `CpuReading`).
     per_cpu_second: f64,
 }
 
@@ -131,9 +131,9 @@ fn redis_benchmark(
     threads: usize,
 ) -> Result<Sample> {
     let mut command = benchmark_command(server, test, pipeline, requests, threads)?;
-    let cpu_before = server.cpu_seconds()?;
+    let cpu_before = server.cpu()?;
     let output = command.output().context("run redis-benchmark")?;
-    let cpu = server.cpu_seconds()? - cpu_before;
+    let cpu = server.cpu()?.since(&cpu_before);
     sample_of(test, &output, requests, cpu)
 }
 
@@ -334,7 +334,7 @@ pub fn throughput(options: &NodeOptions) -> Result<()> {
     println!(
         "`redis-benchmark -t <test> -n N -c 50 -r 100000 -d 64 -P <p> --csv`, each test a \
          separate run on the same server; median of {rounds} rounds, servers alternating. \
-         Per CPU second = requests / server utime+stime (/proc/<pid>/stat) during that run.\n"
+         Per CPU second = requests / server CPU time during that run (its threads' run time in ns, /proc/<pid>/task/*/schedstat; utime+stime in 10 ms ticks from /proc/<pid>/stat if a thread ended).\n"
     );
     let mut samples: HashMap<(Kind, Test, u32), Vec<Sample>> = HashMap::new();
     for &pipeline in pipelines {
@@ -427,7 +427,7 @@ fn side_by_side(options: &NodeOptions, binaries: &Binaries) -> Result<()> {
         "The three servers at once, pinned to core 0 with one I/O thread each (`--io-threads 1`; \
          redis-server and valkey-server with `--save '' --appendonly no`); for each test their \
          three `redis-benchmark -t <test> -n N -c 50 -r 100000 -d 64 -P <p> --csv` at once, \
-         pinned to core 1. Requests per server CPU second (utime+stime, /proc/<pid>/stat); \
+         pinned to core 1. Requests per server CPU second (the threads' run time in ns, /proc/<pid>/task/*/schedstat); \
          ratios are medians of the {rounds} rounds' own ratios, fresh servers every round.\n"
     );
     // per (kind, test, pipeline): one requests-per-CPU-second figure per round
@@ -456,7 +456,7 @@ fn side_by_side(options: &NodeOptions, binaries: &Binaries) -> Result<()> {
                 }
                 let cpu_before = servers
                     .iter()
-                    .map(|(_, server)| server.cpu_seconds())
+                    .map(|(_, server)| server.cpu())
                     .collect::<Result<Vec<_>>>()?;
                 let children = commands
                     .iter_mut()
@@ -476,7 +476,7 @@ fn side_by_side(options: &NodeOptions, binaries: &Binaries) -> Result<()> {
                 for (((kind, server), before), output) in
                     servers.iter().zip(&cpu_before).zip(&outputs)
                 {
-                    let cpu = server.cpu_seconds()? - before;
+                    let cpu = server.cpu()?.since(before);
                     let sample = sample_of(test, output, requests, cpu)?;
                     line.push_str(&format!(
                         " {} {:.0}/CPU s",
