@@ -274,7 +274,7 @@ impl Connection {
             Some((args, _)) if lone && args.len() <= 3 => {
                 if let Some(key) = args.get(1).filter(|key| key.len() <= GUESSED_KEY_MAX) {
                     let key = &self.input[position + key.start..position + key.end];
-                    self.shared.db.prefetch_bucket(key);
+                    self.shared.db.prefetch(&[key]);
                 }
             }
             Some(_) => {
@@ -302,12 +302,7 @@ impl Connection {
                     }
                     base += consumed;
                 }
-                match found {
-                    0 => {}
-                    // one key's later loads would wait for its first: start only that
-                    1 => self.shared.db.prefetch_bucket(keys[0]),
-                    _ => self.shared.db.prefetch(&keys[..found]),
-                }
+                self.shared.db.prefetch(&keys[..found]);
                 // commands past the last key prefetched (a pipeline of MSETs) are parsed
                 // again, and their keys prefetched, once these ran
                 ahead.truncate(covered);

@@ -377,7 +377,9 @@ fn throughput(cluster: &ClusterUnderTest, pipeline: u32, requests: u32) -> Resul
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let cpu: f64 = (cluster.cpu()?.iter())
+        let cpu: f64 = cluster
+            .cpu()?
+            .iter()
             .zip(&cpu_before)
             .map(|(after, before)| after.since(before))
             .sum();

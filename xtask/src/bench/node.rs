@@ -261,9 +261,7 @@ impl NodeOptions {
             side_by_side,
         })
     }
-}
 
-impl NodeOptions {
     fn tests(&self) -> &'static [Test] {
         if self.lists {
             &LIST_TESTS

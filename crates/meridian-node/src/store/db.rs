@@ -124,22 +124,27 @@ impl Db {
     pub const PREFETCH_MAX: usize = 32;
 
     /// Starts loading the memory that lookups of `keys` will read (a pipeline's
-    /// keys, about to be run): every key's table bucket, then every candidate's
-    /// slab slot, then every candidate's record, so the cache misses of the batch
-    /// overlap instead of coming one after another (as Valkey does for a batch of
-    /// commands). Only a hint: a shard that is busy is skipped, never waited for.
+    /// keys, or a lone command's, about to be run): every key's table bucket, then
+    /// every candidate's slab slot, then every candidate's record, so the cache misses
+    /// of the batch overlap instead of coming one after another (as Valkey does for a
+    /// batch of commands). A single key gets its bucket only: its later loads would
+    /// wait for it here, with nothing to overlap, instead of while the command is
+    /// checked and routed. Only a hint: a shard that is busy is skipped, never waited for.
     pub fn prefetch(&self, keys: &[&[u8]]) {
-        let mut hashes = [(0usize, 0u64); Self::PREFETCH_MAX];
+        match keys {
+            [] => return,
+            [key] => {
+                self.prefetch_bucket(key);
+                return;
+            }
+            _ => {}
+        }
+        let mut hashes = [(usize::MAX, 0u64); Self::PREFETCH_MAX];
         let count = keys.len().min(Self::PREFETCH_MAX);
         for (target, key) in hashes.iter_mut().zip(keys) {
-            let shard = self.shard_of_slot(meridian_topology::key_slot(key));
-            let Some(guard) = self.shards[shard].try_lock() else {
-                *target = (usize::MAX, 0);
-                continue;
-            };
-            let hash = guard.key_hash(key);
-            guard.prefetch(hash, 0);
-            *target = (shard, hash);
+            if let Some(started) = self.prefetch_bucket(key) {
+                *target = started;
+            }
         }
         for stage in 1..=2 {
             for &(shard, hash) in &hashes[..count] {
@@ -150,13 +155,14 @@ impl Db {
         }
     }
 
-    /// Starts loading the table bucket of one key, the first of its lookup's three
-    /// dependent loads, so that it arrives while the command is checked and routed.
-    pub fn prefetch_bucket(&self, key: &[u8]) {
+    /// Starts loading the table bucket of `key`, the first of its lookup's three
+    /// dependent loads; its shard and hash, or `None` when the shard is busy.
+    fn prefetch_bucket(&self, key: &[u8]) -> Option<(usize, u64)> {
         let shard = self.shard_of_slot(meridian_topology::key_slot(key));
-        if let Some(guard) = self.shards[shard].try_lock() {
-            guard.prefetch(guard.key_hash(key), 0);
-        }
+        let guard = self.shards[shard].try_lock()?;
+        let hash = guard.key_hash(key);
+        guard.prefetch(hash, 0);
+        Some((shard, hash))
     }
 
     pub fn shard_count(&self) -> usize {
@@ -780,7 +786,7 @@ mod tests {
     #[test]
     fn prefetches_skip_busy_shards_and_change_nothing() {
         let db = Db::new(2, 0, Policy::Sieve);
-        db.prefetch_bucket(b"missing");
+        db.prefetch(&[b"missing"]);
         db.prefetch(&[b"missing", b"absent"]);
         for index in 0..100 {
             set(&db, &format!("key:{index}"), "v");
@@ -788,10 +794,10 @@ mod tests {
         let memory = db.used_memory();
         let busy = db.lock(db.shard_of_slot(meridian_topology::key_slot(b"key:1")));
         // the same thread holds the shard: a wait would never end
-        db.prefetch_bucket(b"key:1");
+        db.prefetch(&[b"key:1"]);
         db.prefetch(&[b"key:1", b"key:2", b"key:3"]);
         drop(busy);
-        db.prefetch_bucket(b"key:1");
+        db.prefetch(&[b"key:1"]);
         db.prefetch(&[b"key:1", b"key:2", b"missing"]);
         assert_eq!(db.used_memory(), memory);
         for index in 0..100 {
