@@ -6,6 +6,7 @@
 //! the callback the command layer passes to [`Scripts::run`] (the dispatcher, under
 //! the locks the command holds), so this module imports none of its callers.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -746,16 +747,26 @@ impl Scripts {
         call: &mut CallFn<'_>,
     ) -> Result<Reply, ScriptError> {
         let mut interpreter = self.interpreter.lock();
+        // (a SHA1 the client sent is lowercased here: no allocation per EVALSHA)
+        let mut lowered = [0u8; 40];
         // the chunk to call, whether it takes (KEYS, ARGV) as arguments (a library
         // function) or as globals, and the name errors give it
         let (function, as_arguments, name, chunk) = match script {
             Script::Source(source) => {
                 let sha = sha1_hex(source);
                 let function = self.function(&mut interpreter, &sha, Some(source))?;
-                (function, false, sha, "user_script")
+                (function, false, Cow::Owned(sha), "user_script")
             }
             Script::Sha(sha) => {
-                let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+                let sha = match std::str::from_utf8(sha) {
+                    Ok(text) if text.len() == lowered.len() => {
+                        lowered.copy_from_slice(sha);
+                        lowered.make_ascii_lowercase();
+                        // (ASCII lowercasing keeps the text UTF-8)
+                        Cow::Borrowed(std::str::from_utf8(&lowered).unwrap_or_default())
+                    }
+                    _ => Cow::Owned(String::from_utf8_lossy(sha).to_ascii_lowercase()),
+                };
                 let function = self.function(&mut interpreter, &sha, None)?;
                 (function, false, sha, "user_script")
             }
@@ -766,7 +777,7 @@ impl Scripts {
                     .ok_or(ScriptError::NoFunction)?
                     .callback
                     .clone();
-                (function, true, name, "user_function")
+                (function, true, Cow::Owned(name), "user_function")
             }
         };
         let lua = &interpreter.lua;

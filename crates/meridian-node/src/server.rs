@@ -16,7 +16,8 @@ use crate::client::{ClientEvent, ClientHandle};
 use crate::commands::id::Cmd;
 use crate::commands::pubsub::encode_event;
 use crate::commands::{
-    Block, ClientState, Pending, command_id, dispatch, key_positions, may_replicate, paused_by,
+    Block, ClientState, Pending, command_id, dispatch, dispatch_at, key_positions, may_replicate,
+    paused_by,
 };
 use crate::exec::{ClientId, ExecContext};
 use crate::io_threads::{IoThreads, Placement, Seat};
@@ -287,10 +288,18 @@ impl Connection {
                         &self.input[base + args[index].start..base + args[index].end]
                     };
                     covered += 1;
+                    let position = args
+                        .first()
+                        .and_then(|_| self.client.last_command.lookup(arg(0)));
                     if let Some((first, last, step)) =
-                        args.first().and_then(|_| key_positions(arg(0), args.len()))
+                        position.and_then(|position| key_positions(position, args.len(), arg))
                     {
+                        // a pipeline on one key (a counter, a queue) loads it once: a
+                        // command's first key is skipped when the one before had it last
                         let mut index = first;
+                        if found > 0 && keys[found - 1] == arg(index) {
+                            index += step;
+                        }
                         while index <= last && found < PREFETCH_KEYS {
                             keys[found] = arg(index);
                             found += 1;
@@ -377,8 +386,8 @@ impl Connection {
                         position = base;
                         break;
                     }
-                    // a running script holds every shard: wait for it off the runtime's
-                    // threads (SCRIPT KILL alone goes through, to stop it)
+                    // a running script may take any shard as it goes: wait for it off
+                    // the runtime's threads (SCRIPT KILL alone goes through, to stop it)
                     if self.shared.scripts.is_running() && !stops_scripts(&argv) {
                         self.script_wait = true;
                         position = base;
@@ -459,7 +468,15 @@ impl Connection {
 /// Runs one command of a client connection, each store access locking for itself.
 fn run_command(shared: &Shared, client: &mut ClientState, out: &mut Out, argv: &[&[u8]]) {
     let exec = ExecContext::client(client.handle.id);
-    dispatch(shared, exec, client, out, argv, Access::direct(&shared.db));
+    let access = Access::direct(&shared.db);
+    match argv
+        .first()
+        .and_then(|name| client.last_command.lookup(name))
+    {
+        Some(position) => dispatch_at(shared, exec, client, out, argv, access, position),
+        // (an unknown command's error)
+        None => dispatch(shared, exec, client, out, argv, access),
+    }
 }
 
 /// Writes what is queued; a connection told to close stops at once, even in the

@@ -290,6 +290,64 @@ fn script_effects_replicate() {
     assert_eq!(count, 10);
 }
 
+/// A script's effects enter the replication stream while its keys are still locked, so
+/// another client's writes to the same key reach a replica in the order the primary ran
+/// them: the APPENDs of both clients spell the same string on the replica.
+#[test]
+fn scripts_and_other_writers_replicate_in_the_primary_order() {
+    let primary = Node::start_with(&["--io-threads", "2"]);
+    let replica = Node::start();
+    let mut raw = replica.raw();
+    assert_eq!(
+        raw.cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]),
+        Reply::Simple("OK".into())
+    );
+    replicated(&mut primary.redis());
+    let writers: Vec<_> = [true, false, true, false]
+        .into_iter()
+        .map(|scripted| {
+            let mut con = primary.redis();
+            std::thread::spawn(move || {
+                for _ in 0..60 {
+                    let mut pipe = redis::pipe();
+                    for _ in 0..50 {
+                        if scripted {
+                            pipe.cmd("EVAL")
+                                .arg("return redis.call('APPEND', KEYS[1], ARGV[1])")
+                                .arg(1)
+                                .arg("log")
+                                .arg("s");
+                        } else {
+                            pipe.cmd("APPEND").arg("log").arg("c");
+                        }
+                        pipe.ignore();
+                    }
+                    pipe.query::<()>(&mut con).expect("APPENDs");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let mut con = primary.redis();
+    replicated(&mut con);
+    let get = |con: &mut redis::Connection| -> String {
+        redis::cmd("GET").arg("log").query(con).expect("GET")
+    };
+    let (on_primary, on_replica) = (get(&mut con), get(&mut replica.redis()));
+    assert_eq!(on_primary.len(), 12_000);
+    let first_difference = on_primary
+        .bytes()
+        .zip(on_replica.bytes())
+        .position(|(primary, replica)| primary != replica);
+    assert_eq!(
+        (first_difference, on_replica.len()),
+        (None, 12_000),
+        "the replica applied the writes in another order"
+    );
+}
+
 /// A script runs alone: another client's INCRs land before or after it, never between
 /// its commands.
 #[test]

@@ -125,12 +125,12 @@ pub fn check_command(
     if !spec.takes_keys() {
         return Ok(None);
     }
-    check_keys(
-        shared,
-        readonly_client && is_read(spec),
-        asking,
-        &spec.keys(args),
-    )
+    let replica_read = readonly_client && is_read(spec);
+    match spec.only_key(args) {
+        // (no key vector for the common single-key command)
+        Some(key) => check_keys(shared, replica_read, asking, &[key]),
+        None => check_keys(shared, replica_read, asking, &spec.keys(args)),
+    }
 }
 
 /// Routing check for a set of keys (one command, or every queued command

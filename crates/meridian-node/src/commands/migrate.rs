@@ -226,9 +226,7 @@ fn lock_keys<'d>(db: &'d Db, keys: &[Vec<u8>]) -> Held<'d> {
 }
 
 fn shard_for<'h, 'd>(db: &Db, held: &'h mut Held<'d>, key: &[u8]) -> Option<&'h mut Shard> {
-    held.get_mut(db.shard_of_slot(key_slot(key)))
-        .and_then(Option::as_mut)
-        .map(|guard| &mut **guard)
+    held.shard(db.shard_of_slot(key_slot(key)))
 }
 
 /// Reads the live keys of a batch under their shard locks, which are released

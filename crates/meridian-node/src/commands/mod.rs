@@ -114,6 +114,14 @@ impl Spec {
         keys
     }
 
+    /// The key of a command whose only key sits at one fixed position (GET, SET, INCR):
+    /// the common case, found without a key vector.
+    pub fn only_key<'x>(&self, args: &[&'x [u8]]) -> Option<&'x [u8]> {
+        (self.first_key > 0 && self.first_key == self.last_key && self.movable_keys.is_none())
+            .then(|| args.get(self.first_key as usize).copied())
+            .flatten()
+    }
+
     pub fn flag_names(&self) -> Vec<&'static str> {
         let mut names = Vec::new();
         for (flag, name) in [
@@ -1295,12 +1303,21 @@ pub fn command_id(name: &[u8]) -> Option<Cmd> {
     lookup(name).map(|position| COMMANDS[position].id)
 }
 
-/// Where the keys of a command named `name` with `argc` arguments are, for commands
-/// whose keys sit at fixed positions: what the prefetch of a pipeline or of a
-/// multi-key command (MGET, MSET, DEL) loads. `(first, last, step)`, `last` included
-/// and below `argc`.
-pub fn key_positions(name: &[u8], argc: usize) -> Option<(usize, usize, usize)> {
-    let spec = &COMMANDS[lookup(name)?];
+/// Where the keys of the command at `position` in [`COMMANDS`], sent with `argc`
+/// arguments (`arg(index)`), are, for commands whose keys sit at fixed positions, and
+/// for scripts (EVAL, EVALSHA, FCALL: `numkeys` of them after the script): what the
+/// prefetch of a pipeline or of a multi-key command (MGET, MSET, DEL) loads.
+/// `(first, last, step)`, `last` included and below `argc`.
+pub fn key_positions<'a>(
+    position: usize,
+    argc: usize,
+    arg: impl Fn(usize) -> &'a [u8],
+) -> Option<(usize, usize, usize)> {
+    let spec = COMMANDS.get(position)?;
+    if runs_script(spec.id) && argc > 3 {
+        let numkeys = usize::try_from(parse_int(arg(2)).ok()?).ok()?;
+        return (numkeys > 0 && numkeys <= argc - 3).then_some((3, 2 + numkeys, 1));
+    }
     let first = usize::try_from(spec.first_key).ok()?;
     if spec.movable_keys.is_some() || first == 0 || first >= argc {
         return None;
@@ -1311,6 +1328,33 @@ pub fn key_positions(name: &[u8], argc: usize) -> Option<(usize, usize, usize)> 
         usize::try_from(spec.last_key).ok()?.min(argc - 1)
     };
     Some((first, last, usize::try_from(spec.step).unwrap_or(1).max(1)))
+}
+
+/// A connection's last command name as it sent it and its position in [`COMMANDS`]:
+/// a pipeline repeats its command (a client its few), and comparing the bytes costs
+/// less than lowercasing, hashing and probing the table for each one.
+#[derive(Debug, Default)]
+pub struct LastCommand {
+    name: [u8; 24],
+    /// 0: none yet (or a name too long to keep).
+    len: usize,
+    position: usize,
+}
+
+impl LastCommand {
+    /// [`lookup`], answered from the memo when `name` is the last one, byte for byte.
+    pub fn lookup(&mut self, name: &[u8]) -> Option<usize> {
+        if self.len != 0 && self.name.get(..self.len) == Some(name) {
+            return Some(self.position);
+        }
+        let position = lookup(name)?;
+        if let Some(kept) = self.name.get_mut(..name.len()) {
+            kept.copy_from_slice(name);
+            self.len = name.len();
+            self.position = position;
+        }
+        Some(position)
+    }
 }
 
 /// Finds a command by (case-insensitive) name.
@@ -1328,6 +1372,8 @@ pub fn lookup(name: &[u8]) -> Option<usize> {
 /// Per-connection state the commands read and change.
 pub struct ClientState {
     pub handle: Arc<ClientHandle>,
+    /// The command name this client sent last and where the table has it.
+    pub last_command: LastCommand,
     /// The ACL user and whether it is logged in.
     pub login: Login,
     /// The client presented a TLS client certificate that ca.crt verified (a node of
@@ -1398,6 +1444,7 @@ impl ClientState {
     pub fn new(handle: Arc<ClientHandle>, login: Login) -> Self {
         ClientState {
             handle,
+            last_command: LastCommand::default(),
             login,
             peer_certified: false,
             multi: None,
@@ -1644,7 +1691,7 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 /// Commands that run a script or function, whose calls ASKING covers too.
-fn runs_script(id: Cmd) -> bool {
+pub(crate) fn runs_script(id: Cmd) -> bool {
     matches!(
         id,
         Cmd::Eval | Cmd::Evalsha | Cmd::EvalRo | Cmd::EvalshaRo | Cmd::Fcall | Cmd::FcallRo
@@ -1729,7 +1776,6 @@ pub fn dispatch<'a, 'h>(
     keys: Access<'a, 'h>,
 ) {
     let Some(&name) = args.first() else { return };
-    let keys = keys.held_by(exec.holder());
     let Some(position) = lookup(name) else {
         if client.multi.is_some() {
             client.multi_failed = true;
@@ -1737,6 +1783,21 @@ pub fn dispatch<'a, 'h>(
         out.error(&unknown_command(args).to_string());
         return;
     };
+    dispatch_at(shared, exec, client, out, args, keys, position);
+}
+
+/// [`dispatch`] of a command its caller looked up already: `position` in [`COMMANDS`]
+/// (a script's `redis.call`, checked against the table before it runs).
+pub fn dispatch_at<'a, 'h>(
+    shared: &'a Shared,
+    exec: ExecContext,
+    client: &'h mut ClientState,
+    out: &'h mut Out,
+    args: &'h [&'h [u8]],
+    keys: Access<'a, 'h>,
+    position: usize,
+) {
+    let keys = keys.held_by(exec.holder());
     let spec = &COMMANDS[position];
     // ASKING covers exactly one following command, or (like Redis) a whole
     // MULTI ... EXEC/DISCARD block when MULTI follows it
@@ -1906,9 +1967,7 @@ pub fn dispatch<'a, 'h>(
     let db = &shared.db;
     let shard_of = |key: &[u8]| db.shard_of_slot(meridian_topology::key_slot(key));
     // the common single-key write needs no key vector
-    let only_key = (spec.first_key > 0 && spec.first_key == spec.last_key)
-        .then(|| args.get(spec.first_key as usize).copied())
-        .flatten();
+    let only_key = spec.only_key(args);
     let keys_of = match only_key {
         Some(_) => Vec::new(),
         None => spec.keys(args),
@@ -2005,8 +2064,7 @@ pub fn key_presence(db: &Db, held: &mut Held<'_>, keys: &[&[u8]], now: u64) -> (
         }
         let index = db.shard_of_slot(meridian_topology::key_slot(key));
         let found = held
-            .get_mut(index)
-            .and_then(Option::as_mut)
+            .shard(index)
             .is_some_and(|shard| shard.find(key, now).is_some());
         if found {
             present += 1;
@@ -2036,7 +2094,12 @@ fn run_in_transit(spec: &Spec, transit: &cluster::InTransit, ctx: Ctx<'_, '_>) {
     for &key in &keys_of {
         wanted[db.shard_of_slot(meridian_topology::key_slot(key))] = true;
     }
-    let mut held = db.lock_many(&wanted);
+    // a script may reach keys it did not declare
+    let mut held = if runs_script(spec.id) {
+        db.lock_growing(&wanted)
+    } else {
+        db.lock_many(&wanted)
+    };
     let (present, missing) = key_presence(db, &mut held, &keys_of, now);
     if let Some(refusal) = cluster::in_flight_refusal(
         shared,
@@ -2185,26 +2248,58 @@ fn pending_op(
 mod tests {
     use super::*;
 
+    /// The memo answers what the table answers, for any case and for names it cannot
+    /// keep, and a name sent in another case is looked up again, not mistaken.
+    #[test]
+    fn the_last_command_memo_answers_as_the_table_does() {
+        let mut last = LastCommand::default();
+        let long = "x".repeat(40);
+        for name in [
+            "GET", "GET", "get", "set", "SET", "nosuch", "GET", "zpopmin", "ZPOPMIN", &long, "get",
+            "", "Get",
+        ] {
+            let found = last.lookup(name.as_bytes());
+            assert_eq!(found, lookup(name.as_bytes()), "{name}");
+            if let Some(position) = found {
+                assert!(COMMANDS[position].name.eq_ignore_ascii_case(name));
+            }
+        }
+    }
+
     #[test]
     fn key_positions_follow_the_key_specs() {
-        let keys = |name: &[u8], argc: usize| {
-            super::key_positions(name, argc)
+        let keys = |args: &[&str]| {
+            let position = args.first().and_then(|name| lookup(name.as_bytes()))?;
+            super::key_positions(position, args.len(), |index| args[index].as_bytes())
                 .map(|(first, last, step)| (first..=last).step_by(step).collect::<Vec<_>>())
         };
         // GET k; SET k v EX 10: one key
-        assert_eq!(keys(b"get", 2), Some(vec![1]));
-        assert_eq!(keys(b"SET", 5), Some(vec![1]));
+        assert_eq!(keys(&["get", "k"]), Some(vec![1]));
+        assert_eq!(keys(&["SET", "k", "v", "EX", "10"]), Some(vec![1]));
         // MSET k1 v1 k2 v2: every other argument; MGET and DEL: all of them
-        assert_eq!(keys(b"mset", 5), Some(vec![1, 3]));
-        assert_eq!(keys(b"MGET", 4), Some(vec![1, 2, 3]));
-        assert_eq!(keys(b"del", 3), Some(vec![1, 2]));
+        assert_eq!(keys(&["mset", "a", "1", "b", "2"]), Some(vec![1, 3]));
+        assert_eq!(keys(&["MGET", "a", "b", "c"]), Some(vec![1, 2, 3]));
+        assert_eq!(keys(&["del", "a", "b"]), Some(vec![1, 2]));
         // too few arguments to hold a key: nothing (arity is checked later)
-        assert_eq!(keys(b"get", 1), None);
-        assert_eq!(keys(b"mset", 1), None);
-        // keys found by parsing (EVAL's numkeys), no keys, unknown commands
-        assert_eq!(keys(b"eval", 4), None);
-        assert_eq!(keys(b"ping", 1), None);
-        assert_eq!(keys(b"nosuchcommand", 3), None);
+        assert_eq!(keys(&["get"]), None);
+        assert_eq!(keys(&["mset"]), None);
+        assert_eq!(keys(&[]), None);
+        // a script's numkeys keys, none when numkeys is not a count its arguments hold
+        assert_eq!(keys(&["evalsha", "sha", "1", "k", "arg"]), Some(vec![3]));
+        assert_eq!(
+            keys(&["EVAL", "src", "2", "a", "b", "arg"]),
+            Some(vec![3, 4])
+        );
+        assert_eq!(keys(&["fcall_ro", "f", "2", "a", "b"]), Some(vec![3, 4]));
+        assert_eq!(keys(&["eval", "src", "0", "arg"]), None);
+        assert_eq!(keys(&["eval", "src", "3", "a", "b"]), None);
+        assert_eq!(keys(&["eval", "src", "-1", "a"]), None);
+        assert_eq!(keys(&["eval", "src", "x", "a"]), None);
+        assert_eq!(keys(&["eval", "src", "1"]), None);
+        // keys found by parsing other commands, no keys, unknown commands
+        assert_eq!(keys(&["zunion", "2", "a", "b"]), None);
+        assert_eq!(keys(&["ping"]), None);
+        assert_eq!(keys(&["nosuchcommand", "a", "b"]), None);
     }
 
     #[test]

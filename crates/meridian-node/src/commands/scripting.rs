@@ -6,7 +6,9 @@
 //! its effects replicate as one MULTI/EXEC block, never the script itself.
 
 use super::transactions::propagate_block;
-use super::{COMMANDS, ClientState, Cmd, Ctx, WRITE, dispatch, help, keys_after_numkeys, lookup};
+use super::{
+    COMMANDS, ClientState, Cmd, Ctx, WRITE, dispatch_at, help, keys_after_numkeys, lookup,
+};
 use crate::error::{CmdResult, CommandError};
 use crate::exec::ExecContext;
 use crate::protocol::{Out, Protocol, Reply};
@@ -146,7 +148,7 @@ fn script_call<'a>(
         Protocol::Resp2 => Out::capture(),
         Protocol::Resp3 => Out::capture_resp3(),
     };
-    dispatch(shared, exec, client, &mut out, args, access);
+    dispatch_at(shared, exec, client, &mut out, args, access, position);
     // (the nested dispatch reset it for its own command)
     client.script_asking = asking;
     let reply = out.take_replies().into_iter().next().unwrap_or(Reply::Nil);
@@ -198,7 +200,8 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
     let mut run = || {
         if access.is_direct() {
             let db = access.db();
-            let mut held = db.lock_all();
+            // each shard is locked when the script first reaches it, and kept
+            let mut held = db.lock_growing(&[]);
             let mut call = |request: ScriptRequest<'_>| match request {
                 ScriptRequest::Call { args, proto } => {
                     let access = Access::held(db, &mut held, exec.holder());
@@ -206,7 +209,14 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
                 }
                 ScriptRequest::AclCheck { args } => acl_check_reply(shared, client, args),
             };
-            shared.scripts.run(script, keys, argv, &mut call)
+            let result = shared.scripts.run(script, keys, argv, &mut call);
+            // into the stream while the shards are held, so no write to the
+            // script's keys by another client lands in it before the script's
+            if own_block {
+                propagate_block(client, log);
+            }
+            drop(held);
+            result
         } else {
             let mut call = |request: ScriptRequest<'_>| match request {
                 ScriptRequest::Call { args, proto } => script_call(
@@ -234,7 +244,8 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
         run()
     };
     ctx.client.running_exec = was_running_exec;
-    if own_block {
+    // (inside EXEC or a command on a slot in transit, the caller still holds the locks)
+    if own_block && !ctx.keys.is_direct() {
         propagate_block(ctx.client, log);
     }
     match result {

@@ -157,6 +157,7 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     // make room before taking locks: eviction locks shards itself
     let _ = db.make_room();
     let mut wanted = vec![false; db.shard_count()];
+    let mut scripts = false;
     for command in &queued {
         let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
         let spec = args
@@ -168,6 +169,7 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
                 wanted.iter_mut().for_each(|wanted| *wanted = true)
             }
             Some(spec) => {
+                scripts |= super::runs_script(spec.id);
                 for key in spec.keys(&args) {
                     wanted[db.shard_of_slot(meridian_topology::key_slot(key))] = true;
                 }
@@ -175,7 +177,12 @@ pub fn exec(ctx: &mut Ctx<'_, '_>) -> CmdResult {
             None => {}
         }
     }
-    let mut held = db.lock_many(&wanted);
+    // a script may reach keys it did not declare
+    let mut held = if scripts {
+        db.lock_growing(&wanted)
+    } else {
+        db.lock_many(&wanted)
+    };
     // A slot in transit: keys MIGRATE moved since they were queued turn the
     // whole EXEC into ASK (or TRYAGAIN when only some moved), decided under
     // the locks so MIGRATE cannot move a key in between.

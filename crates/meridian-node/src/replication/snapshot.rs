@@ -216,7 +216,7 @@ impl Streamed {
         let (offset, pending) = {
             let mut held = db.lock_all();
             log.activate();
-            for shard in held.iter_mut().flatten() {
+            for shard in held.shards() {
                 shard.snapshot = Some(job.clone());
             }
             // writes are queued under their shard lock: the queue is the offset's too

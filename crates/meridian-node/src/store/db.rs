@@ -76,11 +76,66 @@ pub struct Db {
     pub stats: Arc<SharedStats>,
     /// The shard whose turn it is to evict under SIEVE.
     eviction_turn: AtomicUsize,
+    /// Held by the one holder that may take shards as it goes ([`Db::lock_growing`]).
+    growing: Mutex<()>,
 }
 
-/// Shard guards held for an atomic multi-key operation or a transaction,
-/// indexed by shard number; `None` for shards not needed.
-pub type Held<'a> = Vec<Option<MutexGuard<'a, Shard>>>;
+/// How long a holder of several shards waits for its next one before it lets go of
+/// the ones it has: a script that holds that shard may be waiting for one of them.
+const BACK_OFF: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Shard guards held for an atomic multi-key operation, a transaction or a script.
+///
+/// Deadlock freedom: a fixed set ([`Db::lock_many`], [`Db::lock_all`]) is taken in
+/// ascending order, and past its first shard the holder waits at most [`BACK_OFF`]
+/// before it lets go of everything and starts over; a single-shard holder waits for no
+/// other shard. So the one growing holder (a script, under [`Db::lock_growing`]'s gate)
+/// may wait for any shard in any order: whoever holds it either finishes or lets go.
+pub struct Held<'a> {
+    /// A fixed set, indexed by shard number; `None` for shards not in it.
+    guards: Vec<Option<MutexGuard<'a, Shard>>>,
+    /// The shards a growing holder took as it ran (a script reaches one or two: a
+    /// short list, not a slot per shard to allocate, clear and drop every run).
+    taken: Vec<(usize, MutexGuard<'a, Shard>)>,
+    /// The gate of a holder that may take more shards as it runs.
+    growing: Option<MutexGuard<'a, ()>>,
+}
+
+impl<'a> Held<'a> {
+    /// The shard if it is held.
+    pub fn shard(&mut self, index: usize) -> Option<&mut Shard> {
+        if let Some(Some(guard)) = self.guards.get_mut(index) {
+            return Some(&mut **guard);
+        }
+        self.taken
+            .iter_mut()
+            .find(|(taken, _)| *taken == index)
+            .map(|(_, guard)| &mut **guard)
+    }
+
+    /// Every shard held.
+    pub fn shards(&mut self) -> impl Iterator<Item = &mut Shard> {
+        let fixed = self.guards.iter_mut().flatten();
+        let taken = self.taken.iter_mut().map(|(_, guard)| guard);
+        fixed.chain(taken).map(|guard| &mut **guard)
+    }
+
+    /// The shard, locked now and kept until the end if it was not held. Only a growing
+    /// holder may take more shards (see [`Held`]); a fixed set missing one is a bug in
+    /// its planning (a command reaching a key its key specification does not name).
+    fn take(&mut self, db: &'a Db, index: usize) -> &mut Shard {
+        let held = matches!(self.guards.get(index), Some(Some(_)))
+            || self.taken.iter().any(|(taken, _)| *taken == index);
+        if !held {
+            debug_assert!(
+                self.growing.is_some(),
+                "shard {index} reached outside a fixed lock set"
+            );
+            self.taken.push((index, db.shards[index].lock()));
+        }
+        self.shard(index).expect("held")
+    }
+}
 
 impl Db {
     /// A store whose writes nobody watches; `shard_count` is rounded up to a power
@@ -117,6 +172,7 @@ impl Db {
             mask: shard_count - 1,
             stats,
             eviction_turn: AtomicUsize::new(0),
+            growing: Mutex::new(()),
         }
     }
 
@@ -183,21 +239,71 @@ impl Db {
         self.shards[shard & self.mask].try_lock()
     }
 
-    /// Locks the given shards in ascending order (deadlock-free).
+    /// Locks the given shards, a fixed set (see [`Held`]).
     pub fn lock_many(&self, wanted: &[bool]) -> Held<'_> {
-        (0..self.shards.len())
-            .map(|index| {
-                wanted
-                    .get(index)
-                    .copied()
-                    .unwrap_or(false)
-                    .then(|| self.shards[index].lock())
-            })
-            .collect()
+        Held {
+            guards: self.lock_set(|index| wanted.get(index).copied().unwrap_or(false)),
+            taken: Vec::new(),
+            growing: None,
+        }
     }
 
+    /// Locks every shard, a fixed set.
     pub fn lock_all(&self) -> Held<'_> {
-        self.shards.iter().map(|shard| Some(shard.lock())).collect()
+        Held {
+            guards: self.lock_set(|_| true),
+            taken: Vec::new(),
+            growing: None,
+        }
+    }
+
+    /// Locks the given shards (none, for a script run on its own) for a holder that may
+    /// take any other shard as it runs, kept until it is done: a script, whose keys are
+    /// known only as it calls commands. One such holder at a time.
+    pub fn lock_growing(&self, wanted: &[bool]) -> Held<'_> {
+        let gate = self.growing.lock();
+        let guards = if wanted.contains(&true) {
+            self.lock_set(|index| wanted.get(index).copied().unwrap_or(false))
+        } else {
+            Vec::new()
+        };
+        Held {
+            guards,
+            taken: Vec::new(),
+            growing: Some(gate),
+        }
+    }
+
+    /// The wanted shards in ascending order; past the first, a shard busy for longer
+    /// than [`BACK_OFF`] makes it let go of all of them, wait for that one while holding
+    /// nothing, and start over.
+    fn lock_set(&self, wanted: impl Fn(usize) -> bool) -> Vec<Option<MutexGuard<'_, Shard>>> {
+        let mut guards = Vec::with_capacity(self.shards.len());
+        'start: loop {
+            guards.clear();
+            let mut holding = false;
+            for (index, shard) in self.shards.iter().enumerate() {
+                if !wanted(index) {
+                    guards.push(None);
+                    continue;
+                }
+                let guard = if holding {
+                    match shard.try_lock_for(BACK_OFF) {
+                        Some(guard) => guard,
+                        None => {
+                            guards.clear();
+                            drop(shard.lock());
+                            continue 'start;
+                        }
+                    }
+                } else {
+                    shard.lock()
+                };
+                holding = true;
+                guards.push(Some(guard));
+            }
+            return guards;
+        }
     }
 
     pub fn policy(&self) -> Policy {
@@ -332,7 +438,7 @@ impl Db {
         {
             let mut held = self.lock_all();
             for (index, staged) in shards.into_vec().into_iter().enumerate() {
-                if let Some(Some(shard)) = held.get_mut(index) {
+                if let Some(shard) = held.shard(index) {
                     old.push(shard.adopt(staged.into_inner(), stats.shard_memory(index)));
                 }
             }
@@ -342,7 +448,7 @@ impl Db {
 
     pub fn flush(&self) {
         let mut held = self.lock_all();
-        for shard in held.iter_mut().flatten() {
+        for shard in held.shards() {
             shard.clear();
         }
     }
@@ -440,15 +546,16 @@ impl<'a, 'h> Access<'a, 'h> {
         let shard = db.shard_of_slot(slot);
         match &mut self.locks {
             Locks::PerAccess => db.lock(shard).held_by(holder, f),
-            Locks::Held(held) => match held.get_mut(shard).and_then(Option::as_mut) {
-                Some(guard) => guard.held_by(holder, f),
-                // EXEC's planner locks every shard a queued command can
-                // reach; this branch is a safety net, not a normal path.
-                None => db.lock(shard).held_by(holder, f),
-            },
+            // (a script's set grows here; EXEC's planner locks every shard a queued
+            // command other than a script can reach)
+            Locks::Held(held) => held.take(db, shard).held_by(holder, f),
             Locks::One(held, guard) if *held == shard => guard.held_by(holder, f),
-            // the dispatcher only holds one shard for single-shard commands
-            Locks::One(..) => db.lock(shard).held_by(holder, f),
+            Locks::One(..) => {
+                // the dispatcher holds one shard only for commands whose keys are all
+                // in it; waiting for another while holding it could deadlock (see Held)
+                debug_assert!(false, "shard {shard} reached by a single-shard command");
+                db.lock(shard).held_by(holder, f)
+            }
         }
     }
 
@@ -462,14 +569,14 @@ impl<'a, 'h> Access<'a, 'h> {
         let db = self.db;
         let holder = self.holder;
         for index in 0..db.shards.len() {
-            let held = match &mut self.locks {
-                Locks::PerAccess => None,
-                Locks::Held(held) => held.get_mut(index).and_then(Option::as_mut),
-                Locks::One(held, guard) => (*held == index).then_some(&mut **guard),
-            };
-            match held {
-                Some(guard) => guard.held_by(holder, &mut f),
-                None => db.shards[index].lock().held_by(holder, &mut f),
+            match &mut self.locks {
+                Locks::PerAccess => db.shards[index].lock().held_by(holder, &mut f),
+                Locks::Held(held) => held.take(db, index).held_by(holder, &mut f),
+                Locks::One(held, guard) if *held == index => guard.held_by(holder, &mut f),
+                Locks::One(..) => {
+                    debug_assert!(false, "shard {index} reached by a single-shard command");
+                    db.shards[index].lock().held_by(holder, &mut f)
+                }
             }
         }
     }
@@ -783,6 +890,77 @@ mod tests {
     /// Prefetching is only a hint: it never waits for a shard a command holds (a
     /// connection's own lone command would otherwise stall behind a long one), and it
     /// changes nothing, for keys that exist or not, in empty or filled tables.
+    /// A key stored in shard `index` of `db`.
+    fn key_in_shard(db: &Db, index: usize) -> String {
+        (0..)
+            .map(|n| format!("key:{n}"))
+            .find(|key| db.shard_of_slot(meridian_topology::key_slot(key.as_bytes())) == index)
+            .expect("some key")
+    }
+
+    /// A script takes shards as it reaches them, in any order; a holder of a fixed set
+    /// waiting for a shard the script holds lets go of the ones the script then wants,
+    /// so neither waits for the other forever (this test hung before the back-off).
+    #[test]
+    fn a_growing_holder_and_a_fixed_set_never_deadlock() {
+        let db = Arc::new(Db::new(4, 0, Policy::Sieve));
+        let (low, high) = (key_in_shard(&db, 1), key_in_shard(&db, 3));
+        let (done, finished) = std::sync::mpsc::channel();
+        let (script_has_high, fixed_may_start) = std::sync::mpsc::channel();
+        let script = {
+            let (db, done, low, high) = (db.clone(), done.clone(), low.clone(), high.clone());
+            std::thread::spawn(move || {
+                let mut held = db.lock_growing(&[]);
+                let mut access = Access::held(&db, &mut held, Holder::default());
+                access.with_key(high.as_bytes(), |shard, slot| {
+                    shard.insert(high.as_bytes(), slot, string("script"), 0);
+                });
+                script_has_high.send(()).expect("signal");
+                // the fixed set has taken shard 1 and waits for shard 3
+                while db.try_lock(1).is_some() {
+                    std::thread::yield_now();
+                }
+                access.with_key(low.as_bytes(), |shard, slot| {
+                    shard.insert(low.as_bytes(), slot, string("script"), 0);
+                });
+                drop(held);
+                done.send("script").expect("done");
+            })
+        };
+        let fixed = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                fixed_may_start.recv().expect("script started");
+                let mut held = db.lock_many(&[false, true, false, true]);
+                let seen: Vec<bool> = [&low, &high]
+                    .iter()
+                    .map(|key| {
+                        let index = db.shard_of_slot(meridian_topology::key_slot(key.as_bytes()));
+                        held.shard(index)
+                            .is_some_and(|shard| shard.find(key.as_bytes(), now_ms()).is_some())
+                    })
+                    .collect();
+                done.send(if seen == [true, true] {
+                    "fixed, after the script"
+                } else {
+                    "fixed, before the script"
+                })
+                .expect("done");
+            })
+        };
+        let timeout = std::time::Duration::from_secs(20);
+        let order: Vec<&str> = (0..2)
+            .map(|_| {
+                finished
+                    .recv_timeout(timeout)
+                    .expect("a holder waited forever")
+            })
+            .collect();
+        assert_eq!(order, ["script", "fixed, after the script"]);
+        script.join().expect("script");
+        fixed.join().expect("fixed");
+    }
+
     #[test]
     fn prefetches_skip_busy_shards_and_change_nothing() {
         let db = Db::new(2, 0, Policy::Sieve);
