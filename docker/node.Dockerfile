@@ -13,8 +13,8 @@ COPY . .
 # The lock file pins every dependency; the cache mounts keep rebuilds incremental.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p meridian-node --locked \
-    && install -D -m 0755 target/release/meridian-node /out/meridian-node
+    cargo build --profile node -p meridian-node --locked \
+    && install -D -m 0755 target/node/meridian-node /out/meridian-node
 
 # glibc + libgcc, no shell, no package manager; user 65532 ("nonroot").
 FROM ${RUNTIME_IMAGE}

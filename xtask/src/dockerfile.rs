@@ -12,7 +12,8 @@
 //!   `cargo xtask images` uses ([`images::base_rootfs`]), with distroless `nonroot`'s config.
 //!
 //! Each Dockerfile is then built unchanged by `buildah bud` (its builder stage runs
-//! `cargo build --release --locked`, fetching crates from crates.io), pushed to an OCI archive
+//! `cargo build --locked`, the node with `--profile node` and the operator with `--release`,
+//! fetching crates from crates.io), pushed to an OCI archive
 //! `target/images/<binary>-dockerfile.tar` (what `ctr images import` takes), and checked: the
 //! archive's image config (entrypoint, user 65532:65532, exposed ports), no shell or Rust
 //! toolchain in it, and the binary's `--version` run as 65532 in the archive's own root.

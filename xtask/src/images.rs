@@ -105,10 +105,16 @@ pub fn build_all() -> Result<Vec<Image>> {
     let mut node_tags = vec![tag.clone()];
     node_tags.extend(NODE_EXTRA_TAGS.map(String::from));
     Ok(vec![
-        meridian_image(&base, &release, "meridian-node", NODE_REPOSITORY, node_tags)?,
         meridian_image(
             &base,
-            &release,
+            &release.node,
+            "meridian-node",
+            NODE_REPOSITORY,
+            node_tags,
+        )?,
+        meridian_image(
+            &base,
+            &release.operator,
             "meridian-operator",
             OPERATOR_REPOSITORY,
             vec![tag],
@@ -252,7 +258,7 @@ struct Recipe<'a> {
 /// A Meridian image: the runtime stage of docker/<binary minus prefix>.Dockerfile.
 fn meridian_image(
     base: &Path,
-    release: &Path,
+    built: &Path,
     binary: &str,
     repository: &str,
     tags: Vec<String>,
@@ -262,7 +268,7 @@ fn meridian_image(
     let recipe = Recipe {
         name: binary,
         base: Some(base),
-        files: vec![(release.join(binary), in_image.as_str(), 0o755)],
+        files: vec![(built.to_path_buf(), in_image.as_str(), 0o755)],
         entrypoint: &in_image,
         user: format!("{NONROOT}:{NONROOT}"),
         ports,

@@ -150,20 +150,35 @@ pub fn build_binaries() -> Result<()> {
     ]))
 }
 
-/// `cargo build --release` of the two binaries the Meridian images hold; the
-/// benchmarks use the same build (one command, so the same features and artifacts).
-pub fn build_release_binaries() -> Result<PathBuf> {
-    run(Command::new("cargo").current_dir(workspace_root()).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "meridian-node",
-        "-p",
-        "meridian-operator",
-    ]))
-    .context("building the release binaries failed")?;
-    Ok(target_dir().join("release"))
+/// The two binaries the Meridian images hold, as [`build_release_binaries`] built them.
+pub struct ReleaseBinaries {
+    /// `meridian-node`, built with the workspace's `node` profile (fat LTO).
+    pub node: PathBuf,
+    /// `meridian-operator`, built with the release profile.
+    pub operator: PathBuf,
+}
+
+/// Builds the two binaries the Meridian images hold; the benchmarks and the demo use the
+/// same builds: the node with the `node` profile (Cargo.toml says why), the operator with
+/// `--release`.
+pub fn build_release_binaries() -> Result<ReleaseBinaries> {
+    let cargo = |profile: &str, package: &str| {
+        run(Command::new("cargo").current_dir(workspace_root()).args([
+            "build",
+            "--profile",
+            profile,
+            "--locked",
+            "-p",
+            package,
+        ]))
+        .with_context(|| format!("building {package} ({profile} profile) failed"))
+    };
+    cargo("node", "meridian-node")?;
+    cargo("release", "meridian-operator")?;
+    Ok(ReleaseBinaries {
+        node: target_dir().join("node").join("meridian-node"),
+        operator: target_dir().join("release").join("meridian-operator"),
+    })
 }
 
 /// System tools the tests and the demo use, installed from Debian when missing.

@@ -159,7 +159,7 @@ fn workspace_root() -> PathBuf {
 
 /// Builds meridian-node in release mode (as the images do) and returns the binary path.
 fn build_node() -> Result<PathBuf> {
-    Ok(crate::util::build_release_binaries()?.join("meridian-node"))
+    Ok(crate::util::build_release_binaries()?.node)
 }
 
 fn free_port() -> Result<u16> {

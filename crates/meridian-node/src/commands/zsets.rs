@@ -750,17 +750,10 @@ fn pop_first<'k>(
                 write_collection::<ZSetValue, _>(shard, key, slot, now, false, |zset| {
                     let mut popped = Vec::with_capacity(count.min(zset.len()));
                     while popped.len() < count {
-                        let rank = if max {
-                            zset.len().checked_sub(1)
-                        } else {
-                            Some(0)
-                        };
-                        let Some((member, score)) = rank.and_then(|rank| zset.get(rank)) else {
+                        let Some((member, score)) = zset.pop_end(max) else {
                             break;
                         };
-                        let member = member.to_vec();
-                        zset.remove(&member);
-                        popped.push((member, score));
+                        popped.push((member.into_vec(), score));
                     }
                     Ok((popped, zset.is_empty()))
                 })

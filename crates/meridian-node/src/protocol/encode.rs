@@ -492,6 +492,11 @@ pub fn format_g17(value: f64) -> String {
     if value == 0.0 {
         return if value.is_sign_negative() { "-0" } else { "0" }.into();
     }
+    // a whole number below 1e17 prints as its digits (a double that large is exactly
+    // that integer), as most scores are: no 17-digit rounding through the formatter
+    if value.fract() == 0.0 && value.abs() < 1e17 {
+        return (value as i64).to_string();
+    }
     let scientific = format!("{:.16e}", value.abs());
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
@@ -538,6 +543,28 @@ mod tests {
         assert_eq!(three.encoded(), b"_\r\n%1\r\n,1.5\r\n>3\r\n");
     }
 
+    /// C's own `printf("%.17g")` (glibc's, as redis-server links it).
+    fn printf_g17(value: f64) -> String {
+        let mut buf = [0u8; 64];
+        // SAFETY: the buffer's length is passed; the format takes exactly one double
+        let written =
+            unsafe { libc::snprintf(buf.as_mut_ptr().cast(), buf.len(), c"%.17g".as_ptr(), value) };
+        String::from_utf8_lossy(&buf[..written as usize]).into_owned()
+    }
+
+    proptest::proptest! {
+        /// Any double, whole numbers near the integer fast path's bounds most of all.
+        #[test]
+        fn scores_format_as_printf_does(
+            bits in proptest::prelude::any::<u64>(),
+            whole in -200_000_000_000_000_000i64..200_000_000_000_000_000,
+        ) {
+            for value in [f64::from_bits(bits), whole as f64, (whole % 100_000) as f64] {
+                proptest::prop_assert_eq!(format_g17(value), printf_g17(value), "{:e}", value);
+            }
+        }
+    }
+
     #[test]
     fn scores_format_like_printf_g17() {
         for (value, text) in [
@@ -552,7 +579,12 @@ mod tests {
             (-2.5, "-2.5"),
             (0.0001, "0.0001"),
             (1e16, "10000000000000000"),
+            (-1e16, "-10000000000000000"),
+            (99999999999999984.0, "99999999999999984"),
+            (9007199254740993.0, "9007199254740992"),
+            (-42.0, "-42"),
             (1e17, "1e+17"),
+            (-1e17, "-1e+17"),
             (-0.0, "-0"),
             (f64::NEG_INFINITY, "-inf"),
             (5e-324, "4.9406564584124654e-324"),

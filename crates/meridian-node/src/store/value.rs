@@ -473,7 +473,35 @@ impl ZSetValue {
             target.partition_point(|entry| sorts_before(entry.score, &entry.member, score, member));
         debug_assert!(&*target[at].member == member);
         let removed = target.remove(at).member;
-        let len = target.len();
+        self.tidy(run);
+        removed
+    }
+
+    /// Takes the lowest member (the highest with `max`) out of the set: no search, the
+    /// order's first or last entry, its member handed over instead of copied.
+    pub fn pop_end(&mut self, max: bool) -> Option<(Box<[u8]>, f64)> {
+        let run = if max {
+            self.runs.len().checked_sub(1)?
+        } else {
+            0
+        };
+        let target = self.runs.get_mut(run)?;
+        let entry = if max {
+            target.pop()?
+        } else if target.is_empty() {
+            return None;
+        } else {
+            target.remove(0)
+        };
+        self.scores.swap_remove(&entry.member);
+        self.payload -= 2 * alloc_size(entry.member.len());
+        self.tidy(run);
+        Some((entry.member, entry.score))
+    }
+
+    /// After a removal from run `run`: an emptied run goes, a thin one joins the next.
+    fn tidy(&mut self, run: usize) {
+        let len = self.runs[run].len();
         if len == 0 {
             self.payload -= run_bytes(&self.runs.remove(run));
         } else if len < RUN_MAX / 4
@@ -486,7 +514,6 @@ impl ZSetValue {
             self.runs[run].extend(next);
             self.payload += run_bytes(&self.runs[run]);
         }
-        removed
     }
 
     /// Approximate heap bytes: members (twice), the runs' buffers and the score map's
@@ -647,17 +674,26 @@ mod tests {
         // a map sorted afresh: order, ranks, positions, both directions, accounting
         #[test]
         fn sorted_set_keeps_score_order(
-            ops in proptest::collection::vec((0u16..700, -4i8..4, any::<bool>()), 1..2500)
+            ops in proptest::collection::vec((0u16..700, -4i8..4, 0u8..10), 1..2500)
         ) {
             let mut zset = ZSetValue::default();
             let mut model = std::collections::HashMap::new();
-            for (member, score, remove) in ops {
+            for (member, score, op) in ops {
                 let member = format!("m{member}").into_bytes();
                 let score = f64::from(score) / 2.0;
-                if remove {
-                    prop_assert_eq!(zset.remove(&member), model.remove(&member));
-                } else {
-                    prop_assert_eq!(zset.insert(&member, score), model.insert(member, score));
+                match op {
+                    0..=3 => prop_assert_eq!(zset.remove(&member), model.remove(&member)),
+                    // pops from either end (ZPOPMIN, ZPOPMAX)
+                    4 | 5 => {
+                        let order = model_order(&model);
+                        let end = if op == 5 { order.last() } else { order.first() }.cloned();
+                        if let Some((member, _)) = &end {
+                            model.remove(member);
+                        }
+                        let popped = zset.pop_end(op == 5).map(|(m, s)| (m.into_vec(), s));
+                        prop_assert_eq!(popped, end);
+                    }
+                    _ => prop_assert_eq!(zset.insert(&member, score), model.insert(member, score)),
                 }
             }
             let order = model_order(&model);
