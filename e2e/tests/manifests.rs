@@ -97,6 +97,21 @@ fn workspace_binaries(root: &Path) -> Result<Vec<(String, BTreeSet<String>)>> {
     Ok(packages)
 }
 
+/// Whether the workspace's Cargo.toml has a `[profile.<profile>]` that inherits `release`.
+fn profile_inherits_release(root: &Path, profile: &str) -> Result<bool> {
+    let text = std::fs::read_to_string(root.join("Cargo.toml")).context("read Cargo.toml")?;
+    let header = format!("[profile.{profile}]");
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == header;
+        } else if inside && line.replace(' ', "") == "inherits=\"release\"" {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn check_dockerfile(path: &Path, expected_ports: &[i32]) -> Result<()> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("read {name}"))?;
@@ -176,12 +191,30 @@ fn check_dockerfile(path: &Path, expected_ports: &[i32]) -> Result<()> {
             )
         })
         .with_context(|| format!("{name}: no `cargo build` in the builder stage"))?;
-    for flag in ["--release", "--locked"] {
-        ensure!(
-            build.iter().any(|w| w == flag),
-            "{name}: cargo build without {flag}"
-        );
-    }
+    ensure!(
+        build.iter().any(|w| w == "--locked"),
+        "{name}: cargo build without --locked"
+    );
+    // `--release`, or `--profile <p>` of a profile the workspace defines on top of release
+    // (the node's `node` profile): the binary is then in target/<p>
+    let profile = match build.windows(2).find(|w| w[0] == "--profile") {
+        Some(words) => {
+            let profile = words[1].clone();
+            ensure!(
+                profile_inherits_release(&root, &profile)?,
+                "{name}: cargo build --profile {profile}, which Cargo.toml does not define \
+                 with inherits = \"release\""
+            );
+            profile
+        }
+        None => {
+            ensure!(
+                build.iter().any(|w| w == "--release"),
+                "{name}: cargo build without --release or --profile"
+            );
+            "release".to_string()
+        }
+    };
     let package = build
         .windows(2)
         .find(|w| w[0] == "-p" || w[0] == "--package")
@@ -195,8 +228,8 @@ fn check_dockerfile(path: &Path, expected_ports: &[i32]) -> Result<()> {
     ensure!(
         builder.iter().any(|(_, args)| bins
             .iter()
-            .any(|b| args.contains(&format!("target/release/{b}")))),
-        "{name}: the builder never takes a binary of {package} ({bins:?}) from target/release"
+            .any(|b| args.contains(&format!("target/{profile}/{b}")))),
+        "{name}: the builder never takes a binary of {package} ({bins:?}) from target/{profile}"
     );
 
     // Runtime: copies that binary, runs it, as 65532, exposing the documented ports.
