@@ -239,10 +239,16 @@ impl Db {
         self.shards[shard & self.mask].try_lock()
     }
 
-    /// Locks the given shards, a fixed set (see [`Held`]).
+    /// Locks the given shards, a fixed set (see [`Held`]); none wanted, nothing to
+    /// allocate (a script run on its own starts so).
     pub fn lock_many(&self, wanted: &[bool]) -> Held<'_> {
+        let guards = if wanted.contains(&true) {
+            self.lock_set(wanted)
+        } else {
+            Vec::new()
+        };
         Held {
-            guards: self.lock_set(|index| wanted.get(index).copied().unwrap_or(false)),
+            guards,
             taken: Vec::new(),
             growing: None,
         }
@@ -250,40 +256,30 @@ impl Db {
 
     /// Locks every shard, a fixed set.
     pub fn lock_all(&self) -> Held<'_> {
-        Held {
-            guards: self.lock_set(|_| true),
-            taken: Vec::new(),
-            growing: None,
-        }
+        self.lock_many(&vec![true; self.shards.len()])
     }
 
     /// Locks the given shards (none, for a script run on its own) for a holder that may
     /// take any other shard as it runs, kept until it is done: a script, whose keys are
-    /// known only as it calls commands. One such holder at a time.
+    /// known only as it calls commands. One such holder at a time: the gate is taken
+    /// before any shard.
     pub fn lock_growing(&self, wanted: &[bool]) -> Held<'_> {
         let gate = self.growing.lock();
-        let guards = if wanted.contains(&true) {
-            self.lock_set(|index| wanted.get(index).copied().unwrap_or(false))
-        } else {
-            Vec::new()
-        };
-        Held {
-            guards,
-            taken: Vec::new(),
-            growing: Some(gate),
-        }
+        let mut held = self.lock_many(wanted);
+        held.growing = Some(gate);
+        held
     }
 
     /// The wanted shards in ascending order; past the first, a shard busy for longer
     /// than [`BACK_OFF`] makes it let go of all of them, wait for that one while holding
     /// nothing, and start over.
-    fn lock_set(&self, wanted: impl Fn(usize) -> bool) -> Vec<Option<MutexGuard<'_, Shard>>> {
+    fn lock_set(&self, wanted: &[bool]) -> Vec<Option<MutexGuard<'_, Shard>>> {
         let mut guards = Vec::with_capacity(self.shards.len());
         'start: loop {
             guards.clear();
             let mut holding = false;
             for (index, shard) in self.shards.iter().enumerate() {
-                if !wanted(index) {
+                if !wanted.get(index).copied().unwrap_or(false) {
                     guards.push(None);
                     continue;
                 }
