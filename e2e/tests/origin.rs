@@ -318,6 +318,22 @@ async fn origin_read_through_write_behind_and_write_through() -> Result<()> {
         scene.replica_endpoint.clone(),
     ])
     .await?;
+    // The Service routes to the origin once its endpoints reach every node's kube-proxy
+    // (and its name CoreDNS): until then a read-through miss answers nil, as documented.
+    origin.put("probe:behind", "reachable").await?;
+    let probing = &cache;
+    poll_every(
+        POLL,
+        "the origin through its Service",
+        TIMEOUT,
+        || async move {
+            match get(&mut probing.clone(), "probe:behind").await {
+                Ok(Some(value)) if value == "reachable" => Ok(Some(())),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await?;
     origin.put("catalog/sku:1", "from the origin").await?;
     assert_eq!(
         get(&mut cache, "catalog/sku:1").await?.as_deref(),
@@ -387,6 +403,14 @@ async fn origin_read_through_write_behind_and_write_through() -> Result<()> {
 
     // Write-through: at the origin as soon as the write is acknowledged.
     let mut direct = redis_connection(&through_primary).await?;
+    let probing = &direct;
+    poll_every(POLL, "a write-through SET", TIMEOUT, || async move {
+        set(&mut probing.clone(), "probe:through", "reachable")
+            .await
+            .map(Some)
+            .map_err(|error| error.to_string())
+    })
+    .await?;
     set(&mut direct, "wt:written", "synchronous").await?;
     assert_eq!(
         origin.get("wt:written").await?.as_deref(),

@@ -1315,8 +1315,8 @@ pub fn key_positions<'a>(
 ) -> Option<(usize, usize, usize)> {
     let spec = COMMANDS.get(position)?;
     if runs_script(spec.id) && argc > 3 {
-        let numkeys = usize::try_from(parse_int(arg(2)).ok()?).ok()?;
-        return (numkeys > 0 && numkeys <= argc - 3).then_some((3, 2 + numkeys, 1));
+        let keys = numkeys_range(arg(2), 2, 0, argc)?;
+        return Some((keys.start, keys.end - 1, 1));
     }
     let first = usize::try_from(spec.first_key).ok()?;
     if spec.movable_keys.is_some() || first == 0 || first >= argc {
@@ -1600,16 +1600,24 @@ pub fn positive_count(text: &[u8], message: &'static str) -> Result<usize, Comma
 /// keys right after it), with `after` arguments required behind them (LMPOP's
 /// LEFT|RIGHT); none when the count is not a number that fits.
 pub fn keys_after_numkeys<'x>(args: &[&'x [u8]], numkeys_at: usize, after: usize) -> Vec<&'x [u8]> {
+    args.get(numkeys_at)
+        .and_then(|numkeys| numkeys_range(numkeys, numkeys_at, after, args.len()))
+        .map_or_else(Vec::new, |keys| args[keys].to_vec())
+}
+
+/// The argument positions of the keys that `numkeys` (the argument at `numkeys_at`)
+/// announces, when it is a positive number and they, and `after` more arguments,
+/// fit in `argc`.
+fn numkeys_range(
+    numkeys: &[u8],
+    numkeys_at: usize,
+    after: usize,
+    argc: usize,
+) -> Option<std::ops::Range<usize>> {
+    let count = usize::try_from(parse_int(numkeys).ok()?).ok()?;
     let first = numkeys_at + 1;
-    let count = args.get(numkeys_at).and_then(|text| parse_int(text).ok());
-    match count.and_then(|count| usize::try_from(count).ok()) {
-        Some(count)
-            if count > 0 && first.saturating_add(count).saturating_add(after) <= args.len() =>
-        {
-            args[first..first + count].to_vec()
-        }
-        _ => Vec::new(),
-    }
+    let end = first.saturating_add(count);
+    (count > 0 && end.saturating_add(after) <= argc).then_some(first..end)
 }
 
 /// Most members a negative count (repeats allowed) of HRANDFIELD or SRANDMEMBER may ask
