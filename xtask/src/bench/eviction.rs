@@ -108,68 +108,127 @@ const POLICIES: [(Kind, Option<&str>); 6] = [
     (Kind::Redis, Some("allkeys-lfu")),
 ];
 
+/// The memory budgets every trace is replayed at, in MiB: 10mb holds every key the
+/// alpha 1.2 trace touches when values are small (nothing is evicted there, so every
+/// policy scores the compulsory misses alone); 4mb makes that trace evict too.
+const MAXMEMORY_MIB: [u64; 2] = [10, 4];
+
+/// How many distinct keys a trace touches.
+fn distinct_keys(trace: &[u32]) -> usize {
+    let mut ids = trace.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 20)
+}
+
+/// One trace's result for the closing comparison.
+struct Compared {
+    maxmemory_mib: u64,
+    value_size: usize,
+    alpha: f64,
+    meridian_default: f64,
+    best_valkey: Option<(f64, &'static str)>,
+    /// Every key the trace touches stayed resident on meridian-node: nothing was
+    /// evicted, and no policy can score more than the compulsory misses allow.
+    nothing_evicted: bool,
+}
+
 pub fn run(quick: bool) -> Result<()> {
     let binaries = Binaries::prepare()?;
     let universe = 100_000;
     let length = if quick { 100_000 } else { 1_000_000 };
-    // 10mb as redis-server, valkey-server and meridian-node all read it (MiB)
-    let maxmemory = (10u64 << 20).to_string();
     let seed = 42;
     println!("\n## Hit ratio under eviction (Zipf traces, GET then SET on miss)\n");
     println!("Machine: {}\n", machine_description());
     println!(
         "{universe} distinct keys (`object:<id>`), {length} requests per trace (seed {seed}, the \
-         same trace for every server), batches of 64 GETs then SETs of the misses, \
-         maxmemory 10mb ({maxmemory} bytes) on every server.\n"
+         same trace for every server), batches of 64 GETs then SETs of the misses, the same \
+         maxmemory on every server (10mb, then 4mb; MiB as all three read it). RSS: VmRSS of \
+         the server's process once it answers and after the trace (what maxmemory leaves \
+         out differs: Valkey and redis-server count their startup allocations in \
+         used_memory).\n"
     );
-    println!("| value size | alpha | server | policy | hit ratio | keys resident |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| maxmemory | value size | alpha | server | policy | hit ratio | keys resident | RSS at start | RSS at end |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut summary = Vec::new();
-    for value_size in [100usize, 1024] {
-        for alpha in [0.8, 1.0, 1.2] {
-            let trace = zipf_trace(universe, length, alpha, seed);
-            let mut meridian_default = 0.0;
-            let mut best_valkey: Option<(f64, &str)> = None;
-            for (kind, policy) in POLICIES {
-                let server = Server::start(
-                    kind,
-                    &binaries,
-                    &Options {
-                        maxmemory: Some(maxmemory.clone()),
-                        policy: policy.map(String::from),
-                        ..Options::default()
-                    },
-                )?;
-                let (hits, resident) = replay(server.port, &trace, value_size)?;
-                drop(server);
-                let label = policy.unwrap_or("sieve (default)");
-                println!(
-                    "| {value_size} B | {alpha:.1} | {} | {label} | {:.2}% | {resident} |",
-                    kind.name(),
-                    hits * 100.0
-                );
-                match kind {
-                    Kind::Meridian if policy.is_none() => meridian_default = hits,
-                    Kind::Valkey if best_valkey.is_none_or(|(best, _)| hits > best) => {
-                        best_valkey = Some((hits, label));
+    for maxmemory_mib in MAXMEMORY_MIB {
+        let maxmemory = (maxmemory_mib << 20).to_string();
+        for value_size in [100usize, 1024] {
+            for alpha in [0.8, 1.0, 1.2] {
+                let trace = zipf_trace(universe, length, alpha, seed);
+                let touched = distinct_keys(&trace);
+                let mut compared = Compared {
+                    maxmemory_mib,
+                    value_size,
+                    alpha,
+                    meridian_default: 0.0,
+                    best_valkey: None,
+                    nothing_evicted: false,
+                };
+                for (kind, policy) in POLICIES {
+                    let server = Server::start(
+                        kind,
+                        &binaries,
+                        &Options {
+                            maxmemory: Some(maxmemory.clone()),
+                            policy: policy.map(String::from),
+                            ..Options::default()
+                        },
+                    )?;
+                    let rss_at_start = server.rss_bytes()?;
+                    let (hits, resident) = replay(server.port, &trace, value_size)?;
+                    let rss_at_end = server.rss_bytes()?;
+                    drop(server);
+                    let label = policy.unwrap_or("sieve (default)");
+                    println!(
+                        "| {maxmemory_mib}mb | {value_size} B | {alpha:.1} | {} | {label} | {:.2}% | {resident} | {:.1} MiB | {:.1} MiB |",
+                        kind.name(),
+                        hits * 100.0,
+                        mib(rss_at_start),
+                        mib(rss_at_end)
+                    );
+                    match kind {
+                        Kind::Meridian if policy.is_none() => {
+                            compared.meridian_default = hits;
+                            compared.nothing_evicted = resident as usize >= touched;
+                        }
+                        Kind::Valkey
+                            if compared.best_valkey.is_none_or(|(best, _)| hits > best) =>
+                        {
+                            compared.best_valkey = Some((hits, label));
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
+                summary.push(compared);
             }
-            summary.push((value_size, alpha, meridian_default, best_valkey));
         }
     }
     println!(
-        "\n| value size | alpha | meridian-node sieve (default) | valkey-server best policy | difference |"
+        "\n| maxmemory | value size | alpha | meridian-node sieve (default) | valkey-server best policy | difference |"
     );
-    println!("|---|---|---|---|---|");
-    for (value_size, alpha, meridian, best) in summary {
-        let (valkey, policy) = best.unwrap_or((0.0, "none"));
+    println!("|---|---|---|---|---|---|");
+    for compared in summary {
+        let (valkey, policy) = compared.best_valkey.unwrap_or((0.0, "none"));
+        let note = if compared.nothing_evicted {
+            " (every key of the trace fits: only compulsory misses)"
+        } else {
+            ""
+        };
         println!(
-            "| {value_size} B | {alpha:.1} | {:.2}% | {:.2}% ({policy}) | {:+.2} points |",
-            meridian * 100.0,
+            "| {}mb | {} B | {:.1} | {:.2}% | {:.2}% ({policy}) | {:+.2} points{note} |",
+            compared.maxmemory_mib,
+            compared.value_size,
+            compared.alpha,
+            compared.meridian_default * 100.0,
             valkey * 100.0,
-            (meridian - valkey) * 100.0
+            (compared.meridian_default - valkey) * 100.0
         );
     }
     Ok(())
@@ -223,6 +282,12 @@ mod tests {
             counts[uniform.sample(&mut rng)] += 1;
         }
         assert!(counts.iter().all(|&count| (9_000..11_000).contains(&count)));
+    }
+
+    #[test]
+    fn distinct_keys_counts_each_id_once() {
+        assert_eq!(distinct_keys(&[]), 0);
+        assert_eq!(distinct_keys(&[5, 1, 5, 5, 2, 1]), 3);
     }
 
     #[test]
