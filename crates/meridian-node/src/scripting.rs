@@ -118,6 +118,8 @@ pub enum ScriptError {
     Compile(String),
     /// The script failed while running: the error reply's text.
     Run(String),
+    /// The `#!` first line of an EVAL or SCRIPT LOAD source is not one Redis accepts.
+    Shebang(String),
 }
 
 impl std::fmt::Display for ScriptError {
@@ -129,6 +131,7 @@ impl std::fmt::Display for ScriptError {
                 write!(f, "ERR Error compiling script (new function): {message}")
             }
             ScriptError::Run(message) => f.write_str(message),
+            ScriptError::Shebang(message) => write!(f, "ERR {message}"),
         }
     }
 }
@@ -142,14 +145,75 @@ pub enum Script<'a> {
     Function(&'a [u8]),
 }
 
-/// The flags a library function may declare, as Redis names them.
-const FUNCTION_FLAGS: [&str; 5] = [
-    "no-writes",
-    "allow-oom",
-    "allow-stale",
-    "no-cluster",
-    "allow-cross-slot-keys",
-];
+/// The flags a script runs with, as Redis 7 defines them: an EVAL script declares them
+/// on a `#!lua flags=...` first line, a library function when it registers. A script
+/// without a shebang runs in Redis's compatibility mode (`declared` false): each of its
+/// commands is checked as it runs, and it may touch keys of several slots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScriptFlags {
+    pub declared: bool,
+    pub no_writes: bool,
+    pub allow_oom: bool,
+    pub allow_stale: bool,
+    pub no_cluster: bool,
+    pub allow_cross_slot_keys: bool,
+}
+
+impl ScriptFlags {
+    /// The flags `names` declare; the first name that is not a flag when there is one.
+    fn declared<'n>(names: impl IntoIterator<Item = &'n str>) -> Result<ScriptFlags, &'n str> {
+        let mut flags = ScriptFlags {
+            declared: true,
+            ..ScriptFlags::default()
+        };
+        for name in names {
+            let flag = match name {
+                "no-writes" => &mut flags.no_writes,
+                "allow-oom" => &mut flags.allow_oom,
+                "allow-stale" => &mut flags.allow_stale,
+                "no-cluster" => &mut flags.no_cluster,
+                "allow-cross-slot-keys" => &mut flags.allow_cross_slot_keys,
+                unknown => return Err(unknown),
+            };
+            *flag = true;
+        }
+        Ok(flags)
+    }
+}
+
+/// The flags a source's `#!` first line declares and that line's length (the chunk
+/// compiled starts at its line feed, so error lines keep their numbers), with Redis's
+/// errors (`evalExtractShebangFlags`); no shebang: compatibility mode, length 0.
+pub fn parse_shebang(source: &[u8]) -> Result<(ScriptFlags, usize), ScriptError> {
+    if !source.starts_with(b"#!") {
+        return Ok((ScriptFlags::default(), 0));
+    }
+    let refuse = |message: String| Err(ScriptError::Shebang(message));
+    let Some(length) = source.iter().position(|&byte| byte == b'\n') else {
+        return refuse("Invalid script shebang".into());
+    };
+    let line = String::from_utf8_lossy(&source[..length]);
+    let mut parts = line.split_ascii_whitespace();
+    match parts.next() {
+        Some("#!lua") => {}
+        Some(engine) => return refuse(format!("Unexpected engine in script shebang: {engine}")),
+        None => return refuse("Invalid engine in script shebang".into()),
+    }
+    let mut names = Vec::new();
+    for option in parts {
+        let Some(list) = option.strip_prefix("flags=") else {
+            return refuse(format!("Unknown lua shebang option: {option}"));
+        };
+        // (an empty list declares none; an empty name within one is unknown)
+        if !list.is_empty() {
+            names.extend(list.split(','));
+        }
+    }
+    match ScriptFlags::declared(names) {
+        Ok(flags) => Ok((flags, length)),
+        Err(unknown) => refuse(format!("Unexpected flag in script shebang: {unknown}")),
+    }
+}
 
 /// A function a library registered.
 #[derive(Clone)]
@@ -270,7 +334,7 @@ fn registration(args: mlua::MultiValue) -> mlua::Result<Registered> {
                                 return Err(refuse("unknown flag given"));
                             };
                             let flag = flag.to_string_lossy();
-                            if !FUNCTION_FLAGS.contains(&flag.as_str()) {
+                            if ScriptFlags::declared([flag.as_str()]).is_err() {
                                 return Err(refuse("unknown flag given"));
                             }
                             flags.push(flag);
@@ -375,6 +439,8 @@ impl Interpreter {
 pub struct Scripts {
     interpreter: Mutex<Interpreter>,
     sources: Mutex<HashMap<String, Vec<u8>>>,
+    /// A source with a `#!` line was cached (EVALSHA then looks its flags up).
+    shebangs_cached: AtomicBool,
     /// Stops a script on SCRIPT KILL or at its time limit (the interpreter's hook).
     watchdog: Arc<Watchdog>,
     /// A script is running.
@@ -410,6 +476,7 @@ impl Scripts {
                 libraries: std::collections::BTreeMap::new(),
             }),
             sources: Mutex::new(HashMap::new()),
+            shebangs_cached: AtomicBool::new(false),
             watchdog,
             running: AtomicBool::new(false),
             wrote: AtomicBool::new(false),
@@ -423,7 +490,7 @@ impl Scripts {
         let mut interpreter = self.interpreter.lock();
         let function = compile(&interpreter.lua, source)?;
         interpreter.compiled.insert(sha.clone(), function);
-        self.sources.lock().insert(sha.clone(), source.to_vec());
+        self.cache_source(self.sources.lock(), &sha, source.to_vec());
         Ok(sha)
     }
 
@@ -634,13 +701,38 @@ impl Scripts {
             .collect()
     }
 
-    /// The flags of function `name`, if a library registered it.
-    pub fn function_flags(&self, name: &[u8]) -> Option<Vec<String>> {
-        let name = String::from_utf8_lossy(name);
-        self.interpreter
-            .lock()
-            .find_function(&name)
-            .map(|function| function.flags.clone())
+    /// The flags `script` runs with: a source's shebang, the shebang of the cached
+    /// script a SHA1 names (compatibility mode when none is cached: the run answers
+    /// NOSCRIPT), a library function's declared flags (none registered: the run
+    /// answers that it is not found).
+    pub fn flags(&self, script: Script<'_>) -> Result<ScriptFlags, ScriptError> {
+        match script {
+            Script::Source(source) => parse_shebang(source).map(|(flags, _)| flags),
+            Script::Sha(sha) => {
+                // (most nodes never cache a script with a shebang: no lookup for them)
+                if !self.shebangs_cached.load(Ordering::Acquire) {
+                    return Ok(ScriptFlags::default());
+                }
+                let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+                let sources = self.sources.lock();
+                Ok(sources
+                    .get(&sha)
+                    .and_then(|source| parse_shebang(source).ok())
+                    .map_or_else(ScriptFlags::default, |(flags, _)| flags))
+            }
+            Script::Function(name) => {
+                let name = String::from_utf8_lossy(name);
+                let interpreter = self.interpreter.lock();
+                let Some(function) = interpreter.find_function(&name) else {
+                    return Ok(ScriptFlags::default());
+                };
+                // (registration accepted only known flags)
+                Ok(
+                    ScriptFlags::declared(function.flags.iter().map(String::as_str))
+                        .unwrap_or_default(),
+                )
+            }
+        }
     }
 
     /// Runs `send` with every library's code under the interpreter's lock (a full sync
@@ -713,6 +805,18 @@ impl Scripts {
 
     /// The compiled script named `sha`, compiled from `source` (EVAL, cached when the
     /// cache has room) or from the cache (EVALSHA).
+    fn cache_source(
+        &self,
+        mut sources: parking_lot::MutexGuard<'_, HashMap<String, Vec<u8>>>,
+        sha: &str,
+        source: Vec<u8>,
+    ) {
+        if source.starts_with(b"#!") {
+            self.shebangs_cached.store(true, Ordering::Release);
+        }
+        sources.insert(sha.to_string(), source);
+    }
+
     fn function(
         &self,
         interpreter: &mut Interpreter,
@@ -727,9 +831,9 @@ impl Scripts {
             return Err(ScriptError::NoScript);
         };
         let function = compile(&interpreter.lua, &text)?;
-        let mut sources = self.sources.lock();
+        let sources = self.sources.lock();
         if sources.contains_key(sha) || sources.len() < MAX_CACHED_SCRIPTS {
-            sources.insert(sha.to_string(), text);
+            self.cache_source(sources, sha, text);
             interpreter
                 .compiled
                 .insert(sha.to_string(), function.clone());
@@ -1025,10 +1129,11 @@ fn traceback_line(traceback: &str) -> Option<usize> {
 }
 
 fn compile(lua: &Lua, source: &[u8]) -> Result<mlua::Function, ScriptError> {
+    let (_, shebang) = parse_shebang(source)?;
     let globals: Table = lua
         .named_registry_value(SCRIPT_GLOBALS)
         .map_err(|error| ScriptError::Compile(error.to_string()))?;
-    lua.load(source)
+    lua.load(&source[shebang..])
         .set_name(CHUNK_NAME)
         .set_environment(globals)
         .into_function()

@@ -553,4 +553,40 @@ fn scripts_touch_only_this_nodes_keys() {
         raw.cmd(&["EVAL", "return redis.call('SET', KEYS[1], 'ok')", "1", key]),
         Reply::ok()
     );
+
+    // Redis 7: a script that declared its flags (`#!lua`) keeps to one slot, unless it
+    // allows cross-slot keys; one without a shebang may reach every key of this node
+    let here = (0..1000)
+        .map(|index| format!("k{index}"))
+        .find(|candidate| cluster.owner_index(candidate) == owner)
+        .expect("another key of this shard");
+    let across = "redis.call('SET', KEYS[1], 'a') return redis.call('SET', ARGV[1], 'b')";
+    let Reply::Error(refused) = raw.cmd(&["EVAL", &format!("#!lua\n{across}"), "1", key, &here])
+    else {
+        panic!("a script with a shebang wrote keys of two slots")
+    };
+    assert!(
+        refused.starts_with(
+            "ERR Script attempted to access keys that do not hash to the same slot script: "
+        ),
+        "{refused}"
+    );
+    assert_eq!(raw.cmd(&["GET", &here]), Reply::Nil);
+    let no_keys_declared =
+        "#!lua\nredis.call('SET', ARGV[1], 'a') return redis.call('GET', ARGV[2])";
+    assert!(
+        matches!(
+            raw.cmd(&["EVAL", no_keys_declared, "0", key, &here]),
+            Reply::Error(refused) if refused.contains("do not hash to the same slot")
+        ),
+        "the first key a script reaches sets its slot"
+    );
+    let allowed = format!("#!lua flags=allow-cross-slot-keys\n{across}");
+    assert_eq!(raw.cmd(&["EVAL", &allowed, "1", key, &here]), Reply::ok());
+    assert_eq!(raw.cmd(&["EVAL", across, "1", key, &here]), Reply::ok());
+    assert_eq!(raw.cmd(&["GET", &here]), Reply::bulk("b"));
+    assert_eq!(
+        raw.cmd(&["EVAL", "#!lua flags=no-cluster\nreturn 1", "0"]),
+        Reply::err("ERR Can not run script on cluster, 'no-cluster' flag is set.")
+    );
 }

@@ -201,6 +201,91 @@ const EDGE_CASES: &[&[&str]] = &[
     &["EVAL", "return redis.call('BZPOPMIN', 'empty', 0)", "0"],
 ];
 
+/// Redis 7's script flags on a `#!lua` first line: parse errors, `no-writes` (read-only,
+/// and allowed by EVAL_RO), the SHA1 of the whole source, line numbers kept, and a
+/// script without `allow-oom` refused past maxmemory while `no-writes` and `allow-oom`
+/// ones run.
+const SHEBANGS: &[&[&str]] = &[
+    &[
+        "EVAL",
+        "#!lua flags=no-writes\nreturn redis.call('GET', 'k')",
+        "0",
+    ],
+    &["EVAL_RO", "#!lua flags=no-writes\nreturn 1", "0"],
+    &["EVAL", "#!lua\nreturn redis.call('SET', 'k', 'v')", "0"],
+    &["EVAL_RO", "#!lua\nreturn 1", "0"],
+    &[
+        "EVAL",
+        "#!lua flags=no-writes\nreturn redis.call('SET', 'k', 'v')",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "#!lua flags=no-writes,allow-oom,allow-stale\nreturn 2",
+        "0",
+    ],
+    &["EVAL", "#!lua flags=\nreturn 3", "0"],
+    &[
+        "EVAL",
+        "#!lua flags=no-cluster,allow-cross-slot-keys\nreturn 4",
+        "0",
+    ],
+    &["EVAL", "#!lua   flags=no-writes  \r\nreturn 5", "0"],
+    &["EVAL", "#!lua flags=bogus\nreturn 1", "0"],
+    &["EVAL", "#!lua flags=no-writes,,allow-oom\nreturn 1", "0"],
+    &["EVAL", "#!lua other=1\nreturn 1", "0"],
+    &["EVAL", "#!python\nreturn 1", "0"],
+    &["EVAL", "#!\nreturn 1", "0"],
+    &["EVAL", "#!lua", "0"],
+    &["EVAL", "#!lua\n\nreturn nosuch(", "0"],
+    &["EVAL_RO", "#!lua\n\nreturn nosuch(", "0"],
+    &["EVAL", "#!lua\n\nreturn redis.call('NOSUCH')", "0"],
+    &["SCRIPT", "LOAD", "#!lua flags=no-writes\nreturn 6"],
+    &["SCRIPT", "LOAD", "#!lua flags=nope\nreturn 6"],
+    &[
+        "EVALSHA_RO",
+        "7fe72c3e6f9c9f8a8f5d3bd2c2fc4b5fee2a5cd0",
+        "0",
+    ],
+    &["SET", "filler", "x"],
+    &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+    &["CONFIG", "SET", "maxmemory", "1"],
+    &["EVAL", "#!lua\nreturn 7", "0"],
+    &[
+        "EVAL",
+        "#!lua flags=allow-oom\nreturn redis.call('SET', 'k', 'oom')",
+        "0",
+    ],
+    &[
+        "EVAL",
+        "#!lua flags=no-writes\nreturn redis.call('GET', 'k')",
+        "0",
+    ],
+    &["EVAL", "return 8", "0"],
+    &["CONFIG", "SET", "maxmemory", "0"],
+    &["EVAL", "#!lua\nreturn 9", "0"],
+];
+
+#[test]
+fn script_shebangs_answer_like_redis_server() {
+    let mut pair = Pair::start(2);
+    for args in SHEBANGS {
+        pair.same(args);
+    }
+    // EVALSHA_RO by the SHA1 of a whole source, shebang included
+    for source in ["#!lua flags=no-writes\nreturn 10", "#!lua\nreturn 11"] {
+        let (theirs, ours) = pair.both(&["SCRIPT", "LOAD", source]);
+        assert_eq!(ours, theirs);
+        // (`$40\r\n<sha1>\r\n`, escaped)
+        let sha = theirs
+            .strip_prefix("$40\\r\\n")
+            .and_then(|rest| rest.get(..40))
+            .unwrap_or_else(|| panic!("SCRIPT LOAD answered {theirs}"));
+        pair.same(&["EVALSHA_RO", sha, "0"]);
+        pair.same(&["EVALSHA", sha, "0"]);
+    }
+}
+
 #[test]
 fn scripts_answer_like_redis_server_in_resp2_and_resp3() {
     for protocol in [2, 3] {
@@ -581,7 +666,7 @@ fn functions_answer_like_redis_server_in_resp2_and_resp3() {
 
 /// Libraries are data replicas hold: FUNCTION LOAD, DELETE and RESTORE replicate, a replica that
 /// full-syncs later gets them after the snapshot, and a replica refuses a client's
-/// FUNCTION LOAD.
+/// FUNCTION LOAD and (Redis 7) a call of a function not declared `no-writes`.
 #[test]
 fn functions_replicate() {
     let primary = Node::start();
@@ -604,7 +689,7 @@ fn functions_replicate() {
     attach(&early);
     let () = redis::cmd("FUNCTION")
         .arg("LOAD")
-        .arg("#!lua name=later\nredis.register_function('later', function() return 'later' end)")
+        .arg("#!lua name=later\nredis.register_function{function_name='later', callback=function() return 'later' end, flags={'no-writes'}}")
         .query(&mut con)
         .map(|_: String| ())
         .expect("FUNCTION LOAD");
@@ -620,6 +705,11 @@ fn functions_replicate() {
         raw.cmd(&["FCALL_RO", "echo", "0", "x"]),
         Reply::bulk("x"),
         "library loaded before the full sync"
+    );
+    // a function without `no-writes` is a write, as in Redis 7
+    assert_eq!(
+        raw.cmd(&["FCALL", "counter", "1", "c", "1"]),
+        Reply::err("READONLY You can't write against a read only replica.")
     );
     match raw.cmd(&[
         "FUNCTION",
@@ -645,7 +735,7 @@ fn functions_replicate() {
     scratch.cmd(&[
         "FUNCTION",
         "LOAD",
-        "#!lua name=moved\nredis.register_function('moved', function() return 'moved' end)",
+        "#!lua name=moved\nredis.register_function{function_name='moved', callback=function() return 'moved' end, flags={'no-writes'}}",
     ]);
     let Reply::Bulk(payload) = scratch.cmd(&["FUNCTION", "DUMP"]) else {
         panic!("FUNCTION DUMP");

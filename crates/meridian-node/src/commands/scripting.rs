@@ -12,7 +12,7 @@ use super::{
 use crate::error::{CmdResult, CommandError};
 use crate::exec::ExecContext;
 use crate::protocol::{Out, Protocol, Reply};
-use crate::scripting::{Kill, RestorePolicy, Script, ScriptRequest};
+use crate::scripting::{Kill, RestorePolicy, Script, ScriptFlags, ScriptRequest};
 use crate::state::Shared;
 use crate::store::Access;
 
@@ -84,38 +84,91 @@ pub fn evalsha_ro(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     run_script(ctx, Script::Sha(ctx.args[1]), true)
 }
 
-/// FCALL / FCALL_RO: a function declared `no-writes` runs read-only; FCALL_RO runs
-/// only such functions.
-fn call_function(ctx: &mut Ctx<'_, '_>, read_only_call: bool) -> CmdResult {
-    let name = ctx.args[1];
-    let flags = ctx.shared.scripts.function_flags(name);
-    let no_writes = flags
-        .as_ref()
-        .is_some_and(|flags| flags.iter().any(|flag| flag == "no-writes"));
-    if read_only_call && flags.is_some() && !no_writes {
-        return Err(CommandError::other(
-            "ERR Can not execute a script with write flag using *_ro command.",
-        ));
-    }
-    run_script(ctx, Script::Function(name), read_only_call || no_writes)
-}
-
 pub fn fcall(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    call_function(ctx, false)
+    run_script(ctx, Script::Function(ctx.args[1]), false)
 }
 
 pub fn fcall_ro(ctx: &mut Ctx<'_, '_>) -> CmdResult {
-    call_function(ctx, true)
+    run_script(ctx, Script::Function(ctx.args[1]), true)
+}
+
+/// Whether a script with `flags` may start, as Redis 7 decides for a script that
+/// declared its flags (`scriptPrepareForRun`, and the command flags `EVAL` takes from
+/// them: a script without `no-writes` is a write, refused on a replica; without
+/// `allow-oom` either, refused past maxmemory); whether it runs read-only. A script
+/// in compatibility mode is checked command by command instead.
+fn admit(
+    ctx: &Ctx<'_, '_>,
+    script: Script<'_>,
+    flags: ScriptFlags,
+    read_only_call: bool,
+) -> Result<bool, CommandError> {
+    if !flags.declared {
+        return Ok(read_only_call);
+    }
+    let shared = ctx.shared;
+    if flags.no_cluster && shared.topology.load().is_some() {
+        return Err(CommandError::other(
+            "ERR Can not run script on cluster, 'no-cluster' flag is set.",
+        ));
+    }
+    if !flags.no_writes {
+        let obeyed = ctx.client.primary_link;
+        if !obeyed {
+            super::replication::check_write(shared)?;
+        }
+        // (inside EXEC eviction ran before the transaction's locks were taken)
+        if !obeyed && !flags.allow_oom && ctx.keys.is_direct() && shared.db.make_room().is_err() {
+            return Err(CommandError::OutOfMemory);
+        }
+        if read_only_call {
+            // (Redis compiles, and caches, an EVAL_RO source before it looks at the flags)
+            if let Script::Source(source) = script {
+                shared
+                    .scripts
+                    .load(source)
+                    .map_err(|error| CommandError::other(error.to_string()))?;
+            }
+            return Err(CommandError::other(
+                "ERR Can not execute a script with write flag using *_ro command.",
+            ));
+        }
+    }
+    Ok(read_only_call || flags.no_writes)
+}
+
+/// The one slot a script that declared its flags may touch in cluster mode.
+struct SlotRule {
+    enforced: bool,
+    /// The slot of the script's declared keys, else of the first key it reached.
+    slot: Option<u16>,
+}
+
+impl SlotRule {
+    /// Whether a command on `keys` keeps to the script's slot (and takes the slot
+    /// of its first key when the script has none yet).
+    fn admits(&mut self, keys: &[&[u8]]) -> bool {
+        if !self.enforced {
+            return true;
+        }
+        let Some(first) = keys.first() else {
+            return true;
+        };
+        let reached = meridian_topology::key_slot(first);
+        *self.slot.get_or_insert(reached) == reached
+    }
 }
 
 /// One of a script's `redis.call`s: checked as Redis checks script commands, then
 /// dispatched under the locks the script holds; its reply captured.
+#[allow(clippy::too_many_arguments)]
 fn script_call<'a>(
     shared: &'a Shared,
     exec: ExecContext,
     client: &mut ClientState,
     access: Access<'a, '_>,
     read_only: bool,
+    slot: &mut SlotRule,
     args: &[&[u8]],
     proto: Protocol,
 ) -> Reply {
@@ -143,6 +196,9 @@ fn script_call<'a>(
         && super::cluster::check_command(shared, client.readonly, asking, spec, args).is_err()
     {
         return refuse("ERR Script attempted to access a non local key in a cluster node");
+    }
+    if slot.enforced && !slot.admits(&spec.keys(args)) {
+        return refuse("ERR Script attempted to access keys that do not hash to the same slot");
     }
     let mut out = match proto {
         Protocol::Resp2 => Out::capture(),
@@ -175,7 +231,12 @@ fn acl_check_reply(shared: &Shared, client: &ClientState, args: &[&[u8]]) -> Rep
     Reply::Int(i64::from(allowed))
 }
 
-fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> CmdResult {
+fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only_call: bool) -> CmdResult {
+    let flags = ctx
+        .shared
+        .scripts
+        .flags(script)
+        .map_err(|error| CommandError::other(error.to_string()))?;
     let numkeys = ctx.int_arg(2)?;
     if numkeys < 0 {
         return Err(CommandError::other("ERR Number of keys can't be negative"));
@@ -185,9 +246,19 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
             "ERR Number of keys can't be greater than number of args",
         ));
     }
+    let read_only = admit(ctx, script, flags, read_only_call)?;
     let split = 3 + numkeys as usize;
     let (keys, argv) = (&ctx.args[3..split], &ctx.args[split..]);
     let shared = ctx.shared;
+    // in cluster mode a script that declared its flags keeps to one slot (the slot of
+    // its declared keys, or of the first key it reaches) unless it allows more
+    let mut slot = SlotRule {
+        enforced: flags.declared
+            && !flags.allow_cross_slot_keys
+            && !ctx.client.primary_link
+            && shared.topology.load().is_some(),
+        slot: keys.first().map(|key| meridian_topology::key_slot(key)),
+    };
     let log = &shared.repl.log;
     // effects collect into one MULTI/EXEC block unless an EXEC already collects them
     let own_block = log.is_active() && !ctx.client.primary_link && ctx.client.txn_repl.is_none();
@@ -205,7 +276,9 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
             let mut call = |request: ScriptRequest<'_>| match request {
                 ScriptRequest::Call { args, proto } => {
                     let access = Access::held(db, &mut held, exec.holder());
-                    script_call(shared, exec, client, access, read_only, args, proto)
+                    script_call(
+                        shared, exec, client, access, read_only, &mut slot, args, proto,
+                    )
                 }
                 ScriptRequest::AclCheck { args } => acl_check_reply(shared, client, args),
             };
@@ -225,6 +298,7 @@ fn run_script(ctx: &mut Ctx<'_, '_>, script: Script<'_>, read_only: bool) -> Cmd
                     client,
                     access.reborrow(),
                     read_only,
+                    &mut slot,
                     args,
                     proto,
                 ),
