@@ -1021,3 +1021,55 @@ fn random_pops_replicate_as_the_members_they_removed() {
     assert_eq!(on_primary.len(), 69);
     assert_eq!(sorted_members(&replica), on_primary);
 }
+
+/// Like redis-server outside cluster mode, PUBLISH goes down the replication stream: a
+/// replica's subscribers receive what is published on the primary, alone, inside
+/// MULTI/EXEC and from a script, in order; the primary counts only its own receivers.
+#[test]
+fn messages_published_on_the_primary_reach_the_replicas_subscribers() {
+    let primary = start("primary", &[]);
+    let replica = start("replica", &[]);
+    replicate(&replica, &primary);
+    let mut subscriber = replica.raw();
+    assert_eq!(
+        subscriber.cmd(&["SUBSCRIBE", "news"]),
+        Reply::Array(vec![
+            Reply::bulk("subscribe"),
+            Reply::bulk("news"),
+            Reply::Int(1)
+        ])
+    );
+    let mut raw = primary.raw();
+    assert_eq!(raw.cmd(&["PUBLISH", "news", "first"]), Reply::Int(0));
+    assert_eq!(raw.cmd(&["MULTI"]), Reply::ok());
+    assert_eq!(
+        raw.cmd(&["PUBLISH", "news", "second"]),
+        Reply::Simple("QUEUED".into())
+    );
+    assert_eq!(raw.cmd(&["EXEC"]), Reply::Array(vec![Reply::Int(0)]));
+    assert_eq!(
+        raw.cmd(&["EVAL", "return redis.call('PUBLISH', 'news', 'third')", "0"]),
+        Reply::Int(0)
+    );
+    for payload in ["first", "second", "third"] {
+        assert_eq!(
+            subscriber.read(),
+            Reply::Array(vec![
+                Reply::bulk("message"),
+                Reply::bulk("news"),
+                Reply::bulk(payload)
+            ])
+        );
+    }
+    // the replica's own PUBLISH stays its own (nothing flows back up)
+    let mut on_replica = replica.raw();
+    assert_eq!(on_replica.cmd(&["PUBLISH", "news", "local"]), Reply::Int(1));
+    assert_eq!(
+        subscriber.read(),
+        Reply::Array(vec![
+            Reply::bulk("message"),
+            Reply::bulk("news"),
+            Reply::bulk("local")
+        ])
+    );
+}

@@ -110,6 +110,18 @@ pub fn unsubscribe_all(ctx: &mut Ctx<'_, '_>) {
 
 pub fn publish(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     let receivers = ctx.shared.broker.publish(ctx.args[1], ctx.args[2]);
+    // Like Redis outside cluster mode, the message goes down the replication stream so
+    // the replicas' subscribers receive it too (inside EXEC or a script, in its block).
+    // A replica applying it does not append it: its link forwards the stream as is.
+    let log = &ctx.shared.repl.log;
+    if log.is_active() && !ctx.client.primary_link {
+        let mut command = Vec::new();
+        crate::replication::backlog::encode_command(&mut command, ctx.args);
+        match ctx.client.txn_repl.as_mut() {
+            Some(block) => block.extend_from_slice(&command),
+            None => log.append(&command),
+        }
+    }
     ctx.shared
         .counters
         .pubsub_messages
