@@ -803,8 +803,8 @@ impl Scripts {
         self.wrote.store(true, Ordering::Release);
     }
 
-    /// The compiled script named `sha`, compiled from `source` (EVAL, cached when the
-    /// cache has room) or from the cache (EVALSHA).
+    /// Keeps `source` under `sha` in the script cache, noting a shebang (see
+    /// [`Scripts::flags`]).
     fn cache_source(
         &self,
         mut sources: parking_lot::MutexGuard<'_, HashMap<String, Vec<u8>>>,
@@ -817,6 +817,8 @@ impl Scripts {
         sources.insert(sha.to_string(), source);
     }
 
+    /// The compiled script named `sha`, compiled from `source` (EVAL, cached when the
+    /// cache has room) or from the cache (EVALSHA).
     fn function(
         &self,
         interpreter: &mut Interpreter,

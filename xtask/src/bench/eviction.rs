@@ -156,13 +156,21 @@ pub fn run(quick: bool) -> Result<()> {
         "| maxmemory | value size | alpha | server | policy | hit ratio | keys resident | RSS at start | RSS at end |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    // each trace once, replayed at every budget and value size
+    let traces: Vec<(f64, Vec<u32>, usize)> = [0.8, 1.0, 1.2]
+        .into_iter()
+        .map(|alpha| {
+            let trace = zipf_trace(universe, length, alpha, seed);
+            let touched = distinct_keys(&trace);
+            (alpha, trace, touched)
+        })
+        .collect();
     let mut summary = Vec::new();
     for maxmemory_mib in MAXMEMORY_MIB {
         let maxmemory = (maxmemory_mib << 20).to_string();
         for value_size in [100usize, 1024] {
-            for alpha in [0.8, 1.0, 1.2] {
-                let trace = zipf_trace(universe, length, alpha, seed);
-                let touched = distinct_keys(&trace);
+            for (alpha, trace, touched) in &traces {
+                let (alpha, touched) = (*alpha, *touched);
                 let mut compared = Compared {
                     maxmemory_mib,
                     value_size,
@@ -182,7 +190,7 @@ pub fn run(quick: bool) -> Result<()> {
                         },
                     )?;
                     let rss_at_start = server.rss_bytes()?;
-                    let (hits, resident) = replay(server.port, &trace, value_size)?;
+                    let (hits, resident) = replay(server.port, trace, value_size)?;
                     let rss_at_end = server.rss_bytes()?;
                     drop(server);
                     let label = policy.unwrap_or("sieve (default)");

@@ -2202,10 +2202,7 @@ fn run_write(spec: &Spec, mut ctx: Ctx<'_, '_>) {
         if let Some(write) = &queued {
             crate::origin::encode_queued(&mut effects, write);
         }
-        match ctx.client.txn_repl.as_mut() {
-            Some(block) => block.extend_from_slice(&effects),
-            None => log.append(&effects),
-        }
+        transactions::propagate(ctx.client, log, &effects);
     }
     // still under the write's locks: the event version orders it like the store did
     // slot migration (RESTORE-ASKING) moves existing data inside the region:

@@ -117,10 +117,7 @@ pub fn publish(ctx: &mut Ctx<'_, '_>) -> CmdResult {
     if log.is_active() && !ctx.client.primary_link {
         let mut command = Vec::new();
         crate::replication::backlog::encode_command(&mut command, ctx.args);
-        match ctx.client.txn_repl.as_mut() {
-            Some(block) => block.extend_from_slice(&command),
-            None => log.append(&command),
-        }
+        super::transactions::propagate(ctx.client, log, &command);
     }
     ctx.shared
         .counters

@@ -103,6 +103,19 @@ fn route_transaction(
     cluster::check_keys(ctx.shared, ctx.client.readonly && all_reads, asking, keys)
 }
 
+/// Sends one command's replication effects to the running transaction's (or script's)
+/// block when there is one, else straight to the replication log.
+pub fn propagate(
+    client: &mut super::ClientState,
+    log: &crate::replication::backlog::ReplLog,
+    effects: &[u8],
+) {
+    match client.txn_repl.as_mut() {
+        Some(block) => block.extend_from_slice(effects),
+        None => log.append(effects),
+    }
+}
+
 /// Appends the effects a transaction (or script) collected in `client.txn_repl` to the
 /// replication log as one MULTI/EXEC block, so replicas apply them atomically.
 pub fn propagate_block(
